@@ -1,0 +1,53 @@
+#include "devices/acpi_pm.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace keel {
+
+namespace {
+constexpr uint16_t kStatus = 0, kEnable = 2, kControl = 4;
+constexpr uint16_t kSciEnable = 1 << 0;
+constexpr uint16_t kSleepEnable = 1 << 13;
+constexpr unsigned kSleepTypeShift = 10;
+constexpr uint16_t kSleepTypeMask = 0x7;
+
+// Reads or writes within the 8-byte register file; partial and unaligned
+// accesses touch the bytes they cover, as on real chipsets.
+}  // namespace
+
+void AcpiPm::pio_read(uint16_t offset, std::span<uint8_t> data) {
+  uint8_t regs[8] = {};
+  std::memcpy(regs + kStatus, &status_, 2);
+  std::memcpy(regs + kEnable, &enable_, 2);
+  std::memcpy(regs + kControl, &control_, 2);
+  for (size_t i = 0; i < data.size(); ++i) {
+    data[i] = offset + i < sizeof regs ? regs[offset + i] : 0;
+  }
+}
+
+void AcpiPm::pio_write(uint16_t offset, std::span<const uint8_t> data) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    size_t at = offset + i;
+    uint8_t byte = data[i];
+    if (at < kEnable) {
+      // PM1_STS bits are cleared by writing ones.
+      status_ &= static_cast<uint16_t>(~(uint16_t{byte} << (8 * at)));
+    } else if (at < kControl) {
+      unsigned shift = 8 * static_cast<unsigned>(at - kEnable);
+      enable_ = static_cast<uint16_t>((enable_ & ~(0xff << shift)) | (byte << shift));
+    } else if (at < kControl + 2) {
+      unsigned shift = 8 * static_cast<unsigned>(at - kControl);
+      control_ = static_cast<uint16_t>((control_ & ~(0xff << shift)) | (byte << shift));
+    }
+  }
+  control_ |= kSciEnable;
+  if (control_ & kSleepEnable) {
+    // SLP_EN is write-only: it reads back as zero.
+    control_ &= static_cast<uint16_t>(~kSleepEnable);
+    uint16_t type = (control_ >> kSleepTypeShift) & kSleepTypeMask;
+    if (type == s5_sleep_type_ && power_off_) power_off_();
+  }
+}
+
+}  // namespace keel

@@ -1,0 +1,132 @@
+#include "devices/uart8250.h"
+
+#include <algorithm>
+
+namespace keel {
+
+namespace {
+// Register offsets and bits of the 16550A.
+constexpr uint16_t kData = 0, kIer = 1, kIir = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6, kScr = 7;
+constexpr uint8_t kIerRxAvailable = 0x01, kIerThrEmpty = 0x02;
+constexpr uint8_t kIirNone = 0x01, kIirThrEmpty = 0x02, kIirRxAvailable = 0x04;
+constexpr uint8_t kIirFifoEnabled = 0xc0;
+constexpr uint8_t kLcrDlab = 0x80;
+constexpr uint8_t kLsrDataReady = 0x01, kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
+constexpr uint8_t kMcrLoop = 0x10;
+// With the loopback bit set, MSR reflects MCR's outputs (DTR->DSR, RTS->CTS,
+// OUT1->RI, OUT2->DCD); otherwise the line is up: DCD, DSR, CTS.
+constexpr uint8_t kMsrConnected = 0xb0;
+}  // namespace
+
+void Uart8250::pio_read(uint16_t offset, std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), 0);
+  if (data.size() != 1 || offset > kScr) return;
+  data[0] = read_register(offset);
+}
+
+void Uart8250::pio_write(uint16_t offset, std::span<const uint8_t> data) {
+  if (data.size() != 1 || offset > kScr) return;
+  write_register(offset, data[0]);
+}
+
+void Uart8250::queue_input(std::span<const uint8_t> bytes) {
+  bool was = interrupt_pending();
+  rx_.insert(rx_.end(), bytes.begin(), bytes.end());
+  update_interrupt(was);
+}
+
+uint8_t Uart8250::interrupt_identification() const {
+  if ((ier_ & kIerRxAvailable) && !rx_.empty()) return kIirRxAvailable;
+  if ((ier_ & kIerThrEmpty) && thre_pending_) return kIirThrEmpty;
+  return kIirNone;
+}
+
+void Uart8250::update_interrupt(bool was_pending) {
+  // The line is edge-triggered: pulse it when an interrupt becomes pending.
+  if (!was_pending && interrupt_pending() && irq_) irq_();
+}
+
+uint8_t Uart8250::read_register(uint16_t offset) {
+  bool was = interrupt_pending();
+  uint8_t value = 0;
+  switch (offset) {
+    case kData:
+      if (lcr_ & kLcrDlab) return dll_;
+      if (!rx_.empty()) {
+        value = rx_.front();
+        rx_.pop_front();
+      }
+      break;
+    case kIer:
+      return (lcr_ & kLcrDlab) ? dlm_ : ier_;
+    case kIir:
+      value = interrupt_identification() | kIirFifoEnabled;
+      // Reading IIR while it reports THRE acknowledges that interrupt.
+      if ((value & 0x0f) == kIirThrEmpty) thre_pending_ = false;
+      break;
+    case kLcr:
+      return lcr_;
+    case kMcr:
+      return mcr_;
+    case kLsr:
+      value = kLsrThrEmpty | kLsrTxIdle | (rx_.empty() ? 0 : kLsrDataReady);
+      return value;
+    case kMsr:
+      if (mcr_ & kMcrLoop) {
+        return static_cast<uint8_t>(((mcr_ & 0x01) << 5) | ((mcr_ & 0x02) << 3) |
+                                    ((mcr_ & 0x04) << 4) | ((mcr_ & 0x08) << 4));
+      }
+      return kMsrConnected;
+    case kScr:
+      return scr_;
+  }
+  update_interrupt(was);
+  return value;
+}
+
+void Uart8250::write_register(uint16_t offset, uint8_t value) {
+  bool was = interrupt_pending();
+  switch (offset) {
+    case kData:
+      if (lcr_ & kLcrDlab) {
+        dll_ = value;
+        return;
+      }
+      if (mcr_ & kMcrLoop) {
+        rx_.push_back(value);
+      } else if (sink_) {
+        sink_(value);
+      }
+      // Transmission is instant: the holding register is empty again at
+      // once, which is a new THRE interrupt.
+      thre_pending_ = true;
+      was = was && (interrupt_identification() != kIirThrEmpty);
+      break;
+    case kIer:
+      if (lcr_ & kLcrDlab) {
+        dlm_ = value;
+        return;
+      }
+      // Enabling THRE while the register is empty raises the interrupt.
+      if (!(ier_ & kIerThrEmpty) && (value & kIerThrEmpty)) thre_pending_ = true;
+      ier_ = value & 0x0f;
+      break;
+    case kIir:  // FCR: FIFO control; FIFOs are always on, clear requests honoured.
+      if (value & 0x02) rx_.clear();
+      break;
+    case kLcr:
+      lcr_ = value;
+      return;
+    case kMcr:
+      mcr_ = value & 0x1f;
+      return;
+    case kScr:
+      scr_ = value;
+      return;
+    default:
+      return;
+  }
+  update_interrupt(was);
+}
+
+}  // namespace keel

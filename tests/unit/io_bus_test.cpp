@@ -1,0 +1,63 @@
+#include "devices/io_bus.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace keel {
+namespace {
+
+struct Recorder : PioDevice {
+  std::vector<std::pair<uint16_t, uint8_t>> writes;
+  void pio_read(uint16_t offset, std::span<uint8_t> data) override {
+    for (auto& b : data) b = static_cast<uint8_t>(offset);
+  }
+  void pio_write(uint16_t offset, std::span<const uint8_t> data) override {
+    writes.emplace_back(offset, data[0]);
+  }
+};
+
+TEST(IoBus, RoutesByRangeWithOffsets) {
+  IoBus bus;
+  Recorder a, b;
+  bus.add(0x3f8, 8, a);
+  bus.add(0x600, 8, b);
+  uint8_t byte = 0x41;
+  EXPECT_TRUE(bus.write(0x3fd, {&byte, 1}));
+  EXPECT_TRUE(bus.write(0x604, {&byte, 1}));
+  ASSERT_EQ(a.writes.size(), 1u);
+  EXPECT_EQ(a.writes[0].first, 5);
+  ASSERT_EQ(b.writes.size(), 1u);
+  EXPECT_EQ(b.writes[0].first, 4);
+  uint8_t word[2];
+  EXPECT_TRUE(bus.read(0x602, word));
+  EXPECT_EQ(word[0], 2);
+}
+
+TEST(IoBus, UnclaimedPortsReadAllOnes) {
+  IoBus bus;
+  uint8_t data[4] = {};
+  EXPECT_FALSE(bus.read(0x80, data));
+  EXPECT_EQ(data[3], 0xff);
+  EXPECT_FALSE(bus.write(0x80, data));
+}
+
+TEST(IoBus, AccessStraddlingTheEndIsUnclaimed) {
+  IoBus bus;
+  Recorder a;
+  bus.add(0x3f8, 8, a);
+  uint8_t data[4] = {};
+  EXPECT_FALSE(bus.read(0x3fe, data));
+}
+
+TEST(IoBus, RefusesOverlapsAndBadRanges) {
+  IoBus bus;
+  Recorder a;
+  bus.add(0x60, 1, a);
+  EXPECT_THROW(bus.add(0x5f, 2, a), std::invalid_argument);
+  EXPECT_THROW(bus.add(0xfff0, 0x20, a), std::invalid_argument);
+  EXPECT_THROW(bus.add(0x100, 0, a), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace keel

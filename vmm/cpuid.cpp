@@ -1,0 +1,88 @@
+#include "vmm/cpuid.h"
+
+#include <bit>
+
+namespace keel {
+
+namespace {
+
+constexpr uint32_t kLeafFeatures = 0x1;
+constexpr uint32_t kLeafCacheTopology = 0x4;
+constexpr uint32_t kLeafExtTopology = 0xb;
+constexpr uint32_t kLeafV2ExtTopology = 0x1f;
+constexpr uint32_t kLeafHypervisor = 0x40000000;
+constexpr uint32_t kLeafHypervisorTiming = 0x40000010;
+constexpr uint32_t kLeafAmdAddressSizes = 0x80000008;
+
+// Bits needed to number `count` things (0 for a single one).
+uint32_t id_bits(uint32_t count) { return count <= 1 ? 0 : std::bit_width(count - 1); }
+
+}  // namespace
+
+std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>& supported,
+                                             uint32_t vcpu_index, uint32_t vcpu_count,
+                                             uint32_t tsc_khz) {
+  std::vector<kvm_cpuid_entry2> out;
+  out.reserve(supported.size() + 1);
+  const uint32_t apic_id = vcpu_index;
+  bool has_timing_leaf = false;
+  for (kvm_cpuid_entry2 e : supported) {
+    switch (e.function) {
+      case kLeafFeatures:
+        // EBX[31:24] initial APIC ID, EBX[23:16] logical processors per package.
+        e.ebx = (e.ebx & 0x0000ffff) | (apic_id << 24) | ((vcpu_count & 0xff) << 16);
+        if (vcpu_count > 1) e.edx |= 1u << 28;  // HTT: the count above is valid
+        e.ecx |= 1u << 31;                      // running under a hypervisor
+        break;
+      case kLeafCacheTopology:
+        // EAX[31:26]: cores per package minus one.
+        if (e.eax & 0x1f) e.eax = (e.eax & 0x03ffffff) | ((vcpu_count - 1) << 26);
+        break;
+      case kLeafExtTopology:
+      case kLeafV2ExtTopology:
+        // Level 0: SMT (one thread per core), level 1: cores, then invalid.
+        e.edx = apic_id;
+        if (e.index == 0) {
+          e.eax = 0;
+          e.ebx = 1;
+          e.ecx = (1u << 8) | 0;
+        } else if (e.index == 1) {
+          e.eax = id_bits(vcpu_count);
+          e.ebx = vcpu_count;
+          e.ecx = (2u << 8) | 1;
+        } else {
+          e.eax = 0;
+          e.ebx = 0;
+          e.ecx = e.index & 0xff;
+        }
+        break;
+      case kLeafHypervisor:
+        if (tsc_khz != 0 && e.eax < kLeafHypervisorTiming) e.eax = kLeafHypervisorTiming;
+        break;
+      case kLeafHypervisorTiming:
+        has_timing_leaf = true;
+        if (tsc_khz != 0) {
+          e.eax = tsc_khz;
+          e.ebx = 1000000;  // KVM's LAPIC timer counts nanoseconds: 1 GHz
+        }
+        break;
+      case kLeafAmdAddressSizes:
+        // ECX[7:0]: cores per package minus one; ECX[15:12]: APIC ID bits.
+        e.ecx = (e.ecx & ~0xf0ffu) | ((vcpu_count - 1) & 0xff) | (id_bits(vcpu_count) << 12);
+        break;
+      default:
+        break;
+    }
+    out.push_back(e);
+  }
+  if (tsc_khz != 0 && !has_timing_leaf) {
+    kvm_cpuid_entry2 timing{};
+    timing.function = kLeafHypervisorTiming;
+    timing.eax = tsc_khz;
+    timing.ebx = 1000000;
+    out.push_back(timing);
+  }
+  return out;
+}
+
+}  // namespace keel

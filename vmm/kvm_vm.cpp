@@ -1,0 +1,67 @@
+#include "vmm/kvm_vm.h"
+
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <string>
+
+#include "common/error.h"
+
+namespace keel {
+
+void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host,
+                            uint32_t flags) {
+  kvm_userspace_memory_region region{};
+  region.slot = slot;
+  region.flags = flags;
+  region.guest_phys_addr = guest_phys;
+  region.memory_size = size;
+  region.userspace_addr = reinterpret_cast<uint64_t>(host);
+  if (::ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+    throw_errno("KVM_SET_USER_MEMORY_REGION slot " + std::to_string(slot));
+  }
+}
+
+void KvmVm::set_tss_address(uint64_t address) {
+  if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(address)) < 0) {
+    throw_errno("KVM_SET_TSS_ADDR");
+  }
+}
+
+void KvmVm::set_identity_map_address(uint64_t address) {
+  __u64 addr = address;
+  if (::ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0) {
+    throw_errno("KVM_SET_IDENTITY_MAP_ADDR");
+  }
+}
+
+void KvmVm::create_irqchip() {
+  if (::ioctl(fd_.get(), KVM_CREATE_IRQCHIP, 0) < 0) throw_errno("KVM_CREATE_IRQCHIP");
+}
+
+void KvmVm::create_pit2() {
+  kvm_pit_config config{};
+  // The PIT drives channel 2 through port 0x61 itself (speaker gate and
+  // output), which Linux and the test guest use to calibrate the TSC.
+  config.flags = KVM_PIT_SPEAKER_DUMMY;
+  if (::ioctl(fd_.get(), KVM_CREATE_PIT2, &config) < 0) throw_errno("KVM_CREATE_PIT2");
+}
+
+void KvmVm::set_irq_line(uint32_t irq, bool level) {
+  kvm_irq_level line{};
+  line.irq = irq;
+  line.level = level ? 1 : 0;
+  if (::ioctl(fd_.get(), KVM_IRQ_LINE, &line) < 0) throw_errno("KVM_IRQ_LINE");
+}
+
+KvmVcpu KvmVm::create_vcpu(uint32_t id) {
+  int vcpu_fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
+  if (vcpu_fd < 0) throw_errno("KVM_CREATE_VCPU " + std::to_string(id));
+  UniqueFd owned(vcpu_fd);
+  auto run = MemoryMapping::map(vcpu_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0,
+                                "kvm_run");
+  return KvmVcpu(id, std::move(owned), std::move(run));
+}
+
+}  // namespace keel

@@ -1,0 +1,33 @@
+// One KVM virtual machine: memory slots, the in-kernel irqchip and PIT, vCPUs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/unique_fd.h"
+#include "vmm/kvm_vcpu.h"
+
+namespace keel {
+
+class KvmVm {
+ public:
+  KvmVm(UniqueFd fd, size_t vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+
+  void set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host,
+                       uint32_t flags = 0);
+  // KVM needs a three-page region for the TSS and one for the identity map
+  // on Intel; both lie in the reserved range below 4 GiB.
+  void set_tss_address(uint64_t address);
+  void set_identity_map_address(uint64_t address);
+  void create_irqchip();
+  void create_pit2();
+  void set_irq_line(uint32_t irq, bool level);
+  KvmVcpu create_vcpu(uint32_t id);
+  int fd() const { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+  size_t vcpu_mmap_size_;
+};
+
+}  // namespace keel

@@ -1,0 +1,252 @@
+#include "vmm/machine.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstring>
+#include <string>
+
+#include "common/error.h"
+#include "common/hex.h"
+#include "vmm/acpi/acpi_tables.h"
+#include "vmm/cpuid.h"
+#include "vmm/kernel_image.h"
+#include "vmm/memory_layout.h"
+#include "vmm/x86_boot.h"
+
+namespace keel {
+
+namespace {
+
+// Sent to a vCPU thread to break it out of KVM_RUN; the handler does
+// nothing, the point is the EINTR.
+constexpr int kKickSignal = SIGUSR1;
+
+void install_kick_handler() {
+  struct sigaction action {};
+  action.sa_handler = [](int) {};
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;  // no SA_RESTART: KVM_RUN must return
+  if (::sigaction(kKickSignal, &action, nullptr) < 0) throw_errno("sigaction");
+}
+
+constexpr uint16_t kCom1Port = 0x3f8;
+constexpr uint32_t kCom1Irq = 4;
+
+// LAPIC LVT entries as the firmware leaves them: LINT0 takes the PIC's
+// ExtINT, LINT1 takes NMI (Intel SDM vol. 3, 10.5.1).
+constexpr size_t kLapicLint0 = 0x350;
+constexpr size_t kLapicLint1 = 0x360;
+constexpr uint32_t kDeliveryExtInt = 0x700;
+constexpr uint32_t kDeliveryNmi = 0x400;
+
+void set_lvt(kvm_lapic_state& lapic, size_t offset, uint32_t delivery) {
+  uint32_t value;
+  std::memcpy(&value, lapic.regs + offset, 4);
+  value = (value & ~0x700u & ~(1u << 16)) | delivery;  // unmasked, this delivery mode
+  std::memcpy(lapic.regs + offset, &value, 4);
+}
+
+uint64_t host_memory_bytes() {
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page_size = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page_size > 0 ? uint64_t(pages) * uint64_t(page_size) : 0;
+}
+
+}  // namespace
+
+Machine::Machine(const VmmOptions& options)
+    : options_(options),
+      kvm_(KvmSystem::open()),
+      vm_((check_host_limits(options), kvm_.create_vm())),
+      memory_(options.memory),
+      serial_out_(options.serial_file) {
+  auto image = parse_kernel_image(read_file(options.kernel, "kernel"), options.kernel);
+  BootSetup boot;
+  boot.cmdline = options.cmdline;
+  if (!options.initrd.empty()) boot.initrd = read_file(options.initrd, "initrd");
+
+  vm_.set_tss_address(layout::kKvmTss);
+  vm_.set_identity_map_address(layout::kKvmIdentityMap);
+  for (size_t slot = 0; slot < memory_.regions().size(); ++slot) {
+    const auto& r = memory_.regions()[slot];
+    vm_.set_memory_slot(static_cast<uint32_t>(slot), r.guest_phys, r.size,
+                        memory_.host_base() + r.file_offset);
+  }
+  vm_.create_irqchip();
+  vm_.create_pit2();
+
+  acpi::AcpiPlatform platform{};
+  platform.cpu_count = options.cpus;
+  platform.pm1a_evt_port = layout::kPm1aEvtPort;
+  platform.pm1a_cnt_port = layout::kPm1aCntPort;
+  auto acpi = acpi::build_acpi_tables(platform, layout::kAcpiTables);
+  memory_.write(acpi.base_gpa, acpi.bytes);
+  boot.acpi_rsdp = acpi.rsdp_gpa;
+
+  com1_ = std::make_unique<Uart8250>([this](uint8_t byte) { serial_out_.put(byte); },
+                                     [this] {
+                                       vm_.set_irq_line(kCom1Irq, true);
+                                       vm_.set_irq_line(kCom1Irq, false);
+                                     });
+  io_bus_.add(kCom1Port, 8, *com1_);
+  i8042_ = std::make_unique<I8042>(
+      [this] { request_stop({StopReason::kReboot, "reset through the i8042 controller"}); });
+  io_bus_.add(I8042::kDataPort, 1, *i8042_);
+  io_bus_.add(I8042::kCommandPort - 4, 1, *i8042_);
+  acpi_pm_ = std::make_unique<AcpiPm>(acpi::kS5SleepType,
+                                      [this] { request_stop({StopReason::kPowerOff, ""}); });
+  io_bus_.add(layout::kPm1aEvtPort, AcpiPm::kPortCount, *acpi_pm_);
+
+  auto entry = load_guest_kernel(memory_, image, boot);
+  auto supported = kvm_.supported_cpuid();
+  for (uint32_t id = 0; id < options.cpus; ++id) vcpus_.push_back(vm_.create_vcpu(id));
+  uint32_t tsc_khz = 0;
+  if (kvm_.check_extension(KVM_CAP_GET_TSC_KHZ) > 0) tsc_khz = vcpus_[0].get_tsc_khz();
+  for (auto& vcpu : vcpus_) setup_vcpu(vcpu, supported, tsc_khz);
+  set_boot_vcpu_state(vcpus_[0], entry);
+}
+
+Machine::~Machine() { stop_vcpus(); }
+
+void Machine::check_host_limits(const VmmOptions& options) const {
+  uint64_t host = host_memory_bytes();
+  if (host != 0 && options.memory > host) {
+    throw InputError("guest memory too large for this host: " +
+                     std::to_string(options.memory >> 20) + " MiB asked, the host has " +
+                     std::to_string(host >> 20) + " MiB");
+  }
+  int max_vcpus = kvm_.check_extension(KVM_CAP_MAX_VCPUS);
+  if (max_vcpus <= 0) max_vcpus = kvm_.check_extension(KVM_CAP_NR_VCPUS);
+  if (max_vcpus > 0 && options.cpus > static_cast<uint32_t>(max_vcpus)) {
+    throw InputError("too many vCPUs: " + std::to_string(options.cpus) + " asked, KVM allows " +
+                     std::to_string(max_vcpus));
+  }
+}
+
+void Machine::setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
+                         uint32_t tsc_khz) {
+  vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), options_.cpus, tsc_khz));
+  auto lapic = vcpu.get_lapic();
+  set_lvt(lapic, kLapicLint0, kDeliveryExtInt);
+  set_lvt(lapic, kLapicLint1, kDeliveryNmi);
+  vcpu.set_lapic(lapic);
+}
+
+MachineStop Machine::run() {
+  install_kick_handler();
+  auto work = boost::asio::make_work_guard(events_);
+  boost::asio::signal_set signals(events_, SIGINT, SIGTERM);
+  signals.async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (!ec) request_stop({StopReason::kSignal, strsignal(signo), signo});
+  });
+  for (auto& vcpu : vcpus_) {
+    threads_.emplace_back([this, &vcpu] { vcpu_loop(vcpu); });
+  }
+  events_.run();
+  stop_vcpus();
+  serial_out_.flush();
+  std::lock_guard guard(stop_mutex_);
+  return *stop_;
+}
+
+void Machine::request_stop(MachineStop stop) {
+  std::lock_guard guard(stop_mutex_);
+  if (stop_) return;  // the first reason wins
+  stop_ = std::move(stop);
+  stopping_.store(true);
+  boost::asio::post(events_, [this] { events_.stop(); });
+}
+
+void Machine::stop_vcpus() {
+  stopping_.store(true);
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    if (!threads_[i].joinable()) continue;
+    vcpus_[i].request_immediate_exit();
+    ::pthread_kill(threads_[i].native_handle(), kKickSignal);
+    threads_[i].join();
+  }
+  threads_.clear();
+}
+
+void Machine::vcpu_loop(KvmVcpu& vcpu) {
+  try {
+    while (!stopping_.load(std::memory_order_acquire)) {
+      if (!vcpu.enter()) continue;
+      handle_exit(vcpu);
+    }
+  } catch (const std::exception& e) {
+    request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
+  }
+}
+
+void Machine::handle_exit(KvmVcpu& vcpu) {
+  kvm_run* run = vcpu.run();
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+      auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+      for (uint32_t i = 0; i < run->io.count; ++i) {
+        std::span<uint8_t> bytes(data + size_t{i} * run->io.size, run->io.size);
+        if (run->io.direction == KVM_EXIT_IO_OUT) {
+          io_bus_.write(run->io.port, bytes);
+        } else {
+          io_bus_.read(run->io.port, bytes);
+        }
+      }
+      return;
+    }
+    case KVM_EXIT_MMIO:
+      // No MMIO device yet: reads see all ones, writes go nowhere.
+      if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof run->mmio.data);
+      return;
+    case KVM_EXIT_INTR:
+      return;
+    case KVM_EXIT_HLT:
+      // With the in-kernel LAPIC, HLT stays in the kernel; seeing it means
+      // the guest halted with nothing left to wake it.
+      request_stop({StopReason::kKvmError, "vCPU " + std::to_string(vcpu.id()) + " halted"});
+      return;
+    case KVM_EXIT_SHUTDOWN: {
+      auto regs = vcpu.get_regs();
+      request_stop({StopReason::kTripleFault,
+                    "vCPU " + std::to_string(vcpu.id()) + " triple fault near rip " + hex(regs.rip)});
+      return;
+    }
+    case KVM_EXIT_SYSTEM_EVENT:
+      switch (run->system_event.type) {
+        case KVM_SYSTEM_EVENT_SHUTDOWN: request_stop({StopReason::kPowerOff, ""}); return;
+        case KVM_SYSTEM_EVENT_RESET:
+          request_stop({StopReason::kReboot, "reset system event"});
+          return;
+        default:
+          request_stop({StopReason::kTripleFault,
+                        "system event " + std::to_string(run->system_event.type)});
+          return;
+      }
+    case KVM_EXIT_FAIL_ENTRY:
+      request_stop({StopReason::kKvmError,
+                    "vCPU " + std::to_string(vcpu.id()) + " entry failed, hardware reason " +
+                        hex(run->fail_entry.hardware_entry_failure_reason)});
+      return;
+    case KVM_EXIT_INTERNAL_ERROR: {
+      std::string detail = "vCPU " + std::to_string(vcpu.id()) + " KVM internal error, suberror " +
+                           std::to_string(run->internal.suberror);
+      try {
+        detail += " at rip " + hex(vcpu.get_regs().rip);
+      } catch (const std::exception&) {
+      }
+      request_stop({StopReason::kKvmError, detail});
+      return;
+    }
+    default:
+      request_stop({StopReason::kKvmError, "vCPU " + std::to_string(vcpu.id()) +
+                                               " unexpected KVM exit " +
+                                               std::to_string(run->exit_reason)});
+      return;
+  }
+}
+
+}  // namespace keel

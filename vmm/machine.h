@@ -1,0 +1,64 @@
+// One virtual machine put together: KVM, guest memory, the boot image, the
+// platform devices and the vCPU threads, run until the guest stops.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "devices/acpi_pm.h"
+#include "devices/i8042.h"
+#include "devices/io_bus.h"
+#include "devices/uart8250.h"
+#include "vmm/guest_memory.h"
+#include "vmm/kvm_system.h"
+#include "vmm/machine_stop.h"
+#include "vmm/serial_output.h"
+#include "vmm/vmm_options.h"
+
+namespace keel {
+
+class Machine {
+ public:
+  // Builds the VM and loads the guest. Throws InputError for bad input
+  // (kernel, sizes against this host) and std::system_error for KVM failures.
+  explicit Machine(const VmmOptions& options);
+  ~Machine();
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
+  MachineStop run();
+
+ private:
+  void check_host_limits(const VmmOptions& options) const;
+  void setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
+                  uint32_t tsc_khz);
+  void vcpu_loop(KvmVcpu& vcpu);
+  void handle_exit(KvmVcpu& vcpu);
+  void request_stop(MachineStop stop);
+  void stop_vcpus();
+
+  const VmmOptions options_;
+  KvmSystem kvm_;
+  KvmVm vm_;
+  GuestMemory memory_;
+  boost::asio::io_context events_;
+  SerialOutput serial_out_;
+  IoBus io_bus_;
+  std::unique_ptr<Uart8250> com1_;
+  std::unique_ptr<I8042> i8042_;
+  std::unique_ptr<AcpiPm> acpi_pm_;
+  std::vector<KvmVcpu> vcpus_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopping_{false};
+  std::mutex stop_mutex_;
+  std::optional<MachineStop> stop_;
+};
+
+}  // namespace keel

@@ -1,0 +1,39 @@
+// keel-vmm: runs one guest. See kVmmUsage for the command line and exit codes.
+#include <signal.h>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "vmm/machine.h"
+#include "vmm/vmm_options.h"
+
+int main(int argc, char** argv) {
+  using namespace keel;
+  // A reader that goes away (a closed pipe on the console) must not kill the guest.
+  ::signal(SIGPIPE, SIG_IGN);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    VmmOptions options = parse_vmm_options(args);
+    if (options.help) {
+      std::fputs(kVmmUsage, stdout);
+      return 0;
+    }
+    Machine machine(options);
+    MachineStop stop = machine.run();
+    int code = exit_code(stop);
+    if (code != 0) {
+      std::fprintf(stderr, "keel-vmm: %s%s%s (exit code %d)\n", describe(stop.reason),
+                   stop.detail.empty() ? "" : ": ", stop.detail.c_str(), code);
+    }
+    return code;
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "keel-vmm: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keel-vmm: start-up failed: %s\n", e.what());
+    return 1;
+  }
+}
