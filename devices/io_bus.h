@@ -15,8 +15,10 @@ namespace keel {
 
 class IoBus {
  public:
-  // Throws std::invalid_argument when the range overlaps one already taken.
-  void add(uint16_t base, uint16_t length, PioDevice& device);
+  // The device sees offsets from `device_offset` on. A device may be added
+  // at several ranges (the i8042 at 0x60 and 0x64). Throws
+  // std::invalid_argument when the range overlaps one already taken.
+  void add(uint16_t base, uint16_t length, PioDevice& device, uint16_t device_offset = 0);
   // Both return false when no device claims `port`.
   bool read(uint16_t port, std::span<uint8_t> data);
   bool write(uint16_t port, std::span<const uint8_t> data);
@@ -25,9 +27,11 @@ class IoBus {
   struct Range {
     uint32_t base;
     uint32_t length;
+    uint16_t device_offset;
     PioDevice* device;
-    // vCPU threads may reach one device at once; each device is serialised.
-    std::unique_ptr<std::mutex> lock;
+    // vCPU threads may reach one device at once; each device is serialised
+    // by one lock, shared by all its ranges.
+    std::shared_ptr<std::mutex> lock;
   };
   Range* find(uint16_t port, size_t width);
   std::vector<Range> ranges_;

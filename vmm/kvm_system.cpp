@@ -5,9 +5,9 @@
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
 
 #include "common/error.h"
+#include "vmm/kvm_list.h"
 
 namespace keel {
 
@@ -38,15 +38,9 @@ int KvmSystem::check_extension(long capability) const {
 
 std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
   // The kernel answers E2BIG until the buffer is large enough.
-  for (uint32_t n = 64; n <= 4096; n *= 2) {
-    size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
-    auto storage = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.get());
-    std::memset(cpuid, 0, bytes);
-    cpuid->nent = n;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
-    }
+  for (size_t n = 64; n <= 4096; n *= 2) {
+    KvmList<kvm_cpuid_entry2> list(n);
+    if (::ioctl(fd_.get(), kKvmGetSupportedCpuid, list.data()) == 0) return list.entries();
     if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
   }
   throw_errno(E2BIG, "KVM_GET_SUPPORTED_CPUID");

@@ -4,10 +4,11 @@
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
 #include <string>
 
 #include "common/error.h"
+#include "common/hex.h"
+#include "vmm/kvm_list.h"
 
 namespace keel {
 
@@ -43,28 +44,16 @@ void KvmVcpu::set_sregs(const kvm_sregs& sregs) {
 void KvmVcpu::set_fpu(const kvm_fpu& fpu) { vcpu_ioctl(fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
 
 void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-  auto storage = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.get());
-  std::memset(cpuid, 0, bytes);
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  vcpu_ioctl(fd_.get(), KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2");
+  KvmList<kvm_cpuid_entry2> list(entries);
+  if (::ioctl(fd_.get(), kKvmSetCpuid2, list.data()) < 0) throw_errno("KVM_SET_CPUID2");
 }
 
 void KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
-  size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
-  auto storage = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* list = reinterpret_cast<kvm_msrs*>(storage.get());
-  std::memset(list, 0, bytes);
-  list->nmsrs = static_cast<uint32_t>(msrs.size());
-  std::memcpy(list->entries, msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
-  int set = ::ioctl(fd_.get(), KVM_SET_MSRS, list);
+  KvmList<kvm_msr_entry> list(msrs);
+  int set = ::ioctl(fd_.get(), kKvmSetMsrs, list.data());
   if (set < 0) throw_errno("KVM_SET_MSRS");
   if (static_cast<size_t>(set) != msrs.size()) {
-    char index[16];
-    std::snprintf(index, sizeof index, "0x%x", msrs[static_cast<size_t>(set)].index);
-    throw_errno(EINVAL, std::string("KVM_SET_MSRS refused MSR ") + index);
+    throw_errno(EINVAL, "KVM_SET_MSRS refused MSR " + hex(msrs[static_cast<size_t>(set)].index));
   }
 }
 

@@ -60,7 +60,7 @@ uint64_t host_memory_bytes() {
 
 Machine::Machine(const VmmOptions& options)
     : options_(options),
-      kvm_(KvmSystem::open()),
+      kvm_(KvmSystem::open(options.kvm_device)),
       vm_((check_host_limits(options), kvm_.create_vm())),
       memory_(options.memory),
       serial_out_(options.serial_file) {
@@ -96,10 +96,14 @@ Machine::Machine(const VmmOptions& options)
   i8042_ = std::make_unique<I8042>(
       [this] { request_stop({StopReason::kReboot, "reset through the i8042 controller"}); });
   io_bus_.add(I8042::kDataPort, 1, *i8042_);
-  io_bus_.add(I8042::kCommandPort - 4, 1, *i8042_);
+  io_bus_.add(I8042::kCommandPort, 1, *i8042_, 4);
   acpi_pm_ = std::make_unique<AcpiPm>(acpi::kS5SleepType,
                                       [this] { request_stop({StopReason::kPowerOff, ""}); });
   io_bus_.add(layout::kPm1aEvtPort, AcpiPm::kPortCount, *acpi_pm_);
+  pvpanic_ = std::make_unique<PvPanic>([this](uint8_t events) {
+    request_stop({StopReason::kGuestPanic, "pvpanic events " + hex(events)});
+  });
+  io_bus_.add(PvPanic::kPort, 1, *pvpanic_);
 
   auto entry = load_guest_kernel(memory_, image, boot);
   auto supported = kvm_.supported_cpuid();

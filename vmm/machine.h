@@ -14,6 +14,7 @@
 #include "devices/acpi_pm.h"
 #include "devices/i8042.h"
 #include "devices/io_bus.h"
+#include "devices/pvpanic.h"
 #include "devices/uart8250.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm_system.h"
@@ -54,6 +55,7 @@ class Machine {
   std::unique_ptr<Uart8250> com1_;
   std::unique_ptr<I8042> i8042_;
   std::unique_ptr<AcpiPm> acpi_pm_;
+  std::unique_ptr<PvPanic> pvpanic_;
   std::vector<KvmVcpu> vcpus_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};

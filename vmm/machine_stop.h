@@ -9,6 +9,7 @@ enum class StopReason {
   kPowerOff,     // the guest powered off (ACPI S5)
   kReboot,       // the guest asked for a reset (i8042, KVM system event)
   kTripleFault,  // the guest crashed: KVM reported a shutdown
+  kGuestPanic,   // the guest reported a crash through pvpanic
   kKvmError,     // KVM could not run the guest: internal error, failed entry
   kVmmError,     // something in the VMM failed while the guest ran
   kSignal,       // the operator stopped keel-vmm (SIGINT, SIGTERM)

@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     VmmOptions options = parse_vmm_options(args);
+    if (const char* device = std::getenv("KEEL_KVM_DEVICE")) options.kvm_device = device;
     if (options.help) {
       std::fputs(kVmmUsage, stdout);
       return 0;

@@ -20,9 +20,11 @@ const char* const kVmmUsage =
     "  --serial WHERE    COM1 output: stdout (default) or file=PATH\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
-    "  10 guest asked for a reboot; 11 guest crashed (triple fault);\n"
+    "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
     "  12 KVM could not run the guest (internal error, failed entry);\n"
-    "  13 VMM failure while running; 130/143 stopped by SIGINT/SIGTERM.\n";
+    "  13 VMM failure while running; 130/143 stopped by SIGINT/SIGTERM.\n"
+    "\n"
+    "Environment: KEEL_KVM_DEVICE overrides /dev/kvm.\n";
 
 namespace {
 

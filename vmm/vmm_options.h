@@ -17,6 +17,8 @@ struct VmmOptions {
   // --serial stdout (default) or file=PATH
   std::string serial_file;  // empty: stdout
   bool help = false;
+  // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
+  std::string kvm_device = "/dev/kvm";
 };
 
 // Throws InputError with one line naming the bad argument. Checks only what

@@ -34,6 +34,19 @@ TEST(IoBus, RoutesByRangeWithOffsets) {
   EXPECT_EQ(word[0], 2);
 }
 
+TEST(IoBus, OneDeviceAtTwoRangesSeesItsOwnOffsets) {
+  IoBus bus;
+  Recorder kbd;
+  bus.add(0x60, 1, kbd);
+  bus.add(0x64, 1, kbd, 4);
+  uint8_t byte = 0xfe;
+  EXPECT_TRUE(bus.write(0x64, {&byte, 1}));
+  EXPECT_TRUE(bus.write(0x60, {&byte, 1}));
+  ASSERT_EQ(kbd.writes.size(), 2u);
+  EXPECT_EQ(kbd.writes[0].first, 4);
+  EXPECT_EQ(kbd.writes[1].first, 0);
+}
+
 TEST(IoBus, UnclaimedPortsReadAllOnes) {
   IoBus bus;
   uint8_t data[4] = {};

@@ -1,0 +1,122 @@
+// Boots the test guest on keel-vmm (label kvm: directly where /dev/kvm runs
+// it, otherwise inside the KVM test host).
+#include <gtest/gtest.h>
+
+#include "vmm_run.h"
+
+namespace keel::testing {
+namespace {
+
+std::string describe(const VmmRun& run) {
+  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") +
+         "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
+}
+
+void expect_ready(const VmmRun& run, uint64_t mem_mib, uint64_t cpus, const char* boot) {
+  auto ready = run.line("testos: ready ");
+  ASSERT_TRUE(ready) << describe(run);
+  // The guest counts usable RAM: all of it less the EBDA and BIOS area below 1 MiB.
+  EXPECT_LE(field_u64(*ready, "mem_mib"), mem_mib) << *ready;
+  EXPECT_GE(field_u64(*ready, "mem_mib"), mem_mib - 1) << *ready;
+  EXPECT_EQ(field_u64(*ready, "cpus"), cpus) << *ready;
+  EXPECT_GT(field_u64(*ready, "tsc_khz"), 100000u) << *ready;
+  EXPECT_EQ(fields(*ready)["boot"], boot) << *ready;
+}
+
+TEST(TestosBoot, PlatformChecksPassWith1GiB) {
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "1G", "--cmdline", "job=platform"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  ASSERT_TRUE(run.line("testos: boot")) << describe(run);
+  expect_ready(run, 1024, 1, "linux");
+  EXPECT_TRUE(run.line("testos: platform OK")) << describe(run);
+  EXPECT_FALSE(run.line("testos: platform FAIL")) << describe(run);
+}
+
+TEST(TestosBoot, FourGiBAndTwoCpusAroundThePciHole) {
+  auto run = run_vmm(
+      {"--kernel", testos_bzimage(), "--memory", "4G", "--cpus", "2", "--cmdline", "job=platform"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  expect_ready(run, 4096, 2, "linux");
+  EXPECT_TRUE(run.line("testos: platform OK")) << describe(run);
+}
+
+TEST(TestosBoot, PvhEntryBootsTheSameGuest) {
+  auto run = run_vmm({"--kernel", testos_elf(), "--memory", "256M", "--cmdline", "job=platform"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  expect_ready(run, 256, 1, "pvh");
+  EXPECT_TRUE(run.line("testos: platform OK")) << describe(run);
+}
+
+TEST(TestosBoot, HeartbeatCountsUpAndPowersOff) {
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "256M", "--cmdline",
+                      "job=heartbeat interval_ms=20 count=10"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  auto beats = run.all_lines("testos: beat ");
+  ASSERT_EQ(beats.size(), 10u) << describe(run);
+  for (size_t i = 1; i < beats.size(); ++i) {
+    EXPECT_EQ(field_u64(beats[i], "seq"), field_u64(beats[i - 1], "seq") + 1) << beats[i];
+    // Beats are 20 ms apart in guest time (never less: the guest waits for its TSC).
+    EXPECT_GE(field_u64(beats[i], "t_us"), field_u64(beats[i - 1], "t_us") + 20000) << beats[i];
+  }
+}
+
+TEST(TestosBoot, DirtierVerifiesItsPattern) {
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "512M", "--cmdline",
+                      "job=dirtier mib=256 rate_mbps=0 passes=2"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  auto ok = run.line("testos: dirtier OK");
+  ASSERT_TRUE(ok) << describe(run);
+  EXPECT_EQ(field_u64(*ok, "pages"), 256u * 256u);
+}
+
+TEST(TestosBoot, DirtierUsesMemoryAboveFourGiB) {
+  // 3.5 GiB cannot fit below the PCI hole at 3 GiB.
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "4G", "--cmdline",
+                      "job=dirtier mib=3584 rate_mbps=0 passes=1"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  auto ok = run.line("testos: dirtier OK");
+  ASSERT_TRUE(ok) << describe(run);
+  EXPECT_EQ(field_u64(*ok, "pages"), 3584u * 256u);
+}
+
+TEST(TestosBoot, GuestFaultEndsTheVmmWithTheCrashCode) {
+  for (const char* kind : {"ud", "pf", "gp", "de"}) {
+    auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--cmdline",
+                        std::string("job=fault kind=") + kind});
+    EXPECT_EQ(run.exit_code, 11) << kind << ": " << describe(run);
+    EXPECT_TRUE(run.line("testos: exception vector=")) << kind << ": " << describe(run);
+    EXPECT_NE(run.err.find("triple fault"), std::string::npos) << describe(run);
+  }
+}
+
+TEST(TestosBoot, SilentTripleFaultIsReportedToo) {
+  auto run = run_vmm(
+      {"--kernel", testos_bzimage(), "--memory", "128M", "--cmdline", "job=fault kind=triple"});
+  EXPECT_EQ(run.exit_code, 11) << describe(run);
+  EXPECT_NE(run.err.find("guest crashed (triple fault)"), std::string::npos) << describe(run);
+}
+
+TEST(TestosBoot, RebootRequestEndsWithTheRebootCode) {
+  auto run =
+      run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--cmdline", "job=reboot"});
+  EXPECT_EQ(run.exit_code, 10) << describe(run);
+  EXPECT_NE(run.err.find("reboot"), std::string::npos) << describe(run);
+}
+
+TEST(TestosBoot, SerialToFile) {
+  std::string path = ::testing::TempDir() + "keel-serial.txt";
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--serial",
+                      "file=" + path, "--cmdline", "job=platform"});
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  EXPECT_TRUE(run.lines.empty());
+  FILE* f = std::fopen(path.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[8192] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  std::remove(path.c_str());
+  EXPECT_NE(std::string(buf, n).find("testos: platform OK"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace keel::testing

@@ -1,0 +1,37 @@
+// Runs keel-vmm as a child process and reads what the guest printed.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace keel::testing {
+
+struct VmmRun {
+  int exit_code;
+  bool timed_out;
+  std::vector<std::string> lines;  // the guest's console, line by line
+  std::string err;                 // keel-vmm's own messages
+
+  // First console line that starts with `prefix`.
+  std::optional<std::string> line(const std::string& prefix) const;
+  std::vector<std::string> all_lines(const std::string& prefix) const;
+  std::string console() const;
+};
+
+// keel-vmm with `args`, killed after `timeout`.
+VmmRun run_vmm(const std::vector<std::string>& args,
+               std::chrono::seconds timeout = std::chrono::seconds(120),
+               const std::vector<std::string>& extra_env = {});
+
+// "key=value" words of a console line.
+std::map<std::string, std::string> fields(const std::string& line);
+uint64_t field_u64(const std::string& line, const std::string& key);
+
+const char* vmm_path();
+const char* testos_bzimage();
+const char* testos_elf();
+
+}  // namespace keel::testing
