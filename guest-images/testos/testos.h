@@ -1,0 +1,168 @@
+// testos: a tiny x86-64 test guest. Shared declarations.
+//
+// Ring 0 does the minimum (GDT, TSS, IDT, page tables) and then drops to
+// ring 3 with IOPL=3, where everything else runs: serial output, platform
+// reading, and the jobs. See guest-images/README.md for the output lines.
+#pragma once
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long s64;
+typedef unsigned long uptr;
+
+#define NORETURN __attribute__((noreturn))
+#define PACKED __attribute__((packed))
+
+// Kernel link address (boot.rst: protected-mode kernel at 1 MiB).
+#define KERNEL_BASE 0x100000ULL
+
+// How we were entered (set by boot.S).
+#define BOOT_LINUX64 1  // Linux 64-bit boot protocol, entry at 0x100200
+#define BOOT_LINUX32 2  // Linux 32-bit boot protocol, entry at 0x100000
+#define BOOT_PVH 3      // Xen PVH boot ABI (XEN_ELFNOTE_PHYS32_ENTRY)
+
+// GDT selectors (must match boot.S).
+#define SEL_KCODE 0x08
+#define SEL_KDATA 0x10
+#define SEL_UDATA 0x18
+#define SEL_UCODE 0x20
+#define SEL_TSS 0x28
+#define SEL_KCODE32 0x38
+
+#define E820_MAX 128
+#define E820_RAM 1
+#define CMDLINE_MAX 4096
+
+struct e820_entry {
+  u64 addr;
+  u64 size;
+  u32 type;
+};
+
+struct bootinfo {
+  u32 boot_kind;           // BOOT_*
+  u32 e820_count;
+  u64 rsdp;                // 0 if the loader gave none
+  u64 map_limit;           // identity map covers [0, map_limit)
+  u64 kernel_end;          // end of the kernel footprint (incl. bss, page tables)
+  u32 gb_pages;            // 1 GiB pages used for the identity map
+  char cmdline[CMDLINE_MAX];
+  struct e820_entry e820[E820_MAX];
+};
+
+// Linker symbols.
+extern char __image_start[], __bss_start[], __bss_end[], _end[];
+
+// Written by boot.S at the very first instruction.
+extern u64 tsc_boot;
+
+// boot.S helpers.
+NORETURN void triple_fault(void);  // ring 0 only
+NORETURN void enter_user(void (*fn)(const struct bootinfo*), u64 rsp, const struct bootinfo* arg);
+extern const u64 isr_table[32];
+NORETURN void user_die(void);  // ring 3: ud2 that exception_handler turns into triple_fault
+
+// Ring 0 (kernel.c).
+NORETURN void kernel_start(u32 kind, u64 ptr);
+
+// Ring 3 entry (main.c).
+NORETURN void kmain(const struct bootinfo* bi);
+
+// Works in ring 0 and ring 3: triple-faults the machine without printing.
+NORETURN void die(void);
+// Prints "testos: error <msg>" and dies.
+NORETURN void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// lib.c
+void* memset(void* d, int c, unsigned long n);
+void* memcpy(void* d, const void* s, unsigned long n);
+void* memmove(void* d, const void* s, unsigned long n);
+int memcmp(const void* a, const void* b, unsigned long n);
+unsigned long strlen(const char* s);
+int streq(const char* a, const char* b);
+// Parses a decimal (or 0x hex) u64; returns 0 on success.
+int parse_u64(const char* s, u64* out);
+
+// serial.c
+void serial_init(void);
+void serial_write(const char* s, unsigned long n);
+void kprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// Formats into buf (always NUL-terminated), returns length.
+// Supports %s %c %d %u %x %lu %ld %lx %llu %llx %lld and %%.
+unsigned long ksnprintf(char* buf, unsigned long size, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+// Port I/O, TSC, CPUID.
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) {
+  u8 v;
+  __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
+static inline u64 rdtsc(void) {
+  u32 lo, hi;
+  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return ((u64)hi << 32) | lo;
+}
+static inline void cpuid(u32 leaf, u32 sub, u32* a, u32* b, u32* c, u32* d) {
+  __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
+}
+static inline u32 current_cpl(void) {
+  u16 cs;
+  __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+  return cs & 3;
+}
+static inline void cpu_relax(void) { __asm__ volatile("pause"); }
+
+// Platform (platform.c): filled in ring 3 before the job runs.
+struct platform {
+  u64 usable_bytes;
+  u32 e820_ok;
+  char e820_why[96];
+
+  u64 rsdp;
+  u32 acpi_ok;             // RSDP and every table read had a good checksum
+  u32 tables;              // tables read with a good checksum
+  char acpi_why[96];
+
+  u32 madt_found;
+  u32 cpus;                // enabled local APIC + x2APIC entries
+  u32 ioapics;
+
+  u32 fadt_found;
+  u32 pm1a_cnt, pm1b_cnt;
+  u64 dsdt;
+
+  u32 s5_found;
+  u32 slp_typa, slp_typb;
+
+  u64 tsc_khz;
+  const char* tsc_source;
+};
+
+extern struct platform plat;
+extern const struct bootinfo* binfo;
+
+void platform_read(const struct bootinfo* bi, u64 cmdline_tsc_khz);
+// Microseconds since the first guest instruction (needs plat.tsc_khz).
+u64 now_us(void);
+u64 us_to_tsc(u64 us);
+NORETURN void poweroff(void);
+NORETURN void job_reboot(void);
+
+// Jobs (jobs.c).
+struct job_args {
+  const char* job;
+  u64 tsc_khz;
+  u64 interval_ms, count;
+  u64 mib, rate_mbps, seconds, passes, start_mib;
+  u32 have_seconds, have_passes;
+  const char* kind;
+};
+NORETURN void job_platform(void);
+NORETURN void job_heartbeat(const struct job_args* a);
+NORETURN void job_dirtier(const struct job_args* a);
+NORETURN void job_fault(const struct job_args* a);
