@@ -10,7 +10,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [[ ${KEEL_KVM_WHERE:-} != box ]]; then
   # Re-run this script inside the box, where QEMU gets a full KVM.
-  exec "$top/tools/kvm-box" --work "$build" -- "$0" "$build" "$elf"
+  KEEL_KVM_MODE=box exec "$top/tools/kvm-run" --need kvm --build "$build" -- "$0" "$build" "$elf"
 fi
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
