@@ -157,6 +157,39 @@ static void setup_cpu_tables(void) {
   __asm__ volatile("lidt %0" : : "m"(desc));
 }
 
+// kvmclock (KVM's paravirtual clock, MSR_KVM_SYSTEM_TIME_NEW) publishes the
+// TSC-to-nanoseconds scale, from which the TSC frequency follows exactly. On
+// PVM hosts guest CPUID is the host's, so this is how the guest learns the
+// frequency there without a 40 ms PIT calibration. Ring 0: WRMSR.
+static u64 kvmclock_tsc_khz(void) {
+  u32 a, b, c, d;
+  cpuid(1, 0, &a, &b, &c, &d);
+  if (!(c & (1u << 31))) return 0;  // no hypervisor
+  cpuid(0x40000000, 0, &a, &b, &c, &d);
+  if (b != 0x4b4d564b || c != 0x564b4d56 || d != 0x4d) return 0;  // "KVMKVMKVM\0\0\0"
+  cpuid(0x40000001, 0, &a, &b, &c, &d);
+  if (!(a & (1u << 3))) return 0;  // KVM_FEATURE_CLOCKSOURCE2
+  static volatile struct {
+    u32 version, pad0;
+    u64 tsc_timestamp, system_time;
+    u32 tsc_to_system_mul;
+    s8 tsc_shift;
+    u8 flags, pad[2];
+  } clock __attribute__((aligned(64)));
+  wrmsr(0x4b564d01, (u64)(uptr)&clock | 1);
+  u32 version, mul;
+  s8 shift;
+  do {  // the hypervisor updates the structure under an odd version
+    version = clock.version;
+    mul = clock.tsc_to_system_mul;
+    shift = clock.tsc_shift;
+  } while ((version & 1) || version != clock.version);
+  wrmsr(0x4b564d01, 0);
+  if (mul == 0) return 0;
+  u64 khz = (1000000ull << 32) / mul;
+  return shift < 0 ? khz << -shift : khz >> shift;
+}
+
 void kernel_start(u32 kind, u64 ptr) {
   serial_init();
   kprintf("testos: boot\n");
@@ -168,6 +201,7 @@ void kernel_start(u32 kind, u64 ptr) {
     read_linux(ptr);
   build_page_tables();
   bi.kernel_end = (u64)(uptr)_end;
+  bi.kvmclock_tsc_khz = kvmclock_tsc_khz();
   setup_cpu_tables();
   enter_user(kmain, (u64)(uptr)(ustack + sizeof ustack) - 8, &bi);
 }

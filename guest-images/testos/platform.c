@@ -225,7 +225,7 @@ static u64 pit_calibrate(void) {
   return (t - t0) * 1193182ULL / ((u64)(c0 - c) * 1000);
 }
 
-static void read_tsc(u64 cmdline_khz) {
+static void read_tsc(const struct bootinfo* bi, u64 cmdline_khz) {
   u32 a, b, c, d;
   if (cmdline_khz) {
     plat.tsc_khz = cmdline_khz;
@@ -243,6 +243,11 @@ static void read_tsc(u64 cmdline_khz) {
         return;
       }
     }
+  }
+  if (bi->kvmclock_tsc_khz) {
+    plat.tsc_khz = bi->kvmclock_tsc_khz;
+    plat.tsc_source = "kvmclock";
+    return;
   }
   cpuid(0, 0, &a, &b, &c, &d);
   if (a >= 0x15) {
@@ -263,7 +268,7 @@ void platform_read(const struct bootinfo* bi, u64 cmdline_tsc_khz) {
   check_e820();
   read_acpi();
   plat.acpi_ok = !acpi_failed;
-  read_tsc(cmdline_tsc_khz);
+  read_tsc(bi, cmdline_tsc_khz);
   kprintf("testos: tsc_khz=%llu source=%s\n", plat.tsc_khz, plat.tsc_source);
 }
 

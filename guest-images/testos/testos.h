@@ -10,6 +10,7 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long s64;
+typedef signed char s8;
 typedef unsigned long uptr;
 
 #define NORETURN __attribute__((noreturn))
@@ -48,6 +49,7 @@ struct bootinfo {
   u64 map_limit;           // identity map covers [0, map_limit)
   u64 kernel_end;          // end of the kernel footprint (incl. bss, page tables)
   u32 gb_pages;            // 1 GiB pages used for the identity map
+  u64 kvmclock_tsc_khz;    // TSC frequency published through kvmclock, 0 if none
   char cmdline[CMDLINE_MAX];
   struct e820_entry e820[E820_MAX];
 };
@@ -106,6 +108,9 @@ static inline u64 rdtsc(void) {
   u32 lo, hi;
   __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
   return ((u64)hi << 32) | lo;
+}
+static inline void wrmsr(u32 msr, u64 v) {
+  __asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
 }
 static inline void cpuid(u32 leaf, u32 sub, u32* a, u32* b, u32* c, u32* d) {
   __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
