@@ -81,6 +81,8 @@ Machine::Machine(const VmmOptions& options)
 
   acpi::AcpiPlatform platform{};
   platform.cpu_count = options.cpus;
+  platform.lapic_address = static_cast<uint32_t>(layout::kLapic);
+  platform.ioapic_address = static_cast<uint32_t>(layout::kIoapic);
   platform.pm1a_evt_port = layout::kPm1aEvtPort;
   platform.pm1a_cnt_port = layout::kPm1aCntPort;
   auto acpi = acpi::build_acpi_tables(platform, layout::kAcpiTables);

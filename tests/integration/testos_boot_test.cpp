@@ -55,10 +55,13 @@ TEST(TestosBoot, HeartbeatCountsUpAndPowersOff) {
   ASSERT_EQ(beats.size(), 10u) << describe(run);
   for (size_t i = 1; i < beats.size(); ++i) {
     EXPECT_EQ(field_u64(beats[i], "seq"), field_u64(beats[i - 1], "seq") + 1) << beats[i];
-    // Beats are 20 ms apart in guest time (never less: the guest waits for its
-    // TSC; 1 us for the rounding of the printed microseconds).
-    EXPECT_GE(field_u64(beats[i], "t_us"), field_u64(beats[i - 1], "t_us") + 19999) << beats[i];
+    EXPECT_GT(field_u64(beats[i], "t_us"), field_u64(beats[i - 1], "t_us")) << beats[i];
   }
+  // Beats follow a 20 ms grid in guest time: a beat printed late does not
+  // move the next one, so single gaps may be a little short of 20 ms, but the
+  // ten beats span nine intervals less at most the first beat's lateness.
+  uint64_t span = field_u64(beats.back(), "t_us") - field_u64(beats.front(), "t_us");
+  EXPECT_GE(span, 8u * 20000u) << run.console();
 }
 
 TEST(TestosBoot, DirtierVerifiesItsPattern) {
