@@ -1,5 +1,6 @@
 // Buffers for KVM's variable-length ioctl structures: a 32-bit count, 32
-// bits of padding, then the entries (kvm_cpuid2, kvm_msrs).
+// bits of padding or flags, then the entries (kvm_cpuid2, kvm_msrs,
+// kvm_irq_routing).
 //
 // Why not the structs from <linux/kvm.h>: compiled as C++, GCC gives their
 // zero-length trailing arrays a different offset and the structs a different
@@ -21,6 +22,7 @@ inline constexpr unsigned long kKvmGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRI
 inline constexpr unsigned long kKvmSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, 8);
 inline constexpr unsigned long kKvmGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, 8);
 inline constexpr unsigned long kKvmSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, 8);
+inline constexpr unsigned long kKvmSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 8);
 
 template <typename Entry>
 class KvmList {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "vmm/kvm_list.h"
 
 namespace keel {
 
@@ -53,6 +54,11 @@ void KvmVm::set_irq_line(uint32_t irq, bool level) {
   line.irq = irq;
   line.level = level ? 1 : 0;
   if (::ioctl(fd_.get(), KVM_IRQ_LINE, &line) < 0) throw_errno("KVM_IRQ_LINE");
+}
+
+void KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes) {
+  KvmList<kvm_irq_routing_entry> list(routes);
+  if (::ioctl(fd_.get(), kKvmSetGsiRouting, list.data()) < 0) throw_errno("KVM_SET_GSI_ROUTING");
 }
 
 KvmVcpu KvmVm::create_vcpu(uint32_t id) {

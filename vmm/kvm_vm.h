@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "vmm/kvm_vcpu.h"
@@ -22,6 +23,8 @@ class KvmVm {
   void create_irqchip();
   void create_pit2();
   void set_irq_line(uint32_t irq, bool level);
+  // Replaces the whole GSI routing table.
+  void set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes);
   KvmVcpu create_vcpu(uint32_t id);
   int fd() const { return fd_.get(); }
 

@@ -13,6 +13,7 @@
 #include "common/hex.h"
 #include "vmm/acpi/acpi_tables.h"
 #include "vmm/cpuid.h"
+#include "vmm/irq_routing.h"
 #include "vmm/kernel_image.h"
 #include "vmm/memory_layout.h"
 #include "vmm/x86_boot.h"
@@ -77,6 +78,7 @@ Machine::Machine(const VmmOptions& options)
                         memory_.host_base() + r.file_offset);
   }
   vm_.create_irqchip();
+  vm_.set_gsi_routing(legacy_irq_routing());
   vm_.create_pit2();
 
   acpi::AcpiPlatform platform{};
@@ -106,6 +108,10 @@ Machine::Machine(const VmmOptions& options)
     request_stop({StopReason::kGuestPanic, "pvpanic events " + hex(events)});
   });
   io_bus_.add(PvPanic::kPort, 1, *pvpanic_);
+  rtc_ = std::make_unique<CmosRtc>();
+  io_bus_.add(CmosRtc::kPort, CmosRtc::kPortCount, *rtc_);
+  pci_bus_.add(0, pci_host_bridge_);
+  io_bus_.add(PciBus::kConfigPort, PciBus::kConfigPortCount, pci_bus_);
 
   auto entry = load_guest_kernel(memory_, image, boot);
   auto supported = kvm_.supported_cpuid();
@@ -136,6 +142,7 @@ void Machine::check_host_limits(const VmmOptions& options) const {
 void Machine::setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                          uint32_t tsc_khz) {
   vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), options_.cpus, tsc_khz));
+  vcpu.set_msrs(boot_msrs());
   auto lapic = vcpu.get_lapic();
   set_lvt(lapic, kLapicLint0, kDeliveryExtInt);
   set_lvt(lapic, kLapicLint1, kDeliveryNmi);

@@ -12,8 +12,11 @@
 #include <boost/asio/io_context.hpp>
 
 #include "devices/acpi_pm.h"
+#include "devices/cmos_rtc.h"
 #include "devices/i8042.h"
 #include "devices/io_bus.h"
+#include "devices/pci_bus.h"
+#include "devices/pci_host_bridge.h"
 #include "devices/pvpanic.h"
 #include "devices/uart8250.h"
 #include "vmm/guest_memory.h"
@@ -56,6 +59,9 @@ class Machine {
   std::unique_ptr<I8042> i8042_;
   std::unique_ptr<AcpiPm> acpi_pm_;
   std::unique_ptr<PvPanic> pvpanic_;
+  std::unique_ptr<CmosRtc> rtc_;
+  PciHostBridge pci_host_bridge_;
+  PciBus pci_bus_;
   std::vector<KvmVcpu> vcpus_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};

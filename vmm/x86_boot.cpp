@@ -201,6 +201,22 @@ BootEntry load_guest_kernel(GuestMemory& memory, const KernelImage& image, const
   return load_pvh_elf(memory, image, setup);
 }
 
+std::vector<kvm_msr_entry> boot_msrs() {
+  constexpr uint32_t kMsrTsc = 0x10;
+  constexpr uint32_t kMsrMiscEnable = 0x1a0;
+  constexpr uint64_t kMiscEnableFastString = 1;
+  constexpr uint32_t kMsrMtrrDefType = 0x2ff;
+  constexpr uint64_t kMtrrEnable = 1 << 11, kMtrrTypeWriteBack = 6;
+  auto msr = [](uint32_t index, uint64_t value) {
+    kvm_msr_entry e{};
+    e.index = index;
+    e.data = value;
+    return e;
+  };
+  return {msr(kMsrTsc, 0), msr(kMsrMiscEnable, kMiscEnableFastString),
+          msr(kMsrMtrrDefType, kMtrrEnable | kMtrrTypeWriteBack)};
+}
+
 void set_boot_vcpu_state(KvmVcpu& vcpu, const BootEntry& entry) {
   kvm_sregs sregs = vcpu.get_sregs();
   sregs.cs = flat_segment(kBootCs, 0xb, entry.long_mode);

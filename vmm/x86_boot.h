@@ -39,6 +39,11 @@ boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr, uin
 // Throws InputError when the kernel, command line or initrd do not fit.
 BootEntry load_guest_kernel(GuestMemory& memory, const KernelImage& image, const BootSetup& setup);
 
+// MSRs every vCPU starts with, as firmware leaves them: TSC 0 on all vCPUs
+// at once (so KVM keeps their TSCs synchronised), fast strings on, MTRRs
+// enabled with write-back as the default type (Linux sets PAT up only then).
+std::vector<kvm_msr_entry> boot_msrs();
+
 // Registers and segments for the entry; the GDT it refers to is written by
 // load_guest_kernel.
 void set_boot_vcpu_state(KvmVcpu& vcpu, const BootEntry& entry);

@@ -169,5 +169,47 @@ DefinitionBlock ("dsdt.aml", "DSDT", 2, "KEEL  ", "KEELVMM ", 0x00000001)
                     {4}
             })
         }
+            /* CMOS real-time clock (PNP0B00) at ports 0x70-0x71, IRQ 8. */
+        Device (RTC)
+        {
+            Name (_HID, EisaId ("PNP0B00"))
+            Name (_CRS, ResourceTemplate ()
+            {
+                IO (Decode16, 0x0070, 0x0070, 0x01, 0x02, )
+                IRQNoFlags () {8}
+            })
+        }
+
+        /*
+         * PS/2 keyboard controller (PNP0303): data 0x60, command 0x64. Declared so
+         * that Linux's i8042 driver finds it through PnP instead of probing.
+         */
+        Device (KBD)
+        {
+            Name (_HID, EisaId ("PNP0303"))
+            Name (_CRS, ResourceTemplate ()
+            {
+                IO (Decode16, 0x0060, 0x0060, 0x01, 0x01, )
+                IO (Decode16, 0x0064, 0x0064, 0x01, 0x01, )
+                IRQNoFlags () {1}
+            })
+        }
+
+        /*
+         * pvpanic (QEMU0001) at port 0x505: a crashing guest writes 1 there and
+         * keel-vmm ends with its crash code instead of running a dead guest.
+         */
+        Device (PEVT)
+        {
+            Name (_HID, "QEMU0001")
+            Name (_CRS, ResourceTemplate ()
+            {
+                IO (Decode16, 0x0505, 0x0505, 0x01, 0x01, )
+            })
+            Method (_STA, 0, NotSerialized)
+            {
+                Return (0x0F)
+            }
+        }
     }
 }

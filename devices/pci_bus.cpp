@@ -1,0 +1,72 @@
+#include "devices/pci_bus.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace keel {
+
+namespace {
+constexpr uint32_t kEnable = 1u << 31;
+}  // namespace
+
+void PciBus::add(unsigned slot, PciDevice& device) {
+  if (slot >= kSlots || slots_[slot] != nullptr) {
+    throw std::invalid_argument("PCI slot " + std::to_string(slot) + " is taken or out of range");
+  }
+  slots_[slot] = &device;
+}
+
+PciDevice* PciBus::selected(uint16_t& reg) const {
+  if (!(address_ & kEnable)) return nullptr;
+  unsigned bus = (address_ >> 16) & 0xff;
+  unsigned slot = (address_ >> 11) & 0x1f;
+  unsigned function = (address_ >> 8) & 0x7;
+  reg = static_cast<uint16_t>(address_ & 0xfc);
+  if (bus != 0 || function != 0) return nullptr;
+  return slots_[slot];
+}
+
+void PciBus::pio_read(uint16_t offset, std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), 0xff);
+  if (offset < 4) {
+    // Only dword accesses reach the address register (byte accesses to
+    // 0xCF8-0xCFB belong to other mechanisms on real chipsets).
+    if (offset == 0 && data.size() == 4) {
+      for (size_t i = 0; i < 4; ++i) data[i] = static_cast<uint8_t>(address_ >> (8 * i));
+    }
+    return;
+  }
+  unsigned byte = offset - 4u;
+  if (byte + data.size() > 4) return;
+  uint16_t reg = 0;
+  PciDevice* device = selected(reg);
+  if (device == nullptr) return;
+  uint32_t value = device->config_read(reg);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(value >> (8 * (byte + i)));
+}
+
+void PciBus::pio_write(uint16_t offset, std::span<const uint8_t> data) {
+  if (offset < 4) {
+    if (offset == 0 && data.size() == 4) {
+      address_ = uint32_t{data[0]} | uint32_t{data[1]} << 8 | uint32_t{data[2]} << 16 |
+                 uint32_t{data[3]} << 24;
+      address_ &= 0x80fffffc;  // reserved bits and the low two bits read as zero
+    }
+    return;
+  }
+  unsigned byte = offset - 4u;
+  if (byte + data.size() > 4) return;
+  uint16_t reg = 0;
+  PciDevice* device = selected(reg);
+  if (device == nullptr) return;
+  uint32_t value = 0;
+  uint8_t mask = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    value |= uint32_t{data[i]} << (8 * (byte + i));
+    mask |= static_cast<uint8_t>(1u << (byte + i));
+  }
+  device->config_write(reg, value, mask);
+}
+
+}  // namespace keel

@@ -1,0 +1,34 @@
+// PCI bus 0 and its configuration mechanism #1 (PCI Local Bus 3.0, 3.2.2.3.2):
+// the address register at 0xCF8 and the data window at 0xCFC-0xCFF.
+// Functions that are not there read as all ones.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+#include "devices/pci_device.h"
+#include "devices/pio_device.h"
+
+namespace keel {
+
+class PciBus : public PioDevice {
+ public:
+  static constexpr uint16_t kConfigPort = 0xcf8;
+  static constexpr uint16_t kConfigPortCount = 8;
+  static constexpr unsigned kSlots = 32;
+
+  // Function 0 of `slot`; throws std::invalid_argument if taken or out of range.
+  void add(unsigned slot, PciDevice& device);
+
+  void pio_read(uint16_t offset, std::span<uint8_t> data) override;
+  void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
+
+ private:
+  PciDevice* selected(uint16_t& reg) const;
+
+  std::array<PciDevice*, kSlots> slots_{};
+  uint32_t address_ = 0;
+};
+
+}  // namespace keel

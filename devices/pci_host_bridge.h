@@ -1,0 +1,21 @@
+// Device 00.0: the host bridge, as a guest's PCI scan expects to find it.
+#pragma once
+
+#include "devices/pci_config_space.h"
+#include "devices/pci_device.h"
+
+namespace keel {
+
+class PciHostBridge : public PciDevice {
+ public:
+  PciHostBridge();
+  uint32_t config_read(uint16_t offset) override { return config_.read_dword(offset); }
+  void config_write(uint16_t offset, uint32_t value, uint8_t byte_mask) override {
+    config_.write_dword(offset, value, byte_mask);
+  }
+
+ private:
+  PciConfigSpace config_;
+};
+
+}  // namespace keel
