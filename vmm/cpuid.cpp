@@ -20,8 +20,9 @@ uint32_t id_bits(uint32_t count) { return count <= 1 ? 0 : std::bit_width(count 
 }  // namespace
 
 std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>& supported,
-                                             uint32_t vcpu_index, uint32_t vcpu_count,
-                                             uint32_t tsc_khz) {
+                                             uint32_t vcpu_index, const CpuidOptions& options) {
+  const uint32_t vcpu_count = options.vcpu_count;
+  const uint32_t tsc_khz = options.tsc_khz;
   std::vector<kvm_cpuid_entry2> out;
   out.reserve(supported.size() + 1);
   const uint32_t apic_id = vcpu_index;
@@ -33,6 +34,7 @@ std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>
         e.ebx = (e.ebx & 0x0000ffff) | (apic_id << 24) | ((vcpu_count & 0xff) << 16);
         if (vcpu_count > 1) e.edx |= 1u << 28;  // HTT: the count above is valid
         e.ecx |= 1u << 31;                      // running under a hypervisor
+        if (options.tsc_deadline_timer) e.ecx |= 1u << 24;
         break;
       case kLeafCacheTopology:
         // EAX[31:26]: cores per package minus one.

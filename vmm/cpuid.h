@@ -9,10 +9,17 @@
 
 namespace keel {
 
-// `tsc_khz` 0: no timing leaf. All vCPUs are cores of one socket, one
-// thread each; the APIC ID is the vCPU index.
+struct CpuidOptions {
+  uint32_t vcpu_count = 1;
+  uint32_t tsc_khz = 0;  // 0: no timing leaf
+  // KVM_CAP_TSC_DEADLINE_TIMER: the in-kernel LAPIC emulates the TSC-deadline
+  // mode, which KVM_GET_SUPPORTED_CPUID does not report by itself.
+  bool tsc_deadline_timer = false;
+};
+
+// All vCPUs are cores of one socket, one thread each; the APIC ID is the
+// vCPU index.
 std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>& supported,
-                                             uint32_t vcpu_index, uint32_t vcpu_count,
-                                             uint32_t tsc_khz);
+                                             uint32_t vcpu_index, const CpuidOptions& options);
 
 }  // namespace keel

@@ -141,7 +141,11 @@ void Machine::check_host_limits(const VmmOptions& options) const {
 
 void Machine::setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                          uint32_t tsc_khz) {
-  vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), options_.cpus, tsc_khz));
+  CpuidOptions cpuid;
+  cpuid.vcpu_count = options_.cpus;
+  cpuid.tsc_khz = tsc_khz;
+  cpuid.tsc_deadline_timer = kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+  vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), cpuid));
   vcpu.set_msrs(boot_msrs());
   auto lapic = vcpu.get_lapic();
   set_lvt(lapic, kLapicLint0, kDeliveryExtInt);

@@ -1,10 +1,13 @@
-// Benchmark (a program, not a test): time from keel-vmm's start to the test
-// guest's ready line, and keel-vmm's own memory beyond the guest RAM it
-// touched. Prints one line per run, a summary and a JSON line.
+// Benchmark (a program, not a test): time from a VMM's start to its guest's
+// ready line, and the VMM's resident memory beyond the guest memory it
+// touched. Runs the command several times; prints each run, the medians and
+// a JSON line.
 //
-//   boot_bench --vmm PATH --kernel PATH [--runs N] [--memory SIZE]
+//   boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME] -- CMD [ARGS...]
 //
-// Run it through tools/kvm-run so that it says where it ran (direct or box).
+// --ready: the console line that ends the measured time (default
+// "testos: ready "); --rss-at: read /proc/PID/status when this line appears
+// (default: none). Run it through tools/kvm-run so that it says where it ran.
 #include <poll.h>
 #include <unistd.h>
 
@@ -24,11 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Sample {
-  double ready_ms;
-  long rss_kib, anon_kib, file_kib, shmem_kib;
-};
-
 std::map<std::string, long> proc_status(pid_t pid) {
   std::map<std::string, long> values;
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -42,13 +40,16 @@ std::map<std::string, long> proc_status(pid_t pid) {
   return values;
 }
 
-// Reads the child's stdout until a line starting with `prefix`, or EOF.
+// Reads the child's stdout until a line starting with `prefix` (which may
+// appear after other text on the line, as consoles mix in kernel messages),
+// or EOF, or the deadline.
 bool wait_for_line(int fd, std::string& buffer, const std::string& prefix, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   size_t scanned = 0;
   for (;;) {
     for (size_t nl; (nl = buffer.find('\n', scanned)) != std::string::npos;) {
-      if (buffer.compare(scanned, prefix.size(), prefix) == 0) {
+      auto at = buffer.find(prefix, scanned);
+      if (at != std::string::npos && at < nl) {
         buffer.erase(0, nl + 1);
         return true;
       }
@@ -65,90 +66,100 @@ bool wait_for_line(int fd, std::string& buffer, const std::string& prefix, int t
   }
 }
 
+void drain(int fd) {
+  char buf[4096];
+  while (::read(fd, buf, sizeof buf) > 0) {
+  }
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+[[noreturn]] void usage() {
+  std::fprintf(stderr,
+               "usage: boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME] "
+               "-- CMD [ARGS...]\n");
+  std::exit(2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string vmm, kernel, memory = "256M";
+  std::string ready = "testos: ready ", rss_at, label = "keel-vmm";
   int runs = 10;
+  std::vector<std::string> command;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "boot_bench: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
+      if (i + 1 >= argc) usage();
       return argv[++i];
     };
-    if (a == "--vmm") vmm = next();
-    else if (a == "--kernel") kernel = next();
-    else if (a == "--runs") runs = std::atoi(next().c_str());
-    else if (a == "--memory") memory = next();
-    else {
-      std::fprintf(stderr, "usage: boot_bench --vmm PATH --kernel PATH [--runs N] [--memory SIZE]\n");
-      return 2;
-    }
+    if (a == "--runs") runs = std::atoi(next().c_str());
+    else if (a == "--ready") ready = next();
+    else if (a == "--rss-at") rss_at = next();
+    else if (a == "--label") label = next();
+    else if (a == "--") {
+      command.assign(argv + i + 1, argv + argc);
+      break;
+    } else usage();
   }
-  if (vmm.empty() || kernel.empty() || runs < 1) {
-    std::fprintf(stderr, "usage: boot_bench --vmm PATH --kernel PATH [--runs N] [--memory SIZE]\n");
-    return 2;
-  }
-  const char* where = std::getenv("KEEL_KVM_WHERE");
-  std::string place = where ? where : "direct";
+  if (command.empty() || runs < 1) usage();
+  const char* where_env = std::getenv("KEEL_KVM_WHERE");
+  std::string where = where_env ? where_env : "direct";
 
-  std::vector<Sample> samples;
+  std::vector<double> ready_ms, own_kib;
   for (int r = 0; r < runs; ++r) {
     keel::ChildProcess::Options options;
     options.capture_stdout = true;
     auto start = Clock::now();
-    auto child = keel::ChildProcess::spawn(
-        {vmm, "--kernel", kernel, "--memory", memory, "--cpus", "1", "--cmdline",
-         "job=heartbeat interval_ms=20 count=25"},
-        options);
+    auto child = keel::ChildProcess::spawn(command, options);
     std::string buffer;
-    if (!wait_for_line(child.stdout_fd(), buffer, "testos: ready ", 120000)) {
-      std::fprintf(stderr, "boot_bench: run %d: no ready line (exit %d)\n", r, child.wait());
+    if (!wait_for_line(child.stdout_fd(), buffer, ready, 600000)) {
+      std::fprintf(stderr, "boot_bench: %s run %d: no line '%s' (exit %d)\n", label.c_str(), r,
+                   ready.c_str(), child.wait());
       return 1;
     }
-    double ready_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    // Let the guest run a little, then read the VMM's memory while it runs.
-    if (!wait_for_line(child.stdout_fd(), buffer, "testos: beat seq=5 ", 60000)) {
-      std::fprintf(stderr, "boot_bench: run %d: heartbeat did not reach seq=5\n", r);
-      return 1;
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    ready_ms.push_back(ms);
+    std::printf("%s run %d: ready %.2f ms", label.c_str(), r, ms);
+    if (!rss_at.empty()) {
+      if (!wait_for_line(child.stdout_fd(), buffer, rss_at, 600000)) {
+        std::fprintf(stderr, "\nboot_bench: %s run %d: no line '%s'\n", label.c_str(), r,
+                     rss_at.c_str());
+        return 1;
+      }
+      // Guest memory is the memfd, counted as shared memory; the rest is the VMM's own.
+      auto status = proc_status(child.pid());
+      long own = status["VmRSS"] - status["RssShmem"];
+      own_kib.push_back(static_cast<double>(own));
+      std::printf(", VmRSS %ld KiB (anon %ld, file %ld, guest memory %ld)", status["VmRSS"],
+                  status["RssAnon"], status["RssFile"], status["RssShmem"]);
     }
-    auto st = proc_status(child.pid());
-    Sample s{ready_ms, st["VmRSS"], st["RssAnon"], st["RssFile"], st["RssShmem"]};
-    while (wait_for_line(child.stdout_fd(), buffer, "", 60000)) {
-    }
+    std::printf("\n");
+    drain(child.stdout_fd());
     int code = child.wait();
     if (code != 0) {
-      std::fprintf(stderr, "boot_bench: run %d: keel-vmm exited %d\n", r, code);
+      std::fprintf(stderr, "boot_bench: %s run %d: exited %d\n", label.c_str(), r, code);
       return 1;
     }
-    std::printf("run %d: ready %.2f ms, VmRSS %ld KiB (anon %ld, file %ld, guest memory %ld)\n", r,
-                s.ready_ms, s.rss_kib, s.anon_kib, s.file_kib, s.shmem_kib);
-    samples.push_back(s);
   }
-  std::vector<double> ready, own;
-  for (auto& s : samples) {
-    ready.push_back(s.ready_ms);
-    own.push_back(static_cast<double>(s.rss_kib - s.shmem_kib));
+  double med = median(ready_ms);
+  std::printf("%s boot to ready line (%s, %d runs): median %.2f ms, min %.2f, max %.2f\n",
+              label.c_str(), where.c_str(), runs, med,
+              *std::min_element(ready_ms.begin(), ready_ms.end()),
+              *std::max_element(ready_ms.begin(), ready_ms.end()));
+  std::string rss_json;
+  if (!own_kib.empty()) {
+    double own = median(own_kib);
+    std::printf("%s RSS beyond guest memory (%s): median %.0f KiB (%.2f MiB)\n", label.c_str(),
+                where.c_str(), own, own / 1024);
+    rss_json = ",\"rss_beyond_guest_kib_median\":" + std::to_string(static_cast<long>(own));
   }
-  double ready_med = median(ready);
-  double own_med = median(own);
-  std::printf("boot to ready line (%s, %d runs, 1 vCPU, %s): median %.2f ms, min %.2f, max %.2f\n",
-              place.c_str(), runs, memory.c_str(), ready_med,
-              *std::min_element(ready.begin(), ready.end()),
-              *std::max_element(ready.begin(), ready.end()));
-  std::printf("keel-vmm RSS beyond guest memory (%s): median %.0f KiB (%.2f MiB)\n", place.c_str(),
-              own_med, own_med / 1024);
-  std::printf("{\"bench\":\"boot\",\"where\":\"%s\",\"runs\":%d,\"ready_ms_median\":%.3f,"
-              "\"vmm_rss_kib_median\":%.0f}\n",
-              place.c_str(), runs, ready_med, own_med);
+  std::printf("{\"bench\":\"boot\",\"label\":\"%s\",\"where\":\"%s\",\"runs\":%d,"
+              "\"ready_ms_median\":%.3f%s}\n",
+              label.c_str(), where.c_str(), runs, med, rss_json.c_str());
   return 0;
 }

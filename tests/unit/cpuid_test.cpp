@@ -31,7 +31,7 @@ std::vector<kvm_cpuid_entry2> supported() {
 }
 
 TEST(Cpuid, Leaf1CarriesApicIdCountAndHypervisorBit) {
-  auto v = cpuid_for_vcpu(supported(), 3, 4, 0);
+  auto v = cpuid_for_vcpu(supported(), 3, {4, 0, false});
   const auto* l1 = find(v, 1);
   ASSERT_NE(l1, nullptr);
   EXPECT_EQ(l1->ebx >> 24, 3u);
@@ -42,7 +42,7 @@ TEST(Cpuid, Leaf1CarriesApicIdCountAndHypervisorBit) {
 }
 
 TEST(Cpuid, TopologyLeavesNumberTheVcpu) {
-  auto v = cpuid_for_vcpu(supported(), 5, 6, 0);
+  auto v = cpuid_for_vcpu(supported(), 5, {6, 0, false});
   for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(find(v, 0xb, i)->edx, 5u);
   EXPECT_EQ(find(v, 0xb, 0)->ebx, 1u);
   EXPECT_EQ((find(v, 0xb, 0)->ecx >> 8) & 0xff, 1u);  // SMT level
@@ -55,17 +55,22 @@ TEST(Cpuid, TopologyLeavesNumberTheVcpu) {
 }
 
 TEST(Cpuid, SingleVcpuHasNoHtt) {
-  auto v = cpuid_for_vcpu(supported(), 0, 1, 0);
+  auto v = cpuid_for_vcpu(supported(), 0, {1, 0, false});
   EXPECT_FALSE(find(v, 1)->edx & (1u << 28));
   EXPECT_EQ(find(v, 0xb, 1)->eax, 0u);
 }
 
+TEST(Cpuid, TscDeadlineTimerWhenKvmEmulatesIt) {
+  EXPECT_FALSE(find(cpuid_for_vcpu(supported(), 0, {1, 0, false}), 1)->ecx & (1u << 24));
+  EXPECT_TRUE(find(cpuid_for_vcpu(supported(), 0, {1, 0, true}), 1)->ecx & (1u << 24));
+}
+
 TEST(Cpuid, TimingLeafWhenTscKnown) {
-  auto v = cpuid_for_vcpu(supported(), 0, 1, 2'400'000);
+  auto v = cpuid_for_vcpu(supported(), 0, {1, 2'400'000, false});
   EXPECT_EQ(find(v, 0x40000000)->eax, 0x40000010u);
   ASSERT_NE(find(v, 0x40000010), nullptr);
   EXPECT_EQ(find(v, 0x40000010)->eax, 2'400'000u);
-  auto without = cpuid_for_vcpu(supported(), 0, 1, 0);
+  auto without = cpuid_for_vcpu(supported(), 0, {1, 0, false});
   EXPECT_EQ(find(without, 0x40000010), nullptr);
   EXPECT_EQ(find(without, 0x40000000)->eax, 0x40000001u);
 }
