@@ -9,7 +9,7 @@ namespace {
 constexpr uint8_t kSeconds = 0x00, kMinutes = 0x02, kHours = 0x04, kWeekday = 0x06;
 constexpr uint8_t kDay = 0x07, kMonth = 0x08, kYear = 0x09;
 constexpr uint8_t kRegA = 0x0a, kRegB = 0x0b, kRegC = 0x0c, kRegD = 0x0d;
-constexpr uint8_t kCentury = 0x32;  // the FADT's CENTURY field names this index
+constexpr uint8_t kCentury = CmosRtc::kCenturyIndex;
 constexpr uint8_t kRegBSet = 0x80, kRegBBinary = 0x04, kRegB24h = 0x02;
 constexpr uint8_t kRegDValid = 0x80;  // VRT: battery fine, time valid
 constexpr uint8_t kIndexMask = 0x7f;  // bit 7 of the index port gates NMI

@@ -17,6 +17,7 @@ class CmosRtc : public PioDevice {
  public:
   static constexpr uint16_t kPort = 0x70;
   static constexpr uint16_t kPortCount = 2;
+  static constexpr uint8_t kCenturyIndex = 0x32;  // as on PCs; the FADT names it
   using Clock = std::function<std::time_t()>;
 
   explicit CmosRtc(Clock clock = [] { return std::time(nullptr); });

@@ -11,7 +11,7 @@ constexpr uint8_t kIerRxAvailable = 0x01, kIerThrEmpty = 0x02;
 constexpr uint8_t kIirNone = 0x01, kIirThrEmpty = 0x02, kIirRxAvailable = 0x04;
 constexpr uint8_t kIirFifoEnabled = 0xc0;
 constexpr uint8_t kLcrDlab = 0x80;
-constexpr uint8_t kLsrDataReady = 0x01, kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
+constexpr uint8_t kLsrDataReady = 0x01, kLsrOverrun = 0x02, kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
 constexpr uint8_t kMcrLoop = 0x10;
 // With the loopback bit set, MSR reflects MCR's outputs (DTR->DSR, RTS->CTS,
 // OUT1->RI, OUT2->DCD); otherwise the line is up: DCD, DSR, CTS.
@@ -31,8 +31,16 @@ void Uart8250::pio_write(uint16_t offset, std::span<const uint8_t> data) {
 
 void Uart8250::queue_input(std::span<const uint8_t> bytes) {
   bool was = interrupt_pending();
-  rx_.insert(rx_.end(), bytes.begin(), bytes.end());
+  for (uint8_t b : bytes) receive(b);
   update_interrupt(was);
+}
+
+void Uart8250::receive(uint8_t byte) {
+  if (rx_.size() >= kFifoSize) {
+    overrun_ = true;
+    return;
+  }
+  rx_.push_back(byte);
 }
 
 uint8_t Uart8250::interrupt_identification() const {
@@ -69,7 +77,9 @@ uint8_t Uart8250::read_register(uint16_t offset) {
     case kMcr:
       return mcr_;
     case kLsr:
-      value = kLsrThrEmpty | kLsrTxIdle | (rx_.empty() ? 0 : kLsrDataReady);
+      value = kLsrThrEmpty | kLsrTxIdle | (rx_.empty() ? 0 : kLsrDataReady) |
+              (overrun_ ? kLsrOverrun : 0);
+      overrun_ = false;
       return value;
     case kMsr:
       if (mcr_ & kMcrLoop) {
@@ -93,7 +103,7 @@ void Uart8250::write_register(uint16_t offset, uint8_t value) {
         return;
       }
       if (mcr_ & kMcrLoop) {
-        rx_.push_back(value);
+        receive(value);
       } else if (sink_) {
         sink_(value);
       }

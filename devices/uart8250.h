@@ -21,8 +21,10 @@ class Uart8250 : public PioDevice {
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
-  // Bytes for the guest to read (console input).
+  // Bytes for the guest to read (console input). What does not fit in the
+  // receive FIFO is dropped, with an overrun reported in LSR, as on hardware.
   void queue_input(std::span<const uint8_t> bytes);
+  static constexpr size_t kFifoSize = 16;
 
  private:
   uint8_t read_register(uint16_t offset);
@@ -41,6 +43,8 @@ class Uart8250 : public PioDevice {
   uint8_t dll_ = 0x0c;  // 9600 baud
   uint8_t dlm_ = 0;
   bool thre_pending_ = false;
+  bool overrun_ = false;  // LSR.OE: set on a dropped byte, cleared by reading LSR
+  void receive(uint8_t byte);
 };
 
 }  // namespace keel

@@ -13,6 +13,7 @@ constexpr uint32_t kLeafV2ExtTopology = 0x1f;
 constexpr uint32_t kLeafHypervisor = 0x40000000;
 constexpr uint32_t kLeafHypervisorTiming = 0x40000010;
 constexpr uint32_t kLeafAmdAddressSizes = 0x80000008;
+constexpr uint32_t kLeafAmdTopology = 0x8000001e;
 
 // Bits needed to number `count` things (0 for a single one).
 uint32_t id_bits(uint32_t count) { return count <= 1 ? 0 : std::bit_width(count - 1); }
@@ -27,6 +28,7 @@ std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>
   out.reserve(supported.size() + 1);
   const uint32_t apic_id = vcpu_index;
   bool has_timing_leaf = false;
+  bool has_v2_topology = false;
   for (kvm_cpuid_entry2 e : supported) {
     switch (e.function) {
       case kLeafFeatures:
@@ -37,26 +39,24 @@ std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>
         if (options.tsc_deadline_timer) e.ecx |= 1u << 24;
         break;
       case kLeafCacheTopology:
-        // EAX[31:26]: cores per package minus one.
-        if (e.eax & 0x1f) e.eax = (e.eax & 0x03ffffff) | ((vcpu_count - 1) << 26);
+        // EAX[31:26]: APIC IDs reserved for cores in the package, minus one;
+        // EAX[25:14]: logical processors sharing this cache, minus one (each
+        // vCPU is a core of its own: zero).
+        if (e.eax & 0x1f) {
+          e.eax = (e.eax & 0x00003fff) | ((((1u << id_bits(vcpu_count)) - 1) & 0x3f) << 26);
+        }
         break;
       case kLeafExtTopology:
       case kLeafV2ExtTopology:
-        // Level 0: SMT (one thread per core), level 1: cores, then invalid.
-        e.edx = apic_id;
-        if (e.index == 0) {
-          e.eax = 0;
-          e.ebx = 1;
-          e.ecx = (1u << 8) | 0;
-        } else if (e.index == 1) {
-          e.eax = id_bits(vcpu_count);
-          e.ebx = vcpu_count;
-          e.ecx = (2u << 8) | 1;
-        } else {
-          e.eax = 0;
-          e.ebx = 0;
-          e.ecx = e.index & 0xff;
-        }
+        // Rebuilt below: current KVMs report only subleaf 0, all zeros, which
+        // would make every vCPU a socket of its own.
+        if (e.function == kLeafV2ExtTopology) has_v2_topology = true;
+        continue;
+      case kLeafAmdTopology:
+        // AMD extended APIC ID and core ID (one thread per core, one node).
+        e.eax = apic_id;
+        e.ebx = apic_id & 0xff;
+        e.ecx = 0;
         break;
       case kLeafHypervisor:
         if (tsc_khz != 0 && e.eax < kLeafHypervisorTiming) e.eax = kLeafHypervisorTiming;
@@ -76,6 +76,28 @@ std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(const std::vector<kvm_cpuid_entry2>
         break;
     }
     out.push_back(e);
+  }
+  // Level 0: SMT (one thread per core), level 1: cores, level 2: invalid.
+  for (uint32_t leaf : {kLeafExtTopology, kLeafV2ExtTopology}) {
+    if (leaf == kLeafV2ExtTopology && !has_v2_topology) continue;
+    for (uint32_t level = 0; level < 3; ++level) {
+      kvm_cpuid_entry2 e{};
+      e.function = leaf;
+      e.index = level;
+      e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+      e.edx = apic_id;
+      if (level == 0) {
+        e.ebx = 1;
+        e.ecx = (1u << 8) | level;
+      } else if (level == 1) {
+        e.eax = id_bits(vcpu_count);
+        e.ebx = vcpu_count;
+        e.ecx = (2u << 8) | level;
+      } else {
+        e.ecx = level;
+      }
+      out.push_back(e);
+    }
   }
   if (tsc_khz != 0 && !has_timing_leaf) {
     kvm_cpuid_entry2 timing{};

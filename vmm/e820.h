@@ -18,7 +18,8 @@ struct E820Entry {
 };
 
 // RAM below the EBDA, the EBDA and BIOS area (where the ACPI tables are)
-// reserved, RAM from 1 MiB to the PCI hole, and RAM above 4 GiB.
+// reserved, RAM from 1 MiB to the PCI hole, KVM's pages in the hole
+// reserved, and RAM above 4 GiB. Sorted by address.
 std::vector<E820Entry> build_e820(const std::vector<GuestRegion>& ram);
 
 }  // namespace keel

@@ -2,13 +2,16 @@
 
 #include <asm/bootparam.h>
 #include <elf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace keel {
 
@@ -24,6 +27,9 @@ T load(const std::vector<uint8_t>& file, uint64_t offset) {
 bool fits(const std::vector<uint8_t>& file, uint64_t offset, uint64_t length) {
   return offset <= file.size() && length <= file.size() - offset;
 }
+
+// boot.rst: the protected-mode kernel is loaded at 1 MiB.
+constexpr uint64_t kBzImageLoadAddress = 0x100000;
 
 // XEN_ELFNOTE_PHYS32_ENTRY from the PVH boot ABI.
 constexpr uint32_t kXenElfNotePhys32Entry = 18;
@@ -48,6 +54,19 @@ void parse_bzimage(KernelImage& image, const std::string& path) {
   image.init_size = hdr.init_size;
   uint64_t payload = file.size() - image.setup_size;
   if (image.init_size < payload) image.init_size = payload;
+  // boot.rst: a relocatable kernel runs from the load address raised to
+  // pref_address and aligned to kernel_alignment, any other one from pref_address.
+  uint64_t load = kBzImageLoadAddress;
+  if (hdr.relocatable_kernel) {
+    uint64_t align = hdr.kernel_alignment;
+    if (align == 0 || (align & (align - 1)) != 0 || align > (1ull << 30)) {
+      throw bad("bzImage has a bad kernel_alignment " + std::to_string(align));
+    }
+    uint64_t start = std::max<uint64_t>(load, hdr.pref_address);
+    image.runtime_start = (start + align - 1) & ~(align - 1);
+  } else {
+    image.runtime_start = hdr.pref_address ? hdr.pref_address : load;
+  }
 }
 
 void parse_pvh_elf(KernelImage& image, const std::string& path) {
@@ -100,7 +119,7 @@ KernelImage parse_kernel_image(std::vector<uint8_t> file, const std::string& pat
   KernelImage image{};
   image.file = std::move(file);
   const auto& f = image.file;
-  if (f.size() >= 0x210 && std::memcmp(f.data() + 0x202, "HdrS", 4) == 0 &&
+  if (fits(f, 0x1f1, sizeof(setup_header)) && std::memcmp(f.data() + 0x202, "HdrS", 4) == 0 &&
       load<uint16_t>(f, 0x1fe) == 0xaa55) {
     image.format = KernelImage::Format::kLinuxBzImage;
     parse_bzimage(image, path);
@@ -114,11 +133,29 @@ KernelImage parse_kernel_image(std::vector<uint8_t> file, const std::string& pat
   return image;
 }
 
-std::vector<uint8_t> read_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(std::string("cannot read ") + what + " " + path + ": " + std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw InputError(std::string("error reading ") + what + " " + path);
+std::vector<uint8_t> read_file(const std::string& path, const char* what, uint64_t max_size) {
+  auto bad = [&](const std::string& why) {
+    return InputError(std::string(what) + " " + path + ": " + why);
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw bad(std::string("cannot open: ") + std::strerror(errno));
+  UniqueFd owned(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) throw bad(std::string("cannot stat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw bad("not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > max_size) {
+    throw bad("too large (" + std::to_string(st.st_size >> 20) + " MiB, at most " +
+              std::to_string(max_size >> 20) + " MiB)");
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw bad(std::string("read failed: ") + std::strerror(errno));
+    if (n == 0) throw bad("file shrank while being read");
+    done += static_cast<size_t>(n);
+  }
   return bytes;
 }
 

@@ -26,7 +26,11 @@ struct KernelImage {
   uint64_t setup_size = 0;      // bytes before the protected-mode part
   uint32_t cmdline_size = 0;    // longest command line the kernel accepts
   uint32_t initrd_addr_max = 0;
-  uint64_t init_size = 0;       // memory the kernel needs from its load address
+  // boot.rst "kernel runtime start address": where the kernel decompresses
+  // itself to, from the load address, pref_address and kernel_alignment;
+  // init_size counts from there.
+  uint64_t runtime_start = 0;
+  uint64_t init_size = 0;
 
   // kPvhElf
   std::vector<ElfLoadSegment> segments;
@@ -36,7 +40,9 @@ struct KernelImage {
 // Throws InputError naming what is wrong with `file` (from `path`).
 KernelImage parse_kernel_image(std::vector<uint8_t> file, const std::string& path);
 
-// Reads a whole file; throws InputError naming the path when it cannot.
-std::vector<uint8_t> read_file(const std::string& path, const char* what);
+// Reads a whole regular file of at most `max_size` bytes; throws InputError
+// naming the path and the reason otherwise (a FIFO or /dev/zero as an initrd
+// must not hang or exhaust the VMM).
+std::vector<uint8_t> read_file(const std::string& path, const char* what, uint64_t max_size);
 
 }  // namespace keel

@@ -18,6 +18,9 @@ KvmSystem KvmSystem::open(const std::string& path) {
   }
   UniqueFd owned(fd);
   int version = ::ioctl(fd, KVM_GET_API_VERSION, 0);
+  if (version < 0) {
+    throw InputError("no usable KVM: KVM_GET_API_VERSION on " + path + ": " + std::strerror(errno));
+  }
   if (version != KVM_API_VERSION) {
     throw InputError("no usable KVM: " + path + " reports API version " +
                      std::to_string(version) + ", expected " + std::to_string(KVM_API_VERSION));
@@ -49,12 +52,10 @@ std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
 KvmVm KvmSystem::create_vm() const {
   int vm_fd = ::ioctl(fd_.get(), KVM_CREATE_VM, 0);
   if (vm_fd < 0) throw_errno("KVM_CREATE_VM");
+  UniqueFd owned(vm_fd);
   int mmap_size = ::ioctl(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
-  if (mmap_size <= 0) {
-    ::close(vm_fd);
-    throw_errno("KVM_GET_VCPU_MMAP_SIZE");
-  }
-  return KvmVm(UniqueFd(vm_fd), static_cast<size_t>(mmap_size));
+  if (mmap_size <= 0) throw_errno("KVM_GET_VCPU_MMAP_SIZE");
+  return KvmVm(std::move(owned), static_cast<size_t>(mmap_size));
 }
 
 }  // namespace keel

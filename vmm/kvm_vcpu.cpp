@@ -81,10 +81,7 @@ uint32_t KvmVcpu::get_tsc_khz() const {
 
 bool KvmVcpu::enter() {
   if (::ioctl(fd_.get(), KVM_RUN, 0) < 0) {
-    if (errno == EINTR || errno == EAGAIN) {
-      std::atomic_ref<uint8_t>(run()->immediate_exit).store(0, std::memory_order_relaxed);
-      return false;
-    }
+    if (errno == EINTR || errno == EAGAIN) return false;
     throw_errno("KVM_RUN on vCPU " + std::to_string(id_));
   }
   return true;

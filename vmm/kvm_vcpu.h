@@ -31,13 +31,16 @@ class KvmVcpu {
   uint32_t get_tsc_khz() const;
 
   // Enters the guest until the next exit. Returns false when interrupted by
-  // a signal (see request_immediate_exit), true with run() describing the exit.
+  // a signal or an immediate-exit request, true with run() describing the exit.
   bool enter();
   kvm_run* run() const { return run_.as<kvm_run>(); }
   // Makes the next or the current KVM_RUN return at once; the caller then
   // sends the vCPU thread a signal to break out of a running guest.
   void request_immediate_exit() {
-    std::atomic_ref<uint8_t>(run()->immediate_exit).store(1, std::memory_order_release);
+    std::atomic_ref<uint8_t>(run()->immediate_exit).store(1, std::memory_order_seq_cst);
+  }
+  void clear_immediate_exit() {
+    std::atomic_ref<uint8_t>(run()->immediate_exit).store(0, std::memory_order_seq_cst);
   }
 
  private:

@@ -65,10 +65,11 @@ Machine::Machine(const VmmOptions& options)
       vm_((check_host_limits(options), kvm_.create_vm())),
       memory_(options.memory),
       serial_out_(options.serial_file) {
-  auto image = parse_kernel_image(read_file(options.kernel, "kernel"), options.kernel);
+  // Neither file can be larger than the guest memory it has to fit in.
+  auto image = parse_kernel_image(read_file(options.kernel, "kernel", options.memory), options.kernel);
   BootSetup boot;
   boot.cmdline = options.cmdline;
-  if (!options.initrd.empty()) boot.initrd = read_file(options.initrd, "initrd");
+  if (!options.initrd.empty()) boot.initrd = read_file(options.initrd, "initrd", options.memory);
 
   vm_.set_tss_address(layout::kKvmTss);
   vm_.set_identity_map_address(layout::kKvmIdentityMap);
@@ -87,6 +88,7 @@ Machine::Machine(const VmmOptions& options)
   platform.ioapic_address = static_cast<uint32_t>(layout::kIoapic);
   platform.pm1a_evt_port = layout::kPm1aEvtPort;
   platform.pm1a_cnt_port = layout::kPm1aCntPort;
+  platform.rtc_century_index = CmosRtc::kCenturyIndex;
   auto acpi = acpi::build_acpi_tables(platform, layout::kAcpiTables);
   memory_.write(acpi.base_gpa, acpi.bytes);
   boot.acpi_rsdp = acpi.rsdp_gpa;
@@ -148,7 +150,8 @@ void Machine::setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& sup
   vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), cpuid));
   vcpu.set_msrs(boot_msrs());
   auto lapic = vcpu.get_lapic();
-  set_lvt(lapic, kLapicLint0, kDeliveryExtInt);
+  // The 8259's ExtINT reaches the boot processor only; APs keep LINT0 masked.
+  if (vcpu.id() == 0) set_lvt(lapic, kLapicLint0, kDeliveryExtInt);
   set_lvt(lapic, kLapicLint1, kDeliveryNmi);
   vcpu.set_lapic(lapic);
 }
@@ -179,7 +182,7 @@ void Machine::request_stop(MachineStop stop) {
 }
 
 void Machine::stop_vcpus() {
-  stopping_.store(true);
+  stopping_.store(true, std::memory_order_seq_cst);
   for (size_t i = 0; i < threads_.size(); ++i) {
     if (!threads_[i].joinable()) continue;
     vcpus_[i].request_immediate_exit();
@@ -191,12 +194,24 @@ void Machine::stop_vcpus() {
 
 void Machine::vcpu_loop(KvmVcpu& vcpu) {
   try {
-    while (!stopping_.load(std::memory_order_acquire)) {
-      if (!vcpu.enter()) continue;
-      handle_exit(vcpu);
+    // stop_vcpus() sets stopping_ before it asks for an immediate exit, and
+    // both sides use sequentially consistent operations: a vCPU that clears
+    // immediate_exit after an unrelated signal sees stopping_ on its next
+    // check, so it never re-enters the guest with the kick lost.
+    while (!stopping_.load(std::memory_order_seq_cst)) {
+      if (vcpu.enter()) {
+        handle_exit(vcpu);
+      } else {
+        vcpu.clear_immediate_exit();
+      }
     }
   } catch (const std::exception& e) {
-    request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
+    try {
+      request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
+    } catch (...) {
+      stopping_.store(true);  // out of memory for the message: stop all the same
+      events_.stop();
+    }
   }
 }
 
@@ -227,9 +242,12 @@ void Machine::handle_exit(KvmVcpu& vcpu) {
       request_stop({StopReason::kKvmError, "vCPU " + std::to_string(vcpu.id()) + " halted"});
       return;
     case KVM_EXIT_SHUTDOWN: {
-      auto regs = vcpu.get_regs();
-      request_stop({StopReason::kTripleFault,
-                    "vCPU " + std::to_string(vcpu.id()) + " triple fault near rip " + hex(regs.rip)});
+      std::string detail = "vCPU " + std::to_string(vcpu.id()) + " triple fault";
+      try {
+        detail += " near rip " + hex(vcpu.get_regs().rip);
+      } catch (const std::exception&) {
+      }
+      request_stop({StopReason::kTripleFault, detail});
       return;
     }
     case KVM_EXIT_SYSTEM_EVENT:

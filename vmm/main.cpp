@@ -24,7 +24,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     Machine machine(options);
-    MachineStop stop = machine.run();
+    MachineStop stop;
+    try {
+      stop = machine.run();
+    } catch (const std::exception& e) {
+      stop = {StopReason::kVmmError, e.what()};
+    }
     int code = exit_code(stop);
     if (code != 0) {
       std::fprintf(stderr, "keel-vmm: %s%s%s (exit code %d)\n", describe(stop.reason),

@@ -26,6 +26,7 @@ inline constexpr uint64_t kKernelLoad = 0x100000;  // protected-mode kernel, as 
 // identity-map table somewhere the guest never uses.
 inline constexpr uint64_t kKvmIdentityMap = 0xfeffc000;
 inline constexpr uint64_t kKvmTss = 0xfeffd000;
+inline constexpr uint64_t kKvmReservedEnd = 0xff000000;
 
 inline constexpr uint64_t kIoapic = 0xfec00000;
 inline constexpr uint64_t kLapic = 0xfee00000;

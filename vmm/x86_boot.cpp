@@ -67,7 +67,10 @@ void write_gdt(GuestMemory& memory, bool long_mode) {
 }
 
 BootEntry load_bzimage(GuestMemory& memory, const KernelImage& image, const BootSetup& setup) {
-  uint64_t kernel_end = layout::kKernelLoad + image.init_size;
+  // The kernel decompresses itself to its runtime start and needs init_size
+  // bytes from there; the file itself goes to 1 MiB.
+  uint64_t payload_end = layout::kKernelLoad + (image.file.size() - image.setup_size);
+  uint64_t kernel_end = std::max(image.runtime_start + image.init_size, payload_end);
   if (kernel_end > low_ram_end(memory)) {
     throw InputError("guest memory is too small for the kernel (it needs " +
                      std::to_string((kernel_end >> 20) + 1) + " MiB below 4 GiB)");
@@ -91,8 +94,7 @@ BootEntry load_bzimage(GuestMemory& memory, const KernelImage& image, const Boot
                                kernel_end);
     memory.write(initrd_addr, setup.initrd);
   }
-  auto zero_page = build_zero_page(image, layout::kCmdline,
-                                   static_cast<uint32_t>(setup.cmdline.size()), initrd_addr,
+  auto zero_page = build_zero_page(image, layout::kCmdline, initrd_addr,
                                    setup.initrd.size(), build_e820(memory.regions()),
                                    setup.acpi_rsdp);
   memory.write_obj(layout::kZeroPage, zero_page);
@@ -167,20 +169,20 @@ kvm_segment flat_segment(uint16_t selector, uint8_t type, bool code64) {
 
 }  // namespace
 
-boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr, uint32_t cmdline_len,
+boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr,
                             uint64_t initrd_addr, uint64_t initrd_size,
                             const std::vector<E820Entry>& e820, uint64_t acpi_rsdp) {
   boot_params params{};
-  // The setup header runs from 0x1f1 to 0x202 plus the jump's offset byte.
+  // The setup header runs from 0x1f1 to 0x202 plus the jump's offset byte;
+  // never past the header we know, whatever the file says.
   const size_t hdr_offset = offsetof(boot_params, hdr);
   size_t hdr_end = size_t{0x202} + image.file[0x201];
-  hdr_end = std::min({hdr_end, sizeof(boot_params), image.file.size()});
+  hdr_end = std::min({hdr_end, hdr_offset + sizeof(setup_header), image.file.size()});
   std::memcpy(reinterpret_cast<uint8_t*>(&params) + hdr_offset, image.file.data() + hdr_offset,
               hdr_end - hdr_offset);
   params.hdr.type_of_loader = 0xff;  // boot.rst: undefined loader
   params.hdr.cmd_line_ptr = static_cast<uint32_t>(cmdline_addr);
   params.ext_cmd_line_ptr = static_cast<uint32_t>(cmdline_addr >> 32);
-  params.hdr.cmdline_size = cmdline_len;
   params.hdr.ramdisk_image = static_cast<uint32_t>(initrd_addr);
   params.ext_ramdisk_image = static_cast<uint32_t>(initrd_addr >> 32);
   params.hdr.ramdisk_size = static_cast<uint32_t>(initrd_size);

@@ -32,7 +32,7 @@ struct BootEntry {
 
 // The Linux zero page for `image`: its setup header plus what the loader
 // fills in. Pure, so that it can be checked without a VM.
-boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr, uint32_t cmdline_len,
+boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr,
                             uint64_t initrd_addr, uint64_t initrd_size,
                             const std::vector<E820Entry>& e820, uint64_t acpi_rsdp);
 

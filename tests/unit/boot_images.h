@@ -12,7 +12,9 @@ namespace keel::testing {
 
 // A bzImage with one setup sector and `payload` bytes of kernel.
 inline std::vector<uint8_t> make_bzimage(size_t payload = 4096, uint16_t version = 0x020f,
-                                         uint16_t xloadflags = XLF_KERNEL_64) {
+                                         uint16_t xloadflags = XLF_KERNEL_64,
+                                         uint64_t pref_address = 0x100000,
+                                         bool relocatable = false) {
   std::vector<uint8_t> file(1024 + payload, 0);
   setup_header hdr{};
   hdr.setup_sects = 1;
@@ -26,6 +28,9 @@ inline std::vector<uint8_t> make_bzimage(size_t payload = 4096, uint16_t version
   hdr.initrd_addr_max = 0x7fffffff;
   hdr.xloadflags = xloadflags;
   hdr.init_size = 0x10000;
+  hdr.pref_address = pref_address;
+  hdr.relocatable_kernel = relocatable ? 1 : 0;
+  hdr.kernel_alignment = 0x200000;
   std::memcpy(file.data() + 0x1f1, &hdr, sizeof hdr);
   for (size_t i = 1024; i < file.size(); ++i) file[i] = static_cast<uint8_t>(i * 7);
   return file;

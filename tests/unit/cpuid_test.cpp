@@ -26,8 +26,9 @@ std::vector<kvm_cpuid_entry2> supported() {
   hv.eax = 0x40000001;
   auto l4 = leaf(4);
   l4.eax = 0x121;
-  return {leaf(0), l1, l4, leaf(0xb, 0), leaf(0xb, 1), leaf(0xb, 2), hv, leaf(0x40000001),
-          leaf(0x80000008)};
+  // As current KVMs report it: leaf 0xB with subleaf 0 only, all zeros.
+  return {leaf(0), l1, l4, leaf(0xb, 0), hv, leaf(0x40000001), leaf(0x80000008),
+          leaf(0x8000001e)};
 }
 
 TEST(Cpuid, Leaf1CarriesApicIdCountAndHypervisorBit) {
@@ -50,7 +51,12 @@ TEST(Cpuid, TopologyLeavesNumberTheVcpu) {
   EXPECT_EQ(find(v, 0xb, 1)->eax, 3u);  // 6 cores need 3 APIC ID bits
   EXPECT_EQ((find(v, 0xb, 1)->ecx >> 8) & 0xff, 2u);  // core level
   EXPECT_EQ((find(v, 0xb, 2)->ecx >> 8) & 0xff, 0u);  // invalid: the end
-  EXPECT_EQ(find(v, 4)->eax >> 26, 5u);
+  EXPECT_EQ(find(v, 4)->eax >> 26, 7u) << "6 cores use 3 APIC ID bits";
+  EXPECT_EQ((find(v, 4)->eax >> 14) & 0xfff, 0u);
+  EXPECT_EQ(find(v, 0x8000001e)->eax, 5u);
+  EXPECT_EQ(find(v, 0x8000001e)->ebx & 0xff, 5u);
+  EXPECT_TRUE(find(v, 0xb, 1)->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+  EXPECT_EQ(find(v, 0x1f, 0), nullptr) << "no v2 topology leaf where KVM has none";
   EXPECT_EQ(find(v, 0x80000008)->ecx & 0xff, 5u);
 }
 

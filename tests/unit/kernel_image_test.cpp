@@ -26,6 +26,19 @@ TEST(KernelImage, RecognisesBzImage) {
   EXPECT_EQ(image.init_size, 0x10000u);
 }
 
+TEST(KernelImage, RuntimeStartFollowsBootProtocol) {
+  // Debian's kernels: relocatable, pref_address 16 MiB, 2 MiB alignment.
+  auto relocatable =
+      parse_kernel_image(testing::make_bzimage(4096, 0x020f, XLF_KERNEL_64, 0x1000000, true), "k");
+  EXPECT_EQ(relocatable.runtime_start, 0x1000000u);
+  auto low_pref =
+      parse_kernel_image(testing::make_bzimage(4096, 0x020f, XLF_KERNEL_64, 0x100000, true), "k");
+  EXPECT_EQ(low_pref.runtime_start, 0x200000u) << "1 MiB aligned up to 2 MiB";
+  auto fixed =
+      parse_kernel_image(testing::make_bzimage(4096, 0x020f, XLF_KERNEL_64, 0x400000, false), "k");
+  EXPECT_EQ(fixed.runtime_start, 0x400000u);
+}
+
 TEST(KernelImage, InitSizeCoversThePayload) {
   auto image = parse_kernel_image(testing::make_bzimage(0x20000), "k");
   EXPECT_EQ(image.init_size, 0x20000u);
@@ -83,13 +96,36 @@ TEST(KernelImage, RefusesUnknownFiles) {
   EXPECT_NE(error_of({}).find("not a recognised kernel"), std::string::npos);
 }
 
-TEST(KernelImage, MissingFileIsNamed) {
+TEST(KernelImage, RefusesBzImageCutInsideItsSetupHeader) {
+  auto file = testing::make_bzimage(0);
+  file.resize(0x210);  // "HdrS" and the boot flag are there, the rest is not
+  EXPECT_NE(error_of(file).find("not a recognised kernel"), std::string::npos);
+}
+
+std::string read_error(const std::string& path, uint64_t max = 1ull << 30) {
   try {
-    read_file("/nonexistent/kernel", "kernel");
-    FAIL();
+    read_file(path, "initrd", max);
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/kernel"), std::string::npos);
+    return e.what();
   }
+  return "";
+}
+
+TEST(ReadFile, NamesMissingFilesAndRefusesNonRegularOnes) {
+  EXPECT_NE(read_error("/nonexistent/kernel").find("/nonexistent/kernel"), std::string::npos);
+  EXPECT_NE(read_error("/dev/zero").find("not a regular file"), std::string::npos);
+  EXPECT_NE(read_error("/").find("not a regular file"), std::string::npos);
+}
+
+TEST(ReadFile, RefusesFilesLargerThanTheLimit) {
+  std::string path = ::testing::TempDir() + "keel-read-file";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("0123456789", f);
+  std::fclose(f);
+  EXPECT_EQ(read_file(path, "initrd", 10).size(), 10u);
+  EXPECT_NE(read_error(path, 9).find("too large"), std::string::npos);
+  std::remove(path.c_str());
 }
 
 }  // namespace

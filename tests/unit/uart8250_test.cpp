@@ -67,6 +67,15 @@ TEST_F(UartFixture, LoopbackEchoesIntoReceiver) {
   EXPECT_EQ(rd(6) & 0xf0, 0xf0);
 }
 
+TEST_F(UartFixture, LoopbackFloodIsBoundedByTheFifo) {
+  wr(4, 0x10);
+  for (int i = 0; i < 100000; ++i) wr(0, static_cast<uint8_t>(i));
+  EXPECT_EQ(rd(5) & 0x03, 0x03) << "data ready and overrun";
+  EXPECT_EQ(rd(5) & 0x02, 0) << "reading LSR clears the overrun";
+  for (size_t i = 0; i < Uart8250::kFifoSize; ++i) EXPECT_EQ(rd(0), static_cast<uint8_t>(i));
+  EXPECT_EQ(rd(5) & 1, 0);
+}
+
 TEST_F(UartFixture, IgnoresWideAccesses) {
   uint8_t word[2] = {'a', 'b'};
   uart.pio_write(0, word);

@@ -13,7 +13,9 @@ namespace {
 
 TEST(E820, SmallGuestIsRamBelowTheHole) {
   auto map = build_e820(guest_ram_regions(256ull << 20));
-  ASSERT_EQ(map.size(), 4u);
+  ASSERT_EQ(map.size(), 5u);
+  EXPECT_EQ(map[4].address, layout::kKvmIdentityMap);
+  EXPECT_EQ(map[4].type, kE820Reserved);
   EXPECT_EQ(map[0].address, 0u);
   EXPECT_EQ(map[0].size, layout::kEbdaStart);
   EXPECT_EQ(map[0].type, kE820Ram);
@@ -27,10 +29,12 @@ TEST(E820, SmallGuestIsRamBelowTheHole) {
 TEST(E820, LargeGuestSplitsAroundThePciHole) {
   const uint64_t size = 4ull << 30;
   auto map = build_e820(guest_ram_regions(size));
-  ASSERT_EQ(map.size(), 5u);
+  ASSERT_EQ(map.size(), 6u);
   EXPECT_EQ(map[3].address + map[3].size, layout::kPciHoleStart);
-  EXPECT_EQ(map[4].address, layout::kHighMemStart);
-  EXPECT_EQ(map[4].size, size - layout::kPciHoleStart);
+  EXPECT_EQ(map[4].address, layout::kKvmIdentityMap);
+  EXPECT_EQ(map[4].address + map[4].size, 0xff000000u);
+  EXPECT_EQ(map[5].address, layout::kHighMemStart);
+  EXPECT_EQ(map[5].size, size - layout::kPciHoleStart);
   uint64_t ram = 0;
   for (auto& e : map) {
     if (e.type == kE820Ram) ram += e.size;
@@ -73,7 +77,7 @@ TEST(PageTables, IdentityMapsFourGiB) {
 TEST(ZeroPage, CarriesHeaderCmdlineInitrdE820AndRsdp) {
   auto image = parse_kernel_image(testing::make_bzimage(), "k");
   auto e820 = build_e820(guest_ram_regions(256ull << 20));
-  auto zp = build_zero_page(image, 0x20000, 11, 0x5000000, 0x123456, e820, 0xe0000);
+  auto zp = build_zero_page(image, 0x20000, 0x5000000, 0x123456, e820, 0xe0000);
   EXPECT_EQ(zp.hdr.header, 0x53726448u);
   EXPECT_EQ(zp.hdr.version, 0x020f);
   EXPECT_EQ(zp.hdr.type_of_loader, 0xff);
@@ -110,6 +114,20 @@ TEST(LoadGuestKernel, BzImageEntersAt0x100200WithZeroPage) {
   EXPECT_EQ(memory.read_obj<uint8_t>(zp.hdr.ramdisk_image + 9999), 0xab);
 }
 
+TEST(LoadGuestKernel, KernelFootprintCountsFromItsRuntimeStart) {
+  // init_size 64 KiB from 16 MiB: a 16 MiB guest cannot hold it, 32 MiB can,
+  // and the initrd goes above it.
+  auto image =
+      parse_kernel_image(testing::make_bzimage(4096, 0x020f, XLF_KERNEL_64, 0x1000000, true), "k");
+  GuestMemory small(16ull << 20);
+  EXPECT_THROW(load_guest_kernel(small, image, BootSetup{}), InputError);
+  GuestMemory enough(32ull << 20);
+  BootSetup setup{"", std::vector<uint8_t>(4096, 1), 0};
+  load_guest_kernel(enough, image, setup);
+  auto zp = enough.read_obj<boot_params>(layout::kZeroPage);
+  EXPECT_GE(zp.hdr.ramdisk_image, 0x1000000u + 0x10000u);
+}
+
 TEST(LoadGuestKernel, RefusesTooLongCmdline) {
   GuestMemory memory(64ull << 20);
   auto image = parse_kernel_image(testing::make_bzimage(), "k");
@@ -137,7 +155,7 @@ TEST(LoadGuestKernel, PvhElfGetsStartInfoWithMemoryMap) {
   EXPECT_EQ(memory.read_obj<uint64_t>(entry.rbx + 32), 0xe0000u);     // rsdp_paddr
   uint64_t memmap = memory.read_obj<uint64_t>(entry.rbx + 40);
   uint32_t entries = memory.read_obj<uint32_t>(entry.rbx + 48);
-  EXPECT_EQ(entries, 4u);
+  EXPECT_EQ(entries, 5u);
   EXPECT_EQ(memory.read_obj<uint64_t>(memmap + 3 * 24), 0x100000u);
   EXPECT_EQ(memory.read_obj<uint8_t>(0x100000), 0x90);
   EXPECT_EQ(memory.read_obj<uint8_t>(0x100000 + 0x100), 0) << "bss is zeroed";

@@ -46,6 +46,8 @@ struct AcpiPlatform {
   // line" command, which the VMM's i8042 emulation turns into a reset.
   uint16_t reset_port = 0x64;
   uint8_t reset_value = 0xFE;
+  // FADT CENTURY: the CMOS RAM index where the RTC keeps the century (0: none).
+  uint8_t rtc_century_index = 0;
   PciHostWindow pci;
 };
 

@@ -30,7 +30,8 @@ std::vector<uint8_t> make_fadt(const AcpiPlatform& platform, uint32_t dsdt_gpa, 
   // C2/C3 are not supported: latencies above 100 / 1000 us say so (Table 5-33).
   put_u16(fadt, 96, 101);   // P_LVL2_LAT
   put_u16(fadt, 98, 1001);  // P_LVL3_LAT
-  // 100-108: FLUSH_SIZE, FLUSH_STRIDE, DUTY_*, alarms, CENTURY: 0
+  // 100-107: FLUSH_SIZE, FLUSH_STRIDE, DUTY_*, alarms: 0
+  put_u8(fadt, 108, platform.rtc_century_index);  // CENTURY: the RTC's CMOS index of it
   put_u16(fadt, 109, kBootArchLegacyDevices | kBootArch8042 | kBootArchVgaNotPresent);  // IAPC_BOOT_ARCH
   // 111: reserved
   put_u32(fadt, 112, kFadtWbinvd | kFadtProcC1 | kFadtSleepButtonIsControlMethod | kFadtFixRtc |
