@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <stdexcept>
+#include <string_view>
 #include <utility>
 
 #include "common/error.h"
@@ -37,8 +40,21 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv, const Opt
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   // Everything the child needs is prepared before fork: after it, only
-  // async-signal-safe calls.
+  // async-signal-safe calls. The environment is this one plus extra_env.
   std::vector<std::string> env_storage = options.extra_env;
+  std::vector<char*> env;
+  for (auto& e : env_storage) env.push_back(e.data());
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    bool overridden = false;
+    for (const auto& x : env_storage) {
+      auto eq = x.find('=');
+      if (entry.substr(0, eq + 1) == std::string_view(x).substr(0, eq + 1)) overridden = true;
+    }
+    if (!overridden) env.push_back(*e);
+  }
+  env.push_back(nullptr);
+  const pid_t parent = ::getpid();
   UniqueFd out_read, out_write, err_read, err_write;
   if (options.capture_stdout) make_pipe(out_read, out_write);
   if (options.capture_stderr) make_pipe(err_read, err_write);
@@ -46,10 +62,13 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv, const Opt
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("fork");
   if (pid == 0) {
+    // The child dies with its owner, however the owner ends (a test killed
+    // from outside must not leave a guest running).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     if (out_write.valid()) ::dup2(out_write.get(), STDOUT_FILENO);
     if (err_write.valid()) ::dup2(err_write.get(), STDERR_FILENO);
-    for (auto& e : env_storage) ::putenv(e.data());
-    ::execvp(args[0], args.data());
+    ::execvpe(args[0], args.data(), env.data());
     ::_exit(127);
   }
   ChildProcess child;
@@ -94,6 +113,7 @@ void ChildProcess::signal(int signo) const {
 
 int ChildProcess::wait() {
   if (status_) return *status_;
+  if (pid_ <= 0) throw std::logic_error("ChildProcess::wait on a moved-from process");
   int status;
   while (::waitpid(pid_, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("waitpid");
@@ -104,6 +124,7 @@ int ChildProcess::wait() {
 
 std::optional<int> ChildProcess::try_wait() {
   if (status_) return status_;
+  if (pid_ <= 0) throw std::logic_error("ChildProcess::try_wait on a moved-from process");
   int status;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
   if (r < 0) throw_errno("waitpid");
@@ -134,7 +155,8 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
       break;
     }
     int n = ::poll(fds, 2, static_cast<int>(left.count()));
-    if (n < 0 && errno != EINTR) throw_errno("poll");
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("poll");
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t got = ::read(fds[i].fd, buf, sizeof buf);

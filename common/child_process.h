@@ -48,7 +48,7 @@ class ChildProcess {
 };
 
 // Runs a command to its end, collecting its output, killing it after
-// `timeout` (exit code then 124 + a note in the error text).
+// `timeout` (then timed_out is set and the exit code is 124).
 struct CommandResult {
   int exit_code;
   bool timed_out;

@@ -6,6 +6,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -64,7 +65,7 @@ Machine::Machine(const VmmOptions& options)
       kvm_(KvmSystem::open(options.kvm_device)),
       vm_((check_host_limits(options), kvm_.create_vm())),
       memory_(options.memory),
-      serial_out_(options.serial_file) {
+      serial_out_(options.serial_file, events_) {
   // Neither file can be larger than the guest memory it has to fit in.
   auto image = parse_kernel_image(read_file(options.kernel, "kernel", options.memory), options.kernel);
   BootSetup boot;
@@ -168,7 +169,11 @@ MachineStop Machine::run() {
   }
   events_.run();
   stop_vcpus();
-  serial_out_.flush();
+  serial_out_.finish(std::chrono::seconds(2));
+  if (uint64_t lost = serial_out_.dropped()) {
+    std::fprintf(stderr, "keel-vmm: %llu bytes of guest console output dropped (reader too slow or gone)\n",
+                 static_cast<unsigned long long>(lost));
+  }
   std::lock_guard guard(stop_mutex_);
   return *stop_;
 }

@@ -1,6 +1,8 @@
 #include "vmm/serial_output.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,30 +12,118 @@
 
 namespace keel {
 
-SerialOutput::SerialOutput(const std::string& path) : fd_(STDOUT_FILENO) {
-  if (!path.empty()) {
+namespace {
+
+// A descriptor for standard output that can be non-blocking without changing
+// the description the parent shares: pipes and terminals are reopened through
+// /proc; regular files never block for long and are written as they are.
+UniqueFd open_stdout() {
+  struct stat st {};
+  if (::fstat(STDOUT_FILENO, &st) == 0 && !S_ISREG(st.st_mode)) {
+    int fd = ::open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0) return UniqueFd(fd);
+  }
+  int fd = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) throw_errno("dup stdout");
+  if (!S_ISREG(st.st_mode)) {
+    // A socket: no way around sharing its flags.
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  return UniqueFd(fd);
+}
+
+}  // namespace
+
+SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& events) {
+  if (path.empty()) {
+    fd_ = open_stdout();
+  } else {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw InputError("cannot open serial file " + path + ": " + std::strerror(errno));
-    file_.reset(fd);
-    fd_ = fd;
+    fd_.reset(fd);
+  }
+  if (::fcntl(fd_.get(), F_GETFL) & O_NONBLOCK) {
+    int watch = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 3);
+    if (watch < 0) throw_errno("dup serial output");
+    watch_.emplace(events, watch);
   }
   pending_.reserve(4096);
 }
 
 void SerialOutput::put(uint8_t byte) {
+  std::lock_guard guard(mutex_);
+  if (pending_.size() >= kBufferLimit) {
+    ++dropped_;
+    return;
+  }
   pending_.push_back(byte);
-  if (byte == '\n' || pending_.size() >= 4096) flush();
+  if (byte == '\n' || pending_.size() - complete_ >= 4096) {
+    complete_ = pending_.size();
+    if (!waiting_) write_locked();
+  }
 }
 
-void SerialOutput::flush() {
+void SerialOutput::write_locked() {
   size_t done = 0;
-  while (done < pending_.size()) {
-    ssize_t n = ::write(fd_, pending_.data() + done, pending_.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // a closed reader must not stop the guest: drop the output
-    done += static_cast<size_t>(n);
+  while (done < complete_) {
+    ssize_t n = ::write(fd_.get(), pending_.data() + done, complete_ - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == EAGAIN && watch_) {
+      break;
+    } else {
+      // The reader is gone: output goes nowhere, the guest goes on.
+      dropped_ += complete_ - done;
+      done = complete_;
+    }
   }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(done));
+  complete_ -= done;
+  if (complete_ > 0) wait_writable_locked();
+}
+
+void SerialOutput::wait_writable_locked() {
+  waiting_ = true;
+  watch_->async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                     [this](const boost::system::error_code& ec) {
+                       std::lock_guard guard(mutex_);
+                       waiting_ = false;
+                       if (!ec) write_locked();
+                     });
+}
+
+void SerialOutput::finish(std::chrono::milliseconds grace) {
+  std::lock_guard guard(mutex_);
+  complete_ = pending_.size();  // a last line without its end of line too
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  while (complete_ > 0) {
+    ssize_t n = ::write(fd_.get(), pending_.data(), complete_);
+    if (n > 0) {
+      pending_.erase(pending_.begin(), pending_.begin() + n);
+      complete_ -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (n < 0 && errno == EAGAIN && left.count() > 0) {
+      pollfd p{fd_.get(), POLLOUT, 0};
+      ::poll(&p, 1, static_cast<int>(left.count()));
+      continue;
+    }
+    break;
+  }
+  dropped_ += complete_;
   pending_.clear();
+  complete_ = 0;
+  if (watch_) watch_->cancel();
+}
+
+uint64_t SerialOutput::dropped() const {
+  std::lock_guard guard(mutex_);
+  return dropped_;
 }
 
 }  // namespace keel

@@ -2,6 +2,14 @@
 // it, otherwise inside the KVM test host).
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "common/child_process.h"
 #include "vmm_run.h"
 
 namespace keel::testing {
@@ -110,6 +118,34 @@ TEST(TestosBoot, RebootRequestEndsWithTheRebootCode) {
       run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--cmdline", "job=reboot"});
   EXPECT_EQ(run.exit_code, 10) << describe(run);
   EXPECT_NE(run.err.find("reboot"), std::string::npos) << describe(run);
+}
+
+TEST(TestosBoot, StalledConsoleReaderDoesNotStallTheVmm) {
+  // Nobody reads keel-vmm's stdout: the pipe fills, the guest keeps printing,
+  // and SIGTERM still ends keel-vmm at once.
+  ChildProcess::Options options;
+  options.capture_stdout = true;
+  options.capture_stderr = true;
+  auto vmm = ChildProcess::spawn({vmm_path(), "--kernel", testos_bzimage(), "--memory", "64M",
+                                  "--cmdline", "job=heartbeat interval_ms=1 count=0"},
+                                 options);
+  int capacity = ::fcntl(vmm.stdout_fd(), F_GETPIPE_SZ);
+  ASSERT_GT(capacity, 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  int queued = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    ASSERT_EQ(::ioctl(vmm.stdout_fd(), FIONREAD, &queued), 0);
+    // A full pipe holds less than its capacity when the last line did not fit.
+    if (queued > capacity - 128) break;
+    ASSERT_FALSE(vmm.try_wait()) << "keel-vmm ended early";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the pipe fills at the guest's pace
+  }
+  ASSERT_GT(queued, capacity - 128) << "the console pipe never filled";
+  auto signalled = std::chrono::steady_clock::now();
+  vmm.signal(SIGTERM);
+  EXPECT_EQ(vmm.wait(), 128 + SIGTERM);
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(30))
+      << "keel-vmm took too long to stop with a stalled reader";
 }
 
 TEST(TestosBoot, SerialToFile) {
