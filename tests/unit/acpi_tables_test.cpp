@@ -254,6 +254,11 @@ TEST(AcpiTables, FadtFollowsCustomPorts) {
   EXPECT_EQ(le(fadt, 176, 8), 0xB004u);
   EXPECT_EQ(le(fadt, 120, 8), 0xCF9u);
   EXPECT_EQ(fadt[128], 0x06);
+  EXPECT_EQ(fadt[108], 0) << "no century byte unless the platform names one";
+  platform.rtc_century_index = 0x32;
+  AcpiImage with_century = build_acpi_tables(platform, kBase);
+  GuestView view2(with_century);
+  EXPECT_EQ(view2.table(walk(with_century).fadt)[108], 0x32);
 }
 
 struct MadtEntries {
@@ -410,6 +415,10 @@ TEST(AcpiTables, DsdtHasPciHostBridgeAndCom1) {
   EXPECT_TRUE(find(dsdt, {0x08, '_', 'H', 'I', 'D', 0x0C, 0x41, 0xD0, 0x0A, 0x08}).has_value());
   EXPECT_TRUE(find(dsdt, {0x08, '_', 'C', 'I', 'D', 0x0C, 0x41, 0xD0, 0x0A, 0x03}).has_value());
   EXPECT_TRUE(find(dsdt, {0x08, '_', 'H', 'I', 'D', 0x0C, 0x41, 0xD0, 0x05, 0x01}).has_value());
+  // RTC (PNP0B00 = 0x000BD041), PS/2 controller (PNP0303 = 0x0303D041), pvpanic ("QEMU0001").
+  EXPECT_TRUE(find(dsdt, {0x08, '_', 'H', 'I', 'D', 0x0C, 0x41, 0xD0, 0x0B, 0x00}).has_value());
+  EXPECT_TRUE(find(dsdt, {0x08, '_', 'H', 'I', 'D', 0x0C, 0x41, 0xD0, 0x03, 0x03}).has_value());
+  EXPECT_TRUE(find(dsdt, bytes_of("QEMU0001")).has_value());
 }
 
 uint64_t named_qword(std::span<const uint8_t> dsdt, const std::string& name) {
