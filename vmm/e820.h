@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "vmm/guest_memory.h"
+#include "common/guest_memory.h"
 
 namespace keel {
 

@@ -64,7 +64,7 @@ Machine::Machine(const VmmOptions& options)
     : options_(options),
       kvm_(KvmSystem::open(options.kvm_device)),
       vm_((check_host_limits(options), kvm_.create_vm())),
-      memory_(options.memory),
+      memory_(layout::guest_ram_regions(options.memory)),
       serial_out_(options.serial_file, events_) {
   // Neither file can be larger than the guest memory it has to fit in.
   auto image = parse_kernel_image(read_file(options.kernel, "kernel", options.memory), options.kernel);

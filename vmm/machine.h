@@ -19,7 +19,7 @@
 #include "devices/pci_host_bridge.h"
 #include "devices/pvpanic.h"
 #include "devices/uart8250.h"
-#include "vmm/guest_memory.h"
+#include "common/guest_memory.h"
 #include "vmm/kvm_system.h"
 #include "vmm/machine_stop.h"
 #include "vmm/serial_output.h"

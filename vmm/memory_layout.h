@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "common/guest_memory.h"
 
 namespace keel::layout {
 
@@ -34,5 +37,9 @@ inline constexpr uint64_t kLapic = 0xfee00000;
 // ACPI PM registers (FADT PM1a_EVT_BLK, PM1a_CNT_BLK).
 inline constexpr uint16_t kPm1aEvtPort = 0x600;
 inline constexpr uint16_t kPm1aCntPort = 0x604;
+
+// RAM regions for `size` bytes of guest memory: up to the PCI hole below
+// 4 GiB, the rest from 4 GiB on.
+std::vector<GuestRegion> guest_ram_regions(uint64_t size);
 
 }  // namespace keel::layout

@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "vmm/guest_memory.h"
+#include "common/guest_memory.h"
 
 namespace keel {
 

@@ -111,7 +111,7 @@ BootEntry load_pvh_elf(GuestMemory& memory, const KernelImage& image, const Boot
       throw InputError("kernel segment at " + hex(seg.guest_phys) +
                        " does not fit in guest RAM from 1 MiB on");
     }
-    uint8_t* dst = memory.host_range(seg.guest_phys, seg.memory_size);
+    uint8_t* dst = memory.host_range_for_write(seg.guest_phys, seg.memory_size);
     std::memcpy(dst, image.file.data() + seg.file_offset, seg.file_size);
     std::memset(dst + seg.file_size, 0, seg.memory_size - seg.file_size);
     kernel_end = std::max(kernel_end, seg.guest_phys + seg.memory_size);

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "vmm/e820.h"
-#include "vmm/guest_memory.h"
+#include "common/guest_memory.h"
 #include "vmm/kernel_image.h"
 #include "vmm/kvm_vcpu.h"
 

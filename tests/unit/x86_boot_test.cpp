@@ -12,7 +12,7 @@ namespace keel {
 namespace {
 
 TEST(E820, SmallGuestIsRamBelowTheHole) {
-  auto map = build_e820(guest_ram_regions(256ull << 20));
+  auto map = build_e820(layout::guest_ram_regions(256ull << 20));
   ASSERT_EQ(map.size(), 5u);
   EXPECT_EQ(map[4].address, layout::kKvmIdentityMap);
   EXPECT_EQ(map[4].type, kE820Reserved);
@@ -28,7 +28,7 @@ TEST(E820, SmallGuestIsRamBelowTheHole) {
 
 TEST(E820, LargeGuestSplitsAroundThePciHole) {
   const uint64_t size = 4ull << 30;
-  auto map = build_e820(guest_ram_regions(size));
+  auto map = build_e820(layout::guest_ram_regions(size));
   ASSERT_EQ(map.size(), 6u);
   EXPECT_EQ(map[3].address + map[3].size, layout::kPciHoleStart);
   EXPECT_EQ(map[4].address, layout::kKvmIdentityMap);
@@ -45,8 +45,21 @@ TEST(E820, LargeGuestSplitsAroundThePciHole) {
   }
 }
 
+TEST(GuestMemory, RefusesRegionsThatAreNotPacked) {
+  EXPECT_THROW(GuestMemory({{0, 4096, 0}, {1ull << 32, 4096, 8192}}), std::invalid_argument);
+  EXPECT_THROW(GuestMemory({{0, 0, 0}}), std::invalid_argument);
+}
+
+TEST(GuestMemory, TranslatesEachRegionToItsFileOffset) {
+  GuestMemory memory({{0, 8192, 0}, {1ull << 32, 4096, 8192}});
+  EXPECT_EQ(memory.size(), 12288u);
+  EXPECT_EQ(memory.host_range(1ull << 32, 4096), memory.host_base() + 8192);
+  EXPECT_FALSE(memory.contains(8192, 1)) << "the gap between regions is not RAM";
+  EXPECT_FALSE(memory.contains(8190, 4)) << "a range may not straddle a region's end";
+}
+
 TEST(GuestMemory, BoundsChecksEveryRange) {
-  GuestMemory memory(64ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(64ull << 20));
   EXPECT_TRUE(memory.contains(0, 64ull << 20));
   EXPECT_FALSE(memory.contains(0, (64ull << 20) + 1));
   EXPECT_FALSE(memory.contains(~0ull - 4, 16));  // would wrap
@@ -56,7 +69,7 @@ TEST(GuestMemory, BoundsChecksEveryRange) {
 }
 
 TEST(PageTables, IdentityMapsFourGiB) {
-  GuestMemory memory(16ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(16ull << 20));
   uint64_t cr3 = write_identity_page_tables(memory, layout::kPageTables);
   EXPECT_EQ(cr3, layout::kPageTables);
   auto pml4e = memory.read_obj<uint64_t>(cr3);
@@ -76,7 +89,7 @@ TEST(PageTables, IdentityMapsFourGiB) {
 
 TEST(ZeroPage, CarriesHeaderCmdlineInitrdE820AndRsdp) {
   auto image = parse_kernel_image(testing::make_bzimage(), "k");
-  auto e820 = build_e820(guest_ram_regions(256ull << 20));
+  auto e820 = build_e820(layout::guest_ram_regions(256ull << 20));
   auto zp = build_zero_page(image, 0x20000, 0x5000000, 0x123456, e820, 0xe0000);
   EXPECT_EQ(zp.hdr.header, 0x53726448u);
   EXPECT_EQ(zp.hdr.version, 0x020f);
@@ -94,7 +107,7 @@ TEST(ZeroPage, CarriesHeaderCmdlineInitrdE820AndRsdp) {
 }
 
 TEST(LoadGuestKernel, BzImageEntersAt0x100200WithZeroPage) {
-  GuestMemory memory(64ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(64ull << 20));
   auto file = testing::make_bzimage(4096);
   auto image = parse_kernel_image(file, "k");
   BootSetup setup{"job=platform", std::vector<uint8_t>(10000, 0xab), 0xe0000};
@@ -119,9 +132,9 @@ TEST(LoadGuestKernel, KernelFootprintCountsFromItsRuntimeStart) {
   // and the initrd goes above it.
   auto image =
       parse_kernel_image(testing::make_bzimage(4096, 0x020f, XLF_KERNEL_64, 0x1000000, true), "k");
-  GuestMemory small(16ull << 20);
+  GuestMemory small(layout::guest_ram_regions(16ull << 20));
   EXPECT_THROW(load_guest_kernel(small, image, BootSetup{}), InputError);
-  GuestMemory enough(32ull << 20);
+  GuestMemory enough(layout::guest_ram_regions(32ull << 20));
   BootSetup setup{"", std::vector<uint8_t>(4096, 1), 0};
   load_guest_kernel(enough, image, setup);
   auto zp = enough.read_obj<boot_params>(layout::kZeroPage);
@@ -129,21 +142,21 @@ TEST(LoadGuestKernel, KernelFootprintCountsFromItsRuntimeStart) {
 }
 
 TEST(LoadGuestKernel, RefusesTooLongCmdline) {
-  GuestMemory memory(64ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(64ull << 20));
   auto image = parse_kernel_image(testing::make_bzimage(), "k");
   BootSetup setup{std::string(300, 'x'), {}, 0};
   EXPECT_THROW(load_guest_kernel(memory, image, setup), InputError);
 }
 
 TEST(LoadGuestKernel, RefusesInitrdThatDoesNotFit) {
-  GuestMemory memory(16ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(16ull << 20));
   auto image = parse_kernel_image(testing::make_bzimage(), "k");
   BootSetup setup{"", std::vector<uint8_t>(16u << 20, 1), 0};
   EXPECT_THROW(load_guest_kernel(memory, image, setup), InputError);
 }
 
 TEST(LoadGuestKernel, PvhElfGetsStartInfoWithMemoryMap) {
-  GuestMemory memory(64ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(64ull << 20));
   auto image = parse_kernel_image(testing::make_pvh_elf(0x100000, 0x100040), "k");
   BootSetup setup{"job=heartbeat", {}, 0xe0000};
   auto entry = load_guest_kernel(memory, image, setup);
@@ -162,7 +175,7 @@ TEST(LoadGuestKernel, PvhElfGetsStartInfoWithMemoryMap) {
 }
 
 TEST(LoadGuestKernel, RefusesPvhSegmentOutsideRam) {
-  GuestMemory memory(16ull << 20);
+  GuestMemory memory(layout::guest_ram_regions(16ull << 20));
   auto image = parse_kernel_image(testing::make_pvh_elf(0xd0000000, 0xd0000000), "k");
   EXPECT_THROW(load_guest_kernel(memory, image, BootSetup{}), InputError);
 }
