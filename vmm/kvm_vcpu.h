@@ -34,6 +34,8 @@ class KvmVcpu {
   // a signal or an immediate-exit request, true with run() describing the exit.
   bool enter();
   kvm_run* run() const { return run_.as<kvm_run>(); }
+  uint8_t* run_mapping() const { return run_.data(); }
+  size_t run_mapping_size() const { return run_.size(); }
   // Makes the next or the current KVM_RUN return at once; the caller then
   // sends the vCPU thread a signal to break out of a running guest.
   void request_immediate_exit() {

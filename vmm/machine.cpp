@@ -119,6 +119,14 @@ Machine::Machine(const VmmOptions& options)
   auto entry = load_guest_kernel(memory_, image, boot);
   auto supported = kvm_.supported_cpuid();
   for (uint32_t id = 0; id < options.cpus; ++id) vcpus_.push_back(vm_.create_vcpu(id));
+  // KVM_CAP_COALESCED_MMIO answers with the ring's page in the vCPU mapping.
+  int ring_page = kvm_.check_extension(KVM_CAP_COALESCED_MMIO);
+  size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  if (ring_page > 0 && kvm_.check_extension(KVM_CAP_COALESCED_PIO) > 0 &&
+      (static_cast<size_t>(ring_page) + 1) * page <= vcpus_[0].run_mapping_size()) {
+    CoalescedIo::register_port(vm_, PciBus::kConfigPort, 4);
+    coalesced_io_ = std::make_unique<CoalescedIo>(vcpus_[0].run_mapping(), ring_page);
+  }
   uint32_t tsc_khz = 0;
   if (kvm_.check_extension(KVM_CAP_GET_TSC_KHZ) > 0) tsc_khz = vcpus_[0].get_tsc_khz();
   for (auto& vcpu : vcpus_) setup_vcpu(vcpu, supported, tsc_khz);
@@ -222,6 +230,8 @@ void Machine::vcpu_loop(KvmVcpu& vcpu) {
 
 void Machine::handle_exit(KvmVcpu& vcpu) {
   kvm_run* run = vcpu.run();
+  // Queued writes (the PCI address register) happened before this exit.
+  if (coalesced_io_) coalesced_io_->drain(io_bus_);
   switch (run->exit_reason) {
     case KVM_EXIT_IO: {
       auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;

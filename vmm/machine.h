@@ -20,6 +20,7 @@
 #include "devices/pvpanic.h"
 #include "devices/uart8250.h"
 #include "common/guest_memory.h"
+#include "vmm/coalesced_io.h"
 #include "vmm/kvm_system.h"
 #include "vmm/machine_stop.h"
 #include "vmm/serial_output.h"
@@ -63,6 +64,7 @@ class Machine {
   PciHostBridge pci_host_bridge_;
   PciBus pci_bus_;
   std::vector<KvmVcpu> vcpus_;
+  std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
   std::mutex stop_mutex_;
