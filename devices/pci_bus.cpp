@@ -17,6 +17,14 @@ void PciBus::add(unsigned slot, PciDevice& device) {
   slots_[slot] = &device;
 }
 
+PciDevice* PciBus::data_window_target(uint16_t offset, size_t width, unsigned& byte,
+                                      uint16_t& reg) const {
+  // The data window is 0xCFC-0xCFF: an access must stay inside it.
+  if (offset < 4 || offset - 4u + width > 4) return nullptr;
+  byte = offset - 4u;
+  return selected(reg);
+}
+
 PciDevice* PciBus::selected(uint16_t& reg) const {
   if (!(address_ & kEnable)) return nullptr;
   unsigned bus = (address_ >> 16) & 0xff;
@@ -37,10 +45,9 @@ void PciBus::pio_read(uint16_t offset, std::span<uint8_t> data) {
     }
     return;
   }
-  unsigned byte = offset - 4u;
-  if (byte + data.size() > 4) return;
+  unsigned byte = 0;
   uint16_t reg = 0;
-  PciDevice* device = selected(reg);
+  PciDevice* device = data_window_target(offset, data.size(), byte, reg);
   if (device == nullptr) return;
   uint32_t value = device->config_read(reg);
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(value >> (8 * (byte + i)));
@@ -55,10 +62,9 @@ void PciBus::pio_write(uint16_t offset, std::span<const uint8_t> data) {
     }
     return;
   }
-  unsigned byte = offset - 4u;
-  if (byte + data.size() > 4) return;
+  unsigned byte = 0;
   uint16_t reg = 0;
-  PciDevice* device = selected(reg);
+  PciDevice* device = data_window_target(offset, data.size(), byte, reg);
   if (device == nullptr) return;
   uint32_t value = 0;
   uint8_t mask = 0;

@@ -26,6 +26,7 @@ class PciBus : public PioDevice {
 
  private:
   PciDevice* selected(uint16_t& reg) const;
+  PciDevice* data_window_target(uint16_t offset, size_t width, unsigned& byte, uint16_t& reg) const;
 
   std::array<PciDevice*, kSlots> slots_{};
   uint32_t address_ = 0;
