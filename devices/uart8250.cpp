@@ -12,7 +12,7 @@ constexpr uint8_t kIirNone = 0x01, kIirThrEmpty = 0x02, kIirRxAvailable = 0x04;
 constexpr uint8_t kIirFifoEnabled = 0xc0;
 constexpr uint8_t kLcrDlab = 0x80;
 constexpr uint8_t kLsrDataReady = 0x01, kLsrOverrun = 0x02, kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
-constexpr uint8_t kMcrLoop = 0x10;
+constexpr uint8_t kMcrOut2 = 0x08, kMcrLoop = 0x10;
 // With the loopback bit set, MSR reflects MCR's outputs (DTR->DSR, RTS->CTS,
 // OUT1->RI, OUT2->DCD); otherwise the line is up: DCD, DSR, CTS.
 constexpr uint8_t kMsrConnected = 0xb0;
@@ -51,7 +51,8 @@ uint8_t Uart8250::interrupt_identification() const {
 
 void Uart8250::update_interrupt(bool was_pending) {
   // The line is edge-triggered: pulse it when an interrupt becomes pending.
-  if (!was_pending && interrupt_pending() && irq_) irq_();
+  // On PCs the UART's OUT2 output gates its interrupt line (drivers set it).
+  if (!was_pending && interrupt_pending() && (mcr_ & kMcrOut2) && irq_) irq_();
 }
 
 uint8_t Uart8250::read_register(uint16_t offset) {

@@ -45,6 +45,16 @@ TEST_F(UartFixture, ThreInterruptOnEnableAndAfterEachByte) {
   EXPECT_EQ(irqs, 2);
 }
 
+TEST_F(UartFixture, Out2GatesTheInterruptLine) {
+  wr(4, 0x00);  // OUT2 off
+  wr(1, 0x02);
+  EXPECT_EQ(irqs, 0);
+  EXPECT_EQ(rd(2) & 0x0f, 0x02) << "pending all the same";
+  wr(4, 0x08);
+  wr(0, 'x');
+  EXPECT_EQ(irqs, 1);
+}
+
 TEST_F(UartFixture, ReceivesQueuedInputWithInterrupt) {
   wr(1, 0x01);
   const uint8_t in[] = {'a', 'b'};
