@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (corpus/<target>/): a few valid
+inputs in each target's input format (see the comment atop each target), so
+fuzzing starts from real queues and requests. Rerun after changing a format."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NEXT, WRITE, INDIRECT = 1, 2, 4
+
+
+class Memory:
+    def __init__(self):
+        self.b = bytearray()
+
+    def put(self, gpa, data):
+        if len(self.b) < gpa + len(data):
+            self.b.extend(bytes(gpa + len(data) - len(self.b)))
+        self.b[gpa:gpa + len(data)] = data
+
+
+def desc(mem, table, i, addr, length, flags, nxt=0):
+    mem.put(table + 16 * i, struct.pack("<QIHH", addr, length, flags, nxt))
+
+
+def queue_seed(size, flags, completion, dt, da, dv, chains, indirect_tables=(), used_event=None,
+               state=(0, 0)):
+    """chains: list of (head, [(addr, len, flags, next)...]) written at
+    consecutive descriptor indices from head."""
+    mem = Memory()
+    heads = []
+    for head, descs in chains:
+        for k, (addr, length, fl, nxt) in enumerate(descs):
+            desc(mem, dt, head + k, addr, length, fl, nxt)
+        heads.append(head)
+    for table, entries in indirect_tables:
+        for k, (addr, length, fl, nxt) in enumerate(entries):
+            desc(mem, table, k, addr, length, fl, nxt)
+    idx = state[0]
+    for h in heads:
+        mem.put(da + 4 + 2 * (idx % size), struct.pack("<H", h))
+        idx = (idx + 1) & 0xffff
+    mem.put(da + 2, struct.pack("<H", idx))
+    if used_event is not None:
+        mem.put(da + 4 + 2 * size, struct.pack("<H", used_event))
+    mem.put(dv + 6 + 8 * size, bytes(2))  # the device area is part of RAM
+    header = struct.pack("<HBBIIIHHI", size, flags, completion, dt, da, dv, state[0], state[1], 0)
+    return header + bytes(mem.b)
+
+
+def queue_seeds():
+    return {
+        "direct": queue_seed(8, 0, 0, 0x0, 0x80, 0x100,
+                             [(0, [(0x1000, 16, NEXT, 1), (0x2000, 512, WRITE | NEXT, 2), (0x3000, 1, WRITE, 0)])]),
+        "indirect_event_idx": queue_seed(
+            8, 3, 0, 0x0, 0x80, 0x100,
+            [(0, [(0x800, 48, INDIRECT, 0)]), (1, [(0x1000, 16, NEXT, 2), (0x900, 16, INDIRECT, 0)])],
+            indirect_tables=[(0x800, [(0x1000, 16, NEXT, 1), (0x2000, 4096, WRITE | NEXT, 2), (0x3000, 1, WRITE, 0)]),
+                             (0x900, [(0x3010, 1, WRITE, 0)])],
+            used_event=1),
+        "held_completions": queue_seed(
+            16, 1, 1, 0x0, 0x100, 0x200,
+            [(i, [(0x1000 + 0x100 * i, 0x100, WRITE, 0)]) for i in range(6)], used_event=3),
+        "restored_wrapping": queue_seed(
+            4, 4 | 8, 0, 0x0, 0x40, 0x80,
+            [(0, [(0x21000, 64, 0, 0)]), (1, [(0x22000, 64, WRITE, 0)])], state=(65535, 65535)),
+        "second_region": queue_seed(
+            256, 2, 0, 0x1000, 0x2000, 0x2400,
+            [(10, [(0x20000, 16, NEXT, 11), (0x2f000, 0x1000, WRITE, 0)])]),
+    }
+
+
+BLK_IN, BLK_OUT, BLK_FLUSH, BLK_GET_ID, BLK_DISCARD, BLK_WRITE_ZEROES = 0, 1, 4, 8, 11, 13
+
+
+def blk_seed(flags, segments, memory_puts, capacity=2048):
+    mem = Memory()
+    for gpa, data in memory_puts:
+        mem.put(gpa, data)
+    out = struct.pack("<QBBBBII", capacity, flags, len(segments), 4, 4, 1024, 1024)
+    for gpa, length, writable in segments:
+        out += struct.pack("<IIB", gpa, length, writable)
+    return out + bytes(mem.b)
+
+
+def hdr(t, sector):
+    return struct.pack("<IIQ", t, 0, sector)
+
+
+def blk_seeds():
+    return {
+        "read": blk_seed(0, [(0x100, 16, 0), (0x1000, 4096, 1), (0x300, 1, 1)], [(0x100, hdr(BLK_IN, 8))]),
+        "write_combined": blk_seed(0, [(0x100, 16 + 1024, 0), (0x300 + 1024, 1, 1)], [(0x100, hdr(BLK_OUT, 2040))]),
+        "split_header": blk_seed(0, [(0x100, 8, 0), (0x200, 8 + 512, 0), (0x300, 1, 1)],
+                                 [(0x100, hdr(BLK_OUT, 1)[:8]), (0x200, hdr(BLK_OUT, 1)[8:])]),
+        "flush": blk_seed(1, [(0x100, 16, 0), (0x300, 1, 1)], [(0x100, hdr(BLK_FLUSH, 0))]),
+        "get_id": blk_seed(1, [(0x100, 16, 0), (0x1000, 20, 1), (0x300, 1, 1)], [(0x100, hdr(BLK_GET_ID, 0))]),
+        "discard": blk_seed(6, [(0x100, 16, 0), (0x200, 32, 0), (0x300, 1, 1)],
+                            [(0x100, hdr(BLK_DISCARD, 0)),
+                             (0x200, struct.pack("<QII", 0, 8, 0) + struct.pack("<QII", 64, 16, 0))]),
+        "write_zeroes_unmap": blk_seed(6, [(0x100, 16 + 16, 0), (0x300, 1, 1)],
+                                       [(0x100, hdr(BLK_WRITE_ZEROES, 0) + struct.pack("<QII", 2000, 48, 1))]),
+    }
+
+
+def write(target, seeds):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    write("split_queue_fuzz", queue_seeds())
+    write("blk_request_fuzz", blk_seeds())
