@@ -94,6 +94,14 @@ Machine::Machine(const VmmOptions& options)
   memory_.write(acpi.base_gpa, acpi.bytes);
   boot.acpi_rsdp = acpi.rsdp_gpa;
 
+  add_platform_devices();
+
+  auto entry = load_guest_kernel(memory_, image, boot);
+  create_vcpus();
+  set_boot_vcpu_state(vcpus_[0], entry);
+}
+
+void Machine::add_platform_devices() {
   com1_ = std::make_unique<Uart8250>([this](uint8_t byte) { serial_out_.put(byte); },
                                      [this] {
                                        vm_.set_irq_line(kCom1Irq, true);
@@ -115,10 +123,11 @@ Machine::Machine(const VmmOptions& options)
   io_bus_.add(CmosRtc::kPort, CmosRtc::kPortCount, *rtc_);
   pci_bus_.add(0, pci_host_bridge_);
   io_bus_.add(PciBus::kConfigPort, PciBus::kConfigPortCount, pci_bus_);
+}
 
-  auto entry = load_guest_kernel(memory_, image, boot);
+void Machine::create_vcpus() {
   auto supported = kvm_.supported_cpuid();
-  for (uint32_t id = 0; id < options.cpus; ++id) vcpus_.push_back(vm_.create_vcpu(id));
+  for (uint32_t id = 0; id < options_.cpus; ++id) vcpus_.push_back(vm_.create_vcpu(id));
   // KVM_CAP_COALESCED_MMIO answers with the ring's page in the vCPU mapping.
   int ring_page = kvm_.check_extension(KVM_CAP_COALESCED_MMIO);
   size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
@@ -130,7 +139,6 @@ Machine::Machine(const VmmOptions& options)
   uint32_t tsc_khz = 0;
   if (kvm_.check_extension(KVM_CAP_GET_TSC_KHZ) > 0) tsc_khz = vcpus_[0].get_tsc_khz();
   for (auto& vcpu : vcpus_) setup_vcpu(vcpu, supported, tsc_khz);
-  set_boot_vcpu_state(vcpus_[0], entry);
 }
 
 Machine::~Machine() { stop_vcpus(); }
@@ -203,100 +211,6 @@ void Machine::stop_vcpus() {
     threads_[i].join();
   }
   threads_.clear();
-}
-
-void Machine::vcpu_loop(KvmVcpu& vcpu) {
-  try {
-    // stop_vcpus() sets stopping_ before it asks for an immediate exit, and
-    // both sides use sequentially consistent operations: a vCPU that clears
-    // immediate_exit after an unrelated signal sees stopping_ on its next
-    // check, so it never re-enters the guest with the kick lost.
-    while (!stopping_.load(std::memory_order_seq_cst)) {
-      if (vcpu.enter()) {
-        handle_exit(vcpu);
-      } else {
-        vcpu.clear_immediate_exit();
-      }
-    }
-  } catch (const std::exception& e) {
-    try {
-      request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
-    } catch (...) {
-      stopping_.store(true);  // out of memory for the message: stop all the same
-      events_.stop();
-    }
-  }
-}
-
-void Machine::handle_exit(KvmVcpu& vcpu) {
-  kvm_run* run = vcpu.run();
-  // Queued writes (the PCI address register) happened before this exit.
-  if (coalesced_io_) coalesced_io_->drain(io_bus_);
-  switch (run->exit_reason) {
-    case KVM_EXIT_IO: {
-      auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
-      for (uint32_t i = 0; i < run->io.count; ++i) {
-        std::span<uint8_t> bytes(data + size_t{i} * run->io.size, run->io.size);
-        if (run->io.direction == KVM_EXIT_IO_OUT) {
-          io_bus_.write(run->io.port, bytes);
-        } else {
-          io_bus_.read(run->io.port, bytes);
-        }
-      }
-      return;
-    }
-    case KVM_EXIT_MMIO:
-      // No MMIO device yet: reads see all ones, writes go nowhere.
-      if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof run->mmio.data);
-      return;
-    case KVM_EXIT_INTR:
-      return;
-    case KVM_EXIT_HLT:
-      // With the in-kernel LAPIC, HLT stays in the kernel; seeing it means
-      // the guest halted with nothing left to wake it.
-      request_stop({StopReason::kKvmError, "vCPU " + std::to_string(vcpu.id()) + " halted"});
-      return;
-    case KVM_EXIT_SHUTDOWN: {
-      std::string detail = "vCPU " + std::to_string(vcpu.id()) + " triple fault";
-      try {
-        detail += " near rip " + hex(vcpu.get_regs().rip);
-      } catch (const std::exception&) {
-      }
-      request_stop({StopReason::kTripleFault, detail});
-      return;
-    }
-    case KVM_EXIT_SYSTEM_EVENT:
-      switch (run->system_event.type) {
-        case KVM_SYSTEM_EVENT_SHUTDOWN: request_stop({StopReason::kPowerOff, ""}); return;
-        case KVM_SYSTEM_EVENT_RESET:
-          request_stop({StopReason::kReboot, "reset system event"});
-          return;
-        default:
-          request_stop({StopReason::kTripleFault,
-                        "system event " + std::to_string(run->system_event.type)});
-          return;
-      }
-    case KVM_EXIT_FAIL_ENTRY:
-      request_stop({StopReason::kKvmError,
-                    "vCPU " + std::to_string(vcpu.id()) + " entry failed, hardware reason " +
-                        hex(run->fail_entry.hardware_entry_failure_reason)});
-      return;
-    case KVM_EXIT_INTERNAL_ERROR: {
-      std::string detail = "vCPU " + std::to_string(vcpu.id()) + " KVM internal error, suberror " +
-                           std::to_string(run->internal.suberror);
-      try {
-        detail += " at rip " + hex(vcpu.get_regs().rip);
-      } catch (const std::exception&) {
-      }
-      request_stop({StopReason::kKvmError, detail});
-      return;
-    }
-    default:
-      request_stop({StopReason::kKvmError, "vCPU " + std::to_string(vcpu.id()) +
-                                               " unexpected KVM exit " +
-                                               std::to_string(run->exit_reason)});
-      return;
-  }
 }
 
 }  // namespace keel

@@ -42,8 +42,11 @@ class Machine {
 
  private:
   void check_host_limits(const VmmOptions& options) const;
+  void add_platform_devices();
+  void create_vcpus();
   void setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                   uint32_t tsc_khz);
+  // The vCPU threads' side (machine_exits.cpp).
   void vcpu_loop(KvmVcpu& vcpu);
   void handle_exit(KvmVcpu& vcpu);
   void request_stop(MachineStop stop);
