@@ -1,0 +1,138 @@
+#include "devices/virtio/msix_table.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace keel::virtio {
+
+namespace {
+constexpr uint32_t kVectorControlMask = 1;             // 6.8.2.9: bit 0, the rest reserved
+constexpr uint32_t kAddressLoWritable = ~uint32_t{3};  // 6.8.2.6: dword-aligned
+
+// Only aligned dword and qword accesses are valid (6.8.2).
+bool valid_access(uint64_t offset, size_t size) {
+  return (size == 4 || size == 8) && offset % size == 0;
+}
+
+uint64_t load_le(std::span<const uint8_t> data) {
+  uint64_t value = 0;
+  std::memcpy(&value, data.data(), data.size());  // x86-64: little-endian
+  return value;
+}
+
+void store_le(std::span<uint8_t> data, uint64_t value) {
+  std::memcpy(data.data(), &value, data.size());
+}
+}  // namespace
+
+MsixTable::MsixTable(uint16_t vectors, MsiSink& sink) : sink_(sink) {
+  if (vectors == 0 || vectors > kMaxVectors) {
+    throw std::invalid_argument("MSI-X table needs 1 to 2048 vectors");
+  }
+  entries_.resize(vectors);
+  pba_.resize((vectors + 63u) / 64u);
+}
+
+uint32_t MsixTable::read_dword(uint64_t offset) const {
+  const Entry& e = entries_[offset / kEntryBytes];
+  switch (offset % kEntryBytes) {
+    case 0:
+      return e.address_lo;
+    case 4:
+      return e.address_hi;
+    case 8:
+      return e.data;
+    default:
+      return e.control;
+  }
+}
+
+void MsixTable::write_dword(uint64_t offset, uint32_t value) {
+  const uint16_t vector = static_cast<uint16_t>(offset / kEntryBytes);
+  Entry& e = entries_[vector];
+  switch (offset % kEntryBytes) {
+    case 0:
+      e.address_lo = value & kAddressLoWritable;
+      break;
+    case 4:
+      e.address_hi = value;
+      break;
+    case 8:
+      e.data = value;
+      break;
+    default:
+      e.control = value & kVectorControlMask;
+      if (enabled_ && pending(vector) && !masked(vector)) send(vector);
+      break;
+  }
+}
+
+void MsixTable::table_read(uint64_t offset, std::span<uint8_t> data) const {
+  std::memset(data.data(), 0, data.size());
+  if (!valid_access(offset, data.size()) || offset >= table_bytes()) return;
+  uint64_t value = read_dword(offset);
+  if (data.size() == 8) value |= uint64_t{read_dword(offset + 4)} << 32;
+  store_le(data, value);
+}
+
+void MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data) {
+  if (!valid_access(offset, data.size()) || offset >= table_bytes()) return;
+  const uint64_t value = load_le(data);
+  write_dword(offset, static_cast<uint32_t>(value));
+  if (data.size() == 8) write_dword(offset + 4, static_cast<uint32_t>(value >> 32));
+}
+
+void MsixTable::pba_read(uint64_t offset, std::span<uint8_t> data) const {
+  std::memset(data.data(), 0, data.size());
+  if (!valid_access(offset, data.size()) || offset >= pba_bytes()) return;
+  uint64_t value = pba_[offset / 8];
+  if (data.size() == 4) value >>= 8 * (offset % 8);
+  store_le(data, value);
+}
+
+void MsixTable::set_control(bool enabled, bool function_masked) {
+  enabled_ = enabled;
+  function_masked_ = function_masked;
+  deliver_pending();
+}
+
+void MsixTable::deliver_pending() {
+  if (!enabled_ || function_masked_) return;
+  for (uint16_t v = 0; v < vectors(); ++v) {
+    if (pending(v) && !masked(v)) send(v);
+  }
+}
+
+bool MsixTable::masked(uint16_t vector) const {
+  if (vector >= vectors()) return false;
+  return function_masked_ || (entries_[vector].control & kVectorControlMask);
+}
+
+bool MsixTable::pending(uint16_t vector) const {
+  if (vector >= vectors()) return false;
+  return (pba_[vector / 64] >> (vector % 64)) & 1;
+}
+
+void MsixTable::trigger(uint16_t vector) {
+  if (!enabled_ || vector >= vectors()) return;
+  if (masked(vector)) {
+    pba_[vector / 64] |= uint64_t{1} << (vector % 64);
+    return;
+  }
+  send(vector);
+}
+
+void MsixTable::send(uint16_t vector) {
+  pba_[vector / 64] &= ~(uint64_t{1} << (vector % 64));
+  const Entry& e = entries_[vector];
+  sink_.send(uint64_t{e.address_hi} << 32 | e.address_lo, e.data);
+}
+
+void MsixTable::reset() {
+  for (Entry& e : entries_) e = Entry{};
+  for (uint64_t& p : pba_) p = 0;
+  enabled_ = false;
+  function_masked_ = false;
+}
+
+}  // namespace keel::virtio

@@ -1,0 +1,62 @@
+// What a virtio device (blk, net, rng) implements, independent of the
+// transport that carries it (virtio 1.x, 2 "Basic Facilities of a Virtio
+// Device"). The transport (VirtioPciDevice) owns the status machine, feature
+// negotiation, queue registers and interrupts; the device owns its
+// device-specific configuration and what it does with its queues.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/guest_memory.h"
+#include "devices/virtio/split_queue.h"
+
+namespace keel::virtio {
+
+// 5: device types (the PCI device ID is 0x1040 + type, 4.1.2).
+inline constexpr uint16_t kDeviceTypeNet = 1;
+inline constexpr uint16_t kDeviceTypeBlock = 2;
+inline constexpr uint16_t kDeviceTypeEntropy = 4;
+
+// 6: reserved feature bits the transport handles itself.
+inline constexpr uint64_t kFRingIndirectDesc = uint64_t{1} << 28;  // VIRTIO_F_INDIRECT_DESC
+inline constexpr uint64_t kFRingEventIdx = uint64_t{1} << 29;      // VIRTIO_F_EVENT_IDX
+inline constexpr uint64_t kFVersion1 = uint64_t{1} << 32;          // VIRTIO_F_VERSION_1
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  virtual uint16_t device_type() const = 0;
+  // Device-specific feature bits offered (bits 0-23 and 50+, 6). The
+  // transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX itself.
+  virtual uint64_t device_features() const = 0;
+
+  virtual uint16_t num_queues() const = 0;
+  // The largest size each queue accepts: a power of two, at most 32768.
+  virtual uint16_t max_queue_size() const = 0;
+
+  // The device-specific configuration (4.1.4.6). The transport bounds-checks
+  // accesses against config_size() (at most 4096 bytes) before calling.
+  virtual uint32_t config_size() const = 0;
+  virtual void config_read(uint32_t offset, std::span<uint8_t> data) = 0;
+  virtual void config_write(uint32_t offset, std::span<const uint8_t> data) = 0;
+
+  // DRIVER_OK (3.1.1 step 8). `queues` has num_queues() entries, indexed by
+  // queue number; the ones the driver did not enable are empty. Each queue
+  // has already passed activation (SplitQueue's constructor). The device
+  // takes them over. `features` is what was negotiated, transport bits
+  // included. May throw VirtqueueError to refuse (the transport then sets
+  // DEVICE_NEEDS_RESET).
+  virtual void activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
+                        uint64_t features) = 0;
+
+  // Device reset (2.1, 4.1.4.3.1: the driver wrote 0 to device_status): stop
+  // using and drop the queues, back to the initial device-specific state.
+  // Called on every reset, whether or not the device was activated.
+  virtual void reset() = 0;
+};
+
+}  // namespace keel::virtio
