@@ -4,6 +4,9 @@
 // one-line inittab that runs keel-guest-init.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "kernel_log.h"
 #include "vmm_run.h"
 
@@ -17,12 +20,36 @@ std::string describe(const VmmRun& run) {
          "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
 }
 
+// The KVM test host emulates AMD-V with TCG, and about one nested boot in
+// fifty dies there in a triple fault before init, under QEMU as under
+// keel-vmm (QEMU's guests in the same box show it too). Inside the box only,
+// a boot that ends in a triple fault without a kernel panic or oops before it
+// is run once more, and the retry is reported; anything else counts as it is.
+VmmRun boot_with_box_retry(const std::vector<std::string>& args) {
+  auto run = run_vmm(args, std::chrono::seconds(600));
+  const char* where = std::getenv("KEEL_KVM_WHERE");
+  bool in_box = where != nullptr && std::string(where) == "box";
+  bool kernel_complained = false;
+  for (const auto& l : run.lines) {
+    kernel_complained = kernel_complained || l.find("Kernel panic") != std::string::npos ||
+                        l.find("Oops") != std::string::npos || l.find("BUG:") != std::string::npos;
+  }
+  if (in_box && run.exit_code == 11 && !kernel_complained) {
+    std::string last = run.lines.empty() ? "" : run.lines.back();
+    std::fprintf(stderr, "linux_boot_test: box glitch? triple fault after \"%s\"; booting again\n",
+                 last.c_str());
+    ::testing::Test::RecordProperty("box_retry", last);
+    run = run_vmm(args, std::chrono::seconds(600));
+  }
+  return run;
+}
+
 VmmRun boot_linux(const std::string& flavour, const std::string& cpus, const std::string& memory,
                   const std::string& job) {
-  return run_vmm({"--kernel", kImages + "/vmlinuz-" + flavour, "--initrd",
-                  kImages + "/initramfs-" + flavour + ".cpio.gz", "--cpus", cpus, "--memory",
-                  memory, "--cmdline", "console=ttyS0 panic=-1 acpi_force_table_verification " + job},
-                 std::chrono::seconds(600));
+  return boot_with_box_retry({"--kernel", kImages + "/vmlinuz-" + flavour, "--initrd",
+                              kImages + "/initramfs-" + flavour + ".cpio.gz", "--cpus", cpus,
+                              "--memory", memory, "--cmdline",
+                              "console=ttyS0 panic=-1 acpi_force_table_verification " + job});
 }
 
 void expect_clean_log(const VmmRun& run) {
@@ -101,6 +128,19 @@ TEST(LinuxBoot, GuestRebootEndsWithTheRebootCode) {
 
 TEST(LinuxBoot, CloudFlavourBoots) {
   auto run = boot_linux("cloud", "2", "1G", "keel.job=ready");
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+  auto ready = run.line("keel-guest: ready ");
+  ASSERT_TRUE(ready) << describe(run);
+  EXPECT_EQ(field_u64(*ready, "cpus"), 2u);
+  EXPECT_EQ(field_u64(*ready, "ram_mib"), 1023u) << *ready;
+  expect_clean_log(run);
+}
+
+TEST(LinuxBoot, ElfVmlinuxBootsThroughPvh) {
+  auto run = boot_with_box_retry(
+      {"--kernel", kImages + "/vmlinux-generic", "--initrd", kImages + "/initramfs-generic.cpio.gz",
+       "--cpus", "2", "--memory", "1G", "--cmdline",
+       "console=ttyS0 panic=-1 acpi_force_table_verification keel.job=ready"});
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   auto ready = run.line("keel-guest: ready ");
   ASSERT_TRUE(ready) << describe(run);
