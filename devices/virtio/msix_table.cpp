@@ -1,3 +1,4 @@
+#include "common/little_endian.h"
 #include "devices/virtio/msix_table.h"
 
 #include <cstring>
@@ -14,15 +15,6 @@ bool valid_access(uint64_t offset, size_t size) {
   return (size == 4 || size == 8) && offset % size == 0;
 }
 
-uint64_t load_le(std::span<const uint8_t> data) {
-  uint64_t value = 0;
-  std::memcpy(&value, data.data(), data.size());  // x86-64: little-endian
-  return value;
-}
-
-void store_le(std::span<uint8_t> data, uint64_t value) {
-  std::memcpy(data.data(), &value, data.size());
-}
 }  // namespace
 
 MsixTable::MsixTable(uint16_t vectors, MsiSink& sink) : sink_(sink) {

@@ -1,3 +1,4 @@
+#include "common/little_endian.h"
 #include "devices/virtio/virtio_pci_device.h"
 
 #include <cstring>
@@ -52,15 +53,6 @@ uint32_t class_code_for(uint16_t type) {
   }
 }
 
-uint64_t load_le(std::span<const uint8_t> data) {
-  uint64_t value = 0;
-  std::memcpy(&value, data.data(), data.size());  // x86-64: little-endian
-  return value;
-}
-
-void store_le(std::span<uint8_t> data, uint64_t value) {
-  std::memcpy(data.data(), &value, data.size());
-}
 
 bool valid_size(size_t size) {
   return size == 1 || size == 2 || size == 4 || size == 8;

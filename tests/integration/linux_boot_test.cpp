@@ -60,6 +60,15 @@ void expect_clean_log(const VmmRun& run) {
                                 << all;
 }
 
+// The ready line shows `cpus` CPUs online and `ram_mib` MiB of RAM in the
+// firmware memory map (all of the guest's RAM but the EBDA and BIOS area).
+void expect_ready(const VmmRun& run, uint64_t cpus, uint64_t ram_mib) {
+  auto ready = run.line("keel-guest: ready ");
+  ASSERT_TRUE(ready) << describe(run);
+  EXPECT_EQ(field_u64(*ready, "cpus"), cpus) << *ready;
+  EXPECT_EQ(field_u64(*ready, "ram_mib"), ram_mib) << *ready;
+}
+
 TEST(KernelLog, FlagsWhatKeelCausesAndSkipsTheBoxArtefact) {
   std::vector<std::string> log = {
       "[    0.1] ACPI: RSDP 0x00000000000E0000 000024 (v02 KEEL  )",
@@ -83,11 +92,7 @@ TEST(KernelLog, FlagsWhatKeelCausesAndSkipsTheBoxArtefact) {
 TEST(LinuxBoot, TwoCpusFourGiBSeesEverythingAndPowersOff) {
   auto run = boot_linux("generic", "2", "4G", "keel.job=ready");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
-  auto ready = run.line("keel-guest: ready ");
-  ASSERT_TRUE(ready) << describe(run);
-  EXPECT_EQ(field_u64(*ready, "cpus"), 2u) << *ready;
-  // All of the 4 GiB but the EBDA and BIOS area below 1 MiB.
-  EXPECT_EQ(field_u64(*ready, "ram_mib"), 4095u) << *ready;
+  expect_ready(run, 2, 4095);
   bool smp = false;
   for (const auto& l : run.lines) smp = smp || l.find("smp: Brought up 1 node, 2 CPUs") != std::string::npos;
   EXPECT_TRUE(smp) << describe(run);
@@ -98,10 +103,7 @@ TEST(LinuxBoot, OneCpu256MiBRunsTheHeartbeat) {
   auto run =
       boot_linux("generic", "1", "256M", "keel.job=heartbeat keel.interval_ms=100 keel.count=5");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
-  auto ready = run.line("keel-guest: ready ");
-  ASSERT_TRUE(ready) << describe(run);
-  EXPECT_EQ(field_u64(*ready, "cpus"), 1u);
-  EXPECT_EQ(field_u64(*ready, "ram_mib"), 255u) << *ready;
+  expect_ready(run, 1, 255);
   auto beats = run.all_lines("keel-guest: beat ");
   ASSERT_EQ(beats.size(), 5u) << describe(run);
   for (size_t i = 1; i < beats.size(); ++i) {
@@ -129,10 +131,7 @@ TEST(LinuxBoot, GuestRebootEndsWithTheRebootCode) {
 TEST(LinuxBoot, CloudFlavourBoots) {
   auto run = boot_linux("cloud", "2", "1G", "keel.job=ready");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
-  auto ready = run.line("keel-guest: ready ");
-  ASSERT_TRUE(ready) << describe(run);
-  EXPECT_EQ(field_u64(*ready, "cpus"), 2u);
-  EXPECT_EQ(field_u64(*ready, "ram_mib"), 1023u) << *ready;
+  expect_ready(run, 2, 1023);
   expect_clean_log(run);
 }
 
@@ -142,10 +141,7 @@ TEST(LinuxBoot, ElfVmlinuxBootsThroughPvh) {
        "--cpus", "2", "--memory", "1G", "--cmdline",
        "console=ttyS0 panic=-1 acpi_force_table_verification keel.job=ready"});
   ASSERT_EQ(run.exit_code, 0) << describe(run);
-  auto ready = run.line("keel-guest: ready ");
-  ASSERT_TRUE(ready) << describe(run);
-  EXPECT_EQ(field_u64(*ready, "cpus"), 2u);
-  EXPECT_EQ(field_u64(*ready, "ram_mib"), 1023u) << *ready;
+  expect_ready(run, 2, 1023);
   expect_clean_log(run);
 }
 
