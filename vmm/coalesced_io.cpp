@@ -41,14 +41,18 @@ void CoalescedIo::register_port(KvmVm& vm, uint16_t port, uint32_t length) {
 }
 
 void CoalescedIo::drain(IoBus& bus) {
-  std::lock_guard guard(mutex_);
   std::atomic_ref<uint32_t> first(*reinterpret_cast<uint32_t*>(ring_));
   std::atomic_ref<uint32_t> last(*reinterpret_cast<uint32_t*>(ring_ + 4));
+  // Most exits find the ring empty: no lock for them.
+  if (first.load(std::memory_order_acquire) == last.load(std::memory_order_acquire)) return;
+  std::lock_guard guard(mutex_);
   const size_t capacity = ring_capacity();
   uint32_t at = first.load(std::memory_order_relaxed);
-  // KVM writes an entry, then publishes it by moving `last`.
-  while (at != last.load(std::memory_order_acquire)) {
-    if (at >= capacity) break;  // never trust an index, even the kernel's
+  // KVM writes an entry, then publishes it by moving `last`; drain up to the
+  // `last` seen now. Never trust an index, even the kernel's.
+  const uint32_t end = last.load(std::memory_order_acquire);
+  if (at >= capacity || end >= capacity) return;
+  while (at != end) {
     const uint8_t* entry = ring_ + kRingHeader + at * kEntrySize;
     uint64_t address;
     uint32_t length, pio;

@@ -38,7 +38,12 @@ SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& eve
   if (path.empty()) {
     fd_ = open_stdout();
   } else {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // Non-blocking from the start: a FIFO or terminal named here must not
+    // stall start-up or a vCPU (regular files ignore the flag).
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd < 0 && errno == ENXIO) {
+      throw InputError("serial file " + path + " is a FIFO nobody reads");
+    }
     if (fd < 0) throw InputError("cannot open serial file " + path + ": " + std::strerror(errno));
     fd_.reset(fd);
   }

@@ -76,9 +76,9 @@ class SplitQueue {
   // chain's writable buffers.
   void push_used(uint16_t head, uint32_t written_len);
 
-  // Whether the driver wants an interrupt for what was pushed since the last
-  // call that returned true (2.7.7.2): VIRTQ_AVAIL_F_NO_INTERRUPT, or with
-  // EVENT_IDX the used_event threshold.
+  // Whether the driver wants an interrupt for what was pushed since the
+  // previous call (2.7.7.2): VIRTQ_AVAIL_F_NO_INTERRUPT, or with EVENT_IDX
+  // the used_event threshold. Each call moves the marker, as Linux and QEMU do.
   bool should_notify();
 
   // Kick suppression (2.7.7.1, 2.7.10). After processing, the device calls

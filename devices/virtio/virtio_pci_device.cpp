@@ -276,7 +276,12 @@ void VirtioPciDevice::bar_write(uint64_t offset, std::span<const uint8_t> data) 
       // address names the queue (the value, the queue index, is not needed).
       if (off % kNotifyOffMultiplier != 0) break;
       const uint32_t queue = off / kNotifyOffMultiplier;
-      if (queue >= num_queues_ || !activated_ || (status_ & kStatusDeviceNeedsReset)) break;
+      // Only queues the driver enabled reach the device: the others were
+      // handed to it empty.
+      if (queue >= num_queues_ || !queues_[queue].enabled || !activated_ ||
+          (status_ & kStatusDeviceNeedsReset)) {
+        break;
+      }
       if (hooks_.notify) hooks_.notify(static_cast<uint16_t>(queue));
       break;
     }
@@ -425,7 +430,9 @@ void VirtioPciDevice::activate() {
     }
     device_.activate(memory_, std::move(queues), driver_features_);
     activated_ = true;
-  } catch (const VirtqueueError&) {
+  } catch (const std::exception&) {
+    // A ring the checks refused, or a device that could not start on what the
+    // driver set up (guest addresses, resources): the device stops, the VM goes on.
     needs_reset();
   }
 }

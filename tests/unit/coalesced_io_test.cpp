@@ -87,6 +87,10 @@ TEST(CoalescedIo, StopsAtAnIndexOutsideTheRing) {
   CoalescedIo io(ring.page.data(), 0);
   io.drain(bus);
   EXPECT_TRUE(dev.writes.empty());
+  ring.put(0, 0xcf8, 4, 7);
+  ring.set(0, 100000);  // `last` outside the ring: must not spin forever
+  io.drain(bus);
+  EXPECT_TRUE(dev.writes.empty());
 }
 
 }  // namespace

@@ -422,6 +422,11 @@ TEST_F(VirtioPciTest, NotifyReachesTheRightQueue) {
   EXPECT_TRUE(notified.empty());
   negotiate(kFVersion1);
   setup_queue(0, driver.config());
+  SplitQueueConfig second = driver.config();  // the same layout, 32 KiB further up
+  second.desc_table += 0x8000;
+  second.driver_area += 0x8000;
+  second.device_area += 0x8000;
+  setup_queue(1, second);
   driver_ok();
   write(cc::kQueueSelect, 2, 1);
   const uint64_t off = VirtioPciDevice::kNotifyOffset +
@@ -432,6 +437,15 @@ TEST_F(VirtioPciTest, NotifyReachesTheRightQueue) {
   write(VirtioPciDevice::kNotifyOffset + 4 * 300, 2, 0);  // far past the end
   write(VirtioPciDevice::kNotifyOffset + 2, 2, 0);        // not at a doorbell
   EXPECT_EQ(notified, (std::vector<uint16_t>{1, 0}));
+}
+
+TEST_F(VirtioPciTest, NotifyForAQueueTheDriverDidNotEnableIsIgnored) {
+  VirtqueueDriver driver(memory, 16);
+  negotiate(kFVersion1);
+  setup_queue(0, driver.config());
+  driver_ok();
+  write(VirtioPciDevice::kNotifyOffset + VirtioPciDevice::kNotifyOffMultiplier, 2, 1);
+  EXPECT_TRUE(notified.empty()) << "queue 1 was handed to the device empty";
 }
 
 TEST_F(VirtioPciTest, IsrReadClearsAndDeassertsIntx) {
