@@ -1,10 +1,11 @@
-#include "common/little_endian.h"
 #include "devices/virtio/virtio_pci_device.h"
 
+#include <bit>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
 
+#include "common/little_endian.h"
 #include "devices/virtio/virtio_ring.h"
 #include "devices/virtio/virtqueue_error.h"
 
@@ -185,11 +186,14 @@ uint32_t VirtioPciDevice::config_read(uint16_t offset) {
 void VirtioPciDevice::config_write(uint16_t offset, uint32_t value, uint8_t byte_mask) {
   offset &= PciConfigSpace::kSize - 4;
   if (offset == pci_cfg_cap_ + kCapExtra) {
-    pci_cfg_access(value, true);
+    // The window's data starts at the lowest byte written (a byte or word
+    // write to pci_cfg_data + 1..3 arrives shifted into place).
+    if (byte_mask != 0) pci_cfg_access(value >> (8 * std::countr_zero(byte_mask)), true);
     return;
   }
   config_.write_dword(offset, value, byte_mask);
   if (offset == msix_cap_) update_msix_control();
+  if (offset == PciConfigSpace::kCommand) update_intx();
 }
 
 // 4.1.4.9: pci_cfg_data is a window of `length` (1, 2 or 4) bytes into BAR
@@ -213,6 +217,7 @@ uint32_t VirtioPciDevice::pci_cfg_access(uint32_t value, bool write) {
 void VirtioPciDevice::update_msix_control() {
   const uint16_t control = static_cast<uint16_t>(config_.read_dword(msix_cap_) >> 16);
   msix_.set_control(control & kMsixEnable, control & kMsixFunctionMask);
+  update_intx();
 }
 
 uint64_t VirtioPciDevice::bar_address() const {
@@ -239,10 +244,8 @@ void VirtioPciDevice::bar_read(uint64_t offset, std::span<uint8_t> data) {
       // 4.1.4.5: reading clears the ISR and deasserts INTx.
       if (off == 0) {
         data[0] = isr_;
-        if (isr_ != 0) {
-          isr_ = 0;
-          if (hooks_.intx) hooks_.intx(false);
-        }
+        isr_ = 0;
+        update_intx();
       }
       break;
     case kDeviceCfgOffset:
@@ -447,10 +450,8 @@ void VirtioPciDevice::reset() {
   msix_config_ = kMsiNoVector;
   queue_select_ = 0;
   for (QueueRegs& q : queues_) q = QueueRegs{max_queue_size_};
-  if (isr_ != 0) {
-    isr_ = 0;
-    if (hooks_.intx) hooks_.intx(false);
-  }
+  isr_ = 0;
+  update_intx();
 }
 
 void VirtioPciDevice::needs_reset() {
@@ -464,7 +465,19 @@ void VirtioPciDevice::needs_reset() {
 
 void VirtioPciDevice::set_isr(uint8_t bits) {
   isr_ |= bits;
-  if (hooks_.intx) hooks_.intx(true);
+  update_intx();
+}
+
+// The INTx line is a level: asserted while the ISR is set, unless MSI-X is on
+// (then the function must not use INTx) or the command register's Interrupt
+// Disable bit is set. The hook hears only changes.
+void VirtioPciDevice::update_intx() {
+  constexpr uint32_t kCommandInterruptDisable = 1u << 10;
+  const bool disabled = config_.read_dword(PciConfigSpace::kCommand) & kCommandInterruptDisable;
+  const bool level = isr_ != 0 && !msix_.enabled() && !disabled;
+  if (level == intx_level_) return;
+  intx_level_ = level;
+  if (hooks_.intx) hooks_.intx(level);
 }
 
 void VirtioPciDevice::queue_interrupt(uint16_t queue) {

@@ -159,6 +159,7 @@ class VirtioPciDevice : public PciDevice {
   const MsixTable& msix() const { return msix_; }
 
  private:
+  bool intx_level_ = false;
   struct QueueRegs {
     uint16_t size = 0;
     uint16_t msix_vector = kMsiNoVector;
@@ -173,6 +174,7 @@ class VirtioPciDevice : public PciDevice {
   uint16_t checked_vector(uint16_t vector) const;
   QueueRegs* selected_queue();
   void set_isr(uint8_t bits);
+  void update_intx();
   void build_config_space();
   void update_msix_control();
   uint32_t pci_cfg_access(uint32_t value, bool write);

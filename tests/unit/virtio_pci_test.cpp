@@ -448,6 +448,15 @@ TEST_F(VirtioPciTest, NotifyForAQueueTheDriverDidNotEnableIsIgnored) {
   EXPECT_TRUE(notified.empty()) << "queue 1 was handed to the device empty";
 }
 
+TEST_F(VirtioPciTest, IntxIsDroppedWhenMsixTurnsOnOrInterruptsAreDisabled) {
+  pci.queue_interrupt(0);
+  EXPECT_EQ(intx, std::vector<bool>{true});
+  enable_msix();  // a function must not use INTx with MSI-X on
+  EXPECT_EQ(intx, (std::vector<bool>{true, false}));
+  pci.config_write(PciConfigSpace::kCommand, 1u << 10, 0x3);  // Interrupt Disable
+  EXPECT_EQ(intx, (std::vector<bool>{true, false})) << "no change while MSI-X is on";
+}
+
 TEST_F(VirtioPciTest, IsrReadClearsAndDeassertsIntx) {
   pci.queue_interrupt(0);
   pci.queue_interrupt(5);  // no such queue: nothing
