@@ -67,12 +67,6 @@ void KvmVcpu::set_lapic(const kvm_lapic_state& lapic) {
   vcpu_ioctl(fd_.get(), KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
 }
 
-void KvmVcpu::set_tsc_khz(uint32_t khz) {
-  if (::ioctl(fd_.get(), KVM_SET_TSC_KHZ, static_cast<unsigned long>(khz)) < 0) {
-    throw_errno("KVM_SET_TSC_KHZ");
-  }
-}
-
 uint32_t KvmVcpu::get_tsc_khz() const {
   int khz = ::ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
   if (khz < 0) throw_errno("KVM_GET_TSC_KHZ");

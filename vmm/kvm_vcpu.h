@@ -27,7 +27,6 @@ class KvmVcpu {
   void set_msrs(const std::vector<kvm_msr_entry>& msrs);
   kvm_lapic_state get_lapic() const;
   void set_lapic(const kvm_lapic_state& lapic);
-  void set_tsc_khz(uint32_t khz);
   uint32_t get_tsc_khz() const;
 
   // Enters the guest until the next exit. Returns false when interrupted by

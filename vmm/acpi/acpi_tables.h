@@ -55,14 +55,6 @@ struct AcpiPlatform {
 // (bit 13) is written together with this SLP_TYP (bits 10-12).
 inline constexpr uint8_t kS5SleepType = 5;
 
-// PM1 register bits the VMM emulates (ACPI 6.3 §4.8.3.1, §4.8.3.2).
-inline constexpr uint16_t kPm1StatusPowerButton = 1u << 8;  // PWRBTN_STS in PM1_STS (write 1 to clear)
-inline constexpr uint16_t kPm1EnablePowerButton = 1u << 8;  // PWRBTN_EN in PM1_EN
-inline constexpr uint16_t kPm1ControlSciEnable = 1u << 0;   // SCI_EN: must read as 1 (no SMI_CMD, ACPI always on)
-inline constexpr uint16_t kPm1ControlSleepTypeShift = 10;   // SLP_TYP, bits 10-12
-inline constexpr uint16_t kPm1ControlSleepTypeMask = 0x7u << kPm1ControlSleepTypeShift;
-inline constexpr uint16_t kPm1ControlSleepEnable = 1u << 13;  // SLP_EN (write-only)
-
 // Where the tables end up: the RSDP is the first byte of `bytes`, at guest
 // physical address base_gpa (== rsdp_gpa).
 struct AcpiImage {
