@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <vector>
@@ -25,9 +26,39 @@ inline constexpr uint64_t kFRingIndirectDesc = uint64_t{1} << 28;  // VIRTIO_F_I
 inline constexpr uint64_t kFRingEventIdx = uint64_t{1} << 29;      // VIRTIO_F_EVENT_IDX
 inline constexpr uint64_t kFVersion1 = uint64_t{1} << 32;          // VIRTIO_F_VERSION_1
 
+// What a device may ask of the transport that carries it. Every call is made
+// with lock() held.
+class VirtioTransport {
+ public:
+  virtual ~VirtioTransport() = default;
+  // Used buffers were added to `queue`: interrupt the driver (the device has
+  // already asked the queue, SplitQueue::should_notify()).
+  virtual void queue_interrupt(uint16_t queue) = 0;
+  // The device-specific configuration changed (bumps config_generation and
+  // interrupts, 4.1.4.3.1).
+  virtual void config_changed() = 0;
+  // A queue turned out broken (2.1.2): DEVICE_NEEDS_RESET. The device stops
+  // using its queues itself before calling this.
+  virtual void needs_reset() = 0;
+  // The function's lock: the transport holds it around every call into the
+  // device (configuration, activate, reset, queue_notify); the device's own
+  // event handlers (I/O completions, a backend fd turning readable) take it
+  // before touching queues or calling the transport.
+  virtual std::mutex& lock() = 0;
+};
+
+// Threading: calls come from vCPU threads (MMIO) and from the machine's event
+// loop (ioeventfd kicks), always under VirtioTransport::lock(). None of them
+// may block on I/O: the device submits work and finishes it from its own
+// event handlers on the event loop. reset() is the exception allowed to wait,
+// briefly, for requests already in flight, because their buffers are about
+// to go back to the driver.
 class VirtioDevice {
  public:
   virtual ~VirtioDevice() = default;
+
+  // Called once, by the transport's constructor.
+  void attach(VirtioTransport& transport) { transport_ = &transport; }
 
   virtual uint16_t device_type() const = 0;
   // Device-specific feature bits offered (bits 0-23 and 50+, 6). The
@@ -57,6 +88,13 @@ class VirtioDevice {
   // using and drop the queues, back to the initial device-specific state.
   // Called on every reset, whether or not the device was activated.
   virtual void reset() = 0;
+
+  // The driver kicked `queue` (an enabled queue of an activated device; the
+  // notify region or its ioeventfd, 4.1.4.4).
+  virtual void queue_notify(uint16_t queue) = 0;
+
+ protected:
+  VirtioTransport* transport_ = nullptr;
 };
 
 }  // namespace keel::virtio

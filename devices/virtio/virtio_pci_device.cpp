@@ -104,6 +104,7 @@ VirtioPciDevice::VirtioPciDevice(VirtioDevice& device, GuestMemory& memory, MsiS
                         kFRingEventIdx),
       num_queues_(device.num_queues()),
       max_queue_size_(device.max_queue_size()) {
+  device_.attach(*this);
   if (num_queues_ == 0 || num_queues_ > kMaxQueues) {
     throw std::invalid_argument("virtio-pci: a device needs 1 to 255 queues");
   }
@@ -178,12 +179,14 @@ void VirtioPciDevice::build_config_space() {
 // --- configuration space --------------------------------------------------
 
 uint32_t VirtioPciDevice::config_read(uint16_t offset) {
+  std::lock_guard guard(mutex_);
   offset &= PciConfigSpace::kSize - 4;
   if (offset == pci_cfg_cap_ + kCapExtra) return pci_cfg_access(0, false);
   return config_.read_dword(offset);
 }
 
 void VirtioPciDevice::config_write(uint16_t offset, uint32_t value, uint8_t byte_mask) {
+  std::lock_guard guard(mutex_);
   offset &= PciConfigSpace::kSize - 4;
   if (offset == pci_cfg_cap_ + kCapExtra) {
     // The window's data starts at the lowest byte written (a byte or word
@@ -207,10 +210,10 @@ uint32_t VirtioPciDevice::pci_cfg_access(uint32_t value, bool write) {
   std::span<uint8_t> data(bytes, length);
   if (write) {
     store_le(data, value);
-    bar_write(offset, data);
+    bar_write_locked(offset, data);
     return 0;
   }
-  bar_read(offset, data);
+  bar_read_locked(offset, data);
   return static_cast<uint32_t>(load_le(data));
 }
 
@@ -231,6 +234,31 @@ bool VirtioPciDevice::memory_enabled() const {
 // --- BAR0 -----------------------------------------------------------------
 
 void VirtioPciDevice::bar_read(uint64_t offset, std::span<uint8_t> data) {
+  std::lock_guard guard(mutex_);
+  bar_read_locked(offset, data);
+}
+
+void VirtioPciDevice::bar_write(uint64_t offset, std::span<const uint8_t> data) {
+  std::lock_guard guard(mutex_);
+  bar_write_locked(offset, data);
+}
+
+void VirtioPciDevice::notify(uint16_t queue) {
+  std::lock_guard guard(mutex_);
+  notify_locked(queue);
+}
+
+// Only queues the driver enabled reach the device: the others were handed
+// to it empty.
+void VirtioPciDevice::notify_locked(uint32_t queue) {
+  if (queue >= num_queues_ || !queues_[queue].enabled || !activated_ ||
+      (status_ & kStatusDeviceNeedsReset)) {
+    return;
+  }
+  device_.queue_notify(static_cast<uint16_t>(queue));
+}
+
+void VirtioPciDevice::bar_read_locked(uint64_t offset, std::span<uint8_t> data) {
   std::memset(data.data(), 0, data.size());
   if (!valid_size(data.size()) || offset >= kBarSize || kBarSize - offset < data.size()) return;
   const uint32_t region = static_cast<uint32_t>(offset) & ~kRegionMask;
@@ -262,7 +290,7 @@ void VirtioPciDevice::bar_read(uint64_t offset, std::span<uint8_t> data) {
   }
 }
 
-void VirtioPciDevice::bar_write(uint64_t offset, std::span<const uint8_t> data) {
+void VirtioPciDevice::bar_write_locked(uint64_t offset, std::span<const uint8_t> data) {
   if (!valid_size(data.size()) || offset >= kBarSize || kBarSize - offset < data.size()) return;
   const uint32_t region = static_cast<uint32_t>(offset) & ~kRegionMask;
   const uint32_t off = static_cast<uint32_t>(offset) & kRegionMask;
@@ -277,15 +305,7 @@ void VirtioPciDevice::bar_write(uint64_t offset, std::span<const uint8_t> data) 
     case kNotifyOffset: {
       // 4.1.4.4: queue q's doorbell is at q * notify_off_multiplier; the
       // address names the queue (the value, the queue index, is not needed).
-      if (off % kNotifyOffMultiplier != 0) break;
-      const uint32_t queue = off / kNotifyOffMultiplier;
-      // Only queues the driver enabled reach the device: the others were
-      // handed to it empty.
-      if (queue >= num_queues_ || !queues_[queue].enabled || !activated_ ||
-          (status_ & kStatusDeviceNeedsReset)) {
-        break;
-      }
-      if (hooks_.notify) hooks_.notify(static_cast<uint16_t>(queue));
+      if (off % kNotifyOffMultiplier == 0) notify_locked(off / kNotifyOffMultiplier);
       break;
     }
     case kMsixTableOffset:

@@ -47,9 +47,9 @@
 // change also sets ISR bit 1 under MSI-X, as QEMU does (harmless: Linux does
 // not read the ISR with MSI-X).
 //
-// Not thread-safe: the machine serialises MMIO, configuration accesses and
-// the interrupt calls (a device thread raising interrupts needs the machine's
-// lock, or, later, an irqfd per vector).
+// Threading: configuration and BAR accesses and notify() take lock(); the
+// VirtioTransport calls (queue_interrupt, config_changed, needs_reset) expect
+// it held, as the device holds it when it makes them.
 #pragma once
 
 #include <cstdint>
@@ -106,12 +106,9 @@ inline constexpr uint32_t kQueueDevice = 0x30;
 inline constexpr uint32_t kSize = 0x38;  // virtio 1.0/1.1 layout
 }  // namespace common_cfg
 
-class VirtioPciDevice : public PciDevice {
+class VirtioPciDevice : public PciDevice, public VirtioTransport {
  public:
   struct Hooks {
-    // A driver write into the notify region for `queue` (< num_queues),
-    // accepted only while DRIVER_OK is set and DEVICE_NEEDS_RESET is not.
-    std::function<void(uint16_t queue)> notify;
     // INTx level: true while the ISR is non-zero (MSI-X disabled).
     std::function<void(bool asserted)> intx;
   };
@@ -145,12 +142,17 @@ class VirtioPciDevice : public PciDevice {
   uint64_t bar_address() const;
   bool memory_enabled() const;
 
-  // From the device: used buffers in `queue`, the configuration changed
-  // (bumps config_generation), or a queue turned out broken (2.1.2).
-  void queue_interrupt(uint16_t queue);
-  void config_changed();
+  // A kick for `queue` from outside the BAR (its ioeventfd): reaches the
+  // device as a notify-region write would, only for an enabled queue while
+  // DRIVER_OK is set and DEVICE_NEEDS_RESET is not. Takes lock().
+  void notify(uint16_t queue);
+
+  // VirtioTransport, with lock() held.
+  void queue_interrupt(uint16_t queue) override;
+  void config_changed() override;
+  void needs_reset() override;
+  std::mutex& lock() override { return mutex_; }
   void config_interrupt();
-  void needs_reset();
 
   uint8_t status() const { return status_; }
   uint64_t offered_features() const { return offered_features_; }
@@ -159,6 +161,11 @@ class VirtioPciDevice : public PciDevice {
   const MsixTable& msix() const { return msix_; }
 
  private:
+  void notify_locked(uint32_t queue);
+  void bar_read_locked(uint64_t offset, std::span<uint8_t> data);
+  void bar_write_locked(uint64_t offset, std::span<const uint8_t> data);
+
+  std::mutex mutex_;
   bool intx_level_ = false;
   struct QueueRegs {
     uint16_t size = 0;

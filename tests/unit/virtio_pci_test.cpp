@@ -42,12 +42,14 @@ class FakeDevice : public VirtioDevice {
     queues.clear();
     ++resets;
   }
+  void queue_notify(uint16_t queue) override { notified.push_back(queue); }
 
   std::array<uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
   std::vector<std::optional<SplitQueue>> queues;
   uint64_t negotiated = 0;
   int activations = 0;
   int resets = 0;
+  std::vector<uint16_t> notified;
 };
 
 struct RecordingSink : MsiSink {
@@ -59,13 +61,9 @@ struct VirtioPciTest : ::testing::Test {
   GuestMemory memory{{{0, kMiB, 0}}};
   FakeDevice device;
   RecordingSink sink;
-  std::vector<uint16_t> notified;
+  std::vector<uint16_t>& notified = device.notified;
   std::vector<bool> intx;
-  VirtioPciDevice pci{
-      device,
-      memory,
-      sink,
-      {[this](uint16_t q) { notified.push_back(q); }, [this](bool a) { intx.push_back(a); }}};
+  VirtioPciDevice pci{device, memory, sink, {[this](bool a) { intx.push_back(a); }}};
 
   uint64_t read(uint64_t offset, size_t size) {
     uint8_t bytes[8] = {};
