@@ -117,7 +117,7 @@ void MsixTable::trigger(uint16_t vector) {
 void MsixTable::send(uint16_t vector) {
   pba_[vector / 64] &= ~(uint64_t{1} << (vector % 64));
   const Entry& e = entries_[vector];
-  sink_.send(uint64_t{e.address_hi} << 32 | e.address_lo, e.data);
+  sink_.send(vector, uint64_t{e.address_hi} << 32 | e.address_lo, e.data);
 }
 
 void MsixTable::reset() {

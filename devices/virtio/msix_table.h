@@ -26,11 +26,13 @@
 
 namespace keel::virtio {
 
-// Where MSI messages go: later an irqfd/KVM_SIGNAL_MSI, in tests a recorder.
+// Where MSI messages go: the machine's irqfd per vector, in tests a recorder.
+// `vector` names the table entry the message comes from, so a sink can keep
+// one route per entry and update it when the guest reprograms the entry.
 class MsiSink {
  public:
   virtual ~MsiSink() = default;
-  virtual void send(uint64_t address, uint32_t data) = 0;
+  virtual void send(uint16_t vector, uint64_t address, uint32_t data) = 0;
 };
 
 // virtio 1.x, 4.1.4.3: "no vector" in msix_config and queue_msix_vector.

@@ -223,12 +223,33 @@ void VirtioPciDevice::update_msix_control() {
   update_intx();
 }
 
-uint64_t VirtioPciDevice::bar_address() const {
-  return (uint64_t{config_.read_dword(kBar1)} << 32) | (config_.read_dword(kBar0) & ~uint32_t{0xf});
+VirtioPciDevice::BarPlacement VirtioPciDevice::bar_placement_locked() const {
+  BarPlacement bar;
+  bar.address =
+      (uint64_t{config_.read_dword(kBar1)} << 32) | (config_.read_dword(kBar0) & ~uint32_t{0xf});
+  bar.enabled = config_.read_dword(PciConfigSpace::kCommand) & kCommandMemory;
+  return bar;
 }
 
-bool VirtioPciDevice::memory_enabled() const {
-  return config_.read_dword(PciConfigSpace::kCommand) & kCommandMemory;
+VirtioPciDevice::BarPlacement VirtioPciDevice::bar_placement() const {
+  std::lock_guard guard(mutex_);
+  return bar_placement_locked();
+}
+
+bool VirtioPciDevice::mmio(uint64_t address, std::span<uint8_t> data, bool is_write) {
+  std::lock_guard guard(mutex_);
+  const BarPlacement bar = bar_placement_locked();
+  // An access that wraps around, or only partly hits the BAR, is not ours.
+  if (!bar.enabled || address < bar.address || address - bar.address >= kBarSize ||
+      kBarSize - (address - bar.address) < data.size()) {
+    return false;
+  }
+  if (is_write) {
+    bar_write_locked(address - bar.address, data);
+  } else {
+    bar_read_locked(address - bar.address, data);
+  }
+  return true;
 }
 
 // --- BAR0 -----------------------------------------------------------------

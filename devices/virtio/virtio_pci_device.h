@@ -137,10 +137,19 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   void bar_read(uint64_t offset, std::span<uint8_t> data);
   void bar_write(uint64_t offset, std::span<const uint8_t> data);
 
+  // MMIO at guest-physical `address`: handled, and true, when BAR0 is
+  // decoded (memory enabled) and holds the whole access. Takes lock().
+  bool mmio(uint64_t address, std::span<uint8_t> data, bool is_write);
+
   // Where the guest placed BAR0 (the address bits of BAR0/BAR1), and whether
-  // memory decoding is on (command bit 1): the machine maps the BAR by these.
-  uint64_t bar_address() const;
-  bool memory_enabled() const;
+  // memory decoding is on (command bit 1): the machine places the queues'
+  // ioeventfds by these. Take lock().
+  struct BarPlacement {
+    uint64_t address = 0;
+    bool enabled = false;
+    bool operator==(const BarPlacement&) const = default;
+  };
+  BarPlacement bar_placement() const;
 
   // A kick for `queue` from outside the BAR (its ioeventfd): reaches the
   // device as a notify-region write would, only for an enabled queue while
@@ -162,10 +171,11 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
 
  private:
   void notify_locked(uint32_t queue);
+  BarPlacement bar_placement_locked() const;
   void bar_read_locked(uint64_t offset, std::span<uint8_t> data);
   void bar_write_locked(uint64_t offset, std::span<const uint8_t> data);
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   bool intx_level_ = false;
   struct QueueRegs {
     uint16_t size = 0;

@@ -58,7 +58,7 @@ class FakeDevice : public VirtioDevice {
 
 class CountingSink : public MsiSink {
  public:
-  void send(uint64_t, uint32_t) override { ++sent; }
+  void send(uint16_t, uint64_t, uint32_t) override { ++sent; }
   uint64_t sent = 0;
 };
 

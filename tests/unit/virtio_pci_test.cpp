@@ -53,7 +53,7 @@ class FakeDevice : public VirtioDevice {
 };
 
 struct RecordingSink : MsiSink {
-  void send(uint64_t address, uint32_t data) override { messages.emplace_back(address, data); }
+  void send(uint16_t, uint64_t address, uint32_t data) override { messages.emplace_back(address, data); }
   std::vector<std::pair<uint64_t, uint32_t>> messages;
 };
 
@@ -207,10 +207,27 @@ TEST_F(VirtioPciTest, BarSizingAndPlacement) {
   EXPECT_EQ(cfg32(0x14), 0xffffffffu);
   pci.config_write(0x10, 0xfebf0000, 0xf);
   pci.config_write(0x14, 0x1, 0xf);
-  EXPECT_EQ(pci.bar_address(), 0x1febf0000ull);
-  EXPECT_FALSE(pci.memory_enabled());
+  EXPECT_EQ(pci.bar_placement().address, 0x1febf0000ull);
+  EXPECT_FALSE(pci.bar_placement().enabled);
+  uint8_t bytes[4] = {};
+  EXPECT_FALSE(pci.mmio(0x1febf0000ull, bytes, false)) << "not decoded yet";
   pci.config_write(0x04, 0x2, 0x3);
-  EXPECT_TRUE(pci.memory_enabled());
+  EXPECT_TRUE(pci.bar_placement().enabled);
+}
+
+TEST_F(VirtioPciTest, MmioClaimsOnlyWholeAccessesInsideTheBar) {
+  const uint64_t base = 0xc0008000;
+  pci.config_write(0x10, static_cast<uint32_t>(base), 0xf);
+  pci.config_write(0x14, 0, 0xf);
+  pci.config_write(0x04, 0x2, 0x3);
+  uint8_t bytes[8] = {};
+  EXPECT_TRUE(pci.mmio(base + cc::kNumQueues, {bytes, 2}, false));
+  EXPECT_EQ(bytes[0], 2);  // FakeDevice's two queues
+  EXPECT_FALSE(pci.mmio(base - 2, {bytes, 4}, false));
+  EXPECT_FALSE(pci.mmio(base + VirtioPciDevice::kBarSize - 4, {bytes, 8}, false));
+  EXPECT_FALSE(pci.mmio(base + VirtioPciDevice::kBarSize, {bytes, 4}, true));
+  EXPECT_FALSE(pci.mmio(~uint64_t{0} - 1, {bytes, 4}, false));
+  EXPECT_TRUE(pci.mmio(base + cc::kDeviceStatus, {bytes, 1}, true));
 }
 
 // --- feature negotiation --------------------------------------------------
