@@ -1,6 +1,8 @@
 #include "vmm/vmm_options.h"
 
 #include <charconv>
+#include <initializer_list>
+#include <utility>
 
 #include "common/error.h"
 #include "common/size_parse.h"
@@ -10,6 +12,7 @@ namespace keel {
 const char* const kVmmUsage =
     "usage: keel-vmm --kernel PATH [--initrd PATH] [--cmdline STRING] [--cpus N]\n"
     "                [--memory SIZE] [--serial stdout|file=PATH]\n"
+    "                [--disk path=PATH[,readonly=on]]... [--net tap=NAME[,mac=MAC]]... [--rng]\n"
     "\n"
     "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
     "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
@@ -18,6 +21,12 @@ const char* const kVmmUsage =
     "  --cpus N          vCPUs (default 1, at most 255 and what KVM allows)\n"
     "  --memory SIZE     guest RAM, e.g. 512M or 4G (default 512M, at least 16M)\n"
     "  --serial WHERE    COM1 output: stdout (default) or file=PATH\n"
+    "  --disk SPEC       virtio-blk disk on a raw image file, read with io_uring:\n"
+    "                    path=PATH[,readonly=on]; repeatable, the first is the\n"
+    "                    guest's vda\n"
+    "  --net SPEC        virtio-net adapter on an existing tap device:\n"
+    "                    tap=NAME[,mac=MAC]; repeatable\n"
+    "  --rng             virtio-rng entropy source (from getrandom)\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
     "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
@@ -38,7 +47,79 @@ uint32_t parse_count(const std::string& text, const char* option) {
   return value;
 }
 
+// "key=value,key=value" after an option; keys must be in `known`.
+std::vector<std::pair<std::string, std::string>> parse_fields(const std::string& text,
+                                                             const char* option,
+                                                             std::initializer_list<const char*> known) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string field = text.substr(start, comma - start);
+    const size_t eq = field.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw InputError(std::string("invalid value for ") + option + ": '" + field +
+                       "' is not key=value");
+    }
+    std::string key = field.substr(0, eq);
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok) throw InputError(std::string("unknown key '") + key + "' in " + option);
+    for (const auto& [seen, unused] : fields) {
+      if (seen == key) throw InputError(std::string("key '") + key + "' given twice in " + option);
+    }
+    fields.emplace_back(std::move(key), field.substr(eq + 1));
+    start = comma + 1;
+  }
+  return fields;
+}
+
+bool parse_on_off(const std::string& value, const std::string& what) {
+  if (value == "on") return true;
+  if (value == "off") return false;
+  throw InputError("invalid value for " + what + ": '" + value + "' (expected on or off)");
+}
+
+DiskSpec parse_disk(const std::string& text) {
+  DiskSpec disk;
+  for (const auto& [key, value] : parse_fields(text, "--disk", {"path", "readonly"})) {
+    if (key == "path") disk.path = value;
+    if (key == "readonly") disk.readonly = parse_on_off(value, "--disk readonly");
+  }
+  if (disk.path.empty()) throw InputError("--disk needs path=PATH");
+  return disk;
+}
+
+NetSpec parse_net(const std::string& text) {
+  NetSpec net;
+  for (const auto& [key, value] : parse_fields(text, "--net", {"tap", "mac"})) {
+    if (key == "tap") net.tap = value;
+    if (key == "mac") net.mac = parse_mac(value);
+  }
+  // IFNAMSIZ is 16 with the terminating zero.
+  if (net.tap.empty() || net.tap.size() > 15) {
+    throw InputError("--net needs tap=NAME (1 to 15 characters)");
+  }
+  return net;
+}
+
 }  // namespace
+
+MacAddress parse_mac(const std::string& text) {
+  MacAddress mac{};
+  auto fail = [&] {
+    return InputError("invalid MAC address '" + text + "' (expected six hex bytes like 52:54:00:12:34:56)");
+  };
+  if (text.size() != 17) throw fail();
+  for (size_t i = 0; i < 6; ++i) {
+    if (i > 0 && text[3 * i - 1] != ':') throw fail();
+    auto [end, ec] = std::from_chars(text.data() + 3 * i, text.data() + 3 * i + 2, mac[i], 16);
+    if (ec != std::errc() || end != text.data() + 3 * i + 2) throw fail();
+  }
+  if (mac[0] & 1) throw InputError("MAC address '" + text + "' is multicast; a NIC needs a unicast one");
+  return mac;
+}
 
 VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
   VmmOptions options;
@@ -88,11 +169,21 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
       } else {
         throw InputError("invalid value for --serial: '" + where + "' (expected stdout or file=PATH)");
       }
+    } else if (name == "--disk") {
+      options.disks.push_back(parse_disk(value()));
+    } else if (name == "--net") {
+      options.nets.push_back(parse_net(value()));
+    } else if (name == "--rng") {
+      if (inline_value) throw InputError("--rng takes no value");
+      options.rng = true;
     } else {
       throw InputError("unknown option '" + args[i] + "' (see --help)");
     }
   }
   if (!options.help && !have_kernel) throw InputError("missing --kernel PATH (see --help)");
+  if (options.disks.size() + options.nets.size() + (options.rng ? 1 : 0) > kMaxVirtioDevices) {
+    throw InputError("too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
+  }
   return options;
 }
 

@@ -1,12 +1,27 @@
 // keel-vmm's command line.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace keel {
+
+// --disk path=PATH[,readonly=on]
+struct DiskSpec {
+  std::string path;
+  bool readonly = false;
+};
+
+using MacAddress = std::array<uint8_t, 6>;
+
+// --net tap=NAME[,mac=MAC]
+struct NetSpec {
+  std::string tap;
+  std::optional<MacAddress> mac;  // none: one derived from the tap's name
+};
 
 struct VmmOptions {
   std::string kernel;
@@ -16,6 +31,11 @@ struct VmmOptions {
   uint64_t memory = 512ull << 20;
   // --serial stdout (default) or file=PATH
   std::string serial_file;  // empty: stdout
+  // virtio devices, on PCI slots 1.. in this order: disks (the first is the
+  // guest's vda), network adapters, the entropy source.
+  std::vector<DiskSpec> disks;
+  std::vector<NetSpec> nets;
+  bool rng = false;
   bool help = false;
   // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
   std::string kvm_device = "/dev/kvm";
@@ -29,5 +49,10 @@ extern const char* const kVmmUsage;
 
 inline constexpr uint64_t kMinGuestMemory = 16ull << 20;
 inline constexpr uint32_t kMaxVcpus = 255;  // xAPIC IDs, one MADT entry each
+inline constexpr size_t kMaxVirtioDevices = 24;  // PCI slots 1-24 on bus 0
+
+// "52:54:00:12:34:56"; throws InputError for anything else, and for
+// multicast addresses (a NIC's own address is unicast).
+MacAddress parse_mac(const std::string& text);
 
 }  // namespace keel

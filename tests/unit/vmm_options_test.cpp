@@ -52,5 +52,44 @@ TEST(VmmOptions, BadInputNamesTheProblem) {
   EXPECT_NE(error_of({"--kernel", "k", "--serial", "tcp"}).find("--serial"), std::string::npos);
 }
 
+TEST(VmmOptions, VirtioDevicesInOrder) {
+  auto o = parse_vmm_options({"--kernel", "k", "--disk", "path=/a.img", "--disk=path=/b.img,readonly=on",
+                              "--net", "tap=tap0,mac=52:54:00:ab:CD:ef", "--net", "tap=tap1", "--rng"});
+  ASSERT_EQ(o.disks.size(), 2u);
+  EXPECT_EQ(o.disks[0].path, "/a.img");
+  EXPECT_FALSE(o.disks[0].readonly);
+  EXPECT_EQ(o.disks[1].path, "/b.img");
+  EXPECT_TRUE(o.disks[1].readonly);
+  ASSERT_EQ(o.nets.size(), 2u);
+  EXPECT_EQ(o.nets[0].tap, "tap0");
+  EXPECT_EQ(o.nets[0].mac, (MacAddress{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}));
+  EXPECT_FALSE(o.nets[1].mac.has_value());
+  EXPECT_TRUE(o.rng);
+  EXPECT_FALSE(parse_vmm_options({"--kernel", "k"}).rng);
+}
+
+TEST(VmmOptions, BadDeviceOptionsNameTheProblem) {
+  auto err = [](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), {"--kernel", "k"});
+    return error_of(extra);
+  };
+  EXPECT_NE(err({"--disk", "readonly=on"}).find("--disk needs path=PATH"), std::string::npos);
+  EXPECT_NE(err({"--disk", "/a.img"}).find("not key=value"), std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,ro=on"}).find("unknown key 'ro'"), std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,readonly=yes"}).find("expected on or off"), std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,path=/b"}).find("given twice"), std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,"}).find("not key=value"), std::string::npos);
+  EXPECT_NE(err({"--net", "mac=52:54:00:00:00:01"}).find("tap=NAME"), std::string::npos);
+  EXPECT_NE(err({"--net", "tap=a-very-long-tap-name"}).find("tap=NAME"), std::string::npos);
+  EXPECT_NE(err({"--net", "tap=t,mac=52:54:00:00:00"}).find("invalid MAC"), std::string::npos);
+  EXPECT_NE(err({"--net", "tap=t,mac=52-54-00-00-00-01"}).find("invalid MAC"), std::string::npos);
+  EXPECT_NE(err({"--net", "tap=t,mac=52:54:00:00:0g:01"}).find("invalid MAC"), std::string::npos);
+  EXPECT_NE(err({"--net", "tap=t,mac=01:00:5e:00:00:01"}).find("multicast"), std::string::npos);
+  EXPECT_NE(err({"--rng=on"}).find("--rng takes no value"), std::string::npos);
+  std::vector<std::string> many;
+  for (int i = 0; i < 25; ++i) many.insert(many.end(), {"--disk", "path=/d" + std::to_string(i)});
+  EXPECT_NE(err(many).find("too many virtio devices"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace keel
