@@ -8,14 +8,18 @@
  *           its own generation number; fdatasync, drop the cache, re-read the
  *           region and check every block written (the newest generation must
  *           be there, with a good checksum)
+ *   random-verify
+ *           replay the plan of "random" with the same MIB, SEED and WRITES
+ *           without writing, and check every block it wrote (a second boot
+ *           after "random"; same sum as that run)
  * O_DIRECT is used when the path allows it (direct=1), else buffered I/O with
  * posix_fadvise(DONTNEED) (and BLKFLSBUF on a block device) before re-reading.
  *
  * Block layout (64-bit little-endian words): [0] "KEELDISK" magic, [1] block
- * index, [2] seed, [3] generation (0 for write), [4..510] pattern, [511]
- * FNV-1a 64 of bytes 0..4087. sum= is a hash of the checked blocks' [511]
- * words in block order: write and verify with the same SEED and MIB print the
- * same sum.
+ * index, [2] seed, [3] generation (0 for write, the write's number for
+ * random), [4..510] pattern, [511] FNV-1a 64 of bytes 0..4087. sum= is a hash
+ * of the checked blocks' [511] words in block order: write and verify (random
+ * and random-verify) with the same arguments print the same sum.
  *
  * Lines: up to 8 "disk bad block=<n> reason=<magic|checksum|misplaced|seed|
  * stale|data|short>", then "disk OK mode=<m> path=<p> mib=<n> seed=<n>
@@ -188,6 +192,10 @@ static uint64_t region_bytes(struct disk *d, uint64_t mib, bool creating)
 	if (want > size && (d->is_blk || !creating))
 		kg_fail(prog, "%s has %llu bytes, fewer than %llu MiB", d->path,
 			(unsigned long long)size, (unsigned long long)mib);
+	/* A file that random mode only partly writes still gets its full size,
+	 * so that a later random-verify finds the region. */
+	if (want > size && ftruncate(d->fd, (off_t)want) != 0)
+		kg_fail(prog, "ftruncate %s: %s", d->path, strerror(errno));
 	return want;
 }
 
@@ -232,18 +240,21 @@ int main(int argc, char **argv)
 	if (argc < 4 || argc > 6 || !kg_parse_u64(argv[3], &mib) || mib > (1ull << 30) ||
 	    (argc > 4 && !kg_parse_u64(argv[4], &seed)) ||
 	    (argc > 5 && !kg_parse_u64(argv[5], &writes)))
-		kg_fail(prog, "usage: keel-diskcheck write|verify|random PATH MIB(0=all) [SEED [WRITES]]");
+		kg_fail(prog, "usage: keel-diskcheck write|verify|random|random-verify PATH MIB(0=all) "
+			      "[SEED [WRITES]]");
 	const char *mode = argv[1];
 	bool m_write = strcmp(mode, "write") == 0, m_verify = strcmp(mode, "verify") == 0,
-	     m_random = strcmp(mode, "random") == 0;
-	if (!m_write && !m_verify && !m_random)
-		kg_fail(prog, "unknown mode '%s' (write, verify, random)", mode);
-	if (argc > 5 && !m_random)
-		kg_fail(prog, "WRITES is for mode random only");
+	     m_random = strcmp(mode, "random") == 0,
+	     m_random_verify = strcmp(mode, "random-verify") == 0;
+	if (!m_write && !m_verify && !m_random && !m_random_verify)
+		kg_fail(prog, "unknown mode '%s' (write, verify, random, random-verify)", mode);
+	if (argc > 5 && !m_random && !m_random_verify)
+		kg_fail(prog, "WRITES is for modes random and random-verify only");
+	const bool writing = m_write || m_random;
 
 	struct disk d = {.path = argv[2]};
-	disk_open(&d, m_verify ? O_RDONLY : O_RDWR | O_CREAT);
-	const uint64_t bytes = region_bytes(&d, mib, !m_verify);
+	disk_open(&d, writing ? O_RDWR | O_CREAT : O_RDONLY);
+	const uint64_t bytes = region_bytes(&d, mib, writing);
 	const uint64_t blocks = bytes / BLK;
 	uint64_t *buf = NULL;
 	if (posix_memalign((void **)&buf, BLK, (size_t)IO_BLOCKS * BLK) != 0)
@@ -259,7 +270,7 @@ int main(int argc, char **argv)
 				fill_block(buf + i * WORDS, b + i, seed, 0);
 			pwrite_all(&d, buf, (size_t)(n * BLK), b * BLK);
 		}
-	} else if (m_random) {
+	} else if (m_random || m_random_verify) {
 		if (writes == 0)
 			writes = blocks / 8 ? blocks / 8 : 1;
 		if (writes > UINT32_MAX)
@@ -267,6 +278,8 @@ int main(int argc, char **argv)
 		gens = calloc((size_t)blocks, sizeof(*gens));
 		if (!gens)
 			kg_fail(prog, "out of memory");
+		/* The plan depends only on (blocks, seed, writes): random-verify
+		 * replays it to know which generation each block must hold. */
 		uint64_t rng = seed;
 		for (uint64_t w = 1; w <= writes; w++) {
 			rng = kg_mix(rng);
@@ -275,13 +288,15 @@ int main(int argc, char **argv)
 			if (n > blocks - blk)
 				n = blocks - blk;
 			for (uint64_t i = 0; i < n; i++) {
-				fill_block(buf + i * WORDS, blk + i, seed, w);
 				gens[blk + i] = (uint32_t)w;
+				if (m_random)
+					fill_block(buf + i * WORDS, blk + i, seed, w);
 			}
-			pwrite_all(&d, buf, (size_t)(n * BLK), blk * BLK);
+			if (m_random)
+				pwrite_all(&d, buf, (size_t)(n * BLK), blk * BLK);
 		}
 	}
-	if (!m_verify) {
+	if (writing) {
 		disk_sync_and_reopen(&d);
 		write_ms = (kg_now_ns() - t0) / 1000000u;
 	}
@@ -297,10 +312,10 @@ int main(int argc, char **argv)
 		return KG_EXIT_BAD;
 	}
 	char extra[64] = "";
-	if (m_random)
+	if (m_random || m_random_verify)
 		snprintf(extra, sizeof(extra), " writes=%llu", (unsigned long long)writes);
 	char wms[48] = "";
-	if (!m_verify)
+	if (writing)
 		snprintf(wms, sizeof(wms), " write_ms=%llu", (unsigned long long)write_ms);
 	kg_line("disk OK mode=%s path=%s mib=%llu seed=%llu direct=%d checked=%llu%s sum=0x%llx%s "
 		"read_ms=%llu",
