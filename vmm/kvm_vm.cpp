@@ -61,6 +61,37 @@ void KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes) {
   if (::ioctl(fd_.get(), kKvmSetGsiRouting, list.data()) < 0) throw_errno("KVM_SET_GSI_ROUTING");
 }
 
+void KvmVm::assign_irqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) throw_errno("KVM_IRQFD gsi " + std::to_string(gsi));
+}
+
+namespace {
+
+void mmio_ioeventfd(int vm_fd, uint64_t address, uint32_t length, int eventfd, bool assign) {
+  kvm_ioeventfd ioeventfd{};
+  ioeventfd.addr = address;
+  ioeventfd.len = length;
+  ioeventfd.fd = eventfd;
+  ioeventfd.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
+  if (::ioctl(vm_fd, KVM_IOEVENTFD, &ioeventfd) < 0) {
+    throw_errno(std::string("KVM_IOEVENTFD ") + (assign ? "assign" : "deassign") + " at " +
+                std::to_string(address));
+  }
+}
+
+}  // namespace
+
+void KvmVm::assign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
+  mmio_ioeventfd(fd_.get(), address, length, eventfd, true);
+}
+
+void KvmVm::deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
+  mmio_ioeventfd(fd_.get(), address, length, eventfd, false);
+}
+
 KvmVcpu KvmVm::create_vcpu(uint32_t id) {
   int vcpu_fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
   if (vcpu_fd < 0) throw_errno("KVM_CREATE_VCPU " + std::to_string(id));

@@ -25,6 +25,13 @@ class KvmVm {
   void set_irq_line(uint32_t irq, bool level);
   // Replaces the whole GSI routing table.
   void set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes);
+  // KVM_IRQFD: a write to `eventfd` raises `gsi` (by its route) in the guest.
+  void assign_irqfd(int eventfd, uint32_t gsi);
+  // KVM_IOEVENTFD for guest MMIO writes of `length` bytes (0: any length,
+  // KVM_CAP_IOEVENTFD_ANY_LENGTH) at `address`: the write completes in the
+  // kernel and signals `eventfd`, with no exit to the VMM.
+  void assign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd);
+  void deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd);
   KvmVcpu create_vcpu(uint32_t id);
   int fd() const { return fd_.get(); }
 

@@ -6,6 +6,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -14,9 +15,9 @@
 #include "common/hex.h"
 #include "vmm/acpi/acpi_tables.h"
 #include "vmm/cpuid.h"
-#include "vmm/irq_routing.h"
 #include "vmm/kernel_image.h"
 #include "vmm/memory_layout.h"
+#include "vmm/virtio_devices.h"
 #include "vmm/x86_boot.h"
 
 namespace keel {
@@ -80,7 +81,8 @@ Machine::Machine(const VmmOptions& options)
                         memory_.host_base() + r.file_offset);
   }
   vm_.create_irqchip();
-  vm_.set_gsi_routing(legacy_irq_routing());
+  gsi_router_ = std::make_unique<GsiRouter>(
+      vm_, static_cast<uint32_t>(std::max(kvm_.check_extension(KVM_CAP_IRQ_ROUTING), 0)));
   vm_.create_pit2();
 
   acpi::AcpiPlatform platform{};
@@ -95,6 +97,7 @@ Machine::Machine(const VmmOptions& options)
   boot.acpi_rsdp = acpi.rsdp_gpa;
 
   add_platform_devices();
+  add_virtio_devices();
 
   auto entry = load_guest_kernel(memory_, image, boot);
   create_vcpus();
@@ -123,6 +126,24 @@ void Machine::add_platform_devices() {
   io_bus_.add(CmosRtc::kPort, CmosRtc::kPortCount, *rtc_);
   pci_bus_.add(0, pci_host_bridge_);
   io_bus_.add(PciBus::kConfigPort, PciBus::kConfigPortCount, pci_bus_);
+}
+
+// Slots 1.. in command-line order, BAR0s side by side from the start of the
+// 32-bit PCI window (the DSDT's host bridge resources), memory decoding on,
+// as firmware leaves them; INTA# of slot n on I/O APIC pin 16 + (n - 1) % 8.
+void Machine::add_virtio_devices() {
+  const VirtioPciFunction::Wiring wiring{
+      vm_, *gsi_router_, memory_, events_, 0,
+      kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u};
+  auto devices = make_virtio_devices(options_, events_);
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const unsigned slot = static_cast<unsigned>(i + 1);
+    auto w = wiring;
+    w.intx_gsi = 16 + (slot - 1) % 8;
+    const uint64_t bar = layout::kPciHoleStart + i * virtio::VirtioPciDevice::kBarSize;
+    virtio_.push_back(std::make_unique<VirtioPciFunction>(w, std::move(devices[i]), bar));
+    pci_bus_.add(slot, *virtio_.back());
+  }
 }
 
 void Machine::create_vcpus() {

@@ -21,9 +21,11 @@
 #include "devices/uart8250.h"
 #include "common/guest_memory.h"
 #include "vmm/coalesced_io.h"
+#include "vmm/gsi_router.h"
 #include "vmm/kvm_system.h"
 #include "vmm/machine_stop.h"
 #include "vmm/serial_output.h"
+#include "vmm/virtio_pci_function.h"
 #include "vmm/vmm_options.h"
 
 namespace keel {
@@ -43,6 +45,7 @@ class Machine {
  private:
   void check_host_limits(const VmmOptions& options) const;
   void add_platform_devices();
+  void add_virtio_devices();
   void create_vcpus();
   void setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                   uint32_t tsc_khz);
@@ -66,6 +69,8 @@ class Machine {
   std::unique_ptr<CmosRtc> rtc_;
   PciHostBridge pci_host_bridge_;
   PciBus pci_bus_;
+  std::unique_ptr<GsiRouter> gsi_router_;
+  std::vector<std::unique_ptr<VirtioPciFunction>> virtio_;
   std::vector<KvmVcpu> vcpus_;
   std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
   std::vector<std::thread> threads_;

@@ -1,4 +1,5 @@
 // Machine, part two: the vCPU threads' run loop and what each KVM exit means.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -47,10 +48,16 @@ void Machine::handle_exit(KvmVcpu& vcpu) {
       }
       return;
     }
-    case KVM_EXIT_MMIO:
-      // No MMIO device yet: reads see all ones, writes go nowhere.
+    case KVM_EXIT_MMIO: {
+      const uint32_t len = std::min<uint32_t>(run->mmio.len, sizeof run->mmio.data);
+      std::span<uint8_t> data(run->mmio.data, len);
+      for (auto& function : virtio_) {
+        if (function->mmio(run->mmio.phys_addr, data, run->mmio.is_write)) return;
+      }
+      // Nothing there: reads see all ones, writes go nowhere.
       if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof run->mmio.data);
       return;
+    }
     case KVM_EXIT_INTR:
       return;
     case KVM_EXIT_HLT:

@@ -1,0 +1,72 @@
+// One virtio device on the machine's PCI bus, wired to KVM: the virtio-pci
+// transport with BAR0 where the VMM (as firmware would) or the guest put it,
+// a KVM ioeventfd per queue doorbell so kicks never exit to the VMM (the
+// event loop hears them and hands them to the device), MSI-X through irqfds,
+// and INTx on an I/O APIC pin.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "common/guest_memory.h"
+#include "devices/pci_device.h"
+#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_pci_device.h"
+#include "vmm/gsi_router.h"
+#include "vmm/kvm_vm.h"
+#include "vmm/msi_irqfds.h"
+
+namespace keel {
+
+class VirtioPciFunction : public PciDevice {
+ public:
+  struct Wiring {
+    KvmVm& vm;
+    GsiRouter& router;
+    GuestMemory& memory;
+    boost::asio::io_context& events;
+    uint32_t intx_gsi;
+    // 0 when KVM has KVM_CAP_IOEVENTFD_ANY_LENGTH, else 2 (virtio 1.x
+    // 4.1.4.4: the driver writes the 16-bit queue index).
+    uint32_t ioeventfd_length;
+  };
+
+  // Places BAR0 at `bar_address` with memory decoding on, as firmware does
+  // before the OS starts.
+  VirtioPciFunction(const Wiring& wiring, std::unique_ptr<virtio::VirtioDevice> device,
+                    uint64_t bar_address);
+  ~VirtioPciFunction() override;
+
+  // PciDevice: the transport's configuration space; a write that moves or
+  // (un)decodes BAR0 moves the doorbells' ioeventfds with it.
+  uint32_t config_read(uint16_t offset) override;
+  void config_write(uint16_t offset, uint32_t value, uint8_t byte_mask) override;
+
+  // An MMIO exit: true when BAR0 claims it.
+  bool mmio(uint64_t address, std::span<uint8_t> data, bool is_write) {
+    return transport_.mmio(address, data, is_write);
+  }
+
+  const virtio::VirtioPciDevice& transport() const { return transport_; }
+
+ private:
+  void place_doorbells();
+  void watch_doorbell(uint16_t queue);
+
+  KvmVm& vm_;
+  uint32_t ioeventfd_length_;
+  std::unique_ptr<virtio::VirtioDevice> device_;
+  MsiIrqfds msi_;
+  virtio::VirtioPciDevice transport_;
+  std::mutex placement_mutex_;  // vCPUs may write config space at once
+  virtio::VirtioPciDevice::BarPlacement placed_;
+  std::vector<bool> assigned_;  // per queue: its ioeventfd is in KVM at placed_
+  std::vector<boost::asio::posix::stream_descriptor> doorbells_;
+};
+
+}  // namespace keel
