@@ -41,6 +41,39 @@ DefinitionBlock ("dsdt.aml", "DSDT", 2, "KEEL  ", "KEELVMM ", 0x00000001)
             Name (_BBN, Zero)
             Name (_UID, Zero)
 
+            /*
+             * PCI interrupt routing (ACPI 6.3 §6.2.13): INTA# of slot n (1-24, the
+             * virtio functions) on I/O APIC input 16 + (n - 1) % 8, level, as the
+             * VMM raises it. Functions use INTA# only.
+             */
+            Name (_PRT, Package ()
+            {
+                Package () { 0x0001FFFF, 0, 0, 16 },
+                Package () { 0x0002FFFF, 0, 0, 17 },
+                Package () { 0x0003FFFF, 0, 0, 18 },
+                Package () { 0x0004FFFF, 0, 0, 19 },
+                Package () { 0x0005FFFF, 0, 0, 20 },
+                Package () { 0x0006FFFF, 0, 0, 21 },
+                Package () { 0x0007FFFF, 0, 0, 22 },
+                Package () { 0x0008FFFF, 0, 0, 23 },
+                Package () { 0x0009FFFF, 0, 0, 16 },
+                Package () { 0x000AFFFF, 0, 0, 17 },
+                Package () { 0x000BFFFF, 0, 0, 18 },
+                Package () { 0x000CFFFF, 0, 0, 19 },
+                Package () { 0x000DFFFF, 0, 0, 20 },
+                Package () { 0x000EFFFF, 0, 0, 21 },
+                Package () { 0x000FFFFF, 0, 0, 22 },
+                Package () { 0x0010FFFF, 0, 0, 23 },
+                Package () { 0x0011FFFF, 0, 0, 16 },
+                Package () { 0x0012FFFF, 0, 0, 17 },
+                Package () { 0x0013FFFF, 0, 0, 18 },
+                Package () { 0x0014FFFF, 0, 0, 19 },
+                Package () { 0x0015FFFF, 0, 0, 20 },
+                Package () { 0x0016FFFF, 0, 0, 21 },
+                Package () { 0x0017FFFF, 0, 0, 22 },
+                Package () { 0x0018FFFF, 0, 0, 23 }
+            })
+
             /* Patched by the VMM: window base and length; length 0 = no window. */
             Name (IOWB, 0x4B45454C50000001)
             Name (IOWL, 0x4B45454C50000002)
