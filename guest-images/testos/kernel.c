@@ -37,8 +37,8 @@ static u8 kstack[16384] __attribute__((aligned(16)));  // RSP0: exceptions from 
 static u8 dfstack[8192] __attribute__((aligned(16)));  // IST1: #DF
 static u8 ustack[65536] __attribute__((aligned(16)));  // ring-3 stack
 
-// Final page tables (section .bss.pgt: not cleared at boot, every entry used is written): PML4, one PDPT (512 GiB), and PDs for 2 MiB pages when
-// 1 GiB pages are not available (64 GiB at most then).
+// Final page tables (section .bss.pgt: not cleared at boot, every entry used is written): PML4, one PDPT (512 GiB), and PDs for 2 MiB pages: always
+// for the low 4 GiB, beyond that when 1 GiB pages are not available (64 GiB at most then).
 #define MAX_PD_GIB 64
 static u64 pml4[512] __attribute__((section(".bss.pgt"), aligned(4096)));
 static u64 pdpt[512] __attribute__((section(".bss.pgt"), aligned(4096)));
@@ -48,6 +48,7 @@ static u64 pds[MAX_PD_GIB][512] __attribute__((section(".bss.pgt"), aligned(4096
 #define PTE_RW 0x2ULL
 #define PTE_US 0x4ULL
 #define PTE_PS 0x80ULL
+#define PTE_UC 0x18ULL  // PWT | PCD
 #define GIB (1ULL << 30)
 
 static void copy_cmdline(u64 pa) {
@@ -91,6 +92,16 @@ static void read_pvh(u64 si) {
   bi.e820_count = n;
 }
 
+// Whether [pa, pa+len) overlaps e820 RAM or ACPI tables/NVS (types 1, 3, 4).
+static int holds_memory(u64 pa, u64 len) {
+  for (u32 i = 0; i < bi.e820_count; i++) {
+    const struct e820_entry* e = &bi.e820[i];
+    if (e->type != E820_RAM && e->type != 3 && e->type != 4) continue;
+    if (e->addr < pa + len && pa < e->addr + e->size) return 1;
+  }
+  return 0;
+}
+
 static void build_page_tables(void) {
   u64 top = 4 * GIB;
   for (u32 i = 0; i < bi.e820_count; i++) {
@@ -112,7 +123,16 @@ static void build_page_tables(void) {
   pml4[0] = (u64)(uptr)pdpt | PTE_P | PTE_RW | PTE_US;
   for (u32 i = 0; i < 512; i++) {
     u64 e = 0;
-    if (i < gibs) {
+    if (i < 4) {
+      // The low 4 GiB always in 2 MiB pages: device BARs (the PCI hole,
+      // 0xc0000000 up) are mapped uncached, PCD|PWT = PAT entry 3 (UC), so
+      // MMIO is never cached or write-combined; RAM and ACPI tables stay WB.
+      for (u32 j = 0; j < 512; j++) {
+        u64 pa = (u64)i * GIB + (u64)j * (2ULL << 20);
+        pds[i][j] = pa | PTE_P | PTE_RW | PTE_US | PTE_PS | (holds_memory(pa, 2ULL << 20) ? 0 : PTE_UC);
+      }
+      e = (u64)(uptr)pds[i] | PTE_P | PTE_RW | PTE_US;
+    } else if (i < gibs) {
       if (gb) {
         e = ((u64)i * GIB) | PTE_P | PTE_RW | PTE_US | PTE_PS;
       } else {

@@ -11,6 +11,41 @@ static void num(const char* key, const char* val, u64* out) {
   if (parse_u64(val, out) != 0) bad_value(key, val);
 }
 
+// a.b.c.d in network byte order as stored in memory (first octet lowest).
+static u32 parse_ip(const char* key, const char* v, const char** rest) {
+  u32 ip = 0;
+  const char* p = v;
+  for (u32 i = 0; i < 4; i++) {
+    u32 x = 0, digits = 0;
+    while (*p >= '0' && *p <= '9' && digits < 4) x = x * 10 + (u32)(*p++ - '0'), digits++;
+    if (!digits || x > 255 || (i < 3 && *p++ != '.')) bad_value(key, v);
+    ip |= x << (8 * i);
+  }
+  if (rest)
+    *rest = p;
+  else if (*p)
+    bad_value(key, v);
+  return ip;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static void parse_mac(const char* key, const char* v, u8* mac) {
+  const char* p = v;
+  for (u32 i = 0; i < 6; i++) {
+    int h = hexval(p[0]), l = h < 0 ? -1 : hexval(p[1]);
+    if (h < 0 || l < 0 || (i < 5 && p[2] != ':')) bad_value(key, v);
+    mac[i] = (u8)(h << 4 | l);
+    p += i < 5 ? 3 : 2;
+  }
+  if (*p) bad_value(key, v);
+}
+
 static void parse_cmdline(const char* src, struct job_args* a) {
   memcpy(cmd, src, CMDLINE_MAX);
   cmd[CMDLINE_MAX - 1] = 0;
@@ -36,9 +71,9 @@ static void parse_cmdline(const char* src, struct job_args* a) {
     else if (streq(k, "interval_ms"))
       num(k, v, &a->interval_ms);
     else if (streq(k, "count"))
-      num(k, v, &a->count);
+      num(k, v, &a->count), a->have_count = 1;
     else if (streq(k, "mib"))
-      num(k, v, &a->mib);
+      num(k, v, &a->mib), a->have_mib = 1;
     else if (streq(k, "rate_mbps"))
       num(k, v, &a->rate_mbps);
     else if (streq(k, "seconds"))
@@ -49,6 +84,31 @@ static void parse_cmdline(const char* src, struct job_args* a) {
       num(k, v, &a->passes), a->have_passes = 1;
     else if (streq(k, "kind"))
       a->kind = v;
+    else if (streq(k, "mode"))
+      a->mode = v;
+    else if (streq(k, "seed"))
+      num(k, v, &a->seed);
+    else if (streq(k, "ops"))
+      num(k, v, &a->ops), a->have_ops = 1;
+    else if (streq(k, "bytes"))
+      num(k, v, &a->bytes);
+    else if (streq(k, "size"))
+      num(k, v, &a->size);
+    else if (streq(k, "port"))
+      num(k, v, &a->port);
+    else if (streq(k, "ip"))
+      a->ip = parse_ip(k, v, 0);
+    else if (streq(k, "mac"))
+      parse_mac(k, v, a->mac), a->have_mac = 1;
+    else if (streq(k, "dst")) {
+      const char* rest;
+      a->dst_ip = parse_ip(k, v, &rest);
+      u64 port;
+      if (*rest != ':' || parse_u64(rest + 1, &port) != 0 || port == 0 || port > 65535) bad_value(k, v);
+      a->dst_port = (u16)port;
+      a->have_dst = 1;
+    } else if (streq(k, "devs"))
+      a->devs = v;
     else
       fatal("unknown command line key %s", k);
   }
@@ -64,6 +124,21 @@ static void parse_cmdline(const char* src, struct job_args* a) {
     if (!streq(a->kind, "ud") && !streq(a->kind, "gp") && !streq(a->kind, "pf") &&
         !streq(a->kind, "de") && !streq(a->kind, "triple"))
       fatal("unknown fault kind %s", a->kind);
+  } else if (streq(a->job, "disk")) {
+    if (a->mode && !streq(a->mode, "write") && !streq(a->mode, "verify") && !streq(a->mode, "random"))
+      fatal("unknown disk mode %s", a->mode);
+  } else if (streq(a->job, "diskbench")) {
+    if (a->have_seconds && a->seconds == 0) bad_value("seconds", "0");
+    if (a->have_mib && a->mib == 0) bad_value("mib", "0");
+  } else if (streq(a->job, "rng")) {
+    if (a->bytes == 0) a->bytes = 4096;
+  } else if (streq(a->job, "net")) {
+    if (!a->ip) fatal("net needs ip=A.B.C.D");
+    if (a->mode && !streq(a->mode, "echo") && !streq(a->mode, "send")) fatal("unknown net mode %s", a->mode);
+    if (a->mode && streq(a->mode, "send") && !a->have_dst) fatal("net mode=send needs dst=A.B.C.D:PORT");
+    if (a->port > 65535) bad_value("port", "(over 65535)");
+    if (a->size > 1472) bad_value("size", "(over 1472)");
+  } else if (streq(a->job, "malformed")) {
   } else if (!streq(a->job, "platform") && !streq(a->job, "reboot")) {
     fatal("unknown job %s", a->job);
   }
@@ -80,5 +155,10 @@ void kmain(const struct bootinfo* bi) {
   if (streq(args.job, "heartbeat")) job_heartbeat(&args);
   if (streq(args.job, "dirtier")) job_dirtier(&args);
   if (streq(args.job, "reboot")) job_reboot();
+  if (streq(args.job, "disk")) job_disk(&args);
+  if (streq(args.job, "diskbench")) job_diskbench(&args);
+  if (streq(args.job, "rng")) job_rng(&args);
+  if (streq(args.job, "net")) job_net(&args);
+  if (streq(args.job, "malformed")) job_malformed(&args);
   job_fault(&args);
 }

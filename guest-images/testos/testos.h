@@ -99,6 +99,17 @@ unsigned long ksnprintf(char* buf, unsigned long size, const char* fmt, ...)
 // Port I/O, TSC, CPUID.
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u32 inl(u16 port) {
+  u32 v;
+  __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
+static inline u16 inw(u16 port) {
+  u16 v;
+  __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
 static inline u8 inb(u16 port) {
   u8 v;
   __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
@@ -121,6 +132,20 @@ static inline u32 current_cpl(void) {
   return cs & 3;
 }
 static inline void cpu_relax(void) { __asm__ volatile("pause"); }
+
+// MMIO (device BARs, mapped uncached by kernel.c): one access of the given
+// width each, never merged or split by the compiler.
+static inline u8 mmio_read8(const volatile void* p) { return *(const volatile u8*)p; }
+static inline u16 mmio_read16(const volatile void* p) { return *(const volatile u16*)p; }
+static inline u32 mmio_read32(const volatile void* p) { return *(const volatile u32*)p; }
+static inline void mmio_write8(volatile void* p, u8 v) { *(volatile u8*)p = v; }
+static inline void mmio_write16(volatile void* p, u16 v) { *(volatile u16*)p = v; }
+static inline void mmio_write32(volatile void* p, u32 v) { *(volatile u32*)p = v; }
+// Ordering against a device that reads and writes guest memory (x86 is TSO:
+// stores are not reordered with stores nor loads with loads; only a store
+// followed by a load needs a fence).
+#define barrier() __asm__ volatile("" : : : "memory")
+static inline void mb(void) { __asm__ volatile("mfence" : : : "memory"); }
 
 // Platform (platform.c): filled in ring 3 before the job runs.
 struct platform {
@@ -166,8 +191,37 @@ struct job_args {
   u64 mib, rate_mbps, seconds, passes, start_mib;
   u32 have_seconds, have_passes;
   const char* kind;
+  // Device jobs (see README: disk, diskbench, rng, net, malformed).
+  const char* mode;
+  u64 seed, ops, bytes, size, port;
+  u32 have_ops, have_mib, have_count;
+  u32 ip, dst_ip;
+  u16 dst_port;
+  u8 mac[6];
+  u32 have_mac, have_dst;
+  const char* devs;
 };
 NORETURN void job_platform(void);
 NORETURN void job_heartbeat(const struct job_args* a);
 NORETURN void job_dirtier(const struct job_args* a);
 NORETURN void job_fault(const struct job_args* a);
+NORETURN void job_disk(const struct job_args* a);
+NORETURN void job_diskbench(const struct job_args* a);
+NORETURN void job_rng(const struct job_args* a);
+NORETURN void job_net(const struct job_args* a);
+NORETURN void job_malformed(const struct job_args* a);
+
+// dma.c: memory the devices read and write, identity mapped (virtual =
+// physical), zeroed, from usable e820 RAM above the kernel below 4 GiB.
+// Never freed. Dies if there is not enough.
+void* dma_alloc(u64 size, u64 align);
+
+// 64-bit mixing (splitmix64 finalizer) and a small PRNG for the jobs.
+static inline u64 mix64(u64 x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+static inline u64 rand_next(u64* state) { return mix64(*state += 0x9e3779b97f4a7c15ULL); }
