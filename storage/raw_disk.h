@@ -1,0 +1,152 @@
+// A raw disk image (a regular file or a block device) read and written
+// through io_uring, many requests in flight, none waited for.
+//
+// Direct I/O: the image is opened with O_DIRECT where its file system allows
+// it (the page cache stays out of the guest's way), plus a second, buffered
+// descriptor for requests whose offset, buffer addresses or lengths miss the
+// alignment O_DIRECT needs (statx STATX_DIOALIGN), or that O_DIRECT refuses
+// with EINVAL anyway. Both descriptors name the same file; the kernel keeps
+// the two paths coherent.
+//
+// Each request carries a caller tag; when it is finished the completion
+// handler gets (tag, result): for reads and writes the bytes transferred
+// (short counts from io_uring are resubmitted for the remainder, so fewer
+// than asked means end of file), for the others 0; or -errno. Completions are
+// collected by process_completions(), which the owner calls when event_fd()
+// turns readable.
+//
+// Requests beyond what the ring holds wait in a queue and go out as earlier
+// ones complete. Not thread-safe: the owner serializes every call.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "storage/io_uring_ring.h"
+
+namespace keel::storage {
+
+struct RawDiskOptions {
+  std::string path;
+  bool read_only = false;
+  bool direct = true;            // try O_DIRECT; false: buffered only
+  unsigned queue_depth = 256;    // io_uring submission queue entries
+};
+
+struct RawDiskStats {
+  uint64_t direct_ops = 0;       // submissions through the O_DIRECT descriptor
+  uint64_t buffered_ops = 0;     // submissions through the buffered one
+  uint64_t resubmissions = 0;    // short transfers, EAGAIN, EINVAL fallbacks
+  uint64_t queued_when_full = 0; // requests that waited for ring space
+};
+
+class RawDisk {
+ public:
+  using CompletionHandler = std::function<void(uint64_t tag, int64_t result)>;
+
+  explicit RawDisk(const RawDiskOptions& options);
+  // Waits (bounded) for requests in flight: their buffers belong to the caller.
+  ~RawDisk();
+  RawDisk(const RawDisk&) = delete;
+  RawDisk& operator=(const RawDisk&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  bool read_only() const { return read_only_; }
+  bool direct() const { return direct_fd_.valid(); }
+  // What O_DIRECT needs: file offsets and lengths, and buffer addresses.
+  uint32_t direct_offset_align() const { return offset_align_; }
+  uint32_t direct_memory_align() const { return memory_align_; }
+  // The file system's preferred I/O size (st_blksize).
+  uint32_t block_size() const { return block_size_; }
+  const RawDiskStats& stats() const { return stats_; }
+
+  void set_completion_handler(CompletionHandler handler) { handler_ = std::move(handler); }
+
+  // Requests: prepared here, handed to the kernel by submit(). The iovecs are
+  // copied; the buffers they point to must stay valid until completion.
+  void read(uint64_t tag, uint64_t offset, std::span<const iovec> iov);
+  void write(uint64_t tag, uint64_t offset, std::span<const iovec> iov);
+  // fdatasync, ordered after every request submitted before it (IOSQE_IO_DRAIN).
+  void flush(uint64_t tag);
+  // Deallocates [offset, offset + length): reads return zeroes afterwards
+  // (fallocate PUNCH_HOLE | KEEP_SIZE). A file system without hole punching
+  // completes it as a no-op, which discard allows.
+  void discard(uint64_t tag, uint64_t offset, uint64_t length);
+  // Zeroes [offset, offset + length): ZERO_RANGE keeps the blocks allocated,
+  // PUNCH_HOLE when `may_unmap`; where the file system has neither, zeroes
+  // are written.
+  void write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool may_unmap);
+
+  void submit();
+
+  // Collects what the kernel completed: resubmits partial transfers and the
+  // requests that waited for space, reports the finished ones to the handler.
+  // Clears event_fd() first, so no completion is missed.
+  void process_completions();
+
+  int event_fd() const { return ring_.event_fd(); }
+  // Requests the disk has accepted and not yet reported.
+  size_t outstanding() const { return ops_.size(); }
+
+  // Abandons every request: those still waiting for ring space are dropped,
+  // those in the kernel waited for (up to `timeout`) and their results
+  // discarded; the handler is not called. Returns whether nothing is left in
+  // the kernel (after a timeout some buffers may still be written).
+  bool cancel_all(std::chrono::milliseconds timeout);
+
+ private:
+  enum class OpKind { kRead, kWrite, kFlush, kFallocate, kWriteZeroBuffer };
+  struct Op {
+    uint64_t tag = 0;
+    OpKind kind = OpKind::kRead;
+    uint64_t offset = 0;
+    std::vector<iovec> iov = {};  // what is left to transfer (kRead, kWrite)
+    size_t iov_first = 0;     // first iovec not yet done
+    uint64_t done = 0;        // bytes transferred so far
+    uint64_t length = 0;      // kFallocate, kWriteZeroBuffer: bytes left
+    int mode = 0;             // kFallocate
+    bool may_unmap = false;   // kFallocate for write-zeroes
+    bool is_discard = false;  // kFallocate for discard
+    bool force_buffered = false;
+    bool in_kernel = false;
+    bool abandoned = false;   // cancel_all(): drop the result
+  };
+
+  uint64_t add(Op op);
+  void start(uint64_t id);
+  bool try_issue(uint64_t id);
+  void prepare(io_uring_sqe* sqe, Op& op);
+  bool direct_ok(const Op& op) const;
+  void complete(uint64_t id, int res);
+  void finish(uint64_t id, int64_t result);
+  void start_waiting();
+
+  std::string path_;
+  bool read_only_;
+  UniqueFd buffered_fd_;
+  UniqueFd direct_fd_;
+  uint64_t size_ = 0;
+  uint32_t offset_align_ = 4096;
+  uint32_t memory_align_ = 4096;
+  uint32_t block_size_ = 4096;
+  IoUringRing ring_;
+  CompletionHandler handler_;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, Op> ops_;  // node-based: Op addresses stay put
+  std::deque<uint64_t> waiting_;          // accepted, no ring space yet
+  size_t in_kernel_ = 0;
+  RawDiskStats stats_;
+};
+
+}  // namespace keel::storage
