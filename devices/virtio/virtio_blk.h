@@ -2,6 +2,7 @@
 // the request header and the discard / write-zeroes range. Little-endian.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace keel::virtio {
@@ -41,5 +42,52 @@ struct BlkDiscardWriteZeroes {
 };
 static_assert(sizeof(BlkDiscardWriteZeroes) == 16);
 inline constexpr uint32_t kBlkRangeFlagUnmap = 1;  // write-zeroes only: may deallocate
+
+// 5.2.3: device feature bits.
+inline constexpr uint64_t kBlkFSizeMax = uint64_t{1} << 1;
+inline constexpr uint64_t kBlkFSegMax = uint64_t{1} << 2;
+inline constexpr uint64_t kBlkFGeometry = uint64_t{1} << 4;
+inline constexpr uint64_t kBlkFRo = uint64_t{1} << 5;
+inline constexpr uint64_t kBlkFBlkSize = uint64_t{1} << 6;
+inline constexpr uint64_t kBlkFFlush = uint64_t{1} << 9;
+inline constexpr uint64_t kBlkFTopology = uint64_t{1} << 10;
+inline constexpr uint64_t kBlkFConfigWce = uint64_t{1} << 11;
+inline constexpr uint64_t kBlkFMq = uint64_t{1} << 12;
+inline constexpr uint64_t kBlkFDiscard = uint64_t{1} << 13;
+inline constexpr uint64_t kBlkFWriteZeroes = uint64_t{1} << 14;
+
+// 5.2.4: the device configuration layout, up to write_zeroes_may_unmap and
+// its padding (secure erase, not offered, follows).
+struct BlkConfig {
+  uint64_t capacity;  // in 512-byte sectors, whatever blk_size says
+  uint32_t size_max;
+  uint32_t seg_max;
+  uint16_t geometry_cylinders;
+  uint8_t geometry_heads;
+  uint8_t geometry_sectors;
+  uint32_t blk_size;
+  uint8_t physical_block_exp;  // topology: log2(physical / logical block)
+  uint8_t alignment_offset;
+  uint16_t min_io_size;        // in logical blocks
+  uint32_t opt_io_size;        // in logical blocks
+  uint8_t writeback;
+  uint8_t unused0;
+  uint16_t num_queues;
+  uint32_t max_discard_sectors;
+  uint32_t max_discard_seg;
+  uint32_t discard_sector_alignment;
+  uint32_t max_write_zeroes_sectors;
+  uint32_t max_write_zeroes_seg;
+  uint8_t write_zeroes_may_unmap;
+  uint8_t unused1[3];
+};
+inline constexpr uint32_t kBlkConfigSize = 60;
+static_assert(offsetof(BlkConfig, blk_size) == 20);
+static_assert(offsetof(BlkConfig, physical_block_exp) == 24);
+static_assert(offsetof(BlkConfig, writeback) == 32);
+static_assert(offsetof(BlkConfig, max_discard_sectors) == 36);
+static_assert(offsetof(BlkConfig, max_write_zeroes_sectors) == 48);
+static_assert(offsetof(BlkConfig, write_zeroes_may_unmap) == 56);
+static_assert(offsetof(BlkConfig, unused1) + 3 == kBlkConfigSize);
 
 }  // namespace keel::virtio

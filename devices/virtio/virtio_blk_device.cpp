@@ -1,0 +1,329 @@
+#include "devices/virtio/virtio_blk_device.h"
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <stdexcept>
+#include <variant>
+
+#include "common/error.h"
+
+namespace keel::virtio {
+namespace {
+
+std::string serial_for(const std::string& path, std::string serial) {
+  if (serial.size() > kBlkIdBytes) {
+    throw InputError("disk serial \"" + serial + "\" is longer than " + std::to_string(kBlkIdBytes) +
+                     " bytes");
+  }
+  if (!serial.empty()) return serial;
+  const size_t slash = path.find_last_of('/');
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  name.resize(std::min<size_t>(name.size(), kBlkIdBytes));
+  return name;
+}
+
+int dup_fd(int fd) {
+  const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) throw_errno("dup of the disk's completion eventfd");
+  return copy;
+}
+
+}  // namespace
+
+VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events, const DiskOptions& options)
+    : VirtioBlkDevice(events,
+                      std::make_unique<storage::RawDisk>(
+                          storage::RawDiskOptions{.path = options.path, .read_only = options.read_only}),
+                      options.serial) {}
+
+VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
+                                 std::unique_ptr<storage::RawDisk> disk, std::string serial)
+    : disk_(std::move(disk)),
+      serial_(serial_for(disk_->path(), std::move(serial))),
+      capacity_sectors_(disk_->size() >> kSectorShift),
+      // Asio owns (and closes) its descriptor: give it a copy of the eventfd.
+      completions_(events, dup_fd(disk_->event_fd())) {
+  disk_->set_completion_handler([this](uint64_t t, int64_t result) { on_disk_completion(t, result); });
+  wait_for_completions();
+}
+
+VirtioBlkDevice::~VirtioBlkDevice() {
+  alive_.reset();
+  boost::system::error_code ignored;
+  completions_.close(ignored);
+  // disk_ goes last: its destructor waits for requests still in the kernel.
+}
+
+uint64_t VirtioBlkDevice::device_features() const {
+  uint64_t features = kBlkFSegMax | kBlkFBlkSize | kBlkFFlush | kBlkFTopology;
+  // 5.2.3: RO; a read-only disk offers nothing that writes.
+  features |= disk_->read_only() ? kBlkFRo : (kBlkFDiscard | kBlkFWriteZeroes);
+  return features;
+}
+
+BlkConfig VirtioBlkDevice::config() const {
+  BlkConfig c{};
+  c.capacity = capacity_sectors_;
+  // Without indirect descriptors a chain must fit the ring, and needs two
+  // more descriptors for the header and the status.
+  c.seg_max = kQueueSize - 2;
+  c.blk_size = kSectorSize;
+  // Topology: the granularity O_DIRECT wants, so that the guest's own
+  // alignment keeps its requests on the direct path.
+  const uint32_t physical =
+      std::clamp<uint32_t>(disk_->direct() ? disk_->direct_offset_align() : kSectorSize,
+                           kSectorSize, 4096);
+  c.physical_block_exp = static_cast<uint8_t>(std::countr_zero(std::bit_floor(physical) >> kSectorShift));
+  c.min_io_size = static_cast<uint16_t>(std::bit_floor(physical) >> kSectorShift);
+  c.num_queues = 1;
+  if (!disk_->read_only()) {
+    c.max_discard_sectors = kMaxRangeSectors;
+    c.max_discard_seg = kMaxRangeSegments;
+    // The file system's block: smaller holes are zeroed, not deallocated.
+    c.discard_sector_alignment =
+        std::max<uint32_t>(std::bit_floor(disk_->block_size()) >> kSectorShift, 1);
+    c.max_write_zeroes_sectors = kMaxRangeSectors;
+    c.max_write_zeroes_seg = kMaxRangeSegments;
+    c.write_zeroes_may_unmap = 1;
+  }
+  return c;
+}
+
+void VirtioBlkDevice::config_read(uint32_t offset, std::span<uint8_t> data) {
+  // The transport checked offset + size against config_size(). Little-endian
+  // like the x86 hosts Keel runs on.
+  const BlkConfig c = config();
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&c) + offset, data.size());
+}
+
+void VirtioBlkDevice::config_write(uint32_t, std::span<const uint8_t>) {
+  // 5.2.4: only `writeback` is writable, and only with CONFIG_WCE (not offered).
+}
+
+void VirtioBlkDevice::activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
+                               uint64_t features) {
+  memory_ = &memory;
+  queue_.reset();
+  if (!queues.empty() && queues[0]) queue_.emplace(std::move(*queues[0]));
+  queue_broken_ = false;
+  pushed_ = false;
+  info_ = BlkDeviceInfo{
+      .capacity_sectors = capacity_sectors_,
+      .read_only = disk_->read_only(),
+      .discard = (features & kBlkFDiscard) != 0,
+      .write_zeroes = (features & kBlkFWriteZeroes) != 0,
+      .max_discard_sectors = kMaxRangeSectors,
+      .max_discard_seg = kMaxRangeSegments,
+      .max_write_zeroes_sectors = kMaxRangeSectors,
+      .max_write_zeroes_seg = kMaxRangeSegments,
+  };
+  in_flight_.assign(queue_ ? queue_->config().size : 0, InFlight{});
+  in_flight_count_ = 0;
+}
+
+void VirtioBlkDevice::reset() {
+  // The buffers of requests in flight go back to the driver: wait for the
+  // kernel to be done with them (bounded; VirtioDevice allows this wait).
+  if (disk_->outstanding() > 0) disk_->cancel_all(std::chrono::milliseconds(kResetWaitMs));
+  ++generation_;
+  queue_.reset();
+  memory_ = nullptr;
+  queue_broken_ = false;
+  pushed_ = false;
+  in_flight_.clear();
+  in_flight_count_ = 0;
+}
+
+void VirtioBlkDevice::queue_notify(uint16_t queue) {
+  if (queue == 0) process_queue();
+}
+
+void VirtioBlkDevice::process_queue() {
+  if (!queue_ || queue_broken_) return;
+  try {
+    // 2.7.10: no kicks while draining; after re-enabling, look once more for
+    // chains the driver added before it could see the change.
+    do {
+      queue_->disable_notification();
+      while (std::optional<DescriptorChain> chain = queue_->pop_chain()) {
+        handle_chain(*chain);
+        if (queue_broken_) return;
+      }
+    } while (queue_->enable_notification());
+  } catch (const VirtqueueError&) {
+    queue_failed();
+    return;
+  }
+  disk_->submit();
+  notify_if_needed();
+}
+
+void VirtioBlkDevice::handle_chain(const DescriptorChain& chain) {
+  const uint16_t head = chain.head;
+  if (head >= in_flight_.size() || in_flight_[head].active) {
+    // A head already in flight made available again: the driver broke the
+    // queue's contract (2.7.13).
+    queue_failed();
+    return;
+  }
+  const BlkParseResult parsed = parse_blk_request(chain, *memory_, info_);
+  if (const auto* rejection = std::get_if<BlkRequestRejection>(&parsed)) {
+    if (rejection->status_gpa) {
+      complete(head, *rejection->status_gpa, rejection->status, 1);
+    } else {
+      return_chain(head, 0);  // nowhere to put a status
+    }
+    return;
+  }
+  start_request(head, std::get<BlkRequest>(parsed));
+}
+
+void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
+  InFlight& r = in_flight_[head];
+  r = InFlight{.active = true,
+               .is_read = request.type == BlkRequestType::kIn,
+               .transfers = request.type == BlkRequestType::kIn || request.type == BlkRequestType::kOut,
+               .status = kBlkSOk,
+               .status_gpa = request.status_gpa,
+               .data_len = request.data_len,
+               .ops_left = 0};
+  auto finish_now = [&](uint8_t status, uint32_t written_len) {
+    r.active = false;
+    complete(head, request.status_gpa, status, written_len);
+  };
+
+  switch (request.type) {
+    case BlkRequestType::kGetId:
+      answer_get_id(request);
+      return finish_now(kBlkSOk, std::min(request.data_len, kBlkIdBytes) + 1);
+    case BlkRequestType::kFlush:
+      if (disk_->read_only()) return finish_now(kBlkSOk, 1);  // nothing was written
+      r.ops_left = 1;
+      disk_->flush(tag(head));
+      break;
+    case BlkRequestType::kIn:
+    case BlkRequestType::kOut: {
+      if (request.data_len == 0) return finish_now(kBlkSOk, 1);
+      std::vector<iovec> iov;
+      iov.reserve(request.data.size());
+      try {
+        for (const BlkDataSegment& seg : request.data) {
+          // Reads write guest memory: the one write path (dirty tracking).
+          void* base = r.is_read ? static_cast<void*>(memory_->host_range_for_write(seg.gpa, seg.len))
+                                 : const_cast<uint8_t*>(memory_->host_range(seg.gpa, seg.len));
+          iov.push_back({base, seg.len});
+        }
+      } catch (const std::out_of_range&) {
+        return finish_now(kBlkSIoErr, 1);
+      }
+      r.ops_left = 1;
+      const uint64_t offset = request.sector << kSectorShift;
+      if (r.is_read) {
+        disk_->read(tag(head), offset, iov);
+      } else {
+        disk_->write(tag(head), offset, iov);
+      }
+      break;
+    }
+    case BlkRequestType::kDiscard:
+    case BlkRequestType::kWriteZeroes: {
+      for (const BlkRange& range : request.ranges) {
+        if (range.num_sectors == 0) continue;
+        ++r.ops_left;
+        const uint64_t offset = range.sector << kSectorShift;
+        const uint64_t length = uint64_t{range.num_sectors} << kSectorShift;
+        if (request.type == BlkRequestType::kDiscard) {
+          disk_->discard(tag(head), offset, length);
+        } else {
+          disk_->write_zeroes(tag(head), offset, length, range.unmap);
+        }
+      }
+      if (r.ops_left == 0) return finish_now(kBlkSOk, 1);
+      break;
+    }
+  }
+  ++in_flight_count_;
+}
+
+void VirtioBlkDevice::answer_get_id(const BlkRequest& request) {
+  // 5.2.6: up to 20 bytes, NUL-padded when the serial is shorter.
+  uint8_t id[kBlkIdBytes] = {};
+  std::memcpy(id, serial_.data(), std::min<size_t>(serial_.size(), kBlkIdBytes));
+  uint32_t done = 0;
+  for (const BlkDataSegment& seg : request.data) {
+    if (done == kBlkIdBytes) break;
+    const uint32_t n = std::min(seg.len, kBlkIdBytes - done);
+    memory_->write(seg.gpa, {id + done, n});
+    done += n;
+  }
+}
+
+void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
+  const auto head = static_cast<uint16_t>(t & 0xffff);
+  if ((t >> 16) != generation_ || head >= in_flight_.size() || !in_flight_[head].active) return;
+  InFlight& r = in_flight_[head];
+  // Reads and writes must move every byte: fewer means the image ended
+  // early (it shrank under us).
+  const bool failed = result < 0 || (r.transfers && static_cast<uint64_t>(result) != r.data_len);
+  if (failed) r.status = kBlkSIoErr;
+  if (--r.ops_left > 0) return;
+  r.active = false;
+  --in_flight_count_;
+  const uint32_t written = (r.is_read && r.status == kBlkSOk) ? r.data_len + 1 : 1;
+  complete(head, r.status_gpa, r.status, written);
+}
+
+void VirtioBlkDevice::complete(uint16_t head, uint64_t status_gpa, uint8_t status,
+                               uint32_t written_len) {
+  if (!queue_ || queue_broken_) return;
+  memory_->write_obj<uint8_t>(status_gpa, status);
+  return_chain(head, written_len);
+}
+
+void VirtioBlkDevice::return_chain(uint16_t head, uint32_t written_len) {
+  if (!queue_ || queue_broken_) return;
+  try {
+    queue_->push_used(head, written_len);
+    pushed_ = true;
+  } catch (const VirtqueueError&) {
+    queue_failed();
+  }
+}
+
+void VirtioBlkDevice::notify_if_needed() {
+  if (!pushed_ || !queue_ || queue_broken_) return;
+  pushed_ = false;
+  try {
+    if (queue_->should_notify()) transport_->queue_interrupt(0);
+  } catch (const VirtqueueError&) {
+    queue_failed();
+  }
+}
+
+void VirtioBlkDevice::queue_failed() {
+  // 2.1.2: stop using the queue; requests in flight finish in the disk and
+  // are dropped, and reset() waits for them.
+  if (queue_broken_) return;
+  queue_broken_ = true;
+  transport_->needs_reset();
+}
+
+void VirtioBlkDevice::wait_for_completions() {
+  completions_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                          [this, alive = std::weak_ptr<char>(alive_)](const boost::system::error_code& ec) {
+                            if (ec || alive.expired()) return;
+                            {
+                              std::lock_guard lock(transport_->lock());
+                              disk_->process_completions();
+                              notify_if_needed();
+                            }
+                            wait_for_completions();
+                          });
+}
+
+}  // namespace keel::virtio
