@@ -152,13 +152,14 @@ void VirtioBlkDevice::process_queue() {
       queue_->disable_notification();
       while (std::optional<DescriptorChain> chain = queue_->pop_chain()) {
         handle_chain(*chain);
-        if (queue_broken_) return;
+        if (queue_broken_) break;
       }
-    } while (queue_->enable_notification());
+    } while (!queue_broken_ && queue_->enable_notification());
   } catch (const VirtqueueError&) {
     queue_failed();
-    return;
   }
+  // What was accepted before any failure still goes out (and reset() waits
+  // for it).
   disk_->submit();
   notify_if_needed();
 }
