@@ -107,8 +107,14 @@ static void parse_cmdline(const char* src, struct job_args* a) {
       if (*rest != ':' || parse_u64(rest + 1, &port) != 0 || port == 0 || port > 65535) bad_value(k, v);
       a->dst_port = (u16)port;
       a->have_dst = 1;
-    } else if (streq(k, "devs"))
+    } else if (streq(k, "devs")) {
       a->devs = v;
+    } else if (streq(k, "lenient")) {
+      u64 x;
+      num(k, v, &x);
+      if (x > 1) bad_value(k, v);
+      a->lenient = (u32)x;
+    }
     else
       fatal("unknown command line key %s", k);
   }

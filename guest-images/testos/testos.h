@@ -200,6 +200,7 @@ struct job_args {
   u8 mac[6];
   u32 have_mac, have_dst;
   const char* devs;
+  u32 lenient;
 };
 NORETURN void job_platform(void);
 NORETURN void job_heartbeat(const struct job_args* a);
