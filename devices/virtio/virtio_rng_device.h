@@ -1,0 +1,50 @@
+// virtio-rng, the entropy device (virtio 1.x, 5.4): one queue of
+// device-writable buffers, filled from the host's getrandom().
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "devices/virtio/virtio_device.h"
+
+namespace keel::virtio {
+
+class VirtioRngDevice : public VirtioDevice {
+ public:
+  VirtioRngDevice() = default;
+
+  static constexpr uint16_t kQueueSize = 64;
+  // Bytes given per chain at most: a guest asking for more gets a short
+  // answer (5.4.6.1 only asks for one byte or more) and cannot make one kick
+  // cost the host an unbounded amount of work.
+  static constexpr uint32_t kMaxBytesPerChain = 64 * 1024;
+
+  uint16_t device_type() const override { return kDeviceTypeEntropy; }
+  uint64_t device_features() const override { return 0; }  // 5.4.3: none
+  uint16_t num_queues() const override { return 1; }
+  uint16_t max_queue_size() const override { return kQueueSize; }
+  uint32_t config_size() const override { return 0; }  // 5.4.4: none
+  void config_read(uint32_t, std::span<uint8_t>) override {}
+  void config_write(uint32_t, std::span<const uint8_t>) override {}
+  void activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
+                uint64_t features) override;
+  void reset() override;
+  void queue_notify(uint16_t queue) override;
+
+  uint64_t bytes_given() const { return bytes_given_; }
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  void process();
+  uint32_t fill(const DescriptorChain& chain);
+  void fail(const std::string& why);
+
+  GuestMemory* memory_ = nullptr;
+  std::optional<SplitQueue> queue_;
+  uint64_t bytes_given_ = 0;
+  std::string last_error_;
+};
+
+}  // namespace keel::virtio
