@@ -95,7 +95,7 @@ NetSpec parse_net(const std::string& text) {
   NetSpec net;
   for (const auto& [key, value] : parse_fields(text, "--net", {"tap", "mac"})) {
     if (key == "tap") net.tap = value;
-    if (key == "mac") net.mac = parse_mac(value);
+    if (key == "mac") net.mac = parse_mac_address(value);
   }
   // IFNAMSIZ is 16 with the terminating zero.
   if (net.tap.empty() || net.tap.size() > 15) {
@@ -105,21 +105,6 @@ NetSpec parse_net(const std::string& text) {
 }
 
 }  // namespace
-
-MacAddress parse_mac(const std::string& text) {
-  MacAddress mac{};
-  auto fail = [&] {
-    return InputError("invalid MAC address '" + text + "' (expected six hex bytes like 52:54:00:12:34:56)");
-  };
-  if (text.size() != 17) throw fail();
-  for (size_t i = 0; i < 6; ++i) {
-    if (i > 0 && text[3 * i - 1] != ':') throw fail();
-    auto [end, ec] = std::from_chars(text.data() + 3 * i, text.data() + 3 * i + 2, mac[i], 16);
-    if (ec != std::errc() || end != text.data() + 3 * i + 2) throw fail();
-  }
-  if (mac[0] & 1) throw InputError("MAC address '" + text + "' is multicast; a NIC needs a unicast one");
-  return mac;
-}
 
 VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
   VmmOptions options;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "devices/mac_address.h"
+
 namespace keel {
 
 // --disk path=PATH[,readonly=on]
@@ -15,12 +17,10 @@ struct DiskSpec {
   bool readonly = false;
 };
 
-using MacAddress = std::array<uint8_t, 6>;
-
 // --net tap=NAME[,mac=MAC]
 struct NetSpec {
   std::string tap;
-  std::optional<MacAddress> mac;  // none: one derived from the tap's name
+  std::optional<MacAddress> mac;  // none: a locally administered one derived from the tap's name
 };
 
 struct VmmOptions {
@@ -51,8 +51,5 @@ inline constexpr uint64_t kMinGuestMemory = 16ull << 20;
 inline constexpr uint32_t kMaxVcpus = 255;  // xAPIC IDs, one MADT entry each
 inline constexpr size_t kMaxVirtioDevices = 24;  // PCI slots 1-24 on bus 0
 
-// "52:54:00:12:34:56"; throws InputError for anything else, and for
-// multicast addresses (a NIC's own address is unicast).
-MacAddress parse_mac(const std::string& text);
 
 }  // namespace keel
