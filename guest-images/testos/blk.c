@@ -94,7 +94,7 @@ u32 blk_do(struct blk* b, u32 type, u64 sector, void* buf, u32 len, u64 timeout_
   for (u32 spin = 0;; spin++) {
     if (blk_reap(b, &slot, &status)) return status;
     if ((spin & 255) == 0) {
-      if (virtio_broken(&b->dev)) return BLK_STATUS_RESET;
+      if (virtio_broken_poll(&b->dev)) return BLK_STATUS_RESET;
       if (rdtsc() - t0 > limit) return BLK_STATUS_TIMEOUT;
     }
     cpu_relax();

@@ -106,7 +106,7 @@ static void stream(const char* mode, int write, u64 total, u64 seed, u64* sum, u
       free_mask |= 1u << (u32)((buf - pool) / (chunk / 8));
     }
     if (!got) {
-      if (virtio_broken(&blk.dev)) io_fail(mode, BLK_STATUS_RESET, next);
+      if (virtio_broken_poll(&blk.dev)) io_fail(mode, BLK_STATUS_RESET, next);
       if (rdtsc() - t0 > us_to_tsc(IO_TIMEOUT_US) * (1 + total / 2048 / 64)) io_fail(mode, BLK_STATUS_TIMEOUT, next);
       cpu_relax();
     }
@@ -248,7 +248,7 @@ static void run_bench(const struct bench* t, u64 region, u64 seconds, u64 ops_li
     if (got) {
       last_progress = now;
     } else {
-      if (virtio_broken(&blk.dev)) io_fail(t->name, BLK_STATUS_RESET, 0);
+      if (virtio_broken_poll(&blk.dev)) io_fail(t->name, BLK_STATUS_RESET, 0);
       if (now - last_progress > us_to_tsc(IO_TIMEOUT_US)) io_fail(t->name, BLK_STATUS_TIMEOUT, 0);
       cpu_relax();
     }

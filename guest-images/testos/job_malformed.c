@@ -47,8 +47,8 @@ static enum outcome wait_outcome(struct target* t, volatile u8* status) {
       if (virtio_broken(&t->dev)) return O_NEEDS_RESET;
       return status && *status != VIRTIO_BLK_S_OK ? O_FAILED : O_ACCEPTED;
     }
-    if (virtio_broken(&t->dev)) return O_NEEDS_RESET;
-    if (rdtsc() - t0 > limit) return O_NO_ANSWER;
+    if (virtio_broken_poll(&t->dev)) return O_NEEDS_RESET;
+    if (rdtsc() - t0 > limit) return virtio_broken(&t->dev) ? O_NEEDS_RESET : O_NO_ANSWER;
     cpu_relax();
   }
 }
@@ -190,12 +190,13 @@ static void bad_setup(struct target* t, const char* name, u16 size, u64 desc, u6
     u64 t0 = rdtsc();
     o = O_ACCEPTED;
     while (rdtsc() - t0 < us_to_tsc(200000)) {
-      if (virtio_broken(&t->dev)) {
+      if (virtio_broken_poll(&t->dev)) {
         o = O_NEEDS_RESET;
         break;
       }
       cpu_relax();
     }
+    if (o == O_ACCEPTED && virtio_broken(&t->dev)) o = O_NEEDS_RESET;
   }
   report(t, name, o, o == O_NEEDS_RESET || lenient);
 }

@@ -17,7 +17,7 @@ static void echo_udp(struct net* n, const u8* src_mac, u32 src_ip, u16 src_port,
 }
 
 static void check_device(void) {
-  if (virtio_broken(&net.dev)) {
+  if (virtio_broken_poll(&net.dev)) {
     kprintf("testos: net FAIL device set DEVICE_NEEDS_RESET\n");
     poweroff();
   }

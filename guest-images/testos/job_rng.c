@@ -28,7 +28,7 @@ void job_rng(const struct job_args* a) {
     u32 len = 0;
     u64 w0 = rdtsc();
     while (!virtq_get(&q, 0, &len)) {
-      if (virtio_broken(&dev)) {
+      if (virtio_broken_poll(&dev)) {
         kprintf("testos: rng FAIL device set DEVICE_NEEDS_RESET\n");
         poweroff();
       }

@@ -277,7 +277,7 @@ int net_arp_resolve(struct net* n, u32 ip, u8* mac, u64 timeout_us, udp_handler 
       memcpy(mac, n->arp_mac, 6);
       return 0;
     }
-    if (virtio_broken(&n->dev)) fatal("net: the device set DEVICE_NEEDS_RESET");
+    if (virtio_broken_poll(&n->dev)) fatal("net: the device set DEVICE_NEEDS_RESET");
     cpu_relax();
   }
 }

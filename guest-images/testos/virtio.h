@@ -114,6 +114,7 @@ struct virtio_dev {
   u64 bar_addr[6];
   u64 offered, features;
   u16 num_queues;
+  u64 next_status_check;  // virtio_broken_poll: TSC of the next real read
 };
 
 // Finds the `nth` (from 0) virtio device of `type` (modern ID 0x1040+type or
@@ -162,6 +163,9 @@ void virtq_push_raw(struct virtq* q, u16 head);
 static inline int virtio_broken(const struct virtio_dev* d) {
   return (virtio_status(d) & VIRTIO_NEEDS_RESET) != 0;
 }
+// The same for busy-wait loops: reads the status register (an MMIO exit,
+// costly on PVM and nested hosts) at most once a millisecond, else says no.
+int virtio_broken_poll(struct virtio_dev* d);
 
 // ---------------------------------------------------------- virtio-blk
 
