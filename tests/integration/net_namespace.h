@@ -1,0 +1,36 @@
+// A network namespace with one tap device in it, for tests: created on
+// construction, entered by the constructing thread (so keel-vmm children
+// and the test's own sockets live in it), left and deleted on destruction,
+// also when the test fails. Nothing reaches the host's own network.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+
+namespace keel::testing {
+
+class NetNamespace {
+ public:
+  // Tap `tap` with `host_cidr` (e.g. "10.0.2.1/24"), up, and lo up.
+  NetNamespace(const std::string& tap, const std::string& host_cidr);
+  ~NetNamespace();
+  NetNamespace(const NetNamespace&) = delete;
+  NetNamespace& operator=(const NetNamespace&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& tap() const { return tap_; }
+
+ private:
+  std::string name_;
+  std::string tap_;
+  UniqueFd original_;
+  bool entered_ = false;
+};
+
+// Runs a command (in the current namespace), throwing with its output when
+// it fails.
+std::string run_checked(const std::vector<std::string>& argv, int timeout_seconds = 30);
+
+}  // namespace keel::testing
