@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <variant>
 
+#include <boost/asio/post.hpp>
+
 #include "common/error.h"
 
 namespace keel::virtio {
@@ -135,6 +137,7 @@ void VirtioBlkDevice::reset() {
   memory_ = nullptr;
   queue_broken_ = false;
   pushed_ = false;
+  continuation_posted_ = false;
   in_flight_.clear();
   in_flight_count_ = 0;
 }
@@ -148,11 +151,20 @@ void VirtioBlkDevice::process_queue() {
   try {
     // 2.7.10: no kicks while draining; after re-enabling, look once more for
     // chains the driver added before it could see the change.
+    unsigned budget = kBurst;
     do {
       queue_->disable_notification();
-      while (std::optional<DescriptorChain> chain = queue_->pop_chain()) {
+      while (budget > 0) {
+        std::optional<DescriptorChain> chain = queue_->pop_chain();
+        if (!chain) break;
+        --budget;
         handle_chain(*chain);
         if (queue_broken_) break;
+      }
+      if (budget == 0 && !queue_broken_) {
+        // Notifications stay off: the next round re-enables them.
+        continue_later();
+        break;
       }
     } while (!queue_broken_ && queue_->enable_notification());
   } catch (const VirtqueueError&) {
@@ -312,6 +324,20 @@ void VirtioBlkDevice::queue_failed() {
   if (queue_broken_) return;
   queue_broken_ = true;
   transport_->needs_reset();
+}
+
+void VirtioBlkDevice::continue_later() {
+  if (continuation_posted_) return;
+  continuation_posted_ = true;
+  boost::asio::post(completions_.get_executor(),
+                    [this, alive = std::weak_ptr<char>(alive_), generation = generation_] {
+                      if (alive.expired()) return;
+                      std::lock_guard lock(transport_->lock());
+                      // A reset since: the queue it was for is gone.
+                      if (generation != generation_) return;
+                      continuation_posted_ = false;
+                      process_queue();
+                    });
 }
 
 void VirtioBlkDevice::wait_for_completions() {

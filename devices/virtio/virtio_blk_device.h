@@ -47,6 +47,11 @@ class VirtioBlkDevice : public VirtioDevice {
   static constexpr uint32_t kMaxRangeSectors = uint32_t{1} << 22;  // 2 GiB
   // How long reset() waits for requests in flight.
   static constexpr int kResetWaitMs = 10000;
+  // Chains taken per round. A driver that makes chains available as fast as
+  // the device returns them (requests answered at once: GET_ID, rejected
+  // ones) would otherwise keep one kick, and the lock, forever; the rest
+  // goes on in a later round on the event loop.
+  static constexpr unsigned kBurst = 64;
 
   // Opens the image (throws InputError naming it when that fails).
   VirtioBlkDevice(boost::asio::io_context& events, const DiskOptions& options);
@@ -95,6 +100,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void notify_if_needed();
   void queue_failed();
   void wait_for_completions();
+  void continue_later();
   uint64_t tag(uint16_t head) const { return (uint64_t{generation_} << 16) | head; }
 
   std::unique_ptr<storage::RawDisk> disk_;
@@ -107,6 +113,7 @@ class VirtioBlkDevice : public VirtioDevice {
   std::optional<SplitQueue> queue_;
   bool queue_broken_ = false;
   bool pushed_ = false;  // used entries added since the last should_notify()
+  bool continuation_posted_ = false;  // a later round of process_queue is queued
   BlkDeviceInfo info_;
   uint32_t generation_ = 0;         // bumped by reset: stale completions are ignored
   std::vector<InFlight> in_flight_; // by head descriptor

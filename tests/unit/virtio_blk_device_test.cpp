@@ -384,6 +384,51 @@ TEST_F(VirtioBlkTest, DestroyedWithRequestsInFlight) {
   events.poll();   // the aborted wait's handler must not touch the device
 }
 
+// One-descriptor chains with no header: each is answered at once (IOERR),
+// so a driver refilling as fast as they come back could hold one kick forever.
+// A kick takes at most kBurst; the rest follows on the event loop.
+TEST_F(VirtioBlkTest, OneKickTakesABoundedNumberOfChains) {
+  static_assert(VirtioBlkDevice::kBurst < 100 && 100 < kSize);
+  start();
+  std::vector<uint64_t> statuses;
+  for (uint16_t i = 0; i < 100; ++i) {
+    statuses.push_back(alloc(1, 1));
+    memory.write_obj<uint8_t>(statuses.back(), 0xee);
+    driver.make_available(driver.write_chain(i, {{statuses.back(), 1, true}}));
+  }
+  kick();
+  EXPECT_EQ(driver.used_idx(), VirtioBlkDevice::kBurst);
+  EXPECT_EQ(transport.interrupts, 1);
+  run_until_used(100);
+  for (uint64_t s : statuses) EXPECT_EQ(memory.read_obj<uint8_t>(s), kBlkSIoErr);
+  EXPECT_EQ(transport.interrupts, 2);
+  EXPECT_EQ(transport.resets_needed, 0);
+  // Nothing left: the later round turned kicks back on.
+  EXPECT_EQ(driver.used_flags(), 0);
+}
+
+TEST_F(VirtioBlkTest, ResetDropsTheRoundLeftForLater) {
+  start();
+  for (uint16_t i = 0; i < 100; ++i) {
+    driver.make_available(driver.write_chain(i, {{alloc(1, 1), 1, true}}));
+  }
+  kick();
+  ASSERT_EQ(driver.used_idx(), VirtioBlkDevice::kBurst);
+  {
+    std::lock_guard lock(transport.mutex);
+    device->reset();
+  }
+  events.poll();  // the queued round belongs to the queue reset dropped
+  EXPECT_EQ(driver.used_idx(), VirtioBlkDevice::kBurst);
+  // A new activation starts over and is not stuck behind the old round.
+  driver.set_avail_idx(0);
+  memory.write_obj<uint16_t>(driver.config().device_area + kUsedIdxOffset, 0);
+  activate(device->device_features());
+  driver.make_available(driver.write_chain(0, {{alloc(1, 1), 1, true}}));
+  kick();
+  EXPECT_EQ(driver.used_idx(), 1);
+}
+
 TEST_F(VirtioBlkTest, EventIdxSuppressesInterruptsTheDriverDidNotAskFor) {
   driver.config().event_idx = true;
   create();
