@@ -1,0 +1,49 @@
+// A blocking client for keel-vmm's control socket (proto/control.proto),
+// every call bounded by a deadline: keelctl, tests, later the agent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "common/unique_fd.h"
+#include "proto/control.pb.h"
+
+namespace keel {
+
+class ControlClientError : public std::runtime_error {
+ public:
+  enum class Kind {
+    kConnect,   // no socket, nobody listening, no permission
+    kTimeout,   // the VMM did not answer in time
+    kProtocol,  // the connection closed early, or the answer is not a Response
+  };
+  ControlClientError(Kind kind, const std::string& message)
+      : std::runtime_error(message), kind_(kind) {}
+  Kind kind() const { return kind_; }
+
+ private:
+  Kind kind_;
+};
+
+class ControlClient {
+ public:
+  // Connects to the socket at `path` within `timeout`.
+  ControlClient(const std::string& path, std::chrono::milliseconds timeout);
+
+  // Sends `request` (its id set to a fresh one when 0) and waits at most
+  // `timeout` for the answer. Throws ControlClientError.
+  keel::api::v1::Response call(keel::api::v1::Request request, std::chrono::milliseconds timeout);
+
+ private:
+  void write_all(const std::string& bytes, std::chrono::steady_clock::time_point deadline);
+  void read_exact(uint8_t* data, size_t size, std::chrono::steady_clock::time_point deadline);
+  void wait_for(short events, std::chrono::steady_clock::time_point deadline);
+
+  std::string path_;
+  UniqueFd fd_;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace keel
