@@ -133,13 +133,21 @@ void Machine::add_platform_devices() {
 // as firmware leaves them; INTA# of slot n on I/O APIC pin 16 + (n - 1) % 8.
 void Machine::add_virtio_devices() {
   const VirtioPciFunction::Wiring wiring{
-      vm_, *gsi_router_, memory_, events_, 0,
+      vm_, *gsi_router_, memory_, events_, nullptr,
       kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u};
   auto devices = make_virtio_devices(options_, events_);
   for (size_t i = 0; i < devices.size(); ++i) {
     const unsigned slot = static_cast<unsigned>(i + 1);
+    const unsigned line = (slot - 1) % 8;
     auto w = wiring;
-    w.intx_gsi = 16 + (slot - 1) % 8;
+    // A level shared by several functions: asserted while any of them
+    // asserts it (each function reports only its own changes).
+    w.intx = [this, line](bool asserted) {
+      std::lock_guard guard(intx_mutex_);
+      unsigned& count = intx_asserted_[line];
+      count = asserted ? count + 1 : (count > 0 ? count - 1 : 0);
+      vm_.set_irq_line(16 + line, count > 0);
+    };
     const uint64_t bar = layout::kPciHoleStart + i * virtio::VirtioPciDevice::kBarSize;
     virtio_.push_back(std::make_unique<VirtioPciFunction>(w, std::move(devices[i]), bar));
     pci_bus_.add(slot, *virtio_.back());

@@ -2,6 +2,7 @@
 // platform devices and the vCPU threads, run until the guest stops.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -70,6 +71,10 @@ class Machine {
   PciHostBridge pci_host_bridge_;
   PciBus pci_bus_;
   std::unique_ptr<GsiRouter> gsi_router_;
+  // INTA# of slot n is on I/O APIC input 16 + (n - 1) % 8 (the DSDT's _PRT):
+  // how many functions assert each of those 8 lines.
+  std::mutex intx_mutex_;
+  std::array<unsigned, 8> intx_asserted_{};
   std::vector<std::unique_ptr<VirtioPciFunction>> virtio_;
   std::vector<KvmVcpu> vcpus_;
   std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO

@@ -15,14 +15,20 @@ MsiIrqfds::MsiIrqfds(KvmVm& vm, GsiRouter& router, uint16_t vectors)
 
 void MsiIrqfds::bind(Vector& v, uint64_t address, uint32_t data) {
   if (!v.bound) {
+    // The vector keeps its GSI even when a step below fails, so a guest
+    // repeating a message KVM refuses cannot use up the routes.
+    if (!v.has_gsi) {
+      v.gsi = router_.allocate_msi_gsi();
+      v.has_gsi = true;
+    }
     // The route first: an irqfd is only bound to a GSI that has one.
-    const uint32_t gsi = router_.allocate_msi_gsi();
-    router_.set_msi_route(gsi, address, data);
-    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd.valid()) throw_errno("eventfd for an MSI vector");
-    vm_.assign_irqfd(fd.get(), gsi);
-    v.gsi = gsi;
-    v.eventfd = std::move(fd);
+    router_.set_msi_route(v.gsi, address, data);
+    if (!v.eventfd.valid()) {
+      UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!fd.valid()) throw_errno("eventfd for an MSI vector");
+      vm_.assign_irqfd(fd.get(), v.gsi);
+      v.eventfd = std::move(fd);
+    }
     v.bound = true;
   } else {
     router_.set_msi_route(v.gsi, address, data);

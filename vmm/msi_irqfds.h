@@ -28,7 +28,8 @@ class MsiIrqfds : public virtio::MsiSink {
 
  private:
   struct Vector {
-    bool bound = false;
+    bool bound = false;  // route set and irqfd assigned
+    bool has_gsi = false;
     uint32_t gsi = 0;
     UniqueFd eventfd;
     uint64_t address = 0;

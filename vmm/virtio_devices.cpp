@@ -35,7 +35,7 @@ std::vector<std::unique_ptr<virtio::VirtioDevice>> make_virtio_devices(
     n.mac = net.mac ? *net.mac : mac_for_tap(net.tap);
     devices.push_back(std::make_unique<virtio::VirtioNetDevice>(events, n));
   }
-  if (options.rng) devices.push_back(std::make_unique<virtio::VirtioRngDevice>());
+  if (options.rng) devices.push_back(std::make_unique<virtio::VirtioRngDevice>(events));
   return devices;
 }
 

@@ -32,10 +32,7 @@ VirtioPciFunction::VirtioPciFunction(const Wiring& wiring,
       ioeventfd_length_(wiring.ioeventfd_length),
       device_(std::move(device)),
       msi_(wiring.vm, wiring.router, static_cast<uint16_t>(device_->num_queues() + 1)),
-      transport_(*device_, wiring.memory, msi_,
-                 {[vm = &wiring.vm, gsi = wiring.intx_gsi](bool level) {
-                   vm->set_irq_line(gsi, level);
-                 }}),
+      transport_(*device_, wiring.memory, msi_, {wiring.intx}),
       assigned_(device_->num_queues(), false) {
   for (uint16_t q = 0; q < device_->num_queues(); ++q) {
     int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -89,7 +86,11 @@ void VirtioPciFunction::place_doorbells() {
         assigned_[q] = true;
       }
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "keel-vmm: virtio doorbell %zu stays on MMIO exits: %s\n", q, e.what());
+      // Once: a guest moving its BAR around must not flood the log.
+      if (!doorbell_warned_) {
+        std::fprintf(stderr, "keel-vmm: virtio doorbell %zu stays on MMIO exits: %s\n", q, e.what());
+        doorbell_warned_ = true;
+      }
     }
   }
   placed_ = now;

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -30,7 +31,8 @@ class VirtioPciFunction : public PciDevice {
     GsiRouter& router;
     GuestMemory& memory;
     boost::asio::io_context& events;
-    uint32_t intx_gsi;
+    // Drives the function's INTA# (the machine ORs functions sharing a pin).
+    std::function<void(bool asserted)> intx;
     // 0 when KVM has KVM_CAP_IOEVENTFD_ANY_LENGTH, else 2 (virtio 1.x
     // 4.1.4.4: the driver writes the 16-bit queue index).
     uint32_t ioeventfd_length;
@@ -66,6 +68,7 @@ class VirtioPciFunction : public PciDevice {
   std::mutex placement_mutex_;  // vCPUs may write config space at once
   virtio::VirtioPciDevice::BarPlacement placed_;
   std::vector<bool> assigned_;  // per queue: its ioeventfd is in KVM at placed_
+  bool doorbell_warned_ = false;
   std::vector<boost::asio::posix::stream_descriptor> doorbells_;
 };
 

@@ -1,5 +1,7 @@
 #include "devices/virtio/virtio_blk_device.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -346,8 +348,15 @@ void VirtioBlkDevice::wait_for_completions() {
                             if (ec || alive.expired()) return;
                             {
                               std::lock_guard lock(transport_->lock());
-                              disk_->process_completions();
-                              notify_if_needed();
+                              try {
+                                disk_->process_completions();
+                                notify_if_needed();
+                              } catch (const std::exception& e) {
+                                // Host-side (io_uring, KVM): this disk stops,
+                                // the event loop and the VM go on.
+                                std::fprintf(stderr, "keel-vmm: virtio-blk: %s\n", e.what());
+                                queue_failed();
+                              }
                             }
                             wait_for_completions();
                           });

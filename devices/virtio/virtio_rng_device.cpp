@@ -3,7 +3,9 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <cerrno>
+#include <system_error>
 
 #include "common/error.h"
 
@@ -13,12 +15,16 @@ void VirtioRngDevice::activate(GuestMemory& memory, std::vector<std::optional<Sp
                                uint64_t) {
   memory_ = &memory;
   queue_.reset();
+  ++generation_;
+  continuation_posted_ = false;
   if (!queues.empty() && queues[0]) queue_.emplace(std::move(*queues[0]));
   // The driver may have posted buffers before DRIVER_OK.
   process();
 }
 
 void VirtioRngDevice::reset() {
+  ++generation_;
+  continuation_posted_ = false;
   queue_.reset();
   memory_ = nullptr;
 }
@@ -60,28 +66,46 @@ void VirtioRngDevice::process() {
   if (!queue_) return;
   bool pushed = false;
   try {
-    queue_->disable_notification();
-    for (;;) {
-      std::optional<DescriptorChain> chain = queue_->pop_chain();
-      if (!chain) {
-        if (queue_->enable_notification()) {
-          queue_->disable_notification();
-          continue;
-        }
+    unsigned budget = kBurst;
+    // 2.7.10: no kicks while serving; after re-enabling, look once more for
+    // chains the driver added before it could see the change.
+    do {
+      queue_->disable_notification();
+      while (budget > 0) {
+        std::optional<DescriptorChain> chain = queue_->pop_chain();
+        if (!chain) break;
+        --budget;
+        // 5.4.6: requests are device-writable buffers only.
+        if (chain->readable_bytes != 0) return fail("virtio-rng: device-readable buffer in a request");
+        if (chain->writable_bytes == 0) return fail("virtio-rng: request without room for a byte");
+        const uint32_t given = fill(*chain);
+        queue_->push_used(chain->head, given);
+        bytes_given_ += given;
+        pushed = true;
+      }
+      if (budget == 0) {
+        continue_later();  // notifications stay off until that round
         break;
       }
-      // 5.4.6: requests are device-writable buffers only.
-      if (chain->readable_bytes != 0) return fail("virtio-rng: device-readable buffer in a request");
-      if (chain->writable_bytes == 0) return fail("virtio-rng: request without room for a byte");
-      const uint32_t given = fill(*chain);
-      queue_->push_used(chain->head, given);
-      bytes_given_ += given;
-      pushed = true;
-    }
+    } while (queue_->enable_notification());
     if (pushed && queue_->should_notify()) transport_->queue_interrupt(0);
   } catch (const VirtqueueError& e) {
     fail(std::string("virtio-rng queue: ") + e.what());
+  } catch (const std::system_error& e) {
+    fail(std::string("virtio-rng: ") + e.what());  // getrandom failed: host-side, stop cleanly
   }
+}
+
+void VirtioRngDevice::continue_later() {
+  if (continuation_posted_) return;
+  continuation_posted_ = true;
+  boost::asio::post(events_, [this, alive = std::weak_ptr<char>(alive_), generation = generation_] {
+    if (alive.expired()) return;
+    std::lock_guard lock(transport_->lock());
+    if (generation != generation_) return;  // reset since: that queue is gone
+    continuation_posted_ = false;
+    process();
+  });
 }
 
 }  // namespace keel::virtio

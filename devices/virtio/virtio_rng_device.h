@@ -2,7 +2,9 @@
 // device-writable buffers, filled from the host's getrandom().
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,13 +15,18 @@ namespace keel::virtio {
 
 class VirtioRngDevice : public VirtioDevice {
  public:
-  VirtioRngDevice() = default;
+  // Work left after a burst continues on `events` (the machine's event loop).
+  explicit VirtioRngDevice(boost::asio::io_context& events) : events_(events) {}
 
   static constexpr uint16_t kQueueSize = 64;
   // Bytes given per chain at most: a guest asking for more gets a short
   // answer (5.4.6.1 only asks for one byte or more) and cannot make one kick
   // cost the host an unbounded amount of work.
   static constexpr uint32_t kMaxBytesPerChain = 64 * 1024;
+  // Chains served per round: a guest that refills the queue as fast as it is
+  // served gets the rest in later rounds on the event loop, so one kick
+  // never holds the function's lock (and the thread) for long.
+  static constexpr unsigned kBurst = 16;
 
   uint16_t device_type() const override { return kDeviceTypeEntropy; }
   uint64_t device_features() const override { return 0; }  // 5.4.3: none
@@ -38,9 +45,14 @@ class VirtioRngDevice : public VirtioDevice {
 
  private:
   void process();
+  void continue_later();
   uint32_t fill(const DescriptorChain& chain);
   void fail(const std::string& why);
 
+  boost::asio::io_context& events_;
+  std::shared_ptr<char> alive_ = std::make_shared<char>();
+  uint32_t generation_ = 0;  // bumped by reset and activate: a posted round for an old queue does nothing
+  bool continuation_posted_ = false;
   GuestMemory* memory_ = nullptr;
   std::optional<SplitQueue> queue_;
   uint64_t bytes_given_ = 0;

@@ -19,7 +19,8 @@ struct VirtioRngTest : ::testing::Test {
   GuestMemory memory{{{0, kMiB, 0}}};
   VirtqueueDriver driver{memory, 16};
   FakeTransport transport;
-  VirtioRngDevice device;
+  boost::asio::io_context events;
+  VirtioRngDevice device{events};
 
   VirtioRngTest() { device.attach(transport); }
 
@@ -131,6 +132,39 @@ TEST_F(VirtioRngTest, ResetDropsTheQueue) {
   // And a new activation starts over.
   activate();
   EXPECT_EQ(driver.used_idx(), 1);
+}
+
+// A guest refilling the queue as fast as it is served cannot keep one kick
+// going: a round takes kBurst chains, the rest follows on the event loop.
+TEST_F(VirtioRngTest, OneKickTakesABoundedNumberOfChains) {
+  activate();
+  for (uint16_t i = 0; i < 16; ++i) {
+    driver.make_available(driver.write_chain(i, {{0x10000 + i * 0x100u, 16, true}}));
+  }
+  // 16 more than one burst would take (the ring holds 16, so post the rest
+  // after the first round).
+  kick();
+  EXPECT_EQ(driver.used_idx(), VirtioRngDevice::kBurst);
+  for (uint16_t i = 0; i < 8; ++i) {
+    driver.make_available(driver.write_chain(i, {{0x20000 + i * 0x100u, 16, true}}));
+  }
+  EXPECT_EQ(driver.used_idx(), VirtioRngDevice::kBurst) << "nothing more without the event loop";
+  events.run();
+  EXPECT_EQ(driver.used_idx(), VirtioRngDevice::kBurst + 8);
+}
+
+TEST_F(VirtioRngTest, ResetDropsTheRoundLeftForLater) {
+  activate();
+  for (uint16_t i = 0; i < 16; ++i) {
+    driver.make_available(driver.write_chain(i, {{0x10000 + i * 0x100u, 16, true}}));
+  }
+  kick();
+  {
+    std::lock_guard guard(transport.lock());
+    device.reset();
+  }
+  events.run();  // the posted round finds its queue gone
+  EXPECT_EQ(driver.used_idx(), VirtioRngDevice::kBurst);
 }
 
 }  // namespace
