@@ -167,8 +167,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     error_code ignored;
     socket_.shutdown(stream_protocol::socket::shutdown_both, ignored);
     socket_.close(ignored);
-    in_ = {};
-    out_ = {};
+    in_ = {};  // out_ may still be under an aborted write: freed with us
   }
 
   // On the event loop: the handler's answer to request `serial`.
@@ -361,9 +360,7 @@ class ControlServer::Impl : public std::enable_shared_from_this<ControlServer::I
     error_code ignored;
     acceptor_.close(ignored);
     retry_timer_.cancel();
-    for (auto& weak : connections_) {
-      if (auto connection = weak.lock()) connection->close();
-    }
+    for (auto& connection : connections_) connection->close();
     connections_.clear();
     // Only our own file: a second VMM may have replaced a file it found stale.
     struct stat now {};
@@ -382,10 +379,8 @@ class ControlServer::Impl : public std::enable_shared_from_this<ControlServer::I
 
  private:
   void prune() {
-    std::erase_if(connections_, [](const std::weak_ptr<Connection>& weak) {
-      auto connection = weak.lock();
-      return !connection || !connection->is_open();
-    });
+    std::erase_if(connections_,
+                  [](const std::shared_ptr<Connection>& connection) { return !connection->is_open(); });
   }
 
   void accept() {
@@ -431,7 +426,9 @@ class ControlServer::Impl : public std::enable_shared_from_this<ControlServer::I
   stream_protocol::acceptor acceptor_;
   boost::asio::steady_timer retry_timer_;
   struct stat created_ {};
-  std::vector<std::weak_ptr<Connection>> connections_;
+  // Owned here while open: a connection waiting for the handler's reply has
+  // no operation of its own in flight to keep it alive.
+  std::vector<std::shared_ptr<Connection>> connections_;
   bool open_ = true;
 };
 
