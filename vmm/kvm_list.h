@@ -23,6 +23,15 @@ inline constexpr unsigned long kKvmSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, 8);
 inline constexpr unsigned long kKvmGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, 8);
 inline constexpr unsigned long kKvmSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, 8);
 inline constexpr unsigned long kKvmSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 8);
+inline constexpr unsigned long kKvmGetCpuid2 = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x91, 8);
+// struct kvm_msr_list: a 32-bit count and the indexes, no padding (4 bytes).
+inline constexpr unsigned long kKvmGetMsrIndexList = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x02, 4);
+// struct kvm_xsave is 4096 bytes in C; KVM_GET_XSAVE2 and KVM_SET_XSAVE move
+// as many bytes as KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) says, whatever the
+// size in the ioctl number.
+inline constexpr unsigned long kKvmGetXsave = _IOC(_IOC_READ, KVMIO, 0xa4, 4096);
+inline constexpr unsigned long kKvmSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, 4096);
+inline constexpr unsigned long kKvmGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, 4096);
 
 template <typename Entry>
 class KvmList {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -47,6 +48,20 @@ std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
     if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
   }
   throw_errno(E2BIG, "KVM_GET_SUPPORTED_CPUID");
+}
+
+std::vector<uint32_t> KvmSystem::msr_index_list() const {
+  // struct kvm_msr_list: a 32-bit count, then the indexes. KVM answers
+  // E2BIG with the count it needs.
+  std::vector<uint32_t> buffer(1, 0);
+  if (::ioctl(fd_.get(), kKvmGetMsrIndexList, buffer.data()) == 0) return {};
+  if (errno != E2BIG) throw_errno("KVM_GET_MSR_INDEX_LIST");
+  uint32_t n = buffer[0];
+  buffer.assign(1 + n, 0);
+  buffer[0] = n;
+  if (::ioctl(fd_.get(), kKvmGetMsrIndexList, buffer.data()) < 0) throw_errno("KVM_GET_MSR_INDEX_LIST");
+  n = std::min<uint32_t>(buffer[0], n);
+  return std::vector<uint32_t>(buffer.begin() + 1, buffer.begin() + 1 + n);
 }
 
 KvmVm KvmSystem::create_vm() const {

@@ -3,6 +3,7 @@
 
 #include <linux/kvm.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@ class KvmSystem {
 
   int check_extension(long capability) const;
   std::vector<kvm_cpuid_entry2> supported_cpuid() const;
+  // KVM_GET_MSR_INDEX_LIST: the MSRs whose state KVM saves and restores.
+  std::vector<uint32_t> msr_index_list() const;
   KvmVm create_vm() const;
   int fd() const { return fd_.get(); }
 

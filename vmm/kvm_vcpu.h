@@ -29,6 +29,27 @@ class KvmVcpu {
   void set_lapic(const kvm_lapic_state& lapic);
   uint32_t get_tsc_khz() const;
 
+  // State capture and restore (vmm/vcpu_state.h).
+  kvm_sregs2 get_sregs2() const;
+  void set_sregs2(const kvm_sregs2& sregs);
+  // `size`: KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2), or 0 for plain KVM_GET_XSAVE (4096 bytes).
+  std::vector<uint8_t> get_xsave(size_t size) const;
+  // `xsave` must have the size KVM expects (see get_xsave).
+  void set_xsave(const std::vector<uint8_t>& xsave);
+  kvm_xcrs get_xcrs() const;
+  void set_xcrs(const kvm_xcrs& xcrs);
+  kvm_vcpu_events get_vcpu_events() const;
+  void set_vcpu_events(const kvm_vcpu_events& events);
+  kvm_mp_state get_mp_state() const;
+  void set_mp_state(const kvm_mp_state& state);
+  kvm_debugregs get_debugregs() const;
+  void set_debugregs(const kvm_debugregs& regs);
+  // Reads msrs[i].data for each msrs[i].index; KVM stops at the first MSR it
+  // cannot read: returns how many were read.
+  size_t get_msrs(std::vector<kvm_msr_entry>& msrs) const;
+  std::vector<kvm_cpuid_entry2> get_cpuid() const;
+  void set_tsc_khz(uint32_t khz);
+
   // Enters the guest until the next exit. Returns false when interrupted by
   // a signal or an immediate-exit request, true with run() describing the exit.
   bool enter();

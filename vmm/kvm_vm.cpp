@@ -56,6 +56,43 @@ void KvmVm::set_irq_line(uint32_t irq, bool level) {
   if (::ioctl(fd_.get(), KVM_IRQ_LINE, &line) < 0) throw_errno("KVM_IRQ_LINE");
 }
 
+void KvmVm::get_irqchip(kvm_irqchip& chip) const {
+  if (::ioctl(fd_.get(), KVM_GET_IRQCHIP, &chip) < 0) {
+    throw_errno("KVM_GET_IRQCHIP chip " + std::to_string(chip.chip_id));
+  }
+}
+
+void KvmVm::set_irqchip(const kvm_irqchip& chip) {
+  if (::ioctl(fd_.get(), KVM_SET_IRQCHIP, &chip) < 0) {
+    throw_errno("KVM_SET_IRQCHIP chip " + std::to_string(chip.chip_id));
+  }
+}
+
+kvm_pit_state2 KvmVm::get_pit2() const {
+  kvm_pit_state2 pit{};
+  if (::ioctl(fd_.get(), KVM_GET_PIT2, &pit) < 0) throw_errno("KVM_GET_PIT2");
+  return pit;
+}
+
+void KvmVm::set_pit2(const kvm_pit_state2& pit) {
+  if (::ioctl(fd_.get(), KVM_SET_PIT2, &pit) < 0) throw_errno("KVM_SET_PIT2");
+}
+
+kvm_clock_data KvmVm::get_clock() const {
+  kvm_clock_data clock{};
+  if (::ioctl(fd_.get(), KVM_GET_CLOCK, &clock) < 0) throw_errno("KVM_GET_CLOCK");
+  return clock;
+}
+
+void KvmVm::set_clock(const kvm_clock_data& clock) {
+  if (::ioctl(fd_.get(), KVM_SET_CLOCK, &clock) < 0) throw_errno("KVM_SET_CLOCK");
+}
+
+int KvmVm::check_extension(long capability) const {
+  int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
+  return r < 0 ? 0 : r;
+}
+
 void KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes) {
   KvmList<kvm_irq_routing_entry> list(routes);
   if (::ioctl(fd_.get(), kKvmSetGsiRouting, list.data()) < 0) throw_errno("KVM_SET_GSI_ROUTING");

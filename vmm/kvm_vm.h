@@ -1,6 +1,8 @@
 // One KVM virtual machine: memory slots, the in-kernel irqchip and PIT, vCPUs.
 #pragma once
 
+#include <linux/kvm.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -23,6 +25,16 @@ class KvmVm {
   void create_irqchip();
   void create_pit2();
   void set_irq_line(uint32_t irq, bool level);
+  // State capture and restore (vmm/vm_state_kvm.h). `chip.chip_id` selects
+  // KVM_IRQCHIP_PIC_MASTER, _PIC_SLAVE or _IOAPIC.
+  void get_irqchip(kvm_irqchip& chip) const;
+  void set_irqchip(const kvm_irqchip& chip);
+  kvm_pit_state2 get_pit2() const;
+  void set_pit2(const kvm_pit_state2& pit);
+  kvm_clock_data get_clock() const;
+  void set_clock(const kvm_clock_data& clock);
+  // KVM_CHECK_EXTENSION on the VM (some answers, like KVM_CAP_XSAVE2, are per VM); 0 when absent.
+  int check_extension(long capability) const;
   // Replaces the whole GSI routing table.
   void set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes);
   // KVM_IRQFD: a write to `eventfd` raises `gsi` (by its route) in the guest.

@@ -1,0 +1,18 @@
+# The control socket (vmm/control_server.h) and keelctl against it. Included
+# from tests/unit/CMakeLists.txt. The unit-only (ASan) build has no tools/:
+# keelctl is built here then, with the same sanitizers.
+if(NOT TARGET keelctl)
+  add_subdirectory(${CMAKE_SOURCE_DIR}/tools/keelctl ${CMAKE_BINARY_DIR}/tools/keelctl)
+endif()
+
+add_executable(control_server_test ${CMAKE_CURRENT_LIST_DIR}/control_server_test.cpp)
+target_link_libraries(control_server_test PRIVATE keel_control GTest::gtest_main)
+add_test(NAME control_server_test COMMAND control_server_test)
+set_tests_properties(control_server_test PROPERTIES LABELS unit TIMEOUT 120)
+
+add_executable(keelctl_test ${CMAKE_CURRENT_LIST_DIR}/keelctl_test.cpp)
+target_link_libraries(keelctl_test PRIVATE keel_control GTest::gtest_main)
+target_compile_definitions(keelctl_test PRIVATE KEELCTL_PATH="$<TARGET_FILE:keelctl>")
+add_dependencies(keelctl_test keelctl)
+add_test(NAME keelctl_test COMMAND keelctl_test)
+set_tests_properties(keelctl_test PROPERTIES LABELS unit TIMEOUT 120)

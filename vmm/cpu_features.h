@@ -1,0 +1,29 @@
+// The CPU features a VM's state depends on, and the check a restoring host
+// makes: every feature bit the guest saw must be one this host's KVM offers
+// (KVM_GET_SUPPORTED_CPUID), and its XSAVE area the same size.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <string>
+#include <vector>
+
+#include "proto/vcpu_state.pb.h"
+#include "vmm/kvm_state_caps.h"
+
+namespace keel {
+
+// The feature leaves of a vCPU's CPUID: 1, 7.0, 7.1, 0xD.0, 0xD.1, 0x80000001.
+state::v1::CpuFeatures cpu_features_of(const std::vector<kvm_cpuid_entry2>& cpuid,
+                                       uint32_t xsave_size, uint32_t tsc_khz);
+
+// Names of the features `features` needs that `host` lacks ("avx512f",
+// "CPUID.(7,0).EBX[30]", "XSAVE component 7 (hi16_zmm)", "XSAVE area of 2688
+// bytes (host: 4096)"); empty when the host has them all.
+std::vector<std::string> missing_cpu_features(const state::v1::CpuFeatures& features,
+                                              const KvmStateCaps& host);
+
+// Throws InputError naming every missing feature.
+void check_cpu_features(const state::v1::CpuFeatures& features, const KvmStateCaps& host);
+
+}  // namespace keel

@@ -1,0 +1,25 @@
+// Capture and restore of one vCPU's complete KVM state (proto/vcpu_state.proto).
+#pragma once
+
+#include "proto/vcpu_state.pb.h"
+#include "vmm/kvm_state_caps.h"
+#include "vmm/kvm_vcpu.h"
+
+namespace keel {
+
+// The vCPU must be out of KVM_RUN (paused) and stay so; other vCPUs of the
+// VM too (KVM_GET_VCPU_EVENTS is not safe against a running sibling).
+state::v1::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const KvmVcpu& vcpu);
+
+// Restores `state` into a fresh vCPU (not run yet: KVM refuses a new CPUID
+// after KVM_RUN) with the same id. Validates first (validate_vcpu_state), so
+// a refused state leaves the vCPU untouched. The VM's CPU features
+// (check_cpu_features) are checked through the vCPU's CPUID here too.
+void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const state::v1::VcpuState& state);
+
+// The checks restore makes before any ioctl; needs no KVM. Throws
+// InputError naming the problem (unknown MSRs by index, missing features).
+void validate_vcpu_state(const KvmStateCaps& caps, uint32_t vcpu_id,
+                         const state::v1::VcpuState& state);
+
+}  // namespace keel
