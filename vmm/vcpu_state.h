@@ -8,7 +8,10 @@
 namespace keel {
 
 // The vCPU must be out of KVM_RUN (paused) and stay so; other vCPUs of the
-// VM too (KVM_GET_VCPU_EVENTS is not safe against a running sibling).
+// VM too (KVM_GET_VCPU_EVENTS is not safe against a running sibling). After
+// an I/O, MMIO or MSR exit the vCPU must first re-enter KVM_RUN once (with
+// immediate_exit set): KVM finishes such an exit only then, and the
+// unfinished part is in no state a getter returns (api.rst, KVM_RUN).
 state::v1::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const KvmVcpu& vcpu);
 
 // Restores `state` into a fresh vCPU (not run yet: KVM refuses a new CPUID

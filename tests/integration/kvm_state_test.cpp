@@ -30,6 +30,7 @@ namespace pb = state::v1;
 constexpr uint64_t kMemSize = 4 << 20;
 constexpr uint64_t kCode = 0x1000;
 constexpr uint64_t kPageTables = 0x10000;
+constexpr uint64_t kPvclock = 0x20000;  // the vCPU 0's kvmclock page
 constexpr uint16_t kPort = 0x10;
 constexpr uint32_t kVcpus = 2;
 constexpr uint32_t kMsrTsc = 0x10;
@@ -93,6 +94,12 @@ void boot(const KvmSystem& kvm, SmallVm& vm) {
   regs.rbx = 0;
   regs.r15 = 0x5eed'cafe'f00d'0001;  // untouched by the loop: must survive as is
   bsp.set_regs(regs);
+  // kvmclock on, as a guest kernel turns it on (the MSR's bit 0: enabled);
+  // KVM keeps the page at kPvclock up to date from here on.
+  kvm_msr_entry kvmclock{};
+  kvmclock.index = kMsrKvmSystemTimeNew;
+  kvmclock.data = kPvclock | 1;
+  bsp.set_msrs({kvmclock});
   kvm_debugregs dr = bsp.get_debugregs();
   dr.db[0] = 0x1234'5000;  // breakpoint address, not enabled in DR7
   bsp.set_debugregs(dr);
@@ -242,7 +249,7 @@ TEST_F(KvmStateTest, RestoredVmMatchesAndCarriesOn) {
   EXPECT_EQ(as<kvm_regs>(s0.regs()).rbx, 5u);
   EXPECT_EQ(msr_value(s0, kMsrKernelGsBase), 5u);
   EXPECT_GT(msr_value(s0, kMsrTsc), 0u);
-  msr_value(s0, kMsrKvmSystemTimeNew);
+  EXPECT_EQ(msr_value(s0, kMsrKvmSystemTimeNew), kPvclock | 1);
   msr_value(s0, kMsrKvmWallClockNew);
   EXPECT_EQ(as<kvm_debugregs>(s0.debugregs()).db[0], 0x1234'5000u);
   EXPECT_EQ(s0.mp_state(), KVM_MP_STATE_RUNNABLE);
@@ -280,7 +287,17 @@ TEST_F(KvmStateTest, RestoredVmMatchesAndCarriesOn) {
   // The restored guest carries on: the next round reports 6, and RBX, XMM1
   // and IA32_KERNEL_GS_BASE all hold 6.
   KvmVcpu& bsp2 = restored->vcpus[0];
+  std::memset(restored->memory.host_range_for_write(kPvclock, 32), 0, 32);
   ASSERT_EQ(run_to_report(bsp2), 6);
+  // KVM wrote the kvmclock page again on entry (struct pvclock_vcpu_time_info:
+  // version at 0, system_time at 16): the restored kvmclock, not a new one
+  // from zero.
+  auto version = restored->memory.read_obj<uint32_t>(kPvclock);
+  auto system_time = restored->memory.read_obj<uint64_t>(kPvclock + 16);
+  EXPECT_NE(version, 0u);
+  EXPECT_EQ(version % 2, 0u);
+  EXPECT_GE(system_time, before.clock.clock());
+  EXPECT_LT(system_time - before.clock.clock(), 10'000'000'000u);
   EXPECT_EQ(bsp2.get_regs().rbx, 6u);
   EXPECT_EQ(bsp2.get_regs().r15, 0x5eed'cafe'f00d'0001u);
   ASSERT_EQ(run_to_report(bsp2), 7);
