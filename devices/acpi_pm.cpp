@@ -17,6 +17,7 @@ constexpr uint16_t kSleepTypeMask = 0x7;
 }  // namespace
 
 void AcpiPm::pio_read(uint16_t offset, std::span<uint8_t> data) {
+  std::lock_guard guard(mutex_);
   uint8_t regs[8] = {};
   std::memcpy(regs + kStatus, &status_, 2);
   std::memcpy(regs + kEnable, &enable_, 2);
@@ -27,6 +28,7 @@ void AcpiPm::pio_read(uint16_t offset, std::span<uint8_t> data) {
 }
 
 void AcpiPm::pio_write(uint16_t offset, std::span<const uint8_t> data) {
+  std::unique_lock guard(mutex_);
   for (size_t i = 0; i < data.size(); ++i) {
     size_t at = offset + i;
     uint8_t byte = data[i];
@@ -42,12 +44,29 @@ void AcpiPm::pio_write(uint16_t offset, std::span<const uint8_t> data) {
     }
   }
   control_ |= kSciEnable;
+  update_sci();
   if (control_ & kSleepEnable) {
     // SLP_EN is write-only: it reads back as zero.
     control_ &= static_cast<uint16_t>(~kSleepEnable);
     uint16_t type = (control_ >> kSleepTypeShift) & kSleepTypeMask;
+    guard.unlock();
     if (type == s5_sleep_type_ && power_off_) power_off_();
   }
+}
+
+void AcpiPm::press_power_button() {
+  std::lock_guard guard(mutex_);
+  status_ |= kPowerButtonStatus;
+  update_sci();
+}
+
+// Only the power button raises the SCI here; the other status bits (timer,
+// global lock, RTC) have no source in this machine.
+void AcpiPm::update_sci() {
+  const bool level = (status_ & enable_ & kPowerButtonStatus) != 0 && (control_ & kSciEnable);
+  if (level == sci_level_) return;
+  sci_level_ = level;
+  if (sci_) sci_(level);
 }
 
 }  // namespace keel

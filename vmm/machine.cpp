@@ -115,8 +115,11 @@ void Machine::add_platform_devices() {
       [this] { request_stop({StopReason::kReboot, "reset through the i8042 controller"}); });
   io_bus_.add(I8042::kDataPort, 1, *i8042_);
   io_bus_.add(I8042::kCommandPort, 1, *i8042_, 4);
-  acpi_pm_ = std::make_unique<AcpiPm>(acpi::kS5SleepType,
-                                      [this] { request_stop({StopReason::kPowerOff, ""}); });
+  // The SCI: a level on the ISA IRQ the FADT names (MADT: level, active high).
+  const uint32_t sci_irq = acpi::AcpiPlatform{}.sci_irq;
+  acpi_pm_ = std::make_unique<AcpiPm>(
+      acpi::kS5SleepType, [this] { request_stop({StopReason::kPowerOff, ""}); },
+      [this, sci_irq](bool level) { vm_.set_irq_line(sci_irq, level); });
   io_bus_.add(layout::kPm1aEvtPort, AcpiPm::kPortCount, *acpi_pm_);
   pvpanic_ = std::make_unique<PvPanic>([this](uint8_t events) {
     request_stop({StopReason::kGuestPanic, "pvpanic events " + hex(events)});
@@ -209,11 +212,29 @@ MachineStop Machine::run() {
   signals.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (!ec) request_stop({StopReason::kSignal, strsignal(signo), signo});
   });
+  if (!options_.api_socket.empty()) {
+    control_ = std::make_unique<ControlServer>(events_, options_.api_socket, *this);
+  }
+  started_ = std::chrono::steady_clock::now();
   for (auto& vcpu : vcpus_) {
     threads_.emplace_back([this, &vcpu] { vcpu_loop(vcpu); });
   }
   events_.run();
   stop_vcpus();
+  if (control_) {
+    // Answer the clients waiting for the stop (shutdown, kill), then close.
+    std::vector<Reply> waiting;
+    MachineStop stop;
+    {
+      std::lock_guard guard(stop_mutex_);
+      waiting.swap(stop_replies_);
+      stop = *stop_;
+    }
+    for (auto& reply : waiting) reply(stopped_response(stop, shutdown_started_));
+    events_.restart();
+    events_.run_for(std::chrono::milliseconds(waiting.empty() ? 0 : 500));
+    control_.reset();
+  }
   serial_out_.finish(std::chrono::seconds(2));
   if (uint64_t lost = serial_out_.dropped()) {
     std::fprintf(stderr, "keel-vmm: %llu bytes of guest console output dropped (reader too slow or gone)\n",
@@ -233,6 +254,10 @@ void Machine::request_stop(MachineStop stop) {
 
 void Machine::stop_vcpus() {
   stopping_.store(true, std::memory_order_seq_cst);
+  {
+    std::lock_guard guard(pause_mutex_);  // parked vCPUs wake up and leave
+    pause_cv_.notify_all();
+  }
   for (size_t i = 0; i < threads_.size(); ++i) {
     if (!threads_[i].joinable()) continue;
     vcpus_[i].request_immediate_exit();

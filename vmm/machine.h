@@ -11,6 +11,9 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <condition_variable>
 
 #include "devices/acpi_pm.h"
 #include "devices/cmos_rtc.h"
@@ -22,6 +25,7 @@
 #include "devices/uart8250.h"
 #include "common/guest_memory.h"
 #include "vmm/coalesced_io.h"
+#include "vmm/control_server.h"
 #include "vmm/gsi_router.h"
 #include "vmm/kvm_system.h"
 #include "vmm/machine_stop.h"
@@ -31,17 +35,21 @@
 
 namespace keel {
 
-class Machine {
+class Machine : public ControlHandler {
  public:
   // Builds the VM and loads the guest. Throws InputError for bad input
   // (kernel, sizes against this host) and std::system_error for KVM failures.
   explicit Machine(const VmmOptions& options);
-  ~Machine();
+  ~Machine() override;
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
 
   // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
   MachineStop run();
+
+  // ControlHandler (machine_control.cpp): the control socket's requests, on
+  // the event loop.
+  void handle(const keel::api::v1::Request& request, Reply reply) override;
 
  private:
   void check_host_limits(const VmmOptions& options) const;
@@ -55,6 +63,16 @@ class Machine {
   void handle_exit(KvmVcpu& vcpu);
   void request_stop(MachineStop stop);
   void stop_vcpus();
+  // vCPU threads parked outside KVM_RUN, and back (machine_control.cpp).
+  // pause_vcpus() waits until every vCPU is parked; false if one did not
+  // get there within `timeout`.
+  bool pause_vcpus(std::chrono::milliseconds timeout);
+  void resume_vcpus();
+  void park_if_paused();
+  keel::api::v1::StatusResult status() const;
+  void start_shutdown(uint32_t timeout_ms, Reply reply);
+  static keel::api::v1::Response stopped_response(const MachineStop& stop,
+                                                  std::chrono::steady_clock::time_point since);
 
   const VmmOptions options_;
   KvmSystem kvm_;
@@ -80,6 +98,22 @@ class Machine {
   std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
+
+  // Pause: vCPUs park in vcpu_loop while pause_requested_ is set.
+  std::mutex pause_mutex_;
+  std::condition_variable pause_cv_;
+  std::atomic<bool> pause_requested_{false};
+  size_t parked_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point paused_at_;
+  std::chrono::steady_clock::duration paused_total_{};
+  uint32_t pauses_ = 0;
+  // Shutdown through the control socket: the power button, then a kill.
+  bool shutting_down_ = false;
+  std::optional<boost::asio::steady_timer> shutdown_timer_;
+  std::vector<Reply> stop_replies_;  // answered when the machine stops
+  std::chrono::steady_clock::time_point shutdown_started_;
+  std::unique_ptr<ControlServer> control_;  // last: destroyed first
   std::mutex stop_mutex_;
   std::optional<MachineStop> stop_;
 };

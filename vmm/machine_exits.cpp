@@ -15,6 +15,10 @@ void Machine::vcpu_loop(KvmVcpu& vcpu) {
     // immediate_exit after an unrelated signal sees stopping_ on its next
     // check, so it never re-enters the guest with the kick lost.
     while (!stopping_.load(std::memory_order_seq_cst)) {
+      if (pause_requested_.load(std::memory_order_seq_cst)) {
+        park_if_paused();
+        continue;
+      }
       if (vcpu.enter()) {
         handle_exit(vcpu);
       } else {

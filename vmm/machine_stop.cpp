@@ -11,6 +11,7 @@ int exit_code(const MachineStop& stop) {
     case StopReason::kKvmError: return 12;
     case StopReason::kVmmError: return 13;
     case StopReason::kSignal: return 128 + stop.signal;
+    case StopReason::kKilled: return 14;
   }
   return 13;
 }
@@ -24,6 +25,7 @@ const char* describe(StopReason reason) {
     case StopReason::kKvmError: return "KVM could not run the guest";
     case StopReason::kVmmError: return "VMM failure";
     case StopReason::kSignal: return "stopped by signal";
+    case StopReason::kKilled: return "killed through the control socket";
   }
   return "unknown";
 }

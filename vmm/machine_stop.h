@@ -13,6 +13,8 @@ enum class StopReason {
   kKvmError,     // KVM could not run the guest: internal error, failed entry
   kVmmError,     // something in the VMM failed while the guest ran
   kSignal,       // the operator stopped keel-vmm (SIGINT, SIGTERM)
+  kKilled,       // the operator killed the guest through the control socket
+                 // (kill, or a shutdown the guest did not honour in time)
 };
 
 struct MachineStop {

@@ -13,6 +13,7 @@ const char* const kVmmUsage =
     "usage: keel-vmm --kernel PATH [--initrd PATH] [--cmdline STRING] [--cpus N]\n"
     "                [--memory SIZE] [--serial stdout|file=PATH]\n"
     "                [--disk path=PATH[,readonly=on]]... [--net tap=NAME[,mac=MAC]]... [--rng]\n"
+    "                [--api-socket PATH]\n"
     "\n"
     "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
     "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
@@ -27,11 +28,15 @@ const char* const kVmmUsage =
     "  --net SPEC        virtio-net adapter on an existing tap device:\n"
     "                    tap=NAME[,mac=MAC]; repeatable\n"
     "  --rng             virtio-rng entropy source (from getrandom)\n"
+    "  --api-socket PATH control socket (Unix, mode 0600) for keelctl: status,\n"
+    "                    pause, resume, shutdown (ACPI power button), kill\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
     "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
     "  12 KVM could not run the guest (internal error, failed entry);\n"
-    "  13 VMM failure while running; 130/143 stopped by SIGINT/SIGTERM.\n"
+    "  13 VMM failure while running; 14 killed through the control socket (kill,\n"
+    "  or a shutdown the guest did not honour in time); 130/143 stopped by\n"
+    "  SIGINT/SIGTERM.\n"
     "\n"
     "Environment: KEEL_KVM_DEVICE overrides /dev/kvm.\n";
 
@@ -158,6 +163,9 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
       options.disks.push_back(parse_disk(value()));
     } else if (name == "--net") {
       options.nets.push_back(parse_net(value()));
+    } else if (name == "--api-socket") {
+      options.api_socket = value();
+      if (options.api_socket.empty()) throw InputError("--api-socket needs a PATH");
     } else if (name == "--rng") {
       if (inline_value) throw InputError("--rng takes no value");
       options.rng = true;

@@ -36,6 +36,7 @@ struct VmmOptions {
   std::vector<DiskSpec> disks;
   std::vector<NetSpec> nets;
   bool rng = false;
+  std::string api_socket;  // --api-socket PATH; empty: none
   bool help = false;
   // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
   std::string kvm_device = "/dev/kvm";

@@ -2,12 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace keel {
 namespace {
 
 struct AcpiPmFixture : ::testing::Test {
   int poweroffs = 0;
-  AcpiPm pm{5, [this] { ++poweroffs; }};
+  std::vector<bool> sci;
+  AcpiPm pm{5, [this] { ++poweroffs; }, [this](bool level) { sci.push_back(level); }};
   void wr16(uint16_t off, uint16_t v) {
     uint8_t b[2] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8)};
     pm.pio_write(off, b);
@@ -37,6 +40,22 @@ TEST_F(AcpiPmFixture, EnableRegisterHoldsValue) {
   wr16(2, 0x0100);
   EXPECT_EQ(rd16(2), 0x0100);
   EXPECT_EQ(rd16(0), 0);
+}
+
+TEST_F(AcpiPmFixture, PowerButtonRaisesTheSciOnlyWhenEnabled) {
+  pm.press_power_button();
+  EXPECT_EQ(rd16(0), AcpiPm::kPowerButtonStatus);
+  EXPECT_TRUE(sci.empty()) << "PWRBTN_EN is clear";
+  wr16(2, AcpiPm::kPowerButtonStatus);  // the OS enables the event: the pending press fires
+  EXPECT_EQ(sci, std::vector<bool>{true});
+  wr16(0, AcpiPm::kPowerButtonStatus);  // write-one-to-clear: the level drops
+  EXPECT_EQ(rd16(0), 0);
+  EXPECT_EQ(sci, (std::vector<bool>{true, false}));
+  pm.press_power_button();
+  EXPECT_EQ(sci, (std::vector<bool>{true, false, true}));
+  wr16(0, 0);  // writing zeros clears nothing
+  EXPECT_EQ(sci.size(), 3u);
+  EXPECT_EQ(poweroffs, 0);
 }
 
 }  // namespace

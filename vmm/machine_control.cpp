@@ -1,0 +1,201 @@
+// Machine, part three: what the control socket asks for (status, pause,
+// resume, shutdown, kill), on the event loop.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "vmm/machine.h"
+
+namespace keel {
+
+namespace pb = ::keel::api::v1;
+
+namespace {
+
+constexpr auto kPauseTimeout = std::chrono::seconds(5);
+constexpr uint32_t kDefaultShutdownTimeoutMs = 30000;
+
+uint64_t ms(std::chrono::steady_clock::duration d) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
+pb::Response failure(pb::ErrorCode code, const std::string& message) {
+  pb::Response response;
+  response.set_ok(false);
+  response.mutable_error()->set_code(code);
+  response.mutable_error()->set_message(message);
+  return response;
+}
+
+}  // namespace
+
+// --- pause ----------------------------------------------------------------
+
+// On a vCPU thread, between KVM_RUNs: waits while the machine is paused.
+void Machine::park_if_paused() {
+  std::unique_lock lock(pause_mutex_);
+  ++parked_;
+  pause_cv_.notify_all();
+  pause_cv_.wait(lock, [this] { return !pause_requested_.load() || stopping_.load(); });
+  --parked_;
+}
+
+bool Machine::pause_vcpus(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(pause_mutex_);
+    pause_requested_.store(true, std::memory_order_seq_cst);
+  }
+  // As in stop_vcpus(): the flag first, then the kick, so a vCPU either sees
+  // the flag before entering or leaves KVM_RUN at once.
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    vcpus_[i].request_immediate_exit();
+    ::pthread_kill(threads_[i].native_handle(), SIGUSR1);
+  }
+  std::unique_lock lock(pause_mutex_);
+  return pause_cv_.wait_for(lock, timeout, [this] {
+    return parked_ == threads_.size() || stopping_.load();
+  });
+}
+
+void Machine::resume_vcpus() {
+  std::lock_guard lock(pause_mutex_);
+  pause_requested_.store(false, std::memory_order_seq_cst);
+  pause_cv_.notify_all();
+}
+
+// --- status ---------------------------------------------------------------
+
+pb::StatusResult Machine::status() const {
+  pb::StatusResult s;
+  const auto now = std::chrono::steady_clock::now();
+  const bool paused = pause_requested_.load();
+  s.set_state(stopping_.load()   ? pb::RUN_STATE_STOPPED
+              : shutting_down_   ? pb::RUN_STATE_SHUTTING_DOWN
+              : paused           ? pb::RUN_STATE_PAUSED
+                                 : pb::RUN_STATE_RUNNING);
+  s.set_vcpus(options_.cpus);
+  s.set_memory_bytes(options_.memory);
+  s.set_uptime_ms(ms(now - started_));
+  s.set_pid(static_cast<uint32_t>(::getpid()));
+  s.set_kernel(options_.kernel);
+  s.set_pauses(pauses_);
+  s.set_paused_ms_total(ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
+  s.set_serial(options_.serial_file.empty() ? "stdout" : "file=" + options_.serial_file);
+  unsigned slot = 1;
+  auto add = [&](const std::string& type, const std::string& description) {
+    pb::Device* d = s.add_devices();
+    d->set_type(type);
+    d->set_pci_address("00:" + std::string(slot < 16 ? "0" : "") + [&] {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "%x", slot);
+      return std::string(hex);
+    }() + ".0");
+    d->set_description(description);
+    ++slot;
+  };
+  for (const auto& disk : options_.disks) {
+    add("virtio-blk", "path=" + disk.path + (disk.readonly ? ",readonly=on" : ""));
+  }
+  for (const auto& net : options_.nets) add("virtio-net", "tap=" + net.tap);
+  if (options_.rng) add("virtio-rng", "getrandom");
+  return s;
+}
+
+// --- shutdown -------------------------------------------------------------
+
+pb::Response Machine::stopped_response(const MachineStop& stop,
+                                        std::chrono::steady_clock::time_point since) {
+  pb::Response response;
+  response.set_ok(true);
+  pb::ShutdownResult* r = response.mutable_shutdown();
+  r->set_forced(stop.reason == StopReason::kKilled);
+  r->set_duration_ms(ms(std::chrono::steady_clock::now() - since));
+  r->set_state(pb::RUN_STATE_STOPPED);
+  return response;
+}
+
+// ACPI power button (the guest's OS decides; a stock Linux with a handler
+// powers off), then a kill when the guest has not stopped in time. The
+// answer comes when the machine has stopped, either way.
+void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
+  {
+    std::lock_guard guard(stop_mutex_);
+    stop_replies_.push_back(std::move(reply));
+  }
+  if (shutting_down_) return;  // a second request waits for the same stop
+  shutting_down_ = true;
+  shutdown_started_ = std::chrono::steady_clock::now();
+  if (pause_requested_.load()) resume_vcpus();  // a paused guest cannot press anything
+  acpi_pm_->press_power_button();
+  const uint32_t limit = timeout_ms != 0 ? timeout_ms : kDefaultShutdownTimeoutMs;
+  shutdown_timer_.emplace(events_, std::chrono::milliseconds(limit));
+  shutdown_timer_->async_wait([this, limit](const boost::system::error_code& ec) {
+    if (ec) return;
+    request_stop({StopReason::kKilled,
+                  "the guest did not power off within " + std::to_string(limit) + " ms of the ACPI power button"});
+  });
+}
+
+// --- requests -------------------------------------------------------------
+
+void Machine::handle(const pb::Request& request, Reply reply) {
+  if (stopping_.load()) {
+    return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
+  }
+  switch (request.operation_case()) {
+    case pb::Request::kStatus: {
+      pb::Response response;
+      response.set_ok(true);
+      *response.mutable_status() = status();
+      return reply(std::move(response));
+    }
+    case pb::Request::kPause: {
+      if (shutting_down_) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+      const auto begin = std::chrono::steady_clock::now();
+      if (!pause_requested_.load()) {
+        if (!pause_vcpus(kPauseTimeout)) {
+          resume_vcpus();
+          return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+        }
+        paused_at_ = std::chrono::steady_clock::now();
+        ++pauses_;
+      }
+      pb::Response response;
+      response.set_ok(true);
+      response.mutable_pause()->set_state(pb::RUN_STATE_PAUSED);
+      response.mutable_pause()->set_duration_ms(ms(std::chrono::steady_clock::now() - begin));
+      return reply(std::move(response));
+    }
+    case pb::Request::kResume: {
+      const auto begin = std::chrono::steady_clock::now();
+      if (pause_requested_.load()) {
+        paused_total_ += std::chrono::steady_clock::now() - paused_at_;
+        resume_vcpus();
+      }
+      pb::Response response;
+      response.set_ok(true);
+      response.mutable_resume()->set_state(shutting_down_ ? pb::RUN_STATE_SHUTTING_DOWN
+                                                          : pb::RUN_STATE_RUNNING);
+      response.mutable_resume()->set_duration_ms(ms(std::chrono::steady_clock::now() - begin));
+      return reply(std::move(response));
+    }
+    case pb::Request::kShutdown:
+      return start_shutdown(request.shutdown().timeout_ms(), std::move(reply));
+    case pb::Request::kKill: {
+      pb::Response response;
+      response.set_ok(true);
+      response.mutable_kill()->set_state(pb::RUN_STATE_STOPPED);
+      reply(std::move(response));
+      return request_stop({StopReason::kKilled, "kill request"});
+    }
+    case pb::Request::kSnapshot:
+      return reply(failure(pb::ERROR_CODE_UNIMPLEMENTED, "snapshots are not built yet"));
+    case pb::Request::OPERATION_NOT_SET:
+      break;
+  }
+  reply(failure(pb::ERROR_CODE_UNKNOWN_REQUEST, "no operation in the request"));
+}
+
+}  // namespace keel
