@@ -16,6 +16,13 @@ void Machine::vcpu_loop(KvmVcpu& vcpu) {
     // check, so it never re-enters the guest with the kick lost.
     while (!stopping_.load(std::memory_order_seq_cst)) {
       if (pause_requested_.load(std::memory_order_seq_cst)) {
+        // An I/O or MMIO exit is finished (a read's value reaches the
+        // registers) only by the next KVM_RUN: one with immediate_exit set
+        // does that and returns at once (api.rst, kvm_run.immediate_exit),
+        // so the state a snapshot reads is complete.
+        vcpu.request_immediate_exit();
+        if (vcpu.enter()) handle_exit(vcpu);
+        vcpu.clear_immediate_exit();
         park_if_paused();
         continue;
       }

@@ -1,0 +1,106 @@
+#include "vmm/snapshot_memory.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "common/guest_memory.h"
+
+namespace keel {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+struct SnapshotMemoryTest : ::testing::Test {
+  std::string dir;
+  SnapshotMemoryTest() {
+    std::string templ = "/var/tmp/keel-snapmem-XXXXXX";
+    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp");
+    dir = templ;
+  }
+  ~SnapshotMemoryTest() override { std::filesystem::remove_all(dir); }
+  std::string path() const { return dir + "/memory"; }
+
+  // 8 MiB guest: data on a few pages, one touched page left all zeros.
+  GuestMemory guest{{{0, 8 * kMiB, 0}}};
+  void fill() {
+    std::memset(guest.host_base() + 0x1000, 0xaa, 0x3000);         // 3 pages
+    guest.host_base()[5 * kMiB + 17] = 1;                           // 1 page
+    std::memset(guest.host_base() + 6 * kMiB, 0, 4096);             // touched, zero
+    std::memset(guest.host_base() + 7 * kMiB, 0x5c, kMiB);          // a 1 MiB run
+  }
+};
+
+TEST_F(SnapshotMemoryTest, WritesOnlyDataPagesAndReadsThemBack) {
+  fill();
+  auto image = write_memory_image(guest.fd(), guest.host_base(), guest.size(), path(), "memory");
+  EXPECT_EQ(image.size(), 8 * kMiB);
+  EXPECT_EQ(image.bytes_written(), 0x3000 + 4096 + kMiB);
+  ASSERT_GE(image.extents_size(), 3);
+  EXPECT_EQ(image.extents(0).offset(), 0x1000u);
+  EXPECT_EQ(image.extents(0).length(), 0x3000u);
+  // The file is sparse: about what was written, not 8 MiB.
+  struct stat st {};
+  ASSERT_EQ(::stat(path().c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), 8 * kMiB);
+  EXPECT_LE(static_cast<uint64_t>(st.st_blocks) * 512, 2 * kMiB);
+
+  GuestMemory restored{{{0, 8 * kMiB, 0}}};
+  read_memory_image(image, path(), restored.host_base(), restored.size());
+  EXPECT_EQ(std::memcmp(restored.host_base(), guest.host_base(), guest.size()), 0);
+}
+
+TEST_F(SnapshotMemoryTest, AnUntouchedGuestWritesNothing) {
+  auto image = write_memory_image(guest.fd(), guest.host_base(), guest.size(), path(), "memory");
+  EXPECT_EQ(image.extents_size(), 0);
+  EXPECT_EQ(image.bytes_written(), 0u);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(SnapshotMemoryTest, CorruptedTruncatedOrForeignImagesAreRefused) {
+  fill();
+  auto image = write_memory_image(guest.fd(), guest.host_base(), guest.size(), path(), "memory");
+  GuestMemory target{{{0, 8 * kMiB, 0}}};
+  auto load = [&](const state::v1::MemoryImage& im) {
+    return error_of([&] { read_memory_image(im, path(), target.host_base(), target.size()); });
+  };
+  {
+    std::fstream f(path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(5 * kMiB + 17);
+    f.put(2);
+  }
+  EXPECT_NE(load(image).find("fails its checksum"), std::string::npos);
+  auto bad = image;
+  bad.mutable_extents(1)->set_offset(8 * kMiB);
+  EXPECT_NE(load(bad).find("does not fit"), std::string::npos);
+  bad = image;
+  bad.mutable_extents(0)->set_length(0x1001);
+  EXPECT_NE(load(bad).find("does not fit"), std::string::npos);
+  bad = image;
+  bad.mutable_extents(1)->set_offset(0x2000);  // overlaps extent 0
+  EXPECT_NE(load(bad).find("does not fit"), std::string::npos);
+  bad = image;
+  bad.set_size(16 * kMiB);
+  EXPECT_NE(load(bad).find("the guest has"), std::string::npos);
+  bad = image;
+  bad.set_page_size(2 * kMiB);
+  EXPECT_NE(load(bad).find("page size"), std::string::npos);
+  std::filesystem::resize_file(path(), 6 * kMiB);
+  EXPECT_NE(load(image).find("truncated"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace keel
