@@ -7,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 
 #include "common/error.h"
 #include "common/guest_memory.h"
@@ -100,6 +102,42 @@ TEST_F(SnapshotMemoryTest, CorruptedTruncatedOrForeignImagesAreRefused) {
   EXPECT_NE(load(bad).find("page size"), std::string::npos);
   std::filesystem::resize_file(path(), 6 * kMiB);
   EXPECT_NE(load(image).find("truncated"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace keel
+
+#include "vmm/snapshot_state_file.h"
+
+namespace keel {
+namespace {
+
+TEST_F(SnapshotMemoryTest, StateFileRoundTripsAndRefusesDamage) {
+  const std::string file = dir + "/state";
+  std::string payload(5000, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 13);
+  write_state_file(file, payload);
+  EXPECT_EQ(read_state_file(file), payload);
+  EXPECT_FALSE(std::filesystem::exists(file + ".partial"));
+
+  auto damaged = [&](const std::function<void(std::string&)>& change) {
+    std::string bytes;
+    {
+      std::ifstream in(file, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    change(bytes);
+    const std::string other = dir + "/damaged";
+    std::ofstream(other, std::ios::binary | std::ios::trunc) << bytes;
+    return error_of([&] { read_state_file(other); });
+  };
+  EXPECT_NE(damaged([](std::string& b) { b[100] ^= 1; }).find("corrupted"), std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b.resize(b.size() - 1); }).find("truncated"), std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b.resize(10); }).find("not a Keel snapshot"), std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b[0] = 'X'; }).find("not a Keel snapshot"), std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b[8] = 9; }).find("format version 9"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_state_file(dir + "/missing"); }).find("no snapshot state file"),
+            std::string::npos);
 }
 
 }  // namespace
