@@ -26,13 +26,19 @@ static void check_device(void) {
 static void echo_mode(const struct job_args* a) {
   u64 t0 = rdtsc(), limit = a->have_seconds ? us_to_tsc(a->seconds * 1000000) : 0;
   u64 want = a->have_count ? a->count : 0;
+  u64 button_every = us_to_tsc(10000), button_next = t0;
   for (u32 spin = 0;; spin++) {
     if (!net_poll(&net, echo_udp)) cpu_relax();
     net_tx_reclaim(&net);
     if (want && udp_echoed >= want) break;
     if ((spin & 1023) == 0) {
-      if (limit && rdtsc() - t0 > limit) break;
+      u64 now = rdtsc();
+      if (limit && now - t0 > limit) break;
       check_device();
+      if ((s64)(now - button_next) >= 0) {
+        power_button_poll();
+        button_next = now + button_every;
+      }
     }
   }
   // Let the last answers leave before powering off.

@@ -69,6 +69,7 @@ void job_heartbeat(const struct job_args* a) {
   u64 due = rdtsc();
   for (u64 seq = 1; a->count == 0 || seq <= a->count; seq++) {
     while ((s64)(rdtsc() - due) < 0) cpu_relax();
+    power_button_poll();
     kprintf("testos: beat seq=%llu t_us=%llu\n", seq, now_us());
     due += interval;
     // Late (the VM was paused, or output is slow): restart the schedule
@@ -166,6 +167,7 @@ void job_dirtier(const struct job_args* a) {
       }
     }
     if (done) kprintf("testos: dirtier pass=%llu mib=%llu\n", pass, done / 256);
+    if (!stop) power_button_poll();
   }
 
   // Pages before `done` carry the last pass, the rest the one before.

@@ -51,6 +51,7 @@ static void parse_cmdline(const char* src, struct job_args* a) {
   cmd[CMDLINE_MAX - 1] = 0;
   a->interval_ms = 100;
   a->mib = 64;
+  a->power_button = 1;
   char* p = cmd;
   while (*p) {
     while (*p == ' ' || *p == '\t' || *p == '\n') *p++ = 0;
@@ -114,6 +115,11 @@ static void parse_cmdline(const char* src, struct job_args* a) {
       num(k, v, &x);
       if (x > 1) bad_value(k, v);
       a->lenient = (u32)x;
+    } else if (streq(k, "power_button")) {
+      u64 x;
+      num(k, v, &x);
+      if (x > 1) bad_value(k, v);
+      a->power_button = (u32)x;
     }
     else
       fatal("unknown command line key %s", k);
@@ -155,6 +161,8 @@ void kmain(const struct bootinfo* bi) {
   binfo = bi;
   parse_cmdline(bi->cmdline, &args);
   platform_read(bi, args.tsc_khz);
+  plat.power_button = args.power_button;
+  power_button_enable();
   kprintf("testos: ready mem_mib=%llu cpus=%u tsc_khz=%llu boot=%s\n", plat.usable_bytes >> 20,
           plat.cpus, plat.tsc_khz, bi->boot_kind == BOOT_PVH ? "pvh" : "linux");
   if (streq(args.job, "platform")) job_platform();

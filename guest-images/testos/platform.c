@@ -119,9 +119,16 @@ static void read_fadt(const u8* t) {
   u32 len = *(const u32*)(t + 4);
   plat.fadt_found = 1;
   if (len >= 72) {
+    plat.pm1a_evt = *(const u32*)(t + 56);
+    plat.pm1_evt_len = len > 88 ? t[88] : 0;
     plat.pm1a_cnt = *(const u32*)(t + 64);
     plat.pm1b_cnt = *(const u32*)(t + 68);
   }
+  // ACPI 6.4 5.2.9 Table 5.10: flag PWR_BUTTON (bit 4) clear means the power
+  // button is the fixed-feature one, reported in PM1_STS.
+  if (len >= 116) plat.fixed_power_button = !(*(const u32*)(t + 112) & (1u << 4));
+  // X_PM1a_EVT_BLK (GAS at 148) when the legacy field is empty; system I/O only.
+  if (plat.pm1a_evt == 0 && len >= 160 && t[148] == 1) plat.pm1a_evt = (u32) * (const u64*)(t + 152);
   // ACPI 2.0+ X_PM1a_CNT_BLK (GAS at 172) when the legacy field is empty.
   if (plat.pm1a_cnt == 0 && len >= 184 && t[172] == 1) plat.pm1a_cnt = (u32) * (const u64*)(t + 176);
   plat.dsdt = len >= 44 ? *(const u32*)(t + 40) : 0;
@@ -289,6 +296,30 @@ void job_reboot(void) {
   }
   kprintf("testos: reboot failed\n");
   user_die();
+}
+
+// ACPI 6.4 4.8.3.1.1: a press of the fixed power button sets PWRBTN_STS
+// (bit 8 of PM1_STS, the first word of the PM1a event block) whether or not
+// PWRBTN_EN is set, so polling needs no SCI. QEMU's PM1 sets the status only
+// while PWRBTN_EN (bit 8 of PM1_EN, the second half of the block) is set, so
+// it is set too; the SCI it may raise is never taken (interrupts stay off).
+// One port read per poll (on PVM hosts a trap): callers poll once per beat
+// or loop iteration, not in tight loops.
+#define PWRBTN_STS (1u << 8)
+#define PWRBTN_EN (1u << 8)
+
+void power_button_enable(void) {
+  if (!plat.power_button || !plat.fixed_power_button || !plat.pm1a_evt || plat.pm1_evt_len < 4) return;
+  u16 en = (u16)(plat.pm1a_evt + plat.pm1_evt_len / 2);
+  outw(en, (u16)(inw(en) | PWRBTN_EN));
+}
+
+void power_button_poll(void) {
+  if (!plat.power_button || !plat.fixed_power_button || !plat.pm1a_evt) return;
+  if (!(inw((u16)plat.pm1a_evt) & PWRBTN_STS)) return;
+  outw((u16)plat.pm1a_evt, PWRBTN_STS);  // status bits clear by writing 1
+  kprintf("testos: power button\n");
+  poweroff();
 }
 
 void poweroff(void) {

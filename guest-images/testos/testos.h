@@ -163,6 +163,9 @@ struct platform {
   u32 ioapics;
 
   u32 fadt_found;
+  u32 pm1a_evt;            // PM1a event block (PM1_STS, then PM1_EN)
+  u32 pm1_evt_len;         // its length in bytes
+  u32 fixed_power_button;  // FADT: the power button is the fixed feature
   u32 pm1a_cnt, pm1b_cnt;
   u64 dsdt;
 
@@ -171,6 +174,8 @@ struct platform {
 
   u64 tsc_khz;
   const char* tsc_source;
+
+  u32 power_button;        // power_button= on the command line (default 1)
 };
 
 extern struct platform plat;
@@ -181,6 +186,11 @@ void platform_read(const struct bootinfo* bi, u64 cmdline_tsc_khz);
 u64 now_us(void);
 u64 us_to_tsc(u64 us);
 NORETURN void poweroff(void);
+// If the ACPI power button was pressed: "testos: power button", then
+// poweroff(). Long-running jobs call it once per beat / pass / 10 ms.
+void power_button_poll(void);
+// Sets PWRBTN_EN (unless power_button=0); see platform.c.
+void power_button_enable(void);
 NORETURN void job_reboot(void);
 
 // Jobs (jobs.c).
@@ -201,6 +211,7 @@ struct job_args {
   u32 have_mac, have_dst;
   const char* devs;
   u32 lenient;
+  u32 power_button;
 };
 NORETURN void job_platform(void);
 NORETURN void job_heartbeat(const struct job_args* a);
