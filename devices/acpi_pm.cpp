@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "devices/state_check.h"
+
 namespace keel {
 
 namespace {
@@ -67,6 +69,35 @@ void AcpiPm::update_sci() {
   if (level == sci_level_) return;
   sci_level_ = level;
   if (sci_) sci_(level);
+}
+
+
+state::v1::AcpiPmState AcpiPm::save() {
+  std::lock_guard guard(mutex_);
+  state::v1::AcpiPmState s;
+  s.set_status(status_);
+  s.set_enable(enable_);
+  s.set_control(control_);
+  s.set_sci_level(sci_level_);
+  return s;
+}
+
+void AcpiPm::restore(const state::v1::AcpiPmState& s) {
+  const std::string name = "acpi-pm";
+  const auto status = state_field<uint16_t>(s.status(), name, "status");
+  const auto enable = state_field<uint16_t>(s.enable(), name, "enable");
+  const auto control = state_field<uint16_t>(s.control(), name, "control");
+  // Only the power button sets a status bit here (guests clear them).
+  if (status & ~kPowerButtonStatus) refuse_state(name, "status", "has bits no source here sets");
+  if (!(control & kSciEnable)) refuse_state(name, "control", "lacks SCI_EN, which is always set");
+  if (control & kSleepEnable) refuse_state(name, "control", "has SLP_EN, which reads as zero");
+  const bool level = (status & enable & kPowerButtonStatus) != 0;
+  if (level != s.sci_level()) refuse_state(name, "sci_level", "disagrees with status and enable");
+  std::lock_guard guard(mutex_);
+  status_ = status;
+  enable_ = enable;
+  control_ = control;
+  update_sci();
 }
 
 }  // namespace keel

@@ -14,6 +14,7 @@
 #include <span>
 
 #include "devices/pio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -37,6 +38,13 @@ class AcpiPm : public PioDevice {
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
+
+  // Snapshot (proto/device_state.proto); take the device's lock. restore()
+  // refuses register values the guest could not have produced (InputError
+  // naming the field) and re-raises the SCI through `sci` when the restored
+  // registers assert it.
+  state::v1::AcpiPmState save();
+  void restore(const state::v1::AcpiPmState& state);
 
  private:
   void update_sci();

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "devices/state_check.h"
+
 namespace keel {
 
 namespace {
@@ -120,6 +122,54 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
     case kRegD: break;  // read-only
     default: ram_[index] = value; break;
   }
+}
+
+
+state::v1::CmosRtcState CmosRtc::save() const {
+  state::v1::CmosRtcState s;
+  s.set_ram(std::string(ram_.begin(), ram_.end()));
+  s.set_index(index_);
+  s.set_offset_seconds(offset_seconds_);
+  s.set_pending_sec(pending_.tm_sec);
+  s.set_pending_min(pending_.tm_min);
+  s.set_pending_hour(pending_.tm_hour);
+  s.set_pending_mday(pending_.tm_mday);
+  s.set_pending_mon(pending_.tm_mon);
+  s.set_pending_year(pending_.tm_year);
+  return s;
+}
+
+void CmosRtc::restore(const state::v1::CmosRtcState& s) {
+  const std::string name = "cmos-rtc";
+  if (s.ram().size() != ram_.size()) {
+    refuse_state(name, "ram", "has " + std::to_string(s.ram().size()) + " bytes, not 128");
+  }
+  if (s.index() > kIndexMask) refuse_state(name, "index", std::to_string(s.index()) + " is past 127");
+  if (static_cast<uint8_t>(s.ram()[kRegA]) & 0x80) refuse_state(name, "ram", "register A has UIP set");
+  // Register D is read-only, VRT always set.
+  if (static_cast<uint8_t>(s.ram()[kRegD]) != kRegDValid) refuse_state(name, "ram", "register D is not 0x80");
+  // About 35000 years either way: far beyond what a guest can set (a BCD
+  // century tops out at 165), and no overflow when added to the host's time.
+  constexpr int64_t kMaxOffset = int64_t{1} << 40;
+  if (s.offset_seconds() > kMaxOffset || s.offset_seconds() < -kMaxOffset) {
+    refuse_state(name, "offset_seconds", "is out of range");
+  }
+  // What decode() can produce from a byte: at most 165 (BCD 0xff).
+  auto field = [&](int32_t v, int32_t low, int32_t high, const char* what) {
+    if (v < low || v > high) refuse_state(name, what, std::to_string(v) + " is out of range");
+    return static_cast<int>(v);
+  };
+  std::tm pending{};
+  pending.tm_sec = field(s.pending_sec(), 0, 165, "pending_sec");
+  pending.tm_min = field(s.pending_min(), 0, 165, "pending_min");
+  pending.tm_hour = field(s.pending_hour(), 0, 177, "pending_hour");
+  pending.tm_mday = field(s.pending_mday(), 0, 165, "pending_mday");
+  pending.tm_mon = field(s.pending_mon(), -1, 164, "pending_mon");
+  pending.tm_year = field(s.pending_year(), -1900, 16599 - 1900, "pending_year");
+  std::copy(s.ram().begin(), s.ram().end(), ram_.begin());
+  index_ = static_cast<uint8_t>(s.index());
+  offset_seconds_ = s.offset_seconds();
+  pending_ = pending;
 }
 
 }  // namespace keel

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "devices/pio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -24,6 +25,13 @@ class CmosRtc : public PioDevice {
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
+
+  // Snapshot (proto/device_state.proto): the RAM, the index and the guest's
+  // offset from the host clock (time keeps coming from the host's clock).
+  // restore() refuses what the guest could not have produced (InputError
+  // naming the field). vCPUs stopped.
+  state::v1::CmosRtcState save() const;
+  void restore(const state::v1::CmosRtcState& state);
 
  private:
   uint8_t read_register(uint8_t index);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "devices/state_check.h"
+
 namespace keel {
 
 namespace {
@@ -79,6 +81,33 @@ void I8042::data(uint8_t value) {
   } else if (cmd == kCmdWriteOutputPort && !(value & 0x01)) {
     if (reset_) reset_();  // output port bit 0 low holds the CPU in reset
   }
+}
+
+state::v1::I8042State I8042::save() const {
+  state::v1::I8042State s;
+  s.set_has_output(output_.has_value());
+  s.set_output(output_.value_or(0));
+  s.set_has_pending_command(pending_cmd_.has_value());
+  s.set_pending_command(pending_cmd_.value_or(0));
+  s.set_config(config_);
+  s.set_last_was_command(last_was_command_);
+  return s;
+}
+
+void I8042::restore(const state::v1::I8042State& s) {
+  const std::string name = "i8042";
+  const auto output = state_field<uint8_t>(s.output(), name, "output");
+  const auto pending = state_field<uint8_t>(s.pending_command(), name, "pending_command");
+  const auto config = state_field<uint8_t>(s.config(), name, "config");
+  if (!s.has_output() && output != 0) refuse_state(name, "output", "set without has_output");
+  if (s.has_pending_command() ? (pending != kCmdWriteConfig && pending != kCmdWriteOutputPort)
+                              : pending != 0) {
+    refuse_state(name, "pending_command", std::to_string(pending) + " is not a command waiting for data");
+  }
+  output_ = s.has_output() ? std::optional<uint8_t>(output) : std::nullopt;
+  pending_cmd_ = s.has_pending_command() ? std::optional<uint8_t>(pending) : std::nullopt;
+  config_ = config;
+  last_was_command_ = s.last_was_command();
 }
 
 }  // namespace keel

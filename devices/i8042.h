@@ -9,6 +9,7 @@
 #include <span>
 
 #include "devices/pio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -23,6 +24,11 @@ class I8042 : public PioDevice {
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
+
+  // Snapshot (proto/device_state.proto); restore() refuses what the
+  // controller could not hold (InputError naming the field). vCPUs stopped.
+  state::v1::I8042State save() const;
+  void restore(const state::v1::I8042State& state);
 
  private:
   void command(uint8_t cmd);

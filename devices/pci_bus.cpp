@@ -4,10 +4,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "devices/state_check.h"
+
 namespace keel {
 
 namespace {
 constexpr uint32_t kEnable = 1u << 31;
+constexpr uint32_t kAddressBits = 0x80fffffc;  // the rest reads as zero
 }  // namespace
 
 void PciBus::add(unsigned slot, PciDevice& device) {
@@ -58,7 +61,7 @@ void PciBus::pio_write(uint16_t offset, std::span<const uint8_t> data) {
     if (offset == 0 && data.size() == 4) {
       address_ = uint32_t{data[0]} | uint32_t{data[1]} << 8 | uint32_t{data[2]} << 16 |
                  uint32_t{data[3]} << 24;
-      address_ &= 0x80fffffc;  // reserved bits and the low two bits read as zero
+      address_ &= kAddressBits;  // reserved bits and the low two bits read as zero
     }
     return;
   }
@@ -73,6 +76,18 @@ void PciBus::pio_write(uint16_t offset, std::span<const uint8_t> data) {
     mask |= static_cast<uint8_t>(1u << (byte + i));
   }
   device->config_write(reg, value, mask);
+}
+
+
+state::v1::PciBusState PciBus::save() const {
+  state::v1::PciBusState s;
+  s.set_address(address_);
+  return s;
+}
+
+void PciBus::restore(const state::v1::PciBusState& s) {
+  if (s.address() & ~kAddressBits) refuse_state("pci-bus", "address", "has reserved bits set");
+  address_ = s.address();
 }
 
 }  // namespace keel

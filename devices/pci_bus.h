@@ -9,6 +9,7 @@
 
 #include "devices/pci_device.h"
 #include "devices/pio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -23,6 +24,11 @@ class PciBus : public PioDevice {
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
+
+  // Snapshot of the address register (the functions save their own
+  // configuration). restore() refuses reserved bits (InputError). vCPUs stopped.
+  state::v1::PciBusState save() const;
+  void restore(const state::v1::PciBusState& state);
 
  private:
   PciDevice* selected(uint16_t& reg) const;

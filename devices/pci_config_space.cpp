@@ -1,5 +1,8 @@
 #include "devices/pci_config_space.h"
 
+#include "common/hex.h"
+#include "devices/state_check.h"
+
 namespace keel {
 
 namespace {
@@ -47,6 +50,33 @@ void PciConfigSpace::set_u16(uint16_t offset, uint16_t value, uint16_t writable)
 void PciConfigSpace::set_u32(uint16_t offset, uint32_t value, uint32_t writable) {
   set_u16(offset, static_cast<uint16_t>(value), static_cast<uint16_t>(writable));
   set_u16(offset + 2, static_cast<uint16_t>(value >> 16), static_cast<uint16_t>(writable >> 16));
+}
+
+
+state::v1::PciConfigState PciConfigSpace::save() const {
+  state::v1::PciConfigState s;
+  s.set_bytes(std::string(bytes_.begin(), bytes_.end()));
+  return s;
+}
+
+void PciConfigSpace::check(const state::v1::PciConfigState& s, const std::string& device) const {
+  if (s.bytes().size() != kSize) {
+    refuse_state(device, "PCI configuration", "has " + std::to_string(s.bytes().size()) + " bytes, not 256");
+  }
+  for (unsigned i = 0; i < kSize; ++i) {
+    const auto saved = static_cast<uint8_t>(s.bytes()[i]);
+    if ((saved ^ bytes_[i]) & ~writable_[i]) {
+      refuse_state(device, "PCI configuration", "byte " + hex(i) + " differs in read-only bits");
+    }
+  }
+}
+
+void PciConfigSpace::restore(const state::v1::PciConfigState& s, const std::string& device) {
+  check(s, device);
+  for (unsigned i = 0; i < kSize; ++i) {
+    const auto saved = static_cast<uint8_t>(s.bytes()[i]);
+    bytes_[i] = static_cast<uint8_t>((bytes_[i] & ~writable_[i]) | (saved & writable_[i]));
+  }
 }
 
 }  // namespace keel

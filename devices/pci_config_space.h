@@ -4,6 +4,9 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
+
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -18,6 +21,14 @@ class PciConfigSpace {
   void set_u8(uint16_t offset, uint8_t value, uint8_t writable = 0);
   void set_u16(uint16_t offset, uint16_t value, uint16_t writable = 0);
   void set_u32(uint16_t offset, uint32_t value, uint32_t writable = 0);
+
+  // Snapshot: the 256 bytes. restore() takes only the writable bits and
+  // requires every read-only bit to equal this space's own (it was built by
+  // the same device code); otherwise it throws InputError naming `device`
+  // and the offset, and changes nothing. check() is the same test alone.
+  state::v1::PciConfigState save() const;
+  void check(const state::v1::PciConfigState& state, const std::string& device) const;
+  void restore(const state::v1::PciConfigState& state, const std::string& device);
 
   static constexpr uint16_t kSize = 256;
   static constexpr uint16_t kCommand = 0x04;

@@ -14,6 +14,10 @@ class PciHostBridge : public PciDevice {
     config_.write_dword(offset, value, byte_mask);
   }
 
+  // Snapshot of its configuration (see PciConfigSpace::restore). vCPUs stopped.
+  state::v1::PciConfigState save() const { return config_.save(); }
+  void restore(const state::v1::PciConfigState& state) { config_.restore(state, "pci host bridge"); }
+
  private:
   PciConfigSpace config_;
 };

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "devices/pio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -22,6 +23,10 @@ class PvPanic : public PioDevice {
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
+
+  // Snapshot (proto/device_state.proto): nothing to keep.
+  state::v1::PvPanicState save() const { return {}; }
+  void restore(const state::v1::PvPanicState&) {}
 
  private:
   Panic panic_;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "devices/state_check.h"
+
 namespace keel {
 
 namespace {
@@ -138,6 +140,44 @@ void Uart8250::write_register(uint16_t offset, uint8_t value) {
       return;
   }
   update_interrupt(was);
+}
+
+state::v1::UartState Uart8250::save() const {
+  state::v1::UartState s;
+  s.set_ier(ier_);
+  s.set_lcr(lcr_);
+  s.set_mcr(mcr_);
+  s.set_scr(scr_);
+  s.set_dll(dll_);
+  s.set_dlm(dlm_);
+  s.set_thre_pending(thre_pending_);
+  s.set_overrun(overrun_);
+  s.set_rx_fifo(std::string(rx_.begin(), rx_.end()));
+  return s;
+}
+
+void Uart8250::restore(const state::v1::UartState& s) {
+  const std::string name = "uart";
+  const auto ier = state_field<uint8_t>(s.ier(), name, "ier");
+  const auto mcr = state_field<uint8_t>(s.mcr(), name, "mcr");
+  if (ier & ~0x0f) refuse_state(name, "ier", "has reserved bits set");
+  if (mcr & ~0x1f) refuse_state(name, "mcr", "has reserved bits set");
+  if (s.rx_fifo().size() > kFifoSize) {
+    refuse_state(name, "rx_fifo", "holds " + std::to_string(s.rx_fifo().size()) + " bytes, more than 16");
+  }
+  const auto lcr = state_field<uint8_t>(s.lcr(), name, "lcr");
+  const auto scr = state_field<uint8_t>(s.scr(), name, "scr");
+  const auto dll = state_field<uint8_t>(s.dll(), name, "dll");
+  const auto dlm = state_field<uint8_t>(s.dlm(), name, "dlm");
+  ier_ = ier;
+  mcr_ = mcr;
+  lcr_ = lcr;
+  scr_ = scr;
+  dll_ = dll;
+  dlm_ = dlm;
+  thre_pending_ = s.thre_pending();
+  overrun_ = s.overrun();
+  rx_.assign(s.rx_fifo().begin(), s.rx_fifo().end());
 }
 
 }  // namespace keel

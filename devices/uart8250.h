@@ -8,6 +8,7 @@
 #include <span>
 
 #include "devices/pio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel {
 
@@ -25,6 +26,13 @@ class Uart8250 : public PioDevice {
   // receive FIFO is dropped, with an overrun reported in LSR, as on hardware.
   void queue_input(std::span<const uint8_t> bytes);
   static constexpr size_t kFifoSize = 16;
+
+  // Snapshot (proto/device_state.proto). restore() checks `state` as
+  // untrusted input (InputError naming the field; nothing changed then) and
+  // raises no interrupt: an edge already sent is in the irqchip's state.
+  // Not thread-safe, like the port accesses: the vCPUs are stopped.
+  state::v1::UartState save() const;
+  void restore(const state::v1::UartState& state);
 
  private:
   uint8_t read_register(uint16_t offset);

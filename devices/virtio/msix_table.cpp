@@ -4,6 +4,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "devices/state_check.h"
+
 namespace keel::virtio {
 
 namespace {
@@ -125,6 +127,59 @@ void MsixTable::reset() {
   for (uint64_t& p : pba_) p = 0;
   enabled_ = false;
   function_masked_ = false;
+}
+
+
+state::v1::MsixState MsixTable::save() const {
+  state::v1::MsixState s;
+  for (const Entry& e : entries_) {
+    state::v1::MsixEntry* out = s.add_entries();
+    out->set_address_lo(e.address_lo);
+    out->set_address_hi(e.address_hi);
+    out->set_data(e.data);
+    out->set_control(e.control);
+  }
+  for (uint64_t p : pba_) s.add_pba(p);
+  s.set_enabled(enabled_);
+  s.set_function_masked(function_masked_);
+  return s;
+}
+
+void MsixTable::check(const state::v1::MsixState& s, const std::string& device) const {
+  if (static_cast<size_t>(s.entries_size()) != entries_.size()) {
+    refuse_state(device, "MSI-X table", "has " + std::to_string(s.entries_size()) + " entries, not " +
+                                            std::to_string(entries_.size()));
+  }
+  if (static_cast<size_t>(s.pba_size()) != pba_.size()) {
+    refuse_state(device, "MSI-X PBA", "has " + std::to_string(s.pba_size()) + " qwords, not " +
+                                          std::to_string(pba_.size()));
+  }
+  for (int v = 0; v < s.entries_size(); ++v) {
+    const state::v1::MsixEntry& e = s.entries(v);
+    const std::string field = "MSI-X entry " + std::to_string(v);
+    if (e.address_lo() & ~kAddressLoWritable) refuse_state(device, field, "address is not dword-aligned");
+    if (e.control() & ~kVectorControlMask) refuse_state(device, field, "vector control has reserved bits");
+    const bool pending = (s.pba(v / 64) >> (v % 64)) & 1;
+    const bool masked = s.function_masked() || (e.control() & kVectorControlMask);
+    if (pending && s.enabled() && !masked) {
+      refuse_state(device, field, "is pending while enabled and unmasked");
+    }
+  }
+  const unsigned tail = vectors() % 64;
+  if (tail != 0 && (s.pba(s.pba_size() - 1) >> tail) != 0) {
+    refuse_state(device, "MSI-X PBA", "has pending bits past the last vector");
+  }
+}
+
+void MsixTable::restore(const state::v1::MsixState& s, const std::string& device) {
+  check(s, device);
+  for (size_t v = 0; v < entries_.size(); ++v) {
+    const state::v1::MsixEntry& e = s.entries(static_cast<int>(v));
+    entries_[v] = Entry{e.address_lo(), e.address_hi(), e.data(), e.control()};
+  }
+  for (size_t i = 0; i < pba_.size(); ++i) pba_[i] = s.pba(static_cast<int>(i));
+  enabled_ = s.enabled();
+  function_masked_ = s.function_masked();
 }
 
 }  // namespace keel::virtio

@@ -22,7 +22,10 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
+
+#include "proto/device_state.pb.h"
 
 namespace keel::virtio {
 
@@ -70,6 +73,16 @@ class MsixTable {
   // Back to the power-on state: entries zero and masked, nothing pending,
   // disabled, function mask clear.
   void reset();
+
+  // Snapshot: entries, PBA, enable and function mask. check() refuses (an
+  // InputError naming `device` and the field) a state this table could not
+  // be in: another vector count, reserved bits, pending bits past the last
+  // vector, or a pending vector that is enabled and unmasked (it would have
+  // been sent). restore() checks, then takes the state without sending
+  // anything.
+  state::v1::MsixState save() const;
+  void check(const state::v1::MsixState& state, const std::string& device) const;
+  void restore(const state::v1::MsixState& state, const std::string& device);
 
  private:
   struct Entry {

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -15,6 +16,8 @@
 #include <boost/asio/post.hpp>
 
 #include "common/error.h"
+#include "devices/state_check.h"
+#include "proto/device_state.pb.h"
 
 namespace keel::virtio {
 namespace {
@@ -360,6 +363,56 @@ void VirtioBlkDevice::wait_for_completions() {
                             }
                             wait_for_completions();
                           });
+}
+
+
+// --- snapshot -------------------------------------------------------------
+
+void VirtioBlkDevice::quiesce() {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kResetWaitMs);
+  while (in_flight_count_ > 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      throw std::runtime_error("virtio-blk: " + std::to_string(in_flight_count_) +
+                               " requests still in flight after " + std::to_string(kResetWaitMs) + " ms");
+    }
+    pollfd p{disk_->event_fd(), POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno != EINTR) throw_errno("poll on the disk's completion eventfd");
+    // Completes requests through on_disk_completion: status bytes and used
+    // entries are written as on the event loop.
+    disk_->process_completions();
+  }
+  notify_if_needed();
+}
+
+std::optional<SplitQueueState> VirtioBlkDevice::queue_state(uint16_t queue) const {
+  if (queue != 0 || !queue_ || queue_broken_) return std::nullopt;
+  if (in_flight_count_ != 0) throw std::logic_error("virtio-blk: queue state taken with requests in flight");
+  return queue_->state();
+}
+
+void VirtioBlkDevice::save_state(state::v1::VirtioDeviceState& state) const {
+  if (in_flight_count_ != 0) {
+    throw std::logic_error("virtio-blk: " + std::to_string(in_flight_count_) +
+                           " requests in flight: quiesce before saving");
+  }
+  state.Clear();
+  state.mutable_blk()->set_capacity_sectors(capacity_sectors_);
+  state.mutable_blk()->set_read_only(disk_->read_only());
+}
+
+void VirtioBlkDevice::restore_state(const state::v1::VirtioDeviceState& state) {
+  if (!state.has_blk()) refuse_state("virtio-blk", "device", "holds no virtio-blk state");
+  if (state.blk().capacity_sectors() != capacity_sectors_) {
+    refuse_state("virtio-blk", "capacity_sectors",
+                 std::to_string(state.blk().capacity_sectors()) + " differs from the disk's " +
+                     std::to_string(capacity_sectors_) + " (" + disk_->path() + ")");
+  }
+  if (state.blk().read_only() != disk_->read_only()) {
+    refuse_state("virtio-blk", "read_only", "differs from the disk's");
+  }
 }
 
 }  // namespace keel::virtio

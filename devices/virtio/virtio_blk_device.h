@@ -72,6 +72,18 @@ class VirtioBlkDevice : public VirtioDevice {
   void reset() override;
   void queue_notify(uint16_t queue) override;
 
+  // Snapshot. quiesce() (lock held) waits, at most kResetWaitMs, for every
+  // request in flight to complete and its used entry to be written,
+  // collecting the disk's completions itself (the event loop may be blocked
+  // on the lock meanwhile); throws std::runtime_error if some remain.
+  // save_state() refuses (std::logic_error) with requests in flight. The
+  // state is the disk's capacity and read-only flag: the configuration is
+  // derived from the disk, and restore_state() refuses another size.
+  void quiesce() override;
+  std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
+  void save_state(state::v1::VirtioDeviceState& state) const override;
+  void restore_state(const state::v1::VirtioDeviceState& state) override;
+
   uint64_t capacity_sectors() const { return capacity_sectors_; }
   const std::string& serial() const { return serial_; }
   const storage::RawDisk& disk() const { return *disk_; }

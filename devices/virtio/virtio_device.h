@@ -14,6 +14,10 @@
 #include "common/guest_memory.h"
 #include "devices/virtio/split_queue.h"
 
+namespace keel::state::v1 {
+class VirtioDeviceState;
+}
+
 namespace keel::virtio {
 
 // 5: device types (the PCI device ID is 0x1040 + type, 4.1.2).
@@ -92,6 +96,26 @@ class VirtioDevice {
   // The driver kicked `queue` (an enabled queue of an activated device; the
   // notify region or its ioeventfd, 4.1.4.4).
   virtual void queue_notify(uint16_t queue) = 0;
+
+  // Snapshot (issue 6; proto/device_state.proto), all with lock() held.
+  // The transport saves and restores its own registers and queue setup; the
+  // device adds what is its own. Devices that do not implement these cannot
+  // be snapshotted while activated (queue_state throws std::logic_error).
+  //
+  // quiesce(): before a save, finish work already taken from the queues
+  // (virtio-blk waits for its requests in flight), so that every chain the
+  // device popped is either returned or held in a way queue_state() undoes.
+  virtual void quiesce() {}
+  // Where activated `queue` resumes after a restore: its SplitQueueState,
+  // minus chains the device holds popped but not used (it pops them again
+  // after restore). nullopt when the device has no such queue (not enabled,
+  // or the device stopped using its queues after an error).
+  virtual std::optional<SplitQueueState> queue_state(uint16_t queue) const;
+  // The device-specific state. restore_state() runs before activate() on a
+  // restore; it checks `state` as untrusted input (InputError naming the
+  // field) and changes nothing when it refuses; reset() does not undo it.
+  virtual void save_state(state::v1::VirtioDeviceState& state) const;
+  virtual void restore_state(const state::v1::VirtioDeviceState& state);
 
  protected:
   VirtioTransport* transport_ = nullptr;

@@ -12,6 +12,8 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "devices/state_check.h"
+#include "proto/device_state.pb.h"
 
 namespace keel::virtio {
 
@@ -353,6 +355,32 @@ void VirtioNetDevice::wait_readable() {
                      })](const boost::system::error_code& ec) {
                       if (!ec) run();
                     });
+}
+
+
+// --- snapshot -------------------------------------------------------------
+
+// The device holds at most one chain per queue, the last one it popped (it
+// returns each before taking the next): giving it back is one index back.
+std::optional<SplitQueueState> VirtioNetDevice::queue_state(uint16_t index) const {
+  if (!active_ || index >= queues_.size() || !queues_[index]) return std::nullopt;
+  SplitQueueState state = queues_[index]->state();
+  const bool held = index == kNetRxQueue ? rx_chain_.has_value() : tx_pending_.has_value();
+  if (held) --state.last_avail_idx;
+  return state;
+}
+
+void VirtioNetDevice::save_state(state::v1::VirtioDeviceState& state) const {
+  state.Clear();
+  state.mutable_net()->set_mac(std::string(mac_.begin(), mac_.end()));
+}
+
+void VirtioNetDevice::restore_state(const state::v1::VirtioDeviceState& state) {
+  if (!state.has_net()) refuse_state("virtio-net", "device", "holds no virtio-net state");
+  const std::string& mac = state.net().mac();
+  if (mac.size() != mac_.size()) refuse_state("virtio-net", "mac", "is not 6 bytes");
+  if (mac[0] & 1) refuse_state("virtio-net", "mac", "is a multicast address");
+  std::copy(mac.begin(), mac.end(), mac_.begin());
 }
 
 }  // namespace keel::virtio

@@ -88,6 +88,15 @@ class VirtioNetDevice : public VirtioDevice {
   void reset() override;
   void queue_notify(uint16_t queue) override;
 
+  // Snapshot: the MAC. A receive chain the device holds waiting for a frame,
+  // or a transmit chain the tap did not take yet (EAGAIN), is not saved as
+  // taken: queue_state() gives the index before it, and the restored device
+  // takes the chain again (the frame is sent then). restore_state() refuses
+  // a MAC that is not 6 bytes or is multicast.
+  std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
+  void save_state(state::v1::VirtioDeviceState& state) const override;
+  void restore_state(const state::v1::VirtioDeviceState& state) override;
+
   const MacAddress& mac() const { return mac_; }
   TapDevice& tap() { return tap_; }
   // Take the transport's lock around these when the event loop is running.

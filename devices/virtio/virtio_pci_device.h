@@ -63,6 +63,7 @@
 #include "devices/pci_device.h"
 #include "devices/virtio/msix_table.h"
 #include "devices/virtio/virtio_device.h"
+#include "proto/device_state.pb.h"
 
 namespace keel::virtio {
 
@@ -168,6 +169,37 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   uint64_t driver_features() const { return driver_features_; }
   bool activated() const { return activated_; }
   const MsixTable& msix() const { return msix_; }
+
+  // Snapshot (issue 6; devices/virtio/virtio_pci_state.cpp). Both take
+  // lock(): call them without it, with the vCPUs stopped.
+  //
+  // save(): quiesces the device first (VirtioDevice::quiesce: virtio-blk
+  // waits for its requests in flight), then records the configuration
+  // space, MSI-X, the common configuration registers, each queue's
+  // registers and, for a running device, where each enabled queue resumes;
+  // and the device's own state. Throws std::runtime_error if the device
+  // cannot be quiesced.
+  //
+  // restore(): guest memory must already hold the restored RAM (the rings
+  // are read). Checks `state` entirely as untrusted input first (InputError
+  // naming the device and field; nothing changes then): same device type
+  // and queue count, configuration space read-only bits as built here, MSI-X
+  // state (see MsixTable::check) matching the capability's control bits,
+  // status bits known and consistent (DRIVER_OK needs FEATURES_OK; with
+  // FEATURES_OK the driver's features a subset of the offered ones with
+  // VERSION_1; DRIVER_OK without a running device only with
+  // DEVICE_NEEDS_RESET), vectors inside the table, queue sizes at most the
+  // maximum, the ISR and INTx level consistent, and for a running device each
+  // enabled queue rebuilt through SplitQueue's own activation checks (size a
+  // power of two, rings aligned and inside guest memory) and its indexes
+  // through SplitQueue::set_state. Then resets the function, takes the state
+  // and, for a running device, activates the device on the rebuilt queues
+  // and kicks each enabled queue once (chains made available before the
+  // snapshot and not yet taken are taken now; no guest kick is needed).
+  // INTx is raised through Hooks::intx when the restored level is asserted.
+  // Afterwards the machine re-reads bar_placement() for the ioeventfds.
+  state::v1::VirtioPciState save();
+  void restore(const state::v1::VirtioPciState& state);
 
  private:
   void notify_locked(uint32_t queue);

@@ -8,6 +8,8 @@
 #include <system_error>
 
 #include "common/error.h"
+#include "devices/state_check.h"
+#include "proto/device_state.pb.h"
 
 namespace keel::virtio {
 
@@ -106,6 +108,23 @@ void VirtioRngDevice::continue_later() {
     continuation_posted_ = false;
     process();
   });
+}
+
+
+// --- snapshot -------------------------------------------------------------
+
+std::optional<SplitQueueState> VirtioRngDevice::queue_state(uint16_t queue) const {
+  if (queue != 0 || !queue_) return std::nullopt;
+  return queue_->state();
+}
+
+void VirtioRngDevice::save_state(state::v1::VirtioDeviceState& state) const {
+  state.Clear();
+  state.mutable_rng();
+}
+
+void VirtioRngDevice::restore_state(const state::v1::VirtioDeviceState& state) {
+  if (!state.has_rng()) refuse_state("virtio-rng", "device", "holds no virtio-rng state");
 }
 
 }  // namespace keel::virtio

@@ -40,6 +40,11 @@ class VirtioRngDevice : public VirtioDevice {
   void reset() override;
   void queue_notify(uint16_t queue) override;
 
+  // Snapshot: only the queue (chains are served as they are taken).
+  std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
+  void save_state(state::v1::VirtioDeviceState& state) const override;
+  void restore_state(const state::v1::VirtioDeviceState& state) override;
+
   uint64_t bytes_given() const { return bytes_given_; }
   const std::string& last_error() const { return last_error_; }
 
