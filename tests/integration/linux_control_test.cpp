@@ -1,0 +1,120 @@
+// keelctl shutdown against Debian's stock kernel (label linux): the ACPI
+// power button reaches the kernel through the SCI, the button and evdev
+// modules turn it into a key press, busybox acpid runs the image's handler,
+// and the guest powers off cleanly (its rw root file system left clean)
+// well within the timeout.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+
+#include "kernel_log.h"
+#include "live_vmm.h"
+#include "proto/control.pb.h"
+#include "vmm_run.h"
+
+namespace keel::testing {
+namespace {
+
+const std::string kImages = KEEL_LINUX_IMAGE_DIR;
+using std::chrono::seconds;
+
+std::string show(const CommandResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+// A sparse copy of the root image in a private directory, removed at the end.
+class RootCopy {
+ public:
+  RootCopy() {
+    std::string templ = "/var/tmp/keel-linux-control-XXXXXX";
+    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
+    dir_ = templ;
+    path_ = dir_ + "/root.ext4";
+    auto cp = run_command({"cp", "--sparse=always", kImages + "/rootfs.ext4", path_}, seconds(120));
+    if (cp.exit_code != 0) throw std::runtime_error("cp rootfs.ext4: " + cp.err);
+  }
+  ~RootCopy() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  RootCopy(const RootCopy&) = delete;
+  RootCopy& operator=(const RootCopy&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_, path_;
+};
+
+bool in_box() {
+  const char* where = std::getenv("KEEL_KVM_WHERE");
+  return where != nullptr && std::string(where) == "box";
+}
+
+// As in linux_boot_test: about one nested boot in fifty dies in the KVM test
+// host in a triple fault before init (QEMU's guests there too). Inside the
+// box only, a boot that ended in a triple fault before the guest's init
+// printed anything, with no panic or oops, is run once more, reported.
+bool box_glitch(LiveVmm& vmm) {
+  if (!in_box() || !vmm.lines("keel-guest: ").empty()) return false;
+  if (vmm.wait_exit(seconds(10)) != 11) return false;
+  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
+    if (vmm.describe().find(bad) != std::string::npos) return false;
+  }
+  std::fprintf(stderr, "linux_control_test: box glitch? triple fault before init; booting again\n");
+  ::testing::Test::RecordProperty("box_retry", "triple fault before init");
+  return true;
+}
+
+TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
+  RootCopy root;
+  const std::vector<std::string> args{
+      "--kernel", kImages + "/vmlinuz-cloud", "--initrd", kImages + "/initramfs-cloud.cpio.gz",
+      "--memory", "512M", "--disk", "path=" + root.path(), "--cmdline",
+      "console=ttyS0 panic=-1 root=/dev/vda rw keel.job=heartbeat keel.interval_ms=200"};
+  auto booted = std::make_unique<LiveVmm>(args);
+  auto handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
+  if (!handler && box_glitch(*booted)) {
+    booted = std::make_unique<LiveVmm>(args);
+    handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
+  }
+  LiveVmm& vmm = *booted;
+  ASSERT_TRUE(handler) << vmm.describe();
+  ASSERT_EQ(handler->text.rfind("keel-guest: power button handler acpid input=/dev/input/event", 0), 0u)
+      << vmm.describe();
+  // The job is running (the button ends it, not the job's own end).
+  auto beat = vmm.wait_line("keel-guest: beat seq=2 ", handler->index, seconds(300));
+  ASSERT_TRUE(beat) << vmm.describe();
+
+  auto result = vmm.keelctl({"--json", "shutdown", "--timeout", "120"}, seconds(200));
+  ASSERT_EQ(result.exit_code, 0) << show(result) << vmm.describe();
+  keel::api::v1::Response response;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(result.out, &response).ok()) << result.out;
+  EXPECT_TRUE(response.ok()) << result.out;
+  EXPECT_FALSE(response.shutdown().forced()) << result.out;
+  EXPECT_LT(response.shutdown().duration_ms(), 120000u) << result.out;
+  EXPECT_EQ(vmm.wait_exit(seconds(120)), 0) << vmm.describe();
+
+  auto pressed = vmm.wait_line("keel-guest: power button", beat->index, seconds(1));
+  ASSERT_TRUE(pressed && pressed->text == "keel-guest: power button") << vmm.describe();
+  auto off = vmm.wait_line("keel-guest: poweroff", pressed->index, seconds(1));
+  EXPECT_TRUE(off) << vmm.describe();
+  EXPECT_TRUE(vmm.lines("keel-guest: error").empty()) << vmm.describe();
+
+  // The root was remounted read-only before the poweroff: nothing to repair.
+  auto fsck = run_command({"e2fsck", "-f", "-n", root.path()}, seconds(120));
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+
+  std::vector<std::string> console;
+  for (const auto& l : vmm.lines("")) console.push_back(l.text);
+  auto problems = kernel_log_problems(console);
+  std::string all;
+  for (const auto& p : problems) all += p + "\n";
+  EXPECT_TRUE(problems.empty()) << "kernel log problems:\n" << all;
+}
+
+}  // namespace
+}  // namespace keel::testing

@@ -1,0 +1,74 @@
+// keel-vmm running as a child process with a control socket, for tests that
+// talk to the VMM while its guest runs: the console is read line by line as
+// it arrives, keelctl runs against the socket, and the process is killed and
+// its socket directory removed when the test is done (also on failure).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/child_process.h"
+
+namespace keel::testing {
+
+class LiveVmm {
+ public:
+  // keel-vmm `args` plus --api-socket in a fresh private directory under
+  // /tmp (a tmpfs of its own inside the KVM test host).
+  explicit LiveVmm(const std::vector<std::string>& args);
+  ~LiveVmm();
+  LiveVmm(const LiveVmm&) = delete;
+  LiveVmm& operator=(const LiveVmm&) = delete;
+
+  const std::string& socket_path() const { return socket_; }
+  pid_t pid() const { return child_->pid(); }
+
+  struct Line {
+    size_t index;  // position in the console, from 0
+    std::string text;
+  };
+  // The first console line at position `from` or later that starts with
+  // `prefix`, waiting up to `timeout` for it to arrive; nullopt if it did
+  // not (or keel-vmm ended first).
+  std::optional<Line> wait_line(const std::string& prefix, size_t from = 0,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(120));
+  // Every console line so far that starts with `prefix`.
+  std::vector<Line> lines(const std::string& prefix) const;
+  size_t line_count() const;
+
+  // keel-vmm's exit code once it has ended, waiting up to `timeout`; then
+  // it is killed and nullopt returned.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+
+  // keelctl --socket <this socket> `args`.
+  CommandResult keelctl(const std::vector<std::string>& args,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(60)) const;
+
+  // Console and stderr so far, for failure messages.
+  std::string describe() const;
+
+ private:
+  void read_output();
+
+  std::string dir_;
+  std::string socket_;
+  std::optional<ChildProcess> child_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::string> console_;
+  std::string partial_;
+  std::string err_;
+  bool output_closed_ = false;
+  std::optional<int> exit_code_;
+  std::thread reader_;
+};
+
+const char* keelctl_path();
+
+}  // namespace keel::testing
