@@ -20,6 +20,8 @@ MacAddress mac_for_tap(const std::string& tap) {
 
 }  // namespace
 
+MacAddress effective_mac(const NetSpec& net) { return net.mac ? *net.mac : mac_for_tap(net.tap); }
+
 std::vector<std::unique_ptr<virtio::VirtioDevice>> make_virtio_devices(
     const VmmOptions& options, boost::asio::io_context& events) {
   std::vector<std::unique_ptr<virtio::VirtioDevice>> devices;
@@ -32,7 +34,7 @@ std::vector<std::unique_ptr<virtio::VirtioDevice>> make_virtio_devices(
   for (const NetSpec& net : options.nets) {
     virtio::NetOptions n;
     n.tap = net.tap;
-    n.mac = net.mac ? *net.mac : mac_for_tap(net.tap);
+    n.mac = effective_mac(net);
     devices.push_back(std::make_unique<virtio::VirtioNetDevice>(events, n));
   }
   if (options.rng) devices.push_back(std::make_unique<virtio::VirtioRngDevice>(events));

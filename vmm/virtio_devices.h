@@ -12,6 +12,10 @@
 
 namespace keel {
 
+// The MAC a --net adapter gets: mac= when given, else a stable locally
+// administered one derived from the tap's name.
+MacAddress effective_mac(const NetSpec& net);
+
 // Throws InputError for a disk or tap that cannot be opened.
 std::vector<std::unique_ptr<virtio::VirtioDevice>> make_virtio_devices(
     const VmmOptions& options, boost::asio::io_context& events);

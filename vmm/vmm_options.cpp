@@ -14,6 +14,7 @@ const char* const kVmmUsage =
     "                [--memory SIZE] [--serial stdout|file=PATH]\n"
     "                [--disk path=PATH[,readonly=on]]... [--net tap=NAME[,mac=MAC]]... [--rng]\n"
     "                [--api-socket PATH]\n"
+    "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net ...]...\n"
     "\n"
     "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
     "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
@@ -29,7 +30,10 @@ const char* const kVmmUsage =
     "                    tap=NAME[,mac=MAC]; repeatable\n"
     "  --rng             virtio-rng entropy source (from getrandom)\n"
     "  --api-socket PATH control socket (Unix, mode 0600) for keelctl: status,\n"
-    "                    pause, resume, shutdown (ACPI power button), kill\n"
+    "                    pause, resume, shutdown (ACPI power button), kill, snapshot\n"
+    "  --restore DIR     start from a snapshot (keelctl snapshot DIR): the guest\n"
+    "                    carries on where it was; --disk/--net, when given, replace\n"
+    "                    the snapshot's disks and taps in order (same count)\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
     "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
@@ -114,6 +118,7 @@ NetSpec parse_net(const std::string& text) {
 VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
   VmmOptions options;
   bool have_kernel = false;
+  std::vector<std::string> machine_shape;  // options a restore takes from the snapshot
   for (size_t i = 0; i < args.size(); ++i) {
     std::string name = args[i];
     std::optional<std::string> inline_value;
@@ -131,19 +136,24 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
       return args[++i];
     };
     if (name == "--kernel") {
+      machine_shape.push_back(name);
       options.kernel = value();
       have_kernel = !options.kernel.empty();
     } else if (name == "--initrd") {
+      machine_shape.push_back(name);
       options.initrd = value();
     } else if (name == "--cmdline") {
+      machine_shape.push_back(name);
       options.cmdline = value();
     } else if (name == "--cpus") {
+      machine_shape.push_back(name);
       options.cpus = parse_count(value(), "--cpus");
       if (options.cpus > kMaxVcpus) {
         throw InputError("too many vCPUs: " + std::to_string(options.cpus) + " (at most " +
                          std::to_string(kMaxVcpus) + ")");
       }
     } else if (name == "--memory") {
+      machine_shape.push_back(name);
       options.memory = parse_size(value());
       if (options.memory < kMinGuestMemory) {
         throw InputError("guest memory too small: at least " +
@@ -168,12 +178,22 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
       if (options.api_socket.empty()) throw InputError("--api-socket needs a PATH");
     } else if (name == "--rng") {
       if (inline_value) throw InputError("--rng takes no value");
+      machine_shape.push_back(name);
       options.rng = true;
+    } else if (name == "--restore") {
+      options.restore_dir = value();
+      if (options.restore_dir.empty()) throw InputError("--restore needs a DIR");
     } else {
       throw InputError("unknown option '" + args[i] + "' (see --help)");
     }
   }
-  if (!options.help && !have_kernel) throw InputError("missing --kernel PATH (see --help)");
+  if (!options.restore_dir.empty()) {
+    if (!machine_shape.empty()) {
+      throw InputError(machine_shape.front() + " cannot be used with --restore: the snapshot fixes it");
+    }
+  } else if (!options.help && !have_kernel) {
+    throw InputError("missing --kernel PATH (see --help)");
+  }
   if (options.disks.size() + options.nets.size() + (options.rng ? 1 : 0) > kMaxVirtioDevices) {
     throw InputError("too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
   }

@@ -37,6 +37,10 @@ struct VmmOptions {
   std::vector<NetSpec> nets;
   bool rng = false;
   std::string api_socket;  // --api-socket PATH; empty: none
+  // --restore DIR: the machine comes from a snapshot (its configuration,
+  // memory and state); --disk and --net then replace the snapshot's disks
+  // and taps one for one, --serial and --api-socket apply as usual.
+  std::string restore_dir;
   bool help = false;
   // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
   std::string kvm_device = "/dev/kvm";

@@ -68,6 +68,20 @@ TEST(VmmOptions, VirtioDevicesInOrder) {
   EXPECT_FALSE(parse_vmm_options({"--kernel", "k"}).rng);
 }
 
+TEST(VmmOptions, RestoreTakesTheMachineFromTheSnapshot) {
+  auto o = parse_vmm_options({"--restore", "/snap", "--serial", "file=/s", "--api-socket", "/a.sock",
+                              "--disk", "path=/d.img"});
+  EXPECT_EQ(o.restore_dir, "/snap");
+  EXPECT_TRUE(o.kernel.empty());
+  EXPECT_EQ(o.api_socket, "/a.sock");
+  ASSERT_EQ(o.disks.size(), 1u);
+  EXPECT_NE(error_of({"--restore", "/snap", "--memory", "1G"}).find("--memory cannot be used with --restore"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--restore", "/snap", "--kernel", "k"}).find("--kernel cannot"), std::string::npos);
+  EXPECT_NE(error_of({"--restore", "/snap", "--rng"}).find("--rng cannot"), std::string::npos);
+  EXPECT_NE(error_of({"--restore="}).find("--restore needs a DIR"), std::string::npos);
+}
+
 TEST(VmmOptions, BadDeviceOptionsNameTheProblem) {
   auto err = [](std::vector<std::string> extra) {
     extra.insert(extra.begin(), {"--kernel", "k"});
