@@ -309,7 +309,8 @@ void job_reboot(void) {
 #define PWRBTN_EN (1u << 8)
 
 void power_button_enable(void) {
-  if (!plat.power_button || !plat.fixed_power_button || !plat.pm1a_evt || plat.pm1_evt_len < 4) return;
+  if (!plat.power_button || !plat.fixed_power_button || !plat.pm1a_evt) return;
+  if (plat.pm1_evt_len < 4) return;
   u16 en = (u16)(plat.pm1a_evt + plat.pm1_evt_len / 2);
   outw(en, (u16)(inw(en) | PWRBTN_EN));
 }

@@ -5,9 +5,9 @@
 // clients that leave halfway, after which the VMM still answers.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,11 +40,13 @@ pb::Response parse_json(const CommandResult& result) {
 }
 
 std::string show(const CommandResult& r) {
-  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out +
+         "\nstderr: " + r.err;
 }
 
 std::vector<std::string> testos(const std::string& cmdline, std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory", "64M", "--cmdline", cmdline};
+  std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory",
+                                "64M",      "--cmdline",      cmdline};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
@@ -153,6 +155,13 @@ TEST(ControlApi, PauseStopsTheHeartbeatAndResumeContinuesIt) {
     if (i > 0 && all[i].t_us - all[i - 1].t_us >= held_us) ++gaps, gap_at = i;
   }
   ASSERT_EQ(gaps, 1u) << "held " << held_us << " us\n" << vmm.describe();
+  std::fprintf(
+      stderr,
+      "pause: vCPUs held %llu us; the guest saw a gap of %llu us between beats %llu and %llu\n",
+      static_cast<unsigned long long>(held_us),
+      static_cast<unsigned long long>(all[gap_at].t_us - all[gap_at - 1].t_us),
+      static_cast<unsigned long long>(all[gap_at - 1].seq),
+      static_cast<unsigned long long>(all[gap_at].seq));
   // The beat that ends the gap was printed after the resume, the ones
   // before it possibly while the VMM was being asked to pause.
   EXPECT_GE(all[gap_at].seq, last_before) << vmm.describe();
@@ -236,7 +245,8 @@ TEST(ControlApi, ShutdownOfAGuestThatIgnoresTheButtonKillsAfterTheTimeout) {
   EXPECT_GE(Clock::now() - asked, seconds(3));
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
   EXPECT_TRUE(vmm.lines("testos: power button").empty()) << vmm.describe();
-  EXPECT_NE(vmm.describe().find("did not power off within 3000 ms"), std::string::npos) << vmm.describe();
+  EXPECT_NE(vmm.describe().find("did not power off within 3000 ms"), std::string::npos)
+      << vmm.describe();
 }
 
 TEST(ControlApi, KillStopsTheGuestAtOnce) {

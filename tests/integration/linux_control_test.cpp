@@ -72,8 +72,15 @@ bool box_glitch(LiveVmm& vmm) {
 TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
   RootCopy root;
   const std::vector<std::string> args{
-      "--kernel", kImages + "/vmlinuz-cloud", "--initrd", kImages + "/initramfs-cloud.cpio.gz",
-      "--memory", "512M", "--disk", "path=" + root.path(), "--cmdline",
+      "--kernel",
+      kImages + "/vmlinuz-cloud",
+      "--initrd",
+      kImages + "/initramfs-cloud.cpio.gz",
+      "--memory",
+      "512M",
+      "--disk",
+      "path=" + root.path(),
+      "--cmdline",
       "console=ttyS0 panic=-1 root=/dev/vda rw keel.job=heartbeat keel.interval_ms=200"};
   auto booted = std::make_unique<LiveVmm>(args);
   auto handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
@@ -83,7 +90,8 @@ TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
   }
   LiveVmm& vmm = *booted;
   ASSERT_TRUE(handler) << vmm.describe();
-  ASSERT_EQ(handler->text.rfind("keel-guest: power button handler acpid input=/dev/input/event", 0), 0u)
+  ASSERT_EQ(handler->text.rfind("keel-guest: power button handler acpid input=/dev/input/event", 0),
+            0u)
       << vmm.describe();
   // The job is running (the button ends it, not the job's own end).
   auto beat = vmm.wait_line("keel-guest: beat seq=2 ", handler->index, seconds(300));
@@ -92,7 +100,8 @@ TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
   auto result = vmm.keelctl({"--json", "shutdown", "--timeout", "120"}, seconds(200));
   ASSERT_EQ(result.exit_code, 0) << show(result) << vmm.describe();
   keel::api::v1::Response response;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(result.out, &response).ok()) << result.out;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(result.out, &response).ok())
+      << result.out;
   EXPECT_TRUE(response.ok()) << result.out;
   EXPECT_FALSE(response.shutdown().forced()) << result.out;
   EXPECT_LT(response.shutdown().duration_ms(), 120000u) << result.out;

@@ -12,11 +12,14 @@
 
 namespace keel::testing {
 
-const char* keelctl_path() { return KEEL_KEELCTL_PATH; }
+const char* keelctl_path() {
+  return KEEL_KEELCTL_PATH;
+}
 
 LiveVmm::LiveVmm(const std::vector<std::string>& args) {
   std::string templ = "/tmp/keel-live-vmm-XXXXXX";
-  if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp /tmp/keel-live-vmm-XXXXXX failed");
+  if (!::mkdtemp(templ.data()))
+    throw std::runtime_error("mkdtemp /tmp/keel-live-vmm-XXXXXX failed");
   dir_ = templ;
   socket_ = dir_ + "/api.sock";
   std::vector<std::string> argv{vmm_path()};
@@ -93,7 +96,8 @@ std::optional<LiveVmm::Line> LiveVmm::wait_line(const std::string& prefix, size_
       if (console_[checked].rfind(prefix, 0) == 0) return Line{checked, console_[checked]};
     }
     if (output_closed_) return std::nullopt;
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && checked == console_.size()) {
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout &&
+        checked == console_.size()) {
       return std::nullopt;
     }
   }
