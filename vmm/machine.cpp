@@ -62,16 +62,20 @@ uint64_t host_memory_bytes() {
 }  // namespace
 
 Machine::Machine(const VmmOptions& options)
-    : options_(options),
-      kvm_(KvmSystem::open(options.kvm_device)),
-      vm_((check_host_limits(options), kvm_.create_vm())),
-      memory_(layout::guest_ram_regions(options.memory)),
-      serial_out_(options.serial_file, events_) {
-  // Neither file can be larger than the guest memory it has to fit in.
-  auto image = parse_kernel_image(read_file(options.kernel, "kernel", options.memory), options.kernel);
+    : restore_(load_snapshot(options)),
+      options_(effective_options(options, restore_.get())),
+      kvm_(KvmSystem::open(options_.kvm_device)),
+      vm_((check_host_limits(options_), kvm_.create_vm())),
+      memory_(layout::guest_ram_regions(options_.memory)),
+      serial_out_(options_.serial_file, events_) {
+  std::optional<KernelImage> image;
   BootSetup boot;
-  boot.cmdline = options.cmdline;
-  if (!options.initrd.empty()) boot.initrd = read_file(options.initrd, "initrd", options.memory);
+  if (!restore_) {
+    // Neither file can be larger than the guest memory it has to fit in.
+    image = parse_kernel_image(read_file(options_.kernel, "kernel", options_.memory), options_.kernel);
+    boot.cmdline = options_.cmdline;
+    if (!options_.initrd.empty()) boot.initrd = read_file(options_.initrd, "initrd", options_.memory);
+  }
 
   vm_.set_tss_address(layout::kKvmTss);
   vm_.set_identity_map_address(layout::kKvmIdentityMap);
@@ -86,7 +90,7 @@ Machine::Machine(const VmmOptions& options)
   vm_.create_pit2();
 
   acpi::AcpiPlatform platform{};
-  platform.cpu_count = options.cpus;
+  platform.cpu_count = options_.cpus;
   platform.lapic_address = static_cast<uint32_t>(layout::kLapic);
   platform.ioapic_address = static_cast<uint32_t>(layout::kIoapic);
   platform.pm1a_evt_port = layout::kPm1aEvtPort;
@@ -99,7 +103,13 @@ Machine::Machine(const VmmOptions& options)
   add_platform_devices();
   add_virtio_devices();
 
-  auto entry = load_guest_kernel(memory_, image, boot);
+  if (restore_) {
+    create_vcpus();
+    restore_machine(*restore_, options_.restore_dir);
+    restore_.reset();  // memory images and MSR lists are large; done with them
+    return;
+  }
+  auto entry = load_guest_kernel(memory_, *image, boot);
   create_vcpus();
   set_boot_vcpu_state(vcpus_[0], entry);
 }

@@ -26,6 +26,7 @@
 #include "common/guest_memory.h"
 #include "vmm/coalesced_io.h"
 #include "vmm/control_server.h"
+#include "proto/vm_state.pb.h"
 #include "vmm/gsi_router.h"
 #include "vmm/kvm_system.h"
 #include "vmm/machine_stop.h"
@@ -71,9 +72,16 @@ class Machine : public ControlHandler {
   void park_if_paused();
   keel::api::v1::StatusResult status() const;
   void start_shutdown(uint32_t timeout_ms, Reply reply);
+  // Snapshots (machine_snapshot.cpp).
+  static std::unique_ptr<state::v1::VmState> load_snapshot(const VmmOptions& options);
+  static VmmOptions effective_options(const VmmOptions& options, const state::v1::VmState* snapshot);
+  void restore_machine(const state::v1::VmState& snapshot, const std::string& dir);
+  // With the vCPUs paused: writes DIR/memory and then DIR/state.
+  keel::api::v1::SnapshotResult write_snapshot(const std::string& dir);
   static keel::api::v1::Response stopped_response(const MachineStop& stop,
                                                   std::chrono::steady_clock::time_point since);
 
+  std::unique_ptr<state::v1::VmState> restore_;  // during construction from a snapshot
   const VmmOptions options_;
   KvmSystem kvm_;
   KvmVm vm_;

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "common/error.h"
 #include "vmm/machine.h"
 
 namespace keel {
@@ -80,6 +81,7 @@ pb::StatusResult Machine::status() const {
   s.set_uptime_ms(ms(now - started_));
   s.set_pid(static_cast<uint32_t>(::getpid()));
   s.set_kernel(options_.kernel);
+  s.set_restored_from(options_.restore_dir);
   s.set_pauses(pauses_);
   s.set_paused_ms_total(ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
   s.set_serial(options_.serial_file.empty() ? "stdout" : "file=" + options_.serial_file);
@@ -190,8 +192,32 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       reply(std::move(response));
       return request_stop({StopReason::kKilled, "kill request"});
     }
-    case pb::Request::kSnapshot:
-      return reply(failure(pb::ERROR_CODE_UNIMPLEMENTED, "snapshots are not built yet"));
+    case pb::Request::kSnapshot: {
+      if (shutting_down_) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+      if (request.snapshot().dir().empty()) {
+        return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "snapshot needs a directory"));
+      }
+      // A paused guest stays paused; a running one is paused for the
+      // snapshot and resumed after it.
+      const bool was_paused = pause_requested_.load();
+      const auto begin = std::chrono::steady_clock::now();
+      if (!was_paused && !pause_vcpus(kPauseTimeout)) {
+        resume_vcpus();
+        return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+      }
+      pb::Response response;
+      try {
+        *response.mutable_snapshot() = write_snapshot(request.snapshot().dir());
+        response.set_ok(true);
+      } catch (const InputError& e) {
+        response = failure(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());
+      } catch (const std::exception& e) {
+        response = failure(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
+      }
+      if (!was_paused) resume_vcpus();
+      if (response.ok()) response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
+      return reply(std::move(response));
+    }
     case pb::Request::OPERATION_NOT_SET:
       break;
   }

@@ -56,6 +56,14 @@ class VirtioPciFunction : public PciDevice {
 
   const virtio::VirtioPciDevice& transport() const { return transport_; }
 
+  // Snapshot: the transport's and device's state (vCPUs stopped; save
+  // quiesces the device). restore() moves the doorbells to the restored BAR.
+  state::v1::VirtioPciState save() { return transport_.save(); }
+  void restore(const state::v1::VirtioPciState& state) {
+    transport_.restore(state);
+    place_doorbells();
+  }
+
  private:
   void place_doorbells();
   void watch_doorbell(uint16_t queue);
