@@ -129,7 +129,10 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
   if (shutting_down_) return;  // a second request waits for the same stop
   shutting_down_ = true;
   shutdown_started_ = std::chrono::steady_clock::now();
-  if (pause_requested_.load()) resume_vcpus();  // a paused guest cannot press anything
+  if (pause_requested_.load()) {  // a paused guest cannot press anything
+    paused_total_ += std::chrono::steady_clock::now() - paused_at_;
+    resume_vcpus();
+  }
   acpi_pm_->press_power_button();
   const uint32_t limit = timeout_ms != 0 ? timeout_ms : kDefaultShutdownTimeoutMs;
   shutdown_timer_.emplace(events_, std::chrono::milliseconds(limit));
@@ -155,15 +158,14 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     }
     case pb::Request::kPause: {
       if (shutting_down_) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+      if (pause_requested_.load()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "already paused"));
       const auto begin = std::chrono::steady_clock::now();
-      if (!pause_requested_.load()) {
-        if (!pause_vcpus(kPauseTimeout)) {
-          resume_vcpus();
-          return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
-        }
-        paused_at_ = std::chrono::steady_clock::now();
-        ++pauses_;
+      if (!pause_vcpus(kPauseTimeout)) {
+        resume_vcpus();
+        return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
+      paused_at_ = std::chrono::steady_clock::now();
+      ++pauses_;
       pb::Response response;
       response.set_ok(true);
       response.mutable_pause()->set_state(pb::RUN_STATE_PAUSED);
@@ -171,11 +173,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       return reply(std::move(response));
     }
     case pb::Request::kResume: {
+      if (!pause_requested_.load()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "not paused"));
       const auto begin = std::chrono::steady_clock::now();
-      if (pause_requested_.load()) {
-        paused_total_ += std::chrono::steady_clock::now() - paused_at_;
-        resume_vcpus();
-      }
+      paused_total_ += std::chrono::steady_clock::now() - paused_at_;
+      resume_vcpus();
       pb::Response response;
       response.set_ok(true);
       response.mutable_resume()->set_state(shutting_down_ ? pb::RUN_STATE_SHUTTING_DOWN
