@@ -24,6 +24,7 @@
 #include "common/child_process.h"
 #include "common/error.h"
 #include "devices/virtio/virtio_net_device.h"
+#include "proto/device_state.pb.h"
 #include "tests/unit/fake_virtio_transport.h"
 #include "tests/unit/virtqueue_driver.h"
 
@@ -483,6 +484,54 @@ TEST_F(VirtioNetTest, ResetStopsWatchingAndReactivationWorks) {
   post_rx(0, kNetHdrSize + 1514);
   kick(kNetRxQueue);
   run_until([&] { return find_rx("after reset").has_value(); });
+}
+
+// Snapshot: the receive chain the device holds waiting for a frame is given
+// back (one index back), so the restored device takes the same chain again
+// and the frame lands in it; the MAC travels with the device state.
+TEST_F(VirtioNetTest, SnapshotGivesBackTheHeldReceiveChainAndKeepsTheMac) {
+  activate();
+  post_rx(0, kNetHdrSize + 1514);
+  post_rx(1, kNetHdrSize + 1514);
+  kick(kNetRxQueue);
+  std::optional<SplitQueueState> rx_state, tx_state;
+  state::v1::VirtioDeviceState saved;
+  {
+    std::lock_guard guard(transport.lock());
+    rx_state = device->queue_state(kNetRxQueue);
+    tx_state = device->queue_state(kNetTxQueue);
+    device->save_state(saved);
+  }
+  ASSERT_TRUE(rx_state && tx_state);
+  EXPECT_EQ(rx_state->last_avail_idx, 0) << "chain 0 is held, not taken";
+  EXPECT_EQ(rx_state->next_used_idx, 0);
+  EXPECT_EQ(tx_state->last_avail_idx, 0);
+  EXPECT_EQ(saved.net().mac(), std::string(kGuestMac.begin(), kGuestMac.end()));
+
+  // The restored device: reset, device state checked and taken, queues
+  // rebuilt at the saved indexes, activated (as VirtioPciDevice::restore does).
+  {
+    std::lock_guard guard(transport.lock());
+    device->reset();
+    state::v1::VirtioDeviceState bad = saved;
+    bad.mutable_net()->set_mac(std::string("\x03\x00\x00\x00\x00\x01", 6));  // multicast
+    EXPECT_THROW(device->restore_state(bad), InputError);
+    bad.mutable_net()->set_mac("\x02\x00\x00\x00\x01");
+    EXPECT_THROW(device->restore_state(bad), InputError);
+    bad.mutable_rng();
+    EXPECT_THROW(device->restore_state(bad), InputError);
+    EXPECT_EQ(device->mac(), kGuestMac);
+    device->restore_state(saved);
+    std::vector<std::optional<SplitQueue>> queues;
+    queues.emplace_back(std::in_place, memory, rx.config());
+    queues.emplace_back(std::in_place, memory, tx.config());
+    queues[0]->set_state(*rx_state);
+    queues[1]->set_state(*tx_state);
+    device->activate(memory, std::move(queues), kFVersion1 | kNetFMac | kNetFStatus);
+  }
+  send_udp("after restore");
+  run_until([&] { return find_rx("after restore").has_value(); });
+  EXPECT_EQ(rx.used_elem(0).id, 0u) << "the held chain was taken again and got the frame";
 }
 
 }  // namespace
