@@ -21,6 +21,24 @@ static u64 ms_since(u64 t0) {
   return (rdtsc() - t0) / plat.tsc_khz;
 }
 
+// rate_mbps: requests are started no faster than that many MiB per second
+// from the job's start (so a run lasts long enough to be paused or
+// snapshotted in the middle, on any host); 0 = as fast as the device goes.
+static u64 pace_t0, pace_units_per_s;  // units of 4 KiB
+
+static void pace_start(u64 rate_mbps) {
+  pace_t0 = rdtsc();
+  pace_units_per_s = rate_mbps * 256;
+}
+
+// True once `sectors` sectors may have been started.
+static int pace_allows(u64 sectors) {
+  if (!pace_units_per_s) return 1;
+  u64 u = sectors / 8, hz = plat.tsc_khz * 1000;
+  u64 due = pace_t0 + u / pace_units_per_s * hz + (u % pace_units_per_s) * hz / pace_units_per_s;
+  return (s64)(rdtsc() - due) >= 0;
+}
+
 // The pattern: word i of sector s under `seed`.
 static inline u64 pattern(u64 s, u32 i, u64 seed) { return mix64((s << 6 | i) ^ (seed * 0xd6e8feb86659fd93ULL)); }
 
@@ -61,10 +79,10 @@ static void stream(const char* mode, int write, u64 total, u64 seed, u64* sum, u
   }
   u64 next = 0;
   u32 free_mask = (1u << depth) - 1;
-  u64 t0 = rdtsc();
+  u64 last_progress = rdtsc();
   while (next < total || blk.inflight) {
     int added = 0;
-    while (next < total && free_mask) {
+    while (next < total && free_mask && pace_allows(next)) {
       u32 bi = (u32)__builtin_ctz(free_mask);
       u64 n = total - next < chunk / SECTOR ? total - next : chunk / SECTOR;
       u64* buf = pool + (u64)bi * (chunk / 8);
@@ -80,12 +98,14 @@ static void stream(const char* mode, int write, u64 total, u64 seed, u64* sum, u
       free_mask &= ~(1u << bi);
       next += n;
       added = 1;
+      last_progress = rdtsc();
     }
     if (added) blk_kick(&blk);
     u32 slot, status;
     int got = 0;
     while (blk_reap(&blk, &slot, &status)) {
       got = 1;
+      last_progress = rdtsc();
       if (status != VIRTIO_BLK_S_OK) io_fail(mode, status, buf_sector[slot]);
       u64* buf = bufs[slot];
       if (!write) {
@@ -107,7 +127,8 @@ static void stream(const char* mode, int write, u64 total, u64 seed, u64* sum, u
     }
     if (!got) {
       if (virtio_broken_poll(&blk.dev)) io_fail(mode, BLK_STATUS_RESET, next);
-      if (rdtsc() - t0 > us_to_tsc(IO_TIMEOUT_US) * (1 + total / 2048 / 64)) io_fail(mode, BLK_STATUS_TIMEOUT, next);
+      // No answer to a request in flight for 30 s (waiting for the pace is not that).
+      if (blk.inflight && rdtsc() - last_progress > us_to_tsc(IO_TIMEOUT_US)) io_fail(mode, BLK_STATUS_TIMEOUT, next);
       cpu_relax();
     }
   }
@@ -130,13 +151,15 @@ static void random_mode(u64 total, u64 seed, u64 ops) {
   struct op_rec* rec = dma_alloc(ops * sizeof *rec, 8);
   u64 rng = seed;
   u64 t0 = rdtsc();
-  u64 bad = 0;
+  u64 bad = 0, written = 0;
   for (u64 k = 0; k < ops; k++) {
+    while (!pace_allows(written)) cpu_relax();
     u64 n = 1 + rand_next(&rng) % maxn;
     if (n > total) n = total;
     u64 sector = rand_next(&rng) % (total - n + 1);
     fill(wbuf, sector, n, seed ^ mix64(k + 1));
     rec[k] = (struct op_rec){sector, n, checksum(wbuf, n)};
+    written += n;
     u32 st = blk_do(&blk, VIRTIO_BLK_T_OUT, sector, wbuf, (u32)(n * SECTOR), IO_TIMEOUT_US);
     if (st != VIRTIO_BLK_S_OK) io_fail("random", st, sector);
     memset(rbuf, 0, n * SECTOR);
@@ -181,6 +204,7 @@ void job_disk(const struct job_args* a) {
   // must refuse them (a FAIL line with io=status), which is worth checking.
   u64 sum = 0, bad = 0, first_bad = 0;
   u64 t0 = rdtsc();
+  pace_start(a->rate_mbps);
   if (streq(mode, "write")) {
     stream(mode, 1, total, a->seed, &sum, &bad, &first_bad);
     flush(mode);

@@ -1,4 +1,4 @@
-// testos jobs: platform, heartbeat, dirtier, fault. Ring 3, IOPL 3.
+// testos jobs: platform, dirtier, heartbeat, fault. Ring 3, IOPL 3.
 #include "testos.h"
 
 // ---------------------------------------------------------------- platform
@@ -62,24 +62,6 @@ void job_platform(void) {
   poweroff();
 }
 
-// --------------------------------------------------------------- heartbeat
-
-void job_heartbeat(const struct job_args* a) {
-  u64 interval = us_to_tsc(a->interval_ms * 1000);
-  u64 due = rdtsc();
-  for (u64 seq = 1; a->count == 0 || seq <= a->count; seq++) {
-    while ((s64)(rdtsc() - due) < 0) cpu_relax();
-    power_button_poll();
-    kprintf("testos: beat seq=%llu t_us=%llu\n", seq, now_us());
-    due += interval;
-    // Late (the VM was paused, or output is slow): restart the schedule
-    // from now instead of printing a burst of catch-up beats.
-    u64 now = rdtsc();
-    if ((s64)(now - due) > 0) due = now + interval;
-  }
-  poweroff();
-}
-
 // ----------------------------------------------------------------- dirtier
 
 struct region {
@@ -105,12 +87,15 @@ static inline int check_page(u64 pa, u64 pass) {
   return 1;
 }
 
-void job_dirtier(const struct job_args* a) {
+// The dirtier's memory (also the heartbeat's with mib=): `mib` MiB of usable
+// e820 RAM from right after the kernel (or start_mib), lowest pages first.
+static void pick_regions(const struct job_args* a, const char* job) {
   u64 want = a->mib * 256;  // 4 KiB pages
   u64 low = (binfo->kernel_end + PAGE - 1) & ~(PAGE - 1);
   // start_mib lets a small run cross the PCI hole into RAM above 4 GiB.
   if (a->start_mib << 20 > low) low = a->start_mib << 20;
   u64 have = 0;
+  nregions = 0;
   for (u32 i = 0; i < binfo->e820_count && have < want; i++) {
     const struct e820_entry* e = &binfo->e820[i];
     if (e->type != E820_RAM) continue;
@@ -128,8 +113,13 @@ void job_dirtier(const struct job_args* a) {
     have += n;
   }
   if (have < want)
-    fatal("dirtier mib=%llu is more than the usable RAM above the kernel and start_mib (%llu MiB)", a->mib,
+    fatal("%s mib=%llu is more than the usable RAM above the kernel and start_mib (%llu MiB)", job, a->mib,
           have / 256);
+}
+
+void job_dirtier(const struct job_args* a) {
+  u64 want = a->mib * 256;
+  pick_regions(a, "dirtier");
   struct region* last = &regions[nregions - 1];
   kprintf("testos: dirtier start mib=%llu pages=%llu low=0x%llx high=0x%llx rate_mbps=%llu\n",
           a->mib, want, regions[0].start, last->start + last->pages * PAGE, a->rate_mbps);
@@ -188,6 +178,59 @@ void job_dirtier(const struct job_args* a) {
     kprintf("testos: dirtier BAD bad_pages=%llu\n", bad);
   else
     kprintf("testos: dirtier OK pages=%llu\n", checked);
+  poweroff();
+}
+
+// Heartbeat with mib=N: memory written once before the first beat and
+// checked after the last one, so a snapshot taken between them must carry
+// every page (restored memory, not rewritten memory, is what is checked).
+
+static u64 hb_pages;
+
+static void heartbeat_fill(const struct job_args* a) {
+  pick_regions(a, "heartbeat");
+  u64 t0 = rdtsc();
+  hb_pages = 0;
+  for (u32 r = 0; r < nregions; r++)
+    for (u64 p = 0; p < regions[r].pages; p++, hb_pages++) fill_page(regions[r].start + p * PAGE, 1);
+  struct region* last = &regions[nregions - 1];
+  kprintf("testos: heartbeat filled mib=%llu pages=%llu low=0x%llx high=0x%llx ms=%llu\n", a->mib, hb_pages,
+          regions[0].start, last->start + last->pages * PAGE, (rdtsc() - t0) / plat.tsc_khz);
+}
+
+static void heartbeat_check(void) {
+  u64 bad = 0;
+  for (u32 r = 0; r < nregions; r++) {
+    for (u64 p = 0; p < regions[r].pages; p++) {
+      u64 pa = regions[r].start + p * PAGE;
+      if (check_page(pa, 1)) continue;
+      if (bad < 8) kprintf("testos: heartbeat bad_page addr=0x%llx\n", pa);
+      bad++;
+    }
+  }
+  if (bad)
+    kprintf("testos: heartbeat memory BAD bad_pages=%llu\n", bad);
+  else
+    kprintf("testos: heartbeat memory OK pages=%llu\n", hb_pages);
+}
+
+// --------------------------------------------------------------- heartbeat
+
+void job_heartbeat(const struct job_args* a) {
+  if (a->have_mib) heartbeat_fill(a);
+  u64 interval = us_to_tsc(a->interval_ms * 1000);
+  u64 due = rdtsc();
+  for (u64 seq = 1; a->count == 0 || seq <= a->count; seq++) {
+    while ((s64)(rdtsc() - due) < 0) cpu_relax();
+    power_button_poll();
+    kprintf("testos: beat seq=%llu t_us=%llu\n", seq, now_us());
+    due += interval;
+    // Late (the VM was paused, or output is slow): restart the schedule
+    // from now instead of printing a burst of catch-up beats.
+    u64 now = rdtsc();
+    if ((s64)(now - due) > 0) due = now + interval;
+  }
+  if (a->have_mib) heartbeat_check();
   poweroff();
 }
 

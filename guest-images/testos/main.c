@@ -127,6 +127,7 @@ static void parse_cmdline(const char* src, struct job_args* a) {
   if (!a->job) fatal("no job= on the command line");
   if (streq(a->job, "heartbeat")) {
     if (a->interval_ms == 0) bad_value("interval_ms", "0");
+    if (a->have_mib && a->mib == 0) bad_value("mib", "0");
   } else if (streq(a->job, "dirtier")) {
     if (a->mib == 0) bad_value("mib", "0");
     if (a->have_passes && a->passes == 0) bad_value("passes", "0");
