@@ -392,7 +392,7 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
 TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
   ScratchDir scratch;
   const std::string disk = make_disk(scratch / "disk.img", 32 << 20);
-  LiveVmm vmm(testos("job=disk mode=random ops=400 seed=3 rate_mbps=1", "128M", {"--disk", "path=" + disk}));
+  LiveVmm vmm(testos("job=disk mode=random ops=600 seed=3 rate_mbps=1", "128M", {"--disk", "path=" + disk}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   for (int i = 0; i < 4; ++i) {
     SCOPED_TRACE("pause " + std::to_string(i + 1));
@@ -414,7 +414,7 @@ TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
   ASSERT_EQ(vmm.wait_exit(seconds(300)), 0) << vmm.describe();
   auto verdict = vmm.lines("testos: disk OK mode=random ");
   ASSERT_EQ(verdict.size(), 1u) << vmm.describe();
-  EXPECT_EQ(fields(verdict[0].text)["ops"], "400");
+  EXPECT_EQ(fields(verdict[0].text)["ops"], "600");
   EXPECT_TRUE(vmm.lines("testos: disk bad ").empty()) << vmm.describe();
   auto status = vmm.keelctl({"--json", "status"});  // gone: cannot connect
   EXPECT_EQ(status.exit_code, 3) << show(status);
