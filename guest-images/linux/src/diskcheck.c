@@ -1,4 +1,4 @@
-/* keel-diskcheck MODE PATH MIB [SEED [WRITES]]
+/* keel-diskcheck [-r MBPS] MODE PATH MIB [SEED [WRITES]]
  *
  * Writes and checks a seeded pattern on a block device or a file, in 4 KiB
  * blocks, over the first MIB MiB (0 = the whole device or file).
@@ -12,6 +12,10 @@
  *           replay the plan of "random" with the same MIB, SEED and WRITES
  *           without writing, and check every block it wrote (a second boot
  *           after "random"; same sum as that run)
+ * -r MBPS paces the writes of write and random to MBPS MiB/s: a write is
+ * issued no earlier than start + (bytes written before it) / rate (absolute
+ * sleeps, no drift), so a run lasts long enough to be paused or snapshotted
+ * in the middle. Without it the writes go as fast as the device takes them.
  * O_DIRECT is used when the path allows it (direct=1), else buffered I/O with
  * posix_fadvise(DONTNEED) (and BLKFLSBUF on a block device) before re-reading.
  *
@@ -21,10 +25,13 @@
  * of the checked blocks' [511] words in block order: write and verify (random
  * and random-verify) with the same arguments print the same sum.
  *
- * Lines: up to 8 "disk bad block=<n> reason=<magic|checksum|misplaced|seed|
- * stale|data|short>", then "disk OK mode=<m> path=<p> mib=<n> seed=<n>
- * direct=<0|1> checked=<blocks> [writes=<n>] sum=0x<hex> [write_ms=<n>]
- * read_ms=<n>" or "disk BAD mode=<m> path=<p> bad_blocks=<n> first_bad=<n>". */
+ * Lines: "disk start mode=<m> path=<p> mib=<n> seed=<n> [writes=<n>]
+ * rate_mbps=<n>" once the path is open and sized, before any I/O (rate_mbps:
+ * -r's value, 0 without it), up to 8 "disk bad block=<n> reason=<magic|
+ * checksum|misplaced|seed|stale|data|short>", then "disk OK mode=<m> path=<p>
+ * mib=<n> seed=<n> direct=<0|1> checked=<blocks> [writes=<n>] sum=0x<hex>
+ * [write_ms=<n>] read_ms=<n>" or "disk BAD mode=<m> path=<p> bad_blocks=<n>
+ * first_bad=<n>". */
 #include "keel-guest.h" /* first: it defines _GNU_SOURCE */
 
 #include <fcntl.h>
@@ -234,14 +241,39 @@ static void read_back(struct disk *d, uint64_t *buf, uint64_t blocks, uint64_t s
 	}
 }
 
+/* Paces writes to rate_mbps MiB/s from start_ns; rate_mbps 0: no pacing. */
+struct pace {
+	uint64_t rate_mbps, start_ns, bytes;
+};
+
+/* Before a write of n bytes: wait until start + bytes so far / rate. */
+static void pace_write(struct pace *p, uint64_t n)
+{
+	if (p->rate_mbps) {
+		/* 128 bits: bytes * 1e9 overflows 64 bits past 16 GiB. */
+		unsigned __int128 ns = (unsigned __int128)p->bytes * 1000000000u /
+				       ((unsigned __int128)p->rate_mbps * 1048576u);
+		kg_sleep_until(p->start_ns + (uint64_t)ns);
+	}
+	p->bytes += n;
+}
+
 int main(int argc, char **argv)
 {
-	uint64_t mib, seed = 1, writes = 0;
+	uint64_t mib, seed = 1, writes = 0, rate_mbps = 0;
+	if (argc > 1 && strcmp(argv[1], "-r") == 0) {
+		if (argc < 3 || !kg_parse_u64(argv[2], &rate_mbps) || rate_mbps == 0 ||
+		    rate_mbps > (1ull << 30))
+			kg_fail(prog, "-r needs a rate in MiB/s (1..%llu)",
+				(unsigned long long)(1ull << 30));
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 4 || argc > 6 || !kg_parse_u64(argv[3], &mib) || mib > (1ull << 30) ||
 	    (argc > 4 && !kg_parse_u64(argv[4], &seed)) ||
 	    (argc > 5 && !kg_parse_u64(argv[5], &writes)))
-		kg_fail(prog, "usage: keel-diskcheck write|verify|random|random-verify PATH MIB(0=all) "
-			      "[SEED [WRITES]]");
+		kg_fail(prog, "usage: keel-diskcheck [-r MBPS] write|verify|random|random-verify PATH "
+			      "MIB(0=all) [SEED [WRITES]]");
 	const char *mode = argv[1];
 	bool m_write = strcmp(mode, "write") == 0, m_verify = strcmp(mode, "verify") == 0,
 	     m_random = strcmp(mode, "random") == 0,
@@ -260,21 +292,31 @@ int main(int argc, char **argv)
 	if (posix_memalign((void **)&buf, BLK, (size_t)IO_BLOCKS * BLK) != 0)
 		kg_fail(prog, "out of memory");
 
+	char extra[64] = "";
+	if (m_random || m_random_verify) {
+		if (writes == 0)
+			writes = blocks / 8 ? blocks / 8 : 1;
+		if (writes > UINT32_MAX)
+			kg_fail(prog, "too many writes");
+		snprintf(extra, sizeof(extra), " writes=%llu", (unsigned long long)writes);
+	}
+	kg_line("disk start mode=%s path=%s mib=%llu seed=%llu%s rate_mbps=%llu", mode, d.path,
+		(unsigned long long)(bytes / 1048576u), (unsigned long long)seed, extra,
+		(unsigned long long)rate_mbps);
+
 	struct result res = {0};
 	uint64_t write_ms = 0, t0 = kg_now_ns();
+	struct pace pace = {.rate_mbps = rate_mbps, .start_ns = t0};
 	uint32_t *gens = NULL;
 	if (m_write) {
 		for (uint64_t b = 0; b < blocks; b += IO_BLOCKS) {
 			uint64_t n = blocks - b < IO_BLOCKS ? blocks - b : IO_BLOCKS;
 			for (uint64_t i = 0; i < n; i++)
 				fill_block(buf + i * WORDS, b + i, seed, 0);
+			pace_write(&pace, n * BLK);
 			pwrite_all(&d, buf, (size_t)(n * BLK), b * BLK);
 		}
 	} else if (m_random || m_random_verify) {
-		if (writes == 0)
-			writes = blocks / 8 ? blocks / 8 : 1;
-		if (writes > UINT32_MAX)
-			kg_fail(prog, "too many writes");
 		gens = calloc((size_t)blocks, sizeof(*gens));
 		if (!gens)
 			kg_fail(prog, "out of memory");
@@ -292,8 +334,10 @@ int main(int argc, char **argv)
 				if (m_random)
 					fill_block(buf + i * WORDS, blk + i, seed, w);
 			}
-			if (m_random)
+			if (m_random) {
+				pace_write(&pace, n * BLK);
 				pwrite_all(&d, buf, (size_t)(n * BLK), blk * BLK);
+			}
 		}
 	}
 	if (writing) {
@@ -311,9 +355,6 @@ int main(int argc, char **argv)
 			(unsigned long long)res.bad, (unsigned long long)res.first_bad);
 		return KG_EXIT_BAD;
 	}
-	char extra[64] = "";
-	if (m_random || m_random_verify)
-		snprintf(extra, sizeof(extra), " writes=%llu", (unsigned long long)writes);
 	char wms[48] = "";
 	if (writing)
 		snprintf(wms, sizeof(wms), " write_ms=%llu", (unsigned long long)write_ms);
