@@ -74,6 +74,29 @@ uint32_t KvmVcpu::get_tsc_khz() const {
   return static_cast<uint32_t>(khz);
 }
 
+std::optional<uint64_t> KvmVcpu::get_tsc_offset() const {
+  uint64_t offset = 0;
+  kvm_device_attr attr{};
+  attr.group = KVM_VCPU_TSC_CTRL;
+  attr.attr = KVM_VCPU_TSC_OFFSET;
+  attr.addr = reinterpret_cast<uint64_t>(&offset);
+  if (::ioctl(fd_.get(), KVM_HAS_DEVICE_ATTR, &attr) != 0) {
+    // ENXIO: no such attribute; EINVAL/ENOTTY: no device attributes on vCPUs.
+    if (errno == ENXIO || errno == EINVAL || errno == ENOTTY) return std::nullopt;
+    throw_errno("KVM_HAS_DEVICE_ATTR (KVM_VCPU_TSC_OFFSET)");
+  }
+  vcpu_ioctl(fd_.get(), KVM_GET_DEVICE_ATTR, &attr, "KVM_GET_DEVICE_ATTR (KVM_VCPU_TSC_OFFSET)");
+  return offset;
+}
+
+void KvmVcpu::set_tsc_offset(uint64_t offset) {
+  kvm_device_attr attr{};
+  attr.group = KVM_VCPU_TSC_CTRL;
+  attr.attr = KVM_VCPU_TSC_OFFSET;
+  attr.addr = reinterpret_cast<uint64_t>(&offset);
+  vcpu_ioctl(fd_.get(), KVM_SET_DEVICE_ATTR, &attr, "KVM_SET_DEVICE_ATTR (KVM_VCPU_TSC_OFFSET)");
+}
+
 kvm_sregs2 KvmVcpu::get_sregs2() const {
   kvm_sregs2 sregs{};
   vcpu_ioctl(fd_.get(), KVM_GET_SREGS2, &sregs, "KVM_GET_SREGS2");

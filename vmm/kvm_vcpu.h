@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "common/memory_mapping.h"
@@ -49,6 +50,12 @@ class KvmVcpu {
   size_t get_msrs(std::vector<kvm_msr_entry>& msrs) const;
   std::vector<kvm_cpuid_entry2> get_cpuid() const;
   void set_tsc_khz(uint32_t khz);
+  // The TSC offset (KVM_VCPU_TSC_CTRL / KVM_VCPU_TSC_OFFSET, Linux 5.16+):
+  // guest TSC = host TSC scaled to the guest's rate + offset. nullopt where
+  // KVM lacks the attribute. Setting it is exact: unlike a host write of
+  // IA32_TSC, KVM does not bend it towards the other vCPUs' TSC.
+  std::optional<uint64_t> get_tsc_offset() const;
+  void set_tsc_offset(uint64_t offset);
 
   // Enters the guest until the next exit. Returns false when interrupted by
   // a signal or an immediate-exit request, true with run() describing the exit.

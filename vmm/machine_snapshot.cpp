@@ -159,7 +159,10 @@ void Machine::restore_machine(const st::VmState& snapshot, const std::string& di
   for (size_t i = 0; i < vcpus_.size(); ++i) validate_vcpu_state(caps, vcpus_[i].id(), snapshot.vcpus(static_cast<int>(i)));
   restore_irqchip(vm_, snapshot.irqchip());
   restore_pit(vm_, snapshot.pit());
-  for (size_t i = 0; i < vcpus_.size(); ++i) restore_vcpu_state(caps, vcpus_[i], snapshot.vcpus(static_cast<int>(i)));
+  TscRestore tsc;
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    restore_vcpu_state(caps, vcpus_[i], snapshot.vcpus(static_cast<int>(i)), tsc);
+  }
   restore_clock(vm_, snapshot.clock());
 }
 
@@ -195,7 +198,12 @@ pb::SnapshotResult Machine::write_snapshot(const std::string& dir) {
   }
 
   const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
-  for (auto& vcpu : vcpus_) *state.add_vcpus() = capture_vcpu_state(caps, vcpu);
+  std::vector<st::VcpuState*> vcpu_states;
+  for (auto& vcpu : vcpus_) {
+    *state.add_vcpus() = capture_vcpu_state(caps, vcpu);
+    vcpu_states.push_back(state.mutable_vcpus(state.vcpus_size() - 1));
+  }
+  capture_tsc(vcpus_, vcpu_states);
   *state.mutable_irqchip() = capture_irqchip(vm_);
   *state.mutable_pit() = capture_pit(vm_);
   *state.mutable_cpu() = cpu_features_of(vcpus_[0].get_cpuid(), static_cast<uint32_t>(caps.xsave_size),

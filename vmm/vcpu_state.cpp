@@ -18,7 +18,6 @@ namespace {
 
 namespace pb = state::v1;
 
-constexpr uint32_t kMsrIa32Tsc = 0x10;
 constexpr uint32_t kMsrIa32TscDeadline = 0x6e0;
 // KVM refuses KVM_GET/SET_MSRS with 256 entries or more (MAX_IO_MSRS).
 constexpr size_t kMsrBatch = 255;
@@ -212,7 +211,7 @@ void validate_vcpu_state(const KvmStateCaps& caps, uint32_t vcpu_id, const pb::V
                      caps);
 }
 
-void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const pb::VcpuState& state) {
+void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const pb::VcpuState& state, TscRestore& tsc) {
   validate_vcpu_state(caps, vcpu.id(), state);
 
   // Restore order, and why (Documentation/virt/kvm/api.rst and the KVM x86
@@ -268,14 +267,19 @@ void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const pb::VcpuS
   vcpu.set_debugregs(unblob<kvm_debugregs>(state.debugregs()));
   vcpu.set_lapic(unblob<kvm_lapic_state>(state.lapic()));
 
+  // The TSC before the other MSRs, so that MSRs read against it see the
+  // restored one: exactly through its offset where the capture allows
+  // (tsc_state.h), else IA32_TSC first in the batch.
+  const std::optional<uint64_t> tsc_offset = tsc.offset_for(vcpu, state);
+  if (tsc_offset) vcpu.set_tsc_offset(*tsc_offset);
   std::vector<kvm_msr_entry> msrs, deferred;
   for (const auto& m : state.msrs()) {
+    if (m.index() == kMsrIa32Tsc && tsc_offset) continue;
     kvm_msr_entry e{};
     e.index = m.index();
     e.data = m.value();
     (m.index() == kMsrIa32TscDeadline ? deferred : msrs).push_back(e);
   }
-  // IA32_TSC first among the rest, so that MSRs read against the TSC see the restored one.
   std::stable_partition(msrs.begin(), msrs.end(),
                         [](const kvm_msr_entry& e) { return e.index == kMsrIa32Tsc; });
   set_msr_batches(vcpu, msrs);

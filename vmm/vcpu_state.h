@@ -4,6 +4,7 @@
 #include "proto/vcpu_state.pb.h"
 #include "vmm/kvm_state_caps.h"
 #include "vmm/kvm_vcpu.h"
+#include "vmm/tsc_state.h"
 
 namespace keel {
 
@@ -18,7 +19,9 @@ state::v1::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const KvmVcpu&
 // after KVM_RUN) with the same id. Validates first (validate_vcpu_state), so
 // a refused state leaves the vCPU untouched. The VM's CPU features
 // (check_cpu_features) are checked through the vCPU's CPUID here too.
-void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const state::v1::VcpuState& state);
+// `tsc`: one for all vCPUs of the restore, in vCPU order.
+void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const state::v1::VcpuState& state,
+                        TscRestore& tsc);
 
 // The checks restore makes before any ioctl; needs no KVM. Throws
 // InputError naming the problem (unknown MSRs by index, missing features).
