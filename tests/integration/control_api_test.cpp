@@ -164,9 +164,12 @@ TEST(ControlApi, PauseStopsTheHeartbeatAndResumeContinuesIt) {
       static_cast<unsigned long long>(all[gap_at - 1].seq),
       static_cast<unsigned long long>(all[gap_at].seq));
   // The beat that ends the gap was printed after the resume, the ones
-  // before it possibly while the VMM was being asked to pause.
+  // before it possibly while the VMM was being asked to pause. The vCPU may
+  // also have parked halfway through printing a beat whose time it had
+  // already taken: that line completes only after the resume, so the last
+  // complete line seen while paused can be one short of it.
   EXPECT_GE(all[gap_at].seq, last_before) << vmm.describe();
-  EXPECT_LE(all[gap_at].seq, last_before + 1) << vmm.describe();
+  EXPECT_LE(all[gap_at].seq, last_before + 2) << vmm.describe();
   // No catch-up burst: the schedule restarts from the late beat (the next
   // beat keeps the guest's own phase, so it may come a little early).
   EXPECT_GE(all[gap_at + 1].t_us - all[gap_at].t_us, kIntervalMs * 1000 / 2) << vmm.describe();
