@@ -15,11 +15,6 @@ namespace {
 
 const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 
-std::string describe(const VmmRun& run) {
-  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") +
-         "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
-}
-
 // The KVM test host emulates AMD-V with TCG, and about one nested boot in
 // fifty dies there in a triple fault before init, under QEMU as under
 // keel-vmm (QEMU's guests in the same box show it too). Inside the box only,

@@ -49,26 +49,6 @@ class RootCopy {
   std::string dir_, path_;
 };
 
-bool in_box() {
-  const char* where = std::getenv("KEEL_KVM_WHERE");
-  return where != nullptr && std::string(where) == "box";
-}
-
-// As in linux_boot_test: about one nested boot in fifty dies in the KVM test
-// host in a triple fault before init (QEMU's guests there too). Inside the
-// box only, a boot that ended in a triple fault before the guest's init
-// printed anything, with no panic or oops, is run once more, reported.
-bool box_glitch(LiveVmm& vmm) {
-  if (!in_box() || !vmm.lines("keel-guest: ").empty()) return false;
-  if (vmm.wait_exit(seconds(10)) != 11) return false;
-  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
-    if (vmm.describe().find(bad) != std::string::npos) return false;
-  }
-  std::fprintf(stderr, "linux_control_test: box glitch? triple fault before init; booting again\n");
-  ::testing::Test::RecordProperty("box_retry", "triple fault before init");
-  return true;
-}
-
 TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
   RootCopy root;
   const std::vector<std::string> args{
@@ -84,7 +64,7 @@ TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
       "console=ttyS0 panic=-1 root=/dev/vda rw keel.job=heartbeat keel.interval_ms=200"};
   auto booted = std::make_unique<LiveVmm>(args);
   auto handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
-  if (!handler && box_glitch(*booted)) {
+  if (!handler && box_boot_glitch(*booted, "linux_control_test")) {
     booted = std::make_unique<LiveVmm>(args);
     handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
   }

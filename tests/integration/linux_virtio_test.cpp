@@ -24,6 +24,7 @@
 #include "common/child_process.h"
 #include "kernel_log.h"
 #include "net_namespace.h"
+#include "scratch_dir.h"
 #include "vmm_run.h"
 
 namespace keel::testing {
@@ -33,45 +34,6 @@ const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 const std::string kRootfs = kImages + "/rootfs.ext4";
 const std::string kDiskcheck = kImages + "/bin/keel-diskcheck";
 const std::string kKeelNet = kImages + "/bin/keel-net";
-
-std::string describe(const VmmRun& run) {
-  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") +
-         "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
-}
-
-// A scratch directory for disk images (a tmpfs inside the KVM test host),
-// removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string templ = "/var/tmp/keel-linux-virtio-XXXXXX";
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  // A sparse file of `size` bytes.
-  std::string sparse_file(const std::string& name, uint64_t size) const {
-    std::string p = path_ + "/" + name;
-    std::ofstream(p).close();
-    std::filesystem::resize_file(p, size);
-    return p;
-  }
-  // A sparse copy of `src` (for a root file system booted rw).
-  std::string copy_of(const std::string& src, const std::string& name) const {
-    std::string p = path_ + "/" + name;
-    run_checked({"cp", "--sparse=always", src, p}, 120);
-    return p;
-  }
-
- private:
-  std::string path_;
-};
 
 // As in linux_boot_test: about one nested boot in fifty dies in the KVM test
 // host in a triple fault before init (QEMU's guests there too). Inside the
@@ -277,7 +239,7 @@ TEST(LinuxVirtio, RootFileSystemOnAReadOnlyVirtioBlkDisk) {
 // the guest writes and fdatasyncs, the host checks the file, a second boot
 // verifies. Both boots leave the root file system clean.
 TEST(LinuxVirtio, DiskWrittenOnOneBootChecksOnTheHostAndVerifiesOnTheNext) {
-  ScratchDir dir;
+  ScratchDir dir("keel-linux-virtio");
   const std::string root = dir.copy_of(kRootfs, "root.ext4");
   const std::string disk = dir.sparse_file("disk.raw", 64ull << 20);
   const std::vector<std::string> devices{"--disk", "path=" + root, "--disk", "path=" + disk};
@@ -321,7 +283,7 @@ TEST(LinuxVirtio, DiskWrittenOnOneBootChecksOnTheHostAndVerifiesOnTheNext) {
 // vda): runs of blocks at seeded random places, checked from the host and
 // after a poweroff on a second boot.
 TEST(LinuxVirtio, RandomWritesVerifyFromTheHostAndAfterAPoweroff) {
-  ScratchDir dir;
+  ScratchDir dir("keel-linux-virtio");
   const std::string disk = dir.sparse_file("disk.raw", 32ull << 20);
   const std::vector<std::string> devices{"--disk", "path=" + disk};
   const std::string job =

@@ -4,7 +4,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
@@ -144,6 +148,20 @@ std::string LiveVmm::describe() const {
   for (const auto& l : console_) text += l + "\n";
   if (!partial_.empty()) text += partial_ + " (no newline yet)\n";
   return text + "keel-vmm stderr:\n" + err_;
+}
+
+bool box_boot_glitch(LiveVmm& vmm, const std::string& who) {
+  const char* where = std::getenv("KEEL_KVM_WHERE");
+  if (where == nullptr || std::string(where) != "box") return false;
+  if (!vmm.lines("keel-guest: ").empty()) return false;
+  if (vmm.wait_exit(std::chrono::seconds(10)) != 11) return false;
+  const std::string text = vmm.describe();
+  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
+    if (text.find(bad) != std::string::npos) return false;
+  }
+  std::fprintf(stderr, "%s: box glitch? triple fault before init; booting again\n", who.c_str());
+  ::testing::Test::RecordProperty("box_retry", "triple fault before init");
+  return true;
 }
 
 }  // namespace keel::testing

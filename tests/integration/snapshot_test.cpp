@@ -31,6 +31,7 @@
 #include "live_vmm.h"
 #include "proto/control.pb.h"
 #include "proto/vm_state.pb.h"
+#include "scratch_dir.h"
 #include "vmm_run.h"
 
 namespace keel::testing {
@@ -47,32 +48,6 @@ constexpr size_t kStateHeaderSize = 24;  // vmm/snapshot_state_file.cpp: magic, 
 
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
-}
-
-// A fresh directory under /var/tmp, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string templ = "/var/tmp/keel-snapshot-test-XXXXXX";
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp " + templ + " failed");
-    path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-std::string make_disk(const std::string& path, uintmax_t bytes) {
-  std::ofstream(path).close();
-  fs::resize_file(path, bytes);
-  return path;
 }
 
 std::string read_file(const std::string& path) {
@@ -201,11 +176,11 @@ constexpr uint64_t kRestoreStartSlackUs = 2'000'000;
 
 TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
   constexpr uint64_t kIntervalMs = 100, kCount = 60, kMib = 32;
-  ScratchDir scratch;
+  ScratchDir scratch("keel-snapshot-test");
   // A disk and rng too, so the snapshot carries virtio devices; the
   // heartbeat does not touch the disk, yet each restore gets its own copy
   // of it as it was at the snapshot (as a restore must).
-  const std::string disk = make_disk(scratch / "disk.img", 8 << 20);
+  const std::string disk = scratch.sparse_file("disk.img", 8 << 20);
   LiveVmm vmm(testos("job=heartbeat interval_ms=" + std::to_string(kIntervalMs) + " count=" +
                          std::to_string(kCount) + " mib=" + std::to_string(kMib),
                      "256M", {"--disk", "path=" + disk, "--rng"}));
@@ -297,7 +272,7 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
 // that pass before the snapshot come from the memory file, the rest are
 // written after the restore; the final check reads every one.
 TEST(Snapshot, DirtierInterruptedMidPassVerifiesItsMemory) {
-  ScratchDir scratch;
+  ScratchDir scratch("keel-snapshot-test");
   LiveVmm vmm(testos("job=dirtier mib=32 rate_mbps=8 passes=2", "256M"));
   ASSERT_TRUE(vmm.wait_line("testos: dirtier pass=1 ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
@@ -351,8 +326,8 @@ std::string hex(uint64_t v) {
 // fresh boot then verifies every sector of that copy.
 TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTwice) {
   constexpr uint64_t kMib = 32, kSeed = 7;
-  ScratchDir scratch;
-  const std::string disk = make_disk(scratch / "disk.img", kMib << 20);
+  ScratchDir scratch("keel-snapshot-test");
+  const std::string disk = scratch.sparse_file("disk.img", kMib << 20);
   LiveVmm vmm(testos("job=disk mode=write mib=32 seed=7 rate_mbps=8", "128M", {"--disk", "path=" + disk}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
@@ -390,8 +365,8 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
 // A paced random-write job (each write read back at once, every surviving
 // write re-read after a flush at the end) paused and resumed four times.
 TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
-  ScratchDir scratch;
-  const std::string disk = make_disk(scratch / "disk.img", 32 << 20);
+  ScratchDir scratch("keel-snapshot-test");
+  const std::string disk = scratch.sparse_file("disk.img", 32 << 20);
   LiveVmm vmm(testos("job=disk mode=random ops=600 seed=3 rate_mbps=1", "128M", {"--disk", "path=" + disk}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   for (int i = 0; i < 4; ++i) {
@@ -473,7 +448,7 @@ std::string copy_snapshot(const std::string& from, const std::string& to) {
 }
 
 TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
-  ScratchDir scratch;
+  ScratchDir scratch("keel-snapshot-test");
   // Two snapshots of a heartbeat guest with memory written: 64 MiB and 96 MiB.
   std::string good, other;
   for (const char* memory : {"64M", "96M"}) {
@@ -580,7 +555,7 @@ TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
 }
 
 TEST(Snapshot, SnapshotIntoADirectoryThatHoldsOneIsRefused) {
-  ScratchDir scratch;
+  ScratchDir scratch("keel-snapshot-test");
   LiveVmm vmm(testos("job=heartbeat interval_ms=50", "64M"));
   ASSERT_TRUE(vmm.wait_line("testos: beat seq=2 ", 0, seconds(300))) << vmm.describe();
   const std::string dir = scratch / "snap";

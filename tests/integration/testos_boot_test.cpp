@@ -15,11 +15,6 @@
 namespace keel::testing {
 namespace {
 
-std::string describe(const VmmRun& run) {
-  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") +
-         "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
-}
-
 void expect_ready(const VmmRun& run, uint64_t mem_mib, uint64_t cpus, const char* boot) {
   auto ready = run.line("testos: ready ");
   ASSERT_TRUE(ready) << describe(run);

@@ -19,39 +19,11 @@
 
 #include "net_namespace.h"
 #include "net_peer.h"
+#include "scratch_dir.h"
 #include "vmm_run.h"
 
 namespace keel::testing {
 namespace {
-
-std::string describe(const VmmRun& run) {
-  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") +
-         "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
-}
-
-// A scratch directory on a disk file system where the host has one (O_DIRECT
-// works there), removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string templ = "/var/tmp/keel-virtio-XXXXXX";
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name, uint64_t size) const {
-    std::string p = path_ + "/" + name;
-    std::ofstream(p).close();
-    std::filesystem::resize_file(p, size);
-    return p;
-  }
-
- private:
-  std::string path_;
-};
 
 // guest-images/README.md, job disk: word i of sector s.
 uint64_t pattern_word(uint64_t sector, uint64_t i, uint64_t seed) {
@@ -83,8 +55,8 @@ VmmRun boot(const std::vector<std::string>& devices, const std::string& cmdline)
 }
 
 TEST(VirtioTestos, DiskWrittenAndFlushedIsInTheFileAndVerifiesOnASecondBoot) {
-  ScratchDir dir;
-  const std::string image = dir.file("disk.img", 64ull << 20);
+  ScratchDir dir("keel-virtio");
+  const std::string image = dir.sparse_file("disk.img", 64ull << 20);
   auto first = boot({"--disk", "path=" + image}, "job=disk mode=write mib=16 seed=7");
   ASSERT_EQ(first.exit_code, 0) << describe(first);
   auto wrote = first.line("testos: disk OK mode=write ");
@@ -108,8 +80,8 @@ TEST(VirtioTestos, DiskWrittenAndFlushedIsInTheFileAndVerifiesOnASecondBoot) {
 }
 
 TEST(VirtioTestos, RandomWritesVerifyByChecksum) {
-  ScratchDir dir;
-  const std::string image = dir.file("disk.img", 32ull << 20);
+  ScratchDir dir("keel-virtio");
+  const std::string image = dir.sparse_file("disk.img", 32ull << 20);
   auto run = boot({"--disk", "path=" + image}, "job=disk mode=random mib=32 ops=400 seed=3");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   auto ok = run.line("testos: disk OK mode=random ");
@@ -118,8 +90,8 @@ TEST(VirtioTestos, RandomWritesVerifyByChecksum) {
 }
 
 TEST(VirtioTestos, ReadOnlyDiskRefusesWritesAndKeepsItsData) {
-  ScratchDir dir;
-  const std::string image = dir.file("disk.img", 8ull << 20);
+  ScratchDir dir("keel-virtio");
+  const std::string image = dir.sparse_file("disk.img", 8ull << 20);
   auto run = boot({"--disk", "path=" + image + ",readonly=on"}, "job=disk mode=write mib=1 seed=1");
   EXPECT_TRUE(run.line("testos: disk FAIL mode=write io=status status=1")) << describe(run);
   std::ifstream in(image, std::ios::binary);
@@ -129,9 +101,9 @@ TEST(VirtioTestos, ReadOnlyDiskRefusesWritesAndKeepsItsData) {
 }
 
 TEST(VirtioTestos, TwoDisksInCommandLineOrder) {
-  ScratchDir dir;
-  const std::string a = dir.file("a.img", 8ull << 20);
-  const std::string b = dir.file("b.img", 16ull << 20);
+  ScratchDir dir("keel-virtio");
+  const std::string a = dir.sparse_file("a.img", 8ull << 20);
+  const std::string b = dir.sparse_file("b.img", 16ull << 20);
   auto run = boot({"--disk", "path=" + a, "--disk", "path=" + b}, "job=disk mode=write mib=1 seed=2");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   auto device = run.line("testos: disk device ");
@@ -151,8 +123,8 @@ TEST(VirtioTestos, EntropyFromTheRngDevice) {
 }
 
 TEST(VirtioTestos, MalformedQueuesDoNotHurtTheVmm) {
-  ScratchDir dir;
-  const std::string image = dir.file("disk.img", 8ull << 20);
+  ScratchDir dir("keel-virtio");
+  const std::string image = dir.sparse_file("disk.img", 8ull << 20);
   auto run = boot({"--disk", "path=" + image, "--rng"}, "job=malformed");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   auto ok = run.line("testos: malformed OK ");

@@ -62,4 +62,9 @@ uint64_t field_u64(const std::string& line, const std::string& key) {
   return std::stoull(it->second, nullptr, 0);
 }
 
+std::string describe(const VmmRun& run) {
+  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") + "\nconsole:\n" +
+         run.console() + "stderr:\n" + run.err;
+}
+
 }  // namespace keel::testing

@@ -21,6 +21,9 @@ struct VmmRun {
   std::string console() const;
 };
 
+// Exit code, console and stderr, for failure messages.
+std::string describe(const VmmRun& run);
+
 // keel-vmm with `args`, killed after `timeout`.
 VmmRun run_vmm(const std::vector<std::string>& args,
                std::chrono::seconds timeout = std::chrono::seconds(120),
