@@ -7,13 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
 #include <memory>
 
 #include "kernel_log.h"
 #include "live_vmm.h"
 #include "proto/control.pb.h"
+#include "scratch_dir.h"
 #include "vmm_run.h"
 
 namespace keel::testing {
@@ -26,31 +25,10 @@ std::string show(const CommandResult& r) {
   return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
 }
 
-// A sparse copy of the root image in a private directory, removed at the end.
-class RootCopy {
- public:
-  RootCopy() {
-    std::string templ = "/var/tmp/keel-linux-control-XXXXXX";
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    dir_ = templ;
-    path_ = dir_ + "/root.ext4";
-    auto cp = run_command({"cp", "--sparse=always", kImages + "/rootfs.ext4", path_}, seconds(120));
-    if (cp.exit_code != 0) throw std::runtime_error("cp rootfs.ext4: " + cp.err);
-  }
-  ~RootCopy() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  RootCopy(const RootCopy&) = delete;
-  RootCopy& operator=(const RootCopy&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string dir_, path_;
-};
 
 TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
-  RootCopy root;
+  ScratchDir scratch("keel-linux-control");
+  const std::string root = scratch.copy_of(kImages + "/rootfs.ext4", "root.ext4");
   const std::vector<std::string> args{
       "--kernel",
       kImages + "/vmlinuz-cloud",
@@ -59,7 +37,7 @@ TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
       "--memory",
       "512M",
       "--disk",
-      "path=" + root.path(),
+      "path=" + root,
       "--cmdline",
       "console=ttyS0 panic=-1 root=/dev/vda rw keel.job=heartbeat keel.interval_ms=200"};
   auto booted = std::make_unique<LiveVmm>(args);
@@ -94,7 +72,7 @@ TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
   EXPECT_TRUE(vmm.lines("keel-guest: error").empty()) << vmm.describe();
 
   // The root was remounted read-only before the poweroff: nothing to repair.
-  auto fsck = run_command({"e2fsck", "-f", "-n", root.path()}, seconds(120));
+  auto fsck = run_command({"e2fsck", "-f", "-n", root}, seconds(120));
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
 
   std::vector<std::string> console;
