@@ -2,7 +2,6 @@
 
 #include <linux/kvm.h>
 
-
 namespace keel {
 namespace {
 

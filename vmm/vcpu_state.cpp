@@ -219,8 +219,8 @@ void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const pb::VcpuS
   //  1. CPUID first: KVM checks CR4 and EFER bits (SET_SREGS), XCR0 and the
   //     XSAVE header (SET_XCRS, SET_XSAVE), DR6/DR7 and many MSRs (SET_MSRS)
   //     against the guest's CPUID, and refuses a changed CPUID after KVM_RUN.
-  //  2. TSC frequency (KVM_SET_TSC_KHZ) before the TSC value: the MSR write
-  //     computes the TSC offset at the vCPU's rate.
+  //  2. TSC frequency (KVM_SET_TSC_KHZ) before the TSC value: the offset
+  //     (tsc_state.h) or the MSR write is taken at the vCPU's rate.
   //  3. REGS before VCPU_EVENTS: KVM_SET_REGS drops pending exceptions.
   //  4. SREGS before LAPIC: KVM_SET_SREGS writes the APIC base (xAPIC or
   //     x2APIC mode), which KVM_SET_LAPIC's register layout depends on.
