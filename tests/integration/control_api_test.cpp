@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "keelctl_result.h"
 #include "live_vmm.h"
 #include "proto/control.pb.h"
 #include "vmm_run.h"
@@ -32,18 +33,6 @@ using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
 // keelctl --json prints the VMM's Response as one line of JSON.
-pb::Response parse_json(const CommandResult& result) {
-  pb::Response response;
-  auto status = google::protobuf::util::JsonStringToMessage(result.out, &response);
-  EXPECT_TRUE(status.ok()) << "keelctl printed no JSON Response: " << result.out << result.err;
-  return response;
-}
-
-std::string show(const CommandResult& r) {
-  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out +
-         "\nstderr: " + r.err;
-}
-
 std::vector<std::string> testos(const std::string& cmdline, std::vector<std::string> extra = {}) {
   std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory",
                                 "64M",      "--cmdline",      cmdline};

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "kernel_log.h"
+#include "keelctl_result.h"
 #include "live_vmm.h"
 #include "proto/control.pb.h"
 #include "scratch_dir.h"
@@ -20,10 +21,6 @@ namespace {
 
 const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 using std::chrono::seconds;
-
-std::string show(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
-}
 
 
 TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {

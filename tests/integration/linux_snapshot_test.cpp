@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "kernel_log.h"
+#include "keelctl_result.h"
 #include "live_vmm.h"
 #include "proto/control.pb.h"
 #include "scratch_dir.h"
@@ -50,29 +51,6 @@ constexpr uint64_t kRestoreStartSlackUs = 5'000'000;
 
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
-}
-
-std::string show(const CommandResult& r) {
-  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
-}
-
-pb::Response parse_json(const CommandResult& result) {
-  pb::Response response;
-  auto status = google::protobuf::util::JsonStringToMessage(result.out, &response);
-  EXPECT_TRUE(status.ok()) << "keelctl printed no JSON Response: " << result.out << result.err;
-  return response;
-}
-
-std::vector<std::string> console_of(const LiveVmm& vmm) {
-  std::vector<std::string> out;
-  for (auto& l : vmm.lines("")) out.push_back(std::move(l.text));
-  return out;
-}
-
-std::string join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
 }
 
 std::vector<std::string> with_prefix(const std::vector<std::string>& lines, const std::string& prefix) {
@@ -126,22 +104,6 @@ std::vector<std::string> boot_args(const std::string& disk) {
           "--cmdline", "console=ttyS0 panic=-1 " + job};
 }
 
-// The two halves of one console: a line the guest was printing when it was
-// paused is finished by the restored guest, whose first line then continues
-// the first process's last one; it is joined to it (and counts as after).
-struct Continued {
-  std::vector<std::string> before, after;
-};
-Continued continue_console(std::vector<std::string> before, std::vector<std::string> after) {
-  // (Not "quiet": kernel lines, which start with "[", are in the console too.)
-  if (!after.empty() && after.front().rfind("keel-guest: ", 0) != 0 && after.front().rfind("[", 0) != 0 &&
-      !before.empty() && before.back().rfind("keel-guest: ", 0) == 0) {
-    after.front() = before.back() + after.front();
-    before.pop_back();
-  }
-  return {std::move(before), std::move(after)};
-}
-
 TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRestoringTwice) {
   ScratchDir scratch("keel-linux-snapshot");
   const std::string disk = scratch.sparse_file("disk.img", 32 << 20);
@@ -175,7 +137,8 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   auto kill = vmm.keelctl({"kill"});
   EXPECT_EQ(kill.exit_code, 0) << show(kill);
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
-  const auto first = console_of(vmm);
+  const LiveVmm::Stopped stopped = vmm.stopped_console();
+  const auto& first = stopped.lines;
   std::fprintf(stderr, "snapshot: %llu pages, %llu bytes, guest held %llu ms, snapshot took %llu ms\n",
                static_cast<unsigned long long>(result.memory_pages_written()),
                static_cast<unsigned long long>(result.bytes_written()),
@@ -186,11 +149,11 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   const auto beats_before = beats_in(first);
   ASSERT_FALSE(beats_before.empty());
   const uint64_t last = beats_before.back().seq;
-  ASSERT_LT(last + 10, kCount) << "the heartbeat ran too far before the snapshot\n" << join(first);
-  for (size_t i = 0; i < beats_before.size(); ++i) ASSERT_EQ(beats_before[i].seq, i + 1) << join(first);
+  ASSERT_LT(last + 10, kCount) << "the heartbeat ran too far before the snapshot\n" << join_lines(first);
+  for (size_t i = 0; i < beats_before.size(); ++i) ASSERT_EQ(beats_before[i].seq, i + 1) << join_lines(first);
   ASSERT_TRUE(with_prefix(first, "keel-guest: dirtier OK").empty()) << "the dirtier ended before the snapshot";
   ASSERT_TRUE(with_prefix(first, "keel-guest: disk OK").empty()) << "the disk writer ended before the snapshot";
-  ASSERT_TRUE(with_prefix(first, "keel-guest: error").empty()) << join(first);
+  ASSERT_TRUE(with_prefix(first, "keel-guest: error").empty()) << join_lines(first);
 
   // Each restore gets the disk as it was at the snapshot.
   const std::string copies[2] = {scratch / "disk-restore-1.img", scratch / "disk-restore-2.img"};
@@ -215,17 +178,16 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
 
     // The jobs end and the guest powers off by itself.
     ASSERT_EQ(restored.wait_exit(seconds(600)), 0) << restored.describe();
-    const auto halves = continue_console(first, console_of(restored));
-    const auto& after = halves.after;
-    EXPECT_TRUE(with_prefix(after, "keel-guest: ready").empty()) << "the guest booted again\n" << join(after);
-    EXPECT_TRUE(with_prefix(after, "keel-guest: error").empty()) << join(after);
+    const auto after = continue_console(stopped, restored.console());
+    EXPECT_TRUE(with_prefix(after, "keel-guest: ready").empty()) << "the guest booted again\n" << join_lines(after);
+    EXPECT_TRUE(with_prefix(after, "keel-guest: error").empty()) << join_lines(after);
 
     // The heartbeat goes on, every beat once, on a clock that stepped only
     // by the pause.
     const auto beats = beats_in(after);
-    ASSERT_EQ(beats.size(), kCount - last) << join(after);
-    for (size_t i = 0; i < beats.size(); ++i) ASSERT_EQ(beats[i].seq, last + 1 + i) << join(after);
-    const uint64_t t_last = beats_in(halves.before).back().t_us;
+    ASSERT_EQ(beats.size(), kCount - last) << join_lines(after);
+    for (size_t i = 0; i < beats.size(); ++i) ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
+    const uint64_t t_last = beats_in(first).back().t_us;
     const uint64_t step = beats[0].t_us - t_last;
     std::fprintf(stderr,
                  "restore %d: beat %llu at t_us=%llu, beat %llu at t_us=%llu: the guest's clock stepped %llu us "
@@ -240,12 +202,12 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
 
     // The dirtier's memory, written before and after the snapshot.
     auto dirtier = with_prefix(after, "keel-guest: dirtier OK ");
-    ASSERT_EQ(dirtier.size(), 1u) << join(after);
+    ASSERT_EQ(dirtier.size(), 1u) << join_lines(after);
     EXPECT_EQ(dirtier[0], "keel-guest: dirtier OK pages=" + std::to_string(kDirtierMib * 256));
 
     // The disk: verified by the guest, then by the host on the file.
     auto disk_ok = with_prefix(after, "keel-guest: disk OK mode=random ");
-    ASSERT_EQ(disk_ok.size(), 1u) << join(after);
+    ASSERT_EQ(disk_ok.size(), 1u) << join_lines(after);
     EXPECT_NE(disk_ok[0].find(" writes=" + std::to_string(kDiskWrites) + " "), std::string::npos) << disk_ok[0];
     const std::string host = diskcheck_on_host(
         {"random-verify", copies[r], host_args_mib, std::to_string(kDiskSeed), std::to_string(kDiskWrites)});
@@ -253,11 +215,11 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
     EXPECT_EQ(sum_of(host), sum_of(disk_ok[0])) << host << "\n" << disk_ok[0];
     sums[r] = sum_of(host);
 
-    EXPECT_FALSE(with_prefix(after, "keel-guest: poweroff").empty()) << join(after);
-    std::vector<std::string> whole = halves.before;
+    EXPECT_FALSE(with_prefix(after, "keel-guest: poweroff").empty()) << join_lines(after);
+    std::vector<std::string> whole = first;
     whole.insert(whole.end(), after.begin(), after.end());
     const auto problems = kernel_log_problems(whole);
-    EXPECT_TRUE(problems.empty()) << "kernel log problems:\n" << join(problems);
+    EXPECT_TRUE(problems.empty()) << "kernel log problems:\n" << join_lines(problems);
   }
   EXPECT_EQ(sums[0], sums[1]) << "two restores of one snapshot wrote different disks";
 }

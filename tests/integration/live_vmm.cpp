@@ -69,7 +69,12 @@ void LiveVmm::read_output() {
       if (n <= 0) {
         fds[i].fd = -1;
         --open;
-        if (i == 0 && !partial_.empty()) console_.push_back(std::move(partial_)), partial_.clear();
+        if (i == 0 && !partial_.empty()) {
+          if (partial_.back() == '\r') partial_.pop_back();
+          console_.push_back(std::move(partial_));
+          partial_.clear();
+          ended_mid_line_ = true;
+        }
       } else if (i == 1) {
         err_.append(buf, static_cast<size_t>(n));
       } else {
@@ -114,6 +119,29 @@ std::vector<LiveVmm::Line> LiveVmm::lines(const std::string& prefix) const {
     if (console_[i].rfind(prefix, 0) == 0) out.push_back(Line{i, console_[i]});
   }
   return out;
+}
+
+std::vector<std::string> LiveVmm::console() const {
+  std::lock_guard lock(mutex_);
+  return console_;
+}
+
+LiveVmm::Stopped LiveVmm::stopped_console() const {
+  std::lock_guard lock(mutex_);
+  Stopped s{console_, ""};
+  if (ended_mid_line_ && !s.lines.empty()) {
+    s.unfinished = std::move(s.lines.back());
+    s.lines.pop_back();
+  }
+  return s;
+}
+
+std::vector<std::string> continue_console(const LiveVmm::Stopped& before, std::vector<std::string> after) {
+  if (!before.unfinished.empty()) {
+    if (after.empty()) after.emplace_back();
+    after.front() = before.unfinished + after.front();
+  }
+  return after;
 }
 
 size_t LiveVmm::line_count() const {

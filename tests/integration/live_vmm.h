@@ -40,6 +40,15 @@ class LiveVmm {
                                 std::chrono::milliseconds timeout = std::chrono::seconds(120));
   // Every console line so far that starts with `prefix`.
   std::vector<Line> lines(const std::string& prefix) const;
+  // Every console line so far, as text.
+  std::vector<std::string> console() const;
+  // Once the output has closed: the complete lines, and the line the guest
+  // was printing when it stopped (a kill mid-line), if any.
+  struct Stopped {
+    std::vector<std::string> lines;
+    std::string unfinished;
+  };
+  Stopped stopped_console() const;
   size_t line_count() const;
 
   // keel-vmm's exit code once it has ended, waiting up to `timeout`; then
@@ -65,11 +74,17 @@ class LiveVmm {
   std::string partial_;
   std::string err_;
   bool output_closed_ = false;
+  bool ended_mid_line_ = false;
   std::optional<int> exit_code_;
   std::thread reader_;
 };
 
 const char* keelctl_path();
+
+// A restored guest's console `after` continuing a stopped one: a line the
+// guest was printing when it was stopped is finished by the restored guest,
+// so its first line is joined to `before.unfinished`.
+std::vector<std::string> continue_console(const LiveVmm::Stopped& before, std::vector<std::string> after);
 
 // The KVM test host emulates AMD-V with TCG, and about one nested boot of a
 // stock kernel in fifty dies there in a triple fault before init (QEMU's

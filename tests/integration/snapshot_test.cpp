@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "common/crc32c.h"
+#include "keelctl_result.h"
 #include "live_vmm.h"
 #include "proto/control.pb.h"
 #include "proto/vm_state.pb.h"
@@ -61,29 +62,12 @@ void write_file(const std::string& path, const std::string& bytes) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-pb::Response parse_json(const CommandResult& result) {
-  pb::Response response;
-  auto status = google::protobuf::util::JsonStringToMessage(result.out, &response);
-  EXPECT_TRUE(status.ok()) << "keelctl printed no JSON Response: " << result.out << result.err;
-  return response;
-}
-
-std::string show(const CommandResult& r) {
-  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
-}
-
 std::vector<std::string> testos(const std::string& cmdline, const std::string& memory,
                                 std::vector<std::string> extra = {}) {
   std::vector<std::string> args{"--kernel", testos_bzimage(), "--cpus",    "2",
                                 "--memory", memory,           "--cmdline", cmdline};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
-}
-
-std::vector<std::string> console_of(const LiveVmm& vmm) {
-  std::vector<std::string> out;
-  for (auto& l : vmm.lines("")) out.push_back(std::move(l.text));
-  return out;
 }
 
 bool has_prefix(const std::vector<std::string>& lines, const std::string& prefix) {
@@ -97,18 +81,12 @@ std::optional<std::string> first_line(const std::vector<std::string>& lines, con
   return std::nullopt;
 }
 
-std::string join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
-}
-
 // --- taking a snapshot --------------------------------------------------
 
 struct Snapshot {
   std::string dir;
   pb::SnapshotResult result;
-  std::vector<std::string> console;  // the first keel-vmm's whole console
+  LiveVmm::Stopped console;  // the first keel-vmm's console, cut where it stopped
   uint64_t held_us = 0;              // from the pause request to the snapshot's answer
   Clock::time_point taken_at;        // the snapshot's answer
 };
@@ -136,23 +114,8 @@ Snapshot pause_snapshot_kill(LiveVmm& vmm, const std::string& dir) {
   auto kill = vmm.keelctl({"kill"});
   EXPECT_EQ(kill.exit_code, 0) << show(kill);
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
-  s.console = console_of(vmm);
+  s.console = vmm.stopped_console();
   return s;
-}
-
-// The two halves of one console: the first process's lines and the
-// restored one's. A line the guest was printing when it was paused is
-// finished by the restored guest: its first line then continues the first
-// process's last one and is joined to it (and counts as the restored part).
-struct Continued {
-  std::vector<std::string> before, after;
-};
-Continued continue_console(std::vector<std::string> before, std::vector<std::string> after) {
-  if (!after.empty() && after.front().rfind("testos: ", 0) != 0 && !before.empty()) {
-    after.front() = before.back() + after.front();
-    before.pop_back();
-  }
-  return {std::move(before), std::move(after)};
 }
 
 struct Beat {
@@ -191,11 +154,11 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
 
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
-  const auto before = beats_in(snap.console);
+  const auto before = beats_in(snap.console.lines);
   ASSERT_FALSE(before.empty());
   const uint64_t last = before.back().seq;
-  ASSERT_LT(last + 5, kCount) << "the guest ran too far before the snapshot\n" << join(snap.console);
-  for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(before[i].seq, i + 1) << join(snap.console);
+  ASSERT_LT(last + 5, kCount) << "the guest ran too far before the snapshot\n" << join_lines(snap.console.lines);
+  for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(before[i].seq, i + 1) << join_lines(snap.console.lines);
 
   // Sparse memory: at least the filled pages, far from all 256 MiB.
   EXPECT_GE(snap.result.memory_pages_written(), kMib * 256);
@@ -233,18 +196,17 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     EXPECT_NE(s.devices(0).description().find(copies[r]), std::string::npos) << s.devices(0).description();
 
     ASSERT_EQ(restored.wait_exit(seconds(300)), 0) << restored.describe();
-    const auto halves = continue_console(snap.console, console_of(restored));
-    const auto& after = halves.after;
+    const auto after = continue_console(snap.console, restored.console());
     // It carried on: no boot, no ready line, the next beat first.
     ASSERT_FALSE(after.empty());
-    EXPECT_EQ(after.front().rfind("testos: beat seq=" + std::to_string(last + 1) + " ", 0), 0u) << join(after);
-    EXPECT_FALSE(has_prefix(after, "testos: boot")) << join(after);
-    EXPECT_FALSE(has_prefix(after, "testos: exception")) << join(after);
+    EXPECT_EQ(after.front().rfind("testos: beat seq=" + std::to_string(last + 1) + " ", 0), 0u) << join_lines(after);
+    EXPECT_FALSE(has_prefix(after, "testos: boot")) << join_lines(after);
+    EXPECT_FALSE(has_prefix(after, "testos: exception")) << join_lines(after);
     const auto beats = beats_in(after);
-    ASSERT_EQ(beats.size(), kCount - last) << join(after);
-    for (size_t i = 0; i < beats.size(); ++i) ASSERT_EQ(beats[i].seq, last + 1 + i) << join(after);
+    ASSERT_EQ(beats.size(), kCount - last) << join_lines(after);
+    for (size_t i = 0; i < beats.size(); ++i) ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
 
-    const uint64_t t_last = beats_in(halves.before).back().t_us;
+    const uint64_t t_last = beats_in(snap.console.lines).back().t_us;
     const uint64_t step = beats[0].t_us - t_last;
     std::fprintf(stderr,
                  "restore %d: beat %llu at t_us=%llu, beat %llu at t_us=%llu: the guest's clock stepped %llu us "
@@ -259,11 +221,11 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     EXPECT_LT(step, downtime_us) << "the clock counted the downtime";
     // Then on schedule again: no burst.
     for (size_t i = 1; i < beats.size(); ++i) {
-      EXPECT_GE(beats[i].t_us - beats[i - 1].t_us, kIntervalMs * 1000 / 2) << join(after);
+      EXPECT_GE(beats[i].t_us - beats[i - 1].t_us, kIntervalMs * 1000 / 2) << join_lines(after);
     }
     // Every page written before the snapshot, checked after the last beat.
     auto ok = first_line(after, "testos: heartbeat memory ");
-    ASSERT_TRUE(ok) << join(after);
+    ASSERT_TRUE(ok) << join_lines(after);
     EXPECT_EQ(*ok, "testos: heartbeat memory OK pages=" + std::to_string(kMib * 256));
   }
 }
@@ -277,21 +239,21 @@ TEST(Snapshot, DirtierInterruptedMidPassVerifiesItsMemory) {
   ASSERT_TRUE(vmm.wait_line("testos: dirtier pass=1 ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
-  ASSERT_FALSE(has_prefix(snap.console, "testos: dirtier pass=2 "))
-      << "pass 2 ended before the snapshot\n" << join(snap.console);
+  ASSERT_FALSE(has_prefix(snap.console.lines, "testos: dirtier pass=2 "))
+      << "pass 2 ended before the snapshot\n" << join_lines(snap.console.lines);
   // Pass 2 had started: at 8 MiB/s, pages are written all the time.
   EXPECT_GE(snap.result.memory_pages_written(), 32u * 256);
 
   LiveVmm restored({"--restore", snap.dir});
   ASSERT_EQ(restored.wait_exit(seconds(300)), 0) << restored.describe();
-  const auto after = continue_console(snap.console, console_of(restored)).after;
-  EXPECT_FALSE(has_prefix(after, "testos: boot")) << join(after);
+  const auto after = continue_console(snap.console, restored.console());
+  EXPECT_FALSE(has_prefix(after, "testos: boot")) << join_lines(after);
   auto pass2 = first_line(after, "testos: dirtier pass=2 ");
-  ASSERT_TRUE(pass2) << join(after);
+  ASSERT_TRUE(pass2) << join_lines(after);
   EXPECT_EQ(*pass2, "testos: dirtier pass=2 mib=32");
-  EXPECT_FALSE(has_prefix(after, "testos: dirtier bad_page")) << join(after);
+  EXPECT_FALSE(has_prefix(after, "testos: dirtier bad_page")) << join_lines(after);
   auto verdict = first_line(after, "testos: dirtier OK ");
-  ASSERT_TRUE(verdict) << join(after);
+  ASSERT_TRUE(verdict) << join_lines(after);
   EXPECT_EQ(*verdict, "testos: dirtier OK pages=8192");
 }
 
@@ -332,8 +294,8 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
-  ASSERT_FALSE(has_prefix(snap.console, "testos: disk OK"))
-      << "the write ended before the snapshot\n" << join(snap.console);
+  ASSERT_FALSE(has_prefix(snap.console.lines, "testos: disk OK"))
+      << "the write ended before the snapshot\n" << join_lines(snap.console.lines);
 
   const std::string copies[2] = {scratch / "disk-restore-1.img", scratch / "disk-restore-2.img"};
   for (const auto& c : copies) fs::copy_file(disk, c);
@@ -343,10 +305,10 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
     SCOPED_TRACE("restore " + std::to_string(r + 1) + " on " + copies[r]);
     LiveVmm restored({"--restore", snap.dir, "--disk", "path=" + copies[r]});
     ASSERT_EQ(restored.wait_exit(seconds(300)), 0) << restored.describe();
-    const auto after = continue_console(snap.console, console_of(restored)).after;
-    EXPECT_FALSE(has_prefix(after, "testos: boot")) << join(after);
+    const auto after = continue_console(snap.console, restored.console());
+    EXPECT_FALSE(has_prefix(after, "testos: boot")) << join_lines(after);
     auto written = first_line(after, "testos: disk OK mode=write ");
-    ASSERT_TRUE(written) << join(after);
+    ASSERT_TRUE(written) << join_lines(after);
     auto f = fields(*written);
     EXPECT_EQ(f["mib"], "32");
     EXPECT_EQ(f["seed"], "7");

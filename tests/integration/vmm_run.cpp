@@ -26,11 +26,13 @@ std::vector<std::string> VmmRun::all_lines(const std::string& prefix) const {
   return out;
 }
 
-std::string VmmRun::console() const {
+std::string join_lines(const std::vector<std::string>& lines) {
   std::string all;
   for (const auto& l : lines) all += l + "\n";
   return all;
 }
+
+std::string VmmRun::console() const { return join_lines(lines); }
 
 VmmRun run_vmm(const std::vector<std::string>& args, std::chrono::seconds timeout,
                const std::vector<std::string>& extra_env) {

@@ -21,6 +21,9 @@ struct VmmRun {
   std::string console() const;
 };
 
+// Lines as one text, each ended by a newline.
+std::string join_lines(const std::vector<std::string>& lines);
+
 // Exit code, console and stderr, for failure messages.
 std::string describe(const VmmRun& run);
 
