@@ -1,5 +1,7 @@
 #include "vmm/cpu_features.h"
 
+#include <cpuid.h>
+
 #include <array>
 #include <cstdio>
 
@@ -172,6 +174,27 @@ pb::CpuFeatures cpu_features_of(const std::vector<kvm_cpuid_entry2>& cpuid, uint
   return features;
 }
 
+pb::CpuFeatures guest_cpu_features(const KvmStateCaps& caps, const KvmVcpu& vcpu) {
+  return cpu_features_of(caps.guest_sees_host_cpuid ? caps.offered_cpuid : vcpu.get_cpuid(),
+                         static_cast<uint32_t>(caps.xsave_size), vcpu.get_tsc_khz());
+}
+
+std::vector<kvm_cpuid_entry2> host_feature_leaves() {
+  std::vector<kvm_cpuid_entry2> leaves;
+  const uint32_t max_basic = __get_cpuid_max(0, nullptr);
+  const uint32_t max_extended = __get_cpuid_max(0x80000000, nullptr);
+  for (const auto& l : kFeatureLeaves) {
+    if (l.function > (l.function >= 0x80000000 ? max_extended : max_basic)) continue;
+    kvm_cpuid_entry2 e{};
+    e.function = l.function;
+    e.index = l.index;
+    if (l.function == 0x7 || l.function == 0xd) e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+    __cpuid_count(l.function, l.index, e.eax, e.ebx, e.ecx, e.edx);
+    leaves.push_back(e);
+  }
+  return leaves;
+}
+
 std::vector<std::string> missing_cpu_features(const pb::CpuFeatures& features,
                                               const KvmStateCaps& host) {
   std::vector<std::string> missing;
@@ -182,7 +205,7 @@ std::vector<std::string> missing_cpu_features(const pb::CpuFeatures& features,
                         std::to_string(leaf.index()) + ") unknown to this Keel");
       continue;
     }
-    const kvm_cpuid_entry2* offered = find_leaf(host.supported_cpuid, leaf.function(), leaf.index());
+    const kvm_cpuid_entry2* offered = find_leaf(host.offered_cpuid, leaf.function(), leaf.index());
     for (Reg reg : {kEax, kEbx, kEcx, kEdx}) {
       uint32_t want = reg_of(leaf, reg) & known->feature_mask[reg];
       uint32_t have = offered ? reg_of(*offered, reg) : 0;
@@ -209,7 +232,11 @@ void check_cpu_features(const pb::CpuFeatures& features, const KvmStateCaps& hos
   if (missing.empty()) return;
   std::string list;
   for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
-  throw InputError("this host's KVM lacks CPU features the VM state needs: " + list);
+  throw InputError(
+      std::string("this host lacks CPU features the VM state needs (checked against ") +
+      (host.guest_sees_host_cpuid ? "the host's own CPUID, which guests see on this KVM"
+                                  : "KVM_GET_SUPPORTED_CPUID") +
+      "): " + list);
 }
 
 }  // namespace keel

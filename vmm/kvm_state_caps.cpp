@@ -3,10 +3,40 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "vmm/cpu_features.h"
 #include "vmm/kvm_system.h"
 #include "vmm/kvm_vm.h"
 
 namespace keel {
+
+namespace {
+
+// What a scratch vCPU shows of how this KVM treats what a VMM sets.
+struct ScratchVcpuFindings {
+  bool guest_sees_host_cpuid;
+  bool guest_tsc_is_host;
+};
+
+ScratchVcpuFindings ask_scratch_vcpu(const KvmSystem& kvm,
+                                     const std::vector<kvm_cpuid_entry2>& supported) {
+  KvmVm scratch = kvm.create_vm();
+  KvmVcpu vcpu = scratch.create_vcpu(0);
+  // A KVM that intercepts CPUID holds the CPUID set (up to the bits that
+  // follow guest state, which cpu_features_of masks); PVM answers
+  // KVM_GET_CPUID2 with the host's values.
+  vcpu.set_cpuid(supported);
+  const bool host_cpuid = cpu_features_of(supported, 0, 0).SerializeAsString() !=
+                          cpu_features_of(vcpu.get_cpuid(), 0, 0).SerializeAsString();
+  // An offset moved by 2^40 cycles reads back moved, unless KVM ignores it.
+  bool host_tsc = false;
+  if (const auto offset = vcpu.get_tsc_offset()) {
+    vcpu.set_tsc_offset(*offset - (uint64_t{1} << 40));
+    host_tsc = vcpu.get_tsc_offset() == offset;
+  }
+  return {host_cpuid, host_tsc};
+}
+
+}  // namespace
 
 KvmStateCaps KvmStateCaps::probe(const KvmSystem& kvm, const KvmVm& vm) {
   KvmStateCaps caps;
@@ -26,7 +56,11 @@ KvmStateCaps KvmStateCaps::probe(const KvmSystem& kvm, const KvmVm& vm) {
   caps.sregs2 = vm.check_extension(KVM_CAP_SREGS2) > 0;
   caps.tsc_control = vm.check_extension(KVM_CAP_TSC_CONTROL) > 0;
   caps.tsc_deadline_timer = vm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-  caps.supported_cpuid = kvm.supported_cpuid();
+  const auto supported = kvm.supported_cpuid();
+  const ScratchVcpuFindings found = ask_scratch_vcpu(kvm, supported);
+  caps.guest_sees_host_cpuid = found.guest_sees_host_cpuid;
+  caps.guest_tsc_is_host = found.guest_tsc_is_host;
+  caps.offered_cpuid = caps.guest_sees_host_cpuid ? host_feature_leaves() : supported;
   return caps;
 }
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include "common/error.h"
@@ -127,6 +128,12 @@ VmmOptions Machine::effective_options(const VmmOptions& options, const st::VmSta
 void Machine::restore_machine(const st::VmState& snapshot, const std::string& dir) {
   const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
   check_cpu_features(snapshot.cpu(), caps);
+  if (caps.guest_tsc_is_host) {
+    std::fprintf(
+        stderr,
+        "keel-vmm: this host's KVM does not offset guest TSCs (PVM): the restored guest reads the "
+        "host's TSC, so its clock counts the time since the snapshot\n");
+  }
   read_memory_image(snapshot.memory(), dir + "/" + kMemoryFile, memory_.host_base(), memory_.size());
 
   const size_t expected = 7 + virtio_.size();  // platform devices, then one per function
@@ -206,8 +213,7 @@ pb::SnapshotResult Machine::write_snapshot(const std::string& dir) {
   capture_tsc(vcpus_, vcpu_states);
   *state.mutable_irqchip() = capture_irqchip(vm_);
   *state.mutable_pit() = capture_pit(vm_);
-  *state.mutable_cpu() = cpu_features_of(vcpus_[0].get_cpuid(), static_cast<uint32_t>(caps.xsave_size),
-                                         vcpus_[0].get_tsc_khz());
+  *state.mutable_cpu() = guest_cpu_features(caps, vcpus_[0]);
   *state.mutable_clock() = capture_clock(vm_);
 
   *state.mutable_memory() = write_memory_image(memory_.fd(), memory_.host_base(), memory_.size(),

@@ -161,7 +161,7 @@ KvmStateCaps caps_for(const st::VmState& state) {
       k.ebx = e.ebx();
       k.ecx = e.ecx();
       k.edx = e.edx();
-      caps.supported_cpuid.push_back(k);
+      caps.offered_cpuid.push_back(k);
     }
     std::set<uint32_t> seen;
     for (const auto& m : v.msrs()) {
@@ -170,9 +170,9 @@ KvmStateCaps caps_for(const st::VmState& state) {
     const size_t xsave = v.xsave().size();
     if (xsave >= 4096 && xsave <= 65536) caps.xsave_size = xsave;
   }
-  if (caps.supported_cpuid.empty()) {
+  if (caps.offered_cpuid.empty()) {
     for (auto [f, i] : {std::pair{1u, 0u}, {7u, 0u}, {7u, 1u}, {0xdu, 0u}, {0xdu, 1u}, {0x80000001u, 0u}}) {
-      caps.supported_cpuid.push_back(host_leaf(f, i));
+      caps.offered_cpuid.push_back(host_leaf(f, i));
     }
   }
   return caps;

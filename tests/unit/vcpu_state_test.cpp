@@ -37,7 +37,7 @@ KvmStateCaps host_caps() {
   caps.xsave2 = true;
   caps.sregs2 = true;
   caps.tsc_deadline_timer = true;
-  caps.supported_cpuid = {
+  caps.offered_cpuid = {
       leaf(0, 0, 0xd, 0, 0, 0),
       leaf(1, 0, 0x806f8, 0, 0x76f8320b, 0x178bfbff),
       leaf(7, 0, 0, 0x219c07ab | kAvx2, 0x4, 0),
@@ -71,7 +71,7 @@ pb::VcpuState valid_state(const KvmStateCaps& caps) {
     m->set_index(index);
     m->set_value(42);
   }
-  for (const auto& e : caps.supported_cpuid) {
+  for (const auto& e : caps.offered_cpuid) {
     auto* c = s.add_cpuid();
     c->set_function(e.function);
     c->set_index(e.index);
@@ -237,7 +237,7 @@ TEST(VcpuStateValidation, RefusesTooManyXcrsAndUnknownMpState) {
 
 TEST(CpuFeatures, CapturesOnlyFeatureBits) {
   auto caps = host_caps();
-  std::vector<kvm_cpuid_entry2> cpuid = caps.supported_cpuid;
+  std::vector<kvm_cpuid_entry2> cpuid = caps.offered_cpuid;
   cpuid[1].ebx = 0x01020800;  // APIC ID and counts: not features
   auto f = cpu_features_of(cpuid, 4096, 2000000);
   ASSERT_EQ(f.leaves_size(), 5);  // 7.1 absent
@@ -253,8 +253,8 @@ TEST(CpuFeatures, CapturesOnlyFeatureBits) {
 
 TEST(CpuFeatures, AHostWithoutALeafLacksAllItsFeatures) {
   auto caps = host_caps();
-  auto f = cpu_features_of(caps.supported_cpuid, 4096, 0);
-  caps.supported_cpuid.pop_back();  // no 0x80000001
+  auto f = cpu_features_of(caps.offered_cpuid, 4096, 0);
+  caps.offered_cpuid.pop_back();  // no 0x80000001
   std::string why;
   try {
     check_cpu_features(f, caps);
@@ -263,6 +263,51 @@ TEST(CpuFeatures, AHostWithoutALeafLacksAllItsFeatures) {
   }
   EXPECT_NE(why.find("lm"), std::string::npos) << why;
   EXPECT_NE(why.find("nx"), std::string::npos) << why;
+}
+
+// On a KVM whose guests see the host's own CPUID (PVM), a snapshot records
+// the host's features and a host offers its own: the same host restores its
+// snapshots, a host lacking one of them refuses by name.
+TEST(CpuFeatures, AHostWhoseGuestsSeeItsCpuidOffersItsOwnFeatures) {
+  const auto host = host_feature_leaves();
+  auto leaf_of = [&](uint32_t function, uint32_t index) -> const kvm_cpuid_entry2* {
+    for (const auto& e : host) {
+      if (e.function == function && e.index == index) return &e;
+    }
+    return nullptr;
+  };
+  const auto* l1 = leaf_of(1, 0);
+  const auto* ext = leaf_of(0x80000001, 0);
+  ASSERT_NE(l1, nullptr);
+  ASSERT_NE(ext, nullptr);
+  EXPECT_TRUE(l1->edx & (1u << 26)) << "sse2: every x86-64 CPU has it";
+  EXPECT_TRUE(ext->edx & (1u << 29)) << "lm: every x86-64 CPU has it";
+  ASSERT_NE(leaf_of(7, 0), nullptr);
+  EXPECT_EQ(leaf_of(7, 0)->flags, static_cast<uint32_t>(KVM_CPUID_FLAG_SIGNIFCANT_INDEX));
+
+  KvmStateCaps caps = host_caps();
+  caps.guest_sees_host_cpuid = true;
+  caps.offered_cpuid = host;
+  const auto features = cpu_features_of(host, 4096, 2000000);
+  EXPECT_TRUE(missing_cpu_features(features, caps).empty());
+
+  // A source with one feature more than this host: the first leaf-7 EBX
+  // feature bit the host lacks (there is always one: bit 6 is reserved).
+  auto richer = features;
+  for (auto& leaf : *richer.mutable_leaves()) {
+    if (leaf.function() != 7 || leaf.index() != 0) continue;
+    unsigned bit = 0;
+    while (leaf.ebx() & (1u << bit)) ++bit;
+    leaf.set_ebx(leaf.ebx() | (1u << bit));
+  }
+  std::string why;
+  try {
+    check_cpu_features(richer, caps);
+  } catch (const InputError& e) {
+    why = e.what();
+  }
+  EXPECT_NE(why.find("lacks CPU features"), std::string::npos) << why;
+  EXPECT_NE(why.find("the host's own CPUID"), std::string::npos) << why;
 }
 
 std::string vm_refusal(const std::function<void()>& f) {
