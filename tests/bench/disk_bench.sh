@@ -8,7 +8,9 @@
 # rotates each round); prints per test the medians, keel/fio and keel/qemu,
 # then one JSON line.
 #
-# Where: tools/kvm-run --need kvm decides (KEEL_KVM_WHERE). In the KVM test
+# Where: tools/kvm-run --need kvm decides (KEEL_KVM_WHERE); QEMU runs beside
+# keel-vmm in the same place, with -cpu from tools/qemu-kvm-cpu (host, or on
+# a PVM /dev/kvm host,-arch-capabilities), said in the results. In the KVM test
 # host ("box": QEMU TCG with nested KVM, 5-20x slower) only the ratios mean
 # anything. There the image sits on two file systems in turn: the box's tmpfs
 # (/var/tmp: no O_DIRECT, so fio and QEMU run buffered) and Btrfs on a loop
@@ -42,6 +44,9 @@ testos=$build/guest-images/testos
 [[ -x $vmm && -f $testos/testos.bzImage && -f $testos/testos.elf ]] ||
   { echo "disk_bench: build keel-vmm and testos first ($build)" >&2; exit 1; }
 command -v fio >/dev/null || { echo "disk_bench: fio not installed" >&2; exit 1; }
+# The QEMU peer's CPU model: host, or what this /dev/kvm takes (PVM refuses
+# an MSR of QEMU's host model; tools/qemu-kvm-cpu).
+qemu_cpu=$("$top/tools/qemu-kvm-cpu")
 
 tests=(randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32 seqread-qd4 seqwrite-qd4)
 failures=0
@@ -143,7 +148,7 @@ run_guest() {
   if [[ $peer == keel ]]; then
     cmd=("$vmm" --kernel "$testos/testos.bzImage" --memory 256M --cmdline "$app" --disk "path=$img")
   else
-    cmd=(qemu-system-x86_64 -accel kvm -cpu host -machine q35 -smp 1 -m 256 -nodefaults
+    cmd=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -machine q35 -smp 1 -m 256 -nodefaults
       -no-user-config -display none -serial stdio -no-reboot -kernel "$testos/testos.elf"
       -append "$app" -drive "file=$img,if=none,format=raw,id=d0,$mode"
       -device virtio-blk-pci,drive=d0,disable-legacy=on)
@@ -179,7 +184,7 @@ bench_fs() {
   mode=$(qemu_cache_mode "$img")
   [[ $mode == none ]] && { echo "disk_bench: QEMU opens $img in no cache mode" >&2; failures=$((failures + 1)); }
   echo "== $fs: $note"
-  echo "   image $img, $mib MiB, pre-written; fio io_uring direct=$direct; qemu $mode"
+  echo "   image $img, $mib MiB, pre-written; fio io_uring direct=$direct; qemu $mode -cpu $qemu_cpu"
   local order=(fio keel qemu) r i peer
   for ((r = 0; r < runs; r++)); do
     for ((i = 0; i < 3; i++)); do
@@ -195,7 +200,7 @@ bench_fs() {
   local odk odq
   odk=$(awk -v fs="$fs" '$1 == fs && $2 == "keel" { print $5 }' "$tmp/odirect" 2>/dev/null | sort -u | paste -sd/)
   odq=$(awk -v fs="$fs" '$1 == fs && $2 == "qemu" { print $5 }' "$tmp/odirect" 2>/dev/null | sort -u | paste -sd/)
-  echo "$fs fio=io_uring,direct=$direct keel=odirect:${odk:-?} qemu=$mode,odirect:${odq:-?}" >>"$tmp/labels"
+  echo "$fs fio=io_uring,direct=$direct keel=odirect:${odk:-?} qemu=$mode,odirect:${odq:-?},cpu=$qemu_cpu" >>"$tmp/labels"
   rm -f "$img"
 }
 

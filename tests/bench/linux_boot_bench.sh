@@ -22,7 +22,8 @@ append="console=ttyS0 quiet keel.job=ready"
 bench=$build/tests/bench/boot_bench
 [[ -f $kernel && -f $initrd ]] || { echo "no Linux guest image in $images (guest-images/linux/build-image)" >&2; exit 1; }
 
-qemu=(qemu-system-x86_64 -accel kvm -cpu host -smp 1 -m 256M -nodefaults -no-user-config
+qemu_cpu=$("$top/tools/qemu-kvm-cpu")  # host, or what this /dev/kvm takes
+qemu=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -smp 1 -m 256M -nodefaults -no-user-config
       -display none -serial stdio -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
 
 out=$(mktemp)

@@ -84,7 +84,7 @@ vmm_cmd() {
     fi
     cmd+=(--net "tap=$tap,mac=$mac" --cmdline "$app")
   else
-    cmd=(qemu-system-x86_64 -accel kvm -cpu host -machine q35 -smp 1 -nodefaults -no-user-config
+    cmd=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -machine q35 -smp 1 -nodefaults -no-user-config
       -display none -serial stdio -no-reboot
       -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off"
       -device "virtio-net-pci,netdev=n0,disable-legacy=on,mac=$mac" -append "$app")
@@ -153,7 +153,8 @@ run_udp() {
 }
 
 echo "net_bench: where=$where runs=$runs tcp_mib=$tcp_mib udp_mib=$udp_mib flavour=$flavour ($(nproc) CPUs; figures in a box are for ratios only)"
-echo "   keel-vmm --net tap; qemu -netdev tap,vhost=off -device virtio-net-pci,disable-legacy=on; 1 vCPU each"
+qemu_cpu=$("$top/tools/qemu-kvm-cpu")  # host, or what this /dev/kvm takes
+echo "   keel-vmm --net tap; qemu -cpu $qemu_cpu -netdev tap,vhost=off -device virtio-net-pci,disable-legacy=on; 1 vCPU each"
 order=(keel qemu)
 for ((r = 0; r < runs; r++)); do
   for ((i = 0; i < 2; i++)); do

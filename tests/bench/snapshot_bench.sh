@@ -12,7 +12,8 @@
 # timed from the process start to the first heartbeat line the restored
 # guest prints.
 #
-# QEMU (same testos.elf through PVH, -machine q35 -accel kvm -cpu host):
+# QEMU (same testos.elf through PVH, -machine q35 -accel kvm, -cpu from
+# tools/qemu-kvm-cpu: host, or host,-arch-capabilities on a PVM /dev/kvm):
 # the migration stream to a file, the comparable mechanism to a directory
 # of state and memory (savevm would need a qcow2 disk and writes the VM
 # state into it, beside disk snapshots; qemu-img is not installed here
@@ -40,11 +41,12 @@ if [[ -z ${KEEL_KVM_WHERE:-} ]]; then
     -- "$0" "$build" "$runs"
 fi
 
-export KEEL_BENCH_BUILD=$build KEEL_BENCH_RUNS=$runs
+export KEEL_BENCH_BUILD=$build KEEL_BENCH_RUNS=$runs KEEL_BENCH_TOP=$top
 exec python3 - <<'PY'
 import json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
 build = os.environ["KEEL_BENCH_BUILD"]
+top = os.environ["KEEL_BENCH_TOP"]
 runs = int(os.environ["KEEL_BENCH_RUNS"])
 memory = os.environ.get("KEEL_BENCH_MEMORY") or "1G"
 mib = int(os.environ.get("KEEL_BENCH_MIB") or "256")
@@ -177,7 +179,11 @@ try:
     print(f"keel-vmm restore-to-running ms: {fmt(keel_restore)}", flush=True)
 
     # --- QEMU ---------------------------------------------------------------------
-    qemu = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-smp", "2",
+    # host, or what this /dev/kvm takes (PVM refuses an MSR of QEMU's host model)
+    qemu_cpu = subprocess.run([f"{top}/tools/qemu-kvm-cpu"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    print(f"qemu -cpu {qemu_cpu}", flush=True)
+    qemu = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-cpu", qemu_cpu, "-smp", "2",
             "-m", str(mem_mib), "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-no-reboot", "-kernel", elf, "-append", cmdline,
             "-global", "migration.store-global-state=off"]
