@@ -128,12 +128,6 @@ VmmOptions Machine::effective_options(const VmmOptions& options, const st::VmSta
 void Machine::restore_machine(const st::VmState& snapshot, const std::string& dir) {
   const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
   check_cpu_features(snapshot.cpu(), caps);
-  if (caps.guest_tsc_is_host) {
-    std::fprintf(
-        stderr,
-        "keel-vmm: this host's KVM does not offset guest TSCs (PVM): the restored guest reads the "
-        "host's TSC, so its clock counts the time since the snapshot\n");
-  }
   read_memory_image(snapshot.memory(), dir + "/" + kMemoryFile, memory_.host_base(), memory_.size());
 
   const size_t expected = 7 + virtio_.size();  // platform devices, then one per function
@@ -171,6 +165,13 @@ void Machine::restore_machine(const st::VmState& snapshot, const std::string& di
     restore_vcpu_state(caps, vcpus_[i], snapshot.vcpus(static_cast<int>(i)), tsc);
   }
   restore_clock(vm_, snapshot.clock());
+  // Said once the restore succeeded: a refused snapshot gets its one line.
+  if (caps.guest_tsc_is_host) {
+    std::fprintf(
+        stderr,
+        "keel-vmm: this host's KVM does not offset guest TSCs (PVM): the restored guest reads the "
+        "host's TSC, so its clock counts the time since the snapshot\n");
+  }
 }
 
 // With every vCPU parked: devices quiesced and saved, KVM state captured,
