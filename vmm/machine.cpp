@@ -14,11 +14,11 @@
 #include "common/error.h"
 #include "common/hex.h"
 #include "vmm/acpi/acpi_tables.h"
-#include "vmm/cpuid.h"
-#include "vmm/kernel_image.h"
-#include "vmm/memory_layout.h"
+#include "vmm/boot/cpuid.h"
+#include "vmm/boot/kernel_image.h"
+#include "vmm/boot/memory_layout.h"
 #include "vmm/virtio_devices.h"
-#include "vmm/x86_boot.h"
+#include "vmm/boot/x86_boot.h"
 
 namespace keel {
 

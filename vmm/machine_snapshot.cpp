@@ -9,14 +9,14 @@
 #include <filesystem>
 
 #include "common/error.h"
-#include "vmm/cpu_features.h"
-#include "vmm/kvm_state_caps.h"
+#include "vmm/state/cpu_features.h"
+#include "vmm/state/kvm_state_caps.h"
 #include "vmm/machine.h"
-#include "vmm/snapshot_memory.h"
-#include "vmm/snapshot_state_file.h"
-#include "vmm/vcpu_state.h"
+#include "vmm/state/snapshot_memory.h"
+#include "vmm/state/snapshot_state_file.h"
+#include "vmm/state/vcpu_state.h"
 #include "vmm/virtio_devices.h"
-#include "vmm/vm_state_kvm.h"
+#include "vmm/state/vm_state_kvm.h"
 
 namespace keel {
 

@@ -1,8 +1,8 @@
 #include "vmm/virtio_devices.h"
 
-#include "devices/virtio/virtio_blk_device.h"
-#include "devices/virtio/virtio_net_device.h"
-#include "devices/virtio/virtio_rng_device.h"
+#include "devices/virtio/blk/virtio_blk_device.h"
+#include "devices/virtio/net/virtio_net_device.h"
+#include "devices/virtio/rng/virtio_rng_device.h"
 
 namespace keel {
 

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/queue/virtio_device.h"
 #include "vmm/vmm_options.h"
 
 namespace keel {

@@ -7,7 +7,7 @@
 #include <exception>
 
 #include "common/error.h"
-#include "devices/pci_config_space.h"
+#include "devices/pci/pci_config_space.h"
 
 namespace keel {
 

@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "common/guest_memory.h"
-#include "devices/pci_device.h"
-#include "devices/virtio/virtio_device.h"
-#include "devices/virtio/virtio_pci_device.h"
-#include "vmm/gsi_router.h"
-#include "vmm/kvm_vm.h"
-#include "vmm/msi_irqfds.h"
+#include "devices/pci/pci_device.h"
+#include "devices/virtio/queue/virtio_device.h"
+#include "devices/virtio/pci/virtio_pci_device.h"
+#include "vmm/irq/gsi_router.h"
+#include "vmm/kvm/kvm_vm.h"
+#include "vmm/irq/msi_irqfds.h"
 
 namespace keel {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "devices/mac_address.h"
+#include "devices/virtio/net/mac_address.h"
 
 namespace keel {
 

@@ -39,7 +39,7 @@ if [[ -z ${KEEL_KVM_WHERE:-} ]]; then
 fi
 where=$KEEL_KVM_WHERE
 
-vmm=$build/vmm/keel-vmm
+vmm=$build/keel-vmm/keel-vmm
 testos=$build/guest-images/testos
 [[ -x $vmm && -f $testos/testos.bzImage && -f $testos/testos.elf ]] ||
   { echo "disk_bench: build keel-vmm and testos first ($build)" >&2; exit 1; }

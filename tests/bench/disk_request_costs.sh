@@ -44,7 +44,7 @@ secs = int(os.environ["KEEL_BENCH_SECONDS"])
 mib = int(os.environ.get("KEEL_BENCH_MIB") or "64")
 where = os.environ.get("KEEL_KVM_WHERE", "?")
 imgdir = os.environ.get("KEEL_BENCH_DIR") or build
-vmm = f"{build}/vmm/keel-vmm"
+vmm = f"{build}/keel-vmm/keel-vmm"
 testos = f"{build}/guest-images/testos/testos.bzImage"
 scratch = tempfile.mkdtemp(prefix="keel-disk-costs-", dir="/var/tmp")
 img = f"{imgdir}/disk-costs-{os.getpid()}.img"

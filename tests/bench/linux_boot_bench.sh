@@ -29,7 +29,7 @@ qemu=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -smp 1 -m 256M -nodefaults 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$bench" --runs "$runs" --ready "keel-guest: ready " --label keel-vmm -- \
-  "$build/vmm/keel-vmm" --cpus 1 --memory 256M --kernel "$kernel" --initrd "$initrd" \
+  "$build/keel-vmm/keel-vmm" --cpus 1 --memory 256M --kernel "$kernel" --initrd "$initrd" \
   --cmdline "$append" | tee -a "$out"
 "$bench" --runs "$runs" --ready "keel-guest: ready " --label qemu-q35 -- \
   "${qemu[@]}" -machine q35 | tee -a "$out"

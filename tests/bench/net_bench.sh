@@ -40,7 +40,7 @@ fi
 where=$KEEL_KVM_WHERE
 [[ $(id -u) == 0 ]] || { echo "net_bench: needs root (network namespace, tap)" >&2; exit 1; }
 
-vmm=$build/vmm/keel-vmm
+vmm=$build/keel-vmm/keel-vmm
 images=$build/guest-images/linux
 kernel=$images/vmlinuz-$flavour
 initrd=$images/initramfs-$flavour.cpio.gz

@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "devices/virtio/blk_request.h"
+#include "devices/virtio/blk/blk_request.h"
 #include "tests/fuzz/fuzz_memory.h"
 
 using namespace keel;

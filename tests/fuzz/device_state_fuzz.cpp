@@ -22,8 +22,8 @@
 #include <string>
 
 #include "common/error.h"
-#include "devices/virtio/virtio_pci_device.h"
-#include "devices/virtio/virtio_rng_device.h"
+#include "devices/virtio/pci/virtio_pci_device.h"
+#include "devices/virtio/rng/virtio_rng_device.h"
 #include "proto/device_state.pb.h"
 #include "tests/fuzz/fuzz_memory.h"
 

@@ -7,7 +7,7 @@ set -euo pipefail
 build=$(cd "${1:?usage: make_vm_state_seeds.sh BUILD OUT}" && pwd) out=${2:?}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-vmm=$build/vmm/keel-vmm keelctl=$build/tools/keelctl/keelctl
+vmm=$build/keel-vmm/keel-vmm keelctl=$build/tools/keelctl/keelctl
 testos=$build/guest-images/testos/testos.bzImage
 work=$(mktemp -d /var/tmp/keel-seeds-XXXXXX)
 tap=kseed$$

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "devices/virtio/split_queue.h"
+#include "devices/virtio/queue/split_queue.h"
 #include "tests/fuzz/fuzz_memory.h"
 
 using namespace keel;

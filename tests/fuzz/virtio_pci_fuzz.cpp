@@ -15,7 +15,7 @@
 #include <optional>
 #include <vector>
 
-#include "devices/virtio/virtio_pci_device.h"
+#include "devices/virtio/pci/virtio_pci_device.h"
 #include "tests/fuzz/fuzz_memory.h"
 
 using namespace keel;

@@ -3,7 +3,7 @@
 
 #include <fstream>
 
-#include "vmm_run.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

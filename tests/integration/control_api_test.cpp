@@ -19,10 +19,10 @@
 #include <thread>
 
 #include "common/unique_fd.h"
-#include "keelctl_result.h"
-#include "live_vmm.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
 #include "proto/control.pb.h"
-#include "vmm_run.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

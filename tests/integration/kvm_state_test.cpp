@@ -16,15 +16,15 @@
 
 #include "common/error.h"
 #include "common/guest_memory.h"
-#include "host_kvm_facts.h"
-#include "vmm/cpuid.h"
-#include "vmm/kvm_state_caps.h"
-#include "vmm/kvm_system.h"
-#include "vmm/memory_layout.h"
-#include "vmm/page_tables.h"
-#include "vmm/vcpu_state.h"
-#include "vmm/vm_state_kvm.h"
-#include "vmm/x86_boot.h"
+#include "tests/support/host_kvm_facts.h"
+#include "vmm/boot/cpuid.h"
+#include "vmm/state/kvm_state_caps.h"
+#include "vmm/kvm/kvm_system.h"
+#include "vmm/boot/memory_layout.h"
+#include "vmm/boot/page_tables.h"
+#include "vmm/state/vcpu_state.h"
+#include "vmm/state/vm_state_kvm.h"
+#include "vmm/boot/x86_boot.h"
 
 namespace keel {
 namespace {
@@ -38,7 +38,7 @@ constexpr uint64_t kPageTables = 0x10000;
 constexpr uint64_t kPvclock = 0x20000;  // the vCPU 0's kvmclock page
 constexpr uint16_t kPort = 0x10;
 constexpr uint32_t kVcpus = 2;
-constexpr uint32_t kMsrTsc = kMsrIa32Tsc;  // vmm/tsc_state.h
+constexpr uint32_t kMsrTsc = kMsrIa32Tsc;  // vmm/state/tsc_state.h
 constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
 constexpr uint32_t kMsrHvVpRuntime = 0x40000010;
 constexpr uint32_t kMsrHvTimeRefCount = 0x40000020;
@@ -383,7 +383,7 @@ uint64_t guest_tsc(const KvmVcpu& vcpu) {
 
 // KVM takes a host write of IA32_TSC within a second of what it expects as
 // an attempt to synchronise vCPUs, and keeps its own offset instead
-// (vmm/tsc_state.h). A guest captured young (its TSC under a second) and
+// (vmm/state/tsc_state.h). A guest captured young (its TSC under a second) and
 // restored at once into a fresh VM must still see its TSC continue from the
 // capture, not from the new VM's creation, and the vCPUs stay in step.
 // Where KVM does not offset guest TSCs (PVM) no guest is young and restore

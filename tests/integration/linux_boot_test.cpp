@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "kernel_log.h"
-#include "vmm_run.h"
+#include "tests/support/kernel_log.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

@@ -9,12 +9,12 @@
 #include <cstdio>
 #include <memory>
 
-#include "kernel_log.h"
-#include "keelctl_result.h"
-#include "live_vmm.h"
+#include "tests/support/kernel_log.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
 #include "proto/control.pb.h"
-#include "scratch_dir.h"
-#include "vmm_run.h"
+#include "tests/support/scratch_dir.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

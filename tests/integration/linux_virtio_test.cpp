@@ -22,10 +22,10 @@
 #include <thread>
 
 #include "common/child_process.h"
-#include "kernel_log.h"
-#include "net_namespace.h"
-#include "scratch_dir.h"
-#include "vmm_run.h"
+#include "tests/support/kernel_log.h"
+#include "tests/support/net_namespace.h"
+#include "tests/support/scratch_dir.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

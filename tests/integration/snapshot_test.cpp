@@ -31,13 +31,13 @@
 #include <thread>
 
 #include "common/crc32c.h"
-#include "host_kvm_facts.h"
-#include "keelctl_result.h"
-#include "live_vmm.h"
+#include "tests/support/host_kvm_facts.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
 #include "proto/control.pb.h"
 #include "proto/vm_state.pb.h"
-#include "scratch_dir.h"
-#include "vmm_run.h"
+#include "tests/support/scratch_dir.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {
@@ -49,7 +49,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kStateHeaderSize = 24;  // vmm/snapshot_state_file.cpp: magic, version, crc, length
+constexpr size_t kStateHeaderSize = 24;  // vmm/state/snapshot_state_file.cpp: magic, version, crc, length
 
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());

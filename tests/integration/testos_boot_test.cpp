@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "common/child_process.h"
-#include "vmm_run.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

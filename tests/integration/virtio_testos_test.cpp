@@ -17,10 +17,10 @@
 #include <thread>
 #include <vector>
 
-#include "net_namespace.h"
-#include "net_peer.h"
-#include "scratch_dir.h"
-#include "vmm_run.h"
+#include "tests/support/net_namespace.h"
+#include "tests/support/net_peer.h"
+#include "tests/support/scratch_dir.h"
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 namespace {

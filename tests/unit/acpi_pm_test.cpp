@@ -1,4 +1,4 @@
-#include "devices/acpi_pm.h"
+#include "devices/pc/acpi_pm.h"
 
 #include <gtest/gtest.h>
 

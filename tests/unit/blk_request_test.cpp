@@ -1,4 +1,4 @@
-#include "devices/virtio/blk_request.h"
+#include "devices/virtio/blk/blk_request.h"
 
 #include <gtest/gtest.h>
 

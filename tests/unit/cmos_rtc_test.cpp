@@ -1,4 +1,4 @@
-#include "devices/cmos_rtc.h"
+#include "devices/pc/cmos_rtc.h"
 
 #include <gtest/gtest.h>
 

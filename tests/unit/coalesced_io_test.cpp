@@ -1,4 +1,4 @@
-#include "vmm/coalesced_io.h"
+#include "vmm/kvm/coalesced_io.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

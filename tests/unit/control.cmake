@@ -1,4 +1,4 @@
-# The control socket (vmm/control_server.h) and keelctl against it. Included
+# The control socket (control/control_server.h) and keelctl against it. Included
 # from tests/unit/CMakeLists.txt. The unit-only (ASan) build has no tools/:
 # keelctl is built here then, with the same sanitizers.
 if(NOT TARGET keelctl)

@@ -1,6 +1,6 @@
 // The control socket server on a real Unix socket in a scratch directory,
 // its event loop in a thread, a fake VMM behind it.
-#include "vmm/control_server.h"
+#include "control/control_server.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -9,8 +9,8 @@
 #include <memory>
 
 #include "common/error.h"
-#include "tests/unit/control_test_support.h"
-#include "vmm/control_client.h"
+#include "tests/support/control_test_support.h"
+#include "control/control_client.h"
 
 namespace keel {
 namespace {

@@ -1,4 +1,4 @@
-#include "vmm/cpuid.h"
+#include "vmm/boot/cpuid.h"
 
 #include <gtest/gtest.h>
 

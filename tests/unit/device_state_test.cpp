@@ -8,15 +8,15 @@
 #include <vector>
 
 #include "common/error.h"
-#include "devices/acpi_pm.h"
-#include "devices/cmos_rtc.h"
-#include "devices/i8042.h"
-#include "devices/pci_bus.h"
-#include "devices/pci_config_space.h"
-#include "devices/pci_host_bridge.h"
-#include "devices/pvpanic.h"
-#include "devices/uart8250.h"
-#include "devices/virtio/msix_table.h"
+#include "devices/pc/acpi_pm.h"
+#include "devices/pc/cmos_rtc.h"
+#include "devices/pc/i8042.h"
+#include "devices/pci/pci_bus.h"
+#include "devices/pci/pci_config_space.h"
+#include "devices/pci/pci_host_bridge.h"
+#include "devices/pc/pvpanic.h"
+#include "devices/pc/uart8250.h"
+#include "devices/virtio/pci/msix_table.h"
 
 namespace keel {
 namespace {

@@ -1,4 +1,4 @@
-#include "devices/i8042.h"
+#include "devices/pc/i8042.h"
 
 #include <gtest/gtest.h>
 

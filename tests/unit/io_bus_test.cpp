@@ -1,4 +1,4 @@
-#include "devices/io_bus.h"
+#include "devices/pc/io_bus.h"
 
 #include <gtest/gtest.h>
 

@@ -11,7 +11,7 @@
 #include "common/error.h"
 #include "common/memory_mapping.h"
 #include "storage/raw_disk.h"
-#include "tests/unit/temp_image.h"
+#include "tests/support/temp_image.h"
 
 namespace keel::storage {
 namespace {

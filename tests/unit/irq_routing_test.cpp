@@ -1,4 +1,4 @@
-#include "vmm/irq_routing.h"
+#include "vmm/irq/irq_routing.h"
 
 #include <gtest/gtest.h>
 

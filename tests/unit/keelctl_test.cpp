@@ -9,8 +9,8 @@
 #include <memory>
 
 #include "common/child_process.h"
-#include "tests/unit/control_test_support.h"
-#include "vmm/control_server.h"
+#include "tests/support/control_test_support.h"
+#include "control/control_server.h"
 
 namespace keel {
 namespace {

@@ -1,8 +1,8 @@
-#include "vmm/kernel_image.h"
+#include "vmm/boot/kernel_image.h"
 
 #include <gtest/gtest.h>
 
-#include "boot_images.h"
+#include "tests/support/boot_images.h"
 #include "common/error.h"
 
 namespace keel {

@@ -1,8 +1,8 @@
-#include "devices/pci_bus.h"
+#include "devices/pci/pci_bus.h"
 
 #include <gtest/gtest.h>
 
-#include "devices/pci_host_bridge.h"
+#include "devices/pci/pci_host_bridge.h"
 
 namespace keel {
 namespace {

@@ -1,4 +1,4 @@
-#include "devices/pvpanic.h"
+#include "devices/pc/pvpanic.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "vmm/snapshot_memory.h"
+#include "vmm/state/snapshot_memory.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -107,7 +107,7 @@ TEST_F(SnapshotMemoryTest, CorruptedTruncatedOrForeignImagesAreRefused) {
 }  // namespace
 }  // namespace keel
 
-#include "vmm/snapshot_state_file.h"
+#include "vmm/state/snapshot_state_file.h"
 
 namespace keel {
 namespace {

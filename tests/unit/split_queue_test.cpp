@@ -1,8 +1,8 @@
-#include "devices/virtio/split_queue.h"
+#include "devices/virtio/queue/split_queue.h"
 
 #include <gtest/gtest.h>
 
-#include "tests/unit/virtqueue_driver.h"
+#include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
 namespace {

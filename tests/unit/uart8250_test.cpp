@@ -1,4 +1,4 @@
-#include "devices/uart8250.h"
+#include "devices/pc/uart8250.h"
 
 #include <gtest/gtest.h>
 

@@ -6,9 +6,9 @@
 #include <string>
 
 #include "common/error.h"
-#include "vmm/cpu_features.h"
-#include "vmm/vcpu_state.h"
-#include "vmm/vm_state_kvm.h"
+#include "vmm/state/cpu_features.h"
+#include "vmm/state/vcpu_state.h"
+#include "vmm/state/vm_state_kvm.h"
 
 namespace keel {
 namespace {

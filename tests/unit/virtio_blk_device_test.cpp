@@ -1,4 +1,4 @@
-#include "devices/virtio/virtio_blk_device.h"
+#include "devices/virtio/blk/virtio_blk_device.h"
 
 #include <gtest/gtest.h>
 
@@ -10,8 +10,8 @@
 
 #include "common/error.h"
 #include "common/little_endian.h"
-#include "tests/unit/temp_image.h"
-#include "tests/unit/virtqueue_driver.h"
+#include "tests/support/temp_image.h"
+#include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
 namespace {

@@ -23,10 +23,10 @@
 
 #include "common/child_process.h"
 #include "common/error.h"
-#include "devices/virtio/virtio_net_device.h"
+#include "devices/virtio/net/virtio_net_device.h"
 #include "proto/device_state.pb.h"
-#include "tests/unit/fake_virtio_transport.h"
-#include "tests/unit/virtqueue_driver.h"
+#include "tests/support/fake_virtio_transport.h"
+#include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
 namespace {

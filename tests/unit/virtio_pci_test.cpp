@@ -5,9 +5,9 @@
 #include <utility>
 #include <vector>
 
-#include "devices/virtio/msix_table.h"
-#include "devices/virtio/virtio_pci_device.h"
-#include "tests/unit/virtqueue_driver.h"
+#include "devices/virtio/pci/msix_table.h"
+#include "devices/virtio/pci/virtio_pci_device.h"
+#include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
 namespace {

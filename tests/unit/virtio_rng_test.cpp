@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "devices/virtio/virtio_rng_device.h"
-#include "tests/unit/fake_virtio_transport.h"
-#include "tests/unit/virtqueue_driver.h"
+#include "devices/virtio/rng/virtio_rng_device.h"
+#include "tests/support/fake_virtio_transport.h"
+#include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
 namespace {

@@ -17,11 +17,11 @@
 #include <vector>
 
 #include "common/error.h"
-#include "devices/virtio/virtio_blk_device.h"
-#include "devices/virtio/virtio_pci_device.h"
-#include "devices/virtio/virtio_rng_device.h"
-#include "tests/unit/temp_image.h"
-#include "tests/unit/virtqueue_driver.h"
+#include "devices/virtio/blk/virtio_blk_device.h"
+#include "devices/virtio/pci/virtio_pci_device.h"
+#include "devices/virtio/rng/virtio_rng_device.h"
+#include "tests/support/temp_image.h"
+#include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
 namespace {

@@ -1,12 +1,12 @@
-#include "vmm/x86_boot.h"
+#include "vmm/boot/x86_boot.h"
 
 #include <gtest/gtest.h>
 
-#include "boot_images.h"
+#include "tests/support/boot_images.h"
 #include "common/error.h"
-#include "vmm/e820.h"
-#include "vmm/memory_layout.h"
-#include "vmm/page_tables.h"
+#include "vmm/boot/e820.h"
+#include "vmm/boot/memory_layout.h"
+#include "vmm/boot/page_tables.h"
 
 namespace keel {
 namespace {

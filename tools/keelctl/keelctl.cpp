@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tools/keelctl/keelctl_output.h"
-#include "vmm/control_client.h"
+#include "control/control_client.h"
 
 namespace {
 

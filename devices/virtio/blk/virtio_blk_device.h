@@ -1,0 +1,135 @@
+// virtio-blk (virtio 1.x, 5.2): one request queue over a raw disk image read
+// and written through io_uring (storage::RawDisk).
+//
+// Requests never block the caller: queue_notify() parses what the driver made
+// available (parse_blk_request) and submits it; reads land directly in the
+// guest's buffers. Completions arrive on the machine's event loop (the disk's
+// eventfd, waited for with Boost.Asio), which takes the transport's lock,
+// writes each status byte, returns the chains through the used ring and
+// interrupts the driver when it asked for it. A write is completed to the
+// guest only after io_uring completed it, a flush only after fdatasync did.
+//
+// Threading: queue_notify, activate, reset and the configuration calls come
+// with VirtioTransport::lock() held (VirtioDevice); the completion handler
+// takes it. Destroy the device on the event loop's thread or after the loop
+// has stopped.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "devices/virtio/blk/blk_request.h"
+#include "devices/virtio/queue/virtio_device.h"
+#include "storage/raw_disk.h"
+
+namespace keel::virtio {
+
+// What `--disk path=PATH[,readonly=on][,serial=S]` says.
+struct DiskOptions {
+  std::string path;
+  bool read_only = false;
+  // GET_ID's answer, at most 20 bytes; empty: the image's file name (its
+  // first 20 bytes).
+  std::string serial;
+};
+
+class VirtioBlkDevice : public VirtioDevice {
+ public:
+  static constexpr uint16_t kQueueSize = 256;
+  // Ranges per discard / write-zeroes request, and sectors per range.
+  static constexpr uint32_t kMaxRangeSegments = 32;
+  static constexpr uint32_t kMaxRangeSectors = uint32_t{1} << 22;  // 2 GiB
+  // How long reset() waits for requests in flight.
+  static constexpr int kResetWaitMs = 10000;
+  // Chains taken per round. A driver that makes chains available as fast as
+  // the device returns them (requests answered at once: GET_ID, rejected
+  // ones) would otherwise keep one kick, and the lock, forever; the rest
+  // goes on in a later round on the event loop.
+  static constexpr unsigned kBurst = 64;
+
+  // Opens the image (throws InputError naming it when that fails).
+  VirtioBlkDevice(boost::asio::io_context& events, const DiskOptions& options);
+  // Over a disk already open; `serial` as in DiskOptions.
+  VirtioBlkDevice(boost::asio::io_context& events, std::unique_ptr<storage::RawDisk> disk,
+                  std::string serial);
+  ~VirtioBlkDevice() override;
+
+  uint16_t device_type() const override { return kDeviceTypeBlock; }
+  uint64_t device_features() const override;
+  uint16_t num_queues() const override { return 1; }
+  uint16_t max_queue_size() const override { return kQueueSize; }
+  uint32_t config_size() const override { return kBlkConfigSize; }
+  void config_read(uint32_t offset, std::span<uint8_t> data) override;
+  void config_write(uint32_t offset, std::span<const uint8_t> data) override;
+  void activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
+                uint64_t features) override;
+  void reset() override;
+  void queue_notify(uint16_t queue) override;
+
+  // Snapshot. quiesce() (lock held) waits, at most kResetWaitMs, for every
+  // request in flight to complete and its used entry to be written,
+  // collecting the disk's completions itself (the event loop may be blocked
+  // on the lock meanwhile); throws std::runtime_error if some remain.
+  // save_state() refuses (std::logic_error) with requests in flight. The
+  // state is the disk's capacity and read-only flag: the configuration is
+  // derived from the disk, and restore_state() refuses another size.
+  void quiesce() override;
+  std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
+  void save_state(state::v1::VirtioDeviceState& state) const override;
+  void restore_state(const state::v1::VirtioDeviceState& state) override;
+
+  uint64_t capacity_sectors() const { return capacity_sectors_; }
+  const std::string& serial() const { return serial_; }
+  const storage::RawDisk& disk() const { return *disk_; }
+  // Requests popped and not yet returned to the driver.
+  size_t requests_in_flight() const { return in_flight_count_; }
+
+ private:
+  struct InFlight {
+    bool active = false;
+    bool is_read = false;
+    bool transfers = false;  // IN or OUT: the result is a byte count
+    uint8_t status = kBlkSOk;
+    uint64_t status_gpa = 0;
+    uint32_t data_len = 0;
+    uint32_t ops_left = 0;  // disk requests not yet completed
+  };
+
+  BlkConfig config() const;
+  void process_queue();
+  void handle_chain(const DescriptorChain& chain);
+  void start_request(uint16_t head, const BlkRequest& request);
+  void answer_get_id(const BlkRequest& request);
+  void on_disk_completion(uint64_t tag, int64_t result);
+  void complete(uint16_t head, uint64_t status_gpa, uint8_t status, uint32_t written_len);
+  void return_chain(uint16_t head, uint32_t written_len);
+  void notify_if_needed();
+  void queue_failed();
+  void wait_for_completions();
+  void continue_later();
+  uint64_t tag(uint16_t head) const { return (uint64_t{generation_} << 16) | head; }
+
+  std::unique_ptr<storage::RawDisk> disk_;
+  std::string serial_;
+  uint64_t capacity_sectors_ = 0;
+  boost::asio::posix::stream_descriptor completions_;
+  std::shared_ptr<char> alive_ = std::make_shared<char>();
+
+  GuestMemory* memory_ = nullptr;
+  std::optional<SplitQueue> queue_;
+  bool queue_broken_ = false;
+  bool pushed_ = false;  // used entries added since the last should_notify()
+  bool continuation_posted_ = false;  // a later round of process_queue is queued
+  BlkDeviceInfo info_;
+  uint32_t generation_ = 0;         // bumped by reset: stale completions are ignored
+  std::vector<InFlight> in_flight_; // by head descriptor
+  size_t in_flight_count_ = 0;
+};
+
+}  // namespace keel::virtio

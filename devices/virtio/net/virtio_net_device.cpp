@@ -1,0 +1,386 @@
+#include "devices/virtio/net/virtio_net_device.h"
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/state_check.h"
+#include "proto/device_state.pb.h"
+
+namespace keel::virtio {
+
+namespace {
+
+int dup_fd(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) throw_errno("dup tap fd");
+  return copy;
+}
+
+// The tap's receive offloads for what the driver accepted (5.1.3.1: the TSO
+// features depend on GUEST_CSUM; the tap ignores TSO bits without CSUM).
+unsigned tun_offload_for(uint64_t features) {
+  unsigned flags = 0;
+  if (features & kNetFGuestCsum) {
+    flags |= TUN_F_CSUM;
+    if (features & kNetFGuestTso4) flags |= TUN_F_TSO4;
+    if (features & kNetFGuestTso6) flags |= TUN_F_TSO6;
+  }
+  return flags;
+}
+
+}  // namespace
+
+VirtioNetDevice::VirtioNetDevice(boost::asio::io_context& events, const NetOptions& options)
+    : events_(events),
+      tap_(options.tap),
+      mac_(options.mac ? *options.mac : random_local_mac_address()),
+      watch_(events, dup_fd(tap_.fd())) {}
+
+VirtioNetDevice::~VirtioNetDevice() {
+  // Handlers still queued see the token gone and do nothing.
+  alive_.reset();
+}
+
+template <typename F>
+auto VirtioNetDevice::guarded(F body) {
+  return [this, alive = std::weak_ptr<int>(alive_), generation = generation_, body]() {
+    if (alive.expired()) return;
+    std::lock_guard guard(transport_->lock());
+    if (generation != generation_) return;
+    body();
+  };
+}
+
+// --- configuration (5.1.4) ------------------------------------------------
+
+uint32_t VirtioNetDevice::config_size() const { return kNetConfigSize; }
+
+void VirtioNetDevice::config_read(uint32_t offset, std::span<uint8_t> data) {
+  uint8_t config[kNetConfigSize] = {};
+  std::memcpy(config + kNetConfigMac, mac_.data(), mac_.size());
+  const uint16_t status = kNetSLinkUp;
+  const uint16_t pairs = 1;
+  std::memcpy(config + kNetConfigStatus, &status, 2);
+  std::memcpy(config + kNetConfigMaxVirtqueuePairs, &pairs, 2);
+  std::memcpy(data.data(), config + offset, data.size());
+}
+
+// 5.1.4.2: a 1.x driver writes none of the fields (the MAC is read-only
+// without legacy or CTRL_MAC_ADDR): writes are ignored.
+void VirtioNetDevice::config_write(uint32_t, std::span<const uint8_t>) {}
+
+// --- life cycle -----------------------------------------------------------
+
+void VirtioNetDevice::activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
+                               uint64_t features) {
+  tap_.set_offload(tun_offload_for(features));
+  memory_ = &memory;
+  queues_ = std::move(queues);
+  queues_.resize(num_queues());
+  guest_csum_ = (features & kNetFGuestCsum) != 0;
+  active_ = true;
+  // The driver may have posted receive buffers and frames before DRIVER_OK.
+  rx_starved_ = true;
+  process_rx();
+  process_tx();
+}
+
+void VirtioNetDevice::stop() {
+  ++generation_;
+  boost::system::error_code ignored;
+  watch_.cancel(ignored);
+  active_ = false;
+  tx_pending_.reset();
+  tx_waiting_ = false;
+  rx_chain_.reset();
+  rx_waiting_ = false;
+  rx_starved_ = false;
+  tap_failed_ = false;
+}
+
+void VirtioNetDevice::reset() {
+  stop();
+  queues_.clear();
+  memory_ = nullptr;
+  guest_csum_ = false;
+  try {
+    tap_.set_offload(0);
+  } catch (const std::exception&) {
+    // Only fails if the tap is gone; the next activation reports it.
+  }
+}
+
+// 2.1.2: a driver that breaks a queue gets DEVICE_NEEDS_RESET; the chains
+// the device holds go back with the reset, not through the used ring.
+void VirtioNetDevice::fail(const std::string& why) {
+  stop();
+  queues_.clear();
+  last_error_ = why;
+  transport_->needs_reset();
+}
+
+void VirtioNetDevice::queue_notify(uint16_t queue) {
+  if (!active_) return;
+  if (queue == kNetTxQueue) process_tx();
+  // A receive kick matters only when the device ran out of buffers; the
+  // rest of the time its notifications are off and reading goes on.
+  if (queue == kNetRxQueue && rx_starved_) process_rx();
+}
+
+// --- guest buffers ----------------------------------------------------------
+
+// The chain's readable (transmit) or writable (receive) buffers as host
+// iovecs. Writable ones come through host_range_for_write: the tap's read
+// is a device write into guest memory. The chain was checked against guest
+// RAM when it was popped, so neither call throws.
+void VirtioNetDevice::build_iovecs(const DescriptorChain& chain, bool writable) {
+  iov_.clear();
+  for (const ChainSegment& s : chain.segments) {
+    if (s.writable != writable || s.len == 0) continue;
+    void* base = writable ? static_cast<void*>(memory_->host_range_for_write(s.gpa, s.len))
+                          : const_cast<uint8_t*>(memory_->host_range(s.gpa, s.len));
+    iov_.push_back({base, s.len});
+  }
+}
+
+// A tap read cuts a frame longer than the buffers short without saying so
+// (it returns what it copied): one byte of host memory after the guest's
+// buffers tells. readv takes at most IOV_MAX buffers, so a chain of that many
+// gives up its last one. Returns the guest bytes the iovecs cover.
+uint64_t VirtioNetDevice::build_rx_iovecs(const DescriptorChain& chain) {
+  build_iovecs(chain, true);
+  if (iov_.size() >= IOV_MAX) iov_.resize(IOV_MAX - 1);
+  uint64_t room = 0;
+  for (const iovec& v : iov_) room += v.iov_len;
+  iov_.push_back({&overflow_byte_, 1});
+  return room;
+}
+
+// 5.1.6.4.1: without MRG_RXBUF num_buffers is 1 (the tap skips that field),
+// and without GUEST_CSUM flags are 0 (the tap may set DATA_VALID). The
+// header may straddle buffers; iov_ still describes the chain just read.
+void VirtioNetDevice::finish_rx_header() {
+  uint8_t fix[kNetHdrSize];
+  size_t copied = 0;
+  for (const iovec& v : iov_) {
+    const size_t n = std::min(v.iov_len, sizeof fix - copied);
+    std::memcpy(fix + copied, v.iov_base, n);
+    copied += n;
+    if (copied == sizeof fix) break;
+  }
+  const uint16_t one = 1;
+  std::memcpy(fix + kNetHdrNumBuffersOffset, &one, sizeof one);
+  if (!guest_csum_) fix[0] = 0;
+  copied = 0;
+  for (const iovec& v : iov_) {
+    const size_t n = std::min(v.iov_len, sizeof fix - copied);
+    std::memcpy(v.iov_base, fix + copied, n);
+    copied += n;
+    if (copied == sizeof fix) break;
+  }
+}
+
+// --- transmit (5.1.6.2) -----------------------------------------------------
+
+void VirtioNetDevice::process_tx() {
+  SplitQueue* q = queue(kNetTxQueue);
+  if (!active_ || !q || tx_waiting_) return;
+  bool pushed = false;
+  try {
+    // No kicks while the device is working through the queue (2.7.7.1).
+    q->disable_notification();
+    for (unsigned budget = kBurst;;) {
+      if (!tx_pending_) {
+        if (budget == 0) {
+          // Fairness: the rest in a later round on the event loop, kicks
+          // still off.
+          tx_waiting_ = true;
+          boost::asio::post(events_, guarded([this] {
+            tx_waiting_ = false;
+            process_tx();
+          }));
+          break;
+        }
+        tx_pending_ = q->pop_chain();
+        if (!tx_pending_) {
+          // Kicks back on; a chain that came meanwhile is processed now.
+          if (q->enable_notification()) {
+            q->disable_notification();
+            continue;
+          }
+          break;
+        }
+        --budget;
+        // 5.1.6.2: a transmit chain is the header and the frame, all
+        // device-readable.
+        if (tx_pending_->writable_bytes != 0) {
+          return fail("virtio-net: device-writable buffer in a transmit chain");
+        }
+        if (tx_pending_->readable_bytes < kNetHdrSize) {
+          return fail("virtio-net: transmit chain shorter than the header");
+        }
+      }
+      build_iovecs(*tx_pending_, false);
+      const ssize_t n = ::writev(tap_.fd(), iov_.data(), static_cast<int>(iov_.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        // The host is full: keep the frame and its chain, go on when the
+        // tap takes writes again.
+        ++stats_.tx_would_block;
+        wait_writable();
+        break;
+      }
+      // A frame the tap refuses (bad Ethernet length, bad GSO header) is
+      // dropped: the guest gets its buffers back, as a NIC would.
+      if (n < 0) {
+        ++stats_.tx_errors;
+      } else {
+        ++stats_.tx_frames;
+      }
+      q->push_used(tx_pending_->head, 0);
+      tx_pending_.reset();
+      pushed = true;
+    }
+    if (pushed && q->should_notify()) transport_->queue_interrupt(kNetTxQueue);
+  } catch (const VirtqueueError& e) {
+    fail(std::string("virtio-net transmit queue: ") + e.what());
+  }
+}
+
+void VirtioNetDevice::wait_writable() {
+  tx_waiting_ = true;
+  watch_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                    [run = guarded([this] {
+                       tx_waiting_ = false;
+                       process_tx();
+                     })](const boost::system::error_code& ec) {
+                      if (!ec) run();
+                    });
+}
+
+// --- receive (5.1.6.3, 5.1.6.4) ---------------------------------------------
+
+void VirtioNetDevice::process_rx() {
+  SplitQueue* q = queue(kNetRxQueue);
+  if (!active_ || !q || rx_waiting_ || tap_failed_) return;
+  bool pushed = false;
+  try {
+    if (rx_starved_) {
+      // Buffers again: the device holds one chain at a time and takes the
+      // next when it needs it, so no kicks are needed until it runs dry.
+      rx_starved_ = false;
+      q->disable_notification();
+    }
+    for (unsigned budget = kBurst;;) {
+      if (!rx_chain_) {
+        rx_chain_ = q->pop_chain();
+        if (!rx_chain_) {
+          if (q->enable_notification()) {
+            q->disable_notification();
+            continue;
+          }
+          // Out of buffers: stop reading (frames wait in the tap's queue)
+          // until the driver kicks.
+          rx_starved_ = true;
+          ++stats_.rx_out_of_buffers;
+          break;
+        }
+        // 5.1.6.3: receive buffers are device-writable and hold at least
+        // the header.
+        if (rx_chain_->readable_bytes != 0) {
+          return fail("virtio-net: device-readable buffer in a receive chain");
+        }
+        if (rx_chain_->writable_bytes < kNetHdrSize) {
+          return fail("virtio-net: receive chain shorter than the header");
+        }
+      }
+      if (budget == 0) {
+        rx_waiting_ = true;
+        boost::asio::post(events_, guarded([this] {
+          rx_waiting_ = false;
+          process_rx();
+        }));
+        break;
+      }
+      const uint64_t room = build_rx_iovecs(*rx_chain_);
+      if (room < kNetHdrSize) return fail("virtio-net: receive chain shorter than the header");
+      const ssize_t n = ::readv(tap_.fd(), iov_.data(), static_cast<int>(iov_.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        wait_readable();
+        break;
+      }
+      if (n < 0) {
+        // The tap was deleted under us (EBADFD) or worse: reading again
+        // would spin. The guest's link stays quiet until it resets.
+        ++stats_.tap_errors;
+        tap_failed_ = true;
+        break;
+      }
+      --budget;
+      // Without MRG_RXBUF a frame goes into one chain (5.1.6.4): a longer
+      // one (it reached the overflow byte) is dropped, and the same chain
+      // waits for the next.
+      if (static_cast<uint64_t>(n) > room) {
+        ++stats_.rx_too_big;
+        continue;
+      }
+      finish_rx_header();
+      q->push_used(rx_chain_->head, static_cast<uint32_t>(n));
+      rx_chain_.reset();
+      ++stats_.rx_frames;
+      pushed = true;
+    }
+    if (pushed && q->should_notify()) transport_->queue_interrupt(kNetRxQueue);
+  } catch (const VirtqueueError& e) {
+    fail(std::string("virtio-net receive queue: ") + e.what());
+  }
+}
+
+void VirtioNetDevice::wait_readable() {
+  rx_waiting_ = true;
+  watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                    [run = guarded([this] {
+                       rx_waiting_ = false;
+                       process_rx();
+                     })](const boost::system::error_code& ec) {
+                      if (!ec) run();
+                    });
+}
+
+
+// --- snapshot -------------------------------------------------------------
+
+// The device holds at most one chain per queue, the last one it popped (it
+// returns each before taking the next): giving it back is one index back.
+std::optional<SplitQueueState> VirtioNetDevice::queue_state(uint16_t index) const {
+  if (!active_ || index >= queues_.size() || !queues_[index]) return std::nullopt;
+  SplitQueueState state = queues_[index]->state();
+  const bool held = index == kNetRxQueue ? rx_chain_.has_value() : tx_pending_.has_value();
+  if (held) --state.last_avail_idx;
+  return state;
+}
+
+void VirtioNetDevice::save_state(state::v1::VirtioDeviceState& state) const {
+  state.Clear();
+  state.mutable_net()->set_mac(std::string(mac_.begin(), mac_.end()));
+}
+
+void VirtioNetDevice::restore_state(const state::v1::VirtioDeviceState& state) {
+  if (!state.has_net()) refuse_state("virtio-net", "device", "holds no virtio-net state");
+  const std::string& mac = state.net().mac();
+  if (mac.size() != mac_.size()) refuse_state("virtio-net", "mac", "is not 6 bytes");
+  if (mac[0] & 1) refuse_state("virtio-net", "mac", "is a multicast address");
+  std::copy(mac.begin(), mac.end(), mac_.begin());
+}
+
+}  // namespace keel::virtio

@@ -1,0 +1,128 @@
+// What a virtio device (blk, net, rng) implements, independent of the
+// transport that carries it (virtio 1.x, 2 "Basic Facilities of a Virtio
+// Device"). The transport (VirtioPciDevice) owns the status machine, feature
+// negotiation, queue registers and interrupts; the device owns its
+// device-specific configuration and what it does with its queues.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/guest_memory.h"
+#include "devices/virtio/queue/split_queue.h"
+
+namespace keel::state::v1 {
+class VirtioDeviceState;
+}
+
+namespace keel::virtio {
+
+// 5: device types (the PCI device ID is 0x1040 + type, 4.1.2).
+inline constexpr uint16_t kDeviceTypeNet = 1;
+inline constexpr uint16_t kDeviceTypeBlock = 2;
+inline constexpr uint16_t kDeviceTypeEntropy = 4;
+
+// "virtio-net", "virtio-blk", "virtio-rng", else "virtio device type N".
+std::string virtio_device_name(uint16_t type);
+
+// 6: reserved feature bits the transport handles itself.
+inline constexpr uint64_t kFRingIndirectDesc = uint64_t{1} << 28;  // VIRTIO_F_INDIRECT_DESC
+inline constexpr uint64_t kFRingEventIdx = uint64_t{1} << 29;      // VIRTIO_F_EVENT_IDX
+inline constexpr uint64_t kFVersion1 = uint64_t{1} << 32;          // VIRTIO_F_VERSION_1
+
+// What a device may ask of the transport that carries it. Every call is made
+// with lock() held.
+class VirtioTransport {
+ public:
+  virtual ~VirtioTransport() = default;
+  // Used buffers were added to `queue`: interrupt the driver (the device has
+  // already asked the queue, SplitQueue::should_notify()).
+  virtual void queue_interrupt(uint16_t queue) = 0;
+  // The device-specific configuration changed (bumps config_generation and
+  // interrupts, 4.1.4.3.1).
+  virtual void config_changed() = 0;
+  // A queue turned out broken (2.1.2): DEVICE_NEEDS_RESET. The device stops
+  // using its queues itself before calling this.
+  virtual void needs_reset() = 0;
+  // The function's lock: the transport holds it around every call into the
+  // device (configuration, activate, reset, queue_notify); the device's own
+  // event handlers (I/O completions, a backend fd turning readable) take it
+  // before touching queues or calling the transport.
+  virtual std::mutex& lock() = 0;
+};
+
+// Threading: calls come from vCPU threads (MMIO) and from the machine's event
+// loop (ioeventfd kicks), always under VirtioTransport::lock(). None of them
+// may block on I/O: the device submits work and finishes it from its own
+// event handlers on the event loop. reset() is the exception allowed to wait,
+// briefly, for requests already in flight, because their buffers are about
+// to go back to the driver.
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  // Called once, by the transport's constructor.
+  void attach(VirtioTransport& transport) { transport_ = &transport; }
+
+  virtual uint16_t device_type() const = 0;
+  // Device-specific feature bits offered (bits 0-23 and 50+, 6). The
+  // transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX itself.
+  virtual uint64_t device_features() const = 0;
+
+  virtual uint16_t num_queues() const = 0;
+  // The largest size each queue accepts: a power of two, at most 32768.
+  virtual uint16_t max_queue_size() const = 0;
+
+  // The device-specific configuration (4.1.4.6). The transport bounds-checks
+  // accesses against config_size() (at most 4096 bytes) before calling.
+  virtual uint32_t config_size() const = 0;
+  virtual void config_read(uint32_t offset, std::span<uint8_t> data) = 0;
+  virtual void config_write(uint32_t offset, std::span<const uint8_t> data) = 0;
+
+  // DRIVER_OK (3.1.1 step 8). `queues` has num_queues() entries, indexed by
+  // queue number; the ones the driver did not enable are empty. Each queue
+  // has already passed activation (SplitQueue's constructor). The device
+  // takes them over. `features` is what was negotiated, transport bits
+  // included. May throw VirtqueueError to refuse (the transport then sets
+  // DEVICE_NEEDS_RESET).
+  virtual void activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
+                        uint64_t features) = 0;
+
+  // Device reset (2.1, 4.1.4.3.1: the driver wrote 0 to device_status): stop
+  // using and drop the queues, back to the initial device-specific state.
+  // Called on every reset, whether or not the device was activated.
+  virtual void reset() = 0;
+
+  // The driver kicked `queue` (an enabled queue of an activated device; the
+  // notify region or its ioeventfd, 4.1.4.4).
+  virtual void queue_notify(uint16_t queue) = 0;
+
+  // Snapshot (issue 6; proto/device_state.proto), all with lock() held.
+  // The transport saves and restores its own registers and queue setup; the
+  // device adds what is its own. Devices that do not implement these cannot
+  // be snapshotted while activated (queue_state throws std::logic_error).
+  //
+  // quiesce(): before a save, finish work already taken from the queues
+  // (virtio-blk waits for its requests in flight), so that every chain the
+  // device popped is either returned or held in a way queue_state() undoes.
+  virtual void quiesce() {}
+  // Where activated `queue` resumes after a restore: its SplitQueueState,
+  // minus chains the device holds popped but not used (it pops them again
+  // after restore). nullopt when the device has no such queue (not enabled,
+  // or the device stopped using its queues after an error).
+  virtual std::optional<SplitQueueState> queue_state(uint16_t queue) const;
+  // The device-specific state. restore_state() runs before activate() on a
+  // restore; it checks `state` as untrusted input (InputError naming the
+  // field) and changes nothing when it refuses; reset() does not undo it.
+  virtual void save_state(state::v1::VirtioDeviceState& state) const;
+  virtual void restore_state(const state::v1::VirtioDeviceState& state);
+
+ protected:
+  VirtioTransport* transport_ = nullptr;
+};
+
+}  // namespace keel::virtio

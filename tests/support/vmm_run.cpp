@@ -1,0 +1,72 @@
+#include "tests/support/vmm_run.h"
+
+#include <sstream>
+#include <stdexcept>
+
+#include "common/child_process.h"
+
+namespace keel::testing {
+
+const char* vmm_path() { return KEEL_VMM_PATH; }
+const char* testos_bzimage() { return KEEL_TESTOS_BZIMAGE; }
+const char* testos_elf() { return KEEL_TESTOS_ELF; }
+
+std::optional<std::string> VmmRun::line(const std::string& prefix) const {
+  for (const auto& l : lines) {
+    if (l.rfind(prefix, 0) == 0) return l;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> VmmRun::all_lines(const std::string& prefix) const {
+  std::vector<std::string> out;
+  for (const auto& l : lines) {
+    if (l.rfind(prefix, 0) == 0) out.push_back(l);
+  }
+  return out;
+}
+
+std::string join_lines(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const auto& l : lines) all += l + "\n";
+  return all;
+}
+
+std::string VmmRun::console() const { return join_lines(lines); }
+
+VmmRun run_vmm(const std::vector<std::string>& args, std::chrono::seconds timeout,
+               const std::vector<std::string>& extra_env) {
+  std::vector<std::string> argv{vmm_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto result = run_command(argv, timeout, extra_env);
+  VmmRun run{result.exit_code, result.timed_out, {}, result.err};
+  std::istringstream in(result.out);
+  for (std::string l; std::getline(in, l);) {
+    if (!l.empty() && l.back() == '\r') l.pop_back();
+    run.lines.push_back(l);
+  }
+  return run;
+}
+
+std::map<std::string, std::string> fields(const std::string& line) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(line);
+  for (std::string word; in >> word;) {
+    if (auto eq = word.find('='); eq != std::string::npos) out[word.substr(0, eq)] = word.substr(eq + 1);
+  }
+  return out;
+}
+
+uint64_t field_u64(const std::string& line, const std::string& key) {
+  auto f = fields(line);
+  auto it = f.find(key);
+  if (it == f.end()) throw std::runtime_error("no " + key + "= in line: " + line);
+  return std::stoull(it->second, nullptr, 0);
+}
+
+std::string describe(const VmmRun& run) {
+  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") + "\nconsole:\n" +
+         run.console() + "stderr:\n" + run.err;
+}
+
+}  // namespace keel::testing

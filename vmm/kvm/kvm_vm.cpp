@@ -1,0 +1,141 @@
+#include "vmm/kvm/kvm_vm.h"
+
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <string>
+
+#include "common/error.h"
+#include "vmm/kvm/kvm_list.h"
+
+namespace keel {
+
+void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host,
+                            uint32_t flags) {
+  kvm_userspace_memory_region region{};
+  region.slot = slot;
+  region.flags = flags;
+  region.guest_phys_addr = guest_phys;
+  region.memory_size = size;
+  region.userspace_addr = reinterpret_cast<uint64_t>(host);
+  if (::ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+    throw_errno("KVM_SET_USER_MEMORY_REGION slot " + std::to_string(slot));
+  }
+}
+
+void KvmVm::set_tss_address(uint64_t address) {
+  if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(address)) < 0) {
+    throw_errno("KVM_SET_TSS_ADDR");
+  }
+}
+
+void KvmVm::set_identity_map_address(uint64_t address) {
+  __u64 addr = address;
+  if (::ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0) {
+    throw_errno("KVM_SET_IDENTITY_MAP_ADDR");
+  }
+}
+
+void KvmVm::create_irqchip() {
+  if (::ioctl(fd_.get(), KVM_CREATE_IRQCHIP, 0) < 0) throw_errno("KVM_CREATE_IRQCHIP");
+}
+
+void KvmVm::create_pit2() {
+  kvm_pit_config config{};
+  // The PIT drives channel 2 through port 0x61 itself (speaker gate and
+  // output), which Linux and the test guest use to calibrate the TSC.
+  config.flags = KVM_PIT_SPEAKER_DUMMY;
+  if (::ioctl(fd_.get(), KVM_CREATE_PIT2, &config) < 0) throw_errno("KVM_CREATE_PIT2");
+}
+
+void KvmVm::set_irq_line(uint32_t irq, bool level) {
+  kvm_irq_level line{};
+  line.irq = irq;
+  line.level = level ? 1 : 0;
+  if (::ioctl(fd_.get(), KVM_IRQ_LINE, &line) < 0) throw_errno("KVM_IRQ_LINE");
+}
+
+void KvmVm::get_irqchip(kvm_irqchip& chip) const {
+  if (::ioctl(fd_.get(), KVM_GET_IRQCHIP, &chip) < 0) {
+    throw_errno("KVM_GET_IRQCHIP chip " + std::to_string(chip.chip_id));
+  }
+}
+
+void KvmVm::set_irqchip(const kvm_irqchip& chip) {
+  if (::ioctl(fd_.get(), KVM_SET_IRQCHIP, &chip) < 0) {
+    throw_errno("KVM_SET_IRQCHIP chip " + std::to_string(chip.chip_id));
+  }
+}
+
+kvm_pit_state2 KvmVm::get_pit2() const {
+  kvm_pit_state2 pit{};
+  if (::ioctl(fd_.get(), KVM_GET_PIT2, &pit) < 0) throw_errno("KVM_GET_PIT2");
+  return pit;
+}
+
+void KvmVm::set_pit2(const kvm_pit_state2& pit) {
+  if (::ioctl(fd_.get(), KVM_SET_PIT2, &pit) < 0) throw_errno("KVM_SET_PIT2");
+}
+
+kvm_clock_data KvmVm::get_clock() const {
+  kvm_clock_data clock{};
+  if (::ioctl(fd_.get(), KVM_GET_CLOCK, &clock) < 0) throw_errno("KVM_GET_CLOCK");
+  return clock;
+}
+
+void KvmVm::set_clock(const kvm_clock_data& clock) {
+  if (::ioctl(fd_.get(), KVM_SET_CLOCK, &clock) < 0) throw_errno("KVM_SET_CLOCK");
+}
+
+int KvmVm::check_extension(long capability) const {
+  int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
+  return r < 0 ? 0 : r;
+}
+
+void KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes) {
+  KvmList<kvm_irq_routing_entry> list(routes);
+  if (::ioctl(fd_.get(), kKvmSetGsiRouting, list.data()) < 0) throw_errno("KVM_SET_GSI_ROUTING");
+}
+
+void KvmVm::assign_irqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) throw_errno("KVM_IRQFD gsi " + std::to_string(gsi));
+}
+
+namespace {
+
+void mmio_ioeventfd(int vm_fd, uint64_t address, uint32_t length, int eventfd, bool assign) {
+  kvm_ioeventfd ioeventfd{};
+  ioeventfd.addr = address;
+  ioeventfd.len = length;
+  ioeventfd.fd = eventfd;
+  ioeventfd.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
+  if (::ioctl(vm_fd, KVM_IOEVENTFD, &ioeventfd) < 0) {
+    throw_errno(std::string("KVM_IOEVENTFD ") + (assign ? "assign" : "deassign") + " at " +
+                std::to_string(address));
+  }
+}
+
+}  // namespace
+
+void KvmVm::assign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
+  mmio_ioeventfd(fd_.get(), address, length, eventfd, true);
+}
+
+void KvmVm::deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
+  mmio_ioeventfd(fd_.get(), address, length, eventfd, false);
+}
+
+KvmVcpu KvmVm::create_vcpu(uint32_t id) {
+  int vcpu_fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
+  if (vcpu_fd < 0) throw_errno("KVM_CREATE_VCPU " + std::to_string(id));
+  UniqueFd owned(vcpu_fd);
+  auto run = MemoryMapping::map(vcpu_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0,
+                                "kvm_run");
+  return KvmVcpu(id, std::move(owned), std::move(run));
+}
+
+}  // namespace keel

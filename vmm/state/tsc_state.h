@@ -1,0 +1,42 @@
+// The guest's TSCs across a snapshot: exact and monotonic.
+//
+// A host write of IA32_TSC is not exact: KVM takes a value within one
+// second of what it expects from the VM's last TSC write as an attempt to
+// synchronise vCPUs and keeps its own offset instead (kvm_synchronize_tsc).
+// A restored guest whose TSC was young could so see its TSC go backwards by
+// up to a second, and every timeout it measured from before the snapshot
+// fire at once. With KVM_VCPU_TSC_OFFSET (Linux 5.16+) the offsets are set
+// exactly: capture records each vCPU's TSC at one common instant, restore
+// sets each offset so that the TSCs continue from there, their differences
+// kept to the cycle. Without the attribute, restore writes IA32_TSC as saved.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "proto/vcpu_state.pb.h"
+#include "vmm/kvm/kvm_vcpu.h"
+
+namespace keel {
+
+inline constexpr uint32_t kMsrIa32Tsc = 0x10;
+
+// After capture_vcpu_state for each of `vcpus` (same order, all paused):
+// sets states[i].tsc_at_capture where KVM has the attribute.
+void capture_tsc(const std::vector<KvmVcpu>& vcpus, std::vector<state::v1::VcpuState*>& states);
+
+// One restore's TSC reference: the host TSC (at the guest's rate) read once,
+// on the first vCPU asked, after its TSC rate was set.
+class TscRestore {
+ public:
+  // The offset that makes `vcpu`'s TSC read state.tsc_at_capture at the
+  // reference instant; nullopt when the state has none or KVM lacks the
+  // attribute (then IA32_TSC is written).
+  std::optional<uint64_t> offset_for(const KvmVcpu& vcpu, const state::v1::VcpuState& state);
+
+ private:
+  std::optional<uint64_t> host_tsc_;
+};
+
+}  // namespace keel
