@@ -12,13 +12,23 @@
 
 namespace keel {
 
-GuestMemory::GuestMemory(std::vector<GuestRegion> regions) : size_(0), regions_(std::move(regions)) {
-  for (const auto& r : regions_) {
-    if (r.file_offset != size_ || r.size == 0) {
+namespace {
+
+uint64_t packed_size(const std::vector<GuestRegion>& regions) {
+  uint64_t size = 0;
+  for (const auto& r : regions) {
+    if (r.file_offset != size || r.size == 0) {
       throw std::invalid_argument("guest memory regions must be packed and non-empty");
     }
-    size_ += r.size;
+    size += r.size;
   }
+  return size;
+}
+
+}  // namespace
+
+GuestMemory::GuestMemory(std::vector<GuestRegion> regions)
+    : size_(packed_size(regions)), regions_(std::move(regions)), dirty_(size_) {
   int fd = ::memfd_create("keel-guest-ram", MFD_CLOEXEC);
   if (fd < 0) throw_errno("memfd_create for guest memory");
   fd_.reset(fd);
@@ -45,13 +55,32 @@ bool GuestMemory::contains(uint64_t gpa, uint64_t length) const {
   return find(gpa, length) != nullptr;
 }
 
-uint8_t* GuestMemory::host_range_for_write(uint64_t gpa, uint64_t length) {
-  return const_cast<uint8_t*>(host_range(gpa, length));
+uint8_t* GuestMemory::checked(uint64_t gpa, uint64_t length) const {
+  if (uint8_t* p = find(gpa, length)) return p;
+  throw std::out_of_range("guest range " + hex(gpa) + "+" + hex(length) + " is not RAM");
 }
 
 const uint8_t* GuestMemory::host_range(uint64_t gpa, uint64_t length) const {
-  if (const uint8_t* p = find(gpa, length)) return p;
-  throw std::out_of_range("guest range " + hex(gpa) + "+" + hex(length) + " is not RAM");
+  return checked(gpa, length);
+}
+
+uint8_t* GuestMemory::host_range_for_write(uint64_t gpa, uint64_t length) {
+  uint8_t* p = checked(gpa, length);
+  dirty_.mark(offset_of(p), length);
+  return p;
+}
+
+uint8_t* GuestMemory::host_range_for_io(uint64_t gpa, uint64_t length) {
+  return checked(gpa, length);
+}
+
+void GuestMemory::mark_dirty(uint64_t gpa, uint64_t length) {
+  dirty_.mark(offset_of(checked(gpa, length)), length);
+}
+
+std::span<uint8_t> GuestMemory::host_all_for_write() {
+  dirty_.mark(0, size_);
+  return {mapping_.data(), size_};
 }
 
 }  // namespace keel

@@ -1,7 +1,9 @@
 // Guest RAM: one memfd, mapped shared, placed in the guest-physical address
 // space as one or more regions (the machine decides where). Every access from
 // the VMM and its devices is bounds-checked against those regions: guest
-// addresses are hostile input.
+// addresses are hostile input. Every write the VMM makes is marked in a dirty
+// bitmap indexed by memfd page (KVM's dirty log sees only the guest's own
+// writes; missing the VMM's corrupts a migrated guest silently).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/dirty_bitmap.h"
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
 
@@ -30,16 +33,29 @@ class GuestMemory {
   uint64_t size() const { return size_; }
   int fd() const { return fd_.get(); }
   const std::vector<GuestRegion>& regions() const { return regions_; }
-  uint8_t* host_base() const { return mapping_.data(); }
+  // The mapping's start, for reading (and for handing to KVM, which tracks
+  // the guest's writes itself). Writers use the calls below.
+  const uint8_t* host_base() const { return mapping_.data(); }
 
   // Host pointer for reading [gpa, gpa+length); throws std::out_of_range
   // unless the whole range is RAM inside one region.
   const uint8_t* host_range(uint64_t gpa, uint64_t length) const;
-  // The same for writing. Every write the VMM or a device makes into guest
-  // memory goes through here (or write/write_obj, which use it): this is the
-  // one place where live migration will mark those pages dirty, since KVM's
-  // dirty log sees only the guest's own writes.
+  // The same for writing at once: marks the range dirty now, so the write
+  // must follow straight away, in this thread, under whatever lock the
+  // writer holds (a harvest never falls between: it runs on the event loop
+  // or with the devices quiesced).
   uint8_t* host_range_for_write(uint64_t gpa, uint64_t length);
+  // The same for data that lands later (an io_uring read, a tap read): not
+  // marked; the writer calls mark_dirty once the data is in place (a mark
+  // at submission would let a harvest in between send stale data and lose
+  // the late write).
+  uint8_t* host_range_for_io(uint64_t gpa, uint64_t length);
+  void mark_dirty(uint64_t gpa, uint64_t length);
+  // All of memory for writing (a restore filling it, a test): every page is
+  // marked.
+  std::span<uint8_t> host_all_for_write();
+  // The VMM's own writes since the last harvest.
+  DirtyBitmap& dirty() { return dirty_; }
   bool contains(uint64_t gpa, uint64_t length) const;
 
   void write(uint64_t gpa, std::span<const uint8_t> bytes) {
@@ -63,10 +79,13 @@ class GuestMemory {
 
  private:
   uint8_t* find(uint64_t gpa, uint64_t length) const;
+  uint8_t* checked(uint64_t gpa, uint64_t length) const;
+  uint64_t offset_of(const uint8_t* p) const { return static_cast<uint64_t>(p - mapping_.data()); }
   uint64_t size_;
   std::vector<GuestRegion> regions_;
   UniqueFd fd_;
   MemoryMapping mapping_;
+  DirtyBitmap dirty_;
 };
 
 }  // namespace keel

@@ -128,7 +128,8 @@ VmmOptions Machine::effective_options(const VmmOptions& options, const st::VmSta
 void Machine::restore_machine(const st::VmState& snapshot, const std::string& dir) {
   const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
   check_cpu_features(snapshot.cpu(), caps);
-  read_memory_image(snapshot.memory(), dir + "/" + kMemoryFile, memory_.host_base(), memory_.size());
+  read_memory_image(snapshot.memory(), dir + "/" + kMemoryFile, memory_.host_all_for_write().data(),
+                    memory_.size());
 
   const size_t expected = 7 + virtio_.size();  // platform devices, then one per function
   if (static_cast<size_t>(snapshot.devices_size()) != expected) {

@@ -23,8 +23,9 @@ inline GuestMemory& fuzz_memory() {
 // Zeroes guest memory, then copies `data` into it from the first byte of RAM.
 inline GuestMemory& fill_memory(const uint8_t* data, size_t size) {
   GuestMemory& memory = fuzz_memory();
-  std::memset(memory.host_base(), 0, memory.size());
-  std::memcpy(memory.host_base(), data, std::min<size_t>(size, memory.size()));
+  const auto all = memory.host_all_for_write();
+  std::memset(all.data(), 0, all.size());
+  std::memcpy(all.data(), data, std::min<size_t>(size, all.size()));
   return memory;
 }
 

@@ -324,7 +324,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (extent_bytes <= kMaxExtentBytes && state.memory().size() <= kMaxFuzzGuest) {
       memory_file().resize(state.memory().size());
       refused_or_fine("memory image", [&] {
-        read_memory_image(state.memory(), memory_file().path(), memory->host_base(), memory->size());
+        read_memory_image(state.memory(), memory_file().path(), memory->host_all_for_write().data(),
+                          memory->size());
       });
       // The file holds zeros: with each extent's checksum made that of
       // zeros, the extent walk goes past the first one (bounds, order, reads).
@@ -334,7 +335,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       memory = std::make_unique<GuestMemory>(layout::guest_ram_regions(guest));
       refused_or_fine("memory image (zeros)", [&] {
-        read_memory_image(zeros, memory_file().path(), memory->host_base(), memory->size());
+        read_memory_image(zeros, memory_file().path(), memory->host_all_for_write().data(),
+                          memory->size());
       });
       // A refusal leaves the mapping to be thrown away: start again from zeros.
       memory = std::make_unique<GuestMemory>(layout::guest_ram_regions(guest));

@@ -284,7 +284,8 @@ TEST_F(KvmStateTest, RestoredVmMatchesAndCarriesOn) {
 
   // A fresh VM: the same skeleton, then only what restore puts in.
   auto restored = create_vm(*kvm_);
-  std::memcpy(restored->memory.host_base(), original_->memory.host_base(), kMemSize);
+  std::memcpy(restored->memory.host_all_for_write().data(), original_->memory.host_base(),
+              kMemSize);
   original_.reset();  // the original is gone, as after a snapshot
   restore_irqchip(restored->vm, round_trip(before.irqchip));
   restore_pit(restored->vm, round_trip(before.pit));
@@ -414,7 +415,8 @@ TEST_F(KvmStateTest, YoungGuestsTscContinuesFromTheCaptureOnEveryVcpu) {
   }
 
   auto restored = create_vm(*kvm_);
-  std::memcpy(restored->memory.host_base(), original_->memory.host_base(), kMemSize);
+  std::memcpy(restored->memory.host_all_for_write().data(), original_->memory.host_base(),
+              kMemSize);
   restore_irqchip(restored->vm, before.irqchip);
   restore_pit(restored->vm, before.pit);
   TscRestore tsc;

@@ -31,10 +31,11 @@ struct SnapshotMemoryTest : ::testing::Test {
   // 8 MiB guest: data on a few pages, one touched page left all zeros.
   GuestMemory guest{{{0, 8 * kMiB, 0}}};
   void fill() {
-    std::memset(guest.host_base() + 0x1000, 0xaa, 0x3000);         // 3 pages
-    guest.host_base()[5 * kMiB + 17] = 1;                           // 1 page
-    std::memset(guest.host_base() + 6 * kMiB, 0, 4096);             // touched, zero
-    std::memset(guest.host_base() + 7 * kMiB, 0x5c, kMiB);          // a 1 MiB run
+    uint8_t* base = guest.host_all_for_write().data();
+    std::memset(base + 0x1000, 0xaa, 0x3000);  // 3 pages
+    base[5 * kMiB + 17] = 1;                   // 1 page
+    std::memset(base + 6 * kMiB, 0, 4096);     // touched, zero
+    std::memset(base + 7 * kMiB, 0x5c, kMiB);  // a 1 MiB run
   }
 };
 
@@ -53,7 +54,7 @@ TEST_F(SnapshotMemoryTest, WritesOnlyDataPagesAndReadsThemBack) {
   EXPECT_LE(static_cast<uint64_t>(st.st_blocks) * 512, 2 * kMiB);
 
   GuestMemory restored{{{0, 8 * kMiB, 0}}};
-  read_memory_image(image, path(), restored.host_base(), restored.size());
+  read_memory_image(image, path(), restored.host_all_for_write().data(), restored.size());
   EXPECT_EQ(std::memcmp(restored.host_base(), guest.host_base(), guest.size()), 0);
 }
 
@@ -77,7 +78,8 @@ TEST_F(SnapshotMemoryTest, CorruptedTruncatedOrForeignImagesAreRefused) {
   auto image = write_memory_image(guest.fd(), guest.host_base(), guest.size(), path(), "memory");
   GuestMemory target{{{0, 8 * kMiB, 0}}};
   auto load = [&](const state::v1::MemoryImage& im) {
-    return error_of([&] { read_memory_image(im, path(), target.host_base(), target.size()); });
+    return error_of(
+        [&] { read_memory_image(im, path(), target.host_all_for_write().data(), target.size()); });
   };
   {
     std::fstream f(path(), std::ios::in | std::ios::out | std::ios::binary);

@@ -188,6 +188,55 @@ TEST_F(VirtioBlkTest, WriteFlushAndReadBack) {
   EXPECT_EQ(device->requests_in_flight(), 0u);
 }
 
+// Dirty tracking (common/dirty_bitmap.h): a read's buffers are marked when
+// its completion arrives, not when it is submitted. A harvest in between
+// (a migration round) must not take them: it would copy the pages before
+// the data lands and never see them again.
+TEST_F(VirtioBlkTest, AReadIsMarkedDirtyWhenItsCompletionArrivesNotAtSubmission) {
+  start();
+  const uint32_t len = 3 * 4096;
+  const Request r = add(kBlkTIn, 64, len, true);
+  auto page_marked = [](const std::vector<uint64_t>& bits, uint64_t gpa) {
+    const uint64_t page = gpa / DirtyBitmap::kPageSize;  // one region from 0: gpa == offset
+    return (bits[page / 64] >> (page % 64)) & 1;
+  };
+  memory.dirty().harvest();  // the driver's own writes: header, chain, rings
+  kick();
+  ASSERT_EQ(device->requests_in_flight(), 1u);
+  const auto before = memory.dirty().harvest();
+  for (uint64_t gpa = r.data; gpa < r.data + len; gpa += 4096) {
+    EXPECT_FALSE(page_marked(before, gpa))
+        << "read buffer page at " << gpa << " marked at submission";
+  }
+  EXPECT_FALSE(page_marked(before, r.status));
+  run_until_used(1);
+  EXPECT_EQ(status(r), kBlkSOk);
+  const auto after = memory.dirty().harvest();
+  for (uint64_t gpa = r.data; gpa < r.data + len; gpa += 4096) {
+    EXPECT_TRUE(page_marked(after, gpa))
+        << "read buffer page at " << gpa << " not marked at completion";
+  }
+  EXPECT_TRUE(page_marked(after, r.data + len - 1));
+  EXPECT_TRUE(page_marked(after, r.status));
+  EXPECT_TRUE(page_marked(after, driver.config().device_area)) << "the used ring";
+  EXPECT_EQ(memory.dirty().count(), 0u) << "a harvest leaves nothing behind";
+}
+
+// A read dropped by a device reset may have landed in part: its buffers
+// count as written.
+TEST_F(VirtioBlkTest, AReadDroppedByAResetIsMarkedDirty) {
+  start();
+  const Request r = add(kBlkTIn, 64, 4096, true);
+  memory.dirty().harvest();
+  kick();
+  ASSERT_EQ(device->requests_in_flight(), 1u);
+  {
+    std::lock_guard lock(transport.mutex);
+    device->reset();
+  }
+  EXPECT_TRUE(memory.dirty().is_marked(r.data / DirtyBitmap::kPageSize));
+}
+
 TEST_F(VirtioBlkTest, ThirtyTwoRequestsInFlight) {
   start();
   std::vector<Request> writes;

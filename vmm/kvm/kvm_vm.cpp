@@ -11,7 +11,7 @@
 
 namespace keel {
 
-void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host,
+void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
                             uint32_t flags) {
   kvm_userspace_memory_region region{};
   region.slot = slot;

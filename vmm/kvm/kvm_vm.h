@@ -16,7 +16,7 @@ class KvmVm {
  public:
   KvmVm(UniqueFd fd, size_t vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
 
-  void set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host,
+  void set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
                        uint32_t flags = 0);
   // KVM needs a three-page region for the TSS and one for the identity map
   // on Intel; both lie in the reserved range below 4 GiB.

@@ -137,6 +137,10 @@ void VirtioBlkDevice::reset() {
   // The buffers of requests in flight go back to the driver: wait for the
   // kernel to be done with them (bounded; VirtioDevice allows this wait).
   if (disk_->outstanding() > 0) disk_->cancel_all(std::chrono::milliseconds(kResetWaitMs));
+  // A read dropped here may have landed in part: its buffers count as written.
+  for (InFlight& r : in_flight_) {
+    if (r.active) mark_landed(r);
+  }
   ++generation_;
   queue_.reset();
   memory_ = nullptr;
@@ -203,13 +207,15 @@ void VirtioBlkDevice::handle_chain(const DescriptorChain& chain) {
 
 void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
   InFlight& r = in_flight_[head];
-  r = InFlight{.active = true,
-               .is_read = request.type == BlkRequestType::kIn,
-               .transfers = request.type == BlkRequestType::kIn || request.type == BlkRequestType::kOut,
-               .status = kBlkSOk,
-               .status_gpa = request.status_gpa,
-               .data_len = request.data_len,
-               .ops_left = 0};
+  r = InFlight{
+      .active = true,
+      .is_read = request.type == BlkRequestType::kIn,
+      .transfers = request.type == BlkRequestType::kIn || request.type == BlkRequestType::kOut,
+      .status = kBlkSOk,
+      .status_gpa = request.status_gpa,
+      .data_len = request.data_len,
+      .ops_left = 0,
+      .landing = {}};
   auto finish_now = [&](uint8_t status, uint32_t written_len) {
     r.active = false;
     complete(head, request.status_gpa, status, written_len);
@@ -231,8 +237,8 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
       iov.reserve(request.data.size());
       try {
         for (const BlkDataSegment& seg : request.data) {
-          // Reads write guest memory: the one write path (dirty tracking).
-          void* base = r.is_read ? static_cast<void*>(memory_->host_range_for_write(seg.gpa, seg.len))
+          // A read's data lands at its completion, which marks it dirty.
+          void* base = r.is_read ? static_cast<void*>(memory_->host_range_for_io(seg.gpa, seg.len))
                                  : const_cast<uint8_t*>(memory_->host_range(seg.gpa, seg.len));
           iov.push_back({base, seg.len});
         }
@@ -240,6 +246,7 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
         return finish_now(kBlkSIoErr, 1);
       }
       r.ops_left = 1;
+      if (r.is_read) r.landing = request.data;
       const uint64_t offset = request.sector << kSectorShift;
       if (r.is_read) {
         disk_->read(tag(head), offset, iov);
@@ -285,6 +292,7 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   const auto head = static_cast<uint16_t>(t & 0xffff);
   if ((t >> 16) != generation_ || head >= in_flight_.size() || !in_flight_[head].active) return;
   InFlight& r = in_flight_[head];
+  mark_landed(r);
   // Reads and writes must move every byte: fewer means the image ended
   // early (it shrank under us).
   const bool failed = result < 0 || (r.transfers && static_cast<uint64_t>(result) != r.data_len);
@@ -294,6 +302,12 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   --in_flight_count_;
   const uint32_t written = (r.is_read && r.status == kBlkSOk) ? r.data_len + 1 : 1;
   complete(head, r.status_gpa, r.status, written);
+}
+
+void VirtioBlkDevice::mark_landed(InFlight& r) {
+  // The data is in place before its pages are marked (common/dirty_bitmap.h).
+  for (const BlkDataSegment& seg : r.landing) memory_->mark_dirty(seg.gpa, seg.len);
+  r.landing.clear();
 }
 
 void VirtioBlkDevice::complete(uint16_t head, uint64_t status_gpa, uint8_t status,

@@ -99,6 +99,9 @@ class VirtioBlkDevice : public VirtioDevice {
     uint64_t status_gpa = 0;
     uint32_t data_len = 0;
     uint32_t ops_left = 0;  // disk requests not yet completed
+    // A read's buffers: marked dirty when the data has landed (completion),
+    // or when the request is dropped by a reset (it may have landed).
+    std::vector<BlkDataSegment> landing;
   };
 
   BlkConfig config() const;
@@ -106,6 +109,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void handle_chain(const DescriptorChain& chain);
   void start_request(uint16_t head, const BlkRequest& request);
   void answer_get_id(const BlkRequest& request);
+  void mark_landed(InFlight& r);
   void on_disk_completion(uint64_t tag, int64_t result);
   void complete(uint16_t head, uint64_t status_gpa, uint8_t status, uint32_t written_len);
   void return_chain(uint16_t head, uint32_t written_len);

@@ -139,14 +139,15 @@ void VirtioNetDevice::queue_notify(uint16_t queue) {
 // --- guest buffers ----------------------------------------------------------
 
 // The chain's readable (transmit) or writable (receive) buffers as host
-// iovecs. Writable ones come through host_range_for_write: the tap's read
-// is a device write into guest memory. The chain was checked against guest
-// RAM when it was popped, so neither call throws.
+// iovecs. Writable ones come through host_range_for_io: the tap's read
+// writes guest memory, and mark_received marks what it wrote once it is
+// there. The chain was checked against guest RAM when it was popped, so
+// neither call throws.
 void VirtioNetDevice::build_iovecs(const DescriptorChain& chain, bool writable) {
   iov_.clear();
   for (const ChainSegment& s : chain.segments) {
     if (s.writable != writable || s.len == 0) continue;
-    void* base = writable ? static_cast<void*>(memory_->host_range_for_write(s.gpa, s.len))
+    void* base = writable ? static_cast<void*>(memory_->host_range_for_io(s.gpa, s.len))
                           : const_cast<uint8_t*>(memory_->host_range(s.gpa, s.len));
     iov_.push_back({base, s.len});
   }
@@ -163,6 +164,18 @@ uint64_t VirtioNetDevice::build_rx_iovecs(const DescriptorChain& chain) {
   for (const iovec& v : iov_) room += v.iov_len;
   iov_.push_back({&overflow_byte_, 1});
   return room;
+}
+
+// Marks the first `bytes` of the chain's writable buffers dirty, in the
+// order the iovecs covered them, after the data is in place.
+void VirtioNetDevice::mark_received(const DescriptorChain& chain, uint64_t bytes) {
+  for (const ChainSegment& s : chain.segments) {
+    if (bytes == 0) break;
+    if (!s.writable || s.len == 0) continue;
+    const uint64_t n = std::min<uint64_t>(s.len, bytes);
+    memory_->mark_dirty(s.gpa, n);
+    bytes -= n;
+  }
 }
 
 // 5.1.6.4.1: without MRG_RXBUF num_buffers is 1 (the tap skips that field),
@@ -332,9 +345,11 @@ void VirtioNetDevice::process_rx() {
       // waits for the next.
       if (static_cast<uint64_t>(n) > room) {
         ++stats_.rx_too_big;
+        mark_received(*rx_chain_, room);  // the buffers hold the frame's start
         continue;
       }
       finish_rx_header();
+      mark_received(*rx_chain_, static_cast<uint64_t>(n));
       q->push_used(rx_chain_->head, static_cast<uint32_t>(n));
       rx_chain_.reset();
       ++stats_.rx_frames;

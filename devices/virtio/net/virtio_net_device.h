@@ -113,6 +113,7 @@ class VirtioNetDevice : public VirtioDevice {
   void build_iovecs(const DescriptorChain& chain, bool writable);
   uint64_t build_rx_iovecs(const DescriptorChain& chain);
   void finish_rx_header();
+  void mark_received(const DescriptorChain& chain, uint64_t bytes);
   void fail(const std::string& why);
   void stop();
   // Wraps `body` for the event loop: it runs under the transport's lock, and
