@@ -22,6 +22,61 @@ void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, c
   if (::ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
     throw_errno("KVM_SET_USER_MEMORY_REGION slot " + std::to_string(slot));
   }
+  slots_[slot] = region;
+}
+
+void KvmVm::enable_manual_dirty_log_protect() {
+  const int modes = check_extension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+  if (!(modes & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+    throw_errno(ENOTSUP, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (dirty log with manual protect)");
+  }
+  kvm_enable_cap cap{};
+  cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+  cap.args[0] =
+      KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;  // not INITIALLY_SET: a get reports writes only
+  if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) < 0)
+    throw_errno("KVM_ENABLE_CAP MANUAL_DIRTY_LOG_PROTECT2");
+}
+
+void KvmVm::set_dirty_logging(uint32_t slot, bool on) {
+  const auto it = slots_.find(slot);
+  if (it == slots_.end())
+    throw_errno(EINVAL, "dirty logging on memory slot " + std::to_string(slot) + ", never set");
+  kvm_userspace_memory_region region = it->second;
+  region.flags =
+      on ? (region.flags | KVM_MEM_LOG_DIRTY_PAGES) : (region.flags & ~KVM_MEM_LOG_DIRTY_PAGES);
+  if (::ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+    throw_errno(std::string("KVM_SET_USER_MEMORY_REGION slot ") + std::to_string(slot) +
+                (on ? ": dirty logging on" : ": dirty logging off"));
+  }
+  it->second = region;
+}
+
+void KvmVm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
+  const auto it = slots_.find(slot);
+  if (it == slots_.end())
+    throw_errno(EINVAL, "dirty log of memory slot " + std::to_string(slot) + ", never set");
+  const uint64_t pages = it->second.memory_size / 4096;
+  bitmap.assign((pages + 63) / 64, 0);
+  kvm_dirty_log log{};
+  log.slot = slot;
+  log.dirty_bitmap = bitmap.data();
+  if (::ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) < 0)
+    throw_errno("KVM_GET_DIRTY_LOG slot " + std::to_string(slot));
+}
+
+void KvmVm::clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
+                            const std::vector<uint64_t>& bitmap) {
+  if (bitmap.size() * 64 < pages)
+    throw_errno(EINVAL, "KVM_CLEAR_DIRTY_LOG: bitmap shorter than its pages");
+  kvm_clear_dirty_log clear{};
+  clear.slot = slot;
+  clear.first_page = first_page;
+  clear.num_pages = pages;
+  clear.dirty_bitmap = const_cast<uint64_t*>(bitmap.data());  // KVM only reads it
+  if (::ioctl(fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear) < 0) {
+    throw_errno("KVM_CLEAR_DIRTY_LOG slot " + std::to_string(slot));
+  }
 }
 
 void KvmVm::set_tss_address(uint64_t address) {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -18,6 +19,21 @@ class KvmVm {
 
   void set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
                        uint32_t flags = 0);
+  // Dirty logging (api.rst: KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG,
+  // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2). With manual protect on, a get
+  // reports the pages written since they were last cleared and leaves them
+  // writable; a clear write-protects them again, so their next write is
+  // logged. Bitmaps: bit p of word p / 64 is the slot's page p.
+  void enable_manual_dirty_log_protect();
+  // Registers the slot again with KVM_MEM_LOG_DIRTY_PAGES set or cleared.
+  void set_dirty_logging(uint32_t slot, bool on);
+  // `bitmap` is resized to the slot's pages, rounded up to 64.
+  void get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const;
+  // Re-protects the pages set in `bitmap`, which covers `pages` pages from
+  // `first_page` (a multiple of 64; `pages` too, unless it reaches the
+  // slot's end).
+  void clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
+                       const std::vector<uint64_t>& bitmap);
   // KVM needs a three-page region for the TSS and one for the identity map
   // on Intel; both lie in the reserved range below 4 GiB.
   void set_tss_address(uint64_t address);
@@ -50,6 +66,7 @@ class KvmVm {
  private:
   UniqueFd fd_;
   size_t vcpu_mmap_size_;
+  std::map<uint32_t, kvm_userspace_memory_region> slots_;  // as last registered
 };
 
 }  // namespace keel

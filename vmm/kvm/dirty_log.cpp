@@ -1,0 +1,69 @@
+#include "vmm/kvm/dirty_log.h"
+
+#include <bit>
+#include <cstdio>
+
+#include "common/error.h"
+
+namespace keel {
+
+namespace {
+
+// ORs `pages` bits of `from` into `into` starting at bit `at`.
+void or_bits_at(std::vector<uint64_t>& into, uint64_t at, const std::vector<uint64_t>& from,
+                uint64_t pages) {
+  const uint64_t shift = at % 64;
+  const size_t base = static_cast<size_t>(at / 64);
+  for (size_t w = 0; w < from.size() && w * 64 < pages; ++w) {
+    uint64_t bits = from[w];
+    if (w * 64 + 64 > pages) bits &= (uint64_t{1} << (pages - w * 64)) - 1;  // past the slot: none
+    if (bits == 0) continue;
+    into[base + w] |= bits << shift;
+    if (shift != 0 && base + w + 1 < into.size()) into[base + w + 1] |= bits >> (64 - shift);
+  }
+}
+
+}  // namespace
+
+DirtyLog::DirtyLog(KvmVm& vm, GuestMemory& memory) : vm_(vm), memory_(memory) {
+  vm_.enable_manual_dirty_log_protect();
+  for (size_t i = 0; i < memory_.regions().size(); ++i)
+    vm_.set_dirty_logging(static_cast<uint32_t>(i), true);
+}
+
+DirtyLog::~DirtyLog() {
+  for (size_t i = 0; i < memory_.regions().size(); ++i) {
+    try {
+      vm_.set_dirty_logging(static_cast<uint32_t>(i), false);
+    } catch (const std::exception& e) {
+      // The VM runs on with logging on: slower, not wrong.
+      std::fprintf(stderr, "keel-vmm: %s\n", e.what());
+    }
+  }
+}
+
+std::vector<uint64_t> DirtyLog::harvest() {
+  std::vector<uint64_t> dirty(memory_.dirty().words(), 0);
+  const auto& regions = memory_.regions();
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const auto slot = static_cast<uint32_t>(i);
+    const uint64_t pages = regions[i].size / DirtyBitmap::kPageSize;
+    vm_.get_dirty_log(slot, slot_bits_);
+    bool any = false;
+    for (uint64_t w : slot_bits_) any |= w != 0;
+    if (!any) continue;
+    // Re-protect before anyone copies: a write from here on is logged again.
+    vm_.clear_dirty_log(slot, 0, static_cast<uint32_t>(pages), slot_bits_);
+    or_bits_at(dirty, regions[i].file_offset / DirtyBitmap::kPageSize, slot_bits_, pages);
+  }
+  memory_.dirty().harvest_into(dirty);
+  return dirty;
+}
+
+uint64_t DirtyLog::count(const std::vector<uint64_t>& bitmap) {
+  uint64_t n = 0;
+  for (uint64_t w : bitmap) n += static_cast<uint64_t>(std::popcount(w));
+  return n;
+}
+
+}  // namespace keel

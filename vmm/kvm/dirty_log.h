@@ -1,0 +1,43 @@
+// The pages of a VM's memory written since the last harvest, by the guest
+// or by the VMM: KVM's dirty log of every memory slot (manual protect: each
+// harvest gets the log, then write-protects what it reported, so the next
+// write is logged again) merged with the VMM's own marks
+// (GuestMemory::dirty, which KVM never sees). One bitmap indexed by memfd
+// page, the index snapshots and migration copy pages by.
+//
+// A harvest's pages may be copied once it returns: a write after the
+// harvest's re-protect is logged for the next one. Slot i is region i of
+// the GuestMemory, as the machine registers them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/guest_memory.h"
+#include "vmm/kvm/kvm_vm.h"
+
+namespace keel {
+
+class DirtyLog {
+ public:
+  // Turns manual-protect dirty logging on for every slot.
+  DirtyLog(KvmVm& vm, GuestMemory& memory);
+  // Turns it off again.
+  ~DirtyLog();
+  DirtyLog(const DirtyLog&) = delete;
+  DirtyLog& operator=(const DirtyLog&) = delete;
+
+  // Bit p of word p / 64: memfd page p was written since the last harvest
+  // (since logging began, for the first; the VMM's marks since its last
+  // harvest of GuestMemory::dirty).
+  std::vector<uint64_t> harvest();
+
+  static uint64_t count(const std::vector<uint64_t>& bitmap);
+
+ private:
+  KvmVm& vm_;
+  GuestMemory& memory_;
+  std::vector<uint64_t> slot_bits_;  // reused between harvests
+};
+
+}  // namespace keel
