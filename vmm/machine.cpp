@@ -61,7 +61,17 @@ uint64_t host_memory_bytes() {
 
 }  // namespace
 
-Machine::Machine(const VmmOptions& options)
+Machine::Machine(const VmmOptions& options) : Machine(options, false) {}
+
+Machine::Machine(const VmmOptions& options, ShapeOnly) : Machine(options, true) {}
+
+std::unique_ptr<Machine> Machine::shape_only(const VmmOptions& options) {
+  VmmOptions o = options;
+  o.restore_dir.clear();
+  return std::make_unique<Machine>(o, ShapeOnly{});
+}
+
+Machine::Machine(const VmmOptions& options, bool shape_only)
     : restore_(load_snapshot(options)),
       options_(effective_options(options, restore_.get())),
       kvm_(KvmSystem::open(options_.kvm_device)),
@@ -70,7 +80,7 @@ Machine::Machine(const VmmOptions& options)
       serial_out_(options_.serial_file, events_) {
   std::optional<KernelImage> image;
   BootSetup boot;
-  if (!restore_) {
+  if (!restore_ && !shape_only) {
     // Neither file can be larger than the guest memory it has to fit in.
     image = parse_kernel_image(read_file(options_.kernel, "kernel", options_.memory), options_.kernel);
     boot.cmdline = options_.cmdline;
@@ -105,8 +115,12 @@ Machine::Machine(const VmmOptions& options)
 
   if (restore_) {
     create_vcpus();
-    restore_machine(*restore_, options_.restore_dir);
+    restore_from(*restore_, options_.restore_dir);
     restore_.reset();  // memory images and MSR lists are large; done with them
+    return;
+  }
+  if (shape_only) {
+    create_vcpus();
     return;
   }
   auto entry = load_guest_kernel(memory_, *image, boot);
@@ -139,6 +153,30 @@ void Machine::add_platform_devices() {
   io_bus_.add(CmosRtc::kPort, CmosRtc::kPortCount, *rtc_);
   pci_bus_.add(0, pci_host_bridge_);
   io_bus_.add(PciBus::kConfigPort, PciBus::kConfigPortCount, pci_bus_);
+
+  using K = state::v1::DeviceState;
+  stateful_.add(
+      "com1", K::kUart, [this](K& s) { *s.mutable_uart() = com1_->save(); },
+      [this](const K& s) { com1_->restore(s.uart()); });
+  stateful_.add(
+      "i8042", K::kI8042, [this](K& s) { *s.mutable_i8042() = i8042_->save(); },
+      [this](const K& s) { i8042_->restore(s.i8042()); });
+  stateful_.add(
+      "acpi-pm", K::kAcpiPm, [this](K& s) { *s.mutable_acpi_pm() = acpi_pm_->save(); },
+      [this](const K& s) { acpi_pm_->restore(s.acpi_pm()); });
+  stateful_.add(
+      "cmos-rtc", K::kCmosRtc, [this](K& s) { *s.mutable_cmos_rtc() = rtc_->save(); },
+      [this](const K& s) { rtc_->restore(s.cmos_rtc()); });
+  stateful_.add(
+      "pvpanic", K::kPvpanic, [this](K& s) { *s.mutable_pvpanic() = pvpanic_->save(); },
+      [this](const K& s) { pvpanic_->restore(s.pvpanic()); });
+  stateful_.add(
+      "pci-bus", K::kPciBus, [this](K& s) { *s.mutable_pci_bus() = pci_bus_.save(); },
+      [this](const K& s) { pci_bus_.restore(s.pci_bus()); });
+  stateful_.add(
+      "pci-host-bridge", K::kPciHostBridge,
+      [this](K& s) { *s.mutable_pci_host_bridge() = pci_host_bridge_.save(); },
+      [this](const K& s) { pci_host_bridge_.restore(s.pci_host_bridge()); });
 }
 
 // Slots 1.. in command-line order, BAR0s side by side from the start of the
@@ -164,6 +202,28 @@ void Machine::add_virtio_devices() {
     const uint64_t bar = layout::kPciHoleStart + i * virtio::VirtioPciDevice::kBarSize;
     virtio_.push_back(std::make_unique<VirtioPciFunction>(w, std::move(devices[i]), bar));
     pci_bus_.add(slot, *virtio_.back());
+    // Ids by kind and order: disks, then network adapters, then rng, as
+    // make_virtio_devices makes them.
+    const size_t disks = options_.disks.size(), nets = options_.nets.size();
+    const std::string id = i < disks          ? "disk" + std::to_string(i)
+                           : i < disks + nets ? "net" + std::to_string(i - disks)
+                                              : "rng" + std::to_string(i - disks - nets);
+    VirtioPciFunction& function = *virtio_.back();
+    using K = state::v1::DeviceState;
+    stateful_.add(
+        id, K::kVirtio,
+        [&function, slot](K& s) {
+          s.set_pci_slot(slot);
+          *s.mutable_virtio() = function.save();
+        },
+        [&function, slot, id](const K& s) {
+          if (s.pci_slot() != slot) {
+            throw InputError("state: device " + id + " on PCI slot " +
+                             std::to_string(s.pci_slot()) + ", this machine has it on slot " +
+                             std::to_string(slot));
+          }
+          function.restore(s.virtio());
+        });
   }
 }
 

@@ -4,43 +4,55 @@
 
 #include <array>
 #include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <chrono>
-#include <condition_variable>
-
+#include "common/guest_memory.h"
+#include "control/control_server.h"
 #include "devices/pc/acpi_pm.h"
 #include "devices/pc/cmos_rtc.h"
 #include "devices/pc/i8042.h"
 #include "devices/pc/io_bus.h"
-#include "devices/pci/pci_bus.h"
-#include "devices/pci/pci_host_bridge.h"
 #include "devices/pc/pvpanic.h"
 #include "devices/pc/uart8250.h"
-#include "common/guest_memory.h"
-#include "vmm/kvm/coalesced_io.h"
-#include "control/control_server.h"
+#include "devices/pci/pci_bus.h"
+#include "devices/pci/pci_host_bridge.h"
 #include "proto/vm_state.pb.h"
 #include "vmm/irq/gsi_router.h"
+#include "vmm/kvm/coalesced_io.h"
 #include "vmm/kvm/kvm_system.h"
 #include "vmm/machine_stop.h"
+#include "vmm/migratable_machine.h"
 #include "vmm/serial_output.h"
+#include "vmm/stateful_devices.h"
 #include "vmm/virtio_pci_function.h"
 #include "vmm/vmm_options.h"
 
 namespace keel {
 
-class Machine : public ControlHandler {
+class Machine : public ControlHandler, public MigratableMachine {
  public:
   // Builds the VM and loads the guest. Throws InputError for bad input
   // (kernel, sizes against this host) and std::system_error for KVM failures.
   explicit Machine(const VmmOptions& options);
+  // The machine's shape from `options` (vCPUs, memory, devices, wiring)
+  // with no guest loaded: its memory and its state come from elsewhere
+  // (guest_memory(), then apply_state) before run(), as on the receiving
+  // end of a migration. options.kernel and initrd are not read.
+  static std::unique_ptr<Machine> shape_only(const VmmOptions& options);
+  // Only shape_only() makes one (a passkey: make_unique needs a public constructor).
+  class ShapeOnly {
+    ShapeOnly() = default;
+    friend class Machine;
+  };
+  Machine(const VmmOptions& options, ShapeOnly);
   ~Machine() override;
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -51,6 +63,14 @@ class Machine : public ControlHandler {
   // ControlHandler (machine_control.cpp): the control socket's requests, on
   // the event loop.
   void handle(const keel::api::v1::Request& request, Reply reply) override;
+
+  // MigratableMachine (machine_state.cpp).
+  bool pause(std::chrono::milliseconds timeout) override;
+  void resume() override;
+  state::v1::VmState capture_state() override;
+  void apply_state(const state::v1::VmState& state) override;
+  GuestMemory& guest_memory() override { return memory_; }
+  std::unique_ptr<DirtyLog> start_dirty_log() override;
 
  private:
   void check_host_limits(const VmmOptions& options) const;
@@ -75,11 +95,13 @@ class Machine : public ControlHandler {
   // Snapshots (machine_snapshot.cpp).
   static std::unique_ptr<state::v1::VmState> load_snapshot(const VmmOptions& options);
   static VmmOptions effective_options(const VmmOptions& options, const state::v1::VmState* snapshot);
-  void restore_machine(const state::v1::VmState& snapshot, const std::string& dir);
+  void restore_from(const state::v1::VmState& snapshot, const std::string& dir);
   // With the vCPUs paused: writes DIR/memory and then DIR/state.
   keel::api::v1::SnapshotResult write_snapshot(const std::string& dir);
   static keel::api::v1::Response stopped_response(const MachineStop& stop,
                                                   std::chrono::steady_clock::time_point since);
+
+  Machine(const VmmOptions& options, bool shape_only);
 
   std::unique_ptr<state::v1::VmState> restore_;  // during construction from a snapshot
   const VmmOptions options_;
@@ -102,6 +124,7 @@ class Machine : public ControlHandler {
   std::mutex intx_mutex_;
   std::array<unsigned, 8> intx_asserted_{};
   std::vector<std::unique_ptr<VirtioPciFunction>> virtio_;
+  StatefulDevices stateful_;  // every device above, by stable id
   std::vector<KvmVcpu> vcpus_;
   std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
   std::vector<std::thread> threads_;

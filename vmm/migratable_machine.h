@@ -1,0 +1,48 @@
+// The machine as snapshots, live migration and HA replicas drive it (the
+// migratable seam): pause and resume the vCPUs; capture the whole VM state
+// but memory; apply such a state onto a machine of the same shape whose
+// memory already holds the guest's; the guest memory; its dirty log.
+// A snapshot is one client: capture, then write memory and state to files;
+// a restore builds the shape, fills memory, then applies the state.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "common/guest_memory.h"
+#include "proto/vm_state.pb.h"
+#include "vmm/kvm/dirty_log.h"
+
+namespace keel {
+
+// VmState's layout (proto/vm_state.proto); a reader refuses others.
+// 2: device states carry ids.
+inline constexpr uint32_t kVmStateSchemaVersion = 2;
+
+class MigratableMachine {
+ public:
+  virtual ~MigratableMachine() = default;
+
+  // Parks every vCPU outside KVM_RUN (a pending I/O exit finished first);
+  // false, and resumed again, when one did not get there within `timeout`.
+  // Devices keep running until capture_state quiesces them.
+  virtual bool pause(std::chrono::milliseconds timeout) = 0;
+  virtual void resume() = 0;
+
+  // Paused: every device quiesced and saved under its id, each vCPU, the
+  // irqchip, PIT, clock, CPU features and the configuration. The memory
+  // image is left empty: memory moves on its own (files, pages on a wire).
+  virtual state::v1::VmState capture_state() = 0;
+
+  // Onto this machine, built to the state's shape and not run yet, its
+  // memory already the guest's: checks everything as untrusted input
+  // before applying (InputError naming the problem), then applies.
+  virtual void apply_state(const state::v1::VmState& state) = 0;
+
+  virtual GuestMemory& guest_memory() = 0;
+  // KVM's dirty log of every slot and the VMM's own marks, from now until
+  // the log is destroyed.
+  virtual std::unique_ptr<DirtyLog> start_dirty_log() = 0;
+};
+
+}  // namespace keel
