@@ -109,6 +109,32 @@ TEST_F(SplitQueueTest, PopsAChainAndReturnsItThroughTheUsedRing) {
   EXPECT_EQ(queue.state(), (SplitQueueState{1, 1}));
 }
 
+// The drain step (2.7.10): chains come with notifications off; an empty
+// ring turns them back on; a chain made available meanwhile comes next.
+TEST_F(SplitQueueTest, NextChainDrainsWithKicksOffAndReArmsWhenEmpty) {
+  VirtqueueDriver driver(memory, 8);
+  SplitQueue queue(memory, driver.config());
+  driver.make_available(driver.write_chain(0, {{kData, 16}}));
+  driver.make_available(driver.write_chain(1, {{kData + 0x1000, 16}}));
+  queue.disable_notification();
+  EXPECT_EQ(driver.used_flags(), 1) << "VIRTQ_USED_F_NO_NOTIFY";
+  auto first = queue.next_chain();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->head, 0);
+  EXPECT_EQ(driver.used_flags(), 1) << "still off while chains remain";
+  auto second = queue.next_chain();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->head, 1);
+  EXPECT_FALSE(queue.next_chain());
+  EXPECT_EQ(driver.used_flags(), 0) << "empty: kicks back on";
+  // The driver adds one after the device re-armed: the next drain finds it.
+  driver.make_available(driver.write_chain(2, {{kData + 0x2000, 16}}));
+  queue.disable_notification();
+  auto third = queue.next_chain();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->head, 2);
+}
+
 TEST_F(SplitQueueTest, IndicesWrapAroundSixteenBits) {
   VirtqueueDriver driver(memory, 4);
   SplitQueue queue(memory, driver.config());

@@ -158,24 +158,18 @@ void VirtioBlkDevice::queue_notify(uint16_t queue) {
 void VirtioBlkDevice::process_queue() {
   if (!queue_ || queue_broken_) return;
   try {
-    // 2.7.10: no kicks while draining; after re-enabling, look once more for
-    // chains the driver added before it could see the change.
-    unsigned budget = kBurst;
-    do {
-      queue_->disable_notification();
-      while (budget > 0) {
-        std::optional<DescriptorChain> chain = queue_->pop_chain();
-        if (!chain) break;
-        --budget;
-        handle_chain(*chain);
-        if (queue_broken_) break;
-      }
-      if (budget == 0 && !queue_broken_) {
+    // 2.7.10: no kicks while draining (SplitQueue::next_chain).
+    queue_->disable_notification();
+    for (unsigned budget = kBurst; !queue_broken_; --budget) {
+      if (budget == 0) {
         // Notifications stay off: the next round re-enables them.
         continue_later();
         break;
       }
-    } while (!queue_broken_ && queue_->enable_notification());
+      std::optional<DescriptorChain> chain = queue_->next_chain();
+      if (!chain) break;
+      handle_chain(*chain);
+    }
   } catch (const VirtqueueError&) {
     queue_failed();
   }

@@ -223,15 +223,8 @@ void VirtioNetDevice::process_tx() {
           }));
           break;
         }
-        tx_pending_ = q->pop_chain();
-        if (!tx_pending_) {
-          // Kicks back on; a chain that came meanwhile is processed now.
-          if (q->enable_notification()) {
-            q->disable_notification();
-            continue;
-          }
-          break;
-        }
+        tx_pending_ = q->next_chain();  // empty: kicks back on
+        if (!tx_pending_) break;
         --budget;
         // 5.1.6.2: a transmit chain is the header and the frame, all
         // device-readable.
@@ -295,12 +288,8 @@ void VirtioNetDevice::process_rx() {
     }
     for (unsigned budget = kBurst;;) {
       if (!rx_chain_) {
-        rx_chain_ = q->pop_chain();
+        rx_chain_ = q->next_chain();
         if (!rx_chain_) {
-          if (q->enable_notification()) {
-            q->disable_notification();
-            continue;
-          }
           // Out of buffers: stop reading (frames wait in the tap's queue)
           // until the driver kicks.
           rx_starved_ = true;

@@ -240,6 +240,14 @@ bool SplitQueue::enable_notification() {
   return load_avail_idx() != last_avail_idx_;
 }
 
+std::optional<DescriptorChain> SplitQueue::next_chain() {
+  for (;;) {
+    if (auto chain = pop_chain()) return chain;
+    if (!enable_notification()) return std::nullopt;
+    disable_notification();
+  }
+}
+
 void SplitQueue::set_state(const SplitQueueState& state) {
   check_usable();
   const uint16_t in_flight = static_cast<uint16_t>(state.last_avail_idx - state.next_used_idx);

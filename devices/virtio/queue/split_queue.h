@@ -86,6 +86,12 @@ class SplitQueue {
   // and the device must keep popping (otherwise a kick could be lost).
   void disable_notification();
   bool enable_notification();
+  // The drain step every device takes with notifications off: the next
+  // chain; when the ring looks empty, notifications go back on and it is
+  // looked at once more (a chain the driver added before it saw the change
+  // would otherwise wait for a kick that never comes). nullopt: empty, with
+  // notifications on. Throws as pop_chain does.
+  std::optional<DescriptorChain> next_chain();
 
   // Snapshot and restore. set_state re-validates: at most `size` chains
   // outstanding (popped but not used, plus still in the driver area); throws

@@ -68,28 +68,24 @@ void VirtioRngDevice::process() {
   if (!queue_) return;
   bool pushed = false;
   try {
-    unsigned budget = kBurst;
-    // 2.7.10: no kicks while serving; after re-enabling, look once more for
-    // chains the driver added before it could see the change.
-    do {
-      queue_->disable_notification();
-      while (budget > 0) {
-        std::optional<DescriptorChain> chain = queue_->pop_chain();
-        if (!chain) break;
-        --budget;
-        // 5.4.6: requests are device-writable buffers only.
-        if (chain->readable_bytes != 0) return fail("virtio-rng: device-readable buffer in a request");
-        if (chain->writable_bytes == 0) return fail("virtio-rng: request without room for a byte");
-        const uint32_t given = fill(*chain);
-        queue_->push_used(chain->head, given);
-        bytes_given_ += given;
-        pushed = true;
-      }
+    // 2.7.10: no kicks while serving (SplitQueue::next_chain).
+    queue_->disable_notification();
+    for (unsigned budget = kBurst;; --budget) {
       if (budget == 0) {
         continue_later();  // notifications stay off until that round
         break;
       }
-    } while (queue_->enable_notification());
+      std::optional<DescriptorChain> chain = queue_->next_chain();
+      if (!chain) break;
+      // 5.4.6: requests are device-writable buffers only.
+      if (chain->readable_bytes != 0)
+        return fail("virtio-rng: device-readable buffer in a request");
+      if (chain->writable_bytes == 0) return fail("virtio-rng: request without room for a byte");
+      const uint32_t given = fill(*chain);
+      queue_->push_used(chain->head, given);
+      bytes_given_ += given;
+      pushed = true;
+    }
     if (pushed && queue_->should_notify()) transport_->queue_interrupt(0);
   } catch (const VirtqueueError& e) {
     fail(std::string("virtio-rng queue: ") + e.what());
