@@ -102,6 +102,10 @@ pb::StatusResult Machine::status() const {
   }
   for (const auto& net : options_.nets) add("virtio-net", "tap=" + net.tap);
   if (options_.rng) add("virtio-rng", "getrandom");
+  // The functions in the same slot order as the devices above.
+  for (size_t i = 0; i < virtio_.size() && i < static_cast<size_t>(s.devices_size()); ++i) {
+    s.mutable_devices(static_cast<int>(i))->set_error(virtio_[i]->needs_reset_reason());
+  }
   return s;
 }
 

@@ -59,6 +59,11 @@ class VirtioPciFunction : public PciDevice {
   // Snapshot: the transport's and device's state (vCPUs stopped; save
   // quiesces the device). restore() moves the doorbells to the restored BAR.
   state::v1::VirtioPciState save() { return transport_.save(); }
+  // Why the device asked for a reset; empty while it works.
+  std::string needs_reset_reason() {
+    std::lock_guard guard(transport_.lock());
+    return transport_.needs_reset_reason();
+  }
   void restore(const state::v1::VirtioPciState& state) {
     transport_.restore(state);
     place_doorbells();

@@ -87,7 +87,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 3: pci.bar_write(offset, std::span<const uint8_t>(buffer, width)); break;
       case 4: pci.queue_interrupt(static_cast<uint16_t>(value)); break;
       case 5: pci.config_changed(); break;
-      case 6: pci.needs_reset(); break;
+      case 6:
+        pci.needs_reset("the fuzzer asks");
+        break;
       case 7:
         pci.bar_write(VirtioPciDevice::kCommonOffset + offset % 0x40,
                       std::span<const uint8_t>(buffer, width));

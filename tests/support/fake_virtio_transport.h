@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <string>
 
 #include "devices/virtio/queue/virtio_device.h"
 
@@ -14,12 +15,16 @@ class FakeTransport : public VirtioTransport {
  public:
   void queue_interrupt(uint16_t queue) override { ++interrupts[queue]; }
   void config_changed() override { ++config_changes; }
-  void needs_reset() override { ++needs_reset_calls; }
+  void needs_reset(const std::string& why) override {
+    ++needs_reset_calls;
+    last_reason = why;
+  }
   std::mutex& lock() override { return mutex; }
 
   std::map<uint16_t, int> interrupts;
   int config_changes = 0;
   int needs_reset_calls = 0;
+  std::string last_reason;
   std::mutex mutex;
 };
 

@@ -32,7 +32,8 @@ struct FakeTransport : VirtioTransport {
     ++interrupts;
   }
   void config_changed() override { ++config_changes; }
-  void needs_reset() override {
+  void needs_reset(const std::string& why) override {
+    last_reason = why;
     EXPECT_FALSE(mutex.try_lock()) << "called without the lock";
     ++resets_needed;
   }
@@ -42,6 +43,7 @@ struct FakeTransport : VirtioTransport {
   int interrupts = 0;
   int config_changes = 0;
   int resets_needed = 0;
+  std::string last_reason;
 };
 
 // One request as the driver lays it out: header, data, status byte.

@@ -34,6 +34,7 @@ class FakeDevice : public VirtioDevice {
   }
   void activate(GuestMemory&, std::vector<std::optional<SplitQueue>> q,
                 uint64_t features) override {
+    if (!host_failure.empty()) throw std::runtime_error(host_failure);
     queues = std::move(q);
     negotiated = features;
     ++activations;
@@ -42,6 +43,7 @@ class FakeDevice : public VirtioDevice {
     queues.clear();
     ++resets;
   }
+  std::string host_failure;  // activate throws this, as a backend that cannot start
   void queue_notify(uint16_t queue) override { notified.push_back(queue); }
 
   std::array<uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
@@ -424,9 +426,35 @@ TEST_F(VirtioPciTest, DeviceReportedNeedsReset) {
   negotiate(kFVersion1);
   setup_queue(0, driver.config());
   driver_ok();
-  pci.needs_reset();
+  EXPECT_EQ(pci.needs_reset_reason(), "");
+  pci.needs_reset("the test asks");
+  pci.needs_reset("a second reason is not kept");
   EXPECT_EQ(status() & kStatusDeviceNeedsReset, kStatusDeviceNeedsReset);
   EXPECT_EQ(read(VirtioPciDevice::kIsrOffset, 1), kIsrConfig);
+  EXPECT_EQ(pci.needs_reset_reason(), "the test asks");
+  set_status(0);
+  EXPECT_EQ(pci.needs_reset_reason(), "") << "a reset forgets it";
+}
+
+// Why a device stopped tells the driver's mistake from the host's failure.
+TEST_F(VirtioPciTest, NeedsResetSaysWhetherTheDriverOrTheHostFailed) {
+  VirtqueueDriver driver(memory, 16);
+  SplitQueueConfig bad = driver.config();
+  bad.desc_table += 8;  // misaligned
+  negotiate(kFVersion1);
+  setup_queue(0, bad);
+  driver_ok();
+  ASSERT_TRUE(status() & kStatusDeviceNeedsReset);
+  EXPECT_EQ(pci.needs_reset_reason().rfind("activation refused the driver's queues: ", 0), 0u)
+      << pci.needs_reset_reason();
+  set_status(0);
+
+  device.host_failure = "io_uring_setup: out of memory";
+  negotiate(kFVersion1);
+  setup_queue(0, driver.config());
+  driver_ok();
+  ASSERT_TRUE(status() & kStatusDeviceNeedsReset);
+  EXPECT_EQ(pci.needs_reset_reason(), "host failure at activation: io_uring_setup: out of memory");
 }
 
 // --- notify, ISR, device configuration ------------------------------------
@@ -645,7 +673,7 @@ TEST_F(VirtioPciTest, RandomAccessesNeverCrash) {
         pci.queue_interrupt(static_cast<uint16_t>(next() % 4));
         break;
       case 6:
-        (next() & 1) ? pci.config_changed() : pci.needs_reset();
+        (next() & 1) ? pci.config_changed() : pci.needs_reset("the test asks");
         break;
       case 7:
         // Sometimes a proper bring-up, so activation paths run too.

@@ -54,7 +54,8 @@ std::string describe_status(const control::StatusResult& status) {
       char head[64];
       std::snprintf(head, sizeof(head), "  %-8s %-11s", device.pci_address().empty() ? "-" : device.pci_address().c_str(),
                     device.type().c_str());
-      out << head << (device.description().empty() ? "" : " " + device.description()) << '\n';
+      out << head << (device.description().empty() ? "" : " " + device.description())
+          << (device.error().empty() ? "" : " (stopped: " + device.error() + ")") << '\n';
     }
   }
   return out.str();

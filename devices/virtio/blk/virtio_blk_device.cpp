@@ -170,8 +170,8 @@ void VirtioBlkDevice::process_queue() {
       if (!chain) break;
       handle_chain(*chain);
     }
-  } catch (const VirtqueueError&) {
-    queue_failed();
+  } catch (const VirtqueueError& e) {
+    queue_failed(std::string("queue: ") + e.what());
   }
   // What was accepted before any failure still goes out (and reset() waits
   // for it).
@@ -184,7 +184,7 @@ void VirtioBlkDevice::handle_chain(const DescriptorChain& chain) {
   if (head >= in_flight_.size() || in_flight_[head].active) {
     // A head already in flight made available again: the driver broke the
     // queue's contract (2.7.13).
-    queue_failed();
+    queue_failed("queue: head " + std::to_string(head) + " made available while in flight");
     return;
   }
   const BlkParseResult parsed = parse_blk_request(chain, *memory_, info_);
@@ -316,8 +316,8 @@ void VirtioBlkDevice::return_chain(uint16_t head, uint32_t written_len) {
   try {
     queue_->push_used(head, written_len);
     pushed_ = true;
-  } catch (const VirtqueueError&) {
-    queue_failed();
+  } catch (const VirtqueueError& e) {
+    queue_failed(std::string("queue: ") + e.what());
   }
 }
 
@@ -326,17 +326,17 @@ void VirtioBlkDevice::notify_if_needed() {
   pushed_ = false;
   try {
     if (queue_->should_notify()) transport_->queue_interrupt(0);
-  } catch (const VirtqueueError&) {
-    queue_failed();
+  } catch (const VirtqueueError& e) {
+    queue_failed(std::string("queue: ") + e.what());
   }
 }
 
-void VirtioBlkDevice::queue_failed() {
+void VirtioBlkDevice::queue_failed(const std::string& why) {
   // 2.1.2: stop using the queue; requests in flight finish in the disk and
   // are dropped, and reset() waits for them.
   if (queue_broken_) return;
   queue_broken_ = true;
-  transport_->needs_reset();
+  transport_->needs_reset("virtio-blk: " + why);
 }
 
 void VirtioBlkDevice::continue_later() {
@@ -366,7 +366,7 @@ void VirtioBlkDevice::wait_for_completions() {
                                 // Host-side (io_uring, KVM): this disk stops,
                                 // the event loop and the VM go on.
                                 std::fprintf(stderr, "keel-vmm: virtio-blk: %s\n", e.what());
-                                queue_failed();
+                                queue_failed(std::string("host failure: ") + e.what());
                               }
                             }
                             wait_for_completions();

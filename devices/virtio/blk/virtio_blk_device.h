@@ -114,7 +114,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void complete(uint16_t head, uint64_t status_gpa, uint8_t status, uint32_t written_len);
   void return_chain(uint16_t head, uint32_t written_len);
   void notify_if_needed();
-  void queue_failed();
+  void queue_failed(const std::string& why);
   void wait_for_completions();
   void continue_later();
   uint64_t tag(uint16_t head) const { return (uint64_t{generation_} << 16) | head; }

@@ -125,7 +125,7 @@ void VirtioNetDevice::fail(const std::string& why) {
   stop();
   queues_.clear();
   last_error_ = why;
-  transport_->needs_reset();
+  transport_->needs_reset(why);
 }
 
 void VirtioNetDevice::queue_notify(uint16_t queue) {

@@ -474,16 +474,21 @@ void VirtioPciDevice::activate() {
     }
     device_.activate(memory_, std::move(queues), driver_features_);
     activated_ = true;
-  } catch (const std::exception&) {
-    // A ring the checks refused, or a device that could not start on what the
-    // driver set up (guest addresses, resources): the device stops, the VM goes on.
-    needs_reset();
+  } catch (const VirtqueueError& e) {
+    // A ring the checks refused: the driver's mistake. The device stops, the
+    // VM goes on.
+    needs_reset(std::string("activation refused the driver's queues: ") + e.what());
+  } catch (const std::exception& e) {
+    // A device that could not start (host resources, a backend): the
+    // host's failure, said as such.
+    needs_reset(std::string("host failure at activation: ") + e.what());
   }
 }
 
 void VirtioPciDevice::reset() {
   device_.reset();
   activated_ = false;
+  needs_reset_reason_.clear();
   status_ = 0;
   device_feature_select_ = 0;
   driver_feature_select_ = 0;
@@ -495,9 +500,10 @@ void VirtioPciDevice::reset() {
   update_intx();
 }
 
-void VirtioPciDevice::needs_reset() {
+void VirtioPciDevice::needs_reset(const std::string& why) {
   if (status_ & kStatusDeviceNeedsReset) return;
   status_ |= kStatusDeviceNeedsReset;
+  needs_reset_reason_ = why;
   // 2.1.2: with DRIVER_OK set, the device must tell the driver.
   if (status_ & kStatusDriverOk) config_interrupt();
 }

@@ -160,7 +160,7 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   // VirtioTransport, with lock() held.
   void queue_interrupt(uint16_t queue) override;
   void config_changed() override;
-  void needs_reset() override;
+  void needs_reset(const std::string& why) override;
   std::mutex& lock() override { return mutex_; }
   void config_interrupt();
 
@@ -168,6 +168,9 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   uint64_t offered_features() const { return offered_features_; }
   uint64_t driver_features() const { return driver_features_; }
   bool activated() const { return activated_; }
+  // Why the device set DEVICE_NEEDS_RESET (the first reason), until the
+  // driver resets it; empty otherwise.
+  const std::string& needs_reset_reason() const { return needs_reset_reason_; }
   const MsixTable& msix() const { return msix_; }
 
   // Snapshot (issue 6; devices/virtio/pci/virtio_pci_state.cpp). Both take
@@ -248,6 +251,7 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   std::vector<QueueRegs> queues_;
   uint8_t isr_ = 0;
   bool activated_ = false;
+  std::string needs_reset_reason_;
 };
 
 }  // namespace keel::virtio

@@ -46,8 +46,10 @@ class VirtioTransport {
   // interrupts, 4.1.4.3.1).
   virtual void config_changed() = 0;
   // A queue turned out broken (2.1.2): DEVICE_NEEDS_RESET. The device stops
-  // using its queues itself before calling this.
-  virtual void needs_reset() = 0;
+  // using its queues itself before calling this. `why` is for the operator
+  // (keelctl status): what the driver did wrong, or which host-side failure
+  // stopped the device (a host failure must not look like a guest bug).
+  virtual void needs_reset(const std::string& why) = 0;
   // The function's lock: the transport holds it around every call into the
   // device (configuration, activate, reset, queue_notify); the device's own
   // event handlers (I/O completions, a backend fd turning readable) take it

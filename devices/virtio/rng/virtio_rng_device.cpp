@@ -38,7 +38,7 @@ void VirtioRngDevice::queue_notify(uint16_t queue) {
 void VirtioRngDevice::fail(const std::string& why) {
   queue_.reset();
   last_error_ = why;
-  transport_->needs_reset();
+  transport_->needs_reset(why);
 }
 
 // Random bytes straight into the chain's buffers, which come through
