@@ -169,6 +169,9 @@ static void random_mode(u64 total, u64 seed, u64 ops) {
       if (bad < 8) kprintf("testos: disk bad op=%llu sector=%llu sectors=%llu phase=readback\n", k, sector, n);
       bad++;
     }
+    // A sign of life a test can wait for (pausing a job that is running).
+    if ((k + 1) % 50 == 0 && k + 1 < ops)
+      kprintf("testos: disk progress mode=random ops=%llu\n", k + 1);
   }
   flush("random");
   // Re-read every write no later write overlapped: it must still be there.

@@ -349,11 +349,12 @@ TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
   const std::string disk = scratch.sparse_file("disk.img", 32 << 20);
   LiveVmm vmm(testos("job=disk mode=random ops=600 seed=3 rate_mbps=1", "128M", {"--disk", "path=" + disk}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
+  size_t resumed_at = vmm.line_count();
   for (int i = 0; i < 4; ++i) {
     SCOPED_TRACE("pause " + std::to_string(i + 1));
-    // Let it write between pauses (there is no event to wait for: the job
-    // prints nothing until it ends).
-    std::this_thread::sleep_for(milliseconds(400));
+    // It wrote since the last resume: a progress line (every 50 writes).
+    ASSERT_TRUE(vmm.wait_line("testos: disk progress ", resumed_at, seconds(300)))
+        << vmm.describe();
     auto pause = vmm.keelctl({"--json", "pause"});
     ASSERT_EQ(pause.exit_code, 0) << show(pause);
     auto status = vmm.keelctl({"--json", "status"});
@@ -363,6 +364,7 @@ TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
     EXPECT_EQ(vmm.line_count(), lines_paused) << "the guest printed while paused\n" << vmm.describe();
     auto resume = vmm.keelctl({"--json", "resume"});
     ASSERT_EQ(resume.exit_code, 0) << show(resume);
+    resumed_at = vmm.line_count();
   }
   // Every pause fell inside the job: its verdict came after the last resume.
   EXPECT_TRUE(vmm.lines("testos: disk OK").empty()) << "the job ended before the pauses did\n" << vmm.describe();
