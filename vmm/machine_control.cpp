@@ -104,7 +104,9 @@ pb::StatusResult Machine::status() const {
   if (options_.rng) add("virtio-rng", "getrandom");
   // The functions in the same slot order as the devices above.
   for (size_t i = 0; i < virtio_.size() && i < static_cast<size_t>(s.devices_size()); ++i) {
-    s.mutable_devices(static_cast<int>(i))->set_error(virtio_[i]->needs_reset_reason());
+    pb::Device* d = s.mutable_devices(static_cast<int>(i));
+    d->set_error(virtio_[i]->needs_reset_reason());
+    for (const auto& [name, value] : virtio_[i]->counters()) (*d->mutable_counters())[name] = value;
   }
   return s;
 }

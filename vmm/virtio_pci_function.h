@@ -59,6 +59,10 @@ class VirtioPciFunction : public PciDevice {
   // Snapshot: the transport's and device's state (vCPUs stopped; save
   // quiesces the device). restore() moves the doorbells to the restored BAR.
   state::v1::VirtioPciState save() { return transport_.save(); }
+  virtio::VirtioDevice::Counters counters() {
+    std::lock_guard guard(transport_.lock());
+    return device_->counters();
+  }
   // Why the device asked for a reset; empty while it works.
   std::string needs_reset_reason() {
     std::lock_guard guard(transport_.lock());

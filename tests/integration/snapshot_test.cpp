@@ -358,7 +358,14 @@ TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
     auto pause = vmm.keelctl({"--json", "pause"});
     ASSERT_EQ(pause.exit_code, 0) << show(pause);
     auto status = vmm.keelctl({"--json", "status"});
-    EXPECT_EQ(parse_json(status).status().state(), pb::RUN_STATE_PAUSED) << status.out;
+    const pb::StatusResult paused = parse_json(status).status();
+    EXPECT_EQ(paused.state(), pb::RUN_STATE_PAUSED) << status.out;
+    // The disk's counters: what the job did so far, and no error.
+    ASSERT_EQ(paused.devices_size(), 1) << status.out;
+    EXPECT_GT(paused.devices(0).counters().at("written_bytes"), 0u) << status.out;
+    EXPECT_GT(paused.devices(0).counters().at("requests"), 2u * 50 * (i + 1) - 1) << status.out;
+    EXPECT_EQ(paused.devices(0).counters().at("errors"), 0u) << status.out;
+    EXPECT_EQ(paused.devices(0).error(), "") << status.out;
     const size_t lines_paused = vmm.line_count();
     std::this_thread::sleep_for(milliseconds(300));
     EXPECT_EQ(vmm.line_count(), lines_paused) << "the guest printed while paused\n" << vmm.describe();

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 
 #include "common/error.h"
@@ -237,6 +237,28 @@ TEST_F(VirtioBlkTest, AReadDroppedByAResetIsMarkedDirty) {
     device->reset();
   }
   EXPECT_TRUE(memory.dirty().is_marked(r.data / DirtyBitmap::kPageSize));
+}
+
+TEST_F(VirtioBlkTest, CountsRequestsBytesAndErrors) {
+  start();
+  const Request w = add(kBlkTOut, 0, 8192, false);
+  const Request r = add(kBlkTIn, 0, 4096, true);
+  const Request bad = add(kBlkTIn, ~uint64_t{0} >> 9, 512, true);  // past the disk's end
+  kick();
+  run_until_used(3);
+  ASSERT_EQ(status(w), kBlkSOk);
+  ASSERT_EQ(status(r), kBlkSOk);
+  ASSERT_NE(status(bad), kBlkSOk);
+  std::map<std::string, uint64_t> c;
+  {
+    std::lock_guard lock(transport.mutex);
+    for (const auto& [name, value] : device->counters()) c[name] = value;
+  }
+  EXPECT_EQ(c["requests"], 3u);
+  EXPECT_EQ(c["written_bytes"], 8192u);
+  EXPECT_EQ(c["read_bytes"], 4096u);
+  EXPECT_EQ(c["errors"], 1u);
+  EXPECT_EQ(c["direct_ops"] + c["buffered_ops"], 2u) << "two requests reached the disk";
 }
 
 TEST_F(VirtioBlkTest, ThirtyTwoRequestsInFlight) {

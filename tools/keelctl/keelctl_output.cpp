@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 namespace keel {
@@ -56,6 +57,13 @@ std::string describe_status(const control::StatusResult& status) {
                     device.type().c_str());
       out << head << (device.description().empty() ? "" : " " + device.description())
           << (device.error().empty() ? "" : " (stopped: " + device.error() + ")") << '\n';
+      if (!device.counters().empty()) {
+        // Sorted by name: a protobuf map has no order of its own.
+        std::map<std::string, uint64_t> sorted(device.counters().begin(), device.counters().end());
+        out << "           ";
+        for (const auto& [name, value] : sorted) out << ' ' << name << '=' << value;
+        out << '\n';
+      }
     }
   }
   return out.str();

@@ -294,6 +294,8 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   if (--r.ops_left > 0) return;
   r.active = false;
   --in_flight_count_;
+  if (r.transfers && r.status == kBlkSOk)
+    (r.is_read ? counts_.read_bytes : counts_.written_bytes) += r.data_len;
   const uint32_t written = (r.is_read && r.status == kBlkSOk) ? r.data_len + 1 : 1;
   complete(head, r.status_gpa, r.status, written);
 }
@@ -304,8 +306,22 @@ void VirtioBlkDevice::mark_landed(InFlight& r) {
   r.landing.clear();
 }
 
+VirtioDevice::Counters VirtioBlkDevice::counters() const {
+  const storage::RawDiskStats& d = disk_->stats();
+  return {{"requests", counts_.requests},
+          {"read_bytes", counts_.read_bytes},
+          {"written_bytes", counts_.written_bytes},
+          {"errors", counts_.errors},
+          {"direct_ops", d.direct_ops},
+          {"buffered_ops", d.buffered_ops},
+          {"resubmissions", d.resubmissions},
+          {"queued_when_full", d.queued_when_full}};
+}
+
 void VirtioBlkDevice::complete(uint16_t head, uint64_t status_gpa, uint8_t status,
                                uint32_t written_len) {
+  ++counts_.requests;
+  if (status != kBlkSOk) ++counts_.errors;
   if (!queue_ || queue_broken_) return;
   memory_->write_obj<uint8_t>(status_gpa, status);
   return_chain(head, written_len);

@@ -89,6 +89,10 @@ class VirtioBlkDevice : public VirtioDevice {
   const storage::RawDisk& disk() const { return *disk_; }
   // Requests popped and not yet returned to the driver.
   size_t requests_in_flight() const { return in_flight_count_; }
+  // requests (completed), read_bytes, written_bytes, errors (IOERR or
+  // UNSUPP answers), and the disk's own (direct/buffered submissions,
+  // resubmissions, waits for ring space).
+  Counters counters() const override;
 
  private:
   struct InFlight {
@@ -132,6 +136,9 @@ class VirtioBlkDevice : public VirtioDevice {
   bool continuation_posted_ = false;  // a later round of process_queue is queued
   BlkDeviceInfo info_;
   uint32_t generation_ = 0;         // bumped by reset: stale completions are ignored
+  struct {
+    uint64_t requests = 0, read_bytes = 0, written_bytes = 0, errors = 0;
+  } counts_;
   std::vector<InFlight> in_flight_; // by head descriptor
   size_t in_flight_count_ = 0;
 };

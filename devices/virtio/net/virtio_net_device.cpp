@@ -119,6 +119,14 @@ void VirtioNetDevice::reset() {
   }
 }
 
+VirtioDevice::Counters VirtioNetDevice::counters() const {
+  return {
+      {"tx_frames", stats_.tx_frames},           {"tx_errors", stats_.tx_errors},
+      {"tx_would_block", stats_.tx_would_block}, {"rx_frames", stats_.rx_frames},
+      {"rx_too_big", stats_.rx_too_big},         {"rx_out_of_buffers", stats_.rx_out_of_buffers},
+      {"tap_errors", stats_.tap_errors}};
+}
+
 // 2.1.2: a driver that breaks a queue gets DEVICE_NEEDS_RESET; the chains
 // the device holds go back with the reset, not through the used ring.
 void VirtioNetDevice::fail(const std::string& why) {

@@ -101,6 +101,7 @@ class VirtioNetDevice : public VirtioDevice {
   TapDevice& tap() { return tap_; }
   // Take the transport's lock around these when the event loop is running.
   const NetStats& stats() const { return stats_; }
+  Counters counters() const override;
   // Why the device last asked for a reset (empty if it never did).
   const std::string& last_error() const { return last_error_; }
 

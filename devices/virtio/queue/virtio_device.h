@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/guest_memory.h"
@@ -122,6 +123,12 @@ class VirtioDevice {
   // field) and changes nothing when it refuses; reset() does not undo it.
   virtual void save_state(state::v1::VirtioDeviceState& state) const;
   virtual void restore_state(const state::v1::VirtioDeviceState& state);
+
+  // What the device did since it was made, for the operator (keelctl
+  // status): named counters, with lock() held. They start again at 0 after
+  // a restore.
+  using Counters = std::vector<std::pair<std::string, uint64_t>>;
+  virtual Counters counters() const { return {}; }
 
  protected:
   VirtioTransport* transport_ = nullptr;

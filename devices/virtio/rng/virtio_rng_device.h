@@ -46,6 +46,7 @@ class VirtioRngDevice : public VirtioDevice {
   void restore_state(const state::v1::VirtioDeviceState& state) override;
 
   uint64_t bytes_given() const { return bytes_given_; }
+  Counters counters() const override { return {{"bytes", bytes_given_}}; }
   const std::string& last_error() const { return last_error_; }
 
  private:
