@@ -31,6 +31,7 @@
 #include "vmm/machine_stop.h"
 #include "vmm/migratable_machine.h"
 #include "vmm/serial_output.h"
+#include "vmm/state/kvm_state_caps.h"
 #include "vmm/stateful_devices.h"
 #include "vmm/virtio_pci_function.h"
 #include "vmm/vmm_options.h"
@@ -96,6 +97,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   static std::unique_ptr<state::v1::VmState> load_snapshot(const VmmOptions& options);
   static VmmOptions effective_options(const VmmOptions& options, const state::v1::VmState* snapshot);
   void restore_from(const state::v1::VmState& snapshot, const std::string& dir);
+  // What this host's KVM can capture and restore: probed once (a scratch VM
+  // and vCPU), then kept; it does not change while the process runs.
+  const KvmStateCaps& state_caps();
   // With the vCPUs paused: writes DIR/memory and then DIR/state.
   keel::api::v1::SnapshotResult write_snapshot(const std::string& dir);
   static keel::api::v1::Response stopped_response(const MachineStop& stop,
@@ -125,6 +129,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::array<unsigned, 8> intx_asserted_{};
   std::vector<std::unique_ptr<VirtioPciFunction>> virtio_;
   StatefulDevices stateful_;  // every device above, by stable id
+  std::optional<KvmStateCaps> state_caps_;  // state_caps()
   std::vector<KvmVcpu> vcpus_;
   std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
   std::vector<std::thread> threads_;

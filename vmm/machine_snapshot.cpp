@@ -103,7 +103,7 @@ VmmOptions Machine::effective_options(const VmmOptions& options, const st::VmSta
 // CPU features first (refuse before reading gigabytes), memory, then the
 // state onto it (apply_state).
 void Machine::restore_from(const st::VmState& snapshot, const std::string& dir) {
-  const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
+  const KvmStateCaps& caps = state_caps();
   check_cpu_features(snapshot.cpu(), caps);
   read_memory_image(snapshot.memory(), dir + "/" + kMemoryFile, memory_.host_all_for_write().data(),
                     memory_.size());

@@ -50,6 +50,11 @@ void Machine::resume() {
   resume_vcpus();
 }
 
+const KvmStateCaps& Machine::state_caps() {
+  if (!state_caps_) state_caps_ = KvmStateCaps::probe(kvm_, vm_);
+  return *state_caps_;
+}
+
 std::unique_ptr<DirtyLog> Machine::start_dirty_log() {
   return std::make_unique<DirtyLog>(vm_, memory_);
 }
@@ -67,7 +72,7 @@ st::VmState Machine::capture_state() {
                                 .count()));
   stateful_.save_all(*state.mutable_devices());
 
-  const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
+  const KvmStateCaps& caps = state_caps();
   std::vector<st::VcpuState*> vcpu_states;
   for (auto& vcpu : vcpus_) {
     *state.add_vcpus() = capture_vcpu_state(caps, vcpu);
@@ -94,7 +99,7 @@ void Machine::apply_state(const st::VmState& state) {
     throw InputError("state: " + std::to_string(state.vcpus_size()) +
                      " vCPU states, this machine has " + std::to_string(vcpus_.size()) + " vCPUs");
   }
-  const KvmStateCaps caps = KvmStateCaps::probe(kvm_, vm_);
+  const KvmStateCaps& caps = state_caps();
   check_cpu_features(state.cpu(), caps);
   stateful_.restore_all(state.devices());
 
