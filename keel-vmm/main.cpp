@@ -4,12 +4,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "vmm/machine.h"
-#include "vmm/vmm_options.h"
+#include "vmm/snapshot.h"
+#include "vmm/config/vmm_options.h"
 
 int main(int argc, char** argv) {
   using namespace keel;
@@ -23,10 +25,11 @@ int main(int argc, char** argv) {
       std::fputs(kVmmUsage, stdout);
       return 0;
     }
-    Machine machine(options);
+    std::unique_ptr<Machine> machine =
+        options.restore_dir.empty() ? std::make_unique<Machine>(options) : restore_snapshot(options);
     MachineStop stop;
     try {
-      stop = machine.run();
+      stop = machine->run();
     } catch (const std::exception& e) {
       stop = {StopReason::kVmmError, e.what()};
     }

@@ -66,25 +66,23 @@ Machine::Machine(const VmmOptions& options) : Machine(options, false) {}
 Machine::Machine(const VmmOptions& options, ShapeOnly) : Machine(options, true) {}
 
 std::unique_ptr<Machine> Machine::shape_only(const VmmOptions& options) {
-  VmmOptions o = options;
-  o.restore_dir.clear();
-  return std::make_unique<Machine>(o, ShapeOnly{});
+  return std::make_unique<Machine>(options, ShapeOnly{});
 }
 
 Machine::Machine(const VmmOptions& options, bool shape_only)
-    : restore_(load_snapshot(options)),
-      options_(effective_options(options, restore_.get())),
-      kvm_(KvmSystem::open(options_.kvm_device)),
-      vm_((check_host_limits(options_), kvm_.create_vm())),
-      memory_(layout::guest_ram_regions(options_.memory)),
+    : options_(options),
+      config_(options_.config),
+      kvm_((check_vm_config(config_, ""), KvmSystem::open(options_.kvm_device))),
+      vm_((check_host_limits(), kvm_.create_vm())),
+      memory_(layout::guest_ram_regions(config_.memory())),
       serial_out_(options_.serial_file, events_) {
   std::optional<KernelImage> image;
   BootSetup boot;
-  if (!restore_ && !shape_only) {
+  if (!shape_only) {
     // Neither file can be larger than the guest memory it has to fit in.
-    image = parse_kernel_image(read_file(options_.kernel, "kernel", options_.memory), options_.kernel);
-    boot.cmdline = options_.cmdline;
-    if (!options_.initrd.empty()) boot.initrd = read_file(options_.initrd, "initrd", options_.memory);
+    image = parse_kernel_image(read_file(config_.kernel(), "kernel", config_.memory()), config_.kernel());
+    boot.cmdline = config_.cmdline();
+    if (!config_.initrd().empty()) boot.initrd = read_file(config_.initrd(), "initrd", config_.memory());
   }
 
   vm_.set_tss_address(layout::kKvmTss);
@@ -100,7 +98,7 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
   vm_.create_pit2();
 
   acpi::AcpiPlatform platform{};
-  platform.cpu_count = options_.cpus;
+  platform.cpu_count = config_.cpus();
   platform.lapic_address = static_cast<uint32_t>(layout::kLapic);
   platform.ioapic_address = static_cast<uint32_t>(layout::kIoapic);
   platform.pm1a_evt_port = layout::kPm1aEvtPort;
@@ -113,12 +111,6 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
   add_platform_devices();
   add_virtio_devices();
 
-  if (restore_) {
-    create_vcpus();
-    restore_from(*restore_, options_.restore_dir);
-    restore_.reset();  // memory images and MSR lists are large; done with them
-    return;
-  }
   if (shape_only) {
     create_vcpus();
     return;
@@ -186,7 +178,7 @@ void Machine::add_virtio_devices() {
   const VirtioPciFunction::Wiring wiring{
       vm_, *gsi_router_, memory_, events_, nullptr,
       kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u};
-  auto devices = make_virtio_devices(options_, events_);
+  auto devices = make_virtio_devices(config_, events_);
   for (size_t i = 0; i < devices.size(); ++i) {
     const unsigned slot = static_cast<unsigned>(i + 1);
     const unsigned line = (slot - 1) % 8;
@@ -204,7 +196,8 @@ void Machine::add_virtio_devices() {
     pci_bus_.add(slot, *virtio_.back());
     // Ids by kind and order: disks, then network adapters, then rng, as
     // make_virtio_devices makes them.
-    const size_t disks = options_.disks.size(), nets = options_.nets.size();
+    const size_t disks = static_cast<size_t>(config_.disks_size());
+    const size_t nets = static_cast<size_t>(config_.nets_size());
     const std::string id = i < disks          ? "disk" + std::to_string(i)
                            : i < disks + nets ? "net" + std::to_string(i - disks)
                                               : "rng" + std::to_string(i - disks - nets);
@@ -229,7 +222,7 @@ void Machine::add_virtio_devices() {
 
 void Machine::create_vcpus() {
   auto supported = kvm_.supported_cpuid();
-  for (uint32_t id = 0; id < options_.cpus; ++id) vcpus_.push_back(vm_.create_vcpu(id));
+  for (uint32_t id = 0; id < config_.cpus(); ++id) vcpus_.push_back(vm_.create_vcpu(id));
   // KVM_CAP_COALESCED_MMIO answers with the ring's page in the vCPU mapping.
   int ring_page = kvm_.check_extension(KVM_CAP_COALESCED_MMIO);
   size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
@@ -245,17 +238,17 @@ void Machine::create_vcpus() {
 
 Machine::~Machine() { stop_vcpus(); }
 
-void Machine::check_host_limits(const VmmOptions& options) const {
+void Machine::check_host_limits() const {
   uint64_t host = host_memory_bytes();
-  if (host != 0 && options.memory > host) {
+  if (host != 0 && config_.memory() > host) {
     throw InputError("guest memory too large for this host: " +
-                     std::to_string(options.memory >> 20) + " MiB asked, the host has " +
+                     std::to_string(config_.memory() >> 20) + " MiB asked, the host has " +
                      std::to_string(host >> 20) + " MiB");
   }
   int max_vcpus = kvm_.check_extension(KVM_CAP_MAX_VCPUS);
   if (max_vcpus <= 0) max_vcpus = kvm_.check_extension(KVM_CAP_NR_VCPUS);
-  if (max_vcpus > 0 && options.cpus > static_cast<uint32_t>(max_vcpus)) {
-    throw InputError("too many vCPUs: " + std::to_string(options.cpus) + " asked, KVM allows " +
+  if (max_vcpus > 0 && config_.cpus() > static_cast<uint32_t>(max_vcpus)) {
+    throw InputError("too many vCPUs: " + std::to_string(config_.cpus()) + " asked, KVM allows " +
                      std::to_string(max_vcpus));
   }
 }
@@ -263,7 +256,7 @@ void Machine::check_host_limits(const VmmOptions& options) const {
 void Machine::setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                          uint32_t tsc_khz) {
   CpuidOptions cpuid;
-  cpuid.vcpu_count = options_.cpus;
+  cpuid.vcpu_count = config_.cpus();
   cpuid.tsc_khz = tsc_khz;
   cpuid.tsc_deadline_timer = kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), cpuid));

@@ -34,19 +34,21 @@
 #include "vmm/state/kvm_state_caps.h"
 #include "vmm/stateful_devices.h"
 #include "vmm/virtio_pci_function.h"
-#include "vmm/vmm_options.h"
+#include "vmm/config/vmm_options.h"
 
 namespace keel {
 
 class Machine : public ControlHandler, public MigratableMachine {
  public:
-  // Builds the VM and loads the guest. Throws InputError for bad input
-  // (kernel, sizes against this host) and std::system_error for KVM failures.
+  // Builds the VM from options.config and loads its guest. Throws
+  // InputError for bad input (the configuration, the kernel, sizes against
+  // this host) and std::system_error for KVM failures.
   explicit Machine(const VmmOptions& options);
-  // The machine's shape from `options` (vCPUs, memory, devices, wiring)
-  // with no guest loaded: its memory and its state come from elsewhere
-  // (guest_memory(), then apply_state) before run(), as on the receiving
-  // end of a migration. options.kernel and initrd are not read.
+  // The machine's shape from options.config (vCPUs, memory, devices,
+  // wiring) with no guest loaded: its memory and its state come from
+  // elsewhere (guest_memory(), then apply_state) before run(), as on a
+  // restore or the receiving end of a migration. The kernel and initrd are
+  // not read.
   static std::unique_ptr<Machine> shape_only(const VmmOptions& options);
   // Only shape_only() makes one (a passkey: make_unique needs a public constructor).
   class ShapeOnly {
@@ -69,12 +71,13 @@ class Machine : public ControlHandler, public MigratableMachine {
   bool pause(std::chrono::milliseconds timeout) override;
   void resume() override;
   state::v1::VmState capture_state() override;
+  void check_state_fits(const state::v1::VmState& state) override;
   void apply_state(const state::v1::VmState& state) override;
   GuestMemory& guest_memory() override { return memory_; }
   std::unique_ptr<DirtyLog> start_dirty_log() override;
 
  private:
-  void check_host_limits(const VmmOptions& options) const;
+  void check_host_limits() const;
   void add_platform_devices();
   void add_virtio_devices();
   void create_vcpus();
@@ -93,22 +96,16 @@ class Machine : public ControlHandler, public MigratableMachine {
   void park_if_paused();
   keel::api::v1::StatusResult status() const;
   void start_shutdown(uint32_t timeout_ms, Reply reply);
-  // Snapshots (machine_snapshot.cpp).
-  static std::unique_ptr<state::v1::VmState> load_snapshot(const VmmOptions& options);
-  static VmmOptions effective_options(const VmmOptions& options, const state::v1::VmState* snapshot);
-  void restore_from(const state::v1::VmState& snapshot, const std::string& dir);
   // What this host's KVM can capture and restore: probed once (a scratch VM
   // and vCPU), then kept; it does not change while the process runs.
   const KvmStateCaps& state_caps();
-  // With the vCPUs paused: writes DIR/memory and then DIR/state.
-  keel::api::v1::SnapshotResult write_snapshot(const std::string& dir);
   static keel::api::v1::Response stopped_response(const MachineStop& stop,
                                                   std::chrono::steady_clock::time_point since);
 
   Machine(const VmmOptions& options, bool shape_only);
 
-  std::unique_ptr<state::v1::VmState> restore_;  // during construction from a snapshot
   const VmmOptions options_;
+  const state::v1::VmConfig& config_;  // options_.config: the machine's shape
   KvmSystem kvm_;
   KvmVm vm_;
   GuestMemory memory_;

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "vmm/machine.h"
+#include "vmm/snapshot.h"
 
 namespace keel {
 
@@ -76,11 +77,11 @@ pb::StatusResult Machine::status() const {
               : shutting_down_   ? pb::RUN_STATE_SHUTTING_DOWN
               : paused           ? pb::RUN_STATE_PAUSED
                                  : pb::RUN_STATE_RUNNING);
-  s.set_vcpus(options_.cpus);
-  s.set_memory_bytes(options_.memory);
+  s.set_vcpus(config_.cpus());
+  s.set_memory_bytes(config_.memory());
   s.set_uptime_ms(ms(now - started_));
   s.set_pid(static_cast<uint32_t>(::getpid()));
-  s.set_kernel(options_.kernel);
+  s.set_kernel(config_.kernel());
   s.set_restored_from(options_.restore_dir);
   s.set_pauses(pauses_);
   s.set_paused_ms_total(ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
@@ -97,11 +98,12 @@ pb::StatusResult Machine::status() const {
     d->set_description(description);
     ++slot;
   };
-  for (const auto& disk : options_.disks) {
-    add("virtio-blk", "path=" + disk.path + (disk.readonly ? ",readonly=on" : ""));
+  for (const auto& disk : config_.disks()) {
+    add("virtio-blk", "path=" + disk.path() + (disk.readonly() ? ",readonly=on" : "") +
+                          ",serial=" + disk.serial());
   }
-  for (const auto& net : options_.nets) add("virtio-net", "tap=" + net.tap);
-  if (options_.rng) add("virtio-rng", "getrandom");
+  for (const auto& net : config_.nets()) add("virtio-net", "tap=" + net.tap());
+  if (config_.rng()) add("virtio-rng", "getrandom");
   // The functions in the same slot order as the devices above.
   for (size_t i = 0; i < virtio_.size() && i < static_cast<size_t>(s.devices_size()); ++i) {
     pb::Device* d = s.mutable_devices(static_cast<int>(i));
@@ -214,7 +216,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       }
       pb::Response response;
       try {
-        *response.mutable_snapshot() = write_snapshot(request.snapshot().dir());
+        *response.mutable_snapshot() = write_snapshot(*this, request.snapshot().dir());
         response.set_ok(true);
       } catch (const InputError& e) {
         response = failure(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());

@@ -1,6 +1,7 @@
 // Machine, part five: the migratable seam (vmm/migratable_machine.h) that
 // snapshots, live migration and replicas share.
 #include <chrono>
+#include <cstdio>
 
 #include "common/error.h"
 #include "vmm/machine.h"
@@ -16,26 +17,41 @@ namespace st = ::keel::state::v1;
 
 namespace {
 
-st::VmConfig config_of(const VmmOptions& o) {
-  st::VmConfig c;
-  c.set_kernel(o.kernel);
-  c.set_initrd(o.initrd);
-  c.set_cmdline(o.cmdline);
-  c.set_cpus(o.cpus);
-  c.set_memory(o.memory);
-  for (const auto& d : o.disks) {
-    auto* disk = c.add_disks();
-    disk->set_path(d.path);
-    disk->set_readonly(d.readonly);
+// What the guest sees of a configuration: everything but the host's
+// resources (files, taps) behind its devices.
+void check_same_shape(const st::VmConfig& theirs, const st::VmConfig& ours) {
+  auto refuse = [](const std::string& what, const std::string& state, const std::string& here) {
+    throw InputError("state: " + what + " " + state + ", this machine has " + here);
+  };
+  if (theirs.cpus() != ours.cpus()) {
+    refuse("vCPUs", std::to_string(theirs.cpus()), std::to_string(ours.cpus()));
   }
-  for (const auto& n : o.nets) {
-    auto* net = c.add_nets();
-    net->set_tap(n.tap);
-    const MacAddress mac = effective_mac(n);
-    net->set_mac(std::string(mac.begin(), mac.end()));
+  if (theirs.memory() != ours.memory()) {
+    refuse("memory", std::to_string(theirs.memory()), std::to_string(ours.memory()));
   }
-  c.set_rng(o.rng);
-  return c;
+  if (theirs.disks_size() != ours.disks_size()) {
+    refuse("disks", std::to_string(theirs.disks_size()), std::to_string(ours.disks_size()));
+  }
+  for (int i = 0; i < ours.disks_size(); ++i) {
+    const auto& a = theirs.disks(i);
+    const auto& b = ours.disks(i);
+    const std::string what = "disk " + std::to_string(i);
+    if (a.readonly() != b.readonly()) {
+      refuse(what, a.readonly() ? "read-only" : "writable", b.readonly() ? "read-only" : "writable");
+    }
+    if (a.serial() != b.serial()) refuse(what + " serial", "\"" + a.serial() + "\"", "\"" + b.serial() + "\"");
+  }
+  if (theirs.nets_size() != ours.nets_size()) {
+    refuse("network adapters", std::to_string(theirs.nets_size()), std::to_string(ours.nets_size()));
+  }
+  for (int i = 0; i < ours.nets_size(); ++i) {
+    if (theirs.nets(i).mac() != ours.nets(i).mac()) {
+      refuse("network adapter " + std::to_string(i), "with another MAC", "its own");
+    }
+  }
+  if (theirs.rng() != ours.rng()) {
+    refuse("entropy source", theirs.rng() ? "present" : "absent", ours.rng() ? "one" : "none");
+  }
 }
 
 }  // namespace
@@ -65,7 +81,7 @@ std::unique_ptr<DirtyLog> Machine::start_dirty_log() {
 st::VmState Machine::capture_state() {
   st::VmState state;
   state.set_schema_version(kVmStateSchemaVersion);
-  *state.mutable_config() = config_of(options_);
+  *state.mutable_config() = config_;
   state.set_created_unix_ms(
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
@@ -86,21 +102,26 @@ st::VmState Machine::capture_state() {
   return state;
 }
 
-// The order: CPU features first (refuse before touching anything), devices
-// (the virtio queues read their rings from the memory already in place),
-// irqchip and PIT, the vCPUs (restore_vcpu_state keeps KVM's own order),
-// the clock last, just before the vCPUs run.
-void Machine::apply_state(const st::VmState& state) {
+void Machine::check_state_fits(const st::VmState& state) {
   if (state.schema_version() != kVmStateSchemaVersion) {
     throw InputError("state schema version " + std::to_string(state.schema_version()) +
                      " (this keel-vmm reads " + std::to_string(kVmStateSchemaVersion) + ")");
   }
+  check_same_shape(state.config(), config_);
   if (static_cast<size_t>(state.vcpus_size()) != vcpus_.size()) {
     throw InputError("state: " + std::to_string(state.vcpus_size()) +
                      " vCPU states, this machine has " + std::to_string(vcpus_.size()) + " vCPUs");
   }
+  check_cpu_features(state.cpu(), state_caps());
+}
+
+// The order: the fit first (refuse before touching anything), devices
+// (the virtio queues read their rings from the memory already in place),
+// irqchip and PIT, the vCPUs (restore_vcpu_state keeps KVM's own order),
+// the clock last, just before the vCPUs run.
+void Machine::apply_state(const st::VmState& state) {
+  check_state_fits(state);
   const KvmStateCaps& caps = state_caps();
-  check_cpu_features(state.cpu(), caps);
   stateful_.restore_all(state.devices());
 
   validate_irqchip(state.irqchip());
@@ -114,6 +135,13 @@ void Machine::apply_state(const st::VmState& state) {
     restore_vcpu_state(caps, vcpus_[i], state.vcpus(static_cast<int>(i)), tsc);
   }
   restore_clock(vm_, state.clock());
+  // Said once a state is in: a refused one gets its one line.
+  if (caps.guest_tsc_is_host) {
+    std::fprintf(
+        stderr,
+        "keel-vmm: this host's KVM does not offset guest TSCs (PVM): the restored guest reads the "
+        "host's TSC, so its clock counts the time since the state was captured\n");
+  }
 }
 
 }  // namespace keel

@@ -34,6 +34,13 @@ class MigratableMachine {
   // image is left empty: memory moves on its own (files, pages on a wire).
   virtual state::v1::VmState capture_state() = 0;
 
+  // Refuses, with an InputError naming the difference, a state this
+  // machine cannot take: another schema version, another shape (vCPUs,
+  // memory, devices and what the guest sees of them; disk paths and taps
+  // are this host's business), CPU features this host lacks. A client
+  // calls it before moving memory; apply_state calls it again.
+  virtual void check_state_fits(const state::v1::VmState& state) = 0;
+
   // Onto this machine, built to the state's shape and not run yet, its
   // memory already the guest's: checks everything as untrusted input
   // before applying (InputError naming the problem), then applies.

@@ -5,7 +5,8 @@
 //   1. read_state_file: header (magic, format version, length, CRC-32C);
 //   2. the same bytes after the header, wrapped in a correct header (so the
 //      fuzzer reaches the decoder without forging checksums): the reader must
-//      give back exactly that payload; VmState::ParseFromString;
+//      give back exactly that payload; VmState::ParseFromString; its
+//      configuration through config_for_restore (check_vm_config);
 //   3. the memory image's description against a memory file of the guest's
 //      size (read_memory_image: sizes, page size, extents, checksums);
 //   4. every device state restored into a freshly built device of its kind
@@ -17,9 +18,8 @@
 //      validate_pit, validate_vcpu_state, missing_cpu_features) against
 //      capabilities of a plausible host.
 //
-// Not covered: Machine::effective_options (the config checks: vCPU count,
-// memory size, disks/nets against the command line) is a member of Machine,
-// which needs /dev/kvm and does not build here; virtio-net (needs a tap).
+// Not covered: Machine::check_state_fits (the state against the machine's
+// shape) needs a machine on /dev/kvm; virtio-net (needs a tap).
 // Nothing may crash; refusals (InputError) are fine.
 //
 // Seeds (tests/fuzz/corpus/vm_state_fuzz): state files of real snapshots
@@ -58,6 +58,7 @@
 #include "tests/fuzz/fuzz_memory.h"
 #include "vmm/state/cpu_features.h"
 #include "vmm/boot/memory_layout.h"
+#include "vmm/config/vmm_options.h"
 #include "vmm/state/snapshot_memory.h"
 #include "vmm/state/snapshot_state_file.h"
 #include "vmm/state/vcpu_state.h"
@@ -228,11 +229,11 @@ void restore_virtio(const st::VirtioPciState& state, GuestMemory* memory) {
       const uint64_t sectors = state.device().blk().capacity_sectors();
       if (sectors == 0 || sectors > kMaxFuzzDisk / 512) return;
       disk_file().resize(sectors * 512);
-      virtio::DiskOptions options;
-      options.path = disk_file().path();
-      options.read_only = state.device().blk().read_only();
+      st::DiskConfig config;
+      config.set_path(disk_file().path());
+      config.set_readonly(state.device().blk().read_only());
       try {
-        device = std::make_unique<virtio::VirtioBlkDevice>(events, options);
+        device = std::make_unique<virtio::VirtioBlkDevice>(events, config);
       } catch (const std::exception&) {
         return;  // the disk could not be opened here (not the state's fault)
       }
@@ -312,6 +313,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(read_state_file(state_file().path()) == payload);
   st::VmState state;
   if (!state.ParseFromString(payload)) return 0;
+
+  // 2b. Its configuration, as a restore takes it (with and without the
+  // command line's disks and taps in place of its own).
+  refused_or_fine("configuration", [&] { (void)config_for_restore(VmmOptions{}, state.config()); });
+  refused_or_fine("configuration with replacements", [&] {
+    VmmOptions options;
+    for (int i = 0; i < state.config().disks_size(); ++i) options.config.add_disks()->set_path("/dev/null");
+    for (int i = 0; i < state.config().nets_size(); ++i) options.config.add_nets()->set_tap("fuzz0");
+    (void)config_for_restore(options, state.config());
+  });
 
   // 3. Memory: a guest of the saved size, its memory file as long as the
   // image says (zeros: a checksum that holds is the fuzzer's doing).

@@ -76,13 +76,13 @@ uint64_t beat_seq(const std::string& line) {
 
 VmmOptions guest_options(const std::string& console) {
   VmmOptions o;
-  o.kernel = KEEL_TESTOS_BZIMAGE;
-  o.cmdline = "job=heartbeat interval_ms=50 count=" + std::to_string(kCount) +
-              " mib=" + std::to_string(kMib);
-  o.cpus = 2;
-  o.memory = 128ull << 20;
+  o.config.set_kernel(KEEL_TESTOS_BZIMAGE);
+  o.config.set_cmdline("job=heartbeat interval_ms=50 count=" + std::to_string(kCount) +
+                       " mib=" + std::to_string(kMib));
+  o.config.set_cpus(2);
+  o.config.set_memory(128ull << 20);
+  o.config.set_rng(true);
   o.serial_file = console;
-  o.rng = true;
   return o;
 }
 
@@ -175,11 +175,21 @@ TEST(MachineSeam, AStateForAnotherShapeIsRefusedByName) {
     }
     return "";
   };
+  // The shape, from the state's configuration, before any device state.
   auto without_rng = options;
-  without_rng.rng = false;
-  EXPECT_NE(refusal(without_rng, state).find("device rng0 is not part of this machine"),
+  without_rng.config.set_rng(false);
+  EXPECT_NE(refusal(without_rng, state).find("state: entropy source present, this machine has none"),
             std::string::npos);
+  auto bigger = options;
+  bigger.config.set_memory(256ull << 20);
+  EXPECT_NE(refusal(bigger, state).find("state: memory 134217728, this machine has 268435456"),
+            std::string::npos);
+  // The configuration says one thing, the device states another.
   auto other = state;
+  other.mutable_config()->set_rng(false);
+  EXPECT_NE(refusal(without_rng, other).find("device rng0 is not part of this machine"),
+            std::string::npos);
+  other = state;
   other.mutable_devices()->RemoveLast();
   EXPECT_NE(refusal(options, other).find("no state for device rng0"), std::string::npos);
   other = state;
@@ -203,9 +213,10 @@ TEST(MachineSeam, AStateForAnotherShapeIsRefusedByName) {
 TEST(MachineSeam, ADirtyLogHarvestHoldsEveryPageTheDirtierWroteAndFewMore) {
   testing::ScratchDir scratch("keel-seam-test");
   VmmOptions o;
-  o.kernel = KEEL_TESTOS_BZIMAGE;
-  o.cmdline = "job=dirtier mib=8 rate_mbps=8 passes=4";
-  o.memory = 128ull << 20;
+  o.config.set_kernel(KEEL_TESTOS_BZIMAGE);
+  o.config.set_cmdline("job=dirtier mib=8 rate_mbps=8 passes=4");
+  o.config.set_cpus(1);
+  o.config.set_memory(128ull << 20);
   o.serial_file = scratch / "console";
   auto m = std::make_unique<Machine>(o);
   std::optional<Running> run;

@@ -200,6 +200,9 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     EXPECT_EQ(s.memory_bytes(), 256ull << 20);
     ASSERT_EQ(s.devices_size(), 2);
     EXPECT_NE(s.devices(0).description().find(copies[r]), std::string::npos) << s.devices(0).description();
+    // The guest still reads the disk's serial it had: the original image's name.
+    EXPECT_NE(s.devices(0).description().find(",serial=disk.img"), std::string::npos)
+        << s.devices(0).description();
 
     ASSERT_EQ(restored.wait_exit(seconds(300)), 0) << restored.describe();
     const auto after = continue_console(snap.console, restored.console());

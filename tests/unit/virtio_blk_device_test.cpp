@@ -12,6 +12,7 @@
 #include "common/little_endian.h"
 #include "tests/support/temp_image.h"
 #include "tests/support/virtqueue_driver.h"
+#include "tests/support/device_configs.h"
 
 namespace keel::virtio {
 namespace {
@@ -65,7 +66,7 @@ struct VirtioBlkTest : ::testing::Test {
 
   void create(bool read_only = false, std::string serial = "") {
     device = std::make_unique<VirtioBlkDevice>(
-        events, DiskOptions{.path = image.path(), .read_only = read_only, .serial = serial});
+        events, disk_config(image.path(), read_only, serial));
     device->attach(transport);
   }
   void activate(uint64_t features) {
@@ -349,7 +350,7 @@ TEST_F(VirtioBlkTest, SerialDefaultsToTheFileName) {
   create();
   const std::string name = image.path().substr(image.path().rfind('/') + 1);
   EXPECT_EQ(device->serial(), name.substr(0, 20));
-  const DiskOptions too_long{.path = image.path(), .serial = std::string(21, 'x')};
+  const auto too_long = disk_config(image.path(), false, std::string(21, 'x'));
   EXPECT_THROW(VirtioBlkDevice(events, too_long), InputError);
 }
 

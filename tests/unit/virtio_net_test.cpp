@@ -27,6 +27,7 @@
 #include "proto/device_state.pb.h"
 #include "tests/support/fake_virtio_transport.h"
 #include "tests/support/virtqueue_driver.h"
+#include "tests/support/device_configs.h"
 
 namespace keel::virtio {
 namespace {
@@ -157,7 +158,7 @@ struct VirtioNetTest : ::testing::Test {
     run({"ip", "link", "set", "lo", "up"});
     run({"ip", "tuntap", "add", "dev", kTap, "mode", "tap"});
     run({"ip", "addr", "add", std::string(kHostIp) + "/24", "dev", kTap});
-    device.emplace(events, NetOptions{kTap, kGuestMac});
+    device.emplace(events, net_config(kTap, kGuestMac));
     device->attach(transport);
     // Up only now that the device holds the tap (carrier on): the link's
     // queue starts at once. Carrier coming on under an interface already up
@@ -270,14 +271,14 @@ TEST_F(VirtioNetTest, IdentityAndConfiguration) {
 
 TEST_F(VirtioNetTest, DefaultMacIsLocallyAdministeredUnicast) {
   device.reset();
-  device.emplace(events, NetOptions{kTap, std::nullopt});
+  device.emplace(events, net_config(kTap, std::nullopt));
   EXPECT_EQ(device->mac()[0] & 3, 2);
 }
 
 TEST_F(VirtioNetTest, TapErrorsAreInputErrors) {
   auto message = [&](const std::string& name) -> std::string {
     try {
-      VirtioNetDevice other(events, NetOptions{name, kGuestMac});
+      VirtioNetDevice other(events, net_config(name, kGuestMac));
     } catch (const InputError& e) {
       return e.what();
     }

@@ -22,6 +22,7 @@
 #include "devices/virtio/rng/virtio_rng_device.h"
 #include "tests/support/temp_image.h"
 #include "tests/support/virtqueue_driver.h"
+#include "tests/support/device_configs.h"
 
 namespace keel::virtio {
 namespace {
@@ -365,7 +366,7 @@ struct BlkStateTest : ::testing::Test {
 };
 
 TEST_F(BlkStateTest, SaveDrainsRequestsAndTheRestoredDiskCarriesOn) {
-  VirtioBlkDevice disk_a(events, DiskOptions{.path = image.path(), .read_only = false, .serial = ""});
+  VirtioBlkDevice disk_a(events, disk_config(image.path()));
   Function a(disk_a, memory);
   a.place_bar();
   a.negotiate(disk_a.device_features() | kFVersion1);
@@ -394,7 +395,7 @@ TEST_F(BlkStateTest, SaveDrainsRequestsAndTheRestoredDiskCarriesOn) {
   EXPECT_EQ(saved.isr(), kIsrQueue) << "the completions interrupted (INTx)";
 
   // A new process: the same image opened again, the state restored.
-  VirtioBlkDevice disk_b(events, DiskOptions{.path = image.path(), .read_only = false, .serial = ""});
+  VirtioBlkDevice disk_b(events, disk_config(image.path()));
   Function b(disk_b, memory);
   b.pci.restore(saved);
   EXPECT_TRUE(same(b.pci.save(), saved));
@@ -412,12 +413,12 @@ TEST_F(BlkStateTest, SaveDrainsRequestsAndTheRestoredDiskCarriesOn) {
 }
 
 TEST_F(BlkStateTest, RefusesAnotherDiskSizeOrFlavour) {
-  VirtioBlkDevice disk_a(events, DiskOptions{.path = image.path(), .read_only = false, .serial = ""});
+  VirtioBlkDevice disk_a(events, disk_config(image.path()));
   Function a(disk_a, memory);
   const pb::VirtioPciState saved = a.pci.save();
 
   TempImage other("/var/tmp", 8 * kMiB);
-  VirtioBlkDevice disk_b(events, DiskOptions{.path = other.path(), .read_only = false, .serial = ""});
+  VirtioBlkDevice disk_b(events, disk_config(other.path()));
   Function b(disk_b, memory);
   try {
     b.pci.restore(saved);
@@ -427,7 +428,7 @@ TEST_F(BlkStateTest, RefusesAnotherDiskSizeOrFlavour) {
   }
   pb::VirtioPciState s = saved;
   s.mutable_device()->mutable_rng();
-  VirtioBlkDevice disk_c(events, DiskOptions{.path = image.path(), .read_only = false, .serial = ""});
+  VirtioBlkDevice disk_c(events, disk_config(image.path()));
   Function c(disk_c, memory);
   EXPECT_THROW(c.pci.restore(s), InputError);
   s = saved;

@@ -42,11 +42,12 @@ int dup_fd(int fd) {
 
 }  // namespace
 
-VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events, const DiskOptions& options)
+VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
+                                 const state::v1::DiskConfig& config)
     : VirtioBlkDevice(events,
                       std::make_unique<storage::RawDisk>(
-                          storage::RawDiskOptions{.path = options.path, .read_only = options.read_only}),
-                      options.serial) {}
+                          storage::RawDiskOptions{.path = config.path(), .read_only = config.readonly()}),
+                      config.serial()) {}
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
                                  std::unique_ptr<storage::RawDisk> disk, std::string serial)

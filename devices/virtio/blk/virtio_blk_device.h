@@ -26,18 +26,10 @@
 
 #include "devices/virtio/blk/blk_request.h"
 #include "devices/virtio/queue/virtio_device.h"
+#include "proto/vm_config.pb.h"
 #include "storage/raw_disk.h"
 
 namespace keel::virtio {
-
-// What `--disk path=PATH[,readonly=on][,serial=S]` says.
-struct DiskOptions {
-  std::string path;
-  bool read_only = false;
-  // GET_ID's answer, at most 20 bytes; empty: the image's file name (its
-  // first 20 bytes).
-  std::string serial;
-};
 
 class VirtioBlkDevice : public VirtioDevice {
  public:
@@ -53,9 +45,10 @@ class VirtioBlkDevice : public VirtioDevice {
   // goes on in a later round on the event loop.
   static constexpr unsigned kBurst = 64;
 
-  // Opens the image (throws InputError naming it when that fails).
-  VirtioBlkDevice(boost::asio::io_context& events, const DiskOptions& options);
-  // Over a disk already open; `serial` as in DiskOptions.
+  // Opens the image (throws InputError naming it when that fails). An empty
+  // serial: the image's file name (its first 20 bytes).
+  VirtioBlkDevice(boost::asio::io_context& events, const state::v1::DiskConfig& config);
+  // Over a disk already open; `serial` as in DiskConfig.
   VirtioBlkDevice(boost::asio::io_context& events, std::unique_ptr<storage::RawDisk> disk,
                   std::string serial);
   ~VirtioBlkDevice() override;

@@ -37,12 +37,25 @@ unsigned tun_offload_for(uint64_t features) {
   return flags;
 }
 
+
+MacAddress mac_from_config(const state::v1::NetConfig& config) {
+  const std::string& bytes = config.mac();
+  if (bytes.empty()) return random_local_mac_address();
+  if (bytes.size() != 6) {
+    throw InputError("network adapter on tap " + config.tap() + ": a MAC address has 6 bytes, not " +
+                     std::to_string(bytes.size()));
+  }
+  MacAddress mac;
+  std::copy(bytes.begin(), bytes.end(), mac.begin());
+  return mac;
+}
+
 }  // namespace
 
-VirtioNetDevice::VirtioNetDevice(boost::asio::io_context& events, const NetOptions& options)
+VirtioNetDevice::VirtioNetDevice(boost::asio::io_context& events, const state::v1::NetConfig& config)
     : events_(events),
-      tap_(options.tap),
-      mac_(options.mac ? *options.mac : random_local_mac_address()),
+      tap_(config.tap()),
+      mac_(mac_from_config(config)),
       watch_(events, dup_fd(tap_.fd())) {}
 
 VirtioNetDevice::~VirtioNetDevice() {

@@ -42,14 +42,10 @@
 #include "devices/virtio/net/mac_address.h"
 #include "devices/virtio/net/tap_device.h"
 #include "devices/virtio/queue/virtio_device.h"
+#include "proto/vm_config.pb.h"
 #include "devices/virtio/net/virtio_net.h"
 
 namespace keel::virtio {
-
-struct NetOptions {
-  std::string tap;                // name of an existing tap interface
-  std::optional<MacAddress> mac;  // absent: a random locally administered one
-};
 
 // Counters, for tests and the operator.
 struct NetStats {
@@ -64,8 +60,10 @@ struct NetStats {
 
 class VirtioNetDevice : public VirtioDevice {
  public:
-  // Attaches to the tap (throws InputError, see TapDevice).
-  VirtioNetDevice(boost::asio::io_context& events, const NetOptions& options);
+  // Attaches to config.tap, an existing tap interface (throws InputError,
+  // see TapDevice). config.mac: 6 bytes, or empty for a random locally
+  // administered address; any other length is refused.
+  VirtioNetDevice(boost::asio::io_context& events, const state::v1::NetConfig& config);
   ~VirtioNetDevice() override;
 
   static constexpr uint16_t kQueueSize = 256;

@@ -1,0 +1,333 @@
+#include "vmm/config/vmm_options.h"
+
+#include <algorithm>
+#include <charconv>
+#include <initializer_list>
+#include <optional>
+#include <utility>
+
+#include "common/error.h"
+#include "common/size_parse.h"
+#include "devices/virtio/blk/virtio_blk.h"
+#include "devices/virtio/net/mac_address.h"
+
+namespace keel {
+
+const char* const kVmmUsage =
+    "usage: keel-vmm --kernel PATH [--initrd PATH] [--cmdline STRING] [--cpus N]\n"
+    "                [--memory SIZE] [--serial stdout|file=PATH]\n"
+    "                [--disk path=PATH[,readonly=on][,serial=S]]... [--net tap=NAME[,mac=MAC]]...\n"
+    "                [--rng] [--api-socket PATH]\n"
+    "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net ...]...\n"
+    "\n"
+    "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
+    "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
+    "  --initrd PATH     initial ramdisk\n"
+    "  --cmdline STRING  kernel command line\n"
+    "  --cpus N          vCPUs (default 1, at most 255 and what KVM allows)\n"
+    "  --memory SIZE     guest RAM, e.g. 512M or 4G (default 512M, at least 16M)\n"
+    "  --serial WHERE    COM1 output: stdout (default) or file=PATH\n"
+    "  --disk SPEC       virtio-blk disk on a raw image file, read with io_uring:\n"
+    "                    path=PATH[,readonly=on][,serial=S]; repeatable, the\n"
+    "                    first is the guest's vda. serial: what the guest reads\n"
+    "                    as the disk's ID, up to 20 bytes (default: the file name)\n"
+    "  --net SPEC        virtio-net adapter on an existing tap device:\n"
+    "                    tap=NAME[,mac=MAC]; repeatable (default MAC: a locally\n"
+    "                    administered one derived from the tap's name)\n"
+    "  --rng             virtio-rng entropy source (from getrandom)\n"
+    "  --api-socket PATH control socket (Unix, mode 0600) for keelctl: status,\n"
+    "                    pause, resume, shutdown (ACPI power button), kill, snapshot\n"
+    "  --restore DIR     start from a snapshot (keelctl snapshot DIR): the guest\n"
+    "                    carries on where it was; --disk/--net, when given, replace\n"
+    "                    the snapshot's disks and taps in order (same count; a\n"
+    "                    disk keeps its serial and read-only flag, an adapter its MAC)\n"
+    "\n"
+    "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
+    "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
+    "  12 KVM could not run the guest (internal error, failed entry);\n"
+    "  13 VMM failure while running; 14 killed through the control socket (kill,\n"
+    "  or a shutdown the guest did not honour in time); 130/143 stopped by\n"
+    "  SIGINT/SIGTERM.\n"
+    "\n"
+    "Environment: KEEL_KVM_DEVICE overrides /dev/kvm.\n";
+
+namespace {
+
+uint32_t parse_count(const std::string& text, const char* option) {
+  uint32_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value == 0) {
+    throw InputError(std::string("invalid value for ") + option + ": '" + text +
+                     "' (expected a positive number)");
+  }
+  return value;
+}
+
+// "key=value,key=value" after an option; keys must be in `known`.
+std::vector<std::pair<std::string, std::string>> parse_fields(const std::string& text,
+                                                             const char* option,
+                                                             std::initializer_list<const char*> known) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string field = text.substr(start, comma - start);
+    const size_t eq = field.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw InputError(std::string("invalid value for ") + option + ": '" + field +
+                       "' is not key=value");
+    }
+    std::string key = field.substr(0, eq);
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok) throw InputError(std::string("unknown key '") + key + "' in " + option);
+    for (const auto& [seen, unused] : fields) {
+      if (seen == key) throw InputError(std::string("key '") + key + "' given twice in " + option);
+    }
+    fields.emplace_back(std::move(key), field.substr(eq + 1));
+    start = comma + 1;
+  }
+  return fields;
+}
+
+bool parse_on_off(const std::string& value, const std::string& what) {
+  if (value == "on") return true;
+  if (value == "off") return false;
+  throw InputError("invalid value for " + what + ": '" + value + "' (expected on or off)");
+}
+
+state::v1::DiskConfig parse_disk(const std::string& text) {
+  state::v1::DiskConfig disk;
+  for (const auto& [key, value] : parse_fields(text, "--disk", {"path", "readonly", "serial"})) {
+    if (key == "path") disk.set_path(value);
+    if (key == "readonly") disk.set_readonly(parse_on_off(value, "--disk readonly"));
+    if (key == "serial") {
+      if (value.empty()) throw InputError("--disk serial= needs 1 to 20 bytes");
+      disk.set_serial(value);
+    }
+  }
+  if (disk.path().empty()) throw InputError("--disk needs path=PATH");
+  return disk;
+}
+
+state::v1::NetConfig parse_net(const std::string& text) {
+  state::v1::NetConfig net;
+  for (const auto& [key, value] : parse_fields(text, "--net", {"tap", "mac"})) {
+    if (key == "tap") net.set_tap(value);
+    if (key == "mac") {
+      const MacAddress mac = parse_mac_address(value);
+      net.set_mac(std::string(mac.begin(), mac.end()));
+    }
+  }
+  return net;
+}
+
+// A stable address for a tap when the operator names none: the guest's
+// network configuration (DHCP leases, neighbour caches) survives restarts.
+// Locally administered, unicast (IEEE 802: first byte bits 1 and 0).
+std::string mac_for_tap(const std::string& tap) {
+  uint32_t hash = 2166136261u;  // FNV-1a
+  for (unsigned char c : tap) hash = (hash ^ c) * 16777619u;
+  const MacAddress mac{0x02, 0x4b, 0x45, static_cast<uint8_t>(hash >> 16),
+                       static_cast<uint8_t>(hash >> 8), static_cast<uint8_t>(hash)};
+  return std::string(mac.begin(), mac.end());
+}
+
+// GET_ID's default: the image's file name, its first 20 bytes.
+std::string serial_for_path(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  name.resize(std::min<size_t>(name.size(), virtio::kBlkIdBytes));
+  return name;
+}
+
+std::string mac_text(const std::string& bytes) {
+  MacAddress mac{};
+  std::copy_n(bytes.begin(), std::min(bytes.size(), mac.size()), mac.begin());
+  return to_string(mac);
+}
+
+// The parts of the check that hold for a disk or adapter given on its own.
+void check_disk(const state::v1::DiskConfig& disk, const std::string& what) {
+  if (disk.path().empty()) throw InputError(what + " needs path=PATH");
+  if (disk.serial().size() > virtio::kBlkIdBytes) {
+    throw InputError(what + ": serial \"" + disk.serial() + "\" is longer than " +
+                     std::to_string(virtio::kBlkIdBytes) + " bytes");
+  }
+}
+
+void check_net(const state::v1::NetConfig& net, const std::string& what) {
+  // IFNAMSIZ is 16 with the terminating zero.
+  if (net.tap().empty() || net.tap().size() > 15) {
+    throw InputError(what + " needs tap=NAME (1 to 15 characters)");
+  }
+  if (!net.mac().empty() && net.mac().size() != 6) {
+    throw InputError(what + ": a MAC address has 6 bytes, not " + std::to_string(net.mac().size()));
+  }
+  if (!net.mac().empty() && (static_cast<uint8_t>(net.mac()[0]) & 1)) {
+    throw InputError(what + ": MAC " + mac_text(net.mac()) + " is multicast");
+  }
+}
+
+}  // namespace
+
+VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
+  VmmOptions options;
+  state::v1::VmConfig& config = options.config;
+  config.set_cpus(1);
+  config.set_memory(512ull << 20);
+  std::vector<std::string> machine_shape;  // options a restore takes from the snapshot
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string name = args[i];
+    std::optional<std::string> inline_value;
+    if (auto eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (name == "--help" || name == "-h") {
+      options.help = true;
+      continue;
+    }
+    auto value = [&]() -> std::string {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= args.size()) throw InputError("option " + name + " needs a value");
+      return args[++i];
+    };
+    if (name == "--kernel") {
+      machine_shape.push_back(name);
+      config.set_kernel(value());
+    } else if (name == "--initrd") {
+      machine_shape.push_back(name);
+      config.set_initrd(value());
+    } else if (name == "--cmdline") {
+      machine_shape.push_back(name);
+      config.set_cmdline(value());
+    } else if (name == "--cpus") {
+      machine_shape.push_back(name);
+      config.set_cpus(parse_count(value(), "--cpus"));
+    } else if (name == "--memory") {
+      machine_shape.push_back(name);
+      config.set_memory(parse_size(value()));
+    } else if (name == "--serial") {
+      std::string where = value();
+      if (where == "stdout") {
+        options.serial_file.clear();
+      } else if (where.rfind("file=", 0) == 0 && where.size() > 5) {
+        options.serial_file = where.substr(5);
+      } else {
+        throw InputError("invalid value for --serial: '" + where + "' (expected stdout or file=PATH)");
+      }
+    } else if (name == "--disk") {
+      *config.add_disks() = parse_disk(value());
+      check_disk(config.disks(config.disks_size() - 1), "--disk");
+    } else if (name == "--net") {
+      *config.add_nets() = parse_net(value());
+      check_net(config.nets(config.nets_size() - 1), "--net");
+    } else if (name == "--api-socket") {
+      options.api_socket = value();
+      if (options.api_socket.empty()) throw InputError("--api-socket needs a PATH");
+    } else if (name == "--rng") {
+      if (inline_value) throw InputError("--rng takes no value");
+      machine_shape.push_back(name);
+      config.set_rng(true);
+    } else if (name == "--restore") {
+      options.restore_dir = value();
+      if (options.restore_dir.empty()) throw InputError("--restore needs a DIR");
+    } else {
+      throw InputError("unknown option '" + args[i] + "' (see --help)");
+    }
+  }
+  if (!options.restore_dir.empty()) {
+    if (!machine_shape.empty()) {
+      throw InputError(machine_shape.front() + " cannot be used with --restore: the snapshot fixes it");
+    }
+    if (config.disks_size() + config.nets_size() > static_cast<int>(kMaxVirtioDevices)) {
+      throw InputError("too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
+    }
+    return options;
+  }
+  if (options.help) return options;
+  if (config.kernel().empty()) throw InputError("missing --kernel PATH (see --help)");
+  for (auto& disk : *config.mutable_disks()) {
+    if (disk.serial().empty()) disk.set_serial(serial_for_path(disk.path()));
+  }
+  for (auto& net : *config.mutable_nets()) {
+    if (net.mac().empty()) net.set_mac(mac_for_tap(net.tap()));
+  }
+  check_vm_config(config, "");
+  return options;
+}
+
+void check_vm_config(const state::v1::VmConfig& config, const std::string& source) {
+  const std::string prefix = source.empty() ? "" : source + ": ";
+  if (config.cpus() == 0) throw InputError(prefix + "no vCPUs");
+  if (config.cpus() > kMaxVcpus) {
+    throw InputError(prefix + "too many vCPUs: " + std::to_string(config.cpus()) + " (at most " +
+                     std::to_string(kMaxVcpus) + ")");
+  }
+  if (config.memory() < kMinGuestMemory) {
+    throw InputError(prefix + "guest memory too small: at least " +
+                     std::to_string(kMinGuestMemory >> 20) + "M is needed");
+  }
+  if (config.memory() % 4096 != 0) throw InputError(prefix + "guest memory must be a multiple of 4K");
+  if (config.memory() > kMaxGuestMemory) {
+    throw InputError(prefix + "guest memory " + std::to_string(config.memory()) + " is beyond " +
+                     std::to_string(kMaxGuestMemory >> 40) + "T");
+  }
+  if (static_cast<size_t>(config.disks_size() + config.nets_size()) + (config.rng() ? 1 : 0) >
+      kMaxVirtioDevices) {
+    throw InputError(prefix + "too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
+  }
+  for (int i = 0; i < config.disks_size(); ++i) {
+    check_disk(config.disks(i), prefix + "disk " + std::to_string(i));
+  }
+  for (int i = 0; i < config.nets_size(); ++i) {
+    check_net(config.nets(i), prefix + "network adapter " + std::to_string(i));
+    if (config.nets(i).mac().size() != 6) {
+      throw InputError(prefix + "network adapter " + std::to_string(i) + " has no MAC");
+    }
+  }
+}
+
+state::v1::VmConfig config_for_restore(const VmmOptions& options,
+                                       const state::v1::VmConfig& snapshot) {
+  check_vm_config(snapshot, "snapshot");
+  state::v1::VmConfig config = snapshot;
+  const auto& disks = options.config.disks();
+  const auto& nets = options.config.nets();
+  if (!disks.empty() && disks.size() != snapshot.disks_size()) {
+    throw InputError("--disk given " + std::to_string(disks.size()) + " times; the snapshot has " +
+                     std::to_string(snapshot.disks_size()) + " disks");
+  }
+  for (int i = 0; i < disks.size(); ++i) {
+    const auto& given = disks[i];
+    auto& disk = *config.mutable_disks(i);
+    const std::string what = "--disk " + given.path();
+    if (given.readonly() != disk.readonly()) {
+      throw InputError(what + ": the snapshot's disk " + std::to_string(i) + " is " +
+                       (disk.readonly() ? "read-only" : "writable"));
+    }
+    if (!given.serial().empty() && given.serial() != disk.serial()) {
+      throw InputError(what + ": the guest knows disk " + std::to_string(i) + " by serial \"" +
+                       disk.serial() + "\"");
+    }
+    disk.set_path(given.path());
+  }
+  if (!nets.empty() && nets.size() != snapshot.nets_size()) {
+    throw InputError("--net given " + std::to_string(nets.size()) + " times; the snapshot has " +
+                     std::to_string(snapshot.nets_size()) + " network adapters");
+  }
+  for (int i = 0; i < nets.size(); ++i) {
+    const auto& given = nets[i];
+    auto& net = *config.mutable_nets(i);
+    if (!given.mac().empty() && given.mac() != net.mac()) {
+      throw InputError("--net tap=" + given.tap() + ": the guest knows adapter " + std::to_string(i) +
+                       " by MAC " + mac_text(net.mac()));
+    }
+    net.set_tap(given.tap());
+  }
+  return config;
+}
+
+}  // namespace keel

@@ -1,0 +1,55 @@
+// keel-vmm's command line: the machine (the one configuration model,
+// proto/vm_config.proto) and what this process does with it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "proto/vm_config.pb.h"
+
+namespace keel {
+
+struct VmmOptions {
+  // --kernel, --initrd, --cmdline, --cpus, --memory, --disk, --net, --rng.
+  // After parsing, every disk has its serial and every adapter its MAC
+  // (defaults filled in), except on --restore, where they stay as given
+  // and the snapshot's fill them (config_for_restore).
+  state::v1::VmConfig config;
+  // --serial stdout (default) or file=PATH
+  std::string serial_file;  // empty: stdout
+  std::string api_socket;  // --api-socket PATH; empty: none
+  // --restore DIR: the machine comes from a snapshot (its configuration,
+  // memory and state); --disk and --net then replace the snapshot's disks
+  // and taps one for one, --serial and --api-socket apply as usual.
+  std::string restore_dir;
+  bool help = false;
+  // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
+  std::string kvm_device = "/dev/kvm";
+};
+
+// Throws InputError with one line naming the bad argument. Checks only what
+// needs no host knowledge; sizes against the host are checked at start-up.
+VmmOptions parse_vmm_options(const std::vector<std::string>& args);
+
+// A configuration from elsewhere (a snapshot, a migration stream), checked
+// as the command line is: vCPU and memory bounds, device count, disk
+// serials, tap names and MACs. Throws InputError starting with `source`.
+void check_vm_config(const state::v1::VmConfig& config, const std::string& source);
+
+// The snapshot's configuration with the command line's --disk and --net
+// (when given: as many as the snapshot has) in place of its disks and taps.
+// The guest's view stays the snapshot's: a disk keeps its serial and
+// read-only flag, an adapter its MAC; a --disk or --net that says otherwise
+// is refused by name.
+state::v1::VmConfig config_for_restore(const VmmOptions& options,
+                                       const state::v1::VmConfig& snapshot);
+
+extern const char* const kVmmUsage;
+
+inline constexpr uint64_t kMinGuestMemory = 16ull << 20;
+inline constexpr uint64_t kMaxGuestMemory = 1ull << 46;
+inline constexpr uint32_t kMaxVcpus = 255;  // xAPIC IDs, one MADT entry each
+inline constexpr size_t kMaxVirtioDevices = 24;  // PCI slots 1-24 on bus 0
+
+}  // namespace keel
