@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "vmm/machine.h"
 #include "vmm/snapshot.h"
 #include "vmm/config/vmm_options.h"
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   using namespace keel;
   // A reader that goes away (a closed pipe on the console) must not kill the guest.
   ::signal(SIGPIPE, SIG_IGN);
+  log::init("keel-vmm");
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     VmmOptions options = parse_vmm_options(args);
@@ -35,15 +37,15 @@ int main(int argc, char** argv) {
     }
     int code = exit_code(stop);
     if (code != 0) {
-      std::fprintf(stderr, "keel-vmm: %s%s%s (exit code %d)\n", describe(stop.reason),
-                   stop.detail.empty() ? "" : ": ", stop.detail.c_str(), code);
+      log::error(std::string(describe(stop.reason)) + (stop.detail.empty() ? "" : ": ") + stop.detail +
+                 " (exit code " + std::to_string(code) + ")");
     }
     return code;
   } catch (const InputError& e) {
-    std::fprintf(stderr, "keel-vmm: %s\n", e.what());
+    log::error(e.what());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "keel-vmm: start-up failed: %s\n", e.what());
+    log::error(std::string("start-up failed: ") + e.what());
     return 1;
   }
 }

@@ -7,12 +7,12 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/log.h"
 #include "vmm/acpi/acpi_tables.h"
 #include "vmm/boot/cpuid.h"
 #include "vmm/boot/kernel_image.h"
@@ -300,8 +300,7 @@ MachineStop Machine::run() {
   }
   serial_out_.finish(std::chrono::seconds(2));
   if (uint64_t lost = serial_out_.dropped()) {
-    std::fprintf(stderr, "keel-vmm: %llu bytes of guest console output dropped (reader too slow or gone)\n",
-                 static_cast<unsigned long long>(lost));
+    log::warning(std::to_string(lost) + " bytes of guest console output dropped (reader too slow or gone)");
   }
   std::lock_guard guard(stop_mutex_);
   return *stop_;

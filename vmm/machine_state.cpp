@@ -1,9 +1,9 @@
 // Machine, part five: the migratable seam (vmm/migratable_machine.h) that
 // snapshots, live migration and replicas share.
 #include <chrono>
-#include <cstdio>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "vmm/machine.h"
 #include "vmm/state/cpu_features.h"
 #include "vmm/state/kvm_state_caps.h"
@@ -137,10 +137,9 @@ void Machine::apply_state(const st::VmState& state) {
   restore_clock(vm_, state.clock());
   // Said once a state is in: a refused one gets its one line.
   if (caps.guest_tsc_is_host) {
-    std::fprintf(
-        stderr,
-        "keel-vmm: this host's KVM does not offset guest TSCs (PVM): the restored guest reads the "
-        "host's TSC, so its clock counts the time since the state was captured\n");
+    log::info(
+        "this host's KVM does not offset guest TSCs (PVM): the restored guest reads the host's TSC, "
+        "so its clock counts the time since the state was captured");
   }
 }
 

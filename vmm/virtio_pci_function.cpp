@@ -3,10 +3,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <exception>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "devices/pci/pci_config_space.h"
 
 namespace keel {
@@ -88,7 +88,7 @@ void VirtioPciFunction::place_doorbells() {
     } catch (const std::exception& e) {
       // Once: a guest moving its BAR around must not flood the log.
       if (!doorbell_warned_) {
-        std::fprintf(stderr, "keel-vmm: virtio doorbell %zu stays on MMIO exits: %s\n", q, e.what());
+        log::warning("virtio doorbell " + std::to_string(q) + " stays on MMIO exits: " + e.what());
         doorbell_warned_ = true;
       }
     }
@@ -108,7 +108,8 @@ void VirtioPciFunction::watch_doorbell(uint16_t queue) {
           } catch (const std::exception& e) {
             // A device must turn guest errors into DEVICE_NEEDS_RESET; this
             // is a host-side failure, reported, and the VM goes on.
-            std::fprintf(stderr, "keel-vmm: virtio queue %u: %s\n", queue, e.what());
+            queue_errors_.write(log::Level::kError,
+                                "virtio queue " + std::to_string(queue) + ": " + e.what());
           }
         }
         watch_doorbell(queue);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/guest_memory.h"
+#include "common/log.h"
 #include "devices/pci/pci_device.h"
 #include "devices/virtio/queue/virtio_device.h"
 #include "devices/virtio/pci/virtio_pci_device.h"
@@ -86,6 +87,8 @@ class VirtioPciFunction : public PciDevice {
   virtio::VirtioPciDevice::BarPlacement placed_;
   std::vector<bool> assigned_;  // per queue: its ioeventfd is in KVM at placed_
   bool doorbell_warned_ = false;
+  // Host failures on a kick: a guest kicks as often as it likes.
+  log::RateLimit queue_errors_;
   std::vector<boost::asio::posix::stream_descriptor> doorbells_;
 };
 

@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "common/error.h"
+#include "common/log.h"
 
 namespace keel {
 
@@ -49,8 +50,10 @@ void MsiIrqfds::send(uint16_t vector, uint64_t address, uint32_t data) {
     }
   } catch (const std::exception& e) {
     if (dropped_.fetch_add(1) == 0) {
-      std::fprintf(stderr, "keel-vmm: MSI vector %u (address %#llx data %#x) dropped: %s\n",
-                   vector, static_cast<unsigned long long>(address), data, e.what());
+      char where[96];
+      std::snprintf(where, sizeof where, "MSI vector %u (address %#llx data %#x) dropped: ", vector,
+                    static_cast<unsigned long long>(address), data);
+      log::error(where + std::string(e.what()));
     }
   }
 }

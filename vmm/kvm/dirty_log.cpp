@@ -1,9 +1,9 @@
 #include "vmm/kvm/dirty_log.h"
 
 #include <bit>
-#include <cstdio>
 
 #include "common/error.h"
+#include "common/log.h"
 
 namespace keel {
 
@@ -37,7 +37,7 @@ DirtyLog::~DirtyLog() {
       vm_.set_dirty_logging(static_cast<uint32_t>(i), false);
     } catch (const std::exception& e) {
       // The VM runs on with logging on: slower, not wrong.
-      std::fprintf(stderr, "keel-vmm: %s\n", e.what());
+      log::warning(std::string("dirty logging stays on: ") + e.what());
     }
   }
 }

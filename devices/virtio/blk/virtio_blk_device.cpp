@@ -1,6 +1,5 @@
 #include "devices/virtio/blk/virtio_blk_device.h"
 
-#include <cstdio>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,6 +15,7 @@
 #include <boost/asio/post.hpp>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "common/state_check.h"
 #include "proto/device_state.pb.h"
 
@@ -382,7 +382,7 @@ void VirtioBlkDevice::wait_for_completions() {
                               } catch (const std::exception& e) {
                                 // Host-side (io_uring, KVM): this disk stops,
                                 // the event loop and the VM go on.
-                                std::fprintf(stderr, "keel-vmm: virtio-blk: %s\n", e.what());
+                                log::error(std::string("virtio-blk ") + disk_->path() + ": " + e.what());
                                 queue_failed(std::string("host failure: ") + e.what());
                               }
                             }
