@@ -49,7 +49,8 @@ const char* const kVmmUsage =
     "  or a shutdown the guest did not honour in time); 130/143 stopped by\n"
     "  SIGINT/SIGTERM.\n"
     "\n"
-    "Environment: KEEL_KVM_DEVICE overrides /dev/kvm.\n";
+    "Environment: KEEL_KVM_DEVICE overrides /dev/kvm; KEEL_LOG=error|warning|info|debug\n"
+    "  sets what goes to stderr (default info).\n";
 
 namespace {
 
