@@ -72,7 +72,7 @@ std::unique_ptr<Machine> Machine::shape_only(const VmmOptions& options) {
 Machine::Machine(const VmmOptions& options, bool shape_only)
     : options_(options),
       config_(options_.config),
-      kvm_((check_vm_config(config_, ""), KvmSystem::open(options_.kvm_device))),
+      kvm_((check_vm_config(config_, ""), kvm::System::open(options_.kvm_device))),
       vm_((check_host_limits(), kvm_.create_vm())),
       memory_(layout::guest_ram_regions(config_.memory())),
       serial_out_(options_.serial_file, events_) {
@@ -228,8 +228,8 @@ void Machine::create_vcpus() {
   size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   if (ring_page > 0 && kvm_.check_extension(KVM_CAP_COALESCED_PIO) > 0 &&
       (static_cast<size_t>(ring_page) + 1) * page <= vcpus_[0].run_mapping_size()) {
-    CoalescedIo::register_port(vm_, PciBus::kConfigPort, 4);
-    coalesced_io_ = std::make_unique<CoalescedIo>(vcpus_[0].run_mapping(), ring_page);
+    kvm::CoalescedIo::register_port(vm_, PciBus::kConfigPort, 4);
+    coalesced_io_ = std::make_unique<kvm::CoalescedIo>(vcpus_[0].run_mapping(), ring_page);
   }
   uint32_t tsc_khz = 0;
   if (kvm_.check_extension(KVM_CAP_GET_TSC_KHZ) > 0) tsc_khz = vcpus_[0].get_tsc_khz();
@@ -253,7 +253,7 @@ void Machine::check_host_limits() const {
   }
 }
 
-void Machine::setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
+void Machine::setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                          uint32_t tsc_khz) {
   CpuidOptions cpuid;
   cpuid.vcpu_count = config_.cpus();

@@ -74,18 +74,18 @@ class Machine : public ControlHandler, public MigratableMachine {
   void check_state_fits(const state::v1::VmState& state) override;
   void apply_state(const state::v1::VmState& state) override;
   GuestMemory& guest_memory() override { return memory_; }
-  std::unique_ptr<DirtyLog> start_dirty_log() override;
+  std::unique_ptr<kvm::DirtyLog> start_dirty_log() override;
 
  private:
   void check_host_limits() const;
   void add_platform_devices();
   void add_virtio_devices();
   void create_vcpus();
-  void setup_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
+  void setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                   uint32_t tsc_khz);
   // The vCPU threads' side (machine_exits.cpp).
-  void vcpu_loop(KvmVcpu& vcpu);
-  void handle_exit(KvmVcpu& vcpu);
+  void vcpu_loop(kvm::Vcpu& vcpu);
+  void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);
   void stop_vcpus();
   // vCPU threads parked outside KVM_RUN, and back (machine_control.cpp).
@@ -106,8 +106,8 @@ class Machine : public ControlHandler, public MigratableMachine {
 
   const VmmOptions options_;
   const state::v1::VmConfig& config_;  // options_.config: the machine's shape
-  KvmSystem kvm_;
-  KvmVm vm_;
+  kvm::System kvm_;
+  kvm::Vm vm_;
   GuestMemory memory_;
   boost::asio::io_context events_;
   SerialOutput serial_out_;
@@ -127,8 +127,8 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::vector<std::unique_ptr<VirtioPciFunction>> virtio_;
   StatefulDevices stateful_;  // every device above, by stable id
   std::optional<KvmStateCaps> state_caps_;  // state_caps()
-  std::vector<KvmVcpu> vcpus_;
-  std::unique_ptr<CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
+  std::vector<kvm::Vcpu> vcpus_;
+  std::unique_ptr<kvm::CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
 

@@ -8,7 +8,7 @@
 
 namespace keel {
 
-void Machine::vcpu_loop(KvmVcpu& vcpu) {
+void Machine::vcpu_loop(kvm::Vcpu& vcpu) {
   try {
     // stop_vcpus() sets stopping_ before it asks for an immediate exit, and
     // both sides use sequentially consistent operations: a vCPU that clears
@@ -42,7 +42,7 @@ void Machine::vcpu_loop(KvmVcpu& vcpu) {
   }
 }
 
-void Machine::handle_exit(KvmVcpu& vcpu) {
+void Machine::handle_exit(kvm::Vcpu& vcpu) {
   kvm_run* run = vcpu.run();
   // Queued writes (the PCI address register) happened before this exit.
   if (coalesced_io_) coalesced_io_->drain(io_bus_);

@@ -71,8 +71,8 @@ const KvmStateCaps& Machine::state_caps() {
   return *state_caps_;
 }
 
-std::unique_ptr<DirtyLog> Machine::start_dirty_log() {
-  return std::make_unique<DirtyLog>(vm_, memory_);
+std::unique_ptr<kvm::DirtyLog> Machine::start_dirty_log() {
+  return std::make_unique<kvm::DirtyLog>(vm_, memory_);
 }
 
 // Devices first: quiescing may complete requests into guest memory and

@@ -49,7 +49,7 @@ class MigratableMachine {
   virtual GuestMemory& guest_memory() = 0;
   // KVM's dirty log of every slot and the VMM's own marks, from now until
   // the log is destroyed.
-  virtual std::unique_ptr<DirtyLog> start_dirty_log() = 0;
+  virtual std::unique_ptr<kvm::DirtyLog> start_dirty_log() = 0;
 };
 
 }  // namespace keel

@@ -28,7 +28,7 @@ namespace keel {
 class VirtioPciFunction : public PciDevice {
  public:
   struct Wiring {
-    KvmVm& vm;
+    kvm::Vm& vm;
     GsiRouter& router;
     GuestMemory& memory;
     boost::asio::io_context& events;
@@ -78,7 +78,7 @@ class VirtioPciFunction : public PciDevice {
   void place_doorbells();
   void watch_doorbell(uint16_t queue);
 
-  KvmVm& vm_;
+  kvm::Vm& vm_;
   uint32_t ioeventfd_length_;
   std::unique_ptr<virtio::VirtioDevice> device_;
   MsiIrqfds msi_;

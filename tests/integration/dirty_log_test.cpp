@@ -67,7 +67,7 @@ std::set<uint64_t> pages_of(const std::vector<uint64_t>& bits) {
 // The guest on its vCPU thread; the test waits for rounds by count.
 class RunningGuest {
  public:
-  explicit RunningGuest(KvmVcpu& vcpu) : vcpu_(vcpu), thread_([this] { run(); }) {}
+  explicit RunningGuest(kvm::Vcpu& vcpu) : vcpu_(vcpu), thread_([this] { run(); }) {}
   ~RunningGuest() { stop(); }
 
   uint64_t rounds() const { return rounds_.load(); }
@@ -101,7 +101,7 @@ class RunningGuest {
     }
   }
 
-  KvmVcpu& vcpu_;
+  kvm::Vcpu& vcpu_;
   std::atomic<uint64_t> rounds_{0};
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
@@ -111,8 +111,8 @@ class RunningGuest {
 };
 
 TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
-  KvmSystem kvm = KvmSystem::open();
-  KvmVm vm = kvm.create_vm();
+  kvm::System kvm = kvm::System::open();
+  kvm::Vm vm = kvm.create_vm();
   GuestMemory memory({{0, kLowSize, 0}, {kHighGpa, kHighSize, kLowSize}});
   vm.set_tss_address(layout::kKvmTss);
   vm.set_identity_map_address(layout::kKvmIdentityMap);
@@ -122,7 +122,7 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
                        memory.host_base() + r.file_offset);
   }
   vm.create_irqchip();
-  KvmVcpu vcpu = vm.create_vcpu(0);
+  kvm::Vcpu vcpu = vm.create_vcpu(0);
   memory.write(kCode, kGuestLoop);
   const uint64_t cr3 = write_identity_page_tables(memory, kPageTables);
   vcpu.set_cpuid(kvm.supported_cpuid());
@@ -155,9 +155,9 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
               << " written; more:" << extra << "\n";
   };
 
-  DirtyLog log(vm, memory);
+  kvm::DirtyLog log(vm, memory);
   memory.dirty().harvest();  // the code and page tables written above: before logging began
-  EXPECT_EQ(DirtyLog::count(log.harvest()), 0u) << "nothing ran yet";
+  EXPECT_EQ(kvm::DirtyLog::count(log.harvest()), 0u) << "nothing ran yet";
 
   RunningGuest guest(vcpu);
   guest.wait_rounds(0, 2);

@@ -66,13 +66,13 @@ static_assert(kGuestLoop[7] == (kScratch & 0xff) && kGuestLoop[8] == kScratch >>
               kGuestLoop[17] == kScratch >> 8);
 
 struct SmallVm {
-  KvmVm vm;
+  kvm::Vm vm;
   GuestMemory memory;
-  std::vector<KvmVcpu> vcpus;
+  std::vector<kvm::Vcpu> vcpus;
 };
 
 // The VM skeleton a boot and a restore share: memory, irqchip, PIT, vCPUs.
-std::unique_ptr<SmallVm> create_vm(const KvmSystem& kvm) {
+std::unique_ptr<SmallVm> create_vm(const kvm::System& kvm) {
   auto vm = std::make_unique<SmallVm>(
       SmallVm{kvm.create_vm(), GuestMemory({GuestRegion{0, kMemSize, 0}}), {}});
   vm->vm.set_tss_address(layout::kKvmTss);
@@ -84,7 +84,7 @@ std::unique_ptr<SmallVm> create_vm(const KvmSystem& kvm) {
   return vm;
 }
 
-void boot(const KvmSystem& kvm, SmallVm& vm) {
+void boot(const kvm::System& kvm, SmallVm& vm) {
   vm.memory.write(kCode, kGuestLoop);
   uint64_t cr3 = write_identity_page_tables(vm.memory, kPageTables);
   auto supported = kvm.supported_cpuid();
@@ -96,7 +96,7 @@ void boot(const KvmSystem& kvm, SmallVm& vm) {
     vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), options));
     vcpu.set_msrs(boot_msrs());
   }
-  KvmVcpu& bsp = vm.vcpus[0];
+  kvm::Vcpu& bsp = vm.vcpus[0];
   set_boot_vcpu_state(bsp, BootEntry{true, kCode, 0, 0, cr3});
   auto sregs = bsp.get_sregs();
   sregs.cr4 |= 1u << 9;  // OSFXSR: SSE
@@ -117,7 +117,7 @@ void boot(const KvmSystem& kvm, SmallVm& vm) {
 }
 
 // Runs vCPU 0 to its next report on the port and returns the value.
-uint8_t run_to_report(KvmVcpu& vcpu) {
+uint8_t run_to_report(kvm::Vcpu& vcpu) {
   for (;;) {
     if (!vcpu.enter()) continue;
     kvm_run* run = vcpu.run();
@@ -140,7 +140,7 @@ uint8_t run_to_report(KvmVcpu& vcpu) {
 // KVM finishes an I/O exit on the next KVM_RUN (api.rst, KVM_RUN: "the
 // corresponding operations are complete ... only after userspace has
 // re-entered the kernel"): re-enter with immediate_exit before capturing.
-void complete_pending_exit(KvmVcpu& vcpu) {
+void complete_pending_exit(kvm::Vcpu& vcpu) {
   vcpu.request_immediate_exit();
   EXPECT_FALSE(vcpu.enter());
   vcpu.clear_immediate_exit();
@@ -247,19 +247,19 @@ void expect_same_vcpu(const pb::VcpuState& a, const pb::VcpuState& b, uint32_t t
 class KvmStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    kvm_ = std::make_unique<KvmSystem>(KvmSystem::open());
+    kvm_ = std::make_unique<kvm::System>(kvm::System::open());
     original_ = create_vm(*kvm_);
     caps_ = KvmStateCaps::probe(*kvm_, original_->vm);
     boot(*kvm_, *original_);
   }
 
-  std::unique_ptr<KvmSystem> kvm_;
+  std::unique_ptr<kvm::System> kvm_;
   std::unique_ptr<SmallVm> original_;
   KvmStateCaps caps_;
 };
 
 TEST_F(KvmStateTest, RestoredVmMatchesAndCarriesOn) {
-  KvmVcpu& bsp = original_->vcpus[0];
+  kvm::Vcpu& bsp = original_->vcpus[0];
   for (uint8_t expected = 1; expected <= 5; ++expected) ASSERT_EQ(run_to_report(bsp), expected);
   complete_pending_exit(bsp);
   Captured before = capture(caps_, *original_);
@@ -309,7 +309,7 @@ TEST_F(KvmStateTest, RestoredVmMatchesAndCarriesOn) {
 
   // The restored guest carries on: the next round reports 6, and RBX, XMM1
   // and IA32_KERNEL_GS_BASE all hold 6.
-  KvmVcpu& bsp2 = restored->vcpus[0];
+  kvm::Vcpu& bsp2 = restored->vcpus[0];
   std::memset(restored->memory.host_range_for_write(kPvclock, 32), 0, 32);
   ASSERT_EQ(run_to_report(bsp2), 6);
   // KVM wrote the kvmclock page again on entry (struct pvclock_vcpu_time_info:
@@ -375,7 +375,7 @@ TEST_F(KvmStateTest, RefusesStateForAnotherVcpuAndUnknownMsrs) {
   EXPECT_NO_THROW(restore_vcpu_state(caps_, fresh->vcpus[0], before.vcpus[0], tsc));
 }
 
-uint64_t guest_tsc(const KvmVcpu& vcpu) {
+uint64_t guest_tsc(const kvm::Vcpu& vcpu) {
   std::vector<kvm_msr_entry> tsc(1);
   tsc[0].index = kMsrTsc;
   EXPECT_EQ(vcpu.get_msrs(tsc), 1u);

@@ -48,7 +48,7 @@ TEST(CoalescedIo, AppliesQueuedWritesInOrderAndConsumesThem) {
   ring.put(0, 0xcf8, 4, 0x80000000);
   ring.put(1, 0xcf8, 4, 0x80000800);
   ring.set(0, 2);
-  CoalescedIo io(ring.page.data(), 0);
+  kvm::CoalescedIo io(ring.page.data(), 0);
   io.drain(bus);
   ASSERT_EQ(dev.writes.size(), 2u);
   EXPECT_EQ(dev.writes[0].second, 0x80000000u);
@@ -70,7 +70,7 @@ TEST(CoalescedIo, WrapsAroundTheRingAndSkipsBadEntries) {
   ring.put(2, 0xcf8, 4, 4, /*pio=*/0);  // MMIO: not ours
   ring.put(3, 0xcf8, 4, 5);
   ring.set(capacity - 1, 4);
-  CoalescedIo io(ring.page.data(), 0);
+  kvm::CoalescedIo io(ring.page.data(), 0);
   io.drain(bus);
   ASSERT_EQ(dev.writes.size(), 2u);
   EXPECT_EQ(dev.writes[0].second, 1u);
@@ -84,7 +84,7 @@ TEST(CoalescedIo, StopsAtAnIndexOutsideTheRing) {
   Recorder dev;
   bus.add(0xcf8, 8, dev);
   ring.set(100000, 3);
-  CoalescedIo io(ring.page.data(), 0);
+  kvm::CoalescedIo io(ring.page.data(), 0);
   io.drain(bus);
   EXPECT_TRUE(dev.writes.empty());
   ring.put(0, 0xcf8, 4, 7);

@@ -219,7 +219,7 @@ std::vector<kvm_msr_entry> boot_msrs() {
           msr(kMsrMtrrDefType, kMtrrEnable | kMtrrTypeWriteBack)};
 }
 
-void set_boot_vcpu_state(KvmVcpu& vcpu, const BootEntry& entry) {
+void set_boot_vcpu_state(kvm::Vcpu& vcpu, const BootEntry& entry) {
   kvm_sregs sregs = vcpu.get_sregs();
   sregs.cs = flat_segment(kBootCs, 0xb, entry.long_mode);
   kvm_segment data = flat_segment(kBootDs, 0x3, false);

@@ -46,6 +46,6 @@ std::vector<kvm_msr_entry> boot_msrs();
 
 // Registers and segments for the entry; the GDT it refers to is written by
 // load_guest_kernel.
-void set_boot_vcpu_state(KvmVcpu& vcpu, const BootEntry& entry);
+void set_boot_vcpu_state(kvm::Vcpu& vcpu, const BootEntry& entry);
 
 }  // namespace keel

@@ -7,7 +7,7 @@
 
 namespace keel {
 
-GsiRouter::GsiRouter(KvmVm& vm, uint32_t max_routes)
+GsiRouter::GsiRouter(kvm::Vm& vm, uint32_t max_routes)
     : vm_(vm), legacy_(legacy_irq_routing()), next_gsi_(kIoapicPins), max_routes_(max_routes) {
   std::lock_guard guard(mutex_);
   commit();

@@ -18,7 +18,7 @@ namespace keel {
 class GsiRouter {
  public:
   // Installs the legacy routing. `max_routes` is KVM_CAP_IRQ_ROUTING's answer.
-  GsiRouter(KvmVm& vm, uint32_t max_routes);
+  GsiRouter(kvm::Vm& vm, uint32_t max_routes);
 
   // A GSI above the I/O APIC's pins for an MSI route. Throws
   // std::runtime_error when KVM's table is full.
@@ -30,7 +30,7 @@ class GsiRouter {
  private:
   void commit();
 
-  KvmVm& vm_;
+  kvm::Vm& vm_;
   std::mutex mutex_;
   const std::vector<kvm_irq_routing_entry> legacy_;
   std::map<uint32_t, kvm_irq_routing_entry> msi_;

@@ -11,7 +11,7 @@
 
 namespace keel {
 
-MsiIrqfds::MsiIrqfds(KvmVm& vm, GsiRouter& router, uint16_t vectors)
+MsiIrqfds::MsiIrqfds(kvm::Vm& vm, GsiRouter& router, uint16_t vectors)
     : vm_(vm), router_(router), vectors_(vectors) {}
 
 void MsiIrqfds::bind(Vector& v, uint64_t address, uint32_t data) {

@@ -17,7 +17,7 @@ namespace keel {
 
 class MsiIrqfds : public virtio::MsiSink {
  public:
-  MsiIrqfds(KvmVm& vm, GsiRouter& router, uint16_t vectors);
+  MsiIrqfds(kvm::Vm& vm, GsiRouter& router, uint16_t vectors);
 
   // Called with the function's lock held (MsixTable's owner serialises it).
   // A message KVM refuses (a guest's garbage address) is dropped and
@@ -37,7 +37,7 @@ class MsiIrqfds : public virtio::MsiSink {
   };
   void bind(Vector& v, uint64_t address, uint32_t data);
 
-  KvmVm& vm_;
+  kvm::Vm& vm_;
   GsiRouter& router_;
   std::vector<Vector> vectors_;
   std::atomic<uint64_t> dropped_{0};

@@ -10,7 +10,7 @@
 
 #include "common/error.h"
 
-namespace keel {
+namespace keel::kvm {
 
 namespace {
 
@@ -30,7 +30,7 @@ CoalescedIo::CoalescedIo(uint8_t* vcpu_run_mapping, int ring_page_offset)
     : ring_(vcpu_run_mapping + static_cast<size_t>(ring_page_offset) *
                                    static_cast<size_t>(::sysconf(_SC_PAGESIZE))) {}
 
-void CoalescedIo::register_port(KvmVm& vm, uint16_t port, uint32_t length) {
+void CoalescedIo::register_port(Vm& vm, uint16_t port, uint32_t length) {
   kvm_coalesced_mmio_zone zone{};
   zone.addr = port;
   zone.size = length;
@@ -67,4 +67,4 @@ void CoalescedIo::drain(IoBus& bus) {
   }
 }
 
-}  // namespace keel
+}  // namespace keel::kvm

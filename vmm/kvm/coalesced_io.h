@@ -11,7 +11,7 @@
 #include "devices/pc/io_bus.h"
 #include "vmm/kvm/kvm_vm.h"
 
-namespace keel {
+namespace keel::kvm {
 
 class CoalescedIo {
  public:
@@ -20,7 +20,7 @@ class CoalescedIo {
   CoalescedIo(uint8_t* vcpu_run_mapping, int ring_page_offset);
 
   // Makes writes of `length` bytes at `port` coalesced. Throws on failure.
-  static void register_port(KvmVm& vm, uint16_t port, uint32_t length);
+  static void register_port(Vm& vm, uint16_t port, uint32_t length);
 
   // Applies every queued write to `bus`, in order.
   void drain(IoBus& bus);
@@ -30,4 +30,4 @@ class CoalescedIo {
   uint8_t* ring_;
 };
 
-}  // namespace keel
+}  // namespace keel::kvm

@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
-namespace keel {
+namespace keel::kvm {
 
 namespace {
 
@@ -25,7 +25,7 @@ void or_bits_at(std::vector<uint64_t>& into, uint64_t at, const std::vector<uint
 
 }  // namespace
 
-DirtyLog::DirtyLog(KvmVm& vm, GuestMemory& memory) : vm_(vm), memory_(memory) {
+DirtyLog::DirtyLog(Vm& vm, GuestMemory& memory) : vm_(vm), memory_(memory) {
   vm_.enable_manual_dirty_log_protect();
   for (size_t i = 0; i < memory_.regions().size(); ++i)
     vm_.set_dirty_logging(static_cast<uint32_t>(i), true);
@@ -66,4 +66,4 @@ uint64_t DirtyLog::count(const std::vector<uint64_t>& bitmap) {
   return n;
 }
 
-}  // namespace keel
+}  // namespace keel::kvm

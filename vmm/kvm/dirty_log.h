@@ -16,12 +16,12 @@
 #include "common/guest_memory.h"
 #include "vmm/kvm/kvm_vm.h"
 
-namespace keel {
+namespace keel::kvm {
 
 class DirtyLog {
  public:
   // Turns manual-protect dirty logging on for every slot.
-  DirtyLog(KvmVm& vm, GuestMemory& memory);
+  DirtyLog(Vm& vm, GuestMemory& memory);
   // Turns it off again.
   ~DirtyLog();
   DirtyLog(const DirtyLog&) = delete;
@@ -35,9 +35,9 @@ class DirtyLog {
   static uint64_t count(const std::vector<uint64_t>& bitmap);
 
  private:
-  KvmVm& vm_;
+  Vm& vm_;
   GuestMemory& memory_;
   std::vector<uint64_t> slot_bits_;  // reused between harvests
 };
 
-}  // namespace keel
+}  // namespace keel::kvm

@@ -16,7 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace keel {
+namespace keel::kvm {
 
 inline constexpr unsigned long kKvmGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, 8);
 inline constexpr unsigned long kKvmSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, 8);
@@ -34,16 +34,16 @@ inline constexpr unsigned long kKvmSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, 4096
 inline constexpr unsigned long kKvmGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, 4096);
 
 template <typename Entry>
-class KvmList {
+class List {
   static_assert(std::is_trivially_copyable_v<Entry>);
   static constexpr size_t kHeader = 8;
 
  public:
-  explicit KvmList(size_t capacity)
+  explicit List(size_t capacity)
       : storage_((kHeader + capacity * sizeof(Entry) + 7) / 8, 0), capacity_(capacity) {
     set_count(static_cast<uint32_t>(capacity));
   }
-  explicit KvmList(const std::vector<Entry>& entries) : KvmList(entries.size()) {
+  explicit List(const std::vector<Entry>& entries) : List(entries.size()) {
     std::memcpy(bytes() + kHeader, entries.data(), entries.size() * sizeof(Entry));
   }
 
@@ -69,4 +69,4 @@ class KvmList {
   size_t capacity_;
 };
 
-}  // namespace keel
+}  // namespace keel::kvm

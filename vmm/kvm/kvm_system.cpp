@@ -10,9 +10,9 @@
 #include "common/error.h"
 #include "vmm/kvm/kvm_list.h"
 
-namespace keel {
+namespace keel::kvm {
 
-KvmSystem KvmSystem::open(const std::string& path) {
+System System::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     throw InputError("no usable KVM: cannot open " + path + ": " + std::strerror(errno));
@@ -26,7 +26,7 @@ KvmSystem KvmSystem::open(const std::string& path) {
     throw InputError("no usable KVM: " + path + " reports API version " +
                      std::to_string(version) + ", expected " + std::to_string(KVM_API_VERSION));
   }
-  KvmSystem system(std::move(owned));
+  System system(std::move(owned));
   for (long cap : {KVM_CAP_IRQCHIP, KVM_CAP_USER_MEMORY, KVM_CAP_PIT2, KVM_CAP_EXT_CPUID}) {
     if (system.check_extension(cap) <= 0) {
       throw InputError("no usable KVM: " + path + " lacks capability " + std::to_string(cap));
@@ -35,22 +35,22 @@ KvmSystem KvmSystem::open(const std::string& path) {
   return system;
 }
 
-int KvmSystem::check_extension(long capability) const {
+int System::check_extension(long capability) const {
   int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
   return r < 0 ? 0 : r;
 }
 
-std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
+std::vector<kvm_cpuid_entry2> System::supported_cpuid() const {
   // The kernel answers E2BIG until the buffer is large enough.
   for (size_t n = 64; n <= 4096; n *= 2) {
-    KvmList<kvm_cpuid_entry2> list(n);
+    List<kvm_cpuid_entry2> list(n);
     if (::ioctl(fd_.get(), kKvmGetSupportedCpuid, list.data()) == 0) return list.entries();
     if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
   }
   throw_errno(E2BIG, "KVM_GET_SUPPORTED_CPUID");
 }
 
-std::vector<uint32_t> KvmSystem::msr_index_list() const {
+std::vector<uint32_t> System::msr_index_list() const {
   // struct kvm_msr_list: a 32-bit count, then the indexes. KVM answers
   // E2BIG with the count it needs.
   std::vector<uint32_t> buffer(1, 0);
@@ -64,13 +64,13 @@ std::vector<uint32_t> KvmSystem::msr_index_list() const {
   return std::vector<uint32_t>(buffer.begin() + 1, buffer.begin() + 1 + n);
 }
 
-KvmVm KvmSystem::create_vm() const {
+Vm System::create_vm() const {
   int vm_fd = ::ioctl(fd_.get(), KVM_CREATE_VM, 0);
   if (vm_fd < 0) throw_errno("KVM_CREATE_VM");
   UniqueFd owned(vm_fd);
   int mmap_size = ::ioctl(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
   if (mmap_size <= 0) throw_errno("KVM_GET_VCPU_MMAP_SIZE");
-  return KvmVm(std::move(owned), static_cast<size_t>(mmap_size));
+  return Vm(std::move(owned), static_cast<size_t>(mmap_size));
 }
 
-}  // namespace keel
+}  // namespace keel::kvm

@@ -11,7 +11,7 @@
 #include "common/hex.h"
 #include "vmm/kvm/kvm_list.h"
 
-namespace keel {
+namespace keel::kvm {
 
 namespace {
 
@@ -22,35 +22,35 @@ void vcpu_ioctl(int fd, unsigned long request, T* arg, const char* name) {
 
 }  // namespace
 
-kvm_regs KvmVcpu::get_regs() const {
+kvm_regs Vcpu::get_regs() const {
   kvm_regs regs{};
   vcpu_ioctl(fd_.get(), KVM_GET_REGS, &regs, "KVM_GET_REGS");
   return regs;
 }
 
-void KvmVcpu::set_regs(const kvm_regs& regs) {
+void Vcpu::set_regs(const kvm_regs& regs) {
   vcpu_ioctl(fd_.get(), KVM_SET_REGS, &regs, "KVM_SET_REGS");
 }
 
-kvm_sregs KvmVcpu::get_sregs() const {
+kvm_sregs Vcpu::get_sregs() const {
   kvm_sregs sregs{};
   vcpu_ioctl(fd_.get(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
   return sregs;
 }
 
-void KvmVcpu::set_sregs(const kvm_sregs& sregs) {
+void Vcpu::set_sregs(const kvm_sregs& sregs) {
   vcpu_ioctl(fd_.get(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
 }
 
-void KvmVcpu::set_fpu(const kvm_fpu& fpu) { vcpu_ioctl(fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
+void Vcpu::set_fpu(const kvm_fpu& fpu) { vcpu_ioctl(fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
 
-void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  KvmList<kvm_cpuid_entry2> list(entries);
+void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+  List<kvm_cpuid_entry2> list(entries);
   if (::ioctl(fd_.get(), kKvmSetCpuid2, list.data()) < 0) throw_errno("KVM_SET_CPUID2");
 }
 
-void KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
-  KvmList<kvm_msr_entry> list(msrs);
+void Vcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
+  List<kvm_msr_entry> list(msrs);
   int set = ::ioctl(fd_.get(), kKvmSetMsrs, list.data());
   if (set < 0) throw_errno("KVM_SET_MSRS");
   if (static_cast<size_t>(set) != msrs.size()) {
@@ -58,23 +58,23 @@ void KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
   }
 }
 
-kvm_lapic_state KvmVcpu::get_lapic() const {
+kvm_lapic_state Vcpu::get_lapic() const {
   kvm_lapic_state lapic{};
   vcpu_ioctl(fd_.get(), KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC");
   return lapic;
 }
 
-void KvmVcpu::set_lapic(const kvm_lapic_state& lapic) {
+void Vcpu::set_lapic(const kvm_lapic_state& lapic) {
   vcpu_ioctl(fd_.get(), KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
 }
 
-uint32_t KvmVcpu::get_tsc_khz() const {
+uint32_t Vcpu::get_tsc_khz() const {
   int khz = ::ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
   if (khz < 0) throw_errno("KVM_GET_TSC_KHZ");
   return static_cast<uint32_t>(khz);
 }
 
-std::optional<uint64_t> KvmVcpu::get_tsc_offset() const {
+std::optional<uint64_t> Vcpu::get_tsc_offset() const {
   uint64_t offset = 0;
   kvm_device_attr attr{};
   attr.group = KVM_VCPU_TSC_CTRL;
@@ -89,7 +89,7 @@ std::optional<uint64_t> KvmVcpu::get_tsc_offset() const {
   return offset;
 }
 
-void KvmVcpu::set_tsc_offset(uint64_t offset) {
+void Vcpu::set_tsc_offset(uint64_t offset) {
   kvm_device_attr attr{};
   attr.group = KVM_VCPU_TSC_CTRL;
   attr.attr = KVM_VCPU_TSC_OFFSET;
@@ -97,17 +97,17 @@ void KvmVcpu::set_tsc_offset(uint64_t offset) {
   vcpu_ioctl(fd_.get(), KVM_SET_DEVICE_ATTR, &attr, "KVM_SET_DEVICE_ATTR (KVM_VCPU_TSC_OFFSET)");
 }
 
-kvm_sregs2 KvmVcpu::get_sregs2() const {
+kvm_sregs2 Vcpu::get_sregs2() const {
   kvm_sregs2 sregs{};
   vcpu_ioctl(fd_.get(), KVM_GET_SREGS2, &sregs, "KVM_GET_SREGS2");
   return sregs;
 }
 
-void KvmVcpu::set_sregs2(const kvm_sregs2& sregs) {
+void Vcpu::set_sregs2(const kvm_sregs2& sregs) {
   vcpu_ioctl(fd_.get(), KVM_SET_SREGS2, &sregs, "KVM_SET_SREGS2");
 }
 
-std::vector<uint8_t> KvmVcpu::get_xsave(size_t size) const {
+std::vector<uint8_t> Vcpu::get_xsave(size_t size) const {
   constexpr size_t kLegacySize = 4096;
   std::vector<uint8_t> xsave(size == 0 ? kLegacySize : size);
   if (size == 0) {
@@ -118,52 +118,52 @@ std::vector<uint8_t> KvmVcpu::get_xsave(size_t size) const {
   return xsave;
 }
 
-void KvmVcpu::set_xsave(const std::vector<uint8_t>& xsave) {
+void Vcpu::set_xsave(const std::vector<uint8_t>& xsave) {
   // KVM reads its own size from the buffer: never hand it a short one.
   if (xsave.size() < 4096) throw_errno(EINVAL, "KVM_SET_XSAVE: buffer below 4096 bytes");
   vcpu_ioctl(fd_.get(), kKvmSetXsave, xsave.data(), "KVM_SET_XSAVE");
 }
 
-kvm_xcrs KvmVcpu::get_xcrs() const {
+kvm_xcrs Vcpu::get_xcrs() const {
   kvm_xcrs xcrs{};
   vcpu_ioctl(fd_.get(), KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS");
   return xcrs;
 }
 
-void KvmVcpu::set_xcrs(const kvm_xcrs& xcrs) { vcpu_ioctl(fd_.get(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS"); }
+void Vcpu::set_xcrs(const kvm_xcrs& xcrs) { vcpu_ioctl(fd_.get(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS"); }
 
-kvm_vcpu_events KvmVcpu::get_vcpu_events() const {
+kvm_vcpu_events Vcpu::get_vcpu_events() const {
   kvm_vcpu_events events{};
   vcpu_ioctl(fd_.get(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS");
   return events;
 }
 
-void KvmVcpu::set_vcpu_events(const kvm_vcpu_events& events) {
+void Vcpu::set_vcpu_events(const kvm_vcpu_events& events) {
   vcpu_ioctl(fd_.get(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
 }
 
-kvm_mp_state KvmVcpu::get_mp_state() const {
+kvm_mp_state Vcpu::get_mp_state() const {
   kvm_mp_state state{};
   vcpu_ioctl(fd_.get(), KVM_GET_MP_STATE, &state, "KVM_GET_MP_STATE");
   return state;
 }
 
-void KvmVcpu::set_mp_state(const kvm_mp_state& state) {
+void Vcpu::set_mp_state(const kvm_mp_state& state) {
   vcpu_ioctl(fd_.get(), KVM_SET_MP_STATE, &state, "KVM_SET_MP_STATE");
 }
 
-kvm_debugregs KvmVcpu::get_debugregs() const {
+kvm_debugregs Vcpu::get_debugregs() const {
   kvm_debugregs regs{};
   vcpu_ioctl(fd_.get(), KVM_GET_DEBUGREGS, &regs, "KVM_GET_DEBUGREGS");
   return regs;
 }
 
-void KvmVcpu::set_debugregs(const kvm_debugregs& regs) {
+void Vcpu::set_debugregs(const kvm_debugregs& regs) {
   vcpu_ioctl(fd_.get(), KVM_SET_DEBUGREGS, &regs, "KVM_SET_DEBUGREGS");
 }
 
-size_t KvmVcpu::get_msrs(std::vector<kvm_msr_entry>& msrs) const {
-  KvmList<kvm_msr_entry> list(msrs);
+size_t Vcpu::get_msrs(std::vector<kvm_msr_entry>& msrs) const {
+  List<kvm_msr_entry> list(msrs);
   int read = ::ioctl(fd_.get(), kKvmGetMsrs, list.data());
   if (read < 0) throw_errno("KVM_GET_MSRS");
   auto entries = list.entries();
@@ -172,7 +172,7 @@ size_t KvmVcpu::get_msrs(std::vector<kvm_msr_entry>& msrs) const {
   return n;
 }
 
-std::vector<kvm_cpuid_entry2> KvmVcpu::get_cpuid() const {
+std::vector<kvm_cpuid_entry2> Vcpu::get_cpuid() const {
   // KVM answers a short buffer with E2BIG and copies the vCPU's entries
   // into a large enough one without saying how many: the entries are
   // pre-filled with a marker no real leaf has, and the ones still holding it
@@ -181,7 +181,7 @@ std::vector<kvm_cpuid_entry2> KvmVcpu::get_cpuid() const {
   marker.function = marker.index = marker.flags = 0xffffffff;
   marker.eax = marker.ebx = marker.ecx = marker.edx = 0xffffffff;
   for (size_t n = 64; n <= 4096; n *= 2) {
-    KvmList<kvm_cpuid_entry2> list(std::vector<kvm_cpuid_entry2>(n, marker));
+    List<kvm_cpuid_entry2> list(std::vector<kvm_cpuid_entry2>(n, marker));
     if (::ioctl(fd_.get(), kKvmGetCpuid2, list.data()) < 0) {
       if (errno == E2BIG) continue;
       throw_errno("KVM_GET_CPUID2");
@@ -196,13 +196,13 @@ std::vector<kvm_cpuid_entry2> KvmVcpu::get_cpuid() const {
   throw_errno(E2BIG, "KVM_GET_CPUID2");
 }
 
-void KvmVcpu::set_tsc_khz(uint32_t khz) {
+void Vcpu::set_tsc_khz(uint32_t khz) {
   if (::ioctl(fd_.get(), KVM_SET_TSC_KHZ, static_cast<unsigned long>(khz)) < 0) {
     throw_errno("KVM_SET_TSC_KHZ " + std::to_string(khz));
   }
 }
 
-bool KvmVcpu::enter() {
+bool Vcpu::enter() {
   if (::ioctl(fd_.get(), KVM_RUN, 0) < 0) {
     if (errno == EINTR || errno == EAGAIN) return false;
     throw_errno("KVM_RUN on vCPU " + std::to_string(id_));
@@ -210,4 +210,4 @@ bool KvmVcpu::enter() {
   return true;
 }
 
-}  // namespace keel
+}  // namespace keel::kvm

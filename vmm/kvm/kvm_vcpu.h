@@ -11,11 +11,11 @@
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
 
-namespace keel {
+namespace keel::kvm {
 
-class KvmVcpu {
+class Vcpu {
  public:
-  KvmVcpu(uint32_t id, UniqueFd fd, MemoryMapping run)
+  Vcpu(uint32_t id, UniqueFd fd, MemoryMapping run)
       : id_(id), fd_(std::move(fd)), run_(std::move(run)) {}
 
   uint32_t id() const { return id_; }
@@ -78,4 +78,4 @@ class KvmVcpu {
   MemoryMapping run_;
 };
 
-}  // namespace keel
+}  // namespace keel::kvm

@@ -9,9 +9,9 @@
 #include "common/error.h"
 #include "vmm/kvm/kvm_list.h"
 
-namespace keel {
+namespace keel::kvm {
 
-void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
+void Vm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
                             uint32_t flags) {
   kvm_userspace_memory_region region{};
   region.slot = slot;
@@ -25,7 +25,7 @@ void KvmVm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, c
   slots_[slot] = region;
 }
 
-void KvmVm::enable_manual_dirty_log_protect() {
+void Vm::enable_manual_dirty_log_protect() {
   const int modes = check_extension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
   if (!(modes & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
     throw_errno(ENOTSUP, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (dirty log with manual protect)");
@@ -38,7 +38,7 @@ void KvmVm::enable_manual_dirty_log_protect() {
     throw_errno("KVM_ENABLE_CAP MANUAL_DIRTY_LOG_PROTECT2");
 }
 
-void KvmVm::set_dirty_logging(uint32_t slot, bool on) {
+void Vm::set_dirty_logging(uint32_t slot, bool on) {
   const auto it = slots_.find(slot);
   if (it == slots_.end())
     throw_errno(EINVAL, "dirty logging on memory slot " + std::to_string(slot) + ", never set");
@@ -52,7 +52,7 @@ void KvmVm::set_dirty_logging(uint32_t slot, bool on) {
   it->second = region;
 }
 
-void KvmVm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
+void Vm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
   const auto it = slots_.find(slot);
   if (it == slots_.end())
     throw_errno(EINVAL, "dirty log of memory slot " + std::to_string(slot) + ", never set");
@@ -65,7 +65,7 @@ void KvmVm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
     throw_errno("KVM_GET_DIRTY_LOG slot " + std::to_string(slot));
 }
 
-void KvmVm::clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
+void Vm::clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
                             const std::vector<uint64_t>& bitmap) {
   if (bitmap.size() * 64 < pages)
     throw_errno(EINVAL, "KVM_CLEAR_DIRTY_LOG: bitmap shorter than its pages");
@@ -79,24 +79,24 @@ void KvmVm::clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
   }
 }
 
-void KvmVm::set_tss_address(uint64_t address) {
+void Vm::set_tss_address(uint64_t address) {
   if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(address)) < 0) {
     throw_errno("KVM_SET_TSS_ADDR");
   }
 }
 
-void KvmVm::set_identity_map_address(uint64_t address) {
+void Vm::set_identity_map_address(uint64_t address) {
   __u64 addr = address;
   if (::ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0) {
     throw_errno("KVM_SET_IDENTITY_MAP_ADDR");
   }
 }
 
-void KvmVm::create_irqchip() {
+void Vm::create_irqchip() {
   if (::ioctl(fd_.get(), KVM_CREATE_IRQCHIP, 0) < 0) throw_errno("KVM_CREATE_IRQCHIP");
 }
 
-void KvmVm::create_pit2() {
+void Vm::create_pit2() {
   kvm_pit_config config{};
   // The PIT drives channel 2 through port 0x61 itself (speaker gate and
   // output), which Linux and the test guest use to calibrate the TSC.
@@ -104,56 +104,56 @@ void KvmVm::create_pit2() {
   if (::ioctl(fd_.get(), KVM_CREATE_PIT2, &config) < 0) throw_errno("KVM_CREATE_PIT2");
 }
 
-void KvmVm::set_irq_line(uint32_t irq, bool level) {
+void Vm::set_irq_line(uint32_t irq, bool level) {
   kvm_irq_level line{};
   line.irq = irq;
   line.level = level ? 1 : 0;
   if (::ioctl(fd_.get(), KVM_IRQ_LINE, &line) < 0) throw_errno("KVM_IRQ_LINE");
 }
 
-void KvmVm::get_irqchip(kvm_irqchip& chip) const {
+void Vm::get_irqchip(kvm_irqchip& chip) const {
   if (::ioctl(fd_.get(), KVM_GET_IRQCHIP, &chip) < 0) {
     throw_errno("KVM_GET_IRQCHIP chip " + std::to_string(chip.chip_id));
   }
 }
 
-void KvmVm::set_irqchip(const kvm_irqchip& chip) {
+void Vm::set_irqchip(const kvm_irqchip& chip) {
   if (::ioctl(fd_.get(), KVM_SET_IRQCHIP, &chip) < 0) {
     throw_errno("KVM_SET_IRQCHIP chip " + std::to_string(chip.chip_id));
   }
 }
 
-kvm_pit_state2 KvmVm::get_pit2() const {
+kvm_pit_state2 Vm::get_pit2() const {
   kvm_pit_state2 pit{};
   if (::ioctl(fd_.get(), KVM_GET_PIT2, &pit) < 0) throw_errno("KVM_GET_PIT2");
   return pit;
 }
 
-void KvmVm::set_pit2(const kvm_pit_state2& pit) {
+void Vm::set_pit2(const kvm_pit_state2& pit) {
   if (::ioctl(fd_.get(), KVM_SET_PIT2, &pit) < 0) throw_errno("KVM_SET_PIT2");
 }
 
-kvm_clock_data KvmVm::get_clock() const {
+kvm_clock_data Vm::get_clock() const {
   kvm_clock_data clock{};
   if (::ioctl(fd_.get(), KVM_GET_CLOCK, &clock) < 0) throw_errno("KVM_GET_CLOCK");
   return clock;
 }
 
-void KvmVm::set_clock(const kvm_clock_data& clock) {
+void Vm::set_clock(const kvm_clock_data& clock) {
   if (::ioctl(fd_.get(), KVM_SET_CLOCK, &clock) < 0) throw_errno("KVM_SET_CLOCK");
 }
 
-int KvmVm::check_extension(long capability) const {
+int Vm::check_extension(long capability) const {
   int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
   return r < 0 ? 0 : r;
 }
 
-void KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes) {
-  KvmList<kvm_irq_routing_entry> list(routes);
+void Vm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& routes) {
+  List<kvm_irq_routing_entry> list(routes);
   if (::ioctl(fd_.get(), kKvmSetGsiRouting, list.data()) < 0) throw_errno("KVM_SET_GSI_ROUTING");
 }
 
-void KvmVm::assign_irqfd(int eventfd, uint32_t gsi) {
+void Vm::assign_irqfd(int eventfd, uint32_t gsi) {
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<uint32_t>(eventfd);
   irqfd.gsi = gsi;
@@ -176,21 +176,21 @@ void mmio_ioeventfd(int vm_fd, uint64_t address, uint32_t length, int eventfd, b
 
 }  // namespace
 
-void KvmVm::assign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
+void Vm::assign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
   mmio_ioeventfd(fd_.get(), address, length, eventfd, true);
 }
 
-void KvmVm::deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
+void Vm::deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd) {
   mmio_ioeventfd(fd_.get(), address, length, eventfd, false);
 }
 
-KvmVcpu KvmVm::create_vcpu(uint32_t id) {
+Vcpu Vm::create_vcpu(uint32_t id) {
   int vcpu_fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
   if (vcpu_fd < 0) throw_errno("KVM_CREATE_VCPU " + std::to_string(id));
   UniqueFd owned(vcpu_fd);
   auto run = MemoryMapping::map(vcpu_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0,
                                 "kvm_run");
-  return KvmVcpu(id, std::move(owned), std::move(run));
+  return Vcpu(id, std::move(owned), std::move(run));
 }
 
-}  // namespace keel
+}  // namespace keel::kvm

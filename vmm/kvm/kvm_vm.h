@@ -11,11 +11,11 @@
 #include "common/unique_fd.h"
 #include "vmm/kvm/kvm_vcpu.h"
 
-namespace keel {
+namespace keel::kvm {
 
-class KvmVm {
+class Vm {
  public:
-  KvmVm(UniqueFd fd, size_t vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+  Vm(UniqueFd fd, size_t vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
 
   void set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
                        uint32_t flags = 0);
@@ -60,7 +60,7 @@ class KvmVm {
   // kernel and signals `eventfd`, with no exit to the VMM.
   void assign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd);
   void deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd);
-  KvmVcpu create_vcpu(uint32_t id);
+  Vcpu create_vcpu(uint32_t id);
   int fd() const { return fd_.get(); }
 
  private:
@@ -69,4 +69,4 @@ class KvmVm {
   std::map<uint32_t, kvm_userspace_memory_region> slots_;  // as last registered
 };
 
-}  // namespace keel
+}  // namespace keel::kvm

@@ -174,7 +174,7 @@ pb::CpuFeatures cpu_features_of(const std::vector<kvm_cpuid_entry2>& cpuid, uint
   return features;
 }
 
-pb::CpuFeatures guest_cpu_features(const KvmStateCaps& caps, const KvmVcpu& vcpu) {
+pb::CpuFeatures guest_cpu_features(const KvmStateCaps& caps, const kvm::Vcpu& vcpu) {
   return cpu_features_of(caps.guest_sees_host_cpuid ? caps.offered_cpuid : vcpu.get_cpuid(),
                          static_cast<uint32_t>(caps.xsave_size), vcpu.get_tsc_khz());
 }

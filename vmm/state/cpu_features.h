@@ -26,7 +26,7 @@ state::v1::CpuFeatures cpu_features_of(const std::vector<kvm_cpuid_entry2>& cpui
                                        uint32_t xsave_size, uint32_t tsc_khz);
 
 // The features the guest of `vcpu` sees (see above).
-state::v1::CpuFeatures guest_cpu_features(const KvmStateCaps& caps, const KvmVcpu& vcpu);
+state::v1::CpuFeatures guest_cpu_features(const KvmStateCaps& caps, const kvm::Vcpu& vcpu);
 
 // This host's own feature leaves, from the CPUID instruction.
 std::vector<kvm_cpuid_entry2> host_feature_leaves();

@@ -17,10 +17,10 @@ struct ScratchVcpuFindings {
   bool guest_tsc_is_host;
 };
 
-ScratchVcpuFindings ask_scratch_vcpu(const KvmSystem& kvm,
+ScratchVcpuFindings ask_scratch_vcpu(const kvm::System& kvm,
                                      const std::vector<kvm_cpuid_entry2>& supported) {
-  KvmVm scratch = kvm.create_vm();
-  KvmVcpu vcpu = scratch.create_vcpu(0);
+  kvm::Vm scratch = kvm.create_vm();
+  kvm::Vcpu vcpu = scratch.create_vcpu(0);
   // A KVM that intercepts CPUID holds the CPUID set (up to the bits that
   // follow guest state, which cpu_features_of masks); PVM answers
   // KVM_GET_CPUID2 with the host's values.
@@ -38,7 +38,7 @@ ScratchVcpuFindings ask_scratch_vcpu(const KvmSystem& kvm,
 
 }  // namespace
 
-KvmStateCaps KvmStateCaps::probe(const KvmSystem& kvm, const KvmVm& vm) {
+KvmStateCaps KvmStateCaps::probe(const kvm::System& kvm, const kvm::Vm& vm) {
   KvmStateCaps caps;
   caps.msr_indices = kvm.msr_index_list();
   for (long cap : {KVM_CAP_XSAVE, KVM_CAP_XCRS, KVM_CAP_VCPU_EVENTS, KVM_CAP_DEBUGREGS,

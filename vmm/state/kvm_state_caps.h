@@ -11,8 +11,10 @@
 
 namespace keel {
 
-class KvmSystem;
-class KvmVm;
+namespace kvm {
+class System;
+class Vm;
+}  // namespace kvm
 
 struct KvmStateCaps {
   std::vector<uint32_t> msr_indices;  // KVM_GET_MSR_INDEX_LIST, in KVM's order
@@ -36,7 +38,7 @@ struct KvmStateCaps {
   // more than KVM_GET_SUPPORTED_CPUID says).
   std::vector<kvm_cpuid_entry2> offered_cpuid;
 
-  static KvmStateCaps probe(const KvmSystem& kvm, const KvmVm& vm);
+  static KvmStateCaps probe(const kvm::System& kvm, const kvm::Vm& vm);
   bool saves_msr(uint32_t index) const;
 };
 

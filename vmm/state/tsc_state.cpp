@@ -8,7 +8,7 @@ namespace {
 // The host TSC at the guest's rate, now: the vCPU's IA32_TSC minus its
 // offset, read back to back (the offset does not change while the vCPU is
 // out of KVM_RUN, so the pair describes the instant of the MSR read).
-std::optional<uint64_t> host_tsc_at_guest_rate(const KvmVcpu& vcpu) {
+std::optional<uint64_t> host_tsc_at_guest_rate(const kvm::Vcpu& vcpu) {
   const auto offset = vcpu.get_tsc_offset();
   if (!offset) return std::nullopt;
   std::vector<kvm_msr_entry> tsc(1);
@@ -19,7 +19,7 @@ std::optional<uint64_t> host_tsc_at_guest_rate(const KvmVcpu& vcpu) {
 
 }  // namespace
 
-void capture_tsc(const std::vector<KvmVcpu>& vcpus, std::vector<state::v1::VcpuState*>& states) {
+void capture_tsc(const std::vector<kvm::Vcpu>& vcpus, std::vector<state::v1::VcpuState*>& states) {
   if (vcpus.empty()) return;
   const auto host = host_tsc_at_guest_rate(vcpus[0]);
   if (!host) return;
@@ -29,7 +29,7 @@ void capture_tsc(const std::vector<KvmVcpu>& vcpus, std::vector<state::v1::VcpuS
   }
 }
 
-std::optional<uint64_t> TscRestore::offset_for(const KvmVcpu& vcpu, const state::v1::VcpuState& state) {
+std::optional<uint64_t> TscRestore::offset_for(const kvm::Vcpu& vcpu, const state::v1::VcpuState& state) {
   if (!state.has_tsc_at_capture()) return std::nullopt;
   if (!host_tsc_) host_tsc_ = host_tsc_at_guest_rate(vcpu);
   if (!host_tsc_) return std::nullopt;

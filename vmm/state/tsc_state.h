@@ -24,7 +24,7 @@ inline constexpr uint32_t kMsrIa32Tsc = 0x10;
 
 // After capture_vcpu_state for each of `vcpus` (same order, all paused):
 // sets states[i].tsc_at_capture where KVM has the attribute.
-void capture_tsc(const std::vector<KvmVcpu>& vcpus, std::vector<state::v1::VcpuState*>& states);
+void capture_tsc(const std::vector<kvm::Vcpu>& vcpus, std::vector<state::v1::VcpuState*>& states);
 
 // One restore's TSC reference: the host TSC (at the guest's rate) read once,
 // on the first vCPU asked, after its TSC rate was set.
@@ -33,7 +33,7 @@ class TscRestore {
   // The offset that makes `vcpu`'s TSC read state.tsc_at_capture at the
   // reference instant; nullopt when the state has none or KVM lacks the
   // attribute (then IA32_TSC is written).
-  std::optional<uint64_t> offset_for(const KvmVcpu& vcpu, const state::v1::VcpuState& state);
+  std::optional<uint64_t> offset_for(const kvm::Vcpu& vcpu, const state::v1::VcpuState& state);
 
  private:
   std::optional<uint64_t> host_tsc_;

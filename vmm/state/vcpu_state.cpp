@@ -83,7 +83,7 @@ std::vector<kvm_cpuid_entry2> cpuid_of(const pb::VcpuState& state) {
 // Every MSR of the index list this vCPU can read. KVM lists some MSRs that a
 // given vCPU has no use for (another vendor's, a feature its CPUID lacks);
 // KVM_GET_MSRS stops at the first such one: it is left out and the rest read.
-std::vector<kvm_msr_entry> read_saveable_msrs(const KvmStateCaps& caps, const KvmVcpu& vcpu) {
+std::vector<kvm_msr_entry> read_saveable_msrs(const KvmStateCaps& caps, const kvm::Vcpu& vcpu) {
   std::vector<kvm_msr_entry> out;
   out.reserve(caps.msr_indices.size());
   size_t next = 0;
@@ -99,7 +99,7 @@ std::vector<kvm_msr_entry> read_saveable_msrs(const KvmStateCaps& caps, const Kv
   return out;
 }
 
-void set_msr_batches(KvmVcpu& vcpu, const std::vector<kvm_msr_entry>& msrs) {
+void set_msr_batches(kvm::Vcpu& vcpu, const std::vector<kvm_msr_entry>& msrs) {
   for (size_t i = 0; i < msrs.size(); i += kMsrBatch) {
     size_t n = std::min(kMsrBatch, msrs.size() - i);
     vcpu.set_msrs(std::vector<kvm_msr_entry>(msrs.begin() + static_cast<long>(i),
@@ -114,7 +114,7 @@ bool tsc_khz_close(uint32_t a, uint32_t b) {
 
 }  // namespace
 
-pb::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const KvmVcpu& vcpu) {
+pb::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const kvm::Vcpu& vcpu) {
   // Order (facts from the KVM code, as Firecracker's save path notes too):
   // KVM_GET_MP_STATE first, since it makes the LAPIC accept pending INIT and
   // SIPI events and so may change other state; KVM_GET_VCPU_EVENTS last, after
@@ -211,7 +211,7 @@ void validate_vcpu_state(const KvmStateCaps& caps, uint32_t vcpu_id, const pb::V
                      caps);
 }
 
-void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const pb::VcpuState& state, TscRestore& tsc) {
+void restore_vcpu_state(const KvmStateCaps& caps, kvm::Vcpu& vcpu, const pb::VcpuState& state, TscRestore& tsc) {
   validate_vcpu_state(caps, vcpu.id(), state);
 
   // Restore order, and why (Documentation/virt/kvm/api.rst and the KVM x86

@@ -13,14 +13,14 @@ namespace keel {
 // an I/O, MMIO or MSR exit the vCPU must first re-enter KVM_RUN once (with
 // immediate_exit set): KVM finishes such an exit only then, and the
 // unfinished part is in no state a getter returns (api.rst, KVM_RUN).
-state::v1::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const KvmVcpu& vcpu);
+state::v1::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const kvm::Vcpu& vcpu);
 
 // Restores `state` into a fresh vCPU (not run yet: KVM refuses a new CPUID
 // after KVM_RUN) with the same id. Validates first (validate_vcpu_state), so
 // a refused state leaves the vCPU untouched. The VM's CPU features
 // (check_cpu_features) are checked through the vCPU's CPUID here too.
 // `tsc`: one for all vCPUs of the restore, in vCPU order.
-void restore_vcpu_state(const KvmStateCaps& caps, KvmVcpu& vcpu, const state::v1::VcpuState& state,
+void restore_vcpu_state(const KvmStateCaps& caps, kvm::Vcpu& vcpu, const state::v1::VcpuState& state,
                         TscRestore& tsc);
 
 // The checks restore makes before any ioctl; needs no KVM. Throws

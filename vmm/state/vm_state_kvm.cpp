@@ -32,7 +32,7 @@ T unblob(const std::string& bytes) {
   return value;
 }
 
-kvm_irqchip read_chip(const KvmVm& vm, uint32_t id) {
+kvm_irqchip read_chip(const kvm::Vm& vm, uint32_t id) {
   kvm_irqchip chip{};
   chip.chip_id = id;
   vm.get_irqchip(chip);
@@ -49,7 +49,7 @@ void check_pic(const kvm_pic_state& pic, const char* which) {
 
 }  // namespace
 
-pb::IrqchipState capture_irqchip(const KvmVm& vm) {
+pb::IrqchipState capture_irqchip(const kvm::Vm& vm) {
   pb::IrqchipState state;
   state.set_pic_master(blob(read_chip(vm, KVM_IRQCHIP_PIC_MASTER).chip.pic));
   state.set_pic_slave(blob(read_chip(vm, KVM_IRQCHIP_PIC_SLAVE).chip.pic));
@@ -57,13 +57,13 @@ pb::IrqchipState capture_irqchip(const KvmVm& vm) {
   return state;
 }
 
-pb::PitState capture_pit(const KvmVm& vm) {
+pb::PitState capture_pit(const kvm::Vm& vm) {
   pb::PitState state;
   state.set_pit2(blob(vm.get_pit2()));
   return state;
 }
 
-pb::ClockState capture_clock(const KvmVm& vm) {
+pb::ClockState capture_clock(const kvm::Vm& vm) {
   kvm_clock_data clock = vm.get_clock();
   pb::ClockState state;
   state.set_clock(clock.clock);
@@ -101,7 +101,7 @@ void validate_pit(const pb::PitState& state) {
   }
 }
 
-void restore_irqchip(KvmVm& vm, const pb::IrqchipState& state) {
+void restore_irqchip(kvm::Vm& vm, const pb::IrqchipState& state) {
   validate_irqchip(state);
   kvm_irqchip chip{};
   chip.chip_id = KVM_IRQCHIP_PIC_MASTER;
@@ -117,12 +117,12 @@ void restore_irqchip(KvmVm& vm, const pb::IrqchipState& state) {
   vm.set_irqchip(chip);
 }
 
-void restore_pit(KvmVm& vm, const pb::PitState& state) {
+void restore_pit(kvm::Vm& vm, const pb::PitState& state) {
   validate_pit(state);
   vm.set_pit2(unblob<kvm_pit_state2>(state.pit2()));
 }
 
-void restore_clock(KvmVm& vm, const pb::ClockState& state) {
+void restore_clock(kvm::Vm& vm, const pb::ClockState& state) {
   kvm_clock_data clock{};
   clock.clock = state.clock();
   // No KVM_CLOCK_REALTIME: KVM would advance the clock by the wall time since

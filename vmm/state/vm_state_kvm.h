@@ -16,16 +16,16 @@
 
 namespace keel {
 
-state::v1::IrqchipState capture_irqchip(const KvmVm& vm);
-state::v1::PitState capture_pit(const KvmVm& vm);
-state::v1::ClockState capture_clock(const KvmVm& vm);
+state::v1::IrqchipState capture_irqchip(const kvm::Vm& vm);
+state::v1::PitState capture_pit(const kvm::Vm& vm);
+state::v1::ClockState capture_clock(const kvm::Vm& vm);
 
 // Each validates first (the validate_* below) and leaves KVM untouched on refusal.
-void restore_irqchip(KvmVm& vm, const state::v1::IrqchipState& state);
-void restore_pit(KvmVm& vm, const state::v1::PitState& state);
+void restore_irqchip(kvm::Vm& vm, const state::v1::IrqchipState& state);
+void restore_pit(kvm::Vm& vm, const state::v1::PitState& state);
 // Sets the kvmclock to state.clock: the guest's clock carries on from where it
 // was captured (the time the VM spent stopped does not show).
-void restore_clock(KvmVm& vm, const state::v1::ClockState& state);
+void restore_clock(kvm::Vm& vm, const state::v1::ClockState& state);
 
 // Need no KVM; throw InputError naming the problem.
 void validate_irqchip(const state::v1::IrqchipState& state);
