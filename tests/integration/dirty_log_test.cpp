@@ -5,6 +5,7 @@
 // accessed/dirty bits the CPU sets), merged with the VMM's own writes; a
 // stopped guest leaves nothing to harvest. Guest memory has two slots whose
 // memfd offsets are not word-aligned in the bitmap, as the merge must handle.
+// The dirty ring, under the same guest, collects the same pages.
 #include "vmm/kvm/dirty_log.h"
 
 #include <gtest/gtest.h>
@@ -14,12 +15,14 @@
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "vmm/boot/memory_layout.h"
 #include "vmm/boot/page_tables.h"
 #include "vmm/boot/x86_boot.h"
+#include "vmm/kvm/dirty_ring.h"
 #include "vmm/kvm/kvm_system.h"
 
 namespace keel {
@@ -110,50 +113,70 @@ class RunningGuest {
   std::thread thread_;
 };
 
-TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
-  kvm::System kvm = kvm::System::open();
-  kvm::Vm vm = kvm.create_vm();
-  GuestMemory memory({{0, kLowSize, 0}, {kHighGpa, kHighSize, kLowSize}});
-  vm.set_tss_address(layout::kKvmTss);
-  vm.set_identity_map_address(layout::kKvmIdentityMap);
-  for (size_t i = 0; i < memory.regions().size(); ++i) {
-    const GuestRegion& r = memory.regions()[i];
-    vm.set_memory_slot(static_cast<uint32_t>(i), r.guest_phys, r.size,
-                       memory.host_base() + r.file_offset);
+// The VM, its two slots and one vCPU set to run kGuestLoop; with
+// `ring_bytes`, the dirty ring on instead of the bitmap.
+struct LoopGuest {
+  explicit LoopGuest(uint32_t ring_bytes = 0)
+      : kvm(kvm::System::open()),
+        vm(kvm.create_vm()),
+        memory({{0, kLowSize, 0}, {kHighGpa, kHighSize, kLowSize}}) {
+    vm.set_tss_address(layout::kKvmTss);
+    vm.set_identity_map_address(layout::kKvmIdentityMap);
+    for (size_t i = 0; i < memory.regions().size(); ++i) {
+      const GuestRegion& r = memory.regions()[i];
+      vm.set_memory_slot(static_cast<uint32_t>(i), r.guest_phys, r.size,
+                         memory.host_base() + r.file_offset);
+    }
+    vm.create_irqchip();
+    if (ring_bytes) vm.enable_dirty_ring(ring_bytes);
+    vcpu.emplace(vm.create_vcpu(0));
+    memory.write(kCode, kGuestLoop);
+    const uint64_t cr3 = write_identity_page_tables(memory, kPageTables);
+    vcpu->set_cpuid(kvm.supported_cpuid());
+    set_boot_vcpu_state(*vcpu, BootEntry{true, kCode, 0, 0, cr3});
+    kvm_regs regs = vcpu->get_regs();
+    regs.rdi = kHighGpa;
+    regs.rsi = kWrittenPages;
+    regs.rdx = kStride;
+    vcpu->set_regs(regs);
   }
-  vm.create_irqchip();
-  kvm::Vcpu vcpu = vm.create_vcpu(0);
-  memory.write(kCode, kGuestLoop);
-  const uint64_t cr3 = write_identity_page_tables(memory, kPageTables);
-  vcpu.set_cpuid(kvm.supported_cpuid());
-  set_boot_vcpu_state(vcpu, BootEntry{true, kCode, 0, 0, cr3});
-  kvm_regs regs = vcpu.get_regs();
-  regs.rdi = kHighGpa;
-  regs.rsi = kWrittenPages;
-  regs.rdx = kStride;
-  vcpu.set_regs(regs);
+  kvm::System kvm;
+  kvm::Vm vm;
+  GuestMemory memory;
+  std::optional<kvm::Vcpu> vcpu;
+};
 
+std::set<uint64_t> written_pages() {
   std::set<uint64_t> written;
   for (uint64_t k = 0; k < kWrittenPages; ++k)
     written.insert(file_page_of_high(kHighGpa + k * kStride));
-  // Every page written must be in the harvest; a few more may be (the page
-  // tables, whose accessed and dirty bits the CPU sets, and pages KVM maps
-  // writable around a fault: seen on PVM and SVM alike, the page after the
-  // last one written).
-  auto check = [&](const char* what, const std::set<uint64_t>& harvest,
-                   const std::set<uint64_t>& expected) {
-    SCOPED_TRACE(what);
-    for (uint64_t p : expected)
-      EXPECT_TRUE(harvest.count(p)) << "page " << p << " written, not harvested";
-    std::string extra;
-    for (uint64_t p : harvest) {
-      if (!expected.count(p)) extra += " " + std::to_string(p);
-    }
-    EXPECT_LE(harvest.size(), expected.size() + kExtraBound)
-        << "pages harvested, never written:" << extra;
-    std::cout << what << ": " << harvest.size() << " pages, " << expected.size()
-              << " written; more:" << extra << "\n";
-  };
+  return written;
+}
+
+// Every page written must be in the harvest; a few more may be (the page
+// tables, whose accessed and dirty bits the CPU sets, and pages KVM maps
+// writable around a fault: seen on PVM and SVM alike, the page after the
+// last one written).
+void check(const char* what, const std::set<uint64_t>& harvest, const std::set<uint64_t>& expected) {
+  SCOPED_TRACE(what);
+  for (uint64_t p : expected)
+    EXPECT_TRUE(harvest.count(p)) << "page " << p << " written, not harvested";
+  std::string extra;
+  for (uint64_t p : harvest) {
+    if (!expected.count(p)) extra += " " + std::to_string(p);
+  }
+  EXPECT_LE(harvest.size(), expected.size() + kExtraBound)
+      << "pages harvested, never written:" << extra;
+  std::cout << what << ": " << harvest.size() << " pages, " << expected.size()
+            << " written; more:" << extra << "\n";
+}
+
+TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
+  LoopGuest g;
+  kvm::Vm& vm = g.vm;
+  GuestMemory& memory = g.memory;
+  kvm::Vcpu& vcpu = *g.vcpu;
+  const std::set<uint64_t> written = written_pages();
 
   kvm::DirtyLog log(vm, memory);
   memory.dirty().harvest();  // the code and page tables written above: before logging began
@@ -181,6 +204,49 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
   for (uint64_t p : after) listed += " " + std::to_string(p);
   EXPECT_TRUE(after.empty()) << after.size() << " pages harvested from a stopped guest:" << listed;
   std::cout << "rounds " << guest.rounds() << "\n";
+}
+
+// The same guest with the dirty ring instead of the bitmap: each collect
+// (all entries, then a reset) holds the pages written since the last one.
+TEST(DirtyRing, CollectsUnderARunningGuestWhatItWroteSinceTheLastReset) {
+  uint32_t max = 0;
+  {
+    LoopGuest probe;
+    max = probe.vm.dirty_ring_max_bytes();
+  }
+  ASSERT_GT(max, 0u) << "this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)";
+  LoopGuest g(std::min<uint32_t>(max, 64 * 1024));  // 4096 entries
+  for (size_t i = 0; i < g.memory.regions().size(); ++i) g.vm.set_dirty_logging(static_cast<uint32_t>(i), true);
+  kvm::DirtyRing ring(g.vm, *g.vcpu);
+  EXPECT_EQ(ring.entries(), std::min<uint32_t>(max, 64 * 1024) / 16);
+  const std::set<uint64_t> written = written_pages();
+
+  // Slot-relative pages to memfd pages, as a harvest merges them.
+  auto collect = [&] {
+    std::set<uint64_t> pages;
+    std::string bad;
+    ring.collect([&](uint32_t slot, uint64_t page) {
+      if (slot >= g.memory.regions().size() || page >= g.memory.regions()[slot].size / kPage) {
+        bad += " " + std::to_string(slot) + ":" + std::to_string(page);
+        return;
+      }
+      pages.insert(g.memory.regions()[slot].file_offset / kPage + page);
+    });
+    EXPECT_EQ(bad, "") << "entries outside the slots";
+    g.vm.reset_dirty_rings();
+    return pages;
+  };
+
+  EXPECT_TRUE(collect().empty()) << "nothing ran yet";
+  RunningGuest guest(*g.vcpu);
+  guest.wait_rounds(0, 2);
+  const uint64_t at_first = guest.rounds();
+  check("first collect", collect(), written);
+  guest.wait_rounds(at_first, 3);
+  check("second collect", collect(), written);  // the reset re-protected them
+  guest.stop();
+  collect();
+  EXPECT_TRUE(collect().empty()) << "a stopped guest dirtied pages";
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ class Vcpu {
       : id_(id), fd_(std::move(fd)), run_(std::move(run)) {}
 
   uint32_t id() const { return id_; }
+  int fd() const { return fd_.get(); }
   kvm_regs get_regs() const;
   void set_regs(const kvm_regs& regs);
   kvm_sregs get_sregs() const;

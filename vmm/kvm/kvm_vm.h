@@ -34,6 +34,16 @@ class Vm {
   // slot's end).
   void clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
                        const std::vector<uint64_t>& bitmap);
+  // The dirty ring instead (api.rst: KVM_CAP_DIRTY_LOG_RING, 8.29): each
+  // vCPU publishes the pages it dirties in a ring of `bytes` (a power of two,
+  // at most dirty_ring_max_bytes()); see kvm::DirtyRing. Before any vCPU
+  // exists; the slots still need set_dirty_logging. A VM with a ring has no
+  // dirty bitmap (KVM_GET_DIRTY_LOG fails).
+  uint32_t dirty_ring_max_bytes() const;
+  void enable_dirty_ring(uint32_t bytes);
+  // Hands the entries collected from every ring back to KVM, which
+  // write-protects those pages again; returns how many it reset.
+  uint32_t reset_dirty_rings();
   // KVM needs a three-page region for the TSS and one for the identity map
   // on Intel; both lie in the reserved range below 4 GiB.
   void set_tss_address(uint64_t address);
@@ -62,10 +72,12 @@ class Vm {
   void deassign_mmio_ioeventfd(uint64_t address, uint32_t length, int eventfd);
   Vcpu create_vcpu(uint32_t id);
   int fd() const { return fd_.get(); }
+  uint32_t dirty_ring_bytes() const { return dirty_ring_bytes_; }  // 0: no ring
 
  private:
   UniqueFd fd_;
   size_t vcpu_mmap_size_;
+  uint32_t dirty_ring_bytes_ = 0;
   std::map<uint32_t, kvm_userspace_memory_region> slots_;  // as last registered
 };
 
