@@ -1,5 +1,7 @@
-// One virtual machine put together: KVM, guest memory, the boot image, the
-// platform devices and the vCPU threads, run until the guest stops.
+// One virtual machine put together from its configuration: KVM, guest
+// memory, the devices (DeviceManager), the vCPUs and their threads
+// (VcpuSet), run until the guest stops; driven by the control socket and,
+// through the migratable seam, by snapshots and migration.
 #pragma once
 
 #include <array>
@@ -16,15 +18,9 @@
 
 #include "common/guest_memory.h"
 #include "control/control_server.h"
-#include "devices/pc/acpi_pm.h"
-#include "devices/pc/cmos_rtc.h"
-#include "devices/pc/i8042.h"
-#include "devices/pc/io_bus.h"
-#include "devices/pc/pvpanic.h"
-#include "devices/pc/uart8250.h"
-#include "devices/pci/pci_bus.h"
-#include "devices/pci/pci_host_bridge.h"
 #include "proto/vm_state.pb.h"
+#include "vmm/config/vmm_options.h"
+#include "vmm/device_manager.h"
 #include "vmm/irq/gsi_router.h"
 #include "vmm/kvm/coalesced_io.h"
 #include "vmm/kvm/kvm_system.h"
@@ -32,9 +28,7 @@
 #include "vmm/migratable_machine.h"
 #include "vmm/serial_output.h"
 #include "vmm/state/kvm_state_caps.h"
-#include "vmm/stateful_devices.h"
-#include "vmm/virtio_pci_function.h"
-#include "vmm/config/vmm_options.h"
+#include "vmm/vcpu_set.h"
 
 namespace keel {
 
@@ -78,22 +72,12 @@ class Machine : public ControlHandler, public MigratableMachine {
 
  private:
   void check_host_limits() const;
-  void add_platform_devices();
-  void add_virtio_devices();
   void create_vcpus();
   void setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                   uint32_t tsc_khz);
-  // The vCPU threads' side (machine_exits.cpp).
-  void vcpu_loop(kvm::Vcpu& vcpu);
+  // On a vCPU's thread (machine_exits.cpp).
   void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);
-  void stop_vcpus();
-  // vCPU threads parked outside KVM_RUN, and back (machine_control.cpp).
-  // pause_vcpus() waits until every vCPU is parked; false if one did not
-  // get there within `timeout`.
-  bool pause_vcpus(std::chrono::milliseconds timeout);
-  void resume_vcpus();
-  void park_if_paused();
   keel::api::v1::StatusResult status() const;
   void start_shutdown(uint32_t timeout_ms, Reply reply);
   // What this host's KVM can capture and restore: probed once (a scratch VM
@@ -111,32 +95,13 @@ class Machine : public ControlHandler, public MigratableMachine {
   GuestMemory memory_;
   boost::asio::io_context events_;
   SerialOutput serial_out_;
-  IoBus io_bus_;
-  std::unique_ptr<Uart8250> com1_;
-  std::unique_ptr<I8042> i8042_;
-  std::unique_ptr<AcpiPm> acpi_pm_;
-  std::unique_ptr<PvPanic> pvpanic_;
-  std::unique_ptr<CmosRtc> rtc_;
-  PciHostBridge pci_host_bridge_;
-  PciBus pci_bus_;
   std::unique_ptr<GsiRouter> gsi_router_;
-  // INTA# of slot n is on I/O APIC input 16 + (n - 1) % 8 (the DSDT's _PRT):
-  // how many functions assert each of those 8 lines.
-  std::mutex intx_mutex_;
-  std::array<unsigned, 8> intx_asserted_{};
-  std::vector<std::unique_ptr<VirtioPciFunction>> virtio_;
-  StatefulDevices stateful_;  // every device above, by stable id
+  std::unique_ptr<DeviceManager> devices_;
   std::optional<KvmStateCaps> state_caps_;  // state_caps()
-  std::vector<kvm::Vcpu> vcpus_;
+  std::unique_ptr<VcpuSet> vcpus_;
   std::unique_ptr<kvm::CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
-  std::vector<std::thread> threads_;
-  std::atomic<bool> stopping_{false};
 
-  // Pause: vCPUs park in vcpu_loop while pause_requested_ is set.
-  std::mutex pause_mutex_;
-  std::condition_variable pause_cv_;
-  std::atomic<bool> pause_requested_{false};
-  size_t parked_ = 0;
+  // The operator's pauses (the control socket's pause and resume).
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point paused_at_;
   std::chrono::steady_clock::duration paused_total_{};

@@ -1,7 +1,5 @@
 // Machine, part three: what the control socket asks for (status, pause,
 // resume, shutdown, kill), on the event loop.
-#include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <string>
@@ -33,47 +31,13 @@ pb::Response failure(pb::ErrorCode code, const std::string& message) {
 
 }  // namespace
 
-// --- pause ----------------------------------------------------------------
-
-// On a vCPU thread, between KVM_RUNs: waits while the machine is paused.
-void Machine::park_if_paused() {
-  std::unique_lock lock(pause_mutex_);
-  ++parked_;
-  pause_cv_.notify_all();
-  pause_cv_.wait(lock, [this] { return !pause_requested_.load() || stopping_.load(); });
-  --parked_;
-}
-
-bool Machine::pause_vcpus(std::chrono::milliseconds timeout) {
-  {
-    std::lock_guard lock(pause_mutex_);
-    pause_requested_.store(true, std::memory_order_seq_cst);
-  }
-  // As in stop_vcpus(): the flag first, then the kick, so a vCPU either sees
-  // the flag before entering or leaves KVM_RUN at once.
-  for (size_t i = 0; i < threads_.size(); ++i) {
-    vcpus_[i].request_immediate_exit();
-    ::pthread_kill(threads_[i].native_handle(), SIGUSR1);
-  }
-  std::unique_lock lock(pause_mutex_);
-  return pause_cv_.wait_for(lock, timeout, [this] {
-    return parked_ == threads_.size() || stopping_.load();
-  });
-}
-
-void Machine::resume_vcpus() {
-  std::lock_guard lock(pause_mutex_);
-  pause_requested_.store(false, std::memory_order_seq_cst);
-  pause_cv_.notify_all();
-}
-
 // --- status ---------------------------------------------------------------
 
 pb::StatusResult Machine::status() const {
   pb::StatusResult s;
   const auto now = std::chrono::steady_clock::now();
-  const bool paused = pause_requested_.load();
-  s.set_state(stopping_.load()   ? pb::RUN_STATE_STOPPED
+  const bool paused = vcpus_->pause_requested();
+  s.set_state(vcpus_->stopping()   ? pb::RUN_STATE_STOPPED
               : shutting_down_   ? pb::RUN_STATE_SHUTTING_DOWN
               : paused           ? pb::RUN_STATE_PAUSED
                                  : pb::RUN_STATE_RUNNING);
@@ -105,10 +69,11 @@ pb::StatusResult Machine::status() const {
   for (const auto& net : config_.nets()) add("virtio-net", "tap=" + net.tap());
   if (config_.rng()) add("virtio-rng", "getrandom");
   // The functions in the same slot order as the devices above.
-  for (size_t i = 0; i < virtio_.size() && i < static_cast<size_t>(s.devices_size()); ++i) {
+  const auto& functions = devices_->virtio_functions();
+  for (size_t i = 0; i < functions.size() && i < static_cast<size_t>(s.devices_size()); ++i) {
     pb::Device* d = s.mutable_devices(static_cast<int>(i));
-    d->set_error(virtio_[i]->needs_reset_reason());
-    for (const auto& [name, value] : virtio_[i]->counters()) (*d->mutable_counters())[name] = value;
+    d->set_error(functions[i]->needs_reset_reason());
+    for (const auto& [name, value] : functions[i]->counters()) (*d->mutable_counters())[name] = value;
   }
   return s;
 }
@@ -137,11 +102,11 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
   if (shutting_down_) return;  // a second request waits for the same stop
   shutting_down_ = true;
   shutdown_started_ = std::chrono::steady_clock::now();
-  if (pause_requested_.load()) {  // a paused guest cannot press anything
+  if (vcpus_->pause_requested()) {  // a paused guest cannot press anything
     paused_total_ += std::chrono::steady_clock::now() - paused_at_;
-    resume_vcpus();
+    vcpus_->resume();
   }
-  acpi_pm_->press_power_button();
+  devices_->press_power_button();
   const uint32_t limit = timeout_ms != 0 ? timeout_ms : kDefaultShutdownTimeoutMs;
   shutdown_timer_.emplace(events_, std::chrono::milliseconds(limit));
   shutdown_timer_->async_wait([this, limit](const boost::system::error_code& ec) {
@@ -154,7 +119,7 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
 // --- requests -------------------------------------------------------------
 
 void Machine::handle(const pb::Request& request, Reply reply) {
-  if (stopping_.load()) {
+  if (vcpus_->stopping()) {
     return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
   }
   switch (request.operation_case()) {
@@ -166,10 +131,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     }
     case pb::Request::kPause: {
       if (shutting_down_) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
-      if (pause_requested_.load()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "already paused"));
+      if (vcpus_->pause_requested()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "already paused"));
       const auto begin = std::chrono::steady_clock::now();
-      if (!pause_vcpus(kPauseTimeout)) {
-        resume_vcpus();
+      if (!vcpus_->pause(kPauseTimeout)) {
+        vcpus_->resume();
         return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
       paused_at_ = std::chrono::steady_clock::now();
@@ -181,10 +146,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       return reply(std::move(response));
     }
     case pb::Request::kResume: {
-      if (!pause_requested_.load()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "not paused"));
+      if (!vcpus_->pause_requested()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "not paused"));
       const auto begin = std::chrono::steady_clock::now();
       paused_total_ += std::chrono::steady_clock::now() - paused_at_;
-      resume_vcpus();
+      vcpus_->resume();
       pb::Response response;
       response.set_ok(true);
       response.mutable_resume()->set_state(shutting_down_ ? pb::RUN_STATE_SHUTTING_DOWN
@@ -208,10 +173,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       }
       // A paused guest stays paused; a running one is paused for the
       // snapshot and resumed after it.
-      const bool was_paused = pause_requested_.load();
+      const bool was_paused = vcpus_->pause_requested();
       const auto begin = std::chrono::steady_clock::now();
-      if (!was_paused && !pause_vcpus(kPauseTimeout)) {
-        resume_vcpus();
+      if (!was_paused && !vcpus_->pause(kPauseTimeout)) {
+        vcpus_->resume();
         return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
       pb::Response response;
@@ -223,7 +188,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       } catch (const std::exception& e) {
         response = failure(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
       }
-      if (!was_paused) resume_vcpus();
+      if (!was_paused) vcpus_->resume();
       if (response.ok()) response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
       return reply(std::move(response));
     }

@@ -1,4 +1,4 @@
-// Machine, part two: the vCPU threads' run loop and what each KVM exit means.
+// Machine, part two: what each KVM exit means (on the vCPU's thread).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -8,53 +8,19 @@
 
 namespace keel {
 
-void Machine::vcpu_loop(kvm::Vcpu& vcpu) {
-  try {
-    // stop_vcpus() sets stopping_ before it asks for an immediate exit, and
-    // both sides use sequentially consistent operations: a vCPU that clears
-    // immediate_exit after an unrelated signal sees stopping_ on its next
-    // check, so it never re-enters the guest with the kick lost.
-    while (!stopping_.load(std::memory_order_seq_cst)) {
-      if (pause_requested_.load(std::memory_order_seq_cst)) {
-        // An I/O or MMIO exit is finished (a read's value reaches the
-        // registers) only by the next KVM_RUN: one with immediate_exit set
-        // does that and returns at once (api.rst, kvm_run.immediate_exit),
-        // so the state a snapshot reads is complete.
-        vcpu.request_immediate_exit();
-        if (vcpu.enter()) handle_exit(vcpu);
-        vcpu.clear_immediate_exit();
-        park_if_paused();
-        continue;
-      }
-      if (vcpu.enter()) {
-        handle_exit(vcpu);
-      } else {
-        vcpu.clear_immediate_exit();
-      }
-    }
-  } catch (const std::exception& e) {
-    try {
-      request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
-    } catch (...) {
-      stopping_.store(true);  // out of memory for the message: stop all the same
-      events_.stop();
-    }
-  }
-}
-
 void Machine::handle_exit(kvm::Vcpu& vcpu) {
   kvm_run* run = vcpu.run();
   // Queued writes (the PCI address register) happened before this exit.
-  if (coalesced_io_) coalesced_io_->drain(io_bus_);
+  if (coalesced_io_) coalesced_io_->drain(devices_->io_bus());
   switch (run->exit_reason) {
     case KVM_EXIT_IO: {
       auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
       for (uint32_t i = 0; i < run->io.count; ++i) {
         std::span<uint8_t> bytes(data + size_t{i} * run->io.size, run->io.size);
         if (run->io.direction == KVM_EXIT_IO_OUT) {
-          io_bus_.write(run->io.port, bytes);
+          devices_->io_bus().write(run->io.port, bytes);
         } else {
-          io_bus_.read(run->io.port, bytes);
+          devices_->io_bus().read(run->io.port, bytes);
         }
       }
       return;
@@ -62,9 +28,7 @@ void Machine::handle_exit(kvm::Vcpu& vcpu) {
     case KVM_EXIT_MMIO: {
       const uint32_t len = std::min<uint32_t>(run->mmio.len, sizeof run->mmio.data);
       std::span<uint8_t> data(run->mmio.data, len);
-      for (auto& function : virtio_) {
-        if (function->mmio(run->mmio.phys_addr, data, run->mmio.is_write)) return;
-      }
+      if (devices_->mmio(run->mmio.phys_addr, data, run->mmio.is_write)) return;
       // Nothing there: reads see all ones, writes go nowhere.
       if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof run->mmio.data);
       return;

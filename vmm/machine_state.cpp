@@ -57,13 +57,13 @@ void check_same_shape(const st::VmConfig& theirs, const st::VmConfig& ours) {
 }  // namespace
 
 bool Machine::pause(std::chrono::milliseconds timeout) {
-  if (pause_vcpus(timeout)) return true;
-  resume_vcpus();
+  if (vcpus_->pause(timeout)) return true;
+  vcpus_->resume();
   return false;
 }
 
 void Machine::resume() {
-  resume_vcpus();
+  vcpus_->resume();
 }
 
 const KvmStateCaps& Machine::state_caps() {
@@ -86,18 +86,18 @@ st::VmState Machine::capture_state() {
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count()));
-  stateful_.save_all(*state.mutable_devices());
+  devices_->stateful().save_all(*state.mutable_devices());
 
   const KvmStateCaps& caps = state_caps();
   std::vector<st::VcpuState*> vcpu_states;
-  for (auto& vcpu : vcpus_) {
+  for (auto& vcpu : vcpus_->all()) {
     *state.add_vcpus() = capture_vcpu_state(caps, vcpu);
     vcpu_states.push_back(state.mutable_vcpus(state.vcpus_size() - 1));
   }
-  capture_tsc(vcpus_, vcpu_states);
+  capture_tsc(vcpus_->all(), vcpu_states);
   *state.mutable_irqchip() = capture_irqchip(vm_);
   *state.mutable_pit() = capture_pit(vm_);
-  *state.mutable_cpu() = guest_cpu_features(caps, vcpus_[0]);
+  *state.mutable_cpu() = guest_cpu_features(caps, (*vcpus_)[0]);
   *state.mutable_clock() = capture_clock(vm_);
   return state;
 }
@@ -108,9 +108,9 @@ void Machine::check_state_fits(const st::VmState& state) {
                      " (this keel-vmm reads " + std::to_string(kVmStateSchemaVersion) + ")");
   }
   check_same_shape(state.config(), config_);
-  if (static_cast<size_t>(state.vcpus_size()) != vcpus_.size()) {
+  if (static_cast<size_t>(state.vcpus_size()) != vcpus_->size()) {
     throw InputError("state: " + std::to_string(state.vcpus_size()) +
-                     " vCPU states, this machine has " + std::to_string(vcpus_.size()) + " vCPUs");
+                     " vCPU states, this machine has " + std::to_string(vcpus_->size()) + " vCPUs");
   }
   check_cpu_features(state.cpu(), state_caps());
 }
@@ -122,17 +122,17 @@ void Machine::check_state_fits(const st::VmState& state) {
 void Machine::apply_state(const st::VmState& state) {
   check_state_fits(state);
   const KvmStateCaps& caps = state_caps();
-  stateful_.restore_all(state.devices());
+  devices_->stateful().restore_all(state.devices());
 
   validate_irqchip(state.irqchip());
   validate_pit(state.pit());
-  for (size_t i = 0; i < vcpus_.size(); ++i)
-    validate_vcpu_state(caps, vcpus_[i].id(), state.vcpus(static_cast<int>(i)));
+  for (size_t i = 0; i < vcpus_->size(); ++i)
+    validate_vcpu_state(caps, (*vcpus_)[i].id(), state.vcpus(static_cast<int>(i)));
   restore_irqchip(vm_, state.irqchip());
   restore_pit(vm_, state.pit());
   TscRestore tsc;
-  for (size_t i = 0; i < vcpus_.size(); ++i) {
-    restore_vcpu_state(caps, vcpus_[i], state.vcpus(static_cast<int>(i)), tsc);
+  for (size_t i = 0; i < vcpus_->size(); ++i) {
+    restore_vcpu_state(caps, (*vcpus_)[i], state.vcpus(static_cast<int>(i)), tsc);
   }
   restore_clock(vm_, state.clock());
   // Said once a state is in: a refused one gets its one line.

@@ -1,0 +1,117 @@
+#include "vmm/vcpu_set.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include "common/error.h"
+
+namespace keel {
+
+namespace {
+
+// Sent to a vCPU thread to break it out of KVM_RUN; the handler does
+// nothing, the point is the EINTR.
+constexpr int kKickSignal = SIGUSR1;
+
+void install_kick_handler() {
+  struct sigaction action {};
+  action.sa_handler = [](int) {};
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;  // no SA_RESTART: KVM_RUN must return
+  if (::sigaction(kKickSignal, &action, nullptr) < 0) throw_errno("sigaction");
+}
+
+}  // namespace
+
+void VcpuSet::start(ExitHandler on_exit, FailureHandler on_failure) {
+  install_kick_handler();
+  on_exit_ = std::move(on_exit);
+  on_failure_ = std::move(on_failure);
+  for (auto& vcpu : vcpus_) threads_.emplace_back([this, &vcpu] { loop(vcpu); });
+}
+
+void VcpuSet::loop(kvm::Vcpu& vcpu) {
+  try {
+    // stop() sets stopping_ before it asks for an immediate exit, and both
+    // sides use sequentially consistent operations: a vCPU that clears
+    // immediate_exit after an unrelated signal sees stopping_ on its next
+    // check, so it never re-enters the guest with the kick lost.
+    while (!stopping_.load(std::memory_order_seq_cst)) {
+      if (pause_requested_.load(std::memory_order_seq_cst)) {
+        // An I/O or MMIO exit is finished (a read's value reaches the
+        // registers) only by the next KVM_RUN: one with immediate_exit set
+        // does that and returns at once (api.rst, kvm_run.immediate_exit),
+        // so the state a capture reads is complete.
+        vcpu.request_immediate_exit();
+        if (vcpu.enter()) on_exit_(vcpu);
+        vcpu.clear_immediate_exit();
+        park_if_paused();
+        continue;
+      }
+      if (vcpu.enter()) {
+        on_exit_(vcpu);
+      } else {
+        vcpu.clear_immediate_exit();
+      }
+    }
+  } catch (const std::exception& e) {
+    try {
+      on_failure_(vcpu, e);
+    } catch (...) {
+      request_stop();
+    }
+  }
+}
+
+// On a vCPU thread, between KVM_RUNs: waits while the set is paused.
+void VcpuSet::park_if_paused() {
+  std::unique_lock lock(pause_mutex_);
+  ++parked_;
+  pause_cv_.notify_all();
+  pause_cv_.wait(lock, [this] { return !pause_requested_.load() || stopping_.load(); });
+  --parked_;
+}
+
+// The flag first, then the kick: a vCPU either sees the flag before it
+// enters or leaves KVM_RUN at once.
+void VcpuSet::kick_all() {
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    vcpus_[i].request_immediate_exit();
+    ::pthread_kill(threads_[i].native_handle(), kKickSignal);
+  }
+}
+
+bool VcpuSet::pause(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(pause_mutex_);
+    pause_requested_.store(true, std::memory_order_seq_cst);
+  }
+  kick_all();
+  std::unique_lock lock(pause_mutex_);
+  return pause_cv_.wait_for(lock, timeout, [this] {
+    return parked_ == threads_.size() || stopping_.load();
+  });
+}
+
+void VcpuSet::resume() {
+  std::lock_guard lock(pause_mutex_);
+  pause_requested_.store(false, std::memory_order_seq_cst);
+  pause_cv_.notify_all();
+}
+
+void VcpuSet::stop() {
+  request_stop();
+  {
+    std::lock_guard guard(pause_mutex_);  // parked vCPUs wake up and leave
+    pause_cv_.notify_all();
+  }
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    if (!threads_[i].joinable()) continue;
+    vcpus_[i].request_immediate_exit();
+    ::pthread_kill(threads_[i].native_handle(), kKickSignal);
+    threads_[i].join();
+  }
+  threads_.clear();
+}
+
+}  // namespace keel
