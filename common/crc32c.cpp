@@ -27,7 +27,7 @@ uint32_t crc32c_table(const uint8_t* p, size_t size, uint32_t crc) {
 }
 
 __attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const uint8_t* p, size_t size,
-                                                         uint32_t crc) {
+                                                        uint32_t crc) {
   uint64_t c = crc;
   for (; size >= 8; p += 8, size -= 8) {
     uint64_t word;

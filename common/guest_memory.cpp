@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <stdexcept>
-#include <utility>
 #include <string>
+#include <utility>
 
 #include "common/error.h"
 #include "common/hex.h"

@@ -50,11 +50,17 @@ void init(std::string_view name) {
   }
 }
 
-void set_threshold(Level level) { threshold.store(static_cast<int>(level)); }
+void set_threshold(Level level) {
+  threshold.store(static_cast<int>(level));
+}
 
-bool enabled(Level level) { return static_cast<int>(level) <= threshold.load(std::memory_order_relaxed); }
+bool enabled(Level level) {
+  return static_cast<int>(level) <= threshold.load(std::memory_order_relaxed);
+}
 
-void set_output_fd(int fd) { output_fd.store(fd); }
+void set_output_fd(int fd) {
+  output_fd.store(fd);
+}
 
 void write(Level level, std::string_view message) {
   if (!enabled(level)) return;

@@ -23,10 +23,18 @@ bool enabled(Level level);
 void set_output_fd(int fd);
 
 void write(Level level, std::string_view message);
-inline void error(std::string_view message) { write(Level::kError, message); }
-inline void warning(std::string_view message) { write(Level::kWarning, message); }
-inline void info(std::string_view message) { write(Level::kInfo, message); }
-inline void debug(std::string_view message) { write(Level::kDebug, message); }
+inline void error(std::string_view message) {
+  write(Level::kError, message);
+}
+inline void warning(std::string_view message) {
+  write(Level::kWarning, message);
+}
+inline void info(std::string_view message) {
+  write(Level::kInfo, message);
+}
+inline void debug(std::string_view message) {
+  write(Level::kDebug, message);
+}
 
 // At most `burst` messages per `period`; the first one let through after
 // some were held back says how many.

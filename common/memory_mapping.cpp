@@ -24,7 +24,9 @@ MemoryMapping& MemoryMapping::operator=(MemoryMapping&& other) noexcept {
   return *this;
 }
 
-MemoryMapping::~MemoryMapping() { unmap(); }
+MemoryMapping::~MemoryMapping() {
+  unmap();
+}
 
 void MemoryMapping::unmap() {
   if (addr_ != nullptr) ::munmap(addr_, length_);

@@ -1,10 +1,10 @@
 // Owns one mmap()ed range.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <sys/types.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <utility>
 
 namespace keel {

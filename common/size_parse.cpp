@@ -22,11 +22,24 @@ uint64_t parse_size(std::string_view text) {
     shift = 0;
   } else if (suffix.size() == 1 || (suffix.size() == 3 && (suffix.substr(1) == "iB"))) {
     switch (suffix[0]) {
-      case 'K': case 'k': shift = 10; break;
-      case 'M': case 'm': shift = 20; break;
-      case 'G': case 'g': shift = 30; break;
-      case 'T': case 't': shift = 40; break;
-      default: throw bad("unknown suffix");
+      case 'K':
+      case 'k':
+        shift = 10;
+        break;
+      case 'M':
+      case 'm':
+        shift = 20;
+        break;
+      case 'G':
+      case 'g':
+        shift = 30;
+        break;
+      case 'T':
+      case 't':
+        shift = 40;
+        break;
+      default:
+        throw bad("unknown suffix");
     }
   } else {
     throw bad("unknown suffix");

@@ -20,8 +20,9 @@ namespace keel {
 template <typename T>
 T state_field(uint64_t value, const std::string& device, const std::string& field) {
   if (value > std::numeric_limits<T>::max()) {
-    refuse_state(device, field, std::to_string(value) + " does not fit " +
-                                    std::to_string(8 * sizeof(T)) + " bits");
+    refuse_state(
+        device, field,
+        std::to_string(value) + " does not fit " + std::to_string(8 * sizeof(T)) + " bits");
   }
   return static_cast<T>(value);
 }

@@ -81,8 +81,8 @@ void ControlClient::write_all(const std::string& bytes, Clock::time_point deadli
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
       wait_for(POLLOUT, deadline);
     } else {
-      throw ControlClientError(Kind::kProtocol, "the VMM at " + path_ +
-                                                    " closed the connection: " + std::strerror(errno));
+      throw ControlClientError(Kind::kProtocol, "the VMM at " + path_ + " closed the connection: " +
+                                                    std::strerror(errno));
     }
   }
 }
@@ -99,8 +99,8 @@ void ControlClient::read_exact(uint8_t* data, size_t size, Clock::time_point dea
     } else if (errno == EAGAIN || errno == EINTR) {
       wait_for(POLLIN, deadline);
     } else {
-      throw ControlClientError(Kind::kProtocol, "reading from the VMM at " + path_ + ": " +
-                                                    std::strerror(errno));
+      throw ControlClientError(Kind::kProtocol,
+                               "reading from the VMM at " + path_ + ": " + std::strerror(errno));
     }
   }
 }

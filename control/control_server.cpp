@@ -57,7 +57,8 @@ bool socket_is_live(const sockaddr_un& address, const std::string& path) {
   }
   if (errno == ECONNREFUSED || errno == ENOENT) return false;
   if (errno == EAGAIN) return true;
-  throw InputError("cannot tell whether api socket " + path + " is in use: " + std::strerror(errno));
+  throw InputError("cannot tell whether api socket " + path +
+                   " is in use: " + std::strerror(errno));
 }
 
 // A listening socket at `path`, mode 0600 from its creation.
@@ -196,8 +197,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         disarm();
         frame_timer_armed_ = false;
         control::Request request;
-        const bool parsed = request.ParseFromArray(in_.data() + kControlFrameHeaderBytes,
-                                                   static_cast<int>(length));
+        const bool parsed =
+            request.ParseFromArray(in_.data() + kControlFrameHeaderBytes, static_cast<int>(length));
         in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(frame));
         dispatch(parsed ? &request : nullptr);
         return;
@@ -212,39 +213,40 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void read_more() {
     reading_ = true;
-    socket_.async_read_some(boost::asio::buffer(chunk_),
-                            [self = shared_from_this()](error_code ec, size_t n) {
-                              self->reading_ = false;
-                              if (!self->open_) return;
-                              if (ec) {
-                                // End of file or a reset, also halfway through a frame.
-                                self->close();
-                                return;
-                              }
-                              self->in_.insert(self->in_.end(), self->chunk_.begin(),
-                                               self->chunk_.begin() + static_cast<std::ptrdiff_t>(n));
-                              self->process_buffered();
-                            });
+    socket_.async_read_some(
+        boost::asio::buffer(chunk_), [self = shared_from_this()](error_code ec, size_t n) {
+          self->reading_ = false;
+          if (!self->open_) return;
+          if (ec) {
+            // End of file or a reset, also halfway through a frame.
+            self->close();
+            return;
+          }
+          self->in_.insert(self->in_.end(), self->chunk_.begin(),
+                           self->chunk_.begin() + static_cast<std::ptrdiff_t>(n));
+          self->process_buffered();
+        });
   }
 
   void dispatch(const control::Request* request) {
     if (request == nullptr) {
-      send(error_response(control::ERROR_CODE_MALFORMED_FRAME, "frame is not a keel.api.v1.Request"),
-           false);
+      send(
+          error_response(control::ERROR_CODE_MALFORMED_FRAME, "frame is not a keel.api.v1.Request"),
+          false);
       return;
     }
     if (request->api_version() > control::API_VERSION_CURRENT) {
-      auto response = error_response(
-          control::ERROR_CODE_UNSUPPORTED_VERSION,
-          "request needs api version " + std::to_string(request->api_version()) +
-              ", this VMM speaks " + std::to_string(control::API_VERSION_CURRENT));
+      auto response =
+          error_response(control::ERROR_CODE_UNSUPPORTED_VERSION,
+                         "request needs api version " + std::to_string(request->api_version()) +
+                             ", this VMM speaks " + std::to_string(control::API_VERSION_CURRENT));
       response.set_id(request->id());
       send(std::move(response), false);
       return;
     }
     if (request->operation_case() == control::Request::OPERATION_NOT_SET) {
-      auto response =
-          error_response(control::ERROR_CODE_UNKNOWN_REQUEST, "request names no operation this VMM knows");
+      auto response = error_response(control::ERROR_CODE_UNKNOWN_REQUEST,
+                                     "request names no operation this VMM knows");
       response.set_id(request->id());
       send(std::move(response), false);
       return;
@@ -325,9 +327,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 void PendingReply::deliver(control::Response response) {
   if (done_.exchange(true)) return;
-  gate_->post([connection = connection_, serial = serial_, response = std::move(response)]() mutable {
-    if (auto open = connection.lock()) open->answer(serial, std::move(response));
-  });
+  gate_->post(
+      [connection = connection_, serial = serial_, response = std::move(response)]() mutable {
+        if (auto open = connection.lock()) open->answer(serial, std::move(response));
+      });
 }
 
 }  // namespace
@@ -379,24 +382,26 @@ class ControlServer::Impl : public std::enable_shared_from_this<ControlServer::I
 
  private:
   void prune() {
-    std::erase_if(connections_,
-                  [](const std::shared_ptr<Connection>& connection) { return !connection->is_open(); });
+    std::erase_if(connections_, [](const std::shared_ptr<Connection>& connection) {
+      return !connection->is_open();
+    });
   }
 
   void accept() {
-    acceptor_.async_accept([self = shared_from_this()](error_code ec, stream_protocol::socket socket) {
-      if (!self->open_) return;
-      if (ec) {
-        // EMFILE and the like: try again a little later rather than spin.
-        self->retry_timer_.expires_after(std::chrono::milliseconds(100));
-        self->retry_timer_.async_wait([self](error_code wait_ec) {
-          if (!wait_ec && self->open_) self->accept();
+    acceptor_.async_accept(
+        [self = shared_from_this()](error_code ec, stream_protocol::socket socket) {
+          if (!self->open_) return;
+          if (ec) {
+            // EMFILE and the like: try again a little later rather than spin.
+            self->retry_timer_.expires_after(std::chrono::milliseconds(100));
+            self->retry_timer_.async_wait([self](error_code wait_ec) {
+              if (!wait_ec && self->open_) self->accept();
+            });
+            return;
+          }
+          self->admit(std::move(socket));
+          self->accept();
         });
-        return;
-      }
-      self->admit(std::move(socket));
-      self->accept();
-    });
   }
 
   void admit(stream_protocol::socket socket) {
@@ -438,10 +443,16 @@ ControlServer::ControlServer(boost::asio::io_context& events, const std::string&
   impl_->start();
 }
 
-ControlServer::~ControlServer() { impl_->shutdown(); }
+ControlServer::~ControlServer() {
+  impl_->shutdown();
+}
 
-const std::string& ControlServer::path() const { return impl_->path(); }
+const std::string& ControlServer::path() const {
+  return impl_->path();
+}
 
-size_t ControlServer::connections() const { return impl_->connections(); }
+size_t ControlServer::connections() const {
+  return impl_->connections();
+}
 
 }  // namespace keel

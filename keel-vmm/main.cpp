@@ -10,9 +10,9 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "vmm/config/vmm_options.h"
 #include "vmm/machine.h"
 #include "vmm/snapshot.h"
-#include "vmm/config/vmm_options.h"
 
 int main(int argc, char** argv) {
   using namespace keel;
@@ -27,8 +27,9 @@ int main(int argc, char** argv) {
       std::fputs(kVmmUsage, stdout);
       return 0;
     }
-    std::unique_ptr<Machine> machine =
-        options.restore_dir.empty() ? std::make_unique<Machine>(options) : restore_snapshot(options);
+    std::unique_ptr<Machine> machine = options.restore_dir.empty()
+                                           ? std::make_unique<Machine>(options)
+                                           : restore_snapshot(options);
     MachineStop stop;
     try {
       stop = machine->run();
@@ -37,8 +38,8 @@ int main(int argc, char** argv) {
     }
     int code = exit_code(stop);
     if (code != 0) {
-      log::error(std::string(describe(stop.reason)) + (stop.detail.empty() ? "" : ": ") + stop.detail +
-                 " (exit code " + std::to_string(code) + ")");
+      log::error(std::string(describe(stop.reason)) + (stop.detail.empty() ? "" : ": ") +
+                 stop.detail + " (exit code " + std::to_string(code) + ")");
     }
     return code;
   } catch (const InputError& e) {

@@ -25,7 +25,9 @@ IoUringRing::IoUringRing(unsigned entries) {
   }
 }
 
-IoUringRing::~IoUringRing() { io_uring_queue_exit(&ring_); }
+IoUringRing::~IoUringRing() {
+  io_uring_queue_exit(&ring_);
+}
 
 void IoUringRing::submit() {
   for (int attempt = 0; attempt < 8; ++attempt) {

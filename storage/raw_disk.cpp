@@ -19,7 +19,9 @@ namespace {
 // Page-aligned, so O_DIRECT takes it; in .bss, so it costs nothing untouched.
 alignas(4096) uint8_t zero_buffer[256 * 1024];
 
-bool aligned(uint64_t value, uint64_t alignment) { return value % alignment == 0; }
+bool aligned(uint64_t value, uint64_t alignment) {
+  return value % alignment == 0;
+}
 
 [[noreturn]] void refuse(const std::string& path, const std::string& what, int err) {
   throw InputError("disk image " + path + ": " + what + ": " + std::strerror(err));
@@ -33,12 +35,13 @@ RawDisk::RawDisk(const RawDiskOptions& options)
   buffered_fd_.reset(::open(path_.c_str(), access | O_CLOEXEC));
   if (!buffered_fd_.valid()) refuse(path_, "open", errno);
 
-  struct stat st{};
+  struct stat st {};
   if (::fstat(buffered_fd_.get(), &st) != 0) refuse(path_, "fstat", errno);
   if (S_ISREG(st.st_mode)) {
     size_ = static_cast<uint64_t>(st.st_size);
   } else if (S_ISBLK(st.st_mode)) {
-    if (::ioctl(buffered_fd_.get(), BLKGETSIZE64, &size_) != 0) refuse(path_, "BLKGETSIZE64", errno);
+    if (::ioctl(buffered_fd_.get(), BLKGETSIZE64, &size_) != 0)
+      refuse(path_, "BLKGETSIZE64", errno);
   } else {
     throw InputError("disk image " + path_ + ": not a regular file or block device");
   }
@@ -47,7 +50,7 @@ RawDisk::RawDisk(const RawDiskOptions& options)
   if (!options.direct) return;
   // What O_DIRECT needs here (Linux 6.1+). File systems that do not say keep
   // the conservative page-size default; EINVAL later still falls back.
-  struct statx stx{};
+  struct statx stx {};
   if (::statx(buffered_fd_.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
       (stx.stx_mask & STATX_DIOALIGN)) {
     if (stx.stx_dio_offset_align == 0) return;  // no direct I/O on this file
@@ -76,11 +79,17 @@ void RawDisk::write(uint64_t tag, uint64_t offset, std::span<const iovec> iov) {
   add({.tag = tag, .kind = OpKind::kWrite, .offset = offset, .iov = {iov.begin(), iov.end()}});
 }
 
-void RawDisk::flush(uint64_t tag) { add({.tag = tag, .kind = OpKind::kFlush, .offset = 0}); }
+void RawDisk::flush(uint64_t tag) {
+  add({.tag = tag, .kind = OpKind::kFlush, .offset = 0});
+}
 
 void RawDisk::discard(uint64_t tag, uint64_t offset, uint64_t length) {
-  add({.tag = tag, .kind = OpKind::kFallocate, .offset = offset, .length = length,
-       .mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, .is_discard = true});
+  add({.tag = tag,
+       .kind = OpKind::kFallocate,
+       .offset = offset,
+       .length = length,
+       .mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+       .is_discard = true});
 }
 
 void RawDisk::write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool may_unmap) {
@@ -88,7 +97,11 @@ void RawDisk::write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool 
   // driver does for REQ_NOUNMAP.
   const int mode = may_unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
                              : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-  add({.tag = tag, .kind = OpKind::kFallocate, .offset = offset, .length = length, .mode = mode,
+  add({.tag = tag,
+       .kind = OpKind::kFallocate,
+       .offset = offset,
+       .length = length,
+       .mode = mode,
        .may_unmap = may_unmap});
 }
 

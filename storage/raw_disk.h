@@ -39,15 +39,15 @@ namespace keel::storage {
 struct RawDiskOptions {
   std::string path;
   bool read_only = false;
-  bool direct = true;            // try O_DIRECT; false: buffered only
-  unsigned queue_depth = 256;    // io_uring submission queue entries
+  bool direct = true;          // try O_DIRECT; false: buffered only
+  unsigned queue_depth = 256;  // io_uring submission queue entries
 };
 
 struct RawDiskStats {
-  uint64_t direct_ops = 0;       // submissions through the O_DIRECT descriptor
-  uint64_t buffered_ops = 0;     // submissions through the buffered one
-  uint64_t resubmissions = 0;    // short transfers, EAGAIN, EINVAL fallbacks
-  uint64_t queued_when_full = 0; // requests that waited for ring space
+  uint64_t direct_ops = 0;        // submissions through the O_DIRECT descriptor
+  uint64_t buffered_ops = 0;      // submissions through the buffered one
+  uint64_t resubmissions = 0;     // short transfers, EAGAIN, EINVAL fallbacks
+  uint64_t queued_when_full = 0;  // requests that waited for ring space
 };
 
 class RawDisk {
@@ -112,15 +112,15 @@ class RawDisk {
     OpKind kind = OpKind::kRead;
     uint64_t offset = 0;
     std::vector<iovec> iov = {};  // what is left to transfer (kRead, kWrite)
-    size_t iov_first = 0;     // first iovec not yet done
-    uint64_t done = 0;        // bytes transferred so far
-    uint64_t length = 0;      // kFallocate, kWriteZeroBuffer: bytes left
-    int mode = 0;             // kFallocate
-    bool may_unmap = false;   // kFallocate for write-zeroes
-    bool is_discard = false;  // kFallocate for discard
+    size_t iov_first = 0;         // first iovec not yet done
+    uint64_t done = 0;            // bytes transferred so far
+    uint64_t length = 0;          // kFallocate, kWriteZeroBuffer: bytes left
+    int mode = 0;                 // kFallocate
+    bool may_unmap = false;       // kFallocate for write-zeroes
+    bool is_discard = false;      // kFallocate for discard
     bool force_buffered = false;
     bool in_kernel = false;
-    bool abandoned = false;   // cancel_all(): drop the result
+    bool abandoned = false;  // cancel_all(): drop the result
   };
 
   uint64_t add(Op op);

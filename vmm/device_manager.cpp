@@ -31,14 +31,18 @@ void DeviceManager::add_platform_devices() {
     vm.set_irq_line(kCom1Irq, false);
   });
   io_bus_.add(kCom1Port, 8, *com1_);
-  i8042_ = std::make_unique<I8042>(
-      [this] { wiring_.request_stop({StopReason::kReboot, "reset through the i8042 controller"}); });
+  i8042_ = std::make_unique<I8042>([this] {
+    wiring_.request_stop({StopReason::kReboot, "reset through the i8042 controller"});
+  });
   io_bus_.add(I8042::kDataPort, 1, *i8042_);
   io_bus_.add(I8042::kCommandPort, 1, *i8042_, 4);
   // The SCI: a level on the ISA IRQ the FADT names (MADT: level, active high).
   const uint32_t sci_irq = acpi::AcpiPlatform{}.sci_irq;
   acpi_pm_ = std::make_unique<AcpiPm>(
-      acpi::kS5SleepType, [this] { wiring_.request_stop({StopReason::kPowerOff, ""}); },
+      acpi::kS5SleepType,
+      [this] {
+        wiring_.request_stop({StopReason::kPowerOff, ""});
+      },
       [&vm, sci_irq](bool level) { vm.set_irq_line(sci_irq, level); });
   io_bus_.add(layout::kPm1aEvtPort, AcpiPm::kPortCount, *acpi_pm_);
   pvpanic_ = std::make_unique<PvPanic>([this](uint8_t events) {
@@ -79,8 +83,9 @@ void DeviceManager::add_platform_devices() {
 // 32-bit PCI window (the DSDT's host bridge resources), memory decoding on,
 // as firmware leaves them; INTA# of slot n on I/O APIC pin 16 + (n - 1) % 8.
 void DeviceManager::add_virtio_devices(const state::v1::VmConfig& config) {
-  const VirtioPciFunction::Wiring wiring{wiring_.vm,     wiring_.gsi_router, wiring_.memory,
-                                         wiring_.events, nullptr,            wiring_.ioeventfd_length};
+  const VirtioPciFunction::Wiring wiring{wiring_.vm,     wiring_.gsi_router,
+                                         wiring_.memory, wiring_.events,
+                                         nullptr,        wiring_.ioeventfd_length};
   auto devices = make_virtio_devices(config, wiring_.events);
   for (size_t i = 0; i < devices.size(); ++i) {
     const unsigned slot = static_cast<unsigned>(i + 1);

@@ -39,7 +39,7 @@ class DeviceManager {
     GsiRouter& gsi_router;
     GuestMemory& memory;
     boost::asio::io_context& events;
-    uint32_t ioeventfd_length;  // 0: any length (KVM_CAP_IOEVENTFD_ANY_LENGTH)
+    uint32_t ioeventfd_length;                 // 0: any length (KVM_CAP_IOEVENTFD_ANY_LENGTH)
     std::function<void(uint8_t)> console_out;  // COM1's output, byte by byte
     // The guest asked for a reset or a power-off, or reported a panic.
     std::function<void(MachineStop)> request_stop;
@@ -57,7 +57,9 @@ class DeviceManager {
   // The ACPI power button (a shutdown through the control socket).
   void press_power_button() { acpi_pm_->press_power_button(); }
   // The virtio functions in slot order (status: errors and counters).
-  const std::vector<std::unique_ptr<VirtioPciFunction>>& virtio_functions() const { return virtio_; }
+  const std::vector<std::unique_ptr<VirtioPciFunction>>& virtio_functions() const {
+    return virtio_;
+  }
   const StatefulDevices& stateful() const { return stateful_; }
 
  private:

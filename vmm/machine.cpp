@@ -2,9 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -15,8 +15,8 @@
 #include "vmm/boot/cpuid.h"
 #include "vmm/boot/kernel_image.h"
 #include "vmm/boot/memory_layout.h"
-#include "vmm/virtio_devices.h"
 #include "vmm/boot/x86_boot.h"
+#include "vmm/virtio_devices.h"
 
 namespace keel {
 
@@ -63,9 +63,11 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
   BootSetup boot;
   if (!shape_only) {
     // Neither file can be larger than the guest memory it has to fit in.
-    image = parse_kernel_image(read_file(config_.kernel(), "kernel", config_.memory()), config_.kernel());
+    image = parse_kernel_image(read_file(config_.kernel(), "kernel", config_.memory()),
+                               config_.kernel());
     boot.cmdline = config_.cmdline();
-    if (!config_.initrd().empty()) boot.initrd = read_file(config_.initrd(), "initrd", config_.memory());
+    if (!config_.initrd().empty())
+      boot.initrd = read_file(config_.initrd(), "initrd", config_.memory());
   }
 
   vm_.set_tss_address(layout::kKvmTss);
@@ -138,9 +140,9 @@ Machine::~Machine() {
 void Machine::check_host_limits() const {
   uint64_t host = host_memory_bytes();
   if (host != 0 && config_.memory() > host) {
-    throw InputError("guest memory too large for this host: " +
-                     std::to_string(config_.memory() >> 20) + " MiB asked, the host has " +
-                     std::to_string(host >> 20) + " MiB");
+    throw InputError(
+        "guest memory too large for this host: " + std::to_string(config_.memory() >> 20) +
+        " MiB asked, the host has " + std::to_string(host >> 20) + " MiB");
   }
   int max_vcpus = kvm_.check_extension(KVM_CAP_MAX_VCPUS);
   if (max_vcpus <= 0) max_vcpus = kvm_.check_extension(KVM_CAP_NR_VCPUS);
@@ -178,7 +180,8 @@ MachineStop Machine::run() {
   vcpus_->start([this](kvm::Vcpu& vcpu) { handle_exit(vcpu); },
                 [this](kvm::Vcpu& vcpu, const std::exception& e) {
                   try {
-                    request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
+                    request_stop({StopReason::kVmmError,
+                                  "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
                   } catch (...) {
                     events_.stop();  // out of memory for the message: stop all the same
                   }
@@ -201,7 +204,8 @@ MachineStop Machine::run() {
   }
   serial_out_.finish(std::chrono::seconds(2));
   if (uint64_t lost = serial_out_.dropped()) {
-    log::warning(std::to_string(lost) + " bytes of guest console output dropped (reader too slow or gone)");
+    log::warning(std::to_string(lost) +
+                 " bytes of guest console output dropped (reader too slow or gone)");
   }
   std::lock_guard guard(stop_mutex_);
   return *stop_;

@@ -37,7 +37,7 @@ pb::StatusResult Machine::status() const {
   pb::StatusResult s;
   const auto now = std::chrono::steady_clock::now();
   const bool paused = vcpus_->pause_requested();
-  s.set_state(vcpus_->stopping()   ? pb::RUN_STATE_STOPPED
+  s.set_state(vcpus_->stopping() ? pb::RUN_STATE_STOPPED
               : shutting_down_   ? pb::RUN_STATE_SHUTTING_DOWN
               : paused           ? pb::RUN_STATE_PAUSED
                                  : pb::RUN_STATE_RUNNING);
@@ -48,7 +48,8 @@ pb::StatusResult Machine::status() const {
   s.set_kernel(config_.kernel());
   s.set_restored_from(options_.restore_dir);
   s.set_pauses(pauses_);
-  s.set_paused_ms_total(ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
+  s.set_paused_ms_total(
+      ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
   s.set_serial(options_.serial_file.empty() ? "stdout" : "file=" + options_.serial_file);
   unsigned slot = 1;
   auto add = [&](const std::string& type, const std::string& description) {
@@ -73,7 +74,8 @@ pb::StatusResult Machine::status() const {
   for (size_t i = 0; i < functions.size() && i < static_cast<size_t>(s.devices_size()); ++i) {
     pb::Device* d = s.mutable_devices(static_cast<int>(i));
     d->set_error(functions[i]->needs_reset_reason());
-    for (const auto& [name, value] : functions[i]->counters()) (*d->mutable_counters())[name] = value;
+    for (const auto& [name, value] : functions[i]->counters())
+      (*d->mutable_counters())[name] = value;
   }
   return s;
 }
@@ -81,7 +83,7 @@ pb::StatusResult Machine::status() const {
 // --- shutdown -------------------------------------------------------------
 
 pb::Response Machine::stopped_response(const MachineStop& stop,
-                                        std::chrono::steady_clock::time_point since) {
+                                       std::chrono::steady_clock::time_point since) {
   pb::Response response;
   response.set_ok(true);
   pb::ShutdownResult* r = response.mutable_shutdown();
@@ -111,8 +113,8 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
   shutdown_timer_.emplace(events_, std::chrono::milliseconds(limit));
   shutdown_timer_->async_wait([this, limit](const boost::system::error_code& ec) {
     if (ec) return;
-    request_stop({StopReason::kKilled,
-                  "the guest did not power off within " + std::to_string(limit) + " ms of the ACPI power button"});
+    request_stop({StopReason::kKilled, "the guest did not power off within " +
+                                           std::to_string(limit) + " ms of the ACPI power button"});
   });
 }
 
@@ -130,8 +132,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       return reply(std::move(response));
     }
     case pb::Request::kPause: {
-      if (shutting_down_) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
-      if (vcpus_->pause_requested()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "already paused"));
+      if (shutting_down_)
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+      if (vcpus_->pause_requested())
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "already paused"));
       const auto begin = std::chrono::steady_clock::now();
       if (!vcpus_->pause(kPauseTimeout)) {
         vcpus_->resume();
@@ -146,7 +150,8 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       return reply(std::move(response));
     }
     case pb::Request::kResume: {
-      if (!vcpus_->pause_requested()) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "not paused"));
+      if (!vcpus_->pause_requested())
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "not paused"));
       const auto begin = std::chrono::steady_clock::now();
       paused_total_ += std::chrono::steady_clock::now() - paused_at_;
       vcpus_->resume();
@@ -167,7 +172,8 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       return request_stop({StopReason::kKilled, "kill request"});
     }
     case pb::Request::kSnapshot: {
-      if (shutting_down_) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+      if (shutting_down_)
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
       if (request.snapshot().dir().empty()) {
         return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "snapshot needs a directory"));
       }
@@ -189,7 +195,8 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         response = failure(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
       }
       if (!was_paused) vcpus_->resume();
-      if (response.ok()) response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
+      if (response.ok())
+        response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
       return reply(std::move(response));
     }
     case pb::Request::OPERATION_NOT_SET:

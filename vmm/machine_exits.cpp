@@ -51,19 +51,21 @@ void Machine::handle_exit(kvm::Vcpu& vcpu) {
     }
     case KVM_EXIT_SYSTEM_EVENT:
       switch (run->system_event.type) {
-        case KVM_SYSTEM_EVENT_SHUTDOWN: request_stop({StopReason::kPowerOff, ""}); return;
+        case KVM_SYSTEM_EVENT_SHUTDOWN:
+          request_stop({StopReason::kPowerOff, ""});
+          return;
         case KVM_SYSTEM_EVENT_RESET:
           request_stop({StopReason::kReboot, "reset system event"});
           return;
         default:
-          request_stop({StopReason::kTripleFault,
-                        "system event " + std::to_string(run->system_event.type)});
+          request_stop(
+              {StopReason::kTripleFault, "system event " + std::to_string(run->system_event.type)});
           return;
       }
     case KVM_EXIT_FAIL_ENTRY:
-      request_stop({StopReason::kKvmError,
-                    "vCPU " + std::to_string(vcpu.id()) + " entry failed, hardware reason " +
-                        hex(run->fail_entry.hardware_entry_failure_reason)});
+      request_stop({StopReason::kKvmError, "vCPU " + std::to_string(vcpu.id()) +
+                                               " entry failed, hardware reason " +
+                                               hex(run->fail_entry.hardware_entry_failure_reason)});
       return;
     case KVM_EXIT_INTERNAL_ERROR: {
       std::string detail = "vCPU " + std::to_string(vcpu.id()) + " KVM internal error, suberror " +

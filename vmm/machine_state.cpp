@@ -37,12 +37,15 @@ void check_same_shape(const st::VmConfig& theirs, const st::VmConfig& ours) {
     const auto& b = ours.disks(i);
     const std::string what = "disk " + std::to_string(i);
     if (a.readonly() != b.readonly()) {
-      refuse(what, a.readonly() ? "read-only" : "writable", b.readonly() ? "read-only" : "writable");
+      refuse(what, a.readonly() ? "read-only" : "writable",
+             b.readonly() ? "read-only" : "writable");
     }
-    if (a.serial() != b.serial()) refuse(what + " serial", "\"" + a.serial() + "\"", "\"" + b.serial() + "\"");
+    if (a.serial() != b.serial())
+      refuse(what + " serial", "\"" + a.serial() + "\"", "\"" + b.serial() + "\"");
   }
   if (theirs.nets_size() != ours.nets_size()) {
-    refuse("network adapters", std::to_string(theirs.nets_size()), std::to_string(ours.nets_size()));
+    refuse("network adapters", std::to_string(theirs.nets_size()),
+           std::to_string(ours.nets_size()));
   }
   for (int i = 0; i < ours.nets_size(); ++i) {
     if (theirs.nets(i).mac() != ours.nets(i).mac()) {
@@ -138,7 +141,8 @@ void Machine::apply_state(const st::VmState& state) {
   // Said once a state is in: a refused one gets its one line.
   if (caps.guest_tsc_is_host) {
     log::info(
-        "this host's KVM does not offset guest TSCs (PVM): the restored guest reads the host's TSC, "
+        "this host's KVM does not offset guest TSCs (PVM): the restored guest reads the host's "
+        "TSC, "
         "so its clock counts the time since the state was captured");
   }
 }

@@ -4,28 +4,43 @@ namespace keel {
 
 int exit_code(const MachineStop& stop) {
   switch (stop.reason) {
-    case StopReason::kPowerOff: return 0;
-    case StopReason::kReboot: return 10;
+    case StopReason::kPowerOff:
+      return 0;
+    case StopReason::kReboot:
+      return 10;
     case StopReason::kTripleFault:
-    case StopReason::kGuestPanic: return 11;
-    case StopReason::kKvmError: return 12;
-    case StopReason::kVmmError: return 13;
-    case StopReason::kSignal: return 128 + stop.signal;
-    case StopReason::kKilled: return 14;
+    case StopReason::kGuestPanic:
+      return 11;
+    case StopReason::kKvmError:
+      return 12;
+    case StopReason::kVmmError:
+      return 13;
+    case StopReason::kSignal:
+      return 128 + stop.signal;
+    case StopReason::kKilled:
+      return 14;
   }
   return 13;
 }
 
 const char* describe(StopReason reason) {
   switch (reason) {
-    case StopReason::kPowerOff: return "guest powered off";
-    case StopReason::kReboot: return "guest requested a reboot";
-    case StopReason::kTripleFault: return "guest crashed (triple fault)";
-    case StopReason::kGuestPanic: return "guest crashed (reported through pvpanic)";
-    case StopReason::kKvmError: return "KVM could not run the guest";
-    case StopReason::kVmmError: return "VMM failure";
-    case StopReason::kSignal: return "stopped by signal";
-    case StopReason::kKilled: return "killed through the control socket";
+    case StopReason::kPowerOff:
+      return "guest powered off";
+    case StopReason::kReboot:
+      return "guest requested a reboot";
+    case StopReason::kTripleFault:
+      return "guest crashed (triple fault)";
+    case StopReason::kGuestPanic:
+      return "guest crashed (reported through pvpanic)";
+    case StopReason::kKvmError:
+      return "KVM could not run the guest";
+    case StopReason::kVmmError:
+      return "VMM failure";
+    case StopReason::kSignal:
+      return "stopped by signal";
+    case StopReason::kKilled:
+      return "killed through the control socket";
   }
   return "unknown";
 }

@@ -22,13 +22,15 @@ constexpr const char* kMemoryFile = "memory";
 
 uint64_t ms_since(std::chrono::steady_clock::time_point t) {
   return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count());
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t)
+          .count());
 }
 
 st::VmState read_snapshot_state(const std::string& dir) {
   const std::string payload = read_state_file(dir + "/" + kStateFile);
   st::VmState state;
-  if (!state.ParseFromString(payload)) throw InputError("snapshot state in " + dir + " does not parse");
+  if (!state.ParseFromString(payload))
+    throw InputError("snapshot state in " + dir + " does not parse");
   if (state.schema_version() != kVmStateSchemaVersion) {
     throw InputError("snapshot schema version " + std::to_string(state.schema_version()) +
                      " (this keel-vmm reads " + std::to_string(kVmStateSchemaVersion) + ")");

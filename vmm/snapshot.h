@@ -7,9 +7,9 @@
 #include <string>
 
 #include "proto/control.pb.h"
+#include "vmm/config/vmm_options.h"
 #include "vmm/machine.h"
 #include "vmm/migratable_machine.h"
-#include "vmm/config/vmm_options.h"
 
 namespace keel {
 

@@ -88,9 +88,8 @@ bool VcpuSet::pause(std::chrono::milliseconds timeout) {
   }
   kick_all();
   std::unique_lock lock(pause_mutex_);
-  return pause_cv_.wait_for(lock, timeout, [this] {
-    return parked_ == threads_.size() || stopping_.load();
-  });
+  return pause_cv_.wait_for(lock, timeout,
+                            [this] { return parked_ == threads_.size() || stopping_.load(); });
 }
 
 void VcpuSet::resume() {

@@ -59,7 +59,9 @@ VirtioPciFunction::~VirtioPciFunction() {
   }
 }
 
-uint32_t VirtioPciFunction::config_read(uint16_t offset) { return transport_.config_read(offset); }
+uint32_t VirtioPciFunction::config_read(uint16_t offset) {
+  return transport_.config_read(offset);
+}
 
 void VirtioPciFunction::config_write(uint16_t offset, uint32_t value, uint8_t byte_mask) {
   transport_.config_write(offset, value, byte_mask);

@@ -17,11 +17,11 @@
 #include "common/guest_memory.h"
 #include "common/log.h"
 #include "devices/pci/pci_device.h"
-#include "devices/virtio/queue/virtio_device.h"
 #include "devices/virtio/pci/virtio_pci_device.h"
+#include "devices/virtio/queue/virtio_device.h"
 #include "vmm/irq/gsi_router.h"
-#include "vmm/kvm/kvm_vm.h"
 #include "vmm/irq/msi_irqfds.h"
+#include "vmm/kvm/kvm_vm.h"
 
 namespace keel {
 

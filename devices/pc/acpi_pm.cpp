@@ -71,7 +71,6 @@ void AcpiPm::update_sci() {
   if (sci_) sci_(level);
 }
 
-
 state::v1::AcpiPmState AcpiPm::save() {
   std::lock_guard guard(mutex_);
   state::v1::AcpiPmState s;

@@ -59,8 +59,10 @@ uint8_t CmosRtc::read_register(uint8_t index) {
   bool set = ram_[kRegB] & kRegBSet;
   auto tm = set ? pending_ : guest_time();
   switch (index) {
-    case kSeconds: return encode(static_cast<unsigned>(tm.tm_sec));
-    case kMinutes: return encode(static_cast<unsigned>(tm.tm_min));
+    case kSeconds:
+      return encode(static_cast<unsigned>(tm.tm_sec));
+    case kMinutes:
+      return encode(static_cast<unsigned>(tm.tm_min));
     case kHours: {
       unsigned h = static_cast<unsigned>(tm.tm_hour);
       if (ram_[kRegB] & kRegB24h) return encode(h);
@@ -69,24 +71,34 @@ uint8_t CmosRtc::read_register(uint8_t index) {
       unsigned h12 = h % 12 == 0 ? 12 : h % 12;
       return static_cast<uint8_t>(encode(h12) | pm);
     }
-    case kWeekday: return encode(static_cast<unsigned>(tm.tm_wday) + 1);
-    case kDay: return encode(static_cast<unsigned>(tm.tm_mday));
-    case kMonth: return encode(static_cast<unsigned>(tm.tm_mon) + 1);
-    case kYear: return encode(static_cast<unsigned>(tm.tm_year + 1900) % 100);
-    case kCentury: return encode(static_cast<unsigned>(tm.tm_year + 1900) / 100);
+    case kWeekday:
+      return encode(static_cast<unsigned>(tm.tm_wday) + 1);
+    case kDay:
+      return encode(static_cast<unsigned>(tm.tm_mday));
+    case kMonth:
+      return encode(static_cast<unsigned>(tm.tm_mon) + 1);
+    case kYear:
+      return encode(static_cast<unsigned>(tm.tm_year + 1900) % 100);
+    case kCentury:
+      return encode(static_cast<unsigned>(tm.tm_year + 1900) / 100);
     case kRegC: {
       uint8_t flags = ram_[kRegC];
       ram_[kRegC] = 0;  // reading register C acknowledges its interrupt flags
       return flags;
     }
-    default: return ram_[index];
+    default:
+      return ram_[index];
   }
 }
 
 void CmosRtc::write_register(uint8_t index, uint8_t value) {
   switch (index) {
-    case kSeconds: pending_.tm_sec = static_cast<int>(decode(value)); break;
-    case kMinutes: pending_.tm_min = static_cast<int>(decode(value)); break;
+    case kSeconds:
+      pending_.tm_sec = static_cast<int>(decode(value));
+      break;
+    case kMinutes:
+      pending_.tm_min = static_cast<int>(decode(value));
+      break;
     case kHours: {
       if (ram_[kRegB] & kRegB24h) {
         pending_.tm_hour = static_cast<int>(decode(value));
@@ -96,16 +108,25 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
       }
       break;
     }
-    case kWeekday: break;  // derived from the date
-    case kDay: pending_.tm_mday = static_cast<int>(decode(value)); break;
-    case kMonth: pending_.tm_mon = static_cast<int>(decode(value)) - 1; break;
+    case kWeekday:
+      break;  // derived from the date
+    case kDay:
+      pending_.tm_mday = static_cast<int>(decode(value));
+      break;
+    case kMonth:
+      pending_.tm_mon = static_cast<int>(decode(value)) - 1;
+      break;
     case kYear:
-      pending_.tm_year = (pending_.tm_year + 1900) / 100 * 100 + static_cast<int>(decode(value)) - 1900;
+      pending_.tm_year =
+          (pending_.tm_year + 1900) / 100 * 100 + static_cast<int>(decode(value)) - 1900;
       break;
     case kCentury:
-      pending_.tm_year = static_cast<int>(decode(value)) * 100 + (pending_.tm_year + 1900) % 100 - 1900;
+      pending_.tm_year =
+          static_cast<int>(decode(value)) * 100 + (pending_.tm_year + 1900) % 100 - 1900;
       break;
-    case kRegA: ram_[kRegA] = value & 0x7f; break;  // UIP is read-only
+    case kRegA:
+      ram_[kRegA] = value & 0x7f;
+      break;  // UIP is read-only
     case kRegB: {
       bool was_set = ram_[kRegB] & kRegBSet;
       bool now_set = value & kRegBSet;
@@ -119,11 +140,13 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
       break;
     }
     case kRegC:
-    case kRegD: break;  // read-only
-    default: ram_[index] = value; break;
+    case kRegD:
+      break;  // read-only
+    default:
+      ram_[index] = value;
+      break;
   }
 }
-
 
 state::v1::CmosRtcState CmosRtc::save() const {
   state::v1::CmosRtcState s;
@@ -144,10 +167,13 @@ void CmosRtc::restore(const state::v1::CmosRtcState& s) {
   if (s.ram().size() != ram_.size()) {
     refuse_state(name, "ram", "has " + std::to_string(s.ram().size()) + " bytes, not 128");
   }
-  if (s.index() > kIndexMask) refuse_state(name, "index", std::to_string(s.index()) + " is past 127");
-  if (static_cast<uint8_t>(s.ram()[kRegA]) & 0x80) refuse_state(name, "ram", "register A has UIP set");
+  if (s.index() > kIndexMask)
+    refuse_state(name, "index", std::to_string(s.index()) + " is past 127");
+  if (static_cast<uint8_t>(s.ram()[kRegA]) & 0x80)
+    refuse_state(name, "ram", "register A has UIP set");
   // Register D is read-only, VRT always set.
-  if (static_cast<uint8_t>(s.ram()[kRegD]) != kRegDValid) refuse_state(name, "ram", "register D is not 0x80");
+  if (static_cast<uint8_t>(s.ram()[kRegD]) != kRegDValid)
+    refuse_state(name, "ram", "register D is not 0x80");
   // About 35000 years either way: far beyond what a guest can set (a BCD
   // century tops out at 165), and no overflow when added to the host's time.
   constexpr int64_t kMaxOffset = int64_t{1} << 40;

@@ -53,22 +53,41 @@ void I8042::pio_write(uint16_t offset, std::span<const uint8_t> in) {
 void I8042::command(uint8_t cmd) {
   pending_cmd_.reset();
   switch (cmd) {
-    case kCmdReadConfig: output_ = config_; break;
+    case kCmdReadConfig:
+      output_ = config_;
+      break;
     case kCmdWriteConfig:
-    case kCmdWriteOutputPort: pending_cmd_ = cmd; break;
-    case kCmdDisableAux: config_ |= 0x20; break;
-    case kCmdEnableAux: config_ &= ~0x20; break;
-    case kCmdDisableKbd: config_ |= 0x10; break;
-    case kCmdEnableKbd: config_ &= ~0x10; break;
+    case kCmdWriteOutputPort:
+      pending_cmd_ = cmd;
+      break;
+    case kCmdDisableAux:
+      config_ |= 0x20;
+      break;
+    case kCmdEnableAux:
+      config_ &= ~0x20;
+      break;
+    case kCmdDisableKbd:
+      config_ |= 0x10;
+      break;
+    case kCmdEnableKbd:
+      config_ &= ~0x10;
+      break;
     // No device on either port: the interface tests report a stuck clock.
     case kCmdTestAux:
-    case kCmdTestKbd: output_ = 0x01; break;
-    case kCmdSelfTest: output_ = 0x55; break;
-    case kCmdReadOutputPort: output_ = 0x01; break;  // bit 0: CPU not held in reset
+    case kCmdTestKbd:
+      output_ = 0x01;
+      break;
+    case kCmdSelfTest:
+      output_ = 0x55;
+      break;
+    case kCmdReadOutputPort:
+      output_ = 0x01;
+      break;  // bit 0: CPU not held in reset
     case kCmdPulseReset:
       if (reset_) reset_();
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -102,7 +121,8 @@ void I8042::restore(const state::v1::I8042State& s) {
   if (!s.has_output() && output != 0) refuse_state(name, "output", "set without has_output");
   if (s.has_pending_command() ? (pending != kCmdWriteConfig && pending != kCmdWriteOutputPort)
                               : pending != 0) {
-    refuse_state(name, "pending_command", std::to_string(pending) + " is not a command waiting for data");
+    refuse_state(name, "pending_command",
+                 std::to_string(pending) + " is not a command waiting for data");
   }
   output_ = s.has_output() ? std::optional<uint8_t>(output) : std::nullopt;
   pending_cmd_ = s.has_pending_command() ? std::optional<uint8_t>(pending) : std::nullopt;

@@ -163,7 +163,8 @@ void Uart8250::restore(const state::v1::UartState& s) {
   if (ier & ~0x0f) refuse_state(name, "ier", "has reserved bits set");
   if (mcr & ~0x1f) refuse_state(name, "mcr", "has reserved bits set");
   if (s.rx_fifo().size() > kFifoSize) {
-    refuse_state(name, "rx_fifo", "holds " + std::to_string(s.rx_fifo().size()) + " bytes, more than 16");
+    refuse_state(name, "rx_fifo",
+                 "holds " + std::to_string(s.rx_fifo().size()) + " bytes, more than 16");
   }
   const auto lcr = state_field<uint8_t>(s.lcr(), name, "lcr");
   const auto scr = state_field<uint8_t>(s.scr(), name, "scr");

@@ -53,7 +53,8 @@ void PciBus::pio_read(uint16_t offset, std::span<uint8_t> data) {
   PciDevice* device = data_window_target(offset, data.size(), byte, reg);
   if (device == nullptr) return;
   uint32_t value = device->config_read(reg);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(value >> (8 * (byte + i)));
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<uint8_t>(value >> (8 * (byte + i)));
 }
 
 void PciBus::pio_write(uint16_t offset, std::span<const uint8_t> data) {
@@ -77,7 +78,6 @@ void PciBus::pio_write(uint16_t offset, std::span<const uint8_t> data) {
   }
   device->config_write(reg, value, mask);
 }
-
 
 state::v1::PciBusState PciBus::save() const {
   state::v1::PciBusState s;

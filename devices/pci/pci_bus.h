@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <span>
 
-#include "devices/pci/pci_device.h"
 #include "devices/pc/pio_device.h"
+#include "devices/pci/pci_device.h"
 #include "proto/device_state.pb.h"
 
 namespace keel {

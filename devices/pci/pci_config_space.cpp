@@ -52,7 +52,6 @@ void PciConfigSpace::set_u32(uint16_t offset, uint32_t value, uint32_t writable)
   set_u16(offset + 2, static_cast<uint16_t>(value >> 16), static_cast<uint16_t>(writable >> 16));
 }
 
-
 state::v1::PciConfigState PciConfigSpace::save() const {
   state::v1::PciConfigState s;
   s.set_bytes(std::string(bytes_.begin(), bytes_.end()));
@@ -61,7 +60,8 @@ state::v1::PciConfigState PciConfigSpace::save() const {
 
 void PciConfigSpace::check(const state::v1::PciConfigState& s, const std::string& device) const {
   if (s.bytes().size() != kSize) {
-    refuse_state(device, "PCI configuration", "has " + std::to_string(s.bytes().size()) + " bytes, not 256");
+    refuse_state(device, "PCI configuration",
+                 "has " + std::to_string(s.bytes().size()) + " bytes, not 256");
   }
   for (unsigned i = 0; i < kSize; ++i) {
     const auto saved = static_cast<uint8_t>(s.bytes()[i]);

@@ -16,7 +16,9 @@ class PciHostBridge : public PciDevice {
 
   // Snapshot of its configuration (see PciConfigSpace::restore). vCPUs stopped.
   state::v1::PciConfigState save() const { return config_.save(); }
-  void restore(const state::v1::PciConfigState& state) { config_.restore(state, "pci host bridge"); }
+  void restore(const state::v1::PciConfigState& state) {
+    config_.restore(state, "pci host bridge");
+  }
 
  private:
   PciConfigSpace config_;

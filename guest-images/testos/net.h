@@ -40,16 +40,16 @@ void net_tx_send(struct net* n, u8* frame, u32 len);
 u32 net_tx_reclaim(struct net* n);
 
 // The UDP payload handler: called for each datagram to our IP.
-typedef void (*udp_handler)(struct net* n, const u8* src_mac, u32 src_ip, u16 src_port, u16 dst_port,
-                            const u8* data, u32 len);
+typedef void (*udp_handler)(struct net* n, const u8* src_mac, u32 src_ip, u16 src_port,
+                            u16 dst_port, const u8* data, u32 len);
 // Polls the receive queue once: handles ARP and ICMP echo itself, hands UDP
 // to `h`. Returns the number of frames processed.
 u32 net_poll(struct net* n, udp_handler h);
 
 // Builds and sends one UDP datagram. Returns 0, or -1 if no transmit
 // buffer is free.
-int net_send_udp(struct net* n, const u8* dst_mac, u32 dst_ip, u16 src_port, u16 dst_port, const u8* data,
-                 u32 len);
+int net_send_udp(struct net* n, const u8* dst_mac, u32 dst_ip, u16 src_port, u16 dst_port,
+                 const u8* data, u32 len);
 // Resolves `ip` by ARP (a request every 200 ms) while handling other
 // traffic with `h`; returns 0 with the MAC, or -1 after timeout_us.
 int net_arp_resolve(struct net* n, u32 ip, u8* mac, u64 timeout_us, udp_handler h);

@@ -43,13 +43,13 @@ struct e820_entry {
 };
 
 struct bootinfo {
-  u32 boot_kind;           // BOOT_*
+  u32 boot_kind;  // BOOT_*
   u32 e820_count;
-  u64 rsdp;                // 0 if the loader gave none
-  u64 map_limit;           // identity map covers [0, map_limit)
-  u64 kernel_end;          // end of the kernel footprint (incl. bss, page tables)
-  u32 gb_pages;            // 1 GiB pages used for the identity map
-  u64 kvmclock_tsc_khz;    // TSC frequency published through kvmclock, 0 if none
+  u64 rsdp;              // 0 if the loader gave none
+  u64 map_limit;         // identity map covers [0, map_limit)
+  u64 kernel_end;        // end of the kernel footprint (incl. bss, page tables)
+  u32 gb_pages;          // 1 GiB pages used for the identity map
+  u64 kvmclock_tsc_khz;  // TSC frequency published through kvmclock, 0 if none
   char cmdline[CMDLINE_MAX];
   struct e820_entry e820[E820_MAX];
 };
@@ -97,9 +97,15 @@ unsigned long ksnprintf(char* buf, unsigned long size, const char* fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 // Port I/O, TSC, CPUID.
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outb(u16 port, u8 v) {
+  __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline void outw(u16 port, u16 v) {
+  __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline void outl(u16 port, u32 v) {
+  __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
 static inline u32 inl(u16 port) {
   u32 v;
   __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
@@ -131,21 +137,37 @@ static inline u32 current_cpl(void) {
   __asm__ volatile("mov %%cs, %0" : "=r"(cs));
   return cs & 3;
 }
-static inline void cpu_relax(void) { __asm__ volatile("pause"); }
+static inline void cpu_relax(void) {
+  __asm__ volatile("pause");
+}
 
 // MMIO (device BARs, mapped uncached by kernel.c): one access of the given
 // width each, never merged or split by the compiler.
-static inline u8 mmio_read8(const volatile void* p) { return *(const volatile u8*)p; }
-static inline u16 mmio_read16(const volatile void* p) { return *(const volatile u16*)p; }
-static inline u32 mmio_read32(const volatile void* p) { return *(const volatile u32*)p; }
-static inline void mmio_write8(volatile void* p, u8 v) { *(volatile u8*)p = v; }
-static inline void mmio_write16(volatile void* p, u16 v) { *(volatile u16*)p = v; }
-static inline void mmio_write32(volatile void* p, u32 v) { *(volatile u32*)p = v; }
+static inline u8 mmio_read8(const volatile void* p) {
+  return *(const volatile u8*)p;
+}
+static inline u16 mmio_read16(const volatile void* p) {
+  return *(const volatile u16*)p;
+}
+static inline u32 mmio_read32(const volatile void* p) {
+  return *(const volatile u32*)p;
+}
+static inline void mmio_write8(volatile void* p, u8 v) {
+  *(volatile u8*)p = v;
+}
+static inline void mmio_write16(volatile void* p, u16 v) {
+  *(volatile u16*)p = v;
+}
+static inline void mmio_write32(volatile void* p, u32 v) {
+  *(volatile u32*)p = v;
+}
 // Ordering against a device that reads and writes guest memory (x86 is TSO:
 // stores are not reordered with stores nor loads with loads; only a store
 // followed by a load needs a fence).
 #define barrier() __asm__ volatile("" : : : "memory")
-static inline void mb(void) { __asm__ volatile("mfence" : : : "memory"); }
+static inline void mb(void) {
+  __asm__ volatile("mfence" : : : "memory");
+}
 
 // Platform (platform.c): filled in ring 3 before the job runs.
 struct platform {
@@ -154,12 +176,12 @@ struct platform {
   char e820_why[96];
 
   u64 rsdp;
-  u32 acpi_ok;             // RSDP and every table read had a good checksum
-  u32 tables;              // tables read with a good checksum
+  u32 acpi_ok;  // RSDP and every table read had a good checksum
+  u32 tables;   // tables read with a good checksum
   char acpi_why[96];
 
   u32 madt_found;
-  u32 cpus;                // enabled local APIC + x2APIC entries
+  u32 cpus;  // enabled local APIC + x2APIC entries
   u32 ioapics;
 
   u32 fadt_found;
@@ -175,7 +197,7 @@ struct platform {
   u64 tsc_khz;
   const char* tsc_source;
 
-  u32 power_button;        // power_button= on the command line (default 1)
+  u32 power_button;  // power_button= on the command line (default 1)
 };
 
 extern struct platform plat;
@@ -236,4 +258,6 @@ static inline u64 mix64(u64 x) {
   x *= 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
-static inline u64 rand_next(u64* state) { return mix64(*state += 0x9e3779b97f4a7c15ULL); }
+static inline u64 rand_next(u64* state) {
+  return mix64(*state += 0x9e3779b97f4a7c15ULL);
+}

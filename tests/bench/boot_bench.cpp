@@ -97,14 +97,19 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage();
       return argv[++i];
     };
-    if (a == "--runs") runs = std::atoi(next().c_str());
-    else if (a == "--ready") ready = next();
-    else if (a == "--rss-at") rss_at = next();
-    else if (a == "--label") label = next();
+    if (a == "--runs")
+      runs = std::atoi(next().c_str());
+    else if (a == "--ready")
+      ready = next();
+    else if (a == "--rss-at")
+      rss_at = next();
+    else if (a == "--label")
+      label = next();
     else if (a == "--") {
       command.assign(argv + i + 1, argv + argc);
       break;
-    } else usage();
+    } else
+      usage();
   }
   if (command.empty() || runs < 1) usage();
   const char* where_env = std::getenv("KEEL_KVM_WHERE");
@@ -158,8 +163,9 @@ int main(int argc, char** argv) {
                 where.c_str(), own, own / 1024);
     rss_json = ",\"rss_beyond_guest_kib_median\":" + std::to_string(static_cast<long>(own));
   }
-  std::printf("{\"bench\":\"boot\",\"label\":\"%s\",\"where\":\"%s\",\"runs\":%d,"
-              "\"ready_ms_median\":%.3f%s}\n",
-              label.c_str(), where.c_str(), runs, med, rss_json.c_str());
+  std::printf(
+      "{\"bench\":\"boot\",\"label\":\"%s\",\"where\":\"%s\",\"runs\":%d,"
+      "\"ready_ms_median\":%.3f%s}\n",
+      label.c_str(), where.c_str(), runs, med, rss_json.c_str());
   return 0;
 }

@@ -151,7 +151,7 @@ run_guest() {
     cmd=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -machine q35 -smp 1 -m 256 -nodefaults
       -no-user-config -display none -serial stdio -no-reboot -kernel "$testos/testos.elf"
       -append "$app" -drive "file=$img,if=none,format=raw,id=d0,$mode"
-      -device virtio-blk-pci,drive=d0,disable-legacy=on)
+      -device "virtio-blk-pci,drive=d0,disable-legacy=on")
   fi
   timeout --kill-after=10 $((180 + 12 * secs)) "${cmd[@]}" >"$out" 2>"$tmp/$peer.err" </dev/null &
   pid=$!

@@ -36,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     seg.len = fuzz::take<uint32_t>(data, size);
     seg.writable = fuzz::take<uint8_t>(data, size) & 1;
     chain.segments.push_back(seg);
-    (seg.writable ? chain.writable_bytes : chain.readable_bytes) += seg.len;  // may wrap: the parser must not trust it
+    (seg.writable ? chain.writable_bytes : chain.readable_bytes) +=
+        seg.len;  // may wrap: the parser must not trust it
   }
   const GuestMemory& memory = fuzz::fill_memory(data, size);
 

@@ -13,7 +13,6 @@
 // the target itself: KEEL_WRITE_SEEDS=DIR device_state_fuzz writes them
 // into DIR and exits (tests/fuzz/corpus/device_state_fuzz holds them).
 #include <boost/asio/io_context.hpp>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -118,7 +117,8 @@ void write_seeds(const std::string& dir) {
       d.write(VirtioPciDevice::kMsixTableOffset + 16ull * v + 12, 4, v);  // vector 1 masked
     }
     d.write(common_cfg::kDeviceStatus, 1, kStatusAcknowledge | kStatusDriver);
-    d.write(common_cfg::kDriverFeature, 4, static_cast<uint32_t>(kFRingEventIdx | kFRingIndirectDesc));
+    d.write(common_cfg::kDriverFeature, 4,
+            static_cast<uint32_t>(kFRingEventIdx | kFRingIndirectDesc));
     d.write(common_cfg::kDriverFeatureSelect, 4, 1);
     d.write(common_cfg::kDriverFeature, 4, 1);
     d.write(common_cfg::kDeviceStatus, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);

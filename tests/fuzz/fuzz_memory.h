@@ -41,12 +41,12 @@ T take(const uint8_t*& data, size_t& size) {
 }
 
 // Invariant checks must fail loudly under the fuzzer.
-#define FUZZ_CHECK(cond)                                             \
-  do {                                                               \
-    if (!(cond)) {                                                   \
+#define FUZZ_CHECK(cond)                                                              \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
       __builtin_printf("FUZZ_CHECK failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-      __builtin_trap();                                              \
-    }                                                                \
+      __builtin_trap();                                                               \
+    }                                                                                 \
   } while (0)
 
 }  // namespace keel::fuzz

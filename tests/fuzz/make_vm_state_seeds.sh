@@ -12,7 +12,7 @@ testos=$build/guest-images/testos/testos.bzImage
 work=$(mktemp -d /var/tmp/keel-seeds-XXXXXX)
 tap=kseed$$
 cleanup() {
-	[[ -n ${pid:-} ]] && kill -9 "$pid" 2>/dev/null || true
+	if [[ -n ${pid:-} ]]; then kill -9 "$pid" 2>/dev/null || true; fi
 	ip link del "$tap" 2>/dev/null || true
 	rm -rf "$work"
 }

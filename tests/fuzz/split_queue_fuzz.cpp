@@ -50,7 +50,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   config.desc_table = fuzz::take<uint32_t>(data, size);
   config.driver_area = fuzz::take<uint32_t>(data, size);
   config.device_area = fuzz::take<uint32_t>(data, size);
-  const SplitQueueState restored{fuzz::take<uint16_t>(data, size), fuzz::take<uint16_t>(data, size)};
+  const SplitQueueState restored{fuzz::take<uint16_t>(data, size),
+                                 fuzz::take<uint16_t>(data, size)};
   fuzz::take<uint32_t>(data, size);
   config.event_idx = flags & 1;
   config.indirect_desc = flags & 2;

@@ -81,12 +81,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto value = fuzz::take<uint64_t>(data, size);
     std::memcpy(buffer, &value, sizeof buffer);
     switch (op % 8) {
-      case 0: (void)pci.config_read(offset); break;
-      case 1: pci.config_write(offset, static_cast<uint32_t>(value), static_cast<uint8_t>(op >> 4)); break;
-      case 2: pci.bar_read(offset, std::span<uint8_t>(buffer, width)); break;
-      case 3: pci.bar_write(offset, std::span<const uint8_t>(buffer, width)); break;
-      case 4: pci.queue_interrupt(static_cast<uint16_t>(value)); break;
-      case 5: pci.config_changed(); break;
+      case 0:
+        (void)pci.config_read(offset);
+        break;
+      case 1:
+        pci.config_write(offset, static_cast<uint32_t>(value), static_cast<uint8_t>(op >> 4));
+        break;
+      case 2:
+        pci.bar_read(offset, std::span<uint8_t>(buffer, width));
+        break;
+      case 3:
+        pci.bar_write(offset, std::span<const uint8_t>(buffer, width));
+        break;
+      case 4:
+        pci.queue_interrupt(static_cast<uint16_t>(value));
+        break;
+      case 5:
+        pci.config_changed();
+        break;
       case 6:
         pci.needs_reset("the fuzzer asks");
         break;

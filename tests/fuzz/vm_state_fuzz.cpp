@@ -24,11 +24,11 @@
 //
 // Seeds (tests/fuzz/corpus/vm_state_fuzz): state files of real snapshots
 // taken in the KVM test host (see make_vm_state_seeds.sh).
-#include <boost/asio/io_context.hpp>
 #include <cpuid.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -47,18 +47,18 @@
 #include "devices/pc/acpi_pm.h"
 #include "devices/pc/cmos_rtc.h"
 #include "devices/pc/i8042.h"
-#include "devices/pci/pci_bus.h"
-#include "devices/pci/pci_host_bridge.h"
 #include "devices/pc/pvpanic.h"
 #include "devices/pc/uart8250.h"
+#include "devices/pci/pci_bus.h"
+#include "devices/pci/pci_host_bridge.h"
 #include "devices/virtio/blk/virtio_blk_device.h"
 #include "devices/virtio/pci/virtio_pci_device.h"
 #include "devices/virtio/rng/virtio_rng_device.h"
 #include "proto/vm_state.pb.h"
 #include "tests/fuzz/fuzz_memory.h"
-#include "vmm/state/cpu_features.h"
 #include "vmm/boot/memory_layout.h"
 #include "vmm/config/vmm_options.h"
+#include "vmm/state/cpu_features.h"
 #include "vmm/state/snapshot_memory.h"
 #include "vmm/state/snapshot_state_file.h"
 #include "vmm/state/vcpu_state.h"
@@ -77,8 +77,8 @@ void refused(const char* step, const InputError& e) {
   if (verbose) __builtin_printf("%s refused: %s\n", step, e.what());
 }
 
-constexpr size_t kHeaderSize = 24;                // magic, version u32, crc u32, length u64
-constexpr uint64_t kMaxFuzzGuest = 1ull << 30;    // larger guests: memory and virtio steps skipped
+constexpr size_t kHeaderSize = 24;                 // magic, version u32, crc u32, length u64
+constexpr uint64_t kMaxFuzzGuest = 1ull << 30;     // larger guests: memory and virtio steps skipped
 constexpr uint64_t kMaxExtentBytes = 16ull << 20;  // bytes read per input, at most
 constexpr uint64_t kMaxFuzzDisk = 1ull << 30;
 
@@ -90,7 +90,8 @@ class MemFile {
   }
   void set(const std::string& bytes) {
     FUZZ_CHECK(::ftruncate(fd_.get(), 0) == 0);
-    FUZZ_CHECK(::pwrite(fd_.get(), bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+    FUZZ_CHECK(::pwrite(fd_.get(), bytes.data(), bytes.size(), 0) ==
+               static_cast<ssize_t>(bytes.size()));
   }
   void resize(uint64_t size) {
     FUZZ_CHECK(::ftruncate(fd_.get(), 0) == 0);
@@ -172,7 +173,8 @@ KvmStateCaps caps_for(const st::VmState& state) {
     if (xsave >= 4096 && xsave <= 65536) caps.xsave_size = xsave;
   }
   if (caps.offered_cpuid.empty()) {
-    for (auto [f, i] : {std::pair{1u, 0u}, {7u, 0u}, {7u, 1u}, {0xdu, 0u}, {0xdu, 1u}, {0x80000001u, 0u}}) {
+    for (auto [f, i] :
+         {std::pair{1u, 0u}, {7u, 0u}, {7u, 1u}, {0xdu, 0u}, {0xdu, 1u}, {0x80000001u, 0u}}) {
       caps.offered_cpuid.push_back(host_leaf(f, i));
     }
   }
@@ -186,9 +188,12 @@ KvmStateCaps caps_for(const st::VmState& state) {
 void plant_ring_indexes(const st::VirtioPciState& state, GuestMemory& memory) {
   for (const auto& q : state.queues()) {
     if (!q.enabled() || !q.has_indexes()) continue;
-    const uint64_t avail = q.driver() + virtio::kAvailIdxOffset, used = q.device() + virtio::kUsedIdxOffset;
-    if (memory.contains(avail, 2)) memory.write_obj<uint16_t>(avail, static_cast<uint16_t>(q.indexes().last_avail_idx()));
-    if (memory.contains(used, 2)) memory.write_obj<uint16_t>(used, static_cast<uint16_t>(q.indexes().next_used_idx()));
+    const uint64_t avail = q.driver() + virtio::kAvailIdxOffset,
+                   used = q.device() + virtio::kUsedIdxOffset;
+    if (memory.contains(avail, 2))
+      memory.write_obj<uint16_t>(avail, static_cast<uint16_t>(q.indexes().last_avail_idx()));
+    if (memory.contains(used, 2))
+      memory.write_obj<uint16_t>(used, static_cast<uint16_t>(q.indexes().next_used_idx()));
   }
 }
 
@@ -247,7 +252,10 @@ void restore_virtio(const st::VirtioPciState& state, GuestMemory* memory) {
       break;
   }
   plant_ring_indexes(state, *memory);
-  auto make = [&] { return std::make_unique<virtio::VirtioPciDevice>(*device, *memory, msi, virtio::VirtioPciDevice::Hooks{[](bool) {}}); };
+  auto make = [&] {
+    return std::make_unique<virtio::VirtioPciDevice>(*device, *memory, msi,
+                                                     virtio::VirtioPciDevice::Hooks{[](bool) {}});
+  };
   auto pci = make();
   try {
     pci->restore(state);
@@ -268,20 +276,29 @@ void restore_virtio(const st::VirtioPciState& state, GuestMemory* memory) {
 void restore_device(const st::DeviceState& d, GuestMemory* memory) {
   switch (d.device_case()) {
     case st::DeviceState::kUart:
-      return check_round_trip<Uart8250>([] { return std::make_unique<Uart8250>([](uint8_t) {}, [] {}); }, d.uart());
+      return check_round_trip<Uart8250>(
+          [] { return std::make_unique<Uart8250>([](uint8_t) {}, [] {}); }, d.uart());
     case st::DeviceState::kI8042:
       return check_round_trip<I8042>([] { return std::make_unique<I8042>([] {}); }, d.i8042());
     case st::DeviceState::kAcpiPm:
-      return check_round_trip<AcpiPm>([] { return std::make_unique<AcpiPm>(5, [] {}, [](bool) {}); }, d.acpi_pm());
+      return check_round_trip<AcpiPm>(
+          [] {
+            return std::make_unique<AcpiPm>(
+                5, [] {}, [](bool) {});
+          },
+          d.acpi_pm());
     case st::DeviceState::kCmosRtc:
-      return check_round_trip<CmosRtc>([] { return std::make_unique<CmosRtc>([] { return std::time_t{1700000000}; }); },
-                                       d.cmos_rtc());
+      return check_round_trip<CmosRtc>(
+          [] { return std::make_unique<CmosRtc>([] { return std::time_t{1700000000}; }); },
+          d.cmos_rtc());
     case st::DeviceState::kPvpanic:
-      return check_round_trip<PvPanic>([] { return std::make_unique<PvPanic>([](uint8_t) {}); }, d.pvpanic());
+      return check_round_trip<PvPanic>([] { return std::make_unique<PvPanic>([](uint8_t) {}); },
+                                       d.pvpanic());
     case st::DeviceState::kPciBus:
       return check_round_trip<PciBus>([] { return std::make_unique<PciBus>(); }, d.pci_bus());
     case st::DeviceState::kPciHostBridge:
-      return check_round_trip<PciHostBridge>([] { return std::make_unique<PciHostBridge>(); }, d.pci_host_bridge());
+      return check_round_trip<PciHostBridge>([] { return std::make_unique<PciHostBridge>(); },
+                                             d.pci_host_bridge());
     case st::DeviceState::kVirtio:
       return restore_virtio(d.virtio(), memory);
     case st::DeviceState::DEVICE_NOT_SET:
@@ -319,8 +336,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   refused_or_fine("configuration", [&] { (void)config_for_restore(VmmOptions{}, state.config()); });
   refused_or_fine("configuration with replacements", [&] {
     VmmOptions options;
-    for (int i = 0; i < state.config().disks_size(); ++i) options.config.add_disks()->set_path("/dev/null");
-    for (int i = 0; i < state.config().nets_size(); ++i) options.config.add_nets()->set_tap("fuzz0");
+    for (int i = 0; i < state.config().disks_size(); ++i)
+      options.config.add_disks()->set_path("/dev/null");
+    for (int i = 0; i < state.config().nets_size(); ++i)
+      options.config.add_nets()->set_tap("fuzz0");
     (void)config_for_restore(options, state.config());
   });
 
@@ -331,7 +350,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (guest >= (16ull << 20) && guest <= kMaxFuzzGuest && guest % 4096 == 0) {
     memory = std::make_unique<GuestMemory>(layout::guest_ram_regions(guest));
     uint64_t extent_bytes = 0;
-    for (const auto& e : state.memory().extents()) extent_bytes += std::min<uint64_t>(e.length(), kMaxExtentBytes);
+    for (const auto& e : state.memory().extents())
+      extent_bytes += std::min<uint64_t>(e.length(), kMaxExtentBytes);
     if (extent_bytes <= kMaxExtentBytes && state.memory().size() <= kMaxFuzzGuest) {
       memory_file().resize(state.memory().size());
       refused_or_fine("memory image", [&] {
@@ -362,7 +382,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   refused_or_fine("pit", [&] { validate_pit(state.pit()); });
   const KvmStateCaps caps = caps_for(state);
   for (int i = 0; i < state.vcpus_size() && i < 256; ++i) {
-    refused_or_fine("vcpu", [&] { validate_vcpu_state(caps, static_cast<uint32_t>(i), state.vcpus(i)); });
+    refused_or_fine("vcpu",
+                    [&] { validate_vcpu_state(caps, static_cast<uint32_t>(i), state.vcpus(i)); });
   }
   (void)missing_cpu_features(state.cpu(), caps);
   refused_or_fine("cpu features", [&] { check_cpu_features(state.cpu(), caps); });

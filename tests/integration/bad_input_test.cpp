@@ -21,7 +21,9 @@ TEST(BadInput, UnknownOption) {
   expect_refused(run_vmm({"--kernel", testos_bzimage(), "--frobnicate"}), "unknown option");
 }
 
-TEST(BadInput, MissingKernelOption) { expect_refused(run_vmm({}), "missing --kernel"); }
+TEST(BadInput, MissingKernelOption) {
+  expect_refused(run_vmm({}), "missing --kernel");
+}
 
 TEST(BadInput, KernelFileMissing) {
   expect_refused(run_vmm({"--kernel", "/nonexistent/bzImage"}), "/nonexistent/bzImage");

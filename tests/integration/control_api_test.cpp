@@ -19,9 +19,9 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "proto/control.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
-#include "proto/control.pb.h"
 #include "tests/support/vmm_run.h"
 
 namespace keel::testing {

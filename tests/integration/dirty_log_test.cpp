@@ -157,7 +157,8 @@ std::set<uint64_t> written_pages() {
 // tables, whose accessed and dirty bits the CPU sets, and pages KVM maps
 // writable around a fault: seen on PVM and SVM alike, the page after the
 // last one written).
-void check(const char* what, const std::set<uint64_t>& harvest, const std::set<uint64_t>& expected) {
+void check(const char* what, const std::set<uint64_t>& harvest,
+           const std::set<uint64_t>& expected) {
   SCOPED_TRACE(what);
   for (uint64_t p : expected)
     EXPECT_TRUE(harvest.count(p)) << "page " << p << " written, not harvested";
@@ -216,7 +217,8 @@ TEST(DirtyRing, CollectsUnderARunningGuestWhatItWroteSinceTheLastReset) {
   }
   ASSERT_GT(max, 0u) << "this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)";
   LoopGuest g(std::min<uint32_t>(max, 64 * 1024));  // 4096 entries
-  for (size_t i = 0; i < g.memory.regions().size(); ++i) g.vm.set_dirty_logging(static_cast<uint32_t>(i), true);
+  for (size_t i = 0; i < g.memory.regions().size(); ++i)
+    g.vm.set_dirty_logging(static_cast<uint32_t>(i), true);
   kvm::DirtyRing ring(g.vm, *g.vcpu);
   EXPECT_EQ(ring.entries(), std::min<uint32_t>(max, 64 * 1024) / 16);
   const std::set<uint64_t> written = written_pages();

@@ -2,7 +2,6 @@
 // it into a fresh VM, compares the two field by field and lets the restored
 // vCPU carry on (label kvm: directly or in the KVM test host, via kvm-run).
 #include <gtest/gtest.h>
-
 #include <linux/kvm.h>
 
 #include <chrono>
@@ -18,13 +17,13 @@
 #include "common/guest_memory.h"
 #include "tests/support/host_kvm_facts.h"
 #include "vmm/boot/cpuid.h"
-#include "vmm/state/kvm_state_caps.h"
-#include "vmm/kvm/kvm_system.h"
 #include "vmm/boot/memory_layout.h"
 #include "vmm/boot/page_tables.h"
+#include "vmm/boot/x86_boot.h"
+#include "vmm/kvm/kvm_system.h"
+#include "vmm/state/kvm_state_caps.h"
 #include "vmm/state/vcpu_state.h"
 #include "vmm/state/vm_state_kvm.h"
-#include "vmm/boot/x86_boot.h"
 
 namespace keel {
 namespace {
@@ -62,8 +61,8 @@ constexpr uint8_t kGuestLoop[] = {
     0xeb, 0xdb,                                             // jmp back to inc rbx
 };
 // kScratch as the two instructions above encode it (disp32, little-endian).
-static_assert(kGuestLoop[7] == (kScratch & 0xff) && kGuestLoop[8] == kScratch >> 8 && kGuestLoop[16] == (kScratch & 0xff) &&
-              kGuestLoop[17] == kScratch >> 8);
+static_assert(kGuestLoop[7] == (kScratch & 0xff) && kGuestLoop[8] == kScratch >> 8 &&
+              kGuestLoop[16] == (kScratch & 0xff) && kGuestLoop[17] == kScratch >> 8);
 
 struct SmallVm {
   kvm::Vm vm;
@@ -231,10 +230,10 @@ void expect_same_vcpu(const pb::VcpuState& a, const pb::VcpuState& b, uint32_t t
   for (int i = 0; i < a.msrs_size(); ++i) {
     ASSERT_EQ(a.msrs(i).index(), b.msrs(i).index());
     uint32_t index = a.msrs(i).index();
-    uint64_t limit = index == kMsrTsc                ? uint64_t{tsc_khz} * 1000 * 10
-                     : index == kMsrHvVpRuntime      ? 10 * 10'000'000ull
-                     : index == kMsrHvTimeRefCount   ? 10 * 10'000'000ull
-                                                     : 0;
+    uint64_t limit = index == kMsrTsc              ? uint64_t{tsc_khz} * 1000 * 10
+                     : index == kMsrHvVpRuntime    ? 10 * 10'000'000ull
+                     : index == kMsrHvTimeRefCount ? 10 * 10'000'000ull
+                                                   : 0;
     if (limit != 0) {
       EXPECT_GE(b.msrs(i).value(), a.msrs(i).value()) << "MSR " << std::hex << index;
       EXPECT_LT(b.msrs(i).value() - a.msrs(i).value(), limit) << "MSR " << std::hex << index;
@@ -296,7 +295,8 @@ TEST_F(KvmStateTest, RestoredVmMatchesAndCarriesOn) {
   restore_clock(restored->vm, round_trip(before.clock));
   Captured after = capture(caps_, *restored);
 
-  for (uint32_t i = 0; i < kVcpus; ++i) expect_same_vcpu(before.vcpus[i], after.vcpus[i], s0.tsc_khz());
+  for (uint32_t i = 0; i < kVcpus; ++i)
+    expect_same_vcpu(before.vcpus[i], after.vcpus[i], s0.tsc_khz());
   EXPECT_EQ(before.irqchip.SerializeAsString(), after.irqchip.SerializeAsString());
   // PIT: all but each channel's count_load_time, the host's monotonic time of
   // the last count load, which KVM_SET_PIT2 sets to "now" as it reloads.
@@ -392,7 +392,8 @@ uint64_t guest_tsc(const kvm::Vcpu& vcpu) {
 // capture, in step.
 TEST_F(KvmStateTest, YoungGuestsTscContinuesFromTheCaptureOnEveryVcpu) {
   ASSERT_TRUE(original_->vcpus[0].get_tsc_offset())
-      << "this KVM lacks KVM_VCPU_TSC_CTRL/KVM_VCPU_TSC_OFFSET (Linux 5.16+), which restore relies on";
+      << "this KVM lacks KVM_VCPU_TSC_CTRL/KVM_VCPU_TSC_OFFSET (Linux 5.16+), which restore relies "
+         "on";
   const bool offsets = testing::kvm_offsets_guest_tsc();
   const uint64_t khz0 = original_->vcpus[0].get_tsc_khz();
   if (offsets) {

@@ -89,7 +89,8 @@ TEST(LinuxBoot, TwoCpusFourGiBSeesEverythingAndPowersOff) {
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   expect_ready(run, 2, 4095);
   bool smp = false;
-  for (const auto& l : run.lines) smp = smp || l.find("smp: Brought up 1 node, 2 CPUs") != std::string::npos;
+  for (const auto& l : run.lines)
+    smp = smp || l.find("smp: Brought up 1 node, 2 CPUs") != std::string::npos;
   EXPECT_TRUE(smp) << describe(run);
   expect_clean_log(run);
 }
@@ -143,8 +144,8 @@ TEST(LinuxBoot, ElfVmlinuxBootsThroughPvh) {
 TEST(LinuxBoot, TestGuestPlatformChecksAgreeWithLinux) {
   auto linux_run = boot_linux("generic", "2", "4G", "keel.job=ready");
   ASSERT_EQ(linux_run.exit_code, 0) << describe(linux_run);
-  auto testos_run = run_vmm({"--kernel", testos_bzimage(), "--cpus", "2", "--memory", "4G",
-                             "--cmdline", "job=platform"});
+  auto testos_run = run_vmm(
+      {"--kernel", testos_bzimage(), "--cpus", "2", "--memory", "4G", "--cmdline", "job=platform"});
   ASSERT_EQ(testos_run.exit_code, 0) << describe(testos_run);
   auto linux_ready = linux_run.line("keel-guest: ready ");
   auto testos_ready = testos_run.line("testos: ready ");

@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <memory>
 
-#include "tests/support/kernel_log.h"
-#include "tests/support/keelctl_result.h"
-#include "tests/support/live_vmm.h"
 #include "proto/control.pb.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/kernel_log.h"
+#include "tests/support/live_vmm.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
@@ -21,7 +21,6 @@ namespace {
 
 const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 using std::chrono::seconds;
-
 
 TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
   ScratchDir scratch("keel-linux-control");

@@ -19,10 +19,10 @@
 #include <sstream>
 #include <thread>
 
-#include "tests/support/kernel_log.h"
-#include "tests/support/keelctl_result.h"
-#include "tests/support/live_vmm.h"
 #include "proto/control.pb.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/kernel_log.h"
+#include "tests/support/live_vmm.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
@@ -39,8 +39,8 @@ const std::string kDiskcheck = kImages + "/bin/keel-diskcheck";
 
 // The jobs. Long enough that all three are still running when the snapshot
 // is taken a few beats in, on any host; short enough for the KVM test host.
-constexpr uint64_t kIntervalMs = 200, kCount = 150;            // heartbeat: 30 s
-constexpr uint64_t kDirtierMib = 64, kDirtierSeconds = 20;      // at most 16 MiB/s
+constexpr uint64_t kIntervalMs = 200, kCount = 150;                   // heartbeat: 30 s
+constexpr uint64_t kDirtierMib = 64, kDirtierSeconds = 20;            // at most 16 MiB/s
 constexpr uint64_t kDiskMib = 16, kDiskSeed = 11, kDiskWrites = 384;  // about 13 MiB
 constexpr uint64_t kDiskRateMbps = 1;
 
@@ -50,10 +50,12 @@ constexpr uint64_t kDiskRateMbps = 1;
 constexpr uint64_t kRestoreStartSlackUs = 5'000'000;
 
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
 }
 
-std::vector<std::string> with_prefix(const std::vector<std::string>& lines, const std::string& prefix) {
+std::vector<std::string> with_prefix(const std::vector<std::string>& lines,
+                                     const std::string& prefix) {
   std::vector<std::string> out;
   for (const auto& l : lines) {
     if (l.rfind(prefix, 0) == 0) out.push_back(l);
@@ -81,9 +83,11 @@ std::string diskcheck_on_host(const std::vector<std::string>& args) {
   std::istringstream in(result.out);
   std::string last;
   for (std::string l; std::getline(in, l);) {
-    if (l.rfind("keel-guest: disk OK ", 0) == 0 || l.rfind("keel-guest: disk BAD ", 0) == 0) last = l;
+    if (l.rfind("keel-guest: disk OK ", 0) == 0 || l.rfind("keel-guest: disk BAD ", 0) == 0)
+      last = l;
   }
-  return last.empty() ? "exit " + std::to_string(result.exit_code) + ": " + result.out + result.err : last;
+  return last.empty() ? "exit " + std::to_string(result.exit_code) + ": " + result.out + result.err
+                      : last;
 }
 
 std::string sum_of(const std::string& line) {
@@ -97,11 +101,22 @@ std::vector<std::string> boot_args(const std::string& disk) {
       " keel.count=" + std::to_string(kCount) + " keel.mib=" + std::to_string(kDirtierMib) +
       " keel.rate_mbps=16 keel.seconds=" + std::to_string(kDirtierSeconds) +
       " keel.disk_mode=random keel.disk_mib=" + std::to_string(kDiskMib) +
-      " keel.disk_seed=" + std::to_string(kDiskSeed) + " keel.disk_writes=" + std::to_string(kDiskWrites) +
+      " keel.disk_seed=" + std::to_string(kDiskSeed) +
+      " keel.disk_writes=" + std::to_string(kDiskWrites) +
       " keel.disk_rate_mbps=" + std::to_string(kDiskRateMbps);
-  return {"--kernel", kImages + "/vmlinuz-cloud", "--initrd", kImages + "/initramfs-cloud.cpio.gz",
-          "--cpus", "2", "--memory", "512M", "--disk", "path=" + disk, "--rng",
-          "--cmdline", "console=ttyS0 panic=-1 " + job};
+  return {"--kernel",
+          kImages + "/vmlinuz-cloud",
+          "--initrd",
+          kImages + "/initramfs-cloud.cpio.gz",
+          "--cpus",
+          "2",
+          "--memory",
+          "512M",
+          "--disk",
+          "path=" + disk,
+          "--rng",
+          "--cmdline",
+          "console=ttyS0 panic=-1 " + job};
 }
 
 TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRestoringTwice) {
@@ -119,9 +134,12 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   LiveVmm& vmm = *booted;
   ASSERT_TRUE(ready) << vmm.describe();
   EXPECT_NE(ready->text.find(" cpus=2 "), std::string::npos) << ready->text;
-  ASSERT_TRUE(vmm.wait_line("keel-guest: disk start ", ready->index, seconds(300))) << vmm.describe();
-  ASSERT_TRUE(vmm.wait_line("keel-guest: dirtier start ", ready->index, seconds(300))) << vmm.describe();
-  ASSERT_TRUE(vmm.wait_line("keel-guest: beat seq=10 ", ready->index, seconds(300))) << vmm.describe();
+  ASSERT_TRUE(vmm.wait_line("keel-guest: disk start ", ready->index, seconds(300)))
+      << vmm.describe();
+  ASSERT_TRUE(vmm.wait_line("keel-guest: dirtier start ", ready->index, seconds(300)))
+      << vmm.describe();
+  ASSERT_TRUE(vmm.wait_line("keel-guest: beat seq=10 ", ready->index, seconds(300)))
+      << vmm.describe();
 
   // Pause, snapshot, kill: the first process never runs the guest past the
   // snapshot, so its disk is the snapshot's disk.
@@ -139,7 +157,8 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
   const LiveVmm::Stopped stopped = vmm.stopped_console();
   const auto& first = stopped.lines;
-  std::fprintf(stderr, "snapshot: %llu pages, %llu bytes, guest held %llu ms, snapshot took %llu ms\n",
+  std::fprintf(stderr,
+               "snapshot: %llu pages, %llu bytes, guest held %llu ms, snapshot took %llu ms\n",
                static_cast<unsigned long long>(result.memory_pages_written()),
                static_cast<unsigned long long>(result.bytes_written()),
                static_cast<unsigned long long>(held_us / 1000),
@@ -149,10 +168,14 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   const auto beats_before = beats_in(first);
   ASSERT_FALSE(beats_before.empty());
   const uint64_t last = beats_before.back().seq;
-  ASSERT_LT(last + 10, kCount) << "the heartbeat ran too far before the snapshot\n" << join_lines(first);
-  for (size_t i = 0; i < beats_before.size(); ++i) ASSERT_EQ(beats_before[i].seq, i + 1) << join_lines(first);
-  ASSERT_TRUE(with_prefix(first, "keel-guest: dirtier OK").empty()) << "the dirtier ended before the snapshot";
-  ASSERT_TRUE(with_prefix(first, "keel-guest: disk OK").empty()) << "the disk writer ended before the snapshot";
+  ASSERT_LT(last + 10, kCount) << "the heartbeat ran too far before the snapshot\n"
+                               << join_lines(first);
+  for (size_t i = 0; i < beats_before.size(); ++i)
+    ASSERT_EQ(beats_before[i].seq, i + 1) << join_lines(first);
+  ASSERT_TRUE(with_prefix(first, "keel-guest: dirtier OK").empty())
+      << "the dirtier ended before the snapshot";
+  ASSERT_TRUE(with_prefix(first, "keel-guest: disk OK").empty())
+      << "the disk writer ended before the snapshot";
   ASSERT_TRUE(with_prefix(first, "keel-guest: error").empty()) << join_lines(first);
 
   // Each restore gets the disk as it was at the snapshot.
@@ -169,7 +192,8 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   for (int r = 0; r < 2; ++r) {
     SCOPED_TRACE("restore " + std::to_string(r + 1));
     LiveVmm restored({"--restore", snap_dir, "--disk", "path=" + copies[r]});
-    ASSERT_TRUE(restored.wait_line("keel-guest: beat seq=" + std::to_string(last + 2) + " ", 0, seconds(300)))
+    ASSERT_TRUE(restored.wait_line("keel-guest: beat seq=" + std::to_string(last + 2) + " ", 0,
+                                   seconds(300)))
         << restored.describe();
     const uint64_t downtime_us = us_between(taken_at, Clock::now());
     auto status = restored.keelctl({"--json", "status"});
@@ -179,23 +203,27 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
     // The jobs end and the guest powers off by itself.
     ASSERT_EQ(restored.wait_exit(seconds(600)), 0) << restored.describe();
     const auto after = continue_console(stopped, restored.console());
-    EXPECT_TRUE(with_prefix(after, "keel-guest: ready").empty()) << "the guest booted again\n" << join_lines(after);
+    EXPECT_TRUE(with_prefix(after, "keel-guest: ready").empty()) << "the guest booted again\n"
+                                                                 << join_lines(after);
     EXPECT_TRUE(with_prefix(after, "keel-guest: error").empty()) << join_lines(after);
 
     // The heartbeat goes on, every beat once, on a clock that stepped only
     // by the pause.
     const auto beats = beats_in(after);
     ASSERT_EQ(beats.size(), kCount - last) << join_lines(after);
-    for (size_t i = 0; i < beats.size(); ++i) ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
+    for (size_t i = 0; i < beats.size(); ++i)
+      ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
     const uint64_t t_last = beats_in(first).back().t_us;
     const uint64_t step = beats[0].t_us - t_last;
-    std::fprintf(stderr,
-                 "restore %d: beat %llu at t_us=%llu, beat %llu at t_us=%llu: the guest's clock stepped %llu us "
-                 "(bound %llu); %llu us passed outside\n",
-                 r + 1, static_cast<unsigned long long>(last), static_cast<unsigned long long>(t_last),
-                 static_cast<unsigned long long>(beats[0].seq), static_cast<unsigned long long>(beats[0].t_us),
-                 static_cast<unsigned long long>(step), static_cast<unsigned long long>(bound_us),
-                 static_cast<unsigned long long>(downtime_us));
+    std::fprintf(
+        stderr,
+        "restore %d: beat %llu at t_us=%llu, beat %llu at t_us=%llu: the guest's clock stepped "
+        "%llu us "
+        "(bound %llu); %llu us passed outside\n",
+        r + 1, static_cast<unsigned long long>(last), static_cast<unsigned long long>(t_last),
+        static_cast<unsigned long long>(beats[0].seq),
+        static_cast<unsigned long long>(beats[0].t_us), static_cast<unsigned long long>(step),
+        static_cast<unsigned long long>(bound_us), static_cast<unsigned long long>(downtime_us));
     EXPECT_GT(beats[0].t_us, t_last) << "the clock went backwards";
     EXPECT_LE(step, bound_us) << "the clock jumped forward";
     EXPECT_LT(step, downtime_us) << "the clock counted the downtime";
@@ -208,9 +236,11 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
     // The disk: verified by the guest, then by the host on the file.
     auto disk_ok = with_prefix(after, "keel-guest: disk OK mode=random ");
     ASSERT_EQ(disk_ok.size(), 1u) << join_lines(after);
-    EXPECT_NE(disk_ok[0].find(" writes=" + std::to_string(kDiskWrites) + " "), std::string::npos) << disk_ok[0];
-    const std::string host = diskcheck_on_host(
-        {"random-verify", copies[r], host_args_mib, std::to_string(kDiskSeed), std::to_string(kDiskWrites)});
+    EXPECT_NE(disk_ok[0].find(" writes=" + std::to_string(kDiskWrites) + " "), std::string::npos)
+        << disk_ok[0];
+    const std::string host =
+        diskcheck_on_host({"random-verify", copies[r], host_args_mib, std::to_string(kDiskSeed),
+                           std::to_string(kDiskWrites)});
     ASSERT_EQ(host.rfind("keel-guest: disk OK mode=random-verify ", 0), 0u) << host;
     EXPECT_EQ(sum_of(host), sum_of(disk_ok[0])) << host << "\n" << disk_ok[0];
     sums[r] = sum_of(host);

@@ -6,7 +6,6 @@
 // a network namespace, and entropy. The guest side is guest-images/linux
 // (lines and keys in guest-images/README.md, "Linux guest image").
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -53,7 +52,8 @@ VmmRun boot_with_box_retry(const std::vector<std::string>& args) {
   }
   if (in_box && run.exit_code == 11 && !complained && !init_ran) {
     std::string last = run.lines.empty() ? "" : run.lines.back();
-    std::fprintf(stderr, "linux_virtio_test: box glitch? triple fault after \"%s\"; booting again\n",
+    std::fprintf(stderr,
+                 "linux_virtio_test: box glitch? triple fault after \"%s\"; booting again\n",
                  last.c_str());
     ::testing::Test::RecordProperty("box_retry", last);
     run = run_vmm(args, std::chrono::seconds(600));
@@ -65,11 +65,12 @@ VmmRun boot_with_box_retry(const std::vector<std::string>& args) {
 // devices in `devices` (keel-vmm options) and `words` on the command line.
 VmmRun boot(const std::string& flavour, const std::vector<std::string>& devices,
             const std::string& words, const std::string& cpus = "1") {
-  std::vector<std::string> args{"--kernel",  kImages + "/vmlinuz-" + flavour,
-                                "--initrd",  kImages + "/initramfs-" + flavour + ".cpio.gz",
-                                "--cpus",    cpus,
-                                "--memory",  "512M",
-                                "--cmdline", "console=ttyS0 panic=-1 acpi_force_table_verification " + words};
+  std::vector<std::string> args{
+      "--kernel",  kImages + "/vmlinuz-" + flavour,
+      "--initrd",  kImages + "/initramfs-" + flavour + ".cpio.gz",
+      "--cpus",    cpus,
+      "--memory",  "512M",
+      "--cmdline", "console=ttyS0 panic=-1 acpi_force_table_verification " + words};
   args.insert(args.end(), devices.begin(), devices.end());
   return boot_with_box_retry(args);
 }
@@ -114,7 +115,8 @@ std::pair<int, std::string> diskcheck_on_host(const std::vector<std::string>& ar
   std::string last;
   std::istringstream in(result.out);
   for (std::string l; std::getline(in, l);) {
-    if (l.rfind("keel-guest: disk OK ", 0) == 0 || l.rfind("keel-guest: disk BAD ", 0) == 0) last = l;
+    if (l.rfind("keel-guest: disk OK ", 0) == 0 || l.rfind("keel-guest: disk BAD ", 0) == 0)
+      last = l;
   }
   return {result.exit_code, last.empty() ? result.out + result.err : last};
 }
@@ -249,7 +251,8 @@ TEST(LinuxVirtio, DiskWrittenOnOneBootChecksOnTheHostAndVerifiesOnTheNext) {
   ASSERT_EQ(first.exit_code, 0) << describe(first);
   EXPECT_TRUE(first.line("keel-guest: root dev=/dev/vda fstype=ext4 mode=rw")) << describe(first);
   expect_drivers_and_ready(first, "/dev/vda");
-  auto wrote = first.line("keel-guest: disk OK mode=write path=/dev/vdb mib=32 seed=5 direct=1 checked=8192 ");
+  auto wrote = first.line(
+      "keel-guest: disk OK mode=write path=/dev/vdb mib=32 seed=5 direct=1 checked=8192 ");
   ASSERT_TRUE(wrote) << describe(first);
   const std::string sum = fields(*wrote)["sum"];
   EXPECT_TRUE(has_substring(first, "[vdb] 131072 512-byte logical blocks")) << describe(first);
@@ -267,7 +270,8 @@ TEST(LinuxVirtio, DiskWrittenOnOneBootChecksOnTheHostAndVerifiesOnTheNext) {
 
   auto second = boot("generic", devices, job + "keel.disk_mode=verify");
   ASSERT_EQ(second.exit_code, 0) << describe(second);
-  auto verified = second.line("keel-guest: disk OK mode=verify path=/dev/vdb mib=32 seed=5 direct=1 checked=8192 ");
+  auto verified = second.line(
+      "keel-guest: disk OK mode=verify path=/dev/vdb mib=32 seed=5 direct=1 checked=8192 ");
   ASSERT_TRUE(verified) << describe(second);
   EXPECT_EQ(fields(*verified)["sum"], sum) << *verified;
   expect_drivers_and_ready(second, "/dev/vda");
@@ -286,8 +290,7 @@ TEST(LinuxVirtio, RandomWritesVerifyFromTheHostAndAfterAPoweroff) {
   ScratchDir dir("keel-linux-virtio");
   const std::string disk = dir.sparse_file("disk.raw", 32ull << 20);
   const std::vector<std::string> devices{"--disk", "path=" + disk};
-  const std::string job =
-      "keel.job=disk keel.disk_mib=32 keel.disk_seed=9 keel.disk_writes=600 ";
+  const std::string job = "keel.job=disk keel.disk_mib=32 keel.disk_seed=9 keel.disk_writes=600 ";
 
   auto first = boot("cloud", devices, job + "keel.disk_mode=random");
   ASSERT_EQ(first.exit_code, 0) << describe(first);
@@ -305,7 +308,8 @@ TEST(LinuxVirtio, RandomWritesVerifyFromTheHostAndAfterAPoweroff) {
 
   auto second = boot("cloud", devices, job + "keel.disk_mode=random-verify");
   ASSERT_EQ(second.exit_code, 0) << describe(second);
-  auto verified = second.line("keel-guest: disk OK mode=random-verify path=/dev/vda mib=32 seed=9 ");
+  auto verified =
+      second.line("keel-guest: disk OK mode=random-verify path=/dev/vda mib=32 seed=9 ");
   ASSERT_TRUE(verified) << describe(second);
   EXPECT_EQ(fields(*verified)["sum"], fields(*wrote)["sum"]) << *verified;
   EXPECT_EQ(fields(*verified)["checked"], fields(*wrote)["checked"]) << *verified;
@@ -326,7 +330,8 @@ TEST(LinuxVirtio, NetworkPingAndTransfersBothWaysThroughATap) {
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   expect_drivers_and_ready(run, "initramfs");
   // virtio_net took the MAC from Keel's device configuration.
-  EXPECT_TRUE(run.line("keel-guest: net up dev=eth0 ip=10.0.2.2/24 gw=10.0.2.1 mac=52:54:00:12:34:56"))
+  EXPECT_TRUE(
+      run.line("keel-guest: net up dev=eth0 ip=10.0.2.2/24 gw=10.0.2.1 mac=52:54:00:12:34:56"))
       << describe(run);
   EXPECT_TRUE(run.line("keel-guest: net ping OK peer=10.0.2.1 sent=3 received=3")) << describe(run);
 

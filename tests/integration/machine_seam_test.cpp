@@ -178,8 +178,9 @@ TEST(MachineSeam, AStateForAnotherShapeIsRefusedByName) {
   // The shape, from the state's configuration, before any device state.
   auto without_rng = options;
   without_rng.config.set_rng(false);
-  EXPECT_NE(refusal(without_rng, state).find("state: entropy source present, this machine has none"),
-            std::string::npos);
+  EXPECT_NE(
+      refusal(without_rng, state).find("state: entropy source present, this machine has none"),
+      std::string::npos);
   auto bigger = options;
   bigger.config.set_memory(256ull << 20);
   EXPECT_NE(refusal(bigger, state).find("state: memory 134217728, this machine has 268435456"),

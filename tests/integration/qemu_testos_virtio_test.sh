@@ -28,8 +28,9 @@ qemu() {
   timeout 300 qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
     -display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" 2>>"$tmp/qemu.err"
 }
-disk() { echo "-drive file=$1,if=none,format=raw,id=d$2${3:-} -device virtio-blk-pci,drive=d$2,disable-legacy=on"; }
-rng="-device virtio-rng-pci,disable-legacy=on"
+# $1: image, $2: index, $3: extra drive options: the disk's QEMU options in disk_args.
+disk() { disk_args=(-drive "file=$1,if=none,format=raw,id=d$2${3:-}" -device "virtio-blk-pci,drive=d$2,disable-legacy=on"); }
+rng=(-device "virtio-rng-pci,disable-legacy=on")
 expect() {  # $1: console, $2: regex
   grep -Eq "$2" <<<"$1" || { echo "$1"; fail "no line matching '$2'"; }
 }
@@ -39,10 +40,12 @@ img=$tmp/disk.img
 truncate -s 64M "$img"
 
 # disk: write, verify in a second boot, the host sees the documented pattern.
-out=$(qemu "job=disk mode=write mib=16 seed=7" $(disk "$img" 0))
+disk "$img" 0
+out=$(qemu "job=disk mode=write mib=16 seed=7" "${disk_args[@]}")
 expect "$out" '^testos: disk OK mode=write mib=16 sectors=32768 seed=7 '
 sum=$(field "$(grep 'disk OK' <<<"$out")" sum)
-out=$(qemu "job=disk mode=verify mib=16 seed=7" $(disk "$img" 0))
+disk "$img" 0
+out=$(qemu "job=disk mode=verify mib=16 seed=7" "${disk_args[@]}")
 expect "$out" "^testos: disk OK mode=verify mib=16 sectors=32768 seed=7 sum=$sum "
 python3 - "$img" <<'PY' || fail "the disk image does not hold the documented pattern"
 import struct, sys
@@ -61,17 +64,21 @@ with open(sys.argv[1], "rb") as f:
     f.seek(32768 * 512)
     assert f.read(512) == bytes(512)  # nothing past mib
 PY
-out=$(qemu "job=disk mode=verify mib=1 seed=8" $(disk "$img" 0))
+disk "$img" 0
+out=$(qemu "job=disk mode=verify mib=1 seed=8" "${disk_args[@]}")
 expect "$out" '^testos: disk FAIL mode=verify bad_sectors=2048 first_bad=0'
-out=$(qemu "job=disk mode=random mib=16 ops=300 seed=3" $(disk "$img" 0))
+disk "$img" 0
+out=$(qemu "job=disk mode=random mib=16 ops=300 seed=3" "${disk_args[@]}")
 expect "$out" '^testos: disk OK mode=random mib=16 seed=3 ops=300 rechecked=[1-9]'
 truncate -s 8M "$tmp/ro.img"
-out=$(qemu "job=disk mode=write mib=1" $(disk "$tmp/ro.img" 0 ,readonly=on))
+disk "$tmp/ro.img" 0 ,readonly=on
+out=$(qemu "job=disk mode=write mib=1" "${disk_args[@]}")
 expect "$out" '^testos: disk device .* ro=1'
 expect "$out" '^testos: disk FAIL mode=write io=status status=1 '
 echo "disk: OK"
 
-out=$(qemu "job=diskbench ops=64 mib=8" $(disk "$img" 0))
+disk "$img" 0
+out=$(qemu "job=diskbench ops=64 mib=8" "${disk_args[@]}")
 for t in 'randread bs=4096 qd=1' 'randread bs=4096 qd=32' 'randwrite bs=4096 qd=1' 'randwrite bs=4096 qd=32' \
   'seqread bs=1048576 qd=4' 'seqwrite bs=1048576 qd=4'; do
   expect "$out" "^testos: diskbench test=$t ops=64 us=[0-9]+ iops=[0-9]+ mib_s=[0-9]+\.[0-9][0-9]\$"
@@ -79,7 +86,7 @@ done
 expect "$out" '^testos: diskbench OK tests=6 mib=8'
 echo "diskbench: OK"
 
-out=$(qemu "job=rng bytes=65536" $rng)
+out=$(qemu "job=rng bytes=65536" "${rng[@]}")
 expect "$out" '^testos: rng OK bytes=65536 '
 echo "rng: OK"
 
@@ -89,7 +96,7 @@ ip netns exec "$ns" ip link set lo up
 ip netns exec "$ns" ip tuntap add dev tap0 mode tap
 ip netns exec "$ns" ip addr add 10.0.2.1/24 dev tap0
 ip netns exec "$ns" ip link set tap0 up
-net="-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,disable-legacy=on"
+net=(-netdev "tap,id=n0,ifname=tap0,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,disable-legacy=on")
 nsqemu() {  # like qemu, inside the namespace, console to $tmp/console
   local app=$1
   shift
@@ -97,9 +104,10 @@ nsqemu() {  # like qemu, inside the namespace, console to $tmp/console
     -display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" >"$tmp/console" 2>>"$tmp/qemu.err"
 }
 
+disk "$img" 0
 out=$(ip netns exec "$ns" qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
   -display none -serial stdio -no-reboot -kernel "$elf" -append "job=malformed lenient=1" \
-  $(disk "$img" 0) $rng $net 2>>"$tmp/qemu.err")
+  "${disk_args[@]}" "${rng[@]}" "${net[@]}" 2>>"$tmp/qemu.err")
 expect "$out" '^testos: malformed OK cases=27 devices=3'
 for d in blk net rng; do
   for c in loop next_out_of_range addr_outside_memory huge_length; do
@@ -160,7 +168,7 @@ else:
     print("peer: sink got %d datagrams, %d bytes" % (n, got))
 PY
 
-nsqemu "job=net ip=10.0.2.15 count=99" $net &
+nsqemu "job=net ip=10.0.2.15 count=99" "${net[@]}" &
 pids+=($!)
 ip netns exec "$ns" python3 "$tmp/peer.py" echo || { cat "$tmp/console"; fail "echo peer"; }
 wait "${pids[-1]}"
@@ -172,7 +180,7 @@ expect "$out" '^testos: net echo OK udp=99 udp_dropped=0 icmp=5 arp=[1-9]'
 ip netns exec "$ns" python3 "$tmp/peer.py" sink 2850 >"$tmp/sink" &
 pids+=($!)
 for _ in $(seq 100); do grep -q bound "$tmp/sink" && break; sleep 0.1; done
-nsqemu "job=net ip=10.0.2.15 mode=send dst=10.0.2.1:9000 mib=4" $net
+nsqemu "job=net ip=10.0.2.15 mode=send dst=10.0.2.1:9000 mib=4" "${net[@]}"
 out=$(cat "$tmp/console")
 expect "$out" '^testos: net arp 10.0.2.1 is '
 expect "$out" '^testos: net send OK bytes=4194304 datagrams=2850 size=1472 us=[0-9]+ mib_s='

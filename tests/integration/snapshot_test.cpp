@@ -31,11 +31,11 @@
 #include <thread>
 
 #include "common/crc32c.h"
+#include "proto/control.pb.h"
+#include "proto/vm_state.pb.h"
 #include "tests/support/host_kvm_facts.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
-#include "proto/control.pb.h"
-#include "proto/vm_state.pb.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
@@ -49,10 +49,12 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kStateHeaderSize = 24;  // vmm/state/snapshot_state_file.cpp: magic, version, crc, length
+constexpr size_t kStateHeaderSize =
+    24;  // vmm/state/snapshot_state_file.cpp: magic, version, crc, length
 
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
 }
 
 std::string read_file(const std::string& path) {
@@ -75,10 +77,12 @@ std::vector<std::string> testos(const std::string& cmdline, const std::string& m
 }
 
 bool has_prefix(const std::vector<std::string>& lines, const std::string& prefix) {
-  return std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.rfind(prefix, 0) == 0; });
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& l) { return l.rfind(prefix, 0) == 0; });
 }
 
-std::optional<std::string> first_line(const std::vector<std::string>& lines, const std::string& prefix) {
+std::optional<std::string> first_line(const std::vector<std::string>& lines,
+                                      const std::string& prefix) {
   for (const auto& l : lines) {
     if (l.rfind(prefix, 0) == 0) return l;
   }
@@ -90,9 +94,9 @@ std::optional<std::string> first_line(const std::vector<std::string>& lines, con
 struct Snapshot {
   std::string dir;
   pb::SnapshotResult result;
-  LiveVmm::Stopped console;  // the first keel-vmm's console, cut where it stopped
-  uint64_t held_us = 0;              // from the pause request to the snapshot's answer
-  Clock::time_point taken_at;        // the snapshot's answer
+  LiveVmm::Stopped console;    // the first keel-vmm's console, cut where it stopped
+  uint64_t held_us = 0;        // from the pause request to the snapshot's answer
+  Clock::time_point taken_at;  // the snapshot's answer
 };
 
 // Pause, snapshot (the guest stays paused: a paused guest is not resumed by
@@ -114,7 +118,8 @@ Snapshot pause_snapshot_kill(LiveVmm& vmm, const std::string& dir) {
   s.result = response.snapshot();
   EXPECT_EQ(s.result.dir(), dir);
   auto status = vmm.keelctl({"--json", "status"});
-  EXPECT_EQ(parse_json(status).status().state(), pb::RUN_STATE_PAUSED) << "a snapshot resumed a paused guest";
+  EXPECT_EQ(parse_json(status).status().state(), pb::RUN_STATE_PAUSED)
+      << "a snapshot resumed a paused guest";
   auto kill = vmm.keelctl({"kill"});
   EXPECT_EQ(kill.exit_code, 0) << show(kill);
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
@@ -128,7 +133,8 @@ struct Beat {
 std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
   std::vector<Beat> out;
   for (const auto& l : lines) {
-    if (l.rfind("testos: beat ", 0) == 0) out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
+    if (l.rfind("testos: beat ", 0) == 0)
+      out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
   }
   return out;
 }
@@ -148,8 +154,8 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
   // heartbeat does not touch the disk, yet each restore gets its own copy
   // of it as it was at the snapshot (as a restore must).
   const std::string disk = scratch.sparse_file("disk.img", 8 << 20);
-  LiveVmm vmm(testos("job=heartbeat interval_ms=" + std::to_string(kIntervalMs) + " count=" +
-                         std::to_string(kCount) + " mib=" + std::to_string(kMib),
+  LiveVmm vmm(testos("job=heartbeat interval_ms=" + std::to_string(kIntervalMs) +
+                         " count=" + std::to_string(kCount) + " mib=" + std::to_string(kMib),
                      "256M", {"--disk", "path=" + disk, "--rng"}));
   auto filled = vmm.wait_line("testos: heartbeat filled ", 0, seconds(300));
   ASSERT_TRUE(filled) << vmm.describe();
@@ -161,8 +167,10 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
   const auto before = beats_in(snap.console.lines);
   ASSERT_FALSE(before.empty());
   const uint64_t last = before.back().seq;
-  ASSERT_LT(last + 5, kCount) << "the guest ran too far before the snapshot\n" << join_lines(snap.console.lines);
-  for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(before[i].seq, i + 1) << join_lines(snap.console.lines);
+  ASSERT_LT(last + 5, kCount) << "the guest ran too far before the snapshot\n"
+                              << join_lines(snap.console.lines);
+  for (size_t i = 0; i < before.size(); ++i)
+    ASSERT_EQ(before[i].seq, i + 1) << join_lines(snap.console.lines);
 
   // Sparse memory: at least the filled pages, far from all 256 MiB.
   EXPECT_GE(snap.result.memory_pages_written(), kMib * 256);
@@ -170,7 +178,8 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
   struct stat memory {};
   ASSERT_EQ(::stat((snap.dir + "/memory").c_str(), &memory), 0);
   EXPECT_EQ(static_cast<uint64_t>(memory.st_size), 256ull << 20);
-  EXPECT_LT(static_cast<uint64_t>(memory.st_blocks) * 512, 128ull << 20) << "the memory file is not sparse";
+  EXPECT_LT(static_cast<uint64_t>(memory.st_blocks) * 512, 128ull << 20)
+      << "the memory file is not sparse";
   std::fprintf(stderr, "snapshot: %llu pages, %llu bytes, paused %llu ms, took %llu ms\n",
                static_cast<unsigned long long>(snap.result.memory_pages_written()),
                static_cast<unsigned long long>(snap.result.bytes_written()),
@@ -190,7 +199,8 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     SCOPED_TRACE("restore " + std::to_string(r + 1));
     const uint64_t down_before_restore_us = us_between(snap.taken_at, Clock::now());
     LiveVmm restored({"--restore", snap.dir, "--disk", "path=" + copies[r]});
-    ASSERT_TRUE(restored.wait_line("testos: beat seq=" + std::to_string(last + 2) + " ")) << restored.describe();
+    ASSERT_TRUE(restored.wait_line("testos: beat seq=" + std::to_string(last + 2) + " "))
+        << restored.describe();
     const uint64_t downtime_us = us_between(snap.taken_at, Clock::now());
     auto status = restored.keelctl({"--json", "status"});
     ASSERT_EQ(status.exit_code, 0) << show(status);
@@ -199,7 +209,8 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     EXPECT_EQ(s.vcpus(), 2u);
     EXPECT_EQ(s.memory_bytes(), 256ull << 20);
     ASSERT_EQ(s.devices_size(), 2);
-    EXPECT_NE(s.devices(0).description().find(copies[r]), std::string::npos) << s.devices(0).description();
+    EXPECT_NE(s.devices(0).description().find(copies[r]), std::string::npos)
+        << s.devices(0).description();
     // The guest still reads the disk's serial it had: the original image's name.
     EXPECT_NE(s.devices(0).description().find(",serial=disk.img"), std::string::npos)
         << s.devices(0).description();
@@ -208,22 +219,27 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     const auto after = continue_console(snap.console, restored.console());
     // It carried on: no boot, no ready line, the next beat first.
     ASSERT_FALSE(after.empty());
-    EXPECT_EQ(after.front().rfind("testos: beat seq=" + std::to_string(last + 1) + " ", 0), 0u) << join_lines(after);
+    EXPECT_EQ(after.front().rfind("testos: beat seq=" + std::to_string(last + 1) + " ", 0), 0u)
+        << join_lines(after);
     EXPECT_FALSE(has_prefix(after, "testos: boot")) << join_lines(after);
     EXPECT_FALSE(has_prefix(after, "testos: exception")) << join_lines(after);
     const auto beats = beats_in(after);
     ASSERT_EQ(beats.size(), kCount - last) << join_lines(after);
-    for (size_t i = 0; i < beats.size(); ++i) ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
+    for (size_t i = 0; i < beats.size(); ++i)
+      ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
 
     const uint64_t t_last = beats_in(snap.console.lines).back().t_us;
     const uint64_t step = beats[0].t_us - t_last;
-    std::fprintf(stderr,
-                 "restore %d: beat %llu at t_us=%llu, beat %llu at t_us=%llu: the guest's clock stepped %llu us "
-                 "(bound %llu: interval + %llu us held paused + slack); %llu us passed outside\n",
-                 r + 1, static_cast<unsigned long long>(last), static_cast<unsigned long long>(t_last),
-                 static_cast<unsigned long long>(beats[0].seq), static_cast<unsigned long long>(beats[0].t_us),
-                 static_cast<unsigned long long>(step), static_cast<unsigned long long>(bound_us),
-                 static_cast<unsigned long long>(snap.held_us), static_cast<unsigned long long>(downtime_us));
+    std::fprintf(
+        stderr,
+        "restore %d: beat %llu at t_us=%llu, beat %llu at t_us=%llu: the guest's clock stepped "
+        "%llu us "
+        "(bound %llu: interval + %llu us held paused + slack); %llu us passed outside\n",
+        r + 1, static_cast<unsigned long long>(last), static_cast<unsigned long long>(t_last),
+        static_cast<unsigned long long>(beats[0].seq),
+        static_cast<unsigned long long>(beats[0].t_us), static_cast<unsigned long long>(step),
+        static_cast<unsigned long long>(bound_us), static_cast<unsigned long long>(snap.held_us),
+        static_cast<unsigned long long>(downtime_us));
     EXPECT_GT(beats[0].t_us, t_last) << "the clock went backwards";
     EXPECT_GE(step, kIntervalMs * 1000 / 2) << "a beat came early";
     const bool said = restored.describe().find("does not offset guest TSCs") != std::string::npos;
@@ -261,7 +277,8 @@ TEST(Snapshot, DirtierInterruptedMidPassVerifiesItsMemory) {
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
   ASSERT_FALSE(has_prefix(snap.console.lines, "testos: dirtier pass=2 "))
-      << "pass 2 ended before the snapshot\n" << join_lines(snap.console.lines);
+      << "pass 2 ended before the snapshot\n"
+      << join_lines(snap.console.lines);
   // Pass 2 had started: at 8 MiB/s, pages are written all the time.
   EXPECT_GE(snap.result.memory_pages_written(), 32u * 256);
 
@@ -311,12 +328,14 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
   constexpr uint64_t kMib = 32, kSeed = 7;
   ScratchDir scratch("keel-snapshot-test");
   const std::string disk = scratch.sparse_file("disk.img", kMib << 20);
-  LiveVmm vmm(testos("job=disk mode=write mib=32 seed=7 rate_mbps=8", "128M", {"--disk", "path=" + disk}));
+  LiveVmm vmm(
+      testos("job=disk mode=write mib=32 seed=7 rate_mbps=8", "128M", {"--disk", "path=" + disk}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
   ASSERT_FALSE(has_prefix(snap.console.lines, "testos: disk OK"))
-      << "the write ended before the snapshot\n" << join_lines(snap.console.lines);
+      << "the write ended before the snapshot\n"
+      << join_lines(snap.console.lines);
 
   const std::string copies[2] = {scratch / "disk-restore-1.img", scratch / "disk-restore-2.img"};
   for (const auto& c : copies) fs::copy_file(disk, c);
@@ -335,8 +354,9 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
     EXPECT_EQ(f["seed"], "7");
     EXPECT_EQ(f["sum"], want_sum) << *written;
 
-    auto verify = run_vmm(testos("job=disk mode=verify mib=32 seed=7", "128M", {"--disk", "path=" + copies[r]}),
-                          seconds(300));
+    auto verify = run_vmm(
+        testos("job=disk mode=verify mib=32 seed=7", "128M", {"--disk", "path=" + copies[r]}),
+        seconds(300));
     ASSERT_EQ(verify.exit_code, 0) << verify.console() << verify.err;
     EXPECT_FALSE(verify.line("testos: disk bad ")) << verify.console();
     auto verified = verify.line("testos: disk OK mode=verify ");
@@ -350,7 +370,8 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
 TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
   ScratchDir scratch("keel-snapshot-test");
   const std::string disk = scratch.sparse_file("disk.img", 32 << 20);
-  LiveVmm vmm(testos("job=disk mode=random ops=600 seed=3 rate_mbps=1", "128M", {"--disk", "path=" + disk}));
+  LiveVmm vmm(testos("job=disk mode=random ops=600 seed=3 rate_mbps=1", "128M",
+                     {"--disk", "path=" + disk}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   size_t resumed_at = vmm.line_count();
   for (int i = 0; i < 4; ++i) {
@@ -371,13 +392,15 @@ TEST(Snapshot, PauseAndResumeUnderDiskIoLoseNothing) {
     EXPECT_EQ(paused.devices(0).error(), "") << status.out;
     const size_t lines_paused = vmm.line_count();
     std::this_thread::sleep_for(milliseconds(300));
-    EXPECT_EQ(vmm.line_count(), lines_paused) << "the guest printed while paused\n" << vmm.describe();
+    EXPECT_EQ(vmm.line_count(), lines_paused) << "the guest printed while paused\n"
+                                              << vmm.describe();
     auto resume = vmm.keelctl({"--json", "resume"});
     ASSERT_EQ(resume.exit_code, 0) << show(resume);
     resumed_at = vmm.line_count();
   }
   // Every pause fell inside the job: its verdict came after the last resume.
-  EXPECT_TRUE(vmm.lines("testos: disk OK").empty()) << "the job ended before the pauses did\n" << vmm.describe();
+  EXPECT_TRUE(vmm.lines("testos: disk OK").empty()) << "the job ended before the pauses did\n"
+                                                    << vmm.describe();
   ASSERT_EQ(vmm.wait_exit(seconds(300)), 0) << vmm.describe();
   auto verdict = vmm.lines("testos: disk OK mode=random ");
   ASSERT_EQ(verdict.size(), 1u) << vmm.describe();
@@ -430,7 +453,8 @@ void write_state(const std::string& dir, const st::VmState& state) {
   std::string header = read_file(dir + "/state").substr(0, kStateHeaderSize);
   const uint32_t crc = crc32c(payload.data(), payload.size());
   for (int i = 0; i < 4; ++i) header[12 + i] = static_cast<char>(crc >> (8 * i));
-  for (int i = 0; i < 8; ++i) header[16 + i] = static_cast<char>(static_cast<uint64_t>(payload.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    header[16 + i] = static_cast<char>(static_cast<uint64_t>(payload.size()) >> (8 * i));
   write_file(dir + "/state", header + payload);
 }
 
@@ -455,7 +479,9 @@ TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
   const auto& extent = state.memory().extents(state.memory().extents_size() - 1);
   const uint64_t state_size = fs::file_size(good + "/state");
   int n = 0;
-  auto variant = [&](const char* name) { return copy_snapshot(good, scratch / (std::to_string(++n) + "-" + name)); };
+  auto variant = [&](const char* name) {
+    return copy_snapshot(good, scratch / (std::to_string(++n) + "-" + name));
+  };
 
   {
     std::string d = variant("state-payload-byte");
@@ -565,7 +591,8 @@ TEST(Snapshot, SnapshotIntoADirectoryThatHoldsOneIsRefused) {
   write_file(file, "not a directory");
   auto onto_file = vmm.keelctl({"snapshot", file}, seconds(600));
   EXPECT_EQ(onto_file.exit_code, 1) << show(onto_file);
-  EXPECT_NE(onto_file.err.find("cannot create snapshot directory"), std::string::npos) << show(onto_file);
+  EXPECT_NE(onto_file.err.find("cannot create snapshot directory"), std::string::npos)
+      << show(onto_file);
 
   // Refused, and the guest runs on (not left paused).
   auto status = vmm.keelctl({"--json", "status"});

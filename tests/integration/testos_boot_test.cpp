@@ -1,8 +1,7 @@
 // Boots the test guest on keel-vmm (label kvm: directly where /dev/kvm runs
 // it, otherwise inside the KVM test host).
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -109,8 +108,7 @@ TEST(TestosBoot, SilentTripleFaultIsReportedToo) {
 }
 
 TEST(TestosBoot, RebootRequestEndsWithTheRebootCode) {
-  auto run =
-      run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--cmdline", "job=reboot"});
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--cmdline", "job=reboot"});
   EXPECT_EQ(run.exit_code, 10) << describe(run);
   EXPECT_NE(run.err.find("reboot"), std::string::npos) << describe(run);
 }
@@ -148,8 +146,8 @@ TEST(TestosBoot, StalledConsoleReaderDoesNotStallTheVmm) {
 
 TEST(TestosBoot, SerialToFile) {
   std::string path = ::testing::TempDir() + "keel-serial.txt";
-  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--serial",
-                      "file=" + path, "--cmdline", "job=platform"});
+  auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--serial", "file=" + path,
+                      "--cmdline", "job=platform"});
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   EXPECT_TRUE(run.lines.empty());
   FILE* f = std::fopen(path.c_str(), "r");

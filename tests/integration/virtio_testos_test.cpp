@@ -3,9 +3,8 @@
 // host): a disk written, flushed and verified across boots and from the host,
 // random I/O, a read-only disk, entropy, and a guest that feeds malformed
 // queues on purpose.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -48,8 +47,8 @@ int64_t first_bad_sector(const std::string& path, uint64_t sectors, uint64_t see
 }
 
 VmmRun boot(const std::vector<std::string>& devices, const std::string& cmdline) {
-  std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory", "256M", "--cmdline",
-                                cmdline};
+  std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory",
+                                "256M",     "--cmdline",      cmdline};
   args.insert(args.end(), devices.begin(), devices.end());
   return run_vmm(args, std::chrono::seconds(600));
 }
@@ -104,11 +103,13 @@ TEST(VirtioTestos, TwoDisksInCommandLineOrder) {
   ScratchDir dir("keel-virtio");
   const std::string a = dir.sparse_file("a.img", 8ull << 20);
   const std::string b = dir.sparse_file("b.img", 16ull << 20);
-  auto run = boot({"--disk", "path=" + a, "--disk", "path=" + b}, "job=disk mode=write mib=1 seed=2");
+  auto run =
+      boot({"--disk", "path=" + a, "--disk", "path=" + b}, "job=disk mode=write mib=1 seed=2");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   auto device = run.line("testos: disk device ");
   ASSERT_TRUE(device) << describe(run);
-  EXPECT_EQ(field_u64(*device, "capacity_sectors"), (8ull << 20) / 512) << "the first disk is the first device";
+  EXPECT_EQ(field_u64(*device, "capacity_sectors"), (8ull << 20) / 512)
+      << "the first disk is the first device";
   EXPECT_EQ(first_bad_sector(a, 2048, 2), -1);
   EXPECT_EQ(first_bad_sector(b, 1, 2), 0) << "the second disk is untouched";
 }
@@ -149,7 +150,8 @@ TEST(VirtioTestos, NetworkAnswersPingAndEchoesEveryUdpDatagram) {
   if (replies == 3) {
     UdpSocket udp("10.0.2.1", 0);
     for (int i = 0; i < kDatagrams; ++i) {
-      std::string text = "keel udp echo " + std::to_string(i) + std::string(static_cast<size_t>(i) * 50, 'x');
+      std::string text =
+          "keel udp echo " + std::to_string(i) + std::string(static_cast<size_t>(i) * 50, 'x');
       std::vector<uint8_t> payload(text.begin(), text.end());
       udp.send_to("10.0.2.15", 7, payload);
       if (udp.receive(std::chrono::seconds(10)) == payload) ++echoed;

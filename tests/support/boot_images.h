@@ -19,7 +19,7 @@ inline std::vector<uint8_t> make_bzimage(size_t payload = 4096, uint16_t version
   setup_header hdr{};
   hdr.setup_sects = 1;
   hdr.boot_flag = 0xaa55;
-  hdr.jump = 0x66eb;  // short jump over the header: offset byte 0x66
+  hdr.jump = 0x66eb;        // short jump over the header: offset byte 0x66
   hdr.header = 0x53726448;  // "HdrS"
   hdr.version = version;
   hdr.loadflags = LOADED_HIGH;

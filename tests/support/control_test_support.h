@@ -130,7 +130,8 @@ class FakeHandler : public ControlHandler {
   // Waits until `count` requests are held; returns them (a copy of each reply).
   std::vector<Reply> wait_for_held(size_t count) {
     std::unique_lock guard(mutex_);
-    if (!changed_.wait_for(guard, std::chrono::seconds(10), [&] { return held_.size() >= count; })) {
+    if (!changed_.wait_for(guard, std::chrono::seconds(10),
+                           [&] { return held_.size() >= count; })) {
       throw std::runtime_error("requests did not arrive");
     }
     return held_;
@@ -172,7 +173,8 @@ class FakeHandler : public ControlHandler {
         return response;
       }
       case control::Request::kPause:
-        if (paused_) return refusal(control::ERROR_CODE_INVALID_STATE, "the guest is already paused");
+        if (paused_)
+          return refusal(control::ERROR_CODE_INVALID_STATE, "the guest is already paused");
         paused_ = true;
         response.mutable_pause()->set_state(control::RUN_STATE_PAUSED);
         response.mutable_pause()->set_duration_ms(7);
@@ -192,8 +194,9 @@ class FakeHandler : public ControlHandler {
         return response;
       case control::Request::kSnapshot:
         if (request.snapshot().dir().rfind("/nonexistent", 0) == 0) {
-          return refusal(control::ERROR_CODE_INVALID_ARGUMENT,
-                         "cannot create " + request.snapshot().dir() + ": No such file or directory");
+          return refusal(
+              control::ERROR_CODE_INVALID_ARGUMENT,
+              "cannot create " + request.snapshot().dir() + ": No such file or directory");
         }
         response.mutable_snapshot()->set_dir(request.snapshot().dir());
         response.mutable_snapshot()->set_bytes_written(300ull << 20);
@@ -229,7 +232,8 @@ class FakeHandler : public ControlHandler {
 // up after 10 s.
 class RawClient {
  public:
-  explicit RawClient(const std::string& path) : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+  explicit RawClient(const std::string& path)
+      : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
@@ -280,7 +284,8 @@ class RawClient {
   bool closed_by_server() {
     uint8_t byte;
     const ssize_t n = ::recv(fd_.get(), &byte, 1, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) throw std::runtime_error("still open after 10 s");
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      throw std::runtime_error("still open after 10 s");
     return n == 0 || (n < 0 && errno == ECONNRESET);
   }
 

@@ -14,7 +14,8 @@
 namespace keel::testing {
 
 inline std::string show(const CommandResult& r) {
-  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+  return "keelctl exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out +
+         "\nstderr: " + r.err;
 }
 
 // keelctl --json's output; a failed expectation when it is not a Response.

@@ -1,10 +1,9 @@
 #include "tests/support/live_vmm.h"
 
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -136,7 +135,8 @@ LiveVmm::Stopped LiveVmm::stopped_console() const {
   return s;
 }
 
-std::vector<std::string> continue_console(const LiveVmm::Stopped& before, std::vector<std::string> after) {
+std::vector<std::string> continue_console(const LiveVmm::Stopped& before,
+                                          std::vector<std::string> after) {
   if (!before.unfinished.empty()) {
     if (after.empty()) after.emplace_back();
     after.front() = before.unfinished + after.front();

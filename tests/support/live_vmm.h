@@ -84,7 +84,8 @@ const char* keelctl_path();
 // A restored guest's console `after` continuing a stopped one: a line the
 // guest was printing when it was stopped is finished by the restored guest,
 // so its first line is joined to `before.unfinished`.
-std::vector<std::string> continue_console(const LiveVmm::Stopped& before, std::vector<std::string> after);
+std::vector<std::string> continue_console(const LiveVmm::Stopped& before,
+                                          std::vector<std::string> after);
 
 // The KVM test host emulates AMD-V with TCG, and about one nested boot of a
 // stock kernel in fifty dies there in a triple fault before init (QEMU's

@@ -19,8 +19,8 @@ std::string run_checked(const std::vector<std::string>& argv, int timeout_second
   if (result.exit_code != 0) {
     std::string cmd;
     for (const auto& a : argv) cmd += a + " ";
-    throw std::runtime_error(cmd + "failed (" + std::to_string(result.exit_code) + "): " +
-                             result.out + result.err);
+    throw std::runtime_error(cmd + "failed (" + std::to_string(result.exit_code) +
+                             "): " + result.out + result.err);
   }
   return result.out;
 }

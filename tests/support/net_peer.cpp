@@ -23,7 +23,8 @@ sockaddr_in address(const std::string& ip, uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) throw std::invalid_argument("bad IP " + ip);
+  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1)
+    throw std::invalid_argument("bad IP " + ip);
   return a;
 }
 
@@ -91,7 +92,8 @@ int ping(const std::string& ip, int count, std::chrono::steady_clock::time_point
 UdpSocket::UdpSocket(const std::string& ip, uint16_t port, int rcvbuf)
     : fd_(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
   if (!fd_.valid()) throw_errno("UDP socket");
-  if (rcvbuf > 0 && ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) {
+  if (rcvbuf > 0 &&
+      ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) {
     throw_errno("SO_RCVBUFFORCE");
   }
   const sockaddr_in a = address(ip, port);

@@ -20,7 +20,8 @@ class ScratchDir {
  public:
   explicit ScratchDir(const std::string& prefix = "keel-test") {
     std::string templ = "/var/tmp/" + prefix + "-XXXXXX";
-    if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp " + templ + " failed");
+    if (::mkdtemp(templ.data()) == nullptr)
+      throw std::runtime_error("mkdtemp " + templ + " failed");
     path_ = templ;
   }
   ~ScratchDir() {

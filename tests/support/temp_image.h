@@ -48,7 +48,7 @@ class TempImage {
   }
   // Bytes the file system has allocated to the file.
   uint64_t allocated() const {
-    struct stat st{};
+    struct stat st {};
     ::stat(path_.c_str(), &st);
     return static_cast<uint64_t>(st.st_blocks) * 512;
   }

@@ -52,7 +52,8 @@ class VirtqueueDriver {
     for (const Buffer& b : buffers) {
       const bool more = ++n < buffers.size();
       const uint16_t next = static_cast<uint16_t>((index + 1) % config_.size);
-      set_desc(index, b.gpa, b.len, (b.writable ? kDescFWrite : 0) | (more ? kDescFNext : 0), more ? next : 0);
+      set_desc(index, b.gpa, b.len, (b.writable ? kDescFWrite : 0) | (more ? kDescFNext : 0),
+               more ? next : 0);
       index = next;
     }
     return first;
@@ -61,18 +62,28 @@ class VirtqueueDriver {
   // Publishes `head` in the driver area and moves avail idx on by one.
   void make_available(uint16_t head) {
     const uint16_t idx = avail_idx();
-    memory_.write_obj<uint16_t>(config_.driver_area + kAvailRingOffset + 2ull * (idx % config_.size), head);
+    memory_.write_obj<uint16_t>(
+        config_.driver_area + kAvailRingOffset + 2ull * (idx % config_.size), head);
     set_avail_idx(static_cast<uint16_t>(idx + 1));
   }
-  uint16_t avail_idx() const { return memory_.read_obj<uint16_t>(config_.driver_area + kAvailIdxOffset); }
-  void set_avail_idx(uint16_t idx) { memory_.write_obj(config_.driver_area + kAvailIdxOffset, idx); }
+  uint16_t avail_idx() const {
+    return memory_.read_obj<uint16_t>(config_.driver_area + kAvailIdxOffset);
+  }
+  void set_avail_idx(uint16_t idx) {
+    memory_.write_obj(config_.driver_area + kAvailIdxOffset, idx);
+  }
   void set_avail_flags(uint16_t flags) { memory_.write_obj(config_.driver_area, flags); }
-  void set_used_event(uint16_t v) { memory_.write_obj(config_.driver_area + used_event_offset(config_.size), v); }
+  void set_used_event(uint16_t v) {
+    memory_.write_obj(config_.driver_area + used_event_offset(config_.size), v);
+  }
 
-  uint16_t used_idx() const { return memory_.read_obj<uint16_t>(config_.device_area + kUsedIdxOffset); }
+  uint16_t used_idx() const {
+    return memory_.read_obj<uint16_t>(config_.device_area + kUsedIdxOffset);
+  }
   uint16_t used_flags() const { return memory_.read_obj<uint16_t>(config_.device_area); }
   VirtqUsedElem used_elem(uint16_t slot) const {
-    return memory_.read_obj<VirtqUsedElem>(config_.device_area + kUsedRingOffset + 8ull * (slot % config_.size));
+    return memory_.read_obj<VirtqUsedElem>(config_.device_area + kUsedRingOffset +
+                                           8ull * (slot % config_.size));
   }
   uint16_t avail_event() const {
     return memory_.read_obj<uint16_t>(config_.device_area + avail_event_offset(config_.size));

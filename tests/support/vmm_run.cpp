@@ -7,9 +7,15 @@
 
 namespace keel::testing {
 
-const char* vmm_path() { return KEEL_VMM_PATH; }
-const char* testos_bzimage() { return KEEL_TESTOS_BZIMAGE; }
-const char* testos_elf() { return KEEL_TESTOS_ELF; }
+const char* vmm_path() {
+  return KEEL_VMM_PATH;
+}
+const char* testos_bzimage() {
+  return KEEL_TESTOS_BZIMAGE;
+}
+const char* testos_elf() {
+  return KEEL_TESTOS_ELF;
+}
 
 std::optional<std::string> VmmRun::line(const std::string& prefix) const {
   for (const auto& l : lines) {
@@ -32,7 +38,9 @@ std::string join_lines(const std::vector<std::string>& lines) {
   return all;
 }
 
-std::string VmmRun::console() const { return join_lines(lines); }
+std::string VmmRun::console() const {
+  return join_lines(lines);
+}
 
 VmmRun run_vmm(const std::vector<std::string>& args, std::chrono::seconds timeout,
                const std::vector<std::string>& extra_env) {
@@ -52,7 +60,8 @@ std::map<std::string, std::string> fields(const std::string& line) {
   std::map<std::string, std::string> out;
   std::istringstream in(line);
   for (std::string word; in >> word;) {
-    if (auto eq = word.find('='); eq != std::string::npos) out[word.substr(0, eq)] = word.substr(eq + 1);
+    if (auto eq = word.find('='); eq != std::string::npos)
+      out[word.substr(0, eq)] = word.substr(eq + 1);
   }
   return out;
 }
@@ -65,8 +74,8 @@ uint64_t field_u64(const std::string& line, const std::string& key) {
 }
 
 std::string describe(const VmmRun& run) {
-  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") + "\nconsole:\n" +
-         run.console() + "stderr:\n" + run.err;
+  return "exit " + std::to_string(run.exit_code) + (run.timed_out ? " (timed out)" : "") +
+         "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
 }
 
 }  // namespace keel::testing

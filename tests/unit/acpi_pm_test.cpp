@@ -34,7 +34,9 @@ TEST_F(AcpiPmFixture, OtherSleepTypesOrNoEnableDoNothing) {
   EXPECT_EQ(poweroffs, 0);
 }
 
-TEST_F(AcpiPmFixture, SciEnabledFromTheStart) { EXPECT_EQ(rd16(4) & 1, 1); }
+TEST_F(AcpiPmFixture, SciEnabledFromTheStart) {
+  EXPECT_EQ(rd16(4) & 1, 1);
+}
 
 TEST_F(AcpiPmFixture, EnableRegisterHoldsValue) {
   wr16(2, 0x0100);

@@ -55,8 +55,12 @@ uint8_t sum(std::span<const uint8_t> bytes) {
   return static_cast<uint8_t>(s);
 }
 
-uint64_t le(std::span<const uint8_t> b, std::size_t off, std::size_t width) { return GuestView::le(b, off, width); }
-std::string text(std::span<const uint8_t> b, std::size_t off, std::size_t n) { return GuestView::text(b, off, n); }
+uint64_t le(std::span<const uint8_t> b, std::size_t off, std::size_t width) {
+  return GuestView::le(b, off, width);
+}
+std::string text(std::span<const uint8_t> b, std::size_t off, std::size_t n) {
+  return GuestView::text(b, off, n);
+}
 
 // Signature -> address of each table reachable from the RSDP.
 struct TableDirectory {
@@ -136,8 +140,11 @@ TEST(AcpiTables, EveryTableHasLengthChecksumAndKeelIds) {
   AcpiImage image = build(8);
   GuestView view(image);
   TableDirectory dir = walk(image);
-  const std::map<std::string, uint64_t> tables{
-      {"XSDT", dir.xsdt}, {"RSDT", dir.rsdt}, {"FACP", dir.fadt}, {"APIC", dir.madt}, {"DSDT", dir.dsdt}};
+  const std::map<std::string, uint64_t> tables{{"XSDT", dir.xsdt},
+                                               {"RSDT", dir.rsdt},
+                                               {"FACP", dir.fadt},
+                                               {"APIC", dir.madt},
+                                               {"DSDT", dir.dsdt}};
   for (const auto& [signature, gpa] : tables) {
     SCOPED_TRACE(signature);
     ASSERT_TRUE(view.contains(gpa, 36));
@@ -163,8 +170,7 @@ TEST(AcpiTables, TablesDoNotOverlap) {
   AcpiImage image = build(16);
   GuestView view(image);
   TableDirectory dir = walk(image);
-  std::vector<std::pair<uint64_t, uint64_t>> ranges{
-      {dir.rsdp, 36}, {dir.facs, 64}};
+  std::vector<std::pair<uint64_t, uint64_t>> ranges{{dir.rsdp, 36}, {dir.facs, 64}};
   for (uint64_t gpa : {dir.xsdt, dir.rsdt, dir.fadt, dir.madt, dir.dsdt}) {
     ranges.emplace_back(gpa, view.table(gpa).size());
   }
@@ -264,10 +270,17 @@ TEST(AcpiTables, FadtFollowsCustomPorts) {
 struct MadtEntries {
   std::vector<std::pair<uint8_t, uint8_t>> lapics;  // (uid, apic id), enabled only
   int disabled_lapics = 0;
-  struct IoApic { uint8_t id; uint32_t address, gsi_base; };
+  struct IoApic {
+    uint8_t id;
+    uint32_t address, gsi_base;
+  };
   std::vector<IoApic> ioapics;
   std::map<uint8_t, std::pair<uint32_t, uint16_t>> overrides;  // irq -> (gsi, flags)
-  struct Nmi { uint8_t uid; uint16_t flags; uint8_t lint; };
+  struct Nmi {
+    uint8_t uid;
+    uint16_t flags;
+    uint8_t lint;
+  };
   std::vector<Nmi> nmis;
   int unknown = 0;
 };
@@ -283,16 +296,20 @@ MadtEntries parse_madt(std::span<const uint8_t> madt) {
     switch (type) {
       case 0:
         if (length != 8) throw std::runtime_error("bad LAPIC length");
-        if (le(e, 4, 4) & 1) out.lapics.emplace_back(e[2], e[3]);
-        else ++out.disabled_lapics;
+        if (le(e, 4, 4) & 1)
+          out.lapics.emplace_back(e[2], e[3]);
+        else
+          ++out.disabled_lapics;
         break;
       case 1:
         if (length != 12) throw std::runtime_error("bad IOAPIC length");
-        out.ioapics.push_back({e[2], static_cast<uint32_t>(le(e, 4, 4)), static_cast<uint32_t>(le(e, 8, 4))});
+        out.ioapics.push_back(
+            {e[2], static_cast<uint32_t>(le(e, 4, 4)), static_cast<uint32_t>(le(e, 8, 4))});
         break;
       case 2:
         if (length != 10 || e[2] != 0) throw std::runtime_error("bad override");
-        out.overrides[e[3]] = {static_cast<uint32_t>(le(e, 4, 4)), static_cast<uint16_t>(le(e, 8, 2))};
+        out.overrides[e[3]] = {static_cast<uint32_t>(le(e, 4, 4)),
+                               static_cast<uint16_t>(le(e, 8, 2))};
         break;
       case 4:
         if (length != 6) throw std::runtime_error("bad LAPIC NMI length");
@@ -366,25 +383,34 @@ TEST(AcpiTables, MadtFollowsPlatformAddressesAndSci) {
 }
 
 // Finds `needle` in the DSDT body; returns its offset.
-std::optional<std::size_t> find(std::span<const uint8_t> haystack, const std::vector<uint8_t>& needle,
-                                std::size_t from = 36) {
+std::optional<std::size_t> find(std::span<const uint8_t> haystack,
+                                const std::vector<uint8_t>& needle, std::size_t from = 36) {
   auto it = std::search(haystack.begin() + from, haystack.end(), needle.begin(), needle.end());
   if (it == haystack.end()) return std::nullopt;
   return static_cast<std::size_t>(it - haystack.begin());
 }
 
-std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::vector<uint8_t> bytes_of(const std::string& s) {
+  return std::vector<uint8_t>(s.begin(), s.end());
+}
 
 // Reads an AML integer: ZeroOp, OneOp, or Byte/Word/DWord/QWord prefix + data.
 uint64_t aml_integer(std::span<const uint8_t> aml, std::size_t off) {
   switch (aml[off]) {
-    case 0x00: return 0;
-    case 0x01: return 1;
-    case 0x0A: return le(aml, off + 1, 1);
-    case 0x0B: return le(aml, off + 1, 2);
-    case 0x0C: return le(aml, off + 1, 4);
-    case 0x0E: return le(aml, off + 1, 8);
-    default: throw std::runtime_error("not an AML integer");
+    case 0x00:
+      return 0;
+    case 0x01:
+      return 1;
+    case 0x0A:
+      return le(aml, off + 1, 1);
+    case 0x0B:
+      return le(aml, off + 1, 2);
+    case 0x0C:
+      return le(aml, off + 1, 4);
+    case 0x0E:
+      return le(aml, off + 1, 8);
+    default:
+      throw std::runtime_error("not an AML integer");
   }
 }
 
@@ -516,9 +542,11 @@ TEST(AcpiTables, RejectsBadPmPorts) {
 
 TEST(AcpiTables, RejectsBadBase) {
   AcpiPlatform platform;
-  EXPECT_THROW(build_acpi_tables(platform, 0xE0008), std::invalid_argument) << "not 16-byte aligned";
+  EXPECT_THROW(build_acpi_tables(platform, 0xE0008), std::invalid_argument)
+      << "not 16-byte aligned";
   EXPECT_THROW(build_acpi_tables(platform, 0xFFFFFF00), std::invalid_argument) << "crosses 4 GiB";
-  EXPECT_THROW(build_acpi_tables(platform, uint64_t{1} << 32), std::invalid_argument) << "above 4 GiB";
+  EXPECT_THROW(build_acpi_tables(platform, uint64_t{1} << 32), std::invalid_argument)
+      << "above 4 GiB";
 }
 
 TEST(AcpiTables, RejectsPciWindowsThatCannotBeDescribed) {
@@ -528,23 +556,50 @@ TEST(AcpiTables, RejectsPciWindowsThatCannotBeDescribed) {
     return platform;
   };
   const std::vector<AcpiPlatform> bad{
-      with([](PciHostWindow& w) { w.io_base = 0xCF8; }),                                  // over config ports
-      with([](PciHostWindow& w) { w.io_base = 0x1000; w.io_size = 0xF001; }),              // past 0xFFFF
-      with([](PciHostWindow& w) { w.mmio32_base = 0xF0000000; w.mmio32_size = 0x20000000; }),  // past 4 GiB
-      with([](PciHostWindow& w) { w.mmio32_size = 0x3EC00001; }),                          // into the IOAPIC
-      with([](PciHostWindow& w) { w.mmio32_base = 0xFEE00000; w.mmio32_size = 0x1000; }),  // the LAPIC
-      with([](PciHostWindow& w) { w.mmio64_base = 0x80000000; w.mmio64_size = 0x1000; }),  // below 4 GiB
-      with([](PciHostWindow& w) { w.mmio64_base = ~uint64_t{0} - 0xFFF; w.mmio64_size = 0x2000; }),  // wraps
+      with([](PciHostWindow& w) { w.io_base = 0xCF8; }),  // over config ports
+      with([](PciHostWindow& w) {
+        w.io_base = 0x1000;
+        w.io_size = 0xF001;
+      }),  // past 0xFFFF
+      with([](PciHostWindow& w) {
+        w.mmio32_base = 0xF0000000;
+        w.mmio32_size = 0x20000000;
+      }),                                                          // past 4 GiB
+      with([](PciHostWindow& w) { w.mmio32_size = 0x3EC00001; }),  // into the IOAPIC
+      with([](PciHostWindow& w) {
+        w.mmio32_base = 0xFEE00000;
+        w.mmio32_size = 0x1000;
+      }),  // the LAPIC
+      with([](PciHostWindow& w) {
+        w.mmio64_base = 0x80000000;
+        w.mmio64_size = 0x1000;
+      }),  // below 4 GiB
+      with([](PciHostWindow& w) {
+        w.mmio64_base = ~uint64_t{0} - 0xFFF;
+        w.mmio64_size = 0x2000;
+      }),  // wraps
   };
   for (std::size_t i = 0; i < bad.size(); ++i) {
     EXPECT_THROW(build_acpi_tables(bad[i], kBase), std::invalid_argument) << "case " << i;
   }
   // Edges that are fine.
-  EXPECT_NO_THROW(build_acpi_tables(with([](PciHostWindow& w) { w.io_base = 0xD00; w.io_size = 0xF300; }), kBase));
-  EXPECT_NO_THROW(build_acpi_tables(with([](PciHostWindow& w) { w.mmio32_size = 0x3EC00000; }), kBase));
-  EXPECT_NO_THROW(build_acpi_tables(
-      with([](PciHostWindow& w) { w.mmio64_base = ~uint64_t{0} - 0xFFF; w.mmio64_size = 0x1000; }), kBase));
-  EXPECT_NO_THROW(build_acpi_tables(with([](PciHostWindow& w) { w.io_base = 0; w.io_size = 0; }), kBase))
+  EXPECT_NO_THROW(build_acpi_tables(with([](PciHostWindow& w) {
+                                      w.io_base = 0xD00;
+                                      w.io_size = 0xF300;
+                                    }),
+                                    kBase));
+  EXPECT_NO_THROW(
+      build_acpi_tables(with([](PciHostWindow& w) { w.mmio32_size = 0x3EC00000; }), kBase));
+  EXPECT_NO_THROW(build_acpi_tables(with([](PciHostWindow& w) {
+                                      w.mmio64_base = ~uint64_t{0} - 0xFFF;
+                                      w.mmio64_size = 0x1000;
+                                    }),
+                                    kBase));
+  EXPECT_NO_THROW(build_acpi_tables(with([](PciHostWindow& w) {
+                                      w.io_base = 0;
+                                      w.io_size = 0;
+                                    }),
+                                    kBase))
       << "a zero-size window's base is ignored";
 }
 

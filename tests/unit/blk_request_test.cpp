@@ -71,7 +71,8 @@ TEST_F(BlkRequestTest, Read) {
 
 TEST_F(BlkRequestTest, WriteOverSeveralBuffersUpToTheLastSector) {
   header(kHdr, kBlkTOut, kCapacity - 3);
-  auto req = parse_ok(chain({{kHdr, 16, false}, {kData, 512, false}, {kData + 0x1000, 1024, false}, {kStatus, 1, true}}));
+  auto req = parse_ok(chain(
+      {{kHdr, 16, false}, {kData, 512, false}, {kData + 0x1000, 1024, false}, {kStatus, 1, true}}));
   EXPECT_EQ(req.type, BlkRequestType::kOut);
   EXPECT_EQ(req.sector, kCapacity - 3);
   EXPECT_EQ(req.data, (std::vector<BlkDataSegment>{{kData, 512}, {kData + 0x1000, 1024}}));
@@ -135,10 +136,11 @@ TEST_F(BlkRequestTest, DiscardAndWriteZeroesRanges) {
 
 TEST_F(BlkRequestTest, MalformedChainsHaveNoStatus) {
   header(kHdr, kBlkTIn, 0);
-  expect_rejected(chain({{kHdr, 16, false}, {kMiB - 8, 16, true}, {kStatus, 1, true}}), Error::kMalformedChain,
-                  kBlkSIoErr, std::nullopt);
-  expect_rejected(chain({{kHdr, 16, false}, {kData, 512, true}, {kData, 16, false}, {kStatus, 1, true}}),
+  expect_rejected(chain({{kHdr, 16, false}, {kMiB - 8, 16, true}, {kStatus, 1, true}}),
                   Error::kMalformedChain, kBlkSIoErr, std::nullopt);
+  expect_rejected(
+      chain({{kHdr, 16, false}, {kData, 512, true}, {kData, 16, false}, {kStatus, 1, true}}),
+      Error::kMalformedChain, kBlkSIoErr, std::nullopt);
   DescriptorChain huge;
   for (int i = 0; i < 5; ++i) huge.segments.push_back({0, 0xffffffffu & ~uint32_t{0xfffff}, false});
   GuestMemory big({{0, 0x100000000ull, 0}});  // sparse
@@ -152,7 +154,8 @@ TEST_F(BlkRequestTest, NoStatusByte) {
   header(kHdr, kBlkTIn, 0);
   expect_rejected(chain({}), Error::kNoStatusByte, kBlkSIoErr, std::nullopt);
   expect_rejected(chain({{kHdr, 16, false}}), Error::kNoStatusByte, kBlkSIoErr, std::nullopt);
-  expect_rejected(chain({{kHdr, 16, false}, {kStatus, 0, true}}), Error::kNoStatusByte, kBlkSIoErr, std::nullopt);
+  expect_rejected(chain({{kHdr, 16, false}, {kStatus, 0, true}}), Error::kNoStatusByte, kBlkSIoErr,
+                  std::nullopt);
 }
 
 TEST_F(BlkRequestTest, HeaderTooShort) {
@@ -209,7 +212,8 @@ TEST_F(BlkRequestTest, TooManyRanges) {
   for (int i = 0; i < 5; ++i) range(kData + 16 * i, i, 1, 0);
   expect_rejected(simple(kBlkTDiscard, 0, 5 * 16, false), Error::kTooManyRanges);
   info.max_write_zeroes_seg = 0xffffffffu;  // still bounded by kMaxBlkRanges
-  expect_rejected(simple(kBlkTWriteZeroes, 0, 16 * (kMaxBlkRanges + 1), false), Error::kTooManyRanges);
+  expect_rejected(simple(kBlkTWriteZeroes, 0, 16 * (kMaxBlkRanges + 1), false),
+                  Error::kTooManyRanges);
 }
 
 TEST_F(BlkRequestTest, RangeTooLarge) {

@@ -33,7 +33,7 @@ TEST_F(RtcFixture, ReadsHostUtcInBcd) {
 }
 
 TEST_F(RtcFixture, BinaryAnd12HourModes) {
-  wr(0x0b, 0x04);  // binary, 12-hour
+  wr(0x0b, 0x04);         // binary, 12-hour
   now += 13 * 3600 + 61;  // 21:01:01
   EXPECT_EQ(rd(0x00), 1);
   EXPECT_EQ(rd(0x02), 1);

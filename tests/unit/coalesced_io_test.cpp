@@ -65,8 +65,8 @@ TEST(CoalescedIo, WrapsAroundTheRingAndSkipsBadEntries) {
   bus.add(0xcf8, 8, dev);
   uint32_t capacity = static_cast<uint32_t>((ring.page.size() - 8) / 24);
   ring.put(capacity - 1, 0xcf8, 4, 1);
-  ring.put(0, 0xcf8, 9, 2);           // length out of range: skipped
-  ring.put(1, 0x1cf8, 4, 3);          // not a port: skipped
+  ring.put(0, 0xcf8, 9, 2);             // length out of range: skipped
+  ring.put(1, 0x1cf8, 4, 3);            // not a port: skipped
   ring.put(2, 0xcf8, 4, 4, /*pio=*/0);  // MMIO: not ours
   ring.put(3, 0xcf8, 4, 5);
   ring.set(capacity - 1, 4);

@@ -9,8 +9,8 @@
 #include <memory>
 
 #include "common/error.h"
-#include "tests/support/control_test_support.h"
 #include "control/control_client.h"
+#include "tests/support/control_test_support.h"
 
 namespace keel {
 namespace {
@@ -408,7 +408,8 @@ TEST_F(ControlServerTest, LiveSocketAndOtherFilesAreRefused) {
   std::getline(kept, text);
   EXPECT_EQ(text, "keep me");
 
-  EXPECT_THROW(ControlServer(loop_.events(), dir_.path() + "/missing/dir/vmm.sock", other), InputError);
+  EXPECT_THROW(ControlServer(loop_.events(), dir_.path() + "/missing/dir/vmm.sock", other),
+               InputError);
   EXPECT_THROW(ControlServer(loop_.events(), dir_.path() + "/" + std::string(120, 'x'), other),
                InputError);
 }

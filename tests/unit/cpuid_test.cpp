@@ -27,8 +27,7 @@ std::vector<kvm_cpuid_entry2> supported() {
   auto l4 = leaf(4);
   l4.eax = 0x121;
   // As current KVMs report it: leaf 0xB with subleaf 0 only, all zeros.
-  return {leaf(0), l1, l4, leaf(0xb, 0), hv, leaf(0x40000001), leaf(0x80000008),
-          leaf(0x8000001e)};
+  return {leaf(0), l1, l4, leaf(0xb, 0), hv, leaf(0x40000001), leaf(0x80000008), leaf(0x8000001e)};
 }
 
 TEST(Cpuid, Leaf1CarriesApicIdCountAndHypervisorBit) {
@@ -48,7 +47,7 @@ TEST(Cpuid, TopologyLeavesNumberTheVcpu) {
   EXPECT_EQ(find(v, 0xb, 0)->ebx, 1u);
   EXPECT_EQ((find(v, 0xb, 0)->ecx >> 8) & 0xff, 1u);  // SMT level
   EXPECT_EQ(find(v, 0xb, 1)->ebx, 6u);
-  EXPECT_EQ(find(v, 0xb, 1)->eax, 3u);  // 6 cores need 3 APIC ID bits
+  EXPECT_EQ(find(v, 0xb, 1)->eax, 3u);                // 6 cores need 3 APIC ID bits
   EXPECT_EQ((find(v, 0xb, 1)->ecx >> 8) & 0xff, 2u);  // core level
   EXPECT_EQ((find(v, 0xb, 2)->ecx >> 8) & 0xff, 0u);  // invalid: the end
   EXPECT_EQ(find(v, 4)->eax >> 26, 7u) << "6 cores use 3 APIC ID bits";

@@ -11,11 +11,11 @@
 #include "devices/pc/acpi_pm.h"
 #include "devices/pc/cmos_rtc.h"
 #include "devices/pc/i8042.h"
+#include "devices/pc/pvpanic.h"
+#include "devices/pc/uart8250.h"
 #include "devices/pci/pci_bus.h"
 #include "devices/pci/pci_config_space.h"
 #include "devices/pci/pci_host_bridge.h"
-#include "devices/pc/pvpanic.h"
-#include "devices/pc/uart8250.h"
 #include "devices/virtio/pci/msix_table.h"
 
 namespace keel {
@@ -44,7 +44,9 @@ uint8_t rd(PioDevice& d, uint16_t reg) {
   d.pio_read(reg, {&v, 1});
   return v;
 }
-void wr(PioDevice& d, uint16_t reg, uint8_t v) { d.pio_write(reg, {&v, 1}); }
+void wr(PioDevice& d, uint16_t reg, uint8_t v) {
+  d.pio_write(reg, {&v, 1});
+}
 
 // --- UART ------------------------------------------------------------------
 
@@ -95,7 +97,8 @@ TEST(UartState, RefusesCorruption) {
   s = u.save();
   s.set_lcr(0x100);
   expect_refused([&] { u.restore(s); }, "lcr");
-  EXPECT_TRUE(same(u.save(), Uart8250([](uint8_t) {}, [] {}).save())) << "a refusal changes nothing";
+  EXPECT_TRUE(same(u.save(), Uart8250([](uint8_t) {}, [] {}).save()))
+      << "a refusal changes nothing";
 }
 
 // --- i8042 -----------------------------------------------------------------
@@ -143,7 +146,8 @@ TEST(AcpiPmState, RoundTripReraisesTheSci) {
   EXPECT_TRUE(saved.sci_level());
 
   int powered_off = 0;
-  AcpiPm b(5, [&] { ++powered_off; }, [&](bool l) { sci_b.push_back(l); });
+  AcpiPm b(
+      5, [&] { ++powered_off; }, [&](bool l) { sci_b.push_back(l); });
   b.restore(saved);
   EXPECT_EQ(sci_b, std::vector<bool>{true}) << "the level is raised again";
   EXPECT_TRUE(same(b.save(), saved));
@@ -184,8 +188,9 @@ TEST(CmosRtcState, RoundTripKeepsRamAndTheGuestsClockOffset) {
   // The guest sets 2001-02-03 04:05:06 (BCD, 24h).
   wr(a, 0, 0x0b);
   wr(a, 1, 0x82);
-  const std::pair<uint8_t, uint8_t> fields[] = {{0x00, 0x06}, {0x02, 0x05}, {0x04, 0x04}, {0x07, 0x03},
-                                                {0x08, 0x02}, {0x09, 0x01}, {0x32, 0x20}};
+  const std::pair<uint8_t, uint8_t> fields[] = {{0x00, 0x06}, {0x02, 0x05}, {0x04, 0x04},
+                                                {0x07, 0x03}, {0x08, 0x02}, {0x09, 0x01},
+                                                {0x32, 0x20}};
   for (auto [index, value] : fields) {
     wr(a, 0, index);
     wr(a, 1, value);

@@ -55,7 +55,7 @@ struct Completions {
 };
 
 bool dio_supported(const std::string& path) {
-  struct statx stx{};
+  struct statx stx {};
   return ::statx(AT_FDCWD, path.c_str(), 0, STATX_DIOALIGN, &stx) == 0 &&
          (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align > 0;
 }
@@ -82,7 +82,9 @@ TEST(RawDisk, MissingImageIsAnInputErrorNamingIt) {
   }
 }
 
-TEST(RawDisk, DirectoryIsRefused) { EXPECT_THROW(RawDisk({.path = "/var/tmp"}), std::exception); }
+TEST(RawDisk, DirectoryIsRefused) {
+  EXPECT_THROW(RawDisk({.path = "/var/tmp"}), std::exception);
+}
 
 TEST(RawDisk, AlignedWriteThenReadGoesDirect) {
   TempImage image(kDiskDir, 4 * kMiB);
@@ -168,7 +170,9 @@ TEST(RawDisk, MoreRequestsThanTheRingHoldsWaitAndAllComplete) {
   ASSERT_TRUE(done.wait_for(kRequests));
   for (int i = 0; i < kRequests; ++i) {
     EXPECT_EQ(done.result(i), 4096) << i;
-    EXPECT_EQ(image.read(static_cast<uint64_t>(i) * 4096, 4096), pattern(4096, static_cast<uint8_t>(i))) << i;
+    EXPECT_EQ(image.read(static_cast<uint64_t>(i) * 4096, 4096),
+              pattern(4096, static_cast<uint8_t>(i)))
+        << i;
   }
   EXPECT_EQ(disk.outstanding(), 0u);
 }

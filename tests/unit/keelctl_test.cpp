@@ -9,8 +9,8 @@
 #include <memory>
 
 #include "common/child_process.h"
-#include "tests/support/control_test_support.h"
 #include "control/control_server.h"
+#include "tests/support/control_test_support.h"
 
 namespace keel {
 namespace {
@@ -58,7 +58,8 @@ TEST_F(KeelctlTest, StatusForPeople) {
   EXPECT_TRUE(contains(result.out, "vcpus:     2\n")) << result.out;
   EXPECT_TRUE(contains(result.out, "memory:    512 MiB\n")) << result.out;
   EXPECT_TRUE(contains(result.out, "uptime:    1h 2m 3s\n")) << result.out;
-  EXPECT_TRUE(contains(result.out, "  00:01.0  virtio-blk  path=/var/lib/keel/disk.img\n")) << result.out;
+  EXPECT_TRUE(contains(result.out, "  00:01.0  virtio-blk  path=/var/lib/keel/disk.img\n"))
+      << result.out;
   EXPECT_TRUE(contains(result.out, "  -        uart8250    port=0x3f8\n")) << result.out;
   EXPECT_TRUE(result.err.empty()) << result.err;
 }
@@ -109,8 +110,9 @@ TEST_F(KeelctlTest, ShutdownKillAndSnapshot) {
 
   auto snapshot = keelctl_on_socket({"snapshot", "/var/lib/keel/snap"});
   EXPECT_EQ(snapshot.exit_code, kDone) << snapshot.err;
-  EXPECT_EQ(snapshot.out,
-            "snapshot in /var/lib/keel/snap: 300 MiB written, guest paused 0.042 s, took 1.500 s\n");
+  EXPECT_EQ(
+      snapshot.out,
+      "snapshot in /var/lib/keel/snap: 300 MiB written, guest paused 0.042 s, took 1.500 s\n");
   // A relative directory is sent as an absolute one: the VMM's working
   // directory is not keelctl's.
   auto relative = keelctl_on_socket({"snapshot", "snaps/./one"});
@@ -178,8 +180,8 @@ TEST_F(KeelctlTest, BadCommandLines) {
 }
 
 TEST_F(KeelctlTest, SocketFromTheEnvironment) {
-  auto result = run_command({KEELCTL_PATH, "status"}, std::chrono::seconds(30),
-                            {"KEEL_API_SOCKET=" + path_});
+  auto result =
+      run_command({KEELCTL_PATH, "status"}, std::chrono::seconds(30), {"KEEL_API_SOCKET=" + path_});
   EXPECT_EQ(result.exit_code, kDone) << result.err;
 }
 

@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/support/boot_images.h"
 #include "common/error.h"
+#include "tests/support/boot_images.h"
 
 namespace keel {
 namespace {

@@ -100,7 +100,8 @@ TEST(Log, ARateLimitLetsABurstThroughThenCountsWhatItHeldBack) {
   init("t");
   RateLimit limit(2, std::chrono::seconds(60));
   const auto t0 = RateLimit::Clock::time_point{} + std::chrono::hours(1);
-  for (int i = 0; i < 1000; ++i) limit.write(Level::kWarning, "queue 0: bad", t0 + std::chrono::milliseconds(i));
+  for (int i = 0; i < 1000; ++i)
+    limit.write(Level::kWarning, "queue 0: bad", t0 + std::chrono::milliseconds(i));
   EXPECT_EQ(limit.suppressed_total(), 998u);
   limit.write(Level::kWarning, "queue 0: bad", t0 + std::chrono::seconds(61));
   EXPECT_EQ(out.text(),

@@ -134,9 +134,12 @@ TEST_F(SnapshotMemoryTest, StateFileRoundTripsAndRefusesDamage) {
     return error_of([&] { read_state_file(other); });
   };
   EXPECT_NE(damaged([](std::string& b) { b[100] ^= 1; }).find("corrupted"), std::string::npos);
-  EXPECT_NE(damaged([](std::string& b) { b.resize(b.size() - 1); }).find("truncated"), std::string::npos);
-  EXPECT_NE(damaged([](std::string& b) { b.resize(10); }).find("not a Keel snapshot"), std::string::npos);
-  EXPECT_NE(damaged([](std::string& b) { b[0] = 'X'; }).find("not a Keel snapshot"), std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b.resize(b.size() - 1); }).find("truncated"),
+            std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b.resize(10); }).find("not a Keel snapshot"),
+            std::string::npos);
+  EXPECT_NE(damaged([](std::string& b) { b[0] = 'X'; }).find("not a Keel snapshot"),
+            std::string::npos);
   EXPECT_NE(damaged([](std::string& b) { b[8] = 9; }).find("format version 9"), std::string::npos);
   EXPECT_NE(error_of([&] { read_state_file(dir + "/missing"); }).find("no snapshot state file"),
             std::string::npos);

@@ -11,14 +11,14 @@ using testing::Buffer;
 using testing::VirtqueueDriver;
 using Kind = VirtqueueErrorKind;
 
-#define EXPECT_VQ_ERROR(statement, expected_kind)                               \
-  do {                                                                          \
-    try {                                                                       \
-      statement;                                                                \
+#define EXPECT_VQ_ERROR(statement, expected_kind)                                \
+  do {                                                                           \
+    try {                                                                        \
+      statement;                                                                 \
       ADD_FAILURE() << #statement " did not throw " << to_string(expected_kind); \
-    } catch (const VirtqueueError& e) {                                         \
-      EXPECT_EQ(e.kind(), expected_kind) << e.what();                           \
-    }                                                                           \
+    } catch (const VirtqueueError& e) {                                          \
+      EXPECT_EQ(e.kind(), expected_kind) << e.what();                            \
+    }                                                                            \
   } while (0)
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -68,7 +68,8 @@ TEST_F(SplitQueueTest, ActivationRefusesMisalignedRings) {
 TEST_F(SplitQueueTest, ActivationRefusesRingsOutsideMemory) {
   VirtqueueDriver driver(memory, 16);
   for (uint64_t SplitQueueConfig::*field :
-       {&SplitQueueConfig::desc_table, &SplitQueueConfig::driver_area, &SplitQueueConfig::device_area}) {
+       {&SplitQueueConfig::desc_table, &SplitQueueConfig::driver_area,
+        &SplitQueueConfig::device_area}) {
     auto config = driver.config();
     config.*field = kMiB - 16;  // aligned, but runs past the end
     EXPECT_VQ_ERROR(SplitQueue(memory, config), Kind::kRingOutsideMemory);
@@ -88,8 +89,9 @@ TEST_F(SplitQueueTest, EmptyQueuePopsNothing) {
 TEST_F(SplitQueueTest, PopsAChainAndReturnsItThroughTheUsedRing) {
   VirtqueueDriver driver(memory, 8);
   SplitQueue queue(memory, driver.config());
-  const uint16_t head =
-      driver.write_chain(3, {{kData, 16}, {kData + 0x1000, 512}, {kData + 0x2000, 512, true}, {kData + 0x3000, 1, true}});
+  const uint16_t head = driver.write_chain(
+      3,
+      {{kData, 16}, {kData + 0x1000, 512}, {kData + 0x2000, 512, true}, {kData + 0x3000, 1, true}});
   driver.make_available(head);
 
   auto chain = queue.pop_chain();
@@ -248,10 +250,10 @@ TEST_F(SplitQueueTest, AcceptsAChainUsingEveryDescriptor) {
 
 TEST_F(SplitQueueTest, RefusesBuffersOutsideMemory) {
   for (auto [gpa, len] : std::initializer_list<std::pair<uint64_t, uint32_t>>{
-           {kMiB - 0x100, 0x200},              // runs into the hole
-           {kMiB + 0x1000, 16},                // in the hole
-           {3 * kMiB, 1},                      // just past the end
-           {0xffffffffffffff00ull, 0x200},     // wraps around
+           {kMiB - 0x100, 0x200},           // runs into the hole
+           {kMiB + 0x1000, 16},             // in the hole
+           {3 * kMiB, 1},                   // just past the end
+           {0xffffffffffffff00ull, 0x200},  // wraps around
            {2 * kMiB - 1, 0xffffffffu}}) {
     GuestMemory split({{0, kMiB, 0}, {2 * kMiB, kMiB, kMiB}});
     VirtqueueDriver driver(split, 8);
@@ -284,7 +286,8 @@ TEST_F(SplitQueueTest, WalksAnIndirectTable) {
   VirtqueueDriver driver(memory, 8, false, true);
   SplitQueue queue(memory, driver.config());
   VirtqueueDriver::set_table_desc(memory, kTable, 0, kData, 16, kDescFNext, 2);
-  VirtqueueDriver::set_table_desc(memory, kTable, 2, kData + 0x1000, 4096, kDescFWrite | kDescFNext, 1);
+  VirtqueueDriver::set_table_desc(memory, kTable, 2, kData + 0x1000, 4096, kDescFWrite | kDescFNext,
+                                  1);
   VirtqueueDriver::set_table_desc(memory, kTable, 1, kData + 0x3000, 1, kDescFWrite);
   // The WRITE flag on the descriptor naming the table is ignored.
   driver.set_desc(5, kTable, 3 * 16, kDescFIndirect | kDescFWrite);
@@ -327,8 +330,10 @@ TEST_F(SplitQueueTest, RefusesBadIndirectDescriptors) {
            {"empty table", true, kDescFIndirect, kTable, 0, Kind::kBadIndirectTableLength},
            {"ragged table", true, kDescFIndirect, kTable, 17, Kind::kBadIndirectTableLength},
            {"huge table", true, kDescFIndirect, kTable, 16 * 32769, Kind::kBadIndirectTableLength},
-           {"outside memory", true, kDescFIndirect, kMiB - 16, 32, Kind::kIndirectTableOutsideMemory},
-           {"wrapping", true, kDescFIndirect, 0xfffffffffffffff0ull, 32, Kind::kIndirectTableOutsideMemory},
+           {"outside memory", true, kDescFIndirect, kMiB - 16, 32,
+            Kind::kIndirectTableOutsideMemory},
+           {"wrapping", true, kDescFIndirect, 0xfffffffffffffff0ull, 32,
+            Kind::kIndirectTableOutsideMemory},
        }) {
     SCOPED_TRACE(c.name);
     GuestMemory memory({{0, kMiB, 0}});
@@ -365,7 +370,8 @@ TEST_F(SplitQueueTest, RefusesLoopsAndBadLinksInsideAnIndirectTable) {
   {
     VirtqueueDriver driver(memory, 8, false, true);
     SplitQueue queue(memory, driver.config());
-    VirtqueueDriver::set_table_desc(memory, kTable, 0, kData, 16, kDescFNext, 2);  // table has 2 entries
+    VirtqueueDriver::set_table_desc(memory, kTable, 0, kData, 16, kDescFNext,
+                                    2);  // table has 2 entries
     driver.set_desc(0, kTable, 32, kDescFIndirect);
     driver.make_available(0);
     EXPECT_VQ_ERROR(queue.pop_chain(), Kind::kNextOutOfRange);
@@ -390,7 +396,8 @@ TEST_F(SplitQueueTest, RefusesChainsOfFourGiBOrMore) {
   SplitQueue queue(big, driver.config());
   const uint16_t n = 257;  // 257 x 16 MiB > 4 GiB
   for (uint16_t i = 0; i < n; ++i) {
-    VirtqueueDriver::set_table_desc(big, kTable, i, 0, 16 * kMiB, i + 1 < n ? kDescFNext : 0, i + 1);
+    VirtqueueDriver::set_table_desc(big, kTable, i, 0, 16 * kMiB, i + 1 < n ? kDescFNext : 0,
+                                    i + 1);
   }
   driver.set_desc(0, kTable, 16 * n, kDescFIndirect);
   driver.make_available(0);
@@ -438,18 +445,18 @@ TEST_F(SplitQueueTest, EventIdxNotifiesWhenUsedIdxPassesUsedEvent) {
   for (int i = 0; i < 6; ++i) driver.make_available(0);
   auto complete = [&] { queue.push_used(queue.pop_chain()->head, 8); };
 
-  complete();  // used idx 1
+  complete();                          // used idx 1
   EXPECT_TRUE(queue.should_notify());  // first decision after activation
 
   driver.set_used_event(2);  // "interrupt me once entry 2 is used", i.e. idx reaches 3
   complete();                // used idx 2
   EXPECT_FALSE(queue.should_notify());
-  complete();                // used idx 3
+  complete();  // used idx 3
   EXPECT_TRUE(queue.should_notify());
 
   driver.set_used_event(3);
   complete();
-  complete();                // used idx 5: passed 3 between two decisions
+  complete();  // used idx 5: passed 3 between two decisions
   EXPECT_TRUE(queue.should_notify());
   // NO_INTERRUPT is ignored with EVENT_IDX.
   driver.set_avail_flags(kAvailFNoInterrupt);
@@ -520,7 +527,7 @@ TEST_F(SplitQueueTest, RestoreRefusesInconsistentIndices) {
   VirtqueueDriver driver(memory, 8);
   driver.set_avail_idx(5);
   SplitQueue queue(memory, driver.config());
-  EXPECT_VQ_ERROR(queue.set_state({6, 5}), Kind::kBadRestoreState);    // popped more than available
+  EXPECT_VQ_ERROR(queue.set_state({6, 5}), Kind::kBadRestoreState);  // popped more than available
   EXPECT_VQ_ERROR(queue.set_state({5, 60000}), Kind::kBadRestoreState);  // used ahead of popped
   EXPECT_VQ_ERROR(queue.set_state({100, 90}), Kind::kBadRestoreState);
   driver.set_avail_idx(20);

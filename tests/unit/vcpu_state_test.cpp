@@ -1,4 +1,6 @@
 // Validation of captured vCPU and VM state as untrusted input: needs no KVM.
+#include "vmm/state/vcpu_state.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -7,7 +9,6 @@
 
 #include "common/error.h"
 #include "vmm/state/cpu_features.h"
-#include "vmm/state/vcpu_state.h"
 #include "vmm/state/vm_state_kvm.h"
 
 namespace keel {
@@ -120,7 +121,8 @@ TEST(VcpuStateValidation, SurvivesAProtobufRoundTrip) {
 
 TEST(VcpuStateValidation, RefusesAnotherVcpusState) {
   auto caps = host_caps();
-  EXPECT_NE(refusal(caps, 0, valid_state(caps)).find("for vCPU 1 given to vCPU 0"), std::string::npos);
+  EXPECT_NE(refusal(caps, 0, valid_state(caps)).find("for vCPU 1 given to vCPU 0"),
+            std::string::npos);
 }
 
 TEST(VcpuStateValidation, RefusesBlobsOfTheWrongSize) {
@@ -346,7 +348,8 @@ TEST(VmStateValidation, Pit) {
   pit.channels[2].mode = 0;
   pit.flags = 0x100;
   s.set_pit2(std::string(reinterpret_cast<const char*>(&pit), sizeof pit));
-  EXPECT_NE(vm_refusal([&] { validate_pit(s); }).find("unknown PIT flags 0x100"), std::string::npos);
+  EXPECT_NE(vm_refusal([&] { validate_pit(s); }).find("unknown PIT flags 0x100"),
+            std::string::npos);
   s.set_pit2("short");
   EXPECT_NE(vm_refusal([&] { validate_pit(s); }).find("is 5 bytes"), std::string::npos);
 }

@@ -10,9 +10,9 @@
 
 #include "common/error.h"
 #include "common/little_endian.h"
+#include "tests/support/device_configs.h"
 #include "tests/support/temp_image.h"
 #include "tests/support/virtqueue_driver.h"
-#include "tests/support/device_configs.h"
 
 namespace keel::virtio {
 namespace {
@@ -65,8 +65,8 @@ struct VirtioBlkTest : ::testing::Test {
   uint16_t next_desc = 0;
 
   void create(bool read_only = false, std::string serial = "") {
-    device = std::make_unique<VirtioBlkDevice>(
-        events, disk_config(image.path(), read_only, serial));
+    device =
+        std::make_unique<VirtioBlkDevice>(events, disk_config(image.path(), read_only, serial));
     device->attach(transport);
   }
   void activate(uint64_t features) {
@@ -86,7 +86,8 @@ struct VirtioBlkTest : ::testing::Test {
   // Runs the event loop until the used index reaches `used`.
   void run_until_used(uint16_t used) {
     while (driver.used_idx() != used) {
-      ASSERT_GT(events.run_one_for(std::chrono::seconds(10)), 0u) << "no completion; used " << driver.used_idx();
+      ASSERT_GT(events.run_one_for(std::chrono::seconds(10)), 0u)
+          << "no completion; used " << driver.used_idx();
     }
   }
 
@@ -136,7 +137,8 @@ TEST_F(VirtioBlkTest, OffersTheBlockFeaturesAndConfiguration) {
   EXPECT_EQ(device->device_type(), kDeviceTypeBlock);
   EXPECT_EQ(device->num_queues(), 1);
   const uint64_t f = device->device_features();
-  for (uint64_t bit : {kBlkFSegMax, kBlkFBlkSize, kBlkFFlush, kBlkFDiscard, kBlkFWriteZeroes, kBlkFTopology}) {
+  for (uint64_t bit :
+       {kBlkFSegMax, kBlkFBlkSize, kBlkFFlush, kBlkFDiscard, kBlkFWriteZeroes, kBlkFTopology}) {
     EXPECT_TRUE(f & bit) << bit;
   }
   EXPECT_FALSE(f & kBlkFRo);
@@ -276,10 +278,13 @@ TEST_F(VirtioBlkTest, ThirtyTwoRequestsInFlight) {
   run_until_used(32);
   for (int i = 0; i < 32; ++i) {
     EXPECT_EQ(status(writes[i]), kBlkSOk) << i;
-    EXPECT_EQ(image.read(static_cast<uint64_t>(i) * 16 * 512, 4096), pattern(4096, static_cast<uint8_t>(i))) << i;
+    EXPECT_EQ(image.read(static_cast<uint64_t>(i) * 16 * 512, 4096),
+              pattern(4096, static_cast<uint8_t>(i)))
+        << i;
   }
   std::vector<Request> reads;
-  for (int i = 0; i < 32; ++i) reads.push_back(add(kBlkTIn, static_cast<uint64_t>(i) * 16, 4096, true));
+  for (int i = 0; i < 32; ++i)
+    reads.push_back(add(kBlkTIn, static_cast<uint64_t>(i) * 16, 4096, true));
   kick();
   EXPECT_EQ(device->requests_in_flight(), 32u);
   run_until_used(64);
@@ -315,7 +320,8 @@ TEST_F(VirtioBlkTest, DiscardAndWriteZeroesReachTheFile) {
   start();
   // Discard 1 MiB at 1 MiB; write zeroes at 2 MiB (keep) and 3 MiB (unmap).
   const Request d = add_ranges(kBlkTDiscard, {{kMiB / 512, kMiB / 512, 0}});
-  const Request z = add_ranges(kBlkTWriteZeroes, {{2 * kMiB / 512, 2048, 0}, {3 * kMiB / 512, 2048, kBlkRangeFlagUnmap}});
+  const Request z = add_ranges(
+      kBlkTWriteZeroes, {{2 * kMiB / 512, 2048, 0}, {3 * kMiB / 512, 2048, kBlkRangeFlagUnmap}});
   kick();
   run_until_used(2);
   EXPECT_EQ(status(d), kBlkSOk);
@@ -359,7 +365,7 @@ TEST_F(VirtioBlkTest, OutOfRangeSectorIsAnIoError) {
   const uint64_t capacity = kImageSize / 512;
   const Request past = add(kBlkTIn, capacity - 4, 8 * 512, true);  // runs off the end
   const Request last = add(kBlkTIn, capacity - 8, 8 * 512, true);  // the last 8 sectors
-  const Request huge = add(kBlkTOut, UINT64_MAX - 1, 512, false);   // overflows
+  const Request huge = add(kBlkTOut, UINT64_MAX - 1, 512, false);  // overflows
   kick();
   run_until_used(3);
   EXPECT_EQ(status(past), kBlkSIoErr);
@@ -434,7 +440,8 @@ TEST_F(VirtioBlkTest, ResetWaitsForRequestsInFlightAndDropsThem) {
   image.write(0, pattern(4 * kMiB, 7));
   start();
   std::vector<Request> reads;
-  for (int i = 0; i < 32; ++i) reads.push_back(add(kBlkTIn, static_cast<uint64_t>(i) * 256, 128 * 1024, true));
+  for (int i = 0; i < 32; ++i)
+    reads.push_back(add(kBlkTIn, static_cast<uint64_t>(i) * 256, 128 * 1024, true));
   kick();
   EXPECT_EQ(device->requests_in_flight(), 32u);
   {

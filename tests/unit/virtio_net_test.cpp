@@ -4,6 +4,7 @@
 // Needs root (CAP_NET_ADMIN), as the unit tests run.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -12,8 +13,6 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstring>
@@ -25,9 +24,9 @@
 #include "common/error.h"
 #include "devices/virtio/net/virtio_net_device.h"
 #include "proto/device_state.pb.h"
+#include "tests/support/device_configs.h"
 #include "tests/support/fake_virtio_transport.h"
 #include "tests/support/virtqueue_driver.h"
-#include "tests/support/device_configs.h"
 
 namespace keel::virtio {
 namespace {
@@ -218,10 +217,12 @@ struct VirtioNetTest : ::testing::Test {
         auto st = stats();
         std::string used;
         for (uint16_t i = 0; i < rx.used_idx(); ++i) {
-          used += " " + std::to_string(rx.used_elem(i).id) + "/" + std::to_string(rx.used_elem(i).len);
+          used +=
+              " " + std::to_string(rx.used_elem(i).id) + "/" + std::to_string(rx.used_elem(i).len);
         }
-        FAIL() << "timed out waiting for the device: rx_frames " << st.rx_frames << " too_big " << st.rx_too_big
-               << " starved " << st.rx_out_of_buffers << " tap_errors " << st.tap_errors << " used" << used;
+        FAIL() << "timed out waiting for the device: rx_frames " << st.rx_frames << " too_big "
+               << st.rx_too_big << " starved " << st.rx_out_of_buffers << " tap_errors "
+               << st.tap_errors << " used" << used;
       }
       if (events.run_one_for(1s) == 0) events.restart();
     }
@@ -254,8 +255,8 @@ TEST_F(VirtioNetTest, IdentityAndConfiguration) {
   EXPECT_EQ(device->device_type(), kDeviceTypeNet);
   EXPECT_EQ(device->num_queues(), 2);
   const uint64_t f = device->device_features();
-  for (uint64_t bit : {kNetFMac, kNetFStatus, kNetFCsum, kNetFGuestCsum, kNetFHostTso4, kNetFHostTso6,
-                       kNetFGuestTso4, kNetFGuestTso6}) {
+  for (uint64_t bit : {kNetFMac, kNetFStatus, kNetFCsum, kNetFGuestCsum, kNetFHostTso4,
+                       kNetFHostTso6, kNetFGuestTso4, kNetFGuestTso6}) {
     EXPECT_TRUE(f & bit) << bit;
   }
   EXPECT_FALSE(f & (kNetFMrgRxbuf | kNetFCtrlVq | kNetFMq | kNetFHostUfo | kNetFGuestUfo));
@@ -293,7 +294,8 @@ TEST_F(VirtioNetTest, TapErrorsAreInputErrors) {
 TEST_F(VirtioNetTest, TransmitReachesSocketInNamespace) {
   UniqueFd sock = udp_socket(kHostIp, 5000);
   activate();
-  const auto frame = udp_frame(interface_mac(kTap), kGuestMac, kGuestIp, kHostIp, 4000, 5000, "hello from the guest");
+  const auto frame = udp_frame(interface_mac(kTap), kGuestMac, kGuestIp, kHostIp, 4000, 5000,
+                               "hello from the guest");
   post_tx(0, 0, frame, /*split=*/true);
   kick(kNetTxQueue);
 
@@ -381,8 +383,8 @@ TEST_F(VirtioNetTest, TransmitWouldBlockLosesNothing) {
   run({"ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"});
   run({"ip", "link", "set", kTap, "master", "br0"});
   run({"ip", "link", "set", "veth0", "master", "br0"});
-  run({"tc", "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "200kbit", "burst", "1600", "limit",
-       "100000"});
+  run({"tc", "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "200kbit", "burst", "1600",
+       "limit", "100000"});
   for (const char* dev : {"veth1", "veth0", "br0"}) run({"ip", "link", "set", dev, "up"});
 
   UniqueFd capture(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kExperimentalEtherType)));

@@ -55,7 +55,9 @@ class FakeDevice : public VirtioDevice {
 };
 
 struct RecordingSink : MsiSink {
-  void send(uint16_t, uint64_t address, uint32_t data) override { messages.emplace_back(address, data); }
+  void send(uint16_t, uint64_t address, uint32_t data) override {
+    messages.emplace_back(address, data);
+  }
   std::vector<std::pair<uint64_t, uint32_t>> messages;
 };
 
@@ -644,7 +646,8 @@ TEST_F(VirtioPciTest, RandomAccessesKeepTheTransportsInvariants) {
   int activations_seen = 0;
   auto check = [&](int step) {
     const uint8_t st = pci.status();
-    ASSERT_EQ((st & kStatusDeviceNeedsReset) != 0, !pci.needs_reset_reason().empty()) << "step " << step;
+    ASSERT_EQ((st & kStatusDeviceNeedsReset) != 0, !pci.needs_reset_reason().empty())
+        << "step " << step;
     if (pci.activated()) {
       ASSERT_TRUE(st & kStatusDriverOk) << "step " << step;
     }

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -20,9 +19,9 @@
 #include "devices/virtio/blk/virtio_blk_device.h"
 #include "devices/virtio/pci/virtio_pci_device.h"
 #include "devices/virtio/rng/virtio_rng_device.h"
+#include "tests/support/device_configs.h"
 #include "tests/support/temp_image.h"
 #include "tests/support/virtqueue_driver.h"
-#include "tests/support/device_configs.h"
 
 namespace keel::virtio {
 namespace {

@@ -37,7 +37,9 @@ TEST(VmmOptions, Defaults) {
   EXPECT_TRUE(parse_vmm_options({"--kernel", "k", "--serial", "stdout"}).serial_file.empty());
 }
 
-TEST(VmmOptions, HelpNeedsNoKernel) { EXPECT_TRUE(parse_vmm_options({"--help"}).help); }
+TEST(VmmOptions, HelpNeedsNoKernel) {
+  EXPECT_TRUE(parse_vmm_options({"--help"}).help);
+}
 
 TEST(VmmOptions, BadInputNamesTheProblem) {
   EXPECT_NE(error_of({}).find("missing --kernel"), std::string::npos);
@@ -76,25 +78,29 @@ TEST(VmmOptions, VirtioDevicesInOrder) {
   // A MAC derived from the tap's name: the same one every start, locally
   // administered and unicast.
   ASSERT_EQ(c.nets(1).mac().size(), 6u);
-  EXPECT_EQ(c.nets(1).mac(), parse_vmm_options({"--kernel", "k", "--net", "tap=tap1"}).config.nets(0).mac());
+  EXPECT_EQ(c.nets(1).mac(),
+            parse_vmm_options({"--kernel", "k", "--net", "tap=tap1"}).config.nets(0).mac());
   EXPECT_EQ(static_cast<uint8_t>(c.nets(1).mac()[0]) & 3, 2);
-  EXPECT_NE(c.nets(1).mac(), parse_vmm_options({"--kernel", "k", "--net", "tap=tap2"}).config.nets(0).mac());
+  EXPECT_NE(c.nets(1).mac(),
+            parse_vmm_options({"--kernel", "k", "--net", "tap=tap2"}).config.nets(0).mac());
   EXPECT_TRUE(c.rng());
   EXPECT_FALSE(parse_vmm_options({"--kernel", "k"}).config.rng());
 }
 
 TEST(VmmOptions, RestoreTakesTheMachineFromTheSnapshot) {
-  auto o = parse_vmm_options({"--restore", "/snap", "--serial", "file=/s", "--api-socket", "/a.sock",
-                              "--disk", "path=/d.img"});
+  auto o = parse_vmm_options({"--restore", "/snap", "--serial", "file=/s", "--api-socket",
+                              "/a.sock", "--disk", "path=/d.img"});
   EXPECT_EQ(o.restore_dir, "/snap");
   EXPECT_TRUE(o.config.kernel().empty());
   EXPECT_EQ(o.api_socket, "/a.sock");
   ASSERT_EQ(o.config.disks_size(), 1);
   // Left for the snapshot to fill in.
   EXPECT_TRUE(o.config.disks(0).serial().empty());
-  EXPECT_NE(error_of({"--restore", "/snap", "--memory", "1G"}).find("--memory cannot be used with --restore"),
+  EXPECT_NE(error_of({"--restore", "/snap", "--memory", "1G"})
+                .find("--memory cannot be used with --restore"),
             std::string::npos);
-  EXPECT_NE(error_of({"--restore", "/snap", "--kernel", "k"}).find("--kernel cannot"), std::string::npos);
+  EXPECT_NE(error_of({"--restore", "/snap", "--kernel", "k"}).find("--kernel cannot"),
+            std::string::npos);
   EXPECT_NE(error_of({"--restore", "/snap", "--rng"}).find("--rng cannot"), std::string::npos);
   EXPECT_NE(error_of({"--restore="}).find("--restore needs a DIR"), std::string::npos);
 }
@@ -116,7 +122,8 @@ TEST(VmmOptions, BadDeviceOptionsNameTheProblem) {
   EXPECT_NE(err({"--net", "tap=t,mac=52:54-00-00-00-01"}).find("bad MAC"), std::string::npos);
   EXPECT_NE(err({"--net", "tap=t,mac=52:54:00:00:0g:01"}).find("bad MAC"), std::string::npos);
   EXPECT_NE(err({"--net", "tap=t,mac=01:00:5e:00:00:01"}).find("multicast"), std::string::npos);
-  EXPECT_NE(err({"--disk", "path=/a,serial="}).find("serial= needs 1 to 20 bytes"), std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,serial="}).find("serial= needs 1 to 20 bytes"),
+            std::string::npos);
   EXPECT_NE(err({"--disk", "path=/a,serial=123456789012345678901"}).find("longer than 20 bytes"),
             std::string::npos);
   EXPECT_NE(err({"--rng=on"}).find("--rng takes no value"), std::string::npos);
@@ -128,8 +135,8 @@ TEST(VmmOptions, BadDeviceOptionsNameTheProblem) {
 namespace st = ::keel::state::v1;
 
 st::VmConfig snapshot_config() {
-  return parse_vmm_options({"--kernel", "k", "--cpus", "2", "--disk", "path=/old/a.img",
-                            "--disk", "path=/old/b.img,readonly=on,serial=b", "--net", "tap=old0"})
+  return parse_vmm_options({"--kernel", "k", "--cpus", "2", "--disk", "path=/old/a.img", "--disk",
+                            "path=/old/b.img,readonly=on,serial=b", "--net", "tap=old0"})
       .config;
 }
 
@@ -155,20 +162,24 @@ TEST(VmmOptions, RestoreReplacesHostResourcesAndKeepsWhatTheGuestSees) {
       snapshot);
   EXPECT_EQ(moved.cpus(), 2u);
   EXPECT_EQ(moved.disks(0).path(), "/new/copy.img");
-  EXPECT_EQ(moved.disks(0).serial(), "a.img") << "the guest's disk ID must not follow the copy's name";
+  EXPECT_EQ(moved.disks(0).serial(), "a.img")
+      << "the guest's disk ID must not follow the copy's name";
   EXPECT_EQ(moved.disks(1).serial(), "b");
   EXPECT_EQ(moved.nets(0).tap(), "new0");
   EXPECT_EQ(moved.nets(0).mac(), snapshot.nets(0).mac());
 
-  EXPECT_NE(restore_error({"--disk", "path=/x"}, snapshot).find("--disk given 1 times; the snapshot has 2"),
+  EXPECT_NE(restore_error({"--disk", "path=/x"}, snapshot)
+                .find("--disk given 1 times; the snapshot has 2"),
             std::string::npos);
   EXPECT_NE(restore_error({"--disk", "path=/x", "--disk", "path=/y"}, snapshot)
                 .find("--disk /y: the snapshot's disk 1 is read-only"),
             std::string::npos);
-  EXPECT_NE(restore_error({"--disk", "path=/x,serial=other", "--disk", "path=/y,readonly=on"}, snapshot)
-                .find("by serial \"a.img\""),
-            std::string::npos);
-  EXPECT_NE(restore_error({"--net", "tap=t,mac=52:54:00:00:00:01"}, snapshot).find("the guest knows adapter 0 by MAC"),
+  EXPECT_NE(
+      restore_error({"--disk", "path=/x,serial=other", "--disk", "path=/y,readonly=on"}, snapshot)
+          .find("by serial \"a.img\""),
+      std::string::npos);
+  EXPECT_NE(restore_error({"--net", "tap=t,mac=52:54:00:00:00:01"}, snapshot)
+                .find("the guest knows adapter 0 by MAC"),
             std::string::npos);
 }
 
@@ -185,20 +196,28 @@ TEST(VmmOptions, ASnapshotsConfigurationIsCheckedAsTheCommandLineIs) {
   };
   EXPECT_EQ(refusal([](st::VmConfig&) {}), "");
   EXPECT_EQ(refusal([](st::VmConfig& c) { c.set_cpus(0); }), "snapshot: no vCPUs");
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.set_cpus(300); }).find("snapshot: too many vCPUs"), std::string::npos);
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.set_memory((32ull << 20) + 1); }).find("snapshot: guest memory must be"),
+  EXPECT_NE(refusal([](st::VmConfig& c) { c.set_cpus(300); }).find("snapshot: too many vCPUs"),
             std::string::npos);
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.set_memory(1ull << 50); }).find("beyond"), std::string::npos);
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.mutable_disks(1)->set_serial(std::string(21, 's')); })
-                .find("snapshot: disk 1: serial"),
+  EXPECT_NE(refusal([](st::VmConfig& c) {
+              c.set_memory((32ull << 20) + 1);
+            }).find("snapshot: guest memory must be"),
             std::string::npos);
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.mutable_nets(0)->set_mac("abc"); }).find("6 bytes, not 3"),
+  EXPECT_NE(refusal([](st::VmConfig& c) { c.set_memory(1ull << 50); }).find("beyond"),
             std::string::npos);
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.mutable_nets(0)->set_mac(std::string("\x01\0\0\0\0\1", 6)); })
-                .find("multicast"),
+  EXPECT_NE(refusal([](st::VmConfig& c) {
+              c.mutable_disks(1)->set_serial(std::string(21, 's'));
+            }).find("snapshot: disk 1: serial"),
             std::string::npos);
-  EXPECT_NE(refusal([](st::VmConfig& c) { c.mutable_nets(0)->set_tap(std::string(16, 't')); })
-                .find("snapshot: network adapter 0 needs tap=NAME"),
+  EXPECT_NE(
+      refusal([](st::VmConfig& c) { c.mutable_nets(0)->set_mac("abc"); }).find("6 bytes, not 3"),
+      std::string::npos);
+  EXPECT_NE(refusal([](st::VmConfig& c) {
+              c.mutable_nets(0)->set_mac(std::string("\x01\0\0\0\0\1", 6));
+            }).find("multicast"),
+            std::string::npos);
+  EXPECT_NE(refusal([](st::VmConfig& c) {
+              c.mutable_nets(0)->set_tap(std::string(16, 't'));
+            }).find("snapshot: network adapter 0 needs tap=NAME"),
             std::string::npos);
   EXPECT_NE(refusal([](st::VmConfig& c) {
               for (int i = 0; i < 23; ++i) c.add_disks()->set_path("/d");

@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/support/boot_images.h"
 #include "common/error.h"
+#include "tests/support/boot_images.h"
 #include "vmm/boot/e820.h"
 #include "vmm/boot/memory_layout.h"
 #include "vmm/boot/page_tables.h"
@@ -163,9 +163,9 @@ TEST(LoadGuestKernel, PvhElfGetsStartInfoWithMemoryMap) {
   EXPECT_FALSE(entry.long_mode);
   EXPECT_EQ(entry.rip, 0x100040u);
   EXPECT_EQ(entry.rbx, layout::kPvhStartInfo);
-  EXPECT_EQ(memory.read_obj<uint32_t>(entry.rbx), 0x336ec578u);       // magic
-  EXPECT_EQ(memory.read_obj<uint64_t>(entry.rbx + 24), 0x20000u);     // cmdline_paddr
-  EXPECT_EQ(memory.read_obj<uint64_t>(entry.rbx + 32), 0xe0000u);     // rsdp_paddr
+  EXPECT_EQ(memory.read_obj<uint32_t>(entry.rbx), 0x336ec578u);    // magic
+  EXPECT_EQ(memory.read_obj<uint64_t>(entry.rbx + 24), 0x20000u);  // cmdline_paddr
+  EXPECT_EQ(memory.read_obj<uint64_t>(entry.rbx + 32), 0xe0000u);  // rsdp_paddr
   uint64_t memmap = memory.read_obj<uint64_t>(entry.rbx + 40);
   uint32_t entries = memory.read_obj<uint32_t>(entry.rbx + 48);
   EXPECT_EQ(entries, 5u);

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "tools/keelctl/keelctl_output.h"
 #include "control/control_client.h"
+#include "tools/keelctl/keelctl_output.h"
 
 namespace {
 
@@ -136,7 +136,8 @@ control::Request make_request(const Command& command) {
     auto* shutdown = request.mutable_shutdown();
     if (command.timeout_s) {
       // At least 1 ms: 0 would mean "the VMM's default".
-      shutdown->set_timeout_ms(std::max<uint32_t>(1, static_cast<uint32_t>(*command.timeout_s * 1000)));
+      shutdown->set_timeout_ms(
+          std::max<uint32_t>(1, static_cast<uint32_t>(*command.timeout_s * 1000)));
     }
   } else if (command.name == "kill") {
     request.mutable_kill();

@@ -35,14 +35,16 @@ void line(std::ostringstream& out, const char* label, const std::string& value) 
 
 std::string describe_status(const control::StatusResult& status) {
   std::ostringstream out;
-  line(out, "state:", state_words(status.state()) +
-                          (status.stop_reason().empty() ? "" : " (" + status.stop_reason() + ")"));
+  line(out, "state:",
+       state_words(status.state()) +
+           (status.stop_reason().empty() ? "" : " (" + status.stop_reason() + ")"));
   line(out, "vcpus:", std::to_string(status.vcpus()));
   line(out, "memory:", human_bytes(status.memory_bytes()));
   line(out, "uptime:", human_duration_ms(status.uptime_ms()));
   if (status.pauses() > 0) {
-    line(out, "paused:", std::to_string(status.pauses()) + (status.pauses() == 1 ? " time, " : " times, ") +
-                             human_duration_ms(status.paused_ms_total()) + " in all");
+    line(out, "paused:",
+         std::to_string(status.pauses()) + (status.pauses() == 1 ? " time, " : " times, ") +
+             human_duration_ms(status.paused_ms_total()) + " in all");
   }
   line(out, "pid:", status.pid() ? std::to_string(status.pid()) : "");
   line(out, "version:", status.vmm_version());
@@ -53,7 +55,8 @@ std::string describe_status(const control::StatusResult& status) {
     out << "devices:\n";
     for (const auto& device : status.devices()) {
       char head[64];
-      std::snprintf(head, sizeof(head), "  %-8s %-11s", device.pci_address().empty() ? "-" : device.pci_address().c_str(),
+      std::snprintf(head, sizeof(head), "  %-8s %-11s",
+                    device.pci_address().empty() ? "-" : device.pci_address().c_str(),
                     device.type().c_str());
       out << head << (device.description().empty() ? "" : " " + device.description())
           << (device.error().empty() ? "" : " (stopped: " + device.error() + ")") << '\n';

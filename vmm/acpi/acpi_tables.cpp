@@ -17,9 +17,9 @@ namespace keel::acpi {
 
 namespace {
 
-constexpr uint32_t kMaxCpuCount = 255;      // xAPIC IDs 0..254; 255 is broadcast
-constexpr std::size_t kRsdpAlignment = 16;  // ACPI 6.3 §5.2.5.1: RSDP on a 16-byte boundary
-constexpr std::size_t kTableAlignment = 16; // not required, keeps tables easy to spot in a dump
+constexpr uint32_t kMaxCpuCount = 255;       // xAPIC IDs 0..254; 255 is broadcast
+constexpr std::size_t kRsdpAlignment = 16;   // ACPI 6.3 §5.2.5.1: RSDP on a 16-byte boundary
+constexpr std::size_t kTableAlignment = 16;  // not required, keeps tables easy to spot in a dump
 constexpr uint64_t k4GiB = uint64_t{1} << 32;
 constexpr uint64_t kApicPageSize = 0x1000;
 
@@ -29,7 +29,8 @@ bool overlaps(uint64_t base, uint64_t size, uint64_t other_base, uint64_t other_
 
 void validate(const AcpiPlatform& platform, uint64_t base_gpa) {
   if (platform.cpu_count < 1 || platform.cpu_count > kMaxCpuCount) {
-    throw std::invalid_argument("ACPI: cpu_count must be 1..255, got " + std::to_string(platform.cpu_count));
+    throw std::invalid_argument("ACPI: cpu_count must be 1..255, got " +
+                                std::to_string(platform.cpu_count));
   }
   // The SCI needs an ISA IRQ for its override; IRQ 2 is the cascade and GSI 2 the PIT.
   if (platform.sci_irq < 1 || platform.sci_irq > 15 || platform.sci_irq == 2) {
@@ -37,7 +38,8 @@ void validate(const AcpiPlatform& platform, uint64_t base_gpa) {
                                 std::to_string(platform.sci_irq));
   }
   if (platform.pm1a_evt_port == 0 || platform.pm1a_cnt_port == 0) {
-    throw std::invalid_argument("ACPI: PM1a event and control ports are required (not hardware-reduced)");
+    throw std::invalid_argument(
+        "ACPI: PM1a event and control ports are required (not hardware-reduced)");
   }
   if (overlaps(platform.pm1a_evt_port, 4, platform.pm1a_cnt_port, 2)) {
     throw std::invalid_argument("ACPI: PM1a event and control blocks overlap");
@@ -45,7 +47,8 @@ void validate(const AcpiPlatform& platform, uint64_t base_gpa) {
   const PciHostWindow& pci = platform.pci;
   if (overlaps(pci.mmio32_base, pci.mmio32_size, platform.ioapic_address, kApicPageSize) ||
       overlaps(pci.mmio32_base, pci.mmio32_size, platform.lapic_address, kApicPageSize)) {
-    throw std::invalid_argument("ACPI: PCI 32-bit MMIO window overlaps the I/O APIC or local APIC page");
+    throw std::invalid_argument(
+        "ACPI: PCI 32-bit MMIO window overlaps the I/O APIC or local APIC page");
   }
   if (base_gpa % kRsdpAlignment != 0) {
     throw std::invalid_argument("ACPI: base_gpa must be 16-byte aligned for the RSDP");
@@ -95,8 +98,9 @@ AcpiImage build_acpi_tables(const AcpiPlatform& platform, uint64_t base_gpa) {
   const std::size_t dsdt_at = layout.place(dsdt.size(), kTableAlignment);
 
   if (layout.size() > kMaxAcpiImageSize) {
-    throw std::runtime_error("ACPI tables need " + std::to_string(layout.size()) + " bytes, more than the " +
-                             std::to_string(kMaxAcpiImageSize) + " reserved for them");
+    throw std::runtime_error("ACPI tables need " + std::to_string(layout.size()) +
+                             " bytes, more than the " + std::to_string(kMaxAcpiImageSize) +
+                             " reserved for them");
   }
   // RSDT, FADT.DSDT and FADT.FIRMWARE_CTRL hold 32-bit addresses.
   if (base_gpa >= k4GiB || layout.size() > k4GiB - base_gpa) {

@@ -18,7 +18,8 @@ constexpr uint8_t kAmlQWordPrefix = 0x0E;
 constexpr std::size_t kNameSegSize = 4;
 
 constexpr uint64_t k4GiB = uint64_t{1} << 32;
-constexpr uint64_t kFirstIoWindowPort = 0x0D00;  // below: legacy ports and 0xCF8-0xCFF, always reported
+constexpr uint64_t kFirstIoWindowPort =
+    0x0D00;  // below: legacy ports and 0xCF8-0xCFF, always reported
 constexpr uint64_t kIoSpaceEnd = 0x10000;
 
 // Rewrites the QWord constant of `Name (<slot.name>, <placeholder>)`.
@@ -46,7 +47,8 @@ void validate(const PciHostWindow& pci) {
       (pci.io_base < kFirstIoWindowPort || uint64_t{pci.io_base} + pci.io_size > kIoSpaceEnd)) {
     throw std::invalid_argument("PCI I/O window must lie within ports 0x0D00-0xFFFF");
   }
-  if (pci.mmio32_size != 0 && (pci.mmio32_base >= k4GiB || pci.mmio32_size > k4GiB - pci.mmio32_base)) {
+  if (pci.mmio32_size != 0 &&
+      (pci.mmio32_base >= k4GiB || pci.mmio32_size > k4GiB - pci.mmio32_base)) {
     throw std::invalid_argument("PCI 32-bit MMIO window must end at or below 4 GiB");
   }
   if (pci.mmio64_size != 0 &&

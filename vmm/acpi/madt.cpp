@@ -89,7 +89,8 @@ std::vector<uint8_t> make_madt(const AcpiPlatform& platform) {
   writer.source_override(static_cast<uint8_t>(platform.sci_irq), platform.sci_irq,
                          kIntiLevel | kIntiActiveHigh);
   writer.local_apic_nmi(kAllProcessors, kIntiEdge | kIntiActiveHigh, 1);
-  if (writer.end() != madt.size()) throw std::logic_error("MADT size does not match its structures");
+  if (writer.end() != madt.size())
+    throw std::logic_error("MADT size does not match its structures");
   finish_sdt(madt);
   return madt;
 }

@@ -8,7 +8,8 @@ namespace keel::acpi {
 
 std::vector<uint8_t> make_xsdt(std::span<const uint64_t> table_gpas) {
   std::vector<uint8_t> xsdt = make_sdt("XSDT", 1, xsdt_size(table_gpas.size()));
-  for (std::size_t i = 0; i < table_gpas.size(); ++i) put_u64(xsdt, kSdtHeaderSize + 8 * i, table_gpas[i]);
+  for (std::size_t i = 0; i < table_gpas.size(); ++i)
+    put_u64(xsdt, kSdtHeaderSize + 8 * i, table_gpas[i]);
   finish_sdt(xsdt);
   return xsdt;
 }

@@ -11,8 +11,12 @@
 
 namespace keel::acpi {
 
-inline constexpr std::size_t xsdt_size(std::size_t entries) { return 36 + 8 * entries; }
-inline constexpr std::size_t rsdt_size(std::size_t entries) { return 36 + 4 * entries; }
+inline constexpr std::size_t xsdt_size(std::size_t entries) {
+  return 36 + 8 * entries;
+}
+inline constexpr std::size_t rsdt_size(std::size_t entries) {
+  return 36 + 4 * entries;
+}
 
 std::vector<uint8_t> make_xsdt(std::span<const uint64_t> table_gpas);
 // Throws std::invalid_argument if a table lies at or above 4 GiB.

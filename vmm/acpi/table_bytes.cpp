@@ -67,7 +67,9 @@ std::vector<uint8_t> make_sdt(std::string_view signature, uint8_t revision, std:
   return table;
 }
 
-void finish_sdt(std::span<uint8_t> table) { set_checksum(table, kSdtChecksumOffset); }
+void finish_sdt(std::span<uint8_t> table) {
+  set_checksum(table, kSdtChecksumOffset);
+}
 
 void put_generic_address(std::span<uint8_t> bytes, std::size_t offset, const GenericAddress& gas) {
   check_range(bytes.size(), offset, kGenericAddressSize);

@@ -14,7 +14,7 @@ namespace keel::acpi {
 inline constexpr std::string_view kOemId = "KEEL  ";         // 6 bytes
 inline constexpr std::string_view kOemTableId = "KEELVMM ";  // 8 bytes
 inline constexpr uint32_t kOemRevision = 1;
-inline constexpr std::string_view kCreatorId = "KEEL";       // 4 bytes
+inline constexpr std::string_view kCreatorId = "KEEL";  // 4 bytes
 inline constexpr uint32_t kCreatorRevision = 1;
 
 // Size of the System Description Table Header (ACPI 6.3 §5.2.6).
@@ -24,10 +24,18 @@ inline constexpr std::size_t kSdtChecksumOffset = 9;
 // Stores the low `width` bytes of value at offset, least significant first.
 // Throws std::out_of_range if the field does not fit: a bug in a table builder.
 void put_le(std::span<uint8_t> bytes, std::size_t offset, uint64_t value, std::size_t width);
-inline void put_u8(std::span<uint8_t> b, std::size_t off, uint8_t v) { put_le(b, off, v, 1); }
-inline void put_u16(std::span<uint8_t> b, std::size_t off, uint16_t v) { put_le(b, off, v, 2); }
-inline void put_u32(std::span<uint8_t> b, std::size_t off, uint32_t v) { put_le(b, off, v, 4); }
-inline void put_u64(std::span<uint8_t> b, std::size_t off, uint64_t v) { put_le(b, off, v, 8); }
+inline void put_u8(std::span<uint8_t> b, std::size_t off, uint8_t v) {
+  put_le(b, off, v, 1);
+}
+inline void put_u16(std::span<uint8_t> b, std::size_t off, uint16_t v) {
+  put_le(b, off, v, 2);
+}
+inline void put_u32(std::span<uint8_t> b, std::size_t off, uint32_t v) {
+  put_le(b, off, v, 4);
+}
+inline void put_u64(std::span<uint8_t> b, std::size_t off, uint64_t v) {
+  put_le(b, off, v, 8);
+}
 
 // Copies text byte for byte (no terminator).
 void put_text(std::span<uint8_t> bytes, std::size_t offset, std::string_view text);

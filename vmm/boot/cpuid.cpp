@@ -16,7 +16,9 @@ constexpr uint32_t kLeafAmdAddressSizes = 0x80000008;
 constexpr uint32_t kLeafAmdTopology = 0x8000001e;
 
 // Bits needed to number `count` things (0 for a single one).
-uint32_t id_bits(uint32_t count) { return count <= 1 ? 0 : std::bit_width(count - 1); }
+uint32_t id_bits(uint32_t count) {
+  return count <= 1 ? 0 : std::bit_width(count - 1);
+}
 
 }  // namespace
 

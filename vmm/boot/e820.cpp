@@ -10,7 +10,8 @@ std::vector<E820Entry> build_e820(const std::vector<GuestRegion>& ram) {
   map.push_back({layout::kEbdaStart, 0xa0000 - layout::kEbdaStart, kE820Reserved});
   map.push_back({layout::kAcpiTables, layout::kKernelLoad - layout::kAcpiTables, kE820Reserved});
   for (const auto& region : ram) {
-    uint64_t start = region.guest_phys < layout::kKernelLoad ? layout::kKernelLoad : region.guest_phys;
+    uint64_t start =
+        region.guest_phys < layout::kKernelLoad ? layout::kKernelLoad : region.guest_phys;
     uint64_t end = region.guest_phys + region.size;
     if (end > start) map.push_back({start, end - start, kE820Ram});
     // KVM's identity-map and TSS pages sit in the PCI hole: keep the guest

@@ -42,7 +42,8 @@ void parse_bzimage(KernelImage& image, const std::string& path) {
   image.protocol_version = hdr.version;
   if (hdr.version < 0x020c) {
     throw bad("boot protocol " + std::to_string(hdr.version >> 8) + "." +
-              std::to_string(hdr.version & 0xff) + " is too old (2.12 needed for the 64-bit entry)");
+              std::to_string(hdr.version & 0xff) +
+              " is too old (2.12 needed for the 64-bit entry)");
   }
   if (!(hdr.xloadflags & XLF_KERNEL_64)) throw bad("bzImage has no 64-bit entry point");
   if (!(hdr.loadflags & LOADED_HIGH)) throw bad("bzImage does not load at 1 MiB");

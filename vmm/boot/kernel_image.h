@@ -23,8 +23,8 @@ struct KernelImage {
 
   // kLinuxBzImage: the protected-mode part follows the setup sectors.
   uint16_t protocol_version = 0;
-  uint64_t setup_size = 0;      // bytes before the protected-mode part
-  uint32_t cmdline_size = 0;    // longest command line the kernel accepts
+  uint64_t setup_size = 0;    // bytes before the protected-mode part
+  uint32_t cmdline_size = 0;  // longest command line the kernel accepts
   uint32_t initrd_addr_max = 0;
   // boot.rst "kernel runtime start address": where the kernel decompresses
   // itself to, from the load address, pref_address and kernel_alignment;

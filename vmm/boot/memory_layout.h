@@ -17,11 +17,11 @@ inline constexpr uint64_t kGdt = 0x500;
 inline constexpr uint64_t kPvhStartInfo = 0x6000;  // hvm_start_info, then its memory map
 inline constexpr uint64_t kZeroPage = 0x7000;      // Linux boot_params
 inline constexpr uint64_t kBootStackTop = 0x8ff0;
-inline constexpr uint64_t kPageTables = 0x9000;    // PML4, PDPT, 4 PDs: 0x9000..0xEFFF
+inline constexpr uint64_t kPageTables = 0x9000;  // PML4, PDPT, 4 PDs: 0x9000..0xEFFF
 inline constexpr uint64_t kCmdline = 0x20000;
 inline constexpr uint64_t kCmdlineMax = 0x10000;
-inline constexpr uint64_t kEbdaStart = 0x9fc00;    // reserved up to 1 MiB from here
-inline constexpr uint64_t kAcpiTables = 0xe0000;   // 128 KiB BIOS area, reserved
+inline constexpr uint64_t kEbdaStart = 0x9fc00;   // reserved up to 1 MiB from here
+inline constexpr uint64_t kAcpiTables = 0xe0000;  // 128 KiB BIOS area, reserved
 inline constexpr uint64_t kAcpiTablesSize = 0x20000;
 inline constexpr uint64_t kKernelLoad = 0x100000;  // protected-mode kernel, as boot.rst asks
 

@@ -48,7 +48,9 @@ constexpr uint64_t kGdtData = 0x00cf93000000ffff;
 constexpr uint16_t kBootCs = 0x10;
 constexpr uint16_t kBootDs = 0x18;
 
-uint64_t low_ram_end(const GuestMemory& memory) { return memory.regions().front().size; }
+uint64_t low_ram_end(const GuestMemory& memory) {
+  return memory.regions().front().size;
+}
 
 uint64_t place_initrd(const GuestMemory& memory, uint64_t size, uint64_t max_addr,
                       uint64_t lowest) {
@@ -89,14 +91,13 @@ BootEntry load_bzimage(GuestMemory& memory, const KernelImage& image, const Boot
 
   uint64_t initrd_addr = 0;
   if (!setup.initrd.empty()) {
-    initrd_addr = place_initrd(memory, setup.initrd.size(),
-                               image.initrd_addr_max ? image.initrd_addr_max : 0x37ffffff,
-                               kernel_end);
+    initrd_addr =
+        place_initrd(memory, setup.initrd.size(),
+                     image.initrd_addr_max ? image.initrd_addr_max : 0x37ffffff, kernel_end);
     memory.write(initrd_addr, setup.initrd);
   }
-  auto zero_page = build_zero_page(image, layout::kCmdline, initrd_addr,
-                                   setup.initrd.size(), build_e820(memory.regions()),
-                                   setup.acpi_rsdp);
+  auto zero_page = build_zero_page(image, layout::kCmdline, initrd_addr, setup.initrd.size(),
+                                   build_e820(memory.regions()), setup.acpi_rsdp);
   memory.write_obj(layout::kZeroPage, zero_page);
   write_gdt(memory, true);
   uint64_t cr3 = write_identity_page_tables(memory, layout::kPageTables);
@@ -117,7 +118,8 @@ BootEntry load_pvh_elf(GuestMemory& memory, const KernelImage& image, const Boot
     kernel_end = std::max(kernel_end, seg.guest_phys + seg.memory_size);
   }
   if (setup.cmdline.size() >= layout::kCmdlineMax) {
-    throw InputError("kernel command line is longer than " + std::to_string(layout::kCmdlineMax - 1));
+    throw InputError("kernel command line is longer than " +
+                     std::to_string(layout::kCmdlineMax - 1));
   }
   std::vector<uint8_t> cmdline(setup.cmdline.begin(), setup.cmdline.end());
   cmdline.push_back(0);
@@ -169,9 +171,9 @@ kvm_segment flat_segment(uint16_t selector, uint8_t type, bool code64) {
 
 }  // namespace
 
-boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr,
-                            uint64_t initrd_addr, uint64_t initrd_size,
-                            const std::vector<E820Entry>& e820, uint64_t acpi_rsdp) {
+boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr, uint64_t initrd_addr,
+                            uint64_t initrd_size, const std::vector<E820Entry>& e820,
+                            uint64_t acpi_rsdp) {
   boot_params params{};
   // The setup header runs from 0x1f1 to 0x202 plus the jump's offset byte;
   // never past the header we know, whatever the file says.

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "vmm/boot/e820.h"
 #include "common/guest_memory.h"
+#include "vmm/boot/e820.h"
 #include "vmm/boot/kernel_image.h"
 #include "vmm/kvm/kvm_vcpu.h"
 
@@ -32,9 +32,9 @@ struct BootEntry {
 
 // The Linux zero page for `image`: its setup header plus what the loader
 // fills in. Pure, so that it can be checked without a VM.
-boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr,
-                            uint64_t initrd_addr, uint64_t initrd_size,
-                            const std::vector<E820Entry>& e820, uint64_t acpi_rsdp);
+boot_params build_zero_page(const KernelImage& image, uint64_t cmdline_addr, uint64_t initrd_addr,
+                            uint64_t initrd_size, const std::vector<E820Entry>& e820,
+                            uint64_t acpi_rsdp);
 
 // Throws InputError when the kernel, command line or initrd do not fit.
 BootEntry load_guest_kernel(GuestMemory& memory, const KernelImage& image, const BootSetup& setup);

@@ -18,7 +18,8 @@ const char* const kVmmUsage =
     "                [--memory SIZE] [--serial stdout|file=PATH]\n"
     "                [--disk path=PATH[,readonly=on][,serial=S]]... [--net tap=NAME[,mac=MAC]]...\n"
     "                [--rng] [--api-socket PATH]\n"
-    "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net ...]...\n"
+    "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net "
+    "...]...\n"
     "\n"
     "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
     "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
@@ -65,9 +66,8 @@ uint32_t parse_count(const std::string& text, const char* option) {
 }
 
 // "key=value,key=value" after an option; keys must be in `known`.
-std::vector<std::pair<std::string, std::string>> parse_fields(const std::string& text,
-                                                             const char* option,
-                                                             std::initializer_list<const char*> known) {
+std::vector<std::pair<std::string, std::string>> parse_fields(
+    const std::string& text, const char* option, std::initializer_list<const char*> known) {
   std::vector<std::pair<std::string, std::string>> fields;
   size_t start = 0;
   while (start <= text.size()) {
@@ -130,8 +130,12 @@ state::v1::NetConfig parse_net(const std::string& text) {
 std::string mac_for_tap(const std::string& tap) {
   uint32_t hash = 2166136261u;  // FNV-1a
   for (unsigned char c : tap) hash = (hash ^ c) * 16777619u;
-  const MacAddress mac{0x02, 0x4b, 0x45, static_cast<uint8_t>(hash >> 16),
-                       static_cast<uint8_t>(hash >> 8), static_cast<uint8_t>(hash)};
+  const MacAddress mac{0x02,
+                       0x4b,
+                       0x45,
+                       static_cast<uint8_t>(hash >> 16),
+                       static_cast<uint8_t>(hash >> 8),
+                       static_cast<uint8_t>(hash)};
   return std::string(mac.begin(), mac.end());
 }
 
@@ -217,7 +221,8 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
       } else if (where.rfind("file=", 0) == 0 && where.size() > 5) {
         options.serial_file = where.substr(5);
       } else {
-        throw InputError("invalid value for --serial: '" + where + "' (expected stdout or file=PATH)");
+        throw InputError("invalid value for --serial: '" + where +
+                         "' (expected stdout or file=PATH)");
       }
     } else if (name == "--disk") {
       *config.add_disks() = parse_disk(value());
@@ -241,7 +246,8 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
   }
   if (!options.restore_dir.empty()) {
     if (!machine_shape.empty()) {
-      throw InputError(machine_shape.front() + " cannot be used with --restore: the snapshot fixes it");
+      throw InputError(machine_shape.front() +
+                       " cannot be used with --restore: the snapshot fixes it");
     }
     if (config.disks_size() + config.nets_size() > static_cast<int>(kMaxVirtioDevices)) {
       throw InputError("too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
@@ -271,14 +277,16 @@ void check_vm_config(const state::v1::VmConfig& config, const std::string& sourc
     throw InputError(prefix + "guest memory too small: at least " +
                      std::to_string(kMinGuestMemory >> 20) + "M is needed");
   }
-  if (config.memory() % 4096 != 0) throw InputError(prefix + "guest memory must be a multiple of 4K");
+  if (config.memory() % 4096 != 0)
+    throw InputError(prefix + "guest memory must be a multiple of 4K");
   if (config.memory() > kMaxGuestMemory) {
     throw InputError(prefix + "guest memory " + std::to_string(config.memory()) + " is beyond " +
                      std::to_string(kMaxGuestMemory >> 40) + "T");
   }
   if (static_cast<size_t>(config.disks_size() + config.nets_size()) + (config.rng() ? 1 : 0) >
       kMaxVirtioDevices) {
-    throw InputError(prefix + "too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
+    throw InputError(prefix + "too many virtio devices: at most " +
+                     std::to_string(kMaxVirtioDevices));
   }
   for (int i = 0; i < config.disks_size(); ++i) {
     check_disk(config.disks(i), prefix + "disk " + std::to_string(i));
@@ -323,8 +331,8 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
     const auto& given = nets[i];
     auto& net = *config.mutable_nets(i);
     if (!given.mac().empty() && given.mac() != net.mac()) {
-      throw InputError("--net tap=" + given.tap() + ": the guest knows adapter " + std::to_string(i) +
-                       " by MAC " + mac_text(net.mac()));
+      throw InputError("--net tap=" + given.tap() + ": the guest knows adapter " +
+                       std::to_string(i) + " by MAC " + mac_text(net.mac()));
     }
     net.set_tap(given.tap());
   }

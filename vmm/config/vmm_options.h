@@ -18,7 +18,7 @@ struct VmmOptions {
   state::v1::VmConfig config;
   // --serial stdout (default) or file=PATH
   std::string serial_file;  // empty: stdout
-  std::string api_socket;  // --api-socket PATH; empty: none
+  std::string api_socket;   // --api-socket PATH; empty: none
   // --restore DIR: the machine comes from a snapshot (its configuration,
   // memory and state); --disk and --net then replace the snapshot's disks
   // and taps one for one, --serial and --api-socket apply as usual.
@@ -49,7 +49,7 @@ extern const char* const kVmmUsage;
 
 inline constexpr uint64_t kMinGuestMemory = 16ull << 20;
 inline constexpr uint64_t kMaxGuestMemory = 1ull << 46;
-inline constexpr uint32_t kMaxVcpus = 255;  // xAPIC IDs, one MADT entry each
+inline constexpr uint32_t kMaxVcpus = 255;       // xAPIC IDs, one MADT entry each
 inline constexpr size_t kMaxVirtioDevices = 24;  // PCI slots 1-24 on bus 0
 
 }  // namespace keel

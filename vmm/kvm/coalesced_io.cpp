@@ -27,8 +27,8 @@ size_t ring_capacity() {
 }  // namespace
 
 CoalescedIo::CoalescedIo(uint8_t* vcpu_run_mapping, int ring_page_offset)
-    : ring_(vcpu_run_mapping + static_cast<size_t>(ring_page_offset) *
-                                   static_cast<size_t>(::sysconf(_SC_PAGESIZE))) {}
+    : ring_(vcpu_run_mapping +
+            static_cast<size_t>(ring_page_offset) * static_cast<size_t>(::sysconf(_SC_PAGESIZE))) {}
 
 void CoalescedIo::register_port(Vm& vm, uint16_t port, uint32_t length) {
   kvm_coalesced_mmio_zone zone{};

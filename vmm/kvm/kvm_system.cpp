@@ -23,8 +23,8 @@ System System::open(const std::string& path) {
     throw InputError("no usable KVM: KVM_GET_API_VERSION on " + path + ": " + std::strerror(errno));
   }
   if (version != KVM_API_VERSION) {
-    throw InputError("no usable KVM: " + path + " reports API version " +
-                     std::to_string(version) + ", expected " + std::to_string(KVM_API_VERSION));
+    throw InputError("no usable KVM: " + path + " reports API version " + std::to_string(version) +
+                     ", expected " + std::to_string(KVM_API_VERSION));
   }
   System system(std::move(owned));
   for (long cap : {KVM_CAP_IRQCHIP, KVM_CAP_USER_MEMORY, KVM_CAP_PIT2, KVM_CAP_EXT_CPUID}) {
@@ -59,7 +59,8 @@ std::vector<uint32_t> System::msr_index_list() const {
   uint32_t n = buffer[0];
   buffer.assign(1 + n, 0);
   buffer[0] = n;
-  if (::ioctl(fd_.get(), kKvmGetMsrIndexList, buffer.data()) < 0) throw_errno("KVM_GET_MSR_INDEX_LIST");
+  if (::ioctl(fd_.get(), kKvmGetMsrIndexList, buffer.data()) < 0)
+    throw_errno("KVM_GET_MSR_INDEX_LIST");
   n = std::min<uint32_t>(buffer[0], n);
   return std::vector<uint32_t>(buffer.begin() + 1, buffer.begin() + 1 + n);
 }

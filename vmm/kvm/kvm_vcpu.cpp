@@ -42,7 +42,9 @@ void Vcpu::set_sregs(const kvm_sregs& sregs) {
   vcpu_ioctl(fd_.get(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
 }
 
-void Vcpu::set_fpu(const kvm_fpu& fpu) { vcpu_ioctl(fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
+void Vcpu::set_fpu(const kvm_fpu& fpu) {
+  vcpu_ioctl(fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU");
+}
 
 void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
   List<kvm_cpuid_entry2> list(entries);
@@ -130,7 +132,9 @@ kvm_xcrs Vcpu::get_xcrs() const {
   return xcrs;
 }
 
-void Vcpu::set_xcrs(const kvm_xcrs& xcrs) { vcpu_ioctl(fd_.get(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS"); }
+void Vcpu::set_xcrs(const kvm_xcrs& xcrs) {
+  vcpu_ioctl(fd_.get(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS");
+}
 
 kvm_vcpu_events Vcpu::get_vcpu_events() const {
   kvm_vcpu_events events{};

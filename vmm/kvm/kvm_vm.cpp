@@ -13,7 +13,7 @@
 namespace keel::kvm {
 
 void Vm::set_memory_slot(uint32_t slot, uint64_t guest_phys, uint64_t size, const void* host,
-                            uint32_t flags) {
+                         uint32_t flags) {
   kvm_userspace_memory_region region{};
   region.slot = slot;
   region.flags = flags;
@@ -45,7 +45,7 @@ namespace {
 // KVM_CAP_DIRTY_LOG_RING_ACQ_REL (Linux 5.17) says so explicitly.
 long dirty_ring_cap(const Vm& vm) {
   return vm.check_extension(KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL
-                                                                 : KVM_CAP_DIRTY_LOG_RING;
+                                                                : KVM_CAP_DIRTY_LOG_RING;
 }
 
 }  // namespace
@@ -102,7 +102,7 @@ void Vm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
 }
 
 void Vm::clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t pages,
-                            const std::vector<uint64_t>& bitmap) {
+                         const std::vector<uint64_t>& bitmap) {
   if (bitmap.size() * 64 < pages)
     throw_errno(EINVAL, "KVM_CLEAR_DIRTY_LOG: bitmap shorter than its pages");
   kvm_clear_dirty_log clear{};
@@ -193,7 +193,8 @@ void Vm::assign_irqfd(int eventfd, uint32_t gsi) {
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<uint32_t>(eventfd);
   irqfd.gsi = gsi;
-  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) throw_errno("KVM_IRQFD gsi " + std::to_string(gsi));
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0)
+    throw_errno("KVM_IRQFD gsi " + std::to_string(gsi));
 }
 
 namespace {

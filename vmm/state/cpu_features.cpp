@@ -52,48 +52,110 @@ struct FeatureName {
 
 // Names as Linux's /proc/cpuinfo spells them (Intel SDM vol. 2A, CPUID; AMD APM vol. 3, E.3).
 constexpr FeatureName kNames[] = {
-    {1, 0, kEcx, 0, "sse3"},       {1, 0, kEcx, 1, "pclmulqdq"},  {1, 0, kEcx, 3, "monitor"},
-    {1, 0, kEcx, 5, "vmx"},        {1, 0, kEcx, 9, "ssse3"},      {1, 0, kEcx, 12, "fma"},
-    {1, 0, kEcx, 13, "cx16"},      {1, 0, kEcx, 17, "pcid"},      {1, 0, kEcx, 19, "sse4_1"},
-    {1, 0, kEcx, 20, "sse4_2"},    {1, 0, kEcx, 21, "x2apic"},    {1, 0, kEcx, 22, "movbe"},
-    {1, 0, kEcx, 23, "popcnt"},    {1, 0, kEcx, 25, "aes"},       {1, 0, kEcx, 26, "xsave"},
-    {1, 0, kEcx, 28, "avx"},       {1, 0, kEcx, 29, "f16c"},      {1, 0, kEcx, 30, "rdrand"},
-    {1, 0, kEdx, 0, "fpu"},        {1, 0, kEdx, 4, "tsc"},        {1, 0, kEdx, 5, "msr"},
-    {1, 0, kEdx, 6, "pae"},        {1, 0, kEdx, 8, "cx8"},        {1, 0, kEdx, 9, "apic"},
-    {1, 0, kEdx, 11, "sep"},       {1, 0, kEdx, 12, "mtrr"},      {1, 0, kEdx, 13, "pge"},
-    {1, 0, kEdx, 15, "cmov"},      {1, 0, kEdx, 16, "pat"},       {1, 0, kEdx, 19, "clflush"},
-    {1, 0, kEdx, 23, "mmx"},       {1, 0, kEdx, 24, "fxsr"},      {1, 0, kEdx, 25, "sse"},
-    {1, 0, kEdx, 26, "sse2"},      {7, 0, kEbx, 0, "fsgsbase"},   {7, 0, kEbx, 3, "bmi1"},
-    {7, 0, kEbx, 4, "hle"},        {7, 0, kEbx, 5, "avx2"},       {7, 0, kEbx, 7, "smep"},
-    {7, 0, kEbx, 8, "bmi2"},       {7, 0, kEbx, 9, "erms"},       {7, 0, kEbx, 10, "invpcid"},
-    {7, 0, kEbx, 11, "rtm"},       {7, 0, kEbx, 16, "avx512f"},   {7, 0, kEbx, 17, "avx512dq"},
-    {7, 0, kEbx, 18, "rdseed"},    {7, 0, kEbx, 19, "adx"},       {7, 0, kEbx, 20, "smap"},
-    {7, 0, kEbx, 21, "avx512ifma"}, {7, 0, kEbx, 23, "clflushopt"}, {7, 0, kEbx, 24, "clwb"},
-    {7, 0, kEbx, 28, "avx512cd"},  {7, 0, kEbx, 29, "sha_ni"},    {7, 0, kEbx, 30, "avx512bw"},
-    {7, 0, kEbx, 31, "avx512vl"},  {7, 0, kEcx, 1, "avx512vbmi"}, {7, 0, kEcx, 2, "umip"},
-    {7, 0, kEcx, 3, "pku"},        {7, 0, kEcx, 6, "avx512_vbmi2"}, {7, 0, kEcx, 8, "gfni"},
-    {7, 0, kEcx, 9, "vaes"},       {7, 0, kEcx, 10, "vpclmulqdq"}, {7, 0, kEcx, 11, "avx512_vnni"},
-    {7, 0, kEcx, 12, "avx512_bitalg"}, {7, 0, kEcx, 14, "avx512_vpopcntdq"},
-    {7, 0, kEcx, 16, "la57"},      {7, 0, kEcx, 22, "rdpid"},     {7, 0, kEdx, 4, "fsrm"},
-    {7, 0, kEdx, 10, "md_clear"},  {7, 0, kEdx, 14, "serialize"}, {7, 0, kEdx, 24, "amx_tile"},
-    {7, 0, kEdx, 26, "spec_ctrl"}, {7, 0, kEdx, 27, "intel_stibp"}, {7, 0, kEdx, 29, "arch_capabilities"},
-    {7, 0, kEdx, 31, "ssbd"},      {7, 1, kEax, 4, "avx_vnni"},   {7, 1, kEax, 5, "avx512_bf16"},
-    {0xd, 1, kEax, 0, "xsaveopt"}, {0xd, 1, kEax, 1, "xsavec"},   {0xd, 1, kEax, 2, "xgetbv1"},
-    {0xd, 1, kEax, 3, "xsaves"},   {0x80000001, 0, kEcx, 0, "lahf_lm"},
-    {0x80000001, 0, kEcx, 2, "svm"}, {0x80000001, 0, kEcx, 5, "abm"},
-    {0x80000001, 0, kEcx, 6, "sse4a"}, {0x80000001, 0, kEcx, 7, "misalignsse"},
-    {0x80000001, 0, kEcx, 8, "3dnowprefetch"}, {0x80000001, 0, kEcx, 11, "xop"},
-    {0x80000001, 0, kEcx, 16, "fma4"}, {0x80000001, 0, kEcx, 21, "tbm"},
-    {0x80000001, 0, kEcx, 22, "topoext"}, {0x80000001, 0, kEdx, 11, "syscall"},
-    {0x80000001, 0, kEdx, 20, "nx"}, {0x80000001, 0, kEdx, 22, "mmxext"},
-    {0x80000001, 0, kEdx, 26, "pdpe1gb"}, {0x80000001, 0, kEdx, 27, "rdtscp"},
+    {1, 0, kEcx, 0, "sse3"},
+    {1, 0, kEcx, 1, "pclmulqdq"},
+    {1, 0, kEcx, 3, "monitor"},
+    {1, 0, kEcx, 5, "vmx"},
+    {1, 0, kEcx, 9, "ssse3"},
+    {1, 0, kEcx, 12, "fma"},
+    {1, 0, kEcx, 13, "cx16"},
+    {1, 0, kEcx, 17, "pcid"},
+    {1, 0, kEcx, 19, "sse4_1"},
+    {1, 0, kEcx, 20, "sse4_2"},
+    {1, 0, kEcx, 21, "x2apic"},
+    {1, 0, kEcx, 22, "movbe"},
+    {1, 0, kEcx, 23, "popcnt"},
+    {1, 0, kEcx, 25, "aes"},
+    {1, 0, kEcx, 26, "xsave"},
+    {1, 0, kEcx, 28, "avx"},
+    {1, 0, kEcx, 29, "f16c"},
+    {1, 0, kEcx, 30, "rdrand"},
+    {1, 0, kEdx, 0, "fpu"},
+    {1, 0, kEdx, 4, "tsc"},
+    {1, 0, kEdx, 5, "msr"},
+    {1, 0, kEdx, 6, "pae"},
+    {1, 0, kEdx, 8, "cx8"},
+    {1, 0, kEdx, 9, "apic"},
+    {1, 0, kEdx, 11, "sep"},
+    {1, 0, kEdx, 12, "mtrr"},
+    {1, 0, kEdx, 13, "pge"},
+    {1, 0, kEdx, 15, "cmov"},
+    {1, 0, kEdx, 16, "pat"},
+    {1, 0, kEdx, 19, "clflush"},
+    {1, 0, kEdx, 23, "mmx"},
+    {1, 0, kEdx, 24, "fxsr"},
+    {1, 0, kEdx, 25, "sse"},
+    {1, 0, kEdx, 26, "sse2"},
+    {7, 0, kEbx, 0, "fsgsbase"},
+    {7, 0, kEbx, 3, "bmi1"},
+    {7, 0, kEbx, 4, "hle"},
+    {7, 0, kEbx, 5, "avx2"},
+    {7, 0, kEbx, 7, "smep"},
+    {7, 0, kEbx, 8, "bmi2"},
+    {7, 0, kEbx, 9, "erms"},
+    {7, 0, kEbx, 10, "invpcid"},
+    {7, 0, kEbx, 11, "rtm"},
+    {7, 0, kEbx, 16, "avx512f"},
+    {7, 0, kEbx, 17, "avx512dq"},
+    {7, 0, kEbx, 18, "rdseed"},
+    {7, 0, kEbx, 19, "adx"},
+    {7, 0, kEbx, 20, "smap"},
+    {7, 0, kEbx, 21, "avx512ifma"},
+    {7, 0, kEbx, 23, "clflushopt"},
+    {7, 0, kEbx, 24, "clwb"},
+    {7, 0, kEbx, 28, "avx512cd"},
+    {7, 0, kEbx, 29, "sha_ni"},
+    {7, 0, kEbx, 30, "avx512bw"},
+    {7, 0, kEbx, 31, "avx512vl"},
+    {7, 0, kEcx, 1, "avx512vbmi"},
+    {7, 0, kEcx, 2, "umip"},
+    {7, 0, kEcx, 3, "pku"},
+    {7, 0, kEcx, 6, "avx512_vbmi2"},
+    {7, 0, kEcx, 8, "gfni"},
+    {7, 0, kEcx, 9, "vaes"},
+    {7, 0, kEcx, 10, "vpclmulqdq"},
+    {7, 0, kEcx, 11, "avx512_vnni"},
+    {7, 0, kEcx, 12, "avx512_bitalg"},
+    {7, 0, kEcx, 14, "avx512_vpopcntdq"},
+    {7, 0, kEcx, 16, "la57"},
+    {7, 0, kEcx, 22, "rdpid"},
+    {7, 0, kEdx, 4, "fsrm"},
+    {7, 0, kEdx, 10, "md_clear"},
+    {7, 0, kEdx, 14, "serialize"},
+    {7, 0, kEdx, 24, "amx_tile"},
+    {7, 0, kEdx, 26, "spec_ctrl"},
+    {7, 0, kEdx, 27, "intel_stibp"},
+    {7, 0, kEdx, 29, "arch_capabilities"},
+    {7, 0, kEdx, 31, "ssbd"},
+    {7, 1, kEax, 4, "avx_vnni"},
+    {7, 1, kEax, 5, "avx512_bf16"},
+    {0xd, 1, kEax, 0, "xsaveopt"},
+    {0xd, 1, kEax, 1, "xsavec"},
+    {0xd, 1, kEax, 2, "xgetbv1"},
+    {0xd, 1, kEax, 3, "xsaves"},
+    {0x80000001, 0, kEcx, 0, "lahf_lm"},
+    {0x80000001, 0, kEcx, 2, "svm"},
+    {0x80000001, 0, kEcx, 5, "abm"},
+    {0x80000001, 0, kEcx, 6, "sse4a"},
+    {0x80000001, 0, kEcx, 7, "misalignsse"},
+    {0x80000001, 0, kEcx, 8, "3dnowprefetch"},
+    {0x80000001, 0, kEcx, 11, "xop"},
+    {0x80000001, 0, kEcx, 16, "fma4"},
+    {0x80000001, 0, kEcx, 21, "tbm"},
+    {0x80000001, 0, kEcx, 22, "topoext"},
+    {0x80000001, 0, kEdx, 11, "syscall"},
+    {0x80000001, 0, kEdx, 20, "nx"},
+    {0x80000001, 0, kEdx, 22, "mmxext"},
+    {0x80000001, 0, kEdx, 26, "pdpe1gb"},
+    {0x80000001, 0, kEdx, 27, "rdtscp"},
     {0x80000001, 0, kEdx, 29, "lm"},
 };
 
 // XSAVE state components (Intel SDM vol. 1, 13.1).
-constexpr const char* kXsaveComponents[] = {
-    "x87", "sse", "avx", "bndregs", "bndcsr", "opmask", "zmm_hi256", "hi16_zmm",
-    "pt", "pkru", "pasid", "cet_u", "cet_s", "hdc", "uintr", "lbr", "hwp", "xtilecfg", "xtiledata"};
+constexpr const char* kXsaveComponents[] = {"x87",    "sse",       "avx",      "bndregs",  "bndcsr",
+                                            "opmask", "zmm_hi256", "hi16_zmm", "pt",       "pkru",
+                                            "pasid",  "cet_u",     "cet_s",    "hdc",      "uintr",
+                                            "lbr",    "hwp",       "xtilecfg", "xtiledata"};
 
 constexpr const char* kRegNames[] = {"EAX", "EBX", "ECX", "EDX"};
 
@@ -107,7 +169,8 @@ std::string bit_name(uint32_t function, uint32_t index, Reg reg, unsigned bit) {
   if (function == 0xd && index == 0) {
     unsigned component = reg == kEax ? bit : bit + 32;
     std::string name = "XSAVE component " + std::to_string(component);
-    if (component < std::size(kXsaveComponents)) name += std::string(" (") + kXsaveComponents[component] + ")";
+    if (component < std::size(kXsaveComponents))
+      name += std::string(" (") + kXsaveComponents[component] + ")";
     return name;
   }
   for (const auto& n : kNames) {
@@ -119,20 +182,28 @@ std::string bit_name(uint32_t function, uint32_t index, Reg reg, unsigned bit) {
 
 uint32_t reg_of(const pb::CpuidFeatureLeaf& leaf, Reg reg) {
   switch (reg) {
-    case kEax: return leaf.eax();
-    case kEbx: return leaf.ebx();
-    case kEcx: return leaf.ecx();
-    case kEdx: return leaf.edx();
+    case kEax:
+      return leaf.eax();
+    case kEbx:
+      return leaf.ebx();
+    case kEcx:
+      return leaf.ecx();
+    case kEdx:
+      return leaf.edx();
   }
   return 0;
 }
 
 uint32_t reg_of(const kvm_cpuid_entry2& e, Reg reg) {
   switch (reg) {
-    case kEax: return e.eax;
-    case kEbx: return e.ebx;
-    case kEcx: return e.ecx;
-    case kEdx: return e.edx;
+    case kEax:
+      return e.eax;
+    case kEbx:
+      return e.ebx;
+    case kEcx:
+      return e.ecx;
+    case kEdx:
+      return e.edx;
   }
   return 0;
 }
@@ -212,7 +283,8 @@ std::vector<std::string> missing_cpu_features(const pb::CpuFeatures& features,
       if (leaf.function() == 1 && reg == kEcx) want &= ~kLeaf1EcxTscDeadline;
       uint32_t lacking = want & ~have;
       for (unsigned bit = 0; bit < 32; ++bit) {
-        if (lacking & (1u << bit)) missing.push_back(bit_name(leaf.function(), leaf.index(), reg, bit));
+        if (lacking & (1u << bit))
+          missing.push_back(bit_name(leaf.function(), leaf.index(), reg, bit));
       }
     }
     // TSC-deadline mode is the in-kernel LAPIC's, reported by a capability.
@@ -221,8 +293,8 @@ std::vector<std::string> missing_cpu_features(const pb::CpuFeatures& features,
     }
   }
   if (features.xsave_size() != host.xsave_size) {
-    missing.push_back("XSAVE area of " + std::to_string(features.xsave_size()) + " bytes (host: " +
-                      std::to_string(host.xsave_size) + ")");
+    missing.push_back("XSAVE area of " + std::to_string(features.xsave_size()) +
+                      " bytes (host: " + std::to_string(host.xsave_size) + ")");
   }
   return missing;
 }

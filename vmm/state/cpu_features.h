@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "proto/vcpu_state.pb.h"
-#include "vmm/state/kvm_state_caps.h"
 #include "vmm/kvm/kvm_vcpu.h"
+#include "vmm/state/kvm_state_caps.h"
 
 namespace keel {
 

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "common/error.h"
-#include "vmm/state/cpu_features.h"
 #include "vmm/kvm/kvm_system.h"
 #include "vmm/kvm/kvm_vm.h"
+#include "vmm/state/cpu_features.h"
 
 namespace keel {
 

@@ -28,7 +28,8 @@ bool all_zero(const uint8_t* p, uint64_t size) {
   return true;
 }
 
-void write_all(int fd, const uint8_t* data, uint64_t size, uint64_t offset, const std::string& path) {
+void write_all(int fd, const uint8_t* data, uint64_t size, uint64_t offset,
+               const std::string& path) {
   while (size > 0) {
     ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
@@ -83,7 +84,8 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
     off_t hole = ::lseek(fd, data, SEEK_HOLE);
     if (hole < 0) throw_errno("SEEK_HOLE in guest memory");
     uint64_t begin = static_cast<uint64_t>(data) & ~(kPage - 1);
-    const uint64_t end = std::min<uint64_t>(size, (static_cast<uint64_t>(hole) + kPage - 1) & ~(kPage - 1));
+    const uint64_t end =
+        std::min<uint64_t>(size, (static_cast<uint64_t>(hole) + kPage - 1) & ~(kPage - 1));
     uint64_t run = begin;  // start of the current run of non-zero pages
     for (uint64_t page = begin; page < end; page += kPage) {
       const bool zero = all_zero(mapping + page, kPage);
@@ -103,11 +105,12 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
 void read_memory_image(const state::v1::MemoryImage& image, const std::string& path,
                        uint8_t* mapping, uint64_t size) {
   if (image.size() != size) {
-    throw InputError("snapshot memory is " + std::to_string(image.size()) + " bytes, the guest has " +
-                     std::to_string(size));
+    throw InputError("snapshot memory is " + std::to_string(image.size()) +
+                     " bytes, the guest has " + std::to_string(size));
   }
   if (image.page_size() != kPage) {
-    throw InputError("snapshot memory page size " + std::to_string(image.page_size()) + " is not 4096");
+    throw InputError("snapshot memory page size " + std::to_string(image.page_size()) +
+                     " is not 4096");
   }
   UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.valid()) throw_errno("open snapshot memory " + path);
@@ -115,7 +118,8 @@ void read_memory_image(const state::v1::MemoryImage& image, const std::string& p
   if (::fstat(in.get(), &st) < 0) throw_errno("stat " + path);
   if (static_cast<uint64_t>(st.st_size) != size) {
     throw InputError("snapshot memory file " + path + " is " + std::to_string(st.st_size) +
-                     " bytes, expected " + std::to_string(size) + " (truncated or not this snapshot's)");
+                     " bytes, expected " + std::to_string(size) +
+                     " (truncated or not this snapshot's)");
   }
   uint64_t next = 0;  // extents ascend without overlap
   for (int i = 0; i < image.extents_size(); ++i) {

@@ -80,12 +80,13 @@ std::string read_state_file(const std::string& path) {
   const uint64_t length = load_le(header.subspan(16, 8));
   if (version != kSnapshotFormatVersion) {
     throw InputError("snapshot format version " + std::to_string(version) + " in " + path +
-                     " (this keel-vmm reads version " + std::to_string(kSnapshotFormatVersion) + ")");
+                     " (this keel-vmm reads version " + std::to_string(kSnapshotFormatVersion) +
+                     ")");
   }
   if (length != all.size() - kHeaderSize) {
-    throw InputError("snapshot state file " + path + " is truncated or padded: " +
-                     std::to_string(all.size() - kHeaderSize) + " bytes of state, the header says " +
-                     std::to_string(length));
+    throw InputError("snapshot state file " + path +
+                     " is truncated or padded: " + std::to_string(all.size() - kHeaderSize) +
+                     " bytes of state, the header says " + std::to_string(length));
   }
   std::string payload = all.substr(kHeaderSize);
   if (crc32c(payload.data(), payload.size()) != crc) {

@@ -29,7 +29,8 @@ void capture_tsc(const std::vector<kvm::Vcpu>& vcpus, std::vector<state::v1::Vcp
   }
 }
 
-std::optional<uint64_t> TscRestore::offset_for(const kvm::Vcpu& vcpu, const state::v1::VcpuState& state) {
+std::optional<uint64_t> TscRestore::offset_for(const kvm::Vcpu& vcpu,
+                                               const state::v1::VcpuState& state) {
   if (!state.has_tsc_at_capture()) return std::nullopt;
   if (!host_tsc_) host_tsc_ = host_tsc_at_guest_rate(vcpu);
   if (!host_tsc_) return std::nullopt;

@@ -155,8 +155,9 @@ void validate_vcpu_state(const KvmStateCaps& caps, uint32_t vcpu_id, const pb::V
     check_size(state.sregs(), sizeof(kvm_sregs2), "sregs (struct kvm_sregs2)");
     auto s2 = unblob<kvm_sregs2>(state.sregs());
     if (!caps.sregs2 && (s2.flags & KVM_SREGS2_FLAGS_PDPTRS_VALID)) {
-      throw InputError("vCPU state holds PAE PDPTRs, which only KVM_SET_SREGS2 restores; "
-                       "this host's KVM lacks KVM_CAP_SREGS2");
+      throw InputError(
+          "vCPU state holds PAE PDPTRs, which only KVM_SET_SREGS2 restores; "
+          "this host's KVM lacks KVM_CAP_SREGS2");
     }
     if (s2.flags & ~static_cast<uint64_t>(KVM_SREGS2_FLAGS_PDPTRS_VALID)) {
       throw InputError("vCPU state: unknown sregs2 flags " + hex(s2.flags));
@@ -211,7 +212,8 @@ void validate_vcpu_state(const KvmStateCaps& caps, uint32_t vcpu_id, const pb::V
                      caps);
 }
 
-void restore_vcpu_state(const KvmStateCaps& caps, kvm::Vcpu& vcpu, const pb::VcpuState& state, TscRestore& tsc) {
+void restore_vcpu_state(const KvmStateCaps& caps, kvm::Vcpu& vcpu, const pb::VcpuState& state,
+                        TscRestore& tsc) {
   validate_vcpu_state(caps, vcpu.id(), state);
 
   // Restore order, and why (Documentation/virt/kvm/api.rst and the KVM x86

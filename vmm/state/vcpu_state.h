@@ -2,8 +2,8 @@
 #pragma once
 
 #include "proto/vcpu_state.pb.h"
-#include "vmm/state/kvm_state_caps.h"
 #include "vmm/kvm/kvm_vcpu.h"
+#include "vmm/state/kvm_state_caps.h"
 #include "vmm/state/tsc_state.h"
 
 namespace keel {
@@ -20,8 +20,8 @@ state::v1::VcpuState capture_vcpu_state(const KvmStateCaps& caps, const kvm::Vcp
 // a refused state leaves the vCPU untouched. The VM's CPU features
 // (check_cpu_features) are checked through the vCPU's CPUID here too.
 // `tsc`: one for all vCPUs of the restore, in vCPU order.
-void restore_vcpu_state(const KvmStateCaps& caps, kvm::Vcpu& vcpu, const state::v1::VcpuState& state,
-                        TscRestore& tsc);
+void restore_vcpu_state(const KvmStateCaps& caps, kvm::Vcpu& vcpu,
+                        const state::v1::VcpuState& state, TscRestore& tsc);
 
 // The checks restore makes before any ioctl; needs no KVM. Throws
 // InputError naming the problem (unknown MSRs by index, missing features).

@@ -92,8 +92,8 @@ void validate_pit(const pb::PitState& state) {
     // 16-bit counter where 0 means 65536, access modes 0-3, read/write
     // states 0-4 (KVM's RW_STATE_*).
     constexpr uint8_t kUnprogrammed = 0xff;
-    if ((ch.mode > 5 && ch.mode != kUnprogrammed) || ch.count > 0x10000 || ch.rw_mode > 3 || ch.read_state > 4 ||
-        ch.write_state > 4) {
+    if ((ch.mode > 5 && ch.mode != kUnprogrammed) || ch.count > 0x10000 || ch.rw_mode > 3 ||
+        ch.read_state > 4 || ch.write_state > 4) {
       throw InputError("VM state: PIT channel " + std::to_string(i) + " out of range (mode " +
                        std::to_string(ch.mode) + ", count " + std::to_string(ch.count) +
                        ", access " + std::to_string(ch.rw_mode) + ")");

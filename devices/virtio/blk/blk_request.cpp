@@ -21,7 +21,8 @@ uint8_t status_for(BlkRequestError error) {
 // ones at [readable, readable + writable).
 class ChainBytes {
  public:
-  ChainBytes(const DescriptorChain& chain, const GuestMemory& memory) : chain_(chain), memory_(memory) {}
+  ChainBytes(const DescriptorChain& chain, const GuestMemory& memory)
+      : chain_(chain), memory_(memory) {}
 
   // Reads `out.size()` bytes at stream offset `offset`; the caller has checked
   // the range lies within the stream.
@@ -71,21 +72,36 @@ bool in_capacity(uint64_t sector, uint64_t sectors, uint64_t capacity) {
 
 const char* to_string(BlkRequestError error) {
   switch (error) {
-    case BlkRequestError::kMalformedChain: return "malformed descriptor chain";
-    case BlkRequestError::kNoStatusByte: return "no writable status byte at the end";
-    case BlkRequestError::kHeaderTooShort: return "request header shorter than 16 bytes";
-    case BlkRequestError::kReadOnly: return "write to a read-only disk";
-    case BlkRequestError::kWrongDataDirection: return "data buffers in the wrong direction";
-    case BlkRequestError::kDataNotSectorMultiple: return "data not a multiple of 512 bytes";
-    case BlkRequestError::kOutOfRange: return "sectors beyond the disk's capacity";
-    case BlkRequestError::kUnexpectedData: return "flush with data";
-    case BlkRequestError::kNoIdBuffer: return "get-id without a writable buffer";
-    case BlkRequestError::kBadRangeList: return "range list empty or not a multiple of 16 bytes";
-    case BlkRequestError::kTooManyRanges: return "too many ranges";
-    case BlkRequestError::kRangeTooLarge: return "range larger than the device allows";
-    case BlkRequestError::kUnsupportedType: return "unsupported request type";
-    case BlkRequestError::kReservedRangeFlags: return "reserved range flags set";
-    case BlkRequestError::kUnmapOnDiscard: return "unmap flag on a discard range";
+    case BlkRequestError::kMalformedChain:
+      return "malformed descriptor chain";
+    case BlkRequestError::kNoStatusByte:
+      return "no writable status byte at the end";
+    case BlkRequestError::kHeaderTooShort:
+      return "request header shorter than 16 bytes";
+    case BlkRequestError::kReadOnly:
+      return "write to a read-only disk";
+    case BlkRequestError::kWrongDataDirection:
+      return "data buffers in the wrong direction";
+    case BlkRequestError::kDataNotSectorMultiple:
+      return "data not a multiple of 512 bytes";
+    case BlkRequestError::kOutOfRange:
+      return "sectors beyond the disk's capacity";
+    case BlkRequestError::kUnexpectedData:
+      return "flush with data";
+    case BlkRequestError::kNoIdBuffer:
+      return "get-id without a writable buffer";
+    case BlkRequestError::kBadRangeList:
+      return "range list empty or not a multiple of 16 bytes";
+    case BlkRequestError::kTooManyRanges:
+      return "too many ranges";
+    case BlkRequestError::kRangeTooLarge:
+      return "range larger than the device allows";
+    case BlkRequestError::kUnsupportedType:
+      return "unsupported request type";
+    case BlkRequestError::kReservedRangeFlags:
+      return "reserved range flags set";
+    case BlkRequestError::kUnmapOnDiscard:
+      return "unmap flag on a discard range";
   }
   return "unknown virtio-blk request error";
 }
@@ -102,12 +118,14 @@ BlkParseResult parse_blk_request(const DescriptorChain& chain, const GuestMemory
   uint64_t writable = 0;
   for (size_t i = 0; i < chain.segments.size(); ++i) {
     const auto& seg = chain.segments[i];
-    if (!memory.contains(seg.gpa, seg.len) || (!seg.writable && i > 0 && chain.segments[i - 1].writable)) {
+    if (!memory.contains(seg.gpa, seg.len) ||
+        (!seg.writable && i > 0 && chain.segments[i - 1].writable)) {
       return reject_without_status(BlkRequestError::kMalformedChain);
     }
     (seg.writable ? writable : readable) += seg.len;
   }
-  if (readable + writable > UINT32_MAX) return reject_without_status(BlkRequestError::kMalformedChain);
+  if (readable + writable > UINT32_MAX)
+    return reject_without_status(BlkRequestError::kMalformedChain);
 
   // 5.2.6: the status is the chain's last byte, device-writable.
   if (chain.segments.empty() || !chain.segments.back().writable || chain.segments.back().len == 0) {
@@ -161,22 +179,25 @@ BlkParseResult parse_blk_request(const DescriptorChain& chain, const GuestMemory
     case kBlkTDiscard:
     case kBlkTWriteZeroes: {
       const bool is_discard = header.type == kBlkTDiscard;
-      if (!(is_discard ? info.discard : info.write_zeroes)) return reject(BlkRequestError::kUnsupportedType);
+      if (!(is_discard ? info.discard : info.write_zeroes))
+        return reject(BlkRequestError::kUnsupportedType);
       if (info.read_only) return reject(BlkRequestError::kReadOnly);
       if (data_in != 0) return reject(BlkRequestError::kWrongDataDirection);
       if (data_out == 0 || data_out % sizeof(BlkDiscardWriteZeroes) != 0) {
         return reject(BlkRequestError::kBadRangeList);
       }
       const uint64_t count = data_out / sizeof(BlkDiscardWriteZeroes);
-      const uint32_t max_seg = std::min(is_discard ? info.max_discard_seg : info.max_write_zeroes_seg,
-                                        kMaxBlkRanges);
+      const uint32_t max_seg =
+          std::min(is_discard ? info.max_discard_seg : info.max_write_zeroes_seg, kMaxBlkRanges);
       if (count > max_seg) return reject(BlkRequestError::kTooManyRanges);
-      const uint32_t max_sectors = is_discard ? info.max_discard_sectors : info.max_write_zeroes_sectors;
+      const uint32_t max_sectors =
+          is_discard ? info.max_discard_sectors : info.max_write_zeroes_sectors;
       request.type = is_discard ? BlkRequestType::kDiscard : BlkRequestType::kWriteZeroes;
       request.ranges.reserve(count);
       for (uint64_t i = 0; i < count; ++i) {
         BlkDiscardWriteZeroes range;
-        bytes.read(sizeof(BlkReqHeader) + i * sizeof range, {reinterpret_cast<uint8_t*>(&range), sizeof range});
+        bytes.read(sizeof(BlkReqHeader) + i * sizeof range,
+                   {reinterpret_cast<uint8_t*>(&range), sizeof range});
         // 5.2.6.2: unknown flags, and unmap on a discard, are UNSUPP.
         if (range.flags & ~kBlkRangeFlagUnmap) return reject(BlkRequestError::kReservedRangeFlags);
         const bool unmap = range.flags & kBlkRangeFlagUnmap;

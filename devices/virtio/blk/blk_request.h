@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "common/guest_memory.h"
-#include "devices/virtio/queue/descriptor_chain.h"
 #include "devices/virtio/blk/virtio_blk.h"
+#include "devices/virtio/queue/descriptor_chain.h"
 
 namespace keel::virtio {
 
@@ -54,33 +54,34 @@ struct BlkRange {
 
 struct BlkRequest {
   BlkRequestType type = BlkRequestType::kIn;
-  uint64_t sector = 0;                // IN, OUT: first sector
-  std::vector<BlkDataSegment> data;   // IN, OUT, GET_ID: the data buffers in order
-  uint32_t data_len = 0;              // their total length
-  std::vector<BlkRange> ranges;       // DISCARD, WRITE_ZEROES
-  uint64_t status_gpa = 0;            // where the status byte goes
+  uint64_t sector = 0;               // IN, OUT: first sector
+  std::vector<BlkDataSegment> data;  // IN, OUT, GET_ID: the data buffers in order
+  uint32_t data_len = 0;             // their total length
+  std::vector<BlkRange> ranges;      // DISCARD, WRITE_ZEROES
+  uint64_t status_gpa = 0;           // where the status byte goes
 };
 
 enum class BlkRequestError {
   // No status byte can be written: the device returns the chain with used
   // length 0 and nothing else.
-  kMalformedChain,       // segments outside RAM, writable before readable, > 4 GiB (a chain not from SplitQueue)
-  kNoStatusByte,         // last buffer not writable, or empty chain
+  kMalformedChain,  // segments outside RAM, writable before readable, > 4 GiB (a chain not from
+                    // SplitQueue)
+  kNoStatusByte,    // last buffer not writable, or empty chain
   // Answered with VIRTIO_BLK_S_IOERR.
-  kHeaderTooShort,       // fewer than 16 readable bytes
-  kReadOnly,             // OUT, DISCARD, WRITE_ZEROES on a read-only disk (5.2.6.2: IOERR for writes)
-  kWrongDataDirection,   // IN/GET_ID with readable data, OUT/DISCARD/WRITE_ZEROES with writable data
-  kDataNotSectorMultiple,// IN/OUT data not a multiple of 512 bytes
-  kOutOfRange,           // sector + length beyond the capacity (overflow-checked)
-  kUnexpectedData,       // FLUSH with data
-  kNoIdBuffer,           // GET_ID without a writable buffer
-  kBadRangeList,         // DISCARD/WRITE_ZEROES data empty or not a multiple of 16
-  kTooManyRanges,        // more ranges than max_*_seg (or kMaxBlkRanges)
-  kRangeTooLarge,        // num_sectors above max_*_sectors
+  kHeaderTooShort,  // fewer than 16 readable bytes
+  kReadOnly,        // OUT, DISCARD, WRITE_ZEROES on a read-only disk (5.2.6.2: IOERR for writes)
+  kWrongDataDirection,  // IN/GET_ID with readable data, OUT/DISCARD/WRITE_ZEROES with writable data
+  kDataNotSectorMultiple,  // IN/OUT data not a multiple of 512 bytes
+  kOutOfRange,             // sector + length beyond the capacity (overflow-checked)
+  kUnexpectedData,         // FLUSH with data
+  kNoIdBuffer,             // GET_ID without a writable buffer
+  kBadRangeList,           // DISCARD/WRITE_ZEROES data empty or not a multiple of 16
+  kTooManyRanges,          // more ranges than max_*_seg (or kMaxBlkRanges)
+  kRangeTooLarge,          // num_sectors above max_*_sectors
   // Answered with VIRTIO_BLK_S_UNSUPP.
-  kUnsupportedType,      // unknown type, or DISCARD/WRITE_ZEROES not negotiated
-  kReservedRangeFlags,   // 5.2.6.2: unknown flag bits in a range
-  kUnmapOnDiscard,       // 5.2.6.2: the unmap flag on a DISCARD range
+  kUnsupportedType,     // unknown type, or DISCARD/WRITE_ZEROES not negotiated
+  kReservedRangeFlags,  // 5.2.6.2: unknown flag bits in a range
+  kUnmapOnDiscard,      // 5.2.6.2: the unmap flag on a DISCARD range
 };
 
 const char* to_string(BlkRequestError error);

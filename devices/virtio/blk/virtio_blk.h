@@ -68,8 +68,8 @@ struct BlkConfig {
   uint32_t blk_size;
   uint8_t physical_block_exp;  // topology: log2(physical / logical block)
   uint8_t alignment_offset;
-  uint16_t min_io_size;        // in logical blocks
-  uint32_t opt_io_size;        // in logical blocks
+  uint16_t min_io_size;  // in logical blocks
+  uint32_t opt_io_size;  // in logical blocks
   uint8_t writeback;
   uint8_t unused0;
   uint16_t num_queues;

@@ -1,6 +1,5 @@
 #include "devices/virtio/blk/virtio_blk_device.h"
 
-
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/uio.h>
@@ -8,11 +7,10 @@
 
 #include <algorithm>
 #include <bit>
+#include <boost/asio/post.hpp>
 #include <cstring>
 #include <stdexcept>
 #include <variant>
-
-#include <boost/asio/post.hpp>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -24,8 +22,8 @@ namespace {
 
 std::string serial_for(const std::string& path, std::string serial) {
   if (serial.size() > kBlkIdBytes) {
-    throw InputError("disk serial \"" + serial + "\" is longer than " + std::to_string(kBlkIdBytes) +
-                     " bytes");
+    throw InputError("disk serial \"" + serial + "\" is longer than " +
+                     std::to_string(kBlkIdBytes) + " bytes");
   }
   if (!serial.empty()) return serial;
   const size_t slash = path.find_last_of('/');
@@ -45,8 +43,8 @@ int dup_fd(int fd) {
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
                                  const state::v1::DiskConfig& config)
     : VirtioBlkDevice(events,
-                      std::make_unique<storage::RawDisk>(
-                          storage::RawDiskOptions{.path = config.path(), .read_only = config.readonly()}),
+                      std::make_unique<storage::RawDisk>(storage::RawDiskOptions{
+                          .path = config.path(), .read_only = config.readonly()}),
                       config.serial()) {}
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
@@ -56,7 +54,8 @@ VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
       capacity_sectors_(disk_->size() >> kSectorShift),
       // Asio owns (and closes) its descriptor: give it a copy of the eventfd.
       completions_(events, dup_fd(disk_->event_fd())) {
-  disk_->set_completion_handler([this](uint64_t t, int64_t result) { on_disk_completion(t, result); });
+  disk_->set_completion_handler(
+      [this](uint64_t t, int64_t result) { on_disk_completion(t, result); });
   wait_for_completions();
 }
 
@@ -83,10 +82,10 @@ BlkConfig VirtioBlkDevice::config() const {
   c.blk_size = kSectorSize;
   // Topology: the granularity O_DIRECT wants, so that the guest's own
   // alignment keeps its requests on the direct path.
-  const uint32_t physical =
-      std::clamp<uint32_t>(disk_->direct() ? disk_->direct_offset_align() : kSectorSize,
-                           kSectorSize, 4096);
-  c.physical_block_exp = static_cast<uint8_t>(std::countr_zero(std::bit_floor(physical) >> kSectorShift));
+  const uint32_t physical = std::clamp<uint32_t>(
+      disk_->direct() ? disk_->direct_offset_align() : kSectorSize, kSectorSize, 4096);
+  c.physical_block_exp =
+      static_cast<uint8_t>(std::countr_zero(std::bit_floor(physical) >> kSectorShift));
   c.min_io_size = static_cast<uint16_t>(std::bit_floor(physical) >> kSectorShift);
   c.num_queues = 1;
   if (!disk_->read_only()) {
@@ -371,25 +370,25 @@ void VirtioBlkDevice::continue_later() {
 }
 
 void VirtioBlkDevice::wait_for_completions() {
-  completions_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                          [this, alive = std::weak_ptr<char>(alive_)](const boost::system::error_code& ec) {
-                            if (ec || alive.expired()) return;
-                            {
-                              std::lock_guard lock(transport_->lock());
-                              try {
-                                disk_->process_completions();
-                                notify_if_needed();
-                              } catch (const std::exception& e) {
-                                // Host-side (io_uring, KVM): this disk stops,
-                                // the event loop and the VM go on.
-                                log::error(std::string("virtio-blk ") + disk_->path() + ": " + e.what());
-                                queue_failed(std::string("host failure: ") + e.what());
-                              }
-                            }
-                            wait_for_completions();
-                          });
+  completions_.async_wait(
+      boost::asio::posix::stream_descriptor::wait_read,
+      [this, alive = std::weak_ptr<char>(alive_)](const boost::system::error_code& ec) {
+        if (ec || alive.expired()) return;
+        {
+          std::lock_guard lock(transport_->lock());
+          try {
+            disk_->process_completions();
+            notify_if_needed();
+          } catch (const std::exception& e) {
+            // Host-side (io_uring, KVM): this disk stops,
+            // the event loop and the VM go on.
+            log::error(std::string("virtio-blk ") + disk_->path() + ": " + e.what());
+            queue_failed(std::string("host failure: ") + e.what());
+          }
+        }
+        wait_for_completions();
+      });
 }
-
 
 // --- snapshot -------------------------------------------------------------
 
@@ -400,7 +399,8 @@ void VirtioBlkDevice::quiesce() {
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       throw std::runtime_error("virtio-blk: " + std::to_string(in_flight_count_) +
-                               " requests still in flight after " + std::to_string(kResetWaitMs) + " ms");
+                               " requests still in flight after " + std::to_string(kResetWaitMs) +
+                               " ms");
     }
     pollfd p{disk_->event_fd(), POLLIN, 0};
     const int n = ::poll(&p, 1, static_cast<int>(left.count()));
@@ -414,7 +414,8 @@ void VirtioBlkDevice::quiesce() {
 
 std::optional<SplitQueueState> VirtioBlkDevice::queue_state(uint16_t queue) const {
   if (queue != 0 || !queue_ || queue_broken_) return std::nullopt;
-  if (in_flight_count_ != 0) throw std::logic_error("virtio-blk: queue state taken with requests in flight");
+  if (in_flight_count_ != 0)
+    throw std::logic_error("virtio-blk: queue state taken with requests in flight");
   return queue_->state();
 }
 

@@ -17,7 +17,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -125,14 +124,14 @@ class VirtioBlkDevice : public VirtioDevice {
   GuestMemory* memory_ = nullptr;
   std::optional<SplitQueue> queue_;
   bool queue_broken_ = false;
-  bool pushed_ = false;  // used entries added since the last should_notify()
+  bool pushed_ = false;               // used entries added since the last should_notify()
   bool continuation_posted_ = false;  // a later round of process_queue is queued
   BlkDeviceInfo info_;
-  uint32_t generation_ = 0;         // bumped by reset: stale completions are ignored
+  uint32_t generation_ = 0;  // bumped by reset: stale completions are ignored
   struct {
     uint64_t requests = 0, read_bytes = 0, written_bytes = 0, errors = 0;
   } counts_;
-  std::vector<InFlight> in_flight_; // by head descriptor
+  std::vector<InFlight> in_flight_;  // by head descriptor
   size_t in_flight_count_ = 0;
 };
 

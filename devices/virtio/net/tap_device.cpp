@@ -15,8 +15,8 @@ namespace keel {
 
 TapDevice::TapDevice(const std::string& name) : name_(name) {
   if (name.empty() || name.size() >= IFNAMSIZ) {
-    throw InputError("tap device name '" + name + "' must have 1 to " + std::to_string(IFNAMSIZ - 1) +
-                     " characters");
+    throw InputError("tap device name '" + name + "' must have 1 to " +
+                     std::to_string(IFNAMSIZ - 1) + " characters");
   }
   // TUNSETIFF would create a missing interface: look first.
   if (::if_nametoindex(name.c_str()) == 0) {
@@ -25,7 +25,8 @@ TapDevice::TapDevice(const std::string& name) : name_(name) {
   }
   int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
-    throw InputError(std::string("cannot open /dev/net/tun for tap ") + name + ": " + std::strerror(errno));
+    throw InputError(std::string("cannot open /dev/net/tun for tap ") + name + ": " +
+                     std::strerror(errno));
   }
   fd_.reset(fd);
 

@@ -7,8 +7,9 @@
 namespace keel::virtio {
 
 // 5.1.3: feature bits (the ones Keel knows; see VirtioNetDevice for those it offers).
-inline constexpr uint64_t kNetFCsum = uint64_t{1} << 0;        // device takes partially checksummed tx
-inline constexpr uint64_t kNetFGuestCsum = uint64_t{1} << 1;   // driver takes partially checksummed rx
+inline constexpr uint64_t kNetFCsum = uint64_t{1} << 0;  // device takes partially checksummed tx
+inline constexpr uint64_t kNetFGuestCsum = uint64_t{1}
+                                           << 1;  // driver takes partially checksummed rx
 inline constexpr uint64_t kNetFMtu = uint64_t{1} << 3;
 inline constexpr uint64_t kNetFMac = uint64_t{1} << 5;
 inline constexpr uint64_t kNetFGuestTso4 = uint64_t{1} << 7;

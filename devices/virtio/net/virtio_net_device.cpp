@@ -37,13 +37,12 @@ unsigned tun_offload_for(uint64_t features) {
   return flags;
 }
 
-
 MacAddress mac_from_config(const state::v1::NetConfig& config) {
   const std::string& bytes = config.mac();
   if (bytes.empty()) return random_local_mac_address();
   if (bytes.size() != 6) {
-    throw InputError("network adapter on tap " + config.tap() + ": a MAC address has 6 bytes, not " +
-                     std::to_string(bytes.size()));
+    throw InputError("network adapter on tap " + config.tap() +
+                     ": a MAC address has 6 bytes, not " + std::to_string(bytes.size()));
   }
   MacAddress mac;
   std::copy(bytes.begin(), bytes.end(), mac.begin());
@@ -52,7 +51,8 @@ MacAddress mac_from_config(const state::v1::NetConfig& config) {
 
 }  // namespace
 
-VirtioNetDevice::VirtioNetDevice(boost::asio::io_context& events, const state::v1::NetConfig& config)
+VirtioNetDevice::VirtioNetDevice(boost::asio::io_context& events,
+                                 const state::v1::NetConfig& config)
     : events_(events),
       tap_(config.tap()),
       mac_(mac_from_config(config)),
@@ -75,7 +75,9 @@ auto VirtioNetDevice::guarded(F body) {
 
 // --- configuration (5.1.4) ------------------------------------------------
 
-uint32_t VirtioNetDevice::config_size() const { return kNetConfigSize; }
+uint32_t VirtioNetDevice::config_size() const {
+  return kNetConfigSize;
+}
 
 void VirtioNetDevice::config_read(uint32_t offset, std::span<uint8_t> data) {
   uint8_t config[kNetConfigSize] = {};
@@ -239,9 +241,9 @@ void VirtioNetDevice::process_tx() {
           // still off.
           tx_waiting_ = true;
           boost::asio::post(events_, guarded([this] {
-            tx_waiting_ = false;
-            process_tx();
-          }));
+                              tx_waiting_ = false;
+                              process_tx();
+                            }));
           break;
         }
         tx_pending_ = q->next_chain();  // empty: kicks back on
@@ -329,9 +331,9 @@ void VirtioNetDevice::process_rx() {
       if (budget == 0) {
         rx_waiting_ = true;
         boost::asio::post(events_, guarded([this] {
-          rx_waiting_ = false;
-          process_rx();
-        }));
+                            rx_waiting_ = false;
+                            process_rx();
+                          }));
         break;
       }
       const uint64_t room = build_rx_iovecs(*rx_chain_);
@@ -381,7 +383,6 @@ void VirtioNetDevice::wait_readable() {
                       if (!ec) run();
                     });
 }
-
 
 // --- snapshot -------------------------------------------------------------
 

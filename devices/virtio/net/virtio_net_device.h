@@ -30,32 +30,33 @@
 // same thread that runs it); handlers left queued then do nothing.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
-#include <sys/uio.h>
 #include <vector>
 
 #include "devices/virtio/net/mac_address.h"
 #include "devices/virtio/net/tap_device.h"
+#include "devices/virtio/net/virtio_net.h"
 #include "devices/virtio/queue/virtio_device.h"
 #include "proto/vm_config.pb.h"
-#include "devices/virtio/net/virtio_net.h"
 
 namespace keel::virtio {
 
 // Counters, for tests and the operator.
 struct NetStats {
   uint64_t tx_frames = 0;
-  uint64_t tx_errors = 0;        // frames the tap refused (malformed Ethernet/GSO): dropped
-  uint64_t tx_would_block = 0;   // writes that met EAGAIN (the frame was kept and sent later)
+  uint64_t tx_errors = 0;       // frames the tap refused (malformed Ethernet/GSO): dropped
+  uint64_t tx_would_block = 0;  // writes that met EAGAIN (the frame was kept and sent later)
   uint64_t rx_frames = 0;
-  uint64_t rx_too_big = 0;       // frames longer than the receive buffer: dropped
+  uint64_t rx_too_big = 0;         // frames longer than the receive buffer: dropped
   uint64_t rx_out_of_buffers = 0;  // times the receive queue ran dry and reading paused
-  uint64_t tap_errors = 0;       // reads that failed for good (the tap went away): reading stopped
+  uint64_t tap_errors = 0;  // reads that failed for good (the tap went away): reading stopped
 };
 
 class VirtioNetDevice : public VirtioDevice {

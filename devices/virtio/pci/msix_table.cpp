@@ -1,9 +1,9 @@
-#include "common/little_endian.h"
 #include "devices/virtio/pci/msix_table.h"
 
 #include <cstring>
 #include <stdexcept>
 
+#include "common/little_endian.h"
 #include "common/state_check.h"
 
 namespace keel::virtio {
@@ -129,7 +129,6 @@ void MsixTable::reset() {
   function_masked_ = false;
 }
 
-
 state::v1::MsixState MsixTable::save() const {
   state::v1::MsixState s;
   for (const Entry& e : entries_) {
@@ -147,18 +146,22 @@ state::v1::MsixState MsixTable::save() const {
 
 void MsixTable::check(const state::v1::MsixState& s, const std::string& device) const {
   if (static_cast<size_t>(s.entries_size()) != entries_.size()) {
-    refuse_state(device, "MSI-X table", "has " + std::to_string(s.entries_size()) + " entries, not " +
-                                            std::to_string(entries_.size()));
+    refuse_state(device, "MSI-X table",
+                 "has " + std::to_string(s.entries_size()) + " entries, not " +
+                     std::to_string(entries_.size()));
   }
   if (static_cast<size_t>(s.pba_size()) != pba_.size()) {
-    refuse_state(device, "MSI-X PBA", "has " + std::to_string(s.pba_size()) + " qwords, not " +
-                                          std::to_string(pba_.size()));
+    refuse_state(
+        device, "MSI-X PBA",
+        "has " + std::to_string(s.pba_size()) + " qwords, not " + std::to_string(pba_.size()));
   }
   for (int v = 0; v < s.entries_size(); ++v) {
     const state::v1::MsixEntry& e = s.entries(v);
     const std::string field = "MSI-X entry " + std::to_string(v);
-    if (e.address_lo() & ~kAddressLoWritable) refuse_state(device, field, "address is not dword-aligned");
-    if (e.control() & ~kVectorControlMask) refuse_state(device, field, "vector control has reserved bits");
+    if (e.address_lo() & ~kAddressLoWritable)
+      refuse_state(device, field, "address is not dword-aligned");
+    if (e.control() & ~kVectorControlMask)
+      refuse_state(device, field, "vector control has reserved bits");
     const bool pending = (s.pba(v / 64) >> (v % 64)) & 1;
     const bool masked = s.function_masked() || (e.control() & kVectorControlMask);
     if (pending && s.enabled() && !masked) {

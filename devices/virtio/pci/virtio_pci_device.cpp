@@ -54,7 +54,6 @@ uint32_t class_code_for(uint16_t type) {
   }
 }
 
-
 bool valid_size(size_t size) {
   return size == 1 || size == 2 || size == 4 || size == 8;
 }

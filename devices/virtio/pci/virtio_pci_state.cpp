@@ -63,7 +63,8 @@ pb::VirtioPciState VirtioPciDevice::save() {
     if (running && q.enabled) {
       const std::optional<SplitQueueState> qs = device_.queue_state(i);
       if (!qs) {
-        throw std::runtime_error(virtio_device_name(device_.device_type()) + ": queue " + std::to_string(i) +
+        throw std::runtime_error(virtio_device_name(device_.device_type()) + ": queue " +
+                                 std::to_string(i) +
                                  " is enabled but the running device has no state for it");
       }
       out->mutable_indexes()->set_last_avail_idx(qs->last_avail_idx);
@@ -104,8 +105,9 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
   const uint64_t features = s.driver_features();
   if (status & kStatusFeaturesOk) {
     if (features & ~offered_features_) {
-      refuse_state(name, "driver_features", "has bits " + std::to_string(features & ~offered_features_) +
-                                                " the device does not offer");
+      refuse_state(name, "driver_features",
+                   "has bits " + std::to_string(features & ~offered_features_) +
+                       " the device does not offer");
     }
     if (!(features & kFVersion1)) refuse_state(name, "driver_features", "lack VERSION_1");
   }
@@ -123,7 +125,8 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
     return static_cast<uint16_t>(v);
   };
   const uint16_t msix_config = vector(s.msix_config(), "msix_config");
-  const auto config_generation = state_field<uint8_t>(s.config_generation(), name, "config_generation");
+  const auto config_generation =
+      state_field<uint8_t>(s.config_generation(), name, "config_generation");
   const auto queue_select = state_field<uint16_t>(s.queue_select(), name, "queue_select");
   const auto isr = state_field<uint8_t>(s.isr(), name, "isr");
   if (isr & ~(kIsrQueue | kIsrConfig)) refuse_state(name, "isr", "has reserved bits set");
@@ -134,8 +137,9 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
   }
 
   if (static_cast<size_t>(s.queues_size()) != num_queues_) {
-    refuse_state(name, "queues", "has " + std::to_string(s.queues_size()) + " queues, not " +
-                                     std::to_string(num_queues_));
+    refuse_state(
+        name, "queues",
+        "has " + std::to_string(s.queues_size()) + " queues, not " + std::to_string(num_queues_));
   }
   std::vector<QueueRegs> regs(num_queues_);
   std::vector<std::optional<SplitQueue>> rings(num_queues_);
@@ -145,7 +149,8 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
     QueueRegs& q = regs[i];
     q.size = state_field<uint16_t>(in.size(), name, field + " size");
     if (q.size > max_queue_size_) {
-      refuse_state(name, field + " size", std::to_string(q.size) + " is above " + std::to_string(max_queue_size_));
+      refuse_state(name, field + " size",
+                   std::to_string(q.size) + " is above " + std::to_string(max_queue_size_));
     }
     q.msix_vector = vector(in.msix_vector(), field + " msix_vector");
     q.enabled = in.enabled();
@@ -154,8 +159,9 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
     q.device = in.device();
     const bool resumes = running && q.enabled;
     if (in.has_indexes() != resumes) {
-      refuse_state(name, field + " indexes", resumes ? "are missing for a running queue"
-                                                     : "are given for a queue that is not running");
+      refuse_state(name, field + " indexes",
+                   resumes ? "are missing for a running queue"
+                           : "are given for a queue that is not running");
     }
     if (!resumes) continue;
     SplitQueueConfig config;
@@ -166,8 +172,10 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
     config.event_idx = (features & kFRingEventIdx) != 0;
     config.indirect_desc = (features & kFRingIndirectDesc) != 0;
     SplitQueueState indexes;
-    indexes.last_avail_idx = state_field<uint16_t>(in.indexes().last_avail_idx(), name, field + " last_avail_idx");
-    indexes.next_used_idx = state_field<uint16_t>(in.indexes().next_used_idx(), name, field + " next_used_idx");
+    indexes.last_avail_idx =
+        state_field<uint16_t>(in.indexes().last_avail_idx(), name, field + " last_avail_idx");
+    indexes.next_used_idx =
+        state_field<uint16_t>(in.indexes().next_used_idx(), name, field + " next_used_idx");
     try {
       rings[i].emplace(memory_, config);  // the activation checks
       rings[i]->set_state(indexes);

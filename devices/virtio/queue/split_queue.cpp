@@ -10,7 +10,9 @@
 namespace keel::virtio {
 namespace {
 
-bool aligned(uint64_t value, uint64_t alignment) { return (value & (alignment - 1)) == 0; }
+bool aligned(uint64_t value, uint64_t alignment) {
+  return (value & (alignment - 1)) == 0;
+}
 
 bool host_aligned(const uint8_t* p, uintptr_t alignment) {
   return (reinterpret_cast<uintptr_t>(p) & (alignment - 1)) == 0;
@@ -18,7 +20,9 @@ bool host_aligned(const uint8_t* p, uintptr_t alignment) {
 
 // gpa + offset for ring fields: the rings were checked to lie in RAM at
 // activation, so offsets inside them cannot overflow.
-uint64_t at(uint64_t base, uint64_t offset) { return base + offset; }
+uint64_t at(uint64_t base, uint64_t offset) {
+  return base + offset;
+}
 
 }  // namespace
 
@@ -47,9 +51,10 @@ void validate_split_queue_config(const GuestMemory& memory, const SplitQueueConf
     uint64_t gpa;
     uint64_t bytes;
   };
-  for (const Part& part : {Part{"descriptor table", config.desc_table, desc_table_bytes(config.size)},
-                           Part{"driver area", config.driver_area, avail_ring_bytes(config.size)},
-                           Part{"device area", config.device_area, used_ring_bytes(config.size)}}) {
+  for (const Part& part :
+       {Part{"descriptor table", config.desc_table, desc_table_bytes(config.size)},
+        Part{"driver area", config.driver_area, avail_ring_bytes(config.size)},
+        Part{"device area", config.device_area, used_ring_bytes(config.size)}}) {
     if (!memory.contains(part.gpa, part.bytes)) {
       refuse(VirtqueueErrorKind::kRingOutsideMemory,
              std::string(part.name) + " " + hex(part.gpa) + "+" + hex(part.bytes));
@@ -96,13 +101,14 @@ std::optional<DescriptorChain> SplitQueue::pop_chain() {
   // unbounded number of requests.
   if (pending > config_.size || outstanding > config_.size) {
     fail(VirtqueueErrorKind::kAvailIndexTooFarAhead,
-         "avail idx " + std::to_string(avail_idx) + ", last seen " + std::to_string(last_avail_idx_) +
-             ", used " + std::to_string(next_used_idx_));
+         "avail idx " + std::to_string(avail_idx) + ", last seen " +
+             std::to_string(last_avail_idx_) + ", used " + std::to_string(next_used_idx_));
   }
   if (pending == 0) return std::nullopt;
 
   const uint16_t slot = last_avail_idx_ & (config_.size - 1);
-  const auto head = memory_.read_obj<uint16_t>(at(config_.driver_area, kAvailRingOffset + 2ull * slot));
+  const auto head =
+      memory_.read_obj<uint16_t>(at(config_.driver_area, kAvailRingOffset + 2ull * slot));
   if (head >= config_.size) {
     fail(VirtqueueErrorKind::kHeadOutOfRange, "head " + std::to_string(head));
   }
@@ -113,7 +119,8 @@ std::optional<DescriptorChain> SplitQueue::pop_chain() {
   ++last_avail_idx_;
   if (config_.event_idx) {
     // 2.7.10: tell the driver to kick for the next chain after this one.
-    memory_.write_obj<uint16_t>(at(config_.device_area, avail_event_offset(config_.size)), last_avail_idx_);
+    memory_.write_obj<uint16_t>(at(config_.device_area, avail_event_offset(config_.size)),
+                                last_avail_idx_);
   }
   return chain;
 }
@@ -190,7 +197,8 @@ void SplitQueue::push_used(uint16_t head, uint32_t written_len) {
   if (head >= config_.size) fail(VirtqueueErrorKind::kUsedHeadOutOfRange, std::to_string(head));
   if (last_avail_idx_ == next_used_idx_) fail(VirtqueueErrorKind::kNothingInFlight, {});
   const uint16_t slot = next_used_idx_ & (config_.size - 1);
-  memory_.write_obj(at(config_.device_area, kUsedRingOffset + 8ull * slot), VirtqUsedElem{head, written_len});
+  memory_.write_obj(at(config_.device_area, kUsedRingOffset + 8ull * slot),
+                    VirtqUsedElem{head, written_len});
   ++next_used_idx_;
   auto* idx = reinterpret_cast<uint16_t*>(
       memory_.host_range_for_write(at(config_.device_area, kUsedIdxOffset), sizeof(uint16_t)));
@@ -213,7 +221,8 @@ bool SplitQueue::should_notify() {
   if (config_.event_idx) {
     // 2.7.7.2: the driver asks for an interrupt once used idx passes used_event.
     if (!was_valid) return true;
-    const auto used_event = memory_.read_obj<uint16_t>(at(config_.driver_area, used_event_offset(config_.size)));
+    const auto used_event =
+        memory_.read_obj<uint16_t>(at(config_.driver_area, used_event_offset(config_.size)));
     return vring_need_event(used_event, next_used_idx_, old_idx);
   }
   const auto flags = memory_.read_obj<uint16_t>(config_.driver_area);
@@ -230,7 +239,8 @@ void SplitQueue::disable_notification() {
 bool SplitQueue::enable_notification() {
   check_usable();
   if (config_.event_idx) {
-    memory_.write_obj<uint16_t>(at(config_.device_area, avail_event_offset(config_.size)), last_avail_idx_);
+    memory_.write_obj<uint16_t>(at(config_.device_area, avail_event_offset(config_.size)),
+                                last_avail_idx_);
   } else {
     memory_.write_obj<uint16_t>(config_.device_area, 0);
   }

@@ -29,12 +29,12 @@ namespace keel::virtio {
 // What the driver wrote into the transport's queue registers, plus the ring
 // features negotiated for the device.
 struct SplitQueueConfig {
-  uint16_t size = 0;          // queue_size; 32768 is encoded as 32768 (fits u16)
-  uint64_t desc_table = 0;    // queue_desc
-  uint64_t driver_area = 0;   // queue_driver: the available ring
-  uint64_t device_area = 0;   // queue_device: the used ring
-  bool event_idx = false;     // VIRTIO_F_EVENT_IDX negotiated
-  bool indirect_desc = false; // VIRTIO_F_INDIRECT_DESC negotiated
+  uint16_t size = 0;           // queue_size; 32768 is encoded as 32768 (fits u16)
+  uint64_t desc_table = 0;     // queue_desc
+  uint64_t driver_area = 0;    // queue_driver: the available ring
+  uint64_t device_area = 0;    // queue_device: the used ring
+  bool event_idx = false;      // VIRTIO_F_EVENT_IDX negotiated
+  bool indirect_desc = false;  // VIRTIO_F_INDIRECT_DESC negotiated
 };
 
 // The state a snapshot saves besides the rings themselves (which live in
@@ -67,8 +67,9 @@ class SplitQueue {
 
   // The next available chain, or nullopt when the driver has made none
   // available. The driver may have at most `size` chains outstanding
-  // (available and not yet used): each needs its own head descriptor. Throws VirtqueueError (and breaks the queue) on a bad one.
-  // With EVENT_IDX, also publishes avail_event = the new last_avail_idx.
+  // (available and not yet used): each needs its own head descriptor. Throws VirtqueueError (and
+  // breaks the queue) on a bad one. With EVENT_IDX, also publishes avail_event = the new
+  // last_avail_idx.
   std::optional<DescriptorChain> pop_chain();
 
   // Returns a popped chain: writes the used element, then (release) the used

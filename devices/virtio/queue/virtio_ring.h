@@ -48,11 +48,21 @@ inline constexpr uint64_t kUsedRingOffset = 4;
 inline constexpr uint64_t kDescTableAlign = 16;
 inline constexpr uint64_t kAvailAlign = 2;
 inline constexpr uint64_t kUsedAlign = 4;
-inline constexpr uint64_t desc_table_bytes(uint32_t size) { return 16ull * size; }
-inline constexpr uint64_t avail_ring_bytes(uint32_t size) { return 6 + 2ull * size; }
-inline constexpr uint64_t used_ring_bytes(uint32_t size) { return 6 + 8ull * size; }
-inline constexpr uint64_t used_event_offset(uint32_t size) { return kAvailRingOffset + 2ull * size; }
-inline constexpr uint64_t avail_event_offset(uint32_t size) { return kUsedRingOffset + 8ull * size; }
+inline constexpr uint64_t desc_table_bytes(uint32_t size) {
+  return 16ull * size;
+}
+inline constexpr uint64_t avail_ring_bytes(uint32_t size) {
+  return 6 + 2ull * size;
+}
+inline constexpr uint64_t used_ring_bytes(uint32_t size) {
+  return 6 + 8ull * size;
+}
+inline constexpr uint64_t used_event_offset(uint32_t size) {
+  return kAvailRingOffset + 2ull * size;
+}
+inline constexpr uint64_t avail_event_offset(uint32_t size) {
+  return kUsedRingOffset + 8ull * size;
+}
 
 // Feature bits that change how the rings are read (6).
 inline constexpr unsigned kFeatureIndirectDesc = 28;  // VIRTIO_F_INDIRECT_DESC

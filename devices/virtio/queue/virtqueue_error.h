@@ -10,10 +10,10 @@ namespace keel::virtio {
 
 enum class VirtqueueErrorKind {
   // activation (2.7) and restore
-  kBadQueueSize,            // 0, more than 32768, or not a power of two
-  kMisalignedRing,          // descriptor table not 16-, driver area not 2-, device area not 4-aligned
-  kRingOutsideMemory,       // a ring does not lie entirely in guest RAM
-  kBadRestoreState,         // saved indices inconsistent with the rings
+  kBadQueueSize,       // 0, more than 32768, or not a power of two
+  kMisalignedRing,     // descriptor table not 16-, driver area not 2-, device area not 4-aligned
+  kRingOutsideMemory,  // a ring does not lie entirely in guest RAM
+  kBadRestoreState,    // saved indices inconsistent with the rings
   // chain walking (2.7.5, 2.7.6)
   kAvailIndexTooFarAhead,   // the driver published more than `size` new heads
   kHeadOutOfRange,          // a head index from the driver area >= size
@@ -29,9 +29,9 @@ enum class VirtqueueErrorKind {
   kBadIndirectTableLength,  // 0, not a multiple of 16, or above kMaxIndirectEntries
   kIndirectTableOutsideMemory,
   // device side
-  kUsedHeadOutOfRange,      // push_used with a head >= size
-  kNothingInFlight,         // push_used with no popped chain left to complete
-  kQueueBroken,             // the queue already failed; it stays failed until reset
+  kUsedHeadOutOfRange,  // push_used with a head >= size
+  kNothingInFlight,     // push_used with no popped chain left to complete
+  kQueueBroken,         // the queue already failed; it stays failed until reset
 };
 
 const char* to_string(VirtqueueErrorKind kind);

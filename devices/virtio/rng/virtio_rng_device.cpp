@@ -106,7 +106,6 @@ void VirtioRngDevice::continue_later() {
   });
 }
 
-
 // --- snapshot -------------------------------------------------------------
 
 std::optional<SplitQueueState> VirtioRngDevice::queue_state(uint16_t queue) const {

@@ -57,7 +57,8 @@ class VirtioRngDevice : public VirtioDevice {
 
   boost::asio::io_context& events_;
   std::shared_ptr<char> alive_ = std::make_shared<char>();
-  uint32_t generation_ = 0;  // bumped by reset and activate: a posted round for an old queue does nothing
+  uint32_t generation_ =
+      0;  // bumped by reset and activate: a posted round for an old queue does nothing
   bool continuation_posted_ = false;
   GuestMemory* memory_ = nullptr;
   std::optional<SplitQueue> queue_;
