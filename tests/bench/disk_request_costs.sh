@@ -28,12 +28,18 @@ secs=${2:-4}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [[ -z ${KEEL_KVM_WHERE:-} ]]; then
-  exec "$top/tools/kvm-run" --need kvm --build "$build" --env KEEL_BENCH_DIR --env KEEL_BENCH_MIB \
-    --timeout $((300 + 20 * secs)) -- "$0" "$build" "$secs"
+	exec "$top/tools/kvm-run" --need kvm --build "$build" --env KEEL_BENCH_DIR --env KEEL_BENCH_MIB \
+		--timeout $((300 + 20 * secs)) -- "$0" "$build" "$secs"
 fi
-command -v perf >/dev/null || { echo "disk_request_costs: perf not installed (linux-perf)" >&2; exit 1; }
+command -v perf >/dev/null || {
+	echo "disk_request_costs: perf not installed (linux-perf)" >&2
+	exit 1
+}
 [[ -d /sys/kernel/tracing/events/kvm ]] || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
-[[ -d /sys/kernel/tracing/events/kvm ]] || { echo "disk_request_costs: no KVM tracepoints (tracefs)" >&2; exit 1; }
+[[ -d /sys/kernel/tracing/events/kvm ]] || {
+	echo "disk_request_costs: no KVM tracepoints (tracefs)" >&2
+	exit 1
+}
 
 export KEEL_BENCH_BUILD=$build KEEL_BENCH_SECONDS=$secs
 exec python3 - <<'PY'

@@ -12,7 +12,7 @@ runs=${2:-5}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [[ -z ${KEEL_KVM_WHERE:-} ]]; then
-  exec "$top/tools/kvm-run" --need linux --build "$build" -- "$0" "$build" "$runs"
+	exec "$top/tools/kvm-run" --need linux --build "$build" -- "$0" "$build" "$runs"
 fi
 
 images=$build/guest-images/linux
@@ -20,26 +20,29 @@ kernel=$images/vmlinuz-generic
 initrd=$images/initramfs-generic.cpio.gz
 append="console=ttyS0 quiet keel.job=ready"
 bench=$build/tests/bench/boot_bench
-[[ -f $kernel && -f $initrd ]] || { echo "no Linux guest image in $images (guest-images/linux/build-image)" >&2; exit 1; }
+[[ -f $kernel && -f $initrd ]] || {
+	echo "no Linux guest image in $images (guest-images/linux/build-image)" >&2
+	exit 1
+}
 
-qemu_cpu=$("$top/tools/qemu-kvm-cpu")  # host, or what this /dev/kvm takes
+qemu_cpu=$("$top/tools/qemu-kvm-cpu") # host, or what this /dev/kvm takes
 qemu=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -smp 1 -m 256M -nodefaults -no-user-config
-      -display none -serial stdio -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
+	-display none -serial stdio -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$bench" --runs "$runs" --ready "keel-guest: ready " --label keel-vmm -- \
-  "$build/keel-vmm/keel-vmm" --cpus 1 --memory 256M --kernel "$kernel" --initrd "$initrd" \
-  --cmdline "$append" | tee -a "$out"
+	"$build/keel-vmm/keel-vmm" --cpus 1 --memory 256M --kernel "$kernel" --initrd "$initrd" \
+	--cmdline "$append" | tee -a "$out"
 "$bench" --runs "$runs" --ready "keel-guest: ready " --label qemu-q35 -- \
-  "${qemu[@]}" -machine q35 | tee -a "$out"
+	"${qemu[@]}" -machine q35 | tee -a "$out"
 "$bench" --runs "$runs" --ready "keel-guest: ready " --label qemu-microvm -- \
-  "${qemu[@]}" -machine microvm,x-option-roms=off,isa-serial=on,rtc=on | tee -a "$out"
+	"${qemu[@]}" -machine microvm,x-option-roms=off,isa-serial=on,rtc=on | tee -a "$out"
 
 median() { grep "\"label\":\"$1\"" "$out" | sed 's/.*"ready_ms_median":\([0-9.]*\).*/\1/'; }
 keel=$(median keel-vmm)
 for peer in qemu-q35 qemu-microvm; do
-  p=$(median "$peer")
-  awk -v k="$keel" -v p="$p" -v n="$peer" -v w="$KEEL_KVM_WHERE" \
-    'BEGIN { printf "ratio keel-vmm / %s (%s): %.2f (%.0f ms / %.0f ms)\n", n, w, k / p, k, p }'
+	p=$(median "$peer")
+	awk -v k="$keel" -v p="$p" -v n="$peer" -v w="$KEEL_KVM_WHERE" \
+		'BEGIN { printf "ratio keel-vmm / %s (%s): %.2f (%.0f ms / %.0f ms)\n", n, w, k / p, k, p }'
 done

@@ -37,8 +37,8 @@ runs=${2:-3}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [[ -z ${KEEL_KVM_WHERE:-} ]]; then
-  exec "$top/tools/kvm-run" --need kvm --build "$build" --env KEEL_BENCH_MEMORY --env KEEL_BENCH_MIB \
-    -- "$0" "$build" "$runs"
+	exec "$top/tools/kvm-run" --need kvm --build "$build" --env KEEL_BENCH_MEMORY --env KEEL_BENCH_MIB \
+		-- "$0" "$build" "$runs"
 fi
 
 export KEEL_BENCH_BUILD=$build KEEL_BENCH_RUNS=$runs KEEL_BENCH_TOP=$top

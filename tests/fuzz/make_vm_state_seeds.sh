@@ -30,7 +30,11 @@ seed() {
 		grep -q "^$ready" "$log" && break
 		sleep 0.1
 	done
-	grep -q "^$ready" "$log" || { echo "no '$ready' from $name:"; cat "$log"; exit 1; } >&2
+	grep -q "^$ready" "$log" || {
+		echo "no '$ready' from $name:"
+		cat "$log"
+		exit 1
+	} >&2
 	"$keelctl" --socket "$sock" pause >/dev/null
 	"$keelctl" --socket "$sock" snapshot "$work/$name" >/dev/null
 	"$keelctl" --socket "$sock" kill >/dev/null

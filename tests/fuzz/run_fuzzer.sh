@@ -11,5 +11,5 @@ cp -r "$corpus"/. "$work"/
 mkdir -p "$artifacts"
 status=0
 "$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=20000 \
-  -print_final_stats=1 -artifact_prefix="$artifacts/$(basename "$target")-" "$work" || status=$?
+	-print_final_stats=1 -artifact_prefix="$artifacts/$(basename "$target")-" "$work" || status=$?
 exit "$status"

@@ -9,16 +9,19 @@ elf=${2:?testos.elf}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [[ ${KEEL_KVM_WHERE:-} != box ]]; then
-  # Re-run this script inside the box, where QEMU gets a full KVM.
-  KEEL_KVM_MODE=box exec "$top/tools/kvm-run" --need kvm --build "$build" -- "$0" "$build" "$elf"
+	# Re-run this script inside the box, where QEMU gets a full KVM.
+	KEEL_KVM_MODE=box exec "$top/tools/kvm-run" --need kvm --build "$build" -- "$0" "$build" "$elf"
 fi
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
 
-run_qemu() {  # $1: guest command line; prints the console
-  timeout 300 qemu-system-x86_64 -accel kvm -machine q35 -cpu host -smp 2 -m 512 \
-    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-    -kernel "$elf" -append "$1"
+run_qemu() { # $1: guest command line; prints the console
+	timeout 300 qemu-system-x86_64 -accel kvm -machine q35 -cpu host -smp 2 -m 512 \
+		-nodefaults -no-user-config -display none -serial stdio -no-reboot \
+		-kernel "$elf" -append "$1"
 }
 
 out=$(run_qemu "job=platform") || fail "QEMU exited $? on job=platform; console: $out"

@@ -6,33 +6,42 @@
 # usage: qemu_testos_virtio_test.sh TESTOS_ELF
 set -euo pipefail
 elf=${1:?testos.elf}
-accel=${KEEL_QEMU_ACCEL:-tcg}  # kvm where /dev/kvm works (e.g. inside tools/kvm-box)
-[[ $(id -u) == 0 ]] || { echo "FAIL: needs root (network namespace, tap)" >&2; exit 1; }
+accel=${KEEL_QEMU_ACCEL:-tcg} # kvm where /dev/kvm works (e.g. inside tools/kvm-box)
+[[ $(id -u) == 0 ]] || {
+	echo "FAIL: needs root (network namespace, tap)" >&2
+	exit 1
+}
 
 tmp=$(mktemp -d /var/tmp/keel-testos-virtio.XXXXXX)
 ns=keel-tosv-$$
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$tmp"
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	ip netns del "$ns" 2>/dev/null || true
+	rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
 
 # $1: command line, rest: QEMU device options. Console to stdout.
 qemu() {
-  local app=$1
-  shift
-  timeout 300 qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
-    -display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" 2>>"$tmp/qemu.err"
+	local app=$1
+	shift
+	timeout 300 qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
+		-display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" 2>>"$tmp/qemu.err"
 }
 # $1: image, $2: index, $3: extra drive options: the disk's QEMU options in disk_args.
 disk() { disk_args=(-drive "file=$1,if=none,format=raw,id=d$2${3:-}" -device "virtio-blk-pci,drive=d$2,disable-legacy=on"); }
 rng=(-device "virtio-rng-pci,disable-legacy=on")
-expect() {  # $1: console, $2: regex
-  grep -Eq "$2" <<<"$1" || { echo "$1"; fail "no line matching '$2'"; }
+expect() { # $1: console, $2: regex
+	grep -Eq "$2" <<<"$1" || {
+		echo "$1"
+		fail "no line matching '$2'"
+	}
 }
 field() { grep -oE "$2=[^ ]+" <<<"$1" | head -1 | cut -d= -f2; }
 
@@ -80,8 +89,8 @@ echo "disk: OK"
 disk "$img" 0
 out=$(qemu "job=diskbench ops=64 mib=8" "${disk_args[@]}")
 for t in 'randread bs=4096 qd=1' 'randread bs=4096 qd=32' 'randwrite bs=4096 qd=1' 'randwrite bs=4096 qd=32' \
-  'seqread bs=1048576 qd=4' 'seqwrite bs=1048576 qd=4'; do
-  expect "$out" "^testos: diskbench test=$t ops=64 us=[0-9]+ iops=[0-9]+ mib_s=[0-9]+\.[0-9][0-9]\$"
+	'seqread bs=1048576 qd=4' 'seqwrite bs=1048576 qd=4'; do
+	expect "$out" "^testos: diskbench test=$t ops=64 us=[0-9]+ iops=[0-9]+ mib_s=[0-9]+\.[0-9][0-9]\$"
 done
 expect "$out" '^testos: diskbench OK tests=6 mib=8'
 echo "diskbench: OK"
@@ -97,22 +106,22 @@ ip netns exec "$ns" ip tuntap add dev tap0 mode tap
 ip netns exec "$ns" ip addr add 10.0.2.1/24 dev tap0
 ip netns exec "$ns" ip link set tap0 up
 net=(-netdev "tap,id=n0,ifname=tap0,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,disable-legacy=on")
-nsqemu() {  # like qemu, inside the namespace, console to $tmp/console
-  local app=$1
-  shift
-  ip netns exec "$ns" timeout 300 qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
-    -display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" >"$tmp/console" 2>>"$tmp/qemu.err"
+nsqemu() { # like qemu, inside the namespace, console to $tmp/console
+	local app=$1
+	shift
+	ip netns exec "$ns" timeout 300 qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
+		-display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" >"$tmp/console" 2>>"$tmp/qemu.err"
 }
 
 disk "$img" 0
 out=$(ip netns exec "$ns" qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
-  -display none -serial stdio -no-reboot -kernel "$elf" -append "job=malformed lenient=1" \
-  "${disk_args[@]}" "${rng[@]}" "${net[@]}" 2>>"$tmp/qemu.err")
+	-display none -serial stdio -no-reboot -kernel "$elf" -append "job=malformed lenient=1" \
+	"${disk_args[@]}" "${rng[@]}" "${net[@]}" 2>>"$tmp/qemu.err")
 expect "$out" '^testos: malformed OK cases=27 devices=3'
 for d in blk net rng; do
-  for c in loop next_out_of_range addr_outside_memory huge_length; do
-    expect "$out" "^testos: malformed dev=$d case=$c outcome=(needs_reset|failed) recovered=1 ok"
-  done
+	for c in loop next_out_of_range addr_outside_memory huge_length; do
+		expect "$out" "^testos: malformed dev=$d case=$c outcome=(needs_reset|failed) recovered=1 ok"
+	done
 done
 echo "malformed: OK"
 
@@ -170,7 +179,10 @@ PY
 
 nsqemu "job=net ip=10.0.2.15 count=99" "${net[@]}" &
 pids+=($!)
-ip netns exec "$ns" python3 "$tmp/peer.py" echo || { cat "$tmp/console"; fail "echo peer"; }
+ip netns exec "$ns" python3 "$tmp/peer.py" echo || {
+	cat "$tmp/console"
+	fail "echo peer"
+}
 wait "${pids[-1]}"
 out=$(cat "$tmp/console")
 expect "$out" '^testos: net ready ip=10.0.2.15 mac=52:54:00:12:34:56 port=7 '
@@ -179,12 +191,18 @@ expect "$out" '^testos: net echo OK udp=99 udp_dropped=0 icmp=5 arp=[1-9]'
 # send: 4 MiB in 2850 datagrams of 1472 bytes (the last one 576).
 ip netns exec "$ns" python3 "$tmp/peer.py" sink 2850 >"$tmp/sink" &
 pids+=($!)
-for _ in $(seq 100); do grep -q bound "$tmp/sink" && break; sleep 0.1; done
+for _ in $(seq 100); do
+	grep -q bound "$tmp/sink" && break
+	sleep 0.1
+done
 nsqemu "job=net ip=10.0.2.15 mode=send dst=10.0.2.1:9000 mib=4" "${net[@]}"
 out=$(cat "$tmp/console")
 expect "$out" '^testos: net arp 10.0.2.1 is '
 expect "$out" '^testos: net send OK bytes=4194304 datagrams=2850 size=1472 us=[0-9]+ mib_s='
-wait "${pids[-1]}" || { cat "$tmp/sink"; fail "sink"; }
+wait "${pids[-1]}" || {
+	cat "$tmp/sink"
+	fail "sink"
+}
 cat "$tmp/sink"
 echo "net: OK"
 echo "PASS: testos virtio jobs under QEMU"
