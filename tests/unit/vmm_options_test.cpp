@@ -152,8 +152,17 @@ std::string restore_error(std::vector<std::string> args, const st::VmConfig& sna
 
 TEST(VmmOptions, RestoreReplacesHostResourcesAndKeepsWhatTheGuestSees) {
   const st::VmConfig snapshot = snapshot_config();
-  // Nothing given: the snapshot's own.
-  auto same = config_for_restore(parse_vmm_options({"--restore", "/snap"}), snapshot);
+  // The snapshot's own paths and taps are never used: a crafted snapshot
+  // must not pick /dev/sda or another VM's image.
+  EXPECT_NE(restore_error({}, snapshot).find("the snapshot has 2 disks: name each with --disk"),
+            std::string::npos);
+  EXPECT_NE(restore_error({"--disk", "path=/x", "--disk", "path=/y,readonly=on"}, snapshot)
+                .find("the snapshot has 1 network adapters: name each with --net tap=NAME"),
+            std::string::npos);
+  auto same = config_for_restore(
+      parse_vmm_options({"--restore", "/snap", "--disk", "path=/old/a.img", "--disk",
+                         "path=/old/b.img,readonly=on", "--net", "tap=old0"}),
+      snapshot);
   EXPECT_EQ(same.SerializeAsString(), snapshot.SerializeAsString());
 
   auto moved = config_for_restore(
@@ -178,7 +187,9 @@ TEST(VmmOptions, RestoreReplacesHostResourcesAndKeepsWhatTheGuestSees) {
       restore_error({"--disk", "path=/x,serial=other", "--disk", "path=/y,readonly=on"}, snapshot)
           .find("by serial \"a.img\""),
       std::string::npos);
-  EXPECT_NE(restore_error({"--net", "tap=t,mac=52:54:00:00:00:01"}, snapshot)
+  EXPECT_NE(restore_error({"--disk", "path=/x", "--disk", "path=/y,readonly=on", "--net",
+                           "tap=t,mac=52:54:00:00:00:01"},
+                          snapshot)
                 .find("the guest knows adapter 0 by MAC"),
             std::string::npos);
 }
@@ -188,7 +199,9 @@ TEST(VmmOptions, ASnapshotsConfigurationIsCheckedAsTheCommandLineIs) {
     st::VmConfig c = snapshot_config();
     spoil(c);
     try {
-      config_for_restore(parse_vmm_options({"--restore", "/snap"}), c);
+      config_for_restore(parse_vmm_options({"--restore", "/snap", "--disk", "path=/a", "--disk",
+                                            "path=/b,readonly=on", "--net", "tap=t0"}),
+                         c);
     } catch (const InputError& e) {
       return std::string(e.what());
     }

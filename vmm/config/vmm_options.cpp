@@ -39,9 +39,10 @@ const char* const kVmmUsage =
     "  --api-socket PATH control socket (Unix, mode 0600) for keelctl: status,\n"
     "                    pause, resume, shutdown (ACPI power button), kill, snapshot\n"
     "  --restore DIR     start from a snapshot (keelctl snapshot DIR): the guest\n"
-    "                    carries on where it was; --disk/--net, when given, replace\n"
-    "                    the snapshot's disks and taps in order (same count; a\n"
-    "                    disk keeps its serial and read-only flag, an adapter its MAC)\n"
+    "                    carries on where it was; give its disks and taps with\n"
+    "                    --disk/--net, in order (a snapshot never chooses host\n"
+    "                    files or taps; a disk keeps its serial and read-only\n"
+    "                    flag, an adapter its MAC)\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
     "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
@@ -305,7 +306,16 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
   state::v1::VmConfig config = snapshot;
   const auto& disks = options.config.disks();
   const auto& nets = options.config.nets();
-  if (!disks.empty() && disks.size() != snapshot.disks_size()) {
+  // A snapshot names no host resources that count: its disk paths and taps
+  // are what the host it came from used. A crafted one (the CRC detects
+  // damage, it authenticates nothing) must not attach /dev/sda or another
+  // VM's image, so the command line names every one.
+  if (disks.empty() && snapshot.disks_size() > 0) {
+    throw InputError("the snapshot has " + std::to_string(snapshot.disks_size()) +
+                     " disks: name each with --disk path=PATH, in order (a snapshot does not "
+                     "choose host files)");
+  }
+  if (disks.size() != snapshot.disks_size()) {
     throw InputError("--disk given " + std::to_string(disks.size()) + " times; the snapshot has " +
                      std::to_string(snapshot.disks_size()) + " disks");
   }
@@ -323,7 +333,12 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
     }
     disk.set_path(given.path());
   }
-  if (!nets.empty() && nets.size() != snapshot.nets_size()) {
+  if (nets.empty() && snapshot.nets_size() > 0) {
+    throw InputError("the snapshot has " + std::to_string(snapshot.nets_size()) +
+                     " network adapters: name each with --net tap=NAME, in order (a snapshot does "
+                     "not choose host taps)");
+  }
+  if (nets.size() != snapshot.nets_size()) {
     throw InputError("--net given " + std::to_string(nets.size()) + " times; the snapshot has " +
                      std::to_string(snapshot.nets_size()) + " network adapters");
   }

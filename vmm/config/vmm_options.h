@@ -20,8 +20,8 @@ struct VmmOptions {
   std::string serial_file;  // empty: stdout
   std::string api_socket;   // --api-socket PATH; empty: none
   // --restore DIR: the machine comes from a snapshot (its configuration,
-  // memory and state); --disk and --net then replace the snapshot's disks
-  // and taps one for one, --serial and --api-socket apply as usual.
+  // memory and state); --disk and --net name its disks and taps one for
+  // one, --serial and --api-socket apply as usual.
   std::string restore_dir;
   bool help = false;
   // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
@@ -37,8 +37,9 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args);
 // serials, tap names and MACs. Throws InputError starting with `source`.
 void check_vm_config(const state::v1::VmConfig& config, const std::string& source);
 
-// The snapshot's configuration with the command line's --disk and --net
-// (when given: as many as the snapshot has) in place of its disks and taps.
+// The snapshot's configuration with the command line's --disk and --net in
+// place of its disks and taps: as many as the snapshot has, none taken from
+// it (a snapshot file authenticates nothing, so it never picks host files).
 // The guest's view stays the snapshot's: a disk keeps its serial and
 // read-only flag, an adapter its MAC; a --disk or --net that says otherwise
 // is refused by name.
