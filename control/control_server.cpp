@@ -1,5 +1,6 @@
 #include "control/control_server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -90,8 +91,17 @@ UniqueFd listen_at(const std::string& path, struct stat& created) {
     throw InputError("cannot create api socket " + path + ": " + std::strerror(errno));
   }
   // A umask that took the owner's write bit away would lock the owner out.
-  if (::chmod(path.c_str(), 0600) != 0 || ::lstat(path.c_str(), &created) != 0) {
-    const int err = errno;
+  // Not following a link: a name swapped for a symlink between bind and
+  // here must not make us chmod its target.
+  int err = 0;
+  if (::fchmodat(AT_FDCWD, path.c_str(), 0600, AT_SYMLINK_NOFOLLOW) != 0) {
+    err = errno;
+  } else if (::lstat(path.c_str(), &created) != 0) {
+    err = errno;
+  } else if (!S_ISSOCK(created.st_mode)) {
+    err = ELOOP;  // replaced after bind
+  }
+  if (err != 0) {
     ::unlink(path.c_str());
     throw_errno(err, "chmod api socket " + path);
   }

@@ -59,6 +59,7 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
       vm_((check_host_limits(), kvm_.create_vm())),
       memory_(layout::guest_ram_regions(config_.memory())),
       serial_out_(options_.serial_file, events_) {
+  if (!options_.snapshot_root.empty()) snapshot_root_ = SnapshotRoot::open(options_.snapshot_root);
   std::optional<KernelImage> image;
   BootSetup boot;
   if (!shape_only) {

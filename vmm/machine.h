@@ -28,6 +28,7 @@
 #include "vmm/migratable_machine.h"
 #include "vmm/serial_output.h"
 #include "vmm/state/kvm_state_caps.h"
+#include "vmm/state/snapshot_root.h"
 #include "vmm/vcpu_set.h"
 
 namespace keel {
@@ -97,7 +98,8 @@ class Machine : public ControlHandler, public MigratableMachine {
   SerialOutput serial_out_;
   std::unique_ptr<GsiRouter> gsi_router_;
   std::unique_ptr<DeviceManager> devices_;
-  std::optional<KvmStateCaps> state_caps_;  // state_caps()
+  std::optional<KvmStateCaps> state_caps_;     // state_caps()
+  std::optional<SnapshotRoot> snapshot_root_;  // --snapshot-root; none: snapshots are off
   std::unique_ptr<VcpuSet> vcpus_;
   std::unique_ptr<kvm::CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
 

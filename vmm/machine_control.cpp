@@ -177,6 +177,11 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       if (request.snapshot().dir().empty()) {
         return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "snapshot needs a directory"));
       }
+      if (!snapshot_root_) {
+        return reply(
+            failure(pb::ERROR_CODE_INVALID_STATE,
+                    "snapshots are off: keel-vmm was started without --snapshot-root DIR"));
+      }
       // A paused guest stays paused; a running one is paused for the
       // snapshot and resumed after it.
       const bool was_paused = vcpus_->pause_requested();
@@ -187,7 +192,8 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       }
       pb::Response response;
       try {
-        *response.mutable_snapshot() = write_snapshot(*this, request.snapshot().dir());
+        *response.mutable_snapshot() =
+            write_snapshot(*this, *snapshot_root_, request.snapshot().dir());
         response.set_ok(true);
       } catch (const InputError& e) {
         response = failure(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());

@@ -3,11 +3,15 @@
 // own it (the machine's fit, devices, vCPU state, memory image).
 #include "vmm/snapshot.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <chrono>
 #include <filesystem>
 
 #include "common/error.h"
 #include "vmm/state/snapshot_memory.h"
+#include "vmm/state/snapshot_root.h"
 #include "vmm/state/snapshot_state_file.h"
 
 namespace keel {
@@ -58,22 +62,27 @@ std::unique_ptr<Machine> restore_snapshot(const VmmOptions& options) {
 // With every vCPU parked: the state captured (devices quiesced first),
 // memory written, then the state file last (its presence means a whole
 // snapshot). The event loop is blocked meanwhile; the guest is paused anyway.
-pb::SnapshotResult write_snapshot(MigratableMachine& machine, const std::string& dir) {
+pb::SnapshotResult write_snapshot(MigratableMachine& machine, const SnapshotRoot& root,
+                                  const std::string& dir) {
   const auto begin = std::chrono::steady_clock::now();
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw InputError("cannot create snapshot directory " + dir + ": " + ec.message());
-  if (std::filesystem::exists(dir + "/" + kStateFile)) {
+  const UniqueFd directory = root.make_directory(dir);
+  struct stat existing {};
+  if (::fstatat(directory.get(), kStateFile, &existing, AT_SYMLINK_NOFOLLOW) == 0) {
     throw InputError("snapshot directory " + dir + " already holds a snapshot");
   }
+  // Made before anything is captured: a name that cannot be used costs
+  // the guest nothing.
+  const UniqueFd memory_file =
+      create_snapshot_file(directory.get(), kMemoryFile, "snapshot directory " + dir);
 
   st::VmState state = machine.capture_state();
   const GuestMemory& memory = machine.guest_memory();
-  *state.mutable_memory() = write_memory_image(memory.fd(), memory.host_base(), memory.size(),
-                                               dir + "/" + kMemoryFile, kMemoryFile);
+  *state.mutable_memory() =
+      write_memory_image(memory.fd(), memory.host_base(), memory.size(), memory_file.get(),
+                         dir + "/" + kMemoryFile, kMemoryFile);
   std::string payload;
   if (!state.SerializeToString(&payload)) throw std::runtime_error("cannot serialize the VM state");
-  write_state_file(dir + "/" + kStateFile, payload);
+  write_state_file(directory.get(), kStateFile, payload, "snapshot directory " + dir);
 
   pb::SnapshotResult result;
   result.set_dir(dir);

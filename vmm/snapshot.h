@@ -10,12 +10,15 @@
 #include "vmm/config/vmm_options.h"
 #include "vmm/machine.h"
 #include "vmm/migratable_machine.h"
+#include "vmm/state/snapshot_root.h"
 
 namespace keel {
 
 // With the machine paused: captures its state, writes DIR/memory and then
-// DIR/state. Throws InputError for a directory that cannot take it.
-api::v1::SnapshotResult write_snapshot(MigratableMachine& machine, const std::string& dir);
+// DIR/state, DIR below `root` (see SnapshotRoot: no link followed, no file
+// overwritten). Throws InputError for a directory that cannot take it.
+api::v1::SnapshotResult write_snapshot(MigratableMachine& machine, const SnapshotRoot& root,
+                                       const std::string& dir);
 
 // keel-vmm --restore DIR: the snapshot's machine (its configuration, with
 // the command line's disks and taps in place of its own), built to shape,

@@ -154,7 +154,8 @@ try:
 
     # --- keel-vmm ---------------------------------------------------------------
     sock = f"/tmp/keel-snapshot-bench-{os.getpid()}.sock"
-    g = Guest([vmm, "--kernel", bzimage, "--cpus", "2", "--memory", memory, "--api-socket", sock, "--cmdline", cmdline])
+    g = Guest([vmm, "--kernel", bzimage, "--cpus", "2", "--memory", memory, "--api-socket", sock,
+               "--snapshot-root", scratch, "--cmdline", cmdline])
     i, _, filled = g.wait_line("testos: heartbeat filled ")
     i, _, _ = g.wait_line("testos: beat ", i)
     keel_snap, keel_pause, keel_bytes = [], [], []

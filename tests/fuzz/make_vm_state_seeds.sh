@@ -24,7 +24,7 @@ seed() {
 	local name=$1 ready=$2
 	shift 2
 	local sock=$work/$name.sock log=$work/$name.log
-	"$vmm" "$@" --api-socket "$sock" >"$log" 2>&1 &
+	"$vmm" "$@" --api-socket "$sock" --snapshot-root "$work" >"$log" 2>&1 &
 	pid=$!
 	for _ in $(seq 600); do
 		grep -q "^$ready" "$log" && break

@@ -335,6 +335,13 @@ TEST(ControlApi, BadFramesUnknownRequestsAndDepartingClientsLeaveTheVmmServing) 
   ASSERT_TRUE(vmm.wait_line("testos: beat seq=1 ")) << vmm.describe();
 
   {
+    SCOPED_TRACE("a snapshot where none may go (no --snapshot-root)");
+    auto snap = vmm.keelctl({"snapshot", "/var/tmp/keel-control-test-no-root"});
+    EXPECT_EQ(snap.exit_code, 1) << show(snap);
+    EXPECT_NE(snap.err.find("snapshots are off"), std::string::npos) << show(snap);
+    EXPECT_FALSE(std::filesystem::exists("/var/tmp/keel-control-test-no-root"));
+  }
+  {
     SCOPED_TRACE("bytes that are not a Request");
     RawClient c(vmm.socket_path());
     c.send_frame(std::string("\xff\xff\xff\xff\xff\x07", 6));

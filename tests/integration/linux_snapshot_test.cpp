@@ -95,7 +95,7 @@ std::string sum_of(const std::string& line) {
   return f.count("sum") ? f["sum"] : "(no sum in '" + line + "')";
 }
 
-std::vector<std::string> boot_args(const std::string& disk) {
+std::vector<std::string> boot_args(const std::string& disk, const std::string& snapshot_root) {
   const std::string job =
       "keel.job=heartbeat+dirtier+disk keel.interval_ms=" + std::to_string(kIntervalMs) +
       " keel.count=" + std::to_string(kCount) + " keel.mib=" + std::to_string(kDirtierMib) +
@@ -115,6 +115,8 @@ std::vector<std::string> boot_args(const std::string& disk) {
           "--disk",
           "path=" + disk,
           "--rng",
+          "--snapshot-root",
+          snapshot_root,
           "--cmdline",
           "console=ttyS0 panic=-1 " + job};
 }
@@ -125,10 +127,10 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   const std::string snap_dir = scratch / "snap";
 
   // Boot; all three jobs running.
-  auto booted = std::make_unique<LiveVmm>(boot_args(disk));
+  auto booted = std::make_unique<LiveVmm>(boot_args(disk, scratch.path()));
   auto ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
   if (!ready && box_boot_glitch(*booted, "linux_snapshot_test")) {
-    booted = std::make_unique<LiveVmm>(boot_args(disk));
+    booted = std::make_unique<LiveVmm>(boot_args(disk, scratch.path()));
     ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
   }
   LiveVmm& vmm = *booted;

@@ -156,7 +156,8 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
   const std::string disk = scratch.sparse_file("disk.img", 8 << 20);
   LiveVmm vmm(testos("job=heartbeat interval_ms=" + std::to_string(kIntervalMs) +
                          " count=" + std::to_string(kCount) + " mib=" + std::to_string(kMib),
-                     "256M", {"--disk", "path=" + disk, "--rng"}));
+                     "256M",
+                     {"--disk", "path=" + disk, "--rng", "--snapshot-root", scratch.path()}));
   auto filled = vmm.wait_line("testos: heartbeat filled ", 0, seconds(300));
   ASSERT_TRUE(filled) << vmm.describe();
   EXPECT_EQ(field_u64(filled->text, "pages"), kMib * 256);
@@ -272,7 +273,8 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
 // written after the restore; the final check reads every one.
 TEST(Snapshot, DirtierInterruptedMidPassVerifiesItsMemory) {
   ScratchDir scratch("keel-snapshot-test");
-  LiveVmm vmm(testos("job=dirtier mib=32 rate_mbps=8 passes=2", "256M"));
+  LiveVmm vmm(testos("job=dirtier mib=32 rate_mbps=8 passes=2", "256M",
+                     {"--snapshot-root", scratch.path()}));
   ASSERT_TRUE(vmm.wait_line("testos: dirtier pass=1 ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
@@ -328,8 +330,8 @@ TEST(Snapshot, DiskWriteInterruptedBySnapshotFinishesAndVerifiesAfterRestoringTw
   constexpr uint64_t kMib = 32, kSeed = 7;
   ScratchDir scratch("keel-snapshot-test");
   const std::string disk = scratch.sparse_file("disk.img", kMib << 20);
-  LiveVmm vmm(
-      testos("job=disk mode=write mib=32 seed=7 rate_mbps=8", "128M", {"--disk", "path=" + disk}));
+  LiveVmm vmm(testos("job=disk mode=write mib=32 seed=7 rate_mbps=8", "128M",
+                     {"--disk", "path=" + disk, "--snapshot-root", scratch.path()}));
   ASSERT_TRUE(vmm.wait_line("testos: disk device ", 0, seconds(300))) << vmm.describe();
   const Snapshot snap = pause_snapshot_kill(vmm, scratch / "snap");
   ASSERT_FALSE(HasFailure());
@@ -468,7 +470,8 @@ TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
   // Two snapshots of a heartbeat guest with memory written: 64 MiB and 96 MiB.
   std::string good, other;
   for (const char* memory : {"64M", "96M"}) {
-    LiveVmm vmm(testos("job=heartbeat interval_ms=50 mib=8", memory));
+    LiveVmm vmm(
+        testos("job=heartbeat interval_ms=50 mib=8", memory, {"--snapshot-root", scratch.path()}));
     ASSERT_TRUE(vmm.wait_line("testos: beat seq=2 ", 0, seconds(300))) << vmm.describe();
     const Snapshot snap = pause_snapshot_kill(vmm, scratch / (std::string("snap-") + memory));
     ASSERT_FALSE(HasFailure());
@@ -538,7 +541,14 @@ TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
   {
     std::string d = variant("memory-missing");
     fs::remove(d + "/memory");
-    expect_refused(d, "open snapshot memory");
+    expect_refused(d, "no snapshot memory file");
+  }
+  {
+    SCOPED_TRACE("a FIFO named state: refused at once, start-up does not wait for a writer");
+    std::string d = variant("state-fifo");
+    fs::remove(d + "/state");
+    ASSERT_EQ(::mkfifo((d + "/state").c_str(), 0600), 0);
+    expect_refused(d, "is not a regular file");
   }
   {
     SCOPED_TRACE("the memory of a 96 MiB guest's snapshot beside a 64 MiB guest's state");
@@ -574,7 +584,7 @@ TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
 
 TEST(Snapshot, SnapshotIntoADirectoryThatHoldsOneIsRefused) {
   ScratchDir scratch("keel-snapshot-test");
-  LiveVmm vmm(testos("job=heartbeat interval_ms=50", "64M"));
+  LiveVmm vmm(testos("job=heartbeat interval_ms=50", "64M", {"--snapshot-root", scratch.path()}));
   ASSERT_TRUE(vmm.wait_line("testos: beat seq=2 ", 0, seconds(300))) << vmm.describe();
   const std::string dir = scratch / "snap";
   auto first = vmm.keelctl({"--json", "snapshot", dir}, seconds(600));
@@ -593,6 +603,21 @@ TEST(Snapshot, SnapshotIntoADirectoryThatHoldsOneIsRefused) {
   EXPECT_EQ(onto_file.exit_code, 1) << show(onto_file);
   EXPECT_NE(onto_file.err.find("cannot create snapshot directory"), std::string::npos)
       << show(onto_file);
+
+  // Only below the root keel-vmm was started with; a planted link is not
+  // followed out of it.
+  auto outside = vmm.keelctl({"snapshot", "/var/tmp/keel-snapshot-outside-the-root"}, seconds(60));
+  EXPECT_EQ(outside.exit_code, 1) << show(outside);
+  EXPECT_NE(outside.err.find("not below the snapshot root"), std::string::npos) << show(outside);
+  EXPECT_FALSE(fs::exists("/var/tmp/keel-snapshot-outside-the-root"));
+  const std::string elsewhere = scratch / "elsewhere";
+  fs::create_directory(elsewhere);
+  fs::create_directory_symlink(elsewhere, scratch / "link");
+  auto through_link = vmm.keelctl({"snapshot", scratch / "link"}, seconds(60));
+  EXPECT_EQ(through_link.exit_code, 1) << show(through_link);
+  EXPECT_NE(through_link.err.find("link is a symbolic link"), std::string::npos)
+      << show(through_link);
+  EXPECT_TRUE(fs::is_empty(elsewhere)) << "the snapshot went through the planted link";
 
   // Refused, and the guest runs on (not left paused).
   auto status = vmm.keelctl({"--json", "status"});

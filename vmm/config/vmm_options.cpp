@@ -38,6 +38,10 @@ const char* const kVmmUsage =
     "  --rng             virtio-rng entropy source (from getrandom)\n"
     "  --api-socket PATH control socket (Unix, mode 0600) for keelctl: status,\n"
     "                    pause, resume, shutdown (ACPI power button), kill, snapshot\n"
+    "  --snapshot-root DIR  the only place snapshots may be written: keelctl\n"
+    "                    snapshot names a directory below it (made 0700; no link\n"
+    "                    followed, no file overwritten); without it snapshots are\n"
+    "                    refused\n"
     "  --restore DIR     start from a snapshot (keelctl snapshot DIR): the guest\n"
     "                    carries on where it was; give its disks and taps with\n"
     "                    --disk/--net, in order (a snapshot never chooses host\n"
@@ -234,6 +238,9 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
     } else if (name == "--api-socket") {
       options.api_socket = value();
       if (options.api_socket.empty()) throw InputError("--api-socket needs a PATH");
+    } else if (name == "--snapshot-root") {
+      options.snapshot_root = value();
+      if (options.snapshot_root.empty()) throw InputError("--snapshot-root needs a DIR");
     } else if (name == "--rng") {
       if (inline_value) throw InputError("--rng takes no value");
       machine_shape.push_back(name);

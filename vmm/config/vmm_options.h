@@ -19,6 +19,9 @@ struct VmmOptions {
   // --serial stdout (default) or file=PATH
   std::string serial_file;  // empty: stdout
   std::string api_socket;   // --api-socket PATH; empty: none
+  // --snapshot-root DIR: where `keelctl snapshot` may write; empty: snapshots
+  // are refused.
+  std::string snapshot_root;
   // --restore DIR: the machine comes from a snapshot (its configuration,
   // memory and state); --disk and --net name its disks and taps one for
   // one, --serial and --api-socket apply as usual.

@@ -10,6 +10,7 @@
 #include "common/crc32c.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "vmm/state/snapshot_root.h"
 
 namespace keel {
 
@@ -58,7 +59,12 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
                                           const std::string& path, const std::string& file_name) {
   UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!out.valid()) throw_errno("create " + path);
-  if (::ftruncate(out.get(), static_cast<off_t>(size)) < 0) throw_errno("size " + path);
+  return write_memory_image(fd, mapping, size, out.get(), path, file_name);
+}
+
+state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64_t size, int out_fd,
+                                          const std::string& path, const std::string& file_name) {
+  if (::ftruncate(out_fd, static_cast<off_t>(size)) < 0) throw_errno("size " + path);
 
   state::v1::MemoryImage image;
   image.set_file(file_name);
@@ -67,7 +73,7 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
   uint64_t written = 0;
   auto flush_extent = [&](uint64_t begin, uint64_t end) {
     if (begin == end) return;
-    write_all(out.get(), mapping + begin, end - begin, begin, path);
+    write_all(out_fd, mapping + begin, end - begin, begin, path);
     auto* e = image.add_extents();
     e->set_offset(begin);
     e->set_length(end - begin);
@@ -98,7 +104,7 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
     pos = end;
   }
   image.set_bytes_written(written);
-  if (::fdatasync(out.get()) < 0) throw_errno("fdatasync " + path);
+  if (::fdatasync(out_fd) < 0) throw_errno("fdatasync " + path);
   return image;
 }
 
@@ -112,8 +118,7 @@ void read_memory_image(const state::v1::MemoryImage& image, const std::string& p
     throw InputError("snapshot memory page size " + std::to_string(image.page_size()) +
                      " is not 4096");
   }
-  UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in.valid()) throw_errno("open snapshot memory " + path);
+  UniqueFd in = open_snapshot_file(path, "snapshot memory file");
   struct stat st {};
   if (::fstat(in.get(), &st) < 0) throw_errno("stat " + path);
   if (static_cast<uint64_t>(st.st_size) != size) {

@@ -15,6 +15,9 @@ namespace keel {
 // the image's file.
 state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64_t size,
                                           const std::string& path, const std::string& file_name);
+// The same into `out_fd`, a new empty file (`path` names it in messages).
+state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64_t size, int out_fd,
+                                          const std::string& path, const std::string& file_name);
 
 // Fills `mapping` (`size` bytes, zeros on entry: a fresh memfd) from the
 // image at `path`. The image is untrusted: its size, page size and extents
