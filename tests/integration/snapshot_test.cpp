@@ -544,6 +544,19 @@ TEST(Snapshot, DamagedTruncatedMissingAndForeignSnapshotsAreRefused) {
     expect_refused(d, "no snapshot memory file");
   }
   {
+    SCOPED_TRACE("a crafted state that names a host file as its disk: never opened");
+    const std::string victim = scratch.sparse_file("victim.img", 1 << 20);
+    std::ofstream(victim, std::ios::in | std::ios::out | std::ios::binary) << "precious";
+    std::string d = variant("crafted-disk");
+    st::VmState s = state;
+    auto* disk = s.mutable_config()->add_disks();
+    disk->set_path(victim);
+    disk->set_serial("victim");
+    write_state(d, s);
+    expect_refused(d, "the snapshot has 1 disks: name each with --disk");
+    EXPECT_EQ(read_file(victim).substr(0, 8), "precious");
+  }
+  {
     SCOPED_TRACE("a FIFO named state: refused at once, start-up does not wait for a writer");
     std::string d = variant("state-fifo");
     fs::remove(d + "/state");
