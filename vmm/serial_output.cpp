@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -34,18 +35,27 @@ UniqueFd open_stdout() {
 
 }  // namespace
 
-SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& events) {
+SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& events,
+                           uint64_t file_limit) {
   if (path.empty()) {
     fd_ = open_stdout();
   } else {
     // Non-blocking from the start: a FIFO or terminal named here must not
     // stall start-up or a vCPU (regular files ignore the flag).
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+    // No link followed: keel-vmm runs as root, and a planted link would
+    // have it truncate whatever the link names.
+    int fd = ::open(path.c_str(),
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
     if (fd < 0 && errno == ENXIO) {
       throw InputError("serial file " + path + " is a FIFO nobody reads");
     }
+    if (fd < 0 && errno == ELOOP) {
+      throw InputError("serial file " + path + " is a symbolic link (not followed)");
+    }
     if (fd < 0) throw InputError("cannot open serial file " + path + ": " + std::strerror(errno));
     fd_.reset(fd);
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) room_ = file_limit;
   }
   if (::fcntl(fd_.get(), F_GETFL) & O_NONBLOCK) {
     int watch = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 3);
@@ -71,7 +81,14 @@ void SerialOutput::put(uint8_t byte) {
 void SerialOutput::write_locked() {
   size_t done = 0;
   while (done < complete_) {
-    ssize_t n = ::write(fd_.get(), pending_.data() + done, complete_ - done);
+    if (room_ == 0) {  // the file is full: the rest goes nowhere
+      dropped_ += complete_ - done;
+      done = complete_;
+      break;
+    }
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(complete_ - done, room_));
+    ssize_t n = ::write(fd_.get(), pending_.data() + done, chunk);
+    if (n > 0 && room_ != UINT64_MAX) room_ -= static_cast<uint64_t>(n);
     if (n > 0) {
       done += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
@@ -103,9 +120,11 @@ void SerialOutput::finish(std::chrono::milliseconds grace) {
   std::lock_guard guard(mutex_);
   complete_ = pending_.size();  // a last line without its end of line too
   auto deadline = std::chrono::steady_clock::now() + grace;
-  while (complete_ > 0) {
-    ssize_t n = ::write(fd_.get(), pending_.data(), complete_);
+  while (complete_ > 0 && room_ > 0) {
+    ssize_t n = ::write(fd_.get(), pending_.data(),
+                        static_cast<size_t>(std::min<uint64_t>(complete_, room_)));
     if (n > 0) {
+      if (room_ != UINT64_MAX) room_ -= static_cast<uint64_t>(n);
       pending_.erase(pending_.begin(), pending_.begin() + n);
       complete_ -= static_cast<size_t>(n);
       continue;

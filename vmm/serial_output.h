@@ -5,7 +5,9 @@
 // written without blocking; what a slow reader leaves behind is written
 // from the event loop when the descriptor becomes writable, and what does
 // not fit in the buffer is dropped and counted (a stalled console must not
-// stall the guest or keep keel-vmm from stopping).
+// stall the guest or keep keel-vmm from stopping). A file is created 0600
+// without following a link, and grows to at most a bound: a guest that
+// prints forever must not fill the host's disk.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -23,8 +25,11 @@ namespace keel {
 
 class SerialOutput {
  public:
-  // Empty path: standard output. Throws InputError when the file cannot be opened.
-  SerialOutput(const std::string& path, boost::asio::io_context& events);
+  // Empty path: standard output. Throws InputError when the file cannot be
+  // opened (a symbolic link is refused). A regular file takes at most
+  // `file_limit` bytes; the rest is dropped and counted.
+  SerialOutput(const std::string& path, boost::asio::io_context& events,
+               uint64_t file_limit = kFileLimit);
   SerialOutput(const SerialOutput&) = delete;
   SerialOutput& operator=(const SerialOutput&) = delete;
 
@@ -34,6 +39,7 @@ class SerialOutput {
   uint64_t dropped() const;
 
   static constexpr size_t kBufferLimit = 1 << 20;
+  static constexpr uint64_t kFileLimit = 256ull << 20;
 
  private:
   void write_locked();
@@ -46,6 +52,7 @@ class SerialOutput {
   size_t complete_ = 0;  // bytes of pending_ up to the last end of line
   bool waiting_ = false;
   uint64_t dropped_ = 0;
+  uint64_t room_ = UINT64_MAX;  // bytes the file may still take
 };
 
 }  // namespace keel

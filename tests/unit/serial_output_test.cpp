@@ -1,0 +1,75 @@
+// The guest's console file (keel-vmm --serial file=PATH): created 0600, a
+// planted link refused rather than followed, and bounded.
+#include "vmm/serial_output.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "common/error.h"
+#include "tests/support/scratch_dir.h"
+
+namespace keel {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void print(SerialOutput& out, const std::string& text) {
+  for (char c : text) out.put(static_cast<uint8_t>(c));
+}
+
+TEST(SerialOutput, TheFileIsPrivateAndHoldsTheLines) {
+  testing::ScratchDir scratch("keel-serial-test");
+  boost::asio::io_context events;
+  const std::string path = scratch / "console";
+  {
+    SerialOutput out(path, events);
+    print(out, "testos: boot\ntestos: ready\n");
+    out.finish(std::chrono::seconds(1));
+    EXPECT_EQ(out.dropped(), 0u);
+  }
+  EXPECT_EQ(slurp(path), "testos: boot\ntestos: ready\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+TEST(SerialOutput, APlantedLinkIsNotFollowed) {
+  testing::ScratchDir scratch("keel-serial-test");
+  boost::asio::io_context events;
+  const std::string victim = scratch / "victim";
+  std::ofstream(victim) << "precious\n";
+  fs::create_symlink(victim, scratch / "console");
+  try {
+    SerialOutput out(scratch / "console", events);
+    FAIL() << "a link was followed";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a symbolic link"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(slurp(victim), "precious\n") << "the link's target was truncated";
+}
+
+TEST(SerialOutput, AGuestThatPrintsForeverFillsOnlyTheBound) {
+  testing::ScratchDir scratch("keel-serial-test");
+  boost::asio::io_context events;
+  const std::string path = scratch / "console";
+  SerialOutput out(path, events, 100);
+  const std::string line(39, 'x');
+  for (int i = 0; i < 1000; ++i) print(out, line + "\n");  // 40 000 bytes
+  print(out, "no end of line");
+  out.finish(std::chrono::seconds(1));
+  EXPECT_EQ(fs::file_size(path), 100u);
+  EXPECT_EQ(out.dropped(), 40000u + 14u - 100u);
+}
+
+}  // namespace
+}  // namespace keel
