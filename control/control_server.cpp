@@ -217,6 +217,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!in_.empty() && !frame_timer_armed_) {
       frame_timer_armed_ = true;
       arm(limits_.frame_timeout);
+    } else if (in_.empty()) {
+      // Between requests: a client that holds a connection and says nothing
+      // would otherwise keep one of the few slots for good.
+      arm(limits_.idle_timeout);
     }
     read_more();
   }

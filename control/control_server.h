@@ -6,7 +6,8 @@
 // the next only once the answer is written, so a client can hold at most one
 // frame (1 MiB, grown only as bytes arrive) and one answer in this process.
 // Nothing here blocks the event loop: a client that stops halfway through a
-// frame, or stops reading, is disconnected after a timeout; a frame over
+// frame, stops reading, or sits idle between requests, is disconnected after
+// a timeout; a frame over
 // 1 MiB gets an error and the connection is closed; bytes that are not a
 // Request and requests with no operation get an error answer.
 #pragma once
@@ -41,6 +42,8 @@ struct ControlServerLimits {
   // client within this; otherwise the connection is closed.
   std::chrono::milliseconds frame_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};
+  // A connection with no request begun for this long is closed.
+  std::chrono::milliseconds idle_timeout{300000};
 };
 
 class ControlServer {

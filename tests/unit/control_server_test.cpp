@@ -335,6 +335,23 @@ TEST_F(ControlServerTest, HalfFrameTimesOut) {
   EXPECT_TRUE(idle.call(status_request()).ok());
 }
 
+// A client that connects and says nothing, or says nothing more, cannot
+// keep one of the few connection slots for good.
+TEST_F(ControlServerTest, IdleConnectionsAreClosedAfterTheIdleTimeout) {
+  start({.max_connections = 32,
+         .frame_timeout = std::chrono::milliseconds(30000),
+         .write_timeout = std::chrono::milliseconds(30000),
+         .idle_timeout = std::chrono::milliseconds(200)});
+  RawClient silent(path_);
+  EXPECT_TRUE(silent.closed_by_server());
+  RawClient done(path_);
+  EXPECT_TRUE(done.call(status_request()).ok());
+  EXPECT_TRUE(done.closed_by_server());
+  EXPECT_TRUE(wait_for_connections(0));
+  RawClient next(path_);
+  EXPECT_TRUE(next.call(status_request()).ok()) << "the server serves on";
+}
+
 TEST_F(ControlServerTest, ClientThatStopsReadingIsDroppedAndOthersGoOn) {
   handler_.set_status_padding(16384);
   start({.max_connections = 32,
