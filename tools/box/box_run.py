@@ -129,7 +129,7 @@ def passed_env(environ, names):
     return out
 
 
-def qemu_command(qemu, cache, cpus, memory, console, run_dir, work, share):
+def qemu_command(qemu, qemu_args, cache, cpus, memory, console, run_dir, work, share):
     kernel = os.path.join(cache, "kernel", "vmlinux")
     if not os.path.isfile(kernel):
         kernel = os.path.join(cache, "kernel", "vmlinuz")
@@ -139,8 +139,8 @@ def qemu_command(qemu, cache, cpus, memory, console, run_dir, work, share):
               " softlockup_all_cpu_backtrace=1 8250.nr_uarts=4 tsc=reliable no_timer_check")
     ctl = os.path.join(run_dir, "share")
     fs = "security_model=none,multidevs=remap"
-    return [
-        qemu, "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
+    return [qemu] + list(qemu_args) + [
+        "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
         "-smp", str(cpus), "-m", str(memory),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", kernel, "-initrd", os.path.join(cache, "initramfs.cpio"), "-append", append,
@@ -273,9 +273,14 @@ def run_box(opts, command):
         f.write(box_env(work, share, opts.timeout))
     with open(os.path.join(ctl, "cmd.sh"), "w") as f:
         f.write(command_script(cwd, command, passed_env(os.environ, opts.env)))
-    argv = qemu_command(opts.qemu, opts.cache, opts.cpus, opts.memory, console, run_dir, work, share)
+    argv = qemu_command(opts.qemu, opts.qemu_arg, opts.cache, opts.cpus, opts.memory, console,
+                        run_dir, work, share)
+    qemu_env = dict(os.environ)
+    for assignment in opts.qemu_env:
+        name, _, value = assignment.partition("=")
+        qemu_env[name] = value
     with open(os.path.join(run_dir, "qemu.cmd"), "w") as f:
-        f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+        f.write(" ".join(shlex.quote(a) for a in opts.qemu_env + argv) + "\n")
 
     forwarders = [Forwarder(os.path.join(run_dir, "out.out"), 1),
                   Forwarder(os.path.join(run_dir, "err.out"), 2)]
@@ -287,7 +292,8 @@ def run_box(opts, command):
     finished = False
     try:
         with open(console, "ab") as log:
-            qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=qemu_env)
         deadline = time.monotonic() + opts.timeout
         seen = 0
         next_check = time.monotonic()
@@ -356,6 +362,8 @@ def parse(argv):
     p = argparse.ArgumentParser(prog=PROG, add_help=False)
     p.add_argument("--cache", required=True)
     p.add_argument("--qemu", default="qemu-system-x86_64")
+    p.add_argument("--qemu-arg", action="append", default=[])  # before the box's own options
+    p.add_argument("--qemu-env", action="append", default=[])  # NAME=VALUE for QEMU only
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--memory", type=int, default=6144)
     p.add_argument("--cpus", type=int, default=2)

@@ -127,6 +127,13 @@ class Options(unittest.TestCase):
             with self.assertRaisesRegex(br.BoxError, why):
                 br.parse(["--cache", "/c"] + argv)
 
+    def test_qemu_options_come_first_and_the_box_shares_follow(self):
+        argv = br.qemu_command("/q/qemu", ["-L", "/q/share"], "/cache", 2, 6144, "/run/con", "/run",
+                               "/w", None)
+        self.assertEqual(argv[:3], ["/q/qemu", "-L", "/q/share"])
+        self.assertIn("local,path=/w,mount_tag=keelwork,security_model=none,multidevs=remap", argv)
+        self.assertIn("/cache/initramfs.cpio", argv)
+
     def test_the_command_follows_the_double_dash(self):
         opts, command = br.parse(["--cache", "/c", "--retry-sick", "1", "--", "ctest", "--timeout", "5"])
         self.assertEqual(command, ["ctest", "--timeout", "5"])
