@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/size_parse.h"
 #include "devices/virtio/blk/virtio_blk.h"
+#include "devices/virtio/blk/virtio_blk_device.h"
 #include "devices/virtio/net/mac_address.h"
 
 namespace keel {
@@ -145,14 +146,6 @@ std::string mac_for_tap(const std::string& tap) {
   return std::string(mac.begin(), mac.end());
 }
 
-// GET_ID's default: the image's file name, its first 20 bytes.
-std::string serial_for_path(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  name.resize(std::min<size_t>(name.size(), virtio::kBlkIdBytes));
-  return name;
-}
-
 std::string mac_text(const std::string& bytes) {
   MacAddress mac{};
   std::copy_n(bytes.begin(), std::min(bytes.size(), mac.size()), mac.begin());
@@ -266,7 +259,7 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
   if (options.help) return options;
   if (config.kernel().empty()) throw InputError("missing --kernel PATH (see --help)");
   for (auto& disk : *config.mutable_disks()) {
-    if (disk.serial().empty()) disk.set_serial(serial_for_path(disk.path()));
+    if (disk.serial().empty()) disk.set_serial(virtio::default_disk_serial(disk.path()));
   }
   for (auto& net : *config.mutable_nets()) {
     if (net.mac().empty()) net.set_mac(mac_for_tap(net.tap()));

@@ -25,11 +25,7 @@ std::string serial_for(const std::string& path, std::string serial) {
     throw InputError("disk serial \"" + serial + "\" is longer than " +
                      std::to_string(kBlkIdBytes) + " bytes");
   }
-  if (!serial.empty()) return serial;
-  const size_t slash = path.find_last_of('/');
-  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  name.resize(std::min<size_t>(name.size(), kBlkIdBytes));
-  return name;
+  return serial.empty() ? default_disk_serial(path) : serial;
 }
 
 int dup_fd(int fd) {
@@ -39,6 +35,13 @@ int dup_fd(int fd) {
 }
 
 }  // namespace
+
+std::string default_disk_serial(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  name.resize(std::min<size_t>(name.size(), kBlkIdBytes));
+  return name;
+}
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
                                  const state::v1::DiskConfig& config)

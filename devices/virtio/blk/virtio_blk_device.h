@@ -30,6 +30,10 @@
 
 namespace keel::virtio {
 
+// GET_ID's answer when the configuration names no serial: the image's
+// file name, its first 20 bytes (kBlkIdBytes).
+std::string default_disk_serial(const std::string& path);
+
 class VirtioBlkDevice : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
