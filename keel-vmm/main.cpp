@@ -1,6 +1,7 @@
 // keel-vmm: runs one guest. See kVmmUsage for the command line and exit codes.
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -10,9 +11,23 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "migration/incoming_migration.h"
+#include "migration/migration_control.h"
 #include "vmm/config/vmm_options.h"
 #include "vmm/machine.h"
 #include "vmm/snapshot.h"
+
+namespace {
+
+std::atomic<bool> g_stop_waiting{false};
+
+// While --incoming waits for a source (before the machine runs and takes
+// SIGINT/SIGTERM over): a signal ends the wait.
+extern "C" void stop_waiting(int) {
+  g_stop_waiting.store(true);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace keel;
@@ -27,17 +42,46 @@ int main(int argc, char** argv) {
       std::fputs(kVmmUsage, stdout);
       return 0;
     }
-    std::unique_ptr<Machine> machine = options.restore_dir.empty()
-                                           ? std::make_unique<Machine>(options)
-                                           : restore_snapshot(options);
+    std::unique_ptr<Machine> machine;
+    std::unique_ptr<migration::IncomingMigration> incoming;
+    if (!options.incoming.empty()) {
+      struct sigaction action {};
+      action.sa_handler = stop_waiting;
+      ::sigaction(SIGINT, &action, nullptr);
+      ::sigaction(SIGTERM, &action, nullptr);
+      incoming = std::make_unique<migration::IncomingMigration>(options);
+      log::info("waiting for a migration on " + incoming->address());
+      try {
+        machine = incoming->receive(g_stop_waiting);
+      } catch (const std::exception& e) {
+        log::error(std::string("incoming migration failed: ") + e.what());
+        return 1;
+      }
+      if (!machine) {
+        log::info("stopped while waiting for a migration");
+        return 0;
+      }
+      log::info("migration received: " + std::to_string(incoming->pages()) + " pages and " +
+                std::to_string(incoming->zero_pages()) + " zero pages, " +
+                std::to_string(incoming->bytes() >> 20) + " MiB");
+    } else {
+      machine = options.restore_dir.empty() ? std::make_unique<Machine>(options)
+                                            : restore_snapshot(options);
+    }
+    migration::MigrationControl migrations(*machine);
+    machine->set_extension(&migrations);
     MachineStop stop;
     try {
-      stop = machine->run();
+      stop = machine->run([&incoming] {
+        if (incoming) incoming->confirm_running();
+      });
     } catch (const std::exception& e) {
       stop = {StopReason::kVmmError, e.what()};
     }
     int code = exit_code(stop);
-    if (code != 0) {
+    if (stop.reason == StopReason::kMigrated) {
+      log::info("migrated: " + stop.detail);
+    } else if (code != 0) {
       log::error(std::string(describe(stop.reason)) + (stop.detail.empty() ? "" : ": ") +
                  stop.detail + " (exit code " + std::to_string(code) + ")");
     }

@@ -131,6 +131,7 @@ void Machine::create_vcpus() {
   }
   uint32_t tsc_khz = 0;
   if (kvm_.check_extension(KVM_CAP_GET_TSC_KHZ) > 0) tsc_khz = boot.get_tsc_khz();
+  tsc_khz_ = tsc_khz;
   for (auto& vcpu : vcpus_->all()) setup_vcpu(vcpu, supported, tsc_khz);
 }
 
@@ -159,7 +160,9 @@ void Machine::setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& s
   cpuid.vcpu_count = config_.cpus();
   cpuid.tsc_khz = tsc_khz;
   cpuid.tsc_deadline_timer = kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-  vcpu.set_cpuid(cpuid_for_vcpu(supported, vcpu.id(), cpuid));
+  auto entries = cpuid_for_vcpu(supported, vcpu.id(), cpuid);
+  vcpu.set_cpuid(entries);
+  if (vcpu.id() == 0) boot_cpuid_ = std::move(entries);
   vcpu.set_msrs(boot_msrs());
   auto lapic = vcpu.get_lapic();
   // The 8259's ExtINT reaches the boot processor only; APs keep LINT0 masked.
@@ -168,7 +171,7 @@ void Machine::setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& s
   vcpu.set_lapic(lapic);
 }
 
-MachineStop Machine::run() {
+MachineStop Machine::run(std::function<void()> started) {
   auto work = boost::asio::make_work_guard(events_);
   boost::asio::signal_set signals(events_, SIGINT, SIGTERM);
   signals.async_wait([this](const boost::system::error_code& ec, int signo) {
@@ -187,6 +190,7 @@ MachineStop Machine::run() {
                     events_.stop();  // out of memory for the message: stop all the same
                   }
                 });
+  if (started) boost::asio::post(events_, std::move(started));
   events_.run();
   vcpus_->stop();
   if (control_) {
@@ -200,7 +204,9 @@ MachineStop Machine::run() {
     }
     for (auto& reply : waiting) reply(stopped_response(stop, shutdown_started_));
     events_.restart();
-    events_.run_for(std::chrono::milliseconds(waiting.empty() ? 0 : 500));
+    // Answers on their way (these, a migration's) get out before the close.
+    events_.run_for(std::chrono::milliseconds(
+        waiting.empty() && stop.reason != StopReason::kMigrated ? 0 : 500));
     control_.reset();
   }
   serial_out_.finish(std::chrono::seconds(2));

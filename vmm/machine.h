@@ -33,6 +33,15 @@
 
 namespace keel {
 
+// Control operations served above the machine (live migration, from
+// migration/): the machine hands them the requests it does not serve
+// itself, and refuses pause, resume, snapshot and shutdown while busy()
+// names something under way.
+class MachineExtension : public ControlHandler {
+ public:
+  virtual std::string busy() const = 0;
+};
+
 class Machine : public ControlHandler, public MigratableMachine {
  public:
   // Builds the VM from options.config and loads its guest. Throws
@@ -56,7 +65,11 @@ class Machine : public ControlHandler, public MigratableMachine {
   Machine& operator=(const Machine&) = delete;
 
   // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
-  MachineStop run();
+  // `started`, if given, runs on the event loop once the vCPUs run.
+  MachineStop run(std::function<void()> started = {});
+
+  // Before run(); `extension` outlives the machine's run.
+  void set_extension(MachineExtension* extension) { extension_ = extension; }
 
   // ControlHandler (machine_control.cpp): the control socket's requests, on
   // the event loop.
@@ -68,6 +81,10 @@ class Machine : public ControlHandler, public MigratableMachine {
   state::v1::VmState capture_state() override;
   void check_state_fits(const state::v1::VmState& state) override;
   void apply_state(const state::v1::VmState& state) override;
+  state::v1::VmState shape() override;
+  void check_shape_fits(const state::v1::VmState& shape) override;
+  void post(std::function<void()> task) override;
+  void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }
   std::unique_ptr<kvm::DirtyLog> start_dirty_log() override;
 
@@ -102,6 +119,11 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::optional<SnapshotRoot> snapshot_root_;  // --snapshot-root; none: snapshots are off
   std::unique_ptr<VcpuSet> vcpus_;
   std::unique_ptr<kvm::CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
+  // What vCPU 0 was given (shape(): read while the vCPUs run, when KVM
+  // would make a vCPU ioctl wait for KVM_RUN to return).
+  std::vector<kvm_cpuid_entry2> boot_cpuid_;
+  uint32_t tsc_khz_ = 0;
+  MachineExtension* extension_ = nullptr;
 
   // The operator's pauses (the control socket's pause and resume).
   std::chrono::steady_clock::time_point started_;

@@ -124,6 +124,30 @@ void Machine::handle(const pb::Request& request, Reply reply) {
   if (vcpus_->stopping()) {
     return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
   }
+  const std::string busy = extension_ ? extension_->busy() : std::string();
+  switch (request.operation_case()) {
+    case pb::Request::kPause:
+    case pb::Request::kResume:
+    case pb::Request::kShutdown:
+    case pb::Request::kSnapshot:
+      if (!busy.empty()) return reply(failure(pb::ERROR_CODE_BUSY, busy));
+      break;
+    case pb::Request::kMigrate:
+      if (!busy.empty()) return reply(failure(pb::ERROR_CODE_BUSY, busy));
+      if (shutting_down_)
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+      if (vcpus_->pause_requested())
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "paused: resume it to migrate it"));
+      [[fallthrough]];
+    case pb::Request::kMigrateStatus:
+    case pb::Request::kMigrateCancel:
+      if (!extension_) {
+        return reply(failure(pb::ERROR_CODE_UNIMPLEMENTED, "this keel-vmm does not migrate"));
+      }
+      return extension_->handle(request, std::move(reply));
+    default:
+      break;
+  }
   switch (request.operation_case()) {
     case pb::Request::kStatus: {
       pb::Response response;
@@ -205,6 +229,9 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
       return reply(std::move(response));
     }
+    case pb::Request::kMigrate:
+    case pb::Request::kMigrateStatus:
+    case pb::Request::kMigrateCancel:
     case pb::Request::OPERATION_NOT_SET:
       break;
   }

@@ -1,5 +1,6 @@
 // Machine, part five: the migratable seam (vmm/migratable_machine.h) that
 // snapshots, live migration and replicas share.
+#include <boost/asio/post.hpp>
 #include <chrono>
 
 #include "common/error.h"
@@ -105,17 +106,40 @@ st::VmState Machine::capture_state() {
   return state;
 }
 
-void Machine::check_state_fits(const st::VmState& state) {
-  if (state.schema_version() != kVmStateSchemaVersion) {
-    throw InputError("state schema version " + std::to_string(state.schema_version()) +
+void Machine::check_shape_fits(const st::VmState& shape) {
+  if (shape.schema_version() != kVmStateSchemaVersion) {
+    throw InputError("state schema version " + std::to_string(shape.schema_version()) +
                      " (this keel-vmm reads " + std::to_string(kVmStateSchemaVersion) + ")");
   }
-  check_same_shape(state.config(), config_);
+  check_same_shape(shape.config(), config_);
+  check_cpu_features(shape.cpu(), state_caps());
+}
+
+void Machine::check_state_fits(const st::VmState& state) {
+  check_shape_fits(state);
   if (static_cast<size_t>(state.vcpus_size()) != vcpus_->size()) {
     throw InputError("state: " + std::to_string(state.vcpus_size()) +
                      " vCPU states, this machine has " + std::to_string(vcpus_->size()) + " vCPUs");
   }
-  check_cpu_features(state.cpu(), state_caps());
+}
+
+st::VmState Machine::shape() {
+  st::VmState shape;
+  shape.set_schema_version(kVmStateSchemaVersion);
+  *shape.mutable_config() = config_;
+  const KvmStateCaps& caps = state_caps();
+  *shape.mutable_cpu() =
+      cpu_features_of(caps.guest_sees_host_cpuid ? caps.offered_cpuid : boot_cpuid_,
+                      static_cast<uint32_t>(caps.xsave_size), tsc_khz_);
+  return shape;
+}
+
+void Machine::post(std::function<void()> task) {
+  boost::asio::post(events_, std::move(task));
+}
+
+void Machine::hand_over(std::string detail) {
+  request_stop({StopReason::kMigrated, std::move(detail)});
 }
 
 // The order: the fit first (refuse before touching anything), devices

@@ -19,6 +19,8 @@ int exit_code(const MachineStop& stop) {
       return 128 + stop.signal;
     case StopReason::kKilled:
       return 14;
+    case StopReason::kMigrated:
+      return 0;
   }
   return 13;
 }
@@ -41,6 +43,8 @@ const char* describe(StopReason reason) {
       return "stopped by signal";
     case StopReason::kKilled:
       return "killed through the control socket";
+    case StopReason::kMigrated:
+      return "the guest migrated to another keel-vmm";
   }
   return "unknown";
 }

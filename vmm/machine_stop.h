@@ -15,6 +15,7 @@ enum class StopReason {
   kSignal,       // the operator stopped keel-vmm (SIGINT, SIGTERM)
   kKilled,       // the operator killed the guest through the control socket
                  // (kill, or a shutdown the guest did not honour in time)
+  kMigrated,     // the guest moved to another keel-vmm (live migration)
 };
 
 struct MachineStop {

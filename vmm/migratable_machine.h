@@ -7,7 +7,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "common/guest_memory.h"
 #include "proto/vm_state.pb.h"
@@ -41,10 +43,28 @@ class MigratableMachine {
   // calls it before moving memory; apply_state calls it again.
   virtual void check_state_fits(const state::v1::VmState& state) = 0;
 
+  // What a receiver needs to build this machine's shape and check it can
+  // run it, before any memory moves: a VmState holding only the schema
+  // version, the configuration and the CPU features. check_shape_fits is
+  // check_state_fits for such a state (no vCPU states to count). On the
+  // event loop (see post).
+  virtual state::v1::VmState shape() = 0;
+  virtual void check_shape_fits(const state::v1::VmState& shape) = 0;
+
   // Onto this machine, built to the state's shape and not run yet, its
   // memory already the guest's: checks everything as untrusted input
   // before applying (InputError naming the problem), then applies.
   virtual void apply_state(const state::v1::VmState& state) = 0;
+
+  // Runs `task` on the machine's event loop (devices and the control
+  // socket live there: capture_state and apply_state run there too once the
+  // machine runs); from any thread.
+  virtual void post(std::function<void()> task) = 0;
+
+  // The guest runs elsewhere now (a migration's destination confirmed it
+  // runs): stop for good, leaving devices and memory as they are; keel-vmm
+  // exits with status "migrated". From any thread.
+  virtual void hand_over(std::string detail) = 0;
 
   virtual GuestMemory& guest_memory() = 0;
   // KVM's dirty log of every slot and the VMM's own marks, from now until

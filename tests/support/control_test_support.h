@@ -203,6 +203,12 @@ class FakeHandler : public ControlHandler {
         response.mutable_snapshot()->set_pause_ms(42);
         response.mutable_snapshot()->set_duration_ms(1500);
         return response;
+      case control::Request::kMigrateStatus:
+        response.mutable_migrate_status()->set_phase(control::MIGRATION_PHASE_NONE);
+        return response;
+      case control::Request::kMigrate:
+      case control::Request::kMigrateCancel:
+        return refusal(control::ERROR_CODE_UNIMPLEMENTED, "this fake VMM does not migrate");
       case control::Request::OPERATION_NOT_SET:
         break;
     }

@@ -1,12 +1,15 @@
 // keelctl: the operator's command line for one keel-vmm control socket.
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "control/control_client.h"
@@ -30,11 +33,18 @@ const char* const kUsage =
     "  snapshot DIR              pause, write the guest's state and memory into DIR\n"
     "                            (below keel-vmm's --snapshot-root; created; must be\n"
     "                            empty), resume\n"
+    "  migrate tcp:ADDR:PORT     live-migrate the guest to a keel-vmm waiting there\n"
+    "      [--downtime-ms N]     (keel-vmm --incoming): a line per round while it runs,\n"
+    "      [--bandwidth MBPS]    a summary at the end; N: the longest pause to aim for\n"
+    "      [--connections N]     (default 5); MBPS: a cap in MB/s (default none)\n"
+    "  migrate-status            the migration under way, or the last one\n"
+    "  migrate-cancel            end the migration under way; the guest runs on here\n"
     "Options (anywhere on the line):\n"
     "  --socket PATH  the control socket (default: $KEEL_API_SOCKET)\n"
     "  --json         print the VMM's answer as one line of JSON (also for refusals)\n"
     "  --wait SEC     how long to wait for the answer: default 10; for shutdown its\n"
-    "                 timeout plus 10 (60 without one); for snapshot 600\n"
+    "                 timeout plus 10 (60 without one); for snapshot 600; for\n"
+    "                 migrate 86400\n"
     "  --help         this text\n"
     "\n"
     "Exit codes: 0 done; 1 the VMM refused the request or the operation failed\n"
@@ -53,10 +63,21 @@ struct Command {
   bool json = false;
   std::optional<double> wait_s;
   std::optional<double> timeout_s;
+  std::optional<uint64_t> downtime_ms, bandwidth_mbps, connections;
   std::string name;
   std::vector<std::string> arguments;
   bool help = false;
 };
+
+uint64_t parse_number(const std::string& text, const std::string& option, uint64_t max) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value > max) {
+    throw UsageError{"invalid value for " + option + ": '" + text + "' (expected a number up to " +
+                     std::to_string(max) + ")"};
+  }
+  return value;
+}
 
 double parse_seconds(const std::string& text, const std::string& option) {
   double value = 0;
@@ -96,6 +117,12 @@ Command parse_command_line(int argc, char** argv) {
       command.wait_s = parse_seconds(value(), arg);
     } else if (arg == "--timeout") {
       command.timeout_s = parse_seconds(value(), arg);
+    } else if (arg == "--downtime-ms") {
+      command.downtime_ms = parse_number(value(), arg, 60000);
+    } else if (arg == "--bandwidth") {
+      command.bandwidth_mbps = parse_number(value(), arg, 1000000);
+    } else if (arg == "--connections") {
+      command.connections = parse_number(value(), arg, 64);
     } else if (arg.size() > 1 && arg[0] == '-') {
       throw UsageError{"unknown option " + arg};
     } else {
@@ -108,12 +135,20 @@ Command parse_command_line(int argc, char** argv) {
   command.arguments.assign(positional.begin() + 1, positional.end());
   if (command.socket.empty()) throw UsageError{"no socket: give --socket PATH"};
   const bool takes_dir = command.name == "snapshot";
-  for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot"}) {
+  const bool takes_address = command.name == "migrate";
+  if (!takes_address && (command.downtime_ms || command.bandwidth_mbps || command.connections)) {
+    throw UsageError{"--downtime-ms, --bandwidth and --connections belong to migrate"};
+  }
+  for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
+                            "migrate-status", "migrate-cancel"}) {
     if (command.name == known) {
       if (takes_dir && command.arguments.size() != 1) {
         throw UsageError{"snapshot needs one directory"};
       }
-      if (!takes_dir && !command.arguments.empty()) {
+      if (takes_address && command.arguments.size() != 1) {
+        throw UsageError{"migrate needs one address (tcp:ADDR:PORT)"};
+      }
+      if (!takes_dir && !takes_address && !command.arguments.empty()) {
         throw UsageError{command.name + " takes no argument ('" + command.arguments.front() + "')"};
       }
       if (command.timeout_s && command.name != "shutdown") {
@@ -142,6 +177,16 @@ control::Request make_request(const Command& command) {
     }
   } else if (command.name == "kill") {
     request.mutable_kill();
+  } else if (command.name == "migrate") {
+    auto* migrate = request.mutable_migrate();
+    migrate->set_to(command.arguments.front());
+    migrate->set_downtime_ms(static_cast<uint32_t>(command.downtime_ms.value_or(0)));
+    migrate->set_bandwidth_mbps(command.bandwidth_mbps.value_or(0));
+    migrate->set_connections(static_cast<uint32_t>(command.connections.value_or(0)));
+  } else if (command.name == "migrate-status") {
+    request.mutable_migrate_status();
+  } else if (command.name == "migrate-cancel") {
+    request.mutable_migrate_cancel();
   } else if (command.name == "snapshot") {
     // The VMM runs elsewhere: a relative directory means one under ours.
     request.mutable_snapshot()->set_dir(
@@ -158,16 +203,83 @@ std::chrono::milliseconds answer_wait(const Command& command) {
     seconds = command.timeout_s ? *command.timeout_s + 10 : 60;
   } else if (command.name == "snapshot") {
     seconds = 600;
+  } else if (command.name == "migrate") {
+    seconds = 86400;
   }
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
+
+// While a migration runs: its rounds, a line each, from a second
+// connection (the first waits for the migration's answer); finish() prints
+// the rounds not printed yet from that answer.
+class MigrationProgress {
+ public:
+  explicit MigrationProgress(const std::string& socket)
+      : thread_([this, socket] { follow(socket); }) {}
+  ~MigrationProgress() { stop(); }
+
+  void finish(const control::MigrationInfo& info) {
+    stop();
+    print(info, true);
+  }
+
+ private:
+  void stop() {
+    {
+      std::lock_guard guard(mutex_);
+      done_ = true;
+    }
+    changed_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // A round is printed once the next harvest has measured what the guest
+  // wrote meanwhile (or, at the end, as it is).
+  void print(const control::MigrationInfo& info, bool all) {
+    for (const auto& round : info.rounds()) {
+      if (round.round() < printed_) continue;
+      if (!all && round.round() + 1 >= info.rounds_total() && round.dirty_rate_bytes_per_s() == 0 &&
+          round.expected_downtime_us() == 0)
+        break;
+      std::cout << keel::describe_migration_round(round) << std::flush;
+      printed_ = round.round() + 1;
+    }
+  }
+
+  void follow(const std::string& socket) {
+    try {
+      keel::ControlClient client(socket, std::chrono::seconds(10));
+      std::unique_lock lock(mutex_);
+      while (!done_) {
+        lock.unlock();
+        control::Request request;
+        request.mutable_migrate_status();
+        const control::Response response = client.call(request, std::chrono::seconds(10));
+        lock.lock();
+        if (done_ || !response.ok()) break;
+        print(response.migrate_status(), false);
+        changed_.wait_for(lock, std::chrono::milliseconds(100), [this] { return done_; });
+      }
+    } catch (const std::exception&) {
+      // Progress is a courtesy: the answer on the first connection is what counts.
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool done_ = false;
+  uint32_t printed_ = 0;
+  std::thread thread_;
+};
 
 int run(const Command& command) {
   const control::Request request = make_request(command);
   const auto wait = answer_wait(command);
   control::Response response;
+  std::optional<MigrationProgress> progress;
   try {
     keel::ControlClient client(command.socket, std::min(wait, std::chrono::milliseconds(10000)));
+    if (command.name == "migrate" && !command.json) progress.emplace(command.socket);
     response = client.call(request, wait);
   } catch (const keel::ControlClientError& e) {
     std::cerr << "keelctl: " << e.what() << '\n';
@@ -179,6 +291,7 @@ int run(const Command& command) {
               << '\n';
     return kRefused;
   }
+  if (progress && response.has_migrate()) progress->finish(response.migrate());
   if (!command.json) std::cout << keel::describe_result(response);
   return kDone;
 }

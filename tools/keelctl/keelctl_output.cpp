@@ -72,7 +72,53 @@ std::string describe_status(const control::StatusResult& status) {
   return out.str();
 }
 
+std::string rate(uint64_t bytes_per_s) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MB/s", static_cast<double>(bytes_per_s) / 1e6);
+  return text;
+}
+
+std::string describe_migration(const control::MigrationInfo& info) {
+  std::ostringstream out;
+  line(out, "migration:",
+       enum_words(control::MigrationPhase_Name(info.phase()), "MIGRATION_PHASE_") +
+           (info.to().empty() ? "" : " to " + info.to()));
+  if (info.phase() == control::MIGRATION_PHASE_NONE) return out.str();
+  if (!info.error().empty()) line(out, "error:", info.error());
+  if (info.phase() == control::MIGRATION_PHASE_COMPLETED) {
+    char pause[64];
+    std::snprintf(pause, sizeof pause, "%.3f ms", static_cast<double>(info.downtime_us()) / 1000);
+    line(out, "paused:",
+         std::string(pause) + " (" + std::to_string(info.final_pages()) + " pages, " +
+             human_bytes(info.final_bytes()) + " in the pause; target " +
+             std::to_string(info.downtime_target_ms()) + " ms)");
+  }
+  line(out, "sent:",
+       human_bytes(info.bytes_sent()) + " of " + human_bytes(info.memory_bytes()) + " memory, " +
+           std::to_string(info.pages_sent()) + " pages + " +
+           std::to_string(info.zero_pages_sent()) + " zero markers, " +
+           std::to_string(info.rounds_total()) + " rounds");
+  line(out, "took:", human_duration_ms(info.elapsed_ms()));
+  if (info.throttle_percent() > 0)
+    line(out,
+         "throttle:", "vCPUs stopped " + std::to_string(info.throttle_percent()) + "% of the time");
+  return out.str();
+}
+
 }  // namespace
+
+std::string describe_migration_round(const control::MigrationRound& r) {
+  char pause[32];
+  std::snprintf(pause, sizeof pause, "%.3f ms",
+                static_cast<double>(r.expected_downtime_us()) / 1000);
+  return "round " + std::to_string(r.round()) + ": " + std::to_string(r.pages()) + " pages + " +
+         std::to_string(r.zero_pages()) + " zero, " + human_bytes(r.bytes()) + " in " +
+         human_duration_ms(r.duration_us() / 1000) + " at " + rate(r.bandwidth_bytes_per_s()) +
+         "; guest dirtied " + rate(r.dirty_rate_bytes_per_s()) + ", " +
+         std::to_string(r.dirty_pages_left()) + " pages left, expected pause " + pause +
+         (r.throttle_percent() ? ", throttled " + std::to_string(r.throttle_percent()) + "%" : "") +
+         "\n";
+}
 
 std::string human_bytes(uint64_t bytes) {
   static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
@@ -140,6 +186,12 @@ std::string describe_result(const control::Response& response) {
              " written, guest paused " + human_duration_ms(snapshot.pause_ms()) + ", took " +
              human_duration_ms(snapshot.duration_ms()) + "\n";
     }
+    case control::Response::kMigrate:
+      return describe_migration(response.migrate());
+    case control::Response::kMigrateStatus:
+      return describe_migration(response.migrate_status());
+    case control::Response::kMigrateCancel:
+      return "cancelled: the guest runs on here\n";
     case control::Response::RESULT_NOT_SET:
       break;
   }

@@ -11,6 +11,9 @@ namespace keel {
 // with a newline.
 std::string describe_result(const keel::api::v1::Response& response);
 
+// One migration round, for people: one line ending with a newline.
+std::string describe_migration_round(const keel::api::v1::MigrationRound& round);
+
 // An error answer for people, one line: "MESSAGE (CODE)".
 std::string describe_error(const keel::api::v1::Error& error);
 

@@ -21,6 +21,8 @@ const char* const kVmmUsage =
     "                [--rng] [--api-socket PATH]\n"
     "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net "
     "...]...\n"
+    "       keel-vmm --incoming tcp:ADDR:PORT [--serial ...] [--api-socket PATH] [--disk ...]...\n"
+    "                [--net ...]...\n"
     "\n"
     "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
     "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
@@ -49,13 +51,19 @@ const char* const kVmmUsage =
     "                    --disk/--net, in order (a snapshot never chooses host\n"
     "                    files or taps; a disk keeps its serial and read-only\n"
     "                    flag, an adapter its MAC)\n"
+    "  --incoming tcp:ADDR:PORT  wait there for one live migration (keelctl migrate)\n"
+    "                    and run the guest it brings; the machine's shape comes\n"
+    "                    from the source, disks and taps from --disk/--net as for\n"
+    "                    --restore (the source's disk files, opened here too, are\n"
+    "                    shared storage); port 0 picks a free one, said on stderr\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
     "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
     "  12 KVM could not run the guest (internal error, failed entry);\n"
     "  13 VMM failure while running; 14 killed through the control socket (kill,\n"
     "  or a shutdown the guest did not honour in time); 130/143 stopped by\n"
-    "  SIGINT/SIGTERM.\n"
+    "  SIGINT/SIGTERM. After a live migration the source exits 0 (\"migrated\" on\n"
+    "  stderr); an --incoming that fails before the guest runs exits 1.\n"
     "\n"
     "Environment: KEEL_KVM_DEVICE overrides /dev/kvm; KEEL_LOG=error|warning|info|debug\n"
     "  sets what goes to stderr (default info).\n";
@@ -242,14 +250,21 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
     } else if (name == "--restore") {
       options.restore_dir = value();
       if (options.restore_dir.empty()) throw InputError("--restore needs a DIR");
+    } else if (name == "--incoming") {
+      options.incoming = value();
+      if (options.incoming.empty()) throw InputError("--incoming needs tcp:ADDR:PORT");
     } else {
       throw InputError("unknown option '" + args[i] + "' (see --help)");
     }
   }
-  if (!options.restore_dir.empty()) {
+  if (!options.restore_dir.empty() && !options.incoming.empty())
+    throw InputError("--restore and --incoming exclude each other");
+  if (!options.restore_dir.empty() || !options.incoming.empty()) {
     if (!machine_shape.empty()) {
       throw InputError(machine_shape.front() +
-                       " cannot be used with --restore: the snapshot fixes it");
+                       (options.incoming.empty()
+                            ? " cannot be used with --restore: the snapshot fixes it"
+                            : " cannot be used with --incoming: the migrating VM fixes it"));
     }
     if (config.disks_size() + config.nets_size() > static_cast<int>(kMaxVirtioDevices)) {
       throw InputError("too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));
@@ -302,8 +317,9 @@ void check_vm_config(const state::v1::VmConfig& config, const std::string& sourc
 }
 
 state::v1::VmConfig config_for_restore(const VmmOptions& options,
-                                       const state::v1::VmConfig& snapshot) {
-  check_vm_config(snapshot, "snapshot");
+                                       const state::v1::VmConfig& snapshot,
+                                       const std::string& from) {
+  check_vm_config(snapshot, from);
   state::v1::VmConfig config = snapshot;
   const auto& disks = options.config.disks();
   const auto& nets = options.config.nets();
@@ -312,20 +328,20 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
   // damage, it authenticates nothing) must not attach /dev/sda or another
   // VM's image, so the command line names every one.
   if (disks.empty() && snapshot.disks_size() > 0) {
-    throw InputError("the snapshot has " + std::to_string(snapshot.disks_size()) +
-                     " disks: name each with --disk path=PATH, in order (a snapshot does not "
-                     "choose host files)");
+    throw InputError("the " + from + " has " + std::to_string(snapshot.disks_size()) +
+                     " disks: name each with --disk path=PATH, in order (a " + from +
+                     " does not choose host files)");
   }
   if (disks.size() != snapshot.disks_size()) {
-    throw InputError("--disk given " + std::to_string(disks.size()) + " times; the snapshot has " +
-                     std::to_string(snapshot.disks_size()) + " disks");
+    throw InputError("--disk given " + std::to_string(disks.size()) + " times; the " + from +
+                     " has " + std::to_string(snapshot.disks_size()) + " disks");
   }
   for (int i = 0; i < disks.size(); ++i) {
     const auto& given = disks[i];
     auto& disk = *config.mutable_disks(i);
     const std::string what = "--disk " + given.path();
     if (given.readonly() != disk.readonly()) {
-      throw InputError(what + ": the snapshot's disk " + std::to_string(i) + " is " +
+      throw InputError(what + ": the " + from + "'s disk " + std::to_string(i) + " is " +
                        (disk.readonly() ? "read-only" : "writable"));
     }
     if (!given.serial().empty() && given.serial() != disk.serial()) {
@@ -335,13 +351,13 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
     disk.set_path(given.path());
   }
   if (nets.empty() && snapshot.nets_size() > 0) {
-    throw InputError("the snapshot has " + std::to_string(snapshot.nets_size()) +
-                     " network adapters: name each with --net tap=NAME, in order (a snapshot does "
-                     "not choose host taps)");
+    throw InputError("the " + from + " has " + std::to_string(snapshot.nets_size()) +
+                     " network adapters: name each with --net tap=NAME, in order (a " + from +
+                     " does not choose host taps)");
   }
   if (nets.size() != snapshot.nets_size()) {
-    throw InputError("--net given " + std::to_string(nets.size()) + " times; the snapshot has " +
-                     std::to_string(snapshot.nets_size()) + " network adapters");
+    throw InputError("--net given " + std::to_string(nets.size()) + " times; the " + from +
+                     " has " + std::to_string(snapshot.nets_size()) + " network adapters");
   }
   for (int i = 0; i < nets.size(); ++i) {
     const auto& given = nets[i];

@@ -26,6 +26,9 @@ struct VmmOptions {
   // memory and state); --disk and --net name its disks and taps one for
   // one, --serial and --api-socket apply as usual.
   std::string restore_dir;
+  // --incoming tcp:ADDR:PORT: the machine comes from a live migration
+  // received there; --disk and --net as for --restore.
+  std::string incoming;
   bool help = false;
   // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
   std::string kvm_device = "/dev/kvm";
@@ -46,8 +49,10 @@ void check_vm_config(const state::v1::VmConfig& config, const std::string& sourc
 // The guest's view stays the snapshot's: a disk keeps its serial and
 // read-only flag, an adapter its MAC; a --disk or --net that says otherwise
 // is refused by name.
+// `from` names where the configuration came from in messages.
 state::v1::VmConfig config_for_restore(const VmmOptions& options,
-                                       const state::v1::VmConfig& snapshot);
+                                       const state::v1::VmConfig& snapshot,
+                                       const std::string& from = "snapshot");
 
 extern const char* const kVmmUsage;
 

@@ -1,0 +1,58 @@
+// keel-vmm --incoming: the receiving side of a live migration. Listens,
+// takes one source, builds the machine's shape from its Hello (the disks
+// and taps from this command line) and answers whether it fits before any
+// memory moves; then pages into guest memory, the totals checked, the
+// state applied (checked whole first), "ready"; and once the source says
+// go, the machine to run. The stream is untrusted: every frame, length,
+// index and message is checked, and anything wrong ends it with one line
+// naming the problem (the source's guest runs on).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "migration/stream/frame_channel.h"
+#include "migration/stream/tcp_endpoint.h"
+#include "vmm/config/vmm_options.h"
+#include "vmm/machine.h"
+
+namespace keel::migration {
+
+class IncomingMigration {
+ public:
+  // Listens on options.incoming at once (InputError when it cannot).
+  explicit IncomingMigration(const VmmOptions& options);
+
+  // The address it listens on, its port filled in ("tcp:127.0.0.1:40123").
+  const std::string& address() const { return address_; }
+
+  // Waits for a source and takes its migration in. Returns the machine,
+  // memory and state in place, to run; null when `stop` turned true first.
+  // Throws StreamError or InputError saying why the migration failed.
+  std::unique_ptr<Machine> receive(const std::atomic<bool>& stop);
+
+  // Once the machine runs (on its event loop): tells the source, which
+  // then lets go of the guest.
+  void confirm_running();
+
+  // Counted as the stream arrived: for the log line.
+  uint64_t pages() const { return pages_; }
+  uint64_t zero_pages() const { return zero_pages_; }
+  uint64_t bytes() const { return channel_ ? channel_->bytes_received() : 0; }
+
+ private:
+  std::unique_ptr<Machine> build(const std::string& hello_bytes);
+  void receive_memory(Machine& machine);
+  void refuse(const std::string& why);
+
+  const VmmOptions& options_;
+  UniqueFd listener_;
+  std::string address_;
+  std::unique_ptr<FrameChannel> channel_;
+  uint64_t pages_ = 0;
+  uint64_t zero_pages_ = 0;
+};
+
+}  // namespace keel::migration

@@ -1,0 +1,120 @@
+#include "migration/migration_control.h"
+
+#include "common/log.h"
+
+namespace keel::migration {
+
+namespace pb = ::keel::api::v1;
+
+namespace {
+
+constexpr uint32_t kDefaultDowntimeMs = 5;
+
+pb::Response failure(pb::ErrorCode code, const std::string& message) {
+  pb::Response response;
+  response.set_ok(false);
+  response.mutable_error()->set_code(code);
+  response.mutable_error()->set_message(message);
+  return response;
+}
+
+}  // namespace
+
+MigrationControl::~MigrationControl() {
+  std::shared_ptr<MigrationSender> sender;
+  {
+    std::lock_guard guard(mutex_);
+    sender = sender_;
+  }
+  if (sender) sender->cancel();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string MigrationControl::busy() const {
+  std::lock_guard guard(mutex_);
+  return running_ ? "a live migration is under way (keelctl migrate-status)" : "";
+}
+
+void MigrationControl::start(const pb::Migrate& request, Reply reply) {
+  MigrationSettings settings;
+  try {
+    settings.to = parse_tcp_endpoint(request.to());
+  } catch (const InputError& e) {
+    return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, e.what()));
+  }
+  if (request.connections() > 1) {
+    return reply(
+        failure(pb::ERROR_CODE_UNIMPLEMENTED, "more than one connection is not implemented yet"));
+  }
+  if (request.downtime_ms() > 60000)
+    return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "downtime above 60000 ms"));
+  settings.downtime = std::chrono::milliseconds(request.downtime_ms() != 0 ? request.downtime_ms()
+                                                                           : kDefaultDowntimeMs);
+  if (request.bandwidth_mbps() > 1000000)
+    return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "bandwidth above 1000000 MB/s"));
+  settings.bandwidth = request.bandwidth_mbps() * 1000000;
+
+  std::lock_guard guard(mutex_);
+  if (running_) return reply(failure(pb::ERROR_CODE_BUSY, "a live migration is under way"));
+  if (thread_.joinable()) thread_.join();  // the last one ended: its thread is done
+  sender_ = std::make_shared<MigrationSender>(machine_, std::move(settings));
+  running_ = true;
+  log::info("live migration to " + request.to() + " starting");
+  thread_ = std::thread([this, sender = sender_, reply = std::move(reply)] {
+    pb::MigrationInfo outcome = sender->run();
+    {
+      std::lock_guard guard(mutex_);
+      running_ = false;
+    }
+    if (outcome.phase() == pb::MIGRATION_PHASE_COMPLETED) {
+      log::info("live migration to " + outcome.to() + " done: paused " +
+                std::to_string(outcome.downtime_us() / 1000.0) + " ms, " +
+                std::to_string(outcome.bytes_sent() >> 20) + " MiB sent in " +
+                std::to_string(outcome.rounds_total()) + " rounds");
+      pb::Response response;
+      response.set_ok(true);
+      *response.mutable_migrate() = outcome;
+      return reply(std::move(response));
+    }
+    log::warning("live migration to " + outcome.to() + " failed: " + outcome.error());
+    reply(failure(outcome.phase() == pb::MIGRATION_PHASE_UNCERTAIN ? pb::ERROR_CODE_INTERNAL
+                                                                   : pb::ERROR_CODE_FAILED,
+                  outcome.error()));
+  });
+}
+
+void MigrationControl::handle(const pb::Request& request, Reply reply) {
+  switch (request.operation_case()) {
+    case pb::Request::kMigrate:
+      return start(request.migrate(), std::move(reply));
+    case pb::Request::kMigrateStatus: {
+      pb::Response response;
+      response.set_ok(true);
+      std::lock_guard guard(mutex_);
+      if (sender_) {
+        *response.mutable_migrate_status() = sender_->info();
+      } else {
+        response.mutable_migrate_status()->set_phase(pb::MIGRATION_PHASE_NONE);
+      }
+      return reply(std::move(response));
+    }
+    case pb::Request::kMigrateCancel: {
+      std::shared_ptr<MigrationSender> sender;
+      {
+        std::lock_guard guard(mutex_);
+        if (running_) sender = sender_;
+      }
+      if (!sender) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "no migration under way"));
+      if (std::string why = sender->cancel(); !why.empty())
+        return reply(failure(pb::ERROR_CODE_INVALID_STATE, why));
+      pb::Response response;
+      response.set_ok(true);
+      *response.mutable_migrate_cancel() = sender->info();
+      return reply(std::move(response));
+    }
+    default:
+      return reply(failure(pb::ERROR_CODE_UNKNOWN_REQUEST, "not a migration request"));
+  }
+}
+
+}  // namespace keel::migration

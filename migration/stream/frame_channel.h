@@ -1,0 +1,67 @@
+// One migration stream's connection: frames out and in (stream_format.h),
+// with a time limit on every wait, so a peer that stops talking or stops
+// reading is noticed and named, never waited on forever. Sending and
+// receiving each belong to one thread; shutdown() may come from any
+// thread and makes every pending and later call fail at once (cancel).
+#pragma once
+
+#include <google/protobuf/message_lite.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "migration/stream/stream_format.h"
+
+namespace keel::migration {
+
+class FrameChannel {
+ public:
+  // `peer` names the other end in messages: "the destination", "the source".
+  FrameChannel(UniqueFd socket, std::string peer, std::chrono::milliseconds timeout);
+
+  void send_magic();
+  void send(FrameType type, std::span<const uint8_t> payload = {});
+  void send(FrameType type, const google::protobuf::MessageLite& message);
+  // One frame whose payload is `parts`, gathered without copying.
+  void send_gathered(FrameType type, std::span<const iovec> parts);
+
+  // Throws StreamError unless the next 8 bytes are kStreamMagic.
+  void expect_magic();
+  struct Frame {
+    FrameType type;
+    std::span<const uint8_t> payload;  // valid until the next receive
+  };
+  // The next frame; StreamError when the peer closed the connection or sent
+  // nothing for the timeout, or the header is bad.
+  Frame receive();
+  // The next frame, which must be `type` (StreamError naming what came
+  // instead), parsed into `message` (StreamError when it does not parse).
+  void receive_message(FrameType type, google::protobuf::MessageLite& message);
+
+  void shutdown();
+  bool is_shut_down() const { return shut_down_.load(); }
+  uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const { return received_; }
+  const std::string& peer() const { return peer_; }
+
+ private:
+  void write_all(std::span<iovec> parts);
+  void read_exact(uint8_t* into, size_t length, const char* what);
+
+  UniqueFd socket_;
+  std::string peer_;
+  std::chrono::milliseconds timeout_;
+  std::atomic<bool> shut_down_{false};
+  std::atomic<uint64_t> sent_{0};
+  uint64_t received_ = 0;
+  std::vector<uint8_t> buffer_;
+  std::string encoded_;
+};
+
+}  // namespace keel::migration

@@ -1,0 +1,53 @@
+#include "migration/vcpu_throttle.h"
+
+#include "common/log.h"
+
+namespace keel::migration {
+
+namespace {
+constexpr auto kPeriod = std::chrono::milliseconds(20);
+}
+
+void VcpuThrottle::set_percent(uint32_t percent) {
+  percent_.store(std::min<uint32_t>(percent, 99));
+  std::lock_guard guard(mutex_);
+  if (!thread_.joinable() && percent > 0 && !stopping_) thread_ = std::thread([this] { loop(); });
+  changed_.notify_all();
+}
+
+void VcpuThrottle::stop() {
+  {
+    std::lock_guard guard(mutex_);
+    stopping_ = true;
+    changed_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+// Each period: stopped for percent% of it, then running for the rest. The
+// waits end early on stop(), so the migration never waits a period out.
+void VcpuThrottle::loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    const uint32_t p = percent_.load();
+    if (p == 0) {
+      changed_.wait(lock);
+      continue;
+    }
+    const auto held = kPeriod * p / 100;
+    lock.unlock();
+    const bool paused = machine_.pause(std::chrono::milliseconds(1000));
+    lock.lock();
+    if (paused) {
+      changed_.wait_for(lock, held, [this] { return stopping_; });
+      lock.unlock();
+      machine_.resume();
+      lock.lock();
+    } else {
+      log::warning("throttling: a vCPU did not stop within 1 s");
+    }
+    changed_.wait_for(lock, kPeriod - held, [this] { return stopping_; });
+  }
+}
+
+}  // namespace keel::migration

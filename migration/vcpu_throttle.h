@@ -1,0 +1,42 @@
+// Auto-converge: when a guest writes memory faster than a migration can
+// send it, its vCPUs are held stopped for a share of each short period, so
+// the dirty rate falls until the final pause fits the target. Runs its own
+// thread; percent 0 lets the guest run free.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "vmm/migratable_machine.h"
+
+namespace keel::migration {
+
+class VcpuThrottle {
+ public:
+  explicit VcpuThrottle(MigratableMachine& machine) : machine_(machine) {}
+  // Stops the thread and leaves the guest running.
+  ~VcpuThrottle() { stop(); }
+  VcpuThrottle(const VcpuThrottle&) = delete;
+  VcpuThrottle& operator=(const VcpuThrottle&) = delete;
+
+  // 0..99: the share of each 20 ms period the vCPUs spend stopped.
+  void set_percent(uint32_t percent);
+  uint32_t percent() const { return percent_.load(); }
+  // Joins the thread; the vCPUs run when it returns.
+  void stop();
+
+ private:
+  void loop();
+
+  MigratableMachine& machine_;
+  std::atomic<uint32_t> percent_{0};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace keel::migration
