@@ -164,12 +164,14 @@ void MigrationSender::first_pass() {
 // a round's time (and so the bandwidth) counts until then, and the pause
 // never waits on a backlog in socket buffers.
 void MigrationSender::sync() {
+  const auto begin = Clock::now();
   channel_->send(FrameType::kSync);
   FrameChannel::Frame answer = channel_->receive();
   if (answer.type != FrameType::kSynced) {
     throw StreamError(std::string("expected synced from the destination, got ") +
                       frame_name(answer.type));
   }
+  last_sync_ = Clock::now() - begin;
 }
 
 // Rounds until the pages left would go within the pause allowed; returns
@@ -189,7 +191,10 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
     const uint64_t dirty_pages = kvm::DirtyLog::count(dirty);
     const double since = std::max(1e-6, us(now - last_harvest) / 1e6);
     last_harvest = now;
-    const double expected_s = dirty_pages * kPageSize / std::max(bandwidth_, 1.0);
+    // The pages, and what the pause holds besides: the state, the
+    // destination's ready and the go/running round trip, about two syncs.
+    const double expected_s = dirty_pages * kPageSize / std::max(bandwidth_, 1.0) +
+                              2 * std::chrono::duration<double>(last_sync_).count();
     const auto expected = std::chrono::microseconds(static_cast<uint64_t>(expected_s * 1e6));
 
     {

@@ -65,6 +65,7 @@ class MigrationSender {
   bool go_sent_ = false;
   bool paused_ = false;
   double bandwidth_ = 0;  // bytes per second, measured
+  std::chrono::steady_clock::duration last_sync_{};
   mutable std::mutex mutex_;
   api::v1::MigrationInfo info_;
 };

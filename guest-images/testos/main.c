@@ -70,7 +70,7 @@ static void parse_cmdline(const char* src, struct job_args* a) {
     else if (streq(k, "tsc_khz"))
       num(k, v, &a->tsc_khz);
     else if (streq(k, "interval_ms"))
-      num(k, v, &a->interval_ms);
+      num(k, v, &a->interval_ms), a->have_interval = 1;
     else if (streq(k, "count"))
       num(k, v, &a->count), a->have_count = 1;
     else if (streq(k, "mib"))
@@ -130,6 +130,7 @@ static void parse_cmdline(const char* src, struct job_args* a) {
     if (a->have_mib && a->mib == 0) bad_value("mib", "0");
   } else if (streq(a->job, "dirtier")) {
     if (a->mib == 0) bad_value("mib", "0");
+    if (a->have_interval && a->interval_ms == 0) bad_value("interval_ms", "0");
     if (a->have_passes && a->passes == 0) bad_value("passes", "0");
     if (a->have_seconds && a->seconds == 0) bad_value("seconds", "0");
   } else if (streq(a->job, "fault")) {

@@ -315,12 +315,16 @@ void power_button_enable(void) {
   outw(en, (u16)(inw(en) | PWRBTN_EN));
 }
 
-void power_button_poll(void) {
-  if (!plat.power_button || !plat.fixed_power_button || !plat.pm1a_evt) return;
-  if (!(inw((u16)plat.pm1a_evt) & PWRBTN_STS)) return;
+int power_button_pressed(void) {
+  if (!plat.power_button || !plat.fixed_power_button || !plat.pm1a_evt) return 0;
+  if (!(inw((u16)plat.pm1a_evt) & PWRBTN_STS)) return 0;
   outw((u16)plat.pm1a_evt, PWRBTN_STS);  // status bits clear by writing 1
   kprintf("testos: power button\n");
-  poweroff();
+  return 1;
+}
+
+void power_button_poll(void) {
+  if (power_button_pressed()) poweroff();
 }
 
 void poweroff(void) {

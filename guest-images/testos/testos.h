@@ -211,6 +211,8 @@ NORETURN void poweroff(void);
 // If the ACPI power button was pressed: "testos: power button", then
 // poweroff(). Long-running jobs call it once per beat / pass / 10 ms.
 void power_button_poll(void);
+// The same without the poweroff: 1 (the line printed) when it was pressed.
+int power_button_pressed(void);
 // Sets PWRBTN_EN (unless power_button=0); see platform.c.
 void power_button_enable(void);
 NORETURN void job_reboot(void);
@@ -221,7 +223,7 @@ struct job_args {
   u64 tsc_khz;
   u64 interval_ms, count;
   u64 mib, rate_mbps, seconds, passes, start_mib;
-  u32 have_seconds, have_passes;
+  u32 have_seconds, have_passes, have_interval;
   const char* kind;
   // Device jobs (see README: disk, diskbench, rng, net, malformed).
   const char* mode;
