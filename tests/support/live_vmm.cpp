@@ -144,6 +144,11 @@ std::vector<std::string> continue_console(const LiveVmm::Stopped& before,
   return after;
 }
 
+std::string LiveVmm::errors() const {
+  std::lock_guard lock(mutex_);
+  return err_;
+}
+
 size_t LiveVmm::line_count() const {
   std::lock_guard lock(mutex_);
   return console_.size();

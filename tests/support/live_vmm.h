@@ -61,6 +61,8 @@ class LiveVmm {
 
   // Console and stderr so far, for failure messages.
   std::string describe() const;
+  // keel-vmm's own messages (stderr) so far.
+  std::string errors() const;
 
  private:
   void read_output();
