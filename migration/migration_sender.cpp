@@ -2,6 +2,7 @@
 
 #include <future>
 #include <optional>
+#include <thread>
 
 #include "common/log.h"
 #include "migration/page_sender.h"
@@ -102,9 +103,10 @@ std::string MigrationSender::cancel() {
     default:
       break;
   }
+  // Page batches and rounds check the flag, and the destination is told;
+  // a sender stuck waiting on the destination is cut off (run's watchdog).
   cancelled_.store(true);
-  // Waits on the destination end at once; page batches check the flag.
-  if (channel_) channel_->shutdown();
+  cancel_changed_.notify_all();
   return "";
 }
 
@@ -115,8 +117,8 @@ void MigrationSender::connect_and_check() {
   {
     std::lock_guard guard(mutex_);
     channel_ = std::make_unique<FrameChannel>(std::move(socket), "the destination", kStreamTimeout);
-    if (cancelled_.load()) channel_->shutdown();
   }
+  if (cancelled_.load()) throw StreamError("cancelled");
   MigratableMachine& machine = machine_;
   const state::v1::VmState ours =
       on_event_loop<state::v1::VmState>(machine, [&machine] { return machine.shape(); });
@@ -338,6 +340,26 @@ pb::MigrationInfo MigrationSender::run() {
     std::lock_guard guard(mutex_);
     started_ = Clock::now();
   }
+  // A cancel not taken up within a second (the sender waits on a silent
+  // destination) closes the connection under it.
+  std::thread watchdog([this] {
+    std::unique_lock lock(mutex_);
+    cancel_changed_.wait(lock, [this] { return cancelled_.load() || finished_; });
+    if (cancel_changed_.wait_for(lock, std::chrono::seconds(1), [this] { return finished_; }))
+      return;
+    if (channel_) channel_->shutdown();
+  });
+  pb::MigrationInfo outcome = run_steps();
+  {
+    std::lock_guard guard(mutex_);
+    finished_ = true;
+  }
+  cancel_changed_.notify_all();
+  watchdog.join();
+  return outcome;
+}
+
+pb::MigrationInfo MigrationSender::run_steps() {
   try {
     connect_and_check();
     first_pass();

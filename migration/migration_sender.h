@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,6 +48,7 @@ class MigrationSender {
   api::v1::MigrationInfo info() const;
 
  private:
+  api::v1::MigrationInfo run_steps();
   void connect_and_check();
   void first_pass();
   void sync();
@@ -67,6 +69,8 @@ class MigrationSender {
   double bandwidth_ = 0;  // bytes per second, measured
   std::chrono::steady_clock::duration last_sync_{};
   mutable std::mutex mutex_;
+  std::condition_variable cancel_changed_;
+  bool finished_ = false;
   api::v1::MigrationInfo info_;
 };
 

@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <random>
 #include <string>
 #include <thread>
@@ -68,8 +70,9 @@ Incoming incoming(std::vector<std::string> extra = {}) {
   args.insert(args.end(), extra.begin(), extra.end());
   in.vmm = std::make_unique<LiveVmm>(args);
   // Listening once it says so: a migrate before that would be refused.
-  for (int i = 0; i < 600 && in.vmm->errors().find("waiting for a migration") == std::string::npos &&
-                  in.vmm->errors().find("error") == std::string::npos;
+  for (int i = 0;
+       i < 600 && in.vmm->errors().find("waiting for a migration") == std::string::npos &&
+       in.vmm->errors().find("error") == std::string::npos;
        ++i) {
     std::this_thread::sleep_for(milliseconds(50));
   }
@@ -117,8 +120,8 @@ TEST(Migration, HeartbeatThereAndBackTenTimes) {
   const std::vector<std::string> devices{"--disk", "path=" + disk};
   std::vector<std::string> with_rng = devices;
   with_rng.push_back("--rng");
-  auto first = std::make_unique<LiveVmm>(testos(
-      "job=heartbeat interval_ms=20 count=0 mib=" + std::to_string(kMib), "256M", with_rng));
+  auto first = std::make_unique<LiveVmm>(
+      testos("job=heartbeat interval_ms=20 count=0 mib=" + std::to_string(kMib), "256M", with_rng));
   ASSERT_TRUE(first->wait_line("testos: heartbeat filled ", 0, seconds(300))) << first->describe();
   ASSERT_TRUE(first->wait_line("testos: beat seq=3 ")) << first->describe();
 
@@ -176,6 +179,360 @@ TEST(Migration, HeartbeatThereAndBackTenTimes) {
                        "testos: heartbeat memory OK pages=" + std::to_string(kMib * 256)),
             1)
       << join_lines(all);
+}
+
+TEST(Migration, DirtyingGuestArrivesIntact) {
+  LiveVmm source(testos("job=dirtier mib=128 rate_mbps=200 seconds=600 interval_ms=10", "512M"));
+  ASSERT_TRUE(source.wait_line("testos: dirtier pass=1 ", 0, seconds(300))) << source.describe();
+  Incoming there = incoming();
+  pb::Response done = migrate(source, there.address);
+  ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
+  EXPECT_GE(done.migrate().rounds_total(), 2u) << "a dirtying guest needs rounds";
+  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+  const uint64_t before = last_beat(source);
+  ASSERT_TRUE(there.vmm->wait_line("testos: beat seq=" + std::to_string(before + 20) + " "))
+      << there.vmm->describe();
+  ASSERT_TRUE(there.vmm->wait_line("testos: dirtier pass=")) << there.vmm->describe();
+  EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
+  EXPECT_EQ(there.vmm->lines("testos: dirtier OK pages=32768").size(), 1u) << there.vmm->describe();
+}
+
+// --- faults: the guest runs on at the source, or nowhere twice -------------
+
+// A migration slow enough to be caught in its first pass: 128 MiB of
+// pattern at 16 MB/s takes 8 s.
+struct SlowMigration {
+  std::unique_ptr<LiveVmm> source;
+  Incoming there;
+  std::future<CommandResult> answer;
+};
+SlowMigration start_slow_migration(std::vector<std::string> destination_args = {}) {
+  SlowMigration m;
+  m.source =
+      std::make_unique<LiveVmm>(testos("job=heartbeat interval_ms=20 count=0 mib=128", "512M"));
+  EXPECT_TRUE(m.source->wait_line("testos: heartbeat filled ", 0, seconds(300)))
+      << m.source->describe();
+  m.there = incoming(destination_args);
+  LiveVmm* source = m.source.get();
+  const std::string to = m.there.address;
+  m.answer = std::async(std::launch::async, [source, to] {
+    return source->keelctl({"--json", "migrate", to, "--bandwidth", "16"}, seconds(600));
+  });
+  // Under way: memory moving.
+  for (int i = 0; i < 1200; ++i) {
+    auto status = m.source->keelctl({"--json", "migrate-status"});
+    auto response = parse_json(status);
+    if (response.migrate_status().phase() == pb::MIGRATION_PHASE_FIRST_PASS &&
+        response.migrate_status().bytes_sent() > (4u << 20))
+      break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  return m;
+}
+
+// The source's guest after a failed migration: running, beating, and its
+// memory whole when it ends.
+void expect_source_runs_on(LiveVmm& source) {
+  auto status = source.keelctl({"--json", "status"});
+  EXPECT_EQ(parse_json(status).status().state(), pb::RUN_STATE_RUNNING) << show(status);
+  const uint64_t now = last_beat(source);
+  EXPECT_TRUE(source.wait_line("testos: beat seq=" + std::to_string(now + 10) + " "))
+      << source.describe();
+  EXPECT_EQ(source.keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+  EXPECT_EQ(source.lines("testos: heartbeat memory OK pages=32768").size(), 1u)
+      << source.describe();
+}
+
+TEST(Migration, DestinationKilledMidwaySourceRunsOn) {
+  SlowMigration m = start_slow_migration();
+  ASSERT_EQ(::kill(m.there.vmm->pid(), SIGKILL), 0);
+  pb::Response answer = parse_json(m.answer.get());
+  EXPECT_FALSE(answer.ok());
+  EXPECT_NE(answer.error().message().find("the destination"), std::string::npos)
+      << answer.error().message();
+  EXPECT_NE(answer.error().message().find("the guest runs on here"), std::string::npos)
+      << answer.error().message();
+  auto status = m.source->keelctl({"--json", "migrate-status"});
+  EXPECT_EQ(parse_json(status).migrate_status().phase(), pb::MIGRATION_PHASE_FAILED);
+  expect_source_runs_on(*m.source);
+}
+
+TEST(Migration, SourceKilledMidwayDestinationEnds) {
+  SlowMigration m = start_slow_migration();
+  ASSERT_EQ(::kill(m.source->pid(), SIGKILL), 0);
+  EXPECT_EQ(m.there.vmm->wait_exit(seconds(60)), 1) << m.there.vmm->describe();
+  const std::string errors = m.there.vmm->errors();
+  EXPECT_NE(errors.find("incoming migration failed: migration stream: the source closed the "
+                        "connection"),
+            std::string::npos)
+      << errors;
+  EXPECT_TRUE(m.there.vmm->console().empty()) << "the guest ran on the destination";
+  m.answer.wait();
+}
+
+TEST(Migration, CancelLeavesTheGuestHereAndAnotherMigrationWorks) {
+  SlowMigration m = start_slow_migration();
+  auto cancel = m.source->keelctl({"migrate-cancel"});
+  EXPECT_EQ(cancel.exit_code, 0) << show(cancel);
+  pb::Response answer = parse_json(m.answer.get());
+  EXPECT_FALSE(answer.ok());
+  EXPECT_NE(answer.error().message().find("cancelled"), std::string::npos)
+      << answer.error().message();
+  EXPECT_EQ(m.there.vmm->wait_exit(seconds(60)), 1) << m.there.vmm->describe();
+  EXPECT_NE(m.there.vmm->errors().find("the source cancelled the migration"), std::string::npos)
+      << m.there.vmm->describe();
+  auto again = m.source->keelctl({"migrate-cancel"});
+  EXPECT_EQ(again.exit_code, 1) << "a second cancel with nothing under way: " << show(again);
+
+  // Nothing lost: the same guest migrates fine afterwards.
+  Incoming next = incoming();
+  pb::Response done = migrate(*m.source, next.address);
+  ASSERT_TRUE(done.ok()) << done.error().message();
+  EXPECT_EQ(m.source->wait_exit(seconds(60)), 0) << m.source->describe();
+  const uint64_t before = last_beat(*m.source);
+  ASSERT_TRUE(next.vmm->wait_line("testos: beat seq=" + std::to_string(before + 5) + " "))
+      << next.vmm->describe();
+  EXPECT_EQ(next.vmm->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(next.vmm->wait_exit(seconds(60)), 0);
+  EXPECT_EQ(next.vmm->lines("testos: heartbeat memory OK pages=32768").size(), 1u)
+      << next.vmm->describe();
+}
+
+TEST(Migration, DestinationRefusesAnotherShapeBeforeMemoryMoves) {
+  ScratchDir scratch("keel-migration-test");
+  const std::string disk = scratch.sparse_file("disk.img", 8 << 20);
+  LiveVmm source(
+      testos("job=heartbeat interval_ms=20 count=0", "256M", {"--disk", "path=" + disk}));
+  ASSERT_TRUE(source.wait_line("testos: beat seq=3 ")) << source.describe();
+  Incoming there = incoming();  // no --disk
+  pb::Response answer = migrate(source, there.address);
+  EXPECT_FALSE(answer.ok());
+  EXPECT_NE(answer.error().message().find(
+                "the destination refused the VM: the migrating VM has 1 disks: name each with "
+                "--disk"),
+            std::string::npos)
+      << answer.error().message();
+  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 1) << there.vmm->describe();
+  auto status = source.keelctl({"--json", "migrate-status"});
+  EXPECT_LT(parse_json(status).migrate_status().bytes_sent(), 64u << 10)
+      << "memory moved before the check";
+  const uint64_t now = last_beat(source);
+  EXPECT_TRUE(source.wait_line("testos: beat seq=" + std::to_string(now + 5) + " "));
+  EXPECT_EQ(source.keelctl({"kill"}).exit_code, 0);
+}
+
+// --- hostile streams ---------------------------------------------------------
+
+class RawSource {
+ public:
+  explicit RawSource(const std::string& address) {
+    const uint16_t port = static_cast<uint16_t>(std::stoul(address.substr(address.rfind(':') + 1)));
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error("cannot connect to " + address);
+  }
+  ~RawSource() { ::close(fd_); }
+  void send(const std::string& bytes) {
+    ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+  }
+  // One frame, as migration/stream/stream_format.h lays it out.
+  void frame(uint32_t type, const std::string& payload, size_t claim = SIZE_MAX) {
+    std::string header(8, '\0');
+    const uint32_t length = static_cast<uint32_t>(claim == SIZE_MAX ? payload.size() : claim);
+    std::memcpy(header.data(), &type, 4);
+    std::memcpy(header.data() + 4, &length, 4);
+    send(header + payload);
+  }
+  // The destination's answer frame's type (0: the connection closed).
+  uint32_t answer() {
+    char header[8];
+    size_t got = 0;
+    while (got < 8) {
+      ssize_t n = ::recv(fd_, header + got, 8 - got, 0);
+      if (n <= 0) return 0;
+      got += static_cast<size_t>(n);
+    }
+    uint32_t type, length;
+    std::memcpy(&type, header, 4);
+    std::memcpy(&length, header + 4, 4);
+    std::string skip(length, '\0');
+    for (size_t at = 0; at < length;) {
+      ssize_t n = ::recv(fd_, skip.data() + at, length - at, 0);
+      if (n <= 0) return 0;
+      at += static_cast<size_t>(n);
+    }
+    return type;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+const std::string kMagic = "KEELMIG1";
+
+// A real source's hello (its CPU features are this host's): a 64 MiB test
+// guest migrating to a listener here that reads the hello and hangs up.
+std::string hello_bytes() {
+  static std::string hello;
+  if (!hello.empty()) return hello;
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error("cannot listen for a hello");
+  LiveVmm source({"--kernel", testos_bzimage(), "--memory", "64M", "--cmdline",
+                  "job=heartbeat interval_ms=20 count=0"});
+  EXPECT_TRUE(source.wait_line("testos: beat seq=1 ")) << source.describe();
+  auto answer = std::async(std::launch::async, [&] {
+    return source.keelctl({"migrate", "tcp:127.0.0.1:" + std::to_string(ntohs(a.sin_port))});
+  });
+  int fd = ::accept(listener, nullptr, nullptr);
+  auto read = [&](size_t n) {
+    std::string bytes(n, '\0');
+    for (size_t at = 0; at < n;) {
+      ssize_t r = ::recv(fd, bytes.data() + at, n - at, 0);
+      if (r <= 0) throw std::runtime_error("the source hung up before its hello");
+      at += static_cast<size_t>(r);
+    }
+    return bytes;
+  };
+  EXPECT_EQ(read(8), kMagic);
+  std::string header = read(8);
+  uint32_t length;
+  std::memcpy(&length, header.data() + 4, 4);
+  hello = read(length);
+  ::close(fd);
+  ::close(listener);
+  EXPECT_EQ(answer.get().exit_code, 1) << "the source did not see the hang-up";
+  EXPECT_EQ(source.keelctl({"kill"}).exit_code, 0);
+  return hello;
+}
+
+void expect_refused(const std::string& what, const std::function<void(RawSource&)>& feed,
+                    const std::string& message) {
+  SCOPED_TRACE(what);
+  Incoming there = incoming();
+  {
+    RawSource raw(there.address);
+    feed(raw);
+  }
+  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 1) << there.vmm->describe();
+  EXPECT_NE(there.vmm->errors().find("incoming migration failed: " + message), std::string::npos)
+      << there.vmm->describe();
+  EXPECT_TRUE(there.vmm->console().empty()) << "a guest ran from a hostile stream";
+}
+
+TEST(Migration, TruncatedCorruptedAndRandomStreamsAreRefused) {
+  const std::string hello = hello_bytes();
+  ASSERT_FALSE(hello.empty());
+  std::mt19937_64 random(42);
+  std::string noise(4096, '\0');
+  for (char& c : noise) c = static_cast<char>(random());
+  expect_refused(
+      "random bytes", [&](RawSource& s) { s.send(noise); },
+      "migration stream: not a Keel migration stream (bad magic)");
+  expect_refused(
+      "unknown frame type",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(99, "");
+      },
+      "migration stream: unknown frame type 99");
+  expect_refused(
+      "a huge frame",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, "", 1u << 30);
+      },
+      "migration stream: hello frame of 1073741824 bytes");
+  expect_refused(
+      "a hello that does not parse",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, std::string(16, '\xff'));
+      },
+      "migration stream: hello frame does not parse");
+  expect_refused(
+      "a hello cut short",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello.substr(0, 3), hello.size());
+      },
+      "migration stream: the source closed the connection in the middle of hello");
+  expect_refused(
+      "a page beyond memory",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello);
+        ASSERT_EQ(s.answer(), 2u);  // verdict
+        std::string entry(8, '\0');
+        const uint64_t page = 1ull << 20;  // 4 GiB in: beyond 64 MiB
+        std::memcpy(entry.data(), &page, 8);
+        s.frame(3, entry + std::string(4096, 'x'));
+      },
+      "migration stream: page 1048576 beyond guest memory (16384 pages)");
+  expect_refused(
+      "a page batch cut short",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello);
+        ASSERT_EQ(s.answer(), 2u);
+        std::string entry(8, '\0');
+        s.frame(3, entry + std::string(100, 'x'));
+      },
+      "migration stream: page 0 cut short: 100 of 4096 bytes");
+  expect_refused(
+      "state before the totals",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello);
+        ASSERT_EQ(s.answer(), 2u);
+        s.frame(5, "");
+      },
+      "migration stream: unexpected state frame while receiving memory");
+  expect_refused(
+      "totals that do not add up",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello);
+        ASSERT_EQ(s.answer(), 2u);
+        ::keel::migration::v1::Totals totals;
+        totals.set_pages_sent(5);
+        s.frame(4, totals.SerializeAsString());
+      },
+      "migration stream: the source sent 5+0 pages, 0+0 arrived");
+  expect_refused(
+      "a state that does not parse",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello);
+        ASSERT_EQ(s.answer(), 2u);
+        s.frame(4, "");
+        s.frame(5, std::string(16, '\xff'));
+      },
+      "migration stream: state frame does not parse");
+  expect_refused(
+      "an empty state",
+      [&](RawSource& s) {
+        s.send(kMagic);
+        s.frame(1, hello);
+        ASSERT_EQ(s.answer(), 2u);
+        s.frame(4, "");
+        s.frame(5, "");
+        EXPECT_EQ(s.answer(), 2u) << "no verdict refusing the state";
+      },
+      "state schema version 0");
 }
 
 }  // namespace
