@@ -103,6 +103,7 @@ void FrameChannel::read_exact(uint8_t* into, size_t length, const char* what) {
       throw StreamError("receiving from " + peer_ + ": " + std::strerror(errno));
     }
     if (r == 0) {
+      if (shut_down_.load()) throw StreamError("cancelled");
       throw StreamError(peer_ + " closed the connection" +
                         (got == 0 ? std::string(" (waiting for ") + what + ")"
                                   : std::string(" in the middle of ") + what));

@@ -103,6 +103,52 @@ def blk_seeds():
     }
 
 
+def varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field(number, value):
+    """A protobuf field: ints as varints, bytes as length-delimited."""
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def frame(kind, payload=b""):
+    return struct.pack("<II", kind, len(payload)) + payload
+
+
+def page_entry(index, zero=False, fill=None):
+    word = index | (1 << 63 if zero else 0)
+    return struct.pack("<Q", word) + (b"" if zero else bytes([fill or 0x5A]) * 4096)
+
+
+def migration_seeds():
+    """migration/stream/stream_format.h: magic, frames (hello 1, verdict 2,
+    pages 3, totals 4, state 5, ..., sync 10)."""
+    disk = field(1, b"/var/lib/keel/a.img") + field(3, b"serial-a")
+    net = field(1, b"tap0") + field(2, bytes([0x52, 0x54, 0, 1, 2, 3]))
+    config = field(4, 1) + field(5, 64 << 20) + field(6, disk) + field(7, net) + field(8, 1)
+    hello = field(1, 1) + field(2, 2) + field(3, config) + field(5, 4096) + field(6, 64 << 20)
+    magic = b"KEELMIG1"
+    pages = frame(3, page_entry(0) + page_entry(1, zero=True) + page_entry(63, fill=0xA5))
+    totals = frame(4, field(1, 2) + field(2, 1) + field(3, 1))
+    return {
+        "hello_only": magic + frame(1, hello),
+        "hello_pages_totals": magic + frame(1, hello) + pages + frame(10) + totals + frame(5),
+        "pages_only": magic + pages,
+        "cancel": magic + frame(1, hello) + frame(9, field(2, b"cancelled")),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -114,3 +160,4 @@ def write(target, seeds):
 if __name__ == "__main__":
     write("split_queue_fuzz", queue_seeds())
     write("blk_request_fuzz", blk_seeds())
+    write("migration_stream_fuzz", migration_seeds())

@@ -33,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const InputError&) {
     return 0;
   }
-  if (options.help || !options.restore_dir.empty()) return 0;
+  if (options.help || !options.restore_dir.empty() || !options.incoming.empty()) return 0;
   check_vm_config(options.config, "fuzz");  // must not throw: the parser checked
   VmmOptions again;
   again.restore_dir = "/snap";
