@@ -264,6 +264,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   // the capture does: a failed capture resumes the guest (run()).
   MigratableMachine& machine = machine_;
   using Captured = std::pair<std::optional<state::v1::VmState>, Clock::time_point>;
+  const auto asked = Clock::now();
   Captured captured = on_event_loop<Captured>(machine, [&machine]() -> Captured {
     if (!machine.pause(kPauseTimeout)) throw std::runtime_error("a vCPU did not stop within 5 s");
     const auto stopped = Clock::now();
@@ -281,6 +282,8 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     log::debug(std::string("migration pause: ") + what + " at " +
                std::to_string(us(Clock::now() - stopped)) + " us");
   };
+  log::debug("migration pause: vCPUs stopped " + std::to_string(us(stopped - asked)) +
+             " us after the request");
   step("state captured");
 
   GuestMemory& memory = machine_.guest_memory();
@@ -325,6 +328,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     go_sent_ = true;  // from here on, cancel is refused
   }
   channel_->send(FrameType::kGo);
+
   answer = channel_->receive();
   if (answer.type != FrameType::kRunning) {
     throw StreamError(std::string("expected running from the destination, got ") +

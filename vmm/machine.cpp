@@ -181,6 +181,8 @@ MachineStop Machine::run(std::function<void()> started) {
     control_ = std::make_unique<ControlServer>(events_, options_.api_socket, *this);
   }
   started_ = std::chrono::steady_clock::now();
+  // Before the vCPU threads compete with this one for the CPU.
+  if (started) started();
   vcpus_->start([this](kvm::Vcpu& vcpu) { handle_exit(vcpu); },
                 [this](kvm::Vcpu& vcpu, const std::exception& e) {
                   try {
@@ -190,7 +192,6 @@ MachineStop Machine::run(std::function<void()> started) {
                     events_.stop();  // out of memory for the message: stop all the same
                   }
                 });
-  if (started) boost::asio::post(events_, std::move(started));
   events_.run();
   vcpus_->stop();
   if (control_) {

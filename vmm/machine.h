@@ -65,7 +65,8 @@ class Machine : public ControlHandler, public MigratableMachine {
   Machine& operator=(const Machine&) = delete;
 
   // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
-  // `started`, if given, runs on the event loop once the vCPUs run.
+  // `started`, if given, runs just before the vCPUs start (nothing stops
+  // them from then on but the guest or the operator).
   MachineStop run(std::function<void()> started = {});
 
   // Before run(); `extension` outlives the machine's run.

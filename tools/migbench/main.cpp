@@ -1,0 +1,313 @@
+// keel-migbench: live-migration pause figures of Keel, side by side with
+// QEMU's on the same machine in the same run. See kUsage.
+#include <google/protobuf/util/json_util.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/size_parse.h"
+#include "tools/migbench/migration_peers.h"
+
+namespace {
+
+using namespace keel::migbench;
+
+const char* const kUsage =
+    "usage: keel-migbench [--guest testos] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
+    "                     [--dirty-rate MBPS] [--downtime-ms N] [--runs N] [--peer none|qemu]\n"
+    "                     [--where auto|direct|box] [--json]\n"
+    "\n"
+    "Boots the test guest (a heartbeat line every millisecond; with --dirty-mib also\n"
+    "the memory dirtier), migrates it between two keel-vmm processes over loopback\n"
+    "--runs times (a fresh pair each run), and prints each run and the medians:\n"
+    "  outside  the longest stretch without a heartbeat line, by this program's\n"
+    "           clock as it reads both VMMs' consoles: the pause the world saw\n"
+    "  vmm      the pause the VMMs count (source vCPUs stopped to destination's running;\n"
+    "           QEMU: its downtime)\n"
+    "  stall    the guest's own view: its longest clock step between two beats\n"
+    "  offset   the guest clock's drift from this program's over the run (negative:\n"
+    "           behind)\n"
+    "  total, sent, rounds, throttle (the most auto-converge applied)\n"
+    "--peer qemu runs the same guest file and workload under QEMU with KVM\n"
+    "(qemu-system-x86_64, PVH boot), migrated over QMP with QEMU's defaults, and again\n"
+    "tuned (downtime-limit set to --downtime-ms, multifd with 4 channels).\n"
+    "\n"
+    "  --memory SIZE      guest RAM (default 1G)\n"
+    "  --cpus N           vCPUs (default 1)\n"
+    "  --dirty-mib N      memory the dirtier rewrites, round and round (default 0: idle)\n"
+    "  --dirty-rate MBPS  its rate in MB/s (default 0: as fast as it can)\n"
+    "  --downtime-ms N    the pause to aim for (default 5)\n"
+    "  --runs N           runs per VMM (default 5)\n"
+    "  --where W          auto (default): directly where /dev/kvm runs the test guest\n"
+    "                     (and, with --peer qemu, QEMU: not on PVM), else inside the\n"
+    "                     KVM test host (tools/kvm-run); the first line says which\n"
+    "  --json             one JSON object instead of the table\n";
+
+struct Options {
+  Workload workload;
+  int runs = 5;
+  bool qemu = false;
+  bool json = false;
+  std::string where = "auto";
+};
+
+uint64_t number(const std::string& text, const std::string& option) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size())
+    throw std::invalid_argument("invalid value for " + option + ": '" + text + "'");
+  return v;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (a == "--guest") {
+      if (value() != "testos")
+        throw std::invalid_argument("--guest: only testos is implemented (linux: not yet)");
+    } else if (a == "--memory") {
+      o.workload.memory_mib = keel::parse_size(value()) >> 20;
+    } else if (a == "--cpus") {
+      o.workload.cpus = static_cast<uint32_t>(number(value(), a));
+    } else if (a == "--dirty-mib") {
+      o.workload.dirty_mib = number(value(), a);
+    } else if (a == "--dirty-rate") {
+      o.workload.dirty_rate = number(value(), a);
+    } else if (a == "--downtime-ms") {
+      o.workload.downtime_ms = static_cast<uint32_t>(number(value(), a));
+    } else if (a == "--runs") {
+      o.runs = static_cast<int>(number(value(), a));
+    } else if (a == "--peer") {
+      const std::string p = value();
+      if (p != "none" && p != "qemu") throw std::invalid_argument("--peer: none or qemu");
+      o.qemu = p == "qemu";
+    } else if (a == "--where") {
+      o.where = value();
+      if (o.where != "auto" && o.where != "direct" && o.where != "box")
+        throw std::invalid_argument("--where: auto, direct or box");
+    } else if (a == "--json") {
+      o.json = true;
+    } else {
+      throw std::invalid_argument("unknown option " + a);
+    }
+  }
+  if (o.runs < 1) throw std::invalid_argument("--runs must be at least 1");
+  if (o.workload.dirty_mib >= o.workload.memory_mib)
+    throw std::invalid_argument("--dirty-mib must be below --memory");
+  return o;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string kvm_kind() {
+  if (!exists("/dev/kvm")) return "none";
+  if (exists("/sys/module/kvm_pvm")) return "PVM";
+  return "hardware";
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+struct Row {
+  Peer peer;
+  int run;  // 0: the median
+  RunFigures f;
+};
+
+RunFigures medians(const std::vector<RunFigures>& runs) {
+  RunFigures m;
+  auto take = [&](auto field) {
+    std::vector<double> v;
+    for (const auto& r : runs)
+      if (r.ok) v.push_back(static_cast<double>(field(r)));
+    return median(v);
+  };
+  m.ok = true;
+  m.outside_pause_ms = take([](const RunFigures& r) { return r.outside_pause_ms; });
+  m.vmm_pause_ms = take([](const RunFigures& r) { return r.vmm_pause_ms; });
+  m.guest_stall_ms = take([](const RunFigures& r) { return r.guest_stall_ms; });
+  m.clock_offset_ms = take([](const RunFigures& r) { return r.clock_offset_ms; });
+  m.total_ms = take([](const RunFigures& r) { return r.total_ms; });
+  m.bytes = static_cast<uint64_t>(take([](const RunFigures& r) { return r.bytes; }));
+  m.rounds = static_cast<uint32_t>(take([](const RunFigures& r) { return r.rounds; }));
+  m.throttle_percent =
+      static_cast<uint32_t>(take([](const RunFigures& r) { return r.throttle_percent; }));
+  return m;
+}
+
+std::string row_text(const Row& r) {
+  char line[256];
+  if (!r.f.ok) {
+    std::snprintf(line, sizeof line, "%-13s %-6d FAILED: %s", peer_name(r.peer), r.run,
+                  r.f.error.c_str());
+    return line;
+  }
+  std::snprintf(line, sizeof line, "%-13s %-6s %9.2f %8.2f %8.2f %8.2f %9.0f %9.1f %6u %8u%%",
+                peer_name(r.peer), r.run ? std::to_string(r.run).c_str() : "median",
+                r.f.outside_pause_ms, r.f.vmm_pause_ms, r.f.guest_stall_ms, r.f.clock_offset_ms,
+                r.f.total_ms, static_cast<double>(r.f.bytes) / (1 << 20), r.f.rounds,
+                r.f.throttle_percent);
+  return line;
+}
+
+std::string json_figures(const RunFigures& f) {
+  std::ostringstream o;
+  o << "{\"ok\":" << (f.ok ? "true" : "false") << ",\"outside_pause_ms\":" << f.outside_pause_ms
+    << ",\"vmm_pause_ms\":" << f.vmm_pause_ms << ",\"guest_stall_ms\":" << f.guest_stall_ms
+    << ",\"clock_offset_ms\":" << f.clock_offset_ms << ",\"total_ms\":" << f.total_ms
+    << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
+    << ",\"throttle_percent\":" << f.throttle_percent;
+  if (!f.ok) {
+    std::string e;
+    for (char c : f.error) {
+      if (c == '"' || c == '\\') e.push_back('\\');
+      e.push_back(c == '\n' ? ' ' : c);
+    }
+    o << ",\"error\":\"" << e << "\"";
+  }
+  o << "}";
+  return o.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  try {
+    o = parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "keel-migbench: " << e.what() << "\n" << kUsage;
+    return 2;
+  }
+  const std::string kind = kvm_kind();
+  const bool in_box =
+      std::getenv("KEEL_KVM_WHERE") && std::string(std::getenv("KEEL_KVM_WHERE")) == "box";
+  bool direct = o.where == "direct" || in_box;
+  if (o.where == "auto" && !in_box) direct = kind == "hardware" || (kind == "PVM" && !o.qemu);
+  if (!direct) {
+    // The whole run moves into the KVM test host: both VMMs, both peers.
+    std::vector<std::string> args{KEEL_SOURCE_DIR "/tools/kvm-run",
+                                  "--need",
+                                  "kvm",
+                                  "--build",
+                                  KEEL_BUILD_DIR,
+                                  "--",
+                                  "/proc/self/exe"};
+    args[args.size() - 1] = std::filesystem::canonical("/proc/self/exe").string();
+    for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+    args.insert(args.end(), {"--where", "direct"});
+    ::setenv("KEEL_KVM_MODE", "box", 1);
+    std::vector<char*> c;
+    for (auto& a : args) c.push_back(a.data());
+    c.push_back(nullptr);
+    std::cerr << "keel-migbench: /dev/kvm here: " << kind
+              << "; running inside the KVM test host (tools/kvm-run)\n";
+    ::execv(c[0], c.data());
+    std::perror("keel-migbench: exec tools/kvm-run");
+    return 1;
+  }
+
+  Workload& w = o.workload;
+  w.keel_vmm = KEEL_BUILD_DIR "/keel-vmm/keel-vmm";
+  w.testos_bzimage = KEEL_BUILD_DIR "/guest-images/testos/testos.bzImage";
+  w.testos_elf = KEEL_BUILD_DIR "/guest-images/testos/testos.elf";
+  std::string scratch = "/tmp/keel-migbench-XXXXXX";
+  if (!::mkdtemp(scratch.data())) {
+    std::perror("keel-migbench: mkdtemp");
+    return 1;
+  }
+  w.scratch = scratch;
+  const std::string where =
+      in_box ? "inside the KVM test host (box)" : "directly on /dev/kvm (" + kind + ")";
+  const std::string load =
+      w.dirty_mib == 0
+          ? std::string("idle")
+          : "dirtying " + std::to_string(w.dirty_mib) + " MiB at " +
+                (w.dirty_rate ? std::to_string(w.dirty_rate) + " MB/s" : std::string("full speed"));
+  if (!o.json) {
+    std::printf("keel-migbench: testos, %llu MiB, %u vCPU, %s, %d runs, target %u ms, %s\n",
+                static_cast<unsigned long long>(w.memory_mib), w.cpus, load.c_str(), o.runs,
+                w.downtime_ms, where.c_str());
+    std::printf("%-13s %-6s %9s %8s %8s %8s %9s %9s %6s %9s\n", "vmm", "run", "outside-ms",
+                "vmm-ms", "stall-ms", "offset-ms", "total-ms", "sent-MiB", "rounds", "throttle");
+    std::fflush(stdout);
+  }
+  std::vector<Peer> peers{Peer::kKeel};
+  if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
+  std::vector<Row> rows;
+  std::map<Peer, std::vector<RunFigures>> by_peer;
+  int failures = 0;
+  // Interleaved (keel, qemu, qemu tuned, keel, ...): a noisy spell hits all.
+  for (int run = 1; run <= o.runs; ++run) {
+    for (Peer p : peers) {
+      RunFigures f;
+      try {
+        f = p == Peer::kKeel ? run_keel(w, run) : run_qemu(w, p == Peer::kQemuTuned, run);
+      } catch (const std::exception& e) {
+        f.error = e.what();
+      }
+      failures += !f.ok;
+      by_peer[p].push_back(f);
+      rows.push_back({p, run, f});
+      if (!o.json) {
+        std::printf("%s\n", row_text(rows.back()).c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+  std::filesystem::remove_all(scratch);
+  if (o.json) {
+    std::ostringstream out;
+    out << "{\"where\":\"" << (in_box ? "box" : "direct") << "\",\"kvm\":\"" << kind
+        << "\",\"memory_mib\":" << w.memory_mib << ",\"cpus\":" << w.cpus
+        << ",\"dirty_mib\":" << w.dirty_mib << ",\"dirty_rate_mbps\":" << w.dirty_rate
+        << ",\"downtime_target_ms\":" << w.downtime_ms << ",\"runs\":[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      out << (i ? "," : "") << "{\"vmm\":\"" << peer_name(rows[i].peer)
+          << "\",\"run\":" << rows[i].run << ",\"figures\":" << json_figures(rows[i].f) << "}";
+    }
+    out << "],\"medians\":{";
+    bool first = true;
+    for (Peer p : peers) {
+      out << (first ? "" : ",") << "\"" << peer_name(p)
+          << "\":" << json_figures(medians(by_peer[p]));
+      first = false;
+    }
+    out << "}}";
+    std::cout << out.str() << "\n";
+  } else {
+    for (Peer p : peers) std::printf("%s\n", row_text({p, 0, medians(by_peer[p])}).c_str());
+    if (o.qemu) {
+      const double keel = medians(by_peer[Peer::kKeel]).outside_pause_ms;
+      for (Peer p : {Peer::kQemuDefault, Peer::kQemuTuned}) {
+        const double q = medians(by_peer[p]).outside_pause_ms;
+        std::printf("outside pause, keel / %s: %.3f\n", peer_name(p), q > 0 ? keel / q : 0.0);
+      }
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}

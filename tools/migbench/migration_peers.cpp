@@ -1,0 +1,265 @@
+#include "tools/migbench/migration_peers.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "control/control_client.h"
+#include "tools/migbench/qmp_client.h"
+
+namespace keel::migbench {
+
+namespace pb = ::keel::api::v1;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+namespace {
+
+constexpr auto kWarmUp = seconds(600);
+// Beats the destination must show after the move before the run counts:
+// the window in which a late stall would show.
+constexpr uint64_t kSettleMs = 300;
+
+uint16_t free_port() {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error("no free loopback port");
+  return ntohs(a.sin_port);
+}
+
+double ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+uint64_t field(const std::string& line, const std::string& key) {
+  const size_t at = line.find(" " + key + "=");
+  return at == std::string::npos ? 0 : std::stoull(line.substr(at + key.size() + 2));
+}
+
+std::string scratch_dir(const Workload& w, const std::string& name) {
+  const std::string dir = w.scratch + "/" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// The destination shows beats again for a while after the move.
+void settle(TimedConsole& destination, const Workload& w) {
+  destination.wait_lines("testos: beat ", kSettleMs / w.beat_ms, seconds(60));
+}
+
+}  // namespace
+
+std::string Workload::cmdline() const {
+  const std::string beats = "interval_ms=" + std::to_string(beat_ms);
+  if (dirty_mib == 0) return "job=heartbeat count=0 " + beats;
+  return "job=dirtier mib=" + std::to_string(dirty_mib) +
+         " rate_mbps=" + std::to_string(dirty_rate) + " seconds=86400 " + beats;
+}
+
+std::string Workload::ready_line() const {
+  return dirty_mib == 0 ? "testos: beat seq=200 " : "testos: dirtier pass=1 ";
+}
+
+const char* peer_name(Peer peer) {
+  switch (peer) {
+    case Peer::kKeel:
+      return "keel";
+    case Peer::kQemuDefault:
+      return "qemu-default";
+    case Peer::kQemuTuned:
+      return "qemu-tuned";
+  }
+  return "?";
+}
+
+void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedLine>& destination,
+                  Clock::time_point from, Clock::time_point to, RunFigures& f) {
+  struct Beat {
+    Clock::time_point at;
+    uint64_t t_us;
+  };
+  std::map<uint64_t, Beat> beats;  // by sequence number, the first arrival
+  for (const auto* lines : {&source, &destination}) {
+    for (const auto& l : *lines) {
+      if (l.text.rfind("testos: beat seq=", 0) != 0) continue;
+      beats.emplace(field(l.text, "seq"), Beat{l.at, field(l.text, "t_us")});
+    }
+  }
+  const Beat* previous = nullptr;
+  const Beat* first = nullptr;
+  const Beat* last = nullptr;
+  for (const auto& [seq, beat] : beats) {
+    if (beat.at < from) {
+      previous = &beat;
+      continue;
+    }
+    if (beat.at > to) break;
+    if (!first) first = previous ? previous : &beat;
+    if (previous) {
+      f.outside_pause_ms = std::max(f.outside_pause_ms, ms(beat.at - previous->at));
+      f.guest_stall_ms =
+          std::max(f.guest_stall_ms, static_cast<double>(beat.t_us - previous->t_us) / 1000.0);
+    }
+    previous = &beat;
+    last = &beat;
+  }
+  if (first && last && last != first) {
+    f.clock_offset_ms =
+        static_cast<double>(last->t_us - first->t_us) / 1000.0 - ms(last->at - first->at);
+  }
+}
+
+RunFigures run_keel(const Workload& w, int run) {
+  RunFigures f;
+  const std::string dir = scratch_dir(w, "keel-" + std::to_string(run));
+  const std::string src_sock = dir + "/source.sock", dst_sock = dir + "/destination.sock";
+  TimedConsole source({w.keel_vmm, "--kernel", w.testos_bzimage, "--memory",
+                       std::to_string(w.memory_mib) + "M", "--cpus", std::to_string(w.cpus),
+                       "--cmdline", w.cmdline(), "--api-socket", src_sock});
+  if (!source.wait_line(w.ready_line(), kWarmUp)) {
+    f.error = "the source guest did not warm up: " + source.errors();
+    return f;
+  }
+  const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
+  TimedConsole destination({w.keel_vmm, "--incoming", to, "--api-socket", dst_sock});
+  if (!destination.wait_error("waiting for a migration", seconds(60))) {
+    f.error = "the destination did not start: " + destination.errors();
+    return f;
+  }
+  pb::Request request;
+  request.mutable_migrate()->set_to(to);
+  request.mutable_migrate()->set_downtime_ms(w.downtime_ms);
+  ControlClient client(src_sock, seconds(10));
+  const auto begin = Clock::now();
+  const pb::Response response = client.call(request, seconds(3600));
+  const auto end = Clock::now();
+  if (!response.ok()) {
+    f.error = "keel migration failed: " + response.error().message();
+    return f;
+  }
+  settle(destination, w);
+  const pb::MigrationInfo& info = response.migrate();
+  f.vmm_pause_ms = static_cast<double>(info.downtime_us()) / 1000.0;
+  f.total_ms = ms(end - begin);
+  f.bytes = info.bytes_sent();
+  f.rounds = info.rounds_total();
+  for (const auto& r : info.rounds())
+    f.throttle_percent = std::max(f.throttle_percent, r.throttle_percent());
+  source.wait_exit(seconds(60));
+  beat_figures(source.lines(), destination.lines(), begin, Clock::now(), f);
+  pb::Request kill;
+  kill.mutable_kill();
+  try {
+    ControlClient(dst_sock, seconds(10)).call(kill, seconds(10));
+  } catch (const std::exception&) {
+  }
+  destination.wait_exit(seconds(60));
+  f.ok = true;
+  return f;
+}
+
+RunFigures run_qemu(const Workload& w, bool tuned, int run) {
+  RunFigures f;
+  const std::string dir =
+      scratch_dir(w, std::string(tuned ? "qemu-tuned-" : "qemu-") + std::to_string(run));
+  auto qemu = [&](const std::string& qmp, bool incoming) {
+    std::vector<std::string> argv{"qemu-system-x86_64",
+                                  "-accel",
+                                  "kvm",
+                                  "-machine",
+                                  "q35",
+                                  "-cpu",
+                                  "host",
+                                  "-smp",
+                                  std::to_string(w.cpus),
+                                  "-m",
+                                  std::to_string(w.memory_mib),
+                                  "-nodefaults",
+                                  "-no-user-config",
+                                  "-display",
+                                  "none",
+                                  "-serial",
+                                  "stdio",
+                                  "-no-reboot",
+                                  "-kernel",
+                                  w.testos_elf,
+                                  "-append",
+                                  w.cmdline(),
+                                  "-qmp",
+                                  "unix:" + qmp + ",server=on,wait=off"};
+    if (incoming) argv.insert(argv.end(), {"-incoming", "defer"});
+    return argv;
+  };
+  TimedConsole source(qemu(dir + "/source.qmp", false));
+  if (!source.wait_line(w.ready_line(), kWarmUp)) {
+    f.error = "the QEMU source guest did not warm up: " + source.errors();
+    return f;
+  }
+  TimedConsole destination(qemu(dir + "/destination.qmp", true));
+  const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
+  try {
+    QmpClient src(dir + "/source.qmp", seconds(60));
+    QmpClient dst(dir + "/destination.qmp", seconds(60));
+    if (tuned) {
+      for (QmpClient* q : {&src, &dst}) {
+        q->execute("migrate-set-capabilities",
+                   R"({"capabilities":[{"capability":"multifd","state":true}]})");
+        q->execute("migrate-set-parameters", R"({"multifd-channels":4})");
+      }
+      src.execute("migrate-set-parameters",
+                  "{\"downtime-limit\":" + std::to_string(w.downtime_ms) + "}");
+    }
+    dst.execute("migrate-incoming", "{\"uri\":\"" + to + "\"}");
+    const auto begin = Clock::now();
+    src.execute("migrate", "{\"uri\":\"" + to + "\"}");
+    google::protobuf::Struct info;
+    for (;;) {
+      info = src.execute("query-migrate");
+      const std::string status = text_field(info, "status");
+      if (status == "completed") break;
+      if (status == "failed" || status == "cancelled")
+        throw std::runtime_error("QEMU migration " + status + ": " +
+                                 text_field(info, "error-desc"));
+      std::this_thread::sleep_for(milliseconds(5));  // QEMU's own progress: polled
+    }
+    const auto end = Clock::now();
+    settle(destination, w);
+    f.vmm_pause_ms = number_field(info, "downtime");
+    f.total_ms = ms(end - begin);
+    if (auto ram = info.fields().find("ram"); ram != info.fields().end()) {
+      f.bytes = static_cast<uint64_t>(number_field(ram->second.struct_value(), "transferred"));
+      f.rounds =
+          static_cast<uint32_t>(number_field(ram->second.struct_value(), "dirty-sync-count"));
+    }
+    f.throttle_percent = static_cast<uint32_t>(number_field(info, "cpu-throttle-percentage"));
+    beat_figures(source.lines(), destination.lines(), begin, Clock::now(), f);
+    for (QmpClient* q : {&src, &dst}) {
+      try {
+        q->execute("quit");
+      } catch (const std::exception&) {
+        // QEMU closes the socket as it quits.
+      }
+    }
+  } catch (const std::exception& e) {
+    f.error = e.what();
+    return f;
+  }
+  source.wait_exit(seconds(60));
+  destination.wait_exit(seconds(60));
+  f.ok = true;
+  return f;
+}
+
+}  // namespace keel::migbench

@@ -1,0 +1,54 @@
+// One migration run of the benchmark's guest, by Keel or by QEMU, and the
+// figures it gives: the pause seen from outside (the longest stretch
+// without a heartbeat line by the harness's clock), the pause the VMMs
+// count, the guest's own view (its longest clock stall, its clock's offset
+// from the harness's over the run), total time, bytes, rounds, throttling.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tools/migbench/timed_console.h"
+
+namespace keel::migbench {
+
+struct Workload {
+  uint64_t memory_mib = 1024;
+  uint32_t cpus = 1;
+  uint64_t dirty_mib = 0;   // 0: an idle guest (heartbeat only)
+  uint64_t dirty_rate = 0;  // MB/s; 0: as fast as the guest can
+  uint32_t downtime_ms = 5;
+  uint32_t beat_ms = 1;
+  std::string keel_vmm, testos_bzimage, testos_elf, scratch;
+  // The test guest's command line: heartbeat, or the dirtier with beats.
+  std::string cmdline() const;
+  // The line that says the guest is warmed up (memory written once).
+  std::string ready_line() const;
+};
+
+enum class Peer { kKeel, kQemuDefault, kQemuTuned };
+const char* peer_name(Peer peer);
+
+struct RunFigures {
+  bool ok = false;
+  std::string error;
+  double outside_pause_ms = 0;
+  double vmm_pause_ms = 0;
+  double guest_stall_ms = 0;
+  double clock_offset_ms = 0;
+  double total_ms = 0;
+  uint64_t bytes = 0;
+  uint32_t rounds = 0;
+  uint32_t throttle_percent = 0;
+};
+
+// The outside and guest figures from the beats both consoles received,
+// for the migration that ran from `from` to `to` (harness clock).
+void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedLine>& destination,
+                  Clock::time_point from, Clock::time_point to, RunFigures& figures);
+
+RunFigures run_keel(const Workload& workload, int run);
+RunFigures run_qemu(const Workload& workload, bool tuned, int run);
+
+}  // namespace keel::migbench

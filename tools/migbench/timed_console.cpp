@@ -1,0 +1,121 @@
+#include "tools/migbench/timed_console.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace keel::migbench {
+
+TimedConsole::TimedConsole(const std::vector<std::string>& argv) {
+  ChildProcess::Options options;
+  options.capture_stdout = true;
+  options.capture_stderr = true;
+  child_.emplace(ChildProcess::spawn(argv, options));
+  reader_ = std::thread([this] { read_output(); });
+}
+
+TimedConsole::~TimedConsole() {
+  if (!exit_code_ && !child_->try_wait()) child_->signal(SIGKILL);
+  reader_.join();
+}
+
+void TimedConsole::read_output() {
+  pollfd fds[2] = {{child_->stdout_fd(), POLLIN, 0}, {child_->stderr_fd(), POLLIN, 0}};
+  int open = 2;
+  char buf[16384];
+  while (open > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    const auto now = Clock::now();
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        fds[i].fd = -1;
+        --open;
+        continue;
+      }
+      std::lock_guard lock(mutex_);
+      if (i == 1) {
+        errors_.append(buf, static_cast<size_t>(n));
+      } else {
+        for (ssize_t k = 0; k < n; ++k) {
+          if (buf[k] == '\n') {
+            lines_.push_back({now, std::move(partial_)});
+            partial_.clear();
+          } else if (buf[k] != '\r') {
+            partial_.push_back(buf[k]);
+          }
+        }
+      }
+      changed_.notify_all();
+    }
+  }
+  std::lock_guard lock(mutex_);
+  closed_ = true;
+  changed_.notify_all();
+}
+
+bool TimedConsole::wait_line(const std::string& prefix, std::chrono::milliseconds timeout,
+                             size_t from) {
+  std::unique_lock lock(mutex_);
+  size_t seen = from;
+  return changed_.wait_for(lock, timeout, [&] {
+    for (; seen < lines_.size(); ++seen) {
+      if (lines_[seen].text.rfind(prefix, 0) == 0) return true;
+    }
+    return closed_;
+  }) && seen < lines_.size();
+}
+
+bool TimedConsole::wait_lines(const std::string& prefix, size_t count,
+                              std::chrono::milliseconds timeout, size_t from) {
+  std::unique_lock lock(mutex_);
+  size_t seen = from, found = 0;
+  return changed_.wait_for(lock, timeout, [&] {
+    for (; seen < lines_.size(); ++seen) found += lines_[seen].text.rfind(prefix, 0) == 0;
+    return found >= count || closed_;
+  }) && found >= count;
+}
+
+size_t TimedConsole::line_count() const {
+  std::lock_guard lock(mutex_);
+  return lines_.size();
+}
+
+bool TimedConsole::wait_error(const std::string& text, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] {
+    return errors_.find(text) != std::string::npos || closed_;
+  }) && errors_.find(text) != std::string::npos;
+}
+
+std::vector<TimedLine> TimedConsole::lines() const {
+  std::lock_guard lock(mutex_);
+  return lines_;
+}
+
+std::string TimedConsole::errors() const {
+  std::lock_guard lock(mutex_);
+  return errors_;
+}
+
+std::optional<int> TimedConsole::wait_exit(std::chrono::milliseconds timeout) {
+  if (exit_code_) return exit_code_;
+  {
+    std::unique_lock lock(mutex_);
+    if (!changed_.wait_for(lock, timeout, [this] { return closed_; })) {
+      lock.unlock();
+      child_->signal(SIGKILL);
+      return std::nullopt;
+    }
+  }
+  exit_code_ = child_->wait();
+  return exit_code_;
+}
+
+}  // namespace keel::migbench
