@@ -195,9 +195,14 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
     last_harvest = now;
     // The pages, and what the pause holds besides: the state, the
     // destination's ready and the go/running round trip, about two syncs.
-    const double expected_s = dirty_pages * kPageSize / std::max(bandwidth_, 1.0) +
-                              2 * std::chrono::duration<double>(last_sync_).count();
+    // Only the pages shrink with more rounds or throttling: they decide
+    // (a slow link's round trips alone must not throttle an idle guest).
+    const double pages_s = dirty_pages * kPageSize / std::max(bandwidth_, 1.0);
+    const double fixed_s = 2 * std::chrono::duration<double>(last_sync_).count();
+    const double expected_s = pages_s + fixed_s;
     const auto expected = std::chrono::microseconds(static_cast<uint64_t>(expected_s * 1e6));
+    const bool fits = expected <= settings_.downtime ||
+                      std::chrono::duration<double>(pages_s) <= settings_.downtime / 4;
 
     {
       std::lock_guard guard(mutex_);
@@ -209,7 +214,7 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
         r->set_expected_downtime_us(static_cast<uint64_t>(expected_s * 1e6));
       }
     }
-    if (expected <= settings_.downtime) return dirty;
+    if (fits) return dirty;
     if (round_number > kMaxRounds) {
       log::warning("migration did not converge in " + std::to_string(kMaxRounds) +
                    " rounds; moving the guest with an expected pause of " +
@@ -280,7 +285,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   const Clock::time_point stopped = captured.second;
   auto step = [stopped](const char* what) {
     log::debug(std::string("migration pause: ") + what + " at " +
-               std::to_string(us(Clock::now() - stopped)) + " us");
+               std::to_string(us(Clock::now() - stopped)));
   };
   log::debug("migration pause: vCPUs stopped " + std::to_string(us(stopped - asked)) +
              " us after the request");
@@ -366,6 +371,9 @@ pb::MigrationInfo MigrationSender::run() {
 pb::MigrationInfo MigrationSender::run_steps() {
   try {
     connect_and_check();
+    // The pause runs code this process may not have run yet: run it now
+    // (after the shape: state_caps is known then).
+    machine_.rehearse_capture();
     first_pass();
     stop_and_copy(dirty_rounds());
     set_phase(pb::MIGRATION_PHASE_COMPLETED);

@@ -84,6 +84,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void apply_state(const state::v1::VmState& state) override;
   state::v1::VmState shape() override;
   void check_shape_fits(const state::v1::VmState& shape) override;
+  void rehearse_capture() override;
   void post(std::function<void()> task) override;
   void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }
@@ -125,6 +126,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::vector<kvm_cpuid_entry2> boot_cpuid_;
   uint32_t tsc_khz_ = 0;
   MachineExtension* extension_ = nullptr;
+  bool said_host_tsc_ = false;  // apply_state's note about PVM's TSC, once
 
   // The operator's pauses (the control socket's pause and resume).
   std::chrono::steady_clock::time_point started_;
