@@ -95,6 +95,9 @@ std::unique_ptr<Machine> IncomingMigration::build(const std::string& hello_bytes
   *fit.mutable_config() = hello.config();
   *fit.mutable_cpu() = hello.cpu();
   machine->check_shape_fits(fit);
+  // Now, not once the guest is here: a socket that cannot be served must
+  // refuse the migration, not strand a guest that already left its source.
+  machine->open_control();
   return machine;
 }
 
@@ -171,10 +174,8 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
     yes.set_ok(true);
     channel_->send(FrameType::kVerdict, yes);
   }
-  // The handover rehearsed on the empty machine (its own state captured
-  // and applied back): the pause then runs no code for the first time in
-  // this process (under an emulated host that costs many times more).
-  machine->apply_state(machine->capture_state());
+  // The pause's code run once beforehand, on scratch objects.
+  machine->rehearse_state();
 
   receive_memory(*machine);
 

@@ -281,7 +281,9 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     }
   });
   paused_ = true;
-  const state::v1::VmState& state = *captured.first;
+  state::v1::VmState& state = *captured.first;
+  // The guest's time goes on while the state travels (see ClockState).
+  state.mutable_clock()->set_advance_by_wall_time(true);
   const Clock::time_point stopped = captured.second;
   auto step = [stopped](const char* what) {
     log::debug(std::string("migration pause: ") + what + " at " +
@@ -373,7 +375,7 @@ pb::MigrationInfo MigrationSender::run_steps() {
     connect_and_check();
     // The pause runs code this process may not have run yet: run it now
     // (after the shape: state_caps is known then).
-    machine_.rehearse_capture();
+    machine_.rehearse_state();
     first_pass();
     stop_and_copy(dirty_rounds());
     set_phase(pb::MIGRATION_PHASE_COMPLETED);

@@ -171,18 +171,20 @@ void Machine::setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& s
   vcpu.set_lapic(lapic);
 }
 
+void Machine::open_control() {
+  if (!control_ && !options_.api_socket.empty()) {
+    control_ = std::make_unique<ControlServer>(events_, options_.api_socket, *this);
+  }
+}
+
 MachineStop Machine::run(std::function<void()> started) {
   auto work = boost::asio::make_work_guard(events_);
   boost::asio::signal_set signals(events_, SIGINT, SIGTERM);
   signals.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (!ec) request_stop({StopReason::kSignal, strsignal(signo), signo});
   });
-  if (!options_.api_socket.empty()) {
-    control_ = std::make_unique<ControlServer>(events_, options_.api_socket, *this);
-  }
+  open_control();
   started_ = std::chrono::steady_clock::now();
-  // Before the vCPU threads compete with this one for the CPU.
-  if (started) started();
   vcpus_->start([this](kvm::Vcpu& vcpu) { handle_exit(vcpu); },
                 [this](kvm::Vcpu& vcpu, const std::exception& e) {
                   try {
@@ -192,6 +194,9 @@ MachineStop Machine::run(std::function<void()> started) {
                     events_.stop();  // out of memory for the message: stop all the same
                   }
                 });
+  // Once the vCPUs run: a migration's source lets go of the guest on this,
+  // so it must not come before.
+  if (started) boost::asio::post(events_, std::move(started));
   events_.run();
   vcpus_->stop();
   if (control_) {

@@ -65,9 +65,13 @@ class Machine : public ControlHandler, public MigratableMachine {
   Machine& operator=(const Machine&) = delete;
 
   // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
-  // `started`, if given, runs just before the vCPUs start (nothing stops
-  // them from then on but the guest or the operator).
+  // `started`, if given, runs on the event loop once the vCPUs run.
   MachineStop run(std::function<void()> started = {});
+
+  // The control socket (--api-socket), if not open yet: run() opens it
+  // otherwise. Throws InputError when the path cannot be served. Requests
+  // wait until run() starts the event loop.
+  void open_control();
 
   // Before run(); `extension` outlives the machine's run.
   void set_extension(MachineExtension* extension) { extension_ = extension; }
@@ -84,7 +88,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void apply_state(const state::v1::VmState& state) override;
   state::v1::VmState shape() override;
   void check_shape_fits(const state::v1::VmState& shape) override;
-  void rehearse_capture() override;
+  void rehearse_state() override;
   void post(std::function<void()> task) override;
   void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }

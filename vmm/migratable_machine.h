@@ -56,11 +56,12 @@ class MigratableMachine {
   // before applying (InputError naming the problem), then applies.
   virtual void apply_state(const state::v1::VmState& state) = 0;
 
-  // Runs the code capture_state runs for KVM's state once, on scratch
-  // objects, while the guest runs on: the pause's capture is then not the
-  // first run of that code in this process (under an emulated host a
-  // first run costs many times more). Any thread.
-  virtual void rehearse_capture() = 0;
+  // Runs the code capture_state and apply_state run for KVM's state once,
+  // on scratch objects, while the guest runs on (or before it is here):
+  // the pause is then not the first run of that code in this process
+  // (under an emulated host a first run costs many times more). Any
+  // thread, once the shape is known (shape() or check_shape_fits).
+  virtual void rehearse_state() = 0;
 
   // Runs `task` on the machine's event loop (devices and the control
   // socket live there: capture_state and apply_state run there too once the

@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <random>
@@ -93,8 +95,10 @@ std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
   return out;
 }
 
+// The last whole beat line (a line cut by the move has no t_us yet).
 uint64_t last_beat(const LiveVmm& vmm) {
   auto lines = vmm.lines("testos: beat ");
+  while (!lines.empty() && lines.back().text.find(" t_us=") == std::string::npos) lines.pop_back();
   return lines.empty() ? 0 : field_u64(lines.back().text, "seq");
 }
 
@@ -147,7 +151,18 @@ TEST(Migration, HeartbeatThereAndBackTenTimes) {
         << here->describe();
     // The guest runs on there, beats after the last one here.
     ASSERT_TRUE(there.vmm->wait_line("testos: beat seq=" + std::to_string(before + 5) + " "))
-        << there.vmm->describe();
+        << there.vmm->describe() << show(there.vmm->keelctl({"status"})) << [&] {
+             std::string t;
+             for (const auto& e : std::filesystem::directory_iterator(
+                      "/proc/" + std::to_string(there.vmm->pid()) + "/task")) {
+               std::ifstream stat(e.path() / "stat"), wchan(e.path() / "wchan");
+               std::string line, w;
+               std::getline(stat, line);
+               std::getline(wchan, w);
+               t += line.substr(0, 80) + " " + w + "\n";
+             }
+             return t;
+           }();
     consoles.push_back(here->stopped_console());
     here = std::move(there.vmm);
   }

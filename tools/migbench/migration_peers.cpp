@@ -22,6 +22,9 @@ using std::chrono::seconds;
 namespace {
 
 constexpr auto kWarmUp = seconds(600);
+// A QEMU migration still under way after this is counted as failed (QEMU
+// 7.2's multifd sometimes never completes in the KVM test host).
+constexpr auto kQemuMigrationLimit = seconds(120);
 // Beats the destination must show after the move before the run counts:
 // the window in which a late stall would show. Short: after it the source
 // VMM tears down its memory, and on a small machine that only adds noise.

@@ -34,7 +34,7 @@ std::optional<uint64_t> TscRestore::offset_for(const kvm::Vcpu& vcpu,
   if (!state.has_tsc_at_capture()) return std::nullopt;
   if (!host_tsc_) host_tsc_ = host_tsc_at_guest_rate(vcpu);
   if (!host_tsc_) return std::nullopt;
-  return state.tsc_at_capture() - *host_tsc_;
+  return state.tsc_at_capture() + advance_ - *host_tsc_;
 }
 
 }  // namespace keel

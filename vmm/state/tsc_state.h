@@ -34,9 +34,13 @@ class TscRestore {
   // reference instant; nullopt when the state has none or KVM lacks the
   // attribute (then IA32_TSC is written).
   std::optional<uint64_t> offset_for(const kvm::Vcpu& vcpu, const state::v1::VcpuState& state);
+  // Every TSC continues `cycles` later than captured (a live migration's
+  // time in transit).
+  void advance(uint64_t cycles) { advance_ = cycles; }
 
  private:
   std::optional<uint64_t> host_tsc_;
+  uint64_t advance_ = 0;
 };
 
 }  // namespace keel

@@ -1,11 +1,14 @@
 #include "vmm/state/vm_state_kvm.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/log.h"
 
 namespace keel {
 
@@ -122,12 +125,28 @@ void restore_pit(kvm::Vm& vm, const pb::PitState& state) {
   vm.set_pit2(unblob<kvm_pit_state2>(state.pit2()));
 }
 
-void restore_clock(kvm::Vm& vm, const pb::ClockState& state) {
+void restore_clock(kvm::Vm& vm, const pb::ClockState& state, uint64_t advance_ns) {
   kvm_clock_data clock{};
-  clock.clock = state.clock();
-  // No KVM_CLOCK_REALTIME: KVM would advance the clock by the wall time since
-  // capture; a restored guest continues from its own last instant.
+  // No KVM_CLOCK_REALTIME: KVM would advance the clock by the wall time
+  // since capture by its own reading; the caller decided how far it moves.
+  clock.clock = state.clock() + advance_ns;
   vm.set_clock(clock);
+}
+
+uint64_t wall_time_in_transit(const pb::ClockState& state) {
+  if (!state.advance_by_wall_time() || !(state.flags() & KVM_CLOCK_REALTIME)) return 0;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const uint64_t now_ns =
+      static_cast<uint64_t>(now.tv_sec) * 1000000000ull + static_cast<uint64_t>(now.tv_nsec);
+  constexpr uint64_t kLongest = 600ull * 1000000000ull;
+  if (state.realtime() > now_ns || now_ns - state.realtime() > kLongest) {
+    log::warning(
+        "the VM state's capture time is not within the last 10 minutes by this host's "
+        "clock: the guest's clocks continue from the capture, behind by the transit");
+    return 0;
+  }
+  return now_ns - state.realtime();
 }
 
 }  // namespace keel

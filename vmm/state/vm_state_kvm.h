@@ -24,8 +24,17 @@ state::v1::ClockState capture_clock(const kvm::Vm& vm);
 void restore_irqchip(kvm::Vm& vm, const state::v1::IrqchipState& state);
 void restore_pit(kvm::Vm& vm, const state::v1::PitState& state);
 // Sets the kvmclock to state.clock: the guest's clock carries on from where it
-// was captured (the time the VM spent stopped does not show).
-void restore_clock(kvm::Vm& vm, const state::v1::ClockState& state);
+// was captured (the time the VM spent stopped does not show), or, with
+// `advance_ns` (a live migration's time in transit, wall_time_in_transit),
+// that much later.
+void restore_clock(kvm::Vm& vm, const state::v1::ClockState& state, uint64_t advance_ns = 0);
+
+// For a state with advance_by_wall_time: the wall time since its capture
+// (CLOCK_REALTIME against its realtime), in ns; 0 for any other state, and
+// for one whose capture time is in the future or over 10 minutes ago (the
+// hosts' clocks disagree: the guest then continues from the capture, and
+// keel-vmm says so).
+uint64_t wall_time_in_transit(const state::v1::ClockState& state);
 
 // Need no KVM; throw InputError naming the problem.
 void validate_irqchip(const state::v1::IrqchipState& state);
