@@ -33,6 +33,7 @@ constexpr uint32_t kThrottleMax = 99;
 // with a longer pause, and the progress says so.
 constexpr uint32_t kMaxRounds = 60;
 constexpr size_t kRoundsKept = 64;
+constexpr double kAssumedBandwidth = 125e6;  // bytes per second: 1 Gbit/s
 
 // `task` on the machine's event loop, its result or exception back here. A
 // loop that does not get to it in time (the machine is stopping) ends the
@@ -151,7 +152,12 @@ void MigrationSender::first_pass() {
   sync();
   const auto took = Clock::now() - begin;
   const uint64_t bytes = channel_->bytes_sent() - sent_before;
-  bandwidth_ = static_cast<double>(bytes) / std::max(1e-6, us(took) / 1e6);
+  // A first pass of a mostly untouched guest moves little: its time is
+  // round trips, not bandwidth. Below 1 MiB assume a 1 Gbit/s link until a
+  // round measures better (else an idle guest's few dirty pages look slow
+  // to send and get it throttled).
+  bandwidth_ = bytes >= (1u << 20) ? static_cast<double>(bytes) / std::max(1e-6, us(took) / 1e6)
+                                   : kAssumedBandwidth;
   pb::MigrationRound round;
   round.set_round(0);
   round.set_pages(pages.pages());
