@@ -27,8 +27,6 @@ namespace control = keel::api::v1;
 using boost::asio::local::stream_protocol;
 using boost::system::error_code;
 
-namespace {
-
 control::Response error_response(control::ErrorCode code, const std::string& message) {
   control::Response response;
   response.set_ok(false);
@@ -36,6 +34,8 @@ control::Response error_response(control::ErrorCode code, const std::string& mes
   response.mutable_error()->set_message(message);
   return response;
 }
+
+namespace {
 
 sockaddr_un socket_address(const std::string& path) {
   sockaddr_un address{};

@@ -29,6 +29,9 @@ namespace keel {
 // called answers ERROR_CODE_INTERNAL; calls after the first are ignored; a
 // reply for a client that went away is dropped. api_version and id are filled
 // in by the server. An exception from handle() answers ERROR_CODE_INTERNAL.
+// A refusal or failure answer: ok false, `code`, `message` (one line).
+keel::api::v1::Response error_response(keel::api::v1::ErrorCode code, const std::string& message);
+
 class ControlHandler {
  public:
   using Reply = std::function<void(keel::api::v1::Response)>;

@@ -1,6 +1,7 @@
 #include "migration/migration_control.h"
 
 #include "common/log.h"
+#include "control/control_server.h"
 
 namespace keel::migration {
 
@@ -9,14 +10,6 @@ namespace pb = ::keel::api::v1;
 namespace {
 
 constexpr uint32_t kDefaultDowntimeMs = 5;
-
-pb::Response failure(pb::ErrorCode code, const std::string& message) {
-  pb::Response response;
-  response.set_ok(false);
-  response.mutable_error()->set_code(code);
-  response.mutable_error()->set_message(message);
-  return response;
-}
 
 }  // namespace
 
@@ -40,22 +33,22 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
   try {
     settings.to = parse_tcp_endpoint(request.to());
   } catch (const InputError& e) {
-    return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, e.what()));
+    return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT, e.what()));
   }
   if (request.connections() > 1) {
-    return reply(
-        failure(pb::ERROR_CODE_UNIMPLEMENTED, "more than one connection is not implemented yet"));
+    return reply(error_response(pb::ERROR_CODE_UNIMPLEMENTED,
+                                "more than one connection is not implemented yet"));
   }
   if (request.downtime_ms() > 60000)
-    return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "downtime above 60000 ms"));
+    return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT, "downtime above 60000 ms"));
   settings.downtime = std::chrono::milliseconds(request.downtime_ms() != 0 ? request.downtime_ms()
                                                                            : kDefaultDowntimeMs);
   if (request.bandwidth_mbps() > 1000000)
-    return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "bandwidth above 1000000 MB/s"));
+    return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT, "bandwidth above 1000000 MB/s"));
   settings.bandwidth = request.bandwidth_mbps() * 1000000;
 
   std::lock_guard guard(mutex_);
-  if (running_) return reply(failure(pb::ERROR_CODE_BUSY, "a live migration is under way"));
+  if (running_) return reply(error_response(pb::ERROR_CODE_BUSY, "a live migration is under way"));
   if (thread_.joinable()) thread_.join();  // the last one ended: its thread is done
   sender_ = std::make_shared<MigrationSender>(machine_, std::move(settings));
   running_ = true;
@@ -77,9 +70,9 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
       return reply(std::move(response));
     }
     log::warning("live migration to " + outcome.to() + " failed: " + outcome.error());
-    reply(failure(outcome.phase() == pb::MIGRATION_PHASE_UNCERTAIN ? pb::ERROR_CODE_INTERNAL
-                                                                   : pb::ERROR_CODE_FAILED,
-                  outcome.error()));
+    reply(error_response(outcome.phase() == pb::MIGRATION_PHASE_UNCERTAIN ? pb::ERROR_CODE_INTERNAL
+                                                                          : pb::ERROR_CODE_FAILED,
+                         outcome.error()));
   });
 }
 
@@ -104,16 +97,17 @@ void MigrationControl::handle(const pb::Request& request, Reply reply) {
         std::lock_guard guard(mutex_);
         if (running_) sender = sender_;
       }
-      if (!sender) return reply(failure(pb::ERROR_CODE_INVALID_STATE, "no migration under way"));
+      if (!sender)
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "no migration under way"));
       if (std::string why = sender->cancel(); !why.empty())
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, why));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
       pb::Response response;
       response.set_ok(true);
       *response.mutable_migrate_cancel() = sender->info();
       return reply(std::move(response));
     }
     default:
-      return reply(failure(pb::ERROR_CODE_UNKNOWN_REQUEST, "not a migration request"));
+      return reply(error_response(pb::ERROR_CODE_UNKNOWN_REQUEST, "not a migration request"));
   }
 }
 

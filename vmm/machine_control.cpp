@@ -21,14 +21,6 @@ uint64_t ms(std::chrono::steady_clock::duration d) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
 }
 
-pb::Response failure(pb::ErrorCode code, const std::string& message) {
-  pb::Response response;
-  response.set_ok(false);
-  response.mutable_error()->set_code(code);
-  response.mutable_error()->set_message(message);
-  return response;
-}
-
 }  // namespace
 
 // --- status ---------------------------------------------------------------
@@ -122,7 +114,7 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
 
 void Machine::handle(const pb::Request& request, Reply reply) {
   if (vcpus_->stopping()) {
-    return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
+    return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
   }
   const std::string busy = extension_ ? extension_->busy() : std::string();
   switch (request.operation_case()) {
@@ -130,19 +122,21 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kResume:
     case pb::Request::kShutdown:
     case pb::Request::kSnapshot:
-      if (!busy.empty()) return reply(failure(pb::ERROR_CODE_BUSY, busy));
+      if (!busy.empty()) return reply(error_response(pb::ERROR_CODE_BUSY, busy));
       break;
     case pb::Request::kMigrate:
-      if (!busy.empty()) return reply(failure(pb::ERROR_CODE_BUSY, busy));
+      if (!busy.empty()) return reply(error_response(pb::ERROR_CODE_BUSY, busy));
       if (shutting_down_)
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
       if (vcpus_->pause_requested())
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "paused: resume it to migrate it"));
+        return reply(
+            error_response(pb::ERROR_CODE_INVALID_STATE, "paused: resume it to migrate it"));
       [[fallthrough]];
     case pb::Request::kMigrateStatus:
     case pb::Request::kMigrateCancel:
       if (!extension_) {
-        return reply(failure(pb::ERROR_CODE_UNIMPLEMENTED, "this keel-vmm does not migrate"));
+        return reply(
+            error_response(pb::ERROR_CODE_UNIMPLEMENTED, "this keel-vmm does not migrate"));
       }
       return extension_->handle(request, std::move(reply));
     default:
@@ -157,13 +151,13 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     }
     case pb::Request::kPause: {
       if (shutting_down_)
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
       if (vcpus_->pause_requested())
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "already paused"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "already paused"));
       const auto begin = std::chrono::steady_clock::now();
       if (!vcpus_->pause(kPauseTimeout)) {
         vcpus_->resume();
-        return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+        return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
       paused_at_ = std::chrono::steady_clock::now();
       ++pauses_;
@@ -175,7 +169,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     }
     case pb::Request::kResume: {
       if (!vcpus_->pause_requested())
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "not paused"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not paused"));
       const auto begin = std::chrono::steady_clock::now();
       paused_total_ += std::chrono::steady_clock::now() - paused_at_;
       vcpus_->resume();
@@ -197,14 +191,14 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     }
     case pb::Request::kSnapshot: {
       if (shutting_down_)
-        return reply(failure(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
       if (request.snapshot().dir().empty()) {
-        return reply(failure(pb::ERROR_CODE_INVALID_ARGUMENT, "snapshot needs a directory"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT, "snapshot needs a directory"));
       }
       if (!snapshot_root_) {
         return reply(
-            failure(pb::ERROR_CODE_INVALID_STATE,
-                    "snapshots are off: keel-vmm was started without --snapshot-root DIR"));
+            error_response(pb::ERROR_CODE_INVALID_STATE,
+                           "snapshots are off: keel-vmm was started without --snapshot-root DIR"));
       }
       // A paused guest stays paused; a running one is paused for the
       // snapshot and resumed after it.
@@ -212,7 +206,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       const auto begin = std::chrono::steady_clock::now();
       if (!was_paused && !vcpus_->pause(kPauseTimeout)) {
         vcpus_->resume();
-        return reply(failure(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+        return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
       pb::Response response;
       try {
@@ -220,9 +214,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
             write_snapshot(*this, *snapshot_root_, request.snapshot().dir());
         response.set_ok(true);
       } catch (const InputError& e) {
-        response = failure(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());
+        response = error_response(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());
       } catch (const std::exception& e) {
-        response = failure(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
+        response =
+            error_response(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
       }
       if (!was_paused) vcpus_->resume();
       if (response.ok())
@@ -235,7 +230,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::OPERATION_NOT_SET:
       break;
   }
-  reply(failure(pb::ERROR_CODE_UNKNOWN_REQUEST, "no operation in the request"));
+  reply(error_response(pb::ERROR_CODE_UNKNOWN_REQUEST, "no operation in the request"));
 }
 
 }  // namespace keel

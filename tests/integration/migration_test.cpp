@@ -83,18 +83,6 @@ Incoming incoming(std::vector<std::string> extra = {}) {
   return in;
 }
 
-struct Beat {
-  uint64_t seq, t_us;
-};
-std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
-  std::vector<Beat> out;
-  for (const auto& l : lines) {
-    if (l.rfind("testos: beat ", 0) == 0)
-      out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
-  }
-  return out;
-}
-
 // The last whole beat line (a line cut by the move has no t_us yet).
 uint64_t last_beat(const LiveVmm& vmm) {
   auto lines = vmm.lines("testos: beat ");

@@ -127,18 +127,6 @@ Snapshot pause_snapshot_kill(LiveVmm& vmm, const std::string& dir) {
   return s;
 }
 
-struct Beat {
-  uint64_t seq, t_us;
-};
-std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
-  std::vector<Beat> out;
-  for (const auto& l : lines) {
-    if (l.rfind("testos: beat ", 0) == 0)
-      out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
-  }
-  return out;
-}
-
 // --- heartbeat and memory -------------------------------------------------
 
 // The bound on the guest's clock step over a restore: one interval, the

@@ -78,4 +78,13 @@ std::string describe(const VmmRun& run) {
          "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
 }
 
+std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
+  std::vector<Beat> out;
+  for (const auto& l : lines) {
+    if (l.rfind("testos: beat ", 0) == 0)
+      out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
+  }
+  return out;
+}
+
 }  // namespace keel::testing

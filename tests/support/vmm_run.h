@@ -36,6 +36,12 @@ VmmRun run_vmm(const std::vector<std::string>& args,
 std::map<std::string, std::string> fields(const std::string& line);
 uint64_t field_u64(const std::string& line, const std::string& key);
 
+// The test guest's heartbeat lines ("testos: beat seq=N t_us=T") among `lines`.
+struct Beat {
+  uint64_t seq, t_us;
+};
+std::vector<Beat> beats_in(const std::vector<std::string>& lines);
+
 const char* vmm_path();
 const char* testos_bzimage();
 const char* testos_elf();

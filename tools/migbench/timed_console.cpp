@@ -90,11 +90,6 @@ bool TimedConsole::wait_lines(const std::string& prefix, size_t count,
   }) && found >= count;
 }
 
-size_t TimedConsole::line_count() const {
-  std::lock_guard lock(mutex_);
-  return lines_.size();
-}
-
 bool TimedConsole::wait_error(const std::string& text, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   return changed_.wait_for(lock, timeout, [&] {

@@ -37,7 +37,6 @@ class TimedConsole {
   // `from` or later.
   bool wait_lines(const std::string& prefix, size_t count, std::chrono::milliseconds timeout,
                   size_t from = 0);
-  size_t line_count() const;
   // Waits until its stderr holds `text`.
   bool wait_error(const std::string& text, std::chrono::milliseconds timeout);
   std::vector<TimedLine> lines() const;
