@@ -172,7 +172,7 @@ run_guest() {
 	# Once the guest found its disk, look at how the VMM opened the image.
 	local vmm_pid
 	while kill -0 "$pid" 2>/dev/null && ! grep -q '^testos: disk device' "$out"; do sleep 0.2; done
-	vmm_pid=$(pgrep -P "$pid" | head -1 || true)
+	vmm_pid=$(pgrep -P "$pid" | sed -n 1p || true)
 	[[ -n $vmm_pid ]] && echo "$fs $peer $run odirect $(fd_direct "$vmm_pid" "$img")" >>"$tmp/odirect"
 	local rc=0
 	wait "$pid" || rc=$?

@@ -43,7 +43,7 @@ expect() { # $1: console, $2: regex
 		fail "no line matching '$2'"
 	}
 }
-field() { grep -oE "$2=[^ ]+" <<<"$1" | head -1 | cut -d= -f2; }
+field() { grep -oE "$2=[^ ]+" <<<"$1" | sed -n 1p | cut -d= -f2; }
 
 img=$tmp/disk.img
 truncate -s 64M "$img"

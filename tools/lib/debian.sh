@@ -38,7 +38,7 @@ deb_download() {
 	{ [[ -n $ver ]] && (cd "$dir" && apt-get "$@" download -q "$pkg=$ver" >&2); } ||
 		(cd "$dir" && apt-get "$@" download -q "$pkg" >&2) ||
 		die "apt-get download $pkg failed"
-	deb=$(find "$dir" -maxdepth 1 -name '*.deb' | head -n1)
+	deb=$(find "$dir" -maxdepth 1 -name '*.deb' -print -quit)
 	[[ -n $deb ]] || die "no .deb downloaded for $pkg"
 	echo "$deb"
 }
@@ -52,13 +52,13 @@ deb_unpack_kernel() {
 	root=$(mktemp -d "${dest%/*}/.unpack.XXXXXX")
 	dpkg-deb -x "$deb" "$root" || die "dpkg-deb -x $deb failed"
 	ver=$(dpkg-deb -f "$deb" Version)
-	kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | head -n1)
+	kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' -quit 2>/dev/null)
 	[[ -n $kver && -f $root/boot/vmlinuz-$kver ]] || die "no vmlinuz in $deb"
-	if find "$root/lib/modules" -name '*.ko.xz' | grep -q .; then
+	if [[ -n $(find "$root/lib/modules" -name '*.ko.xz' -print -quit) ]]; then
 		command -v xz >/dev/null || die "$deb has .ko.xz modules: install xz-utils"
 		find "$root/lib/modules" -name '*.ko.xz' -exec xz -d {} +
 	fi
-	if find "$root/lib/modules" -name '*.ko.zst' | grep -q .; then
+	if [[ -n $(find "$root/lib/modules" -name '*.ko.zst' -print -quit) ]]; then
 		command -v zstd >/dev/null || die "$deb has .ko.zst modules: install zstd"
 		find "$root/lib/modules" -name '*.ko.zst' -exec zstd -q -d --rm {} +
 	fi
