@@ -197,6 +197,57 @@ static void random_mode(u64 total, u64 seed, u64 ops) {
             ops, rechecked, ms_since(t0));
 }
 
+// mode=hold: memory that only the device writes (a live migration must
+// carry it: KVM's dirty log never sees a VMM's writes). Round after round
+// the guest writes each chunk of the region with a new seed, has the device
+// read it back into a buffer of the chunk's own that the CPU never touches
+// again, and notes the seed. On the power button every buffer is checked
+// against its chunk's last seed.
+static void hold_mode(u64 total, u64 seed) {
+  u64 n = blk.max_bytes / SECTOR < 64 ? blk.max_bytes / SECTOR : 64;
+  u64 chunks = total / n;
+  if (chunks == 0) fatal("disk: mode=hold needs at least %llu sectors", n);
+  u64* wbuf = dma_alloc(n * SECTOR, 4096);
+  u64* hold = dma_alloc(chunks * n * SECTOR, 4096);
+  u64* seeds = dma_alloc(chunks * sizeof *seeds, 8);
+  u64 t0 = rdtsc(), done = 0, round = 0;
+  for (;;) {
+    round++;
+    for (u64 c = 0; c < chunks; c++) {
+      while (!pace_allows(done)) cpu_relax();
+      if (power_button_pressed()) goto check;  // once per chunk: a port read
+      u64 sector = c * n, s = seed ^ mix64(round << 32 | c);
+      fill(wbuf, sector, n, s);
+      u32 st = blk_do(&blk, VIRTIO_BLK_T_OUT, sector, wbuf, (u32)(n * SECTOR), IO_TIMEOUT_US);
+      if (st != VIRTIO_BLK_S_OK) io_fail("hold", st, sector);
+      st = blk_do(&blk, VIRTIO_BLK_T_IN, sector, hold + c * n * WORDS_PER_SECTOR, (u32)(n * SECTOR), IO_TIMEOUT_US);
+      if (st != VIRTIO_BLK_S_OK) io_fail("hold", st, sector);
+      seeds[c] = s;
+      done += n;
+    }
+    kprintf("testos: disk progress mode=hold round=%llu\n", round);
+  }
+check:;
+  u64 bad = 0, held = 0;
+  for (u64 c = 0; c < chunks; c++) {
+    if (!seeds[c]) continue;
+    held++;
+    const u64* b = hold + c * n * WORDS_PER_SECTOR;
+    for (u64 k = 0; k < n * WORDS_PER_SECTOR; k++) {
+      if (b[k] != pattern(c * n + k / WORDS_PER_SECTOR, (u32)(k % WORDS_PER_SECTOR), seeds[c])) {
+        if (bad < 8) kprintf("testos: disk bad chunk=%llu sector=%llu word=%llu\n", c, c * n + k / WORDS_PER_SECTOR,
+                             k % WORDS_PER_SECTOR);
+        bad++;
+        break;
+      }
+    }
+  }
+  if (bad)
+    kprintf("testos: disk FAIL mode=hold bad_chunks=%llu chunks=%llu\n", bad, held);
+  else
+    kprintf("testos: disk OK mode=hold rounds=%llu chunks=%llu ms=%llu\n", round, held, ms_since(t0));
+}
+
 void job_disk(const struct job_args* a) {
   open_disk();
   u64 total = a->mib * 2048;
@@ -220,6 +271,8 @@ void job_disk(const struct job_args* a) {
     else
       kprintf("testos: disk OK mode=verify mib=%llu sectors=%llu seed=%llu sum=0x%llx ms=%llu\n", total / 2048, total,
               a->seed, sum, ms_since(t0));
+  } else if (streq(mode, "hold")) {
+    hold_mode(total, a->seed);
   } else {
     random_mode(total, a->seed, a->have_ops ? a->ops : 256);
   }

@@ -139,7 +139,8 @@ static void parse_cmdline(const char* src, struct job_args* a) {
         !streq(a->kind, "de") && !streq(a->kind, "triple"))
       fatal("unknown fault kind %s", a->kind);
   } else if (streq(a->job, "disk")) {
-    if (a->mode && !streq(a->mode, "write") && !streq(a->mode, "verify") && !streq(a->mode, "random"))
+    if (a->mode && !streq(a->mode, "write") && !streq(a->mode, "verify") && !streq(a->mode, "random") &&
+        !streq(a->mode, "hold"))
       fatal("unknown disk mode %s", a->mode);
   } else if (streq(a->job, "diskbench")) {
     if (a->have_seconds && a->seconds == 0) bad_value("seconds", "0");
