@@ -323,6 +323,10 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     info_.set_zero_pages_sent(totals.zero_pages_sent());
     info_.set_phase(pb::MIGRATION_PHASE_HANDOVER);
   }
+  // While the destination applies the state: every write the guest was
+  // told is done reaches the disks' storage before the guest may run there.
+  machine_.sync_disks();
+  step("disks synced");
 
   FrameChannel::Frame answer = channel_->receive();
   if (answer.type == FrameType::kVerdict) {

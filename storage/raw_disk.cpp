@@ -83,6 +83,11 @@ void RawDisk::flush(uint64_t tag) {
   add({.tag = tag, .kind = OpKind::kFlush, .offset = 0});
 }
 
+void RawDisk::sync() {
+  if (read_only_) return;
+  if (::fdatasync(buffered_fd_.get()) < 0) throw_errno("fdatasync " + path_);
+}
+
 void RawDisk::discard(uint64_t tag, uint64_t offset, uint64_t length) {
   add({.tag = tag,
        .kind = OpKind::kFallocate,

@@ -79,6 +79,9 @@ class RawDisk {
   void write(uint64_t tag, uint64_t offset, std::span<const iovec> iov);
   // fdatasync, ordered after every request submitted before it (IOSQE_IO_DRAIN).
   void flush(uint64_t tag);
+  // fdatasync now, waiting for it (what completed is on stable storage);
+  // a no-op for a read-only image. Call with nothing in flight.
+  void sync();
   // Deallocates [offset, offset + length): reads return zeroes afterwards
   // (fallocate PUNCH_HOLE | KEEP_SIZE). A file system without hole punching
   // completes it as a no-op, which discard allows.

@@ -90,6 +90,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void check_shape_fits(const state::v1::VmState& shape) override;
   void rehearse_state() override;
   void post(std::function<void()> task) override;
+  void sync_disks() override;
   void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }
   std::unique_ptr<kvm::DirtyLog> start_dirty_log() override;

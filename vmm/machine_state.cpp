@@ -12,6 +12,7 @@
 #include "vmm/state/vcpu_state.h"
 #include "vmm/state/vm_state_kvm.h"
 #include "vmm/virtio_devices.h"
+#include "vmm/virtio_pci_function.h"
 
 namespace keel {
 
@@ -180,6 +181,10 @@ void Machine::rehearse_state() {
 
 void Machine::post(std::function<void()> task) {
   boost::asio::post(events_, std::move(task));
+}
+
+void Machine::sync_disks() {
+  for (const auto& function : devices_->virtio_functions()) function->sync_storage();
 }
 
 void Machine::hand_over(std::string detail) {

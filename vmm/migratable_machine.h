@@ -68,6 +68,11 @@ class MigratableMachine {
   // machine runs); from any thread.
   virtual void post(std::function<void()> task) = 0;
 
+  // Paused and captured: every write the guest was told is done reaches
+  // the disks' stable storage, so another host reading them sees it. Any
+  // thread; may block (fdatasync).
+  virtual void sync_disks() = 0;
+
   // The guest runs elsewhere now (a migration's destination confirmed it
   // runs): stop for good, leaving devices and memory as they are; keel-vmm
   // exits with status "migrated". From any thread.

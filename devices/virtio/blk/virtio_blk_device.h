@@ -76,6 +76,7 @@ class VirtioBlkDevice : public VirtioDevice {
   // state is the disk's capacity and read-only flag: the configuration is
   // derived from the disk, and restore_state() refuses another size.
   void quiesce() override;
+  void sync_storage() override { disk_->sync(); }
   std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
   void save_state(state::v1::VirtioDeviceState& state) const override;
   void restore_state(const state::v1::VirtioDeviceState& state) override;

@@ -113,6 +113,10 @@ class VirtioDevice {
   // (virtio-blk waits for its requests in flight), so that every chain the
   // device popped is either returned or held in a way queue_state() undoes.
   virtual void quiesce() {}
+  // After quiesce(), before another host may run the guest (a live
+  // migration lets go): what the guest was told is written is on stable
+  // storage (virtio-blk: fdatasync of its image). May block.
+  virtual void sync_storage() {}
   // Where activated `queue` resumes after a restore: its SplitQueueState,
   // minus chains the device holds popped but not used (it pops them again
   // after restore). nullopt when the device has no such queue (not enabled,
