@@ -11,17 +11,10 @@
 #include <gtest/gtest.h>
 #include <linux/kvm.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <iostream>
-#include <mutex>
-#include <optional>
 #include <set>
-#include <thread>
 
-#include "vmm/boot/memory_layout.h"
-#include "vmm/boot/page_tables.h"
-#include "vmm/boot/x86_boot.h"
+#include "tests/support/loop_guest.h"
 #include "vmm/kvm/dirty_ring.h"
 #include "vmm/kvm/kvm_system.h"
 
@@ -34,24 +27,8 @@ constexpr uint64_t kMiB = 1 << 20;
 // 4 MiB + 12 KiB (page 1027: three bits into a bitmap word).
 constexpr uint64_t kLowSize = 4 * kMiB + 3 * kPage;
 constexpr uint64_t kHighGpa = 16 * kMiB, kHighSize = 4 * kMiB;
-constexpr uint64_t kCode = 0x1000;
-constexpr uint64_t kPageTables = 0x10000;  // six pages (page_tables.h)
-constexpr uint16_t kPort = 0x10;
 constexpr uint64_t kWrittenPages = 16, kStride = 2 * kPage;  // every other page from kHighGpa
 constexpr uint64_t kExtraBound = 8;  // pages a harvest may hold beyond those written
-
-// rcx = rsi pages from rdi, rdx apart: increment a qword in each, report
-// the round on port 0x10, again.
-constexpr uint8_t kGuestLoop[] = {
-    0x48, 0x89,  0xf1,  // mov rcx, rsi
-    0x48, 0x89,  0xf8,  // mov rax, rdi
-    0x48, 0xff,  0x00,  // inc qword [rax]
-    0x48, 0x01,  0xd0,  // add rax, rdx
-    0x48, 0xff,  0xc9,  // dec rcx
-    0x75, 0xf5,         // jnz the inc
-    0xe6, kPort,        // out 0x10, al
-    0xeb, 0xe9,         // jmp to the start
-};
 
 uint64_t file_page_of_high(uint64_t gpa) {
   return (kLowSize + (gpa - kHighGpa)) / kPage;
@@ -67,84 +44,20 @@ std::set<uint64_t> pages_of(const std::vector<uint64_t>& bits) {
   return pages;
 }
 
-// The guest on its vCPU thread; the test waits for rounds by count.
-class RunningGuest {
- public:
-  explicit RunningGuest(kvm::Vcpu& vcpu) : vcpu_(vcpu), thread_([this] { run(); }) {}
-  ~RunningGuest() { stop(); }
+// The VM, its two slots and the loop guest writing kWrittenPages pages from
+// kHighGpa; with `ring_bytes`, the dirty ring on instead of the bitmap.
+testing::LoopGuestShape shape(uint32_t ring_bytes = 0) {
+  return {{{0, kLowSize, 0}, {kHighGpa, kHighSize, kLowSize}},
+          kHighGpa,
+          kWrittenPages,
+          kStride,
+          ring_bytes};
+}
 
-  uint64_t rounds() const { return rounds_.load(); }
-  // Waits until the guest finished `n` more rounds than `from`.
-  void wait_rounds(uint64_t from, uint64_t n) {
-    std::unique_lock lock(mutex_);
-    ASSERT_TRUE(changed_.wait_for(lock, std::chrono::seconds(120), [&] {
-      return rounds_.load() >= from + n || !error_.empty();
-    })) << "the guest made no progress";
-    ASSERT_TRUE(error_.empty()) << error_;
-  }
-  void stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-    ASSERT_TRUE(error_.empty()) << error_;
-  }
-
- private:
-  void run() {
-    while (!stop_) {
-      if (!vcpu_.enter()) continue;
-      const kvm_run* run = vcpu_.run();
-      std::lock_guard lock(mutex_);
-      if (run->exit_reason == KVM_EXIT_IO && run->io.port == kPort) {
-        ++rounds_;
-      } else {
-        error_ = "unexpected exit " + std::to_string(run->exit_reason);
-        stop_ = true;
-      }
-      changed_.notify_all();
-    }
-  }
-
-  kvm::Vcpu& vcpu_;
-  std::atomic<uint64_t> rounds_{0};
-  std::atomic<bool> stop_{false};
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string error_;
-  std::thread thread_;
-};
-
-// The VM, its two slots and one vCPU set to run kGuestLoop; with
-// `ring_bytes`, the dirty ring on instead of the bitmap.
-struct LoopGuest {
-  explicit LoopGuest(uint32_t ring_bytes = 0)
-      : kvm(kvm::System::open()),
-        vm(kvm.create_vm()),
-        memory({{0, kLowSize, 0}, {kHighGpa, kHighSize, kLowSize}}) {
-    vm.set_tss_address(layout::kKvmTss);
-    vm.set_identity_map_address(layout::kKvmIdentityMap);
-    for (size_t i = 0; i < memory.regions().size(); ++i) {
-      const GuestRegion& r = memory.regions()[i];
-      vm.set_memory_slot(static_cast<uint32_t>(i), r.guest_phys, r.size,
-                         memory.host_base() + r.file_offset);
-    }
-    vm.create_irqchip();
-    if (ring_bytes) vm.enable_dirty_ring(ring_bytes);
-    vcpu.emplace(vm.create_vcpu(0));
-    memory.write(kCode, kGuestLoop);
-    const uint64_t cr3 = write_identity_page_tables(memory, kPageTables);
-    vcpu->set_cpuid(kvm.supported_cpuid());
-    set_boot_vcpu_state(*vcpu, BootEntry{true, kCode, 0, 0, cr3});
-    kvm_regs regs = vcpu->get_regs();
-    regs.rdi = kHighGpa;
-    regs.rsi = kWrittenPages;
-    regs.rdx = kStride;
-    vcpu->set_regs(regs);
-  }
-  kvm::System kvm;
-  kvm::Vm vm;
-  GuestMemory memory;
-  std::optional<kvm::Vcpu> vcpu;
-};
+// Waits for `n` more passes than `from`, failing the test if there are none.
+void wait_passes(testing::RunningGuest& guest, uint64_t from, uint64_t n) {
+  ASSERT_TRUE(guest.wait_passes(from, n)) << "the guest made no progress: " << guest.error();
+}
 
 std::set<uint64_t> written_pages() {
   std::set<uint64_t> written;
@@ -173,7 +86,7 @@ void check(const char* what, const std::set<uint64_t>& harvest,
 }
 
 TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
-  LoopGuest g;
+  testing::LoopGuest g(shape());
   kvm::Vm& vm = g.vm;
   GuestMemory& memory = g.memory;
   kvm::Vcpu& vcpu = *g.vcpu;
@@ -183,13 +96,13 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
   memory.dirty().harvest();  // the code and page tables written above: before logging began
   EXPECT_EQ(kvm::DirtyLog::count(log.harvest()), 0u) << "nothing ran yet";
 
-  RunningGuest guest(vcpu);
-  guest.wait_rounds(0, 2);
-  const uint64_t at_first = guest.rounds();
+  testing::RunningGuest guest(vcpu);
+  wait_passes(guest, 0, 2);
+  const uint64_t at_first = guest.passes();
   const auto first = pages_of(log.harvest());  // while the guest runs on
   check("first harvest", first, written);
   // Re-protected: the rounds after it are logged again.
-  guest.wait_rounds(at_first, 3);
+  wait_passes(guest, at_first, 3);
   memory.write_obj<uint64_t>(0x200000, 42);                  // a device's write in slot 0
   memory.write_obj<uint64_t>(kHighGpa + kHighSize - 8, 42);  // and in slot 1, the last page
   std::set<uint64_t> with_vmm = written;
@@ -198,13 +111,13 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
   const auto second = pages_of(log.harvest());
   check("second harvest", second, with_vmm);
 
-  guest.stop();
+  EXPECT_EQ(guest.stop(), "");
   log.harvest();  // what the last rounds wrote
   const auto after = pages_of(log.harvest());
   std::string listed;
   for (uint64_t p : after) listed += " " + std::to_string(p);
   EXPECT_TRUE(after.empty()) << after.size() << " pages harvested from a stopped guest:" << listed;
-  std::cout << "rounds " << guest.rounds() << "\n";
+  std::cout << "rounds " << guest.passes() << "\n";
 }
 
 // The same guest with the dirty ring instead of the bitmap: each collect
@@ -212,11 +125,11 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
 TEST(DirtyRing, CollectsUnderARunningGuestWhatItWroteSinceTheLastReset) {
   uint32_t max = 0;
   {
-    LoopGuest probe;
+    testing::LoopGuest probe(shape());
     max = probe.vm.dirty_ring_max_bytes();
   }
   ASSERT_GT(max, 0u) << "this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)";
-  LoopGuest g(std::min<uint32_t>(max, 64 * 1024));  // 4096 entries
+  testing::LoopGuest g(shape(std::min<uint32_t>(max, 64 * 1024)));  // 4096 entries
   for (size_t i = 0; i < g.memory.regions().size(); ++i)
     g.vm.set_dirty_logging(static_cast<uint32_t>(i), true);
   kvm::DirtyRing ring(g.vm, *g.vcpu);
@@ -240,13 +153,13 @@ TEST(DirtyRing, CollectsUnderARunningGuestWhatItWroteSinceTheLastReset) {
   };
 
   EXPECT_TRUE(collect().empty()) << "nothing ran yet";
-  RunningGuest guest(*g.vcpu);
-  guest.wait_rounds(0, 2);
-  const uint64_t at_first = guest.rounds();
+  testing::RunningGuest guest(*g.vcpu);
+  wait_passes(guest, 0, 2);
+  const uint64_t at_first = guest.passes();
   check("first collect", collect(), written);
-  guest.wait_rounds(at_first, 3);
+  wait_passes(guest, at_first, 3);
   check("second collect", collect(), written);  // the reset re-protected them
-  guest.stop();
+  EXPECT_EQ(guest.stop(), "");
   collect();
   EXPECT_TRUE(collect().empty()) << "a stopped guest dirtied pages";
 }
