@@ -141,7 +141,7 @@ void IncomingMigration::receive_memory(Machine& machine) {
       case FrameType::kCancel: {
         mpb::Verdict why;
         why.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()));
-        throw StreamError("the source cancelled the migration: " + why.message());
+        throw StreamError("the source cancelled the migration: " + peer_says(why.message()));
       }
       default:
         throw StreamError(std::string("unexpected ") + frame_name(frame.type) +

@@ -134,7 +134,7 @@ void MigrationSender::connect_and_check() {
   channel_->send(FrameType::kHello, hello);
   mpb::Verdict verdict;
   channel_->receive_message(FrameType::kVerdict, verdict);
-  if (!verdict.ok()) throw InputError("the destination refused the VM: " + verdict.message());
+  if (!verdict.ok()) throw InputError("the destination refused the VM: " + peer_says(verdict.message()));
 }
 
 void MigrationSender::first_pass() {
@@ -332,7 +332,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   if (answer.type == FrameType::kVerdict) {
     mpb::Verdict verdict;
     verdict.ParseFromArray(answer.payload.data(), static_cast<int>(answer.payload.size()));
-    throw InputError("the destination refused the VM state: " + verdict.message());
+    throw InputError("the destination refused the VM state: " + peer_says(verdict.message()));
   }
   if (answer.type != FrameType::kReady) {
     throw StreamError(std::string("expected ready from the destination, got ") +

@@ -94,4 +94,14 @@ PageBatchCounts decode_page_batch(std::span<const uint8_t> payload, uint64_t mem
   return counts;
 }
 
+std::string peer_says(const std::string& message) {
+  constexpr size_t kMax = 400;
+  std::string out = message.substr(0, kMax);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  if (message.size() > kMax) out += "...";
+  return out;
+}
+
 }  // namespace keel::migration

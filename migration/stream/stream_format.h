@@ -60,6 +60,10 @@ struct FrameHeader {
 };
 
 const char* frame_name(FrameType type);
+
+// A reason the peer gave (Verdict.message), fit for one log line: at most
+// 400 bytes, control characters and bytes outside printable ASCII as '?'.
+std::string peer_says(const std::string& message);
 std::array<uint8_t, 8> encode_frame_header(FrameType type, uint32_t length);
 // Throws StreamError for an unknown type or a length above kMaxFramePayload.
 FrameHeader decode_frame_header(std::span<const uint8_t, 8> bytes);

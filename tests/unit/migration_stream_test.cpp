@@ -46,6 +46,13 @@ std::span<const uint8_t> span_of(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+TEST(PeerSays, KeepsOneShortPrintableLine) {
+  EXPECT_EQ(peer_says("disk 0: no such file"), "disk 0: no such file");
+  EXPECT_EQ(peer_says("two\nlines\x1b[2J\xff"), "two?lines?[2J?");
+  const std::string flood(100000, 'x');
+  EXPECT_EQ(peer_says(flood), std::string(400, 'x') + "...");
+}
+
 TEST(PageBatch, DeliversPagesAndZeroMarkersInOrder) {
   const std::string batch = entry(encode_page_entry(3, false)) + std::string(4096, 'a') +
                             entry(encode_page_entry(7, true)) + entry(encode_page_entry(0, false)) +
