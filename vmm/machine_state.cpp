@@ -82,8 +82,7 @@ std::unique_ptr<kvm::DirtyLog> Machine::start_dirty_log() {
 }
 
 // Devices first: quiescing may complete requests into guest memory and
-// raise interrupts; then KVM's state, the clock last (the guest's time
-// stops where the vCPUs stopped).
+// raise interrupts; then KVM's state, the clock beside the TSCs.
 st::VmState Machine::capture_state() {
   st::VmState state;
   state.set_schema_version(kVmStateSchemaVersion);
@@ -100,11 +99,13 @@ st::VmState Machine::capture_state() {
     *state.add_vcpus() = capture_vcpu_state(caps, vcpu);
     vcpu_states.push_back(state.mutable_vcpus(state.vcpus_size() - 1));
   }
+  // The clock right after the TSCs: the pair keeps their distance (see
+  // TscRestore::ns_since_reference).
   capture_tsc(vcpus_->all(), vcpu_states);
+  *state.mutable_clock() = capture_clock(vm_);
   *state.mutable_irqchip() = capture_irqchip(vm_);
   *state.mutable_pit() = capture_pit(vm_);
   *state.mutable_cpu() = guest_cpu_features(caps, (*vcpus_)[0]);
-  *state.mutable_clock() = capture_clock(vm_);
   return state;
 }
 
@@ -216,7 +217,7 @@ void Machine::apply_state(const st::VmState& state) {
   for (size_t i = 0; i < vcpus_->size(); ++i) {
     restore_vcpu_state(caps, (*vcpus_)[i], state.vcpus(static_cast<int>(i)), tsc);
   }
-  restore_clock(vm_, state.clock(), transit_ns);
+  restore_clock(vm_, state.clock(), transit_ns + tsc.ns_since_reference());
   // Said once a state is in: a refused one gets its one line.
   if (caps.guest_tsc_is_host && !said_host_tsc_) {
     said_host_tsc_ = true;

@@ -32,9 +32,19 @@ void capture_tsc(const std::vector<kvm::Vcpu>& vcpus, std::vector<state::v1::Vcp
 std::optional<uint64_t> TscRestore::offset_for(const kvm::Vcpu& vcpu,
                                                const state::v1::VcpuState& state) {
   if (!state.has_tsc_at_capture()) return std::nullopt;
-  if (!host_tsc_) host_tsc_ = host_tsc_at_guest_rate(vcpu);
+  if (!host_tsc_) {
+    host_tsc_ = host_tsc_at_guest_rate(vcpu);
+    reference_ = std::chrono::steady_clock::now();
+  }
   if (!host_tsc_) return std::nullopt;
   return state.tsc_at_capture() + advance_ - *host_tsc_;
+}
+
+uint64_t TscRestore::ns_since_reference() const {
+  if (!host_tsc_) return 0;
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now() - reference_)
+                                   .count());
 }
 
 }  // namespace keel

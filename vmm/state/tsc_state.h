@@ -11,6 +11,7 @@
 // kept to the cycle. Without the attribute, restore writes IA32_TSC as saved.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -37,9 +38,15 @@ class TscRestore {
   // Every TSC continues `cycles` later than captured (a live migration's
   // time in transit).
   void advance(uint64_t cycles) { advance_ = cycles; }
+  // Nanoseconds since the reference instant (0 before it): the clock set
+  // after the vCPUs moves on by as much, so that kvmclock and the TSCs keep
+  // the distance they had at capture (a guest's clocksource watchdog marks
+  // the TSC unstable when they drift apart by more than about 100 us).
+  uint64_t ns_since_reference() const;
 
  private:
   std::optional<uint64_t> host_tsc_;
+  std::chrono::steady_clock::time_point reference_;
   uint64_t advance_ = 0;
 };
 
