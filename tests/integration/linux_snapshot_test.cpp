@@ -22,6 +22,7 @@
 #include "proto/control.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/kernel_log.h"
+#include "tests/support/linux_guest_disk.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
@@ -36,6 +37,7 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 const std::string kDiskcheck = kImages + "/bin/keel-diskcheck";
+const std::string kBeat = "keel-guest: beat ";
 
 // The jobs. Long enough that all three are still running when the snapshot
 // is taken a few beats in, on any host; short enough for the KVM test host.
@@ -52,47 +54,6 @@ constexpr uint64_t kRestoreStartSlackUs = 5'000'000;
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
-}
-
-std::vector<std::string> with_prefix(const std::vector<std::string>& lines,
-                                     const std::string& prefix) {
-  std::vector<std::string> out;
-  for (const auto& l : lines) {
-    if (l.rfind(prefix, 0) == 0) out.push_back(l);
-  }
-  return out;
-}
-
-struct Beat {
-  uint64_t seq, t_us;
-};
-std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
-  std::vector<Beat> out;
-  for (const auto& l : with_prefix(lines, "keel-guest: beat ")) {
-    out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
-  }
-  return out;
-}
-
-// The "disk OK ..." or "disk BAD ..." line of keel-diskcheck run on the host
-// against an image file (the image's binaries are static).
-std::string diskcheck_on_host(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{kDiskcheck};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto result = run_command(argv, seconds(120));
-  std::istringstream in(result.out);
-  std::string last;
-  for (std::string l; std::getline(in, l);) {
-    if (l.rfind("keel-guest: disk OK ", 0) == 0 || l.rfind("keel-guest: disk BAD ", 0) == 0)
-      last = l;
-  }
-  return last.empty() ? "exit " + std::to_string(result.exit_code) + ": " + result.out + result.err
-                      : last;
-}
-
-std::string sum_of(const std::string& line) {
-  auto f = fields(line);
-  return f.count("sum") ? f["sum"] : "(no sum in '" + line + "')";
 }
 
 std::vector<std::string> boot_args(const std::string& disk, const std::string& snapshot_root) {
@@ -167,7 +128,7 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
                static_cast<unsigned long long>(result.duration_ms()));
 
   // Every job was in the middle of its work.
-  const auto beats_before = beats_in(first);
+  const auto beats_before = beats_in(first, kBeat);
   ASSERT_FALSE(beats_before.empty());
   const uint64_t last = beats_before.back().seq;
   ASSERT_LT(last + 10, kCount) << "the heartbeat ran too far before the snapshot\n"
@@ -211,11 +172,11 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
 
     // The heartbeat goes on, every beat once, on a clock that stepped only
     // by the pause.
-    const auto beats = beats_in(after);
+    const auto beats = beats_in(after, kBeat);
     ASSERT_EQ(beats.size(), kCount - last) << join_lines(after);
     for (size_t i = 0; i < beats.size(); ++i)
       ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
-    const uint64_t t_last = beats_in(first).back().t_us;
+    const uint64_t t_last = beats_in(first, kBeat).back().t_us;
     const uint64_t step = beats[0].t_us - t_last;
     std::fprintf(
         stderr,
@@ -241,8 +202,8 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
     EXPECT_NE(disk_ok[0].find(" writes=" + std::to_string(kDiskWrites) + " "), std::string::npos)
         << disk_ok[0];
     const std::string host =
-        diskcheck_on_host({"random-verify", copies[r], host_args_mib, std::to_string(kDiskSeed),
-                           std::to_string(kDiskWrites)});
+        diskcheck_on_host(kDiskcheck, {"random-verify", copies[r], host_args_mib,
+                                       std::to_string(kDiskSeed), std::to_string(kDiskWrites)});
     ASSERT_EQ(host.rfind("keel-guest: disk OK mode=random-verify ", 0), 0u) << host;
     EXPECT_EQ(sum_of(host), sum_of(disk_ok[0])) << host << "\n" << disk_ok[0];
     sums[r] = sum_of(host);

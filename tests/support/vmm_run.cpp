@@ -78,11 +78,18 @@ std::string describe(const VmmRun& run) {
          "\nconsole:\n" + run.console() + "stderr:\n" + run.err;
 }
 
-std::vector<Beat> beats_in(const std::vector<std::string>& lines) {
+std::vector<Beat> beats_in(const std::vector<std::string>& lines, const std::string& prefix) {
   std::vector<Beat> out;
+  for (const auto& l : with_prefix(lines, prefix))
+    out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
+  return out;
+}
+
+std::vector<std::string> with_prefix(const std::vector<std::string>& lines,
+                                     const std::string& prefix) {
+  std::vector<std::string> out;
   for (const auto& l : lines) {
-    if (l.rfind("testos: beat ", 0) == 0)
-      out.push_back({field_u64(l, "seq"), field_u64(l, "t_us")});
+    if (l.rfind(prefix, 0) == 0) out.push_back(l);
   }
   return out;
 }

@@ -36,11 +36,17 @@ VmmRun run_vmm(const std::vector<std::string>& args,
 std::map<std::string, std::string> fields(const std::string& line);
 uint64_t field_u64(const std::string& line, const std::string& key);
 
-// The test guest's heartbeat lines ("testos: beat seq=N t_us=T") among `lines`.
+// Heartbeat lines ("PREFIXseq=N t_us=T") among `lines`: the test guest's by
+// default, "keel-guest: beat " for the Linux guest image's.
 struct Beat {
   uint64_t seq, t_us;
 };
-std::vector<Beat> beats_in(const std::vector<std::string>& lines);
+std::vector<Beat> beats_in(const std::vector<std::string>& lines,
+                           const std::string& prefix = "testos: beat ");
+
+// The lines that start with `prefix`.
+std::vector<std::string> with_prefix(const std::vector<std::string>& lines,
+                                     const std::string& prefix);
 
 const char* vmm_path();
 const char* testos_bzimage();
