@@ -72,8 +72,11 @@ int main(int argc, char** argv) {
     machine->set_extension(&migrations);
     MachineStop stop;
     try {
-      stop = machine->run([&incoming] {
-        if (incoming) incoming->confirm_running();
+      stop = machine->run([&incoming, &machine] {
+        if (incoming) {
+          machine->announce_network();
+          incoming->confirm_running();
+        }
       });
     } catch (const std::exception& e) {
       stop = {StopReason::kVmmError, e.what()};

@@ -91,6 +91,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void rehearse_state() override;
   void post(std::function<void()> task) override;
   void sync_disks() override;
+  void announce_network() override;
   void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }
   std::unique_ptr<kvm::DirtyLog> start_dirty_log() override;

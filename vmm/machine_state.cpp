@@ -188,6 +188,10 @@ void Machine::sync_disks() {
   for (const auto& function : devices_->virtio_functions()) function->sync_storage();
 }
 
+void Machine::announce_network() {
+  for (const auto& function : devices_->virtio_functions()) function->announce();
+}
+
 void Machine::hand_over(std::string detail) {
   request_stop({StopReason::kMigrated, std::move(detail)});
 }

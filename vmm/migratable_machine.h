@@ -73,6 +73,10 @@ class MigratableMachine {
   // thread; may block (fdatasync).
   virtual void sync_disks() = 0;
 
+  // The guest runs here now (a migration's destination): each network card
+  // announces its MAC (VirtioDevice::announce). Returns at once.
+  virtual void announce_network() = 0;
+
   // The guest runs elsewhere now (a migration's destination confirmed it
   // runs): stop for good, leaving devices and memory as they are; keel-vmm
   // exits with status "migrated". From any thread.

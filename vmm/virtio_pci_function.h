@@ -60,6 +60,10 @@ class VirtioPciFunction : public PciDevice {
   // Snapshot: the transport's and device's state (vCPUs stopped; save
   // quiesces the device). restore() moves the doorbells to the restored BAR.
   state::v1::VirtioPciState save() { return transport_.save(); }
+  void announce() {
+    std::lock_guard guard(transport_.lock());
+    device_->announce();
+  }
   void sync_storage() {
     std::lock_guard guard(transport_.lock());
     device_->sync_storage();

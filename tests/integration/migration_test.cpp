@@ -2,14 +2,19 @@
 // loopback (label kvm): keelctl migrate to a keel-vmm --incoming, there and
 // back ten times with the heartbeat continuing and a memory pattern
 // verified on the far side; a guest dirtying memory; memory only the disk
-// wrote; and the faults: the
+// wrote; a guest moving to another tap of a bridge (announced, its traffic
+// following); and the faults: the
 // destination killed midway (the source's guest runs on), the source killed
 // midway (the destination ends with one line), cancel, a destination that
 // refuses the machine's shape, and streams that are truncated, corrupted
 // or random (refused, never run, never hung).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,6 +32,8 @@
 #include "proto/migration.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
+#include "tests/support/net_namespace.h"
+#include "tests/support/net_peer.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
@@ -256,6 +263,76 @@ TEST(Migration, PagesOnlyTheDiskWroteArrive) {
   EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
   EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
   EXPECT_EQ(there.vmm->lines("testos: disk OK mode=hold ").size(), 1u) << there.vmm->describe();
+}
+
+// The destination on another tap of the same bridge (another host's port):
+// it announces the guest's MAC there (RARP), and a peer's UDP echoes follow
+// the guest without anyone waiting for the bridge to forget the old port.
+TEST(Migration, GuestOnAnotherTapOfTheBridgeIsAnnouncedAndTrafficFollows) {
+  NetNamespace ns("kmig-a", "");
+  run_checked({"ip", "link", "add", "kmig-br", "type", "bridge", "forward_delay", "0"});
+  run_checked({"ip", "tuntap", "add", "dev", "kmig-b", "mode", "tap"});
+  for (const char* tap : {"kmig-a", "kmig-b"})
+    run_checked({"ip", "link", "set", tap, "master", "kmig-br", "up"});
+  run_checked({"ip", "addr", "add", "10.0.2.1/24", "dev", "kmig-br"});
+  run_checked({"ip", "link", "set", "kmig-br", "up"});
+  const std::string mac = "52:54:00:12:34:56";
+
+  LiveVmm source(
+      testos("job=net ip=10.0.2.15 seconds=600", "128M", {"--net", "tap=kmig-a,mac=" + mac}));
+  ASSERT_TRUE(source.wait_line("testos: net ready ", 0, seconds(300))) << source.describe();
+  const auto deadline = std::chrono::steady_clock::now() + seconds(120);
+  ASSERT_EQ(ping("10.0.2.15", 3, deadline), 3) << source.describe();
+  UdpSocket udp("10.0.2.1", 0);
+  auto echoed = [&udp](int n) {
+    int got = 0;
+    for (int i = 0; i < n; ++i) {
+      const std::string text = "keel moves " + std::to_string(i);
+      const std::vector<uint8_t> payload(text.begin(), text.end());
+      udp.send_to("10.0.2.15", 7, payload);
+      if (udp.receive(seconds(5)) == payload) ++got;
+    }
+    return got;
+  };
+  ASSERT_EQ(echoed(3), 3) << source.describe();
+
+  // What comes out of the destination's tap into the bridge (every
+  // protocol: a bridge port's frames reach only such sockets).
+  UniqueFd capture(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL)));
+  ASSERT_TRUE(capture.valid());
+  sockaddr_ll at{};
+  at.sll_family = AF_PACKET;
+  at.sll_protocol = htons(ETH_P_ALL);
+  at.sll_ifindex = static_cast<int>(::if_nametoindex("kmig-b"));
+  ASSERT_EQ(::bind(capture.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+
+  Incoming there = incoming({"--net", "tap=kmig-b"});
+  pb::Response done = migrate(source, there.address);
+  ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
+  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+
+  // The announcement: a RARP request from the guest's MAC, on the new port.
+  std::vector<uint8_t> frame(1600);
+  bool announced = false;
+  const auto until = std::chrono::steady_clock::now() + seconds(5);
+  while (!announced && std::chrono::steady_clock::now() < until) {
+    pollfd p{capture.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) != 1) continue;
+    const ssize_t n = ::recv(capture.get(), frame.data(), frame.size(), 0);
+    announced = n >= 42 && (frame[12] << 8 | frame[13]) == 0x8035;
+  }
+  ASSERT_TRUE(announced) << "no RARP frame from the destination\n" << there.vmm->describe();
+  char from[18];
+  std::snprintf(from, sizeof from, "%02x:%02x:%02x:%02x:%02x:%02x", frame[6], frame[7], frame[8],
+                frame[9], frame[10], frame[11]);
+  EXPECT_EQ(from, mac);
+  EXPECT_EQ(frame[20] << 8 | frame[21], 3) << "not a reverse request";
+
+  // The peer's traffic reaches the guest where it runs now.
+  EXPECT_EQ(echoed(5), 5) << there.vmm->describe();
+  EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
+  EXPECT_TRUE(there.vmm->lines("testos: net FAIL").empty()) << there.vmm->describe();
 }
 
 TEST(Migration, DestinationKilledMidwaySourceRunsOn) {

@@ -38,7 +38,7 @@ NetNamespace::NetNamespace(const std::string& tap, const std::string& host_cidr)
     entered_ = true;
     run_checked({"ip", "link", "set", "lo", "up"});
     run_checked({"ip", "tuntap", "add", "dev", tap_, "mode", "tap"});
-    run_checked({"ip", "addr", "add", host_cidr, "dev", tap_});
+    if (!host_cidr.empty()) run_checked({"ip", "addr", "add", host_cidr, "dev", tap_});
     run_checked({"ip", "link", "set", tap_, "up"});
   } catch (...) {
     if (entered_) ::setns(original_.get(), CLONE_NEWNET);

@@ -13,7 +13,8 @@ namespace keel::testing {
 
 class NetNamespace {
  public:
-  // Tap `tap` with `host_cidr` (e.g. "10.0.2.1/24"), up, and lo up.
+  // Tap `tap` with `host_cidr` (e.g. "10.0.2.1/24"; empty: no address),
+  // up, and lo up.
   NetNamespace(const std::string& tap, const std::string& host_cidr);
   ~NetNamespace();
   NetNamespace(const NetNamespace&) = delete;

@@ -375,6 +375,44 @@ TEST_F(VirtioNetTest, FrameLongerThanBufferIsDroppedAndBufferReused) {
   EXPECT_EQ(stats().rx_too_big, 1u);
 }
 
+// After a migration the device announces the guest's MAC where it now runs:
+// five RARP frames (RFC 903: reverse request, the MAC as sender and target,
+// no addresses) broadcast into the tap, the first at once, the next 50 ms
+// later, without the guest doing anything (the device need not be active).
+TEST_F(VirtioNetTest, AnnounceBroadcastsRarpFramesFromTheGuestMac) {
+  constexpr uint16_t kRarp = 0x8035;
+  UniqueFd capture(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kRarp)));
+  ASSERT_TRUE(capture.valid());
+  sockaddr_ll at{};
+  at.sll_family = AF_PACKET;
+  at.sll_protocol = htons(kRarp);
+  at.sll_ifindex = static_cast<int>(::if_nametoindex(kTap));
+  ASSERT_EQ(::bind(capture.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+
+  device->announce();
+  std::vector<std::vector<uint8_t>> frames;
+  std::vector<std::chrono::steady_clock::time_point> when;
+  run_until([&] {
+    if (auto f = receive(capture.get(), 0ms)) {
+      frames.push_back(*f);
+      when.push_back(std::chrono::steady_clock::now());
+    }
+    return frames.size() == VirtioNetDevice::kAnnounceFrames;
+  });
+  std::vector<uint8_t> want{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  want.insert(want.end(), kGuestMac.begin(), kGuestMac.end());
+  for (uint8_t b : {0x80, 0x35, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x03}) want.push_back(b);
+  want.insert(want.end(), kGuestMac.begin(), kGuestMac.end());
+  want.insert(want.end(), 4, 0);
+  want.insert(want.end(), kGuestMac.begin(), kGuestMac.end());
+  want.insert(want.end(), 4, 0);
+  want.resize(60, 0);
+  for (const auto& f : frames) EXPECT_EQ(f, want);
+  ASSERT_EQ(when.size(), 5u);
+  EXPECT_GE(when[1] - when[0], 40ms) << "the second frame came at once";
+  EXPECT_EQ(stats().tx_frames, 0u) << "announcing is not the guest transmitting";
+}
+
 // The tap bridged to a veth whose queue is slowed down by a token bucket,
 // and a send buffer of about one frame: writes meet EAGAIN. Every frame must
 // still come out at the far end, once, in order.

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/state_check.h"
+#include "devices/virtio/net/announce_frame.h"
 #include "proto/device_state.pb.h"
 
 namespace keel::virtio {
@@ -56,7 +57,8 @@ VirtioNetDevice::VirtioNetDevice(boost::asio::io_context& events,
     : events_(events),
       tap_(config.tap()),
       mac_(mac_from_config(config)),
-      watch_(events, dup_fd(tap_.fd())) {}
+      watch_(events, dup_fd(tap_.fd())),
+      announce_timer_(events) {}
 
 VirtioNetDevice::~VirtioNetDevice() {
   // Handlers still queued see the token gone and do nothing.
@@ -71,6 +73,30 @@ auto VirtioNetDevice::guarded(F body) {
     if (generation != generation_) return;
     body();
   };
+}
+
+// --- announce (after a live migration) --------------------------------------
+
+void VirtioNetDevice::announce() {
+  boost::asio::post(events_, [this, alive = std::weak_ptr<int>(alive_)] {
+    if (!alive.expired()) send_announce(0);
+  });
+}
+
+// On the event loop; tap_ and mac_ never change, so no lock. A frame the
+// tap does not take (full, or no carrier) is lost like any other: the next
+// one follows.
+void VirtioNetDevice::send_announce(unsigned sent) {
+  std::vector<uint8_t> frame = rarp_announce_frame(mac_);
+  uint8_t header[kNetHdrSize] = {};  // no offloads
+  iovec iov[2] = {{header, sizeof header}, {frame.data(), frame.size()}};
+  (void)!::writev(tap_.fd(), iov, 2);
+  if (++sent == kAnnounceFrames) return;
+  announce_timer_.expires_after(std::chrono::milliseconds(50 + 100 * (sent - 1)));
+  announce_timer_.async_wait(
+      [this, sent, alive = std::weak_ptr<int>(alive_)](const boost::system::error_code& ec) {
+        if (!ec && !alive.expired()) send_announce(sent);
+      });
 }
 
 // --- configuration (5.1.4) ------------------------------------------------

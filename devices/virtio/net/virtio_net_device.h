@@ -34,6 +34,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -96,6 +97,12 @@ class VirtioNetDevice : public VirtioDevice {
   void save_state(state::v1::VirtioDeviceState& state) const override;
   void restore_state(const state::v1::VirtioDeviceState& state) override;
 
+  // Five RARP frames from the guest's MAC (announce_frame.h) straight into
+  // the tap, 50 ms apart and then 100 ms more each time, as QEMU does: one
+  // lost frame does not leave a bridge pointing at the old port.
+  void announce() override;
+  static constexpr unsigned kAnnounceFrames = 5;
+
   const MacAddress& mac() const { return mac_; }
   TapDevice& tap() { return tap_; }
   // Take the transport's lock around these when the event loop is running.
@@ -135,6 +142,8 @@ class VirtioNetDevice : public VirtioDevice {
   bool active_ = false;
   uint64_t generation_ = 0;  // bumped by every stop: handlers of an older one do nothing
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+  void send_announce(unsigned sent);
+  boost::asio::steady_timer announce_timer_;
 
   std::optional<DescriptorChain> tx_pending_;  // popped, not yet taken by the tap
   bool tx_waiting_ = false;                    // a wait for writable (or a next round) is pending

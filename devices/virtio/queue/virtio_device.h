@@ -117,6 +117,10 @@ class VirtioDevice {
   // migration lets go): what the guest was told is written is on stable
   // storage (virtio-blk: fdatasync of its image). May block.
   virtual void sync_storage() {}
+  // The guest now runs here after a live migration: a network card tells
+  // the network (a few RARP frames from its MAC, so bridges learn the new
+  // port). Returns at once; may schedule work on the event loop.
+  virtual void announce() {}
   // Where activated `queue` resumes after a restore: its SplitQueueState,
   // minus chains the device holds popped but not used (it pops them again
   // after restore). nullopt when the device has no such queue (not enabled,
