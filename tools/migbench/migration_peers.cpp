@@ -125,6 +125,21 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
   }
 }
 
+// For a run that failed early: how the process ended (if it did), its
+// stderr and its last console lines.
+std::string what_happened(TimedConsole& console) {
+  std::string out;
+  if (auto code = console.wait_exit(std::chrono::milliseconds(0)))
+    out += "exited with status " + std::to_string(*code) + "; ";
+  else
+    out += "still running (now killed); ";
+  out += "stderr: '" + console.errors() + "'; last lines:";
+  const auto lines = console.lines();
+  for (size_t i = lines.size() > 5 ? lines.size() - 5 : 0; i < lines.size(); ++i)
+    out += " | " + lines[i].text;
+  return out;
+}
+
 RunFigures run_keel(const Workload& w, int run) {
   RunFigures f;
   const std::string dir = scratch_dir(w, "keel-" + std::to_string(run));
@@ -133,7 +148,7 @@ RunFigures run_keel(const Workload& w, int run) {
                        std::to_string(w.memory_mib) + "M", "--cpus", std::to_string(w.cpus),
                        "--cmdline", w.cmdline(), "--api-socket", src_sock});
   if (!source.wait_line(w.ready_line(), kWarmUp)) {
-    f.error = "the source guest did not warm up: " + source.errors();
+    f.error = "the source guest did not warm up: " + what_happened(source);
     return f;
   }
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
@@ -208,7 +223,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
   };
   TimedConsole source(qemu(dir + "/source.qmp", false));
   if (!source.wait_line(w.ready_line(), kWarmUp)) {
-    f.error = "the QEMU source guest did not warm up: " + source.errors();
+    f.error = "the QEMU source guest did not warm up: " + what_happened(source);
     return f;
   }
   TimedConsole destination(qemu(dir + "/destination.qmp", true));
