@@ -24,8 +24,8 @@ using namespace keel::migbench;
 
 const char* const kUsage =
     "usage: keel-migbench [--guest testos] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
-    "                     [--dirty-rate MBPS] [--downtime-ms N] [--runs N] [--peer none|qemu]\n"
-    "                     [--where auto|direct|box] [--json]\n"
+    "                     [--dirty-rate MBPS] [--downtime-ms N] [--bandwidth MBPS] [--runs N]\n"
+    "                     [--peer none|qemu] [--where auto|direct|box] [--json]\n"
     "\n"
     "Boots the test guest (a heartbeat line every millisecond; with --dirty-mib also\n"
     "the memory dirtier), migrates it between two keel-vmm processes over loopback\n"
@@ -47,6 +47,8 @@ const char* const kUsage =
     "  --dirty-mib N      memory the dirtier rewrites, round and round (default 0: idle)\n"
     "  --dirty-rate MBPS  its rate in MB/s (default 0: as fast as it can)\n"
     "  --downtime-ms N    the pause to aim for (default 5)\n"
+    "  --bandwidth MBPS   cap the migration link at MBPS MB/s for every peer (default:\n"
+    "                     none), to see a guest that dirties faster throttled\n"
     "  --runs N           runs per VMM (default 5)\n"
     "  --where W          auto (default): directly where /dev/kvm runs the test guest\n"
     "                     (and, with --peer qemu, QEMU: not on PVM), else inside the\n"
@@ -91,6 +93,8 @@ Options parse(int argc, char** argv) {
       o.workload.dirty_mib = number(value(), a);
     } else if (a == "--dirty-rate") {
       o.workload.dirty_rate = number(value(), a);
+    } else if (a == "--bandwidth") {
+      o.workload.bandwidth_mbps = number(value(), a);
     } else if (a == "--downtime-ms") {
       o.workload.downtime_ms = static_cast<uint32_t>(number(value(), a));
     } else if (a == "--runs") {
@@ -248,10 +252,12 @@ int main(int argc, char** argv) {
           ? std::string("idle")
           : "dirtying " + std::to_string(w.dirty_mib) + " MiB at " +
                 (w.dirty_rate ? std::to_string(w.dirty_rate) + " MB/s" : std::string("full speed"));
+  const std::string link =
+      w.bandwidth_mbps ? ", link capped at " + std::to_string(w.bandwidth_mbps) + " MB/s" : "";
   if (!o.json) {
-    std::printf("keel-migbench: testos, %llu MiB, %u vCPU, %s, %d runs, target %u ms, %s\n",
+    std::printf("keel-migbench: testos, %llu MiB, %u vCPU, %s, %d runs, target %u ms%s, %s\n",
                 static_cast<unsigned long long>(w.memory_mib), w.cpus, load.c_str(), o.runs,
-                w.downtime_ms, where.c_str());
+                w.downtime_ms, link.c_str(), where.c_str());
     std::printf("%-13s %-6s %9s %8s %8s %8s %9s %9s %6s %9s\n", "vmm", "run", "outside-ms",
                 "vmm-ms", "stall-ms", "offset-ms", "total-ms", "sent-MiB", "rounds", "throttle");
     std::fflush(stdout);
@@ -285,7 +291,8 @@ int main(int argc, char** argv) {
     out << "{\"where\":\"" << (in_box ? "box" : "direct") << "\",\"kvm\":\"" << kind
         << "\",\"memory_mib\":" << w.memory_mib << ",\"cpus\":" << w.cpus
         << ",\"dirty_mib\":" << w.dirty_mib << ",\"dirty_rate_mbps\":" << w.dirty_rate
-        << ",\"downtime_target_ms\":" << w.downtime_ms << ",\"runs\":[";
+        << ",\"downtime_target_ms\":" << w.downtime_ms << ",\"bandwidth_mbps\":" << w.bandwidth_mbps
+        << ",\"runs\":[";
     for (size_t i = 0; i < rows.size(); ++i) {
       out << (i ? "," : "") << "{\"vmm\":\"" << peer_name(rows[i].peer)
           << "\",\"run\":" << rows[i].run << ",\"figures\":" << json_figures(rows[i].f) << "}";

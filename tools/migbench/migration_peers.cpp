@@ -160,6 +160,7 @@ RunFigures run_keel(const Workload& w, int run) {
   pb::Request request;
   request.mutable_migrate()->set_to(to);
   request.mutable_migrate()->set_downtime_ms(w.downtime_ms);
+  request.mutable_migrate()->set_bandwidth_mbps(w.bandwidth_mbps);
   ControlClient client(src_sock, seconds(10));
   const auto begin = Clock::now();
   const pb::Response response = client.call(request, seconds(3600));
@@ -231,6 +232,11 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
   try {
     QmpClient src(dir + "/source.qmp", seconds(60));
     QmpClient dst(dir + "/destination.qmp", seconds(60));
+    // A capped link is the environment, not a tuning: both QEMU runs get it.
+    if (w.bandwidth_mbps) {
+      src.execute("migrate-set-parameters",
+                  "{\"max-bandwidth\":" + std::to_string(w.bandwidth_mbps * 1000000) + "}");
+    }
     if (tuned) {
       for (QmpClient* q : {&src, &dst}) {
         q->execute("migrate-set-capabilities",

@@ -19,6 +19,7 @@ struct Workload {
   uint64_t dirty_mib = 0;   // 0: an idle guest (heartbeat only)
   uint64_t dirty_rate = 0;  // MB/s; 0: as fast as the guest can
   uint32_t downtime_ms = 5;
+  uint64_t bandwidth_mbps = 0;  // the link's cap in MB/s for every peer; 0: none
   uint32_t beat_ms = 1;
   std::string keel_vmm, testos_bzimage, testos_elf, scratch;
   // The test guest's command line: heartbeat, or the dirtier with beats.
