@@ -22,6 +22,7 @@
 
 #include "common/child_process.h"
 #include "tests/support/kernel_log.h"
+#include "tests/support/linux_guest_net.h"
 #include "tests/support/net_namespace.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
@@ -119,109 +120,6 @@ std::pair<int, std::string> diskcheck_on_host(const std::vector<std::string>& ar
       last = l;
   }
   return {result.exit_code, last.empty() ? result.out + result.err : last};
-}
-
-// guest-images/README.md, keel-net: word i of the stream is
-// splitmix64((seed << 40) ^ i); sum = FNV-1a 64 over the little-endian words.
-std::string net_stream_sum(uint64_t mib, uint64_t seed) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (uint64_t i = 0; i < mib * 1048576 / 8; ++i) {
-    uint64_t x = ((seed << 40) ^ i) + 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    h = (h ^ x) * 0x100000001b3ull;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-// The host's side of the net job: keel-net commands run one after another
-// on a thread of their own (recv, then send, for net_mode=both), started
-// before the guest boots so that the first listener is there when the guest
-// connects. The thread is created by the test thread, so it and its children
-// live in the test's network namespace.
-class HostKeelNet {
- public:
-  struct Result {
-    int exit_code = -1;
-    std::string out;
-  };
-
-  explicit HostKeelNet(std::vector<std::vector<std::string>> commands)
-      : results_(commands.size()), thread_([this, commands] { run(commands); }) {}
-  ~HostKeelNet() { finish(std::chrono::seconds(0)); }
-  HostKeelNet(const HostKeelNet&) = delete;
-  HostKeelNet& operator=(const HostKeelNet&) = delete;
-
-  // Waits up to `grace` for the commands to end by themselves (they do once
-  // the guest has finished its transfers), then kills the one running and
-  // skips the rest.
-  std::vector<Result> finish(std::chrono::seconds grace) {
-    {
-      std::unique_lock lock(mutex_);
-      if (!done_cv_.wait_for(lock, grace, [this] { return done_; })) {
-        aborted_ = true;
-        if (current_ != nullptr) current_->signal(SIGKILL);
-      }
-    }
-    if (thread_.joinable()) thread_.join();
-    return results_;
-  }
-
- private:
-  void run(const std::vector<std::vector<std::string>>& commands) {
-    for (size_t i = 0; i < commands.size(); ++i) {
-      ChildProcess::Options options;
-      options.capture_stdout = true;
-      std::optional<ChildProcess> child;
-      {
-        std::lock_guard lock(mutex_);
-        if (aborted_) break;
-        try {
-          child.emplace(ChildProcess::spawn(commands[i], options));
-        } catch (const std::exception& e) {
-          results_[i].out = std::string("spawn failed: ") + e.what();
-          break;
-        }
-        current_ = &*child;
-      }
-      char buf[4096];
-      for (;;) {
-        ssize_t n = ::read(child->stdout_fd(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        results_[i].out.append(buf, static_cast<size_t>(n));
-      }
-      {
-        // Not reaped while the killer may still see it: no pid reuse race.
-        std::lock_guard lock(mutex_);
-        current_ = nullptr;
-      }
-      results_[i].exit_code = child->wait();
-    }
-    std::lock_guard lock(mutex_);
-    done_ = true;
-    done_cv_.notify_all();
-  }
-
-  std::mutex mutex_;
-  std::condition_variable done_cv_;
-  bool done_ = false;
-  bool aborted_ = false;
-  ChildProcess* current_ = nullptr;
-  std::vector<Result> results_;
-  std::thread thread_;
-};
-
-// The line of `out` that starts with `prefix`, or "".
-std::string line_of(const std::string& out, const std::string& prefix) {
-  std::istringstream in(out);
-  for (std::string l; std::getline(in, l);) {
-    if (l.rfind(prefix, 0) == 0) return l;
-  }
-  return "";
 }
 
 // Case 1: the kernel's virtio_blk brings up the shared, read-only image as

@@ -241,23 +241,6 @@ static void read_back(struct disk *d, uint64_t *buf, uint64_t blocks, uint64_t s
 	}
 }
 
-/* Paces writes to rate_mbps MiB/s from start_ns; rate_mbps 0: no pacing. */
-struct pace {
-	uint64_t rate_mbps, start_ns, bytes;
-};
-
-/* Before a write of n bytes: wait until start + bytes so far / rate. */
-static void pace_write(struct pace *p, uint64_t n)
-{
-	if (p->rate_mbps) {
-		/* 128 bits: bytes * 1e9 overflows 64 bits past 16 GiB. */
-		unsigned __int128 ns = (unsigned __int128)p->bytes * 1000000000u /
-				       ((unsigned __int128)p->rate_mbps * 1048576u);
-		kg_sleep_until(p->start_ns + (uint64_t)ns);
-	}
-	p->bytes += n;
-}
-
 int main(int argc, char **argv)
 {
 	uint64_t mib, seed = 1, writes = 0, rate_mbps = 0;
@@ -306,14 +289,14 @@ int main(int argc, char **argv)
 
 	struct result res = {0};
 	uint64_t write_ms = 0, t0 = kg_now_ns();
-	struct pace pace = {.rate_mbps = rate_mbps, .start_ns = t0};
+	struct kg_pace pace = {.rate_mbps = rate_mbps, .start_ns = t0};
 	uint32_t *gens = NULL;
 	if (m_write) {
 		for (uint64_t b = 0; b < blocks; b += IO_BLOCKS) {
 			uint64_t n = blocks - b < IO_BLOCKS ? blocks - b : IO_BLOCKS;
 			for (uint64_t i = 0; i < n; i++)
 				fill_block(buf + i * WORDS, b + i, seed, 0);
-			pace_write(&pace, n * BLK);
+			kg_pace_write(&pace, n * BLK);
 			pwrite_all(&d, buf, (size_t)(n * BLK), b * BLK);
 		}
 	} else if (m_random || m_random_verify) {
@@ -335,7 +318,7 @@ int main(int argc, char **argv)
 					fill_block(buf + i * WORDS, blk + i, seed, w);
 			}
 			if (m_random) {
-				pace_write(&pace, n * BLK);
+				kg_pace_write(&pace, n * BLK);
 				pwrite_all(&d, buf, (size_t)(n * BLK), blk * BLK);
 			}
 		}

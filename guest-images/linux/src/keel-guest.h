@@ -83,6 +83,23 @@ static inline void kg_sleep_until(uint64_t ns) {
     ;
 }
 
+/* Paces writes to rate_mbps MiB/s from start_ns (absolute sleeps, no
+ * drift); rate_mbps 0: no pacing. */
+struct kg_pace {
+  uint64_t rate_mbps, start_ns, bytes;
+};
+
+/* Before a write of n bytes: wait until start + bytes so far / rate. */
+static inline void kg_pace_write(struct kg_pace* p, uint64_t n) {
+  if (p->rate_mbps) {
+    /* 128 bits: bytes * 1e9 overflows 64 bits past 16 GiB. */
+    unsigned __int128 ns =
+        (unsigned __int128)p->bytes * 1000000000u / ((unsigned __int128)p->rate_mbps * 1048576u);
+    kg_sleep_until(p->start_ns + (uint64_t)ns);
+  }
+  p->bytes += n;
+}
+
 /* splitmix64: the pattern generator of the dirtier and the disk checker. */
 static inline uint64_t kg_mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;

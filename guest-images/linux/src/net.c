@@ -1,4 +1,4 @@
-/* keel-net [-w WAIT_S] send ADDR:PORT|:PORT MIB [SEED]
+/* keel-net [-w WAIT_S] [-r MBPS] send ADDR:PORT|:PORT MIB [SEED]
  * keel-net [-w WAIT_S] recv ADDR:PORT|:PORT [MIB SEED]
  *
  * One TCP transfer, for the network tests; it runs in the guest and, as the
@@ -8,7 +8,9 @@
  * WAIT_S defaults to 30; 0 waits for ever.
  *
  *   send  writes MIB MiB of the pattern of SEED (default 1), shuts its side
- *         down and waits for the peer to close (so the peer has read it all)
+ *         down and waits for the peer to close (so the peer has read it all);
+ *         with -r, no faster than MBPS MiB/s (a connection that lasts, e.g.
+ *         across a live migration)
  *   recv  reads until the peer shuts its side down, then closes; with MIB and
  *         SEED, the data must be exactly that pattern
  *
@@ -206,12 +208,14 @@ static void write_all(int fd, const unsigned char *p, size_t n)
 }
 
 static int do_send(int fd, const struct sockaddr_in *peer, uint64_t mib, uint64_t seed,
-		   unsigned char *buf)
+		   uint64_t rate_mbps, unsigned char *buf)
 {
 	struct sum s = {.h = 0xcbf29ce484222325ull};
 	const uint64_t total = mib * 1048576u, t0 = kg_now_ns();
+	struct kg_pace pace = {.rate_mbps = rate_mbps, .start_ns = t0};
 	for (uint64_t off = 0; off < total; off += CHUNK) {
 		size_t n = total - off < CHUNK ? (size_t)(total - off) : CHUNK;
+		kg_pace_write(&pace, n);
 		fill(buf, n, seed, off / 8);
 		sum_feed(&s, buf, n);
 		write_all(fd, buf, n);
@@ -277,18 +281,20 @@ static int do_recv(int fd, const struct sockaddr_in *peer, bool check, uint64_t 
 
 static void usage(void)
 {
-	kg_fail(prog, "usage: keel-net [-w WAIT_S] send ADDR:PORT|:PORT MIB [SEED] | "
+	kg_fail(prog, "usage: keel-net [-w WAIT_S] [-r MBPS] send ADDR:PORT|:PORT MIB [SEED] | "
 		      "recv ADDR:PORT|:PORT [MIB SEED]");
 }
 
 int main(int argc, char **argv)
 {
-	uint64_t wait_s = 30, mib = 0, seed = 1;
+	uint64_t wait_s = 30, mib = 0, seed = 1, rate_mbps = 0;
 	int a = 1;
-	if (argc > 2 && strcmp(argv[1], "-w") == 0) {
-		if (!kg_parse_u64(argv[2], &wait_s))
+	while (argc - a > 2 && (strcmp(argv[a], "-w") == 0 || strcmp(argv[a], "-r") == 0)) {
+		const bool rate = argv[a][1] == 'r';
+		if (!kg_parse_u64(argv[a + 1], rate ? &rate_mbps : &wait_s) ||
+		    (rate && (rate_mbps == 0 || rate_mbps > (1ull << 30))))
 			usage();
-		a = 3;
+		a += 2;
 	}
 	if (argc - a < 2)
 		usage();
@@ -324,5 +330,6 @@ int main(int argc, char **argv)
 		peer = addr;
 	}
 	static unsigned char buf[CHUNK], want[CHUNK + 16];
-	return sending ? do_send(fd, &peer, mib, seed, buf) : do_recv(fd, &peer, check, mib, seed, buf, want);
+	return sending ? do_send(fd, &peer, mib, seed, rate_mbps, buf)
+		       : do_recv(fd, &peer, check, mib, seed, buf, want);
 }
