@@ -134,7 +134,8 @@ void MigrationSender::connect_and_check() {
   channel_->send(FrameType::kHello, hello);
   mpb::Verdict verdict;
   channel_->receive_message(FrameType::kVerdict, verdict);
-  if (!verdict.ok()) throw InputError("the destination refused the VM: " + peer_says(verdict.message()));
+  if (!verdict.ok())
+    throw InputError("the destination refused the VM: " + peer_says(verdict.message()));
 }
 
 void MigrationSender::first_pass() {

@@ -67,10 +67,10 @@ LoopGuestShape shape(const Options& o, uint32_t ring_bytes) {
 void wait_pass(RunningGuest& guest, uint64_t from) {
   if (!guest.wait_passes(from, 1)) {
     const std::string error = guest.error();
-    throw std::runtime_error(
-        (error.empty() ? "the guest finished no pass within 120 s" : "the guest stopped: " + error) +
-        " (" + std::to_string(guest.passes()) + " passes, " +
-        std::to_string(guest.ring_full_exits()) + " ring-full exits)");
+    throw std::runtime_error((error.empty() ? "the guest finished no pass within 120 s"
+                                            : "the guest stopped: " + error) +
+                             " (" + std::to_string(guest.passes()) + " passes, " +
+                             std::to_string(guest.ring_full_exits()) + " ring-full exits)");
   }
 }
 
