@@ -98,7 +98,7 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
   shutdown_started_ = std::chrono::steady_clock::now();
   if (vcpus_->pause_requested()) {  // a paused guest cannot press anything
     paused_total_ += std::chrono::steady_clock::now() - paused_at_;
-    vcpus_->resume();
+    resume();
   }
   devices_->press_power_button();
   const uint32_t limit = timeout_ms != 0 ? timeout_ms : kDefaultShutdownTimeoutMs;
@@ -156,7 +156,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "already paused"));
       const auto begin = std::chrono::steady_clock::now();
       if (!vcpus_->pause(kPauseTimeout)) {
-        vcpus_->resume();
+        resume();
         return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
       paused_at_ = std::chrono::steady_clock::now();
@@ -172,7 +172,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not paused"));
       const auto begin = std::chrono::steady_clock::now();
       paused_total_ += std::chrono::steady_clock::now() - paused_at_;
-      vcpus_->resume();
+      resume();
       pb::Response response;
       response.set_ok(true);
       response.mutable_resume()->set_state(shutting_down_ ? pb::RUN_STATE_SHUTTING_DOWN
@@ -205,7 +205,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       const bool was_paused = vcpus_->pause_requested();
       const auto begin = std::chrono::steady_clock::now();
       if (!was_paused && !vcpus_->pause(kPauseTimeout)) {
-        vcpus_->resume();
+        resume();
         return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
       }
       pb::Response response;
@@ -219,7 +219,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         response =
             error_response(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
       }
-      if (!was_paused) vcpus_->resume();
+      if (!was_paused) resume();
       if (response.ok())
         response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
       return reply(std::move(response));

@@ -68,7 +68,9 @@ bool Machine::pause(std::chrono::milliseconds timeout) {
   return false;
 }
 
+// Devices a capture quiesced take up their work before the vCPUs run.
 void Machine::resume() {
+  for (const auto& function : devices_->virtio_functions()) function->resume_device();
   vcpus_->resume();
 }
 

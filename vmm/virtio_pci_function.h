@@ -60,6 +60,11 @@ class VirtioPciFunction : public PciDevice {
   // Snapshot: the transport's and device's state (vCPUs stopped; save
   // quiesces the device). restore() moves the doorbells to the restored BAR.
   state::v1::VirtioPciState save() { return transport_.save(); }
+  // After a save: the device takes up its work again (VirtioDevice::resume).
+  void resume_device() {
+    std::lock_guard guard(transport_.lock());
+    device_->resume();
+  }
   void announce() {
     std::lock_guard guard(transport_.lock());
     device_->announce();

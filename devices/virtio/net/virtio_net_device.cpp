@@ -136,6 +136,7 @@ void VirtioNetDevice::activate(GuestMemory& memory, std::vector<std::optional<Sp
 }
 
 void VirtioNetDevice::stop() {
+  quiesced_ = false;
   ++generation_;
   boost::system::error_code ignored;
   watch_.cancel(ignored);
@@ -146,6 +147,24 @@ void VirtioNetDevice::stop() {
   rx_waiting_ = false;
   rx_starved_ = false;
   tap_failed_ = false;
+}
+
+// The chains held (rx_chain_, tx_pending_) stay held: the saved queue state
+// gives them back (queue_state), and resume() carries on with them here.
+void VirtioNetDevice::quiesce() {
+  quiesced_ = true;
+  ++generation_;  // waits and rounds already queued do nothing
+  boost::system::error_code ignored;
+  watch_.cancel(ignored);
+  tx_waiting_ = false;
+  rx_waiting_ = false;
+}
+
+void VirtioNetDevice::resume() {
+  if (!quiesced_) return;
+  quiesced_ = false;
+  process_rx();
+  process_tx();
 }
 
 void VirtioNetDevice::reset() {
@@ -255,7 +274,7 @@ void VirtioNetDevice::finish_rx_header() {
 
 void VirtioNetDevice::process_tx() {
   SplitQueue* q = queue(kNetTxQueue);
-  if (!active_ || !q || tx_waiting_) return;
+  if (!active_ || quiesced_ || !q || tx_waiting_) return;
   bool pushed = false;
   try {
     // No kicks while the device is working through the queue (2.7.7.1).
@@ -326,7 +345,7 @@ void VirtioNetDevice::wait_writable() {
 
 void VirtioNetDevice::process_rx() {
   SplitQueue* q = queue(kNetRxQueue);
-  if (!active_ || !q || rx_waiting_ || tap_failed_) return;
+  if (!active_ || quiesced_ || !q || rx_waiting_ || tap_failed_) return;
   bool pushed = false;
   try {
     if (rx_starved_) {

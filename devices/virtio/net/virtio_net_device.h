@@ -101,6 +101,10 @@ class VirtioNetDevice : public VirtioDevice {
   // the tap, 50 ms apart and then 100 ms more each time, as QEMU does: one
   // lost frame does not leave a bridge pointing at the old port.
   void announce() override;
+  // Saving: stops reading and writing the tap (frames wait in the tap's
+  // queue, as on a wire during the pause) until resume().
+  void quiesce() override;
+  void resume() override;
   static constexpr unsigned kAnnounceFrames = 5;
 
   const MacAddress& mac() const { return mac_; }
@@ -152,6 +156,7 @@ class VirtioNetDevice : public VirtioDevice {
   bool rx_starved_ = false;                    // queue empty: reading paused until a kick
   bool tap_failed_ = false;                    // reading failed for good
   bool guest_csum_ = false;                    // VIRTIO_NET_F_GUEST_CSUM negotiated
+  bool quiesced_ = false;                      // saved: no guest memory touched until resume()
   std::vector<iovec> iov_;
   uint8_t overflow_byte_ = 0;
   NetStats stats_;

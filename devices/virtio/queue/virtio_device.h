@@ -113,6 +113,11 @@ class VirtioDevice {
   // (virtio-blk waits for its requests in flight), so that every chain the
   // device popped is either returned or held in a way queue_state() undoes.
   virtual void quiesce() {}
+  // After a quiesce(), when the guest runs here again (a snapshot taken, a
+  // migration that failed): the device takes up its work. A device whose
+  // work comes from outside (a tap's frames) must touch no guest memory
+  // between quiesce() and resume(): the saved state would not match it.
+  virtual void resume() {}
   // After quiesce(), before another host may run the guest (a live
   // migration lets go): what the guest was told is written is on stable
   // storage (virtio-blk: fdatasync of its image). May block.
