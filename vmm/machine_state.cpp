@@ -225,6 +225,9 @@ void Machine::apply_state(const st::VmState& state) {
     restore_vcpu_state(caps, (*vcpus_)[i], state.vcpus(static_cast<int>(i)), tsc);
   }
   restore_clock(vm_, state.clock(), transit_ns + tsc.ns_since_reference());
+  // Devices waiting for the interrupt controllers' state take up their
+  // work only now, so that no interrupt they raise is overwritten.
+  for (const auto& function : devices_->virtio_functions()) function->resume_device();
   // Said once a state is in: a refused one gets its one line.
   if (caps.guest_tsc_is_host && !said_host_tsc_) {
     said_host_tsc_ = true;

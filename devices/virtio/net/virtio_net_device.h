@@ -102,7 +102,8 @@ class VirtioNetDevice : public VirtioDevice {
   // lost frame does not leave a bridge pointing at the old port.
   void announce() override;
   // Saving: stops reading and writing the tap (frames wait in the tap's
-  // queue, as on a wire during the pause) until resume().
+  // queue, as on a wire during the pause) until resume(). A restored
+  // device (restore_state) waits for resume() too.
   void quiesce() override;
   void resume() override;
   static constexpr unsigned kAnnounceFrames = 5;
