@@ -60,10 +60,12 @@ class VirtioPciFunction : public PciDevice {
   // Snapshot: the transport's and device's state (vCPUs stopped; save
   // quiesces the device). restore() moves the doorbells to the restored BAR.
   state::v1::VirtioPciState save() { return transport_.save(); }
-  // After a save: the device takes up its work again (VirtioDevice::resume).
+  // After a save: the device takes up its work again (VirtioDevice::resume);
+  // after a restore, also the interrupts it raised meanwhile go out.
   void resume_device() {
     std::lock_guard guard(transport_.lock());
     device_->resume();
+    transport_.release_interrupts();
   }
   void announce() {
     std::lock_guard guard(transport_.lock());

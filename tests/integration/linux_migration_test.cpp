@@ -1,12 +1,14 @@
 // Live migration of Debian's stock kernel (label linux): a 2-vCPU guest with
-// a virtio disk runs a heartbeat, a memory dirtier and a paced random disk
-// writer at once (keel.job=heartbeat+dirtier+disk) and moves, mid-run, to
-// a keel-vmm --incoming over loopback; both open the same disk file (shared
-// storage). On the far side every job carries on to its end: the heartbeat
-// goes on beat after beat on a clock that neither steps back nor stays
-// behind, the dirtier's memory verifies, the disk writer's blocks verify in
-// the guest and again on the host, and the guest powers off cleanly with
-// nothing in its kernel log.
+// a virtio disk and a virtio network card runs a heartbeat, a memory
+// dirtier, a paced random disk writer and a paced TCP stream to a peer in
+// the test's network namespace at once (keel.job=heartbeat+dirtier+disk+net)
+// and moves, mid-run, to a keel-vmm --incoming over loopback; both open the
+// same disk file (shared storage), each its own tap on one bridge. On the
+// far side every job carries on to its end: the heartbeat goes on beat
+// after beat on a clock that neither steps back nor stays behind, the
+// dirtier's memory verifies, the disk writer's blocks verify in the guest
+// and again on the host, the one TCP connection delivers every byte to the
+// peer, and the guest powers off cleanly with nothing in its kernel log.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
@@ -19,7 +21,10 @@
 #include "tests/support/keelctl_result.h"
 #include "tests/support/kernel_log.h"
 #include "tests/support/linux_guest_disk.h"
+#include "tests/support/linux_guest_net.h"
 #include "tests/support/live_vmm.h"
+#include "tests/support/net_namespace.h"
+#include "tests/support/net_peer.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
@@ -33,14 +38,17 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 const std::string kDiskcheck = kImages + "/bin/keel-diskcheck";
+const std::string kKeelNet = kImages + "/bin/keel-net";
 const std::string kBeat = "keel-guest: beat ";
+const std::string kMac = "52:54:00:12:34:56";
 
-// Long enough that all three jobs still run when the move starts a few
+// Long enough that all four jobs still run when the move starts a few
 // beats in, on any host; short enough for the KVM test host.
 constexpr uint64_t kIntervalMs = 200, kCount = 150;                   // heartbeat: 30 s
 constexpr uint64_t kDirtierMib = 64, kDirtierSeconds = 20;            // at most 16 MiB/s
 constexpr uint64_t kDiskMib = 16, kDiskSeed = 13, kDiskWrites = 384;  // about 13 MiB
 constexpr uint64_t kDiskRateMbps = 1;
+constexpr uint64_t kNetMib = 20, kNetRateMbps = 1;  // one TCP connection: 20 s
 
 uint64_t us_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(
@@ -49,13 +57,15 @@ uint64_t us_between(Clock::time_point a, Clock::time_point b) {
 
 std::vector<std::string> boot_args(const std::string& disk) {
   const std::string job =
-      "keel.job=heartbeat+dirtier+disk keel.interval_ms=" + std::to_string(kIntervalMs) +
+      "keel.job=heartbeat+dirtier+disk+net keel.interval_ms=" + std::to_string(kIntervalMs) +
       " keel.count=" + std::to_string(kCount) + " keel.mib=" + std::to_string(kDirtierMib) +
       " keel.rate_mbps=16 keel.seconds=" + std::to_string(kDirtierSeconds) +
       " keel.disk_mode=random keel.disk_mib=" + std::to_string(kDiskMib) +
       " keel.disk_seed=" + std::to_string(kDiskSeed) +
       " keel.disk_writes=" + std::to_string(kDiskWrites) +
-      " keel.disk_rate_mbps=" + std::to_string(kDiskRateMbps);
+      " keel.disk_rate_mbps=" + std::to_string(kDiskRateMbps) +
+      " keel.ip=10.0.2.2/24 keel.gw=10.0.2.1 keel.net_mode=send keel.net_mib=" +
+      std::to_string(kNetMib) + " keel.net_rate_mbps=" + std::to_string(kNetRateMbps);
   return {"--kernel",
           kImages + "/vmlinuz-cloud",
           "--initrd",
@@ -66,16 +76,28 @@ std::vector<std::string> boot_args(const std::string& disk) {
           "512M",
           "--disk",
           "path=" + disk,
+          "--net",
+          "tap=kmig-a,mac=" + kMac,
           "--rng",
           "--cmdline",
           "console=ttyS0 panic=-1 " + job};
 }
 
-TEST(LinuxMigration, StockKernelWithHeartbeatDirtierAndDiskWriterCarriesOnElsewhere) {
+TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarriesOnElsewhere) {
   ScratchDir scratch("keel-linux-migration");
   const std::string disk = scratch.sparse_file("disk.img", 32 << 20);
+  // Two taps on one bridge, the host's side of the network on the bridge:
+  // the source's port and the destination's.
+  NetNamespace ns("kmig-a", "");
+  run_checked({"ip", "link", "add", "kmig-br", "type", "bridge", "forward_delay", "0"});
+  run_checked({"ip", "tuntap", "add", "dev", "kmig-b", "mode", "tap"});
+  for (const char* tap : {"kmig-a", "kmig-b"})
+    run_checked({"ip", "link", "set", tap, "master", "kmig-br", "up"});
+  run_checked({"ip", "addr", "add", "10.0.2.1/24", "dev", "kmig-br"});
+  run_checked({"ip", "link", "set", "kmig-br", "up"});
+  HostKeelNet peer({{kKeelNet, "-w", "600", "recv", ":5201", std::to_string(kNetMib), "1"}});
 
-  // Boot; all three jobs running.
+  // Boot; all four jobs running.
   auto booted = std::make_unique<LiveVmm>(boot_args(disk));
   auto ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
   if (!ready && box_boot_glitch(*booted, "linux_migration_test")) {
@@ -90,9 +112,15 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierAndDiskWriterCarriesOnElsewh
   ASSERT_TRUE(source.wait_line("keel-guest: dirtier start ", ready->index, seconds(300)))
       << source.describe();
   ASSERT_TRUE(source.wait_line(kBeat + "seq=10 ", ready->index, seconds(300))) << source.describe();
+  // The TCP stream under way: a MiB of it through the source's tap.
+  ASSERT_TRUE(source.wait_line("keel-guest: net ping OK ", ready->index, seconds(300)))
+      << source.describe();
+  for (int i = 0; i < 600 && link_counter("kmig-a", "rx_bytes") < (1u << 20); ++i)
+    std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_GE(link_counter("kmig-a", "rx_bytes"), 1u << 20) << source.describe();
 
   // The destination, on the same disk file.
-  LiveVmm there({"--incoming", "tcp:127.0.0.1:0", "--disk", "path=" + disk});
+  LiveVmm there({"--incoming", "tcp:127.0.0.1:0", "--disk", "path=" + disk, "--net", "tap=kmig-b"});
   std::string address;
   for (int i = 0; i < 600 && address.empty(); ++i) {
     const std::string errors = there.errors();
@@ -131,6 +159,8 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierAndDiskWriterCarriesOnElsewh
       << "the dirtier ended before the move";
   ASSERT_TRUE(with_prefix(first, "keel-guest: disk OK").empty())
       << "the disk writer ended before the move";
+  ASSERT_TRUE(with_prefix(first, "keel-guest: net send OK").empty())
+      << "the TCP stream ended before the move";
 
   // The jobs end there and the guest powers off by itself.
   ASSERT_EQ(there.wait_exit(seconds(600)), 0) << there.describe();
@@ -174,6 +204,18 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierAndDiskWriterCarriesOnElsewh
                                      std::to_string(kDiskSeed), std::to_string(kDiskWrites)});
   ASSERT_EQ(host.rfind("keel-guest: disk OK mode=random-verify ", 0), 0u) << host;
   EXPECT_EQ(sum_of(host), sum_of(disk_ok[0])) << host << "\n" << disk_ok[0];
+
+  // The TCP connection: every byte, in order, to the peer, across the move.
+  const std::string want = net_stream_sum(kNetMib, 1);
+  auto sent = with_prefix(after, "keel-guest: net send OK ");
+  ASSERT_EQ(sent.size(), 1u) << join_lines(after);
+  EXPECT_EQ(fields(sent[0])["sum"], want) << sent[0];
+  auto host_side = peer.finish(seconds(60));
+  ASSERT_EQ(host_side.size(), 1u);
+  EXPECT_EQ(host_side[0].exit_code, 0) << host_side[0].out;
+  const std::string received = line_of(host_side[0].out, "keel-guest: net recv OK ");
+  EXPECT_EQ(fields(received)["bytes"], std::to_string(kNetMib << 20)) << host_side[0].out;
+  EXPECT_EQ(fields(received)["sum"], want) << host_side[0].out;
 
   EXPECT_FALSE(with_prefix(after, "keel-guest: poweroff").empty()) << join_lines(after);
   const auto problems = kernel_log_problems(whole);

@@ -133,6 +133,7 @@ uint64_t link_counter(const std::string& dev, const std::string& counter) {
     std::istringstream fields(line.substr(colon + 1));
     std::vector<uint64_t> v;
     for (uint64_t x; fields >> x;) v.push_back(x);
+    if (v.size() >= 10 && counter == "rx_bytes") return v[0];
     if (v.size() >= 10 && counter == "rx_packets") return v[1];
     if (v.size() >= 10 && counter == "tx_packets") return v[9];
   }

@@ -452,11 +452,6 @@ void VirtioNetDevice::restore_state(const state::v1::VirtioDeviceState& state) {
   if (mac.size() != mac_.size()) refuse_state("virtio-net", "mac", "is not 6 bytes");
   if (mac[0] & 1) refuse_state("virtio-net", "mac", "is a multicast address");
   std::copy(mac.begin(), mac.end(), mac_.begin());
-  // Restored devices wait for resume() before touching the tap: a frame
-  // put in the ring now would raise its interrupt before the vCPUs' local
-  // APIC state is restored, which then wipes it, and the guest would wait
-  // for that interrupt for ever (seen: a migrated guest's TCP stalled).
-  quiesced_ = true;
 }
 
 }  // namespace keel::virtio

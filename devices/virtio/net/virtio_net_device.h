@@ -103,7 +103,8 @@ class VirtioNetDevice : public VirtioDevice {
   void announce() override;
   // Saving: stops reading and writing the tap (frames wait in the tap's
   // queue, as on a wire during the pause) until resume(). A restored
-  // device (restore_state) waits for resume() too.
+  // device works at once: its transport holds the interrupts
+  // (VirtioPciDevice::release_interrupts).
   void quiesce() override;
   void resume() override;
   static constexpr unsigned kAnnounceFrames = 5;

@@ -1,5 +1,6 @@
 #include "devices/virtio/pci/virtio_pci_device.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <stdexcept>
@@ -521,7 +522,7 @@ void VirtioPciDevice::update_intx() {
   constexpr uint32_t kCommandInterruptDisable = 1u << 10;
   const bool disabled = config_.read_dword(PciConfigSpace::kCommand) & kCommandInterruptDisable;
   const bool level = isr_ != 0 && !msix_.enabled() && !disabled;
-  if (level == intx_level_) return;
+  if (holding_interrupts_ || level == intx_level_) return;
   intx_level_ = level;
   if (hooks_.intx) hooks_.intx(level);
 }
@@ -529,7 +530,7 @@ void VirtioPciDevice::update_intx() {
 void VirtioPciDevice::queue_interrupt(uint16_t queue) {
   if (queue >= num_queues_) return;
   if (msix_.enabled()) {
-    msix_.trigger(queues_[queue].msix_vector);  // kMsiNoVector: ignored
+    raise_vector(queues_[queue].msix_vector);
     return;
   }
   set_isr(kIsrQueue);
@@ -538,10 +539,28 @@ void VirtioPciDevice::queue_interrupt(uint16_t queue) {
 void VirtioPciDevice::config_interrupt() {
   if (msix_.enabled()) {
     isr_ |= kIsrConfig;
-    msix_.trigger(msix_config_);
+    raise_vector(msix_config_);
     return;
   }
   set_isr(kIsrConfig);
+}
+
+void VirtioPciDevice::raise_vector(uint16_t vector) {
+  if (!holding_interrupts_) {
+    msix_.trigger(vector);  // kMsiNoVector: ignored
+    return;
+  }
+  if (std::find(held_vectors_.begin(), held_vectors_.end(), vector) == held_vectors_.end()) {
+    held_vectors_.push_back(vector);
+  }
+}
+
+void VirtioPciDevice::release_interrupts() {
+  if (!holding_interrupts_) return;
+  holding_interrupts_ = false;
+  for (uint16_t vector : held_vectors_) msix_.trigger(vector);
+  held_vectors_.clear();
+  update_intx();
 }
 
 void VirtioPciDevice::config_changed() {

@@ -201,8 +201,16 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   // snapshot and not yet taken are taken now; no guest kick is needed).
   // INTx is raised through Hooks::intx when the restored level is asserted.
   // Afterwards the machine re-reads bar_placement() for the ioeventfds.
+  // A restored function holds its interrupts (MSI-X messages and the INTx
+  // level) until release_interrupts(): the device may take up its work at
+  // once, but the interrupt controllers' state is restored after the
+  // devices' and would wipe anything raised before it.
   state::v1::VirtioPciState save();
   void restore(const state::v1::VirtioPciState& state);
+  // Sends what a restored function raised while it held its interrupts
+  // (through the MSI-X table, so masks still count) and sets the INTx
+  // level; nothing otherwise. With lock() held.
+  void release_interrupts();
 
  private:
   void notify_locked(uint32_t queue);
@@ -226,6 +234,7 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   uint16_t checked_vector(uint16_t vector) const;
   QueueRegs* selected_queue();
   void set_isr(uint8_t bits);
+  void raise_vector(uint16_t vector);
   void update_intx();
   void build_config_space();
   void update_msix_control();
@@ -251,6 +260,8 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   std::vector<QueueRegs> queues_;
   uint8_t isr_ = 0;
   bool activated_ = false;
+  bool holding_interrupts_ = false;
+  std::vector<uint16_t> held_vectors_;  // each once, in the order raised
   std::string needs_reset_reason_;
 };
 

@@ -185,7 +185,10 @@ void VirtioPciDevice::restore(const pb::VirtioPciState& s) {
   }
   device_.restore_state(s.device());
 
-  // Take it: from the power-on state, as after a driver reset.
+  // Take it: from the power-on state, as after a driver reset, holding
+  // interrupts until the machine's state is all in (release_interrupts).
+  holding_interrupts_ = true;
+  held_vectors_.clear();
   reset();
   config_.restore(s.config(), name);
   msix_.restore(s.msix(), name);
