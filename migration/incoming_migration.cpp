@@ -134,8 +134,10 @@ void IncomingMigration::receive_memory(Machine& machine) {
                             std::to_string(pages_) + "+" + std::to_string(zero_pages_) +
                             " arrived");
         }
+        pause_began_ = std::chrono::steady_clock::now();
         // Filling memory marked every page the VMM's; nobody needs those marks.
         memory.dirty().harvest();
+        step("VMM's marks dropped");
         return;
       }
       case FrameType::kCancel: {
@@ -187,14 +189,17 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
   st::VmState state;
   if (!state.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size())))
     throw StreamError("state frame does not parse");
+  step("state received");
   try {
     machine->apply_state(state);
   } catch (const InputError& e) {
     refuse(std::string("state refused: ") + e.what());
     throw;
   }
+  step("state applied");
   channel_->send(FrameType::kReady);
   frame = channel_->receive();
+  step("go received");
   if (frame.type == FrameType::kCancel)
     throw StreamError("the source cancelled the migration before the handover");
   if (frame.type != FrameType::kGo)
@@ -202,7 +207,14 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
   return machine;
 }
 
+void IncomingMigration::step(const char* what) const {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - pause_began_);
+  log::debug(std::string("incoming pause: ") + what + " at " + std::to_string(us.count()));
+}
+
 void IncomingMigration::confirm_running() {
+  step("vCPUs started");
   try {
     channel_->send(FrameType::kRunning);
   } catch (const std::exception& e) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -46,6 +47,8 @@ class IncomingMigration {
   std::unique_ptr<Machine> build(const std::string& hello_bytes);
   void receive_memory(Machine& machine);
   void refuse(const std::string& why);
+  // Debug log: how far into the pause (since the last pages' totals came).
+  void step(const char* what) const;
 
   const VmmOptions& options_;
   UniqueFd listener_;
@@ -53,6 +56,7 @@ class IncomingMigration {
   std::unique_ptr<FrameChannel> channel_;
   uint64_t pages_ = 0;
   uint64_t zero_pages_ = 0;
+  std::chrono::steady_clock::time_point pause_began_;
 };
 
 }  // namespace keel::migration

@@ -269,43 +269,80 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
 
 // The pause: vCPUs stopped and devices quiesced on the event loop, the last
 // pages (those left plus what the guest wrote since), the totals and the
-// state; then the destination's ready, our go, its running.
+// state; then the destination's ready, our go, its running. The last pages
+// go out while the event loop captures the state: once the vCPUs are out of
+// KVM_RUN nothing adds to KVM's log (KVM writes guest memory only on a
+// vCPU's entry or exit), and what the devices write while they quiesce is
+// in the VMM's marks, taken again after the capture.
 void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   set_phase(pb::MIGRATION_PHASE_STOP_AND_COPY);
   // Paused means paused until the handover or a resume here, whatever
-  // the capture does: a failed capture resumes the guest (run()).
+  // the capture does: a failed capture resumes the guest itself.
   MigratableMachine& machine = machine_;
-  using Captured = std::pair<std::optional<state::v1::VmState>, Clock::time_point>;
   const auto asked = Clock::now();
-  Captured captured = on_event_loop<Captured>(machine, [&machine]() -> Captured {
-    if (!machine.pause(kPauseTimeout)) throw std::runtime_error("a vCPU did not stop within 5 s");
-    const auto stopped = Clock::now();
+  auto stop = std::make_shared<std::promise<Clock::time_point>>();
+  auto capture = std::make_shared<std::promise<state::v1::VmState>>();
+  std::future<Clock::time_point> stopped_future = stop->get_future();
+  std::future<state::v1::VmState> captured_future = capture->get_future();
+  machine.post([&machine, stop, capture] {
     try {
-      return {machine.capture_state(), stopped};
+      if (!machine.pause(kPauseTimeout)) throw std::runtime_error("a vCPU did not stop within 5 s");
+    } catch (...) {
+      stop->set_exception(std::current_exception());
+      return;
+    }
+    stop->set_value(Clock::now());
+    try {
+      capture->set_value(machine.capture_state());
     } catch (...) {
       machine.resume();
-      throw;
+      capture->set_exception(std::current_exception());
     }
   });
-  paused_ = true;
-  state::v1::VmState& state = *captured.first;
-  // The guest's time goes on while the state travels (see ClockState).
-  state.mutable_clock()->set_advance_by_wall_time(true);
-  const Clock::time_point stopped = captured.second;
+  auto await = [](auto& future) {
+    if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+      throw std::runtime_error("the machine's event loop did not answer within 10 s");
+    return future.get();
+  };
+  const Clock::time_point stopped = await(stopped_future);
   auto step = [stopped](const char* what) {
     log::debug(std::string("migration pause: ") + what + " at " +
                std::to_string(us(Clock::now() - stopped)));
   };
   log::debug("migration pause: vCPUs stopped " + std::to_string(us(stopped - asked)) +
              " us after the request");
-  step("state captured");
 
   GuestMemory& memory = machine_.guest_memory();
-  const std::vector<uint64_t> last = dirty_log_->harvest();
-  for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
   const uint64_t sent_before = channel_->bytes_sent();
   PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
-  pages.add_marked(dirty);
+  std::optional<state::v1::VmState> captured;
+  try {
+    const std::vector<uint64_t> last = dirty_log_->harvest();
+    for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
+    pages.add_marked(dirty);
+    step("last dirty pages sent");
+    captured = await(captured_future);
+  } catch (...) {
+    // The stream broke while the capture ran: the guest stays paused only
+    // if the capture succeeded, and run() resumes it then.
+    if (captured_future.valid() &&
+        captured_future.wait_for(std::chrono::seconds(10)) == std::future_status::ready) {
+      try {
+        captured_future.get();
+        paused_ = true;
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+  paused_ = true;
+  step("state captured");
+  // What the devices wrote while they quiesced.
+  pages.add_marked(memory.dirty().harvest());
+  state::v1::VmState& state = *captured;
+  // The guest's time goes on while the state travels (see ClockState).
+  state.mutable_clock()->set_advance_by_wall_time(true);
+
   mpb::Totals totals;
   {
     std::lock_guard guard(mutex_);
