@@ -121,16 +121,7 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
 
   // The destination, on the same disk file.
   LiveVmm there({"--incoming", "tcp:127.0.0.1:0", "--disk", "path=" + disk, "--net", "tap=kmig-b"});
-  std::string address;
-  for (int i = 0; i < 600 && address.empty(); ++i) {
-    const std::string errors = there.errors();
-    const auto at = errors.find("waiting for a migration on ");
-    if (at != std::string::npos) {
-      const auto end = errors.find('\n', at);
-      if (end != std::string::npos) address = errors.substr(at + 27, end - at - 27);
-    }
-    if (address.empty()) std::this_thread::sleep_for(milliseconds(50));
-  }
+  const std::string address = there.incoming_address();
   ASSERT_FALSE(address.empty()) << there.describe();
 
   const auto asked = Clock::now();

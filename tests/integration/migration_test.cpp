@@ -44,20 +44,6 @@ namespace pb = ::keel::api::v1;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// A port nobody listens on now (the kernel's pick for a socket bound to 0).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("no free port");
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 std::vector<std::string> testos(const std::string& cmdline, const std::string& memory,
                                 std::vector<std::string> extra = {}) {
   std::vector<std::string> args{"--kernel", testos_bzimage(), "--cpus",    "2",
@@ -73,19 +59,12 @@ struct Incoming {
 };
 Incoming incoming(std::vector<std::string> extra = {}) {
   Incoming in;
-  in.address = "tcp:127.0.0.1:" + std::to_string(free_port());
-  std::vector<std::string> args{"--incoming", in.address};
+  std::vector<std::string> args{"--incoming", "tcp:127.0.0.1:0"};
   args.insert(args.end(), extra.begin(), extra.end());
   in.vmm = std::make_unique<LiveVmm>(args);
   // Listening once it says so: a migrate before that would be refused.
-  for (int i = 0;
-       i < 600 && in.vmm->errors().find("waiting for a migration") == std::string::npos &&
-       in.vmm->errors().find("error") == std::string::npos;
-       ++i) {
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  EXPECT_NE(in.vmm->errors().find("waiting for a migration on " + in.address), std::string::npos)
-      << in.vmm->describe();
+  in.address = in.vmm->incoming_address(seconds(30));
+  EXPECT_EQ(in.address.rfind("tcp:127.0.0.1:", 0), 0u) << in.vmm->describe();
   return in;
 }
 
