@@ -1,5 +1,7 @@
 // testos job `net`: a static IPv4 host on the first virtio-net device.
-// mode=echo answers ARP, ICMP echo and echoes UDP datagrams sent to `port`;
+// mode=echo answers ARP, ICMP echo and echoes UDP datagrams sent to `port`
+// (with interval_ms= it also prints heartbeat lines, as job=heartbeat does:
+// keel-migbench watches a migration through both);
 // mode=send also sends `mib` MiB of UDP to dst and reports the rate.
 #include "net.h"
 
@@ -27,10 +29,18 @@ static void echo_mode(const struct job_args* a) {
   u64 t0 = rdtsc(), limit = a->have_seconds ? us_to_tsc(a->seconds * 1000000) : 0;
   u64 want = a->have_count ? a->count : 0;
   u64 button_every = us_to_tsc(10000), button_next = t0;
+  u64 beat_every = a->have_interval ? us_to_tsc(a->interval_ms * 1000) : 0, beat_due = t0, beat = 0;
   for (u32 spin = 0;; spin++) {
     if (!net_poll(&net, echo_udp)) cpu_relax();
     net_tx_reclaim(&net);
     if (want && udp_echoed >= want) break;
+    if (beat_every && (s64)(rdtsc() - beat_due) >= 0) {
+      kprintf("testos: beat seq=%llu t_us=%llu\n", ++beat, now_us());
+      // Late (paused, slow output): the schedule starts again from now.
+      u64 now = rdtsc();
+      beat_due += beat_every;
+      if ((s64)(now - beat_due) > 0) beat_due = now + beat_every;
+    }
     if ((spin & 1023) == 0) {
       u64 now = rdtsc();
       if (limit && now - t0 > limit) break;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/size_parse.h"
+#include "tools/migbench/bench_network.h"
 #include "tools/migbench/migration_peers.h"
 
 namespace {
@@ -25,13 +26,15 @@ using namespace keel::migbench;
 const char* const kUsage =
     "usage: keel-migbench [--guest testos] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
     "                     [--dirty-rate MBPS] [--downtime-ms N] [--bandwidth MBPS] [--runs N]\n"
-    "                     [--peer none|qemu] [--where auto|direct|box] [--json]\n"
+    "                     [--net] [--peer none|qemu] [--where auto|direct|box] [--json]\n"
     "\n"
     "Boots the test guest (a heartbeat line every millisecond; with --dirty-mib also\n"
     "the memory dirtier), migrates it between two keel-vmm processes over loopback\n"
     "--runs times (a fresh pair each run), and prints each run and the medians:\n"
     "  outside  the longest stretch without a heartbeat line, by this program's\n"
     "           clock as it reads both VMMs' consoles: the pause the world saw\n"
+    "  network  with --net: the longest stretch without an answer to the UDP echo this\n"
+    "           program sends the guest every millisecond\n"
     "  vmm      the pause the VMMs count (source vCPUs stopped to destination's running;\n"
     "           QEMU: its downtime)\n"
     "  stall    the guest's own view: its longest clock step between two beats\n"
@@ -49,6 +52,11 @@ const char* const kUsage =
     "  --downtime-ms N    the pause to aim for (default 5)\n"
     "  --bandwidth MBPS   cap the migration link at MBPS MB/s for every peer (default:\n"
     "                     none), to see a guest that dirties faster throttled\n"
+    "  --net              the idle guest echoes UDP on a virtio-net card: this program\n"
+    "                     moves into a network namespace of its own with a bridge\n"
+    "                     (10.0.3.1/24) and two taps, the source's and the\n"
+    "                     destination's, and watches the guest through the network too\n"
+    "                     (needs root)\n"
     "  --runs N           runs per VMM (default 5)\n"
     "  --where W          auto (default): directly where /dev/kvm runs the test guest\n"
     "                     (and, with --peer qemu, QEMU: not on PVM), else inside the\n"
@@ -109,6 +117,8 @@ Options parse(int argc, char** argv) {
         throw std::invalid_argument("--where: auto, direct or box");
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--net") {
+      o.workload.net = true;
     } else {
       throw std::invalid_argument("unknown option " + a);
     }
@@ -116,6 +126,8 @@ Options parse(int argc, char** argv) {
   if (o.runs < 1) throw std::invalid_argument("--runs must be at least 1");
   if (o.workload.dirty_mib >= o.workload.memory_mib)
     throw std::invalid_argument("--dirty-mib must be below --memory");
+  if (o.workload.net && o.workload.dirty_mib != 0)
+    throw std::invalid_argument("--net: only with the idle guest (no --dirty-mib)");
   return o;
 }
 
@@ -152,6 +164,7 @@ RunFigures medians(const std::vector<RunFigures>& runs) {
   };
   m.ok = true;
   m.outside_pause_ms = take([](const RunFigures& r) { return r.outside_pause_ms; });
+  m.network_pause_ms = take([](const RunFigures& r) { return r.network_pause_ms; });
   m.vmm_pause_ms = take([](const RunFigures& r) { return r.vmm_pause_ms; });
   m.guest_stall_ms = take([](const RunFigures& r) { return r.guest_stall_ms; });
   m.clock_offset_ms = take([](const RunFigures& r) { return r.clock_offset_ms; });
@@ -163,27 +176,29 @@ RunFigures medians(const std::vector<RunFigures>& runs) {
   return m;
 }
 
-std::string row_text(const Row& r) {
+std::string row_text(const Row& r, bool net) {
   char line[256];
   if (!r.f.ok) {
     std::snprintf(line, sizeof line, "%-13s %-6d FAILED: %s", peer_name(r.peer), r.run,
                   r.f.error.c_str());
     return line;
   }
-  std::snprintf(line, sizeof line, "%-13s %-6s %9.2f %8.2f %8.2f %8.2f %9.0f %9.1f %6u %8u%%",
+  char network[16] = "-";
+  if (net) std::snprintf(network, sizeof network, "%.2f", r.f.network_pause_ms);
+  std::snprintf(line, sizeof line, "%-13s %-6s %9.2f %8s %8.2f %8.2f %8.2f %9.0f %9.1f %6u %8u%%",
                 peer_name(r.peer), r.run ? std::to_string(r.run).c_str() : "median",
-                r.f.outside_pause_ms, r.f.vmm_pause_ms, r.f.guest_stall_ms, r.f.clock_offset_ms,
-                r.f.total_ms, static_cast<double>(r.f.bytes) / (1 << 20), r.f.rounds,
-                r.f.throttle_percent);
+                r.f.outside_pause_ms, network, r.f.vmm_pause_ms, r.f.guest_stall_ms,
+                r.f.clock_offset_ms, r.f.total_ms, static_cast<double>(r.f.bytes) / (1 << 20),
+                r.f.rounds, r.f.throttle_percent);
   return line;
 }
 
 std::string json_figures(const RunFigures& f) {
   std::ostringstream o;
   o << "{\"ok\":" << (f.ok ? "true" : "false") << ",\"outside_pause_ms\":" << f.outside_pause_ms
-    << ",\"vmm_pause_ms\":" << f.vmm_pause_ms << ",\"guest_stall_ms\":" << f.guest_stall_ms
-    << ",\"clock_offset_ms\":" << f.clock_offset_ms << ",\"total_ms\":" << f.total_ms
-    << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
+    << ",\"network_pause_ms\":" << f.network_pause_ms << ",\"vmm_pause_ms\":" << f.vmm_pause_ms
+    << ",\"guest_stall_ms\":" << f.guest_stall_ms << ",\"clock_offset_ms\":" << f.clock_offset_ms
+    << ",\"total_ms\":" << f.total_ms << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
     << ",\"throttle_percent\":" << f.throttle_percent;
   if (!f.ok) {
     std::string e;
@@ -236,6 +251,14 @@ int main(int argc, char** argv) {
   }
 
   Workload& w = o.workload;
+  if (w.net) {
+    try {
+      enter_bench_network();
+    } catch (const std::exception& e) {
+      std::cerr << "keel-migbench: " << e.what() << "\n";
+      return 1;
+    }
+  }
   w.keel_vmm = KEEL_BUILD_DIR "/keel-vmm/keel-vmm";
   w.testos_bzimage = KEEL_BUILD_DIR "/guest-images/testos/testos.bzImage";
   w.testos_elf = KEEL_BUILD_DIR "/guest-images/testos/testos.elf";
@@ -249,7 +272,7 @@ int main(int argc, char** argv) {
       in_box ? "inside the KVM test host (box)" : "directly on /dev/kvm (" + kind + ")";
   const std::string load =
       w.dirty_mib == 0
-          ? std::string("idle")
+          ? std::string(w.net ? "idle, echoing UDP" : "idle")
           : "dirtying " + std::to_string(w.dirty_mib) + " MiB at " +
                 (w.dirty_rate ? std::to_string(w.dirty_rate) + " MB/s" : std::string("full speed"));
   const std::string link =
@@ -258,8 +281,9 @@ int main(int argc, char** argv) {
     std::printf("keel-migbench: testos, %llu MiB, %u vCPU, %s, %d runs, target %u ms%s, %s\n",
                 static_cast<unsigned long long>(w.memory_mib), w.cpus, load.c_str(), o.runs,
                 w.downtime_ms, link.c_str(), where.c_str());
-    std::printf("%-13s %-6s %9s %8s %8s %8s %9s %9s %6s %9s\n", "vmm", "run", "outside-ms",
-                "vmm-ms", "stall-ms", "offset-ms", "total-ms", "sent-MiB", "rounds", "throttle");
+    std::printf("%-13s %-6s %9s %8s %8s %8s %8s %9s %9s %6s %9s\n", "vmm", "run", "outside-ms",
+                "network-ms", "vmm-ms", "stall-ms", "offset-ms", "total-ms", "sent-MiB", "rounds",
+                "throttle");
     std::fflush(stdout);
   }
   std::vector<Peer> peers{Peer::kKeel};
@@ -280,7 +304,7 @@ int main(int argc, char** argv) {
       by_peer[p].push_back(f);
       rows.push_back({p, run, f});
       if (!o.json) {
-        std::printf("%s\n", row_text(rows.back()).c_str());
+        std::printf("%s\n", row_text(rows.back(), w.net).c_str());
         std::fflush(stdout);
       }
     }
@@ -307,12 +331,17 @@ int main(int argc, char** argv) {
     out << "}}";
     std::cout << out.str() << "\n";
   } else {
-    for (Peer p : peers) std::printf("%s\n", row_text({p, 0, medians(by_peer[p])}).c_str());
+    for (Peer p : peers) std::printf("%s\n", row_text({p, 0, medians(by_peer[p])}, w.net).c_str());
     if (o.qemu) {
-      const double keel = medians(by_peer[Peer::kKeel]).outside_pause_ms;
+      const RunFigures keel = medians(by_peer[Peer::kKeel]);
       for (Peer p : {Peer::kQemuDefault, Peer::kQemuTuned}) {
-        const double q = medians(by_peer[p]).outside_pause_ms;
-        std::printf("outside pause, keel / %s: %.3f\n", peer_name(p), q > 0 ? keel / q : 0.0);
+        const RunFigures q = medians(by_peer[p]);
+        std::printf("outside pause, keel / %s: %.3f\n", peer_name(p),
+                    q.outside_pause_ms > 0 ? keel.outside_pause_ms / q.outside_pause_ms : 0.0);
+        if (w.net) {
+          std::printf("network pause, keel / %s: %.3f\n", peer_name(p),
+                      q.network_pause_ms > 0 ? keel.network_pause_ms / q.network_pause_ms : 0.0);
+        }
       }
     }
   }

@@ -8,10 +8,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "control/control_client.h"
+#include "tools/migbench/bench_network.h"
 #include "tools/migbench/qmp_client.h"
+#include "tools/migbench/udp_echo_observer.h"
 
 namespace keel::migbench {
 
@@ -67,6 +70,10 @@ void settle(TimedConsole& destination, const Workload& w) {
 
 std::string Workload::cmdline() const {
   const std::string beats = "interval_ms=" + std::to_string(beat_ms);
+  if (net) {
+    return "job=net mode=echo ip=" + kGuestAddress + " port=" + std::to_string(kEchoPort) + " " +
+           beats;
+  }
   if (dirty_mib == 0) return "job=heartbeat count=0 " + beats;
   return "job=dirtier mib=" + std::to_string(dirty_mib) +
          " rate_mbps=" + std::to_string(dirty_rate) + " seconds=86400 " + beats;
@@ -140,19 +147,49 @@ std::string what_happened(TimedConsole& console) {
   return out;
 }
 
+namespace {
+
+// --net: watching the guest through UDP echoes once it answers (its ARP
+// reply and the bridge's learning take the first few).
+bool start_observer(std::optional<UdpEchoObserver>& observer, TimedConsole& source, RunFigures& f) {
+  observer.emplace(kBridgeAddress, kGuestAddress, kEchoPort);
+  if (observer->wait_answering(seconds(30))) return true;
+  f.error = "the guest did not answer UDP echoes within 30 s: " + what_happened(source);
+  return false;
+}
+
+}  // namespace
+
 RunFigures run_keel(const Workload& w, int run) {
   RunFigures f;
   const std::string dir = scratch_dir(w, "keel-" + std::to_string(run));
   const std::string src_sock = dir + "/source.sock", dst_sock = dir + "/destination.sock";
-  TimedConsole source({w.keel_vmm, "--kernel", w.testos_bzimage, "--memory",
-                       std::to_string(w.memory_mib) + "M", "--cpus", std::to_string(w.cpus),
-                       "--cmdline", w.cmdline(), "--api-socket", src_sock});
+  std::vector<std::string> source_args{w.keel_vmm,
+                                       "--kernel",
+                                       w.testos_bzimage,
+                                       "--memory",
+                                       std::to_string(w.memory_mib) + "M",
+                                       "--cpus",
+                                       std::to_string(w.cpus),
+                                       "--cmdline",
+                                       w.cmdline(),
+                                       "--api-socket",
+                                       src_sock};
+  std::vector<std::string> destination_args{w.keel_vmm, "--incoming", "", "--api-socket", dst_sock};
+  if (w.net) {
+    source_args.insert(source_args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
+    destination_args.insert(destination_args.end(), {"--net", "tap=" + kDestinationTap});
+  }
+  TimedConsole source(source_args);
   if (!source.wait_line(w.ready_line(), kWarmUp)) {
     f.error = "the source guest did not warm up: " + what_happened(source);
     return f;
   }
+  std::optional<UdpEchoObserver> observer;
+  if (w.net && !start_observer(observer, source, f)) return f;
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
-  TimedConsole destination({w.keel_vmm, "--incoming", to, "--api-socket", dst_sock});
+  destination_args[2] = to;
+  TimedConsole destination(destination_args);
   if (!destination.wait_error("waiting for a migration", seconds(60))) {
     f.error = "the destination did not start: " + destination.errors();
     return f;
@@ -178,7 +215,9 @@ RunFigures run_keel(const Workload& w, int run) {
   for (const auto& r : info.rounds())
     f.throttle_percent = std::max(f.throttle_percent, r.throttle_percent());
   source.wait_exit(seconds(60));
-  beat_figures(source.lines(), destination.lines(), begin, Clock::now(), f);
+  const auto settled = Clock::now();
+  beat_figures(source.lines(), destination.lines(), begin, settled, f);
+  if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
   pb::Request kill;
   kill.mutable_kill();
   try {
@@ -220,6 +259,12 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
                                   "-qmp",
                                   "unix:" + qmp + ",server=on,wait=off"};
     if (incoming) argv.insert(argv.end(), {"-incoming", "defer"});
+    if (w.net) {
+      const std::string& tap = incoming ? kDestinationTap : kSourceTap;
+      argv.insert(argv.end(),
+                  {"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no", "-device",
+                   "virtio-net-pci,netdev=n0,disable-legacy=on,mac=" + kGuestMac});
+    }
     return argv;
   };
   TimedConsole source(qemu(dir + "/source.qmp", false));
@@ -227,6 +272,8 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     f.error = "the QEMU source guest did not warm up: " + what_happened(source);
     return f;
   }
+  std::optional<UdpEchoObserver> observer;
+  if (w.net && !start_observer(observer, source, f)) return f;
   TimedConsole destination(qemu(dir + "/destination.qmp", true));
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
   try {
@@ -269,7 +316,9 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
           static_cast<uint32_t>(number_field(ram->second.struct_value(), "dirty-sync-count"));
     }
     f.throttle_percent = static_cast<uint32_t>(number_field(info, "cpu-throttle-percentage"));
-    beat_figures(source.lines(), destination.lines(), begin, Clock::now(), f);
+    const auto settled = Clock::now();
+    beat_figures(source.lines(), destination.lines(), begin, settled, f);
+    if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
     for (QmpClient* q : {&src, &dst}) {
       try {
         q->execute("quit");

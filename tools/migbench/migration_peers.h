@@ -1,6 +1,7 @@
 // One migration run of the benchmark's guest, by Keel or by QEMU, and the
 // figures it gives: the pause seen from outside (the longest stretch
-// without a heartbeat line by the harness's clock), the pause the VMMs
+// without a heartbeat line by the harness's clock; with a network, also
+// without an answer to a UDP echo sent every millisecond), the pause the VMMs
 // count, the guest's own view (its longest clock stall, its clock's offset
 // from the harness's over the run), total time, bytes, rounds, throttling.
 #pragma once
@@ -21,6 +22,10 @@ struct Workload {
   uint32_t downtime_ms = 5;
   uint64_t bandwidth_mbps = 0;  // the link's cap in MB/s for every peer; 0: none
   uint32_t beat_ms = 1;
+  // --net: the idle guest also echoes UDP on a virtio-net card (the source
+  // on one tap of the benchmark's bridge, the destination on the other),
+  // and a UdpEchoObserver watches through the network too.
+  bool net = false;
   std::string keel_vmm, testos_bzimage, testos_elf, scratch;
   // The test guest's command line: heartbeat, or the dirtier with beats.
   std::string cmdline() const;
@@ -35,6 +40,7 @@ struct RunFigures {
   bool ok = false;
   std::string error;
   double outside_pause_ms = 0;
+  double network_pause_ms = 0;  // --net: the longest stretch without a UDP echo answer
   double vmm_pause_ms = 0;
   double guest_stall_ms = 0;
   double clock_offset_ms = 0;
