@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <linux/if_ether.h>
-#include <linux/if_packet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -30,6 +29,7 @@
 
 #include "proto/control.pb.h"
 #include "proto/migration.pb.h"
+#include "tests/support/frame_capture.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/net_namespace.h"
@@ -277,13 +277,7 @@ TEST(Migration, GuestOnAnotherTapOfTheBridgeIsAnnouncedAndTrafficFollows) {
 
   // What comes out of the destination's tap into the bridge (every
   // protocol: a bridge port's frames reach only such sockets).
-  UniqueFd capture(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL)));
-  ASSERT_TRUE(capture.valid());
-  sockaddr_ll at{};
-  at.sll_family = AF_PACKET;
-  at.sll_protocol = htons(ETH_P_ALL);
-  at.sll_ifindex = static_cast<int>(::if_nametoindex("kmig-b"));
-  ASSERT_EQ(::bind(capture.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  UniqueFd capture = capture_frames("kmig-b", ETH_P_ALL);
 
   Incoming there = incoming({"--net", "tap=kmig-b"});
   pb::Response done = migrate(source, there.address);

@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -26,6 +25,7 @@
 #include "proto/device_state.pb.h"
 #include "tests/support/device_configs.h"
 #include "tests/support/fake_virtio_transport.h"
+#include "tests/support/frame_capture.h"
 #include "tests/support/virtqueue_driver.h"
 
 namespace keel::virtio {
@@ -404,13 +404,7 @@ TEST_F(VirtioNetTest, FrameLongerThanBufferIsDroppedAndBufferReused) {
 // later, without the guest doing anything (the device need not be active).
 TEST_F(VirtioNetTest, AnnounceBroadcastsRarpFramesFromTheGuestMac) {
   constexpr uint16_t kRarp = 0x8035;
-  UniqueFd capture(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kRarp)));
-  ASSERT_TRUE(capture.valid());
-  sockaddr_ll at{};
-  at.sll_family = AF_PACKET;
-  at.sll_protocol = htons(kRarp);
-  at.sll_ifindex = static_cast<int>(::if_nametoindex(kTap));
-  ASSERT_EQ(::bind(capture.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  UniqueFd capture = keel::testing::capture_frames(kTap, kRarp);
 
   device->announce();
   std::vector<std::vector<uint8_t>> frames;
@@ -448,13 +442,7 @@ TEST_F(VirtioNetTest, TransmitWouldBlockLosesNothing) {
        "limit", "100000"});
   for (const char* dev : {"veth1", "veth0", "br0"}) run({"ip", "link", "set", dev, "up"});
 
-  UniqueFd capture(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kExperimentalEtherType)));
-  ASSERT_TRUE(capture.valid());
-  sockaddr_ll at{};
-  at.sll_family = AF_PACKET;
-  at.sll_protocol = htons(kExperimentalEtherType);
-  at.sll_ifindex = static_cast<int>(::if_nametoindex("veth1"));
-  ASSERT_EQ(::bind(capture.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  UniqueFd capture = keel::testing::capture_frames("veth1", kExperimentalEtherType);
 
   device->tap().set_send_buffer(1024);
   activate();
