@@ -211,6 +211,12 @@ TEST_F(RngStateTest, RestoredIntxLevelWaitsForTheRelease) {
   b.pci.restore(saved);
   EXPECT_EQ(driver.used_idx(), 1);
   EXPECT_TRUE(b.intx.empty());
+  // Saved while holding: the level is in the state, which restores again.
+  const pb::VirtioPciState held = b.pci.save();
+  EXPECT_TRUE(held.intx_level());
+  VirtioRngDevice device_c{events};
+  Function c{device_c, memory};
+  EXPECT_NO_THROW(c.pci.restore(held));
   b.pci.release_interrupts();
   EXPECT_EQ(b.intx, std::vector<bool>{true});
 }

@@ -522,9 +522,16 @@ void VirtioPciDevice::update_intx() {
   constexpr uint32_t kCommandInterruptDisable = 1u << 10;
   const bool disabled = config_.read_dword(PciConfigSpace::kCommand) & kCommandInterruptDisable;
   const bool level = isr_ != 0 && !msix_.enabled() && !disabled;
-  if (holding_interrupts_ || level == intx_level_) return;
   intx_level_ = level;
-  if (hooks_.intx) hooks_.intx(level);
+  tell_intx();
+}
+
+// The hook hears the level only when it changed since it last heard it,
+// and not while a restored function holds its interrupts.
+void VirtioPciDevice::tell_intx() {
+  if (holding_interrupts_ || intx_level_ == intx_told_) return;
+  intx_told_ = intx_level_;
+  if (hooks_.intx) hooks_.intx(intx_told_);
 }
 
 void VirtioPciDevice::queue_interrupt(uint16_t queue) {
@@ -560,7 +567,7 @@ void VirtioPciDevice::release_interrupts() {
   holding_interrupts_ = false;
   for (uint16_t vector : held_vectors_) msix_.trigger(vector);
   held_vectors_.clear();
-  update_intx();
+  tell_intx();
 }
 
 void VirtioPciDevice::config_changed() {

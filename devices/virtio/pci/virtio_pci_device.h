@@ -209,7 +209,9 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   void restore(const state::v1::VirtioPciState& state);
   // Sends what a restored function raised while it held its interrupts
   // (through the MSI-X table, so masks still count) and sets the INTx
-  // level; nothing otherwise. With lock() held.
+  // level; nothing otherwise. With lock() held. A save before the release
+  // records the INTx level but not the held messages (the restored queues
+  // notify again at their next used buffer anyway).
   void release_interrupts();
 
  private:
@@ -219,7 +221,8 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   void bar_write_locked(uint64_t offset, std::span<const uint8_t> data);
 
   mutable std::mutex mutex_;
-  bool intx_level_ = false;
+  bool intx_level_ = false;  // the function's level (saved)
+  bool intx_told_ = false;   // the level Hooks::intx last heard
   struct QueueRegs {
     uint16_t size = 0;
     uint16_t msix_vector = kMsiNoVector;
@@ -236,6 +239,7 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   void set_isr(uint8_t bits);
   void raise_vector(uint16_t vector);
   void update_intx();
+  void tell_intx();
   void build_config_space();
   void update_msix_control();
   uint32_t pci_cfg_access(uint32_t value, bool write);
