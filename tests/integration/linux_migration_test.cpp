@@ -21,6 +21,7 @@
 #include "tests/support/keelctl_result.h"
 #include "tests/support/kernel_log.h"
 #include "tests/support/linux_guest_disk.h"
+#include "tests/support/linux_guest_jobs.h"
 #include "tests/support/linux_guest_net.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/net_namespace.h"
@@ -42,45 +43,21 @@ const std::string kKeelNet = kImages + "/bin/keel-net";
 const std::string kBeat = "keel-guest: beat ";
 const std::string kMac = "52:54:00:12:34:56";
 
-// Long enough that all four jobs still run when the move starts a few
-// beats in, on any host; short enough for the KVM test host.
-constexpr uint64_t kIntervalMs = 200, kCount = 150;                   // heartbeat: 30 s
-constexpr uint64_t kDirtierMib = 64, kDirtierSeconds = 20;            // at most 16 MiB/s
-constexpr uint64_t kDiskMib = 16, kDiskSeed = 13, kDiskWrites = 384;  // about 13 MiB
-constexpr uint64_t kDiskRateMbps = 1;
+// The jobs, with a paced TCP stream to the host besides: all four still
+// running when the move starts a few beats in.
 constexpr uint64_t kNetMib = 20, kNetRateMbps = 1;  // one TCP connection: 20 s
-
-uint64_t us_between(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
-}
+const LinuxGuestJobs kJobs = [] {
+  LinuxGuestJobs jobs;
+  jobs.disk_seed = 13;
+  jobs.more_jobs = "+net";
+  jobs.more_settings = "keel.ip=10.0.2.2/24 keel.gw=10.0.2.1 keel.net_mode=send keel.net_mib=" +
+                       std::to_string(kNetMib) +
+                       " keel.net_rate_mbps=" + std::to_string(kNetRateMbps);
+  return jobs;
+}();
 
 std::vector<std::string> boot_args(const std::string& disk) {
-  const std::string job =
-      "keel.job=heartbeat+dirtier+disk+net keel.interval_ms=" + std::to_string(kIntervalMs) +
-      " keel.count=" + std::to_string(kCount) + " keel.mib=" + std::to_string(kDirtierMib) +
-      " keel.rate_mbps=16 keel.seconds=" + std::to_string(kDirtierSeconds) +
-      " keel.disk_mode=random keel.disk_mib=" + std::to_string(kDiskMib) +
-      " keel.disk_seed=" + std::to_string(kDiskSeed) +
-      " keel.disk_writes=" + std::to_string(kDiskWrites) +
-      " keel.disk_rate_mbps=" + std::to_string(kDiskRateMbps) +
-      " keel.ip=10.0.2.2/24 keel.gw=10.0.2.1 keel.net_mode=send keel.net_mib=" +
-      std::to_string(kNetMib) + " keel.net_rate_mbps=" + std::to_string(kNetRateMbps);
-  return {"--kernel",
-          kImages + "/vmlinuz-cloud",
-          "--initrd",
-          kImages + "/initramfs-cloud.cpio.gz",
-          "--cpus",
-          "2",
-          "--memory",
-          "512M",
-          "--disk",
-          "path=" + disk,
-          "--net",
-          "tap=kmig-a,mac=" + kMac,
-          "--rng",
-          "--cmdline",
-          "console=ttyS0 panic=-1 " + job};
+  return kJobs.vmm_args(kImages, disk, {"--net", "tap=kmig-a,mac=" + kMac});
 }
 
 TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarriesOnElsewhere) {
@@ -145,7 +122,8 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
   const auto beats_before = beats_in(first, kBeat);
   ASSERT_FALSE(beats_before.empty());
   const uint64_t last = beats_before.back().seq;
-  ASSERT_LT(last + 5, kCount) << "the heartbeat ran too far before the move\n" << join_lines(first);
+  ASSERT_LT(last + 5, kJobs.count) << "the heartbeat ran too far before the move\n"
+                                   << join_lines(first);
   ASSERT_TRUE(with_prefix(first, "keel-guest: dirtier OK").empty())
       << "the dirtier ended before the move";
   ASSERT_TRUE(with_prefix(first, "keel-guest: disk OK").empty())
@@ -166,7 +144,7 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
   std::vector<std::string> whole = first;
   whole.insert(whole.end(), after.begin(), after.end());
   const auto beats = beats_in(whole, kBeat);
-  ASSERT_EQ(beats.size(), kCount) << join_lines(whole);
+  ASSERT_EQ(beats.size(), kJobs.count) << join_lines(whole);
   uint64_t longest_us = 0;
   for (size_t i = 0; i < beats.size(); ++i) {
     ASSERT_EQ(beats[i].seq, i + 1) << join_lines(whole);
@@ -176,7 +154,7 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
       longest_us = std::max(longest_us, beats[i].t_us - beats[i - 1].t_us);
     }
   }
-  const uint64_t bound_us = kIntervalMs * 1000 + info.downtime_us() + 2'000'000;
+  const uint64_t bound_us = kJobs.interval_ms * 1000 + info.downtime_us() + 2'000'000;
   std::fprintf(stderr, "heartbeat: longest step between beats %llu us (bound %llu)\n",
                static_cast<unsigned long long>(longest_us),
                static_cast<unsigned long long>(bound_us));
@@ -185,14 +163,14 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
   // The dirtier's memory, written before and after the move.
   auto dirtier = with_prefix(after, "keel-guest: dirtier OK ");
   ASSERT_EQ(dirtier.size(), 1u) << join_lines(after);
-  EXPECT_EQ(dirtier[0], "keel-guest: dirtier OK pages=" + std::to_string(kDirtierMib * 256));
+  EXPECT_EQ(dirtier[0], "keel-guest: dirtier OK pages=" + std::to_string(kJobs.dirtier_mib * 256));
 
   // The disk: verified by the guest, then by the host on the file.
   auto disk_ok = with_prefix(after, "keel-guest: disk OK mode=random ");
   ASSERT_EQ(disk_ok.size(), 1u) << join_lines(after);
-  const std::string host =
-      diskcheck_on_host(kDiskcheck, {"random-verify", disk, std::to_string(kDiskMib),
-                                     std::to_string(kDiskSeed), std::to_string(kDiskWrites)});
+  const std::string host = diskcheck_on_host(
+      kDiskcheck, {"random-verify", disk, std::to_string(kJobs.disk_mib),
+                   std::to_string(kJobs.disk_seed), std::to_string(kJobs.disk_writes)});
   ASSERT_EQ(host.rfind("keel-guest: disk OK mode=random-verify ", 0), 0u) << host;
   EXPECT_EQ(sum_of(host), sum_of(disk_ok[0])) << host << "\n" << disk_ok[0];
 

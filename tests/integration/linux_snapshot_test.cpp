@@ -23,6 +23,7 @@
 #include "tests/support/keelctl_result.h"
 #include "tests/support/kernel_log.h"
 #include "tests/support/linux_guest_disk.h"
+#include "tests/support/linux_guest_jobs.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
@@ -39,47 +40,16 @@ const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 const std::string kDiskcheck = kImages + "/bin/keel-diskcheck";
 const std::string kBeat = "keel-guest: beat ";
 
-// The jobs. Long enough that all three are still running when the snapshot
-// is taken a few beats in, on any host; short enough for the KVM test host.
-constexpr uint64_t kIntervalMs = 200, kCount = 150;                   // heartbeat: 30 s
-constexpr uint64_t kDirtierMib = 64, kDirtierSeconds = 20;            // at most 16 MiB/s
-constexpr uint64_t kDiskMib = 16, kDiskSeed = 11, kDiskWrites = 384;  // about 13 MiB
-constexpr uint64_t kDiskRateMbps = 1;
+// The jobs: all three still running when the snapshot is taken a few beats in.
+const LinuxGuestJobs kJobs{};
 
 // The guest's clock may step over a restore by one interval, the time it sat
 // paused before the capture, and the restore's own start (generous: the KVM
 // test host is 5-20 times slower than hardware).
 constexpr uint64_t kRestoreStartSlackUs = 5'000'000;
 
-uint64_t us_between(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
-}
-
 std::vector<std::string> boot_args(const std::string& disk, const std::string& snapshot_root) {
-  const std::string job =
-      "keel.job=heartbeat+dirtier+disk keel.interval_ms=" + std::to_string(kIntervalMs) +
-      " keel.count=" + std::to_string(kCount) + " keel.mib=" + std::to_string(kDirtierMib) +
-      " keel.rate_mbps=16 keel.seconds=" + std::to_string(kDirtierSeconds) +
-      " keel.disk_mode=random keel.disk_mib=" + std::to_string(kDiskMib) +
-      " keel.disk_seed=" + std::to_string(kDiskSeed) +
-      " keel.disk_writes=" + std::to_string(kDiskWrites) +
-      " keel.disk_rate_mbps=" + std::to_string(kDiskRateMbps);
-  return {"--kernel",
-          kImages + "/vmlinuz-cloud",
-          "--initrd",
-          kImages + "/initramfs-cloud.cpio.gz",
-          "--cpus",
-          "2",
-          "--memory",
-          "512M",
-          "--disk",
-          "path=" + disk,
-          "--rng",
-          "--snapshot-root",
-          snapshot_root,
-          "--cmdline",
-          "console=ttyS0 panic=-1 " + job};
+  return kJobs.vmm_args(kImages, disk, {"--snapshot-root", snapshot_root});
 }
 
 TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRestoringTwice) {
@@ -131,8 +101,8 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   const auto beats_before = beats_in(first, kBeat);
   ASSERT_FALSE(beats_before.empty());
   const uint64_t last = beats_before.back().seq;
-  ASSERT_LT(last + 10, kCount) << "the heartbeat ran too far before the snapshot\n"
-                               << join_lines(first);
+  ASSERT_LT(last + 10, kJobs.count) << "the heartbeat ran too far before the snapshot\n"
+                                    << join_lines(first);
   for (size_t i = 0; i < beats_before.size(); ++i)
     ASSERT_EQ(beats_before[i].seq, i + 1) << join_lines(first);
   ASSERT_TRUE(with_prefix(first, "keel-guest: dirtier OK").empty())
@@ -144,11 +114,11 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   // Each restore gets the disk as it was at the snapshot.
   const std::string copies[2] = {scratch / "disk-restore-1.img", scratch / "disk-restore-2.img"};
   for (const auto& c : copies) fs::copy_file(disk, c);
-  const std::string host_args_mib = std::to_string(kDiskMib);
+  const std::string host_args_mib = std::to_string(kJobs.disk_mib);
 
   // Stay down longer than the clock may step, so that a clock that counted
   // the downtime could not pass.
-  const uint64_t bound_us = kIntervalMs * 1000 + held_us + kRestoreStartSlackUs;
+  const uint64_t bound_us = kJobs.interval_ms * 1000 + held_us + kRestoreStartSlackUs;
   std::this_thread::sleep_until(taken_at + std::chrono::microseconds(bound_us) + seconds(1));
 
   std::string sums[2];
@@ -173,7 +143,7 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
     // The heartbeat goes on, every beat once, on a clock that stepped only
     // by the pause.
     const auto beats = beats_in(after, kBeat);
-    ASSERT_EQ(beats.size(), kCount - last) << join_lines(after);
+    ASSERT_EQ(beats.size(), kJobs.count - last) << join_lines(after);
     for (size_t i = 0; i < beats.size(); ++i)
       ASSERT_EQ(beats[i].seq, last + 1 + i) << join_lines(after);
     const uint64_t t_last = beats_in(first, kBeat).back().t_us;
@@ -194,16 +164,18 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
     // The dirtier's memory, written before and after the snapshot.
     auto dirtier = with_prefix(after, "keel-guest: dirtier OK ");
     ASSERT_EQ(dirtier.size(), 1u) << join_lines(after);
-    EXPECT_EQ(dirtier[0], "keel-guest: dirtier OK pages=" + std::to_string(kDirtierMib * 256));
+    EXPECT_EQ(dirtier[0],
+              "keel-guest: dirtier OK pages=" + std::to_string(kJobs.dirtier_mib * 256));
 
     // The disk: verified by the guest, then by the host on the file.
     auto disk_ok = with_prefix(after, "keel-guest: disk OK mode=random ");
     ASSERT_EQ(disk_ok.size(), 1u) << join_lines(after);
-    EXPECT_NE(disk_ok[0].find(" writes=" + std::to_string(kDiskWrites) + " "), std::string::npos)
+    EXPECT_NE(disk_ok[0].find(" writes=" + std::to_string(kJobs.disk_writes) + " "),
+              std::string::npos)
         << disk_ok[0];
-    const std::string host =
-        diskcheck_on_host(kDiskcheck, {"random-verify", copies[r], host_args_mib,
-                                       std::to_string(kDiskSeed), std::to_string(kDiskWrites)});
+    const std::string host = diskcheck_on_host(
+        kDiskcheck, {"random-verify", copies[r], host_args_mib, std::to_string(kJobs.disk_seed),
+                     std::to_string(kJobs.disk_writes)});
     ASSERT_EQ(host.rfind("keel-guest: disk OK mode=random-verify ", 0), 0u) << host;
     EXPECT_EQ(sum_of(host), sum_of(disk_ok[0])) << host << "\n" << disk_ok[0];
     sums[r] = sum_of(host);
