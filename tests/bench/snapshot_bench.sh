@@ -188,7 +188,7 @@ try:
             "-m", str(mem_mib), "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-no-reboot", "-kernel", elf, "-append", cmdline,
             "-global", "migration.store-global-state=off"]
-    qsock = f"/tmp/keel-snapshot-bench-qmp-{os.getpid()}.sock"
+    qsock = f"{scratch}/qmp.sock"  # removed with the scratch directory
     q = Guest(qemu + ["-qmp", f"unix:{qsock},server=on,wait=off"])
     i, _, _ = q.wait_line("testos: heartbeat filled ")
     q.wait_line("testos: beat ", i)
