@@ -66,12 +66,7 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
   // Two taps on one bridge, the host's side of the network on the bridge:
   // the source's port and the destination's.
   NetNamespace ns("kmig-a", "");
-  run_checked({"ip", "link", "add", "kmig-br", "type", "bridge", "forward_delay", "0"});
-  run_checked({"ip", "tuntap", "add", "dev", "kmig-b", "mode", "tap"});
-  for (const char* tap : {"kmig-a", "kmig-b"})
-    run_checked({"ip", "link", "set", tap, "master", "kmig-br", "up"});
-  run_checked({"ip", "addr", "add", "10.0.2.1/24", "dev", "kmig-br"});
-  run_checked({"ip", "link", "set", "kmig-br", "up"});
+  bridge_with_second_tap(ns, "kmig-br", "kmig-b", "10.0.2.1/24");
   HostKeelNet peer({{kKeelNet, "-w", "600", "recv", ":5201", std::to_string(kNetMib), "1"}});
 
   // Boot; all four jobs running.

@@ -249,12 +249,7 @@ TEST(Migration, PagesOnlyTheDiskWroteArrive) {
 // the guest without anyone waiting for the bridge to forget the old port.
 TEST(Migration, GuestOnAnotherTapOfTheBridgeIsAnnouncedAndTrafficFollows) {
   NetNamespace ns("kmig-a", "");
-  run_checked({"ip", "link", "add", "kmig-br", "type", "bridge", "forward_delay", "0"});
-  run_checked({"ip", "tuntap", "add", "dev", "kmig-b", "mode", "tap"});
-  for (const char* tap : {"kmig-a", "kmig-b"})
-    run_checked({"ip", "link", "set", tap, "master", "kmig-br", "up"});
-  run_checked({"ip", "addr", "add", "10.0.2.1/24", "dev", "kmig-br"});
-  run_checked({"ip", "link", "set", "kmig-br", "up"});
+  bridge_with_second_tap(ns, "kmig-br", "kmig-b", "10.0.2.1/24");
   const std::string mac = "52:54:00:12:34:56";
 
   LiveVmm source(

@@ -53,4 +53,14 @@ NetNamespace::~NetNamespace() {
   run_command({"ip", "netns", "del", name_}, std::chrono::seconds(30));
 }
 
+void bridge_with_second_tap(const NetNamespace& ns, const std::string& bridge,
+                            const std::string& second_tap, const std::string& host_cidr) {
+  run_checked({"ip", "link", "add", bridge, "type", "bridge", "forward_delay", "0"});
+  run_checked({"ip", "tuntap", "add", "dev", second_tap, "mode", "tap"});
+  for (const std::string& tap : {ns.tap(), second_tap})
+    run_checked({"ip", "link", "set", tap, "master", bridge, "up"});
+  run_checked({"ip", "addr", "add", host_cidr, "dev", bridge});
+  run_checked({"ip", "link", "set", bridge, "up"});
+}
+
 }  // namespace keel::testing

@@ -30,6 +30,12 @@ class NetNamespace {
   bool entered_ = false;
 };
 
+// In `ns`: a second tap `second_tap`, and a bridge `bridge` (forwarding at
+// once) holding both taps, with `host_cidr` and up: one network, two ports,
+// as a migration's source and destination on two hosts would have them.
+void bridge_with_second_tap(const NetNamespace& ns, const std::string& bridge,
+                            const std::string& second_tap, const std::string& host_cidr);
+
 // Runs a command (in the current namespace), throwing with its output when
 // it fails.
 std::string run_checked(const std::vector<std::string>& argv, int timeout_seconds = 30);
