@@ -35,9 +35,17 @@ constexpr uint32_t kMaxRounds = 60;
 constexpr size_t kRoundsKept = 64;
 constexpr double kAssumedBandwidth = 125e6;  // bytes per second: 1 Gbit/s
 
-// `task` on the machine's event loop, its result or exception back here. A
-// loop that does not get to it in time (the machine is stopping) ends the
-// migration; the task holds nothing of ours then.
+// What the machine's event loop sends back through `future`. A loop that
+// does not get to it in time (the machine is stopping) ends the migration;
+// the task posted holds nothing of ours then.
+template <typename T>
+T from_event_loop(std::future<T>& future) {
+  if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+    throw std::runtime_error("the machine's event loop did not answer within 10 s");
+  return future.get();
+}
+
+// `task` on the machine's event loop, its result or exception back here.
 template <typename T>
 T on_event_loop(MigratableMachine& machine, std::function<T()> task) {
   auto promise = std::make_shared<std::promise<T>>();
@@ -49,9 +57,7 @@ T on_event_loop(MigratableMachine& machine, std::function<T()> task) {
       promise->set_exception(std::current_exception());
     }
   });
-  if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
-    throw std::runtime_error("the machine's event loop did not answer within 10 s");
-  return future.get();
+  return from_event_loop(future);
 }
 
 uint64_t us(Clock::duration d) {
@@ -299,12 +305,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
       capture->set_exception(std::current_exception());
     }
   });
-  auto await = [](auto& future) {
-    if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
-      throw std::runtime_error("the machine's event loop did not answer within 10 s");
-    return future.get();
-  };
-  const Clock::time_point stopped = await(stopped_future);
+  const Clock::time_point stopped = from_event_loop(stopped_future);
   auto step = [stopped](const char* what) {
     log::debug(std::string("migration pause: ") + what + " at " +
                std::to_string(us(Clock::now() - stopped)));
@@ -321,7 +322,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
     pages.add_marked(dirty);
     step("last dirty pages sent");
-    captured = await(captured_future);
+    captured = from_event_loop(captured_future);
   } catch (...) {
     // The stream broke while the capture ran: the guest stays paused only
     // if the capture succeeded, and run() resumes it then.
