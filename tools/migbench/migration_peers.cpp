@@ -175,11 +175,8 @@ RunFigures run_keel(const Workload& w, int run) {
                                        w.cmdline(),
                                        "--api-socket",
                                        src_sock};
-  std::vector<std::string> destination_args{w.keel_vmm, "--incoming", "", "--api-socket", dst_sock};
-  if (w.net) {
+  if (w.net)
     source_args.insert(source_args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
-    destination_args.insert(destination_args.end(), {"--net", "tap=" + kDestinationTap});
-  }
   TimedConsole source(source_args);
   if (!source.wait_line(w.ready_line(), kWarmUp)) {
     f.error = "the source guest did not warm up: " + what_happened(source);
@@ -188,7 +185,8 @@ RunFigures run_keel(const Workload& w, int run) {
   std::optional<UdpEchoObserver> observer;
   if (w.net && !start_observer(observer, source, f)) return f;
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
-  destination_args[2] = to;
+  std::vector<std::string> destination_args{w.keel_vmm, "--incoming", to, "--api-socket", dst_sock};
+  if (w.net) destination_args.insert(destination_args.end(), {"--net", "tap=" + kDestinationTap});
   TimedConsole destination(destination_args);
   if (!destination.wait_error("waiting for a migration", seconds(60))) {
     f.error = "the destination did not start: " + destination.errors();
