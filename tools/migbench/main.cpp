@@ -24,12 +24,12 @@ namespace {
 using namespace keel::migbench;
 
 const char* const kUsage =
-    "usage: keel-migbench [--guest testos] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
+    "usage: keel-migbench [--guest testos|linux] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
     "                     [--dirty-rate MBPS] [--downtime-ms N] [--bandwidth MBPS] [--runs N]\n"
     "                     [--net] [--peer none|qemu] [--where auto|direct|box] [--json]\n"
     "\n"
-    "Boots the test guest (a heartbeat line every millisecond; with --dirty-mib also\n"
-    "the memory dirtier), migrates it between two keel-vmm processes over loopback\n"
+    "Boots the guest (a heartbeat line every millisecond; with --dirty-mib also the\n"
+    "memory dirtier), migrates it between two keel-vmm processes over loopback\n"
     "--runs times (a fresh pair each run), and prints each run and the medians:\n"
     "  outside  the longest stretch without a heartbeat line, by this program's\n"
     "           clock as it reads both VMMs' consoles: the pause the world saw\n"
@@ -45,6 +45,11 @@ const char* const kUsage =
     "(qemu-system-x86_64, PVH boot), migrated over QMP with QEMU's defaults, and again\n"
     "tuned (downtime-limit set to --downtime-ms, multifd with 4 channels).\n"
     "\n"
+    "  --guest G          testos (default): the test guest; linux: Debian's cloud kernel\n"
+    "                     with the Linux guest image's initramfs (build it first:\n"
+    "                     cmake --build build --target linux-guest-image), its\n"
+    "                     keel-heartbeat and keel-dirtier; always in the KVM test host\n"
+    "                     where /dev/kvm is PVM\n"
     "  --memory SIZE      guest RAM (default 1G)\n"
     "  --cpus N           vCPUs (default 1)\n"
     "  --dirty-mib N      memory the dirtier rewrites, round and round (default 0: idle)\n"
@@ -52,7 +57,7 @@ const char* const kUsage =
     "  --downtime-ms N    the pause to aim for (default 5)\n"
     "  --bandwidth MBPS   cap the migration link at MBPS MB/s for every peer (default:\n"
     "                     none), to see a guest that dirties faster throttled\n"
-    "  --net              the idle guest echoes UDP on a virtio-net card: this program\n"
+    "  --net              the idle test guest echoes UDP on a virtio-net card: this program\n"
     "                     moves into a network namespace of its own with a bridge\n"
     "                     (10.0.3.1/24) and two taps, the source's and the\n"
     "                     destination's, and watches the guest through the network too\n"
@@ -91,8 +96,9 @@ Options parse(int argc, char** argv) {
       std::cout << kUsage;
       std::exit(0);
     } else if (a == "--guest") {
-      if (value() != "testos")
-        throw std::invalid_argument("--guest: only testos is implemented (linux: not yet)");
+      const std::string g = value();
+      if (g != "testos" && g != "linux") throw std::invalid_argument("--guest: testos or linux");
+      o.workload.guest = g == "linux" ? Guest::kLinux : Guest::kTestos;
     } else if (a == "--memory") {
       o.workload.memory_mib = keel::parse_size(value()) >> 20;
     } else if (a == "--cpus") {
@@ -128,6 +134,8 @@ Options parse(int argc, char** argv) {
     throw std::invalid_argument("--dirty-mib must be below --memory");
   if (o.workload.net && o.workload.dirty_mib != 0)
     throw std::invalid_argument("--net: only with the idle guest (no --dirty-mib)");
+  if (o.workload.net && o.workload.guest == Guest::kLinux)
+    throw std::invalid_argument("--net: only with --guest testos (its UDP echo job)");
   return o;
 }
 
@@ -226,7 +234,10 @@ int main(int argc, char** argv) {
   const bool in_box =
       std::getenv("KEEL_KVM_WHERE") && std::string(std::getenv("KEEL_KVM_WHERE")) == "box";
   bool direct = o.where == "direct" || in_box;
-  if (o.where == "auto" && !in_box) direct = kind == "hardware" || (kind == "PVM" && !o.qemu);
+  // PVM runs only PVM-aware guest kernels: testos, not Debian's, nor QEMU.
+  const bool linux = o.workload.guest == Guest::kLinux;
+  if (o.where == "auto" && !in_box)
+    direct = kind == "hardware" || (kind == "PVM" && !o.qemu && !linux);
   if (!direct) {
     // The whole run moves into the KVM test host: both VMMs, both peers.
     std::vector<std::string> args{KEEL_SOURCE_DIR "/tools/kvm-run",
@@ -262,6 +273,13 @@ int main(int argc, char** argv) {
   w.keel_vmm = KEEL_BUILD_DIR "/keel-vmm/keel-vmm";
   w.testos_bzimage = KEEL_BUILD_DIR "/guest-images/testos/testos.bzImage";
   w.testos_elf = KEEL_BUILD_DIR "/guest-images/testos/testos.elf";
+  w.linux_images = KEEL_BUILD_DIR "/guest-images/linux";
+  if (linux && !exists(w.linux_images + "/vmlinuz-cloud")) {
+    std::cerr << "keel-migbench: --guest linux: no " << w.linux_images
+              << "/vmlinuz-cloud; build the Linux guest image first: cmake --build "
+              << KEEL_BUILD_DIR << " --target linux-guest-image\n";
+    return 1;
+  }
   std::string scratch = "/tmp/keel-migbench-XXXXXX";
   if (!::mkdtemp(scratch.data())) {
     std::perror("keel-migbench: mkdtemp");
@@ -278,9 +296,9 @@ int main(int argc, char** argv) {
   const std::string link =
       w.bandwidth_mbps ? ", link capped at " + std::to_string(w.bandwidth_mbps) + " MB/s" : "";
   if (!o.json) {
-    std::printf("keel-migbench: testos, %llu MiB, %u vCPU, %s, %d runs, target %u ms%s, %s\n",
-                static_cast<unsigned long long>(w.memory_mib), w.cpus, load.c_str(), o.runs,
-                w.downtime_ms, link.c_str(), where.c_str());
+    std::printf("keel-migbench: %s, %llu MiB, %u vCPU, %s, %d runs, target %u ms%s, %s\n",
+                linux ? "linux" : "testos", static_cast<unsigned long long>(w.memory_mib), w.cpus,
+                load.c_str(), o.runs, w.downtime_ms, link.c_str(), where.c_str());
     std::printf("%-13s %-6s %9s %8s %8s %8s %8s %9s %9s %6s %9s\n", "vmm", "run", "outside-ms",
                 "network-ms", "vmm-ms", "stall-ms", "offset-ms", "total-ms", "sent-MiB", "rounds",
                 "throttle");
@@ -313,10 +331,10 @@ int main(int argc, char** argv) {
   if (o.json) {
     std::ostringstream out;
     out << "{\"where\":\"" << (in_box ? "box" : "direct") << "\",\"kvm\":\"" << kind
-        << "\",\"memory_mib\":" << w.memory_mib << ",\"cpus\":" << w.cpus
-        << ",\"dirty_mib\":" << w.dirty_mib << ",\"dirty_rate_mbps\":" << w.dirty_rate
-        << ",\"downtime_target_ms\":" << w.downtime_ms << ",\"bandwidth_mbps\":" << w.bandwidth_mbps
-        << ",\"runs\":[";
+        << "\",\"guest\":\"" << (linux ? "linux" : "testos") << "\",\"memory_mib\":" << w.memory_mib
+        << ",\"cpus\":" << w.cpus << ",\"dirty_mib\":" << w.dirty_mib
+        << ",\"dirty_rate_mbps\":" << w.dirty_rate << ",\"downtime_target_ms\":" << w.downtime_ms
+        << ",\"bandwidth_mbps\":" << w.bandwidth_mbps << ",\"runs\":[";
     for (size_t i = 0; i < rows.size(); ++i) {
       out << (i ? "," : "") << "{\"vmm\":\"" << peer_name(rows[i].peer)
           << "\",\"run\":" << rows[i].run << ",\"figures\":" << json_figures(rows[i].f) << "}";

@@ -63,24 +63,51 @@ std::string scratch_dir(const Workload& w, const std::string& name) {
 
 // The destination shows beats again for a while after the move.
 void settle(TimedConsole& destination, const Workload& w) {
-  destination.wait_lines("testos: beat ", kSettleMs / w.beat_ms, seconds(60));
+  destination.wait_lines(w.beat_prefix(), kSettleMs / w.beat_ms, seconds(60));
 }
 
 }  // namespace
 
 std::string Workload::cmdline() const {
-  const std::string beats = "interval_ms=" + std::to_string(beat_ms);
-  if (net) {
-    return "job=net mode=echo ip=" + kGuestAddress + " port=" + std::to_string(kEchoPort) + " " +
-           beats;
+  const auto n = [](uint64_t v) { return std::to_string(v); };
+  if (guest == Guest::kLinux) {
+    // keel-guest-init's jobs: the heartbeat alone, or with the dirtier
+    // (for a day: the bench ends it).
+    std::string line = "console=ttyS0 panic=-1 keel.interval_ms=" + n(beat_ms) + " keel.count=0";
+    if (dirty_mib == 0) return line + " keel.job=heartbeat";
+    return line + " keel.job=heartbeat+dirtier keel.mib=" + n(dirty_mib) +
+           " keel.rate_mbps=" + n(dirty_rate) + " keel.seconds=86400";
   }
+  const std::string beats = "interval_ms=" + n(beat_ms);
+  if (net) return "job=net mode=echo ip=" + kGuestAddress + " port=" + n(kEchoPort) + " " + beats;
   if (dirty_mib == 0) return "job=heartbeat count=0 " + beats;
-  return "job=dirtier mib=" + std::to_string(dirty_mib) +
-         " rate_mbps=" + std::to_string(dirty_rate) + " seconds=86400 " + beats;
+  return "job=dirtier mib=" + n(dirty_mib) + " rate_mbps=" + n(dirty_rate) + " seconds=86400 " +
+         beats;
+}
+
+std::string Workload::beat_prefix() const {
+  return guest == Guest::kLinux ? "keel-guest: beat " : "testos: beat ";
 }
 
 std::string Workload::ready_line() const {
-  return dirty_mib == 0 ? "testos: beat seq=200 " : "testos: dirtier pass=1 ";
+  const std::string prefix = guest == Guest::kLinux ? "keel-guest: " : "testos: ";
+  return prefix + (dirty_mib == 0 ? "beat seq=200 " : "dirtier pass=1 ");
+}
+
+std::vector<std::string> Workload::keel_boot_args() const {
+  if (guest == Guest::kLinux) {
+    return {"--kernel", linux_images + "/vmlinuz-cloud", "--initrd",
+            linux_images + "/initramfs-cloud.cpio.gz"};
+  }
+  return {"--kernel", testos_bzimage};
+}
+
+std::vector<std::string> Workload::qemu_boot_args() const {
+  if (guest == Guest::kLinux) {
+    return {"-kernel", linux_images + "/vmlinuz-cloud", "-initrd",
+            linux_images + "/initramfs-cloud.cpio.gz"};
+  }
+  return {"-kernel", testos_elf};  // PVH
 }
 
 const char* peer_name(Peer peer) {
@@ -96,7 +123,8 @@ const char* peer_name(Peer peer) {
 }
 
 void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedLine>& destination,
-                  Clock::time_point from, Clock::time_point to, RunFigures& f) {
+                  const std::string& beat_prefix, Clock::time_point from, Clock::time_point to,
+                  RunFigures& f) {
   struct Beat {
     Clock::time_point at;
     uint64_t t_us;
@@ -104,7 +132,7 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
   std::map<uint64_t, Beat> beats;  // by sequence number, the first arrival
   for (const auto* lines : {&source, &destination}) {
     for (const auto& l : *lines) {
-      if (l.text.rfind("testos: beat seq=", 0) != 0) continue;
+      if (l.text.rfind(beat_prefix, 0) != 0) continue;
       beats.emplace(field(l.text, "seq"), Beat{l.at, field(l.text, "t_us")});
     }
   }
@@ -164,17 +192,11 @@ RunFigures run_keel(const Workload& w, int run) {
   RunFigures f;
   const std::string dir = scratch_dir(w, "keel-" + std::to_string(run));
   const std::string src_sock = dir + "/source.sock", dst_sock = dir + "/destination.sock";
-  std::vector<std::string> source_args{w.keel_vmm,
-                                       "--kernel",
-                                       w.testos_bzimage,
-                                       "--memory",
-                                       std::to_string(w.memory_mib) + "M",
-                                       "--cpus",
-                                       std::to_string(w.cpus),
-                                       "--cmdline",
-                                       w.cmdline(),
-                                       "--api-socket",
-                                       src_sock};
+  std::vector<std::string> source_args{w.keel_vmm};
+  for (const auto& a : w.keel_boot_args()) source_args.push_back(a);
+  source_args.insert(source_args.end(),
+                     {"--memory", std::to_string(w.memory_mib) + "M", "--cpus",
+                      std::to_string(w.cpus), "--cmdline", w.cmdline(), "--api-socket", src_sock});
   if (w.net)
     source_args.insert(source_args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
   TimedConsole source(source_args);
@@ -214,7 +236,7 @@ RunFigures run_keel(const Workload& w, int run) {
     f.throttle_percent = std::max(f.throttle_percent, r.throttle_percent());
   source.wait_exit(seconds(60));
   const auto settled = Clock::now();
-  beat_figures(source.lines(), destination.lines(), begin, settled, f);
+  beat_figures(source.lines(), destination.lines(), w.beat_prefix(), begin, settled, f);
   if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
   pb::Request kill;
   kill.mutable_kill();
@@ -250,12 +272,11 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
                                   "-serial",
                                   "stdio",
                                   "-no-reboot",
-                                  "-kernel",
-                                  w.testos_elf,
                                   "-append",
                                   w.cmdline(),
                                   "-qmp",
                                   "unix:" + qmp + ",server=on,wait=off"};
+    for (const auto& a : w.qemu_boot_args()) argv.push_back(a);
     if (incoming) argv.insert(argv.end(), {"-incoming", "defer"});
     if (w.net) {
       const std::string& tap = incoming ? kDestinationTap : kSourceTap;
@@ -315,7 +336,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     }
     f.throttle_percent = static_cast<uint32_t>(number_field(info, "cpu-throttle-percentage"));
     const auto settled = Clock::now();
-    beat_figures(source.lines(), destination.lines(), begin, settled, f);
+    beat_figures(source.lines(), destination.lines(), w.beat_prefix(), begin, settled, f);
     if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
     for (QmpClient* q : {&src, &dst}) {
       try {

@@ -14,7 +14,13 @@
 
 namespace keel::migbench {
 
+enum class Guest { kTestos, kLinux };
+
 struct Workload {
+  // testos: the test guest (PVH or bzImage, a heartbeat job); linux:
+  // Debian's cloud kernel with the Linux guest image's initramfs
+  // (keel-guest-init's heartbeat and dirtier jobs).
+  Guest guest = Guest::kTestos;
   uint64_t memory_mib = 1024;
   uint32_t cpus = 1;
   uint64_t dirty_mib = 0;   // 0: an idle guest (heartbeat only)
@@ -26,11 +32,16 @@ struct Workload {
   // on one tap of the benchmark's bridge, the destination on the other),
   // and a UdpEchoObserver watches through the network too.
   bool net = false;
-  std::string keel_vmm, testos_bzimage, testos_elf, scratch;
-  // The test guest's command line: heartbeat, or the dirtier with beats.
+  std::string keel_vmm, testos_bzimage, testos_elf, linux_images, scratch;
+  // The guest's command line: heartbeat, or the dirtier with beats.
   std::string cmdline() const;
   // The line that says the guest is warmed up (memory written once).
   std::string ready_line() const;
+  // What every heartbeat line starts with.
+  std::string beat_prefix() const;
+  // The guest's files as VMM arguments: Keel's and QEMU's.
+  std::vector<std::string> keel_boot_args() const;
+  std::vector<std::string> qemu_boot_args() const;
 };
 
 enum class Peer { kKeel, kQemuDefault, kQemuTuned };
@@ -53,7 +64,8 @@ struct RunFigures {
 // The outside and guest figures from the beats both consoles received,
 // for the migration that ran from `from` to `to` (harness clock).
 void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedLine>& destination,
-                  Clock::time_point from, Clock::time_point to, RunFigures& figures);
+                  const std::string& beat_prefix, Clock::time_point from, Clock::time_point to,
+                  RunFigures& figures);
 
 RunFigures run_keel(const Workload& workload, int run);
 RunFigures run_qemu(const Workload& workload, bool tuned, int run);
