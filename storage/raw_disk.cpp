@@ -295,11 +295,15 @@ void RawDisk::finish(uint64_t id, int64_t result) {
   if (handler_) handler_(tag, result);
 }
 
-bool RawDisk::cancel_all(std::chrono::milliseconds timeout) {
+void RawDisk::abandon_all() {
   for (const uint64_t id : waiting_) ops_.erase(id);
   waiting_.clear();
   for (auto& [id, op] : ops_) op.abandoned = true;
-  ring_.submit();  // anything prepared must reach the kernel before waiting for it
+  ring_.submit();  // anything prepared must reach the kernel: its completion ends it
+}
+
+bool RawDisk::cancel_all(std::chrono::milliseconds timeout) {
+  abandon_all();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (in_kernel_ > 0) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(

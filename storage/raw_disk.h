@@ -102,10 +102,14 @@ class RawDisk {
   // Requests the disk has accepted and not yet reported.
   size_t outstanding() const { return ops_.size(); }
 
-  // Abandons every request: those still waiting for ring space are dropped,
-  // those in the kernel waited for (up to `timeout`) and their results
-  // discarded; the handler is not called. Returns whether nothing is left in
-  // the kernel (after a timeout some buffers may still be written).
+  // Abandons every request without waiting: those still waiting for ring
+  // space are dropped, those in the kernel finish there and their results
+  // are discarded as process_completions() collects them; the handler is not
+  // called for any. outstanding() counts the ones still in the kernel.
+  void abandon_all();
+  // abandon_all(), then waits (up to `timeout`) for the kernel to be done
+  // with them. Returns whether nothing is left in the kernel (after a
+  // timeout some buffers may still be written).
   bool cancel_all(std::chrono::milliseconds timeout);
 
  private:

@@ -436,7 +436,11 @@ TEST_F(VirtioBlkTest, BufferOutsideMemoryMeansNeedsReset) {
   EXPECT_EQ(driver.used_idx(), 0);
 }
 
-TEST_F(VirtioBlkTest, ResetWaitsForRequestsInFlightAndDropsThem) {
+// A reset never waits for the kernel (it runs on a vCPU thread holding the
+// lock the event loop needs): the requests are abandoned, reset_pending()
+// holds until the event loop has collected the last of them, and nothing of
+// theirs reaches the driver.
+TEST_F(VirtioBlkTest, ResetAbandonsRequestsInFlightWithoutWaiting) {
   image.write(0, pattern(4 * kMiB, 7));
   start();
   std::vector<Request> reads;
@@ -447,14 +451,37 @@ TEST_F(VirtioBlkTest, ResetWaitsForRequestsInFlightAndDropsThem) {
   {
     std::lock_guard lock(transport.mutex);
     device->reset();
+    // Completions are collected only on the event loop, which has not run.
+    EXPECT_TRUE(device->reset_pending());
   }
   EXPECT_EQ(device->requests_in_flight(), 0u);
+  // The reads' buffers may still be written: marked again when they are done.
+  memory.dirty().harvest();
+  while (device->reset_pending()) {
+    ASSERT_GT(events.run_one_for(std::chrono::seconds(10)), 0u) << "the kernel never finished";
+  }
   EXPECT_EQ(device->disk().outstanding(), 0u);
-  // Whatever the event loop still finds is dropped: nothing is used.
+  for (const Request& r : reads) {
+    EXPECT_TRUE(memory.dirty().is_marked(r.data / DirtyBitmap::kPageSize));
+    EXPECT_EQ(status(r), 0xee);
+  }
   events.poll();
   EXPECT_EQ(driver.used_idx(), 0);
-  for (const Request& r : reads) EXPECT_EQ(status(r), 0xee);
   EXPECT_EQ(transport.resets_needed, 0);
+}
+
+// A snapshot taken while a reset is pending waits for the abandoned
+// requests: they may still write guest memory.
+TEST_F(VirtioBlkTest, QuiesceWaitsForAPendingResetsRequests) {
+  start();
+  for (int i = 0; i < 8; ++i) add(kBlkTIn, static_cast<uint64_t>(i) * 256, 128 * 1024, true);
+  kick();
+  std::lock_guard lock(transport.mutex);
+  device->reset();
+  ASSERT_TRUE(device->reset_pending());
+  device->quiesce();
+  EXPECT_FALSE(device->reset_pending());
+  EXPECT_EQ(device->disk().outstanding(), 0u);
 }
 
 TEST_F(VirtioBlkTest, DestroyedWithRequestsInFlight) {

@@ -43,7 +43,9 @@ class FakeDevice : public VirtioDevice {
     queues.clear();
     ++resets;
   }
-  std::string host_failure;  // activate throws this, as a backend that cannot start
+  bool reset_pending() const override { return work_in_flight; }
+  bool work_in_flight = false;  // a reset stays pending while set
+  std::string host_failure;     // activate throws this, as a backend that cannot start
   void queue_notify(uint16_t queue) override { notified.push_back(queue); }
 
   std::array<uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
@@ -409,6 +411,40 @@ TEST_F(VirtioPciTest, ResetClearsEverything) {
   setup_queue(0, driver.config());
   driver_ok();
   EXPECT_EQ(device.activations, 2);
+}
+
+// 4.1.4.3.1: the driver waits for device_status to read 0 after writing it.
+// A device with work still in flight (a disk's requests in the kernel)
+// finishes it asynchronously; until then the status reads non-zero and the
+// device cannot be started again, whatever the driver writes.
+TEST_F(VirtioPciTest, ResetWithWorkInFlightReadsNonZeroUntilDone) {
+  VirtqueueDriver driver(memory, 16);
+  negotiate(kFVersion1);
+  setup_queue(0, driver.config());
+  driver_ok();
+  ASSERT_TRUE(pci.activated());
+  const uint8_t running = status();
+  device.work_in_flight = true;
+  set_status(0);
+  EXPECT_EQ(device.resets, 1);
+  EXPECT_FALSE(pci.activated());
+  EXPECT_EQ(status(), running) << "reset still pending";
+  // A driver that does not wait gets nowhere: writes are ignored.
+  negotiate(kFVersion1);
+  setup_queue(0, driver.config());
+  driver_ok();
+  EXPECT_EQ(device.activations, 1);
+  EXPECT_EQ(status(), running);
+  set_status(0);
+  EXPECT_EQ(device.resets, 1) << "a second reset while one is pending is the same reset";
+  // The work done: the reset is complete, and the device comes up again.
+  device.work_in_flight = false;
+  EXPECT_EQ(status(), 0);
+  negotiate(kFVersion1);
+  setup_queue(0, driver.config());
+  driver_ok();
+  EXPECT_EQ(device.activations, 2);
+  EXPECT_TRUE(pci.activated());
 }
 
 TEST_F(VirtioPciTest, ResetClearsNeedsReset) {

@@ -137,13 +137,19 @@ void VirtioBlkDevice::activate(GuestMemory& memory, std::vector<std::optional<Sp
 }
 
 void VirtioBlkDevice::reset() {
-  // The buffers of requests in flight go back to the driver: wait for the
-  // kernel to be done with them (bounded; VirtioDevice allows this wait).
-  if (disk_->outstanding() > 0) disk_->cancel_all(std::chrono::milliseconds(kResetWaitMs));
-  // A read dropped here may have landed in part: its buffers count as written.
+  // Never waits here (on a vCPU thread, holding the function's lock that the
+  // event loop needs): the kernel finishes what it has, the completions are
+  // dropped, and the transport reports the reset done after the last one.
+  if (disk_->outstanding() > 0) disk_->abandon_all();
+  // A read dropped here may have landed in part: its buffers count as
+  // written now, and again when the kernel is done with them.
+  const bool draining = disk_->outstanding() > 0;
   for (InFlight& r : in_flight_) {
-    if (r.active) mark_landed(r);
+    if (!r.active) continue;
+    if (draining) draining_.insert(draining_.end(), r.landing.begin(), r.landing.end());
+    mark_landed(r);
   }
+  if (draining && !draining_.empty()) draining_memory_ = memory_;
   ++generation_;
   queue_.reset();
   memory_ = nullptr;
@@ -309,6 +315,13 @@ void VirtioBlkDevice::mark_landed(InFlight& r) {
   r.landing.clear();
 }
 
+void VirtioBlkDevice::end_draining() {
+  if (draining_.empty() || disk_->outstanding() > 0) return;
+  for (const BlkDataSegment& seg : draining_) draining_memory_->mark_dirty(seg.gpa, seg.len);
+  draining_.clear();
+  draining_memory_ = nullptr;
+}
+
 VirtioDevice::Counters VirtioBlkDevice::counters() const {
   const storage::RawDiskStats& d = disk_->stats();
   return {{"requests", counts_.requests},
@@ -381,6 +394,7 @@ void VirtioBlkDevice::wait_for_completions() {
           std::lock_guard lock(transport_->lock());
           try {
             disk_->process_completions();
+            end_draining();
             notify_if_needed();
           } catch (const std::exception& e) {
             // Host-side (io_uring, KVM): this disk stops,
@@ -397,11 +411,13 @@ void VirtioBlkDevice::wait_for_completions() {
 
 void VirtioBlkDevice::quiesce() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kResetWaitMs);
-  while (in_flight_count_ > 0) {
+  // disk_->outstanding() counts a pending reset's abandoned requests too:
+  // they may still write guest memory, so they must be done before a save.
+  while (in_flight_count_ > 0 || disk_->outstanding() > 0) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      throw std::runtime_error("virtio-blk: " + std::to_string(in_flight_count_) +
+      throw std::runtime_error("virtio-blk: " + std::to_string(disk_->outstanding()) +
                                " requests still in flight after " + std::to_string(kResetWaitMs) +
                                " ms");
     }
@@ -412,6 +428,7 @@ void VirtioBlkDevice::quiesce() {
     // entries are written as on the event loop.
     disk_->process_completions();
   }
+  end_draining();
   notify_if_needed();
 }
 

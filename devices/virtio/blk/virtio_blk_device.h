@@ -40,7 +40,7 @@ class VirtioBlkDevice : public VirtioDevice {
   // Ranges per discard / write-zeroes request, and sectors per range.
   static constexpr uint32_t kMaxRangeSegments = 32;
   static constexpr uint32_t kMaxRangeSectors = uint32_t{1} << 22;  // 2 GiB
-  // How long reset() waits for requests in flight.
+  // How long quiesce() waits for requests in flight.
   static constexpr int kResetWaitMs = 10000;
   // Chains taken per round. A driver that makes chains available as fast as
   // the device returns them (requests answered at once: GET_ID, rejected
@@ -65,11 +65,15 @@ class VirtioBlkDevice : public VirtioDevice {
   void config_write(uint32_t offset, std::span<const uint8_t> data) override;
   void activate(GuestMemory& memory, std::vector<std::optional<SplitQueue>> queues,
                 uint64_t features) override;
+  // Abandons the requests in flight without waiting for them: their
+  // completions are dropped as they come; reset_pending() until the last.
   void reset() override;
+  bool reset_pending() const override { return disk_->outstanding() > 0; }
   void queue_notify(uint16_t queue) override;
 
   // Snapshot. quiesce() (lock held) waits, at most kResetWaitMs, for every
-  // request in flight to complete and its used entry to be written,
+  // request in flight (a reset's abandoned ones too) to complete and its
+  // used entry to be written,
   // collecting the disk's completions itself (the event loop may be blocked
   // on the lock meanwhile); throws std::runtime_error if some remain.
   // save_state() refuses (std::logic_error) with requests in flight. The
@@ -111,6 +115,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void start_request(uint16_t head, const BlkRequest& request);
   void answer_get_id(const BlkRequest& request);
   void mark_landed(InFlight& r);
+  void end_draining();
   void on_disk_completion(uint64_t tag, int64_t result);
   void complete(uint16_t head, uint64_t status_gpa, uint8_t status, uint32_t written_len);
   void return_chain(uint16_t head, uint32_t written_len);
@@ -138,6 +143,12 @@ class VirtioBlkDevice : public VirtioDevice {
   } counts_;
   std::vector<InFlight> in_flight_;  // by head descriptor
   size_t in_flight_count_ = 0;
+  // The buffers of reads a reset abandoned while the kernel still had them:
+  // marked dirty again once the last abandoned request is done (the data may
+  // land after the reset). Bounded by one queue's worth: no new activation
+  // while a reset is pending.
+  std::vector<BlkDataSegment> draining_;
+  GuestMemory* draining_memory_ = nullptr;
 };
 
 }  // namespace keel::virtio

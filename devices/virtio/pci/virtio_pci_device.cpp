@@ -356,7 +356,7 @@ uint64_t VirtioPciDevice::common_read(uint32_t off, size_t size) {
   if (is(kDriverFeature, 4)) return feature_half(driver_features_, driver_feature_select_);
   if (is(kMsixConfig, 2)) return msix_config_;
   if (is(kNumQueues, 2)) return num_queues_;
-  if (is(kDeviceStatus, 1)) return status_;
+  if (is(kDeviceStatus, 1)) return reset_in_progress() ? status_before_reset_ : status_;
   if (is(kConfigGeneration, 1)) return config_generation_;
   if (is(kQueueSelect, 2)) return queue_select_;
   const QueueRegs* q = selected_queue();
@@ -436,6 +436,9 @@ void VirtioPciDevice::common_write(uint32_t off, size_t size, uint64_t value) {
 // --- status machine (2.1, 3.1.1) ------------------------------------------
 
 void VirtioPciDevice::write_status(uint8_t value) {
+  // The driver must wait for the reset to read 0 first (4.1.4.3.1): until
+  // then nothing starts the device again.
+  if (reset_in_progress()) return;
   if (value == 0) {
     reset();
     return;
@@ -485,8 +488,17 @@ void VirtioPciDevice::activate() {
   }
 }
 
+bool VirtioPciDevice::reset_in_progress() {
+  if (resetting_ && !device_.reset_pending()) resetting_ = false;
+  return resetting_;
+}
+
 void VirtioPciDevice::reset() {
+  const uint8_t before = status_;
   device_.reset();
+  resetting_ = device_.reset_pending();
+  // Non-zero whatever it was: the driver waits for 0.
+  status_before_reset_ = before != 0 ? before : kStatusAcknowledge;
   activated_ = false;
   needs_reset_reason_.clear();
   status_ = 0;

@@ -232,6 +232,8 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   uint64_t common_read(uint32_t offset, size_t size);
   void common_write(uint32_t offset, size_t size, uint64_t value);
   void write_status(uint8_t value);
+  // Whether a reset is still pending (and clears resetting_ once not).
+  bool reset_in_progress();
   void activate();
   void reset();
   uint16_t checked_vector(uint16_t vector) const;
@@ -264,6 +266,10 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   std::vector<QueueRegs> queues_;
   uint8_t isr_ = 0;
   bool activated_ = false;
+  // A reset whose device still has work in flight (reset_pending): status
+  // reads give the old status, not 0, until it is done (4.1.4.3.1).
+  bool resetting_ = false;
+  uint8_t status_before_reset_ = 0;
   bool holding_interrupts_ = false;
   std::vector<uint16_t> held_vectors_;  // each once, in the order raised
   std::string needs_reset_reason_;

@@ -34,7 +34,11 @@ uint16_t config_u16(const std::string& bytes, unsigned offset) {
 
 pb::VirtioPciState VirtioPciDevice::save() {
   std::lock_guard guard(mutex_);
-  if (activated_ && !(status_ & kStatusDeviceNeedsReset)) device_.quiesce();
+  // A pending reset's work may still write guest memory: done first too.
+  if ((activated_ && !(status_ & kStatusDeviceNeedsReset)) || reset_in_progress()) {
+    device_.quiesce();
+    reset_in_progress();
+  }
   // A device that asked for a reset uses no queues (2.1.2): it is saved as
   // not running, and the driver's reset will follow on the restored side.
   const bool running = activated_ && !(status_ & kStatusDeviceNeedsReset);

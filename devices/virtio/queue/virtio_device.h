@@ -61,9 +61,10 @@ class VirtioTransport {
 // Threading: calls come from vCPU threads (MMIO) and from the machine's event
 // loop (ioeventfd kicks), always under VirtioTransport::lock(). None of them
 // may block on I/O: the device submits work and finishes it from its own
-// event handlers on the event loop. reset() is the exception allowed to wait,
-// briefly, for requests already in flight, because their buffers are about
-// to go back to the driver.
+// event handlers on the event loop. Not even reset(): work still in flight
+// finishes asynchronously while reset_pending() says so (the driver waits
+// for device_status to read 0, 4.1.4.3.1), so a guest that resets a busy
+// device again and again holds up nobody but itself.
 class VirtioDevice {
  public:
   virtual ~VirtioDevice() = default;
@@ -99,6 +100,11 @@ class VirtioDevice {
   // using and drop the queues, back to the initial device-specific state.
   // Called on every reset, whether or not the device was activated.
   virtual void reset() = 0;
+  // After reset(): true while work of the old activation is still in flight
+  // (a disk's requests in the kernel, which may still write the guest's
+  // buffers). The transport keeps device_status non-zero meanwhile and
+  // refuses to start the device again.
+  virtual bool reset_pending() const { return false; }
 
   // The driver kicked `queue` (an enabled queue of an activated device; the
   // notify region or its ioeventfd, 4.1.4.4).
