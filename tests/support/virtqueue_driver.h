@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <vector>
 
 #include "common/guest_memory.h"
 #include "devices/virtio/queue/split_queue.h"
@@ -47,6 +48,9 @@ class VirtqueueDriver {
   // Writes `buffers` as one chain of descriptors starting at `first`
   // (consecutive indices, mod size) and returns the head.
   uint16_t write_chain(uint16_t first, std::initializer_list<Buffer> buffers) {
+    return write_chain(first, std::vector<Buffer>(buffers));
+  }
+  uint16_t write_chain(uint16_t first, const std::vector<Buffer>& buffers) {
     uint16_t index = first;
     size_t n = 0;
     for (const Buffer& b : buffers) {

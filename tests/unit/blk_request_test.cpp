@@ -183,6 +183,29 @@ TEST_F(BlkRequestTest, DataNotASectorMultiple) {
   expect_rejected(simple(kBlkTOut, 0, 513, false), Error::kDataNotSectorMultiple);
 }
 
+// 5.2.4: seg_max and size_max, as the device advertised them, bound what
+// one request may ask of the disk.
+TEST_F(BlkRequestTest, DataBeyondSegMaxOrSizeMaxIsRefused) {
+  info.seg_max = 2;
+  info.size_max = 4096;
+  header(kHdr, kBlkTIn, 0);
+  EXPECT_EQ(parse_ok(chain({{kHdr, 16, false},
+                            {kData, 4096, true},
+                            {kData + 4096, 4096, true},
+                            {kStatus, 1, true}}))
+                .data.size(),
+            2u);
+  expect_rejected(chain({{kHdr, 16, false},
+                         {kData, 4096, true},
+                         {kData + 4096, 4096, true},
+                         {kData + 8192, 512, true},
+                         {kStatus, 1, true}}),
+                  Error::kTooManySegments);
+  expect_rejected(simple(kBlkTOut, 0, 8192, false), Error::kSegmentTooLarge);
+  // Other request types are bounded by their own limits.
+  EXPECT_EQ(parse_ok(simple(kBlkTGetId, 0, 8192, true)).type, BlkRequestType::kGetId);
+}
+
 TEST_F(BlkRequestTest, OutOfRange) {
   expect_rejected(simple(kBlkTIn, kCapacity, 512, true), Error::kOutOfRange);
   expect_rejected(simple(kBlkTIn, kCapacity - 1, 1024, true), Error::kOutOfRange);

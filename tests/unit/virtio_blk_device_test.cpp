@@ -147,6 +147,8 @@ TEST_F(VirtioBlkTest, OffersTheBlockFeaturesAndConfiguration) {
   device->config_read(0, {reinterpret_cast<uint8_t*>(&c), kBlkConfigSize});
   EXPECT_EQ(c.capacity, kImageSize / 512);
   EXPECT_EQ(c.blk_size, 512u);
+  EXPECT_TRUE(f & kBlkFSizeMax);
+  EXPECT_EQ(c.size_max, VirtioBlkDevice::kSizeMax);
   EXPECT_GT(c.seg_max, 0u);
   EXPECT_LE(c.seg_max, VirtioBlkDevice::kQueueSize - 2u);
   EXPECT_EQ(c.num_queues, 1);
@@ -482,6 +484,33 @@ TEST_F(VirtioBlkTest, QuiesceWaitsForAPendingResetsRequests) {
   device->quiesce();
   EXPECT_FALSE(device->reset_pending());
   EXPECT_EQ(device->disk().outstanding(), 0u);
+}
+
+// Data in flight is bounded: chains beyond kMaxBytesInFlight wait in the
+// ring until completions make room, then go on by themselves.
+TEST_F(VirtioBlkTest, BytesInFlightAreBoundedAndTheRestFollows) {
+  start();
+  constexpr uint32_t kSegments = 8;  // of size_max each, all over one buffer
+  const uint64_t buffer = alloc(VirtioBlkDevice::kSizeMax, 4096);
+  const uint64_t per_request = uint64_t{kSegments} * VirtioBlkDevice::kSizeMax;
+  const int requests = static_cast<int>(VirtioBlkDevice::kMaxBytesInFlight / per_request) + 2;
+  for (int i = 0; i < requests; ++i) {
+    const uint64_t header = alloc(16, 16);
+    memory.write_obj(header, BlkReqHeader{kBlkTIn, 0, 0});
+    const uint64_t status = alloc(1, 1);
+    std::vector<Buffer> chain{{header, 16}};
+    for (uint32_t k = 0; k < kSegments; ++k)
+      chain.push_back({buffer, VirtioBlkDevice::kSizeMax, true});
+    chain.push_back({status, 1, true});
+    driver.write_chain(next_desc, chain);
+    driver.make_available(next_desc);
+    next_desc = static_cast<uint16_t>(next_desc + chain.size());
+  }
+  kick();
+  EXPECT_EQ(device->requests_in_flight(), VirtioBlkDevice::kMaxBytesInFlight / per_request);
+  run_until_used(static_cast<uint16_t>(requests));
+  for (int i = 0; i < requests; ++i) EXPECT_EQ(used(static_cast<uint16_t>(i)).len, per_request + 1);
+  EXPECT_EQ(transport.resets_needed, 0);
 }
 
 TEST_F(VirtioBlkTest, DestroyedWithRequestsInFlight) {

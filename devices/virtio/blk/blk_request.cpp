@@ -96,6 +96,10 @@ const char* to_string(BlkRequestError error) {
       return "too many ranges";
     case BlkRequestError::kRangeTooLarge:
       return "range larger than the device allows";
+    case BlkRequestError::kTooManySegments:
+      return "data in more segments than seg_max";
+    case BlkRequestError::kSegmentTooLarge:
+      return "data segment larger than size_max";
     case BlkRequestError::kUnsupportedType:
       return "unsupported request type";
     case BlkRequestError::kReservedRangeFlags:
@@ -163,6 +167,13 @@ BlkParseResult parse_blk_request(const DescriptorChain& chain, const GuestMemory
       request.sector = header.sector;
       request.data = bytes.slice(is_read ? readable : sizeof(BlkReqHeader), len);
       request.data_len = static_cast<uint32_t>(len);
+      // What the device advertised bounds the work one request can ask for.
+      if (info.seg_max != 0 && request.data.size() > info.seg_max)
+        return reject(BlkRequestError::kTooManySegments);
+      for (const BlkDataSegment& seg : request.data) {
+        if (info.size_max != 0 && seg.len > info.size_max)
+          return reject(BlkRequestError::kSegmentTooLarge);
+      }
       return request;
     }
     case kBlkTFlush:

@@ -31,6 +31,10 @@ struct BlkDeviceInfo {
   uint32_t max_discard_seg = 1;
   uint32_t max_write_zeroes_sectors = 0;
   uint32_t max_write_zeroes_seg = 1;
+  // 5.2.4: seg_max and size_max as advertised; IN/OUT data beyond them is
+  // refused (0: no limit).
+  uint32_t seg_max = 0;
+  uint32_t size_max = 0;
 };
 
 // Ranges per DISCARD / WRITE_ZEROES request whatever the device advertises:
@@ -78,6 +82,8 @@ enum class BlkRequestError {
   kBadRangeList,           // DISCARD/WRITE_ZEROES data empty or not a multiple of 16
   kTooManyRanges,          // more ranges than max_*_seg (or kMaxBlkRanges)
   kRangeTooLarge,          // num_sectors above max_*_sectors
+  kTooManySegments,        // IN/OUT data in more than seg_max segments
+  kSegmentTooLarge,        // an IN/OUT data segment above size_max bytes
   // Answered with VIRTIO_BLK_S_UNSUPP.
   kUnsupportedType,     // unknown type, or DISCARD/WRITE_ZEROES not negotiated
   kReservedRangeFlags,  // 5.2.6.2: unknown flag bits in a range

@@ -70,7 +70,7 @@ VirtioBlkDevice::~VirtioBlkDevice() {
 }
 
 uint64_t VirtioBlkDevice::device_features() const {
-  uint64_t features = kBlkFSegMax | kBlkFBlkSize | kBlkFFlush | kBlkFTopology;
+  uint64_t features = kBlkFSizeMax | kBlkFSegMax | kBlkFBlkSize | kBlkFFlush | kBlkFTopology;
   // 5.2.3: RO; a read-only disk offers nothing that writes.
   features |= disk_->read_only() ? kBlkFRo : (kBlkFDiscard | kBlkFWriteZeroes);
   return features;
@@ -82,6 +82,7 @@ BlkConfig VirtioBlkDevice::config() const {
   // Without indirect descriptors a chain must fit the ring, and needs two
   // more descriptors for the header and the status.
   c.seg_max = kQueueSize - 2;
+  c.size_max = kSizeMax;
   c.blk_size = kSectorSize;
   // Topology: the granularity O_DIRECT wants, so that the guest's own
   // alignment keeps its requests on the direct path.
@@ -131,9 +132,12 @@ void VirtioBlkDevice::activate(GuestMemory& memory, std::vector<std::optional<Sp
       .max_discard_seg = kMaxRangeSegments,
       .max_write_zeroes_sectors = kMaxRangeSectors,
       .max_write_zeroes_seg = kMaxRangeSegments,
+      .seg_max = kQueueSize - 2,
+      .size_max = kSizeMax,
   };
   in_flight_.assign(queue_ ? queue_->config().size : 0, InFlight{});
   in_flight_count_ = 0;
+  in_flight_bytes_ = 0;
 }
 
 void VirtioBlkDevice::reset() {
@@ -158,6 +162,7 @@ void VirtioBlkDevice::reset() {
   continuation_posted_ = false;
   in_flight_.clear();
   in_flight_count_ = 0;
+  in_flight_bytes_ = 0;
 }
 
 void VirtioBlkDevice::queue_notify(uint16_t queue) {
@@ -173,6 +178,11 @@ void VirtioBlkDevice::process_queue() {
       if (budget == 0) {
         // Notifications stay off: the next round re-enables them.
         continue_later();
+        break;
+      }
+      if (in_flight_bytes_ >= kMaxBytesInFlight) {
+        // The rest waits in the ring; the completion that brings the bytes
+        // below the limit takes up the queue again (notifications stay off).
         break;
       }
       std::optional<DescriptorChain> chain = queue_->next_chain();
@@ -249,6 +259,7 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
         return finish_now(kBlkSIoErr, 1);
       }
       r.ops_left = 1;
+      in_flight_bytes_ += request.data_len;
       if (r.is_read) r.landing = request.data;
       const uint64_t offset = request.sector << kSectorShift;
       if (r.is_read) {
@@ -296,6 +307,7 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   if ((t >> 16) != generation_ || head >= in_flight_.size() || !in_flight_[head].active) return;
   InFlight& r = in_flight_[head];
   mark_landed(r);
+  const bool was_full = in_flight_bytes_ >= kMaxBytesInFlight;
   // Reads and writes must move every byte: fewer means the image ended
   // early (it shrank under us).
   const bool failed = result < 0 || (r.transfers && static_cast<uint64_t>(result) != r.data_len);
@@ -303,6 +315,8 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   if (--r.ops_left > 0) return;
   r.active = false;
   --in_flight_count_;
+  if (r.transfers) in_flight_bytes_ -= r.data_len;
+  if (was_full && in_flight_bytes_ < kMaxBytesInFlight) continue_later();
   if (r.transfers && r.status == kBlkSOk)
     (r.is_read ? counts_.read_bytes : counts_.written_bytes) += r.data_len;
   const uint32_t written = (r.is_read && r.status == kBlkSOk) ? r.data_len + 1 : 1;

@@ -42,6 +42,13 @@ class VirtioBlkDevice : public VirtioDevice {
   static constexpr uint32_t kMaxRangeSectors = uint32_t{1} << 22;  // 2 GiB
   // How long quiesce() waits for requests in flight.
   static constexpr int kResetWaitMs = 10000;
+  // 5.2.4 size_max: the largest data segment a request may have (with
+  // seg_max segments, at most 254 MiB per request).
+  static constexpr uint32_t kSizeMax = 1 << 20;
+  // Data bytes in flight beyond which no further chain is taken from the
+  // ring until completions bring it below: bounds what the kernel holds of
+  // one disk, and so what a reset leaves it to finish.
+  static constexpr uint64_t kMaxBytesInFlight = 64 << 20;
   // Chains taken per round. A driver that makes chains available as fast as
   // the device returns them (requests answered at once: GET_ID, rejected
   // ones) would otherwise keep one kick, and the lock, forever; the rest
@@ -143,6 +150,7 @@ class VirtioBlkDevice : public VirtioDevice {
   } counts_;
   std::vector<InFlight> in_flight_;  // by head descriptor
   size_t in_flight_count_ = 0;
+  uint64_t in_flight_bytes_ = 0;  // data bytes of the requests in flight
   // The buffers of reads a reset abandoned while the kernel still had them:
   // marked dirty again once the last abandoned request is done (the data may
   // land after the reset). Bounded by one queue's worth: no new activation
