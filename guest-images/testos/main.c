@@ -154,6 +154,8 @@ static void parse_cmdline(const char* src, struct job_args* a) {
     if (a->port > 65535) bad_value("port", "(over 65535)");
     if (a->size > 1472) bad_value("size", "(over 1472)");
   } else if (streq(a->job, "malformed")) {
+  } else if (streq(a->job, "resetstorm")) {
+    if (a->have_mib && (a->mib == 0 || a->mib > 256)) bad_value("mib", "(1-256)");
   } else if (!streq(a->job, "platform") && !streq(a->job, "reboot")) {
     fatal("unknown job %s", a->job);
   }
@@ -177,5 +179,6 @@ void kmain(const struct bootinfo* bi) {
   if (streq(args.job, "rng")) job_rng(&args);
   if (streq(args.job, "net")) job_net(&args);
   if (streq(args.job, "malformed")) job_malformed(&args);
+  if (streq(args.job, "resetstorm")) job_resetstorm(&args);
   job_fault(&args);
 }
