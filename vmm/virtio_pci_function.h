@@ -65,6 +65,7 @@ class VirtioPciFunction : public PciDevice {
   void resume_device() {
     std::lock_guard guard(transport_.lock());
     device_->resume();
+    transport_.resume_queues();
     transport_.release_interrupts();
   }
   void announce() {

@@ -43,8 +43,18 @@ struct RecordingSink : MsiSink {
 // configuration space as a guest driver would.
 struct Function {
   Function(VirtioDevice& device, GuestMemory& memory)
-      : pci(device, memory, sink, {[this](bool level) { intx.push_back(level); }}) {}
+      : device(device),
+        pci(device, memory, sink, {[this](bool level) { intx.push_back(level); }}) {}
 
+  // After a save, as the machine does when the guest runs on: the device
+  // takes up its work and the kicks that waited reach it.
+  void resume() {
+    std::lock_guard guard(pci.lock());
+    device.resume();
+    pci.resume_queues();
+  }
+
+  VirtioDevice& device;
   RecordingSink sink;
   std::vector<bool> intx;
   VirtioPciDevice pci;
@@ -167,6 +177,7 @@ TEST_F(RngStateTest, RunningFunctionRoundTripsAndServesOn) {
   EXPECT_TRUE(same(b.pci.save(), saved));
   EXPECT_TRUE(b.sink.sent.empty()) << "nothing to deliver on restore";
   EXPECT_EQ(b.pci.bar_placement(), a.pci.bar_placement());
+  b.resume();
 
   // The restored function carries on where the first left off: the next
   // chain lands in used slot 3, and the queue's vector fires.
@@ -433,6 +444,7 @@ TEST_F(BlkStateTest, SaveDrainsRequestsAndTheRestoredDiskCarriesOn) {
   b.pci.restore(saved);
   b.pci.release_interrupts();
   EXPECT_TRUE(same(b.pci.save(), saved));
+  b.resume();
   EXPECT_EQ(b.intx, std::vector<bool>{true});
 
   const Request r = add(kBlkTIn, 16, 8 * 512, true);
@@ -444,6 +456,28 @@ TEST_F(BlkStateTest, SaveDrainsRequestsAndTheRestoredDiskCarriesOn) {
   std::vector<uint8_t> back(8 * 512);
   memory.read(r.data, back);
   EXPECT_EQ(back, data);
+}
+
+// A doorbell the event loop reads after a save (the guest rang it before
+// it was paused) must not start a request under the saved state: the kick
+// waits until the function resumes.
+TEST_F(BlkStateTest, AKickAfterTheSaveWaitsForTheResume) {
+  VirtioBlkDevice disk(events, disk_config(image.path()));
+  Function f(disk, memory);
+  f.negotiate(disk.device_features() | kFVersion1);
+  f.setup_queue(0, driver.config(), kMsiNoVector);
+  f.driver_ok();
+  const pb::VirtioPciState saved = f.pci.save();
+  const Request r = add(kBlkTIn, 0, 512, true);
+  f.pci.notify(0);
+  events.poll();
+  EXPECT_EQ(disk.requests_in_flight(), 0u);
+  EXPECT_EQ(driver.used_idx(), 0);
+  EXPECT_EQ(memory.read_obj<uint8_t>(r.status), 0xee) << "guest memory changed under the state";
+  EXPECT_TRUE(same(f.pci.save(), saved));
+  f.resume();
+  run_until_used(1);
+  EXPECT_EQ(memory.read_obj<uint8_t>(r.status), kBlkSOk);
 }
 
 TEST_F(BlkStateTest, RefusesAnotherDiskSizeOrFlavour) {

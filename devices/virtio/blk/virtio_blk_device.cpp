@@ -160,6 +160,8 @@ void VirtioBlkDevice::reset() {
   queue_broken_ = false;
   pushed_ = false;
   continuation_posted_ = false;
+  quiesced_ = false;
+  resume_pending_ = false;
   in_flight_.clear();
   in_flight_count_ = 0;
   in_flight_bytes_ = 0;
@@ -171,6 +173,12 @@ void VirtioBlkDevice::queue_notify(uint16_t queue) {
 
 void VirtioBlkDevice::process_queue() {
   if (!queue_ || queue_broken_) return;
+  if (quiesced_) {
+    // A round left for later (continue_later) after the state was taken:
+    // it would change guest memory under the snapshot. It runs at resume.
+    resume_pending_ = true;
+    return;
+  }
   try {
     // 2.7.10: no kicks while draining (SplitQueue::next_chain).
     queue_->disable_notification();
@@ -444,6 +452,15 @@ void VirtioBlkDevice::quiesce() {
   }
   end_draining();
   notify_if_needed();
+  quiesced_ = true;
+}
+
+void VirtioBlkDevice::resume() {
+  quiesced_ = false;
+  if (resume_pending_) {
+    resume_pending_ = false;
+    process_queue();
+  }
 }
 
 std::optional<SplitQueueState> VirtioBlkDevice::queue_state(uint16_t queue) const {

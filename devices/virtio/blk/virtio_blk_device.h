@@ -87,6 +87,7 @@ class VirtioBlkDevice : public VirtioDevice {
   // state is the disk's capacity and read-only flag: the configuration is
   // derived from the disk, and restore_state() refuses another size.
   void quiesce() override;
+  void resume() override;
   void sync_storage() override { disk_->sync(); }
   std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
   void save_state(state::v1::VirtioDeviceState& state) const override;
@@ -143,6 +144,8 @@ class VirtioBlkDevice : public VirtioDevice {
   bool queue_broken_ = false;
   bool pushed_ = false;               // used entries added since the last should_notify()
   bool continuation_posted_ = false;  // a later round of process_queue is queued
+  bool quiesced_ = false;             // quiesce() until resume(): no chain is taken
+  bool resume_pending_ = false;       // a round refused while quiesced
   BlkDeviceInfo info_;
   uint32_t generation_ = 0;  // bumped by reset: stale completions are ignored
   struct {

@@ -276,7 +276,21 @@ void VirtioPciDevice::notify_locked(uint32_t queue) {
       (status_ & kStatusDeviceNeedsReset)) {
     return;
   }
+  if (quiesced_) {
+    deferred_kicks_.resize(num_queues_);
+    deferred_kicks_[queue] = true;
+    return;
+  }
   device_.queue_notify(static_cast<uint16_t>(queue));
+}
+
+void VirtioPciDevice::resume_queues() {
+  quiesced_ = false;
+  std::vector<bool> kicks;
+  kicks.swap(deferred_kicks_);
+  for (uint32_t q = 0; q < kicks.size(); ++q) {
+    if (kicks[q]) notify_locked(q);
+  }
 }
 
 void VirtioPciDevice::bar_read_locked(uint64_t offset, std::span<uint8_t> data) {

@@ -213,6 +213,13 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   // records the INTx level but not the held messages (the restored queues
   // notify again at their next used buffer anyway).
   void release_interrupts();
+  // After a save(), when the guest is to run here again: the kicks that
+  // came while the device was quiesced (a doorbell the guest rang before it
+  // was paused and the event loop read after the save) reach it now. Until
+  // then they are only recorded: a queue processed after the state was
+  // taken would change guest memory under a snapshot or a migration.
+  // With lock() held.
+  void resume_queues();
 
  private:
   void notify_locked(uint32_t queue);
@@ -269,6 +276,8 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   // A reset whose device still has work in flight (reset_pending): status
   // reads give the old status, not 0, until it is done (4.1.4.3.1).
   bool resetting_ = false;
+  bool quiesced_ = false;             // save() until resume_queues()
+  std::vector<bool> deferred_kicks_;  // by queue, while quiesced
   uint8_t status_before_reset_ = 0;
   bool holding_interrupts_ = false;
   std::vector<uint16_t> held_vectors_;  // each once, in the order raised

@@ -39,6 +39,7 @@ pb::VirtioPciState VirtioPciDevice::save() {
     device_.quiesce();
     reset_in_progress();
   }
+  quiesced_ = true;  // until resume_queues(): kicks wait
   // A device that asked for a reset uses no queues (2.1.2): it is saved as
   // not running, and the driver's reset will follow on the restored side.
   const bool running = activated_ && !(status_ & kStatusDeviceNeedsReset);
