@@ -136,6 +136,7 @@ void Machine::create_vcpus() {
 }
 
 Machine::~Machine() {
+  end_snapshot_writer();
   if (vcpus_) vcpus_->stop();
 }
 
@@ -198,6 +199,7 @@ MachineStop Machine::run(std::function<void()> started) {
   // so it must not come before.
   if (started) boost::asio::post(events_, std::move(started));
   events_.run();
+  end_snapshot_writer();
   vcpus_->stop();
   if (control_) {
     // Answer the clients waiting for the stop (shutdown, kill), then close.

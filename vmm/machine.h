@@ -105,6 +105,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);
   keel::api::v1::StatusResult status() const;
+  void take_snapshot(const std::string& dir, Reply reply);
+  // A snapshot still being written is abandoned and its thread joined.
+  void end_snapshot_writer();
   void start_shutdown(uint32_t timeout_ms, Reply reply);
   // What this host's KVM can capture and restore: probed once (a scratch VM
   // and vCPU), then kept; it does not change while the process runs.
@@ -144,6 +147,12 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::optional<boost::asio::steady_timer> shutdown_timer_;
   std::vector<Reply> stop_replies_;  // answered when the machine stops
   std::chrono::steady_clock::time_point shutdown_started_;
+  // The snapshot being written off the event loop (take_snapshot): the
+  // guest stays paused and the other operations that change the run state
+  // are refused until its answer is back on the event loop.
+  bool snapshot_writing_ = false;
+  std::atomic<bool> snapshot_cancel_{false};
+  std::thread snapshot_writer_;
   std::unique_ptr<ControlServer> control_;  // last: destroyed first
   std::mutex stop_mutex_;
   std::optional<MachineStop> stop_;

@@ -2,6 +2,8 @@
 // resume, shutdown, kill), on the event loop.
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
+#include <memory>
 #include <string>
 
 #include "common/error.h"
@@ -116,7 +118,9 @@ void Machine::handle(const pb::Request& request, Reply reply) {
   if (vcpus_->stopping()) {
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
   }
-  const std::string busy = extension_ ? extension_->busy() : std::string();
+  const std::string busy = snapshot_writing_ ? std::string("a snapshot is being written")
+                           : extension_      ? extension_->busy()
+                                             : std::string();
   switch (request.operation_case()) {
     case pb::Request::kPause:
     case pb::Request::kResume:
@@ -200,29 +204,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
             error_response(pb::ERROR_CODE_INVALID_STATE,
                            "snapshots are off: keel-vmm was started without --snapshot-root DIR"));
       }
-      // A paused guest stays paused; a running one is paused for the
-      // snapshot and resumed after it.
-      const bool was_paused = vcpus_->pause_requested();
-      const auto begin = std::chrono::steady_clock::now();
-      if (!was_paused && !vcpus_->pause(kPauseTimeout)) {
-        resume();
-        return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
-      }
-      pb::Response response;
-      try {
-        *response.mutable_snapshot() =
-            write_snapshot(*this, *snapshot_root_, request.snapshot().dir());
-        response.set_ok(true);
-      } catch (const InputError& e) {
-        response = error_response(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());
-      } catch (const std::exception& e) {
-        response =
-            error_response(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
-      }
-      if (!was_paused) resume();
-      if (response.ok())
-        response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
-      return reply(std::move(response));
+      return take_snapshot(request.snapshot().dir(), std::move(reply));
     }
     case pb::Request::kMigrate:
     case pb::Request::kMigrateStatus:
@@ -231,6 +213,55 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       break;
   }
   reply(error_response(pb::ERROR_CODE_UNKNOWN_REQUEST, "no operation in the request"));
+}
+
+// A paused guest stays paused; a running one is paused for the snapshot and
+// resumed after it. The state is captured here; memory and the state file
+// are written on a thread of their own, so that a slow file system never
+// keeps the event loop (the control socket, signals, the devices) waiting.
+void Machine::take_snapshot(const std::string& dir, Reply reply) {
+  const bool was_paused = vcpus_->pause_requested();
+  const auto begin = std::chrono::steady_clock::now();
+  if (!was_paused && !vcpus_->pause(kPauseTimeout)) {
+    resume();
+    return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+  }
+  auto failed = [this, was_paused, &reply](pb::ErrorCode code, const std::string& message) {
+    if (!was_paused) resume();
+    reply(error_response(code, message));
+  };
+  std::shared_ptr<SnapshotWrite> job;
+  try {
+    job = std::make_shared<SnapshotWrite>(*this, *snapshot_root_, dir);
+  } catch (const InputError& e) {
+    return failed(pb::ERROR_CODE_INVALID_ARGUMENT, e.what());
+  } catch (const std::exception& e) {
+    return failed(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
+  }
+  if (snapshot_writer_.joinable()) snapshot_writer_.join();  // the last one, done
+  snapshot_writing_ = true;
+  snapshot_writer_ = std::thread([this, job, was_paused, begin, reply = std::move(reply)] {
+    pb::Response response;
+    try {
+      *response.mutable_snapshot() = job->write(snapshot_cancel_);
+      response.set_ok(true);
+    } catch (const std::exception& e) {
+      response = error_response(pb::ERROR_CODE_FAILED, std::string("snapshot failed: ") + e.what());
+    }
+    boost::asio::post(events_, [this, was_paused, begin, reply, response]() mutable {
+      snapshot_writing_ = false;
+      if (!was_paused && !vcpus_->stopping()) resume();
+      if (response.ok())
+        response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
+      reply(std::move(response));
+    });
+  });
+}
+
+void Machine::end_snapshot_writer() {
+  if (!snapshot_writer_.joinable()) return;
+  snapshot_cancel_.store(true);
+  snapshot_writer_.join();
 }
 
 }  // namespace keel

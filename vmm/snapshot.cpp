@@ -59,37 +59,45 @@ std::unique_ptr<Machine> restore_snapshot(const VmmOptions& options) {
   return machine;
 }
 
-// With every vCPU parked: the state captured (devices quiesced first),
-// memory written, then the state file last (its presence means a whole
-// snapshot). The event loop is blocked meanwhile; the guest is paused anyway.
-pb::SnapshotResult write_snapshot(MigratableMachine& machine, const SnapshotRoot& root,
-                                  const std::string& dir) {
-  const auto begin = std::chrono::steady_clock::now();
-  const UniqueFd directory = root.make_directory(dir);
+// With every vCPU parked: the directory and the memory file first (a name
+// that cannot be used costs the guest nothing), then the state captured.
+SnapshotWrite::SnapshotWrite(MigratableMachine& machine, const SnapshotRoot& root,
+                             const std::string& dir)
+    : memory_(machine.guest_memory()),
+      dir_(dir),
+      begin_(std::chrono::steady_clock::now()),
+      directory_(root.make_directory(dir)) {
   struct stat existing {};
-  if (::fstatat(directory.get(), kStateFile, &existing, AT_SYMLINK_NOFOLLOW) == 0) {
+  if (::fstatat(directory_.get(), kStateFile, &existing, AT_SYMLINK_NOFOLLOW) == 0) {
     throw InputError("snapshot directory " + dir + " already holds a snapshot");
   }
-  // Made before anything is captured: a name that cannot be used costs
-  // the guest nothing.
-  const UniqueFd memory_file =
-      create_snapshot_file(directory.get(), kMemoryFile, "snapshot directory " + dir);
+  memory_file_ = create_snapshot_file(directory_.get(), kMemoryFile, "snapshot directory " + dir);
+  state_ = machine.capture_state();
+}
 
-  st::VmState state = machine.capture_state();
-  const GuestMemory& memory = machine.guest_memory();
-  *state.mutable_memory() =
-      write_memory_image(memory.fd(), memory.host_base(), memory.size(), memory_file.get(),
-                         dir + "/" + kMemoryFile, kMemoryFile);
+// Memory, then the state file last.
+pb::SnapshotResult SnapshotWrite::write(const std::atomic<bool>& cancel) {
+  *state_.mutable_memory() =
+      write_memory_image(memory_.fd(), memory_.host_base(), memory_.size(), memory_file_.get(),
+                         dir_ + "/" + kMemoryFile, kMemoryFile, &cancel);
   std::string payload;
-  if (!state.SerializeToString(&payload)) throw std::runtime_error("cannot serialize the VM state");
-  write_state_file(directory.get(), kStateFile, payload, "snapshot directory " + dir);
+  if (!state_.SerializeToString(&payload))
+    throw std::runtime_error("cannot serialize the VM state");
+  if (cancel.load()) throw std::runtime_error("snapshot " + dir_ + " abandoned");
+  write_state_file(directory_.get(), kStateFile, payload, "snapshot directory " + dir_);
 
   pb::SnapshotResult result;
-  result.set_dir(dir);
-  result.set_bytes_written(state.memory().bytes_written() + payload.size());
-  result.set_memory_pages_written(state.memory().bytes_written() / 4096);
-  result.set_duration_ms(ms_since(begin));
+  result.set_dir(dir_);
+  result.set_bytes_written(state_.memory().bytes_written() + payload.size());
+  result.set_memory_pages_written(state_.memory().bytes_written() / 4096);
+  result.set_duration_ms(ms_since(begin_));
   return result;
+}
+
+pb::SnapshotResult write_snapshot(MigratableMachine& machine, const SnapshotRoot& root,
+                                  const std::string& dir) {
+  const std::atomic<bool> never{false};
+  return SnapshotWrite(machine, root, dir).write(never);
 }
 
 }  // namespace keel

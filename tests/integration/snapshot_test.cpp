@@ -4,7 +4,8 @@
 // sequence and clock, a memory pattern written before the snapshot, a disk
 // write in progress. Pause/resume under disk I/O. Damaged snapshots are
 // refused with one line naming the problem before the guest runs; a
-// directory that already holds a snapshot is refused.
+// directory that already holds a snapshot is refused. The control socket
+// and SIGTERM are heard while a snapshot is written.
 //
 // Clock semantics asserted: the guest's heartbeat clock is its TSC, which
 // the snapshot carries (IA32_TSC, and kvmclock without KVM_CLOCK_REALTIME),
@@ -20,10 +21,12 @@
 // KVM test host; sockets under /tmp (LiveVmm).
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +34,7 @@
 #include <thread>
 
 #include "common/crc32c.h"
+#include "control/control_client.h"
 #include "proto/control.pb.h"
 #include "proto/vm_state.pb.h"
 #include "tests/support/host_kvm_facts.h"
@@ -628,6 +632,76 @@ TEST(Snapshot, SnapshotIntoADirectoryThatHoldsOneIsRefused) {
   auto kill = vmm.keelctl({"kill"});
   EXPECT_EQ(kill.exit_code, 0) << show(kill);
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
+}
+
+// Memory and the state file are written off the event loop: while they
+// are, the control socket answers (the guest reads as paused) and SIGTERM
+// is heard at once; a snapshot cut short leaves no state file, so nothing
+// takes it for a whole one.
+TEST(Snapshot, StatusAndSigtermAreAnsweredWhileASnapshotIsWritten) {
+  ScratchDir scratch("keel-snapshot-test");
+  // 768 MiB of written memory: a write that takes a while on any host.
+  LiveVmm vmm(
+      testos("job=heartbeat interval_ms=50 mib=768", "1G", {"--snapshot-root", scratch.path()}));
+  ASSERT_TRUE(vmm.wait_line("testos: beat seq=1 ", 0, seconds(300))) << vmm.describe();
+
+  auto snapshot_in_background = [&](const std::string& dir, pb::Response& answer,
+                                    std::atomic<bool>& done) {
+    return std::thread([&vmm, dir, &answer, &done] {
+      pb::Request request;
+      request.mutable_snapshot()->set_dir(dir);
+      try {
+        answer = ControlClient(vmm.socket_path(), seconds(10)).call(request, seconds(600));
+      } catch (const std::exception& e) {
+        answer.set_ok(false);
+        answer.mutable_error()->set_message(e.what());
+      }
+      done = true;
+    });
+  };
+  pb::Request status;
+  status.mutable_status();
+  ControlClient client(vmm.socket_path(), seconds(10));
+
+  // A whole snapshot, the status asked again and again meanwhile.
+  pb::Response first;
+  std::atomic<bool> first_done{false};
+  std::thread writer = snapshot_in_background(scratch / "whole", first, first_done);
+  int paused_answers = 0;
+  while (!first_done) {
+    const pb::Response r = client.call(status, seconds(60));
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    if (r.status().state() == pb::RUN_STATE_PAUSED && !first_done) ++paused_answers;
+  }
+  writer.join();
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  EXPECT_GT(paused_answers, 0) << "no status was answered while the snapshot was written";
+  EXPECT_TRUE(fs::exists(scratch / "whole/state"));
+  const size_t now = vmm.line_count();
+  EXPECT_TRUE(vmm.wait_line("testos: beat ", now, seconds(60))) << "resumed: " << vmm.describe();
+
+  // SIGTERM as soon as the next snapshot has paused the guest.
+  pb::Response second;
+  std::atomic<bool> second_done{false};
+  writer = snapshot_in_background(scratch / "cut", second, second_done);
+  for (;;) {
+    const pb::Response r = client.call(status, seconds(60));
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    if (r.status().state() == pb::RUN_STATE_PAUSED || second_done) break;
+  }
+  ::kill(vmm.pid(), SIGTERM);
+  const auto exit_code = vmm.wait_exit(seconds(30));
+  writer.join();
+  ASSERT_TRUE(exit_code.has_value()) << "SIGTERM not heard: " << vmm.describe();
+  // Either the write was cut short (answered with a failure, or the
+  // connection closed) and there is no state file, or it had finished.
+  if (second.ok()) {
+    EXPECT_TRUE(fs::exists(scratch / "cut/state"));
+  } else {
+    EXPECT_FALSE(fs::exists(scratch / "cut/state")) << second.error().message();
+  }
+  std::printf("second snapshot: %s\n",
+              second.ok() ? "finished before SIGTERM" : second.error().message().c_str());
 }
 
 }  // namespace

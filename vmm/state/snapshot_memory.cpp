@@ -63,7 +63,8 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
 }
 
 state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64_t size, int out_fd,
-                                          const std::string& path, const std::string& file_name) {
+                                          const std::string& path, const std::string& file_name,
+                                          const std::atomic<bool>* cancel) {
   if (::ftruncate(out_fd, static_cast<off_t>(size)) < 0) throw_errno("size " + path);
 
   state::v1::MemoryImage image;
@@ -73,6 +74,7 @@ state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64
   uint64_t written = 0;
   auto flush_extent = [&](uint64_t begin, uint64_t end) {
     if (begin == end) return;
+    if (cancel && cancel->load()) throw std::runtime_error("writing " + path + " abandoned");
     write_all(out_fd, mapping + begin, end - begin, begin, path);
     auto* e = image.add_extents();
     e->set_offset(begin);

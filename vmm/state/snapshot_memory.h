@@ -1,6 +1,7 @@
 // Guest memory to and from a snapshot's memory file (proto/memory_image.proto).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -16,8 +17,11 @@ namespace keel {
 state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64_t size,
                                           const std::string& path, const std::string& file_name);
 // The same into `out_fd`, a new empty file (`path` names it in messages).
+// With `cancel`: checked between extents (1 MiB at most), and when set the
+// write stops with std::runtime_error (the file is left partial).
 state::v1::MemoryImage write_memory_image(int fd, const uint8_t* mapping, uint64_t size, int out_fd,
-                                          const std::string& path, const std::string& file_name);
+                                          const std::string& path, const std::string& file_name,
+                                          const std::atomic<bool>* cancel = nullptr);
 
 // Fills `mapping` (`size` bytes, zeros on entry: a fresh memfd) from the
 // image at `path`. The image is untrusted: its size, page size and extents
