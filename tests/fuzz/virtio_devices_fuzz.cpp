@@ -1,19 +1,32 @@
 // libFuzzer target: the real virtio devices (virtio-blk on a memfd disk,
-// virtio-rng) behind the real virtio-pci transport, driven by a guest that
-// writes anything anywhere in the configuration space and BAR0 and whose
-// memory (the rings, descriptors and buffers) is the fuzzer's. Requests
-// complete through the device's event loop, run after every access.
-// Nothing may crash or hang; the transport keeps its invariants (DRIVER_OK
-// only on FEATURES_OK; negotiated features a subset of the offered ones).
-// virtio-net needs a tap and is left to its unit tests.
+// virtio-rng, virtio-net on a tap) behind the real virtio-pci transport,
+// driven by a guest that writes anything anywhere in the configuration
+// space and BAR0 and whose memory (the rings, descriptors and buffers) is
+// the fuzzer's. Requests complete through the device's event loop, run
+// after every access. Nothing may crash or hang; the transport keeps its
+// invariants (DRIVER_OK only on FEATURES_OK; negotiated features a subset
+// of the offered ones).
 //
-// Input: u8 device (even: blk, odd: rng), then guest memory bytes (the
+// virtio-net's tap lives in a network namespace the target makes for
+// itself on first use (it needs root, as the VMM does): a persistent tap,
+// up, without IPv6. The guest's side is fuzzed (configuration, queues,
+// transmitted frames, receive buffers posted); no frames are sent into the
+// tap, so the receive path runs up to reading an empty tap (the unit tests
+// deliver real frames).
+//
+// Input: u8 device (% 3: 0 blk, 1 rng, 2 net), then guest memory bytes (the
 // first 4 KiB of the fuzz memory), then operations of 12 bytes:
 // u8 op | u8 width | u16 offset | u64 value.
 //   op % 4: 0 BAR write into the common config (offset % 0x40: bring-up),
 //           1 BAR write anywhere (notify, device config, MSI-X), 2 BAR read,
 //           3 PCI configuration write (offset % 0x100; BAR placement, MSI-X).
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -26,6 +39,7 @@
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "devices/virtio/blk/virtio_blk_device.h"
+#include "devices/virtio/net/virtio_net_device.h"
 #include "devices/virtio/pci/virtio_pci_device.h"
 #include "devices/virtio/rng/virtio_rng_device.h"
 #include "tests/fuzz/fuzz_memory.h"
@@ -50,11 +64,46 @@ const std::string& disk_path() {
   return path;
 }
 
+constexpr const char* kTap = "kfuzz0";
+
+void write_text(const std::string& path, const std::string& text) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  FUZZ_CHECK(fd.valid() &&
+             ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+}
+
+// The tap, persistent and up, in a network namespace of the target's own,
+// made once before the first virtio-net input.
+void make_tap() {
+  static const bool made = [] {
+    FUZZ_CHECK(::unshare(CLONE_NEWNET) == 0);
+    {
+      UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+      FUZZ_CHECK(tun.valid());
+      ifreq ifr{};
+      std::strncpy(ifr.ifr_name, kTap, IFNAMSIZ - 1);
+      ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+      FUZZ_CHECK(::ioctl(tun.get(), TUNSETIFF, &ifr) == 0);
+      FUZZ_CHECK(::ioctl(tun.get(), TUNSETPERSIST, 1) == 0);
+    }
+    write_text(std::string("/proc/sys/net/ipv6/conf/") + kTap + "/disable_ipv6", "1");
+    UniqueFd control(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ifreq up{};
+    std::strncpy(up.ifr_name, kTap, IFNAMSIZ - 1);
+    FUZZ_CHECK(::ioctl(control.get(), SIOCGIFFLAGS, &up) == 0);
+    up.ifr_flags |= IFF_UP;
+    FUZZ_CHECK(::ioctl(control.get(), SIOCSIFFLAGS, &up) == 0);
+    return true;
+  }();
+  (void)made;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  const bool rng = fuzz::take<uint8_t>(data, size) & 1;
+  const unsigned kind = fuzz::take<uint8_t>(data, size) % 3;
+  if (kind == 2) make_tap();  // the namespace first: the device opens the tap in it
   const size_t memory_bytes = std::min<size_t>(size, 4096);
   GuestMemory& memory = fuzz::fill_memory(data, memory_bytes);
   data += memory_bytes;
@@ -62,8 +111,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   boost::asio::io_context events;
   std::unique_ptr<VirtioDevice> device;
-  if (rng) {
+  if (kind == 1) {
     device = std::make_unique<VirtioRngDevice>(events);
+  } else if (kind == 2) {
+    state::v1::NetConfig config;
+    config.set_tap(kTap);
+    config.set_mac(std::string("\x52\x54\x00\x12\x34\x56", 6));
+    device = std::make_unique<VirtioNetDevice>(events, config);
   } else {
     state::v1::DiskConfig config;
     config.set_path(disk_path());
