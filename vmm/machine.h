@@ -105,7 +105,17 @@ class Machine : public ControlHandler, public MigratableMachine {
   void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);
   keel::api::v1::StatusResult status() const;
+  // The vCPUs parked without blocking the event loop: `then(true)` on the
+  // event loop once every vCPU is parked, or `then(false)` after 5 s if one
+  // did not get there (the pause withdrawn). Run-state operations are busy
+  // meanwhile.
+  void pause_then(std::function<void(bool)> then);
   void take_snapshot(const std::string& dir, Reply reply);
+  // With the vCPUs parked: the state captured here, the files written on
+  // snapshot_writer_, the answer (and the resume, unless `was_paused`)
+  // back on the event loop.
+  void write_snapshot_paused(const std::string& dir, Reply reply, bool was_paused,
+                             std::chrono::steady_clock::time_point begin);
   // A snapshot still being written is abandoned and its thread joined.
   void end_snapshot_writer();
   void start_shutdown(uint32_t timeout_ms, Reply reply);
@@ -151,6 +161,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   // guest stays paused and the other operations that change the run state
   // are refused until its answer is back on the event loop.
   bool snapshot_writing_ = false;
+  bool pausing_ = false;  // pause_then: waiting for the vCPUs to park
   std::atomic<bool> snapshot_cancel_{false};
   std::thread snapshot_writer_;
   std::unique_ptr<ControlServer> control_;  // last: destroyed first

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <string>
 
@@ -119,6 +120,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
   }
   const std::string busy = snapshot_writing_ ? std::string("a snapshot is being written")
+                           : pausing_        ? std::string("the vCPUs are being paused")
                            : extension_      ? extension_->busy()
                                              : std::string();
   switch (request.operation_case()) {
@@ -159,17 +161,18 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       if (vcpus_->pause_requested())
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "already paused"));
       const auto begin = std::chrono::steady_clock::now();
-      if (!vcpus_->pause(kPauseTimeout)) {
-        resume();
-        return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
-      }
-      paused_at_ = std::chrono::steady_clock::now();
-      ++pauses_;
-      pb::Response response;
-      response.set_ok(true);
-      response.mutable_pause()->set_state(pb::RUN_STATE_PAUSED);
-      response.mutable_pause()->set_duration_ms(ms(std::chrono::steady_clock::now() - begin));
-      return reply(std::move(response));
+      return pause_then([this, begin, reply = std::move(reply)](bool parked) {
+        if (!parked) {
+          return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+        }
+        paused_at_ = std::chrono::steady_clock::now();
+        ++pauses_;
+        pb::Response response;
+        response.set_ok(true);
+        response.mutable_pause()->set_state(pb::RUN_STATE_PAUSED);
+        response.mutable_pause()->set_duration_ms(ms(std::chrono::steady_clock::now() - begin));
+        reply(std::move(response));
+      });
     }
     case pb::Request::kResume: {
       if (!vcpus_->pause_requested())
@@ -219,13 +222,48 @@ void Machine::handle(const pb::Request& request, Reply reply) {
 // resumed after it. The state is captured here; memory and the state file
 // are written on a thread of their own, so that a slow file system never
 // keeps the event loop (the control socket, signals, the devices) waiting.
-void Machine::take_snapshot(const std::string& dir, Reply reply) {
-  const bool was_paused = vcpus_->pause_requested();
-  const auto begin = std::chrono::steady_clock::now();
-  if (!was_paused && !vcpus_->pause(kPauseTimeout)) {
+void Machine::pause_then(std::function<void(bool)> then) {
+  struct Wait {
+    explicit Wait(boost::asio::io_context& events) : timer(events) {}
+    boost::asio::steady_timer timer;
+    std::function<void(bool)> then;
+    bool done = false;
+  };
+  auto wait = std::make_shared<Wait>(events_);
+  wait->then = std::move(then);
+  pausing_ = true;
+  wait->timer.expires_after(kPauseTimeout);
+  wait->timer.async_wait([this, wait](const boost::system::error_code& ec) {
+    if (ec || wait->done) return;
+    wait->done = true;
+    pausing_ = false;
     resume();
-    return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
-  }
+    wait->then(false);
+  });
+  vcpus_->request_pause([this, wait] {
+    boost::asio::post(events_, [this, wait] {
+      if (wait->done) return;
+      wait->done = true;
+      pausing_ = false;
+      wait->timer.cancel();
+      wait->then(true);
+    });
+  });
+}
+
+void Machine::take_snapshot(const std::string& dir, Reply reply) {
+  const auto begin = std::chrono::steady_clock::now();
+  if (vcpus_->pause_requested()) return write_snapshot_paused(dir, std::move(reply), true, begin);
+  pause_then([this, dir, reply = std::move(reply), begin](bool parked) {
+    if (!parked) {
+      return reply(error_response(pb::ERROR_CODE_FAILED, "a vCPU did not stop within 5 s"));
+    }
+    write_snapshot_paused(dir, reply, false, begin);
+  });
+}
+
+void Machine::write_snapshot_paused(const std::string& dir, Reply reply, bool was_paused,
+                                    std::chrono::steady_clock::time_point begin) {
   auto failed = [this, was_paused, &reply](pb::ErrorCode code, const std::string& message) {
     if (!was_paused) resume();
     reply(error_response(code, message));

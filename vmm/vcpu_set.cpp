@@ -65,9 +65,18 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
 
 // On a vCPU thread, between KVM_RUNs: waits while the set is paused.
 void VcpuSet::park_if_paused() {
+  std::function<void()> all_parked;
   std::unique_lock lock(pause_mutex_);
   ++parked_;
   pause_cv_.notify_all();
+  // vcpus_, not threads_: start() may still be adding threads.
+  if (parked_ == vcpus_.size() && all_parked_) all_parked.swap(all_parked_);
+  if (all_parked) {
+    // Outside the lock: it may post to the event loop, which may resume.
+    lock.unlock();
+    all_parked();
+    lock.lock();
+  }
   pause_cv_.wait(lock, [this] { return !pause_requested_.load() || stopping_.load(); });
   --parked_;
 }
@@ -92,8 +101,27 @@ bool VcpuSet::pause(std::chrono::milliseconds timeout) {
                             [this] { return parked_ == threads_.size() || stopping_.load(); });
 }
 
+void VcpuSet::request_pause(std::function<void()> all_parked) {
+  std::function<void()> now;
+  {
+    std::lock_guard lock(pause_mutex_);
+    pause_requested_.store(true, std::memory_order_seq_cst);
+    if (parked_ == threads_.size()) {
+      now = std::move(all_parked);
+    } else {
+      all_parked_ = std::move(all_parked);
+    }
+  }
+  if (now) {
+    now();
+    return;
+  }
+  kick_all();
+}
+
 void VcpuSet::resume() {
   std::lock_guard lock(pause_mutex_);
+  all_parked_ = nullptr;
   pause_requested_.store(false, std::memory_order_seq_cst);
   pause_cv_.notify_all();
 }

@@ -38,6 +38,11 @@ class VcpuSet {
   // finished first; false when one did not get there within `timeout` (the
   // request stands until resume()).
   bool pause(std::chrono::milliseconds timeout);
+  // pause() without the wait: asks every vCPU to park and returns at once.
+  // `all_parked` runs once every vCPU is parked: on the thread of the vCPU
+  // that parked last, or here when all already are; never if resume() or
+  // stop() comes first. Keep it short (it may run on a vCPU thread).
+  void request_pause(std::function<void()> all_parked);
   void resume();
   bool pause_requested() const { return pause_requested_.load(); }
 
@@ -62,6 +67,7 @@ class VcpuSet {
   std::condition_variable pause_cv_;
   std::atomic<bool> pause_requested_{false};
   size_t parked_ = 0;
+  std::function<void()> all_parked_;  // request_pause's, until it runs
 };
 
 }  // namespace keel
