@@ -152,7 +152,8 @@ void IncomingMigration::receive_memory(Machine& machine) {
   }
 }
 
-std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& stop) {
+std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& stop,
+                                                    const std::function<void(Machine&)>& built) {
   std::string peer;
   UniqueFd socket = accept_tcp(listener_.get(), stop, &peer);
   if (!socket.valid()) return nullptr;
@@ -176,6 +177,7 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
     yes.set_ok(true);
     channel_->send(FrameType::kVerdict, yes);
   }
+  if (built) built(*machine);
   // The pause's code run once beforehand, on scratch objects.
   machine->rehearse_state();
 
@@ -204,6 +206,10 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
     throw StreamError("the source cancelled the migration before the handover");
   if (frame.type != FrameType::kGo)
     throw StreamError(std::string("expected go, got ") + frame_name(frame.type));
+  // The source let go of the images; another holder means the guest must
+  // not run here (the source, not told it runs, stays paused).
+  machine->claim_disks();
+  step("disks claimed");
   return machine;
 }
 

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,7 +33,10 @@ class IncomingMigration {
   // Waits for a source and takes its migration in. Returns the machine,
   // memory and state in place, to run; null when `stop` turned true first.
   // Throws StreamError or InputError saying why the migration failed.
-  std::unique_ptr<Machine> receive(const std::atomic<bool>& stop);
+  // `built` runs once the machine stands, before any page or state is read
+  // (jailed mode drops its privileges there).
+  std::unique_ptr<Machine> receive(const std::atomic<bool>& stop,
+                                   const std::function<void(Machine&)>& built = {});
 
   // Once the machine runs (on its event loop): tells the source, which
   // then lets go of the guest.

@@ -1,7 +1,10 @@
 #include "migration/migration_control.h"
 
+#include <pthread.h>
+
 #include "common/log.h"
 #include "control/control_server.h"
+#include "vmm/jail/syscall_filter.h"
 
 namespace keel::migration {
 
@@ -54,6 +57,8 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
   running_ = true;
   log::info("live migration to " + request.to() + " starting");
   thread_ = std::thread([this, sender = sender_, reply = std::move(reply)] {
+    ::pthread_setname_np(::pthread_self(), "migrate");
+    jail::confine_thread(jail::ThreadKind::kWorker);
     pb::MigrationInfo outcome = sender->run();
     {
       std::lock_guard guard(mutex_);

@@ -1,5 +1,7 @@
 #include "migration/migration_sender.h"
 
+#include <pthread.h>
+
 #include <future>
 #include <optional>
 #include <thread>
@@ -8,6 +10,7 @@
 #include "migration/page_sender.h"
 #include "migration/vcpu_throttle.h"
 #include "proto/migration.pb.h"
+#include "vmm/jail/syscall_filter.h"
 #include "vmm/kvm/dirty_log.h"
 
 namespace keel::migration {
@@ -383,6 +386,9 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     if (cancelled_.load()) throw StreamError("cancelled");
     go_sent_ = true;  // from here on, cancel is refused
   }
+  // The images are the destination's from here: it claims them before its
+  // guest runs (a resume here claims them back first).
+  machine_.release_disks();
   channel_->send(FrameType::kGo);
 
   answer = channel_->receive();
@@ -403,6 +409,8 @@ pb::MigrationInfo MigrationSender::run() {
   // A cancel not taken up within a second (the sender waits on a silent
   // destination) closes the connection under it.
   std::thread watchdog([this] {
+    ::pthread_setname_np(::pthread_self(), "migrate-watch");
+    jail::confine_thread(jail::ThreadKind::kWorker);
     std::unique_lock lock(mutex_);
     cancel_changed_.wait(lock, [this] { return cancelled_.load() || finished_; });
     if (cancel_changed_.wait_for(lock, std::chrono::seconds(1), [this] { return finished_; }))

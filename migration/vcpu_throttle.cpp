@@ -1,6 +1,9 @@
 #include "migration/vcpu_throttle.h"
 
+#include <pthread.h>
+
 #include "common/log.h"
+#include "vmm/jail/syscall_filter.h"
 
 namespace keel::migration {
 
@@ -27,6 +30,8 @@ void VcpuThrottle::stop() {
 // Each period: stopped for percent% of it, then running for the rest. The
 // waits end early on stop(), so the migration never waits a period out.
 void VcpuThrottle::loop() {
+  ::pthread_setname_np(::pthread_self(), "throttle");
+  jail::confine_thread(jail::ThreadKind::kWorker);
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     const uint32_t p = percent_.load();

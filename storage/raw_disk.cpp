@@ -46,6 +46,7 @@ RawDisk::RawDisk(const RawDiskOptions& options)
     throw InputError("disk image " + path_ + ": not a regular file or block device");
   }
   block_size_ = st.st_blksize > 0 ? static_cast<uint32_t>(st.st_blksize) : 4096;
+  if (options.claim) claim();
 
   if (!options.direct) return;
   // What O_DIRECT needs here (Linux 6.1+). File systems that do not say keep
@@ -61,6 +62,31 @@ RawDisk::RawDisk(const RawDiskOptions& options)
   const std::string self = "/proc/self/fd/" + std::to_string(buffered_fd_.get());
   direct_fd_.reset(::open(self.c_str(), access | O_CLOEXEC | O_DIRECT));
   if (!direct_fd_.valid() && errno != EINVAL) refuse(path_, "open with O_DIRECT", errno);
+}
+
+void RawDisk::claim() {
+  if (claimed_) return;
+  struct flock lock {};
+  lock.l_type = read_only_ ? F_RDLCK : F_WRLCK;
+  lock.l_whence = SEEK_SET;  // l_start 0, l_len 0: the whole file
+  if (::fcntl(buffered_fd_.get(), F_OFD_SETLK, &lock) != 0) {
+    if (errno == EAGAIN || errno == EACCES) {
+      throw InputError("disk image " + path_ + " is in use: another process has it open " +
+                       (read_only_ ? "for writing" : "(for reading or writing)") +
+                       " and locked (OFD lock)");
+    }
+    refuse(path_, "lock (F_OFD_SETLK)", errno);
+  }
+  claimed_ = true;
+}
+
+void RawDisk::release() {
+  if (!claimed_) return;
+  struct flock lock {};
+  lock.l_type = F_UNLCK;
+  lock.l_whence = SEEK_SET;
+  if (::fcntl(buffered_fd_.get(), F_OFD_SETLK, &lock) != 0) refuse(path_, "unlock", errno);
+  claimed_ = false;
 }
 
 RawDisk::~RawDisk() {

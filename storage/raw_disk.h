@@ -41,6 +41,9 @@ struct RawDiskOptions {
   bool read_only = false;
   bool direct = true;          // try O_DIRECT; false: buffered only
   unsigned queue_depth = 256;  // io_uring submission queue entries
+  // Lock the image at once (claim()); false: the caller claims it later
+  // (a migration's destination, while the source still runs the guest).
+  bool claim = true;
 };
 
 struct RawDiskStats {
@@ -70,6 +73,15 @@ class RawDisk {
   // The file system's preferred I/O size (st_blksize).
   uint32_t block_size() const { return block_size_; }
   const RawDiskStats& stats() const { return stats_; }
+
+  // The image's OFD lock (F_OFD_SETLK on the whole file): exclusive for a
+  // writable disk, shared for a read-only one, so no two VMMs write one
+  // image and none writes what another reads. claim() throws InputError
+  // naming the image when another open file holds a conflicting lock;
+  // release() lets go (a migration hands the image over).
+  void claim();
+  void release();
+  bool claimed() const { return claimed_; }
 
   void set_completion_handler(CompletionHandler handler) { handler_ = std::move(handler); }
 
@@ -141,6 +153,7 @@ class RawDisk {
 
   std::string path_;
   bool read_only_;
+  bool claimed_ = false;
   UniqueFd buffered_fd_;
   UniqueFd direct_fd_;
   uint64_t size_ = 0;

@@ -86,7 +86,7 @@ void DeviceManager::add_virtio_devices(const state::v1::VmConfig& config) {
   const VirtioPciFunction::Wiring wiring{wiring_.vm,     wiring_.gsi_router,
                                          wiring_.memory, wiring_.events,
                                          nullptr,        wiring_.ioeventfd_length};
-  auto devices = make_virtio_devices(config, wiring_.events);
+  auto devices = make_virtio_devices(config, wiring_.events, wiring_.claim_disks);
   for (size_t i = 0; i < devices.size(); ++i) {
     const unsigned slot = static_cast<unsigned>(i + 1);
     const unsigned line = (slot - 1) % 8;

@@ -43,6 +43,9 @@ class DeviceManager {
     std::function<void(uint8_t)> console_out;  // COM1's output, byte by byte
     // The guest asked for a reset or a power-off, or reported a panic.
     std::function<void(MachineStop)> request_stop;
+    // Disk images locked at once (false: a migration's destination claims
+    // them when the source lets go; Machine::claim_disks).
+    bool claim_disks = true;
   };
 
   // Throws InputError for a disk or tap that cannot be opened.

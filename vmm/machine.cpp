@@ -16,6 +16,7 @@
 #include "vmm/boot/kernel_image.h"
 #include "vmm/boot/memory_layout.h"
 #include "vmm/boot/x86_boot.h"
+#include "vmm/jail/syscall_filter.h"
 #include "vmm/virtio_devices.h"
 
 namespace keel {
@@ -103,6 +104,7 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
           .ioeventfd_length = kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u,
           .console_out = [this](uint8_t byte) { serial_out_.put(byte); },
           .request_stop = [this](MachineStop stop) { request_stop(std::move(stop)); },
+          .claim_disks = options_.incoming.empty(),
       },
       config_);
 
@@ -178,6 +180,11 @@ void Machine::open_control() {
   }
 }
 
+void Machine::prepare_for_jail() {
+  open_control();
+  state_caps();
+}
+
 MachineStop Machine::run(std::function<void()> started) {
   auto work = boost::asio::make_work_guard(events_);
   boost::asio::signal_set signals(events_, SIGINT, SIGTERM);
@@ -195,6 +202,9 @@ MachineStop Machine::run(std::function<void()> started) {
                     events_.stop();  // out of memory for the message: stop all the same
                   }
                 });
+  // The vCPU threads are off with their own filters: this thread narrows to
+  // the event loop's (threads it starts later inherit that).
+  jail::confine_thread(jail::ThreadKind::kEventLoop);
   // Once the vCPUs run: a migration's source lets go of the guest on this,
   // so it must not come before.
   if (started) boost::asio::post(events_, std::move(started));

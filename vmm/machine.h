@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -37,6 +38,11 @@ namespace keel {
 // migration/): the machine hands them the requests it does not serve
 // itself, and refuses pause, resume, snapshot and shutdown while busy()
 // names something under way.
+// A test build's door for the guest (keel-vmm-testhooks only): a write to
+// this port runs guest_test_hook on the vCPU's thread; true means handled.
+inline constexpr uint16_t kGuestTestHookPort = 0x5e4;
+bool guest_test_hook(uint16_t port, std::span<const uint8_t> data);
+
 class MachineExtension : public ControlHandler {
  public:
   virtual std::string busy() const = 0;
@@ -73,6 +79,12 @@ class Machine : public ControlHandler, public MigratableMachine {
   // wait until run() starts the event loop.
   void open_control();
 
+  // Jailed mode, before the drop: opens and probes now what run() and the
+  // first capture would otherwise open or probe then (the control socket,
+  // KVM's state capabilities), so nothing needs a path or a privilege later.
+  void prepare_for_jail();
+  const state::v1::VmConfig& config() const { return config_; }
+
   // Before run(); `extension` outlives the machine's run.
   void set_extension(MachineExtension* extension) { extension_ = extension; }
 
@@ -91,6 +103,8 @@ class Machine : public ControlHandler, public MigratableMachine {
   void rehearse_state() override;
   void post(std::function<void()> task) override;
   void sync_disks() override;
+  void release_disks() override;
+  void claim_disks() override;
   void announce_network() override;
   void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }
@@ -146,6 +160,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   uint32_t tsc_khz_ = 0;
   MachineExtension* extension_ = nullptr;
   bool said_host_tsc_ = false;  // apply_state's note about PVM's TSC, once
+  // The disk images' locks are not ours (release_disks; an --incoming's
+  // until claim_disks): the guest must not run here before they are.
+  bool disks_released_ = !options_.incoming.empty();
 
   // The operator's pauses (the control socket's pause and resume).
   std::chrono::steady_clock::time_point started_;

@@ -1,5 +1,6 @@
 // Machine, part three: what the control socket asks for (status, pause,
 // resume, shutdown, kill), on the event loop.
+#include <pthread.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -8,6 +9,8 @@
 #include <string>
 
 #include "common/error.h"
+#include "vmm/jail/process_jail.h"
+#include "vmm/jail/syscall_filter.h"
 #include "vmm/machine.h"
 #include "vmm/snapshot.h"
 
@@ -39,7 +42,7 @@ pb::StatusResult Machine::status() const {
   s.set_vcpus(config_.cpus());
   s.set_memory_bytes(config_.memory());
   s.set_uptime_ms(ms(now - started_));
-  s.set_pid(static_cast<uint32_t>(::getpid()));
+  s.set_pid(static_cast<uint32_t>(jail::started_pid()));
   s.set_kernel(config_.kernel());
   s.set_restored_from(options_.restore_dir);
   s.set_pauses(pauses_);
@@ -177,6 +180,17 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kResume: {
       if (!vcpus_->pause_requested())
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not paused"));
+      if (disks_released_) {
+        // A migration that told its destination to run the guest and heard
+        // nothing back: the guest may run there. Only with the images ours
+        // again may it run here.
+        try {
+          claim_disks();
+        } catch (const std::exception& e) {
+          return reply(
+              error_response(pb::ERROR_CODE_FAILED, std::string("not resumed: ") + e.what()));
+        }
+      }
       const auto begin = std::chrono::steady_clock::now();
       paused_total_ += std::chrono::steady_clock::now() - paused_at_;
       resume();
@@ -281,6 +295,8 @@ void Machine::write_snapshot_paused(const std::string& dir, Reply reply, bool wa
   snapshot_writer_ = std::thread([this, job, was_paused, begin, reply = std::move(reply)] {
     pb::Response response;
     try {
+      ::pthread_setname_np(::pthread_self(), "snapshot");
+      jail::confine_thread(jail::ThreadKind::kWorker);
       *response.mutable_snapshot() = job->write(snapshot_cancel_);
       response.set_ok(true);
     } catch (const std::exception& e) {

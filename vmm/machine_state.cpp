@@ -187,6 +187,16 @@ void Machine::post(std::function<void()> task) {
   boost::asio::post(events_, std::move(task));
 }
 
+void Machine::release_disks() {
+  for (const auto& function : devices_->virtio_functions()) function->release_storage();
+  disks_released_ = true;
+}
+
+void Machine::claim_disks() {
+  for (const auto& function : devices_->virtio_functions()) function->claim_storage();
+  disks_released_ = false;
+}
+
 void Machine::sync_disks() {
   for (const auto& function : devices_->virtio_functions()) function->sync_storage();
 }

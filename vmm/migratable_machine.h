@@ -72,6 +72,11 @@ class MigratableMachine {
   // the disks' stable storage, so another host reading them sees it. Any
   // thread; may block (fdatasync).
   virtual void sync_disks() = 0;
+  // The disks' image locks: released by the source just before it tells
+  // the destination to run the guest, claimed by the destination before its
+  // vCPUs start (InputError naming the image another process holds).
+  virtual void release_disks() = 0;
+  virtual void claim_disks() = 0;
 
   // The guest runs here now (a migration's destination): each network card
   // announces its MAC (VirtioDevice::announce). Returns at once.

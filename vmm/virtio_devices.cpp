@@ -7,10 +7,10 @@
 namespace keel {
 
 std::vector<std::unique_ptr<virtio::VirtioDevice>> make_virtio_devices(
-    const state::v1::VmConfig& config, boost::asio::io_context& events) {
+    const state::v1::VmConfig& config, boost::asio::io_context& events, bool claim_disks) {
   std::vector<std::unique_ptr<virtio::VirtioDevice>> devices;
   for (const auto& disk : config.disks()) {
-    devices.push_back(std::make_unique<virtio::VirtioBlkDevice>(events, disk));
+    devices.push_back(std::make_unique<virtio::VirtioBlkDevice>(events, disk, claim_disks));
   }
   for (const auto& net : config.nets()) {
     devices.push_back(std::make_unique<virtio::VirtioNetDevice>(events, net));

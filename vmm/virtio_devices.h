@@ -14,6 +14,6 @@ namespace keel {
 
 // Throws InputError for a disk or tap that cannot be opened.
 std::vector<std::unique_ptr<virtio::VirtioDevice>> make_virtio_devices(
-    const state::v1::VmConfig& config, boost::asio::io_context& events);
+    const state::v1::VmConfig& config, boost::asio::io_context& events, bool claim_disks = true);
 
 }  // namespace keel

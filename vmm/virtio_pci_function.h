@@ -72,6 +72,14 @@ class VirtioPciFunction : public PciDevice {
     std::lock_guard guard(transport_.lock());
     device_->announce();
   }
+  void release_storage() {
+    std::lock_guard guard(transport_.lock());
+    device_->release_storage();
+  }
+  void claim_storage() {
+    std::lock_guard guard(transport_.lock());
+    device_->claim_storage();
+  }
   void sync_storage() {
     std::lock_guard guard(transport_.lock());
     device_->sync_storage();

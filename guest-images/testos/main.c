@@ -156,7 +156,7 @@ static void parse_cmdline(const char* src, struct job_args* a) {
   } else if (streq(a->job, "malformed")) {
   } else if (streq(a->job, "resetstorm")) {
     if (a->have_mib && (a->mib == 0 || a->mib > 256)) bad_value("mib", "(1-256)");
-  } else if (!streq(a->job, "platform") && !streq(a->job, "reboot")) {
+  } else if (!streq(a->job, "platform") && !streq(a->job, "reboot") && !streq(a->job, "escape")) {
     fatal("unknown job %s", a->job);
   }
 }
@@ -180,5 +180,6 @@ void kmain(const struct bootinfo* bi) {
   if (streq(args.job, "net")) job_net(&args);
   if (streq(args.job, "malformed")) job_malformed(&args);
   if (streq(args.job, "resetstorm")) job_resetstorm(&args);
+  if (streq(args.job, "escape")) job_escape();
   job_fault(&args);
 }

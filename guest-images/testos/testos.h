@@ -247,6 +247,7 @@ NORETURN void job_rng(const struct job_args* a);
 NORETURN void job_net(const struct job_args* a);
 NORETURN void job_malformed(const struct job_args* a);
 NORETURN void job_resetstorm(const struct job_args* a);
+NORETURN void job_escape(void);
 
 // dma.c: memory the devices read and write, identity mapped (virtual =
 // physical), zeroed, from usable e820 RAM above the kernel below 4 GiB.

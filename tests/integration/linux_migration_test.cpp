@@ -9,6 +9,7 @@
 // dirtier's memory verifies, the disk writer's blocks verify in the guest
 // and again on the host, the one TCP connection delivers every byte to the
 // peer, and the guest powers off cleanly with nothing in its kernel log.
+// The destination runs jailed (--jail).
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
@@ -18,6 +19,7 @@
 #include <thread>
 
 #include "proto/control.pb.h"
+#include "tests/support/jail_user.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/kernel_log.h"
 #include "tests/support/linux_guest_disk.h"
@@ -92,7 +94,9 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
   ASSERT_GE(link_counter("kmig-a", "rx_bytes"), 1u << 20) << source.describe();
 
   // The destination, on the same disk file.
-  LiveVmm there({"--incoming", "tcp:127.0.0.1:0", "--disk", "path=" + disk, "--net", "tap=kmig-b"});
+  // Jailed: the guest's disk and network go on in a confined VMM.
+  LiveVmm there(
+      jailed({"--incoming", "tcp:127.0.0.1:0", "--disk", "path=" + disk, "--net", "tap=kmig-b"}));
   const std::string address = there.incoming_address();
   ASSERT_FALSE(address.empty()) << there.describe();
 

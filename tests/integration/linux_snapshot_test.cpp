@@ -7,9 +7,11 @@
 // and its clock (CLOCK_MONOTONIC, kvmclock) steps by no more than the
 // snapshot's own pause, the dirtier's memory verifies, the disk writer's
 // blocks verify inside the guest and again on the host, and the guest powers
-// off cleanly with nothing in its kernel log.
+// off cleanly with nothing in its kernel log. The first keel-vmm and the
+// first restore run jailed (--jail), the second restore as root.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -20,6 +22,7 @@
 #include <thread>
 
 #include "proto/control.pb.h"
+#include "tests/support/jail_user.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/kernel_log.h"
 #include "tests/support/linux_guest_disk.h"
@@ -49,13 +52,15 @@ const LinuxGuestJobs kJobs{};
 constexpr uint64_t kRestoreStartSlackUs = 5'000'000;
 
 std::vector<std::string> boot_args(const std::string& disk, const std::string& snapshot_root) {
-  return kJobs.vmm_args(kImages, disk, {"--snapshot-root", snapshot_root});
+  return jailed(kJobs.vmm_args(kImages, disk, {"--snapshot-root", snapshot_root}));
 }
 
 TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRestoringTwice) {
   ScratchDir scratch("keel-linux-snapshot");
   const std::string disk = scratch.sparse_file("disk.img", 32 << 20);
   const std::string snap_dir = scratch / "snap";
+  // The jailed VMM writes its snapshot there as its own user.
+  ASSERT_EQ(::chown(scratch.path().c_str(), kJailUid, kJailUid), 0);
 
   // Boot; all three jobs running.
   auto booted = std::make_unique<LiveVmm>(boot_args(disk, scratch.path()));
@@ -124,7 +129,8 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
   std::string sums[2];
   for (int r = 0; r < 2; ++r) {
     SCOPED_TRACE("restore " + std::to_string(r + 1));
-    LiveVmm restored({"--restore", snap_dir, "--disk", "path=" + copies[r]});
+    const std::vector<std::string> restore{"--restore", snap_dir, "--disk", "path=" + copies[r]};
+    LiveVmm restored(r == 0 ? jailed(restore) : restore);
     ASSERT_TRUE(restored.wait_line("keel-guest: beat seq=" + std::to_string(last + 2) + " ", 0,
                                    seconds(300)))
         << restored.describe();

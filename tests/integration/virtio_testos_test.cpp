@@ -1,8 +1,8 @@
 // The test guest's own virtio drivers against keel-vmm's devices (label kvm:
 // directly where /dev/kvm runs the test guest, otherwise inside the KVM test
 // host): a disk written, flushed and verified across boots and from the host,
-// random I/O, a read-only disk, entropy, and a guest that feeds malformed
-// queues on purpose.
+// random I/O, a read-only disk, an image another VMM writes, entropy, and a guest that feeds
+// malformed queues on purpose.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/live_vmm.h"
 #include "tests/support/net_namespace.h"
 #include "tests/support/net_peer.h"
 #include "tests/support/scratch_dir.h"
@@ -76,6 +77,28 @@ TEST(VirtioTestos, DiskWrittenAndFlushedIsInTheFileAndVerifiesOnASecondBoot) {
   // A wrong seed must not verify: the check reads what is there.
   auto wrong = boot({"--disk", "path=" + image}, "job=disk mode=verify mib=1 seed=8");
   EXPECT_TRUE(wrong.line("testos: disk FAIL mode=verify ")) << describe(wrong);
+}
+
+// Two VMMs writing one image would corrupt it: the second is refused (the
+// image's OFD lock) before its guest runs, naming the image.
+TEST(VirtioTestos, AnImageAnotherVmmWritesIsRefused) {
+  ScratchDir scratch("keel-virtio-test");
+  const std::string image = scratch.sparse_file("disk.img", 8 << 20);
+  LiveVmm first({"--kernel", testos_bzimage(), "--memory", "64M", "--disk", "path=" + image,
+                 "--cmdline", "job=heartbeat interval_ms=50"});
+  ASSERT_TRUE(first.wait_line("testos: beat ", 0, std::chrono::seconds(60))) << first.describe();
+  for (const std::string& spec : {"path=" + image, "path=" + image + ",readonly=on"}) {
+    auto second = boot({"--disk", spec}, "job=platform");
+    EXPECT_EQ(second.exit_code, 1) << describe(second);
+    EXPECT_NE(second.err.find("disk image " + image + " is in use"), std::string::npos)
+        << second.err;
+    EXPECT_TRUE(second.lines.empty()) << "its guest ran: " << describe(second);
+  }
+  EXPECT_EQ(first.keelctl({"kill"}).exit_code, 0);
+  EXPECT_EQ(first.wait_exit(std::chrono::seconds(30)), 14);
+  // Let go with the process: the image is free again.
+  auto after = boot({"--disk", "path=" + image}, "job=platform");
+  EXPECT_EQ(after.exit_code, 0) << describe(after);
 }
 
 TEST(VirtioTestos, RandomWritesVerifyByChecksum) {

@@ -44,7 +44,12 @@ std::string VmmRun::console() const {
 
 VmmRun run_vmm(const std::vector<std::string>& args, std::chrono::seconds timeout,
                const std::vector<std::string>& extra_env) {
-  std::vector<std::string> argv{vmm_path()};
+  return run_vmm_at(vmm_path(), args, timeout, extra_env);
+}
+
+VmmRun run_vmm_at(const std::string& vmm, const std::vector<std::string>& args,
+                  std::chrono::seconds timeout, const std::vector<std::string>& extra_env) {
+  std::vector<std::string> argv{vmm};
   argv.insert(argv.end(), args.begin(), args.end());
   auto result = run_command(argv, timeout, extra_env);
   VmmRun run{result.exit_code, result.timed_out, {}, result.err};

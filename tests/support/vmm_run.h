@@ -32,6 +32,11 @@ VmmRun run_vmm(const std::vector<std::string>& args,
                std::chrono::seconds timeout = std::chrono::seconds(120),
                const std::vector<std::string>& extra_env = {});
 
+// The same with another keel-vmm executable (keel-vmm-testhooks).
+VmmRun run_vmm_at(const std::string& vmm, const std::vector<std::string>& args,
+                  std::chrono::seconds timeout = std::chrono::seconds(120),
+                  const std::vector<std::string>& extra_env = {});
+
 // "key=value" words of a console line.
 std::map<std::string, std::string> fields(const std::string& line);
 uint64_t field_u64(const std::string& line, const std::string& key);

@@ -82,6 +82,43 @@ TEST(RawDisk, MissingImageIsAnInputErrorNamingIt) {
   }
 }
 
+// OFD locks conflict between open files, also within one process.
+TEST(RawDisk, ASecondWriterOrAWriterBesideReadersIsRefusedByName) {
+  TempImage image(kDiskDir, kMiB);
+  {
+    RawDisk writer({.path = image.path()});
+    EXPECT_TRUE(writer.claimed());
+    try {
+      RawDisk second({.path = image.path()});
+      FAIL() << "two writers on one image";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("disk image " + image.path() + " is in use"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(RawDisk({.path = image.path(), .read_only = true}), InputError);
+  }
+  RawDisk reader({.path = image.path(), .read_only = true});
+  RawDisk another_reader({.path = image.path(), .read_only = true});
+  EXPECT_THROW(RawDisk({.path = image.path()}), InputError);
+}
+
+// A migration's handover: the destination opens unclaimed, the source
+// releases, the destination claims; a claim while the source holds fails.
+TEST(RawDisk, TheLockIsHandedOverBetweenTwoOpenImages) {
+  TempImage image(kDiskDir, kMiB);
+  RawDisk source({.path = image.path()});
+  RawDisk destination({.path = image.path(), .claim = false});
+  EXPECT_FALSE(destination.claimed());
+  EXPECT_THROW(destination.claim(), InputError);
+  EXPECT_FALSE(destination.claimed());
+  source.release();
+  EXPECT_FALSE(source.claimed());
+  destination.claim();
+  EXPECT_TRUE(destination.claimed());
+  EXPECT_THROW(source.claim(), InputError);
+}
+
 TEST(RawDisk, DirectoryIsRefused) {
   EXPECT_THROW(RawDisk({.path = "/var/tmp"}), std::exception);
 }

@@ -438,7 +438,9 @@ TEST_F(BlkStateTest, SaveDrainsRequestsAndTheRestoredDiskCarriesOn) {
   EXPECT_EQ(saved.device().blk().capacity_sectors(), 4 * kMiB / 512);
   EXPECT_EQ(saved.isr(), kIsrQueue) << "the completions interrupted (INTx)";
 
-  // A new process: the same image opened again, the state restored.
+  // A new process: the same image opened again (the old one's lock let
+  // go, as at its end), the state restored.
+  disk_a.release_storage();
   VirtioBlkDevice disk_b(events, disk_config(image.path()));
   Function b(disk_b, memory);
   b.pci.restore(saved);
@@ -496,6 +498,7 @@ TEST_F(BlkStateTest, RefusesAnotherDiskSizeOrFlavour) {
   }
   pb::VirtioPciState s = saved;
   s.mutable_device()->mutable_rng();
+  disk_a.release_storage();
   VirtioBlkDevice disk_c(events, disk_config(image.path()));
   Function c(disk_c, memory);
   EXPECT_THROW(c.pci.restore(s), InputError);

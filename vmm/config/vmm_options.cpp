@@ -18,7 +18,7 @@ const char* const kVmmUsage =
     "usage: keel-vmm --kernel PATH [--initrd PATH] [--cmdline STRING] [--cpus N]\n"
     "                [--memory SIZE] [--serial stdout|file=PATH]\n"
     "                [--disk path=PATH[,readonly=on][,serial=S]]... [--net tap=NAME[,mac=MAC]]...\n"
-    "                [--rng] [--api-socket PATH]\n"
+    "                [--rng] [--api-socket PATH] [--snapshot-root DIR] [--jail UID[:GID]]\n"
     "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net "
     "...]...\n"
     "       keel-vmm --incoming tcp:ADDR:PORT [--serial ...] [--api-socket PATH] [--disk ...]...\n"
@@ -56,17 +56,25 @@ const char* const kVmmUsage =
     "                    from the source, disks and taps from --disk/--net as for\n"
     "                    --restore (the source's disk files, opened here too, are\n"
     "                    shared storage); port 0 picks a free one, said on stderr\n"
+    "  --jail UID[:GID]  jailed mode: once the machine is built, run as that user\n"
+    "                    (not root; GID defaults to UID) in pid, mount, IPC and UTS\n"
+    "                    namespaces of its own with an empty read-only root, no\n"
+    "                    new privileges, resource limits, inherited descriptors\n"
+    "                    closed and a seccomp filter per thread kind; a forbidden\n"
+    "                    system call stops the VMM (exit code 15). The user must\n"
+    "                    own --snapshot-root. Migration addresses must be numeric\n"
     "\n"
     "Exit codes: 0 guest powered off; 1 bad input or start-up failure;\n"
     "  10 guest asked for a reboot; 11 guest crashed (triple fault, pvpanic);\n"
     "  12 KVM could not run the guest (internal error, failed entry);\n"
     "  13 VMM failure while running; 14 killed through the control socket (kill,\n"
-    "  or a shutdown the guest did not honour in time); 130/143 stopped by\n"
-    "  SIGINT/SIGTERM. After a live migration the source exits 0 (\"migrated\" on\n"
-    "  stderr); an --incoming that fails before the guest runs exits 1.\n"
+    "  or a shutdown the guest did not honour in time); 15 a jailed VMM made a\n"
+    "  forbidden system call; 130/143 stopped by SIGINT/SIGTERM. After a live\n"
+    "  migration the source exits 0 (\"migrated\" on stderr); an --incoming that\n"
+    "  fails before the guest runs exits 1.\n"
     "\n"
-    "Environment: KEEL_KVM_DEVICE overrides /dev/kvm; KEEL_LOG=error|warning|info|debug\n"
-    "  sets what goes to stderr (default info).\n";
+    "Environment: KEEL_KVM_DEVICE overrides /dev/kvm (ignored when jailed);\n"
+    "  KEEL_LOG=error|warning|info|debug sets what goes to stderr (default info).\n";
 
 namespace {
 
@@ -250,6 +258,8 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
     } else if (name == "--restore") {
       options.restore_dir = value();
       if (options.restore_dir.empty()) throw InputError("--restore needs a DIR");
+    } else if (name == "--jail") {
+      options.jail = jail::parse_jail_user(value());
     } else if (name == "--incoming") {
       options.incoming = value();
       if (options.incoming.empty()) throw InputError("--incoming needs tcp:ADDR:PORT");

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "proto/vm_config.pb.h"
+#include "vmm/jail/process_jail.h"
 
 namespace keel {
 
@@ -29,8 +31,12 @@ struct VmmOptions {
   // --incoming tcp:ADDR:PORT: the machine comes from a live migration
   // received there; --disk and --net as for --restore.
   std::string incoming;
+  // --jail UID[:GID]: run as that user in a pid and mount namespace of
+  // its own, with a seccomp filter (vmm/jail/process_jail.h).
+  std::optional<jail::JailUser> jail;
   bool help = false;
-  // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM.
+  // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM
+  // (ignored in jailed mode).
   std::string kvm_device = "/dev/kvm";
 };
 

@@ -44,10 +44,10 @@ std::string default_disk_serial(const std::string& path) {
 }
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
-                                 const state::v1::DiskConfig& config)
+                                 const state::v1::DiskConfig& config, bool claim)
     : VirtioBlkDevice(events,
                       std::make_unique<storage::RawDisk>(storage::RawDiskOptions{
-                          .path = config.path(), .read_only = config.readonly()}),
+                          .path = config.path(), .read_only = config.readonly(), .claim = claim}),
                       config.serial()) {}
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,

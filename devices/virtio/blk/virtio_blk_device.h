@@ -57,7 +57,9 @@ class VirtioBlkDevice : public VirtioDevice {
 
   // Opens the image (throws InputError naming it when that fails). An empty
   // serial: the image's file name (its first 20 bytes).
-  VirtioBlkDevice(boost::asio::io_context& events, const state::v1::DiskConfig& config);
+  // `claim`: lock the image at once (storage::RawDisk::claim).
+  VirtioBlkDevice(boost::asio::io_context& events, const state::v1::DiskConfig& config,
+                  bool claim = true);
   // Over a disk already open; `serial` as in DiskConfig.
   VirtioBlkDevice(boost::asio::io_context& events, std::unique_ptr<storage::RawDisk> disk,
                   std::string serial);
@@ -89,6 +91,8 @@ class VirtioBlkDevice : public VirtioDevice {
   void quiesce() override;
   void resume() override;
   void sync_storage() override { disk_->sync(); }
+  void release_storage() override { disk_->release(); }
+  void claim_storage() override { disk_->claim(); }
   std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
   void save_state(state::v1::VirtioDeviceState& state) const override;
   void restore_state(const state::v1::VirtioDeviceState& state) override;

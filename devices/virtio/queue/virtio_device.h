@@ -128,6 +128,12 @@ class VirtioDevice {
   // migration lets go): what the guest was told is written is on stable
   // storage (virtio-blk: fdatasync of its image). May block.
   virtual void sync_storage() {}
+  // A live migration's handover of the host storage's lock (an image's OFD
+  // lock): the source releases once the guest is to run elsewhere, the
+  // destination claims before its guest runs. claim throws InputError
+  // naming what another process holds.
+  virtual void release_storage() {}
+  virtual void claim_storage() {}
   // The guest now runs here after a live migration: a network card tells
   // the network (a few RARP frames from its MAC, so bridges learn the new
   // port). Returns at once; may schedule work on the event loop.
