@@ -96,6 +96,12 @@ struct FilterDeleter {
 };
 using Filter = std::unique_ptr<void, FilterDeleter>;
 
+// Argument `arg` equal to `value` (SCMP_A0 and friends leave a field out,
+// which clang's -Wmissing-field-initializers refuses).
+scmp_arg_cmp equals(unsigned arg, scmp_datum_t value) {
+  return scmp_arg_cmp{arg, SCMP_CMP_EQ, value, 0};
+}
+
 void allow(scmp_filter_ctx ctx, int call) {
   const int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 0);
   if (rc < 0) throw_errno(-rc, "seccomp_rule_add " + std::to_string(call));
@@ -131,8 +137,7 @@ void allow_threads(scmp_filter_ctx ctx) {
 
 // Thread names only (the filters name threads in their messages).
 void allow_prctl_name(scmp_filter_ctx ctx) {
-  const int rc =
-      seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
+  const int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, equals(0, PR_SET_NAME));
   if (rc < 0) throw_errno(-rc, "seccomp_rule_add prctl");
 }
 
@@ -140,7 +145,7 @@ void allow_prctl_name(scmp_filter_ctx ctx) {
 void allow_tcp_sockets(scmp_filter_ctx ctx) {
   for (int family : {AF_INET, AF_INET6}) {
     const int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-                                    SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(family)));
+                                    equals(0, static_cast<scmp_datum_t>(family)));
     if (rc < 0) throw_errno(-rc, "seccomp_rule_add socket");
   }
 }
@@ -148,7 +153,7 @@ void allow_tcp_sockets(scmp_filter_ctx ctx) {
 // Filters stacked later (each thread's own): they can only narrow.
 void allow_more_filters(scmp_filter_ctx ctx) {
   const int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
-                                  SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER));
+                                  equals(0, SECCOMP_SET_MODE_FILTER));
   if (rc < 0) throw_errno(-rc, "seccomp_rule_add seccomp");
 }
 
