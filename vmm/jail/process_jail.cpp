@@ -19,6 +19,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 
 #include "common/error.h"
@@ -179,6 +180,9 @@ void enter_pid_namespace(const std::string& api_socket) {
 void enter_jail(const JailUser& user, const JailLimits& limits) {
   check_writable_dir(limits.writable_dir, user);
   const int highest_fd = highest_open_fd();
+  // glibc reads /etc/localtime on its first time conversion, gmtime_r too
+  // (the RTC's, on a vCPU thread): done while the file is in reach.
+  ::tzset();
   pivot_into_empty_root();
   // Set while still root: raising a hard limit needs CAP_SYS_RESOURCE.
   set_limit(RLIMIT_CORE, 0, "RLIMIT_CORE");
