@@ -1,7 +1,5 @@
 #include "migration/migration_control.h"
 
-#include <pthread.h>
-
 #include "common/log.h"
 #include "control/control_server.h"
 #include "vmm/jail/syscall_filter.h"
@@ -57,8 +55,7 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
   running_ = true;
   log::info("live migration to " + request.to() + " starting");
   thread_ = std::thread([this, sender = sender_, reply = std::move(reply)] {
-    ::pthread_setname_np(::pthread_self(), "migrate");
-    jail::confine_thread(jail::ThreadKind::kWorker);
+    jail::confine_thread(jail::ThreadKind::kWorker, "migrate");
     pb::MigrationInfo outcome = sender->run();
     {
       std::lock_guard guard(mutex_);

@@ -1,7 +1,5 @@
 #include "migration/migration_sender.h"
 
-#include <pthread.h>
-
 #include <future>
 #include <optional>
 #include <thread>
@@ -409,8 +407,7 @@ pb::MigrationInfo MigrationSender::run() {
   // A cancel not taken up within a second (the sender waits on a silent
   // destination) closes the connection under it.
   std::thread watchdog([this] {
-    ::pthread_setname_np(::pthread_self(), "migrate-watch");
-    jail::confine_thread(jail::ThreadKind::kWorker);
+    jail::confine_thread(jail::ThreadKind::kWorker, "migrate-watch");
     std::unique_lock lock(mutex_);
     cancel_changed_.wait(lock, [this] { return cancelled_.load() || finished_; });
     if (cancel_changed_.wait_for(lock, std::chrono::seconds(1), [this] { return finished_; }))

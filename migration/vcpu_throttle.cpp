@@ -1,7 +1,5 @@
 #include "migration/vcpu_throttle.h"
 
-#include <pthread.h>
-
 #include "common/log.h"
 #include "vmm/jail/syscall_filter.h"
 
@@ -30,8 +28,7 @@ void VcpuThrottle::stop() {
 // Each period: stopped for percent% of it, then running for the rest. The
 // waits end early on stop(), so the migration never waits a period out.
 void VcpuThrottle::loop() {
-  ::pthread_setname_np(::pthread_self(), "throttle");
-  jail::confine_thread(jail::ThreadKind::kWorker);
+  jail::confine_thread(jail::ThreadKind::kWorker, "throttle");
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     const uint32_t p = percent_.load();

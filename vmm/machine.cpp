@@ -204,7 +204,7 @@ MachineStop Machine::run(std::function<void()> started) {
                 });
   // The vCPU threads are off with their own filters: this thread narrows to
   // the event loop's (threads it starts later inherit that).
-  jail::confine_thread(jail::ThreadKind::kEventLoop);
+  jail::confine_thread(jail::ThreadKind::kEventLoop, "keel-vmm");
   // Once the vCPUs run: a migration's source lets go of the guest on this,
   // so it must not come before.
   if (started) boost::asio::post(events_, std::move(started));

@@ -1,6 +1,5 @@
 // Machine, part three: what the control socket asks for (status, pause,
 // resume, shutdown, kill), on the event loop.
-#include <pthread.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -295,8 +294,7 @@ void Machine::write_snapshot_paused(const std::string& dir, Reply reply, bool wa
   snapshot_writer_ = std::thread([this, job, was_paused, begin, reply = std::move(reply)] {
     pb::Response response;
     try {
-      ::pthread_setname_np(::pthread_self(), "snapshot");
-      jail::confine_thread(jail::ThreadKind::kWorker);
+      jail::confine_thread(jail::ThreadKind::kWorker, "snapshot");
       *response.mutable_snapshot() = job->write(snapshot_cancel_);
       response.set_ok(true);
     } catch (const std::exception& e) {

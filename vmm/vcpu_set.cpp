@@ -35,9 +35,7 @@ void VcpuSet::start(ExitHandler on_exit, FailureHandler on_failure) {
 
 void VcpuSet::loop(kvm::Vcpu& vcpu) {
   try {
-    const std::string name = "vcpu" + std::to_string(vcpu.id());
-    ::pthread_setname_np(::pthread_self(), name.c_str());
-    jail::confine_thread(jail::ThreadKind::kVcpu);
+    jail::confine_thread(jail::ThreadKind::kVcpu, ("vcpu" + std::to_string(vcpu.id())).c_str());
     // stop() sets stopping_ before it asks for an immediate exit, and both
     // sides use sequentially consistent operations: a vCPU that clears
     // immediate_exit after an unrelated signal sees stopping_ on its next

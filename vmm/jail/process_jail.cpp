@@ -14,7 +14,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -30,7 +29,6 @@ namespace keel::jail {
 
 namespace {
 
-std::atomic<bool> g_jailed{false};
 pid_t g_started_pid = 0;      // the supervisor's, in jailed mode
 int g_supervisor_alive = -1;  // hangs up when the supervisor is gone
 
@@ -208,17 +206,12 @@ void enter_jail(const JailUser& user, const JailLimits& limits) {
   // Guest memory is the guest's: no core file, no ptrace by the same user.
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) throw_errno("prctl(PR_SET_DUMPABLE)");
   install_process_filter();
-  g_jailed.store(true);
   log::info("jailed: uid " + std::to_string(user.uid) + " gid " + std::to_string(user.gid) +
             ", empty root, pid namespace, seccomp filter");
 }
 
 pid_t started_pid() {
   return g_started_pid != 0 ? g_started_pid : ::getpid();
-}
-
-bool jailed() {
-  return g_jailed.load();
 }
 
 }  // namespace keel::jail

@@ -52,7 +52,4 @@ void enter_jail(const JailUser& user, const JailLimits& limits);
 // says 1 in the jail's pid namespace).
 pid_t started_pid();
 
-// True once enter_jail() has succeeded in this process.
-bool jailed();
-
 }  // namespace keel::jail

@@ -4,6 +4,7 @@
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -241,25 +242,12 @@ const char* thread_kind_name(ThreadKind kind) {
   return "?";
 }
 
-void install_process_filter() {
-  install_sigsys_handler();
-  Filter ctx = new_filter();
-  allow_all(ctx.get(), kEveryThread);
-  allow_all(ctx.get(), kLoopOnly);
-  allow_all(ctx.get(), kLoopAndWorkers);
-  allow_threads(ctx.get());
-  allow_prctl_name(ctx.get());
-  allow_tcp_sockets(ctx.get());
-  allow_more_filters(ctx.get());
-  allow_ioctl_type(ctx.get(), kKvmType);
-  allow_ioctl_type(ctx.get(), kTermiosType);
-  load(ctx, "process");
-  g_filtered.store(true);
-}
+namespace {
 
-void confine_thread(ThreadKind kind) {
-  t_kind = kind;
-  if (!g_filtered.load()) return;
+// The rules of one thread kind. The event loop's are every call keel-vmm
+// makes (it starts the workers; the vCPUs' KVM ioctls are KVM's type),
+// so the process filter is built from them too.
+Filter filter_for(ThreadKind kind) {
   Filter ctx = new_filter();
   allow_all(ctx.get(), kEveryThread);
   allow_prctl_name(ctx.get());
@@ -282,7 +270,24 @@ void confine_thread(ThreadKind kind) {
       allow_ioctl_type(ctx.get(), kTermiosType);
       break;
   }
-  load(ctx, thread_kind_name(kind));
+  return ctx;
+}
+
+}  // namespace
+
+void install_process_filter() {
+  install_sigsys_handler();
+  load(filter_for(ThreadKind::kEventLoop), "process");
+  g_filtered.store(true);
+}
+
+void confine_thread(ThreadKind kind, const char* name) {
+  // Named for operators (top -H) whether filtered or not; PR_SET_NAME is
+  // allowed to every kind.
+  ::pthread_setname_np(::pthread_self(), name);
+  t_kind = kind;
+  if (!g_filtered.load()) return;
+  load(filter_for(kind), thread_kind_name(kind));
 }
 
 }  // namespace keel::jail

@@ -21,9 +21,10 @@ inline constexpr int kForbiddenCallExit = 15;
 // inherit it.
 void install_process_filter();
 
-// On a thread of `kind`, first thing: stacks that kind's filter. Does
-// nothing when the process is not filtered (not jailed).
-void confine_thread(ThreadKind kind);
+// On a thread of `kind`, first thing: names the thread `name` (at most 15
+// characters) and stacks that kind's filter when the process is filtered
+// (jailed).
+void confine_thread(ThreadKind kind, const char* name);
 
 const char* thread_kind_name(ThreadKind kind);
 
