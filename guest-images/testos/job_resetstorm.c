@@ -77,7 +77,7 @@ void job_resetstorm(const struct job_args* a) {
     u64 waited = reset_and_wait(&dev);
     if (waited > max_reset_us) max_reset_us = waited;
     rounds++;
-    if (rounds % 16 == 0) kprintf("testos: resetstorm round=%llu\n", rounds);
+    if (rounds == 1 || rounds % 16 == 0) kprintf("testos: resetstorm round=%llu\n", rounds);
   }
   kprintf("testos: resetstorm OK rounds=%llu requests=%llu request_mib=%llu max_reset_ms=%llu\n", rounds, requests,
           request_bytes >> 20, max_reset_us / 1000);

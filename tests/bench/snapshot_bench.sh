@@ -225,11 +225,21 @@ try:
 
     ks, kr, qs, qr = med(keel_snap), med(keel_restore), med(qemu_snap), med(qemu_restore)
     kp, qw = med(keel_pause), med(qemu_wall)
+
+    # QEMU's own total-time can read 0 ms (seen in the KVM test host): no
+    # ratio then, said as such.
+    def ratio(a, b):
+        return a / b if b > 0 else None
+
+    def said(r):
+        return f"{r:.2f}" if r is not None else "n/a (qemu reported 0 ms)"
+
     print(f"median snapshot (the VMM's own time to write it): keel-vmm {ks:.0f} ms, qemu {qs:.0f} ms, "
-          f"ratio keel/qemu {ks / qs:.2f} ({where})")
+          f"ratio keel/qemu {said(ratio(ks, qs))} ({where})")
     print(f"median guest stopped for the snapshot (keel-vmm pause_ms; qemu stop to completed, seen over QMP): "
-          f"keel-vmm {kp:.0f} ms, qemu {qw:.0f} ms, ratio keel/qemu {kp / qw:.2f} ({where})")
-    print(f"median restore-to-running: keel-vmm {kr:.0f} ms, qemu {qr:.0f} ms, ratio keel/qemu {kr / qr:.2f} ({where})")
+          f"keel-vmm {kp:.0f} ms, qemu {qw:.0f} ms, ratio keel/qemu {said(ratio(kp, qw))} ({where})")
+    print(f"median restore-to-running: keel-vmm {kr:.0f} ms, qemu {qr:.0f} ms, "
+          f"ratio keel/qemu {said(ratio(kr, qr))} ({where})")
     print("reference, quoted, not measured here: Firecracker's performance tests "
           "(tests/integration_tests/performance/test_snapshot_perf.py) hold x86_64 snapshot load "
           "(the LoadSnapshot API call only: no process start, memory mapped lazily MAP_PRIVATE) under "
@@ -240,7 +250,7 @@ try:
                       "keel_snapshot_ms_median": ks, "keel_restore_ms_median": kr,
                       "qemu_snapshot_ms_median": qs, "qemu_restore_ms_median": qr,
                       "keel_snapshot_pause_ms_median": kp, "qemu_snapshot_wall_ms_median": qw,
-                      "snapshot_ratio": ks / qs, "restore_ratio": kr / qr}))
+                      "snapshot_ratio": ratio(ks, qs), "restore_ratio": ratio(kr, qr)}))
 finally:
     cleanup()
 PY
