@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/child_process.h"
+#include "tests/support/jail_user.h"
 #include "tests/support/kernel_log.h"
 #include "tests/support/linux_guest_disk.h"
 #include "tests/support/linux_guest_net.h"
@@ -201,11 +202,12 @@ TEST(LinuxVirtio, RandomWritesVerifyFromTheHostAndAfterAPoweroff) {
 
 // Case 3 (cloud kernel, 2 vCPUs): virtio_net on a tap in a namespace of the
 // test's own; ping, then 16 MiB each way with keel-net as the host's side.
+// keel-vmm runs jailed (--jail), as the agent will run it.
 TEST(LinuxVirtio, NetworkPingAndTransfersBothWaysThroughATap) {
   NetNamespace ns("ktap0", "10.0.2.1/24");
   HostKeelNet host({{kKeelNet, "-w", "300", "recv", ":5201", "16", "1"},
                     {kKeelNet, "-w", "300", "send", ":5201", "16", "1"}});
-  auto run = boot("cloud", {"--net", "tap=ktap0,mac=52:54:00:12:34:56"},
+  auto run = boot("cloud", jailed({"--net", "tap=ktap0,mac=52:54:00:12:34:56"}),
                   "keel.job=net keel.ip=10.0.2.2/24 keel.gw=10.0.2.1 keel.net_mode=both "
                   "keel.net_mib=16",
                   "2");
@@ -237,9 +239,10 @@ TEST(LinuxVirtio, NetworkPingAndTransfersBothWaysThroughATap) {
   expect_clean_log(run);
 }
 
-// Case 4: virtio_rng registers as the kernel's hwrng and delivers 64 KiB.
+// Case 4: virtio_rng registers as the kernel's hwrng and delivers 64 KiB, to
+// a jailed keel-vmm.
 TEST(LinuxVirtio, EntropyFromTheVirtioRngDevice) {
-  auto run = boot("generic", {"--rng"}, "keel.job=rng keel.rng_bytes=65536");
+  auto run = boot("generic", jailed({"--rng"}), "keel.job=rng keel.rng_bytes=65536");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   expect_drivers_and_ready(run, "initramfs");
   EXPECT_TRUE(run.line("keel-guest: rng source=virtio_rng.0")) << describe(run);
