@@ -65,7 +65,8 @@ const char* const kUsage =
     "  --runs N           runs per VMM (default 5)\n"
     "  --where W          auto (default): directly where /dev/kvm runs the test guest\n"
     "                     (and, with --peer qemu, QEMU: not on PVM), else inside the\n"
-    "                     KVM test host (tools/kvm-run); the first line says which\n"
+    "                     KVM test host (tools/kvm-run); KEEL_KVM_MODE=direct|box\n"
+    "                     forces auto's choice; the first line says which\n"
     "  --json             one JSON object instead of the table\n";
 
 struct Options {
@@ -236,8 +237,14 @@ int main(int argc, char** argv) {
   bool direct = o.where == "direct" || in_box;
   // PVM runs only PVM-aware guest kernels: testos, not Debian's, nor QEMU.
   const bool linux = o.workload.guest == Guest::kLinux;
-  if (o.where == "auto" && !in_box)
+  // --where auto follows KEEL_KVM_MODE as tools/kvm-run does (the test
+  // suite's box mode), else picks by the KVM this machine has.
+  const char* mode = std::getenv("KEEL_KVM_MODE");
+  const std::string forced = mode ? mode : "auto";
+  if (o.where == "auto" && !in_box && forced == "auto")
     direct = kind == "hardware" || (kind == "PVM" && !o.qemu && !linux);
+  else if (o.where == "auto" && !in_box)
+    direct = forced == "direct";
   if (!direct) {
     // The whole run moves into the KVM test host: both VMMs, both peers.
     std::vector<std::string> args{KEEL_SOURCE_DIR "/tools/kvm-run",
