@@ -156,8 +156,8 @@ TEST(DirtyRing, CollectsUnderARunningGuestWhatItWroteSinceTheLastReset) {
   testing::RunningGuest guest(*g.vcpu);
   wait_passes(guest, 0, 2);
   check("first collect", collect(), written);
-  // Passes counted from after the reset: a slow reset (the KVM test host's
-  // take longer than three passes) must not count passes made before it.
+  // Passes counted from after the reset: in the KVM test host a collect and
+  // reset outlast three passes, and passes made before it prove nothing.
   wait_passes(guest, guest.passes(), 3);
   check("second collect", collect(), written);  // the reset re-protected them
   EXPECT_EQ(guest.stop(), "");

@@ -237,14 +237,19 @@ int main(int argc, char** argv) {
   bool direct = o.where == "direct" || in_box;
   // PVM runs only PVM-aware guest kernels: testos, not Debian's, nor QEMU.
   const bool linux = o.workload.guest == Guest::kLinux;
-  // --where auto follows KEEL_KVM_MODE as tools/kvm-run does (the test
-  // suite's box mode), else picks by the KVM this machine has.
-  const char* mode = std::getenv("KEEL_KVM_MODE");
-  const std::string forced = mode ? mode : "auto";
-  if (o.where == "auto" && !in_box && forced == "auto")
-    direct = kind == "hardware" || (kind == "PVM" && !o.qemu && !linux);
-  else if (o.where == "auto" && !in_box)
-    direct = forced == "direct";
+  if (o.where == "auto" && !in_box) {
+    // KEEL_KVM_MODE forces the choice as it does for tools/kvm-run (the
+    // test suite's box mode); else the KVM this machine has decides.
+    const char* env = std::getenv("KEEL_KVM_MODE");
+    const std::string mode = env ? env : "auto";
+    if (mode != "auto" && mode != "direct" && mode != "box") {
+      std::cerr << "keel-migbench: KEEL_KVM_MODE must be auto, direct or box (is '" << mode
+                << "')\n";
+      return 2;
+    }
+    direct = mode == "auto" ? kind == "hardware" || (kind == "PVM" && !o.qemu && !linux)
+                            : mode == "direct";
+  }
   if (!direct) {
     // The whole run moves into the KVM test host: both VMMs, both peers.
     std::vector<std::string> args{KEEL_SOURCE_DIR "/tools/kvm-run",
