@@ -160,6 +160,21 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
   }
 }
 
+namespace {
+
+// A line the guest was printing when it stopped on the source ends on the
+// destination: the outside has it whole when its end arrives there (else a
+// pause that splits a beat line would count one beat longer).
+std::vector<TimedLine> destination_lines(const TimedConsole& source,
+                                         const TimedConsole& destination) {
+  std::vector<TimedLine> lines = destination.lines();
+  const std::string head = source.unfinished();
+  if (!head.empty() && !lines.empty()) lines.front().text = head + lines.front().text;
+  return lines;
+}
+
+}  // namespace
+
 // For a run that failed early: how the process ended (if it did), its
 // stderr and its last console lines.
 std::string what_happened(TimedConsole& console) {
@@ -236,7 +251,8 @@ RunFigures run_keel(const Workload& w, int run) {
     f.throttle_percent = std::max(f.throttle_percent, r.throttle_percent());
   source.wait_exit(seconds(60));
   const auto settled = Clock::now();
-  beat_figures(source.lines(), destination.lines(), w.beat_prefix(), begin, settled, f);
+  beat_figures(source.lines(), destination_lines(source, destination), w.beat_prefix(), begin,
+               settled, f);
   if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
   pb::Request kill;
   kill.mutable_kill();
@@ -336,7 +352,8 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     }
     f.throttle_percent = static_cast<uint32_t>(number_field(info, "cpu-throttle-percentage"));
     const auto settled = Clock::now();
-    beat_figures(source.lines(), destination.lines(), w.beat_prefix(), begin, settled, f);
+    beat_figures(source.lines(), destination_lines(source, destination), w.beat_prefix(), begin,
+                 settled, f);
     if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
     for (QmpClient* q : {&src, &dst}) {
       try {

@@ -102,6 +102,11 @@ std::vector<TimedLine> TimedConsole::lines() const {
   return lines_;
 }
 
+std::string TimedConsole::unfinished() const {
+  std::lock_guard lock(mutex_);
+  return partial_;
+}
+
 std::string TimedConsole::errors() const {
   std::lock_guard lock(mutex_);
   return errors_;

@@ -40,6 +40,8 @@ class TimedConsole {
   // Waits until its stderr holds `text`.
   bool wait_error(const std::string& text, std::chrono::milliseconds timeout);
   std::vector<TimedLine> lines() const;
+  // What came after the last end of line (a line the guest is printing).
+  std::string unfinished() const;
   std::string errors() const;
   // The exit code once it ended within `timeout`; else killed, nullopt.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
