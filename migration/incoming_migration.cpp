@@ -178,8 +178,9 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
     channel_->send(FrameType::kVerdict, yes);
   }
   if (built) built(*machine);
-  // The pause's code run once beforehand, on scratch objects.
-  machine->rehearse_state();
+  // The pause's code run once beforehand, on this machine before the
+  // guest is here.
+  machine->rehearse_incoming();
 
   receive_memory(*machine);
 

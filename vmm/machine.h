@@ -101,6 +101,12 @@ class Machine : public ControlHandler, public MigratableMachine {
   state::v1::VmState shape() override;
   void check_shape_fits(const state::v1::VmState& shape) override;
   void rehearse_state() override;
+  // A receiving end's rehearsal, on this machine itself while nothing of
+  // the guest is here yet (built by shape_only, not run): its own state
+  // captured, encoded, decoded and applied back, so the pause runs no step
+  // of capture_state or apply_state for the first time in this process.
+  // Where rehearse_state does nothing, neither does this.
+  void rehearse_incoming();
   void post(std::function<void()> task) override;
   void sync_disks() override;
   void release_disks() override;

@@ -183,6 +183,15 @@ void Machine::rehearse_state() {
   restore_clock(scratch, back.clock());
 }
 
+void Machine::rehearse_incoming() {
+  if (state_caps().guest_tsc_is_host) return;  // as rehearse_state
+  std::string bytes;
+  capture_state().SerializeToString(&bytes);
+  st::VmState own;
+  if (!own.ParseFromString(bytes)) throw std::runtime_error("rehearsal: own state does not parse");
+  apply_state(own);
+}
+
 void Machine::post(std::function<void()> task) {
   boost::asio::post(events_, std::move(task));
 }
