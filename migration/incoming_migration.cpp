@@ -181,6 +181,7 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
   // The pause's code run once beforehand, on this machine before the
   // guest is here.
   machine->rehearse_incoming();
+  machine->start_vcpus_parked();
 
   receive_memory(*machine);
 

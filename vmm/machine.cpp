@@ -193,15 +193,11 @@ MachineStop Machine::run(std::function<void()> started) {
   });
   open_control();
   started_ = std::chrono::steady_clock::now();
-  vcpus_->start([this](kvm::Vcpu& vcpu) { handle_exit(vcpu); },
-                [this](kvm::Vcpu& vcpu, const std::exception& e) {
-                  try {
-                    request_stop({StopReason::kVmmError,
-                                  "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
-                  } catch (...) {
-                    events_.stop();  // out of memory for the message: stop all the same
-                  }
-                });
+  if (vcpus_->started()) {
+    vcpus_->resume();
+  } else {
+    start_vcpus(false);
+  }
   // The vCPU threads are off with their own filters: this thread narrows to
   // the event loop's (threads it starts later inherit that).
   jail::confine_thread(jail::ThreadKind::kEventLoop, "keel-vmm");
@@ -234,6 +230,26 @@ MachineStop Machine::run(std::function<void()> started) {
   }
   std::lock_guard guard(stop_mutex_);
   return *stop_;
+}
+
+void Machine::start_vcpus(bool parked) {
+  auto on_exit = [this](kvm::Vcpu& vcpu) { handle_exit(vcpu); };
+  auto on_failure = [this](kvm::Vcpu& vcpu, const std::exception& e) {
+    try {
+      request_stop({StopReason::kVmmError, "vCPU " + std::to_string(vcpu.id()) + ": " + e.what()});
+    } catch (...) {
+      events_.stop();  // out of memory for the message: stop all the same
+    }
+  };
+  if (parked) {
+    vcpus_->start_parked(on_exit, on_failure);
+  } else {
+    vcpus_->start(on_exit, on_failure);
+  }
+}
+
+void Machine::start_vcpus_parked() {
+  if (!vcpus_->started()) start_vcpus(true);
 }
 
 void Machine::request_stop(MachineStop stop) {

@@ -73,6 +73,11 @@ class Machine : public ControlHandler, public MigratableMachine {
   // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
   // `started`, if given, runs on the event loop once the vCPUs run.
   MachineStop run(std::function<void()> started = {});
+  // Before run(), for a guest whose state comes from elsewhere: the vCPU
+  // threads made now and parked outside KVM_RUN, so that run() only lets
+  // them go (making threads and their filters is not free where every
+  // step of a migration's pause counts). The state may be applied after.
+  void start_vcpus_parked();
 
   // The control socket (--api-socket), if not open yet: run() opens it
   // otherwise. Throws InputError when the path cannot be served. Requests
@@ -121,6 +126,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void create_vcpus();
   void setup_vcpu(kvm::Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported,
                   uint32_t tsc_khz);
+  void start_vcpus(bool parked);
   // On a vCPU's thread (machine_exits.cpp).
   void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);

@@ -33,6 +33,14 @@ void VcpuSet::start(ExitHandler on_exit, FailureHandler on_failure) {
   for (auto& vcpu : vcpus_) threads_.emplace_back([this, &vcpu] { loop(vcpu); });
 }
 
+void VcpuSet::start_parked(ExitHandler on_exit, FailureHandler on_failure) {
+  {
+    std::lock_guard lock(pause_mutex_);
+    pause_requested_.store(true, std::memory_order_seq_cst);
+  }
+  start(std::move(on_exit), std::move(on_failure));
+}
+
 void VcpuSet::loop(kvm::Vcpu& vcpu) {
   try {
     jail::confine_thread(jail::ThreadKind::kVcpu, ("vcpu" + std::to_string(vcpu.id())).c_str());

@@ -33,6 +33,9 @@ class VcpuSet {
   // One thread per vCPU. on_exit runs on the vCPU's thread for each exit;
   // when it or KVM_RUN throws, on_failure runs and that thread ends.
   void start(ExitHandler on_exit, FailureHandler on_failure);
+  // start() with every thread parked at once, until resume().
+  void start_parked(ExitHandler on_exit, FailureHandler on_failure);
+  bool started() const { return !threads_.empty(); }
 
   // Parks every running vCPU outside KVM_RUN, an I/O exit in progress
   // finished first; false when one did not get there within `timeout` (the
