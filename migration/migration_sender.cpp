@@ -319,7 +319,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
   std::optional<state::v1::VmState> captured;
   try {
-    const std::vector<uint64_t> last = dirty_log_->harvest();
+    const std::vector<uint64_t> last = dirty_log_->harvest_last();
     for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
     pages.add_marked(dirty);
     step("last dirty pages sent");

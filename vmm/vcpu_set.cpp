@@ -48,19 +48,27 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
     // sides use sequentially consistent operations: a vCPU that clears
     // immediate_exit after an unrelated signal sees stopping_ on its next
     // check, so it never re-enters the guest with the kick lost.
+    // Whether the last KVM_RUN ended in an exit handed to on_exit_: an I/O
+    // or MMIO exit is finished (a read's value reaches the registers) only
+    // by the next KVM_RUN. One that ended on a kick (EINTR) left nothing.
+    bool exit_to_finish = false;
     while (!stopping_.load(std::memory_order_seq_cst)) {
       if (pause_requested_.load(std::memory_order_seq_cst)) {
-        // An I/O or MMIO exit is finished (a read's value reaches the
-        // registers) only by the next KVM_RUN: one with immediate_exit set
-        // does that and returns at once (api.rst, kvm_run.immediate_exit),
-        // so the state a capture reads is complete.
-        vcpu.request_immediate_exit();
-        if (vcpu.enter()) on_exit_(vcpu);
-        vcpu.clear_immediate_exit();
+        // A KVM_RUN with immediate_exit set finishes the exit and returns
+        // without entering the guest (api.rst, kvm_run.immediate_exit), so
+        // the state a capture reads is complete; finishing one may make
+        // another (a string I/O that goes on).
+        if (exit_to_finish) {
+          vcpu.request_immediate_exit();
+          while (vcpu.enter()) on_exit_(vcpu);
+          vcpu.clear_immediate_exit();
+          exit_to_finish = false;
+        }
         park_if_paused();
         continue;
       }
-      if (vcpu.enter()) {
+      exit_to_finish = vcpu.enter();
+      if (exit_to_finish) {
         on_exit_(vcpu);
       } else {
         vcpu.clear_immediate_exit();

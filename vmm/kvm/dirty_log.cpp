@@ -42,7 +42,7 @@ DirtyLog::~DirtyLog() {
   }
 }
 
-std::vector<uint64_t> DirtyLog::harvest() {
+std::vector<uint64_t> DirtyLog::collect(bool reprotect) {
   std::vector<uint64_t> dirty(memory_.dirty().words(), 0);
   const auto& regions = memory_.regions();
   for (size_t i = 0; i < regions.size(); ++i) {
@@ -53,7 +53,7 @@ std::vector<uint64_t> DirtyLog::harvest() {
     for (uint64_t w : slot_bits_) any |= w != 0;
     if (!any) continue;
     // Re-protect before anyone copies: a write from here on is logged again.
-    vm_.clear_dirty_log(slot, 0, static_cast<uint32_t>(pages), slot_bits_);
+    if (reprotect) vm_.clear_dirty_log(slot, 0, static_cast<uint32_t>(pages), slot_bits_);
     or_bits_at(dirty, regions[i].file_offset / DirtyBitmap::kPageSize, slot_bits_, pages);
   }
   memory_.dirty().harvest_into(dirty);

@@ -30,13 +30,18 @@ class DirtyLog {
   // Bit p of word p / 64: memfd page p was written since the last harvest
   // (since logging began, for the first; the VMM's marks since its last
   // harvest of GuestMemory::dirty).
-  std::vector<uint64_t> harvest();
+  std::vector<uint64_t> harvest() { return collect(true); }
+  // The last harvest, with the vCPUs stopped for good: nothing is
+  // write-protected again (no round follows; the log ends with this).
+  std::vector<uint64_t> harvest_last() { return collect(false); }
 
   static uint64_t count(const std::vector<uint64_t>& bitmap);
 
  private:
   Vm& vm_;
   GuestMemory& memory_;
+  std::vector<uint64_t> collect(bool reprotect);
+
   std::vector<uint64_t> slot_bits_;  // reused between harvests
 };
 
