@@ -91,9 +91,6 @@ int main(int argc, char** argv) {
         log::info("stopped while waiting for a migration");
         return 0;
       }
-      log::info("migration received: " + std::to_string(incoming->pages()) + " pages and " +
-                std::to_string(incoming->zero_pages()) + " zero pages, " +
-                std::to_string(incoming->bytes() >> 20) + " MiB");
     } else {
       machine = options.restore_dir.empty() ? std::make_unique<Machine>(options)
                                             : restore_snapshot(options);
@@ -107,6 +104,11 @@ int main(int argc, char** argv) {
         if (incoming) {
           machine->announce_network();
           incoming->confirm_running();
+          // Said once the guest runs: a line on stderr is not free while
+          // the guest waits (its reader may take the CPU).
+          log::info("migration received: " + std::to_string(incoming->pages()) + " pages and " +
+                    std::to_string(incoming->zero_pages()) + " zero pages, " +
+                    std::to_string(incoming->bytes() >> 20) + " MiB");
         }
       });
     } catch (const std::exception& e) {

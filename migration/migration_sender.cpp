@@ -1,5 +1,6 @@
 #include "migration/migration_sender.h"
 
+#include <atomic>
 #include <future>
 #include <optional>
 #include <thread>
@@ -291,22 +292,33 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   auto capture = std::make_shared<std::promise<state::v1::VmState>>();
   std::future<Clock::time_point> stopped_future = stop->get_future();
   std::future<state::v1::VmState> captured_future = capture->get_future();
-  machine.post([&machine, stop, capture] {
-    try {
-      if (!machine.pause(kPauseTimeout)) throw std::runtime_error("a vCPU did not stop within 5 s");
-    } catch (...) {
-      stop->set_exception(std::current_exception());
-      return;
-    }
+  // The kicks go out from here, not from the event loop (which may wait
+  // for a CPU while the guest keeps one busy); the vCPU that parks last
+  // wakes this thread for the last pages and hands the capture to the
+  // event loop. After kPauseTimeout the guest runs on, and a capture
+  // that comes late does nothing.
+  auto abandoned = std::make_shared<std::atomic<bool>>(false);
+  machine.request_pause([&machine, stop, capture, abandoned] {
     stop->set_value(Clock::now());
-    try {
-      capture->set_value(machine.capture_state());
-    } catch (...) {
-      machine.resume();
-      capture->set_exception(std::current_exception());
-    }
+    machine.post([&machine, capture, abandoned] {
+      try {
+        if (abandoned->load()) throw std::runtime_error("the pause was given up");
+        capture->set_value(machine.capture_state());
+      } catch (...) {
+        if (!abandoned->load()) machine.resume();
+        capture->set_exception(std::current_exception());
+      }
+    });
   });
-  const Clock::time_point stopped = from_event_loop(stopped_future);
+  if (stopped_future.wait_for(kPauseTimeout) != std::future_status::ready) {
+    abandoned->store(true);
+    on_event_loop<bool>(machine, [&machine] {
+      machine.resume();
+      return true;
+    });
+    throw std::runtime_error("a vCPU did not stop within 5 s");
+  }
+  const Clock::time_point stopped = stopped_future.get();
   auto step = [stopped](const char* what) {
     log::debug(std::string("migration pause: ") + what + " at " +
                std::to_string(us(Clock::now() - stopped)));

@@ -99,6 +99,7 @@ class Machine : public ControlHandler, public MigratableMachine {
 
   // MigratableMachine (machine_state.cpp).
   bool pause(std::chrono::milliseconds timeout) override;
+  void request_pause(std::function<void()> parked) override;
   void resume() override;
   state::v1::VmState capture_state() override;
   void check_state_fits(const state::v1::VmState& state) override;

@@ -68,6 +68,10 @@ bool Machine::pause(std::chrono::milliseconds timeout) {
   return false;
 }
 
+void Machine::request_pause(std::function<void()> parked) {
+  vcpus_->request_pause(std::move(parked));
+}
+
 // Devices a capture quiesced take up their work before the vCPUs run.
 void Machine::resume() {
   for (const auto& function : devices_->virtio_functions()) function->resume_device();

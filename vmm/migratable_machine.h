@@ -29,6 +29,10 @@ class MigratableMachine {
   // false, and resumed again, when one did not get there within `timeout`.
   // Devices keep running until capture_state quiesces them.
   virtual bool pause(std::chrono::milliseconds timeout) = 0;
+  // pause() without the wait, from any thread: the kicks go out from the
+  // caller and `parked` runs on the vCPU thread that parks last (or here
+  // when all already are); never once resume() came first. Keep it short.
+  virtual void request_pause(std::function<void()> parked) = 0;
   virtual void resume() = 0;
 
   // Paused: every device quiesced and saved under its id, each vCPU, the
