@@ -103,12 +103,13 @@ int main(int argc, char** argv) {
       stop = machine->run([&incoming, &machine] {
         if (incoming) {
           machine->announce_network();
+          const uint64_t bytes = incoming->bytes();  // the stream's, closed by the confirmation
           incoming->confirm_running();
           // Said once the guest runs: a line on stderr is not free while
           // the guest waits (its reader may take the CPU).
           log::info("migration received: " + std::to_string(incoming->pages()) + " pages and " +
                     std::to_string(incoming->zero_pages()) + " zero pages, " +
-                    std::to_string(incoming->bytes() >> 20) + " MiB");
+                    std::to_string(bytes >> 20) + " MiB");
         }
       });
     } catch (const std::exception& e) {
