@@ -27,6 +27,7 @@ const char* const kUsage =
     "usage: keel-migbench [--guest testos|linux] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
     "                     [--dirty-rate MBPS] [--downtime-ms N] [--bandwidth MBPS] [--runs N]\n"
     "                     [--net] [--peer none|qemu] [--where auto|direct|box] [--json]\n"
+    "                     [--trace]\n"
     "\n"
     "Boots the guest (a heartbeat line every millisecond; with --dirty-mib also the\n"
     "memory dirtier), migrates it between two keel-vmm processes over loopback\n"
@@ -67,7 +68,11 @@ const char* const kUsage =
     "                     (and, with --peer qemu, QEMU: not on PVM), else inside the\n"
     "                     KVM test host (tools/kvm-run); KEEL_KVM_MODE=direct|box\n"
     "                     forces auto's choice; the first line says which\n"
-    "  --json             one JSON object instead of the table\n";
+    "  --json             one JSON object instead of the table\n"
+    "  --trace            after each run, on stderr: the lines around its pause on this\n"
+    "                     program's clock, both consoles and both VMMs' stderr (keel-vmm's\n"
+    "                     pause steps: KEEL_LOG=debug is set for it), to see where a pause\n"
+    "                     went; the logging costs some of the pause it shows\n";
 
 struct Options {
   Workload workload;
@@ -126,6 +131,8 @@ Options parse(int argc, char** argv) {
       o.json = true;
     } else if (a == "--net") {
       o.workload.net = true;
+    } else if (a == "--trace") {
+      o.workload.trace = true;
     } else {
       throw std::invalid_argument("unknown option " + a);
     }
@@ -274,6 +281,7 @@ int main(int argc, char** argv) {
   }
 
   Workload& w = o.workload;
+  if (w.trace) ::setenv("KEEL_LOG", "debug", 1);  // keel-vmm's pause steps
   if (w.net) {
     try {
       enter_bench_network();

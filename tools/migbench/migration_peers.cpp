@@ -13,6 +13,7 @@
 
 #include "control/control_client.h"
 #include "tools/migbench/bench_network.h"
+#include "tools/migbench/pause_trace.h"
 #include "tools/migbench/qmp_client.h"
 #include "tools/migbench/udp_echo_observer.h"
 
@@ -173,6 +174,16 @@ std::vector<TimedLine> destination_lines(const TimedConsole& source,
   return lines;
 }
 
+void trace_pause(const Workload& w, Peer peer, int run, const TimedConsole& source,
+                 const TimedConsole& destination, Clock::time_point begin) {
+  if (!w.trace) return;
+  std::fprintf(stderr, "trace: %s run %d\n", peer_name(peer), run);
+  print_pause_trace(stderr,
+                    {source.lines(), destination_lines(source, destination), source.error_lines(),
+                     destination.error_lines()},
+                    w.beat_prefix(), begin, milliseconds(10));
+}
+
 }  // namespace
 
 // For a run that failed early: how the process ended (if it did), its
@@ -253,6 +264,7 @@ RunFigures run_keel(const Workload& w, int run) {
   const auto settled = Clock::now();
   beat_figures(source.lines(), destination_lines(source, destination), w.beat_prefix(), begin,
                settled, f);
+  trace_pause(w, Peer::kKeel, run, source, destination, begin);
   if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
   pb::Request kill;
   kill.mutable_kill();
@@ -354,6 +366,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     const auto settled = Clock::now();
     beat_figures(source.lines(), destination_lines(source, destination), w.beat_prefix(), begin,
                  settled, f);
+    trace_pause(w, tuned ? Peer::kQemuTuned : Peer::kQemuDefault, run, source, destination, begin);
     if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
     for (QmpClient* q : {&src, &dst}) {
       try {

@@ -32,6 +32,8 @@ struct Workload {
   // on one tap of the benchmark's bridge, the destination on the other),
   // and a UdpEchoObserver watches through the network too.
   bool net = false;
+  // --trace: each run's pause printed line by line (print_pause_trace).
+  bool trace = false;
   std::string keel_vmm, testos_bzimage, testos_elf, linux_images, scratch;
   // The guest's command line: heartbeat, or the dirtier with beats.
   std::string cmdline() const;

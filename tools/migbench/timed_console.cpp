@@ -48,16 +48,15 @@ void TimedConsole::read_output() {
         continue;
       }
       std::lock_guard lock(mutex_);
-      if (i == 1) {
-        errors_.append(buf, static_cast<size_t>(n));
-      } else {
-        for (ssize_t k = 0; k < n; ++k) {
-          if (buf[k] == '\n') {
-            lines_.push_back({now, std::move(partial_)});
-            partial_.clear();
-          } else if (buf[k] != '\r') {
-            partial_.push_back(buf[k]);
-          }
+      if (i == 1) errors_.append(buf, static_cast<size_t>(n));
+      std::vector<TimedLine>& lines = i == 1 ? error_lines_ : lines_;
+      std::string& partial = i == 1 ? error_partial_ : partial_;
+      for (ssize_t k = 0; k < n; ++k) {
+        if (buf[k] == '\n') {
+          lines.push_back({now, std::move(partial)});
+          partial.clear();
+        } else if (buf[k] != '\r') {
+          partial.push_back(buf[k]);
         }
       }
       changed_.notify_all();
@@ -105,6 +104,11 @@ std::vector<TimedLine> TimedConsole::lines() const {
 std::string TimedConsole::unfinished() const {
   std::lock_guard lock(mutex_);
   return partial_;
+}
+
+std::vector<TimedLine> TimedConsole::error_lines() const {
+  std::lock_guard lock(mutex_);
+  return error_lines_;
 }
 
 std::string TimedConsole::errors() const {

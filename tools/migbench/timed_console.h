@@ -43,6 +43,8 @@ class TimedConsole {
   // What came after the last end of line (a line the guest is printing).
   std::string unfinished() const;
   std::string errors() const;
+  // Its stderr by lines, stamped as they arrived.
+  std::vector<TimedLine> error_lines() const;
   // The exit code once it ended within `timeout`; else killed, nullopt.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
 
@@ -55,6 +57,8 @@ class TimedConsole {
   std::vector<TimedLine> lines_;
   std::string partial_;
   std::string errors_;
+  std::vector<TimedLine> error_lines_;
+  std::string error_partial_;
   bool closed_ = false;
   std::optional<int> exit_code_;
   std::thread reader_;
