@@ -203,7 +203,10 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
   uint32_t not_shrinking = 0;
   for (;; ++round_number) {
     if (cancelled_.load()) throw StreamError("cancelled");
-    std::vector<uint64_t> dirty = dirty_log_->harvest();
+    // Peeked: if these pages fit in the pause, the guest stops next and
+    // need not fault on every page it writes until then (re-protected
+    // below only for another round).
+    std::vector<uint64_t> dirty = dirty_log_->peek();
     const auto now = Clock::now();
     const uint64_t dirty_pages = kvm::DirtyLog::count(dirty);
     const double since = std::max(1e-6, us(now - last_harvest) / 1e6);
@@ -252,6 +255,7 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
       }
     }
 
+    dirty_log_->reprotect_peeked();  // before the copies: later writes are logged again
     const auto begin = Clock::now();
     const uint64_t sent_before = channel_->bytes_sent();
     PageSender pages(*channel_, memory.host_base(), memory.size(), settings_.bandwidth);
@@ -331,7 +335,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
   std::optional<state::v1::VmState> captured;
   try {
-    const std::vector<uint64_t> last = dirty_log_->harvest_last();
+    const std::vector<uint64_t> last = dirty_log_->peek();  // the log ends here
     for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
     pages.add_marked(dirty);
     step("last dirty pages sent");

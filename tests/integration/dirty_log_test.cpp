@@ -113,11 +113,12 @@ TEST(DirtyLog, HarvestsUnderARunningGuestHoldWhatItWroteAndTheVmmsWrites) {
 
   wait_passes(guest, guest.passes(), 2);
   EXPECT_EQ(guest.stop(), "");
-  // The migration's last harvest: the same pages, and nothing re-protected
-  // or cleared (the next harvest still holds them).
-  const auto last = pages_of(log.harvest_last());
-  check("last harvest", last, written);
-  EXPECT_EQ(pages_of(log.harvest()), last);
+  // A peek: the same pages, and nothing re-protected or cleared (the next
+  // peek and harvest still hold them); a re-protect after it clears them.
+  const auto last = pages_of(log.peek());
+  check("peek", last, written);
+  EXPECT_EQ(pages_of(log.peek()), last);
+  log.reprotect_peeked();
   const auto after = pages_of(log.harvest());
   std::string listed;
   for (uint64_t p : after) listed += " " + std::to_string(p);

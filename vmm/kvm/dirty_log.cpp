@@ -1,5 +1,6 @@
 #include "vmm/kvm/dirty_log.h"
 
+#include <algorithm>
 #include <bit>
 
 #include "common/error.h"
@@ -42,22 +43,31 @@ DirtyLog::~DirtyLog() {
   }
 }
 
-std::vector<uint64_t> DirtyLog::collect(bool reprotect) {
+std::vector<uint64_t> DirtyLog::peek() {
   std::vector<uint64_t> dirty(memory_.dirty().words(), 0);
   const auto& regions = memory_.regions();
+  peeked_.resize(regions.size());
   for (size_t i = 0; i < regions.size(); ++i) {
-    const auto slot = static_cast<uint32_t>(i);
     const uint64_t pages = regions[i].size / DirtyBitmap::kPageSize;
-    vm_.get_dirty_log(slot, slot_bits_);
-    bool any = false;
-    for (uint64_t w : slot_bits_) any |= w != 0;
-    if (!any) continue;
-    // Re-protect before anyone copies: a write from here on is logged again.
-    if (reprotect) vm_.clear_dirty_log(slot, 0, static_cast<uint32_t>(pages), slot_bits_);
-    or_bits_at(dirty, regions[i].file_offset / DirtyBitmap::kPageSize, slot_bits_, pages);
+    vm_.get_dirty_log(static_cast<uint32_t>(i), peeked_[i]);
+    or_bits_at(dirty, regions[i].file_offset / DirtyBitmap::kPageSize, peeked_[i], pages);
   }
   memory_.dirty().harvest_into(dirty);
   return dirty;
+}
+
+// Before anyone copies the pages a harvest reports: a write from here on
+// is logged again.
+void DirtyLog::reprotect_peeked() {
+  const auto& regions = memory_.regions();
+  for (size_t i = 0; i < peeked_.size() && i < regions.size(); ++i) {
+    bool any = false;
+    for (uint64_t w : peeked_[i]) any |= w != 0;
+    if (!any) continue;
+    const uint64_t pages = regions[i].size / DirtyBitmap::kPageSize;
+    vm_.clear_dirty_log(static_cast<uint32_t>(i), 0, static_cast<uint32_t>(pages), peeked_[i]);
+    std::fill(peeked_[i].begin(), peeked_[i].end(), 0);
+  }
 }
 
 uint64_t DirtyLog::count(const std::vector<uint64_t>& bitmap) {

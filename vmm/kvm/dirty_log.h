@@ -30,19 +30,27 @@ class DirtyLog {
   // Bit p of word p / 64: memfd page p was written since the last harvest
   // (since logging began, for the first; the VMM's marks since its last
   // harvest of GuestMemory::dirty).
-  std::vector<uint64_t> harvest() { return collect(true); }
-  // The last harvest, with the vCPUs stopped for good: nothing is
-  // write-protected again (no round follows; the log ends with this).
-  std::vector<uint64_t> harvest_last() { return collect(false); }
+  std::vector<uint64_t> harvest() {
+    std::vector<uint64_t> dirty = peek();
+    reprotect_peeked();
+    return dirty;
+  }
+  // A harvest in two steps, for a caller that may not need the second:
+  // peek() reports the same pages and leaves them as they are (writable,
+  // still in KVM's log, so the next peek or harvest reports them again);
+  // reprotect_peeked() then write-protects and clears what the last peek
+  // reported, as harvest() does. A migration peeks to decide whether to
+  // stop: a guest about to stop need not fault on every page it writes
+  // meanwhile.
+  std::vector<uint64_t> peek();
+  void reprotect_peeked();
 
   static uint64_t count(const std::vector<uint64_t>& bitmap);
 
  private:
   Vm& vm_;
   GuestMemory& memory_;
-  std::vector<uint64_t> collect(bool reprotect);
-
-  std::vector<uint64_t> slot_bits_;  // reused between harvests
+  std::vector<std::vector<uint64_t>> peeked_;  // per slot: the last peek's bits
 };
 
 }  // namespace keel::kvm
