@@ -56,13 +56,15 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
       if (pause_requested_.load(std::memory_order_seq_cst)) {
         // A KVM_RUN with immediate_exit set finishes the exit and returns
         // without entering the guest (api.rst, kvm_run.immediate_exit), so
-        // the state a capture reads is complete; finishing one may make
-        // another (a string I/O that goes on).
+        // the state a capture reads is complete. Finishing one may make
+        // another (a string I/O that goes on, as long as the guest's count
+        // says): that one is handled and finished by the next KVM_RUN, not
+        // here, so no guest keeps a pause waiting.
         if (exit_to_finish) {
           vcpu.request_immediate_exit();
-          while (vcpu.enter()) on_exit_(vcpu);
+          exit_to_finish = vcpu.enter();
+          if (exit_to_finish) on_exit_(vcpu);
           vcpu.clear_immediate_exit();
-          exit_to_finish = false;
         }
         park_if_paused();
         continue;
