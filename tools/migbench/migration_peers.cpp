@@ -174,14 +174,17 @@ std::vector<TimedLine> destination_lines(const TimedConsole& source,
   return lines;
 }
 
-void trace_pause(const Workload& w, Peer peer, int run, const TimedConsole& source,
-                 const TimedConsole& destination, Clock::time_point begin) {
+// The beat figures, and with --trace the lines around the pause.
+void pause_figures(const Workload& w, Peer peer, int run, const TimedConsole& source,
+                   const TimedConsole& destination, Clock::time_point begin,
+                   Clock::time_point settled, RunFigures& f) {
+  std::vector<TimedLine> arrived = destination_lines(source, destination);
+  beat_figures(source.lines(), arrived, w.beat_prefix(), begin, settled, f);
   if (!w.trace) return;
   std::fprintf(stderr, "trace: %s run %d\n", peer_name(peer), run);
-  print_pause_trace(stderr,
-                    {source.lines(), destination_lines(source, destination), source.error_lines(),
-                     destination.error_lines()},
-                    w.beat_prefix(), begin, milliseconds(10));
+  print_pause_trace(
+      stderr, {source.lines(), std::move(arrived), source.error_lines(), destination.error_lines()},
+      w.beat_prefix(), begin, milliseconds(10));
 }
 
 }  // namespace
@@ -262,9 +265,7 @@ RunFigures run_keel(const Workload& w, int run) {
     f.throttle_percent = std::max(f.throttle_percent, r.throttle_percent());
   source.wait_exit(seconds(60));
   const auto settled = Clock::now();
-  beat_figures(source.lines(), destination_lines(source, destination), w.beat_prefix(), begin,
-               settled, f);
-  trace_pause(w, Peer::kKeel, run, source, destination, begin);
+  pause_figures(w, Peer::kKeel, run, source, destination, begin, settled, f);
   if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
   pb::Request kill;
   kill.mutable_kill();
@@ -364,9 +365,8 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     }
     f.throttle_percent = static_cast<uint32_t>(number_field(info, "cpu-throttle-percentage"));
     const auto settled = Clock::now();
-    beat_figures(source.lines(), destination_lines(source, destination), w.beat_prefix(), begin,
-                 settled, f);
-    trace_pause(w, tuned ? Peer::kQemuTuned : Peer::kQemuDefault, run, source, destination, begin);
+    pause_figures(w, tuned ? Peer::kQemuTuned : Peer::kQemuDefault, run, source, destination, begin,
+                  settled, f);
     if (observer) f.network_pause_ms = longest_silence_ms(observer->answers(), begin, settled);
     for (QmpClient* q : {&src, &dst}) {
       try {

@@ -9,6 +9,7 @@ namespace {
 struct Tagged {
   Clock::time_point at;
   const char* tag;
+  bool console;
   const std::string* text;
 };
 
@@ -17,21 +18,21 @@ struct Tagged {
 void print_pause_trace(std::FILE* out, const TraceInput& in, const std::string& beat_prefix,
                        Clock::time_point from, std::chrono::milliseconds margin) {
   std::vector<Tagged> all;
-  auto add = [&](const std::vector<TimedLine>& lines, const char* tag) {
+  auto add = [&](const std::vector<TimedLine>& lines, const char* tag, bool console) {
     for (const auto& l : lines)
-      if (l.at >= from) all.push_back({l.at, tag, &l.text});
+      if (l.at >= from) all.push_back({l.at, tag, console, &l.text});
   };
-  add(in.source_console, "S>");
-  add(in.destination_console, "D>");
-  add(in.source_errors, "S!");
-  add(in.destination_errors, "D!");
+  add(in.source_console, "S>", true);
+  add(in.destination_console, "D>", true);
+  add(in.source_errors, "S!", false);
+  add(in.destination_errors, "D!", false);
   std::stable_sort(all.begin(), all.end(),
                    [](const Tagged& a, const Tagged& b) { return a.at < b.at; });
   // The pause: the longest stretch between two beats, from either side.
   const Tagged* before = nullptr;
   Clock::time_point gap_begin = from, gap_end = from;
   for (const auto& t : all) {
-    if (t.tag[1] != '>' || t.text->rfind(beat_prefix, 0) != 0) continue;
+    if (!t.console || t.text->rfind(beat_prefix, 0) != 0) continue;
     if (before && t.at - before->at > gap_end - gap_begin) {
       gap_begin = before->at;
       gap_end = t.at;
