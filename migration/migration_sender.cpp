@@ -334,6 +334,8 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   const uint64_t sent_before = channel_->bytes_sent();
   PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
   std::optional<state::v1::VmState> captured;
+  // The last pages, the totals and the state leave as one push.
+  channel_->hold(true);
   try {
     const std::vector<uint64_t> last = dirty_log_->peek();  // the log ends here
     for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
@@ -369,6 +371,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     totals.set_rounds(info_.rounds_total());
   }
   channel_->send(FrameType::kTotals, totals);
+  channel_->hold(false);
   channel_->send(FrameType::kState, state);
   step("last pages and state sent");
   {
@@ -472,6 +475,7 @@ pb::MigrationInfo MigrationSender::run_steps() {
         try {
           mpb::Verdict why;
           why.set_message(message);
+          channel_->hold(false);  // the cancel pushes what a failed pause held
           channel_->send(FrameType::kCancel, why);
         } catch (const std::exception&) {
           // The destination is gone already: it ends the migration itself.

@@ -31,7 +31,7 @@ void FrameChannel::write_all(std::span<iovec> parts) {
     msghdr msg{};
     msg.msg_iov = parts.data() + first;
     msg.msg_iovlen = std::min<size_t>(parts.size() - first, IOV_MAX);
-    ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL);
+    ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL | (held_ ? MSG_MORE : 0));
     if (n < 0) {
       if (errno == EINTR) continue;
       if (shut_down_.load()) throw StreamError("cancelled");

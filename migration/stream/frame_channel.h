@@ -30,6 +30,12 @@ class FrameChannel {
   void send(FrameType type, const google::protobuf::MessageLite& message);
   // One frame whose payload is `parts`, gathered without copying.
   void send_gathered(FrameType type, std::span<const iovec> parts);
+  // While held, frames are queued in the kernel (MSG_MORE) and leave only
+  // in full segments; the first frame sent after release pushes them all.
+  // A pause's frames go as one push: each push on loopback runs the
+  // receiver's side in the sender's time and wakes the receiver, which
+  // in an emulated host costs about a millisecond.
+  void hold(bool held) { held_ = held; }
 
   // Throws StreamError unless the next 8 bytes are kStreamMagic.
   void expect_magic();
@@ -58,6 +64,7 @@ class FrameChannel {
   std::string peer_;
   std::chrono::milliseconds timeout_;
   std::atomic<bool> shut_down_{false};
+  bool held_ = false;
   std::atomic<uint64_t> sent_{0};
   uint64_t received_ = 0;
   std::vector<uint8_t> buffer_;
