@@ -211,7 +211,8 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
   // The source let go of the images; another holder means the guest must
   // not run here (the source, not told it runs, stays paused).
   machine->claim_disks();
-  step("disks claimed");
+  machine->release_parked_vcpus();
+  step("disks claimed, vCPUs released");
   return machine;
 }
 

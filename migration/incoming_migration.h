@@ -31,7 +31,8 @@ class IncomingMigration {
   const std::string& address() const { return address_; }
 
   // Waits for a source and takes its migration in. Returns the machine,
-  // memory and state in place, to run; null when `stop` turned true first.
+  // memory and state in place, its vCPUs running (the source said go), for
+  // run() to start its event loop; null when `stop` turned true first.
   // Throws StreamError or InputError saying why the migration failed.
   // `built` runs once the machine stands, before any page or state is read
   // (jailed mode drops its privileges there).

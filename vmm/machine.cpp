@@ -252,6 +252,10 @@ void Machine::start_vcpus_parked() {
   if (!vcpus_->started()) start_vcpus(true);
 }
 
+void Machine::release_parked_vcpus() {
+  if (vcpus_->started()) vcpus_->resume();
+}
+
 void Machine::request_stop(MachineStop stop) {
   std::lock_guard guard(stop_mutex_);
   if (stop_) return;  // the first reason wins

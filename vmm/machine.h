@@ -78,6 +78,11 @@ class Machine : public ControlHandler, public MigratableMachine {
   // them go (making threads and their filters is not free where every
   // step of a migration's pause counts). The state may be applied after.
   void start_vcpus_parked();
+  // After start_vcpus_parked() and the state, still before run(): the
+  // vCPUs go on from here (run() has nothing left to let go). What they
+  // hand to the event loop waits until run() starts it. A migration's
+  // destination lets its guest go the moment the source does.
+  void release_parked_vcpus();
 
   // The control socket (--api-socket), if not open yet: run() opens it
   // otherwise. Throws InputError when the path cannot be served. Requests
