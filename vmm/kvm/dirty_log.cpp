@@ -45,15 +45,20 @@ DirtyLog::~DirtyLog() {
 
 std::vector<uint64_t> DirtyLog::peek() {
   std::vector<uint64_t> dirty(memory_.dirty().words(), 0);
+  peek_into(dirty);
+  return dirty;
+}
+
+void DirtyLog::peek_into(std::vector<uint64_t>& into) {
+  if (into.size() < memory_.dirty().words()) into.resize(memory_.dirty().words(), 0);
   const auto& regions = memory_.regions();
   peeked_.resize(regions.size());
   for (size_t i = 0; i < regions.size(); ++i) {
     const uint64_t pages = regions[i].size / DirtyBitmap::kPageSize;
     vm_.get_dirty_log(static_cast<uint32_t>(i), peeked_[i]);
-    or_bits_at(dirty, regions[i].file_offset / DirtyBitmap::kPageSize, peeked_[i], pages);
+    or_bits_at(into, regions[i].file_offset / DirtyBitmap::kPageSize, peeked_[i], pages);
   }
-  memory_.dirty().harvest_into(dirty);
-  return dirty;
+  memory_.dirty().harvest_into(into);
 }
 
 // Before anyone copies the pages a harvest reports: a write from here on

@@ -93,7 +93,7 @@ void Vm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
   if (it == slots_.end())
     throw_errno(EINVAL, "dirty log of memory slot " + std::to_string(slot) + ", never set");
   const uint64_t pages = it->second.memory_size / 4096;
-  bitmap.assign((pages + 63) / 64, 0);
+  bitmap.resize((pages + 63) / 64);  // all of it written by KVM
   kvm_dirty_log log{};
   log.slot = slot;
   log.dirty_bitmap = bitmap.data();
