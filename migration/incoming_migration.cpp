@@ -104,6 +104,9 @@ std::unique_ptr<Machine> IncomingMigration::build(const std::string& hello_bytes
 void IncomingMigration::receive_memory(Machine& machine) {
   GuestMemory& memory = machine.guest_memory();
   const std::span<uint8_t> ram = memory.host_all_for_write();
+  // That marked every page the VMM's; nobody needs those marks. Dropped
+  // now, not in the pause (they are a fresh bitmap's worth of memory).
+  memory.dirty().harvest();
   const uint64_t memory_pages = memory.size() / kPageSize;
   ZeroRuns zeros(memory.fd());
   for (;;) {
@@ -135,9 +138,7 @@ void IncomingMigration::receive_memory(Machine& machine) {
                             " arrived");
         }
         pause_began_ = std::chrono::steady_clock::now();
-        // Filling memory marked every page the VMM's; nobody needs those marks.
-        memory.dirty().harvest();
-        step("VMM's marks dropped");
+        step("totals checked");
         return;
       }
       case FrameType::kCancel: {
@@ -217,6 +218,7 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
 }
 
 void IncomingMigration::step(const char* what) const {
+  if (!log::enabled(log::Level::kDebug)) return;  // no message made for nobody
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - pause_began_);
   log::debug(std::string("incoming pause: ") + what + " at " + std::to_string(us.count()));

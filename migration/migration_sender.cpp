@@ -291,6 +291,12 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   // Paused means paused until the handover or a resume here, whatever
   // the capture does: a failed capture resumes the guest itself.
   MigratableMachine& machine = machine_;
+  // What the pause writes into is made before it: in an emulated host the
+  // first touch of a fresh page costs about a tenth of a millisecond.
+  GuestMemory& memory = machine_.guest_memory();
+  const uint64_t sent_before = channel_->bytes_sent();
+  PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
+  std::vector<uint64_t> device_marks(dirty.size(), 0);
   const auto asked = Clock::now();
   auto stop = std::make_shared<std::promise<Clock::time_point>>();
   auto capture = std::make_shared<std::promise<state::v1::VmState>>();
@@ -323,22 +329,22 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
     throw std::runtime_error("a vCPU did not stop within 5 s");
   }
   const Clock::time_point stopped = stopped_future.get();
-  auto step = [stopped](const char* what) {
+  const bool debug = log::enabled(log::Level::kDebug);
+  auto step = [stopped, debug](const char* what) {
+    if (!debug) return;
     log::debug(std::string("migration pause: ") + what + " at " +
                std::to_string(us(Clock::now() - stopped)));
   };
-  log::debug("migration pause: vCPUs stopped " + std::to_string(us(stopped - asked)) +
-             " us after the request");
+  if (debug) {
+    log::debug("migration pause: vCPUs stopped " + std::to_string(us(stopped - asked)) +
+               " us after the request");
+  }
 
-  GuestMemory& memory = machine_.guest_memory();
-  const uint64_t sent_before = channel_->bytes_sent();
-  PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
   std::optional<state::v1::VmState> captured;
   // The last pages, the totals and the state leave as one push.
   channel_->hold(true);
   try {
-    const std::vector<uint64_t> last = dirty_log_->peek();  // the log ends here
-    for (size_t i = 0; i < dirty.size() && i < last.size(); ++i) dirty[i] |= last[i];
+    dirty_log_->peek_into(dirty);  // the log ends here
     pages.add_marked(dirty);
     step("last dirty pages sent");
     captured = from_event_loop(captured_future);
@@ -358,7 +364,8 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   paused_ = true;
   step("state captured");
   // What the devices wrote while they quiesced.
-  pages.add_marked(memory.dirty().harvest());
+  memory.dirty().harvest_into(device_marks);
+  pages.add_marked(device_marks);
   state::v1::VmState& state = *captured;
   // The guest's time goes on while the state travels (see ClockState).
   state.mutable_clock()->set_advance_by_wall_time(true);
