@@ -90,10 +90,46 @@ std::vector<Beat> beats_in(const std::vector<std::string>& lines, const std::str
   return out;
 }
 
+namespace {
+
+// Where a kernel message (printk's time stamp, "[    6.770314] ") starts
+// inside a line rather than at its start; npos when none does.
+size_t kernel_message_inside(const std::string& line) {
+  auto digit = [&](size_t i) { return i < line.size() && line[i] >= '0' && line[i] <= '9'; };
+  for (size_t at = line.find('[', 1); at != std::string::npos; at = line.find('[', at + 1)) {
+    size_t i = at + 1;
+    while (i < line.size() && line[i] == ' ') ++i;
+    const size_t whole = i;
+    while (digit(i)) ++i;
+    if (i == whole || i >= line.size() || line[i] != '.') continue;
+    const size_t fraction = ++i;
+    while (digit(i)) ++i;
+    if (i - fraction == 6 && i < line.size() && line[i] == ']') return at;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
+std::vector<std::string> mend_kernel_interruptions(const std::vector<std::string>& lines) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const size_t at = kernel_message_inside(lines[i]);
+    if (at == std::string::npos || i + 1 == lines.size()) {
+      out.push_back(lines[i]);
+      continue;
+    }
+    out.push_back(lines[i].substr(0, at) + lines[i + 1]);
+    out.push_back(lines[i].substr(at));
+    ++i;
+  }
+  return out;
+}
+
 std::vector<std::string> with_prefix(const std::vector<std::string>& lines,
                                      const std::string& prefix) {
   std::vector<std::string> out;
-  for (const auto& l : lines) {
+  for (const auto& l : mend_kernel_interruptions(lines)) {
     if (l.rfind(prefix, 0) == 0) out.push_back(l);
   }
   return out;

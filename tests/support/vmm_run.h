@@ -49,7 +49,12 @@ struct Beat {
 std::vector<Beat> beats_in(const std::vector<std::string>& lines,
                            const std::string& prefix = "testos: beat ");
 
-// The lines that start with `prefix`.
+// A kernel message printed while a program wrote a line lands inside it
+// ("keel-guest: beat[    6.770314] IPv6: ... ready", then " seq=4 ..."):
+// such a line put back together, the message on its own line after it.
+std::vector<std::string> mend_kernel_interruptions(const std::vector<std::string>& lines);
+
+// The lines that start with `prefix` (lines a kernel message cut, mended).
 std::vector<std::string> with_prefix(const std::vector<std::string>& lines,
                                      const std::string& prefix);
 
