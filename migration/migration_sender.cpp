@@ -346,7 +346,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   try {
     dirty_log_->peek_into(dirty);  // the log ends here
     pages.add_marked(dirty);
-    step("last dirty pages sent");
+    step("last dirty pages queued");
     captured = from_event_loop(captured_future);
   } catch (...) {
     // The stream broke while the capture ran: the guest stays paused only

@@ -202,8 +202,9 @@ MachineStop Machine::run(std::function<void()> started) {
   // the event loop's (threads it starts later inherit that).
   jail::confine_thread(jail::ThreadKind::kEventLoop, "keel-vmm");
   // Once the vCPUs run: a migration's source lets go of the guest on this,
-  // so it must not come before.
-  if (started) boost::asio::post(events_, std::move(started));
+  // so it must not come before; and before the event loop, so that a guest
+  // that stopped at once (its stop posted first) cannot keep it from coming.
+  if (started) started();
   events_.run();
   end_snapshot_writer();
   vcpus_->stop();

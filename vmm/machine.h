@@ -71,12 +71,14 @@ class Machine : public ControlHandler, public MigratableMachine {
   Machine& operator=(const Machine&) = delete;
 
   // Runs the guest until it stops or the process gets SIGINT/SIGTERM.
-  // `started`, if given, runs on the event loop once the vCPUs run.
+  // `started`, if given, runs once the vCPUs run, on this thread (the event
+  // loop's) before the event loop starts.
   MachineStop run(std::function<void()> started = {});
   // Before run(), for a guest whose state comes from elsewhere: the vCPU
-  // threads made now and parked outside KVM_RUN, so that run() only lets
-  // them go (making threads and their filters is not free where every
-  // step of a migration's pause counts). The state may be applied after.
+  // threads made now and parked outside KVM_RUN, so that letting them go
+  // (release_parked_vcpus, or run()) is all that is left (making threads
+  // and their filters is not free where every step of a migration's pause
+  // counts). The state may be applied after.
   void start_vcpus_parked();
   // After start_vcpus_parked() and the state, still before run(): the
   // vCPUs go on from here (run() has nothing left to let go). What they
