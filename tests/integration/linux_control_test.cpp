@@ -37,10 +37,10 @@ TEST(LinuxControl, ShutdownPowersTheStockKernelOffCleanly) {
       "--cmdline",
       "console=ttyS0 panic=-1 root=/dev/vda rw keel.job=heartbeat keel.interval_ms=200"};
   auto booted = std::make_unique<LiveVmm>(args);
-  auto handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
+  auto handler = wait_boot_line(*booted, "keel-guest: power button handler ", seconds(600));
   if (!handler && box_boot_glitch(*booted, "linux_control_test")) {
     booted = std::make_unique<LiveVmm>(args);
-    handler = booted->wait_line("keel-guest: power button handler ", 0, seconds(600));
+    handler = wait_boot_line(*booted, "keel-guest: power button handler ", seconds(600));
   }
   LiveVmm& vmm = *booted;
   ASSERT_TRUE(handler) << vmm.describe();

@@ -73,10 +73,10 @@ TEST(LinuxMigration, StockKernelWithHeartbeatDirtierDiskWriterAndTcpStreamCarrie
 
   // Boot; all four jobs running.
   auto booted = std::make_unique<LiveVmm>(boot_args(disk));
-  auto ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
+  auto ready = wait_boot_line(*booted, "keel-guest: ready ", seconds(600));
   if (!ready && box_boot_glitch(*booted, "linux_migration_test")) {
     booted = std::make_unique<LiveVmm>(boot_args(disk));
-    ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
+    ready = wait_boot_line(*booted, "keel-guest: ready ", seconds(600));
   }
   LiveVmm& source = *booted;
   ASSERT_TRUE(ready) << source.describe();

@@ -64,10 +64,10 @@ TEST(LinuxSnapshot, StockKernelWithHeartbeatDirtierAndDiskWriterContinuesAfterRe
 
   // Boot; all three jobs running.
   auto booted = std::make_unique<LiveVmm>(boot_args(disk, scratch.path()));
-  auto ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
+  auto ready = wait_boot_line(*booted, "keel-guest: ready ", seconds(600));
   if (!ready && box_boot_glitch(*booted, "linux_snapshot_test")) {
     booted = std::make_unique<LiveVmm>(boot_args(disk, scratch.path()));
-    ready = booted->wait_line("keel-guest: ready ", 0, seconds(600));
+    ready = wait_boot_line(*booted, "keel-guest: ready ", seconds(600));
   }
   LiveVmm& vmm = *booted;
   ASSERT_TRUE(ready) << vmm.describe();

@@ -167,6 +167,11 @@ size_t LiveVmm::line_count() const {
   return console_.size();
 }
 
+bool LiveVmm::output_closed() const {
+  std::lock_guard lock(mutex_);
+  return output_closed_;
+}
+
 std::optional<int> LiveVmm::wait_exit(std::chrono::milliseconds timeout) {
   if (exit_code_) return exit_code_;
   {
@@ -196,18 +201,63 @@ std::string LiveVmm::describe() const {
   return text + "keel-vmm stderr:\n" + err_;
 }
 
-bool box_boot_glitch(LiveVmm& vmm, const std::string& who) {
+namespace {
+
+bool inside_box() {
   const char* where = std::getenv("KEEL_KVM_WHERE");
-  if (where == nullptr || std::string(where) != "box") return false;
+  return where != nullptr && std::string(where) == "box";
+}
+
+// The guest kernel's RCU stall report, before anything from its init.
+bool stalled_before_init(const LiveVmm& vmm) {
   if (!vmm.lines("keel-guest: ").empty()) return false;
-  if (vmm.wait_exit(std::chrono::seconds(10)) != 11) return false;
-  const std::string text = vmm.describe();
-  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
-    if (text.find(bad) != std::string::npos) return false;
+  for (const auto& line : vmm.console()) {
+    if (line.find("rcu: INFO: ") != std::string::npos &&
+        line.find("detected stalls") != std::string::npos) {
+      return true;
+    }
   }
+  return false;
+}
+
+}  // namespace
+
+bool box_boot_glitch(LiveVmm& vmm, const std::string& who) {
+  if (!inside_box()) return false;
+  if (!vmm.lines("keel-guest: ").empty()) return false;
+  auto clean = [&vmm] {
+    const std::string text = vmm.describe();
+    for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
+      if (text.find(bad) != std::string::npos) return false;
+    }
+    return true;
+  };
+  if (stalled_before_init(vmm)) {
+    if (!clean()) return false;
+    vmm.wait_exit(std::chrono::milliseconds(0));  // killed
+    std::fprintf(stderr, "%s: box glitch? a vCPU stalled before init; booting again\n",
+                 who.c_str());
+    ::testing::Test::RecordProperty("box_retry", "RCU stall before init");
+    return true;
+  }
+  if (vmm.wait_exit(std::chrono::seconds(10)) != 11 || !clean()) return false;
   std::fprintf(stderr, "%s: box glitch? triple fault before init; booting again\n", who.c_str());
   ::testing::Test::RecordProperty("box_retry", "triple fault before init");
   return true;
+}
+
+std::optional<LiveVmm::Line> wait_boot_line(LiveVmm& vmm, const std::string& prefix,
+                                            std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    if (auto line = vmm.wait_line(prefix, 0, std::min(left, std::chrono::milliseconds(5000))))
+      return line;
+    if (vmm.output_closed()) return std::nullopt;
+    if (inside_box() && stalled_before_init(vmm)) return std::nullopt;
+  }
 }
 
 }  // namespace keel::testing

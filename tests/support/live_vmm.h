@@ -50,6 +50,8 @@ class LiveVmm {
   };
   Stopped stopped_console() const;
   size_t line_count() const;
+  // True once keel-vmm's console output has ended (it exited).
+  bool output_closed() const;
 
   // keel-vmm's exit code once it has ended, waiting up to `timeout`; then
   // it is killed and nullopt returned.
@@ -95,10 +97,19 @@ std::vector<std::string> continue_console(const LiveVmm::Stopped& before,
 
 // The KVM test host emulates AMD-V with TCG, and about one nested boot of a
 // stock kernel in fifty dies there in a triple fault before init (QEMU's
-// guests in the same box too). True, after saying so on stderr (as `who`),
-// when `vmm` is such a boot: inside the box only, nothing from the guest's
-// init ("keel-guest: "), exit 11 (triple fault), no panic, oops or BUG.
-// The caller then boots once more.
+// guests in the same box too); now and then one of its vCPUs stops making
+// progress instead, and the guest kernel reports an RCU stall, again before
+// init. True, after saying so on stderr (as `who`), when `vmm` is such a
+// boot: inside the box only, nothing from the guest's init ("keel-guest: "),
+// no panic, oops or BUG, and exit 11 (triple fault) or the stall report (the
+// VMM is then killed). The caller then boots once more.
 bool box_boot_glitch(LiveVmm& vmm, const std::string& who);
+
+// wait_line for a booting guest's `prefix` from the start of its console,
+// ending early (nullopt) when keel-vmm ended or, inside the box, when the
+// guest kernel reports an RCU stall before init (see box_boot_glitch): such
+// a boot never gets there, so its caller need not wait out `timeout`.
+std::optional<LiveVmm::Line> wait_boot_line(LiveVmm& vmm, const std::string& prefix,
+                                            std::chrono::milliseconds timeout);
 
 }  // namespace keel::testing
