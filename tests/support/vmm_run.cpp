@@ -25,11 +25,7 @@ std::optional<std::string> VmmRun::line(const std::string& prefix) const {
 }
 
 std::vector<std::string> VmmRun::all_lines(const std::string& prefix) const {
-  std::vector<std::string> out;
-  for (const auto& l : lines) {
-    if (l.rfind(prefix, 0) == 0) out.push_back(l);
-  }
-  return out;
+  return with_prefix(lines, prefix);
 }
 
 std::string join_lines(const std::vector<std::string>& lines) {

@@ -48,7 +48,6 @@ void TimedConsole::read_output() {
         continue;
       }
       std::lock_guard lock(mutex_);
-      if (i == 1) errors_.append(buf, static_cast<size_t>(n));
       std::vector<TimedLine>& lines = i == 1 ? error_lines_ : lines_;
       std::string& partial = i == 1 ? error_partial_ : partial_;
       for (ssize_t k = 0; k < n; ++k) {
@@ -91,9 +90,12 @@ bool TimedConsole::wait_lines(const std::string& prefix, size_t count,
 
 bool TimedConsole::wait_error(const std::string& text, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  return changed_.wait_for(lock, timeout, [&] {
-    return errors_.find(text) != std::string::npos || closed_;
-  }) && errors_.find(text) != std::string::npos;
+  auto said = [&] {
+    for (const auto& l : error_lines_)
+      if (l.text.find(text) != std::string::npos) return true;
+    return error_partial_.find(text) != std::string::npos;
+  };
+  return changed_.wait_for(lock, timeout, [&] { return said() || closed_; }) && said();
 }
 
 std::vector<TimedLine> TimedConsole::lines() const {
@@ -113,7 +115,9 @@ std::vector<TimedLine> TimedConsole::error_lines() const {
 
 std::string TimedConsole::errors() const {
   std::lock_guard lock(mutex_);
-  return errors_;
+  std::string all;
+  for (const auto& l : error_lines_) all += l.text + "\n";
+  return all + error_partial_;
 }
 
 std::optional<int> TimedConsole::wait_exit(std::chrono::milliseconds timeout) {

@@ -37,7 +37,7 @@ class TimedConsole {
   // `from` or later.
   bool wait_lines(const std::string& prefix, size_t count, std::chrono::milliseconds timeout,
                   size_t from = 0);
-  // Waits until its stderr holds `text`.
+  // Waits until a line of its stderr holds `text`.
   bool wait_error(const std::string& text, std::chrono::milliseconds timeout);
   std::vector<TimedLine> lines() const;
   // What came after the last end of line (a line the guest is printing).
@@ -56,7 +56,6 @@ class TimedConsole {
   std::condition_variable changed_;
   std::vector<TimedLine> lines_;
   std::string partial_;
-  std::string errors_;
   std::vector<TimedLine> error_lines_;
   std::string error_partial_;
   bool closed_ = false;
