@@ -13,7 +13,6 @@ namespace keel {
 
 namespace {
 
-constexpr uint16_t kCom1Port = 0x3f8;
 constexpr uint32_t kCom1Irq = 4;
 
 }  // namespace
@@ -30,7 +29,7 @@ void DeviceManager::add_platform_devices() {
     vm.set_irq_line(kCom1Irq, true);
     vm.set_irq_line(kCom1Irq, false);
   });
-  io_bus_.add(kCom1Port, 8, *com1_);
+  io_bus_.add(DeviceManager::kCom1Port, 8, *com1_);
   i8042_ = std::make_unique<I8042>([this] {
     wiring_.request_stop({StopReason::kReboot, "reset through the i8042 controller"});
   });

@@ -33,6 +33,8 @@ namespace keel {
 
 class DeviceManager {
  public:
+  static constexpr uint16_t kCom1Port = 0x3f8;  // its transmit register: the base
+
   // What the devices reach of the machine.
   struct Wiring {
     kvm::Vm& vm;

@@ -20,6 +20,7 @@
 #include "common/guest_memory.h"
 #include "control/control_server.h"
 #include "proto/vm_state.pb.h"
+#include "vmm/coalesced_io_poller.h"
 #include "vmm/config/vmm_options.h"
 #include "vmm/device_manager.h"
 #include "vmm/irq/gsi_router.h"
@@ -173,7 +174,8 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::optional<KvmStateCaps> state_caps_;     // state_caps()
   std::optional<SnapshotRoot> snapshot_root_;  // --snapshot-root; none: snapshots are off
   std::unique_ptr<VcpuSet> vcpus_;
-  std::unique_ptr<kvm::CoalescedIo> coalesced_io_;  // when KVM has KVM_CAP_COALESCED_PIO
+  std::unique_ptr<kvm::CoalescedIo> coalesced_io_;       // when KVM has KVM_CAP_COALESCED_PIO
+  std::unique_ptr<CoalescedIoPoller> coalesced_poller_;  // with coalesced_io_, in run()
   // What vCPU 0 was given (shape(): read while the vCPUs run, when KVM
   // would make a vCPU ioctl wait for KVM_RUN to return).
   std::vector<kvm_cpuid_entry2> boot_cpuid_;

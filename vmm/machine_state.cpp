@@ -97,6 +97,8 @@ st::VmState Machine::capture_state() {
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count()));
+  // Writes the guest made before it stopped belong to the devices' state.
+  if (coalesced_io_) coalesced_io_->drain(devices_->io_bus());
   devices_->stateful().save_all(*state.mutable_devices());
 
   const KvmStateCaps& caps = state_caps();

@@ -40,18 +40,19 @@ void CoalescedIo::register_port(Vm& vm, uint16_t port, uint32_t length) {
   }
 }
 
-void CoalescedIo::drain(IoBus& bus) {
+size_t CoalescedIo::drain(IoBus& bus) {
   std::atomic_ref<uint32_t> first(*reinterpret_cast<uint32_t*>(ring_));
   std::atomic_ref<uint32_t> last(*reinterpret_cast<uint32_t*>(ring_ + 4));
   // Most exits find the ring empty: no lock for them.
-  if (first.load(std::memory_order_acquire) == last.load(std::memory_order_acquire)) return;
+  if (first.load(std::memory_order_acquire) == last.load(std::memory_order_acquire)) return 0;
   std::lock_guard guard(mutex_);
   const size_t capacity = ring_capacity();
   uint32_t at = first.load(std::memory_order_relaxed);
   // KVM writes an entry, then publishes it by moving `last`; drain up to the
   // `last` seen now. Never trust an index, even the kernel's.
   const uint32_t end = last.load(std::memory_order_acquire);
-  if (at >= capacity || end >= capacity) return;
+  if (at >= capacity || end >= capacity) return 0;
+  size_t taken = 0;
   while (at != end) {
     const uint8_t* entry = ring_ + kRingHeader + at * kEntrySize;
     uint64_t address;
@@ -64,7 +65,9 @@ void CoalescedIo::drain(IoBus& bus) {
     }
     at = static_cast<uint32_t>((at + 1) % capacity);
     first.store(at, std::memory_order_release);
+    ++taken;
   }
+  return taken;
 }
 
 }  // namespace keel::kvm

@@ -1,0 +1,32 @@
+#include "vmm/coalesced_io_poller.h"
+
+#include <algorithm>
+
+namespace keel {
+
+CoalescedIoPoller::CoalescedIoPoller(boost::asio::io_context& events, kvm::CoalescedIo& ring,
+                                     IoBus& bus)
+    : timer_(events), ring_(ring), bus_(bus) {}
+
+void CoalescedIoPoller::start() {
+  if (running_) return;
+  running_ = true;
+  period_ = kBusyPeriod;
+  arm();
+}
+
+void CoalescedIoPoller::stop() {
+  running_ = false;
+  timer_.cancel();
+}
+
+void CoalescedIoPoller::arm() {
+  timer_.expires_after(period_);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || !running_) return;
+    period_ = ring_.drain(bus_) > 0 ? kBusyPeriod : std::min(period_ * 2, kIdlePeriod);
+    arm();
+  });
+}
+
+}  // namespace keel
