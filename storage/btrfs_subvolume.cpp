@@ -1,0 +1,103 @@
+#include "storage/btrfs_subvolume.h"
+
+#include <btrfsutil.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "common/error.h"
+#include "common/hex.h"
+
+namespace keel::storage {
+
+namespace {
+
+[[noreturn]] void fail(btrfs_util_error error, const std::string& what) {
+  // libbtrfsutil leaves errno set by the call that failed.
+  const int err = errno;
+  std::string message = what + ": " + btrfs_util_strerror(error);
+  if (err != 0) message += std::string(" (") + std::strerror(err) + ")";
+  throw std::runtime_error(message);
+}
+
+std::string filesystem_name(uint64_t magic) {
+  switch (magic) {
+    case EXT4_SUPER_MAGIC:  // ext2, ext3 and ext4 share it
+      return "ext4";
+    case TMPFS_MAGIC:
+      return "tmpfs";
+    case XFS_SUPER_MAGIC:
+      return "xfs";
+    case OVERLAYFS_SUPER_MAGIC:
+      return "overlayfs";
+    case NFS_SUPER_MAGIC:
+      return "nfs";
+    case V9FS_MAGIC:
+      return "9p";
+    default:
+      return "filesystem type " + hex(magic);
+  }
+}
+
+}  // namespace
+
+void require_btrfs(const std::string& path, const std::string& what) {
+  struct statfs fs {};
+  if (::statfs(path.c_str(), &fs) != 0) throw_errno(what + " " + path);
+  const auto magic = static_cast<uint64_t>(fs.f_type);
+  if (magic != BTRFS_SUPER_MAGIC) {
+    throw InputError(what + " " + path + " is on " + filesystem_name(magic) +
+                     ", not Btrfs (a pool's images and VMs are Btrfs subvolumes)");
+  }
+}
+
+bool is_subvolume(const std::string& path) {
+  errno = 0;
+  const btrfs_util_error error = btrfs_util_is_subvolume(path.c_str());
+  if (error == BTRFS_UTIL_OK) return true;
+  if (error == BTRFS_UTIL_ERROR_NOT_SUBVOLUME || error == BTRFS_UTIL_ERROR_NOT_BTRFS) return false;
+  const bool missing =
+      error == BTRFS_UTIL_ERROR_STAT_FAILED || error == BTRFS_UTIL_ERROR_STATFS_FAILED;
+  if (missing && errno == ENOENT) return false;
+  fail(error, "is " + path + " a subvolume");
+}
+
+void create_subvolume(const std::string& path) {
+  errno = 0;
+  const btrfs_util_error error = btrfs_util_create_subvolume(path.c_str(), 0, nullptr, nullptr);
+  if (error != BTRFS_UTIL_OK) fail(error, "creating subvolume " + path);
+}
+
+void snapshot_subvolume(const std::string& source, const std::string& path, bool read_only) {
+  errno = 0;
+  const int flags = read_only ? BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY : 0;
+  const btrfs_util_error error =
+      btrfs_util_create_snapshot(source.c_str(), path.c_str(), flags, nullptr, nullptr);
+  if (error != BTRFS_UTIL_OK) fail(error, "snapshot of " + source + " at " + path);
+}
+
+void delete_subvolume(const std::string& path) {
+  errno = 0;
+  const btrfs_util_error error =
+      btrfs_util_delete_subvolume(path.c_str(), BTRFS_UTIL_DELETE_SUBVOLUME_RECURSIVE);
+  if (error != BTRFS_UTIL_OK) fail(error, "deleting subvolume " + path);
+}
+
+bool subvolume_read_only(const std::string& path) {
+  errno = 0;
+  bool read_only = false;
+  const btrfs_util_error error = btrfs_util_get_subvolume_read_only(path.c_str(), &read_only);
+  if (error != BTRFS_UTIL_OK) fail(error, "reading the read-only flag of " + path);
+  return read_only;
+}
+
+void set_subvolume_read_only(const std::string& path, bool read_only) {
+  errno = 0;
+  const btrfs_util_error error = btrfs_util_set_subvolume_read_only(path.c_str(), read_only);
+  if (error != BTRFS_UTIL_OK) fail(error, "setting the read-only flag of " + path);
+}
+
+}  // namespace keel::storage
