@@ -1,12 +1,13 @@
 #include "vmm/coalesced_io_poller.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace keel {
 
 CoalescedIoPoller::CoalescedIoPoller(boost::asio::io_context& events, kvm::CoalescedIo& ring,
-                                     IoBus& bus)
-    : timer_(events), ring_(ring), bus_(bus) {}
+                                     IoBus& bus, Failed failed)
+    : timer_(events), ring_(ring), bus_(bus), failed_(std::move(failed)) {}
 
 void CoalescedIoPoller::start() {
   if (running_) return;
@@ -24,7 +25,15 @@ void CoalescedIoPoller::arm() {
   timer_.expires_after(period_);
   timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec || !running_) return;
-    period_ = ring_.drain(bus_) > 0 ? kBusyPeriod : std::min(period_ * 2, kIdlePeriod);
+    size_t taken = 0;
+    try {
+      taken = ring_.drain(bus_);
+    } catch (const std::exception& e) {
+      running_ = false;
+      failed_(e);
+      return;
+    }
+    period_ = taken > 0 ? kBusyPeriod : std::min(period_ * 2, kIdlePeriod);
     arm();
   });
 }

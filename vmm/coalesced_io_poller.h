@@ -9,6 +9,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <exception>
+#include <functional>
 
 #include "devices/pc/io_bus.h"
 #include "vmm/kvm/coalesced_io.h"
@@ -20,7 +22,12 @@ class CoalescedIoPoller {
   static constexpr std::chrono::milliseconds kBusyPeriod{1};
   static constexpr std::chrono::milliseconds kIdlePeriod{32};
 
-  CoalescedIoPoller(boost::asio::io_context& events, kvm::CoalescedIo& ring, IoBus& bus);
+  // `failed`: a device the writes reached threw (the poller stops; the
+  // machine decides what that means), called on the event loop.
+  using Failed = std::function<void(const std::exception&)>;
+
+  CoalescedIoPoller(boost::asio::io_context& events, kvm::CoalescedIo& ring, IoBus& bus,
+                    Failed failed);
   // Both on the event loop's thread (or before it runs).
   void start();
   void stop();
@@ -31,6 +38,7 @@ class CoalescedIoPoller {
   boost::asio::steady_timer timer_;
   kvm::CoalescedIo& ring_;
   IoBus& bus_;
+  Failed failed_;
   std::chrono::milliseconds period_ = kBusyPeriod;
   bool running_ = false;
 };

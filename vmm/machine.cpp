@@ -137,8 +137,10 @@ void Machine::create_vcpus() {
     // with the LCR write that ends them (that exit applies them first).
     kvm::CoalescedIo::register_port(vm_, DeviceManager::kCom1Port, 1);
     coalesced_io_ = std::make_unique<kvm::CoalescedIo>(boot.run_mapping(), ring_page);
-    coalesced_poller_ =
-        std::make_unique<CoalescedIoPoller>(events_, *coalesced_io_, devices_->io_bus());
+    coalesced_poller_ = std::make_unique<CoalescedIoPoller>(
+        events_, *coalesced_io_, devices_->io_bus(), [this](const std::exception& e) {
+          request_stop({StopReason::kVmmError, std::string("port write: ") + e.what()});
+        });
   }
   uint32_t tsc_khz = 0;
   if (kvm_.check_extension(KVM_CAP_GET_TSC_KHZ) > 0) tsc_khz = boot.get_tsc_khz();
@@ -149,6 +151,11 @@ void Machine::create_vcpus() {
 Machine::~Machine() {
   end_snapshot_writer();
   if (vcpus_) vcpus_->stop();
+  // A run() that ended by an exception left the guest's last writes queued.
+  try {
+    if (coalesced_io_) coalesced_io_->drain(devices_->io_bus());
+  } catch (const std::exception&) {
+  }
 }
 
 void Machine::check_host_limits() const {

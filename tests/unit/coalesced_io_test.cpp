@@ -105,7 +105,7 @@ TEST(CoalescedIoPoller, AppliesWritesNoExitWouldApply) {
   bus.add(0x3f8, 1, dev);
   kvm::CoalescedIo io(ring.page.data(), 0);
   boost::asio::io_context events;
-  CoalescedIoPoller poller(events, io, bus);
+  CoalescedIoPoller poller(events, io, bus, [](const std::exception& e) { FAIL() << e.what(); });
   poller.start();
   ring.put(0, 0x3f8, 1, 'k');
   ring.set(0, 1);
