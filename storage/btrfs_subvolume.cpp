@@ -15,9 +15,9 @@ namespace keel::storage {
 
 namespace {
 
-[[noreturn]] void fail(btrfs_util_error error, const std::string& what) {
-  // libbtrfsutil leaves errno set by the call that failed.
-  const int err = errno;
+// `err`: errno right after the libbtrfsutil call (it leaves the failed
+// system call's there), read before anything else can change it.
+[[noreturn]] void fail(btrfs_util_error error, int err, const std::string& what) {
   std::string message = what + ": " + btrfs_util_strerror(error);
   if (err != 0) message += std::string(" (") + std::strerror(err) + ")";
   throw std::runtime_error(message);
@@ -57,18 +57,20 @@ void require_btrfs(const std::string& path, const std::string& what) {
 bool is_subvolume(const std::string& path) {
   errno = 0;
   const btrfs_util_error error = btrfs_util_is_subvolume(path.c_str());
+  const int err = errno;
   if (error == BTRFS_UTIL_OK) return true;
   if (error == BTRFS_UTIL_ERROR_NOT_SUBVOLUME || error == BTRFS_UTIL_ERROR_NOT_BTRFS) return false;
   const bool missing =
       error == BTRFS_UTIL_ERROR_STAT_FAILED || error == BTRFS_UTIL_ERROR_STATFS_FAILED;
-  if (missing && errno == ENOENT) return false;
-  fail(error, "is " + path + " a subvolume");
+  if (missing && err == ENOENT) return false;
+  fail(error, err, "is " + path + " a subvolume");
 }
 
 void create_subvolume(const std::string& path) {
   errno = 0;
   const btrfs_util_error error = btrfs_util_create_subvolume(path.c_str(), 0, nullptr, nullptr);
-  if (error != BTRFS_UTIL_OK) fail(error, "creating subvolume " + path);
+  const int err = errno;
+  if (error != BTRFS_UTIL_OK) fail(error, err, "creating subvolume " + path);
 }
 
 void snapshot_subvolume(const std::string& source, const std::string& path, bool read_only) {
@@ -76,28 +78,32 @@ void snapshot_subvolume(const std::string& source, const std::string& path, bool
   const int flags = read_only ? BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY : 0;
   const btrfs_util_error error =
       btrfs_util_create_snapshot(source.c_str(), path.c_str(), flags, nullptr, nullptr);
-  if (error != BTRFS_UTIL_OK) fail(error, "snapshot of " + source + " at " + path);
+  const int err = errno;
+  if (error != BTRFS_UTIL_OK) fail(error, err, "snapshot of " + source + " at " + path);
 }
 
 void delete_subvolume(const std::string& path) {
   errno = 0;
   const btrfs_util_error error =
       btrfs_util_delete_subvolume(path.c_str(), BTRFS_UTIL_DELETE_SUBVOLUME_RECURSIVE);
-  if (error != BTRFS_UTIL_OK) fail(error, "deleting subvolume " + path);
+  const int err = errno;
+  if (error != BTRFS_UTIL_OK) fail(error, err, "deleting subvolume " + path);
 }
 
 bool subvolume_read_only(const std::string& path) {
   errno = 0;
   bool read_only = false;
   const btrfs_util_error error = btrfs_util_get_subvolume_read_only(path.c_str(), &read_only);
-  if (error != BTRFS_UTIL_OK) fail(error, "reading the read-only flag of " + path);
+  const int err = errno;
+  if (error != BTRFS_UTIL_OK) fail(error, err, "reading the read-only flag of " + path);
   return read_only;
 }
 
 void set_subvolume_read_only(const std::string& path, bool read_only) {
   errno = 0;
   const btrfs_util_error error = btrfs_util_set_subvolume_read_only(path.c_str(), read_only);
-  if (error != BTRFS_UTIL_OK) fail(error, "setting the read-only flag of " + path);
+  const int err = errno;
+  if (error != BTRFS_UTIL_OK) fail(error, err, "setting the read-only flag of " + path);
 }
 
 }  // namespace keel::storage

@@ -40,34 +40,6 @@ void fsync_path(const fs::path& path, int flags) {
   if (::fsync(fd.get()) != 0) throw_errno("fsync of " + path.string());
 }
 
-// Writes the marker whole or not at all: a temporary file, then a rename.
-void write_marker(const fs::path& dir) {
-  const fs::path tmp = dir / (std::string(kMarker) + ".tmp");
-  {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    if (!fd.valid()) throw_errno("creating " + tmp.string());
-    const std::string text = marker_text();
-    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
-      throw_errno("writing " + tmp.string());
-    if (::fsync(fd.get()) != 0) throw_errno("fsync of " + tmp.string());
-  }
-  if (::rename(tmp.c_str(), (dir / kMarker).c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_errno(err, "renaming " + tmp.string());
-  }
-  fsync_path(dir, O_RDONLY | O_DIRECTORY);
-}
-
-void require_writable(const fs::path& path) {
-  struct statvfs vfs {};
-  if (::statvfs(path.c_str(), &vfs) != 0) throw_errno("pool directory " + path.string());
-  if (vfs.f_flag & ST_RDONLY)
-    throw InputError("pool directory " + path.string() + " is on a read-only mount");
-  if (::access(path.c_str(), W_OK | X_OK) != 0)
-    throw InputError("pool directory " + path.string() + " is not writable by this user");
-}
-
 // What init made, removed again unless it is kept.
 class Undo {
  public:
@@ -86,28 +58,73 @@ class Undo {
   bool kept_ = false;
 };
 
+// Writes the marker whole or not at all: a temporary file, then a rename.
+void write_marker(const fs::path& dir, Undo& undo) {
+  const fs::path tmp = dir / (std::string(kMarker) + ".tmp");
+  const fs::path marker = dir / kMarker;
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!fd.valid()) throw_errno("creating " + tmp.string());
+    undo.made(tmp);
+    const std::string text = marker_text();
+    const ssize_t n = ::write(fd.get(), text.data(), text.size());
+    if (n != static_cast<ssize_t>(text.size()))
+      throw_errno(n < 0 ? errno : EIO, "writing " + tmp.string());
+    if (::fsync(fd.get()) != 0) throw_errno("fsync of " + tmp.string());
+  }
+  if (::rename(tmp.c_str(), marker.c_str()) != 0) throw_errno("renaming " + tmp.string());
+  undo.made(marker);
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+// Whether something is at `path` (a dangling symbolic link counts); what
+// cannot be looked at is an error, not an absence.
+bool exists_at(const fs::path& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(path, ec);
+  if (st.type() == fs::file_type::not_found) return false;
+  if (ec) throw std::system_error(ec, "looking at " + path.string());
+  return true;
+}
+
+bool directory_at(const fs::path& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) return false;
+  if (ec) throw std::system_error(ec, "looking at " + path.string());
+  return st.type() == fs::file_type::directory;
+}
+
+void require_writable(const fs::path& path) {
+  struct statvfs vfs {};
+  if (::statvfs(path.c_str(), &vfs) != 0) throw_errno("pool directory " + path.string());
+  if (vfs.f_flag & ST_RDONLY)
+    throw InputError("pool directory " + path.string() + " is on a read-only mount");
+  if (::access(path.c_str(), W_OK | X_OK) != 0)
+    throw InputError("pool directory " + path.string() + " is not writable by this user");
+}
+
 }  // namespace
 
 Pool Pool::init(const std::string& path) {
   const fs::path dir = pool_path(path);
   Undo undo;
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) {
-    if (!fs::is_directory(dir.parent_path(), ec)) {
+  if (!exists_at(dir)) {
+    if (!directory_at(dir.parent_path())) {
       throw InputError("pool directory " + dir.string() + ": its parent " +
                        dir.parent_path().string() + " is not a directory");
     }
     require_btrfs(dir.parent_path().string(), "pool directory's parent");
     if (::mkdir(dir.c_str(), 0755) != 0) throw_errno("creating pool directory " + dir.string());
     undo.made(dir);
-  } else if (!fs::is_directory(dir, ec)) {
+  } else if (!directory_at(dir)) {
     throw InputError("pool directory " + dir.string() + " is not a directory");
   }
   require_btrfs(dir.string(), "pool directory");
   require_writable(dir);
-  if (fs::exists(dir / kMarker, ec)) throw InputError(dir.string() + " is a Keel pool already");
+  if (exists_at(dir / kMarker)) throw InputError(dir.string() + " is a Keel pool already");
   for (const char* sub : {"images", "vms"}) {
-    if (fs::exists(dir / sub, ec)) {
+    if (exists_at(dir / sub)) {
       throw InputError("pool directory " + dir.string() + " holds " + sub +
                        " already (not made by Keel: move it away or pick another directory)");
     }
@@ -117,15 +134,14 @@ Pool Pool::init(const std::string& path) {
     if (::mkdir(p.c_str(), 0755) != 0) throw_errno("creating " + p.string());
     undo.made(p);
   }
-  write_marker(dir);
+  write_marker(dir, undo);
   undo.keep();
   return Pool(dir);
 }
 
 Pool Pool::open(const std::string& path) {
   const fs::path dir = pool_path(path);
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw InputError("pool " + dir.string() + ": no such directory");
+  if (!directory_at(dir)) throw InputError("pool " + dir.string() + ": no such directory");
   const fs::path marker = dir / kMarker;
   UniqueFd fd(::open(marker.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
@@ -154,7 +170,7 @@ Pool Pool::open(const std::string& path) {
   }
   require_btrfs(dir.string(), "pool directory");
   for (const fs::path& sub : {dir / "images", dir / "vms"}) {
-    if (!fs::is_directory(sub, ec))
+    if (!directory_at(sub))
       throw InputError("pool " + dir.string() + " has lost its " + sub.filename().string());
   }
   return Pool(dir);

@@ -42,6 +42,25 @@ std::vector<std::string> entries(const fs::path& dir) {
   return names;
 }
 
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A directory on tmpfs, removed with what is in it.
+struct TmpfsDir {
+  std::string path;
+  TmpfsDir() {
+    char name[] = "/dev/shm/keel-pool-test-XXXXXX";
+    if (::mkdtemp(name) == nullptr) throw std::system_error(errno, std::generic_category(), name);
+    path = name;
+  }
+  ~TmpfsDir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+};
+
 class StoragePool : public ::testing::Test {
  protected:
   ScratchBtrfs volume_;
@@ -53,9 +72,7 @@ TEST_F(StoragePool, InitMakesAPoolThatOpenFinds) {
   Pool made = Pool::init(dir);
   EXPECT_EQ(made.path(), dir);
   EXPECT_EQ(entries(dir), (std::vector<std::string>{"images", "keel-pool", "vms"}));
-  std::ifstream marker(dir / "keel-pool");
-  std::string text((std::istreambuf_iterator<char>(marker)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(text, "keel pool format 1\n");
+  EXPECT_EQ(read_file(dir / "keel-pool"), "keel pool format 1\n");
 
   Pool opened = Pool::open(dir.string() + "/");
   EXPECT_EQ(opened.path(), dir);
@@ -66,15 +83,14 @@ TEST_F(StoragePool, InitMakesAPoolThatOpenFinds) {
 }
 
 TEST_F(StoragePool, InitRefusesADirectoryNotOnBtrfs) {
-  char tmp[] = "/dev/shm/keel-pool-test-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmp), nullptr);
+  TmpfsDir shm;
+  const std::string tmp = shm.path;
   const std::string message = input_error([&] { Pool::init(tmp); });
   EXPECT_NE(message.find("is on tmpfs, not Btrfs"), std::string::npos) << message;
   EXPECT_TRUE(entries(tmp).empty()) << "a refused init made something";
-  const std::string below = input_error([&] { Pool::init(std::string(tmp) + "/pool"); });
+  const std::string below = input_error([&] { Pool::init(tmp + "/pool"); });
   EXPECT_NE(below.find("not Btrfs"), std::string::npos) << below;
-  EXPECT_FALSE(fs::exists(std::string(tmp) + "/pool"));
-  fs::remove_all(tmp);
+  EXPECT_FALSE(fs::exists(tmp + "/pool"));
 }
 
 TEST_F(StoragePool, InitRefusesAReadOnlyMountAndWhatIsNotADirectory) {
@@ -98,11 +114,12 @@ TEST_F(StoragePool, InitRefusesADirectoryThatHoldsImagesOrVmsAlready) {
 }
 
 TEST_F(StoragePool, AFailedInitLeavesNothingBehind) {
-  // The marker's temporary name taken: init fails after making images/ and
-  // vms/, and takes them away again (and the directory it created).
+  // The marker's temporary name taken by a directory: init fails after
+  // making images/ and vms/, and takes them away again (not what it did
+  // not make).
   const fs::path dir = root() / "pool";
   fs::create_directory(dir);
-  std::ofstream(dir / "keel-pool.tmp") << "in the way";
+  fs::create_directory(dir / "keel-pool.tmp");
   EXPECT_THROW(Pool::init(dir), std::system_error);
   EXPECT_EQ(entries(dir), (std::vector<std::string>{"keel-pool.tmp"}));
   EXPECT_THROW(Pool::open(dir), InputError);
@@ -142,9 +159,8 @@ TEST_F(StoragePool, SubvolumesSnapshotsAndRecursiveDelete) {
   storage::snapshot_subvolume(image, vm, false);
   EXPECT_FALSE(storage::subvolume_read_only(vm));
   std::ofstream(vm + "/disk.raw", std::ios::app) << ", then changed";
-  std::ifstream original(image + "/disk.raw");
-  std::string text((std::istreambuf_iterator<char>(original)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(text, "installed system");
+  EXPECT_EQ(read_file(vm + "/disk.raw"), "installed system, then changed");
+  EXPECT_EQ(read_file(image + "/disk.raw"), "installed system");
 
   storage::snapshot_subvolume(vm, vm + "/snap-1", true);
   EXPECT_TRUE(storage::subvolume_read_only(vm + "/snap-1"));

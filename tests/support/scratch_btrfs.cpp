@@ -20,7 +20,7 @@ namespace keel::testing {
 ScratchBtrfs::ScratchBtrfs(uint64_t bytes) {
   try {
     char file[] = "/var/tmp/keel-btrfs-XXXXXX";
-    UniqueFd backing(::mkstemp(file));
+    UniqueFd backing(::mkostemp(file, O_CLOEXEC));
     if (!backing.valid()) throw_errno("creating a Btrfs backing file under /var/tmp");
     backing_ = file;
     if (::ftruncate(backing.get(), static_cast<off_t>(bytes)) != 0)
