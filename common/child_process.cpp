@@ -136,7 +136,7 @@ std::optional<int> ChildProcess::try_wait() {
 }
 
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
-                          const std::vector<std::string>& extra_env) {
+                          const std::vector<std::string>& extra_env, const CommandWatch& watch) {
   ChildProcess::Options options;
   options.capture_stdout = true;
   options.capture_stderr = true;
@@ -149,6 +149,11 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   int open_fds = 2;
   char buf[4096];
   while (open_fds > 0) {
+    if (watch && watch(result, child.pid())) {
+      result.timed_out = true;
+      child.signal(SIGKILL);
+      break;
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {

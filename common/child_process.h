@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,7 +56,11 @@ struct CommandResult {
   std::string out;
   std::string err;
 };
+// Called with what the command printed so far and its PID each time more
+// arrived; returning true ends the command at once, as a timeout would.
+using CommandWatch = std::function<bool(const CommandResult& so_far, pid_t pid)>;
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
-                          const std::vector<std::string>& extra_env = {});
+                          const std::vector<std::string>& extra_env = {},
+                          const CommandWatch& watch = {});
 
 }  // namespace keel

@@ -1,7 +1,13 @@
 #include "tests/support/vmm_run.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "common/child_process.h"
 
@@ -43,12 +49,92 @@ VmmRun run_vmm(const std::vector<std::string>& args, std::chrono::seconds timeou
   return run_vmm_at(vmm_path(), args, timeout, extra_env);
 }
 
+namespace {
+
+std::string read_small_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\0')) text.pop_back();
+  return text;
+}
+
+// `pid` and every process below it (a jailed keel-vmm runs in a child).
+std::vector<pid_t> process_tree(pid_t root) {
+  std::vector<pid_t> tree{root};
+  for (size_t i = 0; i < tree.size(); ++i) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+      const std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string stat = read_small_file(e.path() / "stat");
+      auto close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(stat.substr(close + 2));
+      std::string state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      if (ppid == tree[i]) tree.push_back(std::stoi(name));
+    }
+  }
+  return tree;
+}
+
+// Each thread of the VMM's processes: name, scheduler state, CPU time in
+// ticks, where in the kernel it sleeps and the system call it is in. Read
+// when a guest vCPU stalls, twice a second apart, it tells a vCPU thread
+// that spins in KVM from one that sleeps waiting for a wake-up that never
+// came.
+std::string thread_states(pid_t root) {
+  std::string out;
+  for (pid_t pid : process_tree(root)) {
+    const std::filesystem::path task = "/proc/" + std::to_string(pid) + "/task";
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(task, ec)) {
+      std::string stat = read_small_file(t.path() / "stat");
+      auto close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(stat.substr(close + 2));
+      std::vector<std::string> f;
+      for (std::string w; rest >> w;) f.push_back(w);
+      if (f.size() < 13) continue;
+      out += "  " + std::to_string(pid) + "/" + t.path().filename().string() + " " +
+             read_small_file(t.path() / "comm") + " state=" + f[0] + " utime=" + f[11] +
+             " stime=" + f[12] + " wchan=" + read_small_file(t.path() / "wchan") +
+             " syscall=" + read_small_file(t.path() / "syscall") + "\n";
+    }
+  }
+  return out;
+}
+
+bool inside_box() {
+  const char* where = std::getenv("KEEL_KVM_WHERE");
+  return where != nullptr && std::string(where) == "box";
+}
+
+}  // namespace
+
 VmmRun run_vmm_at(const std::string& vmm, const std::vector<std::string>& args,
                   std::chrono::seconds timeout, const std::vector<std::string>& extra_env) {
   std::vector<std::string> argv{vmm};
   argv.insert(argv.end(), args.begin(), args.end());
-  auto result = run_command(argv, timeout, extra_env);
-  VmmRun run{result.exit_code, result.timed_out, {}, result.err};
+  // In the KVM test host a guest's vCPU sometimes goes silent (the kernel
+  // reports an RCU stall and the run hangs to its timeout). What the VMM's
+  // threads were doing at the first report is kept for the failure message;
+  // the run goes on (a guest may recover from a stall).
+  std::string stall_report;
+  size_t scanned = 0;
+  CommandWatch watch = [&](const CommandResult& so_far, pid_t pid) {
+    if (!inside_box() || !stall_report.empty()) return false;
+    auto at = so_far.out.find("detected stall", scanned > 64 ? scanned - 64 : 0);
+    scanned = so_far.out.size();
+    if (at == std::string::npos) return false;
+    stall_report = "keel-vmm's threads when the guest reported a stall:\n" + thread_states(pid);
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // a second sample to compare with
+    stall_report += "and a second later:\n" + thread_states(pid);
+    return false;
+  };
+  auto result = run_command(argv, timeout, extra_env, watch);
+  VmmRun run{result.exit_code, result.timed_out, {}, result.err + stall_report};
   std::istringstream in(result.out);
   for (std::string l; std::getline(in, l);) {
     if (!l.empty() && l.back() == '\r') l.pop_back();
