@@ -5,13 +5,16 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <system_error>
 #include <vector>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "storage/btrfs_subvolume.h"
+#include "storage/undo_list.h"
 
 namespace keel::storage {
 
@@ -40,32 +43,14 @@ void fsync_path(const fs::path& path, int flags) {
   if (::fsync(fd.get()) != 0) throw_errno("fsync of " + path.string());
 }
 
-// What init made, removed again unless it is kept.
-class Undo {
- public:
-  ~Undo() {
-    if (kept_) return;
-    for (auto it = made_.rbegin(); it != made_.rend(); ++it) {
-      std::error_code ignored;
-      fs::remove(*it, ignored);
-    }
-  }
-  void made(fs::path path) { made_.push_back(std::move(path)); }
-  void keep() { kept_ = true; }
-
- private:
-  std::vector<fs::path> made_;
-  bool kept_ = false;
-};
-
 // Writes the marker whole or not at all: a temporary file, then a rename.
-void write_marker(const fs::path& dir, Undo& undo) {
+void write_marker(const fs::path& dir, UndoList& undo) {
   const fs::path tmp = dir / (std::string(kMarker) + ".tmp");
   const fs::path marker = dir / kMarker;
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
     if (!fd.valid()) throw_errno("creating " + tmp.string());
-    undo.made(tmp);
+    undo.add([tmp] { fs::remove(tmp); });
     const std::string text = marker_text();
     const ssize_t n = ::write(fd.get(), text.data(), text.size());
     if (n != static_cast<ssize_t>(text.size()))
@@ -73,7 +58,7 @@ void write_marker(const fs::path& dir, Undo& undo) {
     if (::fsync(fd.get()) != 0) throw_errno("fsync of " + tmp.string());
   }
   if (::rename(tmp.c_str(), marker.c_str()) != 0) throw_errno("renaming " + tmp.string());
-  undo.made(marker);
+  undo.add([marker] { fs::remove(marker); });
   fsync_path(dir, O_RDONLY | O_DIRECTORY);
 }
 
@@ -106,9 +91,58 @@ void require_writable(const fs::path& path) {
 
 }  // namespace
 
+void check_pool_name(const std::string& kind, const std::string& name) {
+  auto allowed = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+  };
+  const bool ok = !name.empty() && name.size() <= 63 && allowed(name[0]) && name[0] != '-' &&
+                  name[0] != '.' && name[0] != '_' &&
+                  std::all_of(name.begin(), name.end(), allowed);
+  if (!ok) {
+    throw InputError(kind + " name '" + name +
+                     "' is not allowed: 1 to 63 of a-z, 0-9, '-', '.', '_', starting with a "
+                     "letter or a digit");
+  }
+}
+
+std::string describe_bytes(uint64_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  if (unit == 0) {
+    std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", value, units[unit]);
+  }
+  return buf;
+}
+
+uint64_t Pool::available_bytes() const {
+  struct statvfs vfs {};
+  if (::statvfs(path_.c_str(), &vfs) != 0) throw_errno("free space of pool " + path_.string());
+  return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+}
+
+void Pool::require_space(uint64_t needed, const std::string& what) const {
+  // Btrfs needs room for metadata beside the data, and its free figure is
+  // an estimate: keep a margin rather than fail half-way.
+  constexpr uint64_t kMargin = uint64_t{32} << 20;
+  const uint64_t free = available_bytes();
+  if (needed + kMargin > free) {
+    throw InputError("the volume of pool " + path_.string() + " is too full: " + what +
+                     " needs about " + describe_bytes(needed) + " (and " + describe_bytes(kMargin) +
+                     " to spare), " + describe_bytes(free) + " is free");
+  }
+}
+
 Pool Pool::init(const std::string& path) {
   const fs::path dir = pool_path(path);
-  Undo undo;
+  UndoList undo;
   if (!exists_at(dir)) {
     if (!directory_at(dir.parent_path())) {
       throw InputError("pool directory " + dir.string() + ": its parent " +
@@ -116,7 +150,7 @@ Pool Pool::init(const std::string& path) {
     }
     require_btrfs(dir.parent_path().string(), "pool directory's parent");
     if (::mkdir(dir.c_str(), 0755) != 0) throw_errno("creating pool directory " + dir.string());
-    undo.made(dir);
+    undo.add([dir] { fs::remove(dir); });
   } else if (!directory_at(dir)) {
     throw InputError("pool directory " + dir.string() + " is not a directory");
   }
@@ -132,7 +166,7 @@ Pool Pool::init(const std::string& path) {
   for (const char* sub : {"images", "vms"}) {
     const fs::path p = dir / sub;
     if (::mkdir(p.c_str(), 0755) != 0) throw_errno("creating " + p.string());
-    undo.made(p);
+    undo.add([p] { fs::remove(p); });
   }
   write_marker(dir, undo);
   undo.keep();

@@ -6,10 +6,19 @@
 // keelctl and, later, the cluster agent both work through this library.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
 namespace keel::storage {
+
+// Names of images, VMs and snapshots (they name directories and, by
+// default, a VM's hostname): 1 to 63 of a-z, 0-9, '-', '.' and '_',
+// starting with a letter or a digit. InputError naming `kind` otherwise.
+void check_pool_name(const std::string& kind, const std::string& name);
+
+// A size for messages: "1.5 GiB", "300 MiB".
+std::string describe_bytes(uint64_t bytes);
 
 class Pool {
  public:
@@ -25,6 +34,12 @@ class Pool {
   static Pool open(const std::string& path);
 
   const std::filesystem::path& path() const { return path_; }
+  // What the volume has free for this user; the free-space checks before
+  // an import or a create.
+  uint64_t available_bytes() const;
+  // InputError unless the volume has `needed` bytes free beyond a margin
+  // for Btrfs's metadata, naming `what` needs them.
+  void require_space(uint64_t needed, const std::string& what) const;
   std::filesystem::path images() const { return path_ / "images"; }
   std::filesystem::path vms() const { return path_ / "vms"; }
 

@@ -1,0 +1,19 @@
+// The pool's records (proto/pool.proto) as JSON files: written whole or not
+// at all, read back as untrusted input.
+#pragma once
+
+#include <google/protobuf/message.h>
+
+#include <filesystem>
+
+namespace keel::storage {
+
+// A temporary file beside `path`, synced, renamed over it.
+void write_json_record(const std::filesystem::path& path, const google::protobuf::Message& record);
+// InputError naming the file when it is missing, not JSON or not the record.
+void read_json_record(const std::filesystem::path& path, google::protobuf::Message* record);
+
+// Now as UTC RFC 3339, for the records' times.
+std::string utc_now();
+
+}  // namespace keel::storage
