@@ -90,6 +90,15 @@ void delete_subvolume(const std::string& path) {
   if (error != BTRFS_UTIL_OK) fail(error, err, "deleting subvolume " + path);
 }
 
+int64_t subvolume_created(const std::string& path) {
+  errno = 0;
+  struct btrfs_util_subvolume_info info {};
+  const btrfs_util_error error = btrfs_util_subvolume_info(path.c_str(), 0, &info);
+  const int err = errno;
+  if (error != BTRFS_UTIL_OK) fail(error, err, "reading subvolume " + path);
+  return info.otime.tv_sec;
+}
+
 bool subvolume_read_only(const std::string& path) {
   errno = 0;
   bool read_only = false;

@@ -4,6 +4,7 @@
 // libbtrfsutil and errno said.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace keel::storage {
@@ -18,6 +19,8 @@ void create_subvolume(const std::string& path);
 void snapshot_subvolume(const std::string& source, const std::string& path, bool read_only);
 // With the subvolumes below it (a VM's snapshots).
 void delete_subvolume(const std::string& path);
+// When the subvolume (or snapshot) was made, seconds since the epoch.
+int64_t subvolume_created(const std::string& path);
 bool subvolume_read_only(const std::string& path);
 void set_subvolume_read_only(const std::string& path, bool read_only);
 

@@ -85,6 +85,13 @@ DiskInfo inspect_disk(const std::string& disk) {
   out.virtual_bytes = static_cast<uint64_t>(number("virtual-size"));
   out.allocated_bytes = static_cast<uint64_t>(number("actual-size"));
   if (out.virtual_bytes == 0) throw InputError("disk " + disk + " is empty");
+  // qemu-img rounds a raw file's size up to a sector: the file's own size
+  // is what tells.
+  if (out.format == "raw") out.virtual_bytes = static_cast<uint64_t>(fs::file_size(disk));
+  if (out.virtual_bytes % 512 != 0) {
+    throw InputError("disk " + disk + " is " + std::to_string(out.virtual_bytes) +
+                     " bytes, not whole 512-byte sectors: not a disk image");
+  }
   return out;
 }
 
@@ -251,8 +258,9 @@ void ImageStore::remove(const std::string& name) {
   if (!vms.empty()) {
     std::string list;
     for (const auto& v : vms) list += (list.empty() ? "" : ", ") + v;
-    throw InputError("image " + name + " is kept: VM" + (vms.size() > 1 ? "s " : " ") + list +
-                     (vms.size() > 1 ? " use it" : " uses it") + " (delete them first)");
+    throw InputError(
+        "image " + name + " is kept: VM" + (vms.size() > 1 ? "s " : " ") + list +
+        (vms.size() > 1 ? " use it (delete them first)" : " uses it (delete it first)"));
   }
   // Renamed away first, so that a half-deleted image is never listed.
   const fs::path doomed = pool_.images() / (".delete-" + name + "-" + std::to_string(::getpid()));

@@ -15,24 +15,19 @@ namespace keel::storage {
 
 namespace fs = std::filesystem;
 
-void write_json_record(const fs::path& path, const google::protobuf::Message& record) {
-  std::string json;
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
-  options.preserve_proto_field_names = true;
-  const auto status = google::protobuf::util::MessageToJsonString(record, &json, options);
-  if (!status.ok()) throw std::runtime_error("writing " + path.string() + ": " + status.ToString());
+void write_file_whole(const fs::path& path, std::string_view data) {
   const fs::path tmp = path.string() + ".tmp";
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
     if (!fd.valid()) throw_errno("creating " + tmp.string());
     size_t done = 0;
-    while (done < json.size()) {
-      const ssize_t n = ::write(fd.get(), json.data() + done, json.size() - done);
+    while (done < data.size()) {
+      const ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         const int err = n < 0 ? errno : EIO;
         ::unlink(tmp.c_str());
+        if (err == ENOSPC) throw InputError("the volume is full: writing " + path.string());
         throw_errno(err, "writing " + tmp.string());
       }
       done += static_cast<size_t>(n);
@@ -48,6 +43,16 @@ void write_json_record(const fs::path& path, const google::protobuf::Message& re
     ::unlink(tmp.c_str());
     throw_errno(err, "renaming " + tmp.string() + " to " + path.filename().string());
   }
+}
+
+void write_json_record(const fs::path& path, const google::protobuf::Message& record) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  const auto status = google::protobuf::util::MessageToJsonString(record, &json, options);
+  if (!status.ok()) throw std::runtime_error("writing " + path.string() + ": " + status.ToString());
+  write_file_whole(path, json);
 }
 
 void read_json_record(const fs::path& path, google::protobuf::Message* record) {

@@ -5,10 +5,15 @@
 #include <google/protobuf/message.h>
 
 #include <filesystem>
+#include <string>
+#include <string_view>
 
 namespace keel::storage {
 
-// A temporary file beside `path`, synced, renamed over it.
+// `data` into a temporary file beside `path`, synced, renamed over it:
+// whole or not at all.
+void write_file_whole(const std::filesystem::path& path, std::string_view data);
+// The record as JSON, through write_file_whole.
 void write_json_record(const std::filesystem::path& path, const google::protobuf::Message& record);
 // InputError naming the file when it is missing, not JSON or not the record.
 void read_json_record(const std::filesystem::path& path, google::protobuf::Message* record);

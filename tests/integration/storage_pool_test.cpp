@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "storage/btrfs_subvolume.h"
 #include "storage/pool.h"
+#include "tests/support/input_error.h"
 #include "tests/support/scratch_btrfs.h"
 
 namespace keel::testing {
@@ -22,18 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using storage::Pool;
-
-// The message of the InputError `f` throws; fails the test if it throws none.
-template <typename F>
-std::string input_error(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError";
-  return "";
-}
 
 std::vector<std::string> entries(const fs::path& dir) {
   std::vector<std::string> names;

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "tests/support/input_error.h"
 #include "tests/support/scratch_dir.h"
 #include "vmm/state/snapshot_state_file.h"
 
@@ -21,21 +22,12 @@ namespace keel {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::input_error;
 using testing::ScratchDir;
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-template <typename F>
-std::string refusal(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 struct Planted : ::testing::Test {
@@ -65,7 +57,7 @@ TEST_F(Planted, NamesOutsideTheRootAreRefused) {
   const SnapshotRoot r = SnapshotRoot::open(root);
   for (const std::string& name : {std::string("../victim"), std::string("a/../../victim"), victim,
                                   root, root + "/", std::string("."), std::string("")}) {
-    EXPECT_NE(refusal([&] { r.make_directory(name); }).find("not below the snapshot root"),
+    EXPECT_NE(input_error([&] { r.make_directory(name); }).find("not below the snapshot root"),
               std::string::npos)
         << "'" << name << "'";
   }
@@ -77,9 +69,9 @@ TEST_F(Planted, ALinkPlantedOnTheWayIsNotFollowed) {
   fs::create_directory(root + "/deep");
   fs::create_directory_symlink(victim, root + "/deep/er");
   const SnapshotRoot r = SnapshotRoot::open(root);
-  EXPECT_NE(refusal([&] { r.make_directory("snap"); }).find("snap is a symbolic link"),
+  EXPECT_NE(input_error([&] { r.make_directory("snap"); }).find("snap is a symbolic link"),
             std::string::npos);
-  EXPECT_NE(refusal([&] { r.make_directory("deep/er/x"); }).find("er is a symbolic link"),
+  EXPECT_NE(input_error([&] { r.make_directory("deep/er/x"); }).find("er is a symbolic link"),
             std::string::npos);
   EXPECT_FALSE(fs::exists(victim + "/x"));
 }
@@ -88,14 +80,14 @@ TEST_F(Planted, FilesAreCreatedNewNeverThroughALink) {
   const SnapshotRoot r = SnapshotRoot::open(root);
   const UniqueFd dir = r.make_directory("snap");
   fs::create_symlink(victim + "/passwd", root + "/snap/memory");
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(input_error([&] {
               create_snapshot_file(dir.get(), "memory", "snapshot directory snap");
             }).find("already holds a file named memory"),
             std::string::npos);
   // The state file: its temporary name and its final name both planted.
   fs::create_symlink(victim + "/passwd", root + "/snap/state.partial");
   fs::create_symlink(victim + "/passwd", root + "/snap/state");
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(input_error([&] {
               write_state_file(dir.get(), "state", "payload", "snap");
             }).find("snap already holds a snapshot"),
             std::string::npos);
@@ -117,23 +109,23 @@ TEST_F(Planted, FilesAreCreatedNewNeverThroughALink) {
 TEST_F(Planted, ARestoreOpensOnlyRegularFiles) {
   ASSERT_EQ(::mkfifo((root + "/state").c_str(), 0600), 0);
   const auto begin = std::chrono::steady_clock::now();
-  EXPECT_NE(refusal([&] { read_state_file(root + "/state"); }).find("is not a regular file"),
+  EXPECT_NE(input_error([&] { read_state_file(root + "/state"); }).find("is not a regular file"),
             std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(5));
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(input_error([&] {
               open_snapshot_file(root, "snapshot memory file");
             }).find("is not a regular file"),
             std::string::npos);
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(input_error([&] {
               open_snapshot_file(root + "/none", "snapshot memory file");
             }).find("no snapshot memory file"),
             std::string::npos);
 }
 
 TEST_F(Planted, TheRootMustBeADirectory) {
-  EXPECT_NE(refusal([&] { SnapshotRoot::open(scratch / "missing"); }).find("snapshot root"),
+  EXPECT_NE(input_error([&] { SnapshotRoot::open(scratch / "missing"); }).find("snapshot root"),
             std::string::npos);
-  EXPECT_NE(refusal([&] { SnapshotRoot::open(victim + "/passwd"); }).find("not a directory"),
+  EXPECT_NE(input_error([&] { SnapshotRoot::open(victim + "/passwd"); }).find("not a directory"),
             std::string::npos);
 }
 

@@ -1,4 +1,5 @@
-// keelctl: the operator's command line for one keel-vmm control socket.
+// keelctl: the operator's command line for one keel-vmm control socket, and
+// (pool_commands.h) for this host's pool of images and VMs.
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
@@ -14,6 +15,7 @@
 
 #include "control/control_client.h"
 #include "tools/keelctl/keelctl_output.h"
+#include "tools/keelctl/pool_commands.h"
 
 namespace {
 
@@ -299,6 +301,7 @@ int run(const Command& command) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (keel::is_pool_command(argc, argv)) return keel::run_pool_command(argc, argv);
   Command command;
   try {
     command = parse_command_line(argc, argv);
@@ -307,7 +310,7 @@ int main(int argc, char** argv) {
     return kBadCommandLine;
   }
   if (command.help) {
-    std::cout << kUsage;
+    std::cout << kUsage << "\n" << keel::kPoolUsage;
     return kDone;
   }
   try {

@@ -1,0 +1,34 @@
+// Where a pool VM's keel-vmm lives while it runs, and the command line it
+// runs with, from the VM's stored record: one place for keelctl's `vm
+// start` now and the cluster agent's supervisor later.
+//   $KEEL_RUN_DIR/vms/NAME/api.sock      its control socket (keelctl --socket)
+//   $KEEL_RUN_DIR/vms/NAME/keel-vmm.pid  its process
+// KEEL_RUN_DIR defaults to /run/keel.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/pool.pb.h"
+#include "storage/vm_store.h"
+
+namespace keel::storage {
+
+std::filesystem::path vm_run_dir(const std::string& name);
+std::filesystem::path vm_api_socket(const std::string& name);
+std::filesystem::path vm_pid_file(const std::string& name);
+// The keel-vmm process of the VM when one runs: the PID file names a live
+// process whose command line holds the VM's socket.
+std::optional<pid_t> running_vmm(const std::string& name);
+
+// keel-vmm's arguments (after the program name) for the VM as stored:
+// kernel and initrd from its subvolume, its disk then the seed disk, the
+// adapter on its tap with its MAC, an entropy source, the console into
+// vms/NAME/console.log, the socket above.
+std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm);
+
+}  // namespace keel::storage

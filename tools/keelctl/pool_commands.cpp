@@ -1,0 +1,515 @@
+#include "tools/keelctl/pool_commands.h"
+
+#include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "common/size_parse.h"
+#include "control/control_client.h"
+#include "storage/image_store.h"
+#include "storage/pool.h"
+#include "storage/vm_runtime.h"
+#include "storage/vm_store.h"
+
+namespace keel {
+
+const char* const kPoolUsage =
+    "Pool, images and VMs on this host (--pool PATH, default $KEEL_POOL):\n"
+    "  pool init PATH                       make PATH (on Btrfs) a pool\n"
+    "  image import NAME [--disk FILE] [--kernel K [--initrd I]] [--cmdline TEXT]\n"
+    "                                       a raw or qcow2 disk (converted to raw),\n"
+    "                                       a kernel or both, as a read-only image\n"
+    "  image list | image show NAME | image delete NAME\n"
+    "  vm create NAME --image IMAGE [--cpus N] [--memory SIZE] [--disk-size SIZE]\n"
+    "      [--hostname H] [--ip ADDR/PREFIX [--gateway G]] [--ssh-key FILE]...\n"
+    "      [--user-data FILE] [--tap TAP]   a snapshot of the image, configured by\n"
+    "                                       cloud-init from a seed disk Keel writes\n"
+    "  vm list | vm show NAME | vm delete NAME\n"
+    "  vm start NAME                        run its keel-vmm in the background\n"
+    "                                       (socket: /run/keel/vms/NAME/api.sock)\n"
+    "  vm stop NAME [--timeout SEC] [--force]  ACPI power button; --force kills\n"
+    "  vm snapshot NAME SNAP | vm snapshots NAME | vm rollback NAME SNAP\n"
+    "  vm delete-snapshot NAME SNAP\n"
+    "  vm clone NAME NEW [--from-snapshot SNAP] [--hostname H]\n"
+    "  --json prints records as JSON.\n";
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct UsageError {
+  std::string message;
+};
+
+const std::set<std::string> kValued = {
+    "--pool",    "--disk",      "--kernel",    "--initrd",   "--cmdline",      "--image",
+    "--cpus",    "--memory",    "--disk-size", "--hostname", "--ip",           "--gateway",
+    "--ssh-key", "--user-data", "--tap",       "--timeout",  "--from-snapshot"};
+const std::set<std::string> kFlags = {"--json", "--force"};
+
+struct Line {
+  std::vector<std::string> words;
+  std::multimap<std::string, std::string> options;
+  std::set<std::string> flags;
+
+  std::optional<std::string> option(const std::string& name) const {
+    auto it = options.find(name);
+    if (it == options.end()) return std::nullopt;
+    return it->second;
+  }
+  std::vector<std::string> all(const std::string& name) const {
+    std::vector<std::string> out;
+    for (auto [it, end] = options.equal_range(name); it != end; ++it) out.push_back(it->second);
+    return out;
+  }
+};
+
+Line parse(int argc, char** argv) {
+  Line line;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) {
+      line.words.push_back(arg);
+      continue;
+    }
+    std::optional<std::string> inline_value;
+    if (auto eq = arg.find('='); eq != std::string::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg.resize(eq);
+    }
+    if (kFlags.count(arg)) {
+      line.flags.insert(arg);
+    } else if (kValued.count(arg)) {
+      if (!inline_value && i + 1 >= argc) throw UsageError{arg + " needs a value"};
+      line.options.emplace(arg, inline_value ? *inline_value : argv[++i]);
+    } else {
+      throw UsageError{"unknown option " + arg};
+    }
+  }
+  for (const auto& [name, value] : line.options) {
+    if (name != "--ssh-key" && line.options.count(name) > 1)
+      throw UsageError{name + " given more than once"};
+  }
+  return line;
+}
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(what + " " + path + ": " + std::strerror(errno));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+storage::Pool open_pool(const Line& line) {
+  auto path = line.option("--pool");
+  if (!path) {
+    const char* env = std::getenv("KEEL_POOL");
+    if (env == nullptr || *env == '\0') throw UsageError{"no pool: give --pool PATH"};
+    path = env;
+  }
+  return storage::Pool::open(*path);
+}
+
+void expect_words(const Line& line, size_t count, const std::string& usage) {
+  if (line.words.size() != count) throw UsageError{"usage: keelctl " + usage};
+}
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return json;
+}
+
+void print_image(const pool::v1::Image& image, const storage::ImageStore& images) {
+  std::cout << "image " << image.name() << "\n";
+  if (!image.disk().empty())
+    std::cout << "  disk      " << storage::describe_bytes(image.disk_bytes()) << " (raw)\n";
+  if (!image.kernel().empty())
+    std::cout << "  kernel    yes" << (image.initrd().empty() ? "" : ", initrd") << "\n";
+  if (!image.cmdline().empty()) std::cout << "  cmdline   " << image.cmdline() << "\n";
+  std::cout << "  stored    " << storage::describe_bytes(image.allocated_bytes()) << "\n";
+  std::cout << "  source    " << image.source() << "\n";
+  std::cout << "  imported  " << image.imported_at() << "\n";
+  auto users = images.users(image.name());
+  std::string list;
+  for (const auto& u : users) list += (list.empty() ? "" : ", ") + u;
+  std::cout << "  used by   " << (list.empty() ? "no VM" : list) << "\n";
+}
+
+std::string vm_state(const std::string& name) {
+  auto pid = storage::running_vmm(name);
+  return pid ? "running (keel-vmm " + std::to_string(*pid) + ")" : "stopped";
+}
+
+void print_vm(const pool::v1::Vm& vm, const storage::VmStore& vms) {
+  std::cout << "vm " << vm.name() << "\n"
+            << "  state     " << vm_state(vm.name()) << "\n"
+            << "  image     " << vm.image() << "\n"
+            << "  cpus      " << vm.cpus() << "\n"
+            << "  memory    " << storage::describe_bytes(vm.memory_bytes()) << "\n"
+            << "  disk      "
+            << (vm.disk_bytes() ? storage::describe_bytes(vm.disk_bytes()) : std::string("none"))
+            << "\n"
+            << "  hostname  " << vm.hostname() << "\n"
+            << "  address   " << (vm.address().empty() ? "DHCP" : vm.address())
+            << (vm.gateway().empty() ? "" : " via " + vm.gateway()) << "\n"
+            << "  network   "
+            << (vm.tap().empty() ? "none" : "tap " + vm.tap() + ", MAC " + vm.mac()) << "\n"
+            << "  ssh keys  " << vm.ssh_keys_size() << "\n"
+            << "  user-data " << (vm.user_data_given() ? "the operator's" : "Keel's") << "\n"
+            << "  created   " << vm.created_at() << "\n"
+            << "  socket    " << storage::vm_api_socket(vm.name()).string() << "\n";
+  auto snaps = vms.snapshots(vm.name());
+  std::cout << "  snapshots " << snaps.size() << "\n";
+  for (const auto& s : snaps) std::cout << "    " << s.name << "  " << s.created_at << "\n";
+}
+
+// keel-vmm: $KEEL_VMM, beside keelctl, in the build tree, or on PATH.
+std::string vmm_program() {
+  if (const char* env = std::getenv("KEEL_VMM"); env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  for (const fs::path& p : {self / "keel-vmm", self / ".." / ".." / "keel-vmm" / "keel-vmm"}) {
+    if (::access(p.c_str(), X_OK) == 0) return fs::weakly_canonical(p).string();
+  }
+  return "keel-vmm";
+}
+
+void start_vm(const storage::VmStore& vms, const std::string& name) {
+  const auto vm = vms.get(name);
+  if (auto pid = storage::running_vmm(name))
+    throw InputError("VM " + name + " is running already (keel-vmm " + std::to_string(*pid) + ")");
+  const fs::path run_dir = storage::vm_run_dir(name);
+  fs::create_directories(run_dir);
+  ::chmod(run_dir.c_str(), 0700);
+  fs::remove(storage::vm_api_socket(name));
+  std::vector<std::string> argv{vmm_program()};
+  for (auto& a : storage::vmm_arguments(vms, vm)) argv.push_back(std::move(a));
+  const fs::path log = vms.path(name) / "keel-vmm.log";
+
+  // Detached: a new session, reparented to init, stdout and stderr into
+  // the VM's log; the PID comes back through a pipe.
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe");
+  const pid_t child = ::fork();
+  if (child < 0) throw_errno("fork");
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    ::setsid();
+    const pid_t vmm = ::fork();
+    if (vmm != 0) {
+      (void)!::write(pipe_fds[1], &vmm, sizeof vmm);
+      ::_exit(vmm < 0 ? 1 : 0);
+    }
+    const int null = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+    if (null < 0 || out < 0) ::_exit(127);
+    ::dup2(null, 0);
+    ::dup2(out, 1);
+    ::dup2(out, 2);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execvp(cargv[0], cargv.data());
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  pid_t vmm = -1;
+  const ssize_t got = ::read(pipe_fds[0], &vmm, sizeof vmm);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  if (got != sizeof vmm || vmm <= 0)
+    throw std::runtime_error("could not start keel-vmm for " + name);
+  {
+    std::ofstream pid_file(storage::vm_pid_file(name), std::ios::trunc);
+    pid_file << vmm << "\n";
+  }
+  // Started once its control socket answers; a VMM that ends first failed:
+  // its log says why.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::kill(vmm, 0) != 0) {
+      std::string text = read_file(log.string(), "log");
+      const auto keep = text.size() > 2000 ? text.size() - 2000 : 0;
+      throw InputError("keel-vmm for " + name + " ended at start:\n" + text.substr(keep));
+    }
+    try {
+      ControlClient client(storage::vm_api_socket(name).string(), std::chrono::milliseconds(200));
+      api::v1::Request request;
+      request.mutable_status();
+      if (client.call(request, std::chrono::seconds(5)).ok()) {
+        std::cout << "started " << name << " (keel-vmm " << vmm << ", socket "
+                  << storage::vm_api_socket(name).string() << ", console "
+                  << (vms.path(name) / "console.log").string() << ")\n";
+        return;
+      }
+    } catch (const ControlClientError&) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("keel-vmm for " + name + " (PID " + std::to_string(vmm) +
+                           ") did not answer on its socket within 30 s");
+}
+
+void stop_vm(const std::string& name, const Line& line) {
+  auto pid = storage::running_vmm(name);
+  if (!pid) throw InputError("VM " + name + " is not running");
+  double timeout = 60;
+  if (auto t = line.option("--timeout")) {
+    try {
+      timeout = std::stod(*t);
+    } catch (const std::exception&) {
+      throw UsageError{"invalid value for --timeout: '" + *t + "'"};
+    }
+  }
+  api::v1::Request request;
+  if (line.flags.count("--force")) {
+    request.mutable_kill();
+  } else {
+    request.mutable_shutdown()->set_timeout_ms(static_cast<uint32_t>(timeout * 1000));
+  }
+  ControlClient client(storage::vm_api_socket(name).string(), std::chrono::seconds(10));
+  const auto response =
+      client.call(request, std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000) + 10000));
+  if (!response.ok()) throw InputError("VM " + name + ": " + response.error().message());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (::kill(*pid, 0) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  fs::remove(storage::vm_pid_file(name));
+  std::cout << "stopped " << name << "\n";
+}
+
+void require_stopped(const std::string& name, const std::string& what) {
+  if (auto pid = storage::running_vmm(name)) {
+    throw InputError("VM " + name + " is running (keel-vmm " + std::to_string(*pid) +
+                     "): stop it before " + what);
+  }
+}
+
+int run_image(const Line& line) {
+  const std::string verb = line.words.size() > 1 ? line.words[1] : "";
+  storage::ImageStore images(open_pool(line));
+  const bool json = line.flags.count("--json") > 0;
+  if (verb == "import") {
+    expect_words(line, 3,
+                 "image import NAME [--disk FILE] [--kernel K [--initrd I]] [--cmdline TEXT]");
+    storage::ImageFiles files{
+        line.option("--disk").value_or(""), line.option("--kernel").value_or(""),
+        line.option("--initrd").value_or(""), line.option("--cmdline").value_or("")};
+    const auto image = images.import(line.words[2], files);
+    if (json) {
+      std::cout << to_json(image) << "\n";
+    } else {
+      std::cout << "imported " << image.name() << " ("
+                << storage::describe_bytes(image.allocated_bytes()) << " stored)\n";
+    }
+  } else if (verb == "list") {
+    expect_words(line, 2, "image list");
+    std::vector<std::string> problems;
+    for (const auto& image : images.list(&problems)) {
+      if (json) {
+        std::cout << to_json(image) << "\n";
+      } else {
+        std::cout << image.name() << "  "
+                  << (image.disk().empty() ? "no disk"
+                                           : storage::describe_bytes(image.disk_bytes()))
+                  << (image.kernel().empty() ? "" : ", kernel") << "  " << image.imported_at()
+                  << "\n";
+      }
+    }
+    for (const auto& p : problems) std::cerr << "keelctl: " << p << "\n";
+  } else if (verb == "show") {
+    expect_words(line, 3, "image show NAME");
+    const auto image = images.get(line.words[2]);
+    if (json) {
+      std::cout << to_json(image) << "\n";
+    } else {
+      print_image(image, images);
+    }
+  } else if (verb == "delete") {
+    expect_words(line, 3, "image delete NAME");
+    images.remove(line.words[2]);
+    std::cout << "deleted image " << line.words[2] << "\n";
+  } else {
+    throw UsageError{"unknown image command '" + verb + "' (import, list, show, delete)"};
+  }
+  return 0;
+}
+
+storage::VmSpec vm_spec(const Line& line) {
+  storage::VmSpec spec;
+  spec.name = line.words[2];
+  auto image = line.option("--image");
+  if (!image) throw UsageError{"vm create needs --image IMAGE"};
+  spec.image = *image;
+  if (auto cpus = line.option("--cpus")) {
+    try {
+      size_t used = 0;
+      const unsigned long n = std::stoul(*cpus, &used);
+      if (used != cpus->size() || n > 255) throw std::out_of_range("cpus");
+      spec.cpus = static_cast<uint32_t>(n);
+    } catch (const std::exception&) {
+      throw UsageError{"invalid value for --cpus: '" + *cpus + "'"};
+    }
+  }
+  if (auto memory = line.option("--memory")) spec.memory_bytes = parse_size(*memory);
+  if (auto size = line.option("--disk-size")) spec.disk_bytes = parse_size(*size);
+  spec.hostname = line.option("--hostname").value_or("");
+  spec.address = line.option("--ip").value_or("");
+  spec.gateway = line.option("--gateway").value_or("");
+  spec.tap = line.option("--tap").value_or("");
+  for (const auto& file : line.all("--ssh-key")) {
+    std::istringstream keys(read_file(file, "SSH key file"));
+    for (std::string key; std::getline(keys, key);) {
+      if (!key.empty() && key.back() == '\r') key.pop_back();
+      if (!key.empty() && key[0] != '#') spec.ssh_keys.push_back(key);
+    }
+  }
+  if (auto file = line.option("--user-data")) spec.user_data = read_file(*file, "user-data file");
+  return spec;
+}
+
+int run_vm(const Line& line) {
+  const std::string verb = line.words.size() > 1 ? line.words[1] : "";
+  storage::VmStore vms(open_pool(line));
+  const bool json = line.flags.count("--json") > 0;
+  auto name = [&line] { return line.words[2]; };
+  if (verb == "create") {
+    expect_words(line, 3, "vm create NAME --image IMAGE [...]");
+    const auto vm = vms.create(vm_spec(line));
+    if (json) {
+      std::cout << to_json(vm) << "\n";
+    } else {
+      std::cout << "created " << vm.name() << " from " << vm.image() << "\n";
+    }
+  } else if (verb == "list") {
+    expect_words(line, 2, "vm list");
+    std::vector<std::string> problems;
+    for (const auto& vm : vms.list(&problems)) {
+      if (json) {
+        std::cout << to_json(vm) << "\n";
+      } else {
+        std::cout << vm.name() << "  " << vm_state(vm.name()) << "  " << vm.image() << "  "
+                  << vm.cpus() << " vCPU, " << storage::describe_bytes(vm.memory_bytes()) << "\n";
+      }
+    }
+    for (const auto& p : problems) std::cerr << "keelctl: " << p << "\n";
+  } else if (verb == "show") {
+    expect_words(line, 3, "vm show NAME");
+    const auto vm = vms.get(name());
+    if (json) {
+      std::cout << to_json(vm) << "\n";
+    } else {
+      print_vm(vm, vms);
+    }
+  } else if (verb == "delete") {
+    expect_words(line, 3, "vm delete NAME");
+    require_stopped(name(), "deleting it");
+    vms.remove(name());
+    std::cout << "deleted " << name() << "\n";
+  } else if (verb == "start") {
+    expect_words(line, 3, "vm start NAME");
+    start_vm(vms, name());
+  } else if (verb == "stop") {
+    expect_words(line, 3, "vm stop NAME [--timeout SEC] [--force]");
+    stop_vm(name(), line);
+  } else if (verb == "snapshot") {
+    expect_words(line, 4, "vm snapshot NAME SNAP");
+    vms.snapshot(name(), line.words[3]);
+    std::cout << "snapshot " << line.words[3] << " of " << name() << "\n";
+  } else if (verb == "snapshots") {
+    expect_words(line, 3, "vm snapshots NAME");
+    for (const auto& s : vms.snapshots(name())) std::cout << s.name << "  " << s.created_at << "\n";
+  } else if (verb == "rollback") {
+    expect_words(line, 4, "vm rollback NAME SNAP");
+    require_stopped(name(), "rolling it back");
+    vms.rollback(name(), line.words[3]);
+    std::cout << name() << " rolled back to " << line.words[3] << "\n";
+  } else if (verb == "delete-snapshot") {
+    expect_words(line, 4, "vm delete-snapshot NAME SNAP");
+    vms.delete_snapshot(name(), line.words[3]);
+    std::cout << "deleted snapshot " << line.words[3] << " of " << name() << "\n";
+  } else if (verb == "clone") {
+    expect_words(line, 4, "vm clone NAME NEW [--from-snapshot SNAP] [--hostname H]");
+    const auto vm = vms.clone(name(), line.words[3], line.option("--from-snapshot").value_or(""),
+                              line.option("--hostname").value_or(""));
+    if (json) {
+      std::cout << to_json(vm) << "\n";
+    } else {
+      std::cout << "cloned " << name() << " as " << vm.name() << "\n";
+    }
+  } else {
+    throw UsageError{"unknown vm command '" + verb + "'"};
+  }
+  return 0;
+}
+
+int dispatch(const Line& line) {
+  const std::string& group = line.words.front();
+  if (group == "pool") {
+    if (line.words.size() != 3 || line.words[1] != "init")
+      throw UsageError{"usage: keelctl pool init PATH"};
+    const auto pool = storage::Pool::init(line.words[2]);
+    std::cout << "pool " << pool.path().string() << " ready\n";
+    return 0;
+  }
+  if (group == "image") return run_image(line);
+  return run_vm(line);
+}
+
+}  // namespace
+
+bool is_pool_command(int argc, char** argv) {
+  static const std::set<std::string> kSocketValued = {
+      "--socket", "--wait", "--timeout", "--downtime-ms", "--bandwidth", "--connections"};
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("-", 0) == 0) {
+      if (arg.find('=') == std::string::npos && (kValued.count(arg) || kSocketValued.count(arg)))
+        ++i;  // its value
+      continue;
+    }
+    return arg == "pool" || arg == "image" || arg == "vm";
+  }
+  return false;
+}
+
+int run_pool_command(int argc, char** argv) {
+  try {
+    return dispatch(parse(argc, argv));
+  } catch (const UsageError& e) {
+    std::cerr << "keelctl: " << e.message << "\n" << kPoolUsage;
+    return 2;
+  } catch (const InputError& e) {
+    std::cerr << "keelctl: " << e.what() << "\n";
+    return 1;
+  } catch (const ControlClientError& e) {
+    std::cerr << "keelctl: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "keelctl: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace keel
