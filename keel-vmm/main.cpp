@@ -121,6 +121,9 @@ int main(int argc, char** argv) {
     } else if (code != 0) {
       log::error(std::string(describe(stop.reason)) + (stop.detail.empty() ? "" : ": ") +
                  stop.detail + " (exit code " + std::to_string(code) + ")");
+    } else {
+      // Said too, for logs of VMMs nobody waits for (keelctl vm start).
+      log::info(describe(stop.reason));
     }
     return code;
   } catch (const InputError& e) {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/disk_pattern.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/net_namespace.h"
 #include "tests/support/net_peer.h"
@@ -24,28 +25,6 @@
 
 namespace keel::testing {
 namespace {
-
-// guest-images/README.md, job disk: word i of sector s.
-uint64_t pattern_word(uint64_t sector, uint64_t i, uint64_t seed) {
-  uint64_t z = ((sector << 6) | i) ^ (seed * 0xd6e8feb86659fd93ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// Checks the pattern in the image file from the host; returns the first bad
-// sector or -1.
-int64_t first_bad_sector(const std::string& path, uint64_t sectors, uint64_t seed) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<uint64_t> words(64);
-  for (uint64_t s = 0; s < sectors; ++s) {
-    if (!in.read(reinterpret_cast<char*>(words.data()), 512)) return static_cast<int64_t>(s);
-    for (uint64_t i = 0; i < 64; ++i) {
-      if (words[i] != pattern_word(s, i, seed)) return static_cast<int64_t>(s);
-    }
-  }
-  return -1;
-}
 
 VmmRun boot(const std::vector<std::string>& devices, const std::string& cmdline) {
   std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory",

@@ -1,0 +1,159 @@
+// VMs of a pool started and stopped by keelctl (vm start runs keel-vmm in
+// the background from the stored configuration): the test guest writes its
+// disk, which is the VM's snapshot of the image and not the image; a
+// running VM answers on its socket, is listed as running, cannot be deleted
+// or rolled back, and stops on the power button. Btrfs on a loop device;
+// KVM directly or in the box (tools/kvm-run --need kvm).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/child_process.h"
+#include "tests/support/disk_pattern.h"
+#include "tests/support/live_vmm.h"
+#include "tests/support/scratch_btrfs.h"
+#include "tests/support/scratch_dir.h"
+#include "tests/support/vmm_run.h"
+
+namespace keel::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+class PoolVms : public ::testing::Test {
+ protected:
+  PoolVms() {
+    env_ = {"KEEL_POOL=" + pool_, "KEEL_RUN_DIR=" + run_.path(),
+            std::string("KEEL_VMM=") + vmm_path()};
+    auto init = keelctl({"pool", "init", pool_});
+    EXPECT_EQ(init.exit_code, 0) << init.err;
+  }
+  // Whatever keel-vmm a test started and left running ends with it.
+  ~PoolVms() override {
+    for (const auto& e : fs::directory_iterator(run_.path() + "/vms", ignored_)) {
+      const std::string pid = read_file(e.path() / "keel-vmm.pid");
+      if (!pid.empty()) ::kill(std::stoi(pid), SIGKILL);
+    }
+  }
+
+  CommandResult keelctl(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{keelctl_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, std::chrono::seconds(120), env_);
+  }
+
+  // The test guest as an image with a 64 MiB empty disk and `cmdline`.
+  void import(const std::string& name, const std::string& cmdline) {
+    const std::string disk = files_.sparse_file(name + ".raw", 64 << 20);
+    auto r = keelctl({"image", "import", name, "--disk", disk, "--kernel", testos_bzimage(),
+                      "--cmdline", cmdline});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  bool running(const std::string& vm) {
+    auto show = keelctl({"vm", "show", vm});
+    return show.out.find("state     running") != std::string::npos;
+  }
+
+  // Until the VM's keel-vmm has ended (the guest powered off).
+  bool wait_stopped(const std::string& vm, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (!running(vm)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  fs::path vm_dir(const std::string& vm) const { return fs::path(pool_) / "vms" / vm; }
+
+  ScratchBtrfs volume_{uint64_t{512} << 20};
+  const std::string pool_ = volume_.mount_point() + "/pool";
+  ScratchDir run_{"keel-pool-run"};
+  ScratchDir files_{"keel-pool-files"};
+  std::vector<std::string> env_;
+  std::error_code ignored_;
+};
+
+TEST_F(PoolVms, TheGuestWritesItsOwnSnapshotOfTheImagesDisk) {
+  import("writer", "job=disk mode=write mib=16 seed=7");
+  auto create = keelctl({"vm", "create", "w1", "--image", "writer", "--memory", "64M"});
+  ASSERT_EQ(create.exit_code, 0) << create.err;
+  auto start = keelctl({"vm", "start", "w1"});
+  ASSERT_EQ(start.exit_code, 0) << start.err;
+  EXPECT_NE(start.out.find("started w1"), std::string::npos) << start.out;
+  ASSERT_TRUE(wait_stopped("w1", std::chrono::seconds(300)))
+      << read_file(vm_dir("w1") / "console.log");
+  const std::string console = read_file(vm_dir("w1") / "console.log");
+  EXPECT_NE(console.find("testos: disk OK mode=write"), std::string::npos) << console;
+  // vda is the VM's disk, vdb the seed disk, read-only.
+  EXPECT_NE(console.find("capacity_sectors=131072"), std::string::npos) << console;
+  EXPECT_EQ(first_bad_sector((vm_dir("w1") / "current" / "disk.raw").string(), 16 * 2048, 7), -1);
+  // The image's disk is as imported: zeros.
+  const std::string image_disk = pool_ + "/images/writer/disk.raw";
+  EXPECT_EQ(first_bad_sector(image_disk, 1, 7), 0);
+  std::ifstream in(image_disk, std::ios::binary);
+  std::string head(4096, 'x');
+  in.read(head.data(), 4096);
+  EXPECT_EQ(head, std::string(4096, '\0'));
+  auto stop = keelctl({"vm", "stop", "w1"});
+  EXPECT_EQ(stop.exit_code, 1);
+  EXPECT_NE(stop.err.find("VM w1 is not running"), std::string::npos) << stop.err;
+}
+
+TEST_F(PoolVms, ARunningVmIsListedKeptAndStoppedByThePowerButton) {
+  import("beat", "job=heartbeat interval_ms=200 count=0");
+  ASSERT_EQ(keelctl({"vm", "create", "b1", "--image", "beat", "--memory", "64M"}).exit_code, 0);
+  ASSERT_EQ(keelctl({"vm", "snapshot", "b1", "fresh"}).exit_code, 0);
+  auto start = keelctl({"vm", "start", "b1"});
+  ASSERT_EQ(start.exit_code, 0) << start.err;
+  EXPECT_TRUE(running("b1"));
+  auto again = keelctl({"vm", "start", "b1"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("is running already"), std::string::npos) << again.err;
+  // Its socket answers keelctl like any keel-vmm's.
+  auto status = keelctl({"--socket", run_.path() + "/vms/b1/api.sock", "status"});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("running"), std::string::npos) << status.out;
+  // The guest runs: its beats reach the console file.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_file(vm_dir("b1") / "console.log").find("testos: beat ") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(read_file(vm_dir("b1") / "console.log").find("testos: beat "), std::string::npos)
+      << read_file(vm_dir("b1") / "console.log") << read_file(vm_dir("b1") / "keel-vmm.log");
+  auto list = keelctl({"vm", "list"});
+  EXPECT_NE(list.out.find("b1  running"), std::string::npos) << list.out;
+  for (auto args : {std::vector<std::string>{"vm", "delete", "b1"},
+                    std::vector<std::string>{"vm", "rollback", "b1", "fresh"}}) {
+    auto refused = keelctl(args);
+    EXPECT_EQ(refused.exit_code, 1) << args[1];
+    EXPECT_NE(refused.err.find("VM b1 is running"), std::string::npos) << refused.err;
+  }
+  auto stop = keelctl({"vm", "stop", "b1", "--timeout", "60"});
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_FALSE(running("b1"));
+  EXPECT_NE(read_file(vm_dir("b1") / "keel-vmm.log").find("powered off"), std::string::npos)
+      << read_file(vm_dir("b1") / "keel-vmm.log");
+  EXPECT_EQ(keelctl({"vm", "rollback", "b1", "fresh"}).exit_code, 0);
+  auto del = keelctl({"vm", "delete", "b1"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_FALSE(fs::exists(vm_dir("b1")));
+}
+
+}  // namespace
+}  // namespace keel::testing
