@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <google/protobuf/util/json_util.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -24,7 +26,9 @@
 #include "common/size_parse.h"
 #include "control/control_client.h"
 #include "storage/image_store.h"
+#include "storage/nbd_server.h"
 #include "storage/pool.h"
+#include "storage/pool_nbd_catalog.h"
 #include "storage/vm_runtime.h"
 #include "storage/vm_store.h"
 
@@ -48,6 +52,10 @@ const char* const kPoolUsage =
     "  vm snapshot NAME SNAP | vm snapshots NAME | vm rollback NAME SNAP\n"
     "  vm delete-snapshot NAME SNAP\n"
     "  vm clone NAME NEW [--from-snapshot SNAP] [--hostname H]\n"
+    "  nbd serve --listen ADDR:PORT --allow VM=CLIENT[,CLIENT...]...\n"
+    "                                       export the VMs' disks over NBD (export\n"
+    "                                       name: the VM's) to the clients allowed\n"
+    "                                       (VM * for every VM) until SIGINT/SIGTERM\n"
     "  --json prints records as JSON.\n";
 
 namespace {
@@ -58,10 +66,11 @@ struct UsageError {
   std::string message;
 };
 
-const std::set<std::string> kValued = {
-    "--pool",    "--disk",      "--kernel",    "--initrd",   "--cmdline",      "--image",
-    "--cpus",    "--memory",    "--disk-size", "--hostname", "--ip",           "--gateway",
-    "--ssh-key", "--user-data", "--tap",       "--timeout",  "--from-snapshot"};
+const std::set<std::string> kValued = {"--pool",          "--disk",      "--kernel", "--initrd",
+                                       "--cmdline",       "--image",     "--cpus",   "--memory",
+                                       "--disk-size",     "--hostname",  "--ip",     "--gateway",
+                                       "--ssh-key",       "--user-data", "--tap",    "--timeout",
+                                       "--from-snapshot", "--listen",    "--allow"};
 const std::set<std::string> kFlags = {"--json", "--force"};
 
 struct Line {
@@ -104,7 +113,7 @@ Line parse(int argc, char** argv) {
     }
   }
   for (const auto& [name, value] : line.options) {
-    if (name != "--ssh-key" && line.options.count(name) > 1)
+    if (name != "--ssh-key" && name != "--allow" && line.options.count(name) > 1)
       throw UsageError{name + " given more than once"};
   }
   return line;
@@ -464,6 +473,49 @@ int run_vm(const Line& line) {
   return 0;
 }
 
+int run_nbd(const Line& line) {
+  if (line.words.size() != 2 || line.words[1] != "serve")
+    throw UsageError{"usage: keelctl nbd serve --listen ADDR:PORT --allow VM=CLIENT..."};
+  auto listen = line.option("--listen");
+  if (!listen) throw UsageError{"nbd serve needs --listen ADDR:PORT"};
+  const auto [address, port] = storage::parse_host_port(*listen, "--listen");
+  std::map<std::string, std::set<std::string>> allow;
+  for (const auto& rule : line.all("--allow")) storage::PoolNbdCatalog::add_rule(rule, allow);
+  if (allow.empty()) {
+    std::cerr << "keelctl: nbd serve: no --allow given: no client may open any export\n";
+  }
+  // SIGINT and SIGTERM end the server from a thread of their own.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto catalog =
+      std::make_shared<storage::PoolNbdCatalog>(storage::VmStore(open_pool(line)), allow);
+  storage::NbdServer server(catalog, address, port);
+  std::cout << "serving NBD on " << address << ":" << server.port() << std::endl;
+  std::atomic<bool> signalled{false};
+  std::thread waiter([&server, &signalled, signals] {
+    int signo = 0;
+    sigwait(&signals, &signo);
+    signalled = true;
+    server.stop();
+  });
+  // However run() ends, the waiter is woken (with the signal it waits
+  // for, which stays blocked) and joined.
+  struct JoinWaiter {
+    std::thread& waiter;
+    std::atomic<bool>& signalled;
+    ~JoinWaiter() {
+      if (!signalled) pthread_kill(waiter.native_handle(), SIGTERM);
+      waiter.join();
+    }
+  } join_waiter{waiter, signalled};
+  server.run();
+  std::cout << "stopped (" << server.stats().connections << " connections)" << std::endl;
+  return 0;
+}
+
 int dispatch(const Line& line) {
   const std::string& group = line.words.front();
   if (group == "pool") {
@@ -474,6 +526,7 @@ int dispatch(const Line& line) {
     return 0;
   }
   if (group == "image") return run_image(line);
+  if (group == "nbd") return run_nbd(line);
   return run_vm(line);
 }
 
@@ -489,7 +542,7 @@ bool is_pool_command(int argc, char** argv) {
         ++i;  // its value
       continue;
     }
-    return arg == "pool" || arg == "image" || arg == "vm";
+    return arg == "pool" || arg == "image" || arg == "vm" || arg == "nbd";
   }
   return false;
 }
