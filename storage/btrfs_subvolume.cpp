@@ -2,7 +2,11 @@
 
 #include <btrfsutil.h>
 #include <linux/magic.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -10,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/unique_fd.h"
 
 namespace keel::storage {
 
@@ -88,6 +93,38 @@ void delete_subvolume(const std::string& path) {
       btrfs_util_delete_subvolume(path.c_str(), BTRFS_UTIL_DELETE_SUBVOLUME_RECURSIVE);
   const int err = errno;
   if (error != BTRFS_UTIL_OK) fail(error, err, "deleting subvolume " + path);
+}
+
+namespace {
+
+unsigned inode_flags(const std::string& path, int& fd_out) {
+  fd_out = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd_out < 0) throw_errno("opening " + path);
+  unsigned flags = 0;
+  if (::ioctl(fd_out, FS_IOC_GETFLAGS, &flags) != 0) {
+    const int err = errno;
+    ::close(fd_out);
+    throw_errno(err, "reading the inode flags of " + path);
+  }
+  return flags;
+}
+
+}  // namespace
+
+void set_nodatacow_for_new_files(const std::string& dir) {
+  int fd = -1;
+  unsigned flags = inode_flags(dir, fd);
+  UniqueFd owned(fd);
+  flags |= FS_NOCOW_FL;
+  if (::ioctl(owned.get(), FS_IOC_SETFLAGS, &flags) != 0)
+    throw_errno("setting nodatacow on " + dir);
+}
+
+bool is_nodatacow(const std::string& path) {
+  int fd = -1;
+  const unsigned flags = inode_flags(path, fd);
+  UniqueFd owned(fd);
+  return (flags & FS_NOCOW_FL) != 0;
 }
 
 int64_t subvolume_created(const std::string& path) {

@@ -19,6 +19,12 @@ void create_subvolume(const std::string& path);
 void snapshot_subvolume(const std::string& source, const std::string& path, bool read_only);
 // With the subvolumes below it (a VM's snapshots).
 void delete_subvolume(const std::string& path);
+// Files made in `dir` from now on are nodatacow (FS_NOCOW_FL, chattr +C):
+// written in place, without Btrfs's data checksums (see the pool's
+// choice in README, "Pool, images and VMs").
+void set_nodatacow_for_new_files(const std::string& dir);
+bool is_nodatacow(const std::string& path);
+
 // When the subvolume (or snapshot) was made, seconds since the epoch.
 int64_t subvolume_created(const std::string& path);
 bool subvolume_read_only(const std::string& path);

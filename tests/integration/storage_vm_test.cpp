@@ -224,6 +224,10 @@ TEST_F(StorageVms, CreateIsASnapshotThatSharesTheImagesExtents) {
   EXPECT_TRUE(in_vm.shared);
   EXPECT_TRUE(storage::is_subvolume(vms_.current("web1")));
   EXPECT_FALSE(storage::subvolume_read_only(vms_.current("web1")));
+  // Disks are nodatacow, the image's and the VM's; files made later too.
+  EXPECT_TRUE(storage::is_nodatacow(images_.path("base") / "disk.raw"));
+  EXPECT_TRUE(storage::is_nodatacow(disk));
+  EXPECT_TRUE(storage::is_nodatacow(vms_.current("web1") / "seed.img"));
   EXPECT_EQ(names(vms_.current("web1")),
             (std::vector<std::string>{"disk.raw", "initrd", "kernel", "seed.img", "vm.json"}));
   // A write to the VM's disk leaves the image as it was.
