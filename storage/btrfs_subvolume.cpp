@@ -1,9 +1,9 @@
 #include "storage/btrfs_subvolume.h"
 
 #include <btrfsutil.h>
-#include <linux/magic.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/vfs.h>
 #include <unistd.h>

@@ -80,6 +80,17 @@ DiskInfo inspect_disk(const std::string& disk) {
     throw InputError("disk " + disk + " is a qcow2 overlay on " + text("backing-filename") +
                      "; flatten it first (qemu-img convert -O qcow2)");
   }
+  // qcow2's external data file names a host file or device just as well.
+  if (f.count("format-specific")) {
+    const auto& specific = f.at("format-specific").struct_value().fields();
+    if (specific.count("data")) {
+      const auto& data = specific.at("data").struct_value().fields();
+      if (data.count("data-file"))
+        throw InputError("disk " + disk + " keeps its data in an external file (" +
+                         data.at("data-file").string_value() +
+                         "); convert it to a plain qcow2 first");
+    }
+  }
   if (f.count("encrypted") && f.at("encrypted").bool_value())
     throw InputError("disk " + disk + " is encrypted; Keel imports plain disks");
   out.virtual_bytes = static_cast<uint64_t>(number("virtual-size"));

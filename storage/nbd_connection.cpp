@@ -45,15 +45,45 @@ class Session {
         stop_fd_(stop_fd),
         stats_(stats) {}
 
+  // Requests still in the kernel write into their buffers: those are kept
+  // (leaked, with the ring) rather than freed under the kernel's writes.
+  ~Session() {
+    if (!disk_) return;
+    bool drained = false;
+    try {
+      drained = disk_->cancel_all(std::chrono::seconds(30));
+    } catch (const std::exception&) {
+    }
+    if (!drained) {
+      log::error("nbd: " + client_ + ": requests still in the kernel after 30 s; their " +
+                 "buffers are kept");
+      for (auto& [tag, p] : pending_) (void)p.buffer.release();
+      (void)disk_.release();
+    }
+  }
+
   void run() {
     out_ = NbdServerNegotiation::greeting();
     NbdServerNegotiation negotiation(catalog_, client_,
                                      [this](const NbdExport& e) { return open(e); });
     bool negotiating = true;
+    // A client gets a minute in all to pick an export; then it may idle.
+    const auto handshake_deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
     while (true) {
-      if (closing_ && out_.empty() && (!disk_ || disk_->outstanding() == 0)) break;
-      // A client gets a minute to pick an export; then it may idle.
-      if (!wait_and_move(negotiating ? 60000 : -1)) break;
+      if (!negotiating) handle_requests();
+      const bool no_more = closing_ || (input_closed_ && !request_startable());
+      if (no_more && out_pos_ == out_.size() && pending_.empty() &&
+          (!disk_ || disk_->outstanding() == 0))
+        break;
+      int timeout_ms = -1;
+      if (negotiating) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            handshake_deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        timeout_ms = static_cast<int>(left.count());
+      }
+      if (!wait_and_move(timeout_ms)) break;
+      if (negotiating && input_closed_ && in_.empty()) break;
       if (negotiating) {
         const auto state = negotiation.feed(in_, out_);
         if (state == NbdServerNegotiation::State::kClosed) {
@@ -66,9 +96,7 @@ class Session {
           log::info("nbd: " + client_ + " opened export " + export_.name);
         }
       }
-      if (!negotiating) handle_requests();
     }
-    if (disk_) disk_->cancel_all(std::chrono::seconds(30));
   }
 
  private:
@@ -88,7 +116,16 @@ class Session {
 
   bool want_input() const {
     return !closing_ && pending_.size() < kMaxInFlight && buffered_ < kMaxBufferedBytes &&
-           out_.size() < kMaxBufferedBytes;
+           out_.size() - out_pos_ < kMaxBufferedBytes;
+  }
+
+  // A whole request is buffered and there is room to start it.
+  bool request_startable() const {
+    if (!want_input() || in_.size() - in_pos_ < kRequestSize) return false;
+    const auto* p = reinterpret_cast<const uint8_t*>(in_.data() + in_pos_);
+    auto r = parse_request(std::span<const uint8_t, kRequestSize>(p, kRequestSize));
+    if (!r || r->type != kCmdWrite || r->length > kMaxPayload) return true;  // handled at once
+    return in_.size() - in_pos_ >= kRequestSize + r->length;
   }
 
   // Polls the socket (and the disk's completions, and stop); reads what
@@ -96,8 +133,11 @@ class Session {
   // is over (the peer went away, an error, or stop).
   bool wait_and_move(int timeout_ms) {
     pollfd fds[3] = {{socket_, 0, 0}, {stop_fd_, POLLIN, 0}, {-1, POLLIN, 0}};
-    if (want_input()) fds[0].events |= POLLIN;
-    if (!out_.empty()) fds[0].events |= POLLOUT;
+    if (want_input() && !input_closed_) fds[0].events |= POLLIN;
+    if (out_pos_ < out_.size()) fds[0].events |= POLLOUT;
+    // Nothing asked of the socket: leave it out (a hung-up one would wake
+    // poll at once, again and again, while requests finish).
+    if (fds[0].events == 0) fds[0].fd = -1;
     if (disk_) fds[2].fd = disk_->event_fd();
     const int ready = ::poll(fds, 3, timeout_ms);
     if (ready < 0) {
@@ -107,18 +147,26 @@ class Session {
     if (ready == 0) return false;  // the handshake took too long
     if (fds[1].revents) return false;
     if (fds[2].revents) completions();
-    if (fds[0].revents & (POLLERR | POLLNVAL)) return false;
-    if (fds[0].revents & (POLLIN | POLLHUP)) {
+    if (fds[0].revents & POLLNVAL) return false;
+    if ((fds[0].events & POLLIN) && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
       char buf[256 * 1024];
       const ssize_t n = ::recv(socket_, buf, sizeof buf, MSG_DONTWAIT);
-      if (n == 0) return false;
       if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+      // The client shut its side: what it sent before still runs (DISC
+      // and a shutdown(SHUT_WR) is how clients end), replies still go.
+      if (n == 0) input_closed_ = true;
       if (n > 0) in_.append(buf, static_cast<size_t>(n));
     }
-    if ((fds[0].revents & POLLOUT) && !out_.empty()) {
-      const ssize_t n = ::send(socket_, out_.data(), out_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if ((fds[0].events & POLLOUT) && (fds[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      const ssize_t n = ::send(socket_, out_.data() + out_pos_, out_.size() - out_pos_,
+                               MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
-      if (n > 0) out_.erase(0, static_cast<size_t>(n));
+      if (n > 0) out_pos_ += static_cast<size_t>(n);
+      // Sent bytes are dropped now and then, not on every send.
+      if (out_pos_ == out_.size() || out_pos_ > (size_t{4} << 20)) {
+        out_.erase(0, out_pos_);
+        out_pos_ = 0;
+      }
     }
     return true;
   }
@@ -127,13 +175,13 @@ class Session {
 
   // Checks and starts each whole request in the input.
   void handle_requests() {
-    while (!closing_ && want_input() && in_.size() >= kRequestSize) {
-      const auto* p = reinterpret_cast<const uint8_t*>(in_.data());
+    while (!closing_ && want_input() && in_.size() - in_pos_ >= kRequestSize) {
+      const auto* p = reinterpret_cast<const uint8_t*>(in_.data() + in_pos_);
       auto request = parse_request(std::span<const uint8_t, kRequestSize>(p, kRequestSize));
       if (!request) {
         log::warning("nbd: " + client_ + ": a request without the request magic; closing");
         closing_ = true;
-        return;
+        break;
       }
       const Request& r = *request;
       const bool write = r.type == kCmdWrite;
@@ -141,14 +189,17 @@ class Session {
         log::warning("nbd: " + client_ + ": a write of " + std::to_string(r.length) +
                      " bytes, more than 32 MiB; closing");
         closing_ = true;
-        return;
+        break;
       }
-      if (write && in_.size() < kRequestSize + r.length) return;  // its payload is not all here
+      if (write && in_.size() - in_pos_ < kRequestSize + r.length) break;  // payload still coming
       const uint8_t* payload = p + kRequestSize;
       stats_.requests++;
       start(r, payload);
-      in_.erase(0, kRequestSize + (write ? r.length : 0));
+      in_pos_ += kRequestSize + (write ? r.length : 0);
     }
+    // What was taken is dropped once per batch, not once per request.
+    in_.erase(0, in_pos_);
+    in_pos_ = 0;
     if (disk_) disk_->submit();
   }
 
@@ -263,7 +314,9 @@ class Session {
   int stop_fd_;
   NbdServerStats& stats_;
   std::string in_, out_;
-  bool closing_ = false;
+  size_t in_pos_ = 0, out_pos_ = 0;  // bytes of in_ taken, of out_ sent
+  bool closing_ = false;             // DISC, or a stream that cannot be trusted: no new requests
+  bool input_closed_ = false;        // the client shut its side down
   NbdExport export_;
   std::unique_ptr<RawDisk> disk_;
   std::unordered_map<uint64_t, Pending> pending_;

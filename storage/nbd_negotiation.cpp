@@ -21,6 +21,15 @@ void option_reply(std::string& out, uint32_t option, uint32_t type, const std::s
   out += data;
 }
 
+// A client's bytes, fit for a log line: at most 64, non-printable as '?'.
+std::string printable(const std::string& text) {
+  std::string out = text.substr(0, 64);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
 uint16_t transmission_flags(const NbdExport& e) {
   uint16_t flags = kHasFlags | kSendFlush | kSendFua;
   if (e.read_only) {
@@ -118,7 +127,7 @@ NbdServerNegotiation::State NbdServerNegotiation::option(uint32_t opt, const std
     case kOptExportName: {
       auto found = catalog_.find(data, client_);
       if (found.verdict != NbdCatalog::Verdict::kOpen)
-        return close("export '" + data + "' is unknown or not allowed for " + client_);
+        return close("export '" + printable(data) + "' is unknown or not allowed for " + client_);
       if (std::string why = prepare_(found.export_); !why.empty()) return close(why);
       chosen_ = found.export_;
       append_be(out, chosen_.size, 8);
@@ -163,12 +172,11 @@ NbdServerNegotiation::State NbdServerNegotiation::info_or_go(uint32_t opt, const
   };
 
   auto found = catalog_.find(name, client_);
-  if (found.verdict == NbdCatalog::Verdict::kUnknown) {
-    option_reply(out, opt, kRepErrUnknown, "no export named '" + name + "'");
-    return state_;
-  }
-  if (found.verdict == NbdCatalog::Verdict::kNotAllowed) {
-    option_reply(out, opt, kRepErrPolicy, client_ + " may not open export '" + name + "'");
+  // Not allowed is answered as unknown: a client learns no names it may
+  // not open.
+  if (found.verdict != NbdCatalog::Verdict::kOpen) {
+    option_reply(out, opt, kRepErrUnknown,
+                 "no export named '" + printable(name) + "' for " + client_);
     return state_;
   }
   if (opt == kOptGo) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstring>
 
 #include "common/error.h"
@@ -18,6 +19,9 @@
 namespace keel::storage {
 
 namespace {
+
+// Connections served at once (a thread each); more are closed at accept.
+constexpr size_t kMaxConnections = 64;
 
 // The peer's address as text; an IPv4 client of an IPv6 socket as plain
 // IPv4 (what allow-lists name).
@@ -137,22 +141,44 @@ void NbdServer::run() {
         ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
     if (!socket.valid()) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
-      // Out of descriptors or memory: say so, keep serving who is connected.
+      // Out of descriptors or memory: say so, keep serving who is connected,
+      // and give it a moment (the listener stays readable meanwhile).
       log::warning(std::string("nbd: accept failed: ") + std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
+    const std::string client = peer_address(peer);
     const int one = 1;
     ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    stats_.connections++;
+    // A client that vanished (its host died, the network was cut) is found
+    // out within about a minute and lets go of its disk.
+    const int idle = 30, interval = 10, probes = 3, user_timeout_ms = 60000;
+    ::setsockopt(socket.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+                 sizeof user_timeout_ms);
     std::lock_guard guard(threads_mutex_);
     reap_finished();
+    if (threads_.size() >= kMaxConnections) {
+      log::warning("nbd: " + client + ": refused, " + std::to_string(kMaxConnections) +
+                   " connections are open");
+      stats_.refused++;
+      continue;  // the socket closes here
+    }
+    stats_.connections++;
     auto done = std::make_shared<std::atomic<bool>>(false);
-    std::thread thread([this, fd = std::make_shared<UniqueFd>(std::move(socket)),
-                        client = peer_address(peer), done]() mutable {
-      serve(std::move(*fd), client);
-      done->store(true);
-    });
-    threads_.push_back({std::move(thread), std::move(done)});
+    try {
+      std::thread thread(
+          [this, fd = std::make_shared<UniqueFd>(std::move(socket)), client, done]() mutable {
+            serve(std::move(*fd), client);
+            done->store(true);
+          });
+      threads_.push_back({std::move(thread), std::move(done)});
+    } catch (const std::system_error& e) {
+      log::warning("nbd: " + client + ": no thread for the connection: " + e.what());
+    }
   }
 }
 

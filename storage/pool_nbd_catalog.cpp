@@ -38,7 +38,9 @@ NbdCatalog::Lookup PoolNbdCatalog::find(const std::string& name, const std::stri
     return lookup;
   }
   const auto path = vms_.current(name) / "disk.raw";
+  // Only the VM's own regular file: a link put there would export its target.
   std::error_code ec;
+  if (!std::filesystem::is_regular_file(std::filesystem::symlink_status(path, ec))) return lookup;
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) return lookup;
   lookup.verdict = Verdict::kOpen;

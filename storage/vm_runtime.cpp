@@ -48,14 +48,24 @@ std::optional<pid_t> running_vmm(const std::string& name) {
   return static_cast<pid_t>(pid);
 }
 
+fs::path vm_memory_root(const VmStore& store, const std::string& name) {
+  return store.current(name) / ".memory";
+}
+
 std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm) {
   const fs::path current = store.current(vm.name());
-  std::vector<std::string> args{"--kernel", (current / "kernel").string()};
-  if (fs::exists(current / "initrd")) {
-    args.insert(args.end(), {"--initrd", (current / "initrd").string()});
+  std::vector<std::string> args;
+  if (!vm.resume_from().empty()) {
+    // The machine's shape comes from the snapshot; disks and taps from here.
+    args = {"--restore", (vm_memory_root(store, vm.name()) / vm.resume_from()).string()};
+  } else {
+    args = {"--kernel", (current / "kernel").string()};
+    if (fs::exists(current / "initrd")) {
+      args.insert(args.end(), {"--initrd", (current / "initrd").string()});
+    }
+    args.insert(args.end(), {"--cmdline", vm.cmdline(), "--cpus", std::to_string(vm.cpus()),
+                             "--memory", std::to_string(vm.memory_bytes() >> 20) + "M"});
   }
-  args.insert(args.end(), {"--cmdline", vm.cmdline(), "--cpus", std::to_string(vm.cpus()),
-                           "--memory", std::to_string(vm.memory_bytes() >> 20) + "M"});
   if (vm.disk_bytes() != 0) {
     // The serial is what the guest reads as the disk's ID: the VM's name,
     // cut to virtio-blk's 20 bytes.
@@ -65,9 +75,10 @@ std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm&
   args.insert(args.end(),
               {"--disk", "path=" + (current / "seed.img").string() + ",readonly=on,serial=cidata"});
   if (!vm.tap().empty()) args.insert(args.end(), {"--net", "tap=" + vm.tap() + ",mac=" + vm.mac()});
-  args.insert(args.end(),
-              {"--rng", "--serial", "file=" + (store.path(vm.name()) / "console.log").string(),
-               "--api-socket", vm_api_socket(vm.name()).string()});
+  if (vm.resume_from().empty()) args.push_back("--rng");  // a restore brings its own
+  args.insert(args.end(), {"--serial", "file=" + (store.path(vm.name()) / "console.log").string(),
+                           "--api-socket", vm_api_socket(vm.name()).string(), "--snapshot-root",
+                           vm_memory_root(store, vm.name()).string()});
   return args;
 }
 

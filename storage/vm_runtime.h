@@ -26,9 +26,16 @@ std::filesystem::path vm_pid_file(const std::string& name);
 std::optional<pid_t> running_vmm(const std::string& name);
 
 // keel-vmm's arguments (after the program name) for the VM as stored:
-// kernel and initrd from its subvolume, its disk then the seed disk, the
-// adapter on its tap with its MAC, an entropy source, the console into
-// vms/NAME/console.log, the socket above.
+// kernel and initrd from its subvolume (or, when the VM was rolled back to
+// a snapshot with memory, --restore of that state), its disk then the seed
+// disk, the adapter on its tap with its MAC, an entropy source, the console
+// into vms/NAME/console.log, the socket above, and the snapshot root for
+// memory snapshots.
 std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm);
+
+// Where a running VM's memory snapshots are written (keel-vmm
+// --snapshot-root): inside its subvolume, so that a Btrfs snapshot taken
+// while the guest is paused holds its memory and its disks at one instant.
+std::filesystem::path vm_memory_root(const VmStore& store, const std::string& name);
 
 }  // namespace keel::storage

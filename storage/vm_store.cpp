@@ -74,8 +74,9 @@ void write_seed(const fs::path& dir, const pool::v1::Vm& vm,
 }
 
 void check_tap(const std::string& tap) {
-  const bool ok = tap.size() < 16 && tap.find('/') == std::string::npos &&
-                  tap.find(' ') == std::string::npos && tap != "." && tap != "..";
+  // keel-vmm's --net takes key=value pairs split at commas.
+  const bool ok = tap.size() < 16 && tap.find_first_of("/ ,=:") == std::string::npos &&
+                  tap != "." && tap != "..";
   if (tap.empty() || !ok) throw InputError("tap '" + tap + "' is not a network interface name");
 }
 
@@ -217,6 +218,7 @@ pool::v1::Vm VmStore::get(const std::string& name) const {
     throw InputError((current(name) / kRecord).string() + " names VM '" + vm.name() + "', not " +
                      name);
   }
+  if (!vm.resume_from().empty()) check_pool_name("snapshot", vm.resume_from());
   return vm;
 }
 
@@ -276,6 +278,20 @@ void VmStore::rollback(const std::string& name, const std::string& snapshot) {
   if (::rename(fresh.c_str(), now.c_str()) != 0) throw_errno("renaming " + fresh.string());
   undo.keep();
   delete_subvolume(old.string());
+  if (fs::is_directory(now / ".memory" / snapshot)) {
+    pool::v1::Vm vm = get(name);
+    vm.set_resume_from(snapshot);
+    write_json_record(now / kRecord, vm);
+  }
+}
+
+void VmStore::forget_resume_state(const std::string& name) {
+  pool::v1::Vm vm = get(name);
+  if (vm.resume_from().empty()) return;
+  check_pool_name("snapshot", vm.resume_from());
+  fs::remove_all(current(name) / ".memory" / vm.resume_from());
+  vm.clear_resume_from();
+  write_json_record(current(name) / kRecord, vm);
 }
 
 void VmStore::delete_snapshot(const std::string& name, const std::string& snapshot) {
@@ -313,6 +329,9 @@ pool::v1::Vm VmStore::clone(const std::string& source, const std::string& name,
   undo.add([current] { delete_subvolume(current.string()); });
   std::optional<std::string> user_data;
   if (vm.user_data_given()) user_data = read_text(current / kUserData);
+  // A clone boots: a source's memory states stay with the source.
+  fs::remove_all(current / ".memory");
+  vm.clear_resume_from();
   // A new machine to the guest: cloud-init runs its once-per-instance steps
   // (host keys, hostname) again, and the network sees another MAC.
   vm.set_name(name);

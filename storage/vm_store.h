@@ -55,7 +55,12 @@ class VmStore {
   std::vector<VmSnapshot> snapshots(const std::string& name) const;
   // The VM's subvolume becomes a writable snapshot of `snapshot` again;
   // the snapshots stay. The VM must not be running (the caller checks).
+  // When the snapshot holds the guest's memory (.memory/SNAP, written by
+  // keel-vmm while the guest was paused), the next start resumes it.
   void rollback(const std::string& name, const std::string& snapshot);
+  // After a start that resumed from memory: the state is dropped, the next
+  // start boots.
+  void forget_resume_state(const std::string& name);
   void delete_snapshot(const std::string& name, const std::string& snapshot);
   // A new VM from `source`'s current state (or from one of its snapshots):
   // the disk shared copy-on-write, a new MAC and instance ID, the hostname

@@ -56,7 +56,7 @@ for ((r = 1; r <= runs; r++)); do
 		# anew, dropping the attribute.
 		dd if=/dev/zero of="$sub/disk.raw" bs=1M count="$mib" oflag=direct conv=notrunc status=none
 		sync
-		[[ $mode == cow ]] || lsattr "$sub/disk.raw" | grep -q '^[^ ]*C' || {
+		[[ $mode == cow ]] || [[ $(lsattr "$sub/disk.raw") =~ ^[^\ ]*C ]] || {
 			echo "pool_cow_bench: $sub/disk.raw lost its nodatacow attribute" >&2
 			exit 1
 		}
@@ -69,7 +69,7 @@ for ((r = 1; r <= runs; r++)); do
 		fig["$mode,snap-qd32,$r"]=$(randwrite "$sub/disk.raw" 32)
 		sync
 		fig["$mode,snap-extents,$r"]=$(extents "$sub/disk.raw")
-		[[ $mode == cow ]] || lsattr "$sub/disk.raw" | grep -q '^[^ ]*C' || {
+		[[ $mode == cow ]] || [[ $(lsattr "$sub/disk.raw") =~ ^[^\ ]*C ]] || {
 			echo "pool_cow_bench: fio dropped the nodatacow attribute of $sub/disk.raw" >&2
 			exit 1
 		}

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -153,6 +154,57 @@ TEST_F(PoolVms, ARunningVmIsListedKeptAndStoppedByThePowerButton) {
   auto del = keelctl({"vm", "delete", "b1"});
   EXPECT_EQ(del.exit_code, 0) << del.err;
   EXPECT_FALSE(fs::exists(vm_dir("b1")));
+}
+
+// The first heartbeat sequence number on the VM's console at or after
+// `min_seq`, waiting for it; 0 when none came.
+uint64_t wait_beat(const fs::path& console, uint64_t min_seq) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::vector<std::string> lines;
+    std::istringstream in(read_file(console));
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    for (const auto& beat : beats_in(lines)) {
+      if (beat.seq >= min_seq) return beat.seq;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+TEST_F(PoolVms, AMemorySnapshotRolledBackResumesTheGuestWhereItWas) {
+  import("beat", "job=heartbeat interval_ms=100 count=0");
+  ASSERT_EQ(keelctl({"vm", "create", "m1", "--image", "beat", "--memory", "64M"}).exit_code, 0);
+  auto refused = keelctl({"vm", "snapshot", "m1", "s1", "--memory"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("is not running"), std::string::npos) << refused.err;
+  ASSERT_EQ(keelctl({"vm", "start", "m1"}).exit_code, 0);
+  const fs::path console = vm_dir("m1") / "console.log";
+  ASSERT_GE(wait_beat(console, 5), 5u) << read_file(console);
+  auto snap = keelctl({"vm", "snapshot", "m1", "s1", "--memory"});
+  ASSERT_EQ(snap.exit_code, 0) << snap.err;
+  // The guest runs on after it, and the running VM keeps no copy of the state.
+  const uint64_t later = wait_beat(console, 1000);
+  EXPECT_GE(later, 1000u) << read_file(console);
+  EXPECT_TRUE(fs::is_empty(vm_dir("m1") / "current" / ".memory"));
+  EXPECT_TRUE(fs::exists(vm_dir("m1") / "snapshots" / "s1" / ".memory" / "s1" / "state"));
+  ASSERT_EQ(keelctl({"vm", "stop", "m1", "--timeout", "60"}).exit_code, 0);
+
+  ASSERT_EQ(keelctl({"vm", "rollback", "m1", "s1"}).exit_code, 0);
+  auto resumed = keelctl({"vm", "start", "m1"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed m1 from snapshot s1"), std::string::npos) << resumed.out;
+  // The console carries on from the snapshot's beat, not from a boot.
+  const uint64_t first = wait_beat(console, 1);
+  EXPECT_GT(first, 5u) << read_file(console);
+  EXPECT_LT(first, later) << read_file(console);
+  EXPECT_EQ(read_file(console).find("testos: boot"), std::string::npos) << read_file(console);
+  ASSERT_EQ(keelctl({"vm", "stop", "m1", "--force"}).exit_code, 0);
+  // The state was used once: the next start boots.
+  ASSERT_EQ(keelctl({"vm", "start", "m1"}).exit_code, 0);
+  EXPECT_GE(wait_beat(console, 1), 1u);
+  EXPECT_NE(read_file(console).find("testos: boot"), std::string::npos) << read_file(console);
+  ASSERT_EQ(keelctl({"vm", "stop", "m1", "--force"}).exit_code, 0);
 }
 
 }  // namespace

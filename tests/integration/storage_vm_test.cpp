@@ -193,6 +193,17 @@ TEST_F(StorageVms, ImportRefusesWhatItCannotTakeAndLeavesNothing) {
               images_.import("x", {overlay, "", "", ""});
             }).find("overlay on"),
             std::string::npos);
+  // A qcow2 whose data lives in another file names a host file as well.
+  const std::string external = files_ / "external.qcow2";
+  ASSERT_EQ(run_command({"qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                         "data_file=" + f.disk + ",data_file_raw=on", external, "32M"},
+                        std::chrono::seconds(30))
+                .exit_code,
+            0);
+  EXPECT_NE(input_error([&] {
+              images_.import("x", {external, "", "", ""});
+            }).find("keeps its data in an external file"),
+            std::string::npos);
   images_.import("base", f);
   EXPECT_NE(input_error([&] { images_.import("base", f); }).find("has an image named base already"),
             std::string::npos);

@@ -49,7 +49,11 @@ const char* const kPoolUsage =
     "  vm start NAME                        run its keel-vmm in the background\n"
     "                                       (socket: /run/keel/vms/NAME/api.sock)\n"
     "  vm stop NAME [--timeout SEC] [--force]  ACPI power button; --force kills\n"
-    "  vm snapshot NAME SNAP | vm snapshots NAME | vm rollback NAME SNAP\n"
+    "  vm snapshot NAME SNAP [--memory]     read-only snapshot of the disks; --memory:\n"
+    "                                       of a running VM, its memory and devices too\n"
+    "                                       (paused meanwhile), resumed by the next\n"
+    "                                       start after a rollback to it\n"
+    "  vm snapshots NAME | vm rollback NAME SNAP\n"
     "  vm delete-snapshot NAME SNAP\n"
     "  vm clone NAME NEW [--from-snapshot SNAP] [--hostname H]\n"
     "  nbd serve --listen ADDR:PORT --allow VM=CLIENT[,CLIENT...]...\n"
@@ -103,7 +107,10 @@ Line parse(int argc, char** argv) {
       inline_value = arg.substr(eq + 1);
       arg.resize(eq);
     }
-    if (kFlags.count(arg)) {
+    // vm snapshot's --memory takes no value (vm create's --memory SIZE does).
+    const bool memory_flag = arg == "--memory" && !inline_value &&
+                             (i + 1 >= argc || std::string(argv[i + 1]).rfind("--", 0) == 0);
+    if (kFlags.count(arg) || memory_flag) {
       line.flags.insert(arg);
     } else if (kValued.count(arg)) {
       if (!inline_value && i + 1 >= argc) throw UsageError{arg + " needs a value"};
@@ -203,10 +210,14 @@ std::string vmm_program() {
   return "keel-vmm";
 }
 
-void start_vm(const storage::VmStore& vms, const std::string& name) {
+void start_vm(storage::VmStore& vms, const std::string& name) {
   const auto vm = vms.get(name);
   if (auto pid = storage::running_vmm(name))
     throw InputError("VM " + name + " is running already (keel-vmm " + std::to_string(*pid) + ")");
+  // keel-vmm writes memory snapshots only below this (--snapshot-root).
+  const fs::path memory_root = storage::vm_memory_root(vms, name);
+  fs::create_directories(memory_root);
+  ::chmod(memory_root.c_str(), 0700);
   const fs::path run_dir = storage::vm_run_dir(name);
   fs::create_directories(run_dir);
   ::chmod(run_dir.c_str(), 0700);
@@ -235,6 +246,8 @@ void start_vm(const storage::VmStore& vms, const std::string& name) {
     ::dup2(null, 0);
     ::dup2(out, 1);
     ::dup2(out, 2);
+    if (null > 2) ::close(null);
+    if (out > 2) ::close(out);
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
@@ -267,9 +280,11 @@ void start_vm(const storage::VmStore& vms, const std::string& name) {
       api::v1::Request request;
       request.mutable_status();
       if (client.call(request, std::chrono::seconds(5)).ok()) {
-        std::cout << "started " << name << " (keel-vmm " << vmm << ", socket "
-                  << storage::vm_api_socket(name).string() << ", console "
-                  << (vms.path(name) / "console.log").string() << ")\n";
+        if (!vm.resume_from().empty()) vms.forget_resume_state(name);
+        std::cout << (vm.resume_from().empty() ? "started " : "resumed ") << name
+                  << (vm.resume_from().empty() ? "" : " from snapshot " + vm.resume_from())
+                  << " (keel-vmm " << vmm << ", socket " << storage::vm_api_socket(name).string()
+                  << ", console " << (vms.path(name) / "console.log").string() << ")\n";
         return;
       }
     } catch (const ControlClientError&) {
@@ -286,9 +301,11 @@ void stop_vm(const std::string& name, const Line& line) {
   double timeout = 60;
   if (auto t = line.option("--timeout")) {
     try {
-      timeout = std::stod(*t);
+      size_t used = 0;
+      timeout = std::stod(*t, &used);
+      if (used != t->size() || !(timeout >= 0 && timeout <= 86400)) throw std::out_of_range(*t);
     } catch (const std::exception&) {
-      throw UsageError{"invalid value for --timeout: '" + *t + "'"};
+      throw UsageError{"invalid value for --timeout: '" + *t + "' (seconds, up to 86400)"};
     }
   }
   api::v1::Request request;
@@ -304,8 +321,59 @@ void stop_vm(const std::string& name, const Line& line) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (::kill(*pid, 0) == 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The record of a process goes only with the process.
+  if (::kill(*pid, 0) == 0)
+    throw std::runtime_error("keel-vmm " + std::to_string(*pid) + " of VM " + name +
+                             " still runs 10 s after it was told to stop");
   fs::remove(storage::vm_pid_file(name));
   std::cout << "stopped " << name << "\n";
+}
+
+api::v1::Response call_vmm(const std::string& name, api::v1::Request request,
+                           std::chrono::seconds wait) {
+  ControlClient client(storage::vm_api_socket(name).string(), std::chrono::seconds(10));
+  auto response = client.call(std::move(request), wait);
+  if (!response.ok()) throw InputError("VM " + name + ": " + response.error().message());
+  return response;
+}
+
+// Pause, keel-vmm writes memory and devices into the VM's subvolume, a
+// Btrfs snapshot takes them with the disks at that instant, resume.
+void snapshot_with_memory(storage::VmStore& vms, const std::string& name,
+                          const std::string& snapshot) {
+  vms.get(name);
+  storage::check_pool_name("snapshot", snapshot);
+  if (!storage::running_vmm(name))
+    throw InputError("VM " + name + " is not running: --memory snapshots a running VM");
+  const fs::path state = storage::vm_memory_root(vms, name) / snapshot;
+  if (fs::exists(vms.path(name) / "snapshots" / snapshot))
+    throw InputError("VM " + name + " has a snapshot named " + snapshot + " already");
+  fs::remove_all(state);  // a leftover of a snapshot that failed half-way
+  api::v1::Request pause;
+  pause.mutable_pause();
+  call_vmm(name, pause, std::chrono::seconds(60));
+  struct Resume {
+    const std::string& name;
+    ~Resume() {
+      try {
+        api::v1::Request resume;
+        resume.mutable_resume();
+        call_vmm(name, resume, std::chrono::seconds(60));
+      } catch (const std::exception& e) {
+        std::cerr << "keelctl: VM " << name << " could not be resumed: " << e.what() << "\n";
+      }
+    }
+  } resume{name};
+  api::v1::Request write;
+  write.mutable_snapshot()->set_dir(state.string());
+  call_vmm(name, write, std::chrono::seconds(600));
+  try {
+    vms.snapshot(name, snapshot);
+  } catch (...) {
+    fs::remove_all(state);
+    throw;
+  }
+  fs::remove_all(state);  // the snapshot has it; the running VM's subvolume need not
 }
 
 void require_stopped(const std::string& name, const std::string& what) {
@@ -443,9 +511,14 @@ int run_vm(const Line& line) {
     expect_words(line, 3, "vm stop NAME [--timeout SEC] [--force]");
     stop_vm(name(), line);
   } else if (verb == "snapshot") {
-    expect_words(line, 4, "vm snapshot NAME SNAP");
-    vms.snapshot(name(), line.words[3]);
-    std::cout << "snapshot " << line.words[3] << " of " << name() << "\n";
+    expect_words(line, 4, "vm snapshot NAME SNAP [--memory]");
+    if (line.flags.count("--memory")) {
+      snapshot_with_memory(vms, name(), line.words[3]);
+    } else {
+      vms.snapshot(name(), line.words[3]);
+    }
+    std::cout << "snapshot " << line.words[3] << " of " << name()
+              << (line.flags.count("--memory") ? " (with memory)" : "") << "\n";
   } else if (verb == "snapshots") {
     expect_words(line, 3, "vm snapshots NAME");
     for (const auto& s : vms.snapshots(name())) std::cout << s.name << "  " << s.created_at << "\n";
