@@ -212,6 +212,7 @@ pool::v1::Image ImageStore::import(const std::string& name, const ImageFiles& fi
     throw_errno("renaming " + building.string() + " to " + final_path.string());
   }
   undo.keep();
+  sync_directory(pool_.images());
   return image;
 }
 

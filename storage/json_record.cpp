@@ -43,6 +43,13 @@ void write_file_whole(const fs::path& path, std::string_view data) {
     ::unlink(tmp.c_str());
     throw_errno(err, "renaming " + tmp.string() + " to " + path.filename().string());
   }
+  sync_directory(path.parent_path());
+}
+
+void sync_directory(const fs::path& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) throw_errno("opening " + dir.string());
+  if (::fsync(fd.get()) != 0) throw_errno("fsync of " + dir.string());
 }
 
 void write_json_record(const fs::path& path, const google::protobuf::Message& record) {

@@ -13,6 +13,8 @@ namespace keel::storage {
 // `data` into a temporary file beside `path`, synced, renamed over it:
 // whole or not at all.
 void write_file_whole(const std::filesystem::path& path, std::string_view data);
+// fsync of a directory: a rename or a new entry in it survives a power cut.
+void sync_directory(const std::filesystem::path& dir);
 // The record as JSON, through write_file_whole.
 void write_json_record(const std::filesystem::path& path, const google::protobuf::Message& record);
 // InputError naming the file when it is missing, not JSON or not the record.

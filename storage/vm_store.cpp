@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <fstream>
 #include <iterator>
@@ -114,6 +115,48 @@ void finish_building(const fs::path& building, const fs::path& current, const po
     throw_errno("creating " + (building / "snapshots").string());
   rename_no_replace(building, final_path,
                     "pool " + pool.path().string() + " has a VM named " + vm.name() + " already");
+  sync_directory(pool.vms());
+}
+
+bool is_mac(const std::string& mac) {
+  if (mac.size() != 17) return false;
+  for (size_t i = 0; i < mac.size(); ++i) {
+    const char c = mac[i];
+    const bool ok = i % 3 == 2 ? c == ':' : std::isxdigit(static_cast<unsigned char>(c)) != 0;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// A record read back from disk (the VM's, or a snapshot's for a clone) is
+// untrusted: everything that reaches keel-vmm's command line or the seed
+// disk is checked as when it was created.
+void validate_vm_record(const pool::v1::Vm& vm, const fs::path& where) {
+  try {
+    check_pool_name("VM", vm.name());
+    check_pool_name("image", vm.image());
+    if (vm.cpus() == 0 || vm.cpus() > 255) throw InputError("cpus must be 1 to 255");
+    if (vm.memory_bytes() < kMinMemory) throw InputError("memory must be at least 16M");
+    check_hostname(vm.hostname());
+    if (!vm.address().empty()) check_address_with_prefix(vm.address());
+    if (!vm.gateway().empty()) check_gateway(vm.gateway(), vm.address());
+    for (const auto& key : vm.ssh_keys()) check_ssh_key(key);
+    if (!vm.tap().empty()) check_tap(vm.tap());
+    if (!is_mac(vm.mac())) throw InputError("MAC '" + vm.mac() + "' is not xx:xx:xx:xx:xx:xx");
+    const std::string& id = vm.instance_id();
+    const bool id_ok =
+        !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+        });
+    if (!id_ok) throw InputError("instance ID '" + id + "' is not one Keel makes");
+    if (!vm.resume_from().empty()) check_pool_name("snapshot", vm.resume_from());
+    for (char c : vm.cmdline()) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        throw InputError("the kernel command line holds a control character");
+    }
+  } catch (const InputError& e) {
+    throw InputError(where.string() + ": " + e.what());
+  }
 }
 
 }  // namespace
@@ -218,7 +261,7 @@ pool::v1::Vm VmStore::get(const std::string& name) const {
     throw InputError((current(name) / kRecord).string() + " names VM '" + vm.name() + "', not " +
                      name);
   }
-  if (!vm.resume_from().empty()) check_pool_name("snapshot", vm.resume_from());
+  validate_vm_record(vm, current(name) / kRecord);
   return vm;
 }
 
@@ -318,6 +361,7 @@ pool::v1::Vm VmStore::clone(const std::string& source, const std::string& name,
   }
   pool::v1::Vm vm;
   read_json_record(from / kRecord, &vm);
+  validate_vm_record(vm, from / kRecord);
   const std::string host = hostname.empty() ? name : hostname;
   check_hostname(host);
   pool_.require_space(uint64_t{4} << 20, "cloning VM " + source);

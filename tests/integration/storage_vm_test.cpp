@@ -396,6 +396,33 @@ TEST_F(StorageVms, CloneIsANewMachineOnTheSameExtents) {
   EXPECT_EQ(vms_.list().size(), 3u);
 }
 
+// vm.json is read back as untrusted input: what would reach keel-vmm's
+// command line or the seed disk is checked again.
+TEST_F(StorageVms, ATamperedRecordIsRefused) {
+  images_.import("base", files());
+  VmSpec s = spec("web1");
+  s.tap = "ktap1";
+  const auto vm = vms_.create(s);
+  const fs::path record = vms_.current("web1") / "vm.json";
+  const std::string original = read_file(record);
+  auto tamper = [&](const std::string& from, const std::string& to) {
+    std::string text = original;
+    const auto at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    std::ofstream(record, std::ios::binary | std::ios::trunc) << text;
+  };
+  tamper("\"ktap1\"", "\"ktap1,script=x\"");
+  EXPECT_NE(input_error([&] { vms_.get("web1"); }).find("is not a network interface name"),
+            std::string::npos);
+  tamper("\"" + vm.mac() + "\"", "\"not a mac\"");
+  EXPECT_NE(input_error([&] { vms_.get("web1"); }).find("vm.json: MAC"), std::string::npos);
+  tamper("\"image\": \"base\"", "\"image\": \"../../etc\"");
+  EXPECT_NE(input_error([&] { vms_.get("web1"); }).find("not allowed"), std::string::npos);
+  std::ofstream(record, std::ios::binary | std::ios::trunc) << original;
+  EXPECT_EQ(vms_.get("web1").tap(), "ktap1");
+}
+
 TEST_F(StorageVms, AnImageInUseIsKeptAndDeletingTheVmsFreesIt) {
   images_.import("base", files());
   vms_.create(spec("web1"));

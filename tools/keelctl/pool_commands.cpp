@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 
 #include "common/error.h"
 #include "common/size_parse.h"
+#include "common/unique_fd.h"
 #include "control/control_client.h"
 #include "storage/image_store.h"
 #include "storage/nbd_server.h"
@@ -212,15 +214,25 @@ std::string vmm_program() {
 
 void start_vm(storage::VmStore& vms, const std::string& name) {
   const auto vm = vms.get(name);
+  const fs::path run_dir = storage::vm_run_dir(name);
+  fs::create_directories(run_dir);
+  ::chmod(run_dir.c_str(), 0700);
+  // One start at a time: the check below and the PID file written after
+  // the start belong together.
+  const fs::path lock_path = run_dir / "start.lock";
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock.valid()) throw_errno("opening " + lock_path.string());
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK)
+      throw InputError("VM " + name + " is being started by another keelctl");
+    throw_errno("locking " + lock_path.string());
+  }
   if (auto pid = storage::running_vmm(name))
     throw InputError("VM " + name + " is running already (keel-vmm " + std::to_string(*pid) + ")");
   // keel-vmm writes memory snapshots only below this (--snapshot-root).
   const fs::path memory_root = storage::vm_memory_root(vms, name);
   fs::create_directories(memory_root);
   ::chmod(memory_root.c_str(), 0700);
-  const fs::path run_dir = storage::vm_run_dir(name);
-  fs::create_directories(run_dir);
-  ::chmod(run_dir.c_str(), 0700);
   fs::remove(storage::vm_api_socket(name));
   std::vector<std::string> argv{vmm_program()};
   for (auto& a : storage::vmm_arguments(vms, vm)) argv.push_back(std::move(a));
@@ -263,8 +275,16 @@ void start_vm(storage::VmStore& vms, const std::string& name) {
   if (got != sizeof vmm || vmm <= 0)
     throw std::runtime_error("could not start keel-vmm for " + name);
   {
-    std::ofstream pid_file(storage::vm_pid_file(name), std::ios::trunc);
+    // Whole or not at all: a temporary file renamed over the old one.
+    const fs::path pid_path = storage::vm_pid_file(name);
+    const fs::path tmp = pid_path.string() + ".tmp";
+    std::ofstream pid_file(tmp, std::ios::trunc);
     pid_file << vmm << "\n";
+    pid_file.close();
+    if (!pid_file || ::rename(tmp.c_str(), pid_path.c_str()) != 0) {
+      ::kill(vmm, SIGKILL);  // a VMM nobody could find again must not run on
+      throw std::runtime_error("could not record keel-vmm's PID in " + pid_path.string());
+    }
   }
   // Started once its control socket answers; a VMM that ends first failed:
   // its log says why.
