@@ -1,6 +1,8 @@
 #include "common/size_parse.h"
 
 #include <charconv>
+#include <cstdio>
+#include <iterator>
 #include <string>
 
 #include "common/error.h"
@@ -46,6 +48,25 @@ uint64_t parse_size(std::string_view text) {
   }
   if (shift && value > (UINT64_MAX >> shift)) throw bad("too large");
   return value << shift;
+}
+
+std::string human_bytes(uint64_t bytes) {
+  static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  size_t unit = 0;
+  double value = static_cast<double>(bytes);
+  while (value >= 1024 && unit + 1 < std::size(units)) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  if (unit == 0) {
+    std::snprintf(text, sizeof(text), "%llu bytes", static_cast<unsigned long long>(bytes));
+  } else if (value == static_cast<double>(static_cast<uint64_t>(value))) {
+    std::snprintf(text, sizeof(text), "%.0f %s", value, units[unit]);
+  } else {
+    std::snprintf(text, sizeof(text), "%.1f %s", value, units[unit]);
+  }
+  return text;
 }
 
 }  // namespace keel

@@ -11,10 +11,12 @@
 
 #include "common/child_process.h"
 #include "common/error.h"
+#include "common/size_parse.h"
 #include "common/unique_fd.h"
 #include "storage/btrfs_subvolume.h"
 #include "storage/json_record.h"
 #include "storage/undo_list.h"
+#include "storage/vm_store.h"
 
 namespace keel::storage {
 
@@ -115,7 +117,7 @@ void convert_disk(const std::string& source, const DiskInfo& info, const fs::pat
     const std::string why = r.timed_out ? "it took longer than 2 hours" : r.err;
     if (why.find("No space left") != std::string::npos) {
       throw InputError("the volume of pool " + pool.path().string() + " is full: converting " +
-                       source + " did not fit (" + describe_bytes(pool.available_bytes()) +
+                       source + " did not fit (" + human_bytes(pool.available_bytes()) +
                        " free now)");
     }
     throw std::runtime_error("qemu-img convert of " + source + " failed: " + why);
@@ -138,11 +140,6 @@ void copy_into(const std::string& source, const fs::path& target, const Pool& po
 
 uint64_t file_bytes(const std::string& path) {
   return path.empty() ? 0 : static_cast<uint64_t>(fs::file_size(path));
-}
-
-bool visible_entry(const fs::directory_entry& e) {
-  const std::string name = e.path().filename();
-  return !name.empty() && name[0] != '.';
 }
 
 }  // namespace
@@ -218,16 +215,13 @@ pool::v1::Image ImageStore::import(const std::string& name, const ImageFiles& fi
 
 std::vector<pool::v1::Image> ImageStore::list(std::vector<std::string>* problems) const {
   std::vector<pool::v1::Image> images;
-  for (const auto& e : fs::directory_iterator(pool_.images())) {
-    if (!visible_entry(e)) continue;
+  for (const auto& name : pool_entry_names(pool_.images())) {
     try {
-      images.push_back(get(e.path().filename()));
+      images.push_back(get(name));
     } catch (const InputError& error) {
       if (problems) problems->push_back(error.what());
     }
   }
-  std::sort(images.begin(), images.end(),
-            [](const auto& a, const auto& b) { return a.name() < b.name(); });
   return images;
 }
 
@@ -252,19 +246,15 @@ pool::v1::Image ImageStore::get(const std::string& name) const {
 
 std::vector<std::string> ImageStore::users(const std::string& name) const {
   std::vector<std::string> vms;
-  for (const auto& e : fs::directory_iterator(pool_.vms())) {
-    if (!visible_entry(e)) continue;
-    pool::v1::Vm vm;
+  const VmStore store(pool_);
+  for (const auto& vm_name : pool_entry_names(pool_.vms())) {
     try {
-      read_json_record(e.path() / "current" / "vm.json", &vm);
+      if (store.get(vm_name).image() == name) vms.push_back(vm_name);
     } catch (const InputError&) {
       // A VM whose record cannot be read might use the image: say so.
-      vms.push_back(e.path().filename().string() + " (record unreadable)");
-      continue;
+      vms.push_back(vm_name + " (record unreadable)");
     }
-    if (vm.image() == name) vms.push_back(e.path().filename());
   }
-  std::sort(vms.begin(), vms.end());
   return vms;
 }
 

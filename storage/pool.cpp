@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/size_parse.h"
 #include "common/unique_fd.h"
 #include "storage/btrfs_subvolume.h"
 #include "storage/undo_list.h"
@@ -105,21 +106,14 @@ void check_pool_name(const std::string& kind, const std::string& name) {
   }
 }
 
-std::string describe_bytes(uint64_t bytes) {
-  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
+std::vector<std::string> pool_entry_names(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::string name = e.path().filename();
+    if (!name.empty() && name[0] != '.') names.push_back(std::move(name));
   }
-  char buf[32];
-  if (unit == 0) {
-    std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buf, sizeof buf, "%.1f %s", value, units[unit]);
-  }
-  return buf;
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 uint64_t Pool::available_bytes() const {
@@ -135,8 +129,8 @@ void Pool::require_space(uint64_t needed, const std::string& what) const {
   const uint64_t free = available_bytes();
   if (needed + kMargin > free) {
     throw InputError("the volume of pool " + path_.string() + " is too full: " + what +
-                     " needs about " + describe_bytes(needed) + " (and " + describe_bytes(kMargin) +
-                     " to spare), " + describe_bytes(free) + " is free");
+                     " needs about " + human_bytes(needed) + " (and " + human_bytes(kMargin) +
+                     " to spare), " + human_bytes(free) + " is free");
   }
 }
 

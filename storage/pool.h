@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace keel::storage {
 
@@ -17,8 +18,10 @@ namespace keel::storage {
 // starting with a letter or a digit. InputError naming `kind` otherwise.
 void check_pool_name(const std::string& kind, const std::string& name);
 
-// A size for messages: "1.5 GiB", "300 MiB".
-std::string describe_bytes(uint64_t bytes);
+// The names in `dir` (a pool's images/ or vms/, a VM's snapshots/),
+// sorted, without the hidden ones: those are imports, creates and deletes
+// under way.
+std::vector<std::string> pool_entry_names(const std::filesystem::path& dir);
 
 class Pool {
  public:

@@ -12,6 +12,7 @@
 #include <iterator>
 
 #include "common/error.h"
+#include "common/size_parse.h"
 #include "common/unique_fd.h"
 #include "storage/btrfs_subvolume.h"
 #include "storage/cloud_init_seed.h"
@@ -177,9 +178,8 @@ pool::v1::Vm VmStore::create(const VmSpec& spec) {
   uint64_t disk_bytes = image.disk().empty() ? spec.disk_bytes : image.disk_bytes();
   if (!image.disk().empty() && spec.disk_bytes != 0) {
     if (spec.disk_bytes < image.disk_bytes()) {
-      throw InputError("--disk-size " + describe_bytes(spec.disk_bytes) +
-                       " is smaller than image " + spec.image + "'s disk (" +
-                       describe_bytes(image.disk_bytes()) + ")");
+      throw InputError("--disk-size " + human_bytes(spec.disk_bytes) + " is smaller than image " +
+                       spec.image + "'s disk (" + human_bytes(image.disk_bytes()) + ")");
     }
     disk_bytes = spec.disk_bytes;
   }
@@ -237,17 +237,13 @@ pool::v1::Vm VmStore::create(const VmSpec& spec) {
 
 std::vector<pool::v1::Vm> VmStore::list(std::vector<std::string>* problems) const {
   std::vector<pool::v1::Vm> vms;
-  for (const auto& e : fs::directory_iterator(pool_.vms())) {
-    const std::string name = e.path().filename();
-    if (name.empty() || name[0] == '.') continue;
+  for (const auto& name : pool_entry_names(pool_.vms())) {
     try {
       vms.push_back(get(name));
     } catch (const InputError& error) {
       if (problems) problems->push_back(error.what());
     }
   }
-  std::sort(vms.begin(), vms.end(),
-            [](const auto& a, const auto& b) { return a.name() < b.name(); });
   return vms;
 }
 
@@ -290,10 +286,9 @@ void VmStore::snapshot(const std::string& name, const std::string& snapshot) {
 std::vector<VmSnapshot> VmStore::snapshots(const std::string& name) const {
   get(name);
   std::vector<VmSnapshot> out;
-  for (const auto& e : fs::directory_iterator(path(name) / "snapshots")) {
-    const std::string snap = e.path().filename();
-    if (snap.empty() || snap[0] == '.' || !is_subvolume(e.path())) continue;
-    out.push_back({snap, time_text(subvolume_created(e.path()))});
+  for (const auto& snap : pool_entry_names(path(name) / "snapshots")) {
+    const fs::path at = path(name) / "snapshots" / snap;
+    if (is_subvolume(at)) out.push_back({snap, time_text(subvolume_created(at))});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
     return a.created_at != b.created_at ? a.created_at < b.created_at : a.name < b.name;

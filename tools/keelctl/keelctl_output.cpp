@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include "common/size_parse.h"
+
 namespace keel {
 
 namespace control = keel::api::v1;
@@ -118,25 +120,6 @@ std::string describe_migration_round(const control::MigrationRound& r) {
          std::to_string(r.dirty_pages_left()) + " pages left, expected pause " + pause +
          (r.throttle_percent() ? ", throttled " + std::to_string(r.throttle_percent()) + "%" : "") +
          "\n";
-}
-
-std::string human_bytes(uint64_t bytes) {
-  static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  size_t unit = 0;
-  double value = static_cast<double>(bytes);
-  while (value >= 1024 && unit + 1 < std::size(units)) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  if (unit == 0) {
-    std::snprintf(text, sizeof(text), "%llu bytes", static_cast<unsigned long long>(bytes));
-  } else if (value == static_cast<double>(static_cast<uint64_t>(value))) {
-    std::snprintf(text, sizeof(text), "%.0f %s", value, units[unit]);
-  } else {
-    std::snprintf(text, sizeof(text), "%.1f %s", value, units[unit]);
-  }
-  return text;
 }
 
 std::string human_duration_ms(uint64_t ms) {

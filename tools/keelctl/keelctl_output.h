@@ -21,8 +21,6 @@ std::string describe_error(const keel::api::v1::Error& error);
 // field printed (zeros too), enums by name.
 std::string response_json(const keel::api::v1::Response& response);
 
-// 1536 -> "1.5 KiB"; 512 MiB -> "512 MiB".
-std::string human_bytes(uint64_t bytes);
 // 3723000 -> "1h 2m 3s"; under a minute with milliseconds: "1.234 s".
 std::string human_duration_ms(uint64_t ms);
 

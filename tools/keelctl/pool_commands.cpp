@@ -160,11 +160,11 @@ std::string to_json(const google::protobuf::Message& message) {
 void print_image(const pool::v1::Image& image, const storage::ImageStore& images) {
   std::cout << "image " << image.name() << "\n";
   if (!image.disk().empty())
-    std::cout << "  disk      " << storage::describe_bytes(image.disk_bytes()) << " (raw)\n";
+    std::cout << "  disk      " << human_bytes(image.disk_bytes()) << " (raw)\n";
   if (!image.kernel().empty())
     std::cout << "  kernel    yes" << (image.initrd().empty() ? "" : ", initrd") << "\n";
   if (!image.cmdline().empty()) std::cout << "  cmdline   " << image.cmdline() << "\n";
-  std::cout << "  stored    " << storage::describe_bytes(image.allocated_bytes()) << "\n";
+  std::cout << "  stored    " << human_bytes(image.allocated_bytes()) << "\n";
   std::cout << "  source    " << image.source() << "\n";
   std::cout << "  imported  " << image.imported_at() << "\n";
   auto users = images.users(image.name());
@@ -183,10 +183,9 @@ void print_vm(const pool::v1::Vm& vm, const storage::VmStore& vms) {
             << "  state     " << vm_state(vm.name()) << "\n"
             << "  image     " << vm.image() << "\n"
             << "  cpus      " << vm.cpus() << "\n"
-            << "  memory    " << storage::describe_bytes(vm.memory_bytes()) << "\n"
+            << "  memory    " << human_bytes(vm.memory_bytes()) << "\n"
             << "  disk      "
-            << (vm.disk_bytes() ? storage::describe_bytes(vm.disk_bytes()) : std::string("none"))
-            << "\n"
+            << (vm.disk_bytes() ? human_bytes(vm.disk_bytes()) : std::string("none")) << "\n"
             << "  hostname  " << vm.hostname() << "\n"
             << "  address   " << (vm.address().empty() ? "DHCP" : vm.address())
             << (vm.gateway().empty() ? "" : " via " + vm.gateway()) << "\n"
@@ -417,8 +416,8 @@ int run_image(const Line& line) {
     if (json) {
       std::cout << to_json(image) << "\n";
     } else {
-      std::cout << "imported " << image.name() << " ("
-                << storage::describe_bytes(image.allocated_bytes()) << " stored)\n";
+      std::cout << "imported " << image.name() << " (" << human_bytes(image.allocated_bytes())
+                << " stored)\n";
     }
   } else if (verb == "list") {
     expect_words(line, 2, "image list");
@@ -428,8 +427,7 @@ int run_image(const Line& line) {
         std::cout << to_json(image) << "\n";
       } else {
         std::cout << image.name() << "  "
-                  << (image.disk().empty() ? "no disk"
-                                           : storage::describe_bytes(image.disk_bytes()))
+                  << (image.disk().empty() ? "no disk" : human_bytes(image.disk_bytes()))
                   << (image.kernel().empty() ? "" : ", kernel") << "  " << image.imported_at()
                   << "\n";
       }
@@ -507,7 +505,7 @@ int run_vm(const Line& line) {
         std::cout << to_json(vm) << "\n";
       } else {
         std::cout << vm.name() << "  " << vm_state(vm.name()) << "  " << vm.image() << "  "
-                  << vm.cpus() << " vCPU, " << storage::describe_bytes(vm.memory_bytes()) << "\n";
+                  << vm.cpus() << " vCPU, " << human_bytes(vm.memory_bytes()) << "\n";
       }
     }
     for (const auto& p : problems) std::cerr << "keelctl: " << p << "\n";
