@@ -55,7 +55,7 @@ class ZeroRuns {
 }  // namespace
 
 IncomingMigration::IncomingMigration(const VmmOptions& options) : options_(options) {
-  const TcpEndpoint endpoint = parse_tcp_endpoint(options.incoming);
+  const TcpEndpoint endpoint = parse_tcp_endpoint(options.incoming, "--incoming");
   listener_ = listen_tcp(endpoint);
   const std::string text = endpoint.text;
   address_ = text.substr(0, text.rfind(':') + 1) + std::to_string(local_port(listener_.get()));

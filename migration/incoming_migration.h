@@ -16,7 +16,7 @@
 #include <string>
 
 #include "migration/stream/frame_channel.h"
-#include "migration/stream/tcp_endpoint.h"
+#include "common/tcp_endpoint.h"
 #include "vmm/config/vmm_options.h"
 #include "vmm/machine.h"
 

@@ -32,7 +32,7 @@ std::string MigrationControl::busy() const {
 void MigrationControl::start(const pb::Migrate& request, Reply reply) {
   MigrationSettings settings;
   try {
-    settings.to = parse_tcp_endpoint(request.to());
+    settings.to = parse_tcp_endpoint(request.to(), "migration address");
   } catch (const InputError& e) {
     return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT, e.what()));
   }

@@ -21,7 +21,7 @@
 #include <string>
 
 #include "migration/stream/frame_channel.h"
-#include "migration/stream/tcp_endpoint.h"
+#include "common/tcp_endpoint.h"
 #include "proto/control.pb.h"
 #include "vmm/migratable_machine.h"
 

@@ -21,15 +21,6 @@ void option_reply(std::string& out, uint32_t option, uint32_t type, const std::s
   out += data;
 }
 
-// A client's bytes, fit for a log line: at most 64, non-printable as '?'.
-std::string printable(const std::string& text) {
-  std::string out = text.substr(0, 64);
-  for (char& c : out) {
-    if (c < 0x20 || c > 0x7e) c = '?';
-  }
-  return out;
-}
-
 uint16_t transmission_flags(const NbdExport& e) {
   uint16_t flags = kHasFlags | kSendFlush | kSendFua;
   if (e.read_only) {

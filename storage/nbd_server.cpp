@@ -8,7 +8,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <cstring>
 
@@ -43,61 +42,9 @@ std::string peer_address(const sockaddr_storage& addr) {
 
 }  // namespace
 
-std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const std::string& what) {
-  std::string host;
-  std::string port;
-  if (!text.empty() && text[0] == '[') {
-    const auto close = text.find("]:");
-    if (close != std::string::npos) {
-      host = text.substr(1, close - 1);
-      port = text.substr(close + 2);
-    }
-  } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  unsigned value = 0;
-  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  unsigned char buf[16];
-  const bool address_ok =
-      ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
-  if (host.empty() || port.empty() || ec != std::errc() || end != port.data() + port.size() ||
-      value > 65535 || !address_ok) {
-    throw InputError(what + " '" + text + "' is not ADDRESS:PORT (IP address, port 0-65535)");
-  }
-  return {host, static_cast<uint16_t>(value)};
-}
-
-NbdServer::NbdServer(std::shared_ptr<const NbdCatalog> catalog, const std::string& address,
-                     uint16_t port)
-    : catalog_(std::move(catalog)) {
-  sockaddr_storage addr{};
-  socklen_t length = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
-  if (::inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    length = sizeof *v4;
-  } else if (::inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    length = sizeof *v6;
-  } else {
-    throw InputError("NBD listen address '" + address + "' is not an IP address");
-  }
-  listener_ = UniqueFd(::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener_.valid()) throw_errno("NBD listening socket");
-  const int one = 1;
-  ::setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), length) != 0)
-    throw_errno("binding the NBD server to " + address + ":" + std::to_string(port));
-  if (::listen(listener_.get(), 64) != 0) throw_errno("listen");
-  sockaddr_storage bound{};
-  socklen_t bound_length = sizeof bound;
-  ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&bound), &bound_length);
-  port_ = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in&>(bound).sin_port
-                                           : reinterpret_cast<sockaddr_in6&>(bound).sin6_port);
+NbdServer::NbdServer(std::shared_ptr<const NbdCatalog> catalog, const TcpEndpoint& listen)
+    : catalog_(std::move(catalog)), listener_(listen_tcp(listen, 64)) {
+  port_ = local_port(listener_.get());
   stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_.valid()) throw_errno("eventfd");
 }

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/tcp_endpoint.h"
 #include "common/unique_fd.h"
 #include "storage/nbd_negotiation.h"
 
@@ -29,8 +30,8 @@ struct NbdServerStats {
 
 class NbdServer {
  public:
-  // Listens on `address` (IPv4 or IPv6 literal) and `port` (0: a free one).
-  NbdServer(std::shared_ptr<const NbdCatalog> catalog, const std::string& address, uint16_t port);
+  // Listens on `listen` (port 0: a free one).
+  NbdServer(std::shared_ptr<const NbdCatalog> catalog, const TcpEndpoint& listen);
   // Stops and waits for every connection's thread.
   ~NbdServer();
   NbdServer(const NbdServer&) = delete;
@@ -60,9 +61,5 @@ class NbdServer {
   std::vector<Worker> threads_;
   NbdServerStats stats_;
 };
-
-// "ADDR:PORT" or "[V6ADDR]:PORT" split; InputError naming `what` when it is
-// neither.
-std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const std::string& what);
 
 }  // namespace keel::storage

@@ -1,8 +1,10 @@
 // The NBD protocol's numbers and its two fixed-size messages of the
 // transmission phase (NetworkBlockDevice/nbd doc/proto.md: fixed newstyle
-// handshake, simple replies only). Every integer on the wire is big-endian.
+// handshake, simple replies only), for Keel's server and its client. Every
+// integer on the wire is big-endian.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -119,10 +121,53 @@ inline void append_request(std::string& out, const Request& r) {
   append_be(out, r.length, 4);
 }
 
+struct SimpleReply {
+  uint32_t error = 0;
+  uint64_t cookie = 0;
+};
+
+// A simple reply's header; nullopt when the magic is wrong (a structured
+// reply, which Keel's client never asks for, or garbage).
+inline std::optional<SimpleReply> parse_simple_reply(std::span<const uint8_t, kSimpleReplySize> b) {
+  if (load_be(b.data(), 4) != kSimpleReplyMagic) return std::nullopt;
+  return SimpleReply{static_cast<uint32_t>(load_be(b.data() + 4, 4)), load_be(b.data() + 8, 8)};
+}
+
+// The host errno for a reply's error (unknown values as EIO).
+inline int errno_for_error(uint32_t error) {
+  switch (error) {
+    case kEperm:
+      return EPERM;
+    case kEnomem:
+      return ENOMEM;
+    case kEinval:
+      return EINVAL;
+    case kEnospc:
+      return ENOSPC;
+    case kEoverflow:
+      return EOVERFLOW;
+    case kEnotsup:
+      return ENOTSUP;
+    case kEshutdown:
+      return ESHUTDOWN;
+    default:
+      return EIO;
+  }
+}
+
 inline void append_simple_reply(std::string& out, uint32_t error, uint64_t cookie) {
   append_be(out, kSimpleReplyMagic, 4);
   append_be(out, error, 4);
   append_be(out, cookie, 8);
+}
+
+// A peer's bytes, fit for a log line: at most 64, non-printable as '?'.
+inline std::string printable(const std::string& text) {
+  std::string out = text.substr(0, 64);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
 }
 
 // The protocol's error for a host errno (ENOSPC, EPERM, EINVAL, else EIO).

@@ -344,4 +344,11 @@ bool RawDisk::cancel_all(std::chrono::milliseconds timeout) {
   return in_kernel_ == 0;
 }
 
+BlockBackend::Counters RawDisk::counters() const {
+  return {{"direct_ops", stats_.direct_ops},
+          {"buffered_ops", stats_.buffered_ops},
+          {"resubmissions", stats_.resubmissions},
+          {"queued_when_full", stats_.queued_when_full}};
+}
+
 }  // namespace keel::storage

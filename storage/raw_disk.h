@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "storage/block_backend.h"
 #include "storage/io_uring_ring.h"
 
 namespace keel::storage {
@@ -53,72 +54,74 @@ struct RawDiskStats {
   uint64_t queued_when_full = 0;  // requests that waited for ring space
 };
 
-class RawDisk {
+class RawDisk : public BlockBackend {
  public:
-  using CompletionHandler = std::function<void(uint64_t tag, int64_t result)>;
-
   explicit RawDisk(const RawDiskOptions& options);
   // Waits (bounded) for requests in flight: their buffers belong to the caller.
-  ~RawDisk();
+  ~RawDisk() override;
   RawDisk(const RawDisk&) = delete;
   RawDisk& operator=(const RawDisk&) = delete;
 
   const std::string& path() const { return path_; }
-  uint64_t size() const { return size_; }
-  bool read_only() const { return read_only_; }
+  const std::string& name() const override { return path_; }
+  uint64_t size() const override { return size_; }
+  bool read_only() const override { return read_only_; }
   bool direct() const { return direct_fd_.valid(); }
   // What O_DIRECT needs: file offsets and lengths, and buffer addresses.
   uint32_t direct_offset_align() const { return offset_align_; }
   uint32_t direct_memory_align() const { return memory_align_; }
   // The file system's preferred I/O size (st_blksize).
   uint32_t block_size() const { return block_size_; }
+  uint32_t preferred_alignment() const override { return direct() ? offset_align_ : 512; }
+  uint32_t discard_granularity() const override { return block_size_; }
   const RawDiskStats& stats() const { return stats_; }
+  Counters counters() const override;
 
   // The image's OFD lock (F_OFD_SETLK on the whole file): exclusive for a
   // writable disk, shared for a read-only one, so no two VMMs write one
   // image and none writes what another reads. claim() throws InputError
   // naming the image when another open file holds a conflicting lock;
   // release() lets go (a migration hands the image over).
-  void claim();
-  void release();
+  void claim() override;
+  void release() override;
   bool claimed() const { return claimed_; }
 
-  void set_completion_handler(CompletionHandler handler) { handler_ = std::move(handler); }
+  void set_completion_handler(CompletionHandler handler) override { handler_ = std::move(handler); }
 
   // Requests: prepared here, handed to the kernel by submit(). The iovecs are
   // copied; the buffers they point to must stay valid until completion.
-  void read(uint64_t tag, uint64_t offset, std::span<const iovec> iov);
-  void write(uint64_t tag, uint64_t offset, std::span<const iovec> iov);
+  void read(uint64_t tag, uint64_t offset, std::span<const iovec> iov) override;
+  void write(uint64_t tag, uint64_t offset, std::span<const iovec> iov) override;
   // fdatasync, ordered after every request submitted before it (IOSQE_IO_DRAIN).
-  void flush(uint64_t tag);
+  void flush(uint64_t tag) override;
   // fdatasync now, waiting for it (what completed is on stable storage);
   // a no-op for a read-only image. Call with nothing in flight.
-  void sync();
+  void sync() override;
   // Deallocates [offset, offset + length): reads return zeroes afterwards
   // (fallocate PUNCH_HOLE | KEEP_SIZE). A file system without hole punching
   // completes it as a no-op, which discard allows.
-  void discard(uint64_t tag, uint64_t offset, uint64_t length);
+  void discard(uint64_t tag, uint64_t offset, uint64_t length) override;
   // Zeroes [offset, offset + length): ZERO_RANGE keeps the blocks allocated,
   // PUNCH_HOLE when `may_unmap`; where the file system has neither, zeroes
   // are written.
-  void write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool may_unmap);
+  void write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool may_unmap) override;
 
-  void submit();
+  void submit() override;
 
   // Collects what the kernel completed: resubmits partial transfers and the
   // requests that waited for space, reports the finished ones to the handler.
   // Clears event_fd() first, so no completion is missed.
-  void process_completions();
+  void process_completions() override;
 
-  int event_fd() const { return ring_.event_fd(); }
+  int event_fd() const override { return ring_.event_fd(); }
   // Requests the disk has accepted and not yet reported.
-  size_t outstanding() const { return ops_.size(); }
+  size_t outstanding() const override { return ops_.size(); }
 
   // Abandons every request without waiting: those still waiting for ring
   // space are dropped, those in the kernel finish there and their results
   // are discarded as process_completions() collects them; the handler is not
   // called for any. outstanding() counts the ones still in the kernel.
-  void abandon_all();
+  void abandon_all() override;
   // abandon_all(), then waits (up to `timeout`) for the kernel to be done
   // with them. Returns whether nothing is left in the kernel (after a
   // timeout some buffers may still be written).

@@ -6,9 +6,9 @@
 
 #include <thread>
 
+#include "common/tcp_endpoint.h"
 #include "migration/stream/frame_channel.h"
 #include "migration/stream/stream_format.h"
-#include "migration/stream/tcp_endpoint.h"
 #include "proto/migration.pb.h"
 
 namespace keel::migration {
@@ -83,17 +83,24 @@ TEST(PageBatch, RefusesEachKindOfDamageByName) {
 }
 
 TEST(TcpEndpoint, ParsesNumericAddressesAndNamesWhatIsWrong) {
-  EXPECT_EQ(parse_tcp_endpoint("tcp:127.0.0.1:4444").address.ss_family, AF_INET);
-  EXPECT_EQ(parse_tcp_endpoint("tcp:[::1]:0").address.ss_family, AF_INET6);
-  EXPECT_NE(error_of([] { parse_tcp_endpoint("udp:1.2.3.4:5"); }).find("only tcp: is supported"),
+  EXPECT_EQ(parse_tcp_endpoint("tcp:127.0.0.1:4444", "address").address.ss_family, AF_INET);
+  EXPECT_EQ(parse_tcp_endpoint("tcp:[::1]:0", "address").address.ss_family, AF_INET6);
+  EXPECT_NE(error_of([] {
+              parse_tcp_endpoint("udp:1.2.3.4:5", "address");
+            }).find("only tcp: is supported"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_tcp_endpoint("tcp:1.2.3.4"); }).find("no port"), std::string::npos);
-  EXPECT_NE(error_of([] { parse_tcp_endpoint("tcp:1.2.3.4:70000"); }).find("port above 65535"),
+  EXPECT_NE(error_of([] { parse_tcp_endpoint("tcp:1.2.3.4", "address"); }).find("no port"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_tcp_endpoint("tcp:example.org:80"); }).find("not an IPv4 address"),
+  EXPECT_NE(
+      error_of([] { parse_tcp_endpoint("tcp:1.2.3.4:70000", "address"); }).find("port above 65535"),
+      std::string::npos);
+  EXPECT_NE(error_of([] {
+              parse_tcp_endpoint("tcp:example.org:80", "address");
+            }).find("not an IPv4 address"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_tcp_endpoint("tcp:1.2.3.4:x"); }).find("port is not a number"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { parse_tcp_endpoint("tcp:1.2.3.4:x", "address"); }).find("port is not a number"),
+      std::string::npos);
 }
 
 struct Pair {

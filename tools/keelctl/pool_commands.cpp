@@ -569,7 +569,7 @@ int run_nbd(const Line& line) {
     throw UsageError{"usage: keelctl nbd serve --listen ADDR:PORT --allow VM=CLIENT..."};
   auto listen = line.option("--listen");
   if (!listen) throw UsageError{"nbd serve needs --listen ADDR:PORT"};
-  const auto [address, port] = storage::parse_host_port(*listen, "--listen");
+  const TcpEndpoint endpoint = parse_host_port(*listen, "--listen");
   std::map<std::string, std::set<std::string>> allow;
   for (const auto& rule : line.all("--allow")) storage::PoolNbdCatalog::add_rule(rule, allow);
   if (allow.empty()) {
@@ -583,8 +583,9 @@ int run_nbd(const Line& line) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   auto catalog =
       std::make_shared<storage::PoolNbdCatalog>(storage::VmStore(open_pool(line)), allow);
-  storage::NbdServer server(catalog, address, port);
-  std::cout << "serving NBD on " << address << ":" << server.port() << std::endl;
+  storage::NbdServer server(catalog, endpoint);
+  std::cout << "serving NBD on " << endpoint.text.substr(0, endpoint.text.rfind(':')) << ":"
+            << server.port() << std::endl;
   std::atomic<bool> signalled{false};
   std::thread waiter([&server, &signalled, signals] {
     int signo = 0;

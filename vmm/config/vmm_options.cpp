@@ -17,7 +17,8 @@ namespace keel {
 const char* const kVmmUsage =
     "usage: keel-vmm --kernel PATH [--initrd PATH] [--cmdline STRING] [--cpus N]\n"
     "                [--memory SIZE] [--serial stdout|file=PATH]\n"
-    "                [--disk path=PATH[,readonly=on][,serial=S]]... [--net tap=NAME[,mac=MAC]]...\n"
+    "                [--disk path=PATH|nbd=tcp:ADDR:PORT/EXPORT[,readonly=on][,serial=S]]...\n"
+    "                [--net tap=NAME[,mac=MAC]]...\n"
     "                [--rng] [--api-socket PATH] [--snapshot-root DIR] [--jail UID[:GID]]\n"
     "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net "
     "...]...\n"
@@ -36,6 +37,9 @@ const char* const kVmmUsage =
     "                    path=PATH[,readonly=on][,serial=S]; repeatable, the\n"
     "                    first is the guest's vda. serial: what the guest reads\n"
     "                    as the disk's ID, up to 20 bytes (default: the file name)\n"
+    "                    Or on an NBD export: nbd=tcp:ADDR:PORT/EXPORT[,timeout=S]\n"
+    "                    (a lost server is reconnected, its requests sent again;\n"
+    "                    after S seconds without it, default 30, I/O fails)\n"
     "  --net SPEC        virtio-net adapter on an existing tap device:\n"
     "                    tap=NAME[,mac=MAC]; repeatable (default MAC: a locally\n"
     "                    administered one derived from the tap's name)\n"
@@ -123,15 +127,29 @@ bool parse_on_off(const std::string& value, const std::string& what) {
 
 state::v1::DiskConfig parse_disk(const std::string& text) {
   state::v1::DiskConfig disk;
-  for (const auto& [key, value] : parse_fields(text, "--disk", {"path", "readonly", "serial"})) {
+  for (const auto& [key, value] :
+       parse_fields(text, "--disk", {"path", "nbd", "readonly", "serial", "timeout"})) {
     if (key == "path") disk.set_path(value);
+    if (key == "nbd") disk.set_nbd(value);
+    if (key == "timeout") {
+      unsigned seconds = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+      if (ec != std::errc() || end != value.data() + value.size() || seconds == 0 ||
+          seconds > 3600) {
+        throw InputError("invalid value for --disk timeout: '" + value + "' (seconds, 1 to 3600)");
+      }
+      disk.set_nbd_timeout_ms(seconds * 1000);
+    }
     if (key == "readonly") disk.set_readonly(parse_on_off(value, "--disk readonly"));
     if (key == "serial") {
       if (value.empty()) throw InputError("--disk serial= needs 1 to 20 bytes");
       disk.set_serial(value);
     }
   }
-  if (disk.path().empty()) throw InputError("--disk needs path=PATH");
+  if (disk.path().empty() == disk.nbd().empty())
+    throw InputError("--disk needs one of path=PATH and nbd=tcp:ADDR:PORT/EXPORT");
+  if (disk.nbd_timeout_ms() != 0 && disk.nbd().empty())
+    throw InputError("--disk timeout= is for NBD disks (nbd=...)");
   return disk;
 }
 
@@ -170,7 +188,8 @@ std::string mac_text(const std::string& bytes) {
 
 // The parts of the check that hold for a disk or adapter given on its own.
 void check_disk(const state::v1::DiskConfig& disk, const std::string& what) {
-  if (disk.path().empty()) throw InputError(what + " needs path=PATH");
+  if (disk.path().empty() == disk.nbd().empty())
+    throw InputError(what + " needs one of path=PATH and nbd=tcp:ADDR:PORT/EXPORT");
   if (disk.serial().size() > virtio::kBlkIdBytes) {
     throw InputError(what + ": serial \"" + disk.serial() + "\" is longer than " +
                      std::to_string(virtio::kBlkIdBytes) + " bytes");
@@ -284,7 +303,8 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
   if (options.help) return options;
   if (config.kernel().empty()) throw InputError("missing --kernel PATH (see --help)");
   for (auto& disk : *config.mutable_disks()) {
-    if (disk.serial().empty()) disk.set_serial(virtio::default_disk_serial(disk.path()));
+    if (disk.serial().empty())
+      disk.set_serial(virtio::default_disk_serial(disk.nbd().empty() ? disk.path() : disk.nbd()));
   }
   for (auto& net : *config.mutable_nets()) {
     if (net.mac().empty()) net.set_mac(mac_for_tap(net.tap()));
@@ -349,7 +369,7 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
   for (int i = 0; i < disks.size(); ++i) {
     const auto& given = disks[i];
     auto& disk = *config.mutable_disks(i);
-    const std::string what = "--disk " + given.path();
+    const std::string what = "--disk " + (given.nbd().empty() ? given.path() : given.nbd());
     if (given.readonly() != disk.readonly()) {
       throw InputError(what + ": the " + from + "'s disk " + std::to_string(i) + " is " +
                        (disk.readonly() ? "read-only" : "writable"));
@@ -359,6 +379,8 @@ state::v1::VmConfig config_for_restore(const VmmOptions& options,
                        disk.serial() + "\"");
     }
     disk.set_path(given.path());
+    disk.set_nbd(given.nbd());
+    disk.set_nbd_timeout_ms(given.nbd_timeout_ms());
   }
   if (nets.empty() && snapshot.nets_size() > 0) {
     throw InputError("the " + from + " has " + std::to_string(snapshot.nets_size()) +

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/state_check.h"
 #include "proto/device_state.pb.h"
+#include "storage/open_disk.h"
 
 namespace keel::virtio {
 namespace {
@@ -45,15 +46,12 @@ std::string default_disk_serial(const std::string& path) {
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
                                  const state::v1::DiskConfig& config, bool claim)
-    : VirtioBlkDevice(events,
-                      std::make_unique<storage::RawDisk>(storage::RawDiskOptions{
-                          .path = config.path(), .read_only = config.readonly(), .claim = claim}),
-                      config.serial()) {}
+    : VirtioBlkDevice(events, storage::open_disk(config, claim), config.serial()) {}
 
 VirtioBlkDevice::VirtioBlkDevice(boost::asio::io_context& events,
-                                 std::unique_ptr<storage::RawDisk> disk, std::string serial)
+                                 std::unique_ptr<storage::BlockBackend> disk, std::string serial)
     : disk_(std::move(disk)),
-      serial_(serial_for(disk_->path(), std::move(serial))),
+      serial_(serial_for(disk_->name(), std::move(serial))),
       capacity_sectors_(disk_->size() >> kSectorShift),
       // Asio owns (and closes) its descriptor: give it a copy of the eventfd.
       completions_(events, dup_fd(disk_->event_fd())) {
@@ -86,8 +84,7 @@ BlkConfig VirtioBlkDevice::config() const {
   c.blk_size = kSectorSize;
   // Topology: the granularity O_DIRECT wants, so that the guest's own
   // alignment keeps its requests on the direct path.
-  const uint32_t physical = std::clamp<uint32_t>(
-      disk_->direct() ? disk_->direct_offset_align() : kSectorSize, kSectorSize, 4096);
+  const uint32_t physical = std::clamp<uint32_t>(disk_->preferred_alignment(), kSectorSize, 4096);
   c.physical_block_exp =
       static_cast<uint8_t>(std::countr_zero(std::bit_floor(physical) >> kSectorShift));
   c.min_io_size = static_cast<uint16_t>(std::bit_floor(physical) >> kSectorShift);
@@ -97,7 +94,7 @@ BlkConfig VirtioBlkDevice::config() const {
     c.max_discard_seg = kMaxRangeSegments;
     // The file system's block: smaller holes are zeroed, not deallocated.
     c.discard_sector_alignment =
-        std::max<uint32_t>(std::bit_floor(disk_->block_size()) >> kSectorShift, 1);
+        std::max<uint32_t>(std::bit_floor(disk_->discard_granularity()) >> kSectorShift, 1);
     c.max_write_zeroes_sectors = kMaxRangeSectors;
     c.max_write_zeroes_seg = kMaxRangeSegments;
     c.write_zeroes_may_unmap = 1;
@@ -345,15 +342,12 @@ void VirtioBlkDevice::end_draining() {
 }
 
 VirtioDevice::Counters VirtioBlkDevice::counters() const {
-  const storage::RawDiskStats& d = disk_->stats();
-  return {{"requests", counts_.requests},
-          {"read_bytes", counts_.read_bytes},
-          {"written_bytes", counts_.written_bytes},
-          {"errors", counts_.errors},
-          {"direct_ops", d.direct_ops},
-          {"buffered_ops", d.buffered_ops},
-          {"resubmissions", d.resubmissions},
-          {"queued_when_full", d.queued_when_full}};
+  Counters counters{{"requests", counts_.requests},
+                    {"read_bytes", counts_.read_bytes},
+                    {"written_bytes", counts_.written_bytes},
+                    {"errors", counts_.errors}};
+  for (auto& counter : disk_->counters()) counters.push_back(std::move(counter));
+  return counters;
 }
 
 void VirtioBlkDevice::complete(uint16_t head, uint64_t status_gpa, uint8_t status,
@@ -421,7 +415,7 @@ void VirtioBlkDevice::wait_for_completions() {
           } catch (const std::exception& e) {
             // Host-side (io_uring, KVM): this disk stops,
             // the event loop and the VM go on.
-            log::error(std::string("virtio-blk ") + disk_->path() + ": " + e.what());
+            log::error(std::string("virtio-blk ") + disk_->name() + ": " + e.what());
             queue_failed(std::string("host failure: ") + e.what());
           }
         }
@@ -485,7 +479,7 @@ void VirtioBlkDevice::restore_state(const state::v1::VirtioDeviceState& state) {
   if (state.blk().capacity_sectors() != capacity_sectors_) {
     refuse_state("virtio-blk", "capacity_sectors",
                  std::to_string(state.blk().capacity_sectors()) + " differs from the disk's " +
-                     std::to_string(capacity_sectors_) + " (" + disk_->path() + ")");
+                     std::to_string(capacity_sectors_) + " (" + disk_->name() + ")");
   }
   if (state.blk().read_only() != disk_->read_only()) {
     refuse_state("virtio-blk", "read_only", "differs from the disk's");

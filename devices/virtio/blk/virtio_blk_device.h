@@ -1,5 +1,6 @@
-// virtio-blk (virtio 1.x, 5.2): one request queue over a raw disk image read
-// and written through io_uring (storage::RawDisk).
+// virtio-blk (virtio 1.x, 5.2): one request queue over a disk backend: a
+// raw image read and written through io_uring (storage::RawDisk) or an NBD
+// export (storage::NbdDisk).
 //
 // Requests never block the caller: queue_notify() parses what the driver made
 // available (parse_blk_request) and submits it; reads land directly in the
@@ -26,7 +27,7 @@
 #include "devices/virtio/blk/blk_request.h"
 #include "devices/virtio/queue/virtio_device.h"
 #include "proto/vm_config.pb.h"
-#include "storage/raw_disk.h"
+#include "storage/block_backend.h"
 
 namespace keel::virtio {
 
@@ -55,13 +56,14 @@ class VirtioBlkDevice : public VirtioDevice {
   // goes on in a later round on the event loop.
   static constexpr unsigned kBurst = 64;
 
-  // Opens the image (throws InputError naming it when that fails). An empty
-  // serial: the image's file name (its first 20 bytes).
-  // `claim`: lock the image at once (storage::RawDisk::claim).
+  // Opens the image or export (throws InputError naming it when that
+  // fails). An empty serial: the image's file name, or the export's name
+  // (its first 20 bytes). `claim`: take the disk at once
+  // (storage::BlockBackend::claim).
   VirtioBlkDevice(boost::asio::io_context& events, const state::v1::DiskConfig& config,
                   bool claim = true);
   // Over a disk already open; `serial` as in DiskConfig.
-  VirtioBlkDevice(boost::asio::io_context& events, std::unique_ptr<storage::RawDisk> disk,
+  VirtioBlkDevice(boost::asio::io_context& events, std::unique_ptr<storage::BlockBackend> disk,
                   std::string serial);
   ~VirtioBlkDevice() override;
 
@@ -99,7 +101,7 @@ class VirtioBlkDevice : public VirtioDevice {
 
   uint64_t capacity_sectors() const { return capacity_sectors_; }
   const std::string& serial() const { return serial_; }
-  const storage::RawDisk& disk() const { return *disk_; }
+  const storage::BlockBackend& disk() const { return *disk_; }
   // Requests popped and not yet returned to the driver.
   size_t requests_in_flight() const { return in_flight_count_; }
   // requests (completed), read_bytes, written_bytes, errors (IOERR or
@@ -137,7 +139,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void continue_later();
   uint64_t tag(uint16_t head) const { return (uint64_t{generation_} << 16) | head; }
 
-  std::unique_ptr<storage::RawDisk> disk_;
+  std::unique_ptr<storage::BlockBackend> disk_;
   std::string serial_;
   uint64_t capacity_sectors_ = 0;
   boost::asio::posix::stream_descriptor completions_;

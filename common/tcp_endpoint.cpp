@@ -1,4 +1,4 @@
-#include "migration/stream/tcp_endpoint.h"
+#include "common/tcp_endpoint.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 
 #include "common/error.h"
 
-namespace keel::migration {
+namespace keel {
 
 namespace {
 
@@ -19,6 +19,8 @@ void set_nodelay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
+
+}  // namespace
 
 std::string describe_address(const sockaddr_storage& a) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -35,25 +37,21 @@ std::string describe_address(const sockaddr_storage& a) {
   return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
-}  // namespace
-
-TcpEndpoint parse_tcp_endpoint(const std::string& uri) {
+TcpEndpoint parse_host_port(const std::string& text, const std::string& what) {
   auto bad = [&](const std::string& why) {
-    return InputError("migration address \"" + uri + "\": " + why +
-                      " (expected tcp:ADDR:PORT, ADDR numeric, IPv6 in brackets)");
+    return InputError(what + " \"" + text + "\": " + why +
+                      " (expected ADDR:PORT, ADDR numeric, IPv6 in brackets)");
   };
-  if (uri.rfind("tcp:", 0) != 0) throw bad("only tcp: is supported");
-  const std::string rest = uri.substr(4);
-  const size_t colon = rest.rfind(':');
-  if (colon == std::string::npos || colon + 1 == rest.size()) throw bad("no port");
-  std::string host = rest.substr(0, colon);
-  const std::string port_text = rest.substr(colon + 1);
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) throw bad("no port");
+  const std::string host = text.substr(0, colon);
+  const std::string port_text = text.substr(colon + 1);
   if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos)
     throw bad("port is not a number");
   const unsigned long port = std::stoul(port_text);
   if (port > 65535) throw bad("port above 65535");
   TcpEndpoint e;
-  e.text = uri;
+  e.text = text;
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     auto& v6 = reinterpret_cast<sockaddr_in6&>(e.address);
     v6.sin6_family = AF_INET6;
@@ -68,6 +66,15 @@ TcpEndpoint parse_tcp_endpoint(const std::string& uri) {
   v4.sin_port = htons(static_cast<uint16_t>(port));
   if (::inet_pton(AF_INET, host.c_str(), &v4.sin_addr) != 1) throw bad("not an IPv4 address");
   e.length = sizeof v4;
+  return e;
+}
+
+TcpEndpoint parse_tcp_endpoint(const std::string& uri, const std::string& what) {
+  if (uri.rfind("tcp:", 0) != 0) {
+    throw InputError(what + " \"" + uri + "\": only tcp: is supported (expected tcp:ADDR:PORT)");
+  }
+  TcpEndpoint e = parse_host_port(uri.substr(4), what);
+  e.text = uri;
   return e;
 }
 
@@ -102,14 +109,14 @@ UniqueFd connect_tcp(const TcpEndpoint& endpoint, std::chrono::milliseconds time
   return fd;
 }
 
-UniqueFd listen_tcp(const TcpEndpoint& endpoint) {
+UniqueFd listen_tcp(const TcpEndpoint& endpoint, int backlog) {
   UniqueFd fd(::socket(endpoint.address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) throw_errno("socket for " + endpoint.text);
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&endpoint.address), endpoint.length) !=
           0 ||
-      ::listen(fd.get(), 1) != 0) {
+      ::listen(fd.get(), backlog) != 0) {
     throw InputError("cannot listen on " + endpoint.text + ": " + std::strerror(errno));
   }
   return fd;
@@ -127,14 +134,14 @@ UniqueFd accept_tcp(int listener, const std::atomic<bool>& stop, std::string* pe
   while (!stop.load()) {
     pollfd p{listener, POLLIN, 0};
     int n = ::poll(&p, 1, 250);
-    if (n < 0 && errno != EINTR) throw_errno("poll on the migration listener");
+    if (n < 0 && errno != EINTR) throw_errno("poll on a TCP listener");
     if (n <= 0) continue;
     sockaddr_storage from{};
     socklen_t len = sizeof from;
     UniqueFd fd(::accept4(listener, reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
     if (!fd.valid()) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
-      throw_errno("accept on the migration listener");
+      throw_errno("accept on a TCP listener");
     }
     set_nodelay(fd.get());
     if (peer) *peer = describe_address(from);
@@ -143,4 +150,4 @@ UniqueFd accept_tcp(int listener, const std::atomic<bool>& stop, std::string* pe
   return UniqueFd();
 }
 
-}  // namespace keel::migration
+}  // namespace keel
