@@ -170,9 +170,9 @@ NbdClientHandshake::State NbdClientHandshake::info_reply(const std::string& data
       // doc/proto.md "Block size constraints": powers of two, min at most
       // 64 KiB, preferred at least min, max a multiple of min or all ones
       // (no limit but the protocol's).
-      const bool max_ok = max == 0xffffffffu || (max >= min && max % min == 0);
-      if (!std::has_single_bit(min) || min > (64u << 10) || !std::has_single_bit(preferred) ||
-          preferred < min || !max_ok) {
+      const bool min_ok = std::has_single_bit(min) && min <= (64u << 10);
+      const bool max_ok = max == 0xffffffffu || (min_ok && max >= min && max % min == 0);
+      if (!min_ok || !std::has_single_bit(preferred) || preferred < min || !max_ok) {
         return fail("the server's block sizes (" + std::to_string(min) + ", " +
                     std::to_string(preferred) + ", " + std::to_string(max) + ") are not valid");
       }

@@ -149,6 +149,35 @@ def migration_seeds():
     }
 
 
+def nbd_client_seeds():
+    be = lambda v, n: v.to_bytes(n, "big")
+    greeting = b"NBDMAGIC" + b"IHAVEOPT" + be(3, 2)  # fixed newstyle, no zeroes
+    rep_magic = be(0x0003e889045565a9, 8)
+
+    def opt_reply(option, kind, data=b""):
+        return rep_magic + be(option, 4) + be(kind, 4) + be(len(data), 4) + data
+
+    export = opt_reply(7, 3, be(0, 2) + be(64 << 20, 8) + be(1 | 4 | 32 | 64, 2))
+    block = opt_reply(7, 3, be(3, 2) + be(1, 4) + be(4096, 4) + be(32 << 20, 4))
+    go = greeting + export + block + opt_reply(7, 1)
+    # Fallback: GO unsupported, EXPORT_NAME answered with size and flags.
+    old = greeting + opt_reply(7, 0x80000001) + be(64 << 20, 8) + be(1 | 4, 2)
+    refused = greeting + opt_reply(7, 0x80000006, b"no such export")
+
+    def reply(cookie, error=0, payload=b""):
+        return be(0x67446698, 4) + be(error, 4) + be(cookie, 8) + payload
+
+    replies = (reply(3) + reply(2) + reply(1, payload=b"\x11" * 4096) +
+               reply(4, payload=b"\x22" * 8192))
+    errors = reply(2, error=28) + reply(1, error=5) + reply(9)
+
+    def seed(handshake, rest=b""):
+        return len(handshake).to_bytes(2, "little") + handshake + rest
+
+    return {"go_then_replies": seed(go, replies), "export_name_fallback": seed(old, replies),
+            "refused": seed(refused), "error_replies": seed(go, errors)}
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -161,3 +190,4 @@ if __name__ == "__main__":
     write("split_queue_fuzz", queue_seeds())
     write("blk_request_fuzz", blk_seeds())
     write("migration_stream_fuzz", migration_seeds())
+    write("nbd_client_fuzz", nbd_client_seeds())
