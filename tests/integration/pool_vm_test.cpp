@@ -5,7 +5,9 @@
 // or rolled back, and stops on the power button. Btrfs on a loop device;
 // KVM directly or in the box (tools/kvm-run --need kvm).
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -20,6 +22,7 @@
 #include "common/child_process.h"
 #include "tests/support/disk_pattern.h"
 #include "tests/support/live_vmm.h"
+#include "tests/support/net_namespace.h"
 #include "tests/support/scratch_btrfs.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
@@ -206,6 +209,120 @@ TEST_F(PoolVms, AMemorySnapshotRolledBackResumesTheGuestWhereItWas) {
   EXPECT_GE(wait_beat(console, 1), 1u);
   EXPECT_NE(read_file(console).find("testos: boot"), std::string::npos) << read_file(console);
   ASSERT_EQ(keelctl({"vm", "stop", "m1", "--force"}).exit_code, 0);
+}
+
+// --- a disk on another host: NBD across network namespaces ---------------
+
+// keel-vmm in a "compute" namespace (this thread's, so its children's),
+// `keelctl nbd serve` in a "storage" one, joined by a veth pair the test
+// can take down: the cut link of two hosts. Removed on destruction.
+class NbdHosts {
+ public:
+  NbdHosts()
+      : compute_("nbdtap" + std::to_string(::getpid() % 10000), ""),
+        storage_("keel-nbd-s" + std::to_string(::getpid())) {
+    run_checked({"ip", "netns", "add", storage_});
+    run_checked(
+        {"ip", "link", "add", "nbdc", "type", "veth", "peer", "name", "nbds", "netns", storage_});
+    run_checked({"ip", "addr", "add", "10.231.0.2/24", "dev", "nbdc"});
+    run_checked({"ip", "link", "set", "nbdc", "up"});
+    run_checked({"ip", "-n", storage_, "addr", "add", "10.231.0.1/24", "dev", "nbds"});
+    run_checked({"ip", "-n", storage_, "link", "set", "nbds", "up"});
+    run_checked({"ip", "-n", storage_, "link", "set", "lo", "up"});
+  }
+  ~NbdHosts() {
+    server_.reset();
+    run_command({"ip", "netns", "del", storage_}, std::chrono::seconds(30));
+  }
+  // Serves the pool's VM disks to the compute side; returns once it listens.
+  void serve(const std::string& pool, const std::string& vm) {
+    server_.emplace(ChildProcess::spawn(
+        {"ip", "netns", "exec", storage_, keelctl_path(), "nbd", "serve", "--pool", pool,
+         "--listen", "10.231.0.1:10809", "--allow", vm + "=10.231.0.2"},
+        {.capture_stdout = true, .capture_stderr = false, .extra_env = {}}));
+    std::string out;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (out.find("serving NBD on") == std::string::npos) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << out;
+      pollfd p{server_->stdout_fd(), POLLIN, 0};
+      if (::poll(&p, 1, 500) <= 0) continue;
+      char buffer[256];
+      const ssize_t n = ::read(server_->stdout_fd(), buffer, sizeof buffer);
+      ASSERT_GT(n, 0) << "keelctl nbd serve ended: " << out;
+      out.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  void link(bool up) {
+    run_checked({"ip", "-n", storage_, "link", "set", "nbds", up ? "up" : "down"});
+  }
+
+ private:
+  NetNamespace compute_;
+  std::string storage_;
+  std::optional<ChildProcess> server_;
+};
+
+// keel-vmm's stderr holds `text` (waiting for it up to `timeout`).
+bool wait_error(LiveVmm& vmm, const std::string& text, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (vmm.errors().find(text) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > deadline || vmm.output_closed()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return true;
+}
+
+TEST_F(PoolVms, ADiskServedFromAnotherNamespaceOverNbdSurvivesACut) {
+  import("remote", "job=heartbeat");
+  ASSERT_EQ(keelctl({"vm", "create", "r1", "--image", "remote"}).exit_code, 0);
+  NbdHosts hosts;
+  hosts.serve(pool_, "r1");
+  const std::string disk = "nbd=tcp:10.231.0.1:10809/r1";
+  auto guest = [&](const std::string& job, const std::string& disk_spec) {
+    return std::vector<std::string>{"--kernel", testos_bzimage(), "--memory", "64M", "--cmdline",
+                                    job,        "--disk",         disk_spec};
+  };
+
+  // Written and flushed by the guest: the data is on the storage side.
+  VmmRun write =
+      run_vmm(guest("job=disk mode=write mib=16 seed=7", disk), std::chrono::seconds(300));
+  ASSERT_TRUE(write.line("testos: disk OK mode=write")) << describe(write);
+  EXPECT_NE(write.line("testos: disk OK mode=write")->find("flush=1"), std::string::npos);
+  EXPECT_EQ(first_bad_sector((vm_dir("r1") / "current" / "disk.raw").string(), 16 * 2048, 7), -1);
+
+  // The link cut mid-I/O, until keel-vmm has noticed, then restored: the
+  // guest's writes wait, are sent again, and every one reads back.
+  {
+    LiveVmm vmm(guest("job=disk mode=random mib=16 seed=3 ops=1500 rate_mbps=1", disk));
+    ASSERT_TRUE(
+        vmm.wait_line("testos: disk progress mode=random ops=100", 0, std::chrono::seconds(300)))
+        << vmm.describe();
+    hosts.link(false);
+    EXPECT_TRUE(wait_error(vmm, "connection lost", std::chrono::seconds(60))) << vmm.describe();
+    hosts.link(true);
+    EXPECT_TRUE(wait_error(vmm, "reconnected", std::chrono::seconds(60))) << vmm.describe();
+    ASSERT_TRUE(vmm.wait_line("testos: disk OK mode=random", 0, std::chrono::seconds(600)))
+        << vmm.describe();
+    EXPECT_EQ(vmm.wait_exit(std::chrono::seconds(60)), 0) << vmm.describe();
+  }
+
+  // Kept cut: after the disk's timeout the guest gets I/O errors, and
+  // keel-vmm goes on (the guest powers off on its error).
+  {
+    LiveVmm vmm(
+        guest("job=disk mode=random mib=16 seed=4 ops=1500 rate_mbps=1", disk + ",timeout=3"));
+    ASSERT_TRUE(
+        vmm.wait_line("testos: disk progress mode=random ops=50", 0, std::chrono::seconds(300)))
+        << vmm.describe();
+    hosts.link(false);
+    auto failed = vmm.wait_line("testos: disk FAIL mode=random io=status status=1", 0,
+                                std::chrono::seconds(120));
+    EXPECT_TRUE(failed) << vmm.describe();
+    EXPECT_NE(vmm.errors().find("requests fail with I/O errors"), std::string::npos)
+        << vmm.describe();
+    EXPECT_EQ(vmm.wait_exit(std::chrono::seconds(60)), 0) << vmm.describe();
+    hosts.link(true);
+  }
 }
 
 }  // namespace
