@@ -266,6 +266,8 @@ void NbdDisk::Connection::run() {
     }
     take_submitted();
     drop_abandoned();
+    // What failed or was dropped at once goes back before any wait.
+    flush_reports();
     if (session_) {
       serve_connection();
     } else {
@@ -330,6 +332,8 @@ void NbdDisk::Connection::serve_connection() {
   }
   if (p[1].revents & POLLIN) drain_fd(wake_.get());
   if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+    // An abandonment that came with the data: its reads land nowhere.
+    drop_abandoned();
     const bool ok = session_->read_input(
         [this](NbdPiece& piece, int64_t result) { report(piece.owner, result); });
     if (!ok) return lost(session_->reason());

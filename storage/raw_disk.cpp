@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "storage/image_lock.h"
 
 namespace keel::storage {
 namespace {
@@ -66,26 +67,17 @@ RawDisk::RawDisk(const RawDiskOptions& options)
 
 void RawDisk::claim() {
   if (claimed_) return;
-  struct flock lock {};
-  lock.l_type = read_only_ ? F_RDLCK : F_WRLCK;
-  lock.l_whence = SEEK_SET;  // l_start 0, l_len 0: the whole file
-  if (::fcntl(buffered_fd_.get(), F_OFD_SETLK, &lock) != 0) {
-    if (errno == EAGAIN || errno == EACCES) {
-      throw InputError("disk image " + path_ + " is in use: another process has it open " +
-                       (read_only_ ? "for writing" : "(for reading or writing)") +
-                       " and locked (OFD lock)");
-    }
-    refuse(path_, "lock (F_OFD_SETLK)", errno);
+  if (!try_lock_image(buffered_fd_.get(), !read_only_, path_)) {
+    throw InputError("disk image " + path_ + " is in use: another process has it open " +
+                     (read_only_ ? "for writing" : "(for reading or writing)") +
+                     " and locked (OFD lock)");
   }
   claimed_ = true;
 }
 
 void RawDisk::release() {
   if (!claimed_) return;
-  struct flock lock {};
-  lock.l_type = F_UNLCK;
-  lock.l_whence = SEEK_SET;
-  if (::fcntl(buffered_fd_.get(), F_OFD_SETLK, &lock) != 0) refuse(path_, "unlock", errno);
+  unlock_image(buffered_fd_.get(), path_);
   claimed_ = false;
 }
 

@@ -16,6 +16,7 @@
 #include "common/unique_fd.h"
 #include "storage/btrfs_subvolume.h"
 #include "storage/cloud_init_seed.h"
+#include "storage/image_lock.h"
 #include "storage/image_store.h"
 #include "storage/json_record.h"
 #include "storage/undo_list.h"
@@ -263,9 +264,14 @@ pool::v1::Vm VmStore::get(const std::string& name) const {
 
 void VmStore::remove(const std::string& name) {
   get(name);
-  // Renamed away first: a VM half deleted is never listed.
+  // Renamed away first: a VM half deleted is never listed. Its disk locked
+  // until then: a keel-vmm or NBD client that has it is not pulled out
+  // from under, and none can open it by its name afterwards.
   const fs::path doomed = pool_.vms() / (".delete-" + name + "-" + std::to_string(::getpid()));
-  if (::rename(path(name).c_str(), doomed.c_str()) != 0) throw_errno("renaming VM " + name);
+  {
+    ImageLock lock((current(name) / "disk.raw").string(), "VM " + name + " cannot be deleted");
+    if (::rename(path(name).c_str(), doomed.c_str()) != 0) throw_errno("renaming VM " + name);
+  }
   for (const auto& e : fs::directory_iterator(doomed / "snapshots")) {
     if (is_subvolume(e.path())) delete_subvolume(e.path());
   }
@@ -304,6 +310,9 @@ void VmStore::rollback(const std::string& name, const std::string& snapshot) {
   const std::string pid = std::to_string(::getpid());
   const fs::path fresh = path(name) / (".rollback-" + pid);
   const fs::path old = path(name) / (".old-" + pid);
+  // The disk in use (a keel-vmm, an NBD client) is not swapped under it.
+  std::optional<ImageLock> lock;
+  lock.emplace((current(name) / "disk.raw").string(), "VM " + name + " cannot be rolled back");
   UndoList undo;
   snapshot_subvolume(source.string(), fresh.string(), false);
   undo.add([fresh] { delete_subvolume(fresh.string()); });
@@ -315,6 +324,7 @@ void VmStore::rollback(const std::string& name, const std::string& snapshot) {
   undo.add([old, now] { fs::rename(old, now); });
   if (::rename(fresh.c_str(), now.c_str()) != 0) throw_errno("renaming " + fresh.string());
   undo.keep();
+  lock.reset();
   delete_subvolume(old.string());
   if (fs::is_directory(now / ".memory" / snapshot)) {
     pool::v1::Vm vm = get(name);

@@ -132,6 +132,23 @@ std::vector<uint8_t> file_bytes(const std::string& path, uint64_t offset, size_t
   return out;
 }
 
+uint64_t counter(const NbdDisk& disk, const std::string& name) {
+  for (const auto& [key, value] : disk.counters()) {
+    if (key == name) return value;
+  }
+  ADD_FAILURE() << "no counter " << name;
+  return 0;
+}
+
+bool wait_disconnected(const NbdDisk& disk) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (counter(disk, "nbd_connected") != 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
 class NbdDiskTest : public ::testing::Test {
  protected:
   NbdDiskTest() {
@@ -278,6 +295,9 @@ TEST_F(NbdDiskTest, ServerAwayLongerThanTheTimeoutGivesIoErrors) {
   ASSERT_EQ(d.read(1, 0, buffer), 4096);
   proxy.refuse(true);
   proxy.cut();
+  // Until the disk has seen the connection go (a request sent before the
+  // proxy cut would still be answered).
+  ASSERT_TRUE(wait_disconnected(disk));
   const auto start = std::chrono::steady_clock::now();
   iovec v{buffer.data(), buffer.size()};
   disk.read(2, 0, {&v, 1});
@@ -297,10 +317,7 @@ TEST_F(NbdDiskTest, ServerAwayLongerThanTheTimeoutGivesIoErrors) {
     if (result == -EIO) std::this_thread::sleep_for(100ms);
   }
   EXPECT_EQ(result, 4096);
-  const auto counters = disk.counters();
-  EXPECT_NE(std::find(counters.begin(), counters.end(),
-                      std::pair<std::string, uint64_t>{"nbd_timeouts", 1}),
-            counters.end());
+  EXPECT_EQ(counter(disk, "nbd_timeouts"), 1u);
 }
 
 TEST_F(NbdDiskTest, AbandonedReadsAreNotReportedAndTheirDataGoesNowhere) {

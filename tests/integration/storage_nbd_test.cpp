@@ -179,9 +179,9 @@ class NbdExports : public ::testing::Test {
     std::map<std::string, std::set<std::string>> allow;
     storage::PoolNbdCatalog::add_rule("web1=127.0.0.1", allow);
     storage::PoolNbdCatalog::add_rule("web2=127.0.0.1,127.0.0.3", allow);
-    server_ = std::make_unique<storage::NbdServer>(
-        std::make_shared<storage::PoolNbdCatalog>(vms_, allow),
-        parse_host_port("127.0.0.1:0", "test"));
+    server_ =
+        std::make_unique<storage::NbdServer>(std::make_shared<storage::PoolNbdCatalog>(vms_, allow),
+                                             parse_host_port("127.0.0.1:0", "test"));
     thread_ = std::thread([this] { server_->run(); });
   }
   ~NbdExports() override {

@@ -8,6 +8,7 @@
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,7 +23,9 @@
 #include "common/unique_fd.h"
 #include "storage/btrfs_subvolume.h"
 #include "storage/image_store.h"
+#include "storage/leftover_sweep.h"
 #include "storage/pool.h"
+#include "storage/raw_disk.h"
 #include "storage/vm_store.h"
 #include "tests/support/input_error.h"
 #include "tests/support/scratch_btrfs.h"
@@ -421,6 +424,73 @@ TEST_F(StorageVms, ATamperedRecordIsRefused) {
   EXPECT_NE(input_error([&] { vms_.get("web1"); }).find("not allowed"), std::string::npos);
   std::ofstream(record, std::ios::binary | std::ios::trunc) << original;
   EXPECT_EQ(vms_.get("web1").tap(), "ktap1");
+}
+
+// A disk a keel-vmm (or the NBD server) holds is not deleted or rolled
+// back under it: the image's lock is what they take.
+TEST_F(StorageVms, AVmWhoseDiskIsInUseIsNotDeletedOrRolledBack) {
+  images_.import("base", files());
+  vms_.create(spec("web1"));
+  vms_.snapshot("web1", "s1");
+  {
+    storage::RawDisk held({.path = (vms_.current("web1") / "disk.raw").string()});
+    EXPECT_NE(input_error([&] {
+                vms_.remove("web1");
+              }).find("VM web1 cannot be deleted: its disk is in use"),
+              std::string::npos);
+    EXPECT_NE(input_error([&] {
+                vms_.rollback("web1", "s1");
+              }).find("VM web1 cannot be rolled back: its disk is in use"),
+              std::string::npos);
+    EXPECT_EQ(names(vms_.path("web1")), (std::vector<std::string>{"current", "snapshots"}));
+  }
+  vms_.rollback("web1", "s1");
+  vms_.remove("web1");
+  EXPECT_TRUE(names(pool_.vms()).empty());
+}
+
+// A PID that was a process of ours and is no more.
+pid_t dead_pid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  return pid;
+}
+
+TEST_F(StorageVms, LeftoversOfADeadKeelctlAreUndoneOrFinished) {
+  images_.import("base", files());
+  vms_.create(spec("web1"));
+  write_file(vms_.current("web1") / "disk.raw", "before");
+  vms_.snapshot("web1", "s1");
+  const std::string dead = std::to_string(dead_pid());
+  const std::string alive = std::to_string(::getpid());
+  // An import and a create that never finished, a delete half done, and a
+  // rollback stopped between its two renames (no current).
+  storage::create_subvolume((pool_.images() / (".import-x-" + dead)).string());
+  fs::create_directory(pool_.vms() / (".create-y-" + dead));
+  storage::create_subvolume((pool_.vms() / (".create-y-" + dead) / "current").string());
+  vms_.create(spec("gone"));
+  fs::rename(vms_.path("gone"), pool_.vms() / (".delete-gone-" + dead));
+  fs::rename(vms_.current("web1"), vms_.path("web1") / (".old-" + dead));
+  storage::snapshot_subvolume((vms_.path("web1") / "snapshots" / "s1").string(),
+                              (vms_.path("web1") / (".rollback-" + dead)).string(), false);
+  // Another process at work: left alone.
+  fs::create_directory(pool_.vms() / (".create-busy-" + alive));
+
+  const auto done = storage::sweep_leftovers(pool_);
+  EXPECT_EQ(done.size(), 5u);
+  EXPECT_EQ(names(vms_.path("web1")), (std::vector<std::string>{"current", "snapshots"}));
+  EXPECT_EQ(read_head(vms_.current("web1") / "disk.raw", 6), "before");
+  EXPECT_EQ(vms_.get("web1").name(), "web1");
+  std::vector<std::string> hidden;
+  for (const auto& dir : {pool_.images(), pool_.vms()}) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().filename().string()[0] == '.') hidden.push_back(e.path().filename());
+    }
+  }
+  EXPECT_EQ(hidden, (std::vector<std::string>{".create-busy-" + alive}));
+  fs::remove(pool_.vms() / (".create-busy-" + alive));
+  EXPECT_TRUE(storage::sweep_leftovers(pool_).empty());
 }
 
 TEST_F(StorageVms, AnImageInUseIsKeptAndDeletingTheVmsFreesIt) {

@@ -28,6 +28,7 @@
 #include "common/unique_fd.h"
 #include "control/control_client.h"
 #include "storage/image_store.h"
+#include "storage/leftover_sweep.h"
 #include "storage/nbd_server.h"
 #include "storage/pool.h"
 #include "storage/pool_nbd_catalog.h"
@@ -141,7 +142,11 @@ storage::Pool open_pool(const Line& line) {
     if (env == nullptr || *env == '\0') throw UsageError{"no pool: give --pool PATH"};
     path = env;
   }
-  return storage::Pool::open(*path);
+  storage::Pool pool = storage::Pool::open(*path);
+  // What a keelctl that died mid-operation left is cleaned up by the next.
+  for (const std::string& done : storage::sweep_leftovers(pool))
+    std::cerr << "keelctl: pool " << pool.path().string() << ": " << done << "\n";
+  return pool;
 }
 
 void expect_words(const Line& line, size_t count, const std::string& usage) {
