@@ -15,8 +15,8 @@
 #include <memory>
 #include <string>
 
-#include "migration/stream/frame_channel.h"
 #include "common/tcp_endpoint.h"
+#include "migration/stream/frame_channel.h"
 #include "vmm/config/vmm_options.h"
 #include "vmm/machine.h"
 

@@ -20,8 +20,8 @@
 #include <mutex>
 #include <string>
 
-#include "migration/stream/frame_channel.h"
 #include "common/tcp_endpoint.h"
+#include "migration/stream/frame_channel.h"
 #include "proto/control.pb.h"
 #include "vmm/migratable_machine.h"
 

@@ -456,16 +456,34 @@ NbdDisk::~NbdDisk() = default;
 
 void NbdDisk::claim() {
   if (connection_) return;
-  Opened opened = open_export(address_, NbdClientHandshake::Goal::kOpen, -1);
-  if (opened.info.size != info_.size) {
-    throw InputError("NBD export " + address_.text + ": its size is now " +
-                     std::to_string(opened.info.size) + " bytes, not " +
-                     std::to_string(info_.size));
+  // A migration's source let go an instant ago: its server may still be
+  // closing that connection (and holding the export's lock) for a moment.
+  const auto deadline = Clock::now() + kHandshakeTimeout;
+  while (true) {
+    try {
+      Opened opened = open_export(address_, NbdClientHandshake::Goal::kOpen, -1);
+      if (opened.info.size != info_.size) {
+        throw InputError("NBD export " + address_.text + ": its size is now " +
+                         std::to_string(opened.info.size) + " bytes, not " +
+                         std::to_string(info_.size));
+      }
+      if (std::string why = unfit(opened.info, read_only_); !why.empty())
+        throw InputError("NBD export " + address_.text + ": " + why);
+      info_ = opened.info;
+      connection_ = std::make_unique<Connection>(*this, std::move(opened.socket));
+      return;
+    } catch (const HandshakeError&) {
+      if (Clock::now() > deadline) throw;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
   }
-  if (std::string why = unfit(opened.info, read_only_); !why.empty())
-    throw InputError("NBD export " + address_.text + ": " + why);
-  info_ = opened.info;
-  connection_ = std::make_unique<Connection>(*this, std::move(opened.socket));
+}
+
+void NbdDisk::release() {
+  // The export's lock is the server's, one per connection: letting go of
+  // the disk is ending the connection (a migration's destination opens its
+  // own). Nothing is in flight when a migration hands the disk over.
+  connection_.reset();
 }
 
 uint64_t NbdDisk::reconnects() const {

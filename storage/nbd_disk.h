@@ -78,8 +78,10 @@ class NbdDisk : public BlockBackend {
   uint32_t discard_granularity() const override { return info_.preferred_block; }
   const NbdExportInfo& export_info() const { return info_; }
 
+  // Connects when described only, or after release().
   void claim() override;
-  void release() override {}
+  // Ends the connection (the server's lock on the export goes with it).
+  void release() override;
 
   void set_completion_handler(CompletionHandler handler) override { handler_ = std::move(handler); }
   void read(uint64_t tag, uint64_t offset, std::span<const iovec> iov) override;

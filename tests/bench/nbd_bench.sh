@@ -56,7 +56,10 @@ dd if=/dev/zero of="$disk" bs=1M count="$mib" conv=notrunc,fsync status=none
 port=10809
 "$keelctl" nbd serve --listen "127.0.0.1:$port" --allow b1=127.0.0.1 >"$tmp/server.out" 2>"$tmp/server.err" &
 server=$!
-for _ in $(seq 100); do grep -q "serving NBD" "$tmp/server.out" && break; sleep 0.1; done
+for _ in $(seq 100); do
+	grep -q "serving NBD" "$tmp/server.out" && break
+	sleep 0.1
+done
 grep -q "serving NBD" "$tmp/server.out" || {
 	echo "nbd_bench: keelctl nbd serve did not start:" >&2
 	cat "$tmp/server.err" >&2

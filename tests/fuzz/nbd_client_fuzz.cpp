@@ -59,13 +59,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   std::vector<uint8_t> read_buffer(4096), write_buffer(4096, 0x5a), dropped(8192);
   NbdClientSession session(client.get());
-  session.send(NbdPiece{.cookie = 1, .command = nbd::kCmdRead, .length = 4096,
-                        .data = {{read_buffer.data(), 4096}}});
-  session.send(NbdPiece{.cookie = 2, .command = nbd::kCmdWrite, .length = 4096,
+  session.send(NbdPiece{
+      .cookie = 1, .command = nbd::kCmdRead, .length = 4096, .data = {{read_buffer.data(), 4096}}});
+  session.send(NbdPiece{.cookie = 2,
+                        .command = nbd::kCmdWrite,
+                        .length = 4096,
                         .data = {{write_buffer.data(), 4096}}});
   session.send(NbdPiece{.cookie = 3, .command = nbd::kCmdFlush});
-  session.send(NbdPiece{.cookie = 4, .command = nbd::kCmdRead, .length = 8192,
-                        .data = {{dropped.data(), 8192}}, .drop_data = true});
+  session.send(NbdPiece{.cookie = 4,
+                        .command = nbd::kCmdRead,
+                        .length = 8192,
+                        .data = {{dropped.data(), 8192}},
+                        .drop_data = true});
   session.write_output();
   unsigned answered = 0;
   while (session.read_input([&](NbdPiece& piece, int64_t result) {

@@ -32,6 +32,7 @@
 #include "tests/support/frame_capture.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
+#include "tests/support/nbd_file_server.h"
 #include "tests/support/net_namespace.h"
 #include "tests/support/net_peer.h"
 #include "tests/support/scratch_dir.h"
@@ -239,6 +240,31 @@ TEST(Migration, PagesOnlyTheDiskWroteArrive) {
   ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
   EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
   // Checked at once: each chunk the guest reads again there is fresh anyway.
+  EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
+  EXPECT_EQ(there.vmm->lines("testos: disk OK mode=hold ").size(), 1u) << there.vmm->describe();
+}
+
+// The same over an NBD disk on Keel's server, which lets one connection
+// at a time write the export: the destination only describes it until the
+// source let go at the handover (closing its connection), then connects.
+TEST(Migration, AGuestOnAnNbdDiskMovesAndTheExportGoesWithIt) {
+  ScratchDir scratch("keel-migration-test");
+  auto catalog = std::make_shared<FileCatalog>();
+  catalog->add("disk", scratch.sparse_file("disk.img", 16 << 20), 16 << 20);
+  NbdFileServer server(catalog);
+  const std::vector<std::string> devices{"--disk", "nbd=" + server.address("disk")};
+  LiveVmm source(testos("job=disk mode=hold mib=8 rate_mbps=32", "256M", devices));
+  ASSERT_TRUE(source.wait_line("testos: disk progress mode=hold round=2", 0, seconds(300)))
+      << source.describe();
+  Incoming there = incoming(devices);
+  pb::Response done = migrate(source, there.address);
+  ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
+  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+  // The guest goes on reading and writing there, through its own connection.
+  EXPECT_TRUE(
+      there.vmm->wait_line("testos: disk progress mode=hold round=", there.vmm->line_count()))
+      << there.vmm->describe();
   EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
   EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
   EXPECT_EQ(there.vmm->lines("testos: disk OK mode=hold ").size(), 1u) << there.vmm->describe();

@@ -23,8 +23,8 @@
 
 #include "common/child_process.h"
 #include "common/tcp_endpoint.h"
-#include "storage/nbd_server.h"
 #include "tests/support/input_error.h"
+#include "tests/support/nbd_file_server.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/tcp_proxy.h"
 
@@ -36,44 +36,6 @@ using storage::NbdDisk;
 using storage::NbdDiskOptions;
 
 constexpr uint64_t kDiskBytes = 64 << 20;
-
-// Exports files by name to every client.
-class FileCatalog : public storage::NbdCatalog {
- public:
-  void add(const std::string& name, const std::string& path, bool read_only = false) {
-    exports_[name] = storage::NbdExport{name, path, "", kDiskBytes, read_only};
-  }
-  std::vector<std::string> names_for(const std::string&) const override {
-    std::vector<std::string> names;
-    for (const auto& [name, e] : exports_) names.push_back(name);
-    return names;
-  }
-  Lookup find(const std::string& name, const std::string&) const override {
-    auto it = exports_.find(name);
-    if (it == exports_.end()) return {};
-    return {Verdict::kOpen, it->second};
-  }
-
- private:
-  std::map<std::string, storage::NbdExport> exports_;
-};
-
-class KeelServer {
- public:
-  KeelServer(std::shared_ptr<FileCatalog> catalog, uint16_t port = 0)
-      : server_(std::move(catalog),
-                parse_host_port("127.0.0.1:" + std::to_string(port), "test server")),
-        thread_([this] { server_.run(); }) {}
-  ~KeelServer() {
-    server_.stop();
-    thread_.join();
-  }
-  uint16_t port() const { return server_.port(); }
-
- private:
-  storage::NbdServer server_;
-  std::thread thread_;
-};
 
 // Drives a disk as the device does: requests by tag, results collected
 // from the completion eventfd.
@@ -153,8 +115,8 @@ class NbdDiskTest : public ::testing::Test {
  protected:
   NbdDiskTest() {
     image_ = dir_.sparse_file("disk.raw", kDiskBytes);
-    catalog_->add("vm1", image_);
-    catalog_->add("ro", dir_.sparse_file("ro.raw", kDiskBytes), true);
+    catalog_->add("vm1", image_, kDiskBytes);
+    catalog_->add("ro", dir_.sparse_file("ro.raw", kDiskBytes), kDiskBytes, true);
   }
   std::string address(uint16_t port, const std::string& name = "vm1") const {
     return "tcp:127.0.0.1:" + std::to_string(port) + "/" + name;
@@ -166,7 +128,7 @@ class NbdDiskTest : public ::testing::Test {
 };
 
 TEST_F(NbdDiskTest, ReadsWritesFlushesTrimsAndZeroesOnKeelsServer) {
-  KeelServer server(catalog_);
+  NbdFileServer server(catalog_);
   NbdDisk disk(NbdDiskOptions{.address = address(server.port())});
   EXPECT_EQ(disk.size(), kDiskBytes);
   EXPECT_FALSE(disk.read_only());
@@ -212,7 +174,7 @@ TEST_F(NbdDiskTest, ReadsWritesFlushesTrimsAndZeroesOnKeelsServer) {
 }
 
 TEST_F(NbdDiskTest, RefusesWhatCannotBackADisk) {
-  KeelServer server(catalog_);
+  NbdFileServer server(catalog_);
   EXPECT_NE(input_error([&] {
               NbdDisk refused(NbdDiskOptions{.address = address(server.port(), "nope")});
             }).find("refused export 'nope': unknown export"),
@@ -245,7 +207,7 @@ TEST_F(NbdDiskTest, RefusesWhatCannotBackADisk) {
 }
 
 TEST_F(NbdDiskTest, LostConnectionIsRetriedAndNothingAnsweredIsLost) {
-  std::optional<KeelServer> server(std::in_place, catalog_);
+  std::optional<NbdFileServer> server(std::in_place, catalog_);
   TcpProxy proxy(server->port());
   NbdDisk disk(NbdDiskOptions{.address = address(proxy.port())});
   Driver d(disk);
@@ -287,7 +249,7 @@ TEST_F(NbdDiskTest, LostConnectionIsRetriedAndNothingAnsweredIsLost) {
 }
 
 TEST_F(NbdDiskTest, ServerAwayLongerThanTheTimeoutGivesIoErrors) {
-  KeelServer server(catalog_);
+  NbdFileServer server(catalog_);
   TcpProxy proxy(server.port());
   NbdDisk disk(NbdDiskOptions{.address = address(proxy.port()), .io_timeout = 1500ms});
   Driver d(disk);
@@ -325,7 +287,7 @@ TEST_F(NbdDiskTest, AbandonedReadsAreNotReportedAndTheirDataGoesNowhere) {
     std::ofstream(image_, std::ios::binary | std::ios::in | std::ios::out)
         .write(std::string(8192, 'x').data(), 8192);
   }
-  KeelServer server(catalog_);
+  NbdFileServer server(catalog_);
   TcpProxy proxy(server.port());
   NbdDisk disk(NbdDiskOptions{.address = address(proxy.port())});
   Driver d(disk);
