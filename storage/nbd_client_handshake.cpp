@@ -57,7 +57,6 @@ void NbdClientHandshake::send_option(std::string& out, uint32_t option, const st
 
 NbdClientHandshake::State NbdClientHandshake::feed(std::string& in, std::string& out) {
   auto p = [&in] { return reinterpret_cast<const uint8_t*>(in.data()); };
-  unsigned replies = 0;
   while (state_ == State::kNeedMore) {
     switch (step_) {
       case Step::kGreeting: {
@@ -99,7 +98,7 @@ NbdClientHandshake::State NbdClientHandshake::feed(std::string& in, std::string&
         if (in.size() < kReplyHeaderSize + length) return state_;
         const std::string data = in.substr(kReplyHeaderSize, length);
         in.erase(0, kReplyHeaderSize + length);
-        if (++replies > kMaxReplies) return fail("the server sent option replies without end");
+        if (++replies_ > kMaxReplies) return fail("the server sent option replies without end");
         option_reply(option, type, data, out);
         break;
       }

@@ -51,7 +51,8 @@ class NbdClientHandshake {
   bool no_zeroes_ = false;
   bool have_export_ = false;
   bool unknown_export_ = false;
-  uint32_t asked_ = 0;  // the option whose replies are awaited
+  uint32_t asked_ = 0;    // the option whose replies are awaited
+  unsigned replies_ = 0;  // option replies so far
   NbdExportInfo info_;
   std::string reason_;
   State state_ = State::kNeedMore;

@@ -10,6 +10,7 @@
 
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -33,6 +34,9 @@ struct NbdPiece {
   uint64_t epoch = 0;
   // A READ whose request was abandoned: its data is read and dropped.
   bool drop_data = false;
+  // When the owner's thread first took it: the disk's timeout counts from
+  // here, across connections.
+  std::chrono::steady_clock::time_point taken{};
 };
 
 class NbdClientSession {

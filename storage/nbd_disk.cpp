@@ -31,6 +31,9 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr milliseconds kFirstBackoff{100};
+// The smallest maximum payload taken: a request is cut into pieces of the
+// server's maximum, and a smaller one would make millions of them.
+constexpr uint32_t kMinMaxPayload = 1 << 20;
 constexpr milliseconds kMaxBackoff{2000};
 // TRIM and WRITE_ZEROES lengths are 32-bit: ranges go in pieces of this.
 constexpr uint32_t kMaxRangePiece = 1u << 30;
@@ -108,8 +111,9 @@ Opened open_export(const NbdAddress& address, NbdClientHandshake::Goal goal, int
         out.erase(0, static_cast<size_t>(n));
         continue;
       }
-      pollfd p{socket.get(), POLLOUT, 0};
-      ::poll(&p, 1, 100);
+      pollfd p[2] = {{socket.get(), POLLOUT, 0}, {stop_fd, POLLIN, 0}};
+      ::poll(p, stop_fd >= 0 ? 2 : 1, 100);
+      if (stop_fd >= 0 && (p[1].revents & POLLIN)) throw HandshakeError(where + ": stopped");
       if (Clock::now() > deadline) throw HandshakeError(where + ": the handshake timed out");
     }
     if (state == NbdClientHandshake::State::kFailed)
@@ -141,6 +145,10 @@ Opened open_export(const NbdAddress& address, NbdClientHandshake::Goal goal, int
 std::string unfit(const NbdExportInfo& info, bool read_only) {
   if (!read_only && (info.flags & kReadOnly))
     return "the export is read-only (give the disk readonly=on)";
+  if (info.max_payload < kMinMaxPayload) {
+    return "the export takes requests of at most " + std::to_string(info.max_payload) +
+           " bytes (Keel needs 1 MiB)";
+  }
   if (info.min_block > 512) {
     return "the export needs requests in blocks of " + std::to_string(info.min_block) +
            " bytes (Keel's disks take 512)";
@@ -176,6 +184,7 @@ class NbdDisk::Connection {
         io_timeout_(disk.io_timeout_),
         completions_fd_(disk.completions_fd_.get()),
         wake_(new_eventfd()),
+        stop_(new_eventfd()),
         socket_(std::move(socket)) {
     if (socket_.valid()) session_ = std::make_unique<NbdClientSession>(socket_.get());
     thread_ = std::thread([this] { run(); });
@@ -185,6 +194,7 @@ class NbdDisk::Connection {
       std::lock_guard lock(mutex_);
       stopping_ = true;
     }
+    signal_fd(stop_.get());
     signal_fd(wake_.get());
     thread_.join();
   }
@@ -218,7 +228,8 @@ class NbdDisk::Connection {
   void serve_connection();
   void try_reconnect();
   void lost(std::string why);  // a copy: the session holding it goes
-  void fail_waiting(int error);
+  void fail_overdue();
+  Clock::time_point oldest_unanswered() const;
   void report(uint64_t owner, int64_t result) { batch_.emplace_back(owner, result); }
   void flush_reports();
 
@@ -227,7 +238,8 @@ class NbdDisk::Connection {
   const bool read_only_;
   const milliseconds io_timeout_;
   const int completions_fd_;
-  UniqueFd wake_;
+  UniqueFd wake_;  // new requests, an abandonment, the end
+  UniqueFd stop_;  // the end only: it alone breaks off a handshake
 
   std::mutex mutex_;
   bool stopping_ = false;                                // guarded
@@ -247,6 +259,8 @@ class NbdDisk::Connection {
   Clock::time_point lost_at_{};
   Clock::time_point next_attempt_{};
   milliseconds backoff_ = kFirstBackoff;
+  uint64_t answered_ = 0;  // replies on the current connection
+  Clock::time_point last_age_check_{};
   bool failing_ = false;  // io_timeout passed without a connection
   std::string last_failure_;
   std::thread thread_;
@@ -287,7 +301,9 @@ void NbdDisk::Connection::take_submitted() {
     std::lock_guard lock(mutex_);
     fresh.swap(submitted_);
   }
+  const auto now = Clock::now();
   for (NbdPiece& p : fresh) {
+    p.taken = now;
     if (failing_) {
       report(p.owner, -EIO);
     } else if (session_) {
@@ -325,17 +341,27 @@ void NbdDisk::Connection::serve_connection() {
   pollfd p[2] = {
       {socket_.get(), static_cast<short>(POLLIN | (session_->wants_write() ? POLLOUT : 0)), 0},
       {wake_.get(), POLLIN, 0}};
-  const int n = ::poll(p, 2, -1);
+  // A server that keeps the connection but answers nothing (wedged, its
+  // kernel still acknowledging) is found by the requests' age.
+  const int n = ::poll(p, 2, session_->unanswered() > 0 ? 1000 : -1);
   if (n < 0) {
     if (errno == EINTR) return;
     return lost(std::string("poll: ") + std::strerror(errno));
+  }
+  if (n == 0 || Clock::now() - last_age_check_ >= milliseconds(1000)) {
+    last_age_check_ = Clock::now();
+    if (session_->unanswered() > 0 && last_age_check_ - oldest_unanswered() >= io_timeout_) {
+      return lost("no answer for " + std::to_string(io_timeout_.count()) + " ms");
+    }
   }
   if (p[1].revents & POLLIN) drain_fd(wake_.get());
   if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
     // An abandonment that came with the data: its reads land nowhere.
     drop_abandoned();
-    const bool ok = session_->read_input(
-        [this](NbdPiece& piece, int64_t result) { report(piece.owner, result); });
+    const bool ok = session_->read_input([this](NbdPiece& piece, int64_t result) {
+      ++answered_;
+      report(piece.owner, result);
+    });
     if (!ok) return lost(session_->reason());
   }
   if ((p[0].revents & POLLOUT) && !session_->write_output()) return lost(session_->reason());
@@ -353,8 +379,13 @@ void NbdDisk::Connection::lost(std::string why) {
   socket_.reset();
   connected_ = false;
   lost_at_ = Clock::now();
-  next_attempt_ = lost_at_;
-  backoff_ = kFirstBackoff;
+  // A connection that answered nothing before it went (a server that drops
+  // every connection, or this request) is not retried at once: the
+  // backoff goes on growing.
+  if (answered_ > 0) backoff_ = kFirstBackoff;
+  next_attempt_ = answered_ > 0 ? lost_at_ : lost_at_ + backoff_;
+  if (answered_ == 0) backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  answered_ = 0;
   log::warning("NBD disk " + address_.text + ": connection lost (" + why + "); " +
                std::to_string(waiting_.size()) + " requests wait, reconnecting");
   // Abandoned while on the wire: not sent again.
@@ -368,9 +399,32 @@ void NbdDisk::Connection::lost(std::string why) {
   }
 }
 
-void NbdDisk::Connection::fail_waiting(int error) {
-  for (NbdPiece& p : waiting_) report(p.owner, -error);
-  waiting_.clear();
+// Requests waiting longer than the timeout (for a connection, or on
+// connections that kept going) fail with EIO.
+void NbdDisk::Connection::fail_overdue() {
+  const auto now = Clock::now();
+  size_t failed = 0;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (failing_ || now - it->taken >= io_timeout_) {
+      report(it->owner, -EIO);
+      it = waiting_.erase(it);
+      ++failed;
+    } else {
+      ++it;
+    }
+  }
+  if (failed > 0) {
+    log::error("NBD disk " + address_.text + ": " + std::to_string(failed) +
+               " requests not answered within " + std::to_string(io_timeout_.count()) +
+               " ms fail with I/O errors" +
+               (last_failure_.empty() ? "" : " (" + last_failure_ + ")"));
+  }
+}
+
+Clock::time_point NbdDisk::Connection::oldest_unanswered() const {
+  Clock::time_point oldest = Clock::time_point::max();
+  session_->for_each_unanswered([&oldest](NbdPiece& p) { oldest = std::min(oldest, p.taken); });
+  return oldest;
 }
 
 void NbdDisk::Connection::try_reconnect() {
@@ -381,17 +435,23 @@ void NbdDisk::Connection::try_reconnect() {
     log::error("NBD disk " + address_.text + ": no connection for " +
                std::to_string(io_timeout_.count()) + " ms (" + last_failure_ +
                "): requests fail with I/O errors until it is back");
-    fail_waiting(EIO);
   }
+  fail_overdue();
   if (now >= next_attempt_) {
     try {
-      Opened opened = open_export(address_, NbdClientHandshake::Goal::kOpen, wake_.get());
+      Opened opened = open_export(address_, NbdClientHandshake::Goal::kOpen, stop_.get());
       const NbdExportInfo& now_info = opened.info;
       if (now_info.size != info_.size) {
         throw HandshakeError("the export's size is now " + std::to_string(now_info.size) +
                              " bytes, not " + std::to_string(info_.size));
       }
       if (std::string why = unfit(now_info, read_only_); !why.empty()) throw HandshakeError(why);
+      // Requests were cut and chosen for what the export offered at first.
+      const uint16_t used = info_.flags & (kSendFlush | kSendTrim | kSendWriteZeroes);
+      if (now_info.max_payload < info_.max_payload || (now_info.flags & used) != used ||
+          now_info.min_block > info_.min_block) {
+        throw HandshakeError("the export now offers less than at first (its limits or commands)");
+      }
       socket_ = std::move(opened.socket);
       session_ = std::make_unique<NbdClientSession>(socket_.get());
       connected_ = true;
@@ -627,8 +687,12 @@ void NbdDisk::process_completions() {
     const int64_t reported =
         finished.error != 0 ? finished.error : (finished.transfers ? int64_t(finished.bytes) : 0);
     if (finished.internal) {
-      sync_result_ = reported;
-      sync_done_ = true;
+      // Only the flush the current sync() waits for: an earlier one that
+      // timed out confirms nothing written since.
+      if (id == sync_request_) {
+        sync_result_ = reported;
+        sync_done_ = true;
+      }
       continue;
     }
     if (handler_) handler_(finished.tag, reported);
@@ -652,6 +716,7 @@ void NbdDisk::sync() {
   const uint64_t id = add_request(0, false);
   requests_.at(id).internal = true;
   add_piece(id, kCmdFlush, 0, 0, 0, {});
+  sync_request_ = id;
   sync_done_ = false;
   submit();
   const milliseconds limit = io_timeout_ + kHandshakeTimeout + kConnectTimeout;

@@ -5,13 +5,17 @@
 // request's buffers.
 //
 // A lost connection (an error, the server closing, TCP keepalive finding
-// the peer gone) is retried with backoff (100 ms doubling to 2 s). Requests
-// wait meanwhile, and every request not answered is sent again on the next
-// connection, so nothing is reported done before the server said so: what
-// the guest was told is written stays written. After `io_timeout` without a
-// connection the waiting requests fail with EIO, and so does every new one
-// until the server is back; the VMM never hangs on it. A reconnection that
-// finds the export changed (another size, read-only) counts as a failure.
+// the peer gone, or no answer to the oldest request for `io_timeout`) is
+// retried with backoff (100 ms doubling to 2 s; a connection that answered
+// nothing keeps the backoff growing). Requests wait meanwhile, and every
+// request not answered is sent again on the next connection, so nothing is
+// reported done before the server said so: what the guest was told is
+// written stays written. A request not answered within `io_timeout` of its
+// submission fails with EIO, whatever the connections did meanwhile, and
+// after `io_timeout` without a connection every new one fails at once
+// until the server is back: the VMM never hangs on it. A reconnection that
+// finds the export changed (another size, read-only, smaller limits, fewer
+// commands) counts as a failure.
 //
 // Flushes follow NBD's rule: a FLUSH covers every write answered before it
 // was sent, which is every write the guest saw completed. Without the
@@ -63,7 +67,8 @@ class NbdDisk : public BlockBackend {
 
   // Connects (or describes) now: InputError naming the address when the
   // server cannot be reached, refuses the export, or offers one that does
-  // not fit (read-only for a writable disk, a minimum block above 512).
+  // not fit (read-only for a writable disk, a minimum block above 512, a
+  // maximum request below 1 MiB).
   explicit NbdDisk(const NbdDiskOptions& options);
   // Ends the connection's thread: requests not answered are dropped (their
   // buffers are not touched after it returns).
@@ -134,6 +139,7 @@ class NbdDisk : public BlockBackend {
   uint64_t epoch_ = 0;                               // bumped by abandon_all()
   std::vector<NbdPiece> staged_;                     // prepared, not submitted
   std::vector<std::pair<uint64_t, int64_t>> local_;  // answered without the server
+  uint64_t sync_request_ = 0;                        // the flush sync() waits for
   bool sync_done_ = false;
   int64_t sync_result_ = 0;
   std::unique_ptr<Connection> connection_;

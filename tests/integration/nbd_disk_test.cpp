@@ -282,6 +282,31 @@ TEST_F(NbdDiskTest, ServerAwayLongerThanTheTimeoutGivesIoErrors) {
   EXPECT_EQ(counter(disk, "nbd_timeouts"), 1u);
 }
 
+// Connected, acknowledged by TCP, never answered (a wedged server): the
+// request fails after the timeout all the same, and the disk recovers.
+TEST_F(NbdDiskTest, AServerThatAnswersNothingGivesIoErrors) {
+  NbdFileServer server(catalog_);
+  TcpProxy proxy(server.port());
+  NbdDisk disk(NbdDiskOptions{.address = address(proxy.port()), .io_timeout = 1500ms});
+  Driver d(disk);
+  std::vector<uint8_t> buffer(4096);
+  proxy.hold_replies(true);
+  const auto start = std::chrono::steady_clock::now();
+  iovec v{buffer.data(), buffer.size()};
+  disk.read(1, 0, {&v, 1});
+  disk.submit();
+  ASSERT_EQ(d.result(1, 15s), -EIO);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 1400ms);
+  proxy.hold_replies(false);
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  int64_t result = -EIO;
+  for (uint64_t tag = 10; result == -EIO && std::chrono::steady_clock::now() < deadline; ++tag) {
+    result = d.read(tag, 0, buffer);
+    if (result == -EIO) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(result, 4096);
+}
+
 TEST_F(NbdDiskTest, AbandonedReadsAreNotReportedAndTheirDataGoesNowhere) {
   {
     std::ofstream(image_, std::ios::binary | std::ios::in | std::ios::out)

@@ -110,7 +110,13 @@ TEST(VmmOptions, BadDeviceOptionsNameTheProblem) {
     extra.insert(extra.begin(), {"--kernel", "k"});
     return error_of(extra);
   };
-  EXPECT_NE(err({"--disk", "readonly=on"}).find("--disk needs path=PATH"), std::string::npos);
+  EXPECT_NE(err({"--disk", "readonly=on"}).find("--disk needs one of path=PATH and nbd="),
+            std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,nbd=tcp:1.2.3.4:1/x"}).find("needs one of"), std::string::npos);
+  EXPECT_NE(err({"--disk", "path=/a,timeout=3"}).find("timeout= is for NBD disks"),
+            std::string::npos);
+  EXPECT_NE(err({"--disk", "nbd=tcp:1.2.3.4:1/x,timeout=0"}).find("seconds, 1 to 3600"),
+            std::string::npos);
   EXPECT_NE(err({"--disk", "/a.img"}).find("not key=value"), std::string::npos);
   EXPECT_NE(err({"--disk", "path=/a,ro=on"}).find("unknown key 'ro'"), std::string::npos);
   EXPECT_NE(err({"--disk", "path=/a,readonly=yes"}).find("expected on or off"), std::string::npos);
