@@ -225,6 +225,7 @@ class NbdDisk::Connection {
   void run();
   void take_submitted();
   void drop_abandoned();
+  void cancel_abandoned_waiting();
   void serve_connection();
   void try_reconnect();
   void lost(std::string why);  // a copy: the session holding it goes
@@ -321,14 +322,7 @@ void NbdDisk::Connection::drop_abandoned() {
   applied_epoch_ = epoch;
   // Not sent: dropped at once. On the wire: a read's data, when it comes,
   // goes nowhere.
-  for (auto it = waiting_.begin(); it != waiting_.end();) {
-    if (it->epoch < epoch) {
-      report(it->owner, -ECANCELED);
-      it = waiting_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  cancel_abandoned_waiting();
   if (session_) {
     session_->for_each_unanswered([epoch](NbdPiece& p) {
       if (p.epoch < epoch) p.drop_data = true;
@@ -389,6 +383,10 @@ void NbdDisk::Connection::lost(std::string why) {
   log::warning("NBD disk " + address_.text + ": connection lost (" + why + "); " +
                std::to_string(waiting_.size()) + " requests wait, reconnecting");
   // Abandoned while on the wire: not sent again.
+  cancel_abandoned_waiting();
+}
+
+void NbdDisk::Connection::cancel_abandoned_waiting() {
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (it->epoch < applied_epoch_) {
       report(it->owner, -ECANCELED);

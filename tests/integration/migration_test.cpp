@@ -224,6 +224,25 @@ void expect_source_runs_on(LiveVmm& source) {
       << source.describe();
 }
 
+// A guest holding disk-written buffers (job=disk mode=hold) on `devices`,
+// moved to `there` mid-run; the source has ended.
+void move_holding_guest(const std::vector<std::string>& devices, Incoming& there) {
+  LiveVmm source(testos("job=disk mode=hold mib=8 rate_mbps=32", "256M", devices));
+  ASSERT_TRUE(source.wait_line("testos: disk progress mode=hold round=2", 0, seconds(300)))
+      << source.describe();
+  there = incoming(devices);
+  pb::Response done = migrate(source, there.address);
+  ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
+  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+}
+
+// Powers the moved guest off: it checks every buffer against its chunk.
+void expect_held_buffers_intact(Incoming& there) {
+  EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
+  EXPECT_EQ(there.vmm->lines("testos: disk OK mode=hold ").size(), 1u) << there.vmm->describe();
+}
+
 // Pages only the disk writes (KVM's dirty log never sees them): the guest
 // has the device read each chunk back into a buffer the CPU never touches,
 // round after round through the move, and checks every buffer against the
@@ -231,18 +250,10 @@ void expect_source_runs_on(LiveVmm& source) {
 TEST(Migration, PagesOnlyTheDiskWroteArrive) {
   ScratchDir scratch("keel-migration-test");
   const std::string disk = scratch.sparse_file("disk.img", 16 << 20);
-  const std::vector<std::string> devices{"--disk", "path=" + disk};
-  LiveVmm source(testos("job=disk mode=hold mib=8 rate_mbps=32", "256M", devices));
-  ASSERT_TRUE(source.wait_line("testos: disk progress mode=hold round=2", 0, seconds(300)))
-      << source.describe();
-  Incoming there = incoming(devices);
-  pb::Response done = migrate(source, there.address);
-  ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
-  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+  Incoming there;
+  ASSERT_NO_FATAL_FAILURE(move_holding_guest({"--disk", "path=" + disk}, there));
   // Checked at once: each chunk the guest reads again there is fresh anyway.
-  EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
-  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
-  EXPECT_EQ(there.vmm->lines("testos: disk OK mode=hold ").size(), 1u) << there.vmm->describe();
+  expect_held_buffers_intact(there);
 }
 
 // The same over an NBD disk on Keel's server, which lets one connection
@@ -253,21 +264,13 @@ TEST(Migration, AGuestOnAnNbdDiskMovesAndTheExportGoesWithIt) {
   auto catalog = std::make_shared<FileCatalog>();
   catalog->add("disk", scratch.sparse_file("disk.img", 16 << 20), 16 << 20);
   NbdFileServer server(catalog);
-  const std::vector<std::string> devices{"--disk", "nbd=" + server.address("disk")};
-  LiveVmm source(testos("job=disk mode=hold mib=8 rate_mbps=32", "256M", devices));
-  ASSERT_TRUE(source.wait_line("testos: disk progress mode=hold round=2", 0, seconds(300)))
-      << source.describe();
-  Incoming there = incoming(devices);
-  pb::Response done = migrate(source, there.address);
-  ASSERT_TRUE(done.ok()) << done.error().message() << "\n" << source.describe();
-  EXPECT_EQ(source.wait_exit(seconds(60)), 0) << source.describe();
+  Incoming there;
+  ASSERT_NO_FATAL_FAILURE(move_holding_guest({"--disk", "nbd=" + server.address("disk")}, there));
   // The guest goes on reading and writing there, through its own connection.
   EXPECT_TRUE(
       there.vmm->wait_line("testos: disk progress mode=hold round=", there.vmm->line_count()))
       << there.vmm->describe();
-  EXPECT_EQ(there.vmm->keelctl({"shutdown"}).exit_code, 0);
-  EXPECT_EQ(there.vmm->wait_exit(seconds(60)), 0) << there.vmm->describe();
-  EXPECT_EQ(there.vmm->lines("testos: disk OK mode=hold ").size(), 1u) << there.vmm->describe();
+  expect_held_buffers_intact(there);
 }
 
 // The destination on another tap of the same bridge (another host's port):

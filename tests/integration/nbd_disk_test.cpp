@@ -72,6 +72,19 @@ class Driver {
     disk_.submit();
     return result(tag);
   }
+  // Reads (tags from `first_tag` on) until one is not EIO or `timeout`
+  // passed: the disk is back once the server is. The last result.
+  int64_t read_when_back(uint64_t first_tag, std::vector<uint8_t>& buffer,
+                         std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int64_t result = -EIO;
+    for (uint64_t tag = first_tag; result == -EIO && std::chrono::steady_clock::now() < deadline;
+         ++tag) {
+      result = read(tag, 0, buffer);
+      if (result == -EIO) std::this_thread::sleep_for(100ms);
+    }
+    return result;
+  }
   std::map<uint64_t, int64_t>& results() { return results_; }
 
  private:
@@ -272,13 +285,7 @@ TEST_F(NbdDiskTest, ServerAwayLongerThanTheTimeoutGivesIoErrors) {
   EXPECT_LT(std::chrono::steady_clock::now() - again, 1000ms);
   // Back: requests work again.
   proxy.refuse(false);
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  int64_t result = -EIO;
-  for (uint64_t tag = 10; result == -EIO && std::chrono::steady_clock::now() < deadline; ++tag) {
-    result = d.read(tag, 0, buffer);
-    if (result == -EIO) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_EQ(result, 4096);
+  EXPECT_EQ(d.read_when_back(10, buffer, 10s), 4096);
   EXPECT_EQ(counter(disk, "nbd_timeouts"), 1u);
 }
 
@@ -298,13 +305,7 @@ TEST_F(NbdDiskTest, AServerThatAnswersNothingGivesIoErrors) {
   ASSERT_EQ(d.result(1, 15s), -EIO);
   EXPECT_GE(std::chrono::steady_clock::now() - start, 1400ms);
   proxy.hold_replies(false);
-  const auto deadline = std::chrono::steady_clock::now() + 15s;
-  int64_t result = -EIO;
-  for (uint64_t tag = 10; result == -EIO && std::chrono::steady_clock::now() < deadline; ++tag) {
-    result = d.read(tag, 0, buffer);
-    if (result == -EIO) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_EQ(result, 4096);
+  EXPECT_EQ(d.read_when_back(10, buffer, 15s), 4096);
 }
 
 TEST_F(NbdDiskTest, AbandonedReadsAreNotReportedAndTheirDataGoesNowhere) {
