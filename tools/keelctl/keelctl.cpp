@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "control/control_client.h"
+#include "tools/keelctl/cluster_commands.h"
 #include "tools/keelctl/keelctl_output.h"
 #include "tools/keelctl/pool_commands.h"
 
@@ -302,6 +303,7 @@ int run(const Command& command) {
 
 int main(int argc, char** argv) {
   if (keel::is_pool_command(argc, argv)) return keel::run_pool_command(argc, argv);
+  if (keel::is_cluster_command(argc, argv)) return keel::run_cluster_command(argc, argv);
   Command command;
   try {
     command = parse_command_line(argc, argv);
@@ -310,7 +312,7 @@ int main(int argc, char** argv) {
     return kBadCommandLine;
   }
   if (command.help) {
-    std::cout << kUsage << "\n" << keel::kPoolUsage;
+    std::cout << kUsage << "\n" << keel::kPoolUsage << "\n" << keel::kClusterUsage;
     return kDone;
   }
   try {

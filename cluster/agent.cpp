@@ -1,0 +1,232 @@
+#include "cluster/agent.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "cluster/cluster_keys.h"
+#include "cluster/etcd_member.h"
+#include "cluster/host_facts.h"
+#include "cluster/host_lease.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "storage/json_record.h"
+
+namespace keel::cluster {
+
+namespace api = keel::agent::v1;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string state_path(const AgentSettings& s) {
+  return (fs::path(s.state_dir) / "agent.json").string();
+}
+
+std::string etcd_dir(const AgentSettings& s) {
+  return (fs::path(s.state_dir) / "etcd").string();
+}
+
+}  // namespace
+
+Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
+  if (auto problem = host_name_problem(settings_.name); !problem.empty()) {
+    throw InputError("--name: " + problem);
+  }
+  fs::create_directories(settings_.state_dir);
+  ::chmod(settings_.state_dir.c_str(), 0700);
+  if (fs::exists(state_path(settings_))) {
+    storage::read_json_record(state_path(settings_), &state_);
+    if (state_.name() != settings_.name) {
+      throw InputError("state directory " + settings_.state_dir + " belongs to host '" +
+                       state_.name() + "', not '" + settings_.name + "'");
+    }
+  }
+  state_.set_name(settings_.name);
+  if (!state_.joined()) {
+    if (!state_.cluster_address().empty()) {
+      log::warning("an init or join of this host did not finish (address " +
+                   state_.cluster_address() + "); the host is in no cluster");
+      state_.Clear();
+      state_.set_name(settings_.name);
+    }
+    return;
+  }
+  if (!is_local_address(state_.cluster_address())) {
+    // A host's cluster address is fixed: the other members reach its etcd
+    // there. Serving a cluster from elsewhere would split it.
+    address_problem_ = "this host's cluster address " + state_.cluster_address() +
+                       " is on none of its interfaces: put it back (keelctl host set-address "
+                       "is only for a 1-host cluster)";
+    log::error(address_problem_);
+    return;
+  }
+  if (settings_.etcd_endpoints.empty()) {
+    start_member(peer_url_line(settings_.name, state_.cluster_address()), false,
+                 state_.cluster_token(), state_.cluster_address());
+  }
+  etcd_ = std::make_unique<EtcdClient>(endpoints(), settings_.etcd_timeout);
+  registrar_ = std::thread([this] { register_until_done(); });
+}
+
+Agent::~Agent() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  stop_.notify_all();
+  if (registrar_.joinable()) registrar_.join();
+  lease_.reset();
+  member_.reset();
+}
+
+void Agent::on_cluster_address(std::function<void(const std::string&)> listen) {
+  std::string address;
+  {
+    std::lock_guard lock(mutex_);
+    listen_ = std::move(listen);
+    if (state_.joined() && address_problem_.empty()) address = state_.cluster_address();
+  }
+  if (!address.empty()) listen_(address);
+}
+
+std::vector<std::string> Agent::endpoints() const {
+  if (!settings_.etcd_endpoints.empty()) return settings_.etcd_endpoints;
+  return {"127.0.0.1:" + std::to_string(kEtcdClientPort)};
+}
+
+api::LocalState Agent::state() const {
+  std::lock_guard lock(mutex_);
+  return state_;
+}
+
+void Agent::save_state(const api::LocalState& state) {
+  storage::write_json_record(state_path(settings_), state);
+  std::lock_guard lock(mutex_);
+  state_ = state;
+}
+
+bool Agent::fenced() const {
+  std::lock_guard lock(mutex_);
+  return lease_ && lease_->fenced();
+}
+
+api::Host Agent::this_host(const std::string& cluster_address) const {
+  api::Host host;
+  host.set_name(settings_.name);
+  host.set_cluster_address(cluster_address);
+  host.set_management_address(settings_.management_address);
+  for (auto role : settings_.roles) host.add_roles(role);
+  host.set_cpus(online_cpus());
+  host.set_memory_bytes(memory_bytes());
+  host.set_pool(settings_.pool);
+  host.set_joined_at(storage::utc_now());
+  return host;
+}
+
+void Agent::start_member(const std::string& initial_cluster, bool new_cluster,
+                         const std::string& token, const std::string& address) {
+  EtcdMemberSettings member;
+  member.name = settings_.name;
+  member.address = address;
+  member.data_dir = etcd_dir(settings_);
+  member.initial_cluster = initial_cluster;
+  member.new_cluster = new_cluster;
+  member.cluster_token = token;
+  member.log_file = (fs::path(settings_.state_dir) / "etcd.log").string();
+  member.etcd_binary = settings_.etcd_binary;
+  auto started = std::make_unique<EtcdMember>(member);
+  std::lock_guard lock(mutex_);
+  member_ = std::move(started);
+}
+
+void Agent::wait_for_member(std::chrono::milliseconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  std::string last = "no answer";
+  while (std::chrono::steady_clock::now() < until) {
+    try {
+      auto status = etcd_->status();
+      if (status.leader() != 0) return;
+      last = "no leader elected yet";
+    } catch (const EtcdError& e) {
+      last = e.what();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  throw AgentError(AgentError::Code::kUnavailable,
+                   "this host's etcd member is not serving after " +
+                       std::to_string(limit.count() / 1000) + " s (" + last +
+                       "); its log: " + (fs::path(settings_.state_dir) / "etcd.log").string());
+}
+
+void Agent::take_lease() {
+  HostLeaseSettings lease;
+  lease.host = settings_.name;
+  lease.ttl_s = settings_.lease_ttl_s;
+  api::Alive alive;
+  alive.set_agent_pid(static_cast<uint32_t>(::getpid()));
+  alive.set_since(storage::utc_now());
+  alive.set_lease_ttl_s(settings_.lease_ttl_s);
+  lease.alive_record = to_json(alive);
+  HostLease::Callbacks callbacks;
+  callbacks.fenced = [] {
+    // No VMs run under the agent yet; the fence is logged by HostLease.
+  };
+  auto taken = std::make_unique<HostLease>(endpoints(), lease, callbacks);
+  std::lock_guard lock(mutex_);
+  lease_ = std::move(taken);
+}
+
+void Agent::register_until_done() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    try {
+      take_lease();
+      refresh_host_record();
+      log::info("host " + settings_.name + " is registered in cluster " + state().cluster_id());
+      return;
+    } catch (const EtcdError& e) {
+      log::info(std::string("waiting for a majority to register this host: ") + e.what());
+    }
+    lock.lock();
+    stop_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+  }
+}
+
+void Agent::refresh_host_record() {
+  auto current = etcd_->get(kHostsPrefix + settings_.name);
+  api::Host host = this_host(state().cluster_address());
+  if (current) {
+    api::Host old;
+    if (from_json(current->value, &old)) host.set_joined_at(old.joined_at());
+  }
+  etcd_->put(kHostsPrefix + settings_.name, to_json(host));
+}
+
+void Agent::require_member() const {
+  std::lock_guard lock(mutex_);
+  if (!address_problem_.empty()) throw refused(address_problem_);
+  if (!state_.joined()) {
+    throw refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+  }
+}
+
+api::HelloResponse Agent::hello() const {
+  auto s = state();
+  api::HelloResponse out;
+  out.set_name(settings_.name);
+  if (s.joined()) {
+    out.set_cluster_id(s.cluster_id());
+    out.set_cluster_address(s.cluster_address());
+  }
+  out.set_version("keel-agent 1");
+  return out;
+}
+
+}  // namespace keel::cluster

@@ -1,0 +1,122 @@
+// keel-agent's state and operations (one per host): membership of the
+// cluster through etcd, the host's lease, quorum. The gRPC service
+// (cluster/agent_service.h) calls these; each throws AgentError.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/agent_error.h"
+#include "cluster/etcd_client.h"
+#include "proto/agent.pb.h"
+
+namespace keel::cluster {
+
+class EtcdMember;
+class HostLease;
+
+inline constexpr int kAgentPort = 7400;
+inline constexpr unsigned kMaxHosts = 7;
+
+struct AgentSettings {
+  std::string name;
+  std::string state_dir;           // agent.json and etcd's data
+  std::string management_address;  // ADDR:PORT the operators' API listens on
+  std::vector<keel::agent::v1::Role> roles;
+  std::string pool;
+  // Empty: the agent runs its own etcd member. Otherwise "ADDR:PORT" of an
+  // etcd the operator runs.
+  std::vector<std::string> etcd_endpoints;
+  std::string etcd_binary = "etcd";
+  int64_t lease_ttl_s = 4;
+  // Each etcd call's deadline: an operation without a majority is refused
+  // after about this long.
+  std::chrono::milliseconds etcd_timeout{2000};
+};
+
+// Notes on a cluster of `hosts`: no fault tolerance, an even count.
+std::vector<std::string> cluster_notes(size_t hosts);
+
+class Agent {
+ public:
+  // Loads STATE_DIR/agent.json when there is one and, for a host in a
+  // cluster, starts its etcd member and takes its lease.
+  explicit Agent(AgentSettings settings);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Called with the cluster address once the host has one (at start, or by
+  // init and join): the API is then served there too, for the other agents.
+  void on_cluster_address(std::function<void(const std::string&)> listen);
+
+  keel::agent::v1::HelloResponse hello() const;
+  keel::agent::v1::ClusterInitResponse init(const keel::agent::v1::ClusterInitRequest& request);
+  keel::agent::v1::ClusterJoinResponse join(const keel::agent::v1::ClusterJoinRequest& request);
+  keel::agent::v1::AdmitHostResponse admit(const keel::agent::v1::AdmitHostRequest& request);
+  keel::agent::v1::ClusterStatusResponse status();
+  keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
+  keel::agent::v1::HostSetAddressResponse set_address(
+      const keel::agent::v1::HostSetAddressRequest& request);
+
+  bool fenced() const;
+
+ private:
+  struct Reachability {
+    unsigned reachable = 0, members = 0;
+    std::vector<std::pair<Member, bool>> each;  // member, answered
+    uint64_t leader = 0;
+  };
+
+  std::vector<std::string> endpoints() const;
+  keel::agent::v1::LocalState state() const;
+  void save_state(const keel::agent::v1::LocalState& state);
+  keel::agent::v1::Host this_host(const std::string& cluster_address) const;
+  void start_member(const std::string& initial_cluster, bool new_cluster, const std::string& token,
+                    const std::string& address);
+  void wait_for_member(std::chrono::milliseconds limit);
+  void take_lease();
+  void register_until_done();
+  void refresh_host_record();
+  void require_member() const;
+  void refuse_if_in_cluster() const;
+  void undo_start();
+  Reachability probe();
+  // `cause`: what etcd answered; said when a majority seems reachable.
+  AgentError no_quorum(const std::string& cause = "");
+  // Runs `f`; an etcd that cannot answer becomes "no quorum (k of n ...)".
+  template <class F>
+  auto with_quorum(F f) -> decltype(f());
+
+  AgentSettings settings_;
+  mutable std::mutex mutex_;  // state_ and the members below
+  std::mutex membership_;     // one init/join/admit/remove at a time
+  keel::agent::v1::LocalState state_;
+  std::unique_ptr<EtcdMember> member_;
+  std::unique_ptr<EtcdClient> etcd_;
+  std::unique_ptr<HostLease> lease_;
+  std::function<void(const std::string&)> listen_;
+  // Set when the host cannot serve its cluster (its address is gone).
+  std::string address_problem_;
+  bool stopping_ = false;
+  std::condition_variable stop_;
+  std::thread registrar_;
+};
+
+template <class F>
+auto Agent::with_quorum(F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const EtcdError& e) {
+    if (e.unavailable()) throw no_quorum(e.what());
+    throw AgentError(AgentError::Code::kInternal, e.what());
+  }
+}
+
+}  // namespace keel::cluster

@@ -1,0 +1,55 @@
+// A client of keel-agent's API (proto/agent.proto) for keelctl and for the
+// agents themselves, each call bounded by a deadline. A refusal comes back
+// as AgentCallError with the agent's gRPC code and message.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "proto/agent.pb.h"
+
+namespace keel::cluster {
+
+class AgentCallError : public std::runtime_error {
+ public:
+  AgentCallError(int grpc_code, const std::string& message)
+      : std::runtime_error(message), grpc_code_(grpc_code) {}
+  int grpc_code() const { return grpc_code_; }
+  // The agent could not be reached or did not answer in time.
+  bool unreachable() const;
+
+ private:
+  int grpc_code_;
+};
+
+class AgentClient {
+ public:
+  // `address`: ADDR:PORT (an IPv6 address in brackets).
+  AgentClient(const std::string& address, std::chrono::milliseconds timeout);
+  ~AgentClient();
+  AgentClient(const AgentClient&) = delete;
+  AgentClient& operator=(const AgentClient&) = delete;
+
+  keel::agent::v1::HelloResponse hello();
+  keel::agent::v1::ClusterInitResponse init(const keel::agent::v1::ClusterInitRequest& r);
+  keel::agent::v1::ClusterJoinResponse join(const keel::agent::v1::ClusterJoinRequest& r);
+  keel::agent::v1::AdmitHostResponse admit(const keel::agent::v1::AdmitHostRequest& r);
+  keel::agent::v1::ClusterStatusResponse status();
+  keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
+  keel::agent::v1::HostSetAddressResponse set_address(
+      const keel::agent::v1::HostSetAddressRequest& r);
+
+  struct Stub;
+
+ private:
+  template <class Request, class Response, class Method>
+  Response call(Method method, const Request& request);
+
+  std::string address_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Stub> stub_;
+};
+
+}  // namespace keel::cluster

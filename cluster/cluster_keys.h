@@ -1,0 +1,27 @@
+// Where the agents keep the cluster's state in etcd, and the records' form:
+// each value is the proto/agent.proto message as JSON (what `etcdctl get`
+// shows an operator).
+#pragma once
+
+#include <google/protobuf/message.h>
+
+#include <string>
+
+namespace keel::cluster {
+
+inline const std::string kClusterKey = "/keel/cluster";  // Cluster
+inline const std::string kHostsPrefix = "/keel/hosts/";  // + NAME: Host
+inline const std::string kAlivePrefix = "/keel/alive/";  // + NAME: Alive, on the host's lease
+
+std::string to_json(const google::protobuf::Message& record);
+// False (and `record` cleared) when `json` is not the record.
+bool from_json(const std::string& json, google::protobuf::Message* record);
+
+// Empty when `name` may name a host (1 to 63 of a-z, 0-9 and '-', starting
+// with a letter or digit: it is also its etcd member's name); else why not.
+std::string host_name_problem(const std::string& name);
+
+// etcd's --initial-cluster entry for one member: NAME=http://ADDR:2380.
+std::string peer_url_line(const std::string& name, const std::string& address);
+
+}  // namespace keel::cluster

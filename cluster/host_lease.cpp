@@ -1,0 +1,132 @@
+#include "cluster/host_lease.h"
+
+#include "common/log.h"
+
+namespace keel::cluster {
+
+namespace {
+constexpr const char* kAlivePrefix = "/keel/alive/";
+}
+
+HostLease::HostLease(const std::vector<std::string>& endpoints, HostLeaseSettings settings,
+                     Callbacks callbacks)
+    : settings_(std::move(settings)),
+      callbacks_(std::move(callbacks)),
+      // Each renewal must come back well inside the fence margin.
+      etcd_(endpoints, std::chrono::milliseconds(1000)) {
+  grant();
+  renewer_ = std::thread([this] { renew_loop(); });
+  fencer_ = std::thread([this] { fence_loop(); });
+}
+
+HostLease::~HostLease() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  renewer_.join();
+  fencer_.join();
+  try {
+    if (lease_ != 0) etcd_.revoke_lease(lease_);
+  } catch (const EtcdError& e) {
+    log::warning(std::string("could not revoke the host's lease (it expires by itself): ") +
+                 e.what());
+  }
+}
+
+int64_t HostLease::lease_id() const {
+  std::lock_guard lock(mutex_);
+  return lease_;
+}
+
+bool HostLease::fenced() const {
+  std::lock_guard lock(mutex_);
+  return fenced_;
+}
+
+std::chrono::milliseconds HostLease::since_renewal() const {
+  std::lock_guard lock(mutex_);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               confirmed_at_);
+}
+
+void HostLease::grant() {
+  auto sent = std::chrono::steady_clock::now();
+  int64_t lease = etcd_.grant_lease(settings_.ttl_s);
+  etcdserverpb::TxnRequest txn;
+  *txn.add_success() =
+      EtcdClient::put_op(kAlivePrefix + settings_.host, settings_.alive_record, lease);
+  etcd_.txn(txn);
+  std::lock_guard lock(mutex_);
+  lease_ = lease;
+  confirmed_at_ = sent;
+  fence_at_ = sent + std::chrono::seconds(settings_.ttl_s) - settings_.fence_margin;
+}
+
+void HostLease::renew_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    changed_.wait_for(lock, settings_.renew_every, [this] { return stopping_; });
+    if (stopping_) break;
+    int64_t lease = lease_;
+    bool was_fenced = fenced_;
+    lock.unlock();
+    auto sent = std::chrono::steady_clock::now();
+    bool renewed = false, same_lease = true;
+    try {
+      int64_t ttl = lease ? etcd_.keep_alive(lease) : 0;
+      if (ttl > 0) {
+        renewed = true;
+        lock.lock();
+        confirmed_at_ = sent;
+        fence_at_ = sent + std::chrono::seconds(ttl) - settings_.fence_margin;
+        lock.unlock();
+      } else {
+        // Expired on the majority's side: whatever this host held under it
+        // may have moved. Register again under a new lease.
+        log::warning("the host's lease expired; registering again");
+        grant();
+        renewed = true;
+        same_lease = false;
+      }
+    } catch (const EtcdError& e) {
+      log::debug(std::string("lease renewal failed: ") + e.what());
+    }
+    lock.lock();
+    if (renewed && was_fenced && fenced_) {
+      fenced_ = false;
+      lock.unlock();
+      log::warning(std::string("lease renewed again after a fence") +
+                   (same_lease ? "" : " (a new lease: the old one had expired)"));
+      if (callbacks_.renewed) callbacks_.renewed(same_lease);
+      lock.lock();
+    }
+    changed_.notify_all();
+  }
+}
+
+void HostLease::fence_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    if (!fenced_ && std::chrono::steady_clock::now() >= fence_at_) {
+      fenced_ = true;
+      auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - confirmed_at_);
+      lock.unlock();
+      log::warning("fenced: the host's lease was last renewed " + std::to_string(since.count()) +
+                   " ms ago and may expire on the majority's side within " +
+                   std::to_string(settings_.fence_margin.count()) + " ms");
+      if (callbacks_.fenced) callbacks_.fenced();
+      lock.lock();
+      continue;
+    }
+    if (fenced_) {
+      changed_.wait(lock);
+    } else {
+      changed_.wait_until(lock, fence_at_);
+    }
+  }
+}
+
+}  // namespace keel::cluster

@@ -1,0 +1,380 @@
+// Joining and leaving: cluster init, cluster join (and the peer's side of
+// it, admit), host remove, host set-address.
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "cluster/agent.h"
+#include "cluster/agent_client.h"
+#include "cluster/cluster_keys.h"
+#include "cluster/etcd_member.h"
+#include "cluster/host_facts.h"
+#include "cluster/host_lease.h"
+#include "common/log.h"
+#include "storage/json_record.h"
+
+namespace keel::cluster {
+
+namespace api = keel::agent::v1;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string hex(uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+  return text;
+}
+
+void check_own_address(const std::string& address) {
+  if (auto problem = cluster_address_problem(address); !problem.empty()) throw invalid(problem);
+  if (!is_local_address(address)) {
+    throw invalid("address " + address + " is not configured on any interface of this host");
+  }
+}
+
+std::string agent_address(const std::string& address) {
+  bool v6 = address.find(':') != std::string::npos;
+  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(kAgentPort);
+}
+
+std::string random_token() {
+  std::random_device random;
+  return "keel-" + hex((uint64_t{random()} << 32) | random());
+}
+
+}  // namespace
+
+void Agent::refuse_if_in_cluster() const {
+  auto s = state();
+  if (s.joined()) {
+    throw refused("this host is already in cluster " + s.cluster_id() + " as '" + s.name() +
+                  "' with cluster address " + s.cluster_address());
+  }
+  if (!s.cluster_address().empty()) {
+    throw refused("an init or join of this host is under way");
+  }
+}
+
+api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
+  std::lock_guard membership(membership_);
+  refuse_if_in_cluster();
+  check_own_address(request.address());
+  api::LocalState s = state();
+  s.set_cluster_address(request.address());
+  s.set_cluster_token(random_token());
+  save_state(s);
+  try {
+    if (settings_.etcd_endpoints.empty()) {
+      fs::remove_all(fs::path(settings_.state_dir) / "etcd");
+      start_member(peer_url_line(settings_.name, request.address()), true, s.cluster_token(),
+                   request.address());
+    }
+    etcd_ = std::make_unique<EtcdClient>(endpoints(), settings_.etcd_timeout);
+    wait_for_member(std::chrono::seconds(20));
+    auto status = etcd_->status();
+    api::Cluster cluster;
+    cluster.set_id(hex(status.header().cluster_id()));
+    cluster.set_created_at(storage::utc_now());
+    cluster.set_created_by(settings_.name);
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = EtcdClient::key_absent(kClusterKey);
+    *txn.add_success() = EtcdClient::put_op(kClusterKey, to_json(cluster));
+    *txn.add_success() =
+        EtcdClient::put_op(kHostsPrefix + settings_.name, to_json(this_host(request.address())));
+    if (!etcd_->txn(txn).succeeded()) {
+      throw refused("the etcd at " + endpoints()[0] + " holds a Keel cluster already: join it");
+    }
+    s.set_cluster_id(cluster.id());
+    s.set_member_id(status.header().member_id());
+    s.set_joined(true);
+    save_state(s);
+    take_lease();
+  } catch (...) {
+    undo_start();
+    throw;
+  }
+  log::info("cluster " + s.cluster_id() + " formed with this host (" + request.address() + ")");
+  if (listen_) listen_(request.address());
+  api::ClusterInitResponse out;
+  out.set_cluster_id(s.cluster_id());
+  for (auto& note : cluster_notes(1)) out.add_notes(note);
+  return out;
+}
+
+// An init or join that failed halfway: this host is in no cluster again.
+void Agent::undo_start() {
+  std::unique_ptr<HostLease> lease;
+  std::unique_ptr<EtcdMember> member;
+  {
+    std::lock_guard lock(mutex_);
+    lease = std::move(lease_);
+    member = std::move(member_);
+  }
+  lease.reset();
+  member.reset();
+  etcd_.reset();
+  api::LocalState s;
+  s.set_name(settings_.name);
+  save_state(s);
+  if (settings_.etcd_endpoints.empty()) fs::remove_all(fs::path(settings_.state_dir) / "etcd");
+}
+
+api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
+  std::lock_guard membership(membership_);
+  refuse_if_in_cluster();
+  check_own_address(request.address());
+  if (request.peer().empty()) throw invalid("peer: the cluster address of a host in the cluster");
+  if (request.peer() == request.address()) {
+    throw invalid("peer " + request.peer() +
+                  " is this host's own address: name a host in the "
+                  "cluster");
+  }
+  if (!settings_.etcd_endpoints.empty()) {
+    throw refused("this agent uses the etcd at " + settings_.etcd_endpoints[0] +
+                  ": its host joins by keelctl cluster init against that etcd");
+  }
+  AgentClient peer(agent_address(request.peer()), std::chrono::seconds(15));
+  api::HelloResponse hello;
+  try {
+    hello = peer.hello();
+  } catch (const AgentCallError& e) {
+    throw AgentError(AgentError::Code::kUnavailable, e.what());
+  }
+  if (hello.cluster_id().empty()) {
+    throw refused("the host at " + request.peer() + " ('" + hello.name() +
+                  "') is in no cluster: run keelctl cluster init there first");
+  }
+  if (hello.name() == settings_.name) {
+    throw refused("the host at " + request.peer() + " is named '" + hello.name() +
+                  "' too: every host needs its own name (keel-agent --name)");
+  }
+  api::AdmitHostRequest admit_request;
+  *admit_request.mutable_host() = this_host(request.address());
+  api::AdmitHostResponse admitted;
+  try {
+    admitted = peer.admit(admit_request);
+  } catch (const AgentCallError& e) {
+    throw AgentError(e.grpc_code() == 9   ? AgentError::Code::kFailedPrecondition
+                     : e.grpc_code() == 3 ? AgentError::Code::kInvalidArgument
+                                          : AgentError::Code::kUnavailable,
+                     std::string(e.what()));
+  }
+  api::LocalState s = state();
+  s.set_cluster_address(request.address());
+  s.set_cluster_id(admitted.cluster_id());
+  s.set_member_id(admitted.member_id());
+  save_state(s);
+  try {
+    fs::remove_all(fs::path(settings_.state_dir) / "etcd");
+    start_member(admitted.initial_cluster(), false, "", request.address());
+    // A learner first (it votes on nothing while it catches up), then a
+    // voting member once in sync: the cluster keeps its majority meanwhile.
+    std::vector<std::string> peers;
+    for (const auto& url : admitted.endpoints()) peers.push_back(url);
+    EtcdClient existing(peers, std::chrono::seconds(2));
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      try {
+        existing.promote_member(admitted.member_id());
+        break;
+      } catch (const EtcdError& e) {
+        if (std::chrono::steady_clock::now() > until) {
+          throw AgentError(AgentError::Code::kUnavailable,
+                           std::string("this host's etcd member did not become a voting "
+                                       "member in 30 s: ") +
+                               e.what());
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    etcd_ = std::make_unique<EtcdClient>(endpoints(), settings_.etcd_timeout);
+    wait_for_member(std::chrono::seconds(20));
+    s.set_joined(true);
+    save_state(s);
+    take_lease();
+  } catch (...) {
+    try {
+      std::vector<std::string> peers(admitted.endpoints().begin(), admitted.endpoints().end());
+      EtcdClient existing(peers, std::chrono::seconds(2));
+      existing.remove_member(admitted.member_id());
+      existing.erase(kHostsPrefix + settings_.name);
+    } catch (const std::exception& e) {
+      log::warning(std::string("could not take this host out of the cluster again (remove it "
+                               "with keelctl host remove there): ") +
+                   e.what());
+    }
+    undo_start();
+    throw;
+  }
+  log::info("joined cluster " + s.cluster_id() + " through " + request.peer());
+  if (listen_) listen_(request.address());
+  api::ClusterJoinResponse out;
+  out.set_cluster_id(s.cluster_id());
+  out.set_hosts(admitted.hosts());
+  for (const auto& note : admitted.notes()) out.add_notes(note);
+  return out;
+}
+
+api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
+  std::lock_guard membership(membership_);
+  require_member();
+  const api::Host& host = request.host();
+  if (auto problem = host_name_problem(host.name()); !problem.empty()) throw invalid(problem);
+  if (auto problem = cluster_address_problem(host.cluster_address()); !problem.empty()) {
+    throw invalid(problem);
+  }
+  return with_quorum([&] {
+    auto members = etcd_->members();
+    if (members.size() >= kMaxHosts) {
+      throw refused("the cluster has " + std::to_string(members.size()) + " hosts, the most it " +
+                    "can have");
+    }
+    for (const auto& m : members) {
+      if (m.name.empty()) {
+        throw refused("another host's join is unfinished (member " +
+                      (m.peer_urls.empty() ? std::string("?") : m.peer_urls[0]) +
+                      " never started): wait, or remove it with keelctl host remove");
+      }
+    }
+    for (const auto& kv : etcd_->list(kHostsPrefix)) {
+      api::Host existing;
+      if (!from_json(kv.value, &existing)) continue;
+      if (existing.name() == host.name()) {
+        throw refused("a host named '" + host.name() + "' is in the cluster already (address " +
+                      existing.cluster_address() + ")");
+      }
+      if (existing.cluster_address() == host.cluster_address()) {
+        throw refused("address " + host.cluster_address() + " is host '" + existing.name() +
+                      "''s cluster address already");
+      }
+    }
+    api::Host record = host;
+    record.set_joined_at(storage::utc_now());
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = EtcdClient::key_absent(kHostsPrefix + host.name());
+    *txn.add_success() = EtcdClient::put_op(kHostsPrefix + host.name(), to_json(record));
+    if (!etcd_->txn(txn).succeeded()) {
+      throw refused("a host named '" + host.name() + "' is in the cluster already");
+    }
+    std::pair<uint64_t, std::vector<Member>> added;
+    try {
+      // etcd refuses a member change ("unhealthy cluster") until this
+      // member has been connected to every voting peer for 5 s: right after
+      // the previous join, say. Wait that out.
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(12);
+      for (;;) {
+        try {
+          added = etcd_->add_member(peer_url(host.cluster_address()), true);
+          break;
+        } catch (const EtcdError& e) {
+          if (std::string(e.what()).find("unhealthy cluster") == std::string::npos ||
+              std::chrono::steady_clock::now() > until) {
+            throw;
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      }
+    } catch (...) {
+      etcd_->erase(kHostsPrefix + host.name());
+      throw;
+    }
+    api::AdmitHostResponse out;
+    out.set_cluster_id(state().cluster_id());
+    out.set_member_id(added.first);
+    std::string initial;
+    for (const auto& m : added.second) {
+      std::string name = m.id == added.first ? host.name() : m.name;
+      for (const auto& url : m.peer_urls) {
+        initial += (initial.empty() ? "" : ",") + name + "=" + url;
+      }
+      if (m.id != added.first) {
+        for (const auto& url : m.client_urls) out.add_endpoints(endpoint_of_url(url));
+      }
+    }
+    out.set_initial_cluster(initial);
+    out.set_hosts(static_cast<uint32_t>(added.second.size()));
+    for (auto& note : cluster_notes(added.second.size())) out.add_notes(note);
+    log::info("admitted host " + host.name() + " (" + host.cluster_address() + ")");
+    return out;
+  });
+}
+
+api::HostRemoveResponse Agent::remove_host(const api::HostRemoveRequest& request) {
+  std::lock_guard membership(membership_);
+  require_member();
+  if (auto problem = host_name_problem(request.name()); !problem.empty()) throw invalid(problem);
+  if (request.name() == settings_.name) {
+    throw refused("a host cannot remove itself: run keelctl host remove " + request.name() +
+                  " on another host of the cluster");
+  }
+  return with_quorum([&] {
+    auto members = etcd_->members();
+    auto record = etcd_->get(kHostsPrefix + request.name());
+    std::optional<Member> member;
+    for (const auto& m : members) {
+      if (m.name == request.name()) member = m;
+      if (m.name.empty() && record) {
+        api::Host host;
+        if (from_json(record->value, &host) && !m.peer_urls.empty() &&
+            m.peer_urls[0] == peer_url(host.cluster_address())) {
+          member = m;
+        }
+      }
+    }
+    if (!member && !record) throw refused("no host named '" + request.name() + "' in the cluster");
+    if (etcd_->get(kAlivePrefix + request.name())) {
+      throw refused("host '" + request.name() + "' is alive (its agent renews its lease): stop " +
+                    "its agent first");
+    }
+    if (member) etcd_->remove_member(member->id);
+    etcd_->erase(kHostsPrefix + request.name());
+    log::info("removed host " + request.name());
+    api::HostRemoveResponse out;
+    size_t left = members.size() - (member ? 1 : 0);
+    out.set_hosts(static_cast<uint32_t>(left));
+    for (auto& note : cluster_notes(left)) out.add_notes(note);
+    return out;
+  });
+}
+
+api::HostSetAddressResponse Agent::set_address(const api::HostSetAddressRequest& request) {
+  std::lock_guard membership(membership_);
+  require_member();
+  check_own_address(request.address());
+  if (!settings_.etcd_endpoints.empty()) {
+    throw refused("this agent uses an etcd the operator runs: its member's address is theirs");
+  }
+  return with_quorum([&] {
+    auto members = etcd_->members();
+    if (members.size() > 1) {
+      throw refused(
+          "the cluster address is fixed once a second host has joined (the cluster "
+          "has " +
+          std::to_string(members.size()) +
+          " hosts, whose etcd members and "
+          "storage paths reach this host there)");
+    }
+    api::LocalState s = state();
+    if (s.cluster_address() == request.address()) return api::HostSetAddressResponse();
+    etcd_->update_member(s.member_id(), peer_url(request.address()));
+    s.set_cluster_address(request.address());
+    save_state(s);
+    {
+      std::unique_ptr<EtcdMember> old;
+      {
+        std::lock_guard lock(mutex_);
+        old = std::move(member_);
+      }
+    }
+    start_member(peer_url_line(settings_.name, request.address()), false, s.cluster_token(),
+                 request.address());
+    wait_for_member(std::chrono::seconds(20));
+    refresh_host_record();
+    log::info("this host's cluster address is now " + request.address());
+    if (listen_) listen_(request.address());
+    return api::HostSetAddressResponse();
+  });
+}
+
+}  // namespace keel::cluster

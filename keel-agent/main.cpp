@@ -1,0 +1,169 @@
+// keel-agent: one per host. Membership of the cluster and quorum through
+// etcd (its own member by default), the host's lease, and the API keelctl
+// and the other agents call (proto/agent.proto).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+
+#include "cluster/agent.h"
+#include "cluster/agent_service.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace {
+
+namespace api = keel::agent::v1;
+using keel::cluster::Agent;
+using keel::cluster::AgentServer;
+using keel::cluster::AgentSettings;
+
+const char* const kUsage =
+    "usage: keel-agent [--name NAME] [--state-dir DIR] [--listen ADDR:PORT]\n"
+    "                  [--roles compute,storage] [--pool DIR]\n"
+    "                  [--etcd-endpoints ADDR:PORT,...] [--lease-ttl SEC]\n"
+    "\n"
+    "The host's Keel agent: keeps the cluster's state in etcd, holds the host's\n"
+    "lease, and serves keelctl (cluster init|join|status, host remove|set-address).\n"
+    "  --name NAME         this host's name in the cluster (default: the hostname);\n"
+    "                      a-z, 0-9 and '-'\n"
+    "  --state-dir DIR     where the agent keeps agent.json and its etcd member's\n"
+    "                      data (default /var/lib/keel/agent)\n"
+    "  --listen ADDR:PORT  the management address keelctl talks to (default\n"
+    "                      127.0.0.1:7400); the other agents reach this one on its\n"
+    "                      cluster address, port 7400\n"
+    "  --roles LIST        compute, storage or both (default both)\n"
+    "  --pool DIR          the Btrfs pool of a storage host\n"
+    "  --etcd-endpoints L  use the etcd the operator runs at these client\n"
+    "                      addresses instead of starting a member of its own\n"
+    "  --lease-ttl SEC     the host lease's time to live (default 4; at least 2):\n"
+    "                      a host cut off stops its VMs within it\n"
+    "  --etcd-binary PATH  etcd to run (default: etcd from PATH)\n"
+    "Stops on SIGTERM or SIGINT (its etcd member with it).\n";
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, sep)) {
+    if (!part.empty()) out.push_back(part);
+  }
+  return out;
+}
+
+AgentSettings parse(int argc, char** argv) {
+  AgentSettings s;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  s.name = host;
+  s.state_dir = "/var/lib/keel/agent";
+  s.management_address = "127.0.0.1:7400";
+  s.roles = {api::ROLE_COMPUTE, api::ROLE_STORAGE};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw keel::InputError(arg + " needs a value (or is unknown)");
+    std::string value = argv[++i];
+    if (arg == "--name") {
+      s.name = value;
+    } else if (arg == "--state-dir") {
+      s.state_dir = value;
+    } else if (arg == "--listen") {
+      s.management_address = value;
+    } else if (arg == "--pool") {
+      s.pool = value;
+    } else if (arg == "--etcd-binary") {
+      s.etcd_binary = value;
+    } else if (arg == "--etcd-endpoints") {
+      s.etcd_endpoints = split(value, ',');
+      if (s.etcd_endpoints.empty()) throw keel::InputError("--etcd-endpoints: no address given");
+    } else if (arg == "--lease-ttl") {
+      char* end = nullptr;
+      long ttl = std::strtol(value.c_str(), &end, 10);
+      if (*end != 0 || ttl < 2 || ttl > 600) {
+        throw keel::InputError("--lease-ttl: '" + value + "' is not a number of seconds, 2 to 600");
+      }
+      s.lease_ttl_s = ttl;
+    } else if (arg == "--roles") {
+      s.roles.clear();
+      for (const auto& role : split(value, ',')) {
+        if (role == "compute") {
+          s.roles.push_back(api::ROLE_COMPUTE);
+        } else if (role == "storage") {
+          s.roles.push_back(api::ROLE_STORAGE);
+        } else {
+          throw keel::InputError("--roles: unknown role '" + role + "' (compute, storage)");
+        }
+      }
+      if (s.roles.empty()) throw keel::InputError("--roles: give compute, storage or both");
+    } else {
+      throw keel::InputError("unknown option " + arg + " (keel-agent --help)");
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  keel::log::init("keel-agent");
+  AgentSettings settings;
+  try {
+    settings = parse(argc, argv);
+  } catch (const keel::InputError& e) {
+    std::cerr << "keel-agent: " << e.what() << "\n";
+    return 2;
+  }
+  // Every thread started from here on leaves these to sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    Agent agent(settings);
+    AgentServer management(agent, settings.management_address);
+    std::mutex peer_mutex;
+    std::unique_ptr<AgentServer> peer;
+    agent.on_cluster_address([&](const std::string& address) {
+      std::string listen =
+          (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +
+          std::to_string(keel::cluster::kAgentPort);
+      std::lock_guard lock(peer_mutex);
+      if (listen == settings.management_address || (peer && peer->address() == listen)) return;
+      peer.reset();
+      try {
+        peer = std::make_unique<AgentServer>(agent, listen);
+        keel::log::info("serving the other agents on " + listen);
+      } catch (const std::exception& e) {
+        keel::log::error(std::string("cannot serve the other agents: ") + e.what());
+      }
+    });
+    keel::log::info("host " + settings.name + " ready; keelctl talks to " +
+                    settings.management_address);
+    int signo = 0;
+    sigwait(&stop_signals, &signo);
+    keel::log::info(std::string("stopping (") + strsignal(signo) + ")");
+    {
+      std::lock_guard lock(peer_mutex);
+      peer.reset();
+    }
+  } catch (const keel::InputError& e) {
+    keel::log::error(e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    keel::log::error(e.what());
+    return 1;
+  }
+  return 0;
+}

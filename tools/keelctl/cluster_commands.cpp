@@ -1,0 +1,233 @@
+#include "tools/keelctl/cluster_commands.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/support/status_code_enum.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cluster/agent_client.h"
+
+namespace keel {
+
+namespace api = keel::agent::v1;
+
+const char* const kClusterUsage =
+    "usage: keelctl [--agent ADDR:PORT] [--json] [--wait SEC] cluster|host ...\n"
+    "\n"
+    "The cluster, through this host's keel-agent (default $KEEL_AGENT, else\n"
+    "127.0.0.1:7400):\n"
+    "  cluster init --address A             make this host the first of a new cluster;\n"
+    "                                       A: its cluster address (one of its own)\n"
+    "  cluster join --address B --peer A    join the cluster of the host at cluster\n"
+    "                                       address A, as this host with address B\n"
+    "  cluster status                       hosts, roles, addresses, who is reachable,\n"
+    "                                       quorum (k of n), VMs per host\n"
+    "  host remove NAME                     take a stopped host out of the cluster\n"
+    "  host set-address A                   change this host's cluster address (only\n"
+    "                                       while the cluster has one host)\n"
+    "  --json  print the agent's answer as one line of JSON\n"
+    "  --wait SEC  how long to wait for the answer (default 60)\n"
+    "Exit codes: 0 done; 1 refused (the reason on stderr, e.g. \"no quorum (1 of 3\n"
+    "  hosts reachable)\"); 2 bad command line; 3 the agent cannot be reached;\n"
+    "  4 no answer in time.\n";
+
+namespace {
+
+enum Exit { kDone = 0, kRefused = 1, kBadCommandLine = 2, kNoConnection = 3, kNoAnswer = 4 };
+
+struct Usage {
+  std::string message;
+};
+
+struct Line {
+  std::string agent;
+  bool json = false;
+  double wait_s = 60;
+  std::vector<std::string> words;
+  std::optional<std::string> address, peer;
+};
+
+Line parse(int argc, char** argv) {
+  Line line;
+  const char* env = std::getenv("KEEL_AGENT");
+  line.agent = env && *env ? env : "127.0.0.1:7400";
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw Usage{arg + " needs a value"};
+      return argv[++i];
+    };
+    if (arg == "--agent") {
+      line.agent = value();
+    } else if (arg == "--json") {
+      line.json = true;
+    } else if (arg == "--wait") {
+      std::string v = value();
+      char* end = nullptr;
+      line.wait_s = std::strtod(v.c_str(), &end);
+      if (*end != 0 || !(line.wait_s > 0) || line.wait_s > 86400) {
+        throw Usage{"invalid value for --wait: '" + v + "'"};
+      }
+    } else if (arg == "--address") {
+      line.address = value();
+    } else if (arg == "--peer") {
+      line.peer = value();
+    } else if (arg.rfind("--", 0) == 0) {
+      throw Usage{"unknown option " + arg};
+    } else {
+      line.words.push_back(arg);
+    }
+  }
+  return line;
+}
+
+std::string join(const std::vector<std::string>& parts, const char* sep) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
+std::string roles(const api::Host& host) {
+  std::vector<std::string> out;
+  for (int role : host.roles()) {
+    out.push_back(role == api::ROLE_COMPUTE   ? "compute"
+                  : role == api::ROLE_STORAGE ? "storage"
+                                              : "?");
+  }
+  return out.empty() ? "-" : join(out, ",");
+}
+
+std::string gib(uint64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << bytes / double(uint64_t{1} << 30) << " GiB";
+  return out.str();
+}
+
+void print_status(const api::ClusterStatusResponse& s) {
+  std::cout << "cluster " << s.cluster_id() << ", seen from " << s.this_host() << ": "
+            << s.members() << (s.members() == 1 ? " host" : " hosts") << ", " << s.reachable()
+            << " of " << s.members() << " reachable, " << (s.quorum() ? "quorum" : "NO QUORUM")
+            << "\n";
+  std::cout << std::left << std::setw(12) << "HOST" << std::setw(18) << "CLUSTER-ADDRESS"
+            << std::setw(17) << "ROLES" << std::setw(5) << "CPUS" << std::setw(11) << "MEMORY"
+            << std::setw(11) << "REACHABLE" << std::setw(7) << "ALIVE" << std::setw(9) << "ETCD"
+            << "VMS\n";
+  for (const auto& h : s.hosts()) {
+    std::string etcd = h.learner() ? "learner" : h.leader() ? "leader" : "member";
+    std::cout << std::left << std::setw(12) << h.host().name() << std::setw(18)
+              << h.host().cluster_address() << std::setw(17) << roles(h.host()) << std::setw(5)
+              << h.host().cpus() << std::setw(11) << gib(h.host().memory_bytes()) << std::setw(11)
+              << (h.reachable() ? "yes" : "no") << std::setw(7) << (h.alive() ? "yes" : "no")
+              << std::setw(9) << etcd << h.vms() << "\n";
+  }
+  for (const auto& note : s.notes()) std::cout << "note: " << note << "\n";
+}
+
+void print_json(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  std::cout << out << "\n";
+}
+
+template <class Response>
+void print_notes(const Response& r) {
+  for (const auto& note : r.notes()) std::cout << "note: " << note << "\n";
+}
+
+}  // namespace
+
+bool is_cluster_command(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--agent" || arg == "--wait" || arg == "--socket") {
+      ++i;
+      continue;
+    }
+    if (arg.rfind("--", 0) == 0) continue;
+    return arg == "cluster" || arg == "host";
+  }
+  return false;
+}
+
+int run_cluster_command(int argc, char** argv) {
+  Line line;
+  try {
+    line = parse(argc, argv);
+    if (line.words.size() < 2)
+      throw Usage{"say what to do: cluster init|join|status, host remove|set-address"};
+  } catch (const Usage& u) {
+    std::cerr << "keelctl: " << u.message << "\n" << kClusterUsage;
+    return kBadCommandLine;
+  }
+  const std::string what = line.words[0] + " " + line.words[1];
+  auto want_args = [&](size_t n) {
+    if (line.words.size() != 2 + n)
+      throw Usage{what + " takes " + std::to_string(n) + " argument(s)"};
+  };
+  try {
+    cluster::AgentClient agent(line.agent,
+                               std::chrono::milliseconds(static_cast<int64_t>(line.wait_s * 1000)));
+    if (what == "cluster init") {
+      want_args(0);
+      if (!line.address || line.peer) throw Usage{"cluster init takes --address A (only)"};
+      api::ClusterInitRequest r;
+      r.set_address(*line.address);
+      auto out = agent.init(r);
+      if (line.json) return print_json(out), kDone;
+      std::cout << "cluster " << out.cluster_id() << " formed: this host is its first\n";
+      print_notes(out);
+    } else if (what == "cluster join") {
+      want_args(0);
+      if (!line.address || !line.peer) throw Usage{"cluster join takes --address B --peer A"};
+      api::ClusterJoinRequest r;
+      r.set_address(*line.address);
+      r.set_peer(*line.peer);
+      auto out = agent.join(r);
+      if (line.json) return print_json(out), kDone;
+      std::cout << "joined cluster " << out.cluster_id() << ": " << out.hosts() << " hosts\n";
+      print_notes(out);
+    } else if (what == "cluster status") {
+      want_args(0);
+      auto out = agent.status();
+      if (line.json) return print_json(out), kDone;
+      print_status(out);
+    } else if (what == "host remove") {
+      want_args(1);
+      api::HostRemoveRequest r;
+      r.set_name(line.words[2]);
+      auto out = agent.remove_host(r);
+      if (line.json) return print_json(out), kDone;
+      std::cout << "host " << line.words[2] << " removed: " << out.hosts() << " hosts left\n";
+      print_notes(out);
+    } else if (what == "host set-address") {
+      want_args(1);
+      api::HostSetAddressRequest r;
+      r.set_address(line.words[2]);
+      auto out = agent.set_address(r);
+      if (line.json) return print_json(out), kDone;
+      std::cout << "this host's cluster address is now " << line.words[2] << "\n";
+    } else {
+      throw Usage{"unknown command '" + what + "'"};
+    }
+    return kDone;
+  } catch (const Usage& u) {
+    std::cerr << "keelctl: " << u.message << "\n" << kClusterUsage;
+    return kBadCommandLine;
+  } catch (const cluster::AgentCallError& e) {
+    std::cerr << "keelctl: " << what << ": " << e.what() << "\n";
+    if (e.unreachable()) return kNoConnection;
+    if (e.grpc_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return kNoAnswer;
+    return kRefused;
+  }
+}
+
+}  // namespace keel
