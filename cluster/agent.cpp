@@ -226,6 +226,12 @@ api::HelloResponse Agent::hello() const {
     out.set_cluster_address(s.cluster_address());
   }
   out.set_version("keel-agent 1");
+  std::lock_guard lock(mutex_);
+  if (lease_) {
+    out.set_fenced(lease_->fenced());
+    out.set_last_fenced_unix_ms(lease_->last_fenced_unix_ms());
+    out.set_lease_renewed_ms_ago(lease_->since_renewal().count());
+  }
   return out;
 }
 

@@ -9,20 +9,17 @@ namespace keel::cluster {
 namespace api = keel::agent::v1;
 
 struct AgentClient::Stub {
+  std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<api::Agent::Stub> stub;
 };
-
-bool AgentCallError::unreachable() const {
-  return grpc_code_ == grpc::StatusCode::UNAVAILABLE && std::string(what()).find("agent at") == 0;
-}
 
 AgentClient::AgentClient(const std::string& address, std::chrono::milliseconds timeout)
     : address_(address), timeout_(timeout), stub_(std::make_unique<Stub>()) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  stub_->stub = api::Agent::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  stub_->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  stub_->stub = api::Agent::NewStub(stub_->channel);
 }
 
 AgentClient::~AgentClient() = default;
@@ -35,16 +32,17 @@ Response AgentClient::call(Method method, const Request& request) {
   grpc::Status status = ((*stub_->stub).*method)(&context, request, &response);
   if (status.ok()) return response;
   std::string message = status.error_message();
+  bool unreachable = false;
   if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     message = "agent at " + address_ + " did not answer in time";
   } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-             (message.find("failed to connect") != std::string::npos ||
-              message.find("Connection refused") != std::string::npos ||
-              message.find("Socket closed") != std::string::npos ||
-              message.find("connections to all backends failing") != std::string::npos)) {
+             stub_->channel->GetState(false) != GRPC_CHANNEL_READY) {
+    // Not the agent's answer (that comes on a working connection): no
+    // connection at all.
+    unreachable = true;
     message = "agent at " + address_ + " cannot be reached (" + message + ")";
   }
-  throw AgentCallError(status.error_code(), message);
+  throw AgentCallError(status.error_code(), message, unreachable);
 }
 
 api::HelloResponse AgentClient::hello() {

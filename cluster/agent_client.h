@@ -14,14 +14,15 @@ namespace keel::cluster {
 
 class AgentCallError : public std::runtime_error {
  public:
-  AgentCallError(int grpc_code, const std::string& message)
-      : std::runtime_error(message), grpc_code_(grpc_code) {}
+  AgentCallError(int grpc_code, const std::string& message, bool unreachable = false)
+      : std::runtime_error(message), grpc_code_(grpc_code), unreachable_(unreachable) {}
   int grpc_code() const { return grpc_code_; }
-  // The agent could not be reached or did not answer in time.
-  bool unreachable() const;
+  // No connection to the agent could be made.
+  bool unreachable() const { return unreachable_; }
 
  private:
   int grpc_code_;
+  bool unreachable_;
 };
 
 class AgentClient {

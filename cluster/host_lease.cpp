@@ -45,6 +45,11 @@ bool HostLease::fenced() const {
   return fenced_;
 }
 
+int64_t HostLease::last_fenced_unix_ms() const {
+  std::lock_guard lock(mutex_);
+  return last_fenced_unix_ms_;
+}
+
 std::chrono::milliseconds HostLease::since_renewal() const {
   std::lock_guard lock(mutex_);
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
@@ -111,6 +116,9 @@ void HostLease::fence_loop() {
   while (!stopping_) {
     if (!fenced_ && std::chrono::steady_clock::now() >= fence_at_) {
       fenced_ = true;
+      last_fenced_unix_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
       auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
           std::chrono::steady_clock::now() - confirmed_at_);
       lock.unlock();

@@ -53,6 +53,8 @@ class HostLease {
 
   int64_t lease_id() const;
   bool fenced() const;
+  // When this host was last fenced (Unix time, ms), 0: never.
+  int64_t last_fenced_unix_ms() const;
   // Since the last keep-alive etcd confirmed (sent at that time).
   std::chrono::milliseconds since_renewal() const;
 
@@ -68,6 +70,7 @@ class HostLease {
   std::condition_variable changed_;
   bool stopping_ = false;
   bool fenced_ = false;
+  int64_t last_fenced_unix_ms_ = 0;
   int64_t lease_ = 0;
   std::chrono::steady_clock::time_point confirmed_at_;
   std::chrono::steady_clock::time_point fence_at_;

@@ -139,7 +139,12 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
   try {
     hello = peer.hello();
   } catch (const AgentCallError& e) {
-    throw AgentError(AgentError::Code::kUnavailable, e.what());
+    // An agent serves the other agents on its cluster address only once it
+    // is in a cluster.
+    throw AgentError(AgentError::Code::kUnavailable,
+                     "no agent of a cluster's host answers at " + request.peer() + " (" + e.what() +
+                         "): is " + request.peer() +
+                         " a host in a cluster? (keelctl cluster init there first)");
   }
   if (hello.cluster_id().empty()) {
     throw refused("the host at " + request.peer() + " ('" + hello.name() +

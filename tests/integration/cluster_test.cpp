@@ -1,0 +1,408 @@
+// keel-agent's cluster on hosts made of network namespaces (no KVM): 1, 3,
+// 5 and 7 hosts forming, joining's refusals, quorum refused without a
+// majority, a host cut off fencing itself before its lease can expire
+// elsewhere, partitions healed, an agent restarted or stopped, its etcd
+// killed, and malformed requests. KEEL_CLUSTER_TRIALS sets the number of
+// partition trials (the cluster-long label runs 20).
+#include <arpa/inet.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "cluster/agent_client.h"
+#include "common/unique_fd.h"
+#include "tests/support/test_cluster.h"
+
+namespace keel::testing {
+namespace {
+
+namespace api = keel::agent::v1;
+using cluster::AgentCallError;
+using cluster::AgentClient;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+std::string show(const CommandResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+AgentClient agent_at(unsigned host, milliseconds timeout = milliseconds(5000)) {
+  return AgentClient(TestCluster::address(host) + ":7400", timeout);
+}
+
+// Waits until `done` holds, at most `limit`; false if it never did.
+bool wait_until(const std::function<bool()>& done, milliseconds limit) {
+  auto until = Clock::now() + limit;
+  while (Clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  return done();
+}
+
+api::ClusterStatusResponse status_json(const TestCluster& c, unsigned host) {
+  auto r = c.keelctl(host, {"--json", "cluster", "status"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  api::ClusterStatusResponse s;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &s).ok()) << r.out;
+  return s;
+}
+
+void expect_whole(const TestCluster& c, unsigned host, unsigned n) {
+  auto s = status_json(c, host);
+  EXPECT_EQ(s.members(), n) << "seen from " << TestCluster::name(host);
+  EXPECT_EQ(s.reachable(), n);
+  EXPECT_TRUE(s.quorum());
+  ASSERT_EQ(s.hosts_size(), static_cast<int>(n));
+  unsigned leaders = 0;
+  for (const auto& h : s.hosts()) {
+    EXPECT_TRUE(h.reachable()) << h.host().name();
+    EXPECT_TRUE(h.alive()) << h.host().name();
+    EXPECT_FALSE(h.learner()) << h.host().name();
+    EXPECT_FALSE(h.host().cluster_address().empty()) << h.host().name();
+    leaders += h.leader();
+  }
+  EXPECT_EQ(leaders, 1u);
+}
+
+bool alive_seen_from(const TestCluster& c, unsigned from, unsigned host) {
+  auto s = status_json(c, from);
+  for (const auto& h : s.hosts()) {
+    if (h.host().name() == TestCluster::name(host)) return h.alive();
+  }
+  return false;
+}
+
+unsigned trials() {
+  const char* env = std::getenv("KEEL_CLUSTER_TRIALS");
+  return env ? static_cast<unsigned>(std::atoi(env)) : 2;
+}
+
+// The cluster grows from 1 to 7 hosts; at 1, 3, 5 and 7 every host sees all
+// of them, reachable, alive, one leader; an 8th is refused; then 3 of the 7
+// cut off from the other 4 are refused every operation while the 4 go on.
+TEST(Cluster, FormsOneThreeFiveAndSevenHostClustersAndRefusesAnEighth) {
+  TestCluster c(8);
+  for (unsigned h = 1; h <= 8; ++h) c.start_agent(h);
+  auto r = c.keelctl(1, {"cluster", "init", "--address", TestCluster::address(1)});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("no fault tolerance"), std::string::npos) << r.out;
+  expect_whole(c, 1, 1);
+  for (unsigned h = 2; h <= 7; ++h) {
+    // Through a different host each time: any member admits.
+    unsigned peer = 1 + (h % (h - 1));
+    r = c.keelctl(h, {"cluster", "join", "--address", TestCluster::address(h), "--peer",
+                      TestCluster::address(peer)});
+    ASSERT_EQ(r.exit_code, 0) << TestCluster::name(h) << ": " << show(r);
+    bool even = h % 2 == 0;
+    EXPECT_EQ(r.out.find("an odd count is recommended") != std::string::npos, even) << r.out;
+    if (h == 3 || h == 5 || h == 7) {
+      for (unsigned from = 1; from <= h; ++from) expect_whole(c, from, h);
+    }
+  }
+  r = c.keelctl(8, {"cluster", "join", "--address", TestCluster::address(8), "--peer",
+                    TestCluster::address(4)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("the cluster has 7 hosts, the most it can have"), std::string::npos)
+      << r.err;
+
+  // 3 | 4: the three have no majority.
+  c.split({1, 2, 3});
+  for (unsigned h = 1; h <= 3; ++h) {
+    auto started = Clock::now();
+    r = c.keelctl(h, {"host", "remove", "h7"});
+    auto took = Clock::now() - started;
+    EXPECT_EQ(r.exit_code, 1) << show(r);
+    EXPECT_NE(r.err.find("no quorum (3 of 7 hosts reachable)"), std::string::npos) << r.err;
+    EXPECT_LT(took, seconds(5)) << "a refusal must come within a bounded time";
+    EXPECT_FALSE(status_json(c, h).quorum());
+  }
+  for (unsigned h = 4; h <= 7; ++h) EXPECT_TRUE(status_json(c, h).quorum());
+  c.unsplit();
+  EXPECT_TRUE(wait_until([&] { return status_json(c, 1).reachable() == 7; }, seconds(20)));
+  EXPECT_TRUE(wait_until([&] { return status_json(c, 2).quorum(); }, seconds(20)));
+}
+
+// A host whose link is cut refuses operations at once, fences itself before
+// its lease can expire on the majority's side, and comes back when healed.
+TEST(Cluster, CutHostFencesBeforeItsLeaseExpiresElsewhere) {
+  TestCluster c(3);
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 3); }, seconds(10)));
+
+  int64_t cut_at = unix_ms();
+  c.cut(3);
+  auto r = c.keelctl(3, {"host", "remove", "h1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no quorum (1 of 3 hosts reachable)"), std::string::npos) << r.err;
+  // The majority sees h3's lease expire, not before TTL after the cut.
+  ASSERT_TRUE(wait_until([&] { return !alive_seen_from(c, 1, 3); }, seconds(15)));
+  int64_t expired_seen_at = unix_ms();
+  // h3 is fenced: asked on its own management address (its link is down).
+  EXPECT_FALSE(status_json(c, 3).quorum());
+
+  c.heal(3);
+  ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 3); }, seconds(20)));
+  auto hello = agent_at(3).hello();
+  ASSERT_GT(hello.last_fenced_unix_ms(), 0) << "h3 never fenced itself";
+  int64_t fenced_after = hello.last_fenced_unix_ms() - cut_at;
+  std::cout << "cut link to fenced: " << fenced_after << " ms; lease expiry seen by the "
+            << "majority after " << expired_seen_at - cut_at << " ms\n";
+  EXPECT_LT(hello.last_fenced_unix_ms(), expired_seen_at);
+  EXPECT_LE(fenced_after, 4000) << "fenced later than the lease's TTL";
+  EXPECT_FALSE(hello.fenced());
+  expect_whole(c, 3, 3);
+}
+
+// Split 2+3 and 3+2 and heal, again and again: each time the minority
+// refuses, fences itself before the majority can see its leases expire, and
+// the whole cluster comes back.
+TEST(Cluster, PartitionsTwoThreeAndThreeTwoHeal) {
+  TestCluster c(5);
+  for (unsigned h = 1; h <= 5; ++h) c.start_agent(h);
+  c.form(5);
+  for (unsigned trial = 0; trial < trials(); ++trial) {
+    std::vector<unsigned> minority =
+        trial % 2 == 0 ? std::vector<unsigned>{1, 2} : std::vector<unsigned>{4, 5};
+    std::vector<unsigned> majority;
+    for (unsigned h = 1; h <= 5; ++h) {
+      if (std::find(minority.begin(), minority.end(), h) == minority.end()) majority.push_back(h);
+    }
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    for (unsigned h = 1; h <= 5; ++h) ASSERT_TRUE(alive_seen_from(c, majority[0], h));
+    int64_t split_at = unix_ms();
+    // {1,2} | {3,4,5} and {1,2,3} | {4,5}: the listed side is the one
+    // moved to the second bridge.
+    c.split(trial % 2 == 0 ? std::vector<unsigned>{1, 2} : std::vector<unsigned>{1, 2, 3});
+    for (unsigned h : minority) {
+      auto r = c.keelctl(h, {"host", "remove", TestCluster::name(majority[0])});
+      EXPECT_EQ(r.exit_code, 1) << show(r);
+      EXPECT_NE(r.err.find("no quorum (2 of 5 hosts reachable)"), std::string::npos) << r.err;
+    }
+    for (unsigned h : majority) EXPECT_TRUE(status_json(c, h).quorum());
+    ASSERT_TRUE(wait_until(
+        [&] {
+          return !alive_seen_from(c, majority[0], minority[0]) &&
+                 !alive_seen_from(c, majority[0], minority[1]);
+        },
+        seconds(15)));
+    int64_t expired_seen_at = unix_ms();
+    c.unsplit();
+    for (unsigned h : minority) {
+      ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, majority[0], h); }, seconds(20)));
+      auto hello = agent_at(h).hello();
+      EXPECT_GT(hello.last_fenced_unix_ms(), split_at) << TestCluster::name(h);
+      EXPECT_LT(hello.last_fenced_unix_ms(), expired_seen_at) << TestCluster::name(h);
+      std::cout << "trial " << trial << ": " << TestCluster::name(h) << " fenced "
+                << hello.last_fenced_unix_ms() - split_at << " ms after the split\n";
+    }
+    ASSERT_TRUE(
+        wait_until([&] { return status_json(c, minority[0]).reachable() == 5; }, seconds(20)));
+  }
+}
+
+// What joining refuses, and what a member refuses about addresses and
+// removals.
+TEST(Cluster, JoinAndMembershipRefusals) {
+  TestCluster c(4);
+  for (unsigned h = 1; h <= 4; ++h) c.start_agent(h);
+  // Not in a cluster yet.
+  auto r = c.keelctl(2, {"cluster", "status"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("this host is not in a cluster"), std::string::npos) << r.err;
+  // A peer that is in no cluster.
+  r = c.keelctl(2, {"cluster", "join", "--address", TestCluster::address(2), "--peer",
+                    TestCluster::address(1)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("a host in a cluster? (keelctl cluster init there first)"),
+            std::string::npos)
+      << r.err;
+  // An address that is not this host's, and one that is no address at all.
+  r = c.keelctl(1, {"cluster", "init", "--address", TestCluster::address(2)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("is not configured on any interface of this host"), std::string::npos);
+  r = c.keelctl(1, {"cluster", "init", "--address", "127.0.0.1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("loopback"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"cluster", "init", "--address", "10.77.0"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("not a numeric IPv4 or IPv6 address"), std::string::npos) << r.err;
+
+  // A 1-host cluster may change its address; with two hosts it may not.
+  r = c.keelctl(1, {"cluster", "init", "--address", TestCluster::address(1)});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(1, {"cluster", "init", "--address", TestCluster::address(1)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("this host is already in cluster"), std::string::npos) << r.err;
+  run_command({"ip", "-n", c.ns(1), "addr", "add", "10.77.0.51/24", "dev", "eth0"}, seconds(10));
+  r = c.keelctl(1, {"host", "set-address", "10.77.0.51"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(1, {"host", "set-address", TestCluster::address(1)});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(2, {"cluster", "join", "--address", TestCluster::address(2), "--peer",
+                    TestCluster::address(1)});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(1, {"host", "set-address", "10.77.0.51"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("the cluster address is fixed once a second host has joined"),
+            std::string::npos)
+      << r.err;
+  // Joining twice; a name taken; a host removing itself or a live one.
+  r = c.keelctl(2, {"cluster", "join", "--address", TestCluster::address(2), "--peer",
+                    TestCluster::address(1)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("this host is already in cluster"), std::string::npos) << r.err;
+  c.stop_agent(4);
+  c.start_agent(4, {"--name", "h2"});
+  // (start_agent passes --name h4 first; the later --name wins.)
+  r = c.keelctl(4, {"cluster", "join", "--address", TestCluster::address(4), "--peer",
+                    TestCluster::address(1)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("a host named 'h2' is in the cluster already"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"host", "remove", "h1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("a host cannot remove itself"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"host", "remove", "h2"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("host 'h2' is alive"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"host", "remove", "h9"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no host named 'h9'"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"host", "remove", "Bad_Name"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("like a DNS label"), std::string::npos) << r.err;
+
+  // h3 joins, then its address goes: restarted, its agent refuses to serve
+  // the cluster from elsewhere.
+  r = c.keelctl(3, {"cluster", "join", "--address", TestCluster::address(3), "--peer",
+                    TestCluster::address(2)});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  c.stop_agent(3);
+  run_command({"ip", "-n", c.ns(3), "addr", "del", TestCluster::address(3) + "/24", "dev", "eth0"},
+              seconds(10));
+  run_command({"ip", "-n", c.ns(3), "addr", "add", "10.77.0.53/24", "dev", "eth0"}, seconds(10));
+  c.start_agent(3);
+  r = c.keelctl(3, {"cluster", "status"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("this host's cluster address 10.77.0.3 is on none of its interfaces"),
+            std::string::npos)
+      << r.err;
+  // A stopped host can be removed once its lease is gone.
+  c.stop_agent(3);
+  ASSERT_TRUE(wait_until([&] { return !alive_seen_from(c, 1, 3); }, seconds(15)));
+  r = c.keelctl(1, {"host", "remove", "h3"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("2 hosts left"), std::string::npos) << r.out;
+  expect_whole(c, 2, 2);
+}
+
+// An agent restarted, SIGSTOPped and continued; its etcd member killed.
+TEST(Cluster, AgentRestartStopAndEtcdKill) {
+  TestCluster c(3);
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  // Restart: it comes back in the same cluster with the same name.
+  c.stop_agent(2);
+  c.start_agent(2);
+  ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 2); }, seconds(20)));
+  expect_whole(c, 2, 3);
+  // Its etcd member killed: the agent starts it again.
+  pid_t etcd = c.etcd_pid(2);
+  ASSERT_GT(etcd, 0);
+  ::kill(etcd, SIGKILL);
+  ASSERT_TRUE(wait_until([&] { return c.etcd_pid(2) > 0 && c.etcd_pid(2) != etcd; }, seconds(10)));
+  ASSERT_TRUE(wait_until([&] { return status_json(c, 2).reachable() == 3; }, seconds(20)));
+  std::ifstream log(c.log_path(2));
+  std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(text.find("etcd member h2 exited"), std::string::npos) << text;
+  // SIGSTOP: its lease expires on the others' side; continued, it fences
+  // (it cannot know how long it slept) and registers again.
+  c.signal_agent(3, SIGSTOP);
+  ASSERT_TRUE(wait_until([&] { return !alive_seen_from(c, 1, 3); }, seconds(15)));
+  c.signal_agent(3, SIGCONT);
+  ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 3); }, seconds(20)));
+  EXPECT_GT(agent_at(3).hello().last_fenced_unix_ms(), 0);
+  // A host's death (SIGKILL: its etcd dies with it): the rest go on.
+  c.kill_agent(1);
+  auto started = Clock::now();
+  ASSERT_TRUE(wait_until([&] { return status_json(c, 2).quorum(); }, seconds(20)));
+  std::cout << "host killed to a majority answering: "
+            << std::chrono::duration_cast<milliseconds>(Clock::now() - started).count() << " ms\n";
+}
+
+// Requests that are not gRPC, and gRPC requests with bad fields.
+TEST(Cluster, MalformedApiRequests) {
+  TestCluster c(1);
+  c.start_agent(1);
+  c.form(1);
+  for (std::string junk :
+       {std::string("GET / HTTP/1.1\r\n\r\n"), std::string(70000, '\xff'),
+        std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string(100, '\x00')}) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(7400);
+    ::inet_pton(AF_INET, TestCluster::address(1).c_str(), &to.sin_addr);
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    (void)::send(fd.get(), junk.data(), junk.size(), MSG_NOSIGNAL);
+  }
+  auto agent = agent_at(1);
+  EXPECT_EQ(agent.hello().name(), "h1");
+  auto expect_code = [](const std::function<void()>& call, int code, const std::string& text) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted; expected: " << text;
+    } catch (const AgentCallError& e) {
+      EXPECT_EQ(e.grpc_code(), code) << e.what();
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  api::AdmitHostRequest admit;
+  expect_code([&] { agent.admit(admit); }, 3, "must not be empty");
+  admit.mutable_host()->set_name("h2");
+  admit.mutable_host()->set_cluster_address("0.0.0.0");
+  expect_code([&] { agent.admit(admit); }, 3, "wildcard");
+  admit.mutable_host()->set_cluster_address("ff02::1");
+  expect_code([&] { agent.admit(admit); }, 3, "multicast");
+  admit.mutable_host()->set_name(std::string(64, 'a'));
+  expect_code([&] { agent.admit(admit); }, 3, "longer than 63");
+  admit.mutable_host()->set_name("h2");
+  admit.mutable_host()->set_pool(std::string(2 << 20, 'p'));
+  expect_code([&] { agent.admit(admit); }, 8, "");  // RESOURCE_EXHAUSTED: over 1 MiB
+  api::ClusterJoinRequest join;
+  expect_code([&] { agent.join(join); }, 9, "already in cluster");
+  api::HostSetAddressRequest set;
+  set.set_address("300.1.1.1");
+  expect_code([&] { agent.set_address(set); }, 3, "not a numeric");
+  EXPECT_EQ(agent.hello().name(), "h1");
+  expect_whole(c, 1, 1);
+}
+
+}  // namespace
+}  // namespace keel::testing
+
+int main(int argc, char** argv) {
+  // Before any thread: the test's own network namespace, joined to the
+  // hosts' bridge (never the machine's own network).
+  keel::testing::enter_private_network();
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,172 @@
+#include "tests/support/test_cluster.h"
+
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+namespace keel::testing {
+
+namespace {
+std::string tool(const std::string& name) {
+  return std::string(KEEL_SOURCE_DIR) + "/tools/" + name;
+}
+}  // namespace
+
+void enter_private_network() {
+  if (::unshare(CLONE_NEWNET) != 0) throw std::runtime_error("unshare(CLONE_NEWNET) failed");
+  auto r = run_command({"ip", "link", "set", "lo", "up"}, std::chrono::seconds(10));
+  if (r.exit_code != 0) throw std::runtime_error("ip link set lo up: " + r.err);
+}
+
+TestCluster::TestCluster(unsigned hosts)
+    : prefix_("kc" + std::to_string(::getpid())), dir_("keel-cluster"), agents_(hosts) {
+  net({"up", std::to_string(hosts)});
+  try {
+    net({"observe"});
+  } catch (...) {
+    net({"down"});
+    throw;
+  }
+}
+
+TestCluster::~TestCluster() {
+  for (auto& agent : agents_) {
+    if (agent) {
+      agent->signal(SIGTERM);
+      agent->wait();
+    }
+  }
+  try {
+    net({"down"});
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+  run_command({"ip", "link", "delete", "obs"}, std::chrono::seconds(10));
+}
+
+std::string TestCluster::address(unsigned host) {
+  return "10.77.0." + std::to_string(host);
+}
+
+std::string TestCluster::name(unsigned host) {
+  return "h" + std::to_string(host);
+}
+
+std::string TestCluster::ns(unsigned host) const {
+  return prefix_ + "-h" + std::to_string(host);
+}
+
+std::string TestCluster::log_path(unsigned host) const {
+  return dir_ / ("agent-" + name(host) + ".log");
+}
+
+std::string TestCluster::state_dir(unsigned host) const {
+  return dir_ / name(host);
+}
+
+void TestCluster::net(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {tool("cluster-net"), args.at(0), prefix_};
+  argv.insert(argv.end(), args.begin() + 1, args.end());
+  auto r = run_command(argv, std::chrono::seconds(60));
+  if (r.exit_code != 0) {
+    throw std::runtime_error("cluster-net " + args[0] + " failed: " + r.out + r.err);
+  }
+}
+
+void TestCluster::cut(unsigned host) const {
+  net({"cut", std::to_string(host)});
+}
+
+void TestCluster::heal(unsigned host) const {
+  net({"heal", std::to_string(host)});
+}
+
+void TestCluster::split(const std::vector<unsigned>& side) const {
+  std::vector<std::string> args = {"split"};
+  for (unsigned h : side) args.push_back(std::to_string(h));
+  net(args);
+}
+
+void TestCluster::unsplit() const {
+  net({"unsplit"});
+}
+
+void TestCluster::start_agent(unsigned host, const std::vector<std::string>& extra) {
+  auto& slot = agents_.at(host - 1);
+  if (slot) throw std::logic_error("agent " + name(host) + " runs already");
+  // The shell only sends stderr to the log, then is replaced by ip, which
+  // is replaced by the agent: the PID is the agent's.
+  std::string command = "exec \"$@\" 2>>" + log_path(host);
+  std::vector<std::string> argv = {
+      "sh",           "-c",     command,         "sh",     "ip",       "netns",
+      "exec",         ns(host), KEEL_AGENT_PATH, "--name", name(host), "--state-dir",
+      state_dir(host)};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  slot = ChildProcess::spawn(argv, {});
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    if (slot->try_wait()) break;
+    auto r = run_command(
+        {"ip", "netns", "exec", ns(host), KEEL_KEELCTL_PATH, "--wait", "1", "cluster", "status"},
+        std::chrono::seconds(10));
+    if (r.exit_code != 3 && r.exit_code != 4) return;  // it answered (whatever it said)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::ifstream log(log_path(host));
+  std::string text((std::istreambuf_iterator<char>(log)), {});
+  throw std::runtime_error("agent " + name(host) + " did not come up; its log:\n" + text);
+}
+
+void TestCluster::stop_agent(unsigned host) {
+  auto& slot = agents_.at(host - 1);
+  if (!slot) return;
+  slot->signal(SIGTERM);
+  slot->wait();
+  slot.reset();
+}
+
+void TestCluster::kill_agent(unsigned host) {
+  auto& slot = agents_.at(host - 1);
+  if (!slot) return;
+  slot->signal(SIGKILL);
+  slot->wait();
+  slot.reset();
+}
+
+void TestCluster::signal_agent(unsigned host, int signo) {
+  agents_.at(host - 1)->signal(signo);
+}
+
+bool TestCluster::agent_running(unsigned host) {
+  auto& slot = agents_.at(host - 1);
+  return slot && !slot->try_wait();
+}
+
+pid_t TestCluster::etcd_pid(unsigned host) const {
+  auto r = run_command({"pgrep", "-f", "--", "--data-dir=" + state_dir(host) + "/etcd"},
+                       std::chrono::seconds(10));
+  return r.exit_code == 0 ? static_cast<pid_t>(std::stol(r.out)) : 0;
+}
+
+CommandResult TestCluster::keelctl(unsigned host, const std::vector<std::string>& args,
+                                   std::chrono::seconds timeout) const {
+  std::vector<std::string> argv = {"ip", "netns", "exec", ns(host), KEEL_KEELCTL_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, timeout);
+}
+
+void TestCluster::form(unsigned n) {
+  auto r = keelctl(1, {"cluster", "init", "--address", address(1)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  for (unsigned h = 2; h <= n; ++h) {
+    r = keelctl(h, {"cluster", "join", "--address", address(h), "--peer", address(1)});
+    ASSERT_EQ(r.exit_code, 0) << "join of " << name(h) << ": " << r.out << r.err;
+  }
+}
+
+}  // namespace keel::testing

@@ -1,0 +1,75 @@
+// Hosts of a Keel cluster as network namespaces on this machine, for tests
+// (tools/cluster-net): PREFIX-h1..hN on one bridge, each with a keel-agent
+// of its own, and the test process itself on that network (10.77.0.100),
+// so that it reaches every agent at its cluster address. Everything is
+// removed on destruction, also when the test fails.
+//
+// The test's process must have a network namespace of its own first
+// (enter_private_network(), before any thread starts): the observer's
+// interface goes there, never into the machine's own namespace.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/child_process.h"
+#include "tests/support/scratch_dir.h"
+
+namespace keel::testing {
+
+// unshare(CLONE_NEWNET) for the whole process, with lo up. Call from main
+// before anything starts a thread.
+void enter_private_network();
+
+class TestCluster {
+ public:
+  // `hosts` namespaces (1 to 8), agents not yet started.
+  explicit TestCluster(unsigned hosts);
+  ~TestCluster();
+  TestCluster(const TestCluster&) = delete;
+  TestCluster& operator=(const TestCluster&) = delete;
+
+  unsigned size() const { return static_cast<unsigned>(agents_.size()); }
+  static std::string address(unsigned host);  // 10.77.0.I
+  static std::string name(unsigned host);     // hI
+  std::string ns(unsigned host) const;        // PREFIX-hI
+  // The agent's log (its stderr) and its state directory.
+  std::string log_path(unsigned host) const;
+  std::string state_dir(unsigned host) const;
+
+  // Starts host I's agent (extra arguments after the defaults) and waits
+  // until it answers on its management address.
+  void start_agent(unsigned host, const std::vector<std::string>& extra = {});
+  // SIGTERM and wait (the agent stops its etcd member); SIGKILL: as a
+  // host's power failing would (its etcd dies with it).
+  void stop_agent(unsigned host);
+  void kill_agent(unsigned host);
+  void signal_agent(unsigned host, int signo);
+  bool agent_running(unsigned host);
+  // The agent's etcd member's PID, 0 when none runs.
+  pid_t etcd_pid(unsigned host) const;
+
+  // keelctl in host I's namespace, talking to its agent.
+  CommandResult keelctl(unsigned host, const std::vector<std::string>& args,
+                        std::chrono::seconds timeout = std::chrono::seconds(90)) const;
+  // cluster init on host 1, join of 2..n through host 1; fails the test
+  // with keelctl's output when one does not work.
+  void form(unsigned n);
+
+  void net(const std::vector<std::string>& args) const;  // tools/cluster-net CMD PREFIX ...
+  void cut(unsigned host) const;
+  void heal(unsigned host) const;
+  // `side` on one bridge, the rest (and the test) on the other.
+  void split(const std::vector<unsigned>& side) const;
+  void unsplit() const;
+
+ private:
+  std::string prefix_;
+  ScratchDir dir_;
+  std::vector<std::optional<ChildProcess>> agents_;
+};
+
+}  // namespace keel::testing
