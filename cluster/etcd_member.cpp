@@ -51,9 +51,9 @@ std::vector<std::string> etcd_command_line(const EtcdMemberSettings& s) {
 }
 
 EtcdMember::EtcdMember(EtcdMemberSettings settings) : settings_(std::move(settings)) {
-  child_ = ChildProcess::spawn(etcd_command_line(settings_), {});
-  log::info("etcd member " + settings_.name + " started (pid " + std::to_string(child_->pid()) +
-            ")");
+  // Spawned by the supervisor's own thread, which lives as long as this
+  // object: a child's parent-death signal follows the thread that forked
+  // it, and a thread of the gRPC server's pool may end any time.
   supervisor_ = std::thread([this] { supervise(); });
 }
 
@@ -85,28 +85,37 @@ unsigned EtcdMember::restarts() const {
 
 void EtcdMember::supervise() {
   std::unique_lock lock(mutex_);
+  bool first = true;
   while (!stopping_) {
-    // ChildProcess offers no exit notification; etcd exits rarely, and a
-    // 200 ms look is well inside the election timeout that a restart
-    // competes with anyway.
-    stop_requested_.wait_for(lock, std::chrono::milliseconds(200));
-    if (stopping_) break;
-    if (child_) {
-      auto code = child_->try_wait();
-      if (!code) continue;
-      log::warning("etcd member " + settings_.name + " exited (code " + std::to_string(*code) +
-                   "); starting it again in 1 s");
-      child_.reset();
-    }
-    if (stop_requested_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
-      break;
+    if (!first) {
+      // ChildProcess offers no exit notification; etcd exits rarely, and a
+      // 200 ms look is well inside the election timeout that a restart
+      // competes with anyway.
+      stop_requested_.wait_for(lock, std::chrono::milliseconds(200));
+      if (stopping_) break;
+      if (child_) {
+        auto code = child_->try_wait();
+        if (!code) continue;
+        log::warning("etcd member " + settings_.name + " exited (code " + std::to_string(*code) +
+                     "); starting it again in 1 s");
+        child_.reset();
+      }
+      if (stop_requested_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+        break;
+      }
     }
     try {
       child_ = ChildProcess::spawn(etcd_command_line(settings_), {});
-      ++restarts_;
+      if (first) {
+        log::info("etcd member " + settings_.name + " started (pid " +
+                  std::to_string(child_->pid()) + ")");
+      } else {
+        ++restarts_;
+      }
     } catch (const std::exception& e) {
       log::error("etcd member " + settings_.name + " cannot start: " + e.what());
     }
+    first = false;
   }
 }
 

@@ -90,6 +90,12 @@ bool alive_seen_from(const TestCluster& c, unsigned from, unsigned host) {
   return false;
 }
 
+int64_t median(std::vector<int64_t> v) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 unsigned trials() {
   const char* env = std::getenv("KEEL_CLUSTER_TRIALS");
   return env ? static_cast<unsigned>(std::atoi(env)) : 2;
@@ -179,6 +185,7 @@ TEST(Cluster, PartitionsTwoThreeAndThreeTwoHeal) {
   TestCluster c(5);
   for (unsigned h = 1; h <= 5; ++h) c.start_agent(h);
   c.form(5);
+  std::vector<int64_t> fenced_after;
   for (unsigned trial = 0; trial < trials(); ++trial) {
     std::vector<unsigned> minority =
         trial % 2 == 0 ? std::vector<unsigned>{1, 2} : std::vector<unsigned>{4, 5};
@@ -212,11 +219,55 @@ TEST(Cluster, PartitionsTwoThreeAndThreeTwoHeal) {
       EXPECT_GT(hello.last_fenced_unix_ms(), split_at) << TestCluster::name(h);
       EXPECT_LT(hello.last_fenced_unix_ms(), expired_seen_at) << TestCluster::name(h);
       std::cout << "trial " << trial << ": " << TestCluster::name(h) << " fenced "
-                << hello.last_fenced_unix_ms() - split_at << " ms after the split\n";
+                << hello.last_fenced_unix_ms() - split_at << " ms after the split" << std::endl;
+      fenced_after.push_back(hello.last_fenced_unix_ms() - split_at);
     }
     ASSERT_TRUE(
         wait_until([&] { return status_json(c, minority[0]).reachable() == 5; }, seconds(20)));
   }
+  std::cout << "split to the minority fenced: median " << median(fenced_after) << " ms of "
+            << fenced_after.size() << std::endl;
+}
+
+// The leader's host dies (SIGKILL: its etcd dies with it), again and again:
+// how long until the others accept operations (a linearizable read) again.
+TEST(Cluster, LeaderHostDeathTrials) {
+  TestCluster c(3);
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  std::vector<int64_t> took;
+  for (unsigned trial = 0; trial < trials(); ++trial) {
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    unsigned leader = 0;
+    const auto before = status_json(c, 1);
+    for (const auto& h : before.hosts()) {
+      if (h.leader()) leader = static_cast<unsigned>(std::stoi(h.host().name().substr(1)));
+    }
+    ASSERT_NE(leader, 0u);
+    unsigned other = leader == 1 ? 2 : 1;
+    auto agent = agent_at(other, milliseconds(3000));
+    auto killed = Clock::now();
+    c.kill_agent(leader);
+    // An answer that is current came through a leader: the cluster again
+    // serves operations.
+    ASSERT_TRUE(wait_until(
+        [&] {
+          try {
+            return agent.status().current();
+          } catch (const AgentCallError&) {
+            return false;
+          }
+        },
+        seconds(20)));
+    took.push_back(std::chrono::duration_cast<milliseconds>(Clock::now() - killed).count());
+    std::cout << "trial " << trial << ": leader " << TestCluster::name(leader)
+              << " killed, a majority answering after " << took.back() << " ms" << std::endl;
+    c.start_agent(leader);
+    ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, other, leader); }, seconds(20)));
+    ASSERT_TRUE(wait_until([&] { return status_json(c, leader).reachable() == 3; }, seconds(20)));
+  }
+  std::cout << "leader's host killed to a majority answering: median " << median(took)
+            << " ms of " << took.size() << std::endl;
 }
 
 // What joining refuses, and what a member refuses about addresses and
