@@ -173,6 +173,7 @@ void Agent::take_lease() {
   alive.set_since(storage::utc_now());
   alive.set_lease_ttl_s(settings_.lease_ttl_s);
   lease.alive_record = to_json(alive);
+  lease.fence_file = (fs::path(settings_.state_dir) / "fence").string();
   HostLease::Callbacks callbacks;
   callbacks.fenced = [] {
     // No VMs run under the agent yet; the fence is logged by HostLease.

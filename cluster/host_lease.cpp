@@ -14,6 +14,9 @@ HostLease::HostLease(const std::vector<std::string>& endpoints, HostLeaseSetting
       callbacks_(std::move(callbacks)),
       // Each renewal must come back well inside the fence margin.
       etcd_(endpoints, std::chrono::milliseconds(1000)) {
+  // A restarted agent finds the deadline its predecessor left: it moves
+  // only once this lease is confirmed.
+  if (!settings_.fence_file.empty()) deadline_ = FenceDeadline::create(settings_.fence_file, 0);
   grant();
   renewer_ = std::thread([this] { renew_loop(); });
   fencer_ = std::thread([this] { fence_loop(); });
@@ -66,7 +69,16 @@ void HostLease::grant() {
   std::lock_guard lock(mutex_);
   lease_ = lease;
   confirmed_at_ = sent;
-  fence_at_ = sent + std::chrono::seconds(settings_.ttl_s) - settings_.fence_margin;
+  fence_at(sent + std::chrono::seconds(settings_.ttl_s) - settings_.fence_margin);
+}
+
+void HostLease::fence_at(std::chrono::steady_clock::time_point at) {
+  fence_at_ = at;
+  if (deadline_) {
+    // steady_clock is CLOCK_MONOTONIC, the deadline file's clock.
+    deadline_->set_deadline_ns(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count()));
+  }
 }
 
 void HostLease::renew_loop() {
@@ -85,7 +97,7 @@ void HostLease::renew_loop() {
         renewed = true;
         lock.lock();
         confirmed_at_ = sent;
-        fence_at_ = sent + std::chrono::seconds(ttl) - settings_.fence_margin;
+        fence_at(sent + std::chrono::seconds(ttl) - settings_.fence_margin);
         lock.unlock();
       } else {
         // Expired on the majority's side: whatever this host held under it

@@ -15,10 +15,12 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "cluster/etcd_client.h"
+#include "common/fence_deadline.h"
 
 namespace keel::cluster {
 
@@ -30,6 +32,11 @@ struct HostLeaseSettings {
   std::chrono::milliseconds fence_margin{1500};
   // The /keel/alive/NAME record's value.
   std::string alive_record;
+  // The host's fence deadline file (common/fence_deadline.h) its keel-vmm
+  // processes watch: moved to the fence moment at each renewal, so that
+  // they pause their guests then even if this agent is stuck or gone.
+  // Empty: none.
+  std::string fence_file;
 };
 
 class HostLease {
@@ -62,10 +69,13 @@ class HostLease {
   void grant();
   void renew_loop();
   void fence_loop();
+  // Under mutex_: fence_at_ becomes `at`, and the deadline file with it.
+  void fence_at(std::chrono::steady_clock::time_point at);
 
   HostLeaseSettings settings_;
   Callbacks callbacks_;
   EtcdClient etcd_;
+  std::optional<FenceDeadline> deadline_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   bool stopping_ = false;

@@ -61,6 +61,13 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
       memory_(layout::guest_ram_regions(config_.memory())),
       serial_out_(options_.serial_file, events_) {
   if (!options_.snapshot_root.empty()) snapshot_root_ = SnapshotRoot::open(options_.snapshot_root);
+  if (!options_.fence_file.empty()) {
+    fence_ = FenceDeadline::open(options_.fence_file);
+    if (fence_->passed()) {
+      throw InputError("--fence-file " + options_.fence_file +
+                       ": the host is fenced (its lease deadline passed): not starting a guest");
+    }
+  }
   std::optional<KernelImage> image;
   BootSetup boot;
   if (!shape_only) {
@@ -208,6 +215,7 @@ MachineStop Machine::run(std::function<void()> started) {
     if (!ec) request_stop({StopReason::kSignal, strsignal(signo), signo});
   });
   open_control();
+  watch_fence();
   started_ = std::chrono::steady_clock::now();
   if (vcpus_->started()) {
     vcpus_->resume();

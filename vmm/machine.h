@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fence_deadline.h"
 #include "common/guest_memory.h"
 #include "control/control_server.h"
 #include "proto/vm_state.pb.h"
@@ -154,6 +155,11 @@ class Machine : public ControlHandler, public MigratableMachine {
   // A snapshot still being written is abandoned and its thread joined.
   void end_snapshot_writer();
   void start_shutdown(uint32_t timeout_ms, Reply reply);
+  // --fence-file (machine_fence.cpp): the deadline looked at every 100 ms
+  // from run() on; past it, the guest is paused.
+  void watch_fence();
+  void check_fence();
+  bool fence_passed() const;
   // What this host's KVM can capture and restore: probed once (a scratch VM
   // and vCPU), then kept; it does not change while the process runs.
   const KvmStateCaps& state_caps();
@@ -203,6 +209,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   bool pausing_ = false;  // pause_then: waiting for the vCPUs to park
   std::atomic<bool> snapshot_cancel_{false};
   std::thread snapshot_writer_;
+  std::optional<FenceDeadline> fence_;  // --fence-file
+  std::optional<boost::asio::steady_timer> fence_timer_;
+  bool fenced_ = false;                     // the deadline passed: the guest paused, resume refused
   std::unique_ptr<ControlServer> control_;  // last: destroyed first
   std::mutex stop_mutex_;
   std::optional<MachineStop> stop_;

@@ -45,6 +45,7 @@ pb::StatusResult Machine::status() const {
   s.set_kernel(config_.kernel());
   s.set_restored_from(options_.restore_dir);
   s.set_pauses(pauses_);
+  s.set_fenced(fenced_);
   s.set_paused_ms_total(
       ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
   s.set_serial(options_.serial_file.empty() ? "stdout" : "file=" + options_.serial_file);
@@ -131,9 +132,20 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kShutdown:
     case pb::Request::kSnapshot:
       if (!busy.empty()) return reply(error_response(pb::ERROR_CODE_BUSY, busy));
+      // A shutdown runs the guest (to press its power button): not while
+      // the host is fenced.
+      if (request.operation_case() == pb::Request::kShutdown && fence_passed()) {
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                    "fenced: the host's lease deadline has passed, the guest "
+                                    "may not run to shut down (kill stops it)"));
+      }
       break;
     case pb::Request::kMigrate:
       if (!busy.empty()) return reply(error_response(pb::ERROR_CODE_BUSY, busy));
+      if (fence_passed()) {
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                    "fenced: the host's lease deadline has passed"));
+      }
       if (shutting_down_)
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
       if (vcpus_->pause_requested())
@@ -179,6 +191,11 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kResume: {
       if (!vcpus_->pause_requested())
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not paused"));
+      if (fence_passed()) {
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                    "fenced: the host's lease deadline has passed (keel-agent "
+                                    "resumes the guest once the VM is still this host's)"));
+      }
       if (disks_released_) {
         // A migration that told its destination to run the guest and heard
         // nothing back: the guest may run there. Only with the images ours

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "cluster/agent_client.h"
+#include "common/fence_deadline.h"
 #include "common/unique_fd.h"
 #include "tests/support/test_cluster.h"
 
@@ -162,6 +163,14 @@ TEST(Cluster, CutHostFencesBeforeItsLeaseExpiresElsewhere) {
   // The majority sees h3's lease expire, not before TTL after the cut.
   ASSERT_TRUE(wait_until([&] { return !alive_seen_from(c, 1, 3); }, seconds(15)));
   int64_t expired_seen_at = unix_ms();
+  // By then h3's fence deadline, which its VMMs watch (keel-vmm
+  // --fence-file), had passed: they paused their guests before the
+  // majority could start them elsewhere.
+  const uint64_t expired_seen_ns = FenceDeadline::now_ns();
+  auto deadline = FenceDeadline::open(c.state_dir(3) + "/fence");
+  EXPECT_LT(deadline.deadline_ns(), expired_seen_ns);
+  std::cout << "h3's VMMs paused " << (expired_seen_ns - deadline.deadline_ns()) / 1000000
+            << " ms before the majority saw its lease gone\n";
   // h3 is fenced: asked on its own management address (its link is down).
   EXPECT_FALSE(status_json(c, 3).quorum());
 
@@ -266,8 +275,8 @@ TEST(Cluster, LeaderHostDeathTrials) {
     ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, other, leader); }, seconds(20)));
     ASSERT_TRUE(wait_until([&] { return status_json(c, leader).reachable() == 3; }, seconds(20)));
   }
-  std::cout << "leader's host killed to a majority answering: median " << median(took)
-            << " ms of " << took.size() << std::endl;
+  std::cout << "leader's host killed to a majority answering: median " << median(took) << " ms of "
+            << took.size() << std::endl;
 }
 
 // What joining refuses, and what a member refuses about addresses and

@@ -2,7 +2,8 @@
 // keelctl status, pause/resume (measured by the guest's own heartbeat
 // clock), shutdown through the ACPI power button (honoured, and ignored
 // until the timeout kills), kill, and bad frames, unknown requests and
-// clients that leave halfway, after which the VMM still answers.
+// clients that leave halfway, after which the VMM still answers; the fence
+// deadline (--fence-file) pausing the guest.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -18,10 +19,12 @@
 #include <future>
 #include <thread>
 
+#include "common/fence_deadline.h"
 #include "common/unique_fd.h"
 #include "proto/control.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
+#include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
 namespace keel::testing {
@@ -174,6 +177,68 @@ TEST(ControlApi, PauseStopsTheHeartbeatAndResumeContinuesIt) {
   EXPECT_NE(resume_again.exit_code, 2) << show(resume_again);
   auto kill = vmm.keelctl({"kill"});
   EXPECT_EQ(kill.exit_code, 0) << show(kill);
+  EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
+}
+
+// keel-vmm --fence-file: once the host's fence deadline passes, the VMM
+// pauses its guest by itself (the agent that should have done it may be
+// stuck or dead); resume and shutdown are refused until the deadline moves
+// forward, and then the guest stays paused until resumed. A VMM whose host
+// is fenced already does not start its guest at all.
+TEST(ControlApi, FenceDeadlinePausesTheGuestAndHoldsItPaused) {
+  ScratchDir dir("keel-fence");
+  auto passed = FenceDeadline::create(dir / "passed", 0);
+  auto refused = run_vmm(testos("job=heartbeat interval_ms=20", {"--fence-file", dir / "passed"}),
+                         seconds(60));
+  EXPECT_EQ(refused.exit_code, 1) << describe(refused);
+  EXPECT_NE(refused.err.find("the host is fenced"), std::string::npos) << describe(refused);
+  EXPECT_TRUE(refused.lines.empty()) << describe(refused);
+
+  auto fence = FenceDeadline::create(dir / "fence", FenceDeadline::now_ns() + 600'000'000'000ull);
+  LiveVmm vmm(testos("job=heartbeat interval_ms=20", {"--fence-file", dir / "fence"}));
+  ASSERT_TRUE(vmm.wait_line("testos: beat seq=5 ")) << vmm.describe();
+  auto status = [&] { return parse_json(vmm.keelctl({"--json", "status"})).status(); };
+  EXPECT_FALSE(status().fenced());
+
+  fence.set_deadline_ns(FenceDeadline::now_ns());
+  const auto fenced_at = Clock::now();
+  pb::StatusResult s;
+  while (Clock::now() - fenced_at < seconds(10)) {
+    s = status();
+    if (s.state() == pb::RUN_STATE_PAUSED) break;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(s.state(), pb::RUN_STATE_PAUSED) << vmm.describe();
+  EXPECT_TRUE(s.fenced());
+  std::fprintf(stderr, "fence deadline passed to the guest paused: %lld ms (seen by polling)\n",
+               static_cast<long long>(
+                   std::chrono::duration_cast<milliseconds>(Clock::now() - fenced_at).count()));
+  const size_t beats_paused = beats(vmm).size();
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_LE(beats(vmm).size(), beats_paused + 1) << "the guest runs on while fenced";
+
+  auto resume = vmm.keelctl({"resume"});
+  EXPECT_EQ(resume.exit_code, 1) << show(resume);
+  EXPECT_NE(resume.err.find("fenced"), std::string::npos) << show(resume);
+  auto shutdown = vmm.keelctl({"shutdown"});
+  EXPECT_EQ(shutdown.exit_code, 1) << show(shutdown);
+  EXPECT_NE(shutdown.err.find("fenced"), std::string::npos) << show(shutdown);
+
+  // The lease confirmed again: no longer fenced, still paused until resumed.
+  fence.set_deadline_ns(FenceDeadline::now_ns() + 600'000'000'000ull);
+  const auto moved_at = Clock::now();
+  while (status().fenced() && Clock::now() - moved_at < seconds(10)) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  s = status();
+  EXPECT_FALSE(s.fenced());
+  EXPECT_EQ(s.state(), pb::RUN_STATE_PAUSED);
+  resume = vmm.keelctl({"resume"});
+  ASSERT_EQ(resume.exit_code, 0) << show(resume);
+  const uint64_t last = beats(vmm).back().seq;
+  ASSERT_TRUE(vmm.wait_line("testos: beat seq=" + std::to_string(last + 5) + " "))
+      << vmm.describe();
+  EXPECT_EQ(vmm.keelctl({"kill"}).exit_code, 0);
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 14) << vmm.describe();
 }
 

@@ -37,7 +37,8 @@ TEST(ClusterAddress, RefusesWhatCannotBeAHostsAddress) {
   EXPECT_NE(cluster_address_problem("::").find("wildcard"), std::string::npos);
   EXPECT_NE(cluster_address_problem("::1").find("loopback"), std::string::npos);
   EXPECT_NE(cluster_address_problem("fe80::1").find("link-local"), std::string::npos);
-  for (const char* bad : {"", "10.77.0", "10.77.0.256", "host.example", "10.0.0.1:80", " 10.0.0.1"}) {
+  for (const char* bad :
+       {"", "10.77.0", "10.77.0.256", "host.example", "10.0.0.1:80", " 10.0.0.1"}) {
     EXPECT_NE(cluster_address_problem(bad).find("not a numeric"), std::string::npos) << bad;
   }
 }

@@ -48,6 +48,9 @@ std::string describe_status(const control::StatusResult& status) {
          std::to_string(status.pauses()) + (status.pauses() == 1 ? " time, " : " times, ") +
              human_duration_ms(status.paused_ms_total()) + " in all");
   }
+  if (status.fenced()) {
+    line(out, "fenced:", "yes: the host's lease deadline passed; resume refused until it moves");
+  }
   line(out, "pid:", status.pid() ? std::to_string(status.pid()) : "");
   line(out, "version:", status.vmm_version());
   line(out, "kernel:", status.kernel());

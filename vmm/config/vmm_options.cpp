@@ -20,6 +20,7 @@ const char* const kVmmUsage =
     "                [--disk path=PATH|nbd=tcp:ADDR:PORT/EXPORT[,readonly=on][,serial=S]]...\n"
     "                [--net tap=NAME[,mac=MAC]]...\n"
     "                [--rng] [--api-socket PATH] [--snapshot-root DIR] [--jail UID[:GID]]\n"
+    "                [--fence-file PATH]\n"
     "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net "
     "...]...\n"
     "       keel-vmm --incoming tcp:ADDR:PORT [--serial ...] [--api-socket PATH] [--disk ...]...\n"
@@ -50,6 +51,11 @@ const char* const kVmmUsage =
     "                    snapshot names a directory below it (made 0700; no link\n"
     "                    followed, no file overwritten); without it snapshots are\n"
     "                    refused\n"
+    "  --fence-file PATH keel-agent's fence deadline for this host (a 4 KiB file it\n"
+    "                    keeps): once the deadline passes, the guest is paused\n"
+    "                    and resume is refused until the agent moves it forward\n"
+    "                    (a host cut off from the cluster's majority stops its\n"
+    "                    guests before another host may start them)\n"
     "  --restore DIR     start from a snapshot (keelctl snapshot DIR): the guest\n"
     "                    carries on where it was; give its disks and taps with\n"
     "                    --disk/--net, in order (a snapshot never chooses host\n"
@@ -270,6 +276,9 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
     } else if (name == "--snapshot-root") {
       options.snapshot_root = value();
       if (options.snapshot_root.empty()) throw InputError("--snapshot-root needs a DIR");
+    } else if (name == "--fence-file") {
+      options.fence_file = value();
+      if (options.fence_file.empty()) throw InputError("--fence-file needs a PATH");
     } else if (name == "--rng") {
       if (inline_value) throw InputError("--rng takes no value");
       machine_shape.push_back(name);

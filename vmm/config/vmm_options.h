@@ -24,6 +24,10 @@ struct VmmOptions {
   // --snapshot-root DIR: where `keelctl snapshot` may write; empty: snapshots
   // are refused.
   std::string snapshot_root;
+  // --fence-file PATH: the host's fence deadline (common/fence_deadline.h),
+  // which keel-agent moves forward while its lease holds; once it passes,
+  // the guest is paused. Empty: none.
+  std::string fence_file;
   // --restore DIR: the machine comes from a snapshot (its configuration,
   // memory and state); --disk and --net name its disks and taps one for
   // one, --serial and --api-socket apply as usual.
