@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/vmm_launch.h"
 #include "common/error.h"
 #include "common/size_parse.h"
 #include "common/unique_fd.h"
@@ -205,118 +206,20 @@ void print_vm(const pool::v1::Vm& vm, const storage::VmStore& vms) {
   for (const auto& s : snaps) std::cout << "    " << s.name << "  " << s.created_at << "\n";
 }
 
-// keel-vmm: $KEEL_VMM, beside keelctl, in the build tree, or on PATH.
-std::string vmm_program() {
-  if (const char* env = std::getenv("KEEL_VMM"); env != nullptr && *env != '\0') return env;
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
-  for (const fs::path& p : {self / "keel-vmm", self / ".." / ".." / "keel-vmm" / "keel-vmm"}) {
-    if (::access(p.c_str(), X_OK) == 0) return fs::weakly_canonical(p).string();
-  }
-  return "keel-vmm";
-}
-
 void start_vm(storage::VmStore& vms, const std::string& name) {
   const auto vm = vms.get(name);
-  const fs::path run_dir = storage::vm_run_dir(name);
-  fs::create_directories(run_dir);
-  ::chmod(run_dir.c_str(), 0700);
-  // One start at a time: the check below and the PID file written after
-  // the start belong together.
-  const fs::path lock_path = run_dir / "start.lock";
-  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock.valid()) throw_errno("opening " + lock_path.string());
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK)
-      throw InputError("VM " + name + " is being started by another keelctl");
-    throw_errno("locking " + lock_path.string());
-  }
-  if (auto pid = storage::running_vmm(name))
-    throw InputError("VM " + name + " is running already (keel-vmm " + std::to_string(*pid) + ")");
   // keel-vmm writes memory snapshots only below this (--snapshot-root).
   const fs::path memory_root = storage::vm_memory_root(vms, name);
   fs::create_directories(memory_root);
   ::chmod(memory_root.c_str(), 0700);
-  fs::remove(storage::vm_api_socket(name));
-  std::vector<std::string> argv{vmm_program()};
+  std::vector<std::string> argv{cluster::vmm_program()};
   for (auto& a : storage::vmm_arguments(vms, vm)) argv.push_back(std::move(a));
-  const fs::path log = vms.path(name) / "keel-vmm.log";
-
-  // Detached: a new session, reparented to init, stdout and stderr into
-  // the VM's log; the PID comes back through a pipe.
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe");
-  const pid_t child = ::fork();
-  if (child < 0) throw_errno("fork");
-  if (child == 0) {
-    ::close(pipe_fds[0]);
-    ::setsid();
-    const pid_t vmm = ::fork();
-    if (vmm != 0) {
-      (void)!::write(pipe_fds[1], &vmm, sizeof vmm);
-      ::_exit(vmm < 0 ? 1 : 0);
-    }
-    const int null = ::open("/dev/null", O_RDONLY);
-    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
-    if (null < 0 || out < 0) ::_exit(127);
-    ::dup2(null, 0);
-    ::dup2(out, 1);
-    ::dup2(out, 2);
-    if (null > 2) ::close(null);
-    if (out > 2) ::close(out);
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    ::execvp(cargv[0], cargv.data());
-    ::_exit(127);
-  }
-  ::close(pipe_fds[1]);
-  pid_t vmm = -1;
-  const ssize_t got = ::read(pipe_fds[0], &vmm, sizeof vmm);
-  ::close(pipe_fds[0]);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  if (got != sizeof vmm || vmm <= 0)
-    throw std::runtime_error("could not start keel-vmm for " + name);
-  {
-    // Whole or not at all: a temporary file renamed over the old one.
-    const fs::path pid_path = storage::vm_pid_file(name);
-    const fs::path tmp = pid_path.string() + ".tmp";
-    std::ofstream pid_file(tmp, std::ios::trunc);
-    pid_file << vmm << "\n";
-    pid_file.close();
-    if (!pid_file || ::rename(tmp.c_str(), pid_path.c_str()) != 0) {
-      ::kill(vmm, SIGKILL);  // a VMM nobody could find again must not run on
-      throw std::runtime_error("could not record keel-vmm's PID in " + pid_path.string());
-    }
-  }
-  // Started once its control socket answers; a VMM that ends first failed:
-  // its log says why.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (::kill(vmm, 0) != 0) {
-      std::string text = read_file(log.string(), "log");
-      const auto keep = text.size() > 2000 ? text.size() - 2000 : 0;
-      throw InputError("keel-vmm for " + name + " ended at start:\n" + text.substr(keep));
-    }
-    try {
-      ControlClient client(storage::vm_api_socket(name).string(), std::chrono::milliseconds(200));
-      api::v1::Request request;
-      request.mutable_status();
-      if (client.call(request, std::chrono::seconds(5)).ok()) {
-        if (!vm.resume_from().empty()) vms.forget_resume_state(name);
-        std::cout << (vm.resume_from().empty() ? "started " : "resumed ") << name
-                  << (vm.resume_from().empty() ? "" : " from snapshot " + vm.resume_from())
-                  << " (keel-vmm " << vmm << ", socket " << storage::vm_api_socket(name).string()
-                  << ", console " << (vms.path(name) / "console.log").string() << ")\n";
-        return;
-      }
-    } catch (const ControlClientError&) {
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  throw std::runtime_error("keel-vmm for " + name + " (PID " + std::to_string(vmm) +
-                           ") did not answer on its socket within 30 s");
+  const pid_t vmm = cluster::launch_vmm({name, argv, vms.path(name) / "keel-vmm.log"});
+  if (!vm.resume_from().empty()) vms.forget_resume_state(name);
+  std::cout << (vm.resume_from().empty() ? "started " : "resumed ") << name
+            << (vm.resume_from().empty() ? "" : " from snapshot " + vm.resume_from())
+            << " (keel-vmm " << vmm << ", socket " << storage::vm_api_socket(name).string()
+            << ", console " << (vms.path(name) / "console.log").string() << ")\n";
 }
 
 void stop_vm(const std::string& name, const Line& line) {
