@@ -174,13 +174,34 @@ void Agent::take_lease() {
   alive.set_lease_ttl_s(settings_.lease_ttl_s);
   lease.alive_record = to_json(alive);
   lease.fence_file = (fs::path(settings_.state_dir) / "fence").string();
+  lease.resume_lease = state().lease_id();
   HostLease::Callbacks callbacks;
   callbacks.fenced = [] {
-    // No VMs run under the agent yet; the fence is logged by HostLease.
+    // The VMMs pause themselves at the deadline (--fence-file); HostLease
+    // logs the fence.
+  };
+  callbacks.renewed = [this](bool same_lease) {
+    if (!same_lease) remember_lease();
   };
   auto taken = std::make_unique<HostLease>(endpoints(), lease, callbacks);
-  std::lock_guard lock(mutex_);
-  lease_ = std::move(taken);
+  {
+    std::lock_guard lock(mutex_);
+    lease_ = std::move(taken);
+  }
+  remember_lease();
+}
+
+void Agent::remember_lease() {
+  int64_t id = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (!lease_) return;
+    id = lease_->lease_id();
+  }
+  auto s = state();
+  if (s.lease_id() == id) return;
+  s.set_lease_id(id);
+  save_state(s);
 }
 
 void Agent::register_until_done() {
@@ -232,6 +253,7 @@ api::HelloResponse Agent::hello() const {
     out.set_fenced(lease_->fenced());
     out.set_last_fenced_unix_ms(lease_->last_fenced_unix_ms());
     out.set_lease_renewed_ms_ago(lease_->since_renewal().count());
+    out.set_lease_id(lease_->lease_id());
   }
   return out;
 }

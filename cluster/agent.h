@@ -82,6 +82,8 @@ class Agent {
                     const std::string& address);
   void wait_for_member(std::chrono::milliseconds limit);
   void take_lease();
+  // The lease's ID into agent.json, for the next process of this agent.
+  void remember_lease();
   void register_until_done();
   void refresh_host_record();
   void require_member() const;

@@ -17,7 +17,7 @@ HostLease::HostLease(const std::vector<std::string>& endpoints, HostLeaseSetting
   // A restarted agent finds the deadline its predecessor left: it moves
   // only once this lease is confirmed.
   if (!settings_.fence_file.empty()) deadline_ = FenceDeadline::create(settings_.fence_file, 0);
-  grant();
+  if (settings_.resume_lease == 0 || !take_up(settings_.resume_lease)) grant();
   renewer_ = std::thread([this] { renew_loop(); });
   fencer_ = std::thread([this] { fence_loop(); });
 }
@@ -30,12 +30,6 @@ HostLease::~HostLease() {
   changed_.notify_all();
   renewer_.join();
   fencer_.join();
-  try {
-    if (lease_ != 0) etcd_.revoke_lease(lease_);
-  } catch (const EtcdError& e) {
-    log::warning(std::string("could not revoke the host's lease (it expires by itself): ") +
-                 e.what());
-  }
 }
 
 int64_t HostLease::lease_id() const {
@@ -59,9 +53,26 @@ std::chrono::milliseconds HostLease::since_renewal() const {
                                                                confirmed_at_);
 }
 
+bool HostLease::take_up(int64_t lease) {
+  auto sent = std::chrono::steady_clock::now();
+  try {
+    int64_t ttl = etcd_.keep_alive(lease);
+    if (ttl <= 0) return false;
+    register_under(lease, sent, ttl);
+    return true;
+  } catch (const EtcdError& e) {
+    if (e.unavailable()) throw;
+    return false;  // not found, say
+  }
+}
+
 void HostLease::grant() {
   auto sent = std::chrono::steady_clock::now();
-  int64_t lease = etcd_.grant_lease(settings_.ttl_s);
+  register_under(etcd_.grant_lease(settings_.ttl_s), sent, settings_.ttl_s);
+}
+
+void HostLease::register_under(int64_t lease, std::chrono::steady_clock::time_point sent,
+                               int64_t ttl_s) {
   etcdserverpb::TxnRequest txn;
   *txn.add_success() =
       EtcdClient::put_op(kAlivePrefix + settings_.host, settings_.alive_record, lease);
@@ -69,7 +80,7 @@ void HostLease::grant() {
   std::lock_guard lock(mutex_);
   lease_ = lease;
   confirmed_at_ = sent;
-  fence_at(sent + std::chrono::seconds(settings_.ttl_s) - settings_.fence_margin);
+  fence_at(sent + std::chrono::seconds(ttl_s) - settings_.fence_margin);
 }
 
 void HostLease::fence_at(std::chrono::steady_clock::time_point at) {
@@ -111,11 +122,14 @@ void HostLease::renew_loop() {
       log::debug(std::string("lease renewal failed: ") + e.what());
     }
     lock.lock();
-    if (renewed && was_fenced && fenced_) {
+    const bool unfence = renewed && fenced_;
+    if (unfence || !same_lease) {
       fenced_ = false;
       lock.unlock();
-      log::warning(std::string("lease renewed again after a fence") +
-                   (same_lease ? "" : " (a new lease: the old one had expired)"));
+      if (unfence || was_fenced) {
+        log::warning(std::string("lease renewed again after a fence") +
+                     (same_lease ? "" : " (a new lease: the old one had expired)"));
+      }
       if (callbacks_.renewed) callbacks_.renewed(same_lease);
       lock.lock();
     }

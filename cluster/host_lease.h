@@ -37,6 +37,10 @@ struct HostLeaseSettings {
   // they pause their guests then even if this agent is stuck or gone.
   // Empty: none.
   std::string fence_file;
+  // The lease a previous process of this agent held (0: none): renewed
+  // and kept if it is still alive, so that what is bound to it (the host's
+  // VMs' owner records) stays valid across a restart of the agent.
+  int64_t resume_lease = 0;
 };
 
 class HostLease {
@@ -45,13 +49,15 @@ class HostLease {
     // The lease may be gone soon: stop the VMs. Called on the lease's own
     // thread; must not block long.
     std::function<void()> fenced;
-    // Renewed again after a fence (`same_lease`: false when the lease had
-    // expired and a new one was granted).
+    // Renewed again after a fence, or a new lease granted (`same_lease`
+    // false: the old one had expired).
     std::function<void(bool same_lease)> renewed;
   };
-  // Grants the lease and registers at once (throws EtcdError when it
-  // cannot), then renews it on its own thread until destroyed; destruction
-  // revokes it (the host leaves the alive list at once).
+  // Takes the lease (settings.resume_lease when it is still alive, else a
+  // new one) and registers at once (throws EtcdError when it cannot), then
+  // renews it on its own thread until destroyed. Destruction leaves it to
+  // expire (within its TTL): a restarting agent takes it up again, and its
+  // VMs stay this host's meanwhile.
   HostLease(const std::vector<std::string>& endpoints, HostLeaseSettings settings,
             Callbacks callbacks);
   ~HostLease();
@@ -67,6 +73,11 @@ class HostLease {
 
  private:
   void grant();
+  // Takes up `lease` if it is alive; false if it is gone.
+  bool take_up(int64_t lease);
+  // /keel/alive/NAME bound to `lease`, confirmed by a call sent at `sent`
+  // that left it `ttl_s` to live.
+  void register_under(int64_t lease, std::chrono::steady_clock::time_point sent, int64_t ttl_s);
   void renew_loop();
   void fence_loop();
   // Under mutex_: fence_at_ becomes `at`, and the deadline file with it.
