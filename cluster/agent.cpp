@@ -61,8 +61,8 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     // A host's cluster address is fixed: the other members reach its etcd
     // there. Serving a cluster from elsewhere would split it.
     address_problem_ = "this host's cluster address " + state_.cluster_address() +
-                       " is on none of its interfaces: put it back (keelctl host set-address "
-                       "is only for a 1-host cluster)";
+                       " is on none of its interfaces: put it back on one and restart the "
+                       "agent (the address is how the other hosts reach this one)";
     log::error(address_problem_);
     return;
   }
@@ -70,7 +70,7 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     start_member(peer_url_line(settings_.name, state_.cluster_address()), false,
                  state_.cluster_token(), state_.cluster_address());
   }
-  etcd_ = std::make_unique<EtcdClient>(endpoints(), settings_.etcd_timeout);
+  set_etcd(std::make_shared<EtcdClient>(endpoints(), settings_.etcd_timeout));
   registrar_ = std::thread([this] { register_until_done(); });
 }
 
@@ -105,10 +105,26 @@ api::LocalState Agent::state() const {
   return state_;
 }
 
-void Agent::save_state(const api::LocalState& state) {
+void Agent::save_state(api::LocalState state) {
+  std::lock_guard file(state_file_);
+  {
+    std::lock_guard lock(mutex_);
+    state.set_lease_id(state_.lease_id());
+  }
   storage::write_json_record(state_path(settings_), state);
   std::lock_guard lock(mutex_);
   state_ = state;
+}
+
+std::shared_ptr<EtcdClient> Agent::etcd() const {
+  std::lock_guard lock(mutex_);
+  if (!etcd_) throw refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+  return etcd_;
+}
+
+void Agent::set_etcd(std::shared_ptr<EtcdClient> client) {
+  std::lock_guard lock(mutex_);
+  etcd_ = std::move(client);
 }
 
 bool Agent::fenced() const {
@@ -150,7 +166,7 @@ void Agent::wait_for_member(std::chrono::milliseconds limit) {
   std::string last = "no answer";
   while (std::chrono::steady_clock::now() < until) {
     try {
-      auto status = etcd_->status();
+      auto status = etcd()->status();
       if (status.leader() != 0) return;
       last = "no leader elected yet";
     } catch (const EtcdError& e) {
@@ -186,22 +202,24 @@ void Agent::take_lease() {
   auto taken = std::make_unique<HostLease>(endpoints(), lease, callbacks);
   {
     std::lock_guard lock(mutex_);
-    lease_ = std::move(taken);
+    std::swap(lease_, taken);
   }
+  taken.reset();  // a former one, outside the lock: its thread may want it
   remember_lease();
 }
 
 void Agent::remember_lease() {
-  int64_t id = 0;
+  std::lock_guard file(state_file_);
+  api::LocalState s;
   {
     std::lock_guard lock(mutex_);
-    if (!lease_) return;
-    id = lease_->lease_id();
+    if (!lease_ || state_.lease_id() == lease_->lease_id()) return;
+    s = state_;
+    s.set_lease_id(lease_->lease_id());
   }
-  auto s = state();
-  if (s.lease_id() == id) return;
-  s.set_lease_id(id);
-  save_state(s);
+  storage::write_json_record(state_path(settings_), s);
+  std::lock_guard lock(mutex_);
+  state_ = s;
 }
 
 void Agent::register_until_done() {
@@ -215,6 +233,8 @@ void Agent::register_until_done() {
       return;
     } catch (const EtcdError& e) {
       log::info(std::string("waiting for a majority to register this host: ") + e.what());
+    } catch (const std::exception& e) {
+      log::error(std::string("cannot register this host (trying again): ") + e.what());
     }
     lock.lock();
     stop_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
@@ -222,13 +242,13 @@ void Agent::register_until_done() {
 }
 
 void Agent::refresh_host_record() {
-  auto current = etcd_->get(kHostsPrefix + settings_.name);
+  auto current = etcd()->get(kHostsPrefix + settings_.name);
   api::Host host = this_host(state().cluster_address());
   if (current) {
     api::Host old;
     if (from_json(current->value, &old)) host.set_joined_at(old.joined_at());
   }
-  etcd_->put(kHostsPrefix + settings_.name, to_json(host));
+  etcd()->put(kHostsPrefix + settings_.name, to_json(host));
 }
 
 void Agent::require_member() const {

@@ -75,8 +75,14 @@ class Agent {
   };
 
   std::vector<std::string> endpoints() const;
+  // The client of the moment (a copy: it lives as long as the caller uses
+  // it); AgentError when the host has none (in no cluster).
+  std::shared_ptr<EtcdClient> etcd() const;
+  void set_etcd(std::shared_ptr<EtcdClient> client);
   keel::agent::v1::LocalState state() const;
-  void save_state(const keel::agent::v1::LocalState& state);
+  // agent.json whole, one writer at a time; the lease's ID is kept as it is
+  // (remember_lease alone changes it).
+  void save_state(keel::agent::v1::LocalState state);
   keel::agent::v1::Host this_host(const std::string& cluster_address) const;
   void start_member(const std::string& initial_cluster, bool new_cluster, const std::string& token,
                     const std::string& address);
@@ -99,9 +105,10 @@ class Agent {
   AgentSettings settings_;
   mutable std::mutex mutex_;  // state_ and the members below
   std::mutex membership_;     // one init/join/admit/remove at a time
+  std::mutex state_file_;     // agent.json: one writer at a time
   keel::agent::v1::LocalState state_;
   std::unique_ptr<EtcdMember> member_;
-  std::unique_ptr<EtcdClient> etcd_;
+  std::shared_ptr<EtcdClient> etcd_;  // etcd(): replaced by init, join, undo_start
   std::unique_ptr<HostLease> lease_;
   std::function<void(const std::string&)> listen_;
   // Set when the host cannot serve its cluster (its address is gone).

@@ -45,7 +45,7 @@ grpc::Status answer(const char* what, F f) {
 
 class Service final : public api::Agent::Service {
  public:
-  explicit Service(Agent& agent) : agent_(agent) {}
+  Service(Agent& agent, bool peers_only) : agent_(agent), peers_only_(peers_only) {}
 
   grpc::Status Hello(grpc::ServerContext*, const api::HelloRequest*,
                      api::HelloResponse* out) override {
@@ -53,10 +53,12 @@ class Service final : public api::Agent::Service {
   }
   grpc::Status ClusterInit(grpc::ServerContext*, const api::ClusterInitRequest* in,
                            api::ClusterInitResponse* out) override {
+    if (peers_only_) return operators_only();
     return answer("cluster init", [&] { *out = agent_.init(*in); });
   }
   grpc::Status ClusterJoin(grpc::ServerContext*, const api::ClusterJoinRequest* in,
                            api::ClusterJoinResponse* out) override {
+    if (peers_only_) return operators_only();
     return answer("cluster join", [&] { *out = agent_.join(*in); });
   }
   grpc::Status AdmitHost(grpc::ServerContext*, const api::AdmitHostRequest* in,
@@ -69,27 +71,34 @@ class Service final : public api::Agent::Service {
   }
   grpc::Status HostRemove(grpc::ServerContext*, const api::HostRemoveRequest* in,
                           api::HostRemoveResponse* out) override {
+    if (peers_only_) return operators_only();
     return answer("host remove", [&] { *out = agent_.remove_host(*in); });
   }
   grpc::Status HostSetAddress(grpc::ServerContext*, const api::HostSetAddressRequest* in,
                               api::HostSetAddressResponse* out) override {
+    if (peers_only_) return operators_only();
     return answer("host set-address", [&] { *out = agent_.set_address(*in); });
   }
 
  private:
+  static grpc::Status operators_only() {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "only on the agent's management address (keelctl on that host)");
+  }
   Agent& agent_;
+  bool peers_only_;
 };
 
 }  // namespace
 
 struct AgentServer::Impl {
-  explicit Impl(Agent& agent) : service(agent) {}
+  Impl(Agent& agent, bool peers_only) : service(agent, peers_only) {}
   Service service;
   std::unique_ptr<grpc::Server> server;
 };
 
-AgentServer::AgentServer(Agent& agent, const std::string& address)
-    : address_(address), impl_(std::make_unique<Impl>(agent)) {
+AgentServer::AgentServer(Agent& agent, const std::string& address, Serves serves)
+    : address_(address), impl_(std::make_unique<Impl>(agent, serves == kPeersOnly)) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);

@@ -12,8 +12,12 @@ namespace keel::cluster {
 
 class AgentServer {
  public:
+  // kPeersOnly: Hello, AdmitHost and ClusterStatus (reads), what the other
+  // agents call; whatever changes this host is refused (PERMISSION_DENIED)
+  // there: it is for its operators, on the management address.
+  enum Serves { kEverything, kPeersOnly };
   // Listens on `address` (ADDR:PORT) at once; InputError when it cannot.
-  AgentServer(Agent& agent, const std::string& address);
+  AgentServer(Agent& agent, const std::string& address, Serves serves);
   ~AgentServer();
   AgentServer(const AgentServer&) = delete;
   AgentServer& operator=(const AgentServer&) = delete;

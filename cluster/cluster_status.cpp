@@ -20,7 +20,7 @@ constexpr std::chrono::milliseconds kProbeTimeout{500};
 
 Agent::Reachability Agent::probe() {
   Reachability out;
-  std::vector<Member> members = etcd_->members();
+  std::vector<Member> members = etcd()->members();
   out.members = static_cast<unsigned>(members.size());
   std::vector<std::future<std::pair<bool, uint64_t>>> answers;
   for (const auto& m : members) {
@@ -91,14 +91,14 @@ api::ClusterStatusResponse Agent::status() {
   std::vector<KeyValue> hosts, alive;
   bool current = true;
   try {
-    hosts = etcd_->list(kHostsPrefix);
-    alive = etcd_->list(kAlivePrefix);
+    hosts = etcd()->list(kHostsPrefix);
+    alive = etcd()->list(kAlivePrefix);
   } catch (const EtcdError& e) {
     if (!e.unavailable()) throw AgentError(AgentError::Code::kInternal, e.what());
     current = false;  // what this host's member last knew
     try {
-      hosts = etcd_->list(kHostsPrefix, Read::kSerializable);
-      alive = etcd_->list(kAlivePrefix, Read::kSerializable);
+      hosts = etcd()->list(kHostsPrefix, Read::kSerializable);
+      alive = etcd()->list(kAlivePrefix, Read::kSerializable);
     } catch (const EtcdError&) {
     }
   }

@@ -80,12 +80,15 @@ std::string prefix_range_end(const std::string& prefix) {
 
 EtcdClient::EtcdClient(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout)
     : timeout_(timeout), stubs_(std::make_unique<Stubs>()) {
-  std::string target = "ipv4:";
-  for (size_t i = 0; i < endpoints.size(); ++i) {
-    target += (i ? "," : "") + endpoints[i];
-  }
-  if (endpoints.size() == 1 && endpoints[0].find('[') != std::string::npos) {
-    target = "ipv6:" + endpoints[0];
+  // gRPC takes one address family per target: that of the first endpoint
+  // (a cluster's addresses are all of one family).
+  const bool v6 = !endpoints.empty() && endpoints[0].find('[') != std::string::npos;
+  std::string target = v6 ? "ipv6:" : "ipv4:";
+  bool first = true;
+  for (const auto& endpoint : endpoints) {
+    if ((endpoint.find('[') != std::string::npos) != v6) continue;
+    target += (first ? "" : ",") + endpoint;
+    first = false;
   }
   grpc::ChannelArguments args;
   // Reconnect fast after a member comes back: the default backoff grows to

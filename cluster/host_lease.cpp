@@ -1,5 +1,7 @@
 #include "cluster/host_lease.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 
 namespace keel::cluster {
@@ -61,8 +63,10 @@ bool HostLease::take_up(int64_t lease) {
     register_under(lease, sent, ttl);
     return true;
   } catch (const EtcdError& e) {
-    if (e.unavailable()) throw;
-    return false;  // not found, say
+    // Only etcd's "not found" says the lease is gone; anything else leaves
+    // it possibly alive, holding what is bound to it: not replaced.
+    if (e.grpc_code() == 5) return false;
+    throw;
   }
 }
 
@@ -86,9 +90,12 @@ void HostLease::register_under(int64_t lease, std::chrono::steady_clock::time_po
 void HostLease::fence_at(std::chrono::steady_clock::time_point at) {
   fence_at_ = at;
   if (deadline_) {
-    // steady_clock is CLOCK_MONOTONIC, the deadline file's clock.
-    deadline_->set_deadline_ns(static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count()));
+    // The file's clock is CLOCK_BOOTTIME (it counts a suspended host's
+    // sleep, steady_clock does not).
+    const auto left =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(at - std::chrono::steady_clock::now());
+    const int64_t at_ns = static_cast<int64_t>(FenceDeadline::now_ns()) + left.count();
+    deadline_->set_deadline_ns(static_cast<uint64_t>(std::max<int64_t>(at_ns, 0)));
   }
 }
 

@@ -70,9 +70,9 @@ api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
       start_member(peer_url_line(settings_.name, request.address()), true, s.cluster_token(),
                    request.address());
     }
-    etcd_ = std::make_unique<EtcdClient>(endpoints(), settings_.etcd_timeout);
+    set_etcd(std::make_shared<EtcdClient>(endpoints(), settings_.etcd_timeout));
     wait_for_member(std::chrono::seconds(20));
-    auto status = etcd_->status();
+    auto status = etcd()->status();
     api::Cluster cluster;
     cluster.set_id(hex(status.header().cluster_id()));
     cluster.set_created_at(storage::utc_now());
@@ -82,7 +82,7 @@ api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
     *txn.add_success() = EtcdClient::put_op(kClusterKey, to_json(cluster));
     *txn.add_success() =
         EtcdClient::put_op(kHostsPrefix + settings_.name, to_json(this_host(request.address())));
-    if (!etcd_->txn(txn).succeeded()) {
+    if (!etcd()->txn(txn).succeeded()) {
       throw refused("the etcd at " + endpoints()[0] + " holds a Keel cluster already: join it");
     }
     s.set_cluster_id(cluster.id());
@@ -113,7 +113,7 @@ void Agent::undo_start() {
   }
   lease.reset();
   member.reset();
-  etcd_.reset();
+  set_etcd(nullptr);
   api::LocalState s;
   s.set_name(settings_.name);
   save_state(s);
@@ -134,7 +134,9 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     throw refused("this agent uses the etcd at " + settings_.etcd_endpoints[0] +
                   ": its host joins by keelctl cluster init against that etcd");
   }
-  AgentClient peer(agent_address(request.peer()), std::chrono::seconds(15));
+  // Long enough for the peer's admit at its slowest (it waits out etcd's
+  // 5 s between member changes, its calls bounded by 2 s each).
+  AgentClient peer(agent_address(request.peer()), std::chrono::seconds(40));
   api::HelloResponse hello;
   try {
     hello = peer.hello();
@@ -193,7 +195,7 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    etcd_ = std::make_unique<EtcdClient>(endpoints(), settings_.etcd_timeout);
+    set_etcd(std::make_shared<EtcdClient>(endpoints(), settings_.etcd_timeout));
     wait_for_member(std::chrono::seconds(20));
     s.set_joined(true);
     save_state(s);
@@ -230,7 +232,7 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
     throw invalid(problem);
   }
   return with_quorum([&] {
-    auto members = etcd_->members();
+    auto members = etcd()->members();
     if (members.size() >= kMaxHosts) {
       throw refused("the cluster has " + std::to_string(members.size()) + " hosts, the most it " +
                     "can have");
@@ -242,7 +244,7 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
                       " never started): wait, or remove it with keelctl host remove");
       }
     }
-    for (const auto& kv : etcd_->list(kHostsPrefix)) {
+    for (const auto& kv : etcd()->list(kHostsPrefix)) {
       api::Host existing;
       if (!from_json(kv.value, &existing)) continue;
       if (existing.name() == host.name()) {
@@ -259,7 +261,7 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
     etcdserverpb::TxnRequest txn;
     *txn.add_compare() = EtcdClient::key_absent(kHostsPrefix + host.name());
     *txn.add_success() = EtcdClient::put_op(kHostsPrefix + host.name(), to_json(record));
-    if (!etcd_->txn(txn).succeeded()) {
+    if (!etcd()->txn(txn).succeeded()) {
       throw refused("a host named '" + host.name() + "' is in the cluster already");
     }
     std::pair<uint64_t, std::vector<Member>> added;
@@ -270,7 +272,7 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
       auto until = std::chrono::steady_clock::now() + std::chrono::seconds(12);
       for (;;) {
         try {
-          added = etcd_->add_member(peer_url(host.cluster_address()), true);
+          added = etcd()->add_member(peer_url(host.cluster_address()), true);
           break;
         } catch (const EtcdError& e) {
           if (std::string(e.what()).find("unhealthy cluster") == std::string::npos ||
@@ -281,7 +283,7 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
       }
     } catch (...) {
-      etcd_->erase(kHostsPrefix + host.name());
+      etcd()->erase(kHostsPrefix + host.name());
       throw;
     }
     api::AdmitHostResponse out;
@@ -314,8 +316,8 @@ api::HostRemoveResponse Agent::remove_host(const api::HostRemoveRequest& request
                   " on another host of the cluster");
   }
   return with_quorum([&] {
-    auto members = etcd_->members();
-    auto record = etcd_->get(kHostsPrefix + request.name());
+    auto members = etcd()->members();
+    auto record = etcd()->get(kHostsPrefix + request.name());
     std::optional<Member> member;
     for (const auto& m : members) {
       if (m.name == request.name()) member = m;
@@ -328,12 +330,16 @@ api::HostRemoveResponse Agent::remove_host(const api::HostRemoveRequest& request
       }
     }
     if (!member && !record) throw refused("no host named '" + request.name() + "' in the cluster");
-    if (etcd_->get(kAlivePrefix + request.name())) {
+    // The record goes only while the host is not alive, in one
+    // transaction: an agent registering meanwhile keeps its host.
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = EtcdClient::key_absent(kAlivePrefix + request.name());
+    *txn.add_success() = EtcdClient::delete_op(kHostsPrefix + request.name());
+    if (!etcd()->txn(txn).succeeded()) {
       throw refused("host '" + request.name() + "' is alive (its agent renews its lease): stop " +
                     "its agent first");
     }
-    if (member) etcd_->remove_member(member->id);
-    etcd_->erase(kHostsPrefix + request.name());
+    if (member) etcd()->remove_member(member->id);
     log::info("removed host " + request.name());
     api::HostRemoveResponse out;
     size_t left = members.size() - (member ? 1 : 0);
@@ -351,7 +357,7 @@ api::HostSetAddressResponse Agent::set_address(const api::HostSetAddressRequest&
     throw refused("this agent uses an etcd the operator runs: its member's address is theirs");
   }
   return with_quorum([&] {
-    auto members = etcd_->members();
+    auto members = etcd()->members();
     if (members.size() > 1) {
       throw refused(
           "the cluster address is fixed once a second host has joined (the cluster "
@@ -362,7 +368,7 @@ api::HostSetAddressResponse Agent::set_address(const api::HostSetAddressRequest&
     }
     api::LocalState s = state();
     if (s.cluster_address() == request.address()) return api::HostSetAddressResponse();
-    etcd_->update_member(s.member_id(), peer_url(request.address()));
+    etcd()->update_member(s.member_id(), peer_url(request.address()));
     s.set_cluster_address(request.address());
     save_state(s);
     {

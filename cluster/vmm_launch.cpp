@@ -39,6 +39,12 @@ pid_t spawn_detached(const std::vector<std::string>& argv, const fs::path& log) 
   if (child < 0) throw_errno("fork");
   if (child == 0) {
     ::close(pipe_fds[0]);
+    // The starter's blocked signals (keel-agent blocks SIGTERM and SIGINT
+    // for sigwait) and ignored ones are not the VMM's.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
     ::setsid();
     const pid_t vmm = ::fork();
     if (vmm != 0) {

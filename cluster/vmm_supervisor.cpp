@@ -63,7 +63,8 @@ void VmmSupervisor::watch(const std::string& vm, pid_t pid) {
   }
   {
     std::lock_guard lock(mutex_);
-    watched_[vm] = Watched{pid, std::move(pidfd)};
+    // (start refuses a VM whose keel-vmm runs, adopt skips watched ones.)
+    if (!watched_.emplace(vm, Watched{pid, std::move(pidfd)}).second) return;
   }
   poke(wake_.get());
 }
@@ -106,9 +107,12 @@ void VmmSupervisor::loop() {
         names.push_back(vm);
       }
     }
-    if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) {
-      log::error(std::string("VMM supervisor: poll: ") + std::strerror(errno));
-      return;
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno != EINTR) {
+        log::error(std::string("VMM supervisor: poll: ") + std::strerror(errno));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      continue;
     }
     if (fds[0].revents) {
       uint64_t count;

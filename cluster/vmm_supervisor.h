@@ -26,7 +26,8 @@ class VmmSupervisor {
     pid_t pid = 0;
     std::string last_words;
   };
-  // `ended` is called on the supervisor's thread, once per VMM.
+  // `ended` is called once per VMM: on the supervisor's thread, or on the
+  // caller's of start/adopt when it had ended before it was watched.
   explicit VmmSupervisor(std::function<void(const Ended&)> ended);
   // Stops watching; the VMMs run on.
   ~VmmSupervisor();

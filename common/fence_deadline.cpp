@@ -64,7 +64,7 @@ bool FenceDeadline::passed() const {
 
 uint64_t FenceDeadline::now_ns() {
   timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 

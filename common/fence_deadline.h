@@ -1,6 +1,7 @@
 // The host's fence deadline, shared by keel-agent and its keel-vmm
 // processes through a small file both map: until when the agent's lease
-// is confirmed (CLOCK_MONOTONIC, ns). The agent moves it forward at each
+// is confirmed (CLOCK_BOOTTIME, ns: it runs on while the host is suspended
+// or frozen, as the lease's time on the other hosts does). The agent moves it forward at each
 // renewal; a VMM (keel-vmm --fence-file) pauses its guest once it has
 // passed, so a guest stops even when its agent is stuck, stopped or dead.
 // The file is 4 KiB; the deadline is its first 8 bytes, little-endian,
@@ -29,7 +30,7 @@ class FenceDeadline {
   // Whether the deadline has passed now.
   bool passed() const;
 
-  static uint64_t now_ns();  // CLOCK_MONOTONIC
+  static uint64_t now_ns();  // CLOCK_BOOTTIME
 
  private:
   explicit FenceDeadline(MemoryMapping mapping) : mapping_(std::move(mapping)) {}

@@ -42,7 +42,7 @@ const char* const kUsage =
     "  --pool DIR          the Btrfs pool of a storage host\n"
     "  --etcd-endpoints L  use the etcd the operator runs at these client\n"
     "                      addresses instead of starting a member of its own\n"
-    "  --lease-ttl SEC     the host lease's time to live (default 4; at least 2):\n"
+    "  --lease-ttl SEC     the host lease's time to live (default 4, the least):\n"
     "                      a host cut off stops its VMs within it\n"
     "  --etcd-binary PATH  etcd to run (default: etcd from PATH)\n"
     "Stops on SIGTERM or SIGINT (its etcd member with it).\n";
@@ -89,8 +89,10 @@ AgentSettings parse(int argc, char** argv) {
     } else if (arg == "--lease-ttl") {
       char* end = nullptr;
       long ttl = std::strtol(value.c_str(), &end, 10);
-      if (*end != 0 || ttl < 2 || ttl > 600) {
-        throw keel::InputError("--lease-ttl: '" + value + "' is not a number of seconds, 2 to 600");
+      // The agent renews every second with calls bounded by 1 s and fences
+      // 1.5 s before expiry: a shorter lease would fence between renewals.
+      if (*end != 0 || ttl < 4 || ttl > 600) {
+        throw keel::InputError("--lease-ttl: '" + value + "' is not a number of seconds, 4 to 600");
       }
       s.lease_ttl_s = ttl;
     } else if (arg == "--roles") {
@@ -132,9 +134,11 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   try {
     Agent agent(settings);
-    AgentServer management(agent, settings.management_address);
+    // Destroyed in reverse: the management server (and what its handlers
+    // are doing, which may start the peer server) before the peer server.
     std::mutex peer_mutex;
     std::unique_ptr<AgentServer> peer;
+    AgentServer management(agent, settings.management_address, AgentServer::kEverything);
     agent.on_cluster_address([&](const std::string& address) {
       std::string listen =
           (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +
@@ -143,7 +147,10 @@ int main(int argc, char** argv) {
       if (listen == settings.management_address || (peer && peer->address() == listen)) return;
       peer.reset();
       try {
-        peer = std::make_unique<AgentServer>(agent, listen);
+        // The other agents get Hello, AdmitHost and ClusterStatus there:
+        // what changes this host is for its operators (the management
+        // address).
+        peer = std::make_unique<AgentServer>(agent, listen, AgentServer::kPeersOnly);
         keel::log::info("serving the other agents on " + listen);
       } catch (const std::exception& e) {
         keel::log::error(std::string("cannot serve the other agents: ") + e.what());
@@ -154,10 +161,6 @@ int main(int argc, char** argv) {
     int signo = 0;
     sigwait(&stop_signals, &signo);
     keel::log::info(std::string("stopping (") + strsignal(signo) + ")");
-    {
-      std::lock_guard lock(peer_mutex);
-      peer.reset();
-    }
   } catch (const keel::InputError& e) {
     keel::log::error(e.what());
     return 2;

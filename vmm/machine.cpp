@@ -218,7 +218,16 @@ MachineStop Machine::run(std::function<void()> started) {
   watch_fence();
   started_ = std::chrono::steady_clock::now();
   if (vcpus_->started()) {
-    vcpus_->resume();
+    // A restored or received guest, parked until now: not run on a host
+    // that became fenced meanwhile.
+    if (fence_passed()) {
+      fenced_ = true;
+      paused_at_ = std::chrono::steady_clock::now();
+      ++pauses_;
+      log::warning("fenced: the host's lease deadline passed; the guest stays paused");
+    } else {
+      vcpus_->resume();
+    }
   } else {
     start_vcpus(false);
   }

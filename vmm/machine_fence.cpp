@@ -4,7 +4,8 @@
 // stuck, stopped or dead agent cannot keep a cut-off host's guests
 // running while the cluster's majority may start them elsewhere). The
 // guest stays paused until a resume, which is refused while the deadline
-// is past: keel-agent resumes it once it knows the VM is still its host's.
+// is past: whoever resumes it (keel-agent, once it knows the VM is still
+// its host's) must have moved the deadline first.
 #include "common/log.h"
 #include "proto/control.pb.h"
 #include "vmm/machine.h"

@@ -74,6 +74,13 @@ void Machine::request_pause(std::function<void()> parked) {
 
 // Devices a capture quiesced take up their work before the vCPUs run.
 void Machine::resume() {
+  if (fence_passed()) {
+    // Whoever resumes (a failed migration, a snapshot written): not while
+    // the host is fenced; the guest stays paused, status says fenced.
+    fenced_ = true;
+    log::warning("fenced: the guest stays paused (the host's lease deadline has passed)");
+    return;
+  }
   for (const auto& function : devices_->virtio_functions()) function->resume_device();
   vcpus_->resume();
 }

@@ -25,21 +25,28 @@ void enter_private_network() {
 
 TestCluster::TestCluster(unsigned hosts)
     : prefix_("kc" + std::to_string(::getpid())), dir_("keel-cluster"), agents_(hosts) {
-  net({"up", std::to_string(hosts)});
   try {
+    net({"up", std::to_string(hosts)});
     net({"observe"});
   } catch (...) {
-    net({"down"});
+    run_command({tool("cluster-net"), "down", prefix_}, std::chrono::seconds(60));
+    run_command({"ip", "link", "delete", "obs"}, std::chrono::seconds(10));
     throw;
   }
 }
 
 TestCluster::~TestCluster() {
   for (auto& agent : agents_) {
-    if (agent) {
-      agent->signal(SIGTERM);
-      agent->wait();
+    if (agent) agent->signal(SIGTERM);
+  }
+  // Each stops its etcd member (SIGTERM, up to 5 s); one that hangs is
+  // killed (~ChildProcess) rather than holding the test.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (auto& agent : agents_) {
+    while (agent && !agent->try_wait() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    agent.reset();
   }
   try {
     net({"down"});
@@ -126,7 +133,11 @@ void TestCluster::stop_agent(unsigned host) {
   auto& slot = agents_.at(host - 1);
   if (!slot) return;
   slot->signal(SIGTERM);
-  slot->wait();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!slot->try_wait() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(slot->try_wait()) << "agent " << name(host) << " did not stop within 20 s";
   slot.reset();
 }
 
