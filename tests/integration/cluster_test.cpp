@@ -22,6 +22,7 @@
 #include "cluster/agent_client.h"
 #include "common/fence_deadline.h"
 #include "common/unique_fd.h"
+#include "tests/support/keelctl_result.h"
 #include "tests/support/test_cluster.h"
 
 namespace keel::testing {
@@ -33,10 +34,6 @@ using cluster::AgentClient;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
-
-std::string show(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
-}
 
 int64_t unix_ms() {
   return std::chrono::duration_cast<milliseconds>(
