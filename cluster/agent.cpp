@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -13,9 +14,11 @@
 #include "cluster/etcd_member.h"
 #include "cluster/host_facts.h"
 #include "cluster/host_lease.h"
+#include "cluster/host_vms.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "storage/json_record.h"
+#include "storage/pool.h"
 
 namespace keel::cluster {
 
@@ -48,6 +51,18 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     }
   }
   state_.set_name(settings_.name);
+  HostVmsContext vms;
+  vms.host = settings_.name;
+  vms.fence_file = (fs::path(settings_.state_dir) / "fence").string();
+  vms.etcd = [this] { return etcd(); };
+  vms.lease = [this]() -> int64_t {
+    std::lock_guard lock(mutex_);
+    return lease_ ? lease_->lease_id() : 0;
+  };
+  vms.fenced = [this] { return fenced(); };
+  std::optional<storage::VmStore> store;
+  if (!settings_.pool.empty()) store.emplace(storage::Pool::open(settings_.pool));
+  vms_ = std::make_unique<HostVms>(vms, std::move(store));
   if (!state_.joined()) {
     if (!state_.cluster_address().empty()) {
       log::warning("an init or join of this host did not finish (address " +
@@ -81,6 +96,7 @@ Agent::~Agent() {
   }
   stop_.notify_all();
   if (registrar_.joinable()) registrar_.join();
+  vms_.reset();
   lease_.reset();
   member_.reset();
 }
@@ -198,6 +214,7 @@ void Agent::take_lease() {
   };
   callbacks.renewed = [this](bool same_lease) {
     if (!same_lease) remember_lease();
+    vms_->poke();
   };
   auto taken = std::make_unique<HostLease>(endpoints(), lease, callbacks);
   {
@@ -206,6 +223,7 @@ void Agent::take_lease() {
   }
   taken.reset();  // a former one, outside the lock: its thread may want it
   remember_lease();
+  vms_->begin();
 }
 
 void Agent::remember_lease() {

@@ -18,8 +18,10 @@
 
 namespace keel::cluster {
 
+class AgentClient;
 class EtcdMember;
 class HostLease;
+class HostVms;
 
 inline constexpr int kAgentPort = 7400;
 inline constexpr unsigned kMaxHosts = 7;
@@ -29,7 +31,7 @@ struct AgentSettings {
   std::string state_dir;           // agent.json and etcd's data
   std::string management_address;  // ADDR:PORT the operators' API listens on
   std::vector<keel::agent::v1::Role> roles;
-  std::string pool;
+  std::string pool;  // the storage host's pool (storage/pool.h); empty: none
   // Empty: the agent runs its own etcd member. Otherwise "ADDR:PORT" of an
   // etcd the operator runs.
   std::vector<std::string> etcd_endpoints;
@@ -65,9 +67,29 @@ class Agent {
   keel::agent::v1::HostSetAddressResponse set_address(
       const keel::agent::v1::HostSetAddressRequest& request);
 
+  // VMs (cluster/cluster_vms.cpp): from any host, forwarded to the one
+  // that acts.
+  keel::agent::v1::VmCreateResponse vm_create(const keel::agent::v1::VmCreateRequest& request);
+  keel::agent::v1::VmStartResponse vm_start(const keel::agent::v1::VmStartRequest& request);
+  keel::agent::v1::VmStopResponse vm_stop(const keel::agent::v1::VmStopRequest& request);
+  keel::agent::v1::VmListResponse vm_list(const keel::agent::v1::VmListRequest& request);
+  keel::agent::v1::VmDeleteResponse vm_delete(const keel::agent::v1::VmDeleteRequest& request);
+  // The forwarded calls: on this host.
+  keel::agent::v1::VmCreateResponse host_vm_create(const keel::agent::v1::VmCreateRequest& r);
+  keel::agent::v1::VmStartResponse host_vm_start(const keel::agent::v1::VmStartRequest& r);
+  keel::agent::v1::VmStopResponse host_vm_stop(const keel::agent::v1::VmStopRequest& r);
+  keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
+
   bool fenced() const;
 
  private:
+  struct ClusterView;
+  ClusterView cluster_view(Read read);
+  // `local()` when `host` is this one, else `remote(client of host's agent)`.
+  template <class Local, class Remote>
+  auto on_host(const ClusterView& view, const std::string& host, Local local, Remote remote,
+               std::chrono::milliseconds timeout) -> decltype(local());
+
   struct Reachability {
     unsigned reachable = 0, members = 0;
     std::vector<std::pair<Member, bool>> each;  // member, answered
@@ -110,6 +132,7 @@ class Agent {
   std::unique_ptr<EtcdMember> member_;
   std::shared_ptr<EtcdClient> etcd_;  // etcd(): replaced by init, join, undo_start
   std::unique_ptr<HostLease> lease_;
+  std::unique_ptr<HostVms> vms_;  // the VMs this host stores and runs
   std::function<void(const std::string&)> listen_;
   // Set when the host cannot serve its cluster (its address is gone).
   std::string address_problem_;

@@ -69,4 +69,32 @@ api::HostSetAddressResponse AgentClient::set_address(const api::HostSetAddressRe
       &api::Agent::Stub::HostSetAddress, r);
 }
 
+api::VmCreateResponse AgentClient::vm_create(const api::VmCreateRequest& r) {
+  return call<api::VmCreateRequest, api::VmCreateResponse>(&api::Agent::Stub::VmCreate, r);
+}
+api::VmStartResponse AgentClient::vm_start(const api::VmStartRequest& r) {
+  return call<api::VmStartRequest, api::VmStartResponse>(&api::Agent::Stub::VmStart, r);
+}
+api::VmStopResponse AgentClient::vm_stop(const api::VmStopRequest& r) {
+  return call<api::VmStopRequest, api::VmStopResponse>(&api::Agent::Stub::VmStop, r);
+}
+api::VmListResponse AgentClient::vm_list(const api::VmListRequest& r) {
+  return call<api::VmListRequest, api::VmListResponse>(&api::Agent::Stub::VmList, r);
+}
+api::VmDeleteResponse AgentClient::vm_delete(const api::VmDeleteRequest& r) {
+  return call<api::VmDeleteRequest, api::VmDeleteResponse>(&api::Agent::Stub::VmDelete, r);
+}
+api::VmCreateResponse AgentClient::host_vm_create(const api::VmCreateRequest& r) {
+  return call<api::VmCreateRequest, api::VmCreateResponse>(&api::Agent::Stub::HostVmCreate, r);
+}
+api::VmStartResponse AgentClient::host_vm_start(const api::VmStartRequest& r) {
+  return call<api::VmStartRequest, api::VmStartResponse>(&api::Agent::Stub::HostVmStart, r);
+}
+api::VmStopResponse AgentClient::host_vm_stop(const api::VmStopRequest& r) {
+  return call<api::VmStopRequest, api::VmStopResponse>(&api::Agent::Stub::HostVmStop, r);
+}
+api::VmDeleteResponse AgentClient::host_vm_delete(const api::VmDeleteRequest& r) {
+  return call<api::VmDeleteRequest, api::VmDeleteResponse>(&api::Agent::Stub::HostVmDelete, r);
+}
+
 }  // namespace keel::cluster

@@ -41,6 +41,15 @@ class AgentClient {
   keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
   keel::agent::v1::HostSetAddressResponse set_address(
       const keel::agent::v1::HostSetAddressRequest& r);
+  keel::agent::v1::VmCreateResponse vm_create(const keel::agent::v1::VmCreateRequest& r);
+  keel::agent::v1::VmStartResponse vm_start(const keel::agent::v1::VmStartRequest& r);
+  keel::agent::v1::VmStopResponse vm_stop(const keel::agent::v1::VmStopRequest& r);
+  keel::agent::v1::VmListResponse vm_list(const keel::agent::v1::VmListRequest& r);
+  keel::agent::v1::VmDeleteResponse vm_delete(const keel::agent::v1::VmDeleteRequest& r);
+  keel::agent::v1::VmCreateResponse host_vm_create(const keel::agent::v1::VmCreateRequest& r);
+  keel::agent::v1::VmStartResponse host_vm_start(const keel::agent::v1::VmStartRequest& r);
+  keel::agent::v1::VmStopResponse host_vm_stop(const keel::agent::v1::VmStopRequest& r);
+  keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
 
   struct Stub;
 

@@ -80,6 +80,48 @@ class Service final : public api::Agent::Service {
     return answer("host set-address", [&] { *out = agent_.set_address(*in); });
   }
 
+  grpc::Status VmCreate(grpc::ServerContext*, const api::VmCreateRequest* in,
+                        api::VmCreateResponse* out) override {
+    if (peers_only_) return operators_only();
+    return answer("vm create", [&] { *out = agent_.vm_create(*in); });
+  }
+  grpc::Status VmStart(grpc::ServerContext*, const api::VmStartRequest* in,
+                       api::VmStartResponse* out) override {
+    if (peers_only_) return operators_only();
+    return answer("vm start", [&] { *out = agent_.vm_start(*in); });
+  }
+  grpc::Status VmStop(grpc::ServerContext*, const api::VmStopRequest* in,
+                      api::VmStopResponse* out) override {
+    if (peers_only_) return operators_only();
+    return answer("vm stop", [&] { *out = agent_.vm_stop(*in); });
+  }
+  grpc::Status VmList(grpc::ServerContext*, const api::VmListRequest* in,
+                      api::VmListResponse* out) override {
+    if (peers_only_) return operators_only();
+    return answer("vm list", [&] { *out = agent_.vm_list(*in); });
+  }
+  grpc::Status VmDelete(grpc::ServerContext*, const api::VmDeleteRequest* in,
+                        api::VmDeleteResponse* out) override {
+    if (peers_only_) return operators_only();
+    return answer("vm delete", [&] { *out = agent_.vm_delete(*in); });
+  }
+  grpc::Status HostVmCreate(grpc::ServerContext*, const api::VmCreateRequest* in,
+                            api::VmCreateResponse* out) override {
+    return answer("host vm create", [&] { *out = agent_.host_vm_create(*in); });
+  }
+  grpc::Status HostVmStart(grpc::ServerContext*, const api::VmStartRequest* in,
+                           api::VmStartResponse* out) override {
+    return answer("host vm start", [&] { *out = agent_.host_vm_start(*in); });
+  }
+  grpc::Status HostVmStop(grpc::ServerContext*, const api::VmStopRequest* in,
+                          api::VmStopResponse* out) override {
+    return answer("host vm stop", [&] { *out = agent_.host_vm_stop(*in); });
+  }
+  grpc::Status HostVmDelete(grpc::ServerContext*, const api::VmDeleteRequest* in,
+                            api::VmDeleteResponse* out) override {
+    return answer("host vm delete", [&] { *out = agent_.host_vm_delete(*in); });
+  }
+
  private:
   static grpc::Status operators_only() {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,

@@ -12,6 +12,9 @@ namespace keel::cluster {
 inline const std::string kClusterKey = "/keel/cluster";  // Cluster
 inline const std::string kHostsPrefix = "/keel/hosts/";  // + NAME: Host
 inline const std::string kAlivePrefix = "/keel/alive/";  // + NAME: Alive, on the host's lease
+inline const std::string kVmsPrefix = "/keel/vms/";      // + NAME: ClusterVm
+// + NAME: Owner, on the owner host's lease
+inline const std::string kOwnersPrefix = "/keel/owners/";
 
 std::string to_json(const google::protobuf::Message& record);
 // False (and `record` cleared) when `json` is not the record.

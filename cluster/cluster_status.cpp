@@ -88,17 +88,19 @@ api::ClusterStatusResponse Agent::status() {
     throw AgentError(AgentError::Code::kUnavailable,
                      std::string("this host's etcd member does not answer: ") + e.what());
   }
-  std::vector<KeyValue> hosts, alive;
+  std::vector<KeyValue> hosts, alive, owners;
   bool current = true;
   try {
     hosts = etcd()->list(kHostsPrefix);
     alive = etcd()->list(kAlivePrefix);
+    owners = etcd()->list(kOwnersPrefix);
   } catch (const EtcdError& e) {
     if (!e.unavailable()) throw AgentError(AgentError::Code::kInternal, e.what());
     current = false;  // what this host's member last knew
     try {
       hosts = etcd()->list(kHostsPrefix, Read::kSerializable);
       alive = etcd()->list(kAlivePrefix, Read::kSerializable);
+      owners = etcd()->list(kOwnersPrefix, Read::kSerializable);
     } catch (const EtcdError&) {
     }
   }
@@ -109,6 +111,11 @@ api::ClusterStatusResponse Agent::status() {
   }
   std::map<std::string, bool> is_alive;
   for (const auto& kv : alive) is_alive[kv.key.substr(kAlivePrefix.size())] = true;
+  std::map<std::string, unsigned> vms_on;
+  for (const auto& kv : owners) {
+    api::Owner owner;
+    if (from_json(kv.value, &owner)) ++vms_on[owner.host()];
+  }
   std::sort(r.each.begin(), r.each.end(),
             [](const auto& a, const auto& b) { return a.first.name < b.first.name; });
   for (const auto& [member, answered] : r.each) {
@@ -133,6 +140,7 @@ api::ClusterStatusResponse Agent::status() {
     h->set_alive(is_alive.count(name) > 0);
     h->set_leader(r.leader != 0 && member.id == r.leader);
     h->set_learner(member.learner);
+    h->set_vms(vms_on[name]);
   }
   out.set_reachable(r.reachable);
   out.set_members(r.members);

@@ -222,6 +222,7 @@ MachineStop Machine::run(std::function<void()> started) {
     // that became fenced meanwhile.
     if (fence_passed()) {
       fenced_ = true;
+      paused_by_fence_ = true;
       paused_at_ = std::chrono::steady_clock::now();
       ++pauses_;
       log::warning("fenced: the host's lease deadline passed; the guest stays paused");

@@ -211,6 +211,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   std::thread snapshot_writer_;
   std::optional<FenceDeadline> fence_;  // --fence-file
   std::optional<boost::asio::steady_timer> fence_timer_;
+  bool paused_by_fence_ = false;            // the pause came from the fence, not a request
   bool fenced_ = false;                     // the deadline passed: the guest paused, resume refused
   std::unique_ptr<ControlServer> control_;  // last: destroyed first
   std::mutex stop_mutex_;

@@ -51,6 +51,7 @@ void Machine::check_fence() {
       pause_then([this](bool parked) {
         if (!parked) return;  // tried again at the next look
         paused_at_ = std::chrono::steady_clock::now();
+        paused_by_fence_ = true;
         ++pauses_;
       });
     }

@@ -78,9 +78,11 @@ void Machine::resume() {
     // Whoever resumes (a failed migration, a snapshot written): not while
     // the host is fenced; the guest stays paused, status says fenced.
     fenced_ = true;
+    paused_by_fence_ = true;
     log::warning("fenced: the guest stays paused (the host's lease deadline has passed)");
     return;
   }
+  paused_by_fence_ = false;
   for (const auto& function : devices_->virtio_functions()) function->resume_device();
   vcpus_->resume();
 }

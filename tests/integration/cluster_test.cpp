@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <thread>
@@ -492,6 +493,79 @@ TEST(Cluster, MalformedApiRequests) {
   EXPECT_NE(r.err.find("not a numeric"), std::string::npos) << r.err;
   EXPECT_EQ(agent.hello().name(), "h1");
   expect_whole(c, 1, 1);
+}
+
+// VMs of the cluster kept in etcd, stored on the host they were created on:
+// created, listed, shown and deleted from any host, refused with reasons.
+// (Starting them needs KVM: cluster_vm_test, in the box.)
+TEST(Cluster, VmsAreCreatedListedAndDeletedFromAnyHost) {
+  TestCluster c(3);
+  c.make_pools("guest", "job=heartbeat");
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  auto r = c.keelctl(
+      1, {"vm", "create", "a", "--image", "guest", "--memory", "64M", "--storage-host", "h2"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("on storage host h2"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(c.pool(2) + "/vms/a/current"));
+  r = c.keelctl(3, {"vm", "create", "b", "--image", "guest", "--memory", "64M"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("on storage host h3"), std::string::npos) << r.out;
+  r = c.keelctl(2, {"vm", "create", "a", "--image", "guest"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("a VM named 'a' exists in the cluster"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"vm", "create", "c", "--image", "nosuch"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(c.pool(1) + "/vms/c"));
+  r = c.keelctl(1, {"vm", "create", "c", "--image", "guest", "--storage-host", "h9"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("h9: no such host"), std::string::npos) << r.err;
+  r = c.keelctl(2, {"vm", "list"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("a               stopped   -         h2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("b               stopped   -         h3"), std::string::npos) << r.out;
+  r = c.keelctl(1, {"vm", "show", "b"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("stored on   host h3"), std::string::npos) << r.out;
+  r = c.keelctl(1, {"vm", "start", "b", "--host", "h1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("the VM's disk is on host h3"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"vm", "stop", "b"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("VM b is not running"), std::string::npos) << r.err;
+  // The peers' API does only what is asked of this host, with its name.
+  try {
+    api::VmStartRequest start;
+    start.set_name("b");
+    start.set_host("h1");
+    agent_at(3).host_vm_start(start);
+    ADD_FAILURE() << "a start for host h1 accepted by h3";
+  } catch (const AgentCallError& e) {
+    EXPECT_EQ(e.grpc_code(), 3) << e.what();
+  }
+  try {
+    agent_at(3).vm_list({});
+    ADD_FAILURE() << "the operators' VM list served on the cluster address";
+  } catch (const AgentCallError& e) {
+    EXPECT_EQ(e.grpc_code(), 7) << e.what();
+  }
+  r = c.keelctl(1, {"vm", "delete", "a"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_FALSE(std::filesystem::exists(c.pool(2) + "/vms/a"));
+  r = c.keelctl(3, {"vm", "show", "a"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no VM named 'a'"), std::string::npos) << r.err;
+  // Without a majority: refused, and nothing is created.
+  c.stop_agent(2);
+  c.stop_agent(3);
+  r = c.keelctl(1, {"vm", "create", "d", "--image", "guest"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no quorum (1 of 3 hosts reachable)"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(c.pool(1) + "/vms/d"));
+  r = c.keelctl(1, {"vm", "delete", "b"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no quorum"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -5,9 +5,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <thread>
+
+#include "tests/support/vmm_run.h"
 
 namespace keel::testing {
 
@@ -48,6 +51,7 @@ TestCluster::~TestCluster() {
     }
     agent.reset();
   }
+  kill_vmms();
   try {
     net({"down"});
   } catch (const std::exception& e) {
@@ -114,7 +118,10 @@ void TestCluster::start_agent(unsigned host, const std::vector<std::string>& ext
       "exec",         ns(host), KEEL_AGENT_PATH, "--name", name(host), "--state-dir",
       state_dir(host)};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  slot = ChildProcess::spawn(argv, {});
+  if (pools_) argv.insert(argv.end(), {"--pool", pool(host)});
+  ChildProcess::Options options;
+  options.extra_env = {"KEEL_RUN_DIR=" + run_dir(host), std::string("KEEL_VMM=") + vmm_path()};
+  slot = ChildProcess::spawn(argv, options);
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < until) {
     if (slot->try_wait()) break;
@@ -177,6 +184,61 @@ void TestCluster::form(unsigned n) {
   for (unsigned h = 2; h <= n; ++h) {
     r = keelctl(h, {"cluster", "join", "--address", address(h), "--peer", address(1)});
     ASSERT_EQ(r.exit_code, 0) << "join of " << name(h) << ": " << r.out << r.err;
+  }
+}
+
+void TestCluster::make_pools(const std::string& image, const std::string& cmdline) {
+  pools_ = std::make_unique<ScratchBtrfs>(uint64_t{1} << 30);
+  const std::string disk = dir_ / "disk.raw";
+  { std::ofstream out(disk); }
+  std::filesystem::resize_file(disk, 16 << 20);
+  for (unsigned h = 1; h <= size(); ++h) {
+    const std::vector<std::string> env = {"KEEL_POOL=" + pool(h)};
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"pool", "init", pool(h)},
+             {"image", "import", image, "--disk", disk, "--kernel", testos_bzimage(), "--cmdline",
+              cmdline}}) {
+      std::vector<std::string> argv = {KEEL_KEELCTL_PATH};
+      argv.insert(argv.end(), args.begin(), args.end());
+      auto r = run_command(argv, std::chrono::seconds(120), env);
+      if (r.exit_code != 0) {
+        throw std::runtime_error("keelctl " + args[0] + " " + args[1] + ": " + r.out + r.err);
+      }
+    }
+  }
+}
+
+std::string TestCluster::pool(unsigned host) const {
+  return pools_->mount_point() + "/" + name(host);
+}
+
+std::string TestCluster::run_dir(unsigned host) const {
+  return state_dir(host) + "/run";
+}
+
+std::string TestCluster::vm_socket(unsigned host, const std::string& vm) const {
+  return run_dir(host) + "/vms/" + vm + "/api.sock";
+}
+
+std::string TestCluster::console(unsigned host, const std::string& vm) const {
+  std::ifstream in(pool(host) + "/vms/" + vm + "/console.log");
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// The agents leave their VMMs running (as on a real host, where an agent's
+// restart must not take the guests down): the test ends them.
+void TestCluster::kill_vmms() {
+  for (unsigned h = 1; h <= size(); ++h) {
+    std::error_code ignored;
+    for (const auto& e : std::filesystem::directory_iterator(run_dir(h) + "/vms", ignored)) {
+      std::ifstream in(e.path() / "keel-vmm.pid");
+      pid_t pid = 0;
+      if (!(in >> pid) || pid <= 0) continue;
+      // Only while the PID is still that VMM's (its socket on its command line).
+      std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
+      std::string text((std::istreambuf_iterator<char>(cmdline)), {});
+      if (text.find((e.path() / "api.sock").string()) != std::string::npos) ::kill(pid, SIGKILL);
+    }
   }
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/child_process.h"
+#include "tests/support/scratch_btrfs.h"
 #include "tests/support/scratch_dir.h"
 
 namespace keel::testing {
@@ -59,6 +60,17 @@ class TestCluster {
   // with keelctl's output when one does not work.
   void form(unsigned n);
 
+  // A pool for each host (on one Btrfs volume of the test's), holding the
+  // image `image`: the test guest with `cmdline` and a 16 MiB disk. Agents
+  // started from now on get --pool.
+  void make_pools(const std::string& image, const std::string& cmdline);
+  std::string pool(unsigned host) const;
+  // Host I's agent's KEEL_RUN_DIR: its VMMs' sockets and PID files.
+  std::string run_dir(unsigned host) const;
+  std::string vm_socket(unsigned host, const std::string& vm) const;
+  // What the VM's guest printed, from host I's pool.
+  std::string console(unsigned host, const std::string& vm) const;
+
   void net(const std::vector<std::string>& args) const;  // tools/cluster-net CMD PREFIX ...
   void cut(unsigned host) const;
   void heal(unsigned host) const;
@@ -67,8 +79,11 @@ class TestCluster {
   void unsplit() const;
 
  private:
+  void kill_vmms();
+
   std::string prefix_;
   ScratchDir dir_;
+  std::unique_ptr<ScratchBtrfs> pools_;
   std::vector<std::optional<ChildProcess>> agents_;
 };
 

@@ -1,5 +1,5 @@
 // The cluster's pure pieces: host names, cluster addresses, etcd's key
-// ranges and member command line, records as JSON.
+// ranges and member command line, records as JSON, VM placement.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include "cluster/etcd_client.h"
 #include "cluster/etcd_member.h"
 #include "cluster/host_facts.h"
+#include "cluster/vm_placement.h"
 #include "proto/agent.pb.h"
 
 namespace keel::cluster {
@@ -86,6 +87,39 @@ TEST(ClusterRecords, JsonRoundTripAndJunk) {
     EXPECT_FALSE(from_json(junk, &back)) << junk;
     EXPECT_EQ(back.name(), "") << "a failed parse leaves the record empty";
   }
+}
+
+}  // namespace
+}  // namespace keel::cluster
+
+namespace keel::cluster {
+namespace {
+
+PlacementCandidate host(const std::string& name, uint64_t mib, uint32_t cpus, uint64_t used_mib,
+                        uint32_t vcpus_used, const std::string& unfit = "") {
+  return {name, mib << 20, cpus, used_mib << 20, vcpus_used, unfit};
+}
+
+TEST(VmPlacement, TheMostFreeMemoryThenTheLeastVcpusPerCpu) {
+  auto p = place_vm(512 << 20, 1,
+                    {host("h1", 4096, 4, 3072, 2), host("h2", 4096, 4, 1024, 6),
+                     host("h3", 8192, 8, 0, 0, "its agent is not alive")});
+  EXPECT_EQ(p.host, "h2");
+  EXPECT_NE(p.reason.find("the most free memory (3072 MiB)"), std::string::npos) << p.reason;
+  EXPECT_NE(p.reason.find("h3: its agent is not alive"), std::string::npos) << p.reason;
+  // Equal free memory: fewer vCPUs per CPU wins (h1: 3 on 2 CPUs, h2: 5 on 8).
+  p = place_vm(256 << 20, 1, {host("h1", 2048, 2, 1024, 2), host("h2", 2048, 8, 1024, 4)});
+  EXPECT_EQ(p.host, "h2");
+}
+
+TEST(VmPlacement, NoneFitsSaysWhyForEachHost) {
+  auto p = place_vm(2048ull << 20, 1,
+                    {host("h1", 4096, 4, 3072, 2), host("h2", 0, 0, 0, 0, "not a compute host")});
+  EXPECT_EQ(p.host, "");
+  EXPECT_NE(p.reason.find("h1: 1024 MiB of memory free, the VM needs 2048 MiB"), std::string::npos)
+      << p.reason;
+  EXPECT_NE(p.reason.find("h2: not a compute host"), std::string::npos) << p.reason;
+  EXPECT_EQ(place_vm(1, 1, {}).reason, "no host can run it (no hosts)");
 }
 
 }  // namespace

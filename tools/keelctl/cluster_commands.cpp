@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cluster/agent_client.h"
+#include "common/size_parse.h"
 
 namespace keel {
 
@@ -32,6 +33,15 @@ const char* const kClusterUsage =
     "  host remove NAME                     take a stopped host out of the cluster\n"
     "  host set-address A                   change this host's cluster address (only\n"
     "                                       while the cluster has one host)\n"
+    "VMs of the cluster, from any host (when no --pool and no $KEEL_POOL is given):\n"
+    "  vm create NAME --image IMAGE [...] [--storage-host HOST]\n"
+    "                                       in the pool of HOST (default: this host\n"
+    "                                       when it stores, else a storage host);\n"
+    "                                       the options of a pool's vm create\n"
+    "  vm start NAME [--host HOST]          on HOST, or where the agent finds the most\n"
+    "                                       free memory (it says why)\n"
+    "  vm stop NAME [--timeout SEC] [--force]\n"
+    "  vm list | vm show NAME | vm delete NAME\n"
     "  --json  print the agent's answer as one line of JSON\n"
     "  --wait SEC  how long to wait for the answer (default 60)\n"
     "Exit codes: 0 done; 1 refused (the reason on stderr, e.g. \"no quorum (1 of 3\n"
@@ -54,10 +64,21 @@ struct Line {
   std::optional<std::string> address, peer;
 };
 
+std::string default_agent() {
+  const char* env = std::getenv("KEEL_AGENT");
+  return env && *env ? env : "127.0.0.1:7400";
+}
+
+int exit_of(const std::string& what, const cluster::AgentCallError& e) {
+  std::cerr << "keelctl: " << what << ": " << e.what() << "\n";
+  if (e.unreachable()) return kNoConnection;
+  if (e.grpc_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return kNoAnswer;
+  return kRefused;
+}
+
 Line parse(int argc, char** argv) {
   Line line;
-  const char* env = std::getenv("KEEL_AGENT");
-  line.agent = env && *env ? env : "127.0.0.1:7400";
+  line.agent = default_agent();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -223,10 +244,110 @@ int run_cluster_command(int argc, char** argv) {
     std::cerr << "keelctl: " << u.message << "\n" << kClusterUsage;
     return kBadCommandLine;
   } catch (const cluster::AgentCallError& e) {
-    std::cerr << "keelctl: " << what << ": " << e.what() << "\n";
-    if (e.unreachable()) return kNoConnection;
-    if (e.grpc_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return kNoAnswer;
-    return kRefused;
+    return exit_of(what, e);
+  }
+}
+
+namespace {
+
+void print_vm_row(const api::VmRow& row) {
+  const auto& vm = row.vm();
+  std::cout << std::left << std::setw(16) << vm.name() << std::setw(10)
+            << (row.running() ? "running" : "stopped") << std::setw(10)
+            << (row.running() ? row.owner().host() : "-") << std::setw(10) << vm.storage_host()
+            << std::setw(16) << vm.image() << vm.cpus() << " vCPU, "
+            << human_bytes(vm.memory_bytes()) << "\n";
+}
+
+void print_vm(const api::VmRow& row) {
+  const auto& vm = row.vm();
+  std::cout << "vm " << vm.name() << "\n"
+            << "  state       "
+            << (row.running()
+                    ? "running on host " + row.owner().host() + " since " + row.owner().since()
+                    : std::string("stopped"))
+            << "\n"
+            << "  stored on   host " << vm.storage_host() << "\n"
+            << "  image       " << vm.image() << "\n"
+            << "  size        " << vm.cpus() << " vCPU, " << human_bytes(vm.memory_bytes()) << "\n"
+            << "  created     " << vm.created_at() << "\n"
+            << "  last host   " << (vm.last_host().empty() ? "-" : vm.last_host()) << "\n"
+            << "  generation  " << vm.generation() << "\n";
+}
+
+}  // namespace
+
+int run_cluster_vm(const ClusterVmCommand& c) {
+  const std::string what = "vm " + c.verb;
+  double wait_s = c.wait_s > 0 ? c.wait_s : 60;
+  if (c.verb == "stop" && c.wait_s <= 0) wait_s += c.timeout_s > 0 ? c.timeout_s : 60;
+  try {
+    cluster::AgentClient agent(c.agent.value_or(default_agent()),
+                               std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)));
+    if (c.verb == "create") {
+      const auto& spec = *c.spec;
+      api::VmCreateRequest r;
+      r.set_name(spec.name);
+      r.set_image(spec.image);
+      r.set_cpus(spec.cpus);
+      r.set_memory_bytes(spec.memory_bytes);
+      r.set_disk_bytes(spec.disk_bytes);
+      r.set_hostname(spec.hostname);
+      r.set_address(spec.address);
+      r.set_gateway(spec.gateway);
+      for (const auto& key : spec.ssh_keys) r.add_ssh_keys(key);
+      if (spec.user_data) {
+        r.set_user_data_given(true);
+        r.set_user_data(*spec.user_data);
+      }
+      r.set_tap(spec.tap);
+      r.set_storage_host(c.storage_host);
+      auto out = agent.vm_create(r);
+      if (c.json) return print_json(out), kDone;
+      std::cout << "created " << out.vm().name() << " from " << out.vm().image()
+                << " on storage host " << out.vm().storage_host() << "\n";
+    } else if (c.verb == "start") {
+      api::VmStartRequest r;
+      r.set_name(c.name);
+      r.set_host(c.host);
+      auto out = agent.vm_start(r);
+      if (c.json) return print_json(out), kDone;
+      std::cout << "started " << c.name << " on host " << out.host() << " (" << out.reason()
+                << "; keel-vmm " << out.pid() << ", socket " << out.socket() << " there)\n";
+    } else if (c.verb == "stop") {
+      api::VmStopRequest r;
+      r.set_name(c.name);
+      r.set_timeout_ms(static_cast<uint32_t>(c.timeout_s * 1000));
+      r.set_force(c.force);
+      auto out = agent.vm_stop(r);
+      if (c.json) return print_json(out), kDone;
+      std::cout << "stopped " << c.name << " on host " << out.host() << "\n";
+    } else if (c.verb == "list" || c.verb == "show") {
+      api::VmListRequest r;
+      r.set_name(c.name);
+      auto out = agent.vm_list(r);
+      if (c.json) return print_json(out), kDone;
+      if (!out.current()) {
+        std::cerr << "keelctl: no quorum: shown is what this host last knew\n";
+      }
+      if (c.verb == "show") {
+        print_vm(out.vms(0));
+      } else {
+        for (const auto& row : out.vms()) print_vm_row(row);
+      }
+    } else if (c.verb == "delete") {
+      api::VmDeleteRequest r;
+      r.set_name(c.name);
+      auto out = agent.vm_delete(r);
+      if (c.json) return print_json(out), kDone;
+      std::cout << "deleted " << c.name << " (from host " << out.storage_host() << ")\n";
+    } else {
+      std::cerr << "keelctl: vm " << c.verb << " needs a pool (--pool PATH or $KEEL_POOL)\n";
+      return kBadCommandLine;
+    }
+    return kDone;
+  } catch (const cluster::AgentCallError& e) {
+    return exit_of(what, e);
   }
 }
 

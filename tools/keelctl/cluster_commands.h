@@ -2,6 +2,11 @@
 // keel-agent (proto/agent.proto).
 #pragma once
 
+#include <optional>
+#include <string>
+
+#include "storage/vm_store.h"
+
 namespace keel {
 
 // Whether argv's first command word is cluster or host.
@@ -11,5 +16,22 @@ bool is_cluster_command(int argc, char** argv);
 int run_cluster_command(int argc, char** argv);
 
 extern const char* const kClusterUsage;
+
+// `keelctl vm create|start|stop|list|show|delete` without a pool: the
+// cluster's VMs, through the agent (pool_commands parses the line).
+struct ClusterVmCommand {
+  std::string verb;
+  std::string name;
+  std::optional<storage::VmSpec> spec;  // create
+  std::string storage_host;             // create --storage-host
+  std::string host;                     // start --host
+  double timeout_s = 0;                 // stop --timeout (0: the agent's default)
+  bool force = false;                   // stop --force
+  bool json = false;
+  std::optional<std::string> agent;  // --agent, else $KEEL_AGENT, else 127.0.0.1:7400
+  double wait_s = 0;                 // --wait (0: 60 s, for a stop the guest's time more)
+};
+// The exit codes of run_cluster_command.
+int run_cluster_vm(const ClusterVmCommand& command);
 
 }  // namespace keel

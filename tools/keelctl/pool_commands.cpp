@@ -35,6 +35,7 @@
 #include "storage/pool_nbd_catalog.h"
 #include "storage/vm_runtime.h"
 #include "storage/vm_store.h"
+#include "tools/keelctl/cluster_commands.h"
 
 namespace keel {
 
@@ -64,7 +65,9 @@ const char* const kPoolUsage =
     "                                       export the VMs' disks over NBD (export\n"
     "                                       name: the VM's) to the clients allowed\n"
     "                                       (VM * for every VM) until SIGINT/SIGTERM\n"
-    "  --json prints records as JSON.\n";
+    "  --json prints records as JSON.\n"
+    "Without --pool and $KEEL_POOL, vm create|start|stop|list|show|delete work on\n"
+    "the cluster's VMs through keel-agent (see keelctl cluster --help).\n";
 
 namespace {
 
@@ -78,7 +81,10 @@ const std::set<std::string> kValued = {"--pool",          "--disk",      "--kern
                                        "--cmdline",       "--image",     "--cpus",   "--memory",
                                        "--disk-size",     "--hostname",  "--ip",     "--gateway",
                                        "--ssh-key",       "--user-data", "--tap",    "--timeout",
-                                       "--from-snapshot", "--listen",    "--allow"};
+                                       "--from-snapshot", "--listen",    "--allow",  "--host",
+                                       "--storage-host",  "--agent",     "--wait"};
+// Options of the cluster's VM commands (tools/keelctl/cluster_commands.h).
+const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent", "--wait"};
 const std::set<std::string> kFlags = {"--json", "--force"};
 
 struct Line {
@@ -392,8 +398,58 @@ storage::VmSpec vm_spec(const Line& line) {
   return spec;
 }
 
+double seconds_option(const Line& line, const std::string& name) {
+  auto value = line.option(name);
+  if (!value) return 0;
+  try {
+    size_t used = 0;
+    const double s = std::stod(*value, &used);
+    if (used != value->size() || !(s > 0 && s <= 86400)) throw std::out_of_range(*value);
+    return s;
+  } catch (const std::exception&) {
+    throw UsageError{"invalid value for " + name + ": '" + *value + "' (seconds, up to 86400)"};
+  }
+}
+
+bool pool_given(const Line& line) {
+  const char* env = std::getenv("KEEL_POOL");
+  return line.option("--pool") || (env != nullptr && *env != '\0');
+}
+
+// Without a pool, the VM commands work on the cluster's VMs through the
+// agent.
+int run_cluster_vm_line(const Line& line) {
+  ClusterVmCommand c;
+  c.verb = line.words.size() > 1 ? line.words[1] : "";
+  const bool named = c.verb != "list";
+  const std::string usage = c.verb == "create"  ? "vm create NAME --image IMAGE [...]"
+                            : c.verb == "start" ? "vm start NAME [--host HOST]"
+                            : c.verb == "stop"  ? "vm stop NAME [--timeout SEC] [--force]"
+                            : c.verb == "list"  ? "vm list"
+                                                : "vm " + c.verb + " NAME";
+  expect_words(line, named ? 3 : 2, usage);
+  if (named) c.name = line.words[2];
+  if (c.verb == "create") c.spec = vm_spec(line);
+  c.storage_host = line.option("--storage-host").value_or("");
+  c.host = line.option("--host").value_or("");
+  c.timeout_s = seconds_option(line, "--timeout");
+  c.wait_s = seconds_option(line, "--wait");
+  c.force = line.flags.count("--force") > 0;
+  c.json = line.flags.count("--json") > 0;
+  c.agent = line.option("--agent");
+  return run_cluster_vm(c);
+}
+
 int run_vm(const Line& line) {
   const std::string verb = line.words.size() > 1 ? line.words[1] : "";
+  static const std::set<std::string> kClusterVerbs = {"create", "start", "stop",
+                                                      "list",   "show",  "delete"};
+  if (!pool_given(line) && kClusterVerbs.count(verb)) return run_cluster_vm_line(line);
+  for (const auto& option : kClusterOnly) {
+    if (line.option(option)) {
+      throw UsageError{option + " is for the cluster's VMs (no --pool, no $KEEL_POOL)"};
+    }
+  }
   storage::VmStore vms(open_pool(line));
   const bool json = line.flags.count("--json") > 0;
   auto name = [&line] { return line.words[2]; };

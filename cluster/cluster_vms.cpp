@@ -1,0 +1,310 @@
+// The cluster's VM operations as an operator calls them on any host: the
+// agent asked finds the host that must act (the VM's storage host for
+// create and delete, its compute host for start and stop) and forwards the
+// call to that host's agent (the Host* calls), or acts itself.
+#include <algorithm>
+#include <map>
+
+#include "cluster/agent.h"
+#include "cluster/agent_client.h"
+#include "cluster/cluster_keys.h"
+#include "cluster/host_vms.h"
+#include "cluster/vm_placement.h"
+#include "common/error.h"
+#include "storage/pool.h"
+
+namespace keel::cluster {
+
+namespace api = keel::agent::v1;
+
+namespace {
+
+// A start waits for the VMM's socket (up to 30 s), a stop for the guest.
+constexpr auto kForwardTimeout = std::chrono::seconds(60);
+constexpr auto kStopExtra = std::chrono::seconds(30);
+
+bool has_role(const api::Host& host, api::Role role) {
+  for (int r : host.roles()) {
+    if (r == role) return true;
+  }
+  return false;
+}
+
+// A refusal from another host's agent, passed on with the host named.
+AgentError forwarded_error(const std::string& host, const AgentCallError& e) {
+  const std::string message = "host " + host + ": " + e.what();
+  switch (e.grpc_code()) {
+    case 3:  // INVALID_ARGUMENT
+      return invalid(message);
+    case 9:  // FAILED_PRECONDITION
+      return refused(message);
+    case 4:   // DEADLINE_EXCEEDED
+    case 14:  // UNAVAILABLE
+      return AgentError(AgentError::Code::kUnavailable, message);
+    default:
+      return AgentError(AgentError::Code::kInternal, message);
+  }
+}
+
+}  // namespace
+
+struct Agent::ClusterView {
+  std::map<std::string, api::Host> hosts;
+  std::map<std::string, bool> alive;
+  std::map<std::string, api::ClusterVm> vms;
+  std::map<std::string, api::Owner> owners;
+};
+
+Agent::ClusterView Agent::cluster_view(Read read) {
+  ClusterView view;
+  auto etcd = this->etcd();
+  for (const auto& kv : etcd->list(kHostsPrefix, read)) {
+    api::Host host;
+    if (from_json(kv.value, &host)) view.hosts[host.name()] = host;
+  }
+  for (const auto& kv : etcd->list(kAlivePrefix, read)) {
+    view.alive[kv.key.substr(kAlivePrefix.size())] = true;
+  }
+  for (const auto& kv : etcd->list(kVmsPrefix, read)) {
+    api::ClusterVm vm;
+    if (from_json(kv.value, &vm)) view.vms[vm.name()] = vm;
+  }
+  for (const auto& kv : etcd->list(kOwnersPrefix, read)) {
+    api::Owner owner;
+    if (from_json(kv.value, &owner)) view.owners[kv.key.substr(kOwnersPrefix.size())] = owner;
+  }
+  return view;
+}
+
+template <class Local, class Remote>
+auto Agent::on_host(const ClusterView& view, const std::string& host, Local local, Remote remote,
+                    std::chrono::milliseconds timeout) -> decltype(local()) {
+  if (host == settings_.name) return local();
+  auto found = view.hosts.find(host);
+  if (found == view.hosts.end()) throw refused("no host named '" + host + "' in the cluster");
+  try {
+    AgentClient client(found->second.cluster_address() + ":" + std::to_string(kAgentPort), timeout);
+    return remote(client);
+  } catch (const AgentCallError& e) {
+    throw forwarded_error(host, e);
+  }
+}
+
+api::VmCreateResponse Agent::vm_create(const api::VmCreateRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] {
+    auto view = cluster_view(Read::kLinearizable);
+    if (view.vms.count(request.name())) {
+      throw refused("a VM named '" + request.name() + "' exists in the cluster");
+    }
+    auto stores = [&](const std::string& name) -> std::string {
+      auto h = view.hosts.find(name);
+      if (h == view.hosts.end()) return "no such host";
+      if (!has_role(h->second, api::ROLE_STORAGE)) return "not a storage host";
+      if (h->second.pool().empty()) return "it has no pool (keel-agent --pool)";
+      if (!view.alive.count(name)) return "its agent is not alive";
+      return "";
+    };
+    std::string storage_host = request.storage_host();
+    if (!storage_host.empty()) {
+      if (auto why = stores(storage_host); !why.empty()) {
+        throw refused("cannot store VM " + request.name() + " on host " + storage_host + ": " +
+                      why);
+      }
+    } else if (stores(settings_.name).empty()) {
+      storage_host = settings_.name;
+    } else {
+      for (const auto& [name, host] : view.hosts) {
+        if (stores(name).empty()) {
+          storage_host = name;
+          break;
+        }
+      }
+      if (storage_host.empty()) throw refused("no storage host with a pool is alive");
+    }
+    api::VmCreateRequest forwarded = request;
+    forwarded.set_storage_host(storage_host);
+    return on_host(
+        view, storage_host, [&] { return host_vm_create(forwarded); },
+        [&](AgentClient& c) { return c.host_vm_create(forwarded); }, kForwardTimeout);
+  });
+}
+
+api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] {
+    auto view = cluster_view(Read::kLinearizable);
+    auto vm = view.vms.find(request.name());
+    if (vm == view.vms.end()) throw refused("no VM named '" + request.name() + "' in the cluster");
+    if (auto owner = view.owners.find(request.name()); owner != view.owners.end()) {
+      throw refused("VM " + request.name() + " runs on host " + owner->second.host());
+    }
+    std::vector<PlacementCandidate> candidates;
+    for (const auto& [name, host] : view.hosts) {
+      PlacementCandidate c;
+      c.host = name;
+      c.memory_bytes = host.memory_bytes();
+      c.cpus = host.cpus();
+      for (const auto& [vm_name, owner] : view.owners) {
+        auto running = view.vms.find(vm_name);
+        if (owner.host() != name || running == view.vms.end()) continue;
+        c.memory_used += running->second.memory_bytes();
+        c.vcpus_used += running->second.cpus();
+      }
+      if (!view.alive.count(name)) {
+        c.unfit = "its agent is not alive";
+      } else if (!has_role(host, api::ROLE_COMPUTE)) {
+        c.unfit = "not a compute host";
+      } else if (name != vm->second.storage_host()) {
+        // Disks reached over NBD from another host: not yet.
+        c.unfit = "the VM's disk is on host " + vm->second.storage_host();
+      }
+      candidates.push_back(c);
+    }
+    std::string host = request.host();
+    std::string reason = "chosen by the operator";
+    if (host.empty()) {
+      auto placed = place_vm(vm->second.memory_bytes(), vm->second.cpus(), candidates);
+      if (placed.host.empty()) {
+        throw refused("cannot start VM " + request.name() + ": " + placed.reason);
+      }
+      host = placed.host;
+      reason = placed.reason;
+    } else {
+      auto c = std::find_if(candidates.begin(), candidates.end(),
+                            [&](const PlacementCandidate& x) { return x.host == host; });
+      if (c == candidates.end()) throw refused("no host named '" + host + "' in the cluster");
+      if (!c->unfit.empty()) {
+        throw refused("cannot start VM " + request.name() + " on host " + host + ": " + c->unfit);
+      }
+    }
+    api::VmStartRequest forwarded = request;
+    forwarded.set_host(host);
+    auto out = on_host(
+        view, host, [&] { return host_vm_start(forwarded); },
+        [&](AgentClient& c) { return c.host_vm_start(forwarded); }, kForwardTimeout);
+    out.set_reason(reason);
+    return out;
+  });
+}
+
+api::VmStopResponse Agent::vm_stop(const api::VmStopRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] {
+    auto view = cluster_view(Read::kLinearizable);
+    if (!view.vms.count(request.name())) {
+      throw refused("no VM named '" + request.name() + "' in the cluster");
+    }
+    auto owner = view.owners.find(request.name());
+    if (owner == view.owners.end()) throw refused("VM " + request.name() + " is not running");
+    const std::string host = owner->second.host();
+    const auto timeout =
+        std::chrono::milliseconds(request.timeout_ms() ? request.timeout_ms() : 60000) + kStopExtra;
+    on_host(
+        view, host, [&] { return host_vm_stop(request); },
+        [&](AgentClient& c) { return c.host_vm_stop(request); }, timeout);
+    api::VmStopResponse out;
+    out.set_host(host);
+    return out;
+  });
+}
+
+api::VmListResponse Agent::vm_list(const api::VmListRequest& request) {
+  require_member();
+  api::VmListResponse out;
+  ClusterView view;
+  try {
+    view = cluster_view(Read::kLinearizable);
+    out.set_current(true);
+  } catch (const EtcdError& e) {
+    if (!e.unavailable()) throw AgentError(AgentError::Code::kInternal, e.what());
+    try {
+      view = cluster_view(Read::kSerializable);
+    } catch (const EtcdError&) {
+      throw no_quorum(e.what());
+    }
+  }
+  if (!request.name().empty() && !view.vms.count(request.name())) {
+    throw refused("no VM named '" + request.name() + "' in the cluster");
+  }
+  for (const auto& [name, vm] : view.vms) {
+    if (!request.name().empty() && name != request.name()) continue;
+    auto* row = out.add_vms();
+    *row->mutable_vm() = vm;
+    if (auto owner = view.owners.find(name); owner != view.owners.end()) {
+      *row->mutable_owner() = owner->second;
+      row->set_running(true);
+    }
+  }
+  return out;
+}
+
+api::VmDeleteResponse Agent::vm_delete(const api::VmDeleteRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] {
+    auto view = cluster_view(Read::kLinearizable);
+    auto vm = view.vms.find(request.name());
+    if (vm == view.vms.end()) throw refused("no VM named '" + request.name() + "' in the cluster");
+    if (auto owner = view.owners.find(request.name()); owner != view.owners.end()) {
+      throw refused("VM " + request.name() + " runs on host " + owner->second.host() +
+                    ": stop it first");
+    }
+    const std::string storage_host = vm->second.storage_host();
+    on_host(
+        view, storage_host, [&] { return host_vm_delete(request); },
+        [&](AgentClient& c) { return c.host_vm_delete(request); }, kForwardTimeout);
+    api::VmDeleteResponse out;
+    out.set_storage_host(storage_host);
+    return out;
+  });
+}
+
+api::VmCreateResponse Agent::host_vm_create(const api::VmCreateRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  if (request.storage_host() != settings_.name) {
+    throw invalid("storage_host: this is host " + settings_.name);
+  }
+  return with_quorum([&] {
+    api::VmCreateResponse out;
+    *out.mutable_vm() = vms_->create(request);
+    return out;
+  });
+}
+
+api::VmStartResponse Agent::host_vm_start(const api::VmStartRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  if (request.host() != settings_.name) throw invalid("host: this is host " + settings_.name);
+  return with_quorum([&] { return vms_->start(request.name()); });
+}
+
+api::VmStopResponse Agent::host_vm_stop(const api::VmStopRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] {
+    // Only with a majority: a stop is an operation like any other.
+    etcd()->get(kOwnersPrefix + request.name());
+    vms_->stop(request);
+    api::VmStopResponse out;
+    out.set_host(settings_.name);
+    return out;
+  });
+}
+
+api::VmDeleteResponse Agent::host_vm_delete(const api::VmDeleteRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] {
+    vms_->remove(request.name());
+    api::VmDeleteResponse out;
+    out.set_storage_host(settings_.name);
+    return out;
+  });
+}
+
+}  // namespace keel::cluster

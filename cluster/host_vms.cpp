@@ -1,0 +1,412 @@
+#include "cluster/host_vms.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "cluster/agent_error.h"
+#include "cluster/cluster_keys.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "control/control_client.h"
+#include "storage/json_record.h"
+#include "storage/vm_runtime.h"
+
+namespace keel::cluster {
+
+namespace api = keel::agent::v1;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr auto kKeepEvery = std::chrono::seconds(1);
+constexpr auto kStopGrace = std::chrono::seconds(10);
+
+template <class Record>
+std::optional<Record> read_record(EtcdClient& etcd, const std::string& key, int64_t* revision) {
+  auto kv = etcd.get(key);
+  if (!kv) return std::nullopt;
+  Record record;
+  if (!from_json(kv->value, &record)) {
+    throw AgentError(AgentError::Code::kInternal, "etcd's " + key + " is not a record of Keel's");
+  }
+  if (revision) *revision = kv->mod_revision;
+  return record;
+}
+
+storage::VmSpec spec_of(const api::VmCreateRequest& r) {
+  storage::VmSpec spec;
+  spec.name = r.name();
+  spec.image = r.image();
+  if (r.cpus() != 0) spec.cpus = r.cpus();
+  if (r.memory_bytes() != 0) spec.memory_bytes = r.memory_bytes();
+  spec.disk_bytes = r.disk_bytes();
+  spec.hostname = r.hostname();
+  spec.address = r.address();
+  spec.gateway = r.gateway();
+  spec.ssh_keys.assign(r.ssh_keys().begin(), r.ssh_keys().end());
+  if (r.user_data_given()) spec.user_data = r.user_data();
+  spec.tap = r.tap();
+  return spec;
+}
+
+// An answer from the VMM's control socket, or why there was none.
+keel::api::v1::Response call_vmm(const std::string& name, keel::api::v1::Request request,
+                                 std::chrono::milliseconds wait) {
+  ControlClient client(storage::vm_api_socket(name).string(), std::chrono::seconds(5));
+  return client.call(std::move(request), wait);
+}
+
+}  // namespace
+
+HostVms::HostVms(HostVmsContext context, std::optional<storage::VmStore> store)
+    : context_(std::move(context)), store_(std::move(store)) {
+  supervisor_ =
+      std::make_unique<VmmSupervisor>([this](const VmmSupervisor::Ended& e) { ended(e); });
+}
+
+HostVms::~HostVms() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (keeper_.joinable()) keeper_.join();
+  supervisor_.reset();
+}
+
+void HostVms::begin() {
+  std::lock_guard lock(mutex_);
+  if (keeper_.joinable()) return;
+  keeper_ = std::thread([this] {
+    try {
+      for (const auto& vm : supervisor_->adopt_running()) {
+        log::info("VM " + vm + ": its keel-vmm runs on; watched again");
+      }
+    } catch (const std::exception& e) {
+      log::error(std::string("cannot adopt the VMMs left running: ") + e.what());
+    }
+    keep();
+  });
+}
+
+void HostVms::poke() {
+  {
+    std::lock_guard lock(mutex_);
+    poked_ = true;
+  }
+  wake_.notify_all();
+}
+
+std::map<std::string, pid_t> HostVms::running() const {
+  return supervisor_->running();
+}
+
+void HostVms::require_store() const {
+  if (!store_) throw refused("host " + context_.host + " has no pool (keel-agent --pool)");
+}
+
+api::ClusterVm HostVms::create(const api::VmCreateRequest& request) {
+  require_store();
+  auto etcd = context_.etcd();
+  const std::string key = kVmsPrefix + request.name();
+  if (etcd->get(key)) throw refused("a VM named '" + request.name() + "' exists in the cluster");
+  auto made = store_->create(spec_of(request));
+  api::ClusterVm vm;
+  vm.set_name(made.name());
+  vm.set_storage_host(context_.host);
+  vm.set_image(made.image());
+  vm.set_cpus(made.cpus());
+  vm.set_memory_bytes(made.memory_bytes());
+  vm.set_created_at(made.created_at());
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_absent(key);
+  *txn.add_success() = EtcdClient::put_op(key, to_json(vm));
+  bool stored = false;
+  try {
+    stored = etcd->txn(txn).succeeded();
+  } catch (...) {
+    // Unknown whether it went in: the pool's VM stays only if it did.
+    try {
+      auto kv = etcd->get(key);
+      api::ClusterVm there;
+      if (kv && from_json(kv->value, &there) && there.storage_host() == context_.host &&
+          there.created_at() == vm.created_at()) {
+        return there;
+      }
+      store_->remove(vm.name());
+    } catch (const std::exception& e) {
+      log::error("VM " + vm.name() + ": left in the pool, not known in etcd: " + e.what());
+    }
+    throw;
+  }
+  if (!stored) {
+    store_->remove(vm.name());
+    throw refused("a VM named '" + request.name() + "' exists in the cluster");
+  }
+  log::info("VM " + vm.name() + " created in this host's pool");
+  return vm;
+}
+
+void HostVms::remove(const std::string& name) {
+  require_store();
+  auto etcd = context_.etcd();
+  int64_t revision = 0;
+  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, &revision);
+  if (!vm) throw refused("no VM named '" + name + "' in the cluster");
+  if (vm->storage_host() != context_.host) {
+    throw refused("VM " + name + " is stored on host " + vm->storage_host() + ", not here");
+  }
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
+  *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
+  *txn.add_success() = EtcdClient::delete_op(kVmsPrefix + name);
+  if (!etcd->txn(txn).succeeded()) {
+    if (auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr)) {
+      throw refused("VM " + name + " runs on host " + owner->host() + ": stop it first");
+    }
+    throw refused("VM " + name + " changed meanwhile: try again");
+  }
+  store_->remove(name);
+  log::info("VM " + name + " deleted");
+}
+
+uint64_t HostVms::claim(const std::string& name) {
+  const int64_t lease = context_.lease();
+  if (lease == 0) throw refused("host " + context_.host + " holds no lease yet");
+  auto etcd = context_.etcd();
+  int64_t revision = 0;
+  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, &revision);
+  if (!vm) throw refused("no VM named '" + name + "' in the cluster");
+  api::Owner owner;
+  owner.set_host(context_.host);
+  owner.set_generation(vm->generation() + 1);
+  owner.set_since(storage::utc_now());
+  vm->set_generation(owner.generation());
+  vm->set_last_host(context_.host);
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
+  *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
+  *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(*vm));
+  *txn.add_success() = EtcdClient::put_op(kOwnersPrefix + name, to_json(owner), lease);
+  if (etcd->txn(txn).succeeded()) return owner.generation();
+  if (auto holder = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr)) {
+    throw refused("VM " + name + " runs on host " + holder->host() + " (generation " +
+                  std::to_string(holder->generation()) + ")");
+  }
+  throw refused("VM " + name + " changed meanwhile: try again");
+}
+
+bool HostVms::release(const std::string& name, uint64_t generation) {
+  auto etcd = context_.etcd();
+  int64_t revision = 0;
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &revision);
+  if (!owner || owner->host() != context_.host || owner->generation() != generation) return true;
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_mod_revision(kOwnersPrefix + name, revision);
+  *txn.add_success() = EtcdClient::delete_op(kOwnersPrefix + name);
+  return etcd->txn(txn).succeeded();
+}
+
+api::VmStartResponse HostVms::start(const std::string& name) {
+  require_store();
+  if (context_.fenced()) {
+    throw refused("host " + context_.host + " is fenced (its lease is not being renewed)");
+  }
+  const auto vm = store_->get(name);
+  {
+    std::lock_guard lock(mutex_);
+    if (generations_.count(name) || starting_.count(name)) {
+      throw refused("VM " + name + " runs on this host already");
+    }
+    starting_.insert(name);
+  }
+  struct Done {
+    HostVms* self;
+    std::string name;
+    ~Done() {
+      std::lock_guard lock(self->mutex_);
+      self->starting_.erase(name);
+    }
+  } done{this, name};
+  const uint64_t generation = claim(name);
+  {
+    std::lock_guard lock(mutex_);
+    generations_[name] = generation;
+  }
+  try {
+    const fs::path memory_root = storage::vm_memory_root(*store_, name);
+    fs::create_directories(memory_root);
+    ::chmod(memory_root.c_str(), 0700);
+    std::vector<std::string> argv{vmm_program()};
+    for (auto& a : storage::vmm_arguments(*store_, vm)) argv.push_back(std::move(a));
+    argv.push_back("--fence-file");
+    argv.push_back(context_.fence_file);
+    const pid_t pid = supervisor_->start({name, argv, store_->path(name) / "keel-vmm.log"});
+    if (!vm.resume_from().empty()) store_->forget_resume_state(name);
+    log::info("VM " + name + " started (keel-vmm " + std::to_string(pid) + ", generation " +
+              std::to_string(generation) + ")");
+    api::VmStartResponse out;
+    out.set_host(context_.host);
+    out.set_generation(generation);
+    out.set_pid(static_cast<uint32_t>(pid));
+    out.set_socket(storage::vm_api_socket(name).string());
+    return out;
+  } catch (...) {
+    {
+      std::lock_guard lock(mutex_);
+      generations_.erase(name);
+    }
+    try {
+      if (!release(name, generation)) log::error("VM " + name + ": owner record left behind");
+    } catch (const std::exception& e) {
+      std::lock_guard lock(mutex_);
+      to_release_[name] = generation;
+    }
+    throw;
+  }
+}
+
+void HostVms::stop(const api::VmStopRequest& request) {
+  const auto all = running();
+  auto it = all.find(request.name());
+  if (it == all.end()) throw refused("VM " + request.name() + " is not running on this host");
+  keel::api::v1::Request vmm_request;
+  const uint32_t timeout_ms = request.timeout_ms() != 0 ? request.timeout_ms() : 60000;
+  if (request.force()) {
+    vmm_request.mutable_kill();
+  } else {
+    vmm_request.mutable_shutdown()->set_timeout_ms(timeout_ms);
+  }
+  try {
+    auto response =
+        call_vmm(request.name(), vmm_request, std::chrono::milliseconds(timeout_ms) + kStopGrace);
+    if (!response.ok()) {
+      throw refused("VM " + request.name() + ": " + response.error().message());
+    }
+  } catch (const ControlClientError& e) {
+    // A VMM that does not answer is ended the hard way.
+    log::warning("VM " + request.name() + ": " + e.what() + "; killing its keel-vmm");
+    ::kill(it->second, SIGKILL);
+  }
+  // The answer comes as the machine stops; the process ends right after.
+  const auto until = std::chrono::steady_clock::now() + kStopGrace;
+  while (running().count(request.name()) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (running().count(request.name())) {
+    throw AgentError(AgentError::Code::kInternal, "keel-vmm " + std::to_string(it->second) +
+                                                      " of VM " + request.name() + " still runs " +
+                                                      std::to_string(kStopGrace.count()) +
+                                                      " s after it was told to stop");
+  }
+}
+
+void HostVms::ended(const VmmSupervisor::Ended& end) {
+  log::info("VM " + end.vm + ": keel-vmm " + std::to_string(end.pid) + " ended" +
+            (end.last_words.empty() ? "" : ": " + end.last_words));
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = generations_.find(end.vm);
+    if (it == generations_.end()) return;
+    generation = it->second;
+    generations_.erase(it);
+    to_release_[end.vm] = generation;
+  }
+  poke();
+}
+
+void HostVms::keep() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    wake_.wait_for(lock, kKeepEvery, [this] { return stopping_ || poked_; });
+    if (stopping_) return;
+    poked_ = false;
+    auto releases = to_release_;
+    lock.unlock();
+    if (!context_.fenced() && context_.lease() != 0) {
+      for (const auto& [name, generation] : releases) {
+        try {
+          if (release(name, generation)) {
+            std::lock_guard relock(mutex_);
+            if (to_release_[name] == generation) to_release_.erase(name);
+          }
+        } catch (const std::exception& e) {
+          log::info("VM " + name + ": owner record not given up yet: " + e.what());
+        }
+      }
+      for (const auto& [name, pid] : running()) {
+        {
+          std::lock_guard relock(mutex_);
+          if (starting_.count(name)) continue;
+        }
+        try {
+          keep_one(name, pid);
+        } catch (const std::exception& e) {
+          log::info("VM " + name + ": " + e.what());
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
+void HostVms::keep_one(const std::string& name, pid_t pid) {
+  auto etcd = context_.etcd();
+  std::optional<uint64_t> mine;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = generations_.find(name); it != generations_.end()) mine = it->second;
+  }
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr);
+  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
+  std::string moved;
+  if (owner) {
+    if (owner->host() == context_.host && (!mine || *mine == owner->generation())) {
+      std::lock_guard lock(mutex_);
+      generations_[name] = owner->generation();
+    } else {
+      moved = "it runs on host " + owner->host() + " (generation " +
+              std::to_string(owner->generation()) + ")";
+    }
+  } else if (!vm) {
+    moved = "it is no longer in the cluster";
+  } else if (vm->last_host() == context_.host && (!mine || *mine == vm->generation())) {
+    // The lease had expired and nobody took the VM: this host takes it again.
+    const uint64_t generation = claim(name);
+    std::lock_guard lock(mutex_);
+    generations_[name] = generation;
+    log::info("VM " + name + " is this host's again (generation " + std::to_string(generation) +
+              ")");
+  } else {
+    moved = "it moved to host " + vm->last_host() + " (generation " +
+            std::to_string(vm->generation()) + ")";
+  }
+  if (!moved.empty()) {
+    {
+      std::lock_guard lock(mutex_);
+      generations_.erase(name);
+    }
+    log::warning("VM " + name + ": " + moved + ": its paused keel-vmm " + std::to_string(pid) +
+                 " here is ended, its state discarded");
+    ::kill(pid, SIGKILL);
+    return;
+  }
+  keel::api::v1::Request status;
+  status.mutable_status();
+  auto answer = call_vmm(name, status, std::chrono::seconds(2));
+  if (answer.ok() && answer.status().paused_by_fence() && !answer.status().fenced()) {
+    keel::api::v1::Request resume;
+    resume.mutable_resume();
+    auto resumed = call_vmm(name, resume, std::chrono::seconds(5));
+    if (resumed.ok()) {
+      log::info("VM " + name + " resumed: still this host's after the fence");
+    } else {
+      log::warning("VM " + name + ": not resumed: " + resumed.error().message());
+    }
+  }
+}
+
+}  // namespace keel::cluster

@@ -1,0 +1,96 @@
+// This host's part of the cluster's VMs: the VMs its pool stores (create,
+// delete) and the ones it runs (start, stop), each run bound to an owner
+// record in etcd (/keel/owners/NAME on the host's lease, with the VM's
+// generation). A keeper thread holds the host to what etcd says, once a
+// second and after each renewal of the lease:
+//   - a VMM that ended gives its owner record up;
+//   - a VM still this host's (its owner record, or none while it last ran
+//     here at the same generation: the lease had expired meanwhile, and
+//     nobody took the VM) is taken again and, when its VMM paused it at
+//     the fence, resumed;
+//   - a VM that moved (another host, or another generation) has its VMM
+//     here killed: its guest was paused since the fence and its state is
+//     stale.
+// Nothing of this runs while the host is fenced.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "cluster/etcd_client.h"
+#include "cluster/vmm_supervisor.h"
+#include "proto/agent.pb.h"
+#include "storage/vm_store.h"
+
+namespace keel::cluster {
+
+struct HostVmsContext {
+  std::string host;
+  std::string fence_file;  // --fence-file of the VMMs
+  std::function<std::shared_ptr<EtcdClient>()> etcd;
+  std::function<int64_t()> lease;  // the host's lease; 0 while it has none
+  std::function<bool()> fenced;
+};
+
+class HostVms {
+ public:
+  // `store`: the host's pool, when it has one.
+  HostVms(HostVmsContext context, std::optional<storage::VmStore> store);
+  // Stops the keeper; the VMMs run on (a restarted agent adopts them).
+  ~HostVms();
+  HostVms(const HostVms&) = delete;
+  HostVms& operator=(const HostVms&) = delete;
+
+  // Once the host has its lease: adopts the VMMs left running and starts
+  // the keeper.
+  void begin();
+
+  // In this host's pool, then in etcd (refused when the name is taken
+  // there; the pool's VM goes again).
+  keel::agent::v1::ClusterVm create(const keel::agent::v1::VmCreateRequest& request);
+  // Out of etcd while nobody owns it, then out of the pool.
+  void remove(const std::string& name);
+
+  // Takes the VM (a transaction: no owner, the record as read) and starts
+  // its keel-vmm; the owner record goes again when the start fails.
+  keel::agent::v1::VmStartResponse start(const std::string& name);
+  void stop(const keel::agent::v1::VmStopRequest& request);
+
+  // VM name to PID of the keel-vmm processes running here.
+  std::map<std::string, pid_t> running() const;
+
+  // Wakes the keeper now (the lease was renewed).
+  void poke();
+
+ private:
+  void require_store() const;
+  // The owner record for this host with the next generation, in one
+  // transaction with the VM's record; the new generation.
+  uint64_t claim(const std::string& name);
+  // Gives up the owner record if it is still this host's at `generation`.
+  bool release(const std::string& name, uint64_t generation);
+  void ended(const VmmSupervisor::Ended& end);
+  void keep();
+  void keep_one(const std::string& name, pid_t pid);
+
+  HostVmsContext context_;
+  std::optional<storage::VmStore> store_;
+  mutable std::mutex mutex_;
+  std::map<std::string, uint64_t> generations_;  // of the VMs this host runs
+  std::map<std::string, uint64_t> to_release_;   // ended, owner record not yet given up
+  std::set<std::string> starting_;
+  bool stopping_ = false;
+  bool poked_ = false;
+  std::condition_variable wake_;
+  std::unique_ptr<VmmSupervisor> supervisor_;
+  std::thread keeper_;
+};
+
+}  // namespace keel::cluster
