@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "tests/support/live_vmm.h"
 #include "tests/support/vmm_run.h"
 
 namespace keel::testing {
@@ -126,7 +127,7 @@ void TestCluster::start_agent(unsigned host, const std::vector<std::string>& ext
   while (std::chrono::steady_clock::now() < until) {
     if (slot->try_wait()) break;
     auto r = run_command(
-        {"ip", "netns", "exec", ns(host), KEEL_KEELCTL_PATH, "--wait", "1", "cluster", "status"},
+        {"ip", "netns", "exec", ns(host), keelctl_path(), "--wait", "1", "cluster", "status"},
         std::chrono::seconds(10));
     if (r.exit_code != 3 && r.exit_code != 4) return;  // it answered (whatever it said)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -173,7 +174,7 @@ pid_t TestCluster::etcd_pid(unsigned host) const {
 
 CommandResult TestCluster::keelctl(unsigned host, const std::vector<std::string>& args,
                                    std::chrono::seconds timeout) const {
-  std::vector<std::string> argv = {"ip", "netns", "exec", ns(host), KEEL_KEELCTL_PATH};
+  std::vector<std::string> argv = {"ip", "netns", "exec", ns(host), keelctl_path()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(argv, timeout);
 }
@@ -198,7 +199,7 @@ void TestCluster::make_pools(const std::string& image, const std::string& cmdlin
              {"pool", "init", pool(h)},
              {"image", "import", image, "--disk", disk, "--kernel", testos_bzimage(), "--cmdline",
               cmdline}}) {
-      std::vector<std::string> argv = {KEEL_KEELCTL_PATH};
+      std::vector<std::string> argv = {keelctl_path()};
       argv.insert(argv.end(), args.begin(), args.end());
       auto r = run_command(argv, std::chrono::seconds(120), env);
       if (r.exit_code != 0) {

@@ -1,0 +1,172 @@
+// VMs running in a cluster of 3 hosts made of network namespaces, each
+// with its own etcd member, keel-agent and pool (KVM directly or in the
+// box): started on the host the agent picks, one owner at a time, adopted
+// by a restarted agent, paused when their host is cut off or its agent
+// stopped, not started elsewhere while the owner's lease lives, taken back
+// and resumed when the host returns.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+
+#include "proto/agent.pb.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
+#include "tests/support/test_cluster.h"
+#include "tests/support/vmm_run.h"
+
+namespace keel::testing {
+namespace {
+
+namespace api = ::keel::agent::v1;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+bool wait_until(const std::function<bool()>& done, milliseconds limit) {
+  const auto until = Clock::now() + limit;
+  while (Clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  return done();
+}
+
+// keel-vmm's status through its socket; a default one when it does not
+// answer.
+keel::api::v1::StatusResult vmm_status(const std::string& socket) {
+  auto r = run_command({keelctl_path(), "--socket", socket, "--json", "status"}, seconds(30));
+  keel::api::v1::Response response;
+  if (r.exit_code != 0 || !google::protobuf::util::JsonStringToMessage(r.out, &response).ok()) {
+    return {};
+  }
+  return response.status();
+}
+
+api::VmListResponse vm_list(const TestCluster& c, unsigned host) {
+  auto r = c.keelctl(host, {"--json", "vm", "list"});
+  api::VmListResponse out;
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &out).ok()) << r.out;
+  return out;
+}
+
+// Heartbeats on the VM's console since `from` (its length then).
+bool beats_after(const TestCluster& c, unsigned host, const std::string& vm, size_t from) {
+  const std::string text = c.console(host, vm);
+  return text.size() > from && text.find("testos: beat ", from) != std::string::npos;
+}
+
+TEST(ClusterVms, RunOnOneHostPauseWhenCutOffAndComeBack) {
+  TestCluster c(3);
+  c.make_pools("beat", "job=heartbeat interval_ms=100 count=0");
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  auto r = c.keelctl(
+      1, {"vm", "create", "a", "--image", "beat", "--memory", "64M", "--storage-host", "h2"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+
+  // Started from h3, placed by the agent (the disk is on h2), with the reason.
+  r = c.keelctl(3, {"vm", "start", "a"});
+  ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(2, "a");
+  EXPECT_NE(r.out.find("started a on host h2 (the most free memory"), std::string::npos) << r.out;
+  const std::string socket = c.vm_socket(2, "a");
+  ASSERT_TRUE(wait_until([&] { return beats_after(c, 2, "a", 0); }, seconds(120)))
+      << c.console(2, "a");
+  auto list = vm_list(c, 1);
+  ASSERT_EQ(list.vms_size(), 1);
+  EXPECT_TRUE(list.vms(0).running());
+  EXPECT_EQ(list.vms(0).owner().host(), "h2");
+  EXPECT_EQ(list.vms(0).owner().generation(), 1u);
+  r = c.keelctl(1, {"vm", "start", "a"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("VM a runs on host h2"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"--json", "cluster", "status"});
+  api::ClusterStatusResponse status;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &status).ok()) << show(r);
+  for (const auto& h : status.hosts()) EXPECT_EQ(h.vms(), h.host().name() == "h2" ? 1u : 0u);
+
+  // h2's agent restarted: the guest runs on, the VMM is adopted (the stop
+  // below goes through the new agent) and the VM stays h2's. (A restart
+  // longer than the lease's TTL, as in the box, lets the lease expire: the
+  // VMM pauses at the fence, and the new agent takes the VM again, at the
+  // next generation, since nobody else did.)
+  const uint32_t pid = vmm_status(socket).pid();
+  ASSERT_NE(pid, 0u);
+  c.stop_agent(2);
+  c.start_agent(2);
+  size_t seen = c.console(2, "a").size();
+  EXPECT_TRUE(wait_until([&] { return beats_after(c, 2, "a", seen); }, seconds(30)));
+  EXPECT_EQ(vmm_status(socket).pid(), pid);
+  list = vm_list(c, 3);
+  EXPECT_EQ(list.vms(0).owner().host(), "h2");
+  EXPECT_GE(list.vms(0).owner().generation(), 1u);
+  r = c.keelctl(1, {"vm", "stop", "a"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("stopped a on host h2"), std::string::npos) << r.out;
+  EXPECT_TRUE(wait_until([&] { return !vm_list(c, 3).vms(0).running(); }, seconds(10)));
+
+  // Started again (the next generation), then h2 cut off: its VMM pauses the guest
+  // at the fence; the majority refuses to start it while h2's lease lives,
+  // and cannot start it elsewhere (its disk is on h2).
+  r = c.keelctl(1, {"--json", "vm", "start", "a", "--host", "h2"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  api::VmStartResponse started;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &started).ok()) << r.out;
+  ASSERT_TRUE(wait_until([&] { return vmm_status(socket).state() == 1; }, seconds(60)));
+  const auto cut_at = Clock::now();
+  c.cut(2);
+  ASSERT_TRUE(wait_until([&] { return vmm_status(socket).paused_by_fence(); }, seconds(20)))
+      << "the guest was not paused after h2 was cut off";
+  const auto paused_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - cut_at).count();
+  std::cout << "cut link to guest paused: " << paused_ms << " ms\n";
+  r = c.keelctl(1, {"vm", "start", "a"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  seen = c.console(2, "a").size();
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto s = c.keelctl(1, {"vm", "start", "a"});
+        return s.err.find("h2: its agent is not alive") != std::string::npos;
+      },
+      seconds(20)))
+      << "h2's lease did not expire on the majority's side";
+  EXPECT_TRUE(vmm_status(socket).paused_by_fence());
+  EXPECT_EQ(c.console(2, "a").size(), seen) << "the guest ran while its host was cut off";
+
+  // Back: nobody took the VM, so h2 takes it again (the next generation)
+  // and resumes the guest.
+  c.heal(2);
+  ASSERT_TRUE(wait_until([&] { return vmm_status(socket).state() == 1; }, seconds(30)))
+      << "the guest was not resumed after h2 came back";
+  EXPECT_TRUE(wait_until([&] { return beats_after(c, 2, "a", seen); }, seconds(30)));
+  list = vm_list(c, 1);
+  EXPECT_EQ(list.vms(0).owner().host(), "h2");
+  EXPECT_EQ(list.vms(0).owner().generation(), started.generation() + 1);
+
+  // h2's agent stopped (SIGSTOP): the VMMs pause themselves at the fence;
+  // continued, the agent resumes them.
+  c.signal_agent(2, SIGSTOP);
+  const bool paused = wait_until([&] { return vmm_status(socket).paused_by_fence(); }, seconds(20));
+  c.signal_agent(2, SIGCONT);
+  EXPECT_TRUE(paused) << "the guest ran on under a stopped agent";
+  EXPECT_TRUE(wait_until([&] { return vmm_status(socket).state() == 1; }, seconds(30)))
+      << "the guest was not resumed after the agent continued";
+
+  r = c.keelctl(3, {"vm", "stop", "a", "--force"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_TRUE(wait_until([&] { return !vm_list(c, 1).vms(0).running(); }, seconds(10)));
+  r = c.keelctl(3, {"vm", "delete", "a"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+}
+
+}  // namespace
+}  // namespace keel::testing
+
+int main(int argc, char** argv) {
+  keel::testing::enter_private_network();
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
