@@ -54,6 +54,7 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
   HostVmsContext vms;
   vms.host = settings_.name;
   vms.fence_file = (fs::path(settings_.state_dir) / "fence").string();
+  vms.vms_dir = (fs::path(settings_.state_dir) / "vms").string();
   vms.etcd = [this] { return etcd(); };
   vms.lease = [this]() -> int64_t {
     std::lock_guard lock(mutex_);
@@ -108,7 +109,16 @@ void Agent::on_cluster_address(std::function<void(const std::string&)> listen) {
     listen_ = std::move(listen);
     if (state_.joined() && address_problem_.empty()) address = state_.cluster_address();
   }
-  if (!address.empty()) listen_(address);
+  if (!address.empty()) serve_address(address);
+}
+
+void Agent::serve_address(const std::string& address) {
+  if (listen_) listen_(address);
+  try {
+    vms_->serve_nbd(address);
+  } catch (const std::exception& e) {
+    log::error("cannot serve the pool's disks over NBD: " + std::string(e.what()));
+  }
 }
 
 std::vector<std::string> Agent::endpoints() const {

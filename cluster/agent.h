@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cluster/agent_error.h"
+#include "cluster/cluster_keys.h"
 #include "cluster/etcd_client.h"
 #include "proto/agent.pb.h"
 
@@ -23,7 +24,6 @@ class EtcdMember;
 class HostLease;
 class HostVms;
 
-inline constexpr int kAgentPort = 7400;
 inline constexpr unsigned kMaxHosts = 7;
 
 struct AgentSettings {
@@ -79,6 +79,9 @@ class Agent {
   keel::agent::v1::VmStartResponse host_vm_start(const keel::agent::v1::VmStartRequest& r);
   keel::agent::v1::VmStopResponse host_vm_stop(const keel::agent::v1::VmStopRequest& r);
   keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
+  // `each` is given every chunk; it returns false when the caller went away.
+  void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
+                     const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
 
   bool fenced() const;
 
@@ -97,6 +100,9 @@ class Agent {
   };
 
   std::vector<std::string> endpoints() const;
+  // The host has a cluster address: the peers' API and the pool's NBD
+  // exports are served there.
+  void serve_address(const std::string& address);
   // The client of the moment (a copy: it lives as long as the caller uses
   // it); AgentError when the host has none (in no cluster).
   std::shared_ptr<EtcdClient> etcd() const;

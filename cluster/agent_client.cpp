@@ -45,6 +45,27 @@ Response AgentClient::call(Method method, const Request& request) {
   throw AgentCallError(status.error_code(), message, unreachable);
 }
 
+void AgentClient::host_vm_files(const api::VmFilesRequest& r,
+                                const std::function<void(const api::VmFileChunk&)>& each) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout_);
+  auto reader = stub_->stub->HostVmFiles(&context, r);
+  api::VmFileChunk chunk;
+  try {
+    while (reader->Read(&chunk)) each(chunk);
+  } catch (...) {
+    context.TryCancel();
+    reader->Finish();
+    throw;
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    throw AgentCallError(status.error_code(),
+                         "agent at " + address_ + ": " + status.error_message(),
+                         status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  }
+}
+
 api::HelloResponse AgentClient::hello() {
   return call<api::HelloRequest, api::HelloResponse>(&api::Agent::Stub::Hello, {});
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -50,6 +51,9 @@ class AgentClient {
   keel::agent::v1::VmStartResponse host_vm_start(const keel::agent::v1::VmStartRequest& r);
   keel::agent::v1::VmStopResponse host_vm_stop(const keel::agent::v1::VmStopRequest& r);
   keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
+  // Calls `each` with every chunk the storage host sends.
+  void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
+                     const std::function<void(const keel::agent::v1::VmFileChunk&)>& each);
 
   struct Stub;
 

@@ -122,6 +122,15 @@ class Service final : public api::Agent::Service {
     return answer("host vm delete", [&] { *out = agent_.host_vm_delete(*in); });
   }
 
+  grpc::Status HostVmFiles(grpc::ServerContext* context, const api::VmFilesRequest* in,
+                           grpc::ServerWriter<api::VmFileChunk>* out) override {
+    return answer("host vm files", [&] {
+      agent_.host_vm_files(*in, [&](const api::VmFileChunk& chunk) {
+        return !context->IsCancelled() && out->Write(chunk);
+      });
+    });
+  }
+
  private:
   static grpc::Status operators_only() {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,

@@ -41,4 +41,9 @@ std::string peer_url_line(const std::string& name, const std::string& address) {
   return name + "=" + peer_url(address);
 }
 
+std::string host_port(const std::string& address, int port) {
+  const bool v6 = address.find(':') != std::string::npos;
+  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
+
 }  // namespace keel::cluster

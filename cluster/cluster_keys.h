@@ -9,6 +9,9 @@
 
 namespace keel::cluster {
 
+// The agents' API on each host's cluster address.
+inline constexpr int kAgentPort = 7400;
+
 inline const std::string kClusterKey = "/keel/cluster";  // Cluster
 inline const std::string kHostsPrefix = "/keel/hosts/";  // + NAME: Host
 inline const std::string kAlivePrefix = "/keel/alive/";  // + NAME: Alive, on the host's lease
@@ -23,6 +26,9 @@ bool from_json(const std::string& json, google::protobuf::Message* record);
 // Empty when `name` may name a host (1 to 63 of a-z, 0-9 and '-', starting
 // with a letter or digit: it is also its etcd member's name); else why not.
 std::string host_name_problem(const std::string& name);
+
+// ADDR:PORT, an IPv6 address in brackets.
+std::string host_port(const std::string& address, int port);
 
 // etcd's --initial-cluster entry for one member: NAME=http://ADDR:2380.
 std::string peer_url_line(const std::string& name, const std::string& address);

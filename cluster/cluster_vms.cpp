@@ -83,7 +83,7 @@ auto Agent::on_host(const ClusterView& view, const std::string& host, Local loca
   auto found = view.hosts.find(host);
   if (found == view.hosts.end()) throw refused("no host named '" + host + "' in the cluster");
   try {
-    AgentClient client(found->second.cluster_address() + ":" + std::to_string(kAgentPort), timeout);
+    AgentClient client(host_port(found->second.cluster_address(), kAgentPort), timeout);
     return remote(client);
   } catch (const AgentCallError& e) {
     throw forwarded_error(host, e);
@@ -157,9 +157,9 @@ api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
         c.unfit = "its agent is not alive";
       } else if (!has_role(host, api::ROLE_COMPUTE)) {
         c.unfit = "not a compute host";
-      } else if (name != vm->second.storage_host()) {
-        // Disks reached over NBD from another host: not yet.
-        c.unfit = "the VM's disk is on host " + vm->second.storage_host();
+      } else if (!view.alive.count(vm->second.storage_host())) {
+        c.unfit =
+            "the VM's disk is on host " + vm->second.storage_host() + ", whose agent is not alive";
       }
       candidates.push_back(c);
     }
@@ -294,6 +294,13 @@ api::VmStopResponse Agent::host_vm_stop(const api::VmStopRequest& request) {
     out.set_host(settings_.name);
     return out;
   });
+}
+
+void Agent::host_vm_files(const api::VmFilesRequest& request,
+                          const std::function<bool(const api::VmFileChunk&)>& each) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  vms_->send_files(request.name(), each);
 }
 
 api::VmDeleteResponse Agent::host_vm_delete(const api::VmDeleteRequest& request) {

@@ -4,11 +4,14 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 
+#include "cluster/agent_client.h"
 #include "cluster/agent_error.h"
 #include "cluster/cluster_keys.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/tcp_endpoint.h"
 #include "control/control_client.h"
 #include "storage/json_record.h"
 #include "storage/vm_runtime.h"
@@ -22,6 +25,9 @@ namespace {
 
 constexpr auto kKeepEvery = std::chrono::seconds(1);
 constexpr auto kStopGrace = std::chrono::seconds(10);
+constexpr size_t kFileChunk = 256 << 10;
+// Fetching a VM's boot files (tens of MiB) from its storage host.
+constexpr auto kFetchTimeout = std::chrono::seconds(120);
 
 template <class Record>
 std::optional<Record> read_record(EtcdClient& etcd, const std::string& key, int64_t* revision) {
@@ -73,7 +79,122 @@ HostVms::~HostVms() {
   }
   wake_.notify_all();
   if (keeper_.joinable()) keeper_.join();
+  if (nbd_) nbd_->stop();
+  if (nbd_thread_.joinable()) nbd_thread_.join();
   supervisor_.reset();
+}
+
+void HostVms::serve_nbd(const std::string& address) {
+  if (!store_) return;
+  if (nbd_) nbd_->stop();
+  if (nbd_thread_.joinable()) nbd_thread_.join();
+  nbd_.reset();
+  if (!catalog_) {
+    catalog_ = std::make_shared<ClusterNbdCatalog>(*store_, [this] { return owner_addresses(); });
+  }
+  nbd_ = std::make_unique<storage::NbdServer>(
+      catalog_, parse_host_port(host_port(address, kNbdPort), "the NBD address"));
+  nbd_thread_ = std::thread([server = nbd_.get()] { server->run(); });
+  log::info("serving this pool's VM disks over NBD at " + host_port(address, kNbdPort) +
+            " to their owners");
+}
+
+std::map<std::string, std::string> HostVms::owner_addresses() {
+  auto etcd = context_.etcd();
+  std::map<std::string, std::string> address;
+  for (const auto& kv : etcd->list(kHostsPrefix)) {
+    api::Host host;
+    if (from_json(kv.value, &host)) address[host.name()] = host.cluster_address();
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& kv : etcd->list(kOwnersPrefix)) {
+    api::Owner owner;
+    if (from_json(kv.value, &owner))
+      out[kv.key.substr(kOwnersPrefix.size())] = address[owner.host()];
+  }
+  return out;
+}
+
+std::string HostVms::address_of(const std::string& name) {
+  auto host = read_record<api::Host>(*context_.etcd(), kHostsPrefix + name, nullptr);
+  if (!host) throw refused("no host named '" + name + "' in the cluster");
+  return host->cluster_address();
+}
+
+void HostVms::send_files(const std::string& name,
+                         const std::function<bool(const api::VmFileChunk&)>& each) {
+  require_store();
+  store_->get(name);  // InputError when it is not a VM of this pool
+  const fs::path current = store_->current(name);
+  for (const char* file : {"vm.json", "kernel", "initrd"}) {
+    std::ifstream in(current / file, std::ios::binary);
+    if (!in) {
+      if (std::string(file) == "initrd") continue;
+      throw AgentError(AgentError::Code::kInternal,
+                       "VM " + name + ": cannot read its " + file + " in this pool");
+    }
+    std::string buffer(kFileChunk, '\0');
+    bool last = false;
+    while (!last) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      const auto got = static_cast<size_t>(in.gcount());
+      last = got < buffer.size();
+      api::VmFileChunk chunk;
+      chunk.set_file(file);
+      chunk.set_data(buffer.data(), got);
+      chunk.set_last(last);
+      if (!each(chunk)) throw AgentError(AgentError::Code::kUnavailable, "the receiver went away");
+    }
+  }
+}
+
+storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string& storage_address,
+                                      keel::pool::v1::Vm* vm) {
+  const fs::path dir = fs::path(context_.vms_dir) / name;
+  const fs::path incoming = dir / ".incoming";
+  fs::remove_all(incoming);
+  fs::create_directories(incoming);
+  ::chmod(dir.c_str(), 0700);
+  std::map<std::string, std::ofstream> out;
+  std::set<std::string> whole;
+  AgentClient client(host_port(storage_address, kAgentPort), kFetchTimeout);
+  api::VmFilesRequest request;
+  request.set_name(name);
+  client.host_vm_files(request, [&](const api::VmFileChunk& chunk) {
+    const std::string& file = chunk.file();
+    if (file != "vm.json" && file != "kernel" && file != "initrd") {
+      throw AgentError(AgentError::Code::kInternal, "the storage host sent a file '" + file + "'");
+    }
+    auto& stream = out[file];
+    if (!stream.is_open()) stream.open(incoming / file, std::ios::binary | std::ios::trunc);
+    stream.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    if (!stream) throw std::runtime_error("cannot write " + (incoming / file).string());
+    if (chunk.last()) {
+      stream.close();
+      whole.insert(file);
+    }
+  });
+  if (!whole.count("vm.json") || !whole.count("kernel")) {
+    throw AgentError(AgentError::Code::kInternal,
+                     "VM " + name + ": its storage host sent no whole vm.json and kernel");
+  }
+  storage::read_json_record(incoming / "vm.json", vm);
+  if (vm->name() != name) {
+    throw AgentError(AgentError::Code::kInternal, "VM " + name + ": its vm.json names another");
+  }
+  fs::create_directories(dir / "boot");
+  fs::remove(dir / "boot" / "initrd");
+  for (const auto& file : whole) fs::rename(incoming / file, dir / "boot" / file);
+  fs::remove_all(incoming);
+  storage::VmFiles files;
+  files.kernel = (dir / "boot" / "kernel").string();
+  if (whole.count("initrd")) files.initrd = (dir / "boot" / "initrd").string();
+  const std::string nbd = "nbd=tcp:" + host_port(storage_address, kNbdPort) + "/";
+  files.disk = nbd + name;
+  files.seed = nbd + name + "/seed";
+  files.console = dir / "console.log";
+  files.memory_root = dir / "memory";
+  return files;
 }
 
 void HostVms::begin() {
@@ -210,11 +331,13 @@ bool HostVms::release(const std::string& name, uint64_t generation) {
 }
 
 api::VmStartResponse HostVms::start(const std::string& name) {
-  require_store();
   if (context_.fenced()) {
     throw refused("host " + context_.host + " is fenced (its lease is not being renewed)");
   }
-  const auto vm = store_->get(name);
+  auto record = read_record<api::ClusterVm>(*context_.etcd(), kVmsPrefix + name, nullptr);
+  if (!record) throw refused("no VM named '" + name + "' in the cluster");
+  const bool local = record->storage_host() == context_.host;
+  if (local) require_store();
   {
     std::lock_guard lock(mutex_);
     if (generations_.count(name) || starting_.count(name)) {
@@ -230,21 +353,37 @@ api::VmStartResponse HostVms::start(const std::string& name) {
       self->starting_.erase(name);
     }
   } done{this, name};
+  keel::pool::v1::Vm vm;
+  storage::VmFiles files;
+  fs::path log;
+  if (local) {
+    vm = store_->get(name);
+    files = storage::local_vm_files(*store_, vm);
+    log = store_->path(name) / "keel-vmm.log";
+  } else {
+    // Its boot files from its storage host; its disks over NBD from there,
+    // opened once this host owns the VM.
+    files = fetch_files(name, address_of(record->storage_host()), &vm);
+    if (!vm.resume_from().empty()) {
+      throw refused("VM " + name + " resumes from a memory snapshot kept on host " +
+                    record->storage_host() + ": start it there");
+    }
+    log = fs::path(context_.vms_dir) / name / "keel-vmm.log";
+  }
   const uint64_t generation = claim(name);
   {
     std::lock_guard lock(mutex_);
     generations_[name] = generation;
   }
   try {
-    const fs::path memory_root = storage::vm_memory_root(*store_, name);
-    fs::create_directories(memory_root);
-    ::chmod(memory_root.c_str(), 0700);
+    fs::create_directories(files.memory_root);
+    ::chmod(files.memory_root.c_str(), 0700);
     std::vector<std::string> argv{vmm_program()};
-    for (auto& a : storage::vmm_arguments(*store_, vm)) argv.push_back(std::move(a));
+    for (auto& a : storage::vmm_arguments(vm, files)) argv.push_back(std::move(a));
     argv.push_back("--fence-file");
     argv.push_back(context_.fence_file);
-    const pid_t pid = supervisor_->start({name, argv, store_->path(name) / "keel-vmm.log"});
-    if (!vm.resume_from().empty()) store_->forget_resume_state(name);
+    const pid_t pid = supervisor_->start({name, argv, log});
+    if (local && !vm.resume_from().empty()) store_->forget_resume_state(name);
     log::info("VM " + name + " started (keel-vmm " + std::to_string(pid) + ", generation " +
               std::to_string(generation) + ")");
     api::VmStartResponse out;
@@ -326,6 +465,13 @@ void HostVms::keep() {
     poked_ = false;
     auto releases = to_release_;
     lock.unlock();
+    if (catalog_) {
+      try {
+        catalog_->update(owner_addresses());
+      } catch (const std::exception& e) {
+        log::info(std::string("nbd: the VMs' owners not read: ") + e.what());
+      }
+    }
     if (!context_.fenced() && context_.lease() != 0) {
       for (const auto& [name, generation] : releases) {
         try {

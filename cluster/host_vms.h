@@ -24,16 +24,24 @@
 #include <string>
 #include <thread>
 
+#include "cluster/cluster_nbd_catalog.h"
 #include "cluster/etcd_client.h"
 #include "cluster/vmm_supervisor.h"
 #include "proto/agent.pb.h"
+#include "storage/nbd_server.h"
+#include "storage/vm_runtime.h"
 #include "storage/vm_store.h"
 
 namespace keel::cluster {
 
+inline constexpr int kNbdPort = 10809;
+
 struct HostVmsContext {
   std::string host;
   std::string fence_file;  // --fence-file of the VMMs
+  // VMs this host runs from another host's pool: their boot files,
+  // console and memory snapshots, in NAME/ below.
+  std::string vms_dir;
   std::function<std::shared_ptr<EtcdClient>()> etcd;
   std::function<int64_t()> lease;  // the host's lease; 0 while it has none
   std::function<bool()> fenced;
@@ -57,6 +65,13 @@ class HostVms {
   keel::agent::v1::ClusterVm create(const keel::agent::v1::VmCreateRequest& request);
   // Out of etcd while nobody owns it, then out of the pool.
   void remove(const std::string& name);
+  // A VM of this host's pool: `each` gets its settings and boot files in
+  // chunks (for the compute host that runs it).
+  void send_files(const std::string& name,
+                  const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
+  // Exports this pool's VM disks over NBD at ADDR:kNbdPort to their
+  // owners (cluster/cluster_nbd_catalog.h); again at a new address.
+  void serve_nbd(const std::string& address);
 
   // Takes the VM (a transaction: no owner, the record as read) and starts
   // its keel-vmm; the owner record goes again when the start fails.
@@ -79,6 +94,13 @@ class HostVms {
   void ended(const VmmSupervisor::Ended& end);
   void keep();
   void keep_one(const std::string& name, pid_t pid);
+  // VM name to its owner's cluster address, from etcd.
+  std::map<std::string, std::string> owner_addresses();
+  std::string address_of(const std::string& host);
+  // The VM's files fetched from its storage host into vms_dir/NAME; where
+  // keel-vmm finds them.
+  storage::VmFiles fetch_files(const std::string& name, const std::string& storage_address,
+                               keel::pool::v1::Vm* vm);
 
   HostVmsContext context_;
   std::optional<storage::VmStore> store_;
@@ -90,6 +112,9 @@ class HostVms {
   bool poked_ = false;
   std::condition_variable wake_;
   std::unique_ptr<VmmSupervisor> supervisor_;
+  std::shared_ptr<ClusterNbdCatalog> catalog_;
+  std::unique_ptr<storage::NbdServer> nbd_;
+  std::thread nbd_thread_;
   std::thread keeper_;
 };
 

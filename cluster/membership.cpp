@@ -34,8 +34,7 @@ void check_own_address(const std::string& address) {
 }
 
 std::string agent_address(const std::string& address) {
-  bool v6 = address.find(':') != std::string::npos;
-  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(kAgentPort);
+  return host_port(address, kAgentPort);
 }
 
 std::string random_token() {
@@ -95,7 +94,7 @@ api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
     throw;
   }
   log::info("cluster " + s.cluster_id() + " formed with this host (" + request.address() + ")");
-  if (listen_) listen_(request.address());
+  serve_address(request.address());
   api::ClusterInitResponse out;
   out.set_cluster_id(s.cluster_id());
   for (auto& note : cluster_notes(1)) out.add_notes(note);
@@ -215,7 +214,7 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     throw;
   }
   log::info("joined cluster " + s.cluster_id() + " through " + request.peer());
-  if (listen_) listen_(request.address());
+  serve_address(request.address());
   api::ClusterJoinResponse out;
   out.set_cluster_id(s.cluster_id());
   out.set_hosts(admitted.hosts());
@@ -383,7 +382,7 @@ api::HostSetAddressResponse Agent::set_address(const api::HostSetAddressRequest&
     wait_for_member(std::chrono::seconds(20));
     refresh_host_record();
     log::info("this host's cluster address is now " + request.address());
-    if (listen_) listen_(request.address());
+    serve_address(request.address());
     return api::HostSetAddressResponse();
   });
 }

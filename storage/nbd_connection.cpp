@@ -209,6 +209,7 @@ class Session {
     if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
     if (r.flags & ~allowed) return kEinval;
     if (writes && export_.read_only) return kEperm;
+    if (writes && export_.revoked && export_.revoked->load()) return kEperm;
     if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) return kEinval;
     const bool past_end = r.offset > export_.size || r.length > export_.size - r.offset;
     if (past_end) return (r.type == kCmdWrite || r.type == kCmdWriteZeroes) ? kEnospc : kEinval;

@@ -10,8 +10,10 @@
 // (simple replies only).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +26,9 @@ struct NbdExport {
   std::string description;
   uint64_t size = 0;
   bool read_only = false;
+  // Set from outside (the cluster agent, when the VM's owner moved): the
+  // connection's writes are refused from then on (EPERM).
+  std::shared_ptr<const std::atomic<bool>> revoked;
 };
 
 // What the server offers a given client (its address, as text).

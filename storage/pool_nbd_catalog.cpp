@@ -44,7 +44,7 @@ NbdCatalog::Lookup PoolNbdCatalog::find(const std::string& name, const std::stri
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) return lookup;
   lookup.verdict = Verdict::kOpen;
-  lookup.export_ = {name, path.string(), "disk of Keel VM " + name, size, false};
+  lookup.export_ = {name, path.string(), "disk of Keel VM " + name, size, false, nullptr};
   return lookup;
 }
 

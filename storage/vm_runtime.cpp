@@ -52,33 +52,47 @@ fs::path vm_memory_root(const VmStore& store, const std::string& name) {
   return store.current(name) / ".memory";
 }
 
-std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm) {
+VmFiles local_vm_files(const VmStore& store, const pool::v1::Vm& vm) {
   const fs::path current = store.current(vm.name());
-  std::vector<std::string> args;
+  VmFiles files;
+  files.kernel = (current / "kernel").string();
+  if (fs::exists(current / "initrd")) files.initrd = (current / "initrd").string();
   if (!vm.resume_from().empty()) {
+    files.restore = (vm_memory_root(store, vm.name()) / vm.resume_from()).string();
+  }
+  files.disk = "path=" + (current / "disk.raw").string();
+  files.seed = "path=" + (current / "seed.img").string();
+  files.console = store.path(vm.name()) / "console.log";
+  files.memory_root = vm_memory_root(store, vm.name());
+  return files;
+}
+
+std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm) {
+  return vmm_arguments(vm, local_vm_files(store, vm));
+}
+
+std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& files) {
+  std::vector<std::string> args;
+  if (!files.restore.empty()) {
     // The machine's shape comes from the snapshot; disks and taps from here.
-    args = {"--restore", (vm_memory_root(store, vm.name()) / vm.resume_from()).string()};
+    args = {"--restore", files.restore};
   } else {
-    args = {"--kernel", (current / "kernel").string()};
-    if (fs::exists(current / "initrd")) {
-      args.insert(args.end(), {"--initrd", (current / "initrd").string()});
-    }
+    args = {"--kernel", files.kernel};
+    if (!files.initrd.empty()) args.insert(args.end(), {"--initrd", files.initrd});
     args.insert(args.end(), {"--cmdline", vm.cmdline(), "--cpus", std::to_string(vm.cpus()),
                              "--memory", std::to_string(vm.memory_bytes() >> 20) + "M"});
   }
   if (vm.disk_bytes() != 0) {
     // The serial is what the guest reads as the disk's ID: the VM's name,
     // cut to virtio-blk's 20 bytes.
-    args.insert(args.end(), {"--disk", "path=" + (current / "disk.raw").string() +
-                                           ",serial=" + vm.name().substr(0, 20)});
+    args.insert(args.end(), {"--disk", files.disk + ",serial=" + vm.name().substr(0, 20)});
   }
-  args.insert(args.end(),
-              {"--disk", "path=" + (current / "seed.img").string() + ",readonly=on,serial=cidata"});
+  args.insert(args.end(), {"--disk", files.seed + ",readonly=on,serial=cidata"});
   if (!vm.tap().empty()) args.insert(args.end(), {"--net", "tap=" + vm.tap() + ",mac=" + vm.mac()});
   if (vm.resume_from().empty()) args.push_back("--rng");  // a restore brings its own
-  args.insert(args.end(), {"--serial", "file=" + (store.path(vm.name()) / "console.log").string(),
-                           "--api-socket", vm_api_socket(vm.name()).string(), "--snapshot-root",
-                           vm_memory_root(store, vm.name()).string()});
+  args.insert(args.end(),
+              {"--serial", "file=" + files.console.string(), "--api-socket",
+               vm_api_socket(vm.name()).string(), "--snapshot-root", files.memory_root.string()});
   return args;
 }
 

@@ -33,6 +33,21 @@ std::optional<pid_t> running_vmm(const std::string& name);
 // memory snapshots.
 std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm);
 
+// Where keel-vmm finds a VM's files: in its pool (local_vm_files), or,
+// on a compute host that is not its storage host, boot files fetched from
+// there and disks over NBD.
+struct VmFiles {
+  std::string kernel;
+  std::string initrd;   // empty: none
+  std::string restore;  // a memory snapshot to resume from; empty: boot
+  std::string disk;     // --disk's source: path=FILE or nbd=tcp:ADDR:PORT/EXPORT
+  std::string seed;     // the same, for the cloud-init seed disk
+  std::filesystem::path console;
+  std::filesystem::path memory_root;
+};
+VmFiles local_vm_files(const VmStore& store, const pool::v1::Vm& vm);
+std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& files);
+
 // Where a running VM's memory snapshots are written (keel-vmm
 // --snapshot-root): inside its subvolume, so that a Btrfs snapshot taken
 // while the guest is paused holds its memory and its disks at one instant.

@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -63,16 +64,21 @@ bool beats_after(const TestCluster& c, unsigned host, const std::string& vm, siz
 TEST(ClusterVms, RunOnOneHostPauseWhenCutOffAndComeBack) {
   TestCluster c(3);
   c.make_pools("beat", "job=heartbeat interval_ms=100 count=0");
-  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  // h2 alone runs VMs.
+  c.start_agent(1, {"--roles", "storage"});
+  c.start_agent(2);
+  c.start_agent(3, {"--roles", "storage"});
   c.form(3);
   auto r = c.keelctl(
       1, {"vm", "create", "a", "--image", "beat", "--memory", "64M", "--storage-host", "h2"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
 
-  // Started from h3, placed by the agent (the disk is on h2), with the reason.
+  // Started from h3, placed by the agent (h2: the only compute host), with
+  // the reason.
   r = c.keelctl(3, {"vm", "start", "a"});
   ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(2, "a");
   EXPECT_NE(r.out.find("started a on host h2 (the most free memory"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h1: not a compute host"), std::string::npos) << r.out;
   const std::string socket = c.vm_socket(2, "a");
   ASSERT_TRUE(wait_until([&] { return beats_after(c, 2, "a", 0); }, seconds(120)))
       << c.console(2, "a");
@@ -160,6 +166,67 @@ TEST(ClusterVms, RunOnOneHostPauseWhenCutOffAndComeBack) {
   EXPECT_TRUE(wait_until([&] { return !vm_list(c, 1).vms(0).running(); }, seconds(10)));
   r = c.keelctl(3, {"vm", "delete", "a"});
   EXPECT_EQ(r.exit_code, 0) << show(r);
+}
+
+// A VM stored on h1 runs on h3 (its disks over NBD, its boot files fetched);
+// h3 cut off: the guest pauses there, the majority starts it on another host
+// once h3's lease expired (refused before), h1 refuses h3's writes from
+// then on, and h3, back, discards its copy. On the test's clock, no beat
+// came from h3 after its guest paused.
+TEST(ClusterVms, MoveToAnotherHostWhenTheirHostIsCutOff) {
+  TestCluster c(3);
+  c.make_pools("beat", "job=heartbeat interval_ms=100 count=0");
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  auto r = c.keelctl(
+      2, {"vm", "create", "b", "--image", "beat", "--memory", "64M", "--storage-host", "h1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(2, {"vm", "start", "b", "--host", "h3"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  const std::string socket3 = c.vm_socket(3, "b");
+  ASSERT_TRUE(wait_until([&] { return beats_after(c, 3, "b", 0); }, seconds(120)))
+      << c.console(3, "b");
+
+  c.cut(3);
+  ASSERT_TRUE(wait_until([&] { return vmm_status(socket3).paused_by_fence(); }, seconds(20)));
+  const size_t paused_console = c.console(3, "b").size();
+  r = c.keelctl(1, {"vm", "start", "b"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("VM b runs on host h3"), std::string::npos) << r.err;
+  std::string moved_to;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = c.keelctl(1, {"--json", "vm", "start", "b"});
+        api::VmStartResponse out;
+        if (s.exit_code != 0 || !google::protobuf::util::JsonStringToMessage(s.out, &out).ok()) {
+          return false;
+        }
+        moved_to = out.host();
+        return true;
+      },
+      seconds(30)))
+      << "the majority never started the VM elsewhere";
+  ASSERT_NE(moved_to, "h3");
+  const unsigned to = moved_to == "h1" ? 1 : 2;
+  EXPECT_TRUE(wait_until([&] { return beats_after(c, to, "b", 0); }, seconds(120)))
+      << c.console(to, "b");
+  EXPECT_EQ(c.console(3, "b").size(), paused_console) << "the guest ran on h3 after its pause";
+  std::ifstream log(c.log_path(1));
+  const std::string h1_log((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(h1_log.find("writes from 10.77.0.3 refused"), std::string::npos) << h1_log;
+
+  // h3 back: the VM moved (another host, a later generation): its paused
+  // copy there is ended, never resumed.
+  c.heal(3);
+  EXPECT_TRUE(wait_until([&] { return vmm_status(socket3).pid() == 0; }, seconds(30)))
+      << "h3 kept its stale copy of the VM";
+  EXPECT_EQ(c.console(3, "b").size(), paused_console);
+  auto list = vm_list(c, 3);
+  ASSERT_EQ(list.vms_size(), 1);
+  EXPECT_EQ(list.vms(0).owner().host(), moved_to);
+  r = c.keelctl(3, {"vm", "stop", "b", "--force"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_TRUE(wait_until([&] { return !vm_list(c, 1).vms(0).running(); }, seconds(10)));
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ class FileCatalog : public storage::NbdCatalog {
  public:
   void add(const std::string& name, const std::string& path, uint64_t size,
            bool read_only = false) {
-    exports_[name] = storage::NbdExport{name, path, "", size, read_only};
+    exports_[name] = storage::NbdExport{name, path, "", size, read_only, nullptr};
   }
   std::vector<std::string> names_for(const std::string&) const override {
     std::vector<std::string> names;

@@ -222,7 +222,10 @@ std::string TestCluster::vm_socket(unsigned host, const std::string& vm) const {
 }
 
 std::string TestCluster::console(unsigned host, const std::string& vm) const {
-  std::ifstream in(pool(host) + "/vms/" + vm + "/console.log");
+  // Run from another host's pool: kept by the agent; else in its pool.
+  const std::string away = state_dir(host) + "/vms/" + vm + "/console.log";
+  std::ifstream in(std::filesystem::exists(away) ? away
+                                                 : pool(host) + "/vms/" + vm + "/console.log");
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 

@@ -68,7 +68,8 @@ class TestCluster {
   // Host I's agent's KEEL_RUN_DIR: its VMMs' sockets and PID files.
   std::string run_dir(unsigned host) const;
   std::string vm_socket(unsigned host, const std::string& vm) const;
-  // What the VM's guest printed, from host I's pool.
+  // What the VM's guest printed on host I (from its pool, or, for a VM
+  // stored elsewhere, from the agent's state directory).
   std::string console(unsigned host, const std::string& vm) const;
 
   void net(const std::vector<std::string>& args) const;  // tools/cluster-net CMD PREFIX ...

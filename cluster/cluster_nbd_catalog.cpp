@@ -1,0 +1,119 @@
+#include "cluster/cluster_nbd_catalog.h"
+
+#include <filesystem>
+
+#include "common/log.h"
+#include "storage/pool_nbd_catalog.h"
+
+namespace keel::cluster {
+
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kSeedSuffix = "/seed";
+}  // namespace
+
+ClusterNbdCatalog::ClusterNbdCatalog(storage::VmStore store, Owners owners)
+    : store_(std::move(store)), read_owners_(std::move(owners)) {}
+
+bool ClusterNbdCatalog::owner(const std::string& vm, const std::string& client) const {
+  {
+    std::lock_guard lock(mutex_);
+    auto it = owners_.find(vm);
+    if (it != owners_.end() && it->second == client) return true;
+  }
+  // A start a moment ago: the owners read once a second may not have it yet.
+  std::map<std::string, std::string> now;
+  try {
+    now = read_owners_();
+  } catch (const std::exception& e) {
+    log::warning("nbd: cannot read the VMs' owners (" + std::string(e.what()) + "): " + client +
+                 " refused " + vm);
+    return false;
+  }
+  auto it = now.find(vm);
+  const bool yes = it != now.end() && it->second == client;
+  std::lock_guard lock(mutex_);
+  owners_[vm] = it != now.end() ? it->second : "";
+  return yes;
+}
+
+std::vector<std::string> ClusterNbdCatalog::names_for(const std::string& client) const {
+  std::vector<std::string> names;
+  std::lock_guard lock(mutex_);
+  for (const auto& [vm, address] : owners_) {
+    if (address == client) names.insert(names.end(), {vm, vm + kSeedSuffix});
+  }
+  return names;
+}
+
+storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
+                                                    const std::string& client) const {
+  const bool seed =
+      name.size() > kSeedSuffix.size() &&
+      name.compare(name.size() - kSeedSuffix.size(), kSeedSuffix.size(), kSeedSuffix) == 0;
+  const std::string vm = seed ? name.substr(0, name.size() - kSeedSuffix.size()) : name;
+  Lookup lookup;
+  try {
+    storage::check_pool_name("VM", vm);
+    store_.get(vm);
+  } catch (const std::exception&) {
+    return lookup;  // not a VM of this pool
+  }
+  if (!owner(vm, client)) {
+    lookup.verdict = Verdict::kNotAllowed;
+    return lookup;
+  }
+  if (seed) {
+    const fs::path path = store_.current(vm) / "seed.img";
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::symlink_status(path, ec))) return lookup;
+    const auto size = fs::file_size(path, ec);
+    if (ec) return lookup;
+    lookup.verdict = Verdict::kOpen;
+    lookup.export_ = {name, path.string(), "seed disk of Keel VM " + vm, size, true, nullptr};
+  } else {
+    lookup = storage::PoolNbdCatalog(store_, {{vm, {client}}}).find(vm, client);
+    if (lookup.verdict != Verdict::kOpen) return lookup;
+  }
+  std::lock_guard lock(mutex_);
+  // The VM's new owner opening its disk: whoever had it before writes no more.
+  for (auto it = grants_.begin(); it != grants_.end();) {
+    if (it->first.first == vm && it->first.second != client) {
+      log::warning("nbd: VM " + vm + " opened by its owner " + client + ": writes from " +
+                   it->first.second + " refused");
+      it->second->store(true);
+      it = grants_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto& grant = grants_[{vm, client}];
+  if (!grant) grant = std::make_shared<std::atomic<bool>>(false);
+  lookup.export_.revoked = grant;
+  return lookup;
+}
+
+void ClusterNbdCatalog::update(std::map<std::string, std::string> owners) {
+  std::lock_guard lock(mutex_);
+  owners_ = std::move(owners);
+  for (auto it = grants_.begin(); it != grants_.end();) {
+    auto owner = owners_.find(it->first.first);
+    if (owner != owners_.end() && owner->second == it->first.second) {
+      ++it;
+      continue;
+    }
+    if (owner != owners_.end() && !owner->second.empty()) {
+      // Moved to another host: the old one may write no more. (No owner at
+      // all: the VM stopped; its connection ends with its VMM.)
+      log::warning("nbd: VM " + it->first.first + " is host " + owner->second +
+                   "'s now: writes from " + it->first.second + " refused");
+      it->second->store(true);
+      it = grants_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace keel::cluster
