@@ -74,11 +74,14 @@ class Agent {
   keel::agent::v1::VmStopResponse vm_stop(const keel::agent::v1::VmStopRequest& request);
   keel::agent::v1::VmListResponse vm_list(const keel::agent::v1::VmListRequest& request);
   keel::agent::v1::VmDeleteResponse vm_delete(const keel::agent::v1::VmDeleteRequest& request);
+  keel::agent::v1::VmMigrateResponse vm_migrate(const keel::agent::v1::VmMigrateRequest& request);
   // The forwarded calls: on this host.
   keel::agent::v1::VmCreateResponse host_vm_create(const keel::agent::v1::VmCreateRequest& r);
   keel::agent::v1::VmStartResponse host_vm_start(const keel::agent::v1::VmStartRequest& r);
   keel::agent::v1::VmStopResponse host_vm_stop(const keel::agent::v1::VmStopRequest& r);
   keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
+  keel::agent::v1::VmMigrateResponse host_vm_migrate(const keel::agent::v1::VmMigrateRequest& r);
+  keel::agent::v1::VmIncomingResponse host_vm_incoming(const keel::agent::v1::VmIncomingRequest& r);
   // `each` is given every chunk; it returns false when the caller went away.
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);

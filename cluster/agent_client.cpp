@@ -118,4 +118,15 @@ api::VmDeleteResponse AgentClient::host_vm_delete(const api::VmDeleteRequest& r)
   return call<api::VmDeleteRequest, api::VmDeleteResponse>(&api::Agent::Stub::HostVmDelete, r);
 }
 
+api::VmMigrateResponse AgentClient::vm_migrate(const api::VmMigrateRequest& r) {
+  return call<api::VmMigrateRequest, api::VmMigrateResponse>(&api::Agent::Stub::VmMigrate, r);
+}
+api::VmMigrateResponse AgentClient::host_vm_migrate(const api::VmMigrateRequest& r) {
+  return call<api::VmMigrateRequest, api::VmMigrateResponse>(&api::Agent::Stub::HostVmMigrate, r);
+}
+api::VmIncomingResponse AgentClient::host_vm_incoming(const api::VmIncomingRequest& r) {
+  return call<api::VmIncomingRequest, api::VmIncomingResponse>(&api::Agent::Stub::HostVmIncoming,
+                                                               r);
+}
+
 }  // namespace keel::cluster

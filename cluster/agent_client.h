@@ -51,6 +51,9 @@ class AgentClient {
   keel::agent::v1::VmStartResponse host_vm_start(const keel::agent::v1::VmStartRequest& r);
   keel::agent::v1::VmStopResponse host_vm_stop(const keel::agent::v1::VmStopRequest& r);
   keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
+  keel::agent::v1::VmMigrateResponse vm_migrate(const keel::agent::v1::VmMigrateRequest& r);
+  keel::agent::v1::VmMigrateResponse host_vm_migrate(const keel::agent::v1::VmMigrateRequest& r);
+  keel::agent::v1::VmIncomingResponse host_vm_incoming(const keel::agent::v1::VmIncomingRequest& r);
   // Calls `each` with every chunk the storage host sends.
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<void(const keel::agent::v1::VmFileChunk&)>& each);

@@ -122,6 +122,19 @@ class Service final : public api::Agent::Service {
     return answer("host vm delete", [&] { *out = agent_.host_vm_delete(*in); });
   }
 
+  grpc::Status VmMigrate(grpc::ServerContext*, const api::VmMigrateRequest* in,
+                         api::VmMigrateResponse* out) override {
+    if (peers_only_) return operators_only();
+    return answer("vm migrate", [&] { *out = agent_.vm_migrate(*in); });
+  }
+  grpc::Status HostVmMigrate(grpc::ServerContext*, const api::VmMigrateRequest* in,
+                             api::VmMigrateResponse* out) override {
+    return answer("host vm migrate", [&] { *out = agent_.host_vm_migrate(*in); });
+  }
+  grpc::Status HostVmIncoming(grpc::ServerContext*, const api::VmIncomingRequest* in,
+                              api::VmIncomingResponse* out) override {
+    return answer("host vm incoming", [&] { *out = agent_.host_vm_incoming(*in); });
+  }
   grpc::Status HostVmFiles(grpc::ServerContext* context, const api::VmFilesRequest* in,
                            grpc::ServerWriter<api::VmFileChunk>* out) override {
     return answer("host vm files", [&] {

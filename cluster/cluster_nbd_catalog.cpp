@@ -20,10 +20,10 @@ bool ClusterNbdCatalog::owner(const std::string& vm, const std::string& client) 
   {
     std::lock_guard lock(mutex_);
     auto it = owners_.find(vm);
-    if (it != owners_.end() && it->second == client) return true;
+    if (it != owners_.end() && it->second.count(client)) return true;
   }
   // A start a moment ago: the owners read once a second may not have it yet.
-  std::map<std::string, std::string> now;
+  Holders now;
   try {
     now = read_owners_();
   } catch (const std::exception& e) {
@@ -32,17 +32,17 @@ bool ClusterNbdCatalog::owner(const std::string& vm, const std::string& client) 
     return false;
   }
   auto it = now.find(vm);
-  const bool yes = it != now.end() && it->second == client;
+  const bool yes = it != now.end() && it->second.count(client);
   std::lock_guard lock(mutex_);
-  owners_[vm] = it != now.end() ? it->second : "";
+  owners_[vm] = it != now.end() ? it->second : std::set<std::string>{};
   return yes;
 }
 
 std::vector<std::string> ClusterNbdCatalog::names_for(const std::string& client) const {
   std::vector<std::string> names;
   std::lock_guard lock(mutex_);
-  for (const auto& [vm, address] : owners_) {
-    if (address == client) names.insert(names.end(), {vm, vm + kSeedSuffix});
+  for (const auto& [vm, addresses] : owners_) {
+    if (addresses.count(client)) names.insert(names.end(), {vm, vm + kSeedSuffix});
   }
   return names;
 }
@@ -77,9 +77,11 @@ storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
     if (lookup.verdict != Verdict::kOpen) return lookup;
   }
   std::lock_guard lock(mutex_);
-  // The VM's new owner opening its disk: whoever had it before writes no more.
+  // The VM's new owner opening its disk: whoever had it before (and is not
+  // the other end of a migration) writes no more.
+  const std::set<std::string> holders = owners_[vm];
   for (auto it = grants_.begin(); it != grants_.end();) {
-    if (it->first.first == vm && it->first.second != client) {
+    if (it->first.first == vm && it->first.second != client && !holders.count(it->first.second)) {
       log::warning("nbd: VM " + vm + " opened by its owner " + client + ": writes from " +
                    it->first.second + " refused");
       it->second->store(true);
@@ -94,19 +96,19 @@ storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
   return lookup;
 }
 
-void ClusterNbdCatalog::update(std::map<std::string, std::string> owners) {
+void ClusterNbdCatalog::update(Holders owners) {
   std::lock_guard lock(mutex_);
   owners_ = std::move(owners);
   for (auto it = grants_.begin(); it != grants_.end();) {
     auto owner = owners_.find(it->first.first);
-    if (owner != owners_.end() && owner->second == it->first.second) {
+    if (owner != owners_.end() && owner->second.count(it->first.second)) {
       ++it;
       continue;
     }
     if (owner != owners_.end() && !owner->second.empty()) {
       // Moved to another host: the old one may write no more. (No owner at
       // all: the VM stopped; its connection ends with its VMM.)
-      log::warning("nbd: VM " + it->first.first + " is host " + owner->second +
+      log::warning("nbd: VM " + it->first.first + " is host " + *owner->second.begin() +
                    "'s now: writes from " + it->first.second + " refused");
       it->second->store(true);
       it = grants_.erase(it);

@@ -1,10 +1,9 @@
 // What a storage host exports over NBD to the cluster: each VM's disk
 // (export NAME) and its cloud-init seed disk (NAME/seed, read-only), only
-// to the host that owns the VM now (/keel/owners/NAME), by its cluster
-// address. When the owner moves, the grants of the host it left are
-// revoked: that host's connection gets EPERM for every write from then on
-// (a host cut off, whose lease expired, cannot write a disk the VM's new
-// owner writes).
+// to the host that owns the VM now (/keel/owners/NAME), and to the host a
+// live migration takes it to, by their cluster addresses. When the owner moves, the grants of the
+// host it left are revoked: that host's connection gets EPERM for every write from then on (a host
+// cut off, whose lease expired, cannot write a disk the VM's new owner writes).
 #pragma once
 
 #include <atomic>
@@ -12,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -22,16 +22,17 @@ namespace keel::cluster {
 
 class ClusterNbdCatalog : public storage::NbdCatalog {
  public:
-  // VM name to the cluster address of its owner host, read from etcd now
-  // (throws when it cannot be).
-  using Owners = std::function<std::map<std::string, std::string>()>;
+  // VM name to the cluster addresses of its owner host (and the host it
+  // migrates to), read from etcd now (throws when it cannot be).
+  using Holders = std::map<std::string, std::set<std::string>>;
+  using Owners = std::function<Holders()>;
   ClusterNbdCatalog(storage::VmStore store, Owners owners);
 
   std::vector<std::string> names_for(const std::string& client) const override;
   Lookup find(const std::string& name, const std::string& client) const override;
 
   // The owners as etcd has them now: grants to any other host revoked.
-  void update(std::map<std::string, std::string> owners);
+  void update(Holders owners);
 
  private:
   // Whether `client` owns `vm`, asking etcd when the last known owners say no.
@@ -40,7 +41,7 @@ class ClusterNbdCatalog : public storage::NbdCatalog {
   storage::VmStore store_;
   Owners read_owners_;
   mutable std::mutex mutex_;
-  mutable std::map<std::string, std::string> owners_;
+  mutable Holders owners_;
   // (VM, client) to the flag its connections' writes check.
   mutable std::map<std::pair<std::string, std::string>, std::shared_ptr<std::atomic<bool>>> grants_;
 };

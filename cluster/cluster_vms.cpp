@@ -22,6 +22,8 @@ namespace {
 // A start waits for the VMM's socket (up to 30 s), a stop for the guest.
 constexpr auto kForwardTimeout = std::chrono::seconds(60);
 constexpr auto kStopExtra = std::chrono::seconds(30);
+// A live migration's whole length, and then some.
+constexpr auto kMigrationForwardTimeout = std::chrono::minutes(31);
 
 bool has_role(const api::Host& host, api::Role role) {
   for (int r : host.roles()) {
@@ -261,6 +263,48 @@ api::VmDeleteResponse Agent::vm_delete(const api::VmDeleteRequest& request) {
     out.set_storage_host(storage_host);
     return out;
   });
+}
+
+api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  if (auto problem = host_name_problem(request.to()); !problem.empty()) {
+    throw invalid("to: " + problem);
+  }
+  return with_quorum([&] {
+    auto view = cluster_view(Read::kLinearizable);
+    auto vm = view.vms.find(request.name());
+    if (vm == view.vms.end()) throw refused("no VM named '" + request.name() + "' in the cluster");
+    auto owner = view.owners.find(request.name());
+    if (owner == view.owners.end()) throw refused("VM " + request.name() + " is not running");
+    auto to = view.hosts.find(request.to());
+    if (to == view.hosts.end())
+      throw refused("no host named '" + request.to() + "' in the cluster");
+    if (!view.alive.count(request.to())) {
+      throw refused("host " + request.to() + "'s agent is not alive");
+    }
+    if (!has_role(to->second, api::ROLE_COMPUTE)) {
+      throw refused("host " + request.to() + " is not a compute host");
+    }
+    if (owner->second.host() == request.to()) {
+      throw refused("VM " + request.name() + " runs on host " + request.to() + " already");
+    }
+    return on_host(
+        view, owner->second.host(), [&] { return host_vm_migrate(request); },
+        [&](AgentClient& c) { return c.host_vm_migrate(request); }, kMigrationForwardTimeout);
+  });
+}
+
+api::VmMigrateResponse Agent::host_vm_migrate(const api::VmMigrateRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] { return vms_->migrate(request); });
+}
+
+api::VmIncomingResponse Agent::host_vm_incoming(const api::VmIncomingRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return with_quorum([&] { return vms_->incoming(request); });
 }
 
 api::VmCreateResponse Agent::host_vm_create(const api::VmCreateRequest& request) {

@@ -9,6 +9,8 @@
 #include "cluster/agent_client.h"
 #include "cluster/agent_error.h"
 #include "cluster/cluster_keys.h"
+#include "cluster/etcd_records.h"
+#include "cluster/vmm_launch.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/tcp_endpoint.h"
@@ -29,18 +31,6 @@ constexpr size_t kFileChunk = 256 << 10;
 // Fetching a VM's boot files (tens of MiB) from its storage host.
 constexpr auto kFetchTimeout = std::chrono::seconds(120);
 
-template <class Record>
-std::optional<Record> read_record(EtcdClient& etcd, const std::string& key, int64_t* revision) {
-  auto kv = etcd.get(key);
-  if (!kv) return std::nullopt;
-  Record record;
-  if (!from_json(kv->value, &record)) {
-    throw AgentError(AgentError::Code::kInternal, "etcd's " + key + " is not a record of Keel's");
-  }
-  if (revision) *revision = kv->mod_revision;
-  return record;
-}
-
 storage::VmSpec spec_of(const api::VmCreateRequest& r) {
   storage::VmSpec spec;
   spec.name = r.name();
@@ -55,13 +45,6 @@ storage::VmSpec spec_of(const api::VmCreateRequest& r) {
   if (r.user_data_given()) spec.user_data = r.user_data();
   spec.tap = r.tap();
   return spec;
-}
-
-// An answer from the VMM's control socket, or why there was none.
-keel::api::v1::Response call_vmm(const std::string& name, keel::api::v1::Request request,
-                                 std::chrono::milliseconds wait) {
-  ControlClient client(storage::vm_api_socket(name).string(), std::chrono::seconds(5));
-  return client.call(std::move(request), wait);
 }
 
 }  // namespace
@@ -99,18 +82,20 @@ void HostVms::serve_nbd(const std::string& address) {
             " to their owners");
 }
 
-std::map<std::string, std::string> HostVms::owner_addresses() {
+ClusterNbdCatalog::Holders HostVms::owner_addresses() {
   auto etcd = context_.etcd();
   std::map<std::string, std::string> address;
   for (const auto& kv : etcd->list(kHostsPrefix)) {
     api::Host host;
     if (from_json(kv.value, &host)) address[host.name()] = host.cluster_address();
   }
-  std::map<std::string, std::string> out;
+  ClusterNbdCatalog::Holders out;
   for (const auto& kv : etcd->list(kOwnersPrefix)) {
     api::Owner owner;
-    if (from_json(kv.value, &owner))
-      out[kv.key.substr(kOwnersPrefix.size())] = address[owner.host()];
+    if (!from_json(kv.value, &owner)) continue;
+    auto& holders = out[kv.key.substr(kOwnersPrefix.size())];
+    holders.insert(address[owner.host()]);
+    if (!owner.migrating_to().empty()) holders.insert(address[owner.migrating_to()]);
   }
   return out;
 }
@@ -324,6 +309,9 @@ bool HostVms::release(const std::string& name, uint64_t generation) {
   int64_t revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &revision);
   if (!owner || owner->host() != context_.host || owner->generation() != generation) return true;
+  // A migration under way (or its outcome unknown): the record goes to its
+  // destination, or back to plain ownership, first.
+  if (!owner->migrating_to().empty()) return false;
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_mod_revision(kOwnersPrefix + name, revision);
   *txn.add_success() = EtcdClient::delete_op(kOwnersPrefix + name);
@@ -336,11 +324,9 @@ api::VmStartResponse HostVms::start(const std::string& name) {
   }
   auto record = read_record<api::ClusterVm>(*context_.etcd(), kVmsPrefix + name, nullptr);
   if (!record) throw refused("no VM named '" + name + "' in the cluster");
-  const bool local = record->storage_host() == context_.host;
-  if (local) require_store();
   {
     std::lock_guard lock(mutex_);
-    if (generations_.count(name) || starting_.count(name)) {
+    if (generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
       throw refused("VM " + name + " runs on this host already");
     }
     starting_.insert(name);
@@ -353,37 +339,19 @@ api::VmStartResponse HostVms::start(const std::string& name) {
       self->starting_.erase(name);
     }
   } done{this, name};
-  keel::pool::v1::Vm vm;
-  storage::VmFiles files;
-  fs::path log;
-  if (local) {
-    vm = store_->get(name);
-    files = storage::local_vm_files(*store_, vm);
-    log = store_->path(name) / "keel-vmm.log";
-  } else {
-    // Its boot files from its storage host; its disks over NBD from there,
-    // opened once this host owns the VM.
-    files = fetch_files(name, address_of(record->storage_host()), &vm);
-    if (!vm.resume_from().empty()) {
-      throw refused("VM " + name + " resumes from a memory snapshot kept on host " +
-                    record->storage_host() + ": start it there");
-    }
-    log = fs::path(context_.vms_dir) / name / "keel-vmm.log";
-  }
+  auto [vm, files, log] = prepare(*record);
   const uint64_t generation = claim(name);
   {
     std::lock_guard lock(mutex_);
     generations_[name] = generation;
   }
   try {
-    fs::create_directories(files.memory_root);
-    ::chmod(files.memory_root.c_str(), 0700);
     std::vector<std::string> argv{vmm_program()};
     for (auto& a : storage::vmm_arguments(vm, files)) argv.push_back(std::move(a));
     argv.push_back("--fence-file");
     argv.push_back(context_.fence_file);
-    const pid_t pid = supervisor_->start({name, argv, log});
-    if (local && !vm.resume_from().empty()) store_->forget_resume_state(name);
+    const pid_t pid = supervisor_->start({name, argv, log, {}});
+    if (!vm.resume_from().empty()) store_->forget_resume_state(name);
     log::info("VM " + name + " started (keel-vmm " + std::to_string(pid) + ", generation " +
               std::to_string(generation) + ")");
     api::VmStartResponse out;
@@ -405,6 +373,29 @@ api::VmStartResponse HostVms::start(const std::string& name) {
     }
     throw;
   }
+}
+
+HostVms::Prepared HostVms::prepare(const api::ClusterVm& record) {
+  const std::string& name = record.name();
+  Prepared out;
+  if (record.storage_host() == context_.host) {
+    require_store();
+    out.vm = store_->get(name);
+    out.files = storage::local_vm_files(*store_, out.vm);
+    out.log = store_->path(name) / "keel-vmm.log";
+  } else {
+    // Its boot files from its storage host; its disks over NBD from there,
+    // opened once this host owns the VM.
+    out.files = fetch_files(name, address_of(record.storage_host()), &out.vm);
+    if (!out.vm.resume_from().empty()) {
+      throw refused("VM " + name + " resumes from a memory snapshot kept on host " +
+                    record.storage_host() + ": start it there");
+    }
+    out.log = fs::path(context_.vms_dir) / name / "keel-vmm.log";
+  }
+  fs::create_directories(out.files.memory_root);
+  ::chmod(out.files.memory_root.c_str(), 0700);
+  return out;
 }
 
 void HostVms::stop(const api::VmStopRequest& request) {
@@ -448,8 +439,10 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
   uint64_t generation = 0;
   {
     std::lock_guard lock(mutex_);
+    incoming_.erase(end.vm);
     auto it = generations_.find(end.vm);
-    if (it == generations_.end()) return;
+    // Migrated away: the migration hands the owner record over.
+    if (it == generations_.end() || migrating_out_.count(end.vm)) return;
     generation = it->second;
     generations_.erase(it);
     to_release_[end.vm] = generation;
@@ -506,8 +499,17 @@ void HostVms::keep_one(const std::string& name, pid_t pid) {
     std::lock_guard lock(mutex_);
     if (auto it = generations_.find(name); it != generations_.end()) mine = it->second;
   }
-  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr);
+  int64_t owner_revision = 0;
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
   auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
+  bool incoming = false;
+  {
+    std::lock_guard lock(mutex_);
+    incoming = incoming_.count(name) > 0;
+  }
+  if (incoming || (owner && owner->migrating_to() == context_.host)) {
+    if (keep_incoming(name, pid, owner, owner_revision, vm)) return;
+  }
   std::string moved;
   if (owner) {
     if (owner->host() == context_.host && (!mine || *mine == owner->generation())) {

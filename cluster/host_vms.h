@@ -78,6 +78,17 @@ class HostVms {
   keel::agent::v1::VmStartResponse start(const std::string& name);
   void stop(const keel::agent::v1::VmStopRequest& request);
 
+  // Live migration (cluster/host_vm_migration.cpp). On the owner: the
+  // owner record names the destination too (its disks opened from there as
+  // well), the destination starts a keel-vmm --incoming, this host's
+  // keel-vmm sends the guest, and the record becomes the destination's
+  // (generation + 1, on its lease). On failure the record is this host's
+  // alone again.
+  keel::agent::v1::VmMigrateResponse migrate(const keel::agent::v1::VmMigrateRequest& request);
+  // On the destination: the keel-vmm --incoming, for the VM at the
+  // generation its owner has now.
+  keel::agent::v1::VmIncomingResponse incoming(const keel::agent::v1::VmIncomingRequest& r);
+
   // VM name to PID of the keel-vmm processes running here.
   std::map<std::string, pid_t> running() const;
 
@@ -86,6 +97,14 @@ class HostVms {
 
  private:
   void require_store() const;
+  struct Prepared {
+    keel::pool::v1::Vm vm;
+    storage::VmFiles files;
+    std::filesystem::path log;
+  };
+  // What keel-vmm needs to run the VM here: from this host's pool, or
+  // fetched from its storage host.
+  Prepared prepare(const keel::agent::v1::ClusterVm& record);
   // The owner record for this host with the next generation, in one
   // transaction with the VM's record; the new generation.
   uint64_t claim(const std::string& name);
@@ -94,8 +113,18 @@ class HostVms {
   void ended(const VmmSupervisor::Ended& end);
   void keep();
   void keep_one(const std::string& name, pid_t pid);
+  // A VM migrating here: taken over once its guest runs here, ended when
+  // the migration was given up. False: no longer incoming (keep_one goes
+  // on as for any VM).
+  bool keep_incoming(const std::string& name, pid_t pid,
+                     const std::optional<keel::agent::v1::Owner>& owner, int64_t owner_revision,
+                     const std::optional<keel::agent::v1::ClusterVm>& vm);
+  // The owner record (as read at `revision`) becomes this host's at the
+  // next generation; the new generation, 0 when the record changed.
+  uint64_t take_over(const std::string& name, const keel::agent::v1::Owner& owner, int64_t revision,
+                     int64_t lease);
   // VM name to its owner's cluster address, from etcd.
-  std::map<std::string, std::string> owner_addresses();
+  ClusterNbdCatalog::Holders owner_addresses();
   std::string address_of(const std::string& host);
   // The VM's files fetched from its storage host into vms_dir/NAME; where
   // keel-vmm finds them.
@@ -108,6 +137,8 @@ class HostVms {
   std::map<std::string, uint64_t> generations_;  // of the VMs this host runs
   std::map<std::string, uint64_t> to_release_;   // ended, owner record not yet given up
   std::set<std::string> starting_;
+  std::map<std::string, uint64_t> incoming_;  // migrating here, from that generation
+  std::set<std::string> migrating_out_;
   bool stopping_ = false;
   bool poked_ = false;
   std::condition_variable wake_;

@@ -140,18 +140,28 @@ pid_t launch_vmm(const VmmLaunch& launch) {
       const auto keep = text.size() > 2000 ? text.size() - 2000 : 0;
       throw InputError("keel-vmm for " + name + " ended at start:\n" + text.substr(keep));
     }
-    try {
-      ControlClient client(storage::vm_api_socket(name).string(), std::chrono::milliseconds(200));
-      keel::api::v1::Request request;
-      request.mutable_status();
-      if (client.call(request, std::chrono::seconds(5)).ok()) return vmm;
-    } catch (const ControlClientError&) {
+    if (launch.ready) {
+      if (launch.ready()) return vmm;
+    } else {
+      try {
+        ControlClient client(storage::vm_api_socket(name).string(), std::chrono::milliseconds(200));
+        keel::api::v1::Request request;
+        request.mutable_status();
+        if (client.call(request, std::chrono::seconds(5)).ok()) return vmm;
+      } catch (const ControlClientError&) {
+      }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::kill(vmm, SIGKILL);
   throw std::runtime_error("keel-vmm for " + name + " (PID " + std::to_string(vmm) +
-                           ") did not answer on its socket within 30 s");
+                           ") was not ready within 30 s");
+}
+
+keel::api::v1::Response call_vmm(const std::string& vm, keel::api::v1::Request request,
+                                 std::chrono::milliseconds wait) {
+  ControlClient client(storage::vm_api_socket(vm).string(), std::chrono::seconds(5));
+  return client.call(std::move(request), wait);
 }
 
 }  // namespace keel::cluster

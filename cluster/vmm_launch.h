@@ -7,9 +7,13 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "proto/control.pb.h"
 
 namespace keel::cluster {
 
@@ -17,6 +21,9 @@ struct VmmLaunch {
   std::string vm;                 // the VM's name (its run directory, socket, PID file)
   std::vector<std::string> argv;  // keel-vmm and its arguments (with --api-socket)
   std::filesystem::path log;      // stdout and stderr, appended
+  // When the VMM counts as started; empty: its control socket answers (a
+  // keel-vmm --incoming opens it only once its source connected).
+  std::function<bool()> ready;
 };
 
 // Starts it and returns its PID once its control socket answers. One start
@@ -29,6 +36,11 @@ pid_t launch_vmm(const VmmLaunch& launch);
 // keel-vmm: $KEEL_VMM, beside the running program, in the build tree
 // (from tools/keelctl or keel-agent), or on PATH.
 std::string vmm_program();
+
+// A request to the VM's keel-vmm on its control socket; its answer, or
+// ControlClientError when there was none within `wait`.
+keel::api::v1::Response call_vmm(const std::string& vm, keel::api::v1::Request request,
+                                 std::chrono::milliseconds wait);
 
 // The last line of the file that is not empty: a VMM's last words in its
 // log (why it stopped). Empty when there is none.

@@ -73,7 +73,10 @@ std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm&
 
 std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& files) {
   std::vector<std::string> args;
-  if (!files.restore.empty()) {
+  if (!files.incoming.empty()) {
+    // The machine's shape comes from the source; disks and taps from here.
+    args = {"--incoming", files.incoming};
+  } else if (!files.restore.empty()) {
     // The machine's shape comes from the snapshot; disks and taps from here.
     args = {"--restore", files.restore};
   } else {
@@ -89,7 +92,8 @@ std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& fi
   }
   args.insert(args.end(), {"--disk", files.seed + ",readonly=on,serial=cidata"});
   if (!vm.tap().empty()) args.insert(args.end(), {"--net", "tap=" + vm.tap() + ",mac=" + vm.mac()});
-  if (vm.resume_from().empty()) args.push_back("--rng");  // a restore brings its own
+  // A restored or received guest brings its own.
+  if (files.restore.empty() && files.incoming.empty()) args.push_back("--rng");
   args.insert(args.end(),
               {"--serial", "file=" + files.console.string(), "--api-socket",
                vm_api_socket(vm.name()).string(), "--snapshot-root", files.memory_root.string()});

@@ -38,10 +38,11 @@ std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm&
 // there and disks over NBD.
 struct VmFiles {
   std::string kernel;
-  std::string initrd;   // empty: none
-  std::string restore;  // a memory snapshot to resume from; empty: boot
-  std::string disk;     // --disk's source: path=FILE or nbd=tcp:ADDR:PORT/EXPORT
-  std::string seed;     // the same, for the cloud-init seed disk
+  std::string initrd;    // empty: none
+  std::string restore;   // a memory snapshot to resume from; empty: boot
+  std::string incoming;  // tcp:ADDR:PORT: receive the guest by live migration
+  std::string disk;      // --disk's source: path=FILE or nbd=tcp:ADDR:PORT/EXPORT
+  std::string seed;      // the same, for the cloud-init seed disk
   std::filesystem::path console;
   std::filesystem::path memory_root;
 };

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <thread>
 
 #include "proto/agent.pb.h"
@@ -53,6 +54,13 @@ api::VmListResponse vm_list(const TestCluster& c, unsigned host) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &out).ok()) << r.out;
   return out;
+}
+
+std::vector<Beat> beats(const TestCluster& c, unsigned host, const std::string& vm) {
+  std::vector<std::string> lines;
+  std::istringstream in(c.console(host, vm));
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return beats_in(lines);
 }
 
 // Heartbeats on the VM's console since `from` (its length then).
@@ -168,11 +176,11 @@ TEST(ClusterVms, RunOnOneHostPauseWhenCutOffAndComeBack) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
 }
 
-// A VM stored on h1 runs on h3 (its disks over NBD, its boot files fetched);
-// h3 cut off: the guest pauses there, the majority starts it on another host
-// once h3's lease expired (refused before), h1 refuses h3's writes from
-// then on, and h3, back, discards its copy. On the test's clock, no beat
-// came from h3 after its guest paused.
+// A VM stored on h1 runs on h2 (its disks over NBD, its boot files fetched)
+// and is live-migrated to h3, its heartbeat going on there; h3 cut off: the guest pauses there, the
+// majority starts it on another host once h3's lease expired (refused before), h1 refuses h3's
+// writes from then on, and h3, back, discards its copy. On the test's clock, no beat came from h3
+// after its guest paused.
 TEST(ClusterVms, MoveToAnotherHostWhenTheirHostIsCutOff) {
   TestCluster c(3);
   c.make_pools("beat", "job=heartbeat interval_ms=100 count=0");
@@ -181,11 +189,26 @@ TEST(ClusterVms, MoveToAnotherHostWhenTheirHostIsCutOff) {
   auto r = c.keelctl(
       2, {"vm", "create", "b", "--image", "beat", "--memory", "64M", "--storage-host", "h1"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
-  r = c.keelctl(2, {"vm", "start", "b", "--host", "h3"});
+  r = c.keelctl(2, {"vm", "start", "b", "--host", "h2"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
+  ASSERT_TRUE(wait_until([&] { return beats_after(c, 2, "b", 0); }, seconds(120)))
+      << c.console(2, "b");
+  r = c.keelctl(1, {"vm", "migrate", "b", "--to", "h3"});
+  ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(3, "b");
+  EXPECT_NE(r.out.find("migrated b from h2 to h3: paused "), std::string::npos) << r.out;
+  std::cout << r.out;
   const std::string socket3 = c.vm_socket(3, "b");
-  ASSERT_TRUE(wait_until([&] { return beats_after(c, 3, "b", 0); }, seconds(120)))
+  ASSERT_TRUE(wait_until([&] { return beats_after(c, 3, "b", 0); }, seconds(60)))
       << c.console(3, "b");
+  // The same guest: its beats go on where they stopped on h2.
+  const auto before = beats(c, 2, "b"), after = beats(c, 3, "b");
+  ASSERT_FALSE(before.empty());
+  ASSERT_FALSE(after.empty());
+  EXPECT_EQ(after.front().seq, before.back().seq + 1);
+  EXPECT_TRUE(wait_until([&] { return vmm_status(c.vm_socket(2, "b")).pid() == 0; }, seconds(10)));
+  auto moved = vm_list(c, 2);
+  EXPECT_EQ(moved.vms(0).owner().host(), "h3");
+  EXPECT_EQ(moved.vms(0).owner().generation(), 2u);
 
   c.cut(3);
   ASSERT_TRUE(wait_until([&] { return vmm_status(socket3).paused_by_fence(); }, seconds(20)));

@@ -78,7 +78,8 @@ class VmmSupervisorTest : public ::testing::Test {
             {KEEL_VMM_PATH, "--kernel", kernel, "--memory", "64M", "--cmdline",
              "job=heartbeat interval_ms=50", "--serial", "file=" + console(vm), "--api-socket",
              storage::vm_api_socket(vm).string()},
-            dir_ / (vm + ".log")};
+            dir_ / (vm + ".log"),
+            {}};
   }
   std::string console(const std::string& vm) const { return dir_ / (vm + ".console"); }
 

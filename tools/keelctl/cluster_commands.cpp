@@ -41,6 +41,9 @@ const char* const kClusterUsage =
     "  vm start NAME [--host HOST]          on HOST, or where the agent finds the most\n"
     "                                       free memory (it says why)\n"
     "  vm stop NAME [--timeout SEC] [--force]\n"
+    "  vm migrate NAME --to HOST [--downtime-ms MS]\n"
+    "                                       live migration over the cluster network;\n"
+    "                                       its disks stay on their storage host\n"
     "  vm list | vm show NAME | vm delete NAME\n"
     "  --json  print the agent's answer as one line of JSON\n"
     "  --wait SEC  how long to wait for the answer (default 60)\n"
@@ -281,6 +284,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
   const std::string what = "vm " + c.verb;
   double wait_s = c.wait_s > 0 ? c.wait_s : 60;
   if (c.verb == "stop" && c.wait_s <= 0) wait_s += c.timeout_s > 0 ? c.timeout_s : 60;
+  if (c.verb == "migrate" && c.wait_s <= 0) wait_s = 1900;  // the agent's own limit, and more
   try {
     cluster::AgentClient agent(c.agent.value_or(default_agent()),
                                std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)));
@@ -322,6 +326,17 @@ int run_cluster_vm(const ClusterVmCommand& c) {
       auto out = agent.vm_stop(r);
       if (c.json) return print_json(out), kDone;
       std::cout << "stopped " << c.name << " on host " << out.host() << "\n";
+    } else if (c.verb == "migrate") {
+      api::VmMigrateRequest r;
+      r.set_name(c.name);
+      r.set_to(c.to);
+      r.set_downtime_ms(c.downtime_ms);
+      auto out = agent.vm_migrate(r);
+      if (c.json) return print_json(out), kDone;
+      std::cout << "migrated " << c.name << " from " << out.from() << " to " << out.to()
+                << ": paused " << std::fixed << std::setprecision(1) << out.downtime_us() / 1000.0
+                << " ms, " << out.elapsed_ms() << " ms in all, " << (out.bytes_sent() >> 20)
+                << " MiB in " << out.rounds() << " rounds\n";
     } else if (c.verb == "list" || c.verb == "show") {
       api::VmListRequest r;
       r.set_name(c.name);

@@ -25,6 +25,8 @@ struct ClusterVmCommand {
   std::optional<storage::VmSpec> spec;  // create
   std::string storage_host;             // create --storage-host
   std::string host;                     // start --host
+  std::string to;                       // migrate --to
+  uint32_t downtime_ms = 0;             // migrate --downtime-ms
   double timeout_s = 0;                 // stop --timeout (0: the agent's default)
   bool force = false;                   // stop --force
   bool json = false;

@@ -66,8 +66,8 @@ const char* const kPoolUsage =
     "                                       name: the VM's) to the clients allowed\n"
     "                                       (VM * for every VM) until SIGINT/SIGTERM\n"
     "  --json prints records as JSON.\n"
-    "Without --pool and $KEEL_POOL, vm create|start|stop|list|show|delete work on\n"
-    "the cluster's VMs through keel-agent (see keelctl cluster --help).\n";
+    "Without --pool and $KEEL_POOL, vm create|start|stop|migrate|list|show|delete\n"
+    "work on the cluster's VMs through keel-agent (see keelctl cluster --help).\n";
 
 namespace {
 
@@ -77,14 +77,15 @@ struct UsageError {
   std::string message;
 };
 
-const std::set<std::string> kValued = {"--pool",          "--disk",      "--kernel", "--initrd",
-                                       "--cmdline",       "--image",     "--cpus",   "--memory",
-                                       "--disk-size",     "--hostname",  "--ip",     "--gateway",
-                                       "--ssh-key",       "--user-data", "--tap",    "--timeout",
-                                       "--from-snapshot", "--listen",    "--allow",  "--host",
-                                       "--storage-host",  "--agent",     "--wait"};
+const std::set<std::string> kValued = {
+    "--pool",         "--disk",          "--kernel",  "--initrd",    "--cmdline",
+    "--image",        "--cpus",          "--memory",  "--disk-size", "--hostname",
+    "--ip",           "--gateway",       "--ssh-key", "--user-data", "--tap",
+    "--timeout",      "--from-snapshot", "--listen",  "--allow",     "--host",
+    "--storage-host", "--agent",         "--wait",    "--to",        "--downtime-ms"};
 // Options of the cluster's VM commands (tools/keelctl/cluster_commands.h).
-const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent", "--wait"};
+const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent",
+                                            "--wait", "--to",           "--downtime-ms"};
 const std::set<std::string> kFlags = {"--json", "--force"};
 
 struct Line {
@@ -220,7 +221,7 @@ void start_vm(storage::VmStore& vms, const std::string& name) {
   ::chmod(memory_root.c_str(), 0700);
   std::vector<std::string> argv{cluster::vmm_program()};
   for (auto& a : storage::vmm_arguments(vms, vm)) argv.push_back(std::move(a));
-  const pid_t vmm = cluster::launch_vmm({name, argv, vms.path(name) / "keel-vmm.log"});
+  const pid_t vmm = cluster::launch_vmm({name, argv, vms.path(name) / "keel-vmm.log", {}});
   if (!vm.resume_from().empty()) vms.forget_resume_state(name);
   std::cout << (vm.resume_from().empty() ? "started " : "resumed ") << name
             << (vm.resume_from().empty() ? "" : " from snapshot " + vm.resume_from())
@@ -422,11 +423,12 @@ int run_cluster_vm_line(const Line& line) {
   ClusterVmCommand c;
   c.verb = line.words.size() > 1 ? line.words[1] : "";
   const bool named = c.verb != "list";
-  const std::string usage = c.verb == "create"  ? "vm create NAME --image IMAGE [...]"
-                            : c.verb == "start" ? "vm start NAME [--host HOST]"
-                            : c.verb == "stop"  ? "vm stop NAME [--timeout SEC] [--force]"
-                            : c.verb == "list"  ? "vm list"
-                                                : "vm " + c.verb + " NAME";
+  const std::string usage = c.verb == "create"    ? "vm create NAME --image IMAGE [...]"
+                            : c.verb == "start"   ? "vm start NAME [--host HOST]"
+                            : c.verb == "stop"    ? "vm stop NAME [--timeout SEC] [--force]"
+                            : c.verb == "list"    ? "vm list"
+                            : c.verb == "migrate" ? "vm migrate NAME --to HOST [--downtime-ms MS]"
+                                                  : "vm " + c.verb + " NAME";
   expect_words(line, named ? 3 : 2, usage);
   if (named) c.name = line.words[2];
   if (c.verb == "create") c.spec = vm_spec(line);
@@ -437,13 +439,25 @@ int run_cluster_vm_line(const Line& line) {
   c.force = line.flags.count("--force") > 0;
   c.json = line.flags.count("--json") > 0;
   c.agent = line.option("--agent");
+  c.to = line.option("--to").value_or("");
+  if (c.verb == "migrate" && c.to.empty()) throw UsageError{"vm migrate needs --to HOST"};
+  if (auto ms = line.option("--downtime-ms")) {
+    try {
+      size_t used = 0;
+      const unsigned long v = std::stoul(*ms, &used);
+      if (used != ms->size() || v == 0 || v > 60000) throw std::out_of_range(*ms);
+      c.downtime_ms = static_cast<uint32_t>(v);
+    } catch (const std::exception&) {
+      throw UsageError{"invalid value for --downtime-ms: '" + *ms + "' (1 to 60000)"};
+    }
+  }
   return run_cluster_vm(c);
 }
 
 int run_vm(const Line& line) {
   const std::string verb = line.words.size() > 1 ? line.words[1] : "";
-  static const std::set<std::string> kClusterVerbs = {"create", "start", "stop",
-                                                      "list",   "show",  "delete"};
+  static const std::set<std::string> kClusterVerbs = {"create", "start",  "stop",   "list",
+                                                      "show",   "delete", "migrate"};
   if (!pool_given(line) && kClusterVerbs.count(verb)) return run_cluster_vm_line(line);
   for (const auto& option : kClusterOnly) {
     if (line.option(option)) {
