@@ -308,7 +308,10 @@ bool HostVms::release(const std::string& name, uint64_t generation) {
   auto etcd = context_.etcd();
   int64_t revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &revision);
-  if (!owner || owner->host() != context_.host || owner->generation() != generation) return true;
+  if (!owner || owner->host() != context_.host ||
+      (generation != 0 && owner->generation() != generation)) {
+    return true;
+  }
   // A migration under way (or its outcome unknown): the record goes to its
   // destination, or back to plain ownership, first.
   if (!owner->migrating_to().empty()) return false;
@@ -440,11 +443,15 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
   {
     std::lock_guard lock(mutex_);
     incoming_.erase(end.vm);
-    auto it = generations_.find(end.vm);
     // Migrated away: the migration hands the owner record over.
-    if (it == generations_.end() || migrating_out_.count(end.vm)) return;
-    generation = it->second;
-    generations_.erase(it);
+    if (migrating_out_.count(end.vm)) return;
+    // Not known yet (adopted, ended before the keeper looked): whatever
+    // record of this host's it had.
+    auto it = generations_.find(end.vm);
+    if (it != generations_.end()) {
+      generation = it->second;
+      generations_.erase(it);
+    }
     to_release_[end.vm] = generation;
   }
   poke();

@@ -108,7 +108,8 @@ class HostVms {
   // The owner record for this host with the next generation, in one
   // transaction with the VM's record; the new generation.
   uint64_t claim(const std::string& name);
-  // Gives up the owner record if it is still this host's at `generation`.
+  // Gives up the owner record if it is still this host's at `generation`
+  // (0: at any).
   bool release(const std::string& name, uint64_t generation);
   void ended(const VmmSupervisor::Ended& end);
   void keep();

@@ -329,6 +329,18 @@ api::HostRemoveResponse Agent::remove_host(const api::HostRemoveRequest& request
       }
     }
     if (!member && !record) throw refused("no host named '" + request.name() + "' in the cluster");
+    // Its pool holds VM disks the cluster still knows: they would be lost.
+    std::string stored;
+    for (const auto& kv : etcd()->list(kVmsPrefix)) {
+      api::ClusterVm vm;
+      if (from_json(kv.value, &vm) && vm.storage_host() == request.name()) {
+        stored += (stored.empty() ? "" : ", ") + vm.name();
+      }
+    }
+    if (!stored.empty()) {
+      throw refused("host '" + request.name() + "' stores the disks of VM(s) " + stored +
+                    ": delete them first");
+    }
     // The record goes only while the host is not alive, in one
     // transaction: an agent registering meanwhile keeps its host.
     etcdserverpb::TxnRequest txn;

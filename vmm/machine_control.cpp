@@ -47,7 +47,8 @@ pb::StatusResult Machine::status() const {
   s.set_pauses(pauses_);
   s.set_fenced(fenced_);
   s.set_paused_by_fence(paused && paused_by_fence_);
-  s.set_receiving(!options_.incoming.empty() && started_ == std::chrono::steady_clock::time_point{});
+  s.set_receiving(!options_.incoming.empty() &&
+                  started_ == std::chrono::steady_clock::time_point{});
   s.set_paused_ms_total(
       ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
   s.set_serial(options_.serial_file.empty() ? "stdout" : "file=" + options_.serial_file);

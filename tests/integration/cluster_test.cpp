@@ -556,6 +556,12 @@ TEST(Cluster, VmsAreCreatedListedAndDeletedFromAnyHost) {
   r = c.keelctl(3, {"vm", "show", "a"});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("no VM named 'a'"), std::string::npos) << r.err;
+  // A host whose pool holds a VM's disk stays in the cluster.
+  c.stop_agent(3);
+  r = c.keelctl(1, {"host", "remove", "h3"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("stores the disks of VM(s) b"), std::string::npos) << r.err;
+  c.start_agent(3);
   // Without a majority: refused, and nothing is created.
   c.stop_agent(2);
   c.stop_agent(3);
