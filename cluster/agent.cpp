@@ -97,8 +97,15 @@ Agent::~Agent() {
   }
   stop_.notify_all();
   if (registrar_.joinable()) registrar_.join();
+  // The lease first (its thread calls into vms_ at each renewal); the
+  // keeper meanwhile sees no lease and does nothing.
+  std::unique_ptr<HostLease> lease;
+  {
+    std::lock_guard lock(mutex_);
+    lease = std::move(lease_);
+  }
+  lease.reset();
   vms_.reset();
-  lease_.reset();
   member_.reset();
 }
 

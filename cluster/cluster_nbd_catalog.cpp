@@ -1,6 +1,7 @@
 #include "cluster/cluster_nbd_catalog.h"
 
 #include <filesystem>
+#include <vector>
 
 #include "common/log.h"
 #include "storage/pool_nbd_catalog.h"
@@ -97,24 +98,49 @@ storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
 }
 
 void ClusterNbdCatalog::update(Holders owners) {
+  auto not_holder = [](const Holders& holders, const std::pair<std::string, std::string>& grant) {
+    auto it = holders.find(grant.first);
+    // No owner at all: the VM stopped; its connection ends with its VMM.
+    return it != holders.end() && !it->second.empty() && !it->second.count(grant.second);
+  };
+  std::vector<std::pair<std::string, std::string>> suspects;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [grant, flag] : grants_) {
+      if (not_holder(owners, grant)) suspects.push_back(grant);
+    }
+  }
+  if (!suspects.empty()) {
+    try {
+      owners = read_owners_();
+    } catch (const std::exception& e) {
+      log::info(std::string("nbd: the VMs' owners not read again: ") + e.what());
+    }
+  }
   std::lock_guard lock(mutex_);
   owners_ = std::move(owners);
+  for (const auto& grant : suspects) {
+    auto it = grants_.find(grant);
+    if (it == grants_.end() || !not_holder(owners_, grant)) continue;
+    // Moved to another host: the old one may write no more.
+    log::warning("nbd: VM " + grant.first + " is host " + *owners_[grant.first].begin() +
+                 "'s now: writes from " + grant.second + " refused");
+    it->second->store(true);
+    grants_.erase(it);
+  }
+}
+
+void ClusterNbdCatalog::revoke_all(const std::string& vm) {
+  std::lock_guard lock(mutex_);
   for (auto it = grants_.begin(); it != grants_.end();) {
-    auto owner = owners_.find(it->first.first);
-    if (owner != owners_.end() && owner->second.count(it->first.second)) {
+    if (it->first.first != vm) {
       ++it;
       continue;
     }
-    if (owner != owners_.end() && !owner->second.empty()) {
-      // Moved to another host: the old one may write no more. (No owner at
-      // all: the VM stopped; its connection ends with its VMM.)
-      log::warning("nbd: VM " + it->first.first + " is host " + *owner->second.begin() +
-                   "'s now: writes from " + it->first.second + " refused");
-      it->second->store(true);
-      it = grants_.erase(it);
-    } else {
-      ++it;
-    }
+    log::warning("nbd: VM " + vm + " runs on its storage host now: writes from " +
+                 it->first.second + " refused");
+    it->second->store(true);
+    it = grants_.erase(it);
   }
 }
 

@@ -31,8 +31,12 @@ class ClusterNbdCatalog : public storage::NbdCatalog {
   std::vector<std::string> names_for(const std::string& client) const override;
   Lookup find(const std::string& name, const std::string& client) const override;
 
-  // The owners as etcd has them now: grants to any other host revoked.
+  // The owners as etcd had them when the keeper read them: grants to any
+  // other host revoked (after a fresh read, so that a grant made since the
+  // keeper's read, to a migration's destination say, is not taken back).
   void update(Holders owners);
+  // Every grant of `vm` revoked: it runs on the storage host itself now.
+  void revoke_all(const std::string& vm);
 
  private:
   // Whether `client` owns `vm`, asking etcd when the last known owners say no.

@@ -85,9 +85,10 @@ api::VmIncomingResponse HostVms::incoming(const api::VmIncomingRequest& request)
       owner->generation() != request.generation()) {
     throw refused("VM " + name + " is not migrating to host " + context_.host);
   }
+  const bool vmm_here = running().count(name) > 0;
   {
     std::lock_guard lock(mutex_);
-    if (generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
+    if (vmm_here || generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
       throw refused("VM " + name + " runs on this host already");
     }
     incoming_[name] = request.generation();
@@ -164,6 +165,7 @@ bool HostVms::keep_incoming(const std::string& name, pid_t pid,
     if (receiving) return true;  // still arriving
     // The guest runs here: the source could not hand the record over.
     if (uint64_t generation = take_over(name, *owner, owner_revision, context_.lease())) {
+      remember_generation(name, generation);
       std::lock_guard lock(mutex_);
       incoming_.erase(name);
       generations_[name] = generation;
@@ -176,6 +178,7 @@ bool HostVms::keep_incoming(const std::string& name, pid_t pid,
     // Handed over, then its source's lease expired before the record moved:
     // nobody else took the VM, and its only guest runs here.
     const uint64_t generation = claim(name);
+    remember_generation(name, generation);
     std::lock_guard lock(mutex_);
     incoming_.erase(name);
     generations_[name] = generation;

@@ -72,11 +72,16 @@ void HostVms::serve_nbd(const std::string& address) {
   if (nbd_) nbd_->stop();
   if (nbd_thread_.joinable()) nbd_thread_.join();
   nbd_.reset();
-  if (!catalog_) {
-    catalog_ = std::make_shared<ClusterNbdCatalog>(*store_, [this] { return owner_addresses(); });
+  std::shared_ptr<ClusterNbdCatalog> catalog;
+  {
+    std::lock_guard lock(mutex_);
+    if (!catalog_) {
+      catalog_ = std::make_shared<ClusterNbdCatalog>(*store_, [this] { return owner_addresses(); });
+    }
+    catalog = catalog_;
   }
   nbd_ = std::make_unique<storage::NbdServer>(
-      catalog_, parse_host_port(host_port(address, kNbdPort), "the NBD address"));
+      catalog, parse_host_port(host_port(address, kNbdPort), "the NBD address"));
   nbd_thread_ = std::thread([server = nbd_.get()] { server->run(); });
   log::info("serving this pool's VM disks over NBD at " + host_port(address, kNbdPort) +
             " to their owners");
@@ -308,10 +313,7 @@ bool HostVms::release(const std::string& name, uint64_t generation) {
   auto etcd = context_.etcd();
   int64_t revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &revision);
-  if (!owner || owner->host() != context_.host ||
-      (generation != 0 && owner->generation() != generation)) {
-    return true;
-  }
+  if (!owner || owner->host() != context_.host || owner->generation() != generation) return true;
   // A migration under way (or its outcome unknown): the record goes to its
   // destination, or back to plain ownership, first.
   if (!owner->migrating_to().empty()) return false;
@@ -327,9 +329,10 @@ api::VmStartResponse HostVms::start(const std::string& name) {
   }
   auto record = read_record<api::ClusterVm>(*context_.etcd(), kVmsPrefix + name, nullptr);
   if (!record) throw refused("no VM named '" + name + "' in the cluster");
+  const bool vmm_here = running().count(name) > 0;  // adopted, not yet looked at
   {
     std::lock_guard lock(mutex_);
-    if (generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
+    if (vmm_here || generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
       throw refused("VM " + name + " runs on this host already");
     }
     starting_.insert(name);
@@ -347,8 +350,20 @@ api::VmStartResponse HostVms::start(const std::string& name) {
   {
     std::lock_guard lock(mutex_);
     generations_[name] = generation;
+    to_release_.erase(name);
   }
   try {
+    remember_generation(name, generation);
+    std::shared_ptr<ClusterNbdCatalog> catalog;
+    {
+      std::lock_guard lock(mutex_);
+      catalog = catalog_;
+    }
+    if (catalog && record->storage_host() == context_.host) {
+      // Its disks opened here, not over NBD: whoever had them over NBD
+      // writes no more, now rather than at the keeper's next look.
+      catalog->revoke_all(name);
+    }
     std::vector<std::string> argv{vmm_program()};
     for (auto& a : storage::vmm_arguments(vm, files)) argv.push_back(std::move(a));
     argv.push_back("--fence-file");
@@ -445,13 +460,13 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
     incoming_.erase(end.vm);
     // Migrated away: the migration hands the owner record over.
     if (migrating_out_.count(end.vm)) return;
-    // Not known yet (adopted, ended before the keeper looked): whatever
-    // record of this host's it had.
+    // Not known (adopted and ended before the keeper looked, or ended by
+    // the keeper): the keeper's look for owner records without a VMM here
+    // gives it up at the generation it has.
     auto it = generations_.find(end.vm);
-    if (it != generations_.end()) {
-      generation = it->second;
-      generations_.erase(it);
-    }
+    if (it == generations_.end()) return;
+    generation = it->second;
+    generations_.erase(it);
     to_release_[end.vm] = generation;
   }
   poke();
@@ -464,10 +479,11 @@ void HostVms::keep() {
     if (stopping_) return;
     poked_ = false;
     auto releases = to_release_;
+    auto catalog = catalog_;
     lock.unlock();
-    if (catalog_) {
+    if (catalog) {
       try {
-        catalog_->update(owner_addresses());
+        catalog->update(owner_addresses());
       } catch (const std::exception& e) {
         log::info(std::string("nbd: the VMs' owners not read: ") + e.what());
       }
@@ -482,6 +498,11 @@ void HostVms::keep() {
         } catch (const std::exception& e) {
           log::info("VM " + name + ": owner record not given up yet: " + e.what());
         }
+      }
+      try {
+        release_orphans();
+      } catch (const std::exception& e) {
+        log::info(std::string("owner records without a VMM not looked at: ") + e.what());
       }
       for (const auto& [name, pid] : running()) {
         {
@@ -499,6 +520,39 @@ void HostVms::keep() {
   }
 }
 
+void HostVms::release_orphans() {
+  for (const auto& kv : context_.etcd()->list(kOwnersPrefix)) {
+    api::Owner owner;
+    if (!from_json(kv.value, &owner) || owner.host() != context_.host) continue;
+    const std::string name = kv.key.substr(kOwnersPrefix.size());
+    // Looked at after the record was read: a start that made it is still
+    // starting, or its VMM is watched by now.
+    {
+      std::lock_guard lock(mutex_);
+      if (starting_.count(name) || incoming_.count(name) || migrating_out_.count(name)) continue;
+    }
+    if (running().count(name)) continue;
+    // release() reads the record again and takes only this generation: a
+    // start meanwhile makes the next one.
+    if (release(name, owner.generation())) {
+      log::info("VM " + name + ": owner record (generation " + std::to_string(owner.generation()) +
+                ") given up: no keel-vmm runs it here");
+    }
+  }
+}
+
+void HostVms::remember_generation(const std::string& name, uint64_t generation) {
+  std::ofstream out(storage::vm_run_dir(name) / "generation", std::ios::trunc);
+  out << generation << "\n";
+}
+
+std::optional<uint64_t> HostVms::remembered_generation(const std::string& name) {
+  std::ifstream in(storage::vm_run_dir(name) / "generation");
+  uint64_t generation = 0;
+  if (in >> generation && generation != 0) return generation;
+  return std::nullopt;
+}
+
 void HostVms::keep_one(const std::string& name, pid_t pid) {
   auto etcd = context_.etcd();
   std::optional<uint64_t> mine;
@@ -506,6 +560,8 @@ void HostVms::keep_one(const std::string& name, pid_t pid) {
     std::lock_guard lock(mutex_);
     if (auto it = generations_.find(name); it != generations_.end()) mine = it->second;
   }
+  // Adopted after this agent's restart: the generation it was started at.
+  if (!mine) mine = remembered_generation(name);
   int64_t owner_revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
   auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
@@ -520,6 +576,7 @@ void HostVms::keep_one(const std::string& name, pid_t pid) {
   std::string moved;
   if (owner) {
     if (owner->host() == context_.host && (!mine || *mine == owner->generation())) {
+      if (!mine) remember_generation(name, owner->generation());
       std::lock_guard lock(mutex_);
       generations_[name] = owner->generation();
     } else {
@@ -531,6 +588,7 @@ void HostVms::keep_one(const std::string& name, pid_t pid) {
   } else if (vm->last_host() == context_.host && (!mine || *mine == vm->generation())) {
     // The lease had expired and nobody took the VM: this host takes it again.
     const uint64_t generation = claim(name);
+    remember_generation(name, generation);
     std::lock_guard lock(mutex_);
     generations_[name] = generation;
     log::info("VM " + name + " is this host's again (generation " + std::to_string(generation) +

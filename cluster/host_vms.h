@@ -108,12 +108,19 @@ class HostVms {
   // The owner record for this host with the next generation, in one
   // transaction with the VM's record; the new generation.
   uint64_t claim(const std::string& name);
-  // Gives up the owner record if it is still this host's at `generation`
-  // (0: at any).
+  // Gives up the owner record if it is still this host's at `generation`.
   bool release(const std::string& name, uint64_t generation);
   void ended(const VmmSupervisor::Ended& end);
   void keep();
   void keep_one(const std::string& name, pid_t pid);
+  // Owner records naming this host for VMs no keel-vmm here runs (it ended
+  // while nobody watched, or the agent died between claim and start):
+  // given up at the generation they have.
+  void release_orphans();
+  // The generation a VMM was started at, in its run directory, for the
+  // agent that adopts it after a restart.
+  static void remember_generation(const std::string& name, uint64_t generation);
+  static std::optional<uint64_t> remembered_generation(const std::string& name);
   // A VM migrating here: taken over once its guest runs here, ended when
   // the migration was given up. False: no longer incoming (keep_one goes
   // on as for any VM).

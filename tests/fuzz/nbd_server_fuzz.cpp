@@ -22,8 +22,9 @@ class FuzzCatalog : public NbdCatalog {
  public:
   std::vector<std::string> names_for(const std::string&) const override { return {"disk"}; }
   Lookup find(const std::string& name, const std::string&) const override {
-    if (name == "disk") return {Verdict::kOpen, {"disk", "/nonexistent", "a disk", 1 << 20, false}};
-    if (name == "ro") return {Verdict::kOpen, {"ro", "/nonexistent", "", 4096, true}};
+    if (name == "disk")
+      return {Verdict::kOpen, {"disk", "/nonexistent", "a disk", 1 << 20, false, nullptr}};
+    if (name == "ro") return {Verdict::kOpen, {"ro", "/nonexistent", "", 4096, true, nullptr}};
     if (name == "secret") return {Verdict::kNotAllowed, {}};
     return {};
   }
