@@ -55,6 +55,20 @@ struct Agent::ClusterView {
   std::map<std::string, bool> alive;
   std::map<std::string, api::ClusterVm> vms;
   std::map<std::string, api::Owner> owners;
+
+  // The VM's record; refused when the cluster has none.
+  const api::ClusterVm& vm(const std::string& name) const {
+    auto it = vms.find(name);
+    if (it == vms.end()) throw refused("no VM named '" + name + "' in the cluster");
+    return it->second;
+  }
+  // Its owner record; refused when it does not run.
+  const api::Owner& owner(const std::string& name) const {
+    vm(name);
+    auto it = owners.find(name);
+    if (it == owners.end()) throw refused("VM " + name + " is not running");
+    return it->second;
+  }
 };
 
 Agent::ClusterView Agent::cluster_view(Read read) {
@@ -138,8 +152,7 @@ api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
   storage::check_pool_name("VM name", request.name());
   return with_quorum([&] {
     auto view = cluster_view(Read::kLinearizable);
-    auto vm = view.vms.find(request.name());
-    if (vm == view.vms.end()) throw refused("no VM named '" + request.name() + "' in the cluster");
+    const api::ClusterVm& vm = view.vm(request.name());
     if (auto owner = view.owners.find(request.name()); owner != view.owners.end()) {
       throw refused("VM " + request.name() + " runs on host " + owner->second.host());
     }
@@ -159,16 +172,15 @@ api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
         c.unfit = "its agent is not alive";
       } else if (!has_role(host, api::ROLE_COMPUTE)) {
         c.unfit = "not a compute host";
-      } else if (!view.alive.count(vm->second.storage_host())) {
-        c.unfit =
-            "the VM's disk is on host " + vm->second.storage_host() + ", whose agent is not alive";
+      } else if (!view.alive.count(vm.storage_host())) {
+        c.unfit = "the VM's disk is on host " + vm.storage_host() + ", whose agent is not alive";
       }
       candidates.push_back(c);
     }
     std::string host = request.host();
     std::string reason = "chosen by the operator";
     if (host.empty()) {
-      auto placed = place_vm(vm->second.memory_bytes(), vm->second.cpus(), candidates);
+      auto placed = place_vm(vm.memory_bytes(), vm.cpus(), candidates);
       if (placed.host.empty()) {
         throw refused("cannot start VM " + request.name() + ": " + placed.reason);
       }
@@ -197,12 +209,7 @@ api::VmStopResponse Agent::vm_stop(const api::VmStopRequest& request) {
   storage::check_pool_name("VM name", request.name());
   return with_quorum([&] {
     auto view = cluster_view(Read::kLinearizable);
-    if (!view.vms.count(request.name())) {
-      throw refused("no VM named '" + request.name() + "' in the cluster");
-    }
-    auto owner = view.owners.find(request.name());
-    if (owner == view.owners.end()) throw refused("VM " + request.name() + " is not running");
-    const std::string host = owner->second.host();
+    const std::string host = view.owner(request.name()).host();
     const auto timeout =
         std::chrono::milliseconds(request.timeout_ms() ? request.timeout_ms() : 60000) + kStopExtra;
     on_host(
@@ -229,9 +236,7 @@ api::VmListResponse Agent::vm_list(const api::VmListRequest& request) {
       throw no_quorum(e.what());
     }
   }
-  if (!request.name().empty() && !view.vms.count(request.name())) {
-    throw refused("no VM named '" + request.name() + "' in the cluster");
-  }
+  if (!request.name().empty()) view.vm(request.name());
   for (const auto& [name, vm] : view.vms) {
     if (!request.name().empty() && name != request.name()) continue;
     auto* row = out.add_vms();
@@ -249,13 +254,11 @@ api::VmDeleteResponse Agent::vm_delete(const api::VmDeleteRequest& request) {
   storage::check_pool_name("VM name", request.name());
   return with_quorum([&] {
     auto view = cluster_view(Read::kLinearizable);
-    auto vm = view.vms.find(request.name());
-    if (vm == view.vms.end()) throw refused("no VM named '" + request.name() + "' in the cluster");
+    const std::string storage_host = view.vm(request.name()).storage_host();
     if (auto owner = view.owners.find(request.name()); owner != view.owners.end()) {
       throw refused("VM " + request.name() + " runs on host " + owner->second.host() +
                     ": stop it first");
     }
-    const std::string storage_host = vm->second.storage_host();
     on_host(
         view, storage_host, [&] { return host_vm_delete(request); },
         [&](AgentClient& c) { return c.host_vm_delete(request); }, kForwardTimeout);
@@ -273,10 +276,7 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
   }
   return with_quorum([&] {
     auto view = cluster_view(Read::kLinearizable);
-    auto vm = view.vms.find(request.name());
-    if (vm == view.vms.end()) throw refused("no VM named '" + request.name() + "' in the cluster");
-    auto owner = view.owners.find(request.name());
-    if (owner == view.owners.end()) throw refused("VM " + request.name() + " is not running");
+    const std::string from = view.owner(request.name()).host();
     auto to = view.hosts.find(request.to());
     if (to == view.hosts.end())
       throw refused("no host named '" + request.to() + "' in the cluster");
@@ -286,11 +286,11 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
     if (!has_role(to->second, api::ROLE_COMPUTE)) {
       throw refused("host " + request.to() + " is not a compute host");
     }
-    if (owner->second.host() == request.to()) {
+    if (from == request.to()) {
       throw refused("VM " + request.name() + " runs on host " + request.to() + " already");
     }
     return on_host(
-        view, owner->second.host(), [&] { return host_vm_migrate(request); },
+        view, from, [&] { return host_vm_migrate(request); },
         [&](AgentClient& c) { return c.host_vm_migrate(request); }, kMigrationForwardTimeout);
   });
 }

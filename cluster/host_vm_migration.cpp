@@ -165,10 +165,7 @@ bool HostVms::keep_incoming(const std::string& name, pid_t pid,
     if (receiving) return true;  // still arriving
     // The guest runs here: the source could not hand the record over.
     if (uint64_t generation = take_over(name, *owner, owner_revision, context_.lease())) {
-      remember_generation(name, generation);
-      std::lock_guard lock(mutex_);
-      incoming_.erase(name);
-      generations_[name] = generation;
+      own(name, generation);
       log::info("VM " + name + " is this host's after its migration (generation " +
                 std::to_string(generation) + ")");
     }
@@ -178,10 +175,7 @@ bool HostVms::keep_incoming(const std::string& name, pid_t pid,
     // Handed over, then its source's lease expired before the record moved:
     // nobody else took the VM, and its only guest runs here.
     const uint64_t generation = claim(name);
-    remember_generation(name, generation);
-    std::lock_guard lock(mutex_);
-    incoming_.erase(name);
-    generations_[name] = generation;
+    own(name, generation);
     log::info("VM " + name + " is this host's after its migration (generation " +
               std::to_string(generation) + ")");
     return true;

@@ -541,6 +541,14 @@ void HostVms::release_orphans() {
   }
 }
 
+void HostVms::own(const std::string& name, uint64_t generation) {
+  remember_generation(name, generation);
+  std::lock_guard lock(mutex_);
+  incoming_.erase(name);
+  to_release_.erase(name);
+  generations_[name] = generation;
+}
+
 void HostVms::remember_generation(const std::string& name, uint64_t generation) {
   std::ofstream out(storage::vm_run_dir(name) / "generation", std::ios::trunc);
   out << generation << "\n";
@@ -588,9 +596,7 @@ void HostVms::keep_one(const std::string& name, pid_t pid) {
   } else if (vm->last_host() == context_.host && (!mine || *mine == vm->generation())) {
     // The lease had expired and nobody took the VM: this host takes it again.
     const uint64_t generation = claim(name);
-    remember_generation(name, generation);
-    std::lock_guard lock(mutex_);
-    generations_[name] = generation;
+    own(name, generation);
     log::info("VM " + name + " is this host's again (generation " + std::to_string(generation) +
               ")");
   } else {

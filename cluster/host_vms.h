@@ -117,6 +117,9 @@ class HostVms {
   // while nobody watched, or the agent died between claim and start):
   // given up at the generation they have.
   void release_orphans();
+  // This host runs the VM at `generation` now (taken again, or after a
+  // migration): remembered, and no longer incoming or to be given up.
+  void own(const std::string& name, uint64_t generation);
   // The generation a VMM was started at, in its run directory, for the
   // agent that adopts it after a restart.
   static void remember_generation(const std::string& name, uint64_t generation);

@@ -46,16 +46,6 @@ AgentClient agent_at(unsigned host, milliseconds timeout = milliseconds(5000)) {
   return AgentClient(TestCluster::address(host) + ":7400", timeout);
 }
 
-// Waits until `done` holds, at most `limit`; false if it never did.
-bool wait_until(const std::function<bool()>& done, milliseconds limit) {
-  auto until = Clock::now() + limit;
-  while (Clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(100));
-  }
-  return done();
-}
-
 api::ClusterStatusResponse status_json(const TestCluster& c, unsigned host) {
   auto r = c.keelctl(host, {"--json", "cluster", "status"});
   EXPECT_EQ(r.exit_code, 0) << show(r);

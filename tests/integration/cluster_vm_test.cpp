@@ -33,15 +33,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-bool wait_until(const std::function<bool()>& done, milliseconds limit) {
-  const auto until = Clock::now() + limit;
-  while (Clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  return done();
-}
-
 // keel-vmm's status through its socket; a default one when it does not
 // answer.
 keel::api::v1::StatusResult vmm_status(const std::string& socket) {

@@ -21,6 +21,15 @@ std::string tool(const std::string& name) {
 }
 }  // namespace
 
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
+}
+
 void enter_private_network() {
   if (::unshare(CLONE_NEWNET) != 0) throw std::runtime_error("unshare(CLONE_NEWNET) failed");
   auto r = run_command({"ip", "link", "set", "lo", "up"}, std::chrono::seconds(10));

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,10 @@
 #include "tests/support/scratch_dir.h"
 
 namespace keel::testing {
+
+// Looks every 50 ms until `done` holds, at most `limit`; false if it never
+// did.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit);
 
 // unshare(CLONE_NEWNET) for the whole process, with lo up. Call from main
 // before anything starts a thread.
