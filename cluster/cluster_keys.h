@@ -18,6 +18,11 @@ inline const std::string kAlivePrefix = "/keel/alive/";  // + NAME: Alive, on th
 inline const std::string kVmsPrefix = "/keel/vms/";      // + NAME: ClusterVm
 // + NAME: Owner, on the owner host's lease
 inline const std::string kOwnersPrefix = "/keel/owners/";
+// + NAME: Owner (the destination, at the source's generation), on the
+// destination host's lease while a live migration brings the VM there: no
+// other host may take the VM meanwhile, even when the source's lease (and
+// with it the owner record) expires after the guest was handed over.
+inline const std::string kIncomingPrefix = "/keel/incoming/";
 
 std::string to_json(const google::protobuf::Message& record);
 // False (and `record` cleared) when `json` is not the record.

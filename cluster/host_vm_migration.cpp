@@ -79,7 +79,8 @@ api::VmIncomingResponse HostVms::incoming(const api::VmIncomingRequest& request)
   }
   auto etcd = context_.etcd();
   auto record = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
-  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr);
+  int64_t owner_revision = 0;
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
   if (!record) throw refused("no VM named '" + name + "' in the cluster");
   if (!owner || owner->migrating_to() != context_.host ||
       owner->generation() != request.generation()) {
@@ -94,6 +95,10 @@ api::VmIncomingResponse HostVms::incoming(const api::VmIncomingRequest& request)
     incoming_[name] = request.generation();
   }
   try {
+    // Before its guest can run here: nobody else takes the VM from now on.
+    if (!mark_incoming(name, request.generation(), owner_revision)) {
+      throw refused("VM " + name + ": its owner record changed meanwhile");
+    }
     auto [vm, files, log] = prepare(*record);
     const std::string address = address_of(context_.host);
     const uint16_t port = free_port(address);
@@ -113,9 +118,68 @@ api::VmIncomingResponse HostVms::incoming(const api::VmIncomingRequest& request)
     out.set_lease(context_.lease());
     return out;
   } catch (...) {
+    try {
+      drop_incoming(name);
+    } catch (const std::exception& e) {
+      log::warning("VM " + name +
+                   ": its arrival mark stays until this host's lease ends: " + e.what());
+    }
     std::lock_guard lock(mutex_);
     incoming_.erase(name);
     throw;
+  }
+}
+
+bool HostVms::mark_incoming(const std::string& name, uint64_t generation, int64_t revision) {
+  api::Owner mark;
+  mark.set_host(context_.host);
+  mark.set_generation(generation);
+  mark.set_since(storage::utc_now());
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_mod_revision(kOwnersPrefix + name, revision);
+  *txn.add_compare() = EtcdClient::key_absent(kIncomingPrefix + name);
+  *txn.add_success() = EtcdClient::put_op(kIncomingPrefix + name, to_json(mark), context_.lease());
+  return context_.etcd()->txn(txn).succeeded();
+}
+
+void HostVms::drop_incoming(const std::string& name) {
+  auto etcd = context_.etcd();
+  int64_t revision = 0;
+  auto mark = read_record<api::Owner>(*etcd, kIncomingPrefix + name, &revision);
+  if (!mark || mark->host() != context_.host) return;
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_mod_revision(kIncomingPrefix + name, revision);
+  *txn.add_success() = EtcdClient::delete_op(kIncomingPrefix + name);
+  etcd->txn(txn);
+}
+
+bool HostVms::recall_incoming(const std::string& name) {
+  auto etcd = context_.etcd();
+  auto kv = etcd->get(kIncomingPrefix + name);
+  api::Owner mark;
+  if (!kv || !from_json(kv->value, &mark) || mark.host() != context_.host) return false;
+  if (kv->lease != context_.lease()) {
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = EtcdClient::key_mod_revision(kv->key, kv->mod_revision);
+    *txn.add_success() = EtcdClient::put_op(kv->key, kv->value, context_.lease());
+    if (!etcd->txn(txn).succeeded()) return false;
+  }
+  std::lock_guard lock(mutex_);
+  incoming_[name] = mark.generation();
+  return true;
+}
+
+void HostVms::settle_migration(const std::string& name, const api::Owner& owner, int64_t revision) {
+  if (!migration_over(name)) return;
+  api::Owner alone = owner;
+  alone.clear_migrating_to();
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_mod_revision(kOwnersPrefix + name, revision);
+  *txn.add_success() = EtcdClient::put_op(kOwnersPrefix + name, to_json(alone), context_.lease());
+  if (context_.etcd()->txn(txn).succeeded()) {
+    log::warning("VM " + name + ": its migration to " + owner.migrating_to() +
+                 " is over (nothing arrives there): the VM is this host's alone again; a guest "
+                 "paused by it here stays paused (resume or stop it)");
   }
 }
 
@@ -136,6 +200,7 @@ uint64_t HostVms::take_over(const std::string& name, const api::Owner& owner, in
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, vm_revision);
   *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(*vm));
   *txn.add_success() = EtcdClient::put_op(kOwnersPrefix + name, to_json(next), lease);
+  *txn.add_success() = EtcdClient::delete_op(kIncomingPrefix + name);
   return etcd->txn(txn).succeeded() ? next.generation() : 0;
 }
 
@@ -182,11 +247,12 @@ bool HostVms::keep_incoming(const std::string& name, pid_t pid,
   }
   log::warning("VM " + name + ": its migration here was given up: keel-vmm " + std::to_string(pid) +
                " ended");
+  ::kill(pid, SIGKILL);
   {
     std::lock_guard lock(mutex_);
     incoming_.erase(name);
   }
-  ::kill(pid, SIGKILL);
+  drop_incoming(name);
   return true;
 }
 

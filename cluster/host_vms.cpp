@@ -25,7 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr auto kKeepEvery = std::chrono::seconds(1);
 constexpr auto kStopGrace = std::chrono::seconds(10);
 constexpr size_t kFileChunk = 256 << 10;
 // Fetching a VM's boot files (tens of MiB) from its storage host.
@@ -187,29 +186,6 @@ storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string
   return files;
 }
 
-void HostVms::begin() {
-  std::lock_guard lock(mutex_);
-  if (keeper_.joinable()) return;
-  keeper_ = std::thread([this] {
-    try {
-      for (const auto& vm : supervisor_->adopt_running()) {
-        log::info("VM " + vm + ": its keel-vmm runs on; watched again");
-      }
-    } catch (const std::exception& e) {
-      log::error(std::string("cannot adopt the VMMs left running: ") + e.what());
-    }
-    keep();
-  });
-}
-
-void HostVms::poke() {
-  {
-    std::lock_guard lock(mutex_);
-    poked_ = true;
-  }
-  wake_.notify_all();
-}
-
 std::map<std::string, pid_t> HostVms::running() const {
   return supervisor_->running();
 }
@@ -271,11 +247,16 @@ void HostVms::remove(const std::string& name) {
   }
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
+  *txn.add_compare() = EtcdClient::key_absent(kIncomingPrefix + name);
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
   *txn.add_success() = EtcdClient::delete_op(kVmsPrefix + name);
   if (!etcd->txn(txn).succeeded()) {
     if (auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr)) {
       throw refused("VM " + name + " runs on host " + owner->host() + ": stop it first");
+    }
+    if (auto mark = read_record<api::Owner>(*etcd, kIncomingPrefix + name, nullptr)) {
+      throw refused("VM " + name + " is arriving on host " + mark->host() +
+                    " (a live migration under way)");
     }
     throw refused("VM " + name + " changed meanwhile: try again");
   }
@@ -296,17 +277,42 @@ uint64_t HostVms::claim(const std::string& name) {
   owner.set_since(storage::utc_now());
   vm->set_generation(owner.generation());
   vm->set_last_host(context_.host);
+  // A migration's destination holds the VM until its guest runs there or
+  // it gives up; only that host takes it (its own mark goes then).
+  const std::string incoming_key = kIncomingPrefix + name;
+  int64_t incoming_revision = 0;
+  auto arriving = read_record<api::Owner>(*etcd, incoming_key, &incoming_revision);
+  auto refuse_arriving = [&](const api::Owner& at) {
+    return refused("VM " + name + " is arriving on host " + at.host() +
+                   " (a live migration under way)");
+  };
+  if (arriving && arriving->host() != context_.host) throw refuse_arriving(*arriving);
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
+  *txn.add_compare() = arriving ? EtcdClient::key_mod_revision(incoming_key, incoming_revision)
+                                : EtcdClient::key_absent(incoming_key);
   *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(*vm));
   *txn.add_success() = EtcdClient::put_op(kOwnersPrefix + name, to_json(owner), lease);
+  if (arriving) *txn.add_success() = EtcdClient::delete_op(incoming_key);
   if (etcd->txn(txn).succeeded()) return owner.generation();
   if (auto holder = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr)) {
     throw refused("VM " + name + " runs on host " + holder->host() + " (generation " +
                   std::to_string(holder->generation()) + ")");
   }
+  if (auto at = read_record<api::Owner>(*etcd, incoming_key, nullptr);
+      at && at->host() != context_.host) {
+    throw refuse_arriving(*at);
+  }
   throw refused("VM " + name + " changed meanwhile: try again");
+}
+
+bool HostVms::migration_over(const std::string& name) {
+  {
+    std::lock_guard lock(mutex_);
+    if (migrating_out_.count(name)) return false;
+  }
+  return !context_.etcd()->get(kIncomingPrefix + name);
 }
 
 bool HostVms::release(const std::string& name, uint64_t generation) {
@@ -314,9 +320,9 @@ bool HostVms::release(const std::string& name, uint64_t generation) {
   int64_t revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &revision);
   if (!owner || owner->host() != context_.host || owner->generation() != generation) return true;
-  // A migration under way (or its outcome unknown): the record goes to its
-  // destination, or back to plain ownership, first.
-  if (!owner->migrating_to().empty()) return false;
+  // A migration under way, or its destination may still run the guest:
+  // the record goes to the destination, or back to plain ownership, first.
+  if (!owner->migrating_to().empty() && !migration_over(name)) return false;
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_mod_revision(kOwnersPrefix + name, revision);
   *txn.add_success() = EtcdClient::delete_op(kOwnersPrefix + name);
@@ -448,183 +454,6 @@ void HostVms::stop(const api::VmStopRequest& request) {
                                                       " of VM " + request.name() + " still runs " +
                                                       std::to_string(kStopGrace.count()) +
                                                       " s after it was told to stop");
-  }
-}
-
-void HostVms::ended(const VmmSupervisor::Ended& end) {
-  log::info("VM " + end.vm + ": keel-vmm " + std::to_string(end.pid) + " ended" +
-            (end.last_words.empty() ? "" : ": " + end.last_words));
-  uint64_t generation = 0;
-  {
-    std::lock_guard lock(mutex_);
-    incoming_.erase(end.vm);
-    // Migrated away: the migration hands the owner record over.
-    if (migrating_out_.count(end.vm)) return;
-    // Not known (adopted and ended before the keeper looked, or ended by
-    // the keeper): the keeper's look for owner records without a VMM here
-    // gives it up at the generation it has.
-    auto it = generations_.find(end.vm);
-    if (it == generations_.end()) return;
-    generation = it->second;
-    generations_.erase(it);
-    to_release_[end.vm] = generation;
-  }
-  poke();
-}
-
-void HostVms::keep() {
-  std::unique_lock lock(mutex_);
-  while (!stopping_) {
-    wake_.wait_for(lock, kKeepEvery, [this] { return stopping_ || poked_; });
-    if (stopping_) return;
-    poked_ = false;
-    auto releases = to_release_;
-    auto catalog = catalog_;
-    lock.unlock();
-    if (catalog) {
-      try {
-        catalog->update(owner_addresses());
-      } catch (const std::exception& e) {
-        log::info(std::string("nbd: the VMs' owners not read: ") + e.what());
-      }
-    }
-    if (!context_.fenced() && context_.lease() != 0) {
-      for (const auto& [name, generation] : releases) {
-        try {
-          if (release(name, generation)) {
-            std::lock_guard relock(mutex_);
-            if (to_release_[name] == generation) to_release_.erase(name);
-          }
-        } catch (const std::exception& e) {
-          log::info("VM " + name + ": owner record not given up yet: " + e.what());
-        }
-      }
-      try {
-        release_orphans();
-      } catch (const std::exception& e) {
-        log::info(std::string("owner records without a VMM not looked at: ") + e.what());
-      }
-      for (const auto& [name, pid] : running()) {
-        {
-          std::lock_guard relock(mutex_);
-          if (starting_.count(name)) continue;
-        }
-        try {
-          keep_one(name, pid);
-        } catch (const std::exception& e) {
-          log::info("VM " + name + ": " + e.what());
-        }
-      }
-    }
-    lock.lock();
-  }
-}
-
-void HostVms::release_orphans() {
-  for (const auto& kv : context_.etcd()->list(kOwnersPrefix)) {
-    api::Owner owner;
-    if (!from_json(kv.value, &owner) || owner.host() != context_.host) continue;
-    const std::string name = kv.key.substr(kOwnersPrefix.size());
-    // Looked at after the record was read: a start that made it is still
-    // starting, or its VMM is watched by now.
-    {
-      std::lock_guard lock(mutex_);
-      if (starting_.count(name) || incoming_.count(name) || migrating_out_.count(name)) continue;
-    }
-    if (running().count(name)) continue;
-    // release() reads the record again and takes only this generation: a
-    // start meanwhile makes the next one.
-    if (release(name, owner.generation())) {
-      log::info("VM " + name + ": owner record (generation " + std::to_string(owner.generation()) +
-                ") given up: no keel-vmm runs it here");
-    }
-  }
-}
-
-void HostVms::own(const std::string& name, uint64_t generation) {
-  remember_generation(name, generation);
-  std::lock_guard lock(mutex_);
-  incoming_.erase(name);
-  to_release_.erase(name);
-  generations_[name] = generation;
-}
-
-void HostVms::remember_generation(const std::string& name, uint64_t generation) {
-  std::ofstream out(storage::vm_run_dir(name) / "generation", std::ios::trunc);
-  out << generation << "\n";
-}
-
-std::optional<uint64_t> HostVms::remembered_generation(const std::string& name) {
-  std::ifstream in(storage::vm_run_dir(name) / "generation");
-  uint64_t generation = 0;
-  if (in >> generation && generation != 0) return generation;
-  return std::nullopt;
-}
-
-void HostVms::keep_one(const std::string& name, pid_t pid) {
-  auto etcd = context_.etcd();
-  std::optional<uint64_t> mine;
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = generations_.find(name); it != generations_.end()) mine = it->second;
-  }
-  // Adopted after this agent's restart: the generation it was started at.
-  if (!mine) mine = remembered_generation(name);
-  int64_t owner_revision = 0;
-  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
-  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
-  bool incoming = false;
-  {
-    std::lock_guard lock(mutex_);
-    incoming = incoming_.count(name) > 0;
-  }
-  if (incoming || (owner && owner->migrating_to() == context_.host)) {
-    if (keep_incoming(name, pid, owner, owner_revision, vm)) return;
-  }
-  std::string moved;
-  if (owner) {
-    if (owner->host() == context_.host && (!mine || *mine == owner->generation())) {
-      if (!mine) remember_generation(name, owner->generation());
-      std::lock_guard lock(mutex_);
-      generations_[name] = owner->generation();
-    } else {
-      moved = "it runs on host " + owner->host() + " (generation " +
-              std::to_string(owner->generation()) + ")";
-    }
-  } else if (!vm) {
-    moved = "it is no longer in the cluster";
-  } else if (vm->last_host() == context_.host && (!mine || *mine == vm->generation())) {
-    // The lease had expired and nobody took the VM: this host takes it again.
-    const uint64_t generation = claim(name);
-    own(name, generation);
-    log::info("VM " + name + " is this host's again (generation " + std::to_string(generation) +
-              ")");
-  } else {
-    moved = "it moved to host " + vm->last_host() + " (generation " +
-            std::to_string(vm->generation()) + ")";
-  }
-  if (!moved.empty()) {
-    {
-      std::lock_guard lock(mutex_);
-      generations_.erase(name);
-    }
-    log::warning("VM " + name + ": " + moved + ": its paused keel-vmm " + std::to_string(pid) +
-                 " here is ended, its state discarded");
-    ::kill(pid, SIGKILL);
-    return;
-  }
-  keel::api::v1::Request status;
-  status.mutable_status();
-  auto answer = call_vmm(name, status, std::chrono::seconds(2));
-  if (answer.ok() && answer.status().paused_by_fence() && !answer.status().fenced()) {
-    keel::api::v1::Request resume;
-    resume.mutable_resume();
-    auto resumed = call_vmm(name, resume, std::chrono::seconds(5));
-    if (resumed.ok()) {
-      log::info("VM " + name + " resumed: still this host's after the fence");
-    } else {
-      log::warning("VM " + name + ": not resumed: " + resumed.error().message());
-    }
   }
 }
 

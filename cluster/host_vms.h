@@ -130,6 +130,24 @@ class HostVms {
   bool keep_incoming(const std::string& name, pid_t pid,
                      const std::optional<keel::agent::v1::Owner>& owner, int64_t owner_revision,
                      const std::optional<keel::agent::v1::ClusterVm>& vm);
+  // Whether no migration of the VM is under way from here and no host
+  // holds it as arriving (kIncomingPrefix): a migration that failed, or
+  // whose destination went, leaves nothing that may run the guest there.
+  bool migration_over(const std::string& name);
+  // On the source, for a record still naming a destination once the
+  // migration is over (its outcome was unknown): the record becomes this
+  // host's alone again; the paused guest waits for the operator.
+  void settle_migration(const std::string& name, const keel::agent::v1::Owner& owner,
+                        int64_t revision);
+  // On the destination: marks the VM as arriving here (kIncomingPrefix, on
+  // this host's lease) while its owner record is as read at `revision`;
+  // false when it changed.
+  bool mark_incoming(const std::string& name, uint64_t generation, int64_t revision);
+  // Takes the mark away when it is this host's.
+  void drop_incoming(const std::string& name);
+  // A VMM adopted after this agent's restart whose VM this host marked as
+  // arriving: incoming again, the mark on the current lease.
+  bool recall_incoming(const std::string& name);
   // The owner record (as read at `revision`) becomes this host's at the
   // next generation; the new generation, 0 when the record changed.
   uint64_t take_over(const std::string& name, const keel::agent::v1::Owner& owner, int64_t revision,

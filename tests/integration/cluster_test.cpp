@@ -21,6 +21,8 @@
 #include <thread>
 
 #include "cluster/agent_client.h"
+#include "cluster/cluster_keys.h"
+#include "cluster/etcd_client.h"
 #include "common/fence_deadline.h"
 #include "common/unique_fd.h"
 #include "tests/support/keelctl_result.h"
@@ -540,6 +542,23 @@ TEST(Cluster, VmsAreCreatedListedAndDeletedFromAnyHost) {
   } catch (const AgentCallError& e) {
     EXPECT_EQ(e.grpc_code(), 7) << e.what();
   }
+  // A migration's destination holds the VM (its arrival mark, on that
+  // host's lease): no other host takes it or deletes it meanwhile, and the
+  // destination's agent gives the mark up once nothing arrives there.
+  cluster::EtcdClient etcd({c.address(1) + ":2379"}, milliseconds(5000));
+  const std::string mark_key = cluster::kIncomingPrefix + "b";
+  etcd.put(mark_key, R"({"host":"h9","generation":"1"})");
+  r = c.keelctl(1, {"vm", "start", "b", "--host", "h1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("VM b is arriving on host h9 (a live migration under way)"),
+            std::string::npos)
+      << r.err;
+  r = c.keelctl(2, {"vm", "delete", "b"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("VM b is arriving on host h9"), std::string::npos) << r.err;
+  etcd.put(mark_key, R"({"host":"h2","generation":"1"})");
+  EXPECT_TRUE(wait_until([&] { return !etcd.get(mark_key); }, milliseconds(10000)))
+      << "h2 kept an arrival mark with nothing arriving";
   r = c.keelctl(1, {"vm", "delete", "a"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   EXPECT_FALSE(std::filesystem::exists(c.pool(2) + "/vms/a"));
