@@ -1,6 +1,8 @@
 #include "cluster/cluster_nbd_catalog.h"
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "common/log.h"
@@ -12,6 +14,9 @@ namespace fs = std::filesystem;
 
 namespace {
 const std::string kSeedSuffix = "/seed";
+// A revoked session ends once its requests are done (storage/nbd_connection.cpp
+// looks at its grant every 200 ms): far less than this, unless the disk hangs.
+constexpr auto kCloseWait = std::chrono::seconds(5);
 }  // namespace
 
 ClusterNbdCatalog::ClusterNbdCatalog(storage::VmStore store, Owners owners)
@@ -77,7 +82,7 @@ storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
     lookup = storage::PoolNbdCatalog(store_, {{vm, {client}}}).find(vm, client);
     if (lookup.verdict != Verdict::kOpen) return lookup;
   }
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   // The VM's new owner opening its disk: whoever had it before (and is not
   // the other end of a migration) writes no more.
   const std::set<std::string> holders = owners_[vm];
@@ -85,7 +90,7 @@ storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
     if (it->first.first == vm && it->first.second != client && !holders.count(it->first.second)) {
       log::warning("nbd: VM " + vm + " opened by its owner " + client + ": writes from " +
                    it->first.second + " refused");
-      it->second->store(true);
+      revoke(vm, it->second);
       it = grants_.erase(it);
     } else {
       ++it;
@@ -94,7 +99,41 @@ storage::NbdCatalog::Lookup ClusterNbdCatalog::find(const std::string& name,
   auto& grant = grants_[{vm, client}];
   if (!grant) grant = std::make_shared<std::atomic<bool>>(false);
   lookup.export_.revoked = grant;
+  lock.unlock();
+  // The disk's lock is the old holder's until its session ended.
+  await_closed(vm);
   return lookup;
+}
+
+void ClusterNbdCatalog::revoke(const std::string& vm,
+                               const std::shared_ptr<std::atomic<bool>>& grant) const {
+  grant->store(true);
+  closing_.emplace(vm, grant);
+}
+
+void ClusterNbdCatalog::await_closed(const std::string& vm) const {
+  const auto until = std::chrono::steady_clock::now() + kCloseWait;
+  while (true) {
+    {
+      std::lock_guard lock(mutex_);
+      bool open = false;
+      for (auto it = closing_.begin(); it != closing_.end();) {
+        if (it->second.use_count() == 1) {
+          it = closing_.erase(it);
+          continue;
+        }
+        open = open || it->first == vm;
+        ++it;
+      }
+      if (!open) return;
+    }
+    if (std::chrono::steady_clock::now() >= until) {
+      log::warning("nbd: VM " + vm + ": a revoked session still holds its disk after " +
+                   std::to_string(kCloseWait.count()) + " s");
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void ClusterNbdCatalog::update(Holders owners) {
@@ -125,23 +164,26 @@ void ClusterNbdCatalog::update(Holders owners) {
     // Moved to another host: the old one may write no more.
     log::warning("nbd: VM " + grant.first + " is host " + *owners_[grant.first].begin() +
                  "'s now: writes from " + grant.second + " refused");
-    it->second->store(true);
+    revoke(grant.first, it->second);
     grants_.erase(it);
   }
 }
 
 void ClusterNbdCatalog::revoke_all(const std::string& vm) {
-  std::lock_guard lock(mutex_);
-  for (auto it = grants_.begin(); it != grants_.end();) {
-    if (it->first.first != vm) {
-      ++it;
-      continue;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = grants_.begin(); it != grants_.end();) {
+      if (it->first.first != vm) {
+        ++it;
+        continue;
+      }
+      log::warning("nbd: VM " + vm + " runs on its storage host now: writes from " +
+                   it->first.second + " refused");
+      revoke(vm, it->second);
+      it = grants_.erase(it);
     }
-    log::warning("nbd: VM " + vm + " runs on its storage host now: writes from " +
-                 it->first.second + " refused");
-    it->second->store(true);
-    it = grants_.erase(it);
   }
+  await_closed(vm);
 }
 
 }  // namespace keel::cluster

@@ -36,11 +36,19 @@ class ClusterNbdCatalog : public storage::NbdCatalog {
   // keeper's read, to a migration's destination say, is not taken back).
   void update(Holders owners);
   // Every grant of `vm` revoked: it runs on the storage host itself now.
+  // Returns once their sessions ended (the disk's lock free), or after a
+  // few seconds.
   void revoke_all(const std::string& vm);
 
  private:
   // Whether `client` owns `vm`, asking etcd when the last known owners say no.
   bool owner(const std::string& vm, const std::string& client) const;
+  // Under mutex_: the grant's sessions write no more, and are waited for.
+  void revoke(const std::string& vm,
+              const std::shared_ptr<std::atomic<bool>>& grant) const;
+  // Until no session of a revoked grant of `vm` is left (each holds its
+  // flag: the last reference is ours), at most a few seconds.
+  void await_closed(const std::string& vm) const;
 
   storage::VmStore store_;
   Owners read_owners_;
@@ -48,6 +56,8 @@ class ClusterNbdCatalog : public storage::NbdCatalog {
   mutable Holders owners_;
   // (VM, client) to the flag its connections' writes check.
   mutable std::map<std::pair<std::string, std::string>, std::shared_ptr<std::atomic<bool>>> grants_;
+  // Revoked grants whose sessions may still hold the disk (VM name to flag).
+  mutable std::multimap<std::string, std::shared_ptr<std::atomic<bool>>> closing_;
 };
 
 }  // namespace keel::cluster

@@ -23,6 +23,8 @@ namespace {
 // beyond these it stops reading the socket until replies went out.
 constexpr size_t kMaxInFlight = 128;
 constexpr uint64_t kMaxBufferedBytes = uint64_t{96} << 20;
+// How often a session whose grant can be revoked looks at it while idle.
+constexpr int kRevokedLookMs = 200;
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -71,18 +73,32 @@ class Session {
     const auto handshake_deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
     while (true) {
       if (!negotiating) handle_requests();
+      // Its grant revoked (the VM's owner moved): the session ends once its
+      // requests are done, and the disk's lock with it, so that the new
+      // owner can open the disk. Replies are not waited for: a host cut
+      // off never reads them.
+      const bool revoked = !negotiating && export_.revoked && export_.revoked->load();
+      if (revoked && !closing_) {
+        log::info("nbd: " + client_ + ": its grant of export " + export_.name +
+                  " was revoked; closing");
+        closing_ = true;
+      }
+      if (revoked && pending_.empty() && (!disk_ || disk_->outstanding() == 0)) break;
       const bool no_more = closing_ || (input_closed_ && !request_startable());
       if (no_more && out_pos_ == out_.size() && pending_.empty() &&
           (!disk_ || disk_->outstanding() == 0))
         break;
       int timeout_ms = -1;
+      // A grant that can be revoked is looked at now and then, also while
+      // the client sends nothing.
+      if (!negotiating && export_.revoked) timeout_ms = kRevokedLookMs;
       if (negotiating) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             handshake_deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) break;
         timeout_ms = static_cast<int>(left.count());
       }
-      if (!wait_and_move(timeout_ms)) break;
+      if (!wait_and_move(timeout_ms, negotiating)) break;
       if (negotiating && input_closed_ && in_.empty()) break;
       if (negotiating) {
         const auto state = negotiation.feed(in_, out_);
@@ -130,8 +146,9 @@ class Session {
 
   // Polls the socket (and the disk's completions, and stop); reads what
   // came, writes what is ready, collects completions. false: the session
-  // is over (the peer went away, an error, or stop).
-  bool wait_and_move(int timeout_ms) {
+  // is over (the peer went away, an error, stop, or the time for the
+  // handshake ran out while `negotiating`).
+  bool wait_and_move(int timeout_ms, bool negotiating) {
     pollfd fds[3] = {{socket_, 0, 0}, {stop_fd_, POLLIN, 0}, {-1, POLLIN, 0}};
     if (want_input() && !input_closed_) fds[0].events |= POLLIN;
     if (out_pos_ < out_.size()) fds[0].events |= POLLOUT;
@@ -144,7 +161,7 @@ class Session {
       if (errno == EINTR) return true;
       throw_errno("poll of an NBD connection");
     }
-    if (ready == 0) return false;  // the handshake took too long
+    if (ready == 0) return !negotiating;  // the handshake took too long
     if (fds[1].revents) return false;
     if (fds[2].revents) completions();
     if (fds[0].revents & POLLNVAL) return false;

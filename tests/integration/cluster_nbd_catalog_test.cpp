@@ -2,8 +2,8 @@
 // on a real pool (Btrfs on a loop device, no KVM): a VM's disk and seed
 // only to the addresses etcd names as its owner (here the owners come from
 // the test, as the agent's read of /keel/owners would give them), and the
-// grants of a host the VM left revoked, its open connections' writes
-// refused from then on.
+// grants of a host the VM left revoked: its sessions write no more and
+// end, and the disk's lock with them, before the new owner opens the disk.
 #include "cluster/cluster_nbd_catalog.h"
 
 #include <gtest/gtest.h>
@@ -12,10 +12,15 @@
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
+#include "common/tcp_endpoint.h"
+#include "storage/image_lock.h"
 #include "storage/image_store.h"
+#include "storage/nbd_server.h"
 #include "storage/pool.h"
 #include "storage/vm_store.h"
+#include "tests/support/nbd_raw_client.h"
 #include "tests/support/scratch_btrfs.h"
 #include "tests/support/scratch_dir.h"
 
@@ -26,7 +31,9 @@ namespace fs = std::filesystem;
 using cluster::ClusterNbdCatalog;
 using Verdict = storage::NbdCatalog::Verdict;
 
-const std::string kH2 = "10.77.0.2", kH3 = "10.77.0.3";
+// The hosts' cluster addresses: loopback ones, so that the test's clients
+// can connect from them.
+const std::string kH2 = "127.0.0.2", kH3 = "127.0.0.3";
 
 class ClusterNbdCatalogTest : public ::testing::Test {
  protected:
@@ -92,26 +99,6 @@ TEST_F(ClusterNbdCatalogTest, OnlyTheOwnerSeesAndOpensTheDiskAndItsSeed) {
   }
 }
 
-TEST_F(ClusterNbdCatalogTest, AnOwnerMovingRevokesTheHostItLeft) {
-  set_owners({{"web1", {kH2}}});
-  auto old_grant = catalog_.find("web1", kH2).export_.revoked;
-  ASSERT_TRUE(old_grant);
-  // The VM's new owner opens its disk (the last look had h2: etcd is asked
-  // again): h2's connection writes no more.
-  set_owners({{"web1", {kH3}}});
-  auto new_grant = catalog_.find("web1", kH3);
-  ASSERT_EQ(new_grant.verdict, Verdict::kOpen);
-  EXPECT_TRUE(old_grant->load()) << "h2 may still write a disk h3 owns";
-  EXPECT_FALSE(new_grant.export_.revoked->load());
-  EXPECT_EQ(catalog_.find("web1", kH2).verdict, Verdict::kNotAllowed);
-
-  // Moved while nobody opened it anew: the keeper's look revokes it.
-  auto h3_grant = new_grant.export_.revoked;
-  set_owners({{"web1", {kH2}}});
-  catalog_.update({{"web1", {kH2}}});
-  EXPECT_TRUE(h3_grant->load());
-}
-
 TEST_F(ClusterNbdCatalogTest, AMigrationsTwoEndsBothKeepTheirGrants) {
   set_owners({{"web1", {kH2}}});
   auto source = catalog_.find("web1", kH2).export_.revoked;
@@ -149,13 +136,65 @@ TEST_F(ClusterNbdCatalogTest, OwnersThatCannotBeReadOpenNothing) {
   EXPECT_EQ(catalog_.find("web1/seed", kH2).verdict, Verdict::kNotAllowed);
 }
 
-TEST_F(ClusterNbdCatalogTest, StartedOnItsStorageHostEveryGrantGoes) {
-  set_owners({{"web1", {kH2, kH3}}});
-  auto a = catalog_.find("web1", kH2).export_.revoked;
-  auto b = catalog_.find("web1", kH3).export_.revoked;
-  catalog_.revoke_all("web1");
-  EXPECT_TRUE(a->load());
-  EXPECT_TRUE(b->load());
+// Served over NBD: sessions as the storage host's agent runs them.
+class ClusterNbdServerTest : public ClusterNbdCatalogTest {
+ protected:
+  ClusterNbdServerTest() : thread_([this] { server_.run(); }) {}
+  ~ClusterNbdServerTest() override {
+    server_.stop();
+    thread_.join();
+  }
+  // A client from `address` that opened web1's disk (or tried: `*answer`).
+  std::unique_ptr<RawClient> open_from(const std::string& address, uint32_t* answer) {
+    auto client = std::make_unique<RawClient>(server_.port(), address);
+    client->send(client_flags(storage::nbd::kClientFixedNewstyle));
+    *answer = client->go("web1");
+    return client;
+  }
+  std::shared_ptr<ClusterNbdCatalog> shared_ =
+      std::make_shared<ClusterNbdCatalog>(vms_, [this] { return read_owners(); });
+  storage::NbdServer server_{shared_, parse_host_port("127.0.0.1:0", "test")};
+  std::thread thread_;
+};
+
+TEST_F(ClusterNbdServerTest, TheNewOwnerOpensTheDiskTheOldOneHeld) {
+  set_owners({{"web1", {kH2}}});
+  uint32_t answer = 0;
+  auto h2 = open_from(kH2, &answer);
+  ASSERT_EQ(answer, storage::nbd::kRepAck);
+  h2->request(storage::nbd::kCmdWrite, 0, 4, 0, "h2h2");
+  EXPECT_EQ(h2->reply_error(), 0u);
+  // h3 owns it now (h2 cut off, say, and still connected): h3's open ends
+  // h2's session and takes the disk's lock.
+  set_owners({{"web1", {kH3}}});
+  auto h3 = open_from(kH3, &answer);
+  EXPECT_EQ(answer, storage::nbd::kRepAck) << h3->last_message();
+  EXPECT_TRUE(h2->closed_by_server()) << "h2's session went on after the VM moved";
+  h3->request(storage::nbd::kCmdWrite, 0, 4, 0, "h3h3");
+  EXPECT_EQ(h3->reply_error(), 0u);
+  auto refused = open_from(kH2, &answer);
+  EXPECT_EQ(answer, storage::nbd::kRepErrUnknown);
+
+  // Moved back while nobody opened it anew: the keeper's look ends h3's
+  // session, and h2 opens the disk.
+  set_owners({{"web1", {kH2}}});
+  shared_->update({{"web1", {kH2}}});
+  EXPECT_TRUE(h3->closed_by_server()) << "h3's session went on after the VM moved";
+  auto back = open_from(kH2, &answer);
+  EXPECT_EQ(answer, storage::nbd::kRepAck) << back->last_message();
+}
+
+TEST_F(ClusterNbdServerTest, StartedOnItsStorageHostEveryGrantGoes) {
+  set_owners({{"web1", {kH2}}});
+  uint32_t answer = 0;
+  auto h2 = open_from(kH2, &answer);
+  ASSERT_EQ(answer, storage::nbd::kRepAck);
+  // What the agent does before its own keel-vmm opens the disk: returns
+  // once the disk's lock is free.
+  shared_->revoke_all("web1");
+  storage::ImageLock lock((vms_.current("web1") / "disk.raw").string(), "VM web1");
+  EXPECT_TRUE(lock.valid());
+  EXPECT_TRUE(h2->closed_by_server());
 }
 
 }  // namespace
