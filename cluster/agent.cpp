@@ -133,6 +133,24 @@ std::vector<std::string> Agent::endpoints() const {
   return {"127.0.0.1:" + std::to_string(kEtcdClientPort)};
 }
 
+std::vector<std::string> Agent::lease_endpoints() {
+  auto out = endpoints();
+  if (!settings_.etcd_endpoints.empty()) return out;
+  // This host's member first, then the other voting members: the lease
+  // lives in the cluster, and any member renews it, so the death of the
+  // local member alone (the agent starts it again) pauses no VM.
+  try {
+    for (const auto& member : etcd()->members()) {
+      if (member.learner || member.name == settings_.name) continue;
+      for (const auto& url : member.client_urls) out.push_back(endpoint_of_url(url));
+    }
+  } catch (const EtcdError& e) {
+    log::info(std::string("the lease is renewed through this host's etcd member only: ") +
+              e.what());
+  }
+  return out;
+}
+
 api::LocalState Agent::state() const {
   std::lock_guard lock(mutex_);
   return state_;
@@ -233,7 +251,7 @@ void Agent::take_lease() {
     if (!same_lease) remember_lease();
     vms_->poke();
   };
-  auto taken = std::make_unique<HostLease>(endpoints(), lease, callbacks);
+  auto taken = std::make_unique<HostLease>(lease_endpoints(), lease, callbacks);
   {
     std::lock_guard lock(mutex_);
     std::swap(lease_, taken);

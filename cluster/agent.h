@@ -103,6 +103,8 @@ class Agent {
   };
 
   std::vector<std::string> endpoints() const;
+  // endpoints(), and the other members' when the agent runs this host's.
+  std::vector<std::string> lease_endpoints();
   // The host has a cluster address: the peers' API and the pool's NBD
   // exports are served there.
   void serve_address(const std::string& address);
