@@ -44,8 +44,7 @@ class ClusterNbdCatalog : public storage::NbdCatalog {
   // Whether `client` owns `vm`, asking etcd when the last known owners say no.
   bool owner(const std::string& vm, const std::string& client) const;
   // Under mutex_: the grant's sessions write no more, and are waited for.
-  void revoke(const std::string& vm,
-              const std::shared_ptr<std::atomic<bool>>& grant) const;
+  void revoke(const std::string& vm, const std::shared_ptr<std::atomic<bool>>& grant) const;
   // Until no session of a revoked grant of `vm` is left (each holds its
   // flag: the last reference is ours), at most a few seconds.
   void await_closed(const std::string& vm) const;
