@@ -1,9 +1,12 @@
 // What a storage host exports over NBD to the cluster: each VM's disk
 // (export NAME) and its cloud-init seed disk (NAME/seed, read-only), only
 // to the host that owns the VM now (/keel/owners/NAME), and to the host a
-// live migration takes it to, by their cluster addresses. When the owner moves, the grants of the
-// host it left are revoked: that host's connection gets EPERM for every write from then on (a host
-// cut off, whose lease expired, cannot write a disk the VM's new owner writes).
+// live migration takes it to, by their cluster addresses. When the owner
+// moves, the grants of the host it left are revoked: that host's sessions
+// get EPERM for every write from then on and end once their requests are
+// done, giving up the disk's lock (a host cut off, whose lease expired,
+// cannot write a disk the VM's new owner writes, nor keep it from opening
+// it).
 #pragma once
 
 #include <atomic>
