@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -65,6 +66,50 @@ bool beats_after(const TestCluster& c, unsigned host, const std::string& vm, siz
   const std::string text = c.console(host, vm);
   return text.size() > from && text.find("testos: beat ", from) != std::string::npos;
 }
+
+// A guest's heartbeat across a move, on the test's clock: its console on
+// the source and on the destination looked at every 5 ms; the time from
+// the source's last line to the destination's first.
+class MoveGap {
+ public:
+  MoveGap(const TestCluster& c, unsigned from, unsigned to, std::string vm)
+      : c_(c), from_(from), to_(to), vm_(std::move(vm)), thread_([this] { loop(); }) {}
+  ~MoveGap() {
+    stop_ = true;
+    thread_.join();
+  }
+  // In ms, once the destination printed (-1 before).
+  double gap_ms() {
+    std::lock_guard lock(mutex_);
+    if (!first_to_ || !last_from_) return -1;
+    return std::chrono::duration<double, std::milli>(*first_to_ - *last_from_).count();
+  }
+
+ private:
+  void loop() {
+    size_t from_size = c_.console(from_, vm_).size();
+    while (!stop_) {
+      const auto now = Clock::now();
+      const size_t from_now = c_.console(from_, vm_).size();
+      const size_t to_now = c_.console(to_, vm_).size();
+      {
+        std::lock_guard lock(mutex_);
+        if (from_now > from_size && !first_to_) last_from_ = now;
+        if (to_now > 0 && !first_to_) first_to_ = now;
+      }
+      from_size = from_now;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+  }
+
+  const TestCluster& c_;
+  unsigned from_, to_;
+  std::string vm_;
+  std::mutex mutex_;
+  std::optional<Clock::time_point> last_from_, first_to_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // h1 stores VMs only; h2 and h3 store and run them. VM a is stored on h2,
 // VM b on h1 (so wherever it runs, its disks come over NBD and its boot
@@ -145,13 +190,17 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   EXPECT_TRUE(wait_until([&] { return !vm_list(c, 3).vms(0).running(); }, seconds(10)));
 
   // b live-migrated from h3 to h2: its heartbeat goes on where it stopped.
+  std::optional<MoveGap> gap;
+  gap.emplace(c, 3, 2, "b");
   r = c.keelctl(1, {"vm", "migrate", "b", "--to", "h2"});
   ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(2, "b");
   EXPECT_NE(r.out.find("migrated b from h3 to h2: paused "), std::string::npos) << r.out;
-  std::cout << r.out;
   const std::string socket_b = c.vm_socket(2, "b");
   ASSERT_TRUE(wait_until([&] { return beats_after(c, 2, "b", 0); }, seconds(60)))
       << c.console(2, "b");
+  std::cout << r.out.substr(0, r.out.find('\n')) << "; outside, the heartbeat (every 100 ms) "
+            << "stopped for " << gap->gap_ms() << " ms across the move\n";
+  gap.reset();
   const auto before = beats(c, 3, "b"), after = beats(c, 2, "b");
   ASSERT_FALSE(before.empty());
   ASSERT_FALSE(after.empty());
