@@ -82,6 +82,7 @@ class Agent {
   keel::agent::v1::VmDeleteResponse host_vm_delete(const keel::agent::v1::VmDeleteRequest& r);
   keel::agent::v1::VmMigrateResponse host_vm_migrate(const keel::agent::v1::VmMigrateRequest& r);
   keel::agent::v1::VmIncomingResponse host_vm_incoming(const keel::agent::v1::VmIncomingRequest& r);
+  keel::agent::v1::VmStatus host_vm_status(const keel::agent::v1::VmStatusRequest& r);
   // `each` is given every chunk; it returns false when the caller went away.
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);

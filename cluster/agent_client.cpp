@@ -124,6 +124,9 @@ api::VmMigrateResponse AgentClient::vm_migrate(const api::VmMigrateRequest& r) {
 api::VmMigrateResponse AgentClient::host_vm_migrate(const api::VmMigrateRequest& r) {
   return call<api::VmMigrateRequest, api::VmMigrateResponse>(&api::Agent::Stub::HostVmMigrate, r);
 }
+api::VmStatus AgentClient::host_vm_status(const api::VmStatusRequest& r) {
+  return call<api::VmStatusRequest, api::VmStatus>(&api::Agent::Stub::HostVmStatus, r);
+}
 api::VmIncomingResponse AgentClient::host_vm_incoming(const api::VmIncomingRequest& r) {
   return call<api::VmIncomingRequest, api::VmIncomingResponse>(&api::Agent::Stub::HostVmIncoming,
                                                                r);

@@ -135,6 +135,10 @@ class Service final : public api::Agent::Service {
                               api::VmIncomingResponse* out) override {
     return answer("host vm incoming", [&] { *out = agent_.host_vm_incoming(*in); });
   }
+  grpc::Status HostVmStatus(grpc::ServerContext*, const api::VmStatusRequest* in,
+                            api::VmStatus* out) override {
+    return answer("host vm status", [&] { *out = agent_.host_vm_status(*in); });
+  }
   grpc::Status HostVmFiles(grpc::ServerContext* context, const api::VmFilesRequest* in,
                            grpc::ServerWriter<api::VmFileChunk>* out) override {
     return answer("host vm files", [&] {

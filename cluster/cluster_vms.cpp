@@ -24,6 +24,8 @@ constexpr auto kForwardTimeout = std::chrono::seconds(60);
 constexpr auto kStopExtra = std::chrono::seconds(30);
 // A live migration's whole length, and then some.
 constexpr auto kMigrationForwardTimeout = std::chrono::minutes(31);
+// `vm show` asking the owner what its keel-vmm says.
+constexpr auto kStatusTimeout = std::chrono::seconds(3);
 
 bool has_role(const api::Host& host, api::Role role) {
   for (int r : host.roles()) {
@@ -244,6 +246,18 @@ api::VmListResponse Agent::vm_list(const api::VmListRequest& request) {
     if (auto owner = view.owners.find(name); owner != view.owners.end()) {
       *row->mutable_owner() = owner->second;
       row->set_running(true);
+      if (!request.name().empty()) {
+        // One VM: what its keel-vmm says (paused by the fence, say).
+        api::VmStatusRequest ask;
+        ask.set_name(name);
+        try {
+          *row->mutable_vmm() = on_host(
+              view, owner->second.host(), [&] { return host_vm_status(ask); },
+              [&](AgentClient& c) { return c.host_vm_status(ask); }, kStatusTimeout);
+        } catch (const std::exception& e) {
+          row->mutable_vmm()->set_state(std::string("not known: ") + e.what());
+        }
+      }
     }
   }
   return out;
@@ -338,6 +352,12 @@ api::VmStopResponse Agent::host_vm_stop(const api::VmStopRequest& request) {
     out.set_host(settings_.name);
     return out;
   });
+}
+
+api::VmStatus Agent::host_vm_status(const api::VmStatusRequest& request) {
+  require_member();
+  storage::check_pool_name("VM name", request.name());
+  return vms_->status(request.name());
 }
 
 void Agent::host_vm_files(const api::VmFilesRequest& request,

@@ -29,6 +29,10 @@ constexpr auto kStopGrace = std::chrono::seconds(10);
 constexpr size_t kFileChunk = 256 << 10;
 // Fetching a VM's boot files (tens of MiB) from its storage host.
 constexpr auto kFetchTimeout = std::chrono::seconds(120);
+// What a storage host may send: a kernel and an initrd are tens of MiB;
+// more is a broken or hostile peer filling this host's state directory.
+constexpr uint64_t kMaxSettingsBytes = uint64_t{1} << 20;
+constexpr uint64_t kMaxBootFilesBytes = uint64_t{1} << 30;
 
 storage::VmSpec spec_of(const api::VmCreateRequest& r) {
   storage::VmSpec spec;
@@ -144,8 +148,17 @@ storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string
   fs::remove_all(incoming);
   fs::create_directories(incoming);
   ::chmod(dir.c_str(), 0700);
+  // What came is not kept when the fetch fails.
+  struct Scratch {
+    fs::path path;
+    ~Scratch() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } scratch{incoming};
   std::map<std::string, std::ofstream> out;
   std::set<std::string> whole;
+  uint64_t received = 0, settings = 0;
   AgentClient client(host_port(storage_address, kAgentPort), kFetchTimeout);
   api::VmFilesRequest request;
   request.set_name(name);
@@ -153,6 +166,19 @@ storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string
     const std::string& file = chunk.file();
     if (file != "vm.json" && file != "kernel" && file != "initrd") {
       throw AgentError(AgentError::Code::kInternal, "the storage host sent a file '" + file + "'");
+    }
+    if (whole.count(file)) {
+      throw AgentError(AgentError::Code::kInternal,
+                       "the storage host sent " + file + " again after its last chunk");
+    }
+    received += chunk.data().size();
+    if (file == "vm.json") settings += chunk.data().size();
+    if (settings > kMaxSettingsBytes || received > kMaxBootFilesBytes) {
+      throw AgentError(AgentError::Code::kInternal,
+                       "VM " + name + ": its storage host sent more than " +
+                           (settings > kMaxSettingsBytes ? "1 MiB of settings (vm.json)"
+                                                         : "1 GiB of boot files") +
+                           ": refused");
     }
     auto& stream = out[file];
     if (!stream.is_open()) stream.open(incoming / file, std::ios::binary | std::ios::trunc);
@@ -174,7 +200,6 @@ storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string
   fs::create_directories(dir / "boot");
   fs::remove(dir / "boot" / "initrd");
   for (const auto& file : whole) fs::rename(incoming / file, dir / "boot" / file);
-  fs::remove_all(incoming);
   storage::VmFiles files;
   files.kernel = (dir / "boot" / "kernel").string();
   if (whole.count("initrd")) files.initrd = (dir / "boot" / "initrd").string();
@@ -397,6 +422,42 @@ api::VmStartResponse HostVms::start(const std::string& name) {
     }
     throw;
   }
+}
+
+api::VmStatus HostVms::status(const std::string& name) {
+  if (!running().count(name)) throw refused("VM " + name + " is not running on this host");
+  keel::api::v1::Request ask;
+  ask.mutable_status();
+  api::VmStatus out;
+  try {
+    auto answer = call_vmm(name, ask, std::chrono::seconds(2));
+    if (!answer.ok()) {
+      out.set_state("not known: " + answer.error().message());
+      return out;
+    }
+    const auto& s = answer.status();
+    out.set_pid(s.pid());
+    out.set_uptime_ms(s.uptime_ms());
+    switch (s.state()) {
+      case keel::api::v1::RUN_STATE_RUNNING:
+        out.set_state("running");
+        break;
+      case keel::api::v1::RUN_STATE_PAUSED:
+        out.set_state(s.paused_by_fence() ? "paused by its host's fence" : "paused");
+        break;
+      case keel::api::v1::RUN_STATE_SHUTTING_DOWN:
+        out.set_state("shutting down");
+        break;
+      case keel::api::v1::RUN_STATE_STOPPED:
+        out.set_state("stopped (" + s.stop_reason() + ")");
+        break;
+      default:
+        out.set_state("starting");
+    }
+  } catch (const ControlClientError& e) {
+    out.set_state(std::string("not known: its keel-vmm did not answer: ") + e.what());
+  }
+  return out;
 }
 
 HostVms::Prepared HostVms::prepare(const api::ClusterVm& record) {

@@ -89,6 +89,9 @@ class HostVms {
   // generation its owner has now.
   keel::agent::v1::VmIncomingResponse incoming(const keel::agent::v1::VmIncomingRequest& r);
 
+  // What the VM's keel-vmm here says now.
+  keel::agent::v1::VmStatus status(const std::string& name);
+
   // VM name to PID of the keel-vmm processes running here.
   std::map<std::string, pid_t> running() const;
 

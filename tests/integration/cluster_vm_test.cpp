@@ -139,6 +139,8 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   const std::string socket = c.vm_socket(2, "a");
   ASSERT_TRUE(wait_until([&] { return beats_after(c, 2, "a", 0); }, seconds(120)))
       << c.console(2, "a");
+  r = c.keelctl(1, {"vm", "show", "a"});
+  EXPECT_NE(r.out.find("keel-vmm    running (pid "), std::string::npos) << show(r);
   ASSERT_TRUE(wait_until([&] { return beats_after(c, 3, "b", 0); }, seconds(120)))
       << c.console(3, "b");
   auto list = vm_list(c, 1);
@@ -230,6 +232,11 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   const auto paused_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - cut_at).count();
   std::cout << "cut link to guest paused: " << paused_ms << " ms\n";
   ASSERT_TRUE(wait_until([&] { return vmm_status(socket_b).paused_by_fence(); }, seconds(20)));
+  // Asked on h2 itself: what it last knew, and what its keel-vmm says.
+  r = c.keelctl(2, {"vm", "show", "a"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.err.find("no quorum: shown is what this host last knew"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("keel-vmm    paused by its host's fence (pid "), std::string::npos) << r.out;
   seen = c.console(2, "a").size();
   const size_t seen_b = c.console(2, "b").size();
   EXPECT_TRUE(wait_until(

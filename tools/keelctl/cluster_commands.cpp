@@ -269,8 +269,15 @@ void print_vm(const api::VmRow& row) {
             << (row.running()
                     ? "running on host " + row.owner().host() + " since " + row.owner().since()
                     : std::string("stopped"))
-            << "\n"
-            << "  stored on   host " << vm.storage_host() << "\n"
+            << "\n";
+  if (row.has_vmm()) {
+    std::cout << "  keel-vmm    " << row.vmm().state();
+    if (row.vmm().pid() != 0) {
+      std::cout << " (pid " << row.vmm().pid() << ", up " << row.vmm().uptime_ms() / 1000 << " s)";
+    }
+    std::cout << "\n";
+  }
+  std::cout << "  stored on   host " << vm.storage_host() << "\n"
             << "  image       " << vm.image() << "\n"
             << "  size        " << vm.cpus() << " vCPU, " << human_bytes(vm.memory_bytes()) << "\n"
             << "  created     " << vm.created_at() << "\n"
