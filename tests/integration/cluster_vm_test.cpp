@@ -306,6 +306,23 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
 }
 
+// Each agent's log lines that name the VM (the last 20), for a failure's
+// message.
+std::string agents_said(const TestCluster& c, const std::string& vm) {
+  std::string out;
+  for (unsigned h = 1; h <= c.size(); ++h) {
+    std::ifstream log(c.log_path(h));
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(log, line);) {
+      if (line.find(vm) != std::string::npos) lines.push_back(line);
+    }
+    const size_t from = lines.size() > 20 ? lines.size() - 20 : 0;
+    out += "-- h" + std::to_string(h) + ":\n";
+    for (size_t i = from; i < lines.size(); ++i) out += lines[i] + "\n";
+  }
+  return out;
+}
+
 unsigned trials() {
   const char* env = std::getenv("KEEL_CLUSTER_TRIALS");
   return env ? static_cast<unsigned>(std::atoi(env)) : 2;
@@ -390,7 +407,8 @@ TEST(ClusterVms, PartitionTrialsNeverRunAVmTwice) {
     std::map<std::string, unsigned> owner;
     const auto listed = vm_list(c, 3);
     for (const auto& row : listed.vms()) {
-      ASSERT_TRUE(row.running()) << row.vm().name();
+      ASSERT_TRUE(row.running()) << row.vm().name() << " is not running; the agents said:\n"
+                                 << agents_said(c, row.vm().name());
       owner[row.vm().name()] = static_cast<unsigned>(std::stoul(row.owner().host().substr(1)));
     }
     c.split(trial % 2 == 0 ? std::vector<unsigned>{1, 2} : std::vector<unsigned>{1, 2, 3});
