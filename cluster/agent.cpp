@@ -61,6 +61,7 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     return lease_ ? lease_->lease_id() : 0;
   };
   vms.fenced = [this] { return fenced(); };
+  vms.peer_tls = [this] { return peer_tls(); };
   std::optional<storage::VmStore> store;
   if (!settings_.pool.empty()) store.emplace(storage::Pool::open(settings_.pool));
   vms_ = std::make_unique<HostVms>(vms, std::move(store));
@@ -82,11 +83,28 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     log::error(address_problem_);
     return;
   }
+  try {
+    tls_ = ClusterTls::load(tls_dir());
+  } catch (const InputError& e) {
+    address_problem_ = std::string("this host's TLS material is damaged: ") + e.what();
+  }
+  if (!tls_ && address_problem_.empty()) {
+    address_problem_ = tls_dir() +
+                       " holds no certificate of the cluster (the host joined "
+                       "with a keel-agent before TLS): remove it from the cluster (keelctl host "
+                       "remove " +
+                       settings_.name + " on another host), empty " + settings_.state_dir +
+                       " and join again";
+  }
+  if (!address_problem_.empty()) {
+    log::error(address_problem_);
+    return;
+  }
   if (settings_.etcd_endpoints.empty()) {
     start_member(peer_url_line(settings_.name, state_.cluster_address()), false,
                  state_.cluster_token(), state_.cluster_address());
   }
-  set_etcd(std::make_shared<EtcdClient>(endpoints(), settings_.etcd_timeout));
+  set_etcd(new_etcd_client(endpoints(), settings_.etcd_timeout));
   registrar_ = std::thread([this] { register_until_done(); });
 }
 
@@ -126,6 +144,43 @@ void Agent::serve_address(const std::string& address) {
   } catch (const std::exception& e) {
     log::error("cannot serve the pool's disks over NBD: " + std::string(e.what()));
   }
+}
+
+std::string Agent::tls_dir() const {
+  return (fs::path(settings_.state_dir) / "tls").string();
+}
+
+std::optional<ClusterTls> Agent::tls() const {
+  std::lock_guard lock(mutex_);
+  return tls_;
+}
+
+void Agent::set_tls(std::optional<ClusterTls> tls) {
+  std::lock_guard lock(mutex_);
+  tls_ = std::move(tls);
+}
+
+ChannelTls Agent::peer_tls() const {
+  std::lock_guard lock(mutex_);
+  if (!tls_) throw refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+  return peer_channel(*tls_);
+}
+
+ChannelTls Agent::etcd_tls() const {
+  // An etcd the operator runs is reached as they set it up: plaintext.
+  if (!settings_.etcd_endpoints.empty()) return {};
+  ChannelTls out = peer_tls();
+  // One channel balances over several members, so no one address can be
+  // checked: every host's certificate names 127.0.0.1 (cluster_tls.h), so
+  // checking that name checks the member holds a certificate of the
+  // cluster's CA.
+  out.server_name = "127.0.0.1";
+  return out;
+}
+
+std::shared_ptr<EtcdClient> Agent::new_etcd_client(const std::vector<std::string>& endpoints,
+                                                   std::chrono::milliseconds timeout) const {
+  return std::make_shared<EtcdClient>(endpoints, timeout, etcd_tls());
 }
 
 std::vector<std::string> Agent::endpoints() const {
@@ -207,6 +262,7 @@ void Agent::start_member(const std::string& initial_cluster, bool new_cluster,
   member.cluster_token = token;
   member.log_file = (fs::path(settings_.state_dir) / "etcd.log").string();
   member.etcd_binary = settings_.etcd_binary;
+  member.tls_dir = tls_dir();
   auto started = std::make_unique<EtcdMember>(member);
   std::lock_guard lock(mutex_);
   member_ = std::move(started);
@@ -251,7 +307,7 @@ void Agent::take_lease() {
     if (!same_lease) remember_lease();
     vms_->poke();
   };
-  auto taken = std::make_unique<HostLease>(lease_endpoints(), lease, callbacks);
+  auto taken = std::make_unique<HostLease>(lease_endpoints(), etcd_tls(), lease, callbacks);
   {
     std::lock_guard lock(mutex_);
     std::swap(lease_, taken);
@@ -322,6 +378,7 @@ api::HelloResponse Agent::hello() const {
   }
   out.set_version("keel-agent 1");
   std::lock_guard lock(mutex_);
+  if (tls_ && s.joined()) out.set_ca_cert(tls_->ca.cert_pem);
   if (lease_) {
     out.set_fenced(lease_->fenced());
     out.set_last_fenced_unix_ms(lease_->last_fenced_unix_ms());

@@ -8,12 +8,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cluster/agent_error.h"
 #include "cluster/cluster_keys.h"
+#include "cluster/cluster_tls.h"
 #include "cluster/etcd_client.h"
 #include "proto/agent.pb.h"
 
@@ -29,7 +31,7 @@ inline constexpr unsigned kMaxHosts = 7;
 struct AgentSettings {
   std::string name;
   std::string state_dir;           // agent.json and etcd's data
-  std::string management_address;  // ADDR:PORT the operators' API listens on
+  std::string management_address;  // "unix:PATH": the operators' API (keelctl)
   std::vector<keel::agent::v1::Role> roles;
   std::string pool;  // the storage host's pool (storage/pool.h); empty: none
   // Empty: the agent runs its own etcd member. Otherwise "ADDR:PORT" of an
@@ -63,6 +65,7 @@ class Agent {
   keel::agent::v1::ClusterJoinResponse join(const keel::agent::v1::ClusterJoinRequest& request);
   keel::agent::v1::AdmitHostResponse admit(const keel::agent::v1::AdmitHostRequest& request);
   keel::agent::v1::ClusterStatusResponse status();
+  keel::agent::v1::ClusterTokenResponse token() const;
   keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
   keel::agent::v1::HostSetAddressResponse set_address(
       const keel::agent::v1::HostSetAddressRequest& request);
@@ -88,6 +91,8 @@ class Agent {
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
 
   bool fenced() const;
+  // The host's TLS material once it is in a cluster (or joining one).
+  std::optional<ClusterTls> tls() const;
 
  private:
   struct ClusterView;
@@ -104,6 +109,13 @@ class Agent {
   };
 
   std::vector<std::string> endpoints() const;
+  // How this agent reaches the other agents, and etcd.
+  ChannelTls peer_tls() const;
+  ChannelTls etcd_tls() const;
+  std::shared_ptr<EtcdClient> new_etcd_client(const std::vector<std::string>& endpoints,
+                                              std::chrono::milliseconds timeout) const;
+  std::string tls_dir() const;
+  void set_tls(std::optional<ClusterTls> tls);
   // endpoints(), and the other members' when the agent runs this host's.
   std::vector<std::string> lease_endpoints();
   // The host has a cluster address: the peers' API and the pool's NBD
@@ -145,6 +157,7 @@ class Agent {
   std::shared_ptr<EtcdClient> etcd_;  // etcd(): replaced by init, join, undo_start
   std::unique_ptr<HostLease> lease_;
   std::unique_ptr<HostVms> vms_;  // the VMs this host stores and runs
+  std::optional<ClusterTls> tls_;
   std::function<void(const std::string&)> listen_;
   // Set when the host cannot serve its cluster (its address is gone).
   std::string address_problem_;

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "cluster/cluster_tls.h"
 #include "proto/agent.grpc.pb.h"
 
 namespace keel::cluster {
@@ -14,11 +15,16 @@ struct AgentClient::Stub {
 };
 
 AgentClient::AgentClient(const std::string& address, std::chrono::milliseconds timeout)
+    : AgentClient(address, timeout, ChannelTls{}) {}
+
+AgentClient::AgentClient(const std::string& address, std::chrono::milliseconds timeout,
+                         const ChannelTls& tls)
     : address_(address), timeout_(timeout), stub_(std::make_unique<Stub>()) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  stub_->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
+  stub_->channel = grpc::CreateCustomChannel(address, channel_credentials(tls), args);
   stub_->stub = api::Agent::NewStub(stub_->channel);
 }
 
@@ -81,6 +87,10 @@ api::AdmitHostResponse AgentClient::admit(const api::AdmitHostRequest& r) {
 api::ClusterStatusResponse AgentClient::status() {
   return call<api::ClusterStatusRequest, api::ClusterStatusResponse>(
       &api::Agent::Stub::ClusterStatus, {});
+}
+api::ClusterTokenResponse AgentClient::token() {
+  return call<api::ClusterTokenRequest, api::ClusterTokenResponse>(&api::Agent::Stub::ClusterToken,
+                                                                   {});
 }
 api::HostRemoveResponse AgentClient::remove_host(const api::HostRemoveRequest& r) {
   return call<api::HostRemoveRequest, api::HostRemoveResponse>(&api::Agent::Stub::HostRemove, r);

@@ -26,10 +26,15 @@ class AgentCallError : public std::runtime_error {
   bool unreachable_;
 };
 
+struct ChannelTls;
+
 class AgentClient {
  public:
-  // `address`: ADDR:PORT (an IPv6 address in brackets).
+  // `address`: "unix:PATH" (the agent's own socket, plaintext), or ADDR:PORT
+  // (an IPv6 address in brackets) with `tls` (cluster/cluster_tls.h).
   AgentClient(const std::string& address, std::chrono::milliseconds timeout);
+  AgentClient(const std::string& address, std::chrono::milliseconds timeout,
+              const ChannelTls& tls);
   ~AgentClient();
   AgentClient(const AgentClient&) = delete;
   AgentClient& operator=(const AgentClient&) = delete;
@@ -39,6 +44,7 @@ class AgentClient {
   keel::agent::v1::ClusterJoinResponse join(const keel::agent::v1::ClusterJoinRequest& r);
   keel::agent::v1::AdmitHostResponse admit(const keel::agent::v1::AdmitHostRequest& r);
   keel::agent::v1::ClusterStatusResponse status();
+  keel::agent::v1::ClusterTokenResponse token();
   keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
   keel::agent::v1::HostSetAddressResponse set_address(
       const keel::agent::v1::HostSetAddressRequest& r);

@@ -2,6 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <filesystem>
+
+#include "cluster/cluster_tls.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "proto/agent.grpc.pb.h"
@@ -51,96 +54,112 @@ class Service final : public api::Agent::Service {
                      api::HelloResponse* out) override {
     return answer("hello", [&] { *out = agent_.hello(); });
   }
-  grpc::Status ClusterInit(grpc::ServerContext*, const api::ClusterInitRequest* in,
+  grpc::Status ClusterInit(grpc::ServerContext* context, const api::ClusterInitRequest* in,
                            api::ClusterInitResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("cluster init", [&] { *out = agent_.init(*in); });
   }
-  grpc::Status ClusterJoin(grpc::ServerContext*, const api::ClusterJoinRequest* in,
+  grpc::Status ClusterJoin(grpc::ServerContext* context, const api::ClusterJoinRequest* in,
                            api::ClusterJoinResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("cluster join", [&] { *out = agent_.join(*in); });
   }
+  // Open on the peer port: the joining host has no certificate yet; the
+  // join secret it sends is checked instead.
   grpc::Status AdmitHost(grpc::ServerContext*, const api::AdmitHostRequest* in,
                          api::AdmitHostResponse* out) override {
     return answer("admit host", [&] { *out = agent_.admit(*in); });
   }
-  grpc::Status ClusterStatus(grpc::ServerContext*, const api::ClusterStatusRequest*,
+  grpc::Status ClusterToken(grpc::ServerContext* context, const api::ClusterTokenRequest*,
+                            api::ClusterTokenResponse* out) override {
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
+    return answer("cluster token", [&] { *out = agent_.token(); });
+  }
+  grpc::Status ClusterStatus(grpc::ServerContext* context, const api::ClusterStatusRequest*,
                              api::ClusterStatusResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("cluster status", [&] { *out = agent_.status(); });
   }
-  grpc::Status HostRemove(grpc::ServerContext*, const api::HostRemoveRequest* in,
+  grpc::Status HostRemove(grpc::ServerContext* context, const api::HostRemoveRequest* in,
                           api::HostRemoveResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("host remove", [&] { *out = agent_.remove_host(*in); });
   }
-  grpc::Status HostSetAddress(grpc::ServerContext*, const api::HostSetAddressRequest* in,
+  grpc::Status HostSetAddress(grpc::ServerContext* context, const api::HostSetAddressRequest* in,
                               api::HostSetAddressResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("host set-address", [&] { *out = agent_.set_address(*in); });
   }
 
-  grpc::Status VmCreate(grpc::ServerContext*, const api::VmCreateRequest* in,
+  grpc::Status VmCreate(grpc::ServerContext* context, const api::VmCreateRequest* in,
                         api::VmCreateResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm create", [&] { *out = agent_.vm_create(*in); });
   }
-  grpc::Status VmStart(grpc::ServerContext*, const api::VmStartRequest* in,
+  grpc::Status VmStart(grpc::ServerContext* context, const api::VmStartRequest* in,
                        api::VmStartResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm start", [&] { *out = agent_.vm_start(*in); });
   }
-  grpc::Status VmStop(grpc::ServerContext*, const api::VmStopRequest* in,
+  grpc::Status VmStop(grpc::ServerContext* context, const api::VmStopRequest* in,
                       api::VmStopResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm stop", [&] { *out = agent_.vm_stop(*in); });
   }
-  grpc::Status VmList(grpc::ServerContext*, const api::VmListRequest* in,
+  grpc::Status VmList(grpc::ServerContext* context, const api::VmListRequest* in,
                       api::VmListResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm list", [&] { *out = agent_.vm_list(*in); });
   }
-  grpc::Status VmDelete(grpc::ServerContext*, const api::VmDeleteRequest* in,
+  grpc::Status VmDelete(grpc::ServerContext* context, const api::VmDeleteRequest* in,
                         api::VmDeleteResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm delete", [&] { *out = agent_.vm_delete(*in); });
   }
-  grpc::Status HostVmCreate(grpc::ServerContext*, const api::VmCreateRequest* in,
+  grpc::Status HostVmCreate(grpc::ServerContext* context, const api::VmCreateRequest* in,
                             api::VmCreateResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm create", [&] { *out = agent_.host_vm_create(*in); });
   }
-  grpc::Status HostVmStart(grpc::ServerContext*, const api::VmStartRequest* in,
+  grpc::Status HostVmStart(grpc::ServerContext* context, const api::VmStartRequest* in,
                            api::VmStartResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm start", [&] { *out = agent_.host_vm_start(*in); });
   }
-  grpc::Status HostVmStop(grpc::ServerContext*, const api::VmStopRequest* in,
+  grpc::Status HostVmStop(grpc::ServerContext* context, const api::VmStopRequest* in,
                           api::VmStopResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm stop", [&] { *out = agent_.host_vm_stop(*in); });
   }
-  grpc::Status HostVmDelete(grpc::ServerContext*, const api::VmDeleteRequest* in,
+  grpc::Status HostVmDelete(grpc::ServerContext* context, const api::VmDeleteRequest* in,
                             api::VmDeleteResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm delete", [&] { *out = agent_.host_vm_delete(*in); });
   }
 
-  grpc::Status VmMigrate(grpc::ServerContext*, const api::VmMigrateRequest* in,
+  grpc::Status VmMigrate(grpc::ServerContext* context, const api::VmMigrateRequest* in,
                          api::VmMigrateResponse* out) override {
-    if (peers_only_) return operators_only();
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm migrate", [&] { *out = agent_.vm_migrate(*in); });
   }
-  grpc::Status HostVmMigrate(grpc::ServerContext*, const api::VmMigrateRequest* in,
+  grpc::Status HostVmMigrate(grpc::ServerContext* context, const api::VmMigrateRequest* in,
                              api::VmMigrateResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm migrate", [&] { *out = agent_.host_vm_migrate(*in); });
   }
-  grpc::Status HostVmIncoming(grpc::ServerContext*, const api::VmIncomingRequest* in,
+  grpc::Status HostVmIncoming(grpc::ServerContext* context, const api::VmIncomingRequest* in,
                               api::VmIncomingResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm incoming", [&] { *out = agent_.host_vm_incoming(*in); });
   }
-  grpc::Status HostVmStatus(grpc::ServerContext*, const api::VmStatusRequest* in,
+  grpc::Status HostVmStatus(grpc::ServerContext* context, const api::VmStatusRequest* in,
                             api::VmStatus* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm status", [&] { *out = agent_.host_vm_status(*in); });
   }
   grpc::Status HostVmFiles(grpc::ServerContext* context, const api::VmFilesRequest* in,
                            grpc::ServerWriter<api::VmFileChunk>* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm files", [&] {
       agent_.host_vm_files(*in, [&](const api::VmFileChunk& chunk) {
         return !context->IsCancelled() && out->Write(chunk);
@@ -149,9 +168,22 @@ class Service final : public api::Agent::Service {
   }
 
  private:
-  static grpc::Status operators_only() {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        "only on the agent's management address (keelctl on that host)");
+  enum Access { kHosts, kOperators };
+  // On the peer port, operators' calls are refused, and the other hosts'
+  // need a certificate of the cluster (the TLS handshake checked it was
+  // the cluster CA's when one was presented).
+  grpc::Status allow(grpc::ServerContext* context, Access access) const {
+    if (!peers_only_) return grpc::Status::OK;
+    if (access == kOperators) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "only on the agent's own socket (keelctl on that host)");
+    }
+    auto auth = context->auth_context();
+    if (!auth || !auth->IsPeerAuthenticated()) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "only for the cluster's hosts: no certificate of the cluster's CA");
+    }
+    return grpc::Status::OK;
   }
   Agent& agent_;
   bool peers_only_;
@@ -169,12 +201,24 @@ AgentServer::AgentServer(Agent& agent, const std::string& address, Serves serves
     : address_(address), impl_(std::make_unique<Impl>(agent, serves == kPeersOnly)) {
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  const bool unix_socket = address.rfind("unix:", 0) == 0;
+  if (serves == kPeersOnly) {
+    auto tls = agent.tls();
+    if (!tls) throw std::logic_error("the peer API is served only with the cluster's TLS");
+    builder.AddListeningPort(address, peer_server_credentials(*tls), &port);
+  } else {
+    if (!unix_socket) throw std::logic_error("the operators' API is served on a Unix socket");
+    // A socket left by an agent that died: in the agent's own directory.
+    std::error_code ignored;
+    const std::filesystem::path path = address.substr(5);
+    if (std::filesystem::is_socket(path, ignored)) std::filesystem::remove(path, ignored);
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  }
   builder.RegisterService(&impl_->service);
   // Requests are small; a peer or client sending more is refused early.
   builder.SetMaxReceiveMessageSize(1 << 20);
   impl_->server = builder.BuildAndStart();
-  if (!impl_->server || port == 0) {
+  if (!impl_->server || (port == 0 && !unix_socket)) {
     throw InputError("cannot listen on " + address + " (in use, or not an address of this host)");
   }
 }

@@ -1,6 +1,7 @@
 // keel-agent's gRPC service (proto/agent.proto) over an Agent, and the
-// servers it listens with: the management address for operators, the
-// cluster address for the other agents.
+// servers it listens with: a Unix socket for the host's operators (keelctl;
+// the socket's directory admits root alone), the cluster address with TLS
+// for the other agents.
 #pragma once
 
 #include <memory>
@@ -12,11 +13,13 @@ namespace keel::cluster {
 
 class AgentServer {
  public:
-  // kPeersOnly: Hello, AdmitHost and ClusterStatus (reads), what the other
-  // agents call; whatever changes this host is refused (PERMISSION_DENIED)
-  // there: it is for its operators, on the management address.
+  // kEverything: on "unix:PATH", plaintext. kPeersOnly: on ADDR:PORT with
+  // the cluster's TLS; Hello and AdmitHost (a joining host has no
+  // certificate yet) to anyone, the Host* calls and ClusterStatus to a
+  // client with a certificate of the cluster's CA (else UNAUTHENTICATED),
+  // the operators' calls to nobody (PERMISSION_DENIED).
   enum Serves { kEverything, kPeersOnly };
-  // Listens on `address` (ADDR:PORT) at once; InputError when it cannot.
+  // Listens on `address` at once; InputError when it cannot.
   AgentServer(Agent& agent, const std::string& address, Serves serves);
   ~AgentServer();
   AgentServer(const AgentServer&) = delete;

@@ -35,7 +35,7 @@ std::string host_name_problem(const std::string& name);
 // ADDR:PORT, an IPv6 address in brackets.
 std::string host_port(const std::string& address, int port);
 
-// etcd's --initial-cluster entry for one member: NAME=http://ADDR:2380.
+// etcd's --initial-cluster entry for one member: NAME=https://ADDR:2380.
 std::string peer_url_line(const std::string& name, const std::string& address);
 
 }  // namespace keel::cluster

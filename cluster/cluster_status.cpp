@@ -25,15 +25,16 @@ Agent::Reachability Agent::probe() {
   std::vector<std::future<std::pair<bool, uint64_t>>> answers;
   for (const auto& m : members) {
     std::string endpoint = m.client_urls.empty() ? "" : endpoint_of_url(m.client_urls[0]);
-    answers.push_back(std::async(std::launch::async, [endpoint]() -> std::pair<bool, uint64_t> {
-      if (endpoint.empty()) return {false, 0};  // added, never started
-      try {
-        EtcdClient client({endpoint}, kProbeTimeout);
-        return {true, client.status().leader()};
-      } catch (const EtcdError&) {
-        return {false, 0};
-      }
-    }));
+    answers.push_back(
+        std::async(std::launch::async, [endpoint, tls = etcd_tls()]() -> std::pair<bool, uint64_t> {
+          if (endpoint.empty()) return {false, 0};  // added, never started
+          try {
+            EtcdClient client({endpoint}, kProbeTimeout, tls);
+            return {true, client.status().leader()};
+          } catch (const EtcdError&) {
+            return {false, 0};
+          }
+        }));
   }
   for (size_t i = 0; i < members.size(); ++i) {
     auto [answered, leader] = answers[i].get();

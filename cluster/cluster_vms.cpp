@@ -101,7 +101,7 @@ auto Agent::on_host(const ClusterView& view, const std::string& host, Local loca
   auto found = view.hosts.find(host);
   if (found == view.hosts.end()) throw refused("no host named '" + host + "' in the cluster");
   try {
-    AgentClient client(host_port(found->second.cluster_address(), kAgentPort), timeout);
+    AgentClient client(host_port(found->second.cluster_address(), kAgentPort), timeout, peer_tls());
     return remote(client);
   } catch (const AgentCallError& e) {
     throw forwarded_error(host, e);

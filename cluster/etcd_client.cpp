@@ -78,7 +78,8 @@ std::string prefix_range_end(const std::string& prefix) {
   return std::string(1, '\0');  // every key
 }
 
-EtcdClient::EtcdClient(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout)
+EtcdClient::EtcdClient(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout,
+                       const ChannelTls& tls)
     : timeout_(timeout), stubs_(std::make_unique<Stubs>()) {
   // gRPC takes one address family per target: that of the first endpoint
   // (a cluster's addresses are all of one family).
@@ -98,7 +99,8 @@ EtcdClient::EtcdClient(const std::vector<std::string>& endpoints, std::chrono::m
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
-  stubs_->channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
+  stubs_->channel = grpc::CreateCustomChannel(target, channel_credentials(tls), args);
   stubs_->kv = pb::KV::NewStub(stubs_->channel);
   stubs_->lease = pb::Lease::NewStub(stubs_->channel);
   stubs_->cluster = pb::Cluster::NewStub(stubs_->channel);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_tls.h"
 #include "proto/etcd_rpc.pb.h"
 
 namespace keel::cluster {
@@ -60,7 +61,9 @@ class EtcdClient {
  public:
   // `endpoints`: "ADDR:PORT" of members (tried in order: the first that
   // answers is used). `timeout`: each call's deadline.
-  EtcdClient(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout);
+  // `tls`: disabled for plaintext (an etcd the operator runs).
+  EtcdClient(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout,
+             const ChannelTls& tls);
   ~EtcdClient();
   EtcdClient(const EtcdClient&) = delete;
   EtcdClient& operator=(const EtcdClient&) = delete;
@@ -104,7 +107,7 @@ class EtcdClient {
   std::unique_ptr<Stubs> stubs_;
 };
 
-// "ADDR:PORT" from a member's URL ("http://ADDR:PORT").
+// "ADDR:PORT" from a member's URL ("https://ADDR:PORT").
 std::string endpoint_of_url(const std::string& url);
 // The end of the key range holding every key that starts with `prefix`.
 std::string prefix_range_end(const std::string& prefix);

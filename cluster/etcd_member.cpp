@@ -9,7 +9,7 @@ namespace keel::cluster {
 namespace {
 std::string url(const std::string& address, int port) {
   bool v6 = address.find(':') != std::string::npos;
-  return "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+  return "https://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
 }
 }  // namespace
 
@@ -46,6 +46,14 @@ std::vector<std::string> etcd_command_line(const EtcdMemberSettings& s) {
       "--enable-v2=false",
       "--logger=zap",
       "--log-outputs=" + (s.log_file.empty() ? std::string("stderr") : s.log_file),
+      "--cert-file=" + s.tls_dir + "/host.crt",
+      "--key-file=" + s.tls_dir + "/host.key",
+      "--trusted-ca-file=" + s.tls_dir + "/ca.crt",
+      "--client-cert-auth=true",
+      "--peer-cert-file=" + s.tls_dir + "/host.crt",
+      "--peer-key-file=" + s.tls_dir + "/host.key",
+      "--peer-trusted-ca-file=" + s.tls_dir + "/ca.crt",
+      "--peer-client-cert-auth=true",
   };
   return argv;
 }

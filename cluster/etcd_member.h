@@ -24,7 +24,7 @@ struct EtcdMemberSettings {
   std::string address;   // the cluster address: peers and clients
   std::string data_dir;  // kept across restarts; etcd's own format
   // First start only (etcd ignores both once data_dir holds a member):
-  // "NAME=http://ADDR:2380,..." and whether the cluster is new or existing.
+  // "NAME=https://ADDR:2380,..." and whether the cluster is new or existing.
   std::string initial_cluster;
   bool new_cluster = true;
   std::string cluster_token;  // --initial-cluster-token: tells clusters apart
@@ -35,13 +35,17 @@ struct EtcdMemberSettings {
   std::chrono::milliseconds heartbeat{100};
   std::chrono::milliseconds election{1000};
   std::string etcd_binary = "etcd";
+  // ca.crt, host.crt and host.key (cluster/cluster_tls.h): the member
+  // serves clients and peers over TLS and admits only certificates of the
+  // cluster's CA on both.
+  std::string tls_dir;
 };
 
 // The command line the settings give (also for tests and the systemd unit).
 std::vector<std::string> etcd_command_line(const EtcdMemberSettings& settings);
 
-std::string peer_url(const std::string& address);    // http://ADDR:2380
-std::string client_url(const std::string& address);  // http://ADDR:2379
+std::string peer_url(const std::string& address);    // https://ADDR:2380
+std::string client_url(const std::string& address);  // https://ADDR:2379
 
 // Starts etcd at once and restarts it (after 1 s, at most every 1 s) whenever
 // it exits, until destroyed; destruction stops it (SIGTERM, SIGKILL after

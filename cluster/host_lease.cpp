@@ -10,12 +10,12 @@ namespace {
 constexpr const char* kAlivePrefix = "/keel/alive/";
 }
 
-HostLease::HostLease(const std::vector<std::string>& endpoints, HostLeaseSettings settings,
-                     Callbacks callbacks)
+HostLease::HostLease(const std::vector<std::string>& endpoints, const ChannelTls& tls,
+                     HostLeaseSettings settings, Callbacks callbacks)
     : settings_(std::move(settings)),
       callbacks_(std::move(callbacks)),
       // Each renewal must come back well inside the fence margin.
-      etcd_(endpoints, std::chrono::milliseconds(1000)) {
+      etcd_(endpoints, std::chrono::milliseconds(1000), tls) {
   // A restarted agent finds the deadline its predecessor left: it moves
   // only once this lease is confirmed.
   if (!settings_.fence_file.empty()) deadline_ = FenceDeadline::create(settings_.fence_file, 0);

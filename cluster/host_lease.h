@@ -58,8 +58,8 @@ class HostLease {
   // renews it on its own thread until destroyed. Destruction leaves it to
   // expire (within its TTL): a restarting agent takes it up again, and its
   // VMs stay this host's meanwhile.
-  HostLease(const std::vector<std::string>& endpoints, HostLeaseSettings settings,
-            Callbacks callbacks);
+  HostLease(const std::vector<std::string>& endpoints, const ChannelTls& tls,
+            HostLeaseSettings settings, Callbacks callbacks);
   ~HostLease();
   HostLease(const HostLease&) = delete;
   HostLease& operator=(const HostLease&) = delete;

@@ -306,7 +306,8 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
   };
   api::VmIncomingResponse destination;
   try {
-    AgentClient peer(host_port(address_of(request.to()), kAgentPort), kIncomingTimeout);
+    AgentClient peer(host_port(address_of(request.to()), kAgentPort), kIncomingTimeout,
+                     context_.peer_tls());
     api::VmIncomingRequest incoming;
     incoming.set_name(name);
     incoming.set_generation(generation);

@@ -159,7 +159,7 @@ storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string
   std::map<std::string, std::ofstream> out;
   std::set<std::string> whole;
   uint64_t received = 0, settings = 0;
-  AgentClient client(host_port(storage_address, kAgentPort), kFetchTimeout);
+  AgentClient client(host_port(storage_address, kAgentPort), kFetchTimeout, context_.peer_tls());
   api::VmFilesRequest request;
   request.set_name(name);
   client.host_vm_files(request, [&](const api::VmFileChunk& chunk) {

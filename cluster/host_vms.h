@@ -45,6 +45,7 @@ struct HostVmsContext {
   std::function<std::shared_ptr<EtcdClient>()> etcd;
   std::function<int64_t()> lease;  // the host's lease; 0 while it has none
   std::function<bool()> fenced;
+  std::function<ChannelTls()> peer_tls;  // how to reach the other agents
 };
 
 class HostVms {

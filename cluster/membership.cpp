@@ -64,12 +64,16 @@ api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
   s.set_cluster_token(random_token());
   save_state(s);
   try {
+    auto tls =
+        ClusterTls::create(s.cluster_token(), settings_.name, host_cert_ips(request.address()));
+    tls.save(tls_dir());
+    set_tls(std::move(tls));
     if (settings_.etcd_endpoints.empty()) {
       fs::remove_all(fs::path(settings_.state_dir) / "etcd");
       start_member(peer_url_line(settings_.name, request.address()), true, s.cluster_token(),
                    request.address());
     }
-    set_etcd(std::make_shared<EtcdClient>(endpoints(), settings_.etcd_timeout));
+    set_etcd(new_etcd_client(endpoints(), settings_.etcd_timeout));
     wait_for_member(std::chrono::seconds(20));
     auto status = etcd()->status();
     api::Cluster cluster;
@@ -98,6 +102,7 @@ api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
   api::ClusterInitResponse out;
   out.set_cluster_id(s.cluster_id());
   for (auto& note : cluster_notes(1)) out.add_notes(note);
+  out.set_join_token(tls()->join_token());
   return out;
 }
 
@@ -113,6 +118,8 @@ void Agent::undo_start() {
   lease.reset();
   member.reset();
   set_etcd(nullptr);
+  set_tls(std::nullopt);
+  fs::remove_all(tls_dir());
   api::LocalState s;
   s.set_name(settings_.name);
   save_state(s);
@@ -133,12 +140,17 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     throw refused("this agent uses the etcd at " + settings_.etcd_endpoints[0] +
                   ": its host joins by keelctl cluster init against that etcd");
   }
-  // Long enough for the peer's admit at its slowest (it waits out etcd's
-  // 5 s between member changes, its calls bounded by 2 s each).
-  AgentClient peer(agent_address(request.peer()), std::chrono::seconds(40));
+  if (request.token().empty()) {
+    throw invalid("--token: the cluster's join token (keelctl cluster token on one of its hosts)");
+  }
+  const JoinToken token = parse_join_token(request.token());
+  // First a look at the peer over TLS without checking it: its CA, which
+  // must be the one the token names. Only then is anything sent.
+  ChannelTls unchecked;
+  unchecked.enabled = true;
   api::HelloResponse hello;
   try {
-    hello = peer.hello();
+    hello = AgentClient(agent_address(request.peer()), std::chrono::seconds(5), unchecked).hello();
   } catch (const AgentCallError& e) {
     // An agent serves the other agents on its cluster address only once it
     // is in a cluster.
@@ -151,20 +163,37 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     throw refused("the host at " + request.peer() + " ('" + hello.name() +
                   "') is in no cluster: run keelctl cluster init there first");
   }
+  if (hello.ca_cert().empty() || cert_fingerprint(hello.ca_cert()) != token.ca_fingerprint) {
+    throw refused("the host at " + request.peer() + " ('" + hello.name() +
+                  "') is not of the cluster the token names (its CA's fingerprint differs): a "
+                  "token of another cluster, or another host at that address");
+  }
   if (hello.name() == settings_.name) {
     throw refused("the host at " + request.peer() + " is named '" + hello.name() +
                   "' too: every host needs its own name (keel-agent --name)");
   }
+  // Long enough for the peer's admit at its slowest (it waits out etcd's
+  // 5 s between member changes, its calls bounded by 2 s each). The peer
+  // is checked against its CA from now on.
+  ChannelTls checked;
+  checked.enabled = true;
+  checked.ca_cert = hello.ca_cert();
+  AgentClient peer(agent_address(request.peer()), std::chrono::seconds(40), checked);
   api::AdmitHostRequest admit_request;
   *admit_request.mutable_host() = this_host(request.address());
+  admit_request.set_join_secret(token.secret);
   api::AdmitHostResponse admitted;
   try {
     admitted = peer.admit(admit_request);
   } catch (const AgentCallError& e) {
-    throw AgentError(e.grpc_code() == 9   ? AgentError::Code::kFailedPrecondition
+    throw AgentError(e.grpc_code() == 9 || e.grpc_code() == 7
+                         ? AgentError::Code::kFailedPrecondition
                      : e.grpc_code() == 3 ? AgentError::Code::kInvalidArgument
                                           : AgentError::Code::kUnavailable,
                      std::string(e.what()));
+  }
+  if (admitted.ca_cert() != hello.ca_cert()) {
+    throw refused("the host at " + request.peer() + " handed over another CA than it showed");
   }
   api::LocalState s = state();
   s.set_cluster_address(request.address());
@@ -172,13 +201,17 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
   s.set_member_id(admitted.member_id());
   save_state(s);
   try {
+    auto tls = ClusterTls::joined({admitted.ca_key(), admitted.ca_cert()}, admitted.join_secret(),
+                                  settings_.name, host_cert_ips(request.address()));
+    tls.save(tls_dir());
+    set_tls(std::move(tls));
     fs::remove_all(fs::path(settings_.state_dir) / "etcd");
     start_member(admitted.initial_cluster(), false, "", request.address());
     // A learner first (it votes on nothing while it catches up), then a
     // voting member once in sync: the cluster keeps its majority meanwhile.
     std::vector<std::string> peers;
     for (const auto& url : admitted.endpoints()) peers.push_back(url);
-    EtcdClient existing(peers, std::chrono::seconds(2));
+    EtcdClient existing(peers, std::chrono::seconds(2), etcd_tls());
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     for (;;) {
       try {
@@ -194,7 +227,7 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    set_etcd(std::make_shared<EtcdClient>(endpoints(), settings_.etcd_timeout));
+    set_etcd(new_etcd_client(endpoints(), settings_.etcd_timeout));
     wait_for_member(std::chrono::seconds(20));
     s.set_joined(true);
     save_state(s);
@@ -202,7 +235,7 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
   } catch (...) {
     try {
       std::vector<std::string> peers(admitted.endpoints().begin(), admitted.endpoints().end());
-      EtcdClient existing(peers, std::chrono::seconds(2));
+      EtcdClient existing(peers, std::chrono::seconds(2), etcd_tls());
       existing.remove_member(admitted.member_id());
       existing.erase(kHostsPrefix + settings_.name);
     } catch (const std::exception& e) {
@@ -225,6 +258,14 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
 api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
   std::lock_guard membership(membership_);
   require_member();
+  {
+    auto own = tls();
+    if (!own || !same_secret(request.join_secret(), own->join_secret)) {
+      throw AgentError(AgentError::Code::kFailedPrecondition,
+                       "refused: the join token's secret is not this cluster's (keelctl cluster "
+                       "token on a host of the cluster prints the right one)");
+    }
+  }
   const api::Host& host = request.host();
   if (auto problem = host_name_problem(host.name()); !problem.empty()) throw invalid(problem);
   if (auto problem = cluster_address_problem(host.cluster_address()); !problem.empty()) {
@@ -299,11 +340,22 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
       }
     }
     out.set_initial_cluster(initial);
+    auto own = tls();
+    out.set_ca_cert(own->ca.cert_pem);
+    out.set_ca_key(own->ca.key_pem);
+    out.set_join_secret(own->join_secret);
     out.set_hosts(static_cast<uint32_t>(added.second.size()));
     for (auto& note : cluster_notes(added.second.size())) out.add_notes(note);
     log::info("admitted host " + host.name() + " (" + host.cluster_address() + ")");
     return out;
   });
+}
+
+api::ClusterTokenResponse Agent::token() const {
+  require_member();
+  api::ClusterTokenResponse out;
+  out.set_join_token(tls()->join_token());
+  return out;
 }
 
 api::HostRemoveResponse Agent::remove_host(const api::HostRemoveRequest& request) {
@@ -380,6 +432,11 @@ api::HostSetAddressResponse Agent::set_address(const api::HostSetAddressRequest&
     api::LocalState s = state();
     if (s.cluster_address() == request.address()) return api::HostSetAddressResponse();
     etcd()->update_member(s.member_id(), peer_url(request.address()));
+    // The certificate names the address: the member and the peers check it.
+    auto tls = *this->tls();
+    tls.reissue(settings_.name, host_cert_ips(request.address()));
+    tls.save(tls_dir());
+    set_tls(std::move(tls));
     s.set_cluster_address(request.address());
     save_state(s);
     {

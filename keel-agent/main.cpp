@@ -25,7 +25,7 @@ using keel::cluster::AgentServer;
 using keel::cluster::AgentSettings;
 
 const char* const kUsage =
-    "usage: keel-agent [--name NAME] [--state-dir DIR] [--listen ADDR:PORT]\n"
+    "usage: keel-agent [--name NAME] [--state-dir DIR] [--socket PATH]\n"
     "                  [--roles compute,storage] [--pool DIR]\n"
     "                  [--etcd-endpoints ADDR:PORT,...] [--lease-ttl SEC]\n"
     "\n"
@@ -35,9 +35,10 @@ const char* const kUsage =
     "                      a-z, 0-9 and '-'\n"
     "  --state-dir DIR     where the agent keeps agent.json and its etcd member's\n"
     "                      data (default /var/lib/keel/agent)\n"
-    "  --listen ADDR:PORT  the management address keelctl talks to (default\n"
-    "                      127.0.0.1:7400); the other agents reach this one on its\n"
-    "                      cluster address, port 7400\n"
+    "  --socket PATH       the Unix socket keelctl talks to (default\n"
+    "                      STATE_DIR/agent.sock; the state directory admits root\n"
+    "                      alone); the other agents reach this one on its cluster\n"
+    "                      address, port 7400, over TLS with the cluster's CA\n"
     "  --roles LIST        compute, storage or both (default both)\n"
     "  --pool DIR          the Btrfs pool of a storage host\n"
     "  --etcd-endpoints L  use the etcd the operator runs at these client\n"
@@ -63,7 +64,6 @@ AgentSettings parse(int argc, char** argv) {
   ::gethostname(host, sizeof host - 1);
   s.name = host;
   s.state_dir = "/var/lib/keel/agent";
-  s.management_address = "127.0.0.1:7400";
   s.roles = {api::ROLE_COMPUTE, api::ROLE_STORAGE};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -77,8 +77,11 @@ AgentSettings parse(int argc, char** argv) {
       s.name = value;
     } else if (arg == "--state-dir") {
       s.state_dir = value;
-    } else if (arg == "--listen") {
-      s.management_address = value;
+    } else if (arg == "--socket") {
+      if (value.empty() || value.size() > 100) {
+        throw keel::InputError("--socket: a path of 1 to 100 characters (a Unix socket's limit)");
+      }
+      s.management_address = "unix:" + value;
     } else if (arg == "--pool") {
       s.pool = value;
     } else if (arg == "--etcd-binary") {
@@ -109,6 +112,12 @@ AgentSettings parse(int argc, char** argv) {
       if (s.roles.empty()) throw keel::InputError("--roles: give compute, storage or both");
     } else {
       throw keel::InputError("unknown option " + arg + " (keel-agent --help)");
+    }
+  }
+  if (s.management_address.empty()) {
+    s.management_address = "unix:" + s.state_dir + "/agent.sock";
+    if (s.management_address.size() > 105) {
+      throw keel::InputError("--state-dir: too long for the socket in it (give --socket)");
     }
   }
   return s;
@@ -147,9 +156,8 @@ int main(int argc, char** argv) {
       if (listen == settings.management_address || (peer && peer->address() == listen)) return;
       peer.reset();
       try {
-        // The other agents get Hello, AdmitHost and ClusterStatus there:
-        // what changes this host is for its operators (the management
-        // address).
+        // The other agents, over TLS: what changes this host is for its
+        // operators (the socket).
         peer = std::make_unique<AgentServer>(agent, listen, AgentServer::kPeersOnly);
         keel::log::info("serving the other agents on " + listen);
       } catch (const std::exception& e) {

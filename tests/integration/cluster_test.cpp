@@ -44,8 +44,31 @@ int64_t unix_ms() {
       .count();
 }
 
-AgentClient agent_at(unsigned host, milliseconds timeout = milliseconds(5000)) {
-  return AgentClient(TestCluster::address(host) + ":7400", timeout);
+// Host's agent on its own socket (what keelctl there talks to).
+AgentClient agent_at(const TestCluster& c, unsigned host,
+                     milliseconds timeout = milliseconds(5000)) {
+  return AgentClient(c.agent_socket(host), timeout);
+}
+
+// Host's TLS material, as its agent keeps it.
+cluster::ClusterTls tls_of(const TestCluster& c, unsigned host) {
+  auto tls = cluster::ClusterTls::load(c.state_dir(host) + "/tls");
+  if (!tls) throw std::runtime_error(TestCluster::name(host) + " has no TLS material");
+  return *tls;
+}
+
+// Host's agent on its cluster address, as the other agents reach it.
+AgentClient peer_at(unsigned host, const cluster::ChannelTls& tls,
+                    milliseconds timeout = milliseconds(5000)) {
+  return AgentClient(TestCluster::address(host) + ":7400", timeout, tls);
+}
+
+// An etcd client as host's agent has it (etcd admits certificates of the
+// cluster's CA alone).
+cluster::EtcdClient etcd_as(const TestCluster& c, unsigned host) {
+  auto tls = cluster::peer_channel(tls_of(c, host));
+  tls.server_name = "127.0.0.1";
+  return cluster::EtcdClient({TestCluster::address(host) + ":2379"}, milliseconds(5000), tls);
 }
 
 api::ClusterStatusResponse status_json(const TestCluster& c, unsigned host) {
@@ -124,7 +147,7 @@ TEST(Cluster, FormsOneThreeFiveAndSevenHostClustersAndRefusesAnEighth) {
     // Through a different host each time: any member admits.
     unsigned peer = 1 + (h % (h - 1));
     r = c.keelctl(h, {"cluster", "join", "--address", TestCluster::address(h), "--peer",
-                      TestCluster::address(peer)});
+                      TestCluster::address(peer), "--token", c.join_token(1)});
     ASSERT_EQ(r.exit_code, 0) << TestCluster::name(h) << ": " << show(r);
     bool even = h % 2 == 0;
     EXPECT_EQ(r.out.find("an odd count is recommended") != std::string::npos, even) << r.out;
@@ -133,7 +156,7 @@ TEST(Cluster, FormsOneThreeFiveAndSevenHostClustersAndRefusesAnEighth) {
     }
   }
   r = c.keelctl(8, {"cluster", "join", "--address", TestCluster::address(8), "--peer",
-                    TestCluster::address(4)});
+                    TestCluster::address(4), "--token", c.join_token(1)});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("the cluster has 7 hosts, the most it can have"), std::string::npos)
       << r.err;
@@ -188,7 +211,7 @@ TEST(Cluster, CutHostFencesBeforeItsLeaseExpiresElsewhere) {
 
   c.heal(3);
   ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 3); }, seconds(20)));
-  auto hello = agent_at(3).hello();
+  auto hello = agent_at(c, 3).hello();
   ASSERT_GT(hello.last_fenced_unix_ms(), 0) << "h3 never fenced itself";
   int64_t fenced_after = hello.last_fenced_unix_ms() - cut_at;
   std::cout << "cut link to fenced: " << fenced_after << " ms; lease expiry seen by the "
@@ -238,7 +261,7 @@ TEST(Cluster, PartitionsTwoThreeAndThreeTwoHeal) {
     c.unsplit();
     for (unsigned h : minority) {
       ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, majority[0], h); }, seconds(20)));
-      auto hello = agent_at(h).hello();
+      auto hello = agent_at(c, h).hello();
       EXPECT_GT(hello.last_fenced_unix_ms(), split_at) << TestCluster::name(h);
       EXPECT_LT(hello.last_fenced_unix_ms(), expired_seen_at) << TestCluster::name(h);
       std::cout << "trial " << trial << ": " << TestCluster::name(h) << " fenced "
@@ -268,7 +291,7 @@ TEST(Cluster, LeaderHostDeathTrials) {
     }
     ASSERT_NE(leader, 0u);
     unsigned other = leader == 1 ? 2 : 1;
-    auto agent = agent_at(other, milliseconds(3000));
+    auto agent = agent_at(c, other, milliseconds(3000));
     auto killed = Clock::now();
     c.kill_agent(leader);
     // An answer that is current came through a leader: the cluster again
@@ -303,8 +326,9 @@ TEST(Cluster, JoinAndMembershipRefusals) {
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("this host is not in a cluster"), std::string::npos) << r.err;
   // A peer that is in no cluster.
+  const std::string no_such_token = "keel1." + std::string(32, '0') + "." + std::string(64, '0');
   r = c.keelctl(2, {"cluster", "join", "--address", TestCluster::address(2), "--peer",
-                    TestCluster::address(1)});
+                    TestCluster::address(1), "--token", no_such_token});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("a host in a cluster? (keelctl cluster init there first)"),
             std::string::npos)
@@ -331,8 +355,34 @@ TEST(Cluster, JoinAndMembershipRefusals) {
   ASSERT_EQ(r.exit_code, 0) << show(r);
   r = c.keelctl(1, {"host", "set-address", TestCluster::address(1)});
   ASSERT_EQ(r.exit_code, 0) << show(r);
+  // Joining needs the cluster's token: none, a damaged one, another
+  // cluster's (its CA's fingerprint differs: nothing is sent to the peer),
+  // the right CA with a wrong secret.
+  const std::string token = c.join_token(1);
+  const auto join_h2 = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {
+        "cluster", "join", "--address", TestCluster::address(2), "--peer", TestCluster::address(1)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return c.keelctl(2, args);
+  };
+  r = join_h2({});
+  EXPECT_EQ(r.exit_code, 2) << show(r);
+  EXPECT_NE(r.err.find("--token T"), std::string::npos) << r.err;
+  r = join_h2({"--token", token.substr(0, 40)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("--token: "), std::string::npos) << r.err;
+  r = join_h2({"--token", no_such_token});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("is not of the cluster the token names"), std::string::npos) << r.err;
+  r = join_h2({"--token", "keel1." + std::string(32, 'a') + token.substr(38)});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("the join token's secret is not this cluster's"), std::string::npos)
+      << r.err;
+  r = c.keelctl(1, {"--json", "cluster", "status"});
+  EXPECT_NE(r.out.find("\"h1\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\"h2\""), std::string::npos) << "refused joins left h2 behind: " << r.out;
   r = c.keelctl(2, {"cluster", "join", "--address", TestCluster::address(2), "--peer",
-                    TestCluster::address(1)});
+                    TestCluster::address(1), "--token", c.join_token(1)});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   r = c.keelctl(1, {"host", "set-address", "10.77.0.51"});
   EXPECT_EQ(r.exit_code, 1) << show(r);
@@ -341,14 +391,14 @@ TEST(Cluster, JoinAndMembershipRefusals) {
       << r.err;
   // Joining twice; a name taken; a host removing itself or a live one.
   r = c.keelctl(2, {"cluster", "join", "--address", TestCluster::address(2), "--peer",
-                    TestCluster::address(1)});
+                    TestCluster::address(1), "--token", c.join_token(1)});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("this host is already in cluster"), std::string::npos) << r.err;
   c.stop_agent(4);
   c.start_agent(4, {"--name", "h2"});
   // (start_agent passes --name h4 first; the later --name wins.)
   r = c.keelctl(4, {"cluster", "join", "--address", TestCluster::address(4), "--peer",
-                    TestCluster::address(1)});
+                    TestCluster::address(1), "--token", c.join_token(1)});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("a host named 'h2' is in the cluster already"), std::string::npos) << r.err;
   r = c.keelctl(1, {"host", "remove", "h1"});
@@ -367,7 +417,7 @@ TEST(Cluster, JoinAndMembershipRefusals) {
   // h3 joins, then its address goes: restarted, its agent refuses to serve
   // the cluster from elsewhere.
   r = c.keelctl(3, {"cluster", "join", "--address", TestCluster::address(3), "--peer",
-                    TestCluster::address(2)});
+                    TestCluster::address(2), "--token", c.join_token(1)});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   c.stop_agent(3);
   run_command({"ip", "-n", c.ns(3), "addr", "del", TestCluster::address(3) + "/24", "dev", "eth0"},
@@ -397,17 +447,17 @@ TEST(Cluster, AgentRestartStopAndEtcdKill) {
   // takes up the lease it held (what is bound to it, its VMs' ownership,
   // stays valid): the others never see it gone.
   ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 2); }, seconds(10)));
-  const int64_t lease = agent_at(2).hello().lease_id();
+  const int64_t lease = agent_at(c, 2).hello().lease_id();
   ASSERT_NE(lease, 0);
-  const auto renewed_ago = milliseconds(agent_at(2).hello().lease_renewed_ms_ago());
+  const auto renewed_ago = milliseconds(agent_at(c, 2).hello().lease_renewed_ms_ago());
   const auto stopping = Clock::now();
   c.stop_agent(2);
   c.start_agent(2);
-  ASSERT_TRUE(wait_until([&] { return agent_at(2).hello().lease_id() != 0; }, seconds(10)));
+  ASSERT_TRUE(wait_until([&] { return agent_at(c, 2).hello().lease_id() != 0; }, seconds(10)));
   const auto back_after = Clock::now() - stopping + renewed_ago;
   if (back_after < seconds(3)) {
     // Back well inside the lease's 4 s: the same lease.
-    EXPECT_EQ(agent_at(2).hello().lease_id(), lease);
+    EXPECT_EQ(agent_at(c, 2).hello().lease_id(), lease);
   } else {
     // A slow restart (the machine loaded): the lease may have expired, and
     // then a new one is right.
@@ -431,7 +481,7 @@ TEST(Cluster, AgentRestartStopAndEtcdKill) {
   ASSERT_TRUE(wait_until([&] { return !alive_seen_from(c, 1, 3); }, seconds(15)));
   c.signal_agent(3, SIGCONT);
   ASSERT_TRUE(wait_until([&] { return alive_seen_from(c, 1, 3); }, seconds(20)));
-  EXPECT_GT(agent_at(3).hello().last_fenced_unix_ms(), 0);
+  EXPECT_GT(agent_at(c, 3).hello().last_fenced_unix_ms(), 0);
   // A host's death (SIGKILL: its etcd dies with it): the rest go on.
   c.kill_agent(1);
   auto started = Clock::now();
@@ -456,7 +506,7 @@ TEST(Cluster, MalformedApiRequests) {
     ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
     (void)::send(fd.get(), junk.data(), junk.size(), MSG_NOSIGNAL);
   }
-  auto agent = agent_at(1);
+  auto agent = agent_at(c, 1);
   EXPECT_EQ(agent.hello().name(), "h1");
   auto expect_code = [](const std::function<void()>& call, int code, const std::string& text) {
     try {
@@ -468,6 +518,8 @@ TEST(Cluster, MalformedApiRequests) {
     }
   };
   api::AdmitHostRequest admit;
+  expect_code([&] { agent.admit(admit); }, 9, "the join token's secret is not this cluster's");
+  admit.set_join_secret(tls_of(c, 1).join_secret);
   expect_code([&] { agent.admit(admit); }, 3, "must not be empty");
   admit.mutable_host()->set_name("h2");
   admit.mutable_host()->set_cluster_address("0.0.0.0");
@@ -479,16 +531,52 @@ TEST(Cluster, MalformedApiRequests) {
   admit.mutable_host()->set_name("h2");
   admit.mutable_host()->set_pool(std::string(2 << 20, 'p'));
   expect_code([&] { agent.admit(admit); }, 8, "");  // RESOURCE_EXHAUSTED: over 1 MiB
-  // What changes this host is for its operators, not for the cluster
-  // network.
+  // On the cluster address: TLS only, a certificate of the cluster's CA
+  // for the hosts' calls, and what changes this host is for its operators
+  // (its socket) alone.
+  const auto own = tls_of(c, 1);
+  cluster::ChannelTls no_cert;
+  no_cert.enabled = true;
+  no_cert.ca_cert = own.ca.cert_pem;
+  auto anonymous = peer_at(1, no_cert);
+  EXPECT_EQ(anonymous.hello().name(), "h1");
+  EXPECT_EQ(anonymous.hello().ca_cert(), own.ca.cert_pem);
+  api::VmStartRequest start;
+  start.set_name("a");
+  start.set_host("h1");
+  expect_code([&] { anonymous.host_vm_start(start); }, 16, "only for the cluster's hosts");
+  expect_code([&] { anonymous.status(); }, 16, "only for the cluster's hosts");
   api::ClusterJoinRequest join;
-  expect_code([&] { agent.join(join); }, 7, "only on the agent's management address");
+  expect_code([&] { anonymous.join(join); }, 7, "only on the agent's own socket");
   api::HostSetAddressRequest set;
   set.set_address("300.1.1.1");
-  expect_code([&] { agent.set_address(set); }, 7, "only on the agent's management address");
+  expect_code([&] { anonymous.set_address(set); }, 7, "only on the agent's own socket");
   api::HostRemoveRequest remove;
   remove.set_name("h1");
-  expect_code([&] { agent.remove_host(remove); }, 7, "only on the agent's management address");
+  expect_code([&] { anonymous.remove_host(remove); }, 7, "only on the agent's own socket");
+  expect_code([&] { anonymous.token(); }, 7, "only on the agent's own socket");
+  // Plaintext, or a certificate of another CA: no connection at all.
+  expect_code([&] { peer_at(1, cluster::ChannelTls{}).hello(); }, 14, "cannot be reached");
+  auto other_ca = cluster::make_cluster_ca("other");
+  auto stranger = no_cert;
+  auto stranger_cert = cluster::issue_host_cert(other_ca, "h1", {TestCluster::address(1)});
+  stranger.cert = stranger_cert.cert_pem;
+  stranger.key = stranger_cert.key_pem;
+  expect_code([&] { peer_at(1, stranger).hello(); }, 14, "");
+  // A host of the cluster gets the hosts' calls.
+  auto host = peer_at(1, cluster::peer_channel(own));
+  EXPECT_TRUE(host.status().quorum());
+  // etcd: the same, a certificate of the cluster's CA or nothing.
+  cluster::EtcdClient plain({TestCluster::address(1) + ":2379"}, milliseconds(3000),
+                            cluster::ChannelTls{});
+  EXPECT_THROW(plain.get("/keel/cluster"), cluster::EtcdError);
+  cluster::EtcdClient uncertified({TestCluster::address(1) + ":2379"}, milliseconds(3000), [&] {
+    auto t = no_cert;
+    t.server_name = "127.0.0.1";
+    return t;
+  }());
+  EXPECT_THROW(uncertified.get("/keel/cluster"), cluster::EtcdError);
+  EXPECT_TRUE(etcd_as(c, 1).get("/keel/cluster").has_value());
   auto r = c.keelctl(1, {"host", "set-address", "300.1.1.1"});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("not a numeric"), std::string::npos) << r.err;
@@ -536,17 +624,18 @@ TEST(Cluster, VmsAreCreatedListedAndDeletedFromAnyHost) {
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("VM b is not running"), std::string::npos) << r.err;
   // The peers' API does only what is asked of this host, with its name.
+  auto as_h1 = peer_at(3, cluster::peer_channel(tls_of(c, 1)));
   try {
     api::VmStartRequest start;
     start.set_name("b");
     start.set_host("h1");
-    agent_at(3).host_vm_start(start);
+    as_h1.host_vm_start(start);
     ADD_FAILURE() << "a start for host h1 accepted by h3";
   } catch (const AgentCallError& e) {
     EXPECT_EQ(e.grpc_code(), 3) << e.what();
   }
   try {
-    agent_at(3).vm_list({});
+    as_h1.vm_list({});
     ADD_FAILURE() << "the operators' VM list served on the cluster address";
   } catch (const AgentCallError& e) {
     EXPECT_EQ(e.grpc_code(), 7) << e.what();
@@ -554,7 +643,7 @@ TEST(Cluster, VmsAreCreatedListedAndDeletedFromAnyHost) {
   // A migration's destination holds the VM (its arrival mark, on that
   // host's lease): no other host takes it or deletes it meanwhile, and the
   // destination's agent gives the mark up once nothing arrives there.
-  cluster::EtcdClient etcd({c.address(1) + ":2379"}, milliseconds(5000));
+  auto etcd = etcd_as(c, 1);
   const std::string mark_key = cluster::kIncomingPrefix + "b";
   etcd.put(mark_key, R"({"host":"h9","generation":"1"})");
   r = c.keelctl(1, {"vm", "start", "b", "--host", "h1"});

@@ -86,6 +86,10 @@ std::string TestCluster::log_path(unsigned host) const {
   return dir_ / ("agent-" + name(host) + ".log");
 }
 
+std::string TestCluster::agent_socket(unsigned host) const {
+  return "unix:" + state_dir(host) + "/agent.sock";
+}
+
 std::string TestCluster::state_dir(unsigned host) const {
   return dir_ / name(host);
 }
@@ -135,9 +139,7 @@ void TestCluster::start_agent(unsigned host, const std::vector<std::string>& ext
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < until) {
     if (slot->try_wait()) break;
-    auto r = run_command(
-        {"ip", "netns", "exec", ns(host), keelctl_path(), "--wait", "1", "cluster", "status"},
-        std::chrono::seconds(10));
+    auto r = keelctl(host, {"--wait", "1", "cluster", "status"}, std::chrono::seconds(10));
     if (r.exit_code != 3 && r.exit_code != 4) return;  // it answered (whatever it said)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -183,16 +185,27 @@ pid_t TestCluster::etcd_pid(unsigned host) const {
 
 CommandResult TestCluster::keelctl(unsigned host, const std::vector<std::string>& args,
                                    std::chrono::seconds timeout) const {
-  std::vector<std::string> argv = {"ip", "netns", "exec", ns(host), keelctl_path()};
+  std::vector<std::string> argv = {"ip",      "netns",           "exec", ns(host), keelctl_path(),
+                                   "--agent", agent_socket(host)};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(argv, timeout);
+}
+
+std::string TestCluster::join_token(unsigned host) const {
+  auto r = keelctl(host, {"cluster", "token"});
+  if (r.exit_code != 0) {
+    throw std::runtime_error("keelctl cluster token on " + name(host) + ": " + r.err);
+  }
+  return r.out.substr(0, r.out.find('\n'));
 }
 
 void TestCluster::form(unsigned n) {
   auto r = keelctl(1, {"cluster", "init", "--address", address(1)});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string token = join_token(1);
   for (unsigned h = 2; h <= n; ++h) {
-    r = keelctl(h, {"cluster", "join", "--address", address(h), "--peer", address(1)});
+    r = keelctl(
+        h, {"cluster", "join", "--address", address(h), "--peer", address(1), "--token", token});
     ASSERT_EQ(r.exit_code, 0) << "join of " << name(h) << ": " << r.out << r.err;
   }
 }

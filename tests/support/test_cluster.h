@@ -45,6 +45,10 @@ class TestCluster {
   // The agent's log (its stderr) and its state directory.
   std::string log_path(unsigned host) const;
   std::string state_dir(unsigned host) const;
+  // "unix:PATH" of host's agent (keelctl --agent, AgentClient).
+  std::string agent_socket(unsigned host) const;
+  // `keelctl cluster token` on host (a host of the cluster).
+  std::string join_token(unsigned host) const;
 
   // Starts host I's agent (extra arguments after the defaults) and waits
   // until it answers on its management address.

@@ -63,13 +63,20 @@ TEST(EtcdMember, CommandLineForALan) {
   auto has = [&](const std::string& arg) {
     return std::find(argv.begin(), argv.end(), arg) != argv.end();
   };
-  EXPECT_TRUE(has("--initial-cluster=h1=http://10.77.0.1:2380"));
+  s.tls_dir = "/var/lib/keel/agent/tls";
+  argv = etcd_command_line(s);
+  EXPECT_TRUE(has("--initial-cluster=h1=https://10.77.0.1:2380"));
   EXPECT_TRUE(has("--initial-cluster-state=new"));
-  EXPECT_TRUE(has("--listen-client-urls=http://10.77.0.1:2379,http://127.0.0.1:2379"));
+  EXPECT_TRUE(has("--listen-client-urls=https://10.77.0.1:2379,https://127.0.0.1:2379"));
+  // Clients and peers alike show a certificate of the cluster's CA.
+  EXPECT_TRUE(has("--client-cert-auth=true"));
+  EXPECT_TRUE(has("--peer-client-cert-auth=true"));
+  EXPECT_TRUE(has("--trusted-ca-file=/var/lib/keel/agent/tls/ca.crt"));
+  EXPECT_TRUE(has("--peer-key-file=/var/lib/keel/agent/tls/host.key"));
   EXPECT_TRUE(has("--heartbeat-interval=100"));
   EXPECT_TRUE(has("--election-timeout=1000"));
   EXPECT_TRUE(has("--pre-vote=true"));
-  EXPECT_EQ(peer_url("fd00::1"), "http://[fd00::1]:2380");
+  EXPECT_EQ(peer_url("fd00::1"), "https://[fd00::1]:2380");
 }
 
 TEST(ClusterRecords, JsonRoundTripAndJunk) {

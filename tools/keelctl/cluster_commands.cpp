@@ -20,14 +20,17 @@ namespace keel {
 namespace api = keel::agent::v1;
 
 const char* const kClusterUsage =
-    "usage: keelctl [--agent ADDR:PORT] [--json] [--wait SEC] cluster|host ...\n"
+    "usage: keelctl [--agent SOCKET] [--json] [--wait SEC] cluster|host ...\n"
     "\n"
-    "The cluster, through this host's keel-agent (default $KEEL_AGENT, else\n"
-    "127.0.0.1:7400):\n"
+    "The cluster, through this host's keel-agent, on its Unix socket (default\n"
+    "$KEEL_AGENT, else /var/lib/keel/agent/agent.sock):\n"
     "  cluster init --address A             make this host the first of a new cluster;\n"
-    "                                       A: its cluster address (one of its own)\n"
-    "  cluster join --address B --peer A    join the cluster of the host at cluster\n"
+    "                                       A: its cluster address (one of its own);\n"
+    "                                       prints the join token\n"
+    "  cluster join --address B --peer A --token T\n"
+    "                                       join the cluster of the host at cluster\n"
     "                                       address A, as this host with address B\n"
+    "  cluster token                        the token the other hosts join with\n"
     "  cluster status                       hosts, roles, addresses, who is reachable,\n"
     "                                       quorum (k of n), VMs per host\n"
     "  host remove NAME                     take a stopped host out of the cluster\n"
@@ -64,12 +67,17 @@ struct Line {
   bool json = false;
   double wait_s = 60;
   std::vector<std::string> words;
-  std::optional<std::string> address, peer;
+  std::optional<std::string> address, peer, token;
 };
+
+// The agent's socket: "unix:PATH" for gRPC.
+std::string agent_target(const std::string& socket) {
+  return socket.rfind("unix:", 0) == 0 ? socket : "unix:" + socket;
+}
 
 std::string default_agent() {
   const char* env = std::getenv("KEEL_AGENT");
-  return env && *env ? env : "127.0.0.1:7400";
+  return agent_target(env && *env ? env : "/var/lib/keel/agent/agent.sock");
 }
 
 int exit_of(const std::string& what, const cluster::AgentCallError& e) {
@@ -89,7 +97,7 @@ Line parse(int argc, char** argv) {
       return argv[++i];
     };
     if (arg == "--agent") {
-      line.agent = value();
+      line.agent = agent_target(value());
     } else if (arg == "--json") {
       line.json = true;
     } else if (arg == "--wait") {
@@ -103,6 +111,8 @@ Line parse(int argc, char** argv) {
       line.address = value();
     } else if (arg == "--peer") {
       line.peer = value();
+    } else if (arg == "--token") {
+      line.token = value();
     } else if (arg.rfind("--", 0) == 0) {
       throw Usage{"unknown option " + arg};
     } else {
@@ -187,7 +197,7 @@ int run_cluster_command(int argc, char** argv) {
   try {
     line = parse(argc, argv);
     if (line.words.size() < 2)
-      throw Usage{"say what to do: cluster init|join|status, host remove|set-address"};
+      throw Usage{"say what to do: cluster init|join|token|status, host remove|set-address"};
   } catch (const Usage& u) {
     std::cerr << "keelctl: " << u.message << "\n" << kClusterUsage;
     return kBadCommandLine;
@@ -202,23 +212,37 @@ int run_cluster_command(int argc, char** argv) {
                                std::chrono::milliseconds(static_cast<int64_t>(line.wait_s * 1000)));
     if (what == "cluster init") {
       want_args(0);
-      if (!line.address || line.peer) throw Usage{"cluster init takes --address A (only)"};
+      if (!line.address || line.peer || line.token) {
+        throw Usage{"cluster init takes --address A (only)"};
+      }
       api::ClusterInitRequest r;
       r.set_address(*line.address);
       auto out = agent.init(r);
       if (line.json) return print_json(out), kDone;
       std::cout << "cluster " << out.cluster_id() << " formed: this host is its first\n";
       print_notes(out);
+      std::cout << "other hosts join with: keelctl cluster join --address B --peer "
+                << *line.address << " --token " << out.join_token() << "\n";
     } else if (what == "cluster join") {
       want_args(0);
-      if (!line.address || !line.peer) throw Usage{"cluster join takes --address B --peer A"};
+      if (!line.address || !line.peer || !line.token) {
+        throw Usage{
+            "cluster join takes --address B --peer A --token T (keelctl cluster token "
+            "on a host of the cluster prints T)"};
+      }
       api::ClusterJoinRequest r;
       r.set_address(*line.address);
       r.set_peer(*line.peer);
+      r.set_token(*line.token);
       auto out = agent.join(r);
       if (line.json) return print_json(out), kDone;
       std::cout << "joined cluster " << out.cluster_id() << ": " << out.hosts() << " hosts\n";
       print_notes(out);
+    } else if (what == "cluster token") {
+      want_args(0);
+      auto out = agent.token();
+      if (line.json) return print_json(out), kDone;
+      std::cout << out.join_token() << "\n";
     } else if (what == "cluster status") {
       want_args(0);
       auto out = agent.status();
@@ -293,7 +317,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
   if (c.verb == "stop" && c.wait_s <= 0) wait_s += c.timeout_s > 0 ? c.timeout_s : 60;
   if (c.verb == "migrate" && c.wait_s <= 0) wait_s = 1900;  // the agent's own limit, and more
   try {
-    cluster::AgentClient agent(c.agent.value_or(default_agent()),
+    cluster::AgentClient agent(c.agent ? agent_target(*c.agent) : default_agent(),
                                std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)));
     if (c.verb == "create") {
       const auto& spec = *c.spec;

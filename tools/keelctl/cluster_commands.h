@@ -30,7 +30,7 @@ struct ClusterVmCommand {
   double timeout_s = 0;                 // stop --timeout (0: the agent's default)
   bool force = false;                   // stop --force
   bool json = false;
-  std::optional<std::string> agent;  // --agent, else $KEEL_AGENT, else 127.0.0.1:7400
+  std::optional<std::string> agent;  // --agent, else $KEEL_AGENT, else the default socket
   double wait_s = 0;                 // --wait (0: 60 s, for a stop the guest's time more)
 };
 // The exit codes of run_cluster_command.
