@@ -33,8 +33,7 @@ class AgentClient {
   // `address`: "unix:PATH" (the agent's own socket, plaintext), or ADDR:PORT
   // (an IPv6 address in brackets) with `tls` (cluster/cluster_tls.h).
   AgentClient(const std::string& address, std::chrono::milliseconds timeout);
-  AgentClient(const std::string& address, std::chrono::milliseconds timeout,
-              const ChannelTls& tls);
+  AgentClient(const std::string& address, std::chrono::milliseconds timeout, const ChannelTls& tls);
   ~AgentClient();
   AgentClient(const AgentClient&) = delete;
   AgentClient& operator=(const AgentClient&) = delete;
