@@ -69,6 +69,7 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     if (!state_.cluster_address().empty()) {
       log::warning("an init or join of this host did not finish (address " +
                    state_.cluster_address() + "); the host is in no cluster");
+      fs::remove_all(fs::path(settings_.state_dir) / "tls");
       state_.Clear();
       state_.set_name(settings_.name);
     }

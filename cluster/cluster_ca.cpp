@@ -106,7 +106,7 @@ void add_extension(X509* cert, X509* issuer, int nid, const std::string& value) 
 Cert new_cert(EVP_PKEY* key, const std::string& name, X509* issuer, int years) {
   Cert cert(X509_new());
   if (!cert) fail("out of memory");
-  X509_set_version(cert.get(), X509_VERSION_3);
+  if (!X509_set_version(cert.get(), X509_VERSION_3)) fail("cannot make a certificate");
   // A random 127-bit serial (positive): RFC 5280 4.1.2.2.
   unsigned char serial[16];
   if (RAND_bytes(serial, sizeof serial) != 1) fail("no random bytes");
@@ -115,13 +115,16 @@ Cert new_cert(EVP_PKEY* key, const std::string& name, X509* issuer, int years) {
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()))) {
     fail("cannot set a serial number");
   }
-  // Valid from an hour ago: hosts' clocks differ a little.
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_time_adj_ex(X509_getm_notAfter(cert.get()), years * 365, 0, nullptr);
+  // Valid from a day ago: hosts' clocks differ, and a host joining with a
+  // clock behind the CA's would find it not valid yet.
+  if (!X509_gmtime_adj(X509_getm_notBefore(cert.get()), -86400) ||
+      !X509_time_adj_ex(X509_getm_notAfter(cert.get()), years * 365, 0, nullptr)) {
+    fail("cannot set a certificate's validity");
+  }
   X509_NAME* subject = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>("Keel"), -1, -1, 0);
-  if (!X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+  if (!X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_UTF8,
+                                  reinterpret_cast<const unsigned char*>("Keel"), -1, -1, 0) ||
+      !X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
                                   reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1,
                                   0)) {
     fail("cannot name a certificate '" + name + "'");
@@ -169,9 +172,30 @@ KeyAndCert issue_host_cert(const KeyAndCert& ca, const std::string& name,
   add_extension(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature");
   add_extension(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth,clientAuth");
   add_extension(cert.get(), ca_cert.get(), NID_subject_alt_name, names);
+  add_extension(cert.get(), ca_cert.get(), NID_subject_key_identifier, "hash");
   add_extension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid,issuer");
   sign(cert.get(), ca_key.get());
   return {key_pem(key.get()), cert_pem(cert.get())};
+}
+
+std::string only_ca_cert(const std::string& pem) {
+  size_t begins = 0;
+  for (size_t at = pem.find("-----BEGIN"); at != std::string::npos;
+       at = pem.find("-----BEGIN", at + 1)) {
+    ++begins;
+  }
+  if (begins != 1) {
+    throw InputError("a CA certificate is one PEM certificate (found " + std::to_string(begins) +
+                     " PEM blocks)");
+  }
+  Cert cert = read_cert(pem, "the CA certificate");
+  if (X509_check_ca(cert.get()) == 0) throw InputError("the certificate is not a CA's");
+  Key key(X509_get_pubkey(cert.get()));
+  if (!key || X509_verify(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    throw InputError("the CA certificate is not signed by its own key");
+  }
+  return cert_pem(cert.get());
 }
 
 std::string cert_fingerprint(const std::string& pem) {

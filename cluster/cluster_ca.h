@@ -25,6 +25,12 @@ KeyAndCert make_cluster_ca(const std::string& cluster_name);
 KeyAndCert issue_host_cert(const KeyAndCert& ca, const std::string& name,
                            const std::vector<std::string>& ips);
 
+// `pem` when it holds exactly one certificate, a CA that signed itself,
+// re-encoded (nothing else of the text is kept); InputError otherwise. A
+// peer's CA is passed through this before it is hashed or trusted: a second
+// certificate appended would be trusted too without being hashed.
+std::string only_ca_cert(const std::string& pem);
+
 // SHA-256 of the certificate's DER encoding, 64 lowercase hex digits;
 // InputError when `cert_pem` holds no certificate.
 std::string cert_fingerprint(const std::string& cert_pem);

@@ -31,7 +31,8 @@ Agent::Reachability Agent::probe() {
           try {
             EtcdClient client({endpoint}, kProbeTimeout, tls);
             return {true, client.status().leader()};
-          } catch (const EtcdError&) {
+          } catch (const EtcdError& e) {
+            log::debug("etcd member at " + endpoint + " counts as unreachable: " + e.what());
             return {false, 0};
           }
         }));

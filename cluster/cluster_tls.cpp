@@ -4,6 +4,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace keel::cluster {
 
@@ -52,29 +54,18 @@ std::string tls_problem(const ClusterTls& tls) {
   return "";
 }
 
+// A new file, mode 0600 from its creation, written and synced.
 void write_private(const fs::path& path, const std::string& text) {
-  fs::path temp = path;
-  temp += ".new";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw_errno("cannot create " + temp.string());
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fd.get() < 0) throw_errno("cannot create " + path.string());
   size_t done = 0;
   while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      throw_errno(err, "cannot write " + temp.string());
-    }
+    if (n < 0) throw_errno("cannot write " + path.string());
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    throw_errno(err, "cannot write " + temp.string());
-  }
-  ::close(fd);
-  if (::rename(temp.c_str(), path.c_str()) != 0) throw_errno("cannot rename " + temp.string());
+  if (::fsync(fd.get()) != 0) throw_errno("cannot write " + path.string());
 }
 
 std::string read_all(const fs::path& path) {
@@ -128,15 +119,28 @@ std::optional<ClusterTls> ClusterTls::load(const std::string& dir) {
 }
 
 void ClusterTls::save(const std::string& dir) const {
-  fs::create_directories(dir);
-  ::chmod(dir.c_str(), 0700);
+  // Written whole into DIR.new, then swapped with DIR in one rename: a crash
+  // leaves the old set or the new one, never a key of one and a
+  // certificate of the other.
   const fs::path d(dir);
-  // The CA last: load() takes a directory with ca.crt as complete.
-  write_private(d / "host.key", host.key_pem);
-  write_private(d / "host.crt", host.cert_pem);
-  write_private(d / "join.secret", join_secret + "\n");
-  write_private(d / "ca.key", ca.key_pem);
-  write_private(d / "ca.crt", ca.cert_pem);
+  fs::path fresh = d;
+  fresh += ".new";
+  fs::remove_all(fresh);
+  fs::create_directories(fresh);
+  ::chmod(fresh.c_str(), 0700);
+  write_private(fresh / "host.key", host.key_pem);
+  write_private(fresh / "host.crt", host.cert_pem);
+  write_private(fresh / "join.secret", join_secret + "\n");
+  write_private(fresh / "ca.key", ca.key_pem);
+  write_private(fresh / "ca.crt", ca.cert_pem);
+  if (fs::exists(d)) {
+    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, d.c_str(), RENAME_EXCHANGE) != 0) {
+      throw_errno("cannot swap " + fresh.string() + " with " + dir);
+    }
+    fs::remove_all(fresh);  // the old set now
+  } else if (::rename(fresh.c_str(), d.c_str()) != 0) {
+    throw_errno("cannot rename " + fresh.string() + " to " + dir);
+  }
 }
 
 std::string ClusterTls::join_token() const {

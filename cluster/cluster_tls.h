@@ -36,7 +36,8 @@ struct ClusterTls {
 
   // nullopt when `dir` holds none; InputError when what it holds is damaged.
   static std::optional<ClusterTls> load(const std::string& dir);
-  // Each file written whole (a new file renamed over the old), mode 0600.
+  // Mode 0600 in a 0700 directory; the set replaces the old one at once
+  // (written into DIR.new, then swapped with DIR).
   void save(const std::string& dir) const;
 
   std::string join_token() const;

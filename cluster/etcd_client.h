@@ -69,6 +69,8 @@ class EtcdClient {
   EtcdClient& operator=(const EtcdClient&) = delete;
 
   std::chrono::milliseconds timeout() const { return timeout_; }
+  // Starts connecting now rather than at the first call.
+  void connect();
 
   std::optional<KeyValue> get(const std::string& key, Read read = Read::kLinearizable);
   std::vector<KeyValue> list(const std::string& prefix, Read read = Read::kLinearizable);

@@ -12,10 +12,14 @@ constexpr const char* kAlivePrefix = "/keel/alive/";
 
 HostLease::HostLease(const std::vector<std::string>& endpoints, const ChannelTls& tls,
                      HostLeaseSettings settings, Callbacks callbacks)
-    : settings_(std::move(settings)),
-      callbacks_(std::move(callbacks)),
-      // Each renewal must come back well inside the fence margin.
-      etcd_(endpoints, std::chrono::milliseconds(1000), tls) {
+    : settings_(std::move(settings)), callbacks_(std::move(callbacks)) {
+  for (const auto& endpoint : endpoints) {
+    // Each renewal must come back well inside the fence margin.
+    members_.push_back(std::make_unique<EtcdClient>(std::vector<std::string>{endpoint},
+                                                    std::chrono::milliseconds(1000), tls));
+    members_.back()->connect();
+  }
+  if (members_.empty()) throw std::logic_error("a host lease needs an etcd endpoint");
   // A restarted agent finds the deadline its predecessor left: it moves
   // only once this lease is confirmed.
   if (!settings_.fence_file.empty()) deadline_ = FenceDeadline::create(settings_.fence_file, 0);
@@ -55,10 +59,27 @@ std::chrono::milliseconds HostLease::since_renewal() const {
                                                                confirmed_at_);
 }
 
+template <class F>
+auto HostLease::on_a_member(F f) -> decltype(f(std::declval<EtcdClient&>())) {
+  std::optional<EtcdError> last;
+  for (size_t n = 0; n < members_.size(); ++n) {
+    const size_t i = (preferred_ + n) % members_.size();
+    try {
+      auto answer = f(*members_[i]);
+      preferred_ = i;
+      return answer;
+    } catch (const EtcdError& e) {
+      if (!e.unavailable()) throw;
+      last = e;
+    }
+  }
+  throw *last;
+}
+
 bool HostLease::take_up(int64_t lease) {
   auto sent = std::chrono::steady_clock::now();
   try {
-    int64_t ttl = etcd_.keep_alive(lease);
+    int64_t ttl = on_a_member([&](EtcdClient& etcd) { return etcd.keep_alive(lease); });
     if (ttl <= 0) return false;
     register_under(lease, sent, ttl);
     return true;
@@ -72,7 +93,8 @@ bool HostLease::take_up(int64_t lease) {
 
 void HostLease::grant() {
   auto sent = std::chrono::steady_clock::now();
-  register_under(etcd_.grant_lease(settings_.ttl_s), sent, settings_.ttl_s);
+  register_under(on_a_member([&](EtcdClient& etcd) { return etcd.grant_lease(settings_.ttl_s); }),
+                 sent, settings_.ttl_s);
 }
 
 void HostLease::register_under(int64_t lease, std::chrono::steady_clock::time_point sent,
@@ -80,7 +102,7 @@ void HostLease::register_under(int64_t lease, std::chrono::steady_clock::time_po
   etcdserverpb::TxnRequest txn;
   *txn.add_success() =
       EtcdClient::put_op(kAlivePrefix + settings_.host, settings_.alive_record, lease);
-  etcd_.txn(txn);
+  on_a_member([&](EtcdClient& etcd) { return etcd.txn(txn); });
   std::lock_guard lock(mutex_);
   lease_ = lease;
   confirmed_at_ = sent;
@@ -110,7 +132,8 @@ void HostLease::renew_loop() {
     auto sent = std::chrono::steady_clock::now();
     bool renewed = false, same_lease = true;
     try {
-      int64_t ttl = lease ? etcd_.keep_alive(lease) : 0;
+      int64_t ttl =
+          lease ? on_a_member([&](EtcdClient& etcd) { return etcd.keep_alive(lease); }) : 0;
       if (ttl > 0) {
         renewed = true;
         lock.lock();

@@ -14,10 +14,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "cluster/etcd_client.h"
 #include "common/fence_deadline.h"
@@ -83,9 +86,20 @@ class HostLease {
   // Under mutex_: fence_at_ becomes `at`, and the deadline file with it.
   void fence_at(std::chrono::steady_clock::time_point at);
 
+  // `f(client)` on the member that answered last, then on the others in
+  // turn while they cannot answer (EtcdError::unavailable); the renewer's
+  // thread (and the constructor) only.
+  template <class F>
+  auto on_a_member(F f) -> decltype(f(std::declval<EtcdClient&>()));
+
   HostLeaseSettings settings_;
   Callbacks callbacks_;
-  EtcdClient etcd_;
+  // One client per member, each with its own connection, kept up: when the
+  // one in use dies or loses its leader, the next renewal goes to a
+  // member already connected (with TLS, a new connection costs a
+  // handshake, slow on a loaded host).
+  std::vector<std::unique_ptr<EtcdClient>> members_;
+  size_t preferred_ = 0;
   std::optional<FenceDeadline> deadline_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;

@@ -10,6 +10,7 @@
 #include "cluster/etcd_member.h"
 #include "cluster/host_facts.h"
 #include "cluster/host_lease.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "storage/json_record.h"
 
@@ -163,7 +164,14 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     throw refused("the host at " + request.peer() + " ('" + hello.name() +
                   "') is in no cluster: run keelctl cluster init there first");
   }
-  if (hello.ca_cert().empty() || cert_fingerprint(hello.ca_cert()) != token.ca_fingerprint) {
+  std::string ca_cert;
+  try {
+    ca_cert = only_ca_cert(hello.ca_cert());
+  } catch (const InputError& e) {
+    throw refused("the host at " + request.peer() + " ('" + hello.name() +
+                  "') showed no usable CA certificate: " + e.what());
+  }
+  if (cert_fingerprint(ca_cert) != token.ca_fingerprint) {
     throw refused("the host at " + request.peer() + " ('" + hello.name() +
                   "') is not of the cluster the token names (its CA's fingerprint differs): a "
                   "token of another cluster, or another host at that address");
@@ -177,7 +185,7 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
   // is checked against its CA from now on.
   ChannelTls checked;
   checked.enabled = true;
-  checked.ca_cert = hello.ca_cert();
+  checked.ca_cert = ca_cert;
   AgentClient peer(agent_address(request.peer()), std::chrono::seconds(40), checked);
   api::AdmitHostRequest admit_request;
   *admit_request.mutable_host() = this_host(request.address());
@@ -192,16 +200,16 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
                                           : AgentError::Code::kUnavailable,
                      std::string(e.what()));
   }
-  if (admitted.ca_cert() != hello.ca_cert()) {
-    throw refused("the host at " + request.peer() + " handed over another CA than it showed");
-  }
   api::LocalState s = state();
   s.set_cluster_address(request.address());
   s.set_cluster_id(admitted.cluster_id());
   s.set_member_id(admitted.member_id());
   save_state(s);
   try {
-    auto tls = ClusterTls::joined({admitted.ca_key(), admitted.ca_cert()}, admitted.join_secret(),
+    if (admitted.ca_cert() != hello.ca_cert()) {
+      throw refused("the host at " + request.peer() + " handed over another CA than it showed");
+    }
+    auto tls = ClusterTls::joined({admitted.ca_key(), ca_cert}, admitted.join_secret(),
                                   settings_.name, host_cert_ips(request.address()));
     tls.save(tls_dir());
     set_tls(std::move(tls));
@@ -235,7 +243,17 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
   } catch (...) {
     try {
       std::vector<std::string> peers(admitted.endpoints().begin(), admitted.endpoints().end());
-      EtcdClient existing(peers, std::chrono::seconds(2), etcd_tls());
+      // With this host's certificate, or, when it has none (what the peer
+      // handed over was refused), one made for the clean-up.
+      ChannelTls cleanup;
+      if (tls()) {
+        cleanup = etcd_tls();
+      } else {
+        auto cert = issue_host_cert({admitted.ca_key(), ca_cert}, settings_.name,
+                                    host_cert_ips(request.address()));
+        cleanup = {true, ca_cert, cert.cert_pem, cert.key_pem, "127.0.0.1"};
+      }
+      EtcdClient existing(peers, std::chrono::seconds(2), cleanup);
       existing.remove_member(admitted.member_id());
       existing.erase(kHostsPrefix + settings_.name);
     } catch (const std::exception& e) {
@@ -256,9 +274,9 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
 }
 
 api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
-  std::lock_guard membership(membership_);
-  require_member();
   {
+    // Before anything else: a caller without the secret learns nothing
+    // and waits for no other join.
     auto own = tls();
     if (!own || !same_secret(request.join_secret(), own->join_secret)) {
       throw AgentError(AgentError::Code::kFailedPrecondition,
@@ -266,6 +284,8 @@ api::AdmitHostResponse Agent::admit(const api::AdmitHostRequest& request) {
                        "token on a host of the cluster prints the right one)");
     }
   }
+  std::lock_guard membership(membership_);
+  require_member();
   const api::Host& host = request.host();
   if (auto problem = host_name_problem(host.name()); !problem.empty()) throw invalid(problem);
   if (auto problem = cluster_address_problem(host.cluster_address()); !problem.empty()) {

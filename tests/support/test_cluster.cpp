@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -62,6 +63,19 @@ TestCluster::~TestCluster() {
     agent.reset();
   }
   kill_vmms();
+  // KEEL_TEST_KEEP_LOGS=DIR: the agents' and etcd members' logs outlive the
+  // test there (DIR/PREFIX-hI-agent.log, ...), to read after a failure.
+  if (const char* keep = std::getenv("KEEL_TEST_KEEP_LOGS"); keep && *keep) {
+    std::error_code ignored;
+    std::filesystem::create_directories(keep, ignored);
+    for (unsigned h = 1; h <= size(); ++h) {
+      const std::filesystem::path to = std::filesystem::path(keep) / ns(h);
+      std::filesystem::copy_file(log_path(h), to.string() + "-agent.log",
+                                 std::filesystem::copy_options::overwrite_existing, ignored);
+      std::filesystem::copy_file(state_dir(h) + "/etcd.log", to.string() + "-etcd.log",
+                                 std::filesystem::copy_options::overwrite_existing, ignored);
+    }
+  }
   try {
     net({"down"});
   } catch (const std::exception& e) {

@@ -33,6 +33,23 @@ TEST(ClusterCa, SignsHostCertificatesThatItAloneVerifies) {
   EXPECT_EQ(cert_fingerprint(ca.cert_pem), cert_fingerprint(ca.cert_pem));
 }
 
+TEST(ClusterCa, OnlyOneSelfSignedCaPassesAsAPeersCa) {
+  auto ca = make_cluster_ca("keel-1");
+  auto other = make_cluster_ca("keel-2");
+  const std::string only = only_ca_cert(ca.cert_pem);
+  EXPECT_EQ(cert_fingerprint(only), cert_fingerprint(ca.cert_pem));
+  // A second CA appended (it would be trusted without being hashed), a
+  // host certificate, text around it, junk: refused.
+  EXPECT_THROW(only_ca_cert(ca.cert_pem + other.cert_pem), InputError);
+  EXPECT_THROW(only_ca_cert(ca.cert_pem + ca.key_pem), InputError);
+  auto host = issue_host_cert(ca, "h1", {"10.77.0.1"});
+  EXPECT_THROW(only_ca_cert(host.cert_pem), InputError);
+  EXPECT_THROW(only_ca_cert(""), InputError);
+  EXPECT_THROW(only_ca_cert("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+               InputError);
+  EXPECT_EQ(only_ca_cert("junk before\n" + ca.cert_pem), only);
+}
+
 TEST(ClusterCa, RefusesJunk) {
   auto ca = make_cluster_ca("keel-1");
   EXPECT_THROW(issue_host_cert(ca, "h1", {"10.77.0"}), InputError);
@@ -75,6 +92,13 @@ TEST(ClusterTlsFiles, SavedPrivatelyAndLoadedChecked) {
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->join_token(), tls.join_token());
   EXPECT_EQ(loaded->host.cert_pem, tls.host.cert_pem);
+  // A new address: a new certificate, the whole set replaced at once.
+  auto moved = tls;
+  moved.reissue("h1", host_cert_ips("10.77.0.9"));
+  moved.save(dir.string());
+  EXPECT_EQ(ClusterTls::load(dir.string())->host.cert_pem, moved.host.cert_pem);
+  EXPECT_FALSE(fs::exists(dir.string() + ".new"));
+  tls.save(dir.string());
   // A joined host issues its own certificate with the CA it was handed.
   auto joined = ClusterTls::joined(tls.ca, tls.join_secret, "h2", host_cert_ips("10.77.0.2"));
   EXPECT_EQ(cert_problem(joined.host.cert_pem, tls.ca.cert_pem), "");

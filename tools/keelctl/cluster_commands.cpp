@@ -30,6 +30,7 @@ const char* const kClusterUsage =
     "  cluster join --address B --peer A --token T\n"
     "                                       join the cluster of the host at cluster\n"
     "                                       address A, as this host with address B\n"
+    "                                       (--token -: read T from stdin)\n"
     "  cluster token                        the token the other hosts join with\n"
     "  cluster status                       hosts, roles, addresses, who is reachable,\n"
     "                                       quorum (k of n), VMs per host\n"
@@ -112,7 +113,9 @@ Line parse(int argc, char** argv) {
     } else if (arg == "--peer") {
       line.peer = value();
     } else if (arg == "--token") {
+      // "-": from stdin (a token on the command line shows in ps).
       line.token = value();
+      if (*line.token == "-") std::getline(std::cin, *line.token);
     } else if (arg.rfind("--", 0) == 0) {
       throw Usage{"unknown option " + arg};
     } else {
