@@ -31,6 +31,10 @@ std::string state_path(const AgentSettings& s) {
   return (fs::path(s.state_dir) / "agent.json").string();
 }
 
+AgentError not_in_cluster() {
+  return refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+}
+
 std::string etcd_dir(const AgentSettings& s) {
   return (fs::path(s.state_dir) / "etcd").string();
 }
@@ -163,20 +167,16 @@ void Agent::set_tls(std::optional<ClusterTls> tls) {
 
 ChannelTls Agent::peer_tls() const {
   std::lock_guard lock(mutex_);
-  if (!tls_) throw refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+  if (!tls_) throw not_in_cluster();
   return peer_channel(*tls_);
 }
 
 ChannelTls Agent::etcd_tls() const {
   // An etcd the operator runs is reached as they set it up: plaintext.
   if (!settings_.etcd_endpoints.empty()) return {};
-  ChannelTls out = peer_tls();
-  // One channel balances over several members, so no one address can be
-  // checked: every host's certificate names 127.0.0.1 (cluster_tls.h), so
-  // checking that name checks the member holds a certificate of the
-  // cluster's CA.
-  out.server_name = "127.0.0.1";
-  return out;
+  std::lock_guard lock(mutex_);
+  if (!tls_) throw not_in_cluster();
+  return etcd_channel(*tls_);
 }
 
 std::shared_ptr<EtcdClient> Agent::new_etcd_client(const std::vector<std::string>& endpoints,
@@ -225,7 +225,7 @@ void Agent::save_state(api::LocalState state) {
 
 std::shared_ptr<EtcdClient> Agent::etcd() const {
   std::lock_guard lock(mutex_);
-  if (!etcd_) throw refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+  if (!etcd_) throw not_in_cluster();
   return etcd_;
 }
 
@@ -365,7 +365,7 @@ void Agent::require_member() const {
   std::lock_guard lock(mutex_);
   if (!address_problem_.empty()) throw refused(address_problem_);
   if (!state_.joined()) {
-    throw refused("this host is not in a cluster: keelctl cluster init, or cluster join");
+    throw not_in_cluster();
   }
 }
 

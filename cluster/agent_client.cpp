@@ -23,8 +23,7 @@ AgentClient::AgentClient(const std::string& address, std::chrono::milliseconds t
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
-  stub_->channel = grpc::CreateCustomChannel(address, channel_credentials(tls), args);
+  stub_->channel = new_channel(address, tls, args);
   stub_->stub = api::Agent::NewStub(stub_->channel);
 }
 

@@ -1,6 +1,7 @@
 #include "cluster/cluster_tls.h"
 
 #include <fcntl.h>
+#include <grpcpp/create_channel.h>
 #include <grpcpp/security/tls_credentials_options.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -182,6 +183,18 @@ ChannelTls peer_channel(const ClusterTls& tls) {
   return out;
 }
 
+ChannelTls etcd_channel(const ClusterTls& tls) {
+  // One channel balances over several members, so no one address can be
+  // checked: every host's certificate names 127.0.0.1 (host_cert_ips), so
+  // checking that name checks the member holds a certificate of the
+  // cluster's CA.
+  ChannelTls out = peer_channel(tls);
+  out.server_name = "127.0.0.1";
+  return out;
+}
+
+namespace {
+
 std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const ChannelTls& tls) {
   if (!tls.enabled) return grpc::InsecureChannelCredentials();
   if (tls.ca_cert.empty()) {
@@ -199,6 +212,14 @@ std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const ChannelTls& 
   options.pem_private_key = tls.key;
   options.pem_cert_chain = tls.cert;
   return grpc::SslCredentials(options);
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> new_channel(const std::string& target, const ChannelTls& tls,
+                                           grpc::ChannelArguments args) {
+  if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
+  return grpc::CreateCustomChannel(target, channel_credentials(tls), args);
 }
 
 std::shared_ptr<grpc::ServerCredentials> peer_server_credentials(const ClusterTls& tls) {

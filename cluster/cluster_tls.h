@@ -8,8 +8,10 @@
 // only a host that sends SECRET.
 #pragma once
 
+#include <grpcpp/channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <memory>
 #include <optional>
@@ -67,8 +69,13 @@ struct ChannelTls {
   std::string server_name;
 };
 ChannelTls peer_channel(const ClusterTls& tls);
+// The same for etcd: the server's name checked is 127.0.0.1, which every
+// host's certificate carries (one channel may span several members).
+ChannelTls etcd_channel(const ClusterTls& tls);
 
-std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const ChannelTls& tls);
+// A channel to `target` with `tls` (its credentials and server name).
+std::shared_ptr<grpc::Channel> new_channel(const std::string& target, const ChannelTls& tls,
+                                           grpc::ChannelArguments args);
 // The agent's peer API: its certificate; clients may present one of the
 // cluster's (checked when presented: each call then asks peer_is_host).
 std::shared_ptr<grpc::ServerCredentials> peer_server_credentials(const ClusterTls& tls);

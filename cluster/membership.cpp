@@ -249,9 +249,10 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
       if (tls()) {
         cleanup = etcd_tls();
       } else {
-        auto cert = issue_host_cert({admitted.ca_key(), ca_cert}, settings_.name,
-                                    host_cert_ips(request.address()));
-        cleanup = {true, ca_cert, cert.cert_pem, cert.key_pem, "127.0.0.1"};
+        ClusterTls made;
+        made.ca = {admitted.ca_key(), ca_cert};
+        made.host = issue_host_cert(made.ca, settings_.name, host_cert_ips(request.address()));
+        cleanup = etcd_channel(made);
       }
       EtcdClient existing(peers, std::chrono::seconds(2), cleanup);
       existing.remove_member(admitted.member_id());

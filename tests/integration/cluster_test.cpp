@@ -66,9 +66,8 @@ AgentClient peer_at(unsigned host, const cluster::ChannelTls& tls,
 // An etcd client as host's agent has it (etcd admits certificates of the
 // cluster's CA alone).
 cluster::EtcdClient etcd_as(const TestCluster& c, unsigned host) {
-  auto tls = cluster::peer_channel(tls_of(c, host));
-  tls.server_name = "127.0.0.1";
-  return cluster::EtcdClient({TestCluster::address(host) + ":2379"}, milliseconds(5000), tls);
+  return cluster::EtcdClient({TestCluster::address(host) + ":2379"}, milliseconds(5000),
+                             cluster::etcd_channel(tls_of(c, host)));
 }
 
 api::ClusterStatusResponse status_json(const TestCluster& c, unsigned host) {
