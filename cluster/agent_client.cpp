@@ -2,7 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "cluster/cluster_tls.h"
+#include "cluster/kept_channel.h"
 #include "proto/agent.grpc.pb.h"
 
 namespace keel::cluster {
@@ -23,7 +23,7 @@ AgentClient::AgentClient(const std::string& address, std::chrono::milliseconds t
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  stub_->channel = new_channel(address, tls, args);
+  stub_->channel = kept_channel("agent", address, tls, args);
   stub_->stub = api::Agent::NewStub(stub_->channel);
 }
 

@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "cluster/kept_channel.h"
 #include "proto/etcd_rpc.grpc.pb.h"
 
 namespace keel::cluster {
@@ -108,7 +109,7 @@ EtcdClient::EtcdClient(const std::vector<std::string>& endpoints, std::chrono::m
   // A connection kept for when it is needed (HostLease's spare members)
   // stays up without calls.
   args.SetInt(GRPC_ARG_CLIENT_IDLE_TIMEOUT_MS, std::numeric_limits<int>::max());
-  stubs_->channel = new_channel(target, tls, args);
+  stubs_->channel = kept_channel("etcd", target, tls, args);
   stubs_->kv = pb::KV::NewStub(stubs_->channel);
   stubs_->lease = pb::Lease::NewStub(stubs_->channel);
   stubs_->cluster = pb::Cluster::NewStub(stubs_->channel);
