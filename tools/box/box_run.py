@@ -28,6 +28,10 @@ EXIT_BOX_FAILED = 125
 # What the box's kernel prints when it locks up (softlockup_all_cpu_backtrace
 # and loglevel=5 make it reach the console).
 SICK_CONSOLE = re.compile(rb"watchdog: BUG: soft lockup|rcu: INFO: .* detected stalls|self-detected stall")
+# A fault in the box's own kernel (seen: the stack guard page hit in a vCPU
+# thread under nested SVM). oops=panic should end the box at once, but the
+# panic has come a minute later, or not at all while that vCPU's guest hung.
+OOPS_CONSOLE = re.compile(rb"BUG: (?!soft lockup)|Oops: |general protection fault|Kernel panic")
 # Where the box has tmpfs or its own file systems: a current directory there
 # is not the host's unless it is shared.
 HIDDEN_IN_BOX = ("/tmp", "/run", "/var/tmp", "/dev", "/proc", "/sys")
@@ -45,6 +49,8 @@ def sickness(new_console, alive_mtime, now, frozen_after):
     control share's `alive` (None before the first touch)."""
     if SICK_CONSOLE.search(new_console):
         return "its kernel locked up"
+    if OOPS_CONSOLE.search(new_console):
+        return "its kernel hit a bug"
     if alive_mtime is not None and now - alive_mtime > frozen_after:
         return "it stopped making progress (no sign of life for %ds)" % int(now - alive_mtime)
     return None

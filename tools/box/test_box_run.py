@@ -18,6 +18,13 @@ class Sickness(unittest.TestCase):
                      b"rcu: \t1-....: (1 GPs behind) self-detected stall on CPU"):
             self.assertEqual(br.sickness(b"boot\n" + line + b"\n", 100.0, 101.0, 180), "its kernel locked up")
 
+    def test_a_fault_in_the_box_kernel_is_sick(self):
+        for line in (b"[  319.3] BUG: TASK stack guard page was hit at 0000000035b5f9e3",
+                     b"[  12.0] general protection fault, probably for non-canonical address",
+                     b"[  13.0] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+                     b"[  391.3] Kernel panic - not syncing: corrupted stack end"):
+            self.assertEqual(br.sickness(line + b"\n", 100.0, 101.0, 180), "its kernel hit a bug")
+
     def test_silence_longer_than_frozen_after_is_sick(self):
         self.assertIsNone(br.sickness(b"", 1000.0, 1180.0, 180))
         self.assertEqual(br.sickness(b"", 1000.0, 1181.5, 180),
