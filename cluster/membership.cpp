@@ -220,7 +220,10 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     std::vector<std::string> peers;
     for (const auto& url : admitted.endpoints()) peers.push_back(url);
     EtcdClient existing(peers, std::chrono::seconds(2), etcd_tls());
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // A new member replays the cluster's log before it is in sync: 15 s for
+    // the 7th member of a cluster in the KVM test host.
+    constexpr auto kPromoteWithin = std::chrono::seconds(90);
+    auto until = std::chrono::steady_clock::now() + kPromoteWithin;
     for (;;) {
       try {
         existing.promote_member(admitted.member_id());
@@ -228,9 +231,8 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
       } catch (const EtcdError& e) {
         if (std::chrono::steady_clock::now() > until) {
           throw AgentError(AgentError::Code::kUnavailable,
-                           std::string("this host's etcd member did not become a voting "
-                                       "member in 30 s: ") +
-                               e.what());
+                           "this host's etcd member did not become a voting member in " +
+                               std::to_string(kPromoteWithin.count()) + " s: " + e.what());
         }
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -50,7 +50,7 @@ const char* const kClusterUsage =
     "                                       its disks stay on their storage host\n"
     "  vm list | vm show NAME | vm delete NAME\n"
     "  --json  print the agent's answer as one line of JSON\n"
-    "  --wait SEC  how long to wait for the answer (default 60)\n"
+    "  --wait SEC  how long to wait for the answer (default 60; cluster join 180)\n"
     "Exit codes: 0 done; 1 refused (the reason on stderr, e.g. \"no quorum (1 of 3\n"
     "  hosts reachable)\"); 2 bad command line; 3 the agent cannot be reached;\n"
     "  4 no answer in time.\n";
@@ -66,7 +66,7 @@ struct Usage {
 struct Line {
   std::string agent;
   bool json = false;
-  double wait_s = 60;
+  double wait_s = 0;  // 0: the command's default
   std::vector<std::string> words;
   std::optional<std::string> address, peer, token;
 };
@@ -210,9 +210,12 @@ int run_cluster_command(int argc, char** argv) {
     if (line.words.size() != 2 + n)
       throw Usage{what + " takes " + std::to_string(n) + " argument(s)"};
   };
+  // A join waits for the admission (etcd's own 5 s between member changes),
+  // the new member's start and catching up, then its promotion.
+  const double wait_s = line.wait_s > 0 ? line.wait_s : what == "cluster join" ? 180 : 60;
   try {
     cluster::AgentClient agent(line.agent,
-                               std::chrono::milliseconds(static_cast<int64_t>(line.wait_s * 1000)));
+                               std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)));
     if (what == "cluster init") {
       want_args(0);
       if (!line.address || line.peer || line.token) {
