@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -86,7 +87,13 @@ int main(int argc, char** argv) {
   if (sizes.empty()) sizes = {3, 7};
   keel::testing::enter_private_network();
   for (unsigned hosts : sizes) {
-    auto f = measure(hosts, runs);
+    Figures f;
+    try {
+      f = measure(hosts, runs);
+    } catch (const std::exception& e) {
+      std::cerr << "cluster_ops_bench: " << hosts << " hosts: " << e.what() << "\n";
+      return 1;
+    }
     std::cout << hosts << " hosts: vm create " << summary(f.create) << "\n"
               << hosts << " hosts: vm start  " << summary(f.start) << "\n"
               << hosts << " hosts: vm stop   " << summary(f.stop) << std::endl;

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -56,9 +57,16 @@ TestCluster::~TestCluster() {
   // Each stops its etcd member (SIGTERM, up to 5 s); one that hangs is
   // killed (~ChildProcess) rather than holding the test.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  for (auto& agent : agents_) {
-    while (agent && !agent->try_wait() && std::chrono::steady_clock::now() < until) {
+  for (size_t i = 0; i < agents_.size(); ++i) {
+    auto& agent = agents_[i];
+    std::optional<int> status;
+    while (agent && !(status = agent->try_wait()) && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    // A clean stop, also of what the agent tears down at exit.
+    if (status) {
+      EXPECT_EQ(*status, 0) << "agent " << name(static_cast<unsigned>(i + 1))
+                            << " ended with status";
     }
     agent.reset();
   }
@@ -167,10 +175,14 @@ void TestCluster::stop_agent(unsigned host) {
   if (!slot) return;
   slot->signal(SIGTERM);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!slot->try_wait() && std::chrono::steady_clock::now() < until) {
+  std::optional<int> status;
+  while (!(status = slot->try_wait()) && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_TRUE(slot->try_wait()) << "agent " << name(host) << " did not stop within 20 s";
+  EXPECT_TRUE(status) << "agent " << name(host) << " did not stop within 20 s";
+  if (status) {
+    EXPECT_EQ(*status, 0) << "agent " << name(host) << " ended with status";
+  }
   slot.reset();
 }
 
@@ -215,12 +227,13 @@ std::string TestCluster::join_token(unsigned host) const {
 
 void TestCluster::form(unsigned n) {
   auto r = keelctl(1, {"cluster", "init", "--address", address(1)});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  if (r.exit_code != 0) throw std::runtime_error("cluster init on h1: " + r.out + r.err);
   const std::string token = join_token(1);
   for (unsigned h = 2; h <= n; ++h) {
     r = keelctl(
-        h, {"cluster", "join", "--address", address(h), "--peer", address(1), "--token", token});
-    ASSERT_EQ(r.exit_code, 0) << "join of " << name(h) << ": " << r.out << r.err;
+        h, {"cluster", "join", "--address", address(h), "--peer", address(1), "--token", token},
+        std::chrono::seconds(240));
+    if (r.exit_code != 0) throw std::runtime_error("join of " + name(h) + ": " + r.out + r.err);
   }
 }
 

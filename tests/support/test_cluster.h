@@ -65,8 +65,8 @@ class TestCluster {
   // keelctl in host I's namespace, talking to its agent.
   CommandResult keelctl(unsigned host, const std::vector<std::string>& args,
                         std::chrono::seconds timeout = std::chrono::seconds(90)) const;
-  // cluster init on host 1, join of 2..n through host 1; fails the test
-  // with keelctl's output when one does not work.
+  // cluster init on host 1, join of 2..n through host 1; throws with
+  // keelctl's output when one does not work.
   void form(unsigned n);
 
   // A pool for each host (on one Btrfs volume of the test's), holding the
