@@ -32,6 +32,23 @@ bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds lim
   return done();
 }
 
+namespace {
+// An agent sent SIGTERM: its exit status once it ended, waited for until
+// `until`. A status other than 0 (a crash in what it tears down at exit)
+// fails the test.
+std::optional<int> clean_stop(ChildProcess& agent, const std::string& name,
+                              std::chrono::steady_clock::time_point until) {
+  std::optional<int> status;
+  wait_until([&] { return (status = agent.try_wait()).has_value(); },
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 until - std::chrono::steady_clock::now()));
+  if (status) {
+    EXPECT_EQ(*status, 0) << "agent " << name << " ended with status";
+  }
+  return status;
+}
+}  // namespace
+
 void enter_private_network() {
   if (::unshare(CLONE_NEWNET) != 0) throw std::runtime_error("unshare(CLONE_NEWNET) failed");
   auto r = run_command({"ip", "link", "set", "lo", "up"}, std::chrono::seconds(10));
@@ -57,17 +74,9 @@ TestCluster::~TestCluster() {
   // Each stops its etcd member (SIGTERM, up to 5 s); one that hangs is
   // killed (~ChildProcess) rather than holding the test.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  for (size_t i = 0; i < agents_.size(); ++i) {
-    auto& agent = agents_[i];
-    std::optional<int> status;
-    while (agent && !(status = agent->try_wait()) && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    // A clean stop, also of what the agent tears down at exit.
-    if (status) {
-      EXPECT_EQ(*status, 0) << "agent " << name(static_cast<unsigned>(i + 1))
-                            << " ended with status";
-    }
+  for (unsigned h = 1; h <= size(); ++h) {
+    auto& agent = agents_[h - 1];
+    if (agent) clean_stop(*agent, name(h), until);
     agent.reset();
   }
   kill_vmms();
@@ -174,15 +183,9 @@ void TestCluster::stop_agent(unsigned host) {
   auto& slot = agents_.at(host - 1);
   if (!slot) return;
   slot->signal(SIGTERM);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  std::optional<int> status;
-  while (!(status = slot->try_wait()) && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  const auto status =
+      clean_stop(*slot, name(host), std::chrono::steady_clock::now() + std::chrono::seconds(20));
   EXPECT_TRUE(status) << "agent " << name(host) << " did not stop within 20 s";
-  if (status) {
-    EXPECT_EQ(*status, 0) << "agent " << name(host) << " ended with status";
-  }
   slot.reset();
 }
 
