@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "migration/incoming_migration.h"
 #include "migration/migration_control.h"
+#include "migration/replica_receiver.h"
 #include "vmm/config/vmm_options.h"
 #include "vmm/jail/process_jail.h"
 #include "vmm/machine.h"
@@ -23,8 +24,8 @@ namespace {
 
 std::atomic<bool> g_stop_waiting{false};
 
-// While --incoming waits for a source (before the machine runs and takes
-// SIGINT/SIGTERM over): a signal ends the wait.
+// While --incoming or --replica-of waits for a source (before the machine
+// runs and takes SIGINT/SIGTERM over): a signal ends the wait.
 extern "C" void stop_waiting(int) {
   g_stop_waiting.store(true);
 }
@@ -73,11 +74,28 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<Machine> machine;
     std::unique_ptr<migration::IncomingMigration> incoming;
-    if (!options.incoming.empty()) {
+    std::unique_ptr<migration::ReplicaReceiver> replica;  // after machine: ends first
+    if (options.streamed()) {
       struct sigaction action {};
       action.sa_handler = stop_waiting;
       ::sigaction(SIGINT, &action, nullptr);
       ::sigaction(SIGTERM, &action, nullptr);
+    }
+    if (!options.replica_of.empty()) {
+      replica = std::make_unique<migration::ReplicaReceiver>(options);
+      log::info("waiting for a replica stream on " + replica->address());
+      try {
+        machine = replica->accept(g_stop_waiting,
+                                  [&options](Machine& built) { confine(options, built); });
+      } catch (const std::exception& e) {
+        log::error(std::string("replica stream refused: ") + e.what());
+        return 1;
+      }
+      if (!machine) {
+        log::info("stopped while waiting for a replica stream");
+        return 0;
+      }
+    } else if (!options.incoming.empty()) {
       incoming = std::make_unique<migration::IncomingMigration>(options);
       log::info("waiting for a migration on " + incoming->address());
       try {
@@ -96,8 +114,9 @@ int main(int argc, char** argv) {
                                             : restore_snapshot(options);
       confine(options, *machine);
     }
-    migration::MigrationControl migrations(*machine);
+    migration::MigrationControl migrations(*machine, replica.get());
     machine->set_extension(&migrations);
+    if (replica) replica->start(*machine);
     MachineStop stop;
     try {
       stop = machine->run([&incoming, &machine] {
@@ -123,7 +142,8 @@ int main(int argc, char** argv) {
                  stop.detail + " (exit code " + std::to_string(code) + ")");
     } else {
       // Said too, for logs of VMMs nobody waits for (keelctl vm start).
-      log::info(describe(stop.reason));
+      log::info(std::string(describe(stop.reason)) + (stop.detail.empty() ? "" : ": ") +
+                stop.detail);
     }
     return code;
   } catch (const InputError& e) {

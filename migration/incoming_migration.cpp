@@ -1,10 +1,10 @@
 #include "migration/incoming_migration.h"
 
-#include <fcntl.h>
-
 #include <span>
 
 #include "common/log.h"
+#include "migration/page_writer.h"
+#include "migration/stream_hello.h"
 #include "proto/migration.pb.h"
 
 namespace keel::migration {
@@ -16,42 +16,6 @@ namespace {
 
 constexpr auto kStreamTimeout = std::chrono::seconds(30);
 
-// Zero-page markers punch holes in the memory file, a run at a time: the
-// page reads zero again and gives its memory back.
-class ZeroRuns {
- public:
-  ZeroRuns(int fd) : fd_(fd) {}
-  ~ZeroRuns() {
-    try {
-      flush();
-    } catch (...) {
-    }
-  }
-  void add(uint64_t page) {
-    if (count_ != 0 && page == start_ + count_) {
-      ++count_;
-      return;
-    }
-    flush();
-    start_ = page;
-    count_ = 1;
-  }
-  void flush() {
-    if (count_ == 0) return;
-    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    static_cast<off_t>(start_ * kPageSize),
-                    static_cast<off_t>(count_ * kPageSize)) != 0) {
-      throw_errno("zeroing guest pages");
-    }
-    count_ = 0;
-  }
-
- private:
-  int fd_;
-  uint64_t start_ = 0;
-  uint64_t count_ = 0;
-};
-
 }  // namespace
 
 IncomingMigration::IncomingMigration(const VmmOptions& options) : options_(options) {
@@ -62,39 +26,11 @@ IncomingMigration::IncomingMigration(const VmmOptions& options) : options_(optio
 }
 
 void IncomingMigration::refuse(const std::string& why) {
-  try {
-    mpb::Verdict verdict;
-    verdict.set_ok(false);
-    verdict.set_message(why);
-    channel_->send(FrameType::kVerdict, verdict);
-  } catch (const std::exception&) {
-    // The source is gone: it learns nothing, and needs nothing.
-  }
+  refuse_stream(*channel_, why);
 }
 
-std::unique_ptr<Machine> IncomingMigration::build(const std::string& hello_bytes) {
-  mpb::Hello hello;
-  if (!hello.ParseFromString(hello_bytes)) throw StreamError("hello frame does not parse");
-  if (hello.protocol_version() != kProtocolVersion) {
-    throw InputError("the source speaks migration protocol " +
-                     std::to_string(hello.protocol_version()) + ", this keel-vmm " +
-                     std::to_string(kProtocolVersion));
-  }
-  if (hello.page_size() != kPageSize)
-    throw InputError("the source's page size is " + std::to_string(hello.page_size()));
-  VmmOptions shape = options_;
-  shape.config = config_for_restore(options_, hello.config(), "migrating VM");
-  auto machine = Machine::shape_only(shape);
-  if (hello.memory_bytes() != machine->guest_memory().size()) {
-    throw InputError("the source's guest memory is " + std::to_string(hello.memory_bytes()) +
-                     " bytes, its configuration makes " +
-                     std::to_string(machine->guest_memory().size()));
-  }
-  st::VmState fit;
-  fit.set_schema_version(hello.state_schema_version());
-  *fit.mutable_config() = hello.config();
-  *fit.mutable_cpu() = hello.cpu();
-  machine->check_shape_fits(fit);
+std::unique_ptr<Machine> IncomingMigration::build(std::span<const uint8_t> hello) {
+  auto machine = machine_for_hello(options_, hello, false);
   // Now, not once the guest is here: a socket that cannot be served must
   // refuse the migration, not strand a guest that already left its source.
   machine->open_control();
@@ -102,23 +38,12 @@ std::unique_ptr<Machine> IncomingMigration::build(const std::string& hello_bytes
 }
 
 void IncomingMigration::receive_memory(Machine& machine) {
-  GuestMemory& memory = machine.guest_memory();
-  const std::span<uint8_t> ram = memory.host_all_for_write();
-  // That marked every page the VMM's; nobody needs those marks. Dropped
-  // now, not in the pause (they are a fresh bitmap's worth of memory).
-  memory.dirty().harvest();
-  const uint64_t memory_pages = memory.size() / kPageSize;
-  ZeroRuns zeros(memory.fd());
+  PageWriter writer(machine.guest_memory());
   for (;;) {
     FrameChannel::Frame frame = channel_->receive();
     switch (frame.type) {
       case FrameType::kPages: {
-        auto counts =
-            decode_page_batch(frame.payload, memory_pages, [&](uint64_t page, const uint8_t* data) {
-              if (data == nullptr) return zeros.add(page);
-              std::memcpy(ram.data() + page * kPageSize, data, kPageSize);
-            });
-        zeros.flush();
+        const PageBatchCounts counts = writer.write(frame.payload);
         pages_ += counts.pages;
         zero_pages_ += counts.zero_pages;
         break;
@@ -169,7 +94,7 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
     if (frame.type != FrameType::kHello)
       throw StreamError(std::string("expected hello, got ") + frame_name(frame.type));
     try {
-      machine = build(std::string(frame.payload.begin(), frame.payload.end()));
+      machine = build(frame.payload);
     } catch (const InputError& e) {
       refuse(e.what());
       throw;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "common/tcp_endpoint.h"
@@ -49,7 +50,7 @@ class IncomingMigration {
   uint64_t bytes() const { return channel_ ? channel_->bytes_received() : 0; }
 
  private:
-  std::unique_ptr<Machine> build(const std::string& hello_bytes);
+  std::unique_ptr<Machine> build(std::span<const uint8_t> hello);
   void receive_memory(Machine& machine);
   void refuse(const std::string& why);
   // Debug log: how far into the pause (since the last pages' totals came).

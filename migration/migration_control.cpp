@@ -25,8 +25,16 @@ MigrationControl::~MigrationControl() {
 }
 
 std::string MigrationControl::busy() const {
+  {
+    std::lock_guard guard(mutex_);
+    if (running_) return "a live migration is under way (keelctl migrate-status)";
+  }
+  return replicas_.busy();
+}
+
+bool MigrationControl::may_pause_for_fence() const {
   std::lock_guard guard(mutex_);
-  return running_ ? "a live migration is under way (keelctl migrate-status)" : "";
+  return !running_;
 }
 
 void MigrationControl::start(const pb::Migrate& request, Reply reply) {
@@ -108,6 +116,11 @@ void MigrationControl::handle(const pb::Request& request, Reply reply) {
       *response.mutable_migrate_cancel() = sender->info();
       return reply(std::move(response));
     }
+    case pb::Request::kReplicate:
+    case pb::Request::kReplicaStatus:
+    case pb::Request::kReplicaStop:
+    case pb::Request::kTakeover:
+      return replicas_.handle(request, std::move(reply));
     default:
       return reply(error_response(pb::ERROR_CODE_UNKNOWN_REQUEST, "not a migration request"));
   }

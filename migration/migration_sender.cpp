@@ -6,7 +6,9 @@
 #include <thread>
 
 #include "common/log.h"
+#include "migration/event_loop_call.h"
 #include "migration/page_sender.h"
+#include "migration/stream_hello.h"
 #include "migration/vcpu_throttle.h"
 #include "proto/migration.pb.h"
 #include "vmm/jail/syscall_filter.h"
@@ -36,31 +38,6 @@ constexpr uint32_t kThrottleMax = 99;
 constexpr uint32_t kMaxRounds = 60;
 constexpr size_t kRoundsKept = 64;
 constexpr double kAssumedBandwidth = 125e6;  // bytes per second: 1 Gbit/s
-
-// What the machine's event loop sends back through `future`. A loop that
-// does not get to it in time (the machine is stopping) ends the migration;
-// the task posted holds nothing of ours then.
-template <typename T>
-T from_event_loop(std::future<T>& future) {
-  if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
-    throw std::runtime_error("the machine's event loop did not answer within 10 s");
-  return future.get();
-}
-
-// `task` on the machine's event loop, its result or exception back here.
-template <typename T>
-T on_event_loop(MigratableMachine& machine, std::function<T()> task) {
-  auto promise = std::make_shared<std::promise<T>>();
-  auto future = promise->get_future();
-  machine.post([promise, task = std::move(task)] {
-    try {
-      promise->set_value(task());
-    } catch (...) {
-      promise->set_exception(std::current_exception());
-    }
-  });
-  return from_event_loop(future);
-}
 
 uint64_t us(Clock::duration d) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
@@ -128,22 +105,7 @@ void MigrationSender::connect_and_check() {
     channel_ = std::make_unique<FrameChannel>(std::move(socket), "the destination", kStreamTimeout);
   }
   if (cancelled_.load()) throw StreamError("cancelled");
-  MigratableMachine& machine = machine_;
-  const state::v1::VmState ours =
-      on_event_loop<state::v1::VmState>(machine, [&machine] { return machine.shape(); });
-  mpb::Hello hello;
-  hello.set_protocol_version(kProtocolVersion);
-  hello.set_state_schema_version(ours.schema_version());
-  *hello.mutable_config() = ours.config();
-  *hello.mutable_cpu() = ours.cpu();
-  hello.set_page_size(kPageSize);
-  hello.set_memory_bytes(machine_.guest_memory().size());
-  channel_->send_magic();
-  channel_->send(FrameType::kHello, hello);
-  mpb::Verdict verdict;
-  channel_->receive_message(FrameType::kVerdict, verdict);
-  if (!verdict.ok())
-    throw InputError("the destination refused the VM: " + peer_says(verdict.message()));
+  send_hello(*channel_, machine_, false);
 }
 
 void MigrationSender::first_pass() {

@@ -111,7 +111,7 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
           .ioeventfd_length = kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u,
           .console_out = [this](uint8_t byte) { serial_out_.put(byte); },
           .request_stop = [this](MachineStop stop) { request_stop(std::move(stop)); },
-          .claim_disks = options_.incoming.empty(),
+          .claim_disks = !options_.streamed(),
       },
       config_);
 
@@ -217,7 +217,9 @@ MachineStop Machine::run(std::function<void()> started) {
   open_control();
   watch_fence();
   started_ = std::chrono::steady_clock::now();
-  if (vcpus_->started()) {
+  if (replica_held_) {
+    start_vcpus_parked();  // the copy's vCPUs wait for take_over_replica
+  } else if (vcpus_->started()) {
     // A restored or received guest, parked until now: not run on a host
     // that became fenced meanwhile.
     if (fence_passed()) {

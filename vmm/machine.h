@@ -48,6 +48,10 @@ bool guest_test_hook(uint16_t port, std::span<const uint8_t> data);
 class MachineExtension : public ControlHandler {
  public:
   virtual std::string busy() const = 0;
+  // The fence may pause the guest now (a replication checkpoints a paused
+  // guest as well); false while an outgoing migration must be cancelled
+  // first.
+  virtual bool may_pause_for_fence() const { return busy().empty(); }
 };
 
 class Machine : public ControlHandler, public MigratableMachine {
@@ -98,6 +102,20 @@ class Machine : public ControlHandler, public MigratableMachine {
   // KVM's state capabilities), so nothing needs a path or a privilege later.
   void prepare_for_jail();
   const state::v1::VmConfig& config() const { return config_; }
+
+  // keel-vmm --replica-of, before run(): run() starts the event loop with
+  // the vCPUs parked and keeps them so; status says RUN_STATE_REPLICA and
+  // only status, kill and the extension's replica requests are served,
+  // until take_over_replica().
+  void hold_as_replica() { replica_held_ = true; }
+  // On the event loop, the copy's state applied: the disks claimed, the
+  // vCPUs let go. InputError (the copy stays held) when the host is fenced
+  // or another process holds an image.
+  void take_over_replica();
+  // The active ended the replication (keel-vmm exits 0), or its stream
+  // failed before there was a copy to take over (`failed`: exit 1): the
+  // machine stops. Any thread.
+  void drop_replica(std::string detail, bool failed = false);
 
   // Before run(); `extension` outlives the machine's run.
   void set_extension(MachineExtension* extension) { extension_ = extension; }
@@ -189,8 +207,10 @@ class Machine : public ControlHandler, public MigratableMachine {
   MachineExtension* extension_ = nullptr;
   bool said_host_tsc_ = false;  // apply_state's note about PVM's TSC, once
   // The disk images' locks are not ours (release_disks; an --incoming's
-  // until claim_disks): the guest must not run here before they are.
-  bool disks_released_ = !options_.incoming.empty();
+  // or a --replica-of's until claim_disks): the guest must not run here
+  // before they are.
+  bool disks_released_ = options_.streamed();
+  bool replica_held_ = false;  // hold_as_replica, until take_over_replica
 
   // The operator's pauses (the control socket's pause and resume).
   std::chrono::steady_clock::time_point started_;

@@ -35,6 +35,7 @@ pb::StatusResult Machine::status() const {
   const auto now = std::chrono::steady_clock::now();
   const bool paused = vcpus_->pause_requested();
   s.set_state(vcpus_->stopping() ? pb::RUN_STATE_STOPPED
+              : replica_held_    ? pb::RUN_STATE_REPLICA
               : shutting_down_   ? pb::RUN_STATE_SHUTTING_DOWN
               : paused           ? pb::RUN_STATE_PAUSED
                                  : pb::RUN_STATE_RUNNING);
@@ -129,6 +130,24 @@ void Machine::handle(const pb::Request& request, Reply reply) {
                            : pausing_        ? std::string("the vCPUs are being paused")
                            : extension_      ? extension_->busy()
                                              : std::string();
+  if (replica_held_) {
+    switch (request.operation_case()) {
+      case pb::Request::kStatus:
+      case pb::Request::kKill:
+        break;
+      case pb::Request::kReplicaStatus:
+      case pb::Request::kTakeover:
+        if (!extension_) {
+          return reply(
+              error_response(pb::ERROR_CODE_UNIMPLEMENTED, "this keel-vmm keeps no replica"));
+        }
+        return extension_->handle(request, std::move(reply));
+      default:
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                    "a passive replica (the guest runs elsewhere): status, "
+                                    "replica-status, takeover and kill only"));
+    }
+  }
   switch (request.operation_case()) {
     case pb::Request::kPause:
     case pb::Request::kResume:
@@ -144,6 +163,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       }
       break;
     case pb::Request::kMigrate:
+    case pb::Request::kReplicate:
       if (!busy.empty()) return reply(error_response(pb::ERROR_CODE_BUSY, busy));
       if (fence_passed()) {
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
@@ -152,11 +172,13 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       if (shutting_down_)
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is shutting down"));
       if (vcpus_->pause_requested())
-        return reply(
-            error_response(pb::ERROR_CODE_INVALID_STATE, "paused: resume it to migrate it"));
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "paused: resume it first"));
       [[fallthrough]];
     case pb::Request::kMigrateStatus:
     case pb::Request::kMigrateCancel:
+    case pb::Request::kReplicaStatus:
+    case pb::Request::kReplicaStop:
+    case pb::Request::kTakeover:
       if (!extension_) {
         return reply(
             error_response(pb::ERROR_CODE_UNIMPLEMENTED, "this keel-vmm does not migrate"));
@@ -245,6 +267,10 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kMigrate:
     case pb::Request::kMigrateStatus:
     case pb::Request::kMigrateCancel:
+    case pb::Request::kReplicate:
+    case pb::Request::kReplicaStatus:
+    case pb::Request::kReplicaStop:
+    case pb::Request::kTakeover:
     case pb::Request::OPERATION_NOT_SET:
       break;
   }

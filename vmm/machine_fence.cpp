@@ -40,7 +40,7 @@ void Machine::check_fence() {
         "resumed");
   }
   if (fenced_ && !vcpus_->pause_requested() && !pausing_ && !vcpus_->stopping()) {
-    if (extension_ && !extension_->busy().empty()) {
+    if (extension_ && !extension_->may_pause_for_fence()) {
       // An outgoing migration: it must not hand the guest over now (the
       // destination's host may not own it); ended here, the guest paused
       // at the next look.

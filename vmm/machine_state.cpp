@@ -233,6 +233,22 @@ void Machine::hand_over(std::string detail) {
   request_stop({StopReason::kMigrated, std::move(detail)});
 }
 
+void Machine::take_over_replica() {
+  if (!replica_held_) throw InputError("not a passive replica");
+  if (fence_passed()) {
+    throw InputError("fenced: this host's lease deadline has passed, the copy may not run here");
+  }
+  claim_disks();
+  replica_held_ = false;
+  started_ = std::chrono::steady_clock::now();
+  vcpus_->resume();
+}
+
+void Machine::drop_replica(std::string detail, bool failed) {
+  request_stop(
+      {failed ? StopReason::kReplicaFailed : StopReason::kReplicaEnded, std::move(detail)});
+}
+
 // The order: the fit first (refuse before touching anything), devices
 // (the virtio queues read their rings from the memory already in place),
 // irqchip and PIT, the vCPUs (restore_vcpu_state keeps KVM's own order),

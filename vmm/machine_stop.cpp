@@ -20,7 +20,10 @@ int exit_code(const MachineStop& stop) {
     case StopReason::kKilled:
       return 14;
     case StopReason::kMigrated:
+    case StopReason::kReplicaEnded:
       return 0;
+    case StopReason::kReplicaFailed:
+      return 1;
   }
   return 13;
 }
@@ -45,6 +48,10 @@ const char* describe(StopReason reason) {
       return "killed through the control socket";
     case StopReason::kMigrated:
       return "the guest migrated to another keel-vmm";
+    case StopReason::kReplicaEnded:
+      return "the replication ended; the passive copy is dropped";
+    case StopReason::kReplicaFailed:
+      return "the replica stream failed before its first epoch";
   }
   return "unknown";
 }

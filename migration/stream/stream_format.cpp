@@ -28,6 +28,10 @@ const char* frame_name(FrameType type) {
       return "sync";
     case FrameType::kSynced:
       return "synced";
+    case FrameType::kEpoch:
+      return "epoch";
+    case FrameType::kEpochAck:
+      return "epoch ack";
   }
   return "unknown";
 }
@@ -43,7 +47,7 @@ FrameHeader decode_frame_header(std::span<const uint8_t, 8> bytes) {
   const auto type = static_cast<uint32_t>(load_le(bytes.subspan(0, 4)));
   const auto length = static_cast<uint32_t>(load_le(bytes.subspan(4, 4)));
   if (type < static_cast<uint32_t>(FrameType::kHello) ||
-      type > static_cast<uint32_t>(FrameType::kSynced)) {
+      type > static_cast<uint32_t>(FrameType::kEpochAck)) {
     throw StreamError("unknown frame type " + std::to_string(type));
   }
   if (length > kMaxFramePayload) {

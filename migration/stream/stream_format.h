@@ -16,6 +16,13 @@
 //   Totals, State →           ← Ready (state applied, vCPUs ready) or Verdict (refused)
 //   Go →                      ← Running (the guest runs on the destination)
 // Cancel → at any point before Go ends the migration; the source's guest runs on.
+//
+// A replica stream (Hello.replica; migration/replica_sender.h) starts the
+// same way, then never ends on its own:
+//   Pages… (all of memory, the guest running), Sync →   ← Synced
+//   per checkpoint: Pages… (copied in the pause), State, Epoch →   ← EpochAck
+//   Go (after a checkpoint taken for it: a switchover) →   ← Running
+//   Cancel → the replication ends; the passive copy is dropped.
 #pragma once
 
 #include <array>
@@ -52,6 +59,8 @@ enum class FrameType : uint32_t {
   kCancel = 9,
   kSync = 10,
   kSynced = 11,
+  kEpoch = 12,
+  kEpochAck = 13,
 };
 
 struct FrameHeader {

@@ -149,6 +149,28 @@ def migration_seeds():
     }
 
 
+def replica_seeds():
+    """A replica stream (stream_format.h): the first copy, Sync, then per
+    epoch pages, State (5) and Epoch (12: epoch, pages, zero pages)."""
+    magic = b"KEELMIG1"
+    hello = field(1, 1) + field(2, 2) + field(5, 4096) + field(6, 64 << 20) + field(7, 1)
+    first = frame(3, page_entry(0) + page_entry(1, fill=0x11)) + frame(10)
+    state = frame(5, field(1, 2))
+
+    def epoch(n, pages, zeros):
+        return frame(12, field(1, n) + field(2, pages) + field(3, zeros) + field(4, 30000))
+
+    one = frame(3, page_entry(2, fill=0x22)) + state + epoch(1, 1, 0)
+    two = frame(3, page_entry(0, zero=True) + page_entry(63, fill=0x33)) + state + epoch(2, 1, 1)
+    return {
+        "two_epochs": magic + frame(1, hello) + first + one + two,
+        "second_cut_short": magic + frame(1, hello) + first + one + frame(3, page_entry(5)),
+        "out_of_order": magic + frame(1, hello) + first + one + state + epoch(3, 0, 0),
+        "counts_differ": magic + frame(1, hello) + first + one + frame(3, page_entry(4)) + state +
+        epoch(2, 2, 0),
+    }
+
+
 def nbd_client_seeds():
     be = lambda v, n: v.to_bytes(n, "big")
     greeting = b"NBDMAGIC" + b"IHAVEOPT" + be(3, 2)  # fixed newstyle, no zeroes
@@ -190,4 +212,5 @@ if __name__ == "__main__":
     write("split_queue_fuzz", queue_seeds())
     write("blk_request_fuzz", blk_seeds())
     write("migration_stream_fuzz", migration_seeds())
+    write("replica_stream_fuzz", replica_seeds())
     write("nbd_client_fuzz", nbd_client_seeds())

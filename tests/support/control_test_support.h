@@ -209,6 +209,11 @@ class FakeHandler : public ControlHandler {
       case control::Request::kMigrate:
       case control::Request::kMigrateCancel:
         return refusal(control::ERROR_CODE_UNIMPLEMENTED, "this fake VMM does not migrate");
+      case control::Request::kReplicate:
+      case control::Request::kReplicaStatus:
+      case control::Request::kReplicaStop:
+      case control::Request::kTakeover:
+        return refusal(control::ERROR_CODE_UNIMPLEMENTED, "this fake VMM does not replicate");
       case control::Request::OPERATION_NOT_SET:
         break;
     }

@@ -149,14 +149,13 @@ std::string LiveVmm::errors() const {
   return err_;
 }
 
-std::string LiveVmm::incoming_address(std::chrono::milliseconds timeout) {
-  static const std::string kSays = "waiting for a migration on ";
+std::string LiveVmm::incoming_address(std::chrono::milliseconds timeout, const std::string& says) {
   std::unique_lock lock(mutex_);
   std::string address;
   changed_.wait_for(lock, timeout, [&] {
-    const auto at = err_.find(kSays);
+    const auto at = err_.find(says);
     const auto end = at == std::string::npos ? at : err_.find('\n', at);
-    if (end != std::string::npos) address = err_.substr(at + kSays.size(), end - at - kSays.size());
+    if (end != std::string::npos) address = err_.substr(at + says.size(), end - at - says.size());
     return !address.empty() || output_closed_;
   });
   return address;

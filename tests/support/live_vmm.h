@@ -65,10 +65,12 @@ class LiveVmm {
   std::string describe() const;
   // keel-vmm's own messages (stderr) so far.
   std::string errors() const;
-  // For keel-vmm --incoming: the address it says it listens on ("tcp:
-  // 127.0.0.1:40123", the port filled in), waiting up to `timeout` for the
-  // line; empty if it ended or said nothing by then.
-  std::string incoming_address(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // For keel-vmm --incoming (or --replica-of, with its `says`): the address
+  // it says it listens on ("tcp:127.0.0.1:40123", the port filled in),
+  // waiting up to `timeout` for the line; empty if it ended or said nothing
+  // by then.
+  std::string incoming_address(std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                               const std::string& says = "waiting for a migration on ");
 
  private:
   void read_output();

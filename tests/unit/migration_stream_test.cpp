@@ -31,6 +31,11 @@ TEST(FrameHeader, RoundTripsAndRefusesUnknownTypesAndHugeLengths) {
   bytes = encode_frame_header(static_cast<FrameType>(0), 0);
   EXPECT_EQ(error_of([&] { decode_frame_header(bytes); }),
             "migration stream: unknown frame type 0");
+  bytes = encode_frame_header(FrameType::kEpochAck, 2);
+  EXPECT_EQ(decode_frame_header(bytes).type, FrameType::kEpochAck);
+  bytes = encode_frame_header(static_cast<FrameType>(14), 0);
+  EXPECT_EQ(error_of([&] { decode_frame_header(bytes); }),
+            "migration stream: unknown frame type 14");
   bytes = encode_frame_header(FrameType::kState, kMaxFramePayload + 1);
   EXPECT_NE(error_of([&] { decode_frame_header(bytes); }).find("state frame of 16777217 bytes"),
             std::string::npos);

@@ -105,6 +105,21 @@ TEST(VmmOptions, RestoreTakesTheMachineFromTheSnapshot) {
   EXPECT_NE(error_of({"--restore="}).find("--restore needs a DIR"), std::string::npos);
 }
 
+TEST(VmmOptions, ReplicaOfTakesTheMachineFromTheActive) {
+  auto o = parse_vmm_options(
+      {"--replica-of", "tcp:127.0.0.1:0", "--disk", "path=/d.img", "--api-socket", "/a.sock"});
+  EXPECT_EQ(o.replica_of, "tcp:127.0.0.1:0");
+  EXPECT_TRUE(o.streamed());
+  EXPECT_TRUE(o.config.kernel().empty());
+  EXPECT_NE(error_of({"--replica-of", "tcp:127.0.0.1:0", "--cpus", "2"})
+                .find("--cpus cannot be used with --replica-of"),
+            std::string::npos);
+  EXPECT_EQ(error_of({"--replica-of", "tcp:127.0.0.1:0", "--incoming", "tcp:127.0.0.1:0"}),
+            "--restore, --incoming and --replica-of exclude each other");
+  EXPECT_EQ(error_of({"--replica-of="}), "--replica-of needs tcp:ADDR:PORT");
+  EXPECT_FALSE(parse_vmm_options({"--kernel", "k"}).streamed());
+}
+
 TEST(VmmOptions, BadDeviceOptionsNameTheProblem) {
   auto err = [](std::vector<std::string> extra) {
     extra.insert(extra.begin(), {"--kernel", "k"});

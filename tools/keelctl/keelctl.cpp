@@ -42,12 +42,20 @@ const char* const kUsage =
     "      [--connections N]     (default 5); MBPS: a cap in MB/s (default none)\n"
     "  migrate-status            the migration under way, or the last one\n"
     "  migrate-cancel            end the migration under way; the guest runs on here\n"
+    "  replicate tcp:ADDR:PORT   keep a replica of the running guest in a keel-vmm\n"
+    "      [--epoch-ms N]        waiting there (keel-vmm --replica-of), checkpointed\n"
+    "      [--min-epoch-ms N]    every N ms (default 30, adapted between the bounds,\n"
+    "      [--max-epoch-ms N]    default 10 and 500); answers once it protects the guest\n"
+    "  replica-status            the replication (or, on a passive, the copy)\n"
+    "  replica-stop              end the replication; the passive drops its copy\n"
+    "  takeover                  on a passive: run the guest from the last epoch now\n"
+    "                            (only once the active cannot run it any more)\n"
     "Options (anywhere on the line):\n"
     "  --socket PATH  the control socket (default: $KEEL_API_SOCKET)\n"
     "  --json         print the VMM's answer as one line of JSON (also for refusals)\n"
     "  --wait SEC     how long to wait for the answer: default 10; for shutdown its\n"
     "                 timeout plus 10 (60 without one); for snapshot 600; for\n"
-    "                 migrate 86400\n"
+    "                 migrate 86400; for replicate 600\n"
     "  --help         this text\n"
     "\n"
     "Exit codes: 0 done; 1 the VMM refused the request or the operation failed\n"
@@ -67,6 +75,7 @@ struct Command {
   std::optional<double> wait_s;
   std::optional<double> timeout_s;
   std::optional<uint64_t> downtime_ms, bandwidth_mbps, connections;
+  std::optional<uint64_t> epoch_ms, min_epoch_ms, max_epoch_ms;
   std::string name;
   std::vector<std::string> arguments;
   bool help = false;
@@ -126,6 +135,12 @@ Command parse_command_line(int argc, char** argv) {
       command.bandwidth_mbps = parse_number(value(), arg, 1000000);
     } else if (arg == "--connections") {
       command.connections = parse_number(value(), arg, 64);
+    } else if (arg == "--epoch-ms") {
+      command.epoch_ms = parse_number(value(), arg, 10000);
+    } else if (arg == "--min-epoch-ms") {
+      command.min_epoch_ms = parse_number(value(), arg, 10000);
+    } else if (arg == "--max-epoch-ms") {
+      command.max_epoch_ms = parse_number(value(), arg, 10000);
     } else if (arg.size() > 1 && arg[0] == '-') {
       throw UsageError{"unknown option " + arg};
     } else {
@@ -138,18 +153,24 @@ Command parse_command_line(int argc, char** argv) {
   command.arguments.assign(positional.begin() + 1, positional.end());
   if (command.socket.empty()) throw UsageError{"no socket: give --socket PATH"};
   const bool takes_dir = command.name == "snapshot";
-  const bool takes_address = command.name == "migrate";
-  if (!takes_address && (command.downtime_ms || command.bandwidth_mbps || command.connections)) {
+  const bool takes_address = command.name == "migrate" || command.name == "replicate";
+  if (command.name != "migrate" &&
+      (command.downtime_ms || command.bandwidth_mbps || command.connections)) {
     throw UsageError{"--downtime-ms, --bandwidth and --connections belong to migrate"};
   }
-  for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
-                            "migrate-status", "migrate-cancel"}) {
+  if (command.name != "replicate" &&
+      (command.epoch_ms || command.min_epoch_ms || command.max_epoch_ms)) {
+    throw UsageError{"--epoch-ms, --min-epoch-ms and --max-epoch-ms belong to replicate"};
+  }
+  for (const char* known :
+       {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate", "migrate-status",
+        "migrate-cancel", "replicate", "replica-status", "replica-stop", "takeover"}) {
     if (command.name == known) {
       if (takes_dir && command.arguments.size() != 1) {
         throw UsageError{"snapshot needs one directory"};
       }
       if (takes_address && command.arguments.size() != 1) {
-        throw UsageError{"migrate needs one address (tcp:ADDR:PORT)"};
+        throw UsageError{command.name + " needs one address (tcp:ADDR:PORT)"};
       }
       if (!takes_dir && !takes_address && !command.arguments.empty()) {
         throw UsageError{command.name + " takes no argument ('" + command.arguments.front() + "')"};
@@ -190,6 +211,18 @@ control::Request make_request(const Command& command) {
     request.mutable_migrate_status();
   } else if (command.name == "migrate-cancel") {
     request.mutable_migrate_cancel();
+  } else if (command.name == "replicate") {
+    auto* replicate = request.mutable_replicate();
+    replicate->set_to(command.arguments.front());
+    replicate->set_epoch_ms(static_cast<uint32_t>(command.epoch_ms.value_or(0)));
+    replicate->set_min_epoch_ms(static_cast<uint32_t>(command.min_epoch_ms.value_or(0)));
+    replicate->set_max_epoch_ms(static_cast<uint32_t>(command.max_epoch_ms.value_or(0)));
+  } else if (command.name == "replica-status") {
+    request.mutable_replica_status();
+  } else if (command.name == "replica-stop") {
+    request.mutable_replica_stop();
+  } else if (command.name == "takeover") {
+    request.mutable_takeover();
   } else if (command.name == "snapshot") {
     // The VMM runs elsewhere: a relative directory means one under ours.
     request.mutable_snapshot()->set_dir(
@@ -204,7 +237,7 @@ std::chrono::milliseconds answer_wait(const Command& command) {
     seconds = *command.wait_s;
   } else if (command.name == "shutdown") {
     seconds = command.timeout_s ? *command.timeout_s + 10 : 60;
-  } else if (command.name == "snapshot") {
+  } else if (command.name == "snapshot" || command.name == "replicate") {
     seconds = 600;
   } else if (command.name == "migrate") {
     seconds = 86400;

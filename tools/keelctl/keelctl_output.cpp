@@ -110,6 +110,48 @@ std::string describe_migration(const control::MigrationInfo& info) {
   return out.str();
 }
 
+std::string us_as_ms(uint64_t us) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f ms", static_cast<double>(us) / 1000);
+  return text;
+}
+
+std::string describe_replica(const control::ReplicaInfo& info) {
+  std::ostringstream out;
+  const bool passive = info.role() == control::REPLICA_ROLE_PASSIVE;
+  line(out, "replica:",
+       enum_words(control::ReplicaPhase_Name(info.phase()), "REPLICA_PHASE_") +
+           (info.role() == control::REPLICA_ROLE_NONE ? ""
+            : passive                                 ? " (passive copy of " + info.peer() + ")"
+                      : " (active, passive at " + info.peer() + ")"));
+  if (info.phase() == control::REPLICA_PHASE_NONE) return out.str();
+  if (!info.error().empty()) line(out, "error:", info.error());
+  if (info.epoch() != 0) {
+    line(out, "epoch:",
+         std::to_string(info.epoch()) + (passive ? " applied " : " acknowledged ") +
+             human_duration_ms(info.last_ack_age_ms()) + " ago; " +
+             std::to_string(info.last_epoch_pages()) + " pages in the last, which ran " +
+             us_as_ms(info.last_epoch_us()));
+  }
+  if (!passive) {
+    line(out, "target:", std::to_string(info.epoch_target_ms()) + " ms per epoch");
+    line(out, "pauses:",
+         "last " + us_as_ms(info.last_pause_us()) + ", longest " + us_as_ms(info.max_pause_us()));
+    char share[64];
+    std::snprintf(share, sizeof share, "%.2f%% of the guest's time paused", info.paused_percent());
+    line(out, "slowdown:", share);
+    line(out, "sent:",
+         human_bytes(info.bytes_sent()) + ", lately " + rate(info.bandwidth_bytes_per_s()));
+    if (info.throttle_percent() > 0) {
+      line(out, "throttle:",
+           "the passive falls behind: vCPUs stopped " + std::to_string(info.throttle_percent()) +
+               "% of the time");
+    }
+    line(out, "took:", human_duration_ms(info.elapsed_ms()));
+  }
+  return out.str();
+}
+
 }  // namespace
 
 std::string describe_migration_round(const control::MigrationRound& r) {
@@ -178,6 +220,15 @@ std::string describe_result(const control::Response& response) {
       return describe_migration(response.migrate_status());
     case control::Response::kMigrateCancel:
       return "cancelled: the guest runs on here\n";
+    case control::Response::kReplicate:
+      return describe_replica(response.replicate());
+    case control::Response::kReplicaStatus:
+      return describe_replica(response.replica_status());
+    case control::Response::kReplicaStop:
+      return "replication ends after the epoch under way; the guest runs on here, unprotected\n";
+    case control::Response::kTakeover:
+      return "the guest runs here now, from epoch " + std::to_string(response.takeover().epoch()) +
+             "\n";
     case control::Response::RESULT_NOT_SET:
       break;
   }

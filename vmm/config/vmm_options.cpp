@@ -25,6 +25,9 @@ const char* const kVmmUsage =
     "...]...\n"
     "       keel-vmm --incoming tcp:ADDR:PORT [--serial ...] [--api-socket PATH] [--disk ...]...\n"
     "                [--net ...]...\n"
+    "       keel-vmm --replica-of tcp:ADDR:PORT [--serial ...] [--api-socket PATH] [--disk "
+    "...]...\n"
+    "                [--net ...]...\n"
     "\n"
     "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
     "  --kernel PATH     bzImage (Linux boot protocol, 64-bit entry) or ELF with a PVH note\n"
@@ -66,6 +69,11 @@ const char* const kVmmUsage =
     "                    from the source, disks and taps from --disk/--net as for\n"
     "                    --restore (the source's disk files, opened here too, are\n"
     "                    shared storage); port 0 picks a free one, said on stderr\n"
+    "  --replica-of tcp:ADDR:PORT  keep a passive replica of a guest that runs\n"
+    "                    elsewhere (keelctl replicate there): listen as --incoming\n"
+    "                    does, apply each checkpoint whole, and run the guest from\n"
+    "                    the last one on keelctl takeover (or a switchover); its\n"
+    "                    status says state replica meanwhile\n"
     "  --jail UID[:GID]  jailed mode: once the machine is built, run as that user\n"
     "                    (not root; GID defaults to UID) in pid, mount, IPC and UTS\n"
     "                    namespaces of its own with an empty read-only root, no\n"
@@ -81,7 +89,10 @@ const char* const kVmmUsage =
     "  or a shutdown the guest did not honour in time); 15 a jailed VMM made a\n"
     "  forbidden system call; 130/143 stopped by SIGINT/SIGTERM. After a live\n"
     "  migration the source exits 0 (\"migrated\" on stderr); an --incoming that\n"
-    "  fails before the guest runs exits 1.\n"
+    "  fails before the guest runs exits 1. A --replica-of whose active ends the\n"
+    "  replication (replica-stop, its guest powered off) or that is killed\n"
+    "  before a takeover exits 0; one whose stream fails before the first\n"
+    "  checkpoint exits 1.\n"
     "\n"
     "Environment: KEEL_KVM_DEVICE overrides /dev/kvm (ignored when jailed);\n"
     "  KEEL_LOG=error|warning|info|debug sets what goes to stderr (default info).\n";
@@ -291,18 +302,26 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
     } else if (name == "--incoming") {
       options.incoming = value();
       if (options.incoming.empty()) throw InputError("--incoming needs tcp:ADDR:PORT");
+    } else if (name == "--replica-of") {
+      options.replica_of = value();
+      if (options.replica_of.empty()) throw InputError("--replica-of needs tcp:ADDR:PORT");
     } else {
       throw InputError("unknown option '" + args[i] + "' (see --help)");
     }
   }
-  if (!options.restore_dir.empty() && !options.incoming.empty())
-    throw InputError("--restore and --incoming exclude each other");
-  if (!options.restore_dir.empty() || !options.incoming.empty()) {
+  {
+    const int sources =
+        !options.restore_dir.empty() + !options.incoming.empty() + !options.replica_of.empty();
+    if (sources > 1) throw InputError("--restore, --incoming and --replica-of exclude each other");
+  }
+  if (!options.restore_dir.empty() || options.streamed()) {
     if (!machine_shape.empty()) {
       throw InputError(machine_shape.front() +
-                       (options.incoming.empty()
+                       (!options.restore_dir.empty()
                             ? " cannot be used with --restore: the snapshot fixes it"
-                            : " cannot be used with --incoming: the migrating VM fixes it"));
+                        : !options.incoming.empty()
+                            ? " cannot be used with --incoming: the migrating VM fixes it"
+                            : " cannot be used with --replica-of: the replicated VM fixes it"));
     }
     if (config.disks_size() + config.nets_size() > static_cast<int>(kMaxVirtioDevices)) {
       throw InputError("too many virtio devices: at most " + std::to_string(kMaxVirtioDevices));

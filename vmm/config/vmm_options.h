@@ -35,10 +35,18 @@ struct VmmOptions {
   // --incoming tcp:ADDR:PORT: the machine comes from a live migration
   // received there; --disk and --net as for --restore.
   std::string incoming;
+  // --replica-of tcp:ADDR:PORT: the machine is a passive replica kept up to
+  // date from a running guest's checkpoints received there (keelctl
+  // replicate), run only on keelctl takeover or a switchover; --disk and
+  // --net as for --restore.
+  std::string replica_of;
   // --jail UID[:GID]: run as that user in a pid and mount namespace of
   // its own, with a seccomp filter (vmm/jail/process_jail.h).
   std::optional<jail::JailUser> jail;
   bool help = false;
+  // The guest comes over a stream (--incoming or --replica-of): its disk
+  // images are not this process's until it takes over the guest.
+  bool streamed() const { return !incoming.empty() || !replica_of.empty(); }
   // From KEEL_KVM_DEVICE, for tests that need a missing or broken KVM
   // (ignored in jailed mode).
   std::string kvm_device = "/dev/kvm";

@@ -1,0 +1,32 @@
+// One replica checkpoint's pages, copied out of guest memory while the
+// guest is stopped (it runs on while they travel, so they cannot be read
+// from guest memory then), and sent as page frames (stream_format.h): a
+// page of zeros as a marker, the rest gathered from the copy. The buffers
+// are kept from one epoch to the next: a steady guest allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "migration/stream/frame_channel.h"
+
+namespace keel::migration {
+
+class EpochPages {
+ public:
+  // Replaces what was staged by each page marked in `bitmap` (bit p of
+  // word p / 64), read from `memory` (`memory_pages` pages long).
+  void stage(const uint8_t* memory, uint64_t memory_pages, const std::vector<uint64_t>& bitmap);
+  // The staged pages as page frames of at most 256 entries.
+  void send(FrameChannel& channel) const;
+
+  uint64_t pages() const { return data_.size() / kPageSize; }
+  uint64_t zero_pages() const { return entries_.size() - pages(); }
+  uint64_t bytes() const { return data_.size() + entries_.size() * 8; }
+
+ private:
+  std::vector<uint64_t> entries_;  // encoded page entries, in order
+  std::vector<uint8_t> data_;      // the non-zero pages' bytes, in entry order
+};
+
+}  // namespace keel::migration

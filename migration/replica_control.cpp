@@ -1,0 +1,162 @@
+#include "migration/replica_control.h"
+
+#include "common/log.h"
+#include "vmm/jail/syscall_filter.h"
+
+namespace keel::migration {
+
+namespace pb = ::keel::api::v1;
+
+namespace {
+
+constexpr uint32_t kDefaultEpochMs = 30;
+constexpr uint32_t kDefaultMinEpochMs = 10;
+constexpr uint32_t kDefaultMaxEpochMs = 500;
+constexpr uint32_t kLongestEpochMs = 10000;
+
+pb::Response info_response(pb::Response response) {
+  response.set_ok(true);
+  return response;
+}
+
+}  // namespace
+
+ReplicaControl::~ReplicaControl() {
+  std::shared_ptr<ReplicaSender> sender;
+  {
+    std::lock_guard guard(mutex_);
+    sender = sender_;
+  }
+  if (sender) sender->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string ReplicaControl::busy() const {
+  std::lock_guard guard(mutex_);
+  return running_ ? "the guest is replicated (keelctl replica-status; replica-stop ends it)" : "";
+}
+
+void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply reply) {
+  ReplicaSettings settings;
+  try {
+    settings.to = parse_tcp_endpoint(request.to(), "replica address");
+  } catch (const InputError& e) {
+    return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT, e.what()));
+  }
+  auto pick = [](uint32_t asked, uint32_t fallback) {
+    return std::chrono::milliseconds(asked != 0 ? asked : fallback);
+  };
+  settings.epoch = pick(request.epoch_ms(), kDefaultEpochMs);
+  // Bounds not given make room for the target given.
+  const auto target = static_cast<uint32_t>(settings.epoch.count());
+  settings.min_epoch = pick(request.min_epoch_ms(), std::min(kDefaultMinEpochMs, target));
+  settings.max_epoch = pick(request.max_epoch_ms(), std::max(kDefaultMaxEpochMs, target));
+  if (settings.max_epoch.count() > kLongestEpochMs) {
+    return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT,
+                                "epochs above " + std::to_string(kLongestEpochMs) + " ms"));
+  }
+  if (settings.min_epoch > settings.epoch || settings.epoch > settings.max_epoch) {
+    return reply(error_response(pb::ERROR_CODE_INVALID_ARGUMENT,
+                                "epoch bounds out of order: min " +
+                                    std::to_string(settings.min_epoch.count()) + " ms, target " +
+                                    std::to_string(settings.epoch.count()) + " ms, max " +
+                                    std::to_string(settings.max_epoch.count()) + " ms"));
+  }
+
+  // What a failover could not yet keep exact: a disk's writes after the
+  // last epoch, and network output of an epoch the passive never got.
+  const state::v1::VmConfig config = machine_.shape().config();
+  for (const auto& disk : config.disks()) {
+    if (!disk.readonly()) {
+      return reply(error_response(pb::ERROR_CODE_UNIMPLEMENTED,
+                                  "replicating a writable disk is not built yet (" +
+                                      (disk.path().empty() ? disk.nbd() : disk.path()) + ")"));
+    }
+  }
+  if (config.nets_size() > 0) {
+    return reply(error_response(pb::ERROR_CODE_UNIMPLEMENTED,
+                                "replicating a network card is not built yet (its output would "
+                                "leave before the passive has the epoch)"));
+  }
+
+  std::lock_guard guard(mutex_);
+  if (running_)
+    return reply(error_response(pb::ERROR_CODE_BUSY, "the guest is replicated already"));
+  if (thread_.joinable()) thread_.join();  // the last one ended: its thread is done
+  sender_ = std::make_shared<ReplicaSender>(machine_, std::move(settings));
+  running_ = true;
+  log::info("replication to " + request.to() + " starting");
+  thread_ = std::thread([this, sender = sender_, reply = std::move(reply)] {
+    jail::confine_thread(jail::ThreadKind::kWorker, "replicate");
+    pb::ReplicaInfo outcome = sender->run([&reply](const pb::ReplicaInfo& first) {
+      if (first.phase() == pb::REPLICA_PHASE_PROTECTED) {
+        pb::Response response;
+        *response.mutable_replicate() = first;
+        return reply(info_response(std::move(response)));
+      }
+      reply(error_response(pb::ERROR_CODE_FAILED, first.phase() == pb::REPLICA_PHASE_STOPPED
+                                                      ? "stopped before the first epoch"
+                                                      : first.error()));
+    });
+    {
+      std::lock_guard guard(mutex_);
+      running_ = false;
+    }
+    if (outcome.phase() == pb::REPLICA_PHASE_STOPPED) {
+      log::info("replication to " + outcome.peer() + " stopped after epoch " +
+                std::to_string(outcome.epoch()));
+    } else {
+      log::warning("replication to " + outcome.peer() + " failed after epoch " +
+                   std::to_string(outcome.epoch()) + ": " + outcome.error());
+    }
+  });
+}
+
+void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply reply) {
+  switch (request.operation_case()) {
+    case pb::Request::kReplicate:
+      if (passive_) {
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "a passive replica"));
+      }
+      return start(request.replicate(), std::move(reply));
+    case pb::Request::kReplicaStatus: {
+      pb::Response response;
+      if (passive_) {
+        *response.mutable_replica_status() = passive_->info();
+        return reply(info_response(std::move(response)));
+      }
+      std::lock_guard guard(mutex_);
+      if (sender_) {
+        *response.mutable_replica_status() = sender_->info();
+      } else {
+        response.mutable_replica_status()->set_role(pb::REPLICA_ROLE_NONE);
+        response.mutable_replica_status()->set_phase(pb::REPLICA_PHASE_NONE);
+      }
+      return reply(info_response(std::move(response)));
+    }
+    case pb::Request::kReplicaStop: {
+      std::shared_ptr<ReplicaSender> sender;
+      {
+        std::lock_guard guard(mutex_);
+        if (running_) sender = sender_;
+      }
+      if (!sender) return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not replicating"));
+      if (std::string why = sender->stop(); !why.empty())
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
+      pb::Response response;
+      *response.mutable_replica_stop() = sender->info();
+      return reply(info_response(std::move(response)));
+    }
+    case pb::Request::kTakeover:
+      if (!passive_) {
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                    "not a passive replica (keel-vmm --replica-of): the guest "
+                                    "runs here"));
+      }
+      return passive_->takeover(std::move(reply));
+    default:
+      return reply(error_response(pb::ERROR_CODE_UNKNOWN_REQUEST, "not a replica request"));
+  }
+}
+
+}  // namespace keel::migration

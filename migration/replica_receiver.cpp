@@ -1,0 +1,303 @@
+#include "migration/replica_receiver.h"
+
+#include <future>
+
+#include "common/log.h"
+#include "migration/event_loop_call.h"
+#include "migration/page_writer.h"
+#include "migration/stream_hello.h"
+#include "proto/migration.pb.h"
+#include "vmm/jail/syscall_filter.h"
+
+namespace keel::migration {
+
+namespace pb = ::keel::api::v1;
+namespace mpb = ::keel::migration::v1;
+namespace st = ::keel::state::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The active checkpoints at least every half second (its longest epoch);
+// silence this long means it is gone or cut off.
+constexpr auto kStreamTimeout = std::chrono::seconds(10);
+
+uint64_t ms_since(Clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
+}
+
+}  // namespace
+
+ReplicaReceiver::ReplicaReceiver(const VmmOptions& options) : options_(options) {
+  if (options.jail) {
+    throw InputError(
+        "--replica-of does not run jailed yet (--jail): the takeover opens files and sockets");
+  }
+  const TcpEndpoint endpoint = parse_tcp_endpoint(options.replica_of, "--replica-of");
+  listener_ = listen_tcp(endpoint);
+  const std::string text = endpoint.text;
+  address_ = text.substr(0, text.rfind(':') + 1) + std::to_string(local_port(listener_.get()));
+}
+
+ReplicaReceiver::~ReplicaReceiver() {
+  if (channel_) channel_->shutdown();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ReplicaReceiver::refuse(const std::string& why) {
+  refuse_stream(*channel_, why);
+}
+
+std::unique_ptr<Machine> ReplicaReceiver::accept(const std::atomic<bool>& stop,
+                                                 const std::function<void(Machine&)>& built) {
+  UniqueFd socket = accept_tcp(listener_.get(), stop, &peer_);
+  if (!socket.valid()) return nullptr;
+  listener_.reset();  // one active: nobody else gets in
+  log::info("replica stream from " + peer_ + " coming in");
+  channel_ = std::make_unique<FrameChannel>(std::move(socket), "the active", kStreamTimeout);
+  channel_->expect_magic();
+  FrameChannel::Frame frame = channel_->receive();
+  if (frame.type != FrameType::kHello)
+    throw StreamError(std::string("expected hello, got ") + frame_name(frame.type));
+  std::unique_ptr<Machine> machine;
+  try {
+    machine = machine_for_hello(options_, frame.payload, true);
+    machine->open_control();
+  } catch (const InputError& e) {
+    refuse(e.what());
+    throw;
+  }
+  mpb::Verdict yes;
+  yes.set_ok(true);
+  channel_->send(FrameType::kVerdict, yes);
+  if (built) built(*machine);
+  // Takeover runs apply_state: run it once now, before the guest is here.
+  machine->rehearse_incoming();
+  machine->start_vcpus_parked();
+  machine->hold_as_replica();
+  return machine;
+}
+
+void ReplicaReceiver::start(Machine& machine) {
+  machine_ = &machine;
+  {
+    std::lock_guard guard(mutex_);
+    receiving_ = true;
+  }
+  thread_ = std::thread([this] {
+    jail::confine_thread(jail::ThreadKind::kWorker, "replica");
+    keep_copy();
+  });
+}
+
+pb::ReplicaInfo ReplicaReceiver::info() const {
+  std::lock_guard guard(mutex_);
+  pb::ReplicaInfo info;
+  info.set_role(pb::REPLICA_ROLE_PASSIVE);
+  info.set_phase(phase_);
+  info.set_peer(peer_);
+  info.set_epoch(epoch_);
+  if (epoch_ != 0) info.set_last_ack_age_ms(ms_since(committed_at_));
+  info.set_last_epoch_us(last_epoch_us_);
+  info.set_last_epoch_pages(last_epoch_pages_);
+  info.set_error(error_);
+  return info;
+}
+
+void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
+                                   std::span<const uint8_t> payload) {
+  EpochAssembler::Epoch epoch = epochs.complete(payload);
+  // The first epoch's pages went straight into memory (there was no copy
+  // to keep whole yet); a later one's waited for this.
+  for (const auto& frame : epoch.frames) memory.write(frame);
+  {
+    std::lock_guard guard(mutex_);
+    committed_state_ = std::move(epoch.state);
+    epoch_ = epoch.number;
+    committed_at_ = Clock::now();
+    last_epoch_us_ = epoch.length_us;
+    last_epoch_pages_ = epoch.pages;
+    phase_ = pb::REPLICA_PHASE_PROTECTED;
+  }
+  epochs.committed();
+  mpb::EpochAck ack;
+  ack.set_epoch(epoch.number);
+  channel_->send(FrameType::kEpochAck, ack);
+  if (epoch.number == 1) log::info("replica: the first epoch is applied; the copy can take over");
+}
+
+ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
+  PageWriter direct(machine_->guest_memory());  // every write to memory goes through it
+  EpochAssembler epochs(direct.memory_pages());
+  const auto write_now = [&direct](std::span<const uint8_t> payload) {
+    return direct.write(payload);
+  };
+  for (;;) {
+    FrameChannel::Frame frame = channel_->receive();
+    switch (frame.type) {
+      case FrameType::kPages:
+        epochs.add_pages(frame.payload, write_now);
+        break;
+      case FrameType::kSync:
+        if (!frame.payload.empty()) throw StreamError("sync frame with a payload");
+        epochs.end_first_copy();
+        channel_->send(FrameType::kSynced);
+        break;
+      case FrameType::kState:
+        try {
+          machine_->check_state_fits(epochs.add_state(frame.payload));
+        } catch (const StreamError&) {
+          throw;
+        } catch (const InputError& e) {
+          refuse(std::string("state refused: ") + e.what());
+          throw;
+        }
+        break;
+      case FrameType::kEpoch:
+        commit_epoch(epochs, direct, frame.payload);
+        break;
+      case FrameType::kGo:
+        if (epochs.last_epoch() == 0 || epochs.mid_epoch())
+          throw StreamError("go with no complete epoch to run from");
+        return Ending::kSwitchover;
+      case FrameType::kCancel: {
+        mpb::Verdict why;
+        why.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()));
+        std::lock_guard guard(mutex_);
+        error_ = peer_says(why.message());
+        return Ending::kCancelled;
+      }
+      default:
+        throw StreamError(std::string("unexpected ") + frame_name(frame.type) +
+                          " frame in a replica stream");
+    }
+  }
+}
+
+void ReplicaReceiver::keep_copy() {
+  Ending ending = Ending::kFailed;
+  std::string failure;
+  try {
+    ending = receive_epochs();
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  std::unique_lock lock(mutex_);
+  receiving_ = false;
+  if (ending == Ending::kCancelled) {
+    phase_ = pb::REPLICA_PHASE_STOPPED;
+    const std::string why = error_;
+    lock.unlock();
+    machine_->drop_replica("the active ended the replication (" + why + ")");
+    return;
+  }
+  if (ending == Ending::kSwitchover) {
+    lock.unlock();
+    auto done = std::make_shared<std::promise<std::string>>();
+    std::future<std::string> result = done->get_future();
+    machine_->post([this, done] { done->set_value(run_copy()); });
+    std::string why;
+    try {
+      why = from_event_loop(result);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    try {
+      if (why.empty()) {
+        channel_->send(FrameType::kRunning);
+      } else {
+        refuse("the passive could not run the guest: " + why);
+      }
+    } catch (const std::exception& e) {
+      log::warning(std::string("could not tell the active about the switchover: ") + e.what());
+    }
+    return;
+  }
+  if (taking_over_) {
+    lock.unlock();
+    machine_->post([this] {
+      const std::string why = run_copy();
+      std::lock_guard guard(mutex_);
+      taking_over_ = false;
+      ControlHandler::Reply reply = std::move(takeover_reply_);
+      if (!why.empty()) return reply(error_response(pb::ERROR_CODE_FAILED, why));
+      pb::Response response;
+      response.set_ok(true);
+      // (info() takes the lock: filled in here.)
+      response.mutable_takeover()->set_role(pb::REPLICA_ROLE_PASSIVE);
+      response.mutable_takeover()->set_phase(phase_);
+      response.mutable_takeover()->set_epoch(epoch_);
+      response.mutable_takeover()->set_peer(peer_);
+      reply(std::move(response));
+    });
+    return;
+  }
+  if (epoch_ == 0) {
+    phase_ = pb::REPLICA_PHASE_FAILED;
+    error_ = failure;
+    lock.unlock();
+    machine_->drop_replica("the replica stream failed before its first epoch: " + failure, true);
+    return;
+  }
+  phase_ = pb::REPLICA_PHASE_FAILED;
+  error_ = failure;
+  log::warning("replica stream lost (" + failure + "); the copy of epoch " +
+               std::to_string(epoch_) + " waits for takeover or kill");
+}
+
+std::string ReplicaReceiver::run_copy() {
+  st::VmState state;
+  uint64_t epoch;
+  Clock::time_point at;
+  {
+    std::lock_guard guard(mutex_);
+    if (!committed_state_) return "no epoch applied yet";
+    state = *committed_state_;
+    epoch = epoch_;
+    at = committed_at_;
+  }
+  try {
+    machine_->apply_state(state);
+    machine_->take_over_replica();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  machine_->announce_network();
+  {
+    std::lock_guard guard(mutex_);
+    phase_ = pb::REPLICA_PHASE_TAKEN_OVER;
+  }
+  log::info("replica: the guest runs here from epoch " + std::to_string(epoch) + " (applied " +
+            std::to_string(ms_since(at)) + " ms ago)");
+  return "";
+}
+
+void ReplicaReceiver::takeover(ControlHandler::Reply reply) {
+  std::unique_lock lock(mutex_);
+  if (phase_ == pb::REPLICA_PHASE_TAKEN_OVER)
+    return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the guest runs here already"));
+  if (taking_over_) return reply(error_response(pb::ERROR_CODE_BUSY, "a takeover is under way"));
+  if (epoch_ == 0) {
+    return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                "nothing to take over yet: no epoch has been applied"));
+  }
+  if (receiving_) {
+    // The thread finishes the epoch it applies, if any, sees the stream
+    // end and runs the copy.
+    taking_over_ = true;
+    takeover_reply_ = std::move(reply);
+    lock.unlock();
+    channel_->shutdown();
+    return;
+  }
+  lock.unlock();
+  const std::string why = run_copy();
+  if (!why.empty()) return reply(error_response(pb::ERROR_CODE_FAILED, why));
+  pb::Response response;
+  response.set_ok(true);
+  *response.mutable_takeover() = info();
+  reply(std::move(response));
+}
+
+}  // namespace keel::migration

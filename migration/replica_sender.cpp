@@ -1,0 +1,271 @@
+#include "migration/replica_sender.h"
+
+#include <algorithm>
+#include <future>
+
+#include "common/log.h"
+#include "migration/event_loop_call.h"
+#include "migration/page_sender.h"
+#include "migration/stream_hello.h"
+#include "proto/migration.pb.h"
+
+namespace keel::migration {
+
+namespace pb = ::keel::api::v1;
+namespace mpb = ::keel::migration::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+// A passive silent this long is taken for dead: the replication ends and
+// the guest runs on unprotected. Short, since protection is lost meanwhile;
+// long enough for a big epoch on a slow link.
+constexpr auto kStreamTimeout = std::chrono::seconds(10);
+constexpr auto kPauseTimeout = std::chrono::seconds(5);
+// The share of the guest's time a checkpoint's pause may take before the
+// epochs grow (the guest's slowdown), and below which they shrink again.
+constexpr double kPauseShareHigh = 0.05;
+constexpr double kPauseShareLow = 0.02;
+
+uint64_t us(Clock::duration d) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+}
+
+}  // namespace
+
+ReplicaSender::ReplicaSender(MigratableMachine& machine, ReplicaSettings settings)
+    : machine_(machine), settings_(std::move(settings)), target_(settings_.epoch) {
+  info_.set_role(pb::REPLICA_ROLE_ACTIVE);
+  info_.set_phase(pb::REPLICA_PHASE_CONNECTING);
+  info_.set_peer(settings_.to.text);
+  info_.set_epoch_target_ms(static_cast<uint32_t>(target_.count()));
+}
+
+pb::ReplicaInfo ReplicaSender::info() const {
+  std::lock_guard guard(mutex_);
+  pb::ReplicaInfo copy = info_;
+  const auto now = Clock::now();
+  if (started_ != Clock::time_point{}) copy.set_elapsed_ms(us(now - started_) / 1000);
+  if (last_ack_ != Clock::time_point{}) copy.set_last_ack_age_ms(us(now - last_ack_) / 1000);
+  if (channel_) copy.set_bytes_sent(channel_->bytes_sent());
+  return copy;
+}
+
+void ReplicaSender::set_phase(pb::ReplicaPhase phase) {
+  std::lock_guard guard(mutex_);
+  info_.set_phase(phase);
+}
+
+std::string ReplicaSender::stop() {
+  std::lock_guard guard(mutex_);
+  switch (info_.phase()) {
+    case pb::REPLICA_PHASE_FAILED:
+    case pb::REPLICA_PHASE_STOPPED:
+      return "no replication under way";
+    default:
+      break;
+  }
+  stopping_.store(true);
+  stop_changed_.notify_all();
+  return "";
+}
+
+void ReplicaSender::connect_and_copy() {
+  UniqueFd socket = connect_tcp(settings_.to, kConnectTimeout);
+  {
+    std::lock_guard guard(mutex_);
+    channel_ = std::make_unique<FrameChannel>(std::move(socket), "the passive", kStreamTimeout);
+  }
+  send_hello(*channel_, machine_, true);
+  // The checkpoints run code this process may not have run yet.
+  machine_.rehearse_state();
+  set_phase(pb::REPLICA_PHASE_SYNCING);
+  GuestMemory& memory = machine_.guest_memory();
+  dirty_log_ = machine_.start_dirty_log();
+  // Everything the VMM wrote before now is in memory, which goes whole;
+  // what anyone writes from here on is in the first epoch.
+  memory.dirty().harvest();
+  PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
+  pages.set_cancel_check(&stopping_);
+  pages.add_all(memory.fd());
+  channel_->send(FrameType::kSync);
+  FrameChannel::Frame answer = channel_->receive();
+  if (answer.type != FrameType::kSynced) {
+    throw StreamError(std::string("expected synced from the passive, got ") +
+                      frame_name(answer.type));
+  }
+  bitmap_.assign(memory.dirty().words(), 0);
+}
+
+void ReplicaSender::checkpoint(uint64_t epoch) {
+  MigratableMachine& machine = machine_;
+  GuestMemory& memory = machine.guest_memory();
+  const auto asked = Clock::now();
+  auto parked = std::make_shared<std::promise<Clock::time_point>>();
+  std::future<Clock::time_point> parked_future = parked->get_future();
+  machine.request_pause([parked] { parked->set_value(Clock::now()); });
+  // Waited in slices: a machine that stops meanwhile never parks its vCPUs.
+  while (parked_future.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (stopping_.load() || Clock::now() - asked > kPauseTimeout) {
+      on_event_loop<bool>(machine, [&machine] {
+        machine.resume();
+        return true;
+      });
+      if (stopping_.load()) throw StreamError("stopped");
+      throw std::runtime_error("a vCPU did not stop within 5 s");
+    }
+  }
+  const Clock::time_point stopped = parked_future.get();
+  // On the event loop, in one go: the devices quiesce and save (what they
+  // write meanwhile is in the VMM's marks), then the pages written since
+  // the last checkpoint are harvested and copied, then the guest runs on.
+  EpochPages& staged = staged_;
+  std::vector<uint64_t>& bitmap = bitmap_;
+  kvm::DirtyLog& log = *dirty_log_;
+  state::v1::VmState state = on_event_loop<state::v1::VmState>(machine, [&] {
+    state::v1::VmState captured;
+    try {
+      captured = machine.capture_state();
+      std::fill(bitmap.begin(), bitmap.end(), 0);
+      log.peek_into(bitmap);
+      log.reprotect_peeked();
+      staged.stage(memory.host_base(), memory.size() / kPageSize, bitmap);
+    } catch (...) {
+      machine.resume();
+      throw;
+    }
+    machine.resume();
+    return captured;
+  });
+  const auto resumed = Clock::now();
+  const auto pause = resumed - stopped;
+  // The guest's time goes on between the checkpoint and a takeover.
+  state.mutable_clock()->set_advance_by_wall_time(true);
+
+  const uint64_t sent_before = channel_->bytes_sent();
+  channel_->hold(true);
+  staged_.send(*channel_);
+  channel_->send(FrameType::kState, state);
+  channel_->hold(false);
+  mpb::Epoch end;
+  end.set_epoch(epoch);
+  end.set_pages(staged_.pages());
+  end.set_zero_pages(staged_.zero_pages());
+  end.set_length_us(last_checkpoint_ == Clock::time_point{} ? 0 : us(stopped - last_checkpoint_));
+  channel_->send(FrameType::kEpoch, end);
+
+  FrameChannel::Frame answer = channel_->receive();
+  if (answer.type == FrameType::kVerdict) {
+    mpb::Verdict verdict;
+    verdict.ParseFromArray(answer.payload.data(), static_cast<int>(answer.payload.size()));
+    throw InputError("the passive refused epoch " + std::to_string(epoch) + ": " +
+                     peer_says(verdict.message()));
+  }
+  if (answer.type != FrameType::kEpochAck) {
+    throw StreamError(std::string("expected an epoch ack from the passive, got ") +
+                      frame_name(answer.type));
+  }
+  mpb::EpochAck ack;
+  if (!ack.ParseFromArray(answer.payload.data(), static_cast<int>(answer.payload.size())) ||
+      ack.epoch() != epoch) {
+    throw StreamError("the passive acknowledged epoch " + std::to_string(ack.epoch()) +
+                      ", expected " + std::to_string(epoch));
+  }
+  const auto acked = Clock::now();
+  const uint64_t bytes = channel_->bytes_sent() - sent_before;
+  {
+    std::lock_guard guard(mutex_);
+    info_.set_epoch(epoch);
+    if (last_checkpoint_ != Clock::time_point{})
+      info_.set_last_epoch_us(us(stopped - last_checkpoint_));
+    info_.set_last_pause_us(us(pause));
+    info_.set_max_pause_us(std::max<uint64_t>(info_.max_pause_us(), us(pause)));
+    info_.set_last_epoch_pages(staged_.pages() + staged_.zero_pages());
+    // Smoothed: one epoch's transfer is short and noisy.
+    const double rate = static_cast<double>(bytes) / std::max(1e-6, us(acked - resumed) / 1e6);
+    const double before = static_cast<double>(info_.bandwidth_bytes_per_s());
+    info_.set_bandwidth_bytes_per_s(
+        static_cast<uint64_t>(before == 0 ? rate : 0.8 * before + 0.2 * rate));
+    paused_total_ += pause;
+    if (epoch == 1) first_checkpoint_ = stopped;  // the share counts from there
+    const double ran = std::chrono::duration<double>(acked - first_checkpoint_).count();
+    if (ran > 0)
+      info_.set_paused_percent(100.0 * std::chrono::duration<double>(paused_total_).count() / ran);
+    last_ack_ = acked;
+  }
+  last_checkpoint_ = stopped;
+  adapt_target(pause);
+}
+
+void ReplicaSender::adapt_target(Clock::duration pause) {
+  const double share = std::chrono::duration<double>(pause).count() /
+                       std::max(1e-3, std::chrono::duration<double>(target_).count());
+  auto next = target_;
+  if (share > kPauseShareHigh) {
+    next = std::min(settings_.max_epoch, target_ * 3 / 2);
+  } else if (share < kPauseShareLow && target_ > settings_.epoch) {
+    next = std::max(settings_.epoch, target_ * 2 / 3);
+  }
+  if (next == target_) return;
+  target_ = next;
+  std::lock_guard guard(mutex_);
+  info_.set_epoch_target_ms(static_cast<uint32_t>(target_.count()));
+}
+
+pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> first) {
+  {
+    std::lock_guard guard(mutex_);
+    started_ = Clock::now();
+  }
+  bool told = false;
+  try {
+    connect_and_copy();
+    for (uint64_t epoch = 1;; ++epoch) {
+      if (epoch > 1) {
+        std::unique_lock lock(mutex_);
+        stop_changed_.wait_until(lock, last_checkpoint_ + target_,
+                                 [this] { return stopping_.load(); });
+      }
+      if (stopping_.load()) break;
+      checkpoint(epoch);
+      if (epoch == 1) {
+        set_phase(pb::REPLICA_PHASE_PROTECTED);
+        log::info("replica at " + settings_.to.text + " protects the guest");
+        first(info());
+        told = true;
+      }
+    }
+    try {
+      mpb::Verdict why;
+      why.set_message("the active ended the replication");
+      channel_->send(FrameType::kCancel, why);
+    } catch (const std::exception& e) {
+      log::warning(std::string("could not tell the passive the replication ended: ") + e.what());
+    }
+    set_phase(pb::REPLICA_PHASE_STOPPED);
+  } catch (const std::exception& e) {
+    const bool stopped = stopping_.load();
+    const std::string message = e.what();
+    if (channel_ && !channel_->is_shut_down()) {
+      try {
+        mpb::Verdict why;
+        why.set_message(stopped ? "the active ended the replication" : message);
+        channel_->hold(false);
+        channel_->send(FrameType::kCancel, why);
+      } catch (const std::exception&) {
+        // The passive is gone already.
+      }
+    }
+    std::lock_guard guard(mutex_);
+    info_.set_phase(stopped ? pb::REPLICA_PHASE_STOPPED : pb::REPLICA_PHASE_FAILED);
+    if (!stopped) info_.set_error(message + "; the guest runs on here, unprotected");
+  }
+  dirty_log_.reset();
+  if (channel_) channel_->shutdown();
+  pb::ReplicaInfo outcome = info();
+  if (!told) first(outcome);
+  return outcome;
+}
+
+}  // namespace keel::migration

@@ -1,0 +1,82 @@
+// The active side of high availability (DESIGN.md: HA is migration that
+// never finishes), on a thread of its own while the guest runs: the shape
+// for the passive to check, all of memory once, then checkpoints in epochs.
+// Each checkpoint stops the vCPUs, captures the device state, copies the
+// pages written since the last one (KVM's dirty log and the VMM's marks)
+// and lets the guest run on at once; the epoch then travels while the
+// guest runs the next, and the passive applies it whole and acknowledges.
+//
+// Epoch length: it starts at the target asked and grows (up to the upper
+// bound) while a checkpoint's pause would take more than 5% of the guest's
+// time, shrinking back towards the target when pauses are short; an epoch
+// is never shorter than its transfer and acknowledgement take (one epoch in
+// flight at most).
+//
+// Any failure (the passive dies, refuses, stops answering) ends the
+// replication with the guest running on here, unprotected; info() says why.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/tcp_endpoint.h"
+#include "migration/epoch_pages.h"
+#include "migration/stream/frame_channel.h"
+#include "proto/control.pb.h"
+#include "vmm/migratable_machine.h"
+
+namespace keel::migration {
+
+struct ReplicaSettings {
+  TcpEndpoint to;
+  std::chrono::milliseconds epoch{30};
+  std::chrono::milliseconds min_epoch{10};
+  std::chrono::milliseconds max_epoch{500};
+};
+
+class ReplicaSender {
+ public:
+  ReplicaSender(MigratableMachine& machine, ReplicaSettings settings);
+
+  // The replication, on the calling thread, until stop() or a failure;
+  // returns how it ended. `first` runs once: with the status when the first
+  // epoch is acknowledged (PROTECTED), or when it failed before that.
+  api::v1::ReplicaInfo run(std::function<void(const api::v1::ReplicaInfo&)> first);
+
+  // From any thread: ends the replication (the passive is told). Empty
+  // when done, else why not.
+  std::string stop();
+  api::v1::ReplicaInfo info() const;
+
+ private:
+  void connect_and_copy();
+  // One checkpoint: pause, capture, copy, resume; then the epoch sent and
+  // its acknowledgement awaited.
+  void checkpoint(uint64_t epoch);
+  void adapt_target(std::chrono::steady_clock::duration pause);
+  void set_phase(api::v1::ReplicaPhase phase);
+
+  MigratableMachine& machine_;
+  const ReplicaSettings settings_;
+  std::unique_ptr<FrameChannel> channel_;
+  std::unique_ptr<kvm::DirtyLog> dirty_log_;
+  EpochPages staged_;
+  std::vector<uint64_t> bitmap_;
+  std::chrono::milliseconds target_;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point first_checkpoint_;
+  std::chrono::steady_clock::time_point last_checkpoint_;
+  std::chrono::steady_clock::time_point last_ack_;
+  std::chrono::steady_clock::duration paused_total_{};
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex mutex_;
+  std::condition_variable stop_changed_;
+  api::v1::ReplicaInfo info_;
+};
+
+}  // namespace keel::migration

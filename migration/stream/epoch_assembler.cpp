@@ -1,0 +1,73 @@
+#include "migration/stream/epoch_assembler.h"
+
+#include "proto/migration.pb.h"
+
+namespace keel::migration {
+
+void EpochAssembler::add_pages(std::span<const uint8_t> payload, const WriteNow& write_now) {
+  if (handed_over_ != 0) throw StreamError("pages before the last epoch was applied");
+  PageBatchCounts counts;
+  if (last_epoch_ == 0) {
+    counts = write_now(payload);
+  } else {
+    counts = decode_page_batch(payload, memory_pages_, [](uint64_t, const uint8_t*) {});
+    if (frames_ == kept_.size()) kept_.emplace_back();
+    kept_[frames_].assign(payload.begin(), payload.end());
+    ++frames_;
+  }
+  pages_ += counts.pages;
+  zeros_ += counts.zero_pages;
+}
+
+void EpochAssembler::end_first_copy() {
+  if (last_epoch_ != 0 || state_) throw StreamError("sync after the first epoch began");
+  pages_ = 0;
+  zeros_ = 0;
+}
+
+const state::v1::VmState& EpochAssembler::add_state(std::span<const uint8_t> payload) {
+  if (state_) throw StreamError("a second state in one epoch");
+  state::v1::VmState state;
+  if (!state.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
+    throw StreamError("state frame does not parse");
+  state_ = std::move(state);
+  return *state_;
+}
+
+EpochAssembler::Epoch EpochAssembler::complete(std::span<const uint8_t> payload) {
+  if (handed_over_ != 0) throw StreamError("an epoch before the last one was applied");
+  migration::v1::Epoch end;
+  if (!end.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
+    throw StreamError("epoch frame does not parse");
+  if (end.epoch() != last_epoch_ + 1) {
+    throw StreamError("epoch " + std::to_string(end.epoch()) + " after epoch " +
+                      std::to_string(last_epoch_));
+  }
+  if (end.pages() != pages_ || end.zero_pages() != zeros_) {
+    throw StreamError("epoch " + std::to_string(end.epoch()) + " announced " +
+                      std::to_string(end.pages()) + "+" + std::to_string(end.zero_pages()) +
+                      " pages, " + std::to_string(pages_) + "+" + std::to_string(zeros_) +
+                      " arrived");
+  }
+  if (!state_) throw StreamError("epoch " + std::to_string(end.epoch()) + " without a state");
+  Epoch epoch;
+  epoch.number = end.epoch();
+  epoch.length_us = end.length_us();
+  epoch.pages = pages_ + zeros_;
+  epoch.frames = std::span<const std::vector<uint8_t>>(kept_.data(), frames_);
+  epoch.state = std::move(*state_);
+  state_.reset();
+  handed_over_ = epoch.number;
+  return epoch;
+}
+
+void EpochAssembler::committed() {
+  if (handed_over_ == 0) return;
+  last_epoch_ = handed_over_;
+  handed_over_ = 0;
+  frames_ = 0;
+  pages_ = 0;
+  zeros_ = 0;
+}
+
+}  // namespace keel::migration

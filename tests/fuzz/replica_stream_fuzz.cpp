@@ -1,0 +1,97 @@
+// libFuzzer target: a replica stream as a passive reads it (migration/
+// stream: FrameChannel, EpochAssembler). The input is the bytes an active
+// sends; they go down a socket pair to a FrameChannel; page frames, states
+// and epoch ends go to an EpochAssembler over a small guest memory, as
+// ReplicaReceiver hands them (pages written at once before the first
+// epoch, else at an epoch's end). Anything wrong must be a StreamError or
+// an InputError; never a crash, a write outside memory, or a hang; and
+// once an epoch was applied, memory changes only when another one is: when
+// the stream ends, memory is what the last applied epoch left.
+//
+// Seeds (tests/fuzz/corpus/replica_stream_fuzz, make_seeds.py): a first
+// copy and two epochs, one epoch cut short, epochs out of order.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common/error.h"
+#include "migration/stream/epoch_assembler.h"
+#include "migration/stream/frame_channel.h"
+#include "tests/fuzz/fuzz_memory.h"
+
+using namespace keel;
+using namespace keel::migration;
+
+namespace {
+constexpr uint64_t kMemoryPages = 64;
+
+PageBatchCounts write_pages(std::vector<uint8_t>& memory, std::span<const uint8_t> payload) {
+  return decode_page_batch(payload, kMemoryPages, [&](uint64_t page, const uint8_t* bytes) {
+    FUZZ_CHECK(page < kMemoryPages);
+    if (bytes == nullptr) {
+      std::memset(memory.data() + page * kPageSize, 0, kPageSize);
+    } else {
+      FUZZ_CHECK(bytes >= payload.data() && bytes + kPageSize <= payload.data() + payload.size());
+      std::memcpy(memory.data() + page * kPageSize, bytes, kPageSize);
+    }
+  });
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return 0;
+  int buffer = 1 << 20;
+  ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+  size_t at = 0;
+  while (at < size) {
+    ssize_t n = ::send(fds[0], data + at, size - at, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    at += static_cast<size_t>(n);
+  }
+  ::close(fds[0]);
+  FrameChannel channel(UniqueFd(fds[1]), "the fuzzer", std::chrono::milliseconds(1000));
+
+  std::vector<uint8_t> memory(kMemoryPages * kPageSize);
+  std::vector<uint8_t> applied;  // memory as the last epoch left it
+  EpochAssembler epochs(kMemoryPages);
+  const auto write_now = [&memory](std::span<const uint8_t> payload) {
+    return write_pages(memory, payload);
+  };
+  try {
+    channel.expect_magic();
+    for (;;) {
+      FrameChannel::Frame frame = channel.receive();
+      switch (frame.type) {
+        case FrameType::kPages:
+          epochs.add_pages(frame.payload, write_now);
+          break;
+        case FrameType::kSync:
+          epochs.end_first_copy();
+          break;
+        case FrameType::kState:
+          epochs.add_state(frame.payload);
+          break;
+        case FrameType::kEpoch: {
+          EpochAssembler::Epoch epoch = epochs.complete(frame.payload);
+          FUZZ_CHECK(epoch.number == epochs.last_epoch() + 1);
+          FUZZ_CHECK(epoch.number == 1 || !applied.empty());
+          for (const auto& pages : epoch.frames) write_pages(memory, pages);
+          epochs.committed();
+          applied = memory;
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  } catch (const InputError&) {
+    // StreamError is one: the stream refused, as it must be.
+  }
+  if (epochs.last_epoch() != 0) FUZZ_CHECK(memory == applied);
+  return 0;
+}

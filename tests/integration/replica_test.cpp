@@ -1,0 +1,217 @@
+// Replica streaming between keel-vmm processes over loopback (label kvm):
+// keelctl replicate to a keel-vmm --replica-of, epochs acknowledged while
+// the test guest rewrites memory; the active killed with SIGKILL and the
+// passive taking over from its last epoch, the guest carrying on without a
+// reboot and its memory checked whole by the guest itself; the passive
+// killed (the active's guest runs on, unprotected), a new passive synced,
+// replica-stop (the passive drops its copy); and the refusals.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "proto/control.pb.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
+#include "tests/support/scratch_dir.h"
+#include "tests/support/vmm_run.h"
+
+namespace keel::testing {
+namespace {
+
+namespace pb = ::keel::api::v1;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::vector<std::string> testos(const std::string& cmdline) {
+  return {"--kernel", testos_bzimage(), "--cpus", "2", "--memory", "256M", "--cmdline", cmdline};
+}
+
+// A keel-vmm keeping a replica, listening on a loopback port of its own.
+struct Passive {
+  std::string address;
+  std::unique_ptr<LiveVmm> vmm;
+};
+Passive passive() {
+  Passive p;
+  p.vmm = std::make_unique<LiveVmm>(std::vector<std::string>{"--replica-of", "tcp:127.0.0.1:0"});
+  p.address = p.vmm->incoming_address(seconds(30), "waiting for a replica stream on ");
+  EXPECT_EQ(p.address.rfind("tcp:127.0.0.1:", 0), 0u) << p.vmm->describe();
+  return p;
+}
+
+pb::Response call(const LiveVmm& vmm, std::vector<std::string> args,
+                  milliseconds timeout = seconds(60)) {
+  args.insert(args.begin(), "--json");
+  return parse_json(vmm.keelctl(args, timeout));
+}
+
+// Polls replica-status (an answer at a time, no sleeping between) until
+// `done` holds or `timeout` passes; the last status.
+pb::ReplicaInfo replica_until(const LiveVmm& vmm,
+                              const std::function<bool(const pb::ReplicaInfo&)>& done,
+                              milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  pb::ReplicaInfo info;
+  do {
+    info = call(vmm, {"replica-status"}).replica_status();
+    if (done(info)) break;
+    std::this_thread::sleep_for(milliseconds(50));  // a status every 50 ms, not a spin
+  } while (std::chrono::steady_clock::now() < end);
+  return info;
+}
+
+uint64_t last_beat(const LiveVmm& vmm) {
+  auto lines = vmm.lines("testos: beat ");
+  while (!lines.empty() && lines.back().text.find(" t_us=") == std::string::npos) lines.pop_back();
+  return lines.empty() ? 0 : field_u64(lines.back().text, "seq");
+}
+
+TEST(Replica, PassiveTakesOverFromItsLastEpochWhenTheActiveIsKilled) {
+  // The guest rewrites 16 MiB over and over, a pass number in every word,
+  // and checks all of it at the end: a copy whose memory and vCPU state
+  // came from different moments fails that check.
+  LiveVmm active(testos("job=dirtier mib=16 seconds=45 interval_ms=20 rate_mbps=8"));
+  ASSERT_TRUE(active.wait_line("testos: dirtier start ", 0, seconds(300))) << active.describe();
+  ASSERT_TRUE(active.wait_line("testos: beat seq=3 ")) << active.describe();
+  Passive p = passive();
+
+  pb::Response started = call(active, {"replicate", p.address}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << active.describe() << p.vmm->describe();
+  EXPECT_EQ(started.replicate().phase(), pb::REPLICA_PHASE_PROTECTED);
+  EXPECT_EQ(started.replicate().role(), pb::REPLICA_ROLE_ACTIVE);
+  EXPECT_GE(started.replicate().epoch(), 1u);
+
+  // The copy is held: its status says so, and it runs nothing.
+  pb::Response held = call(*p.vmm, {"status"});
+  EXPECT_EQ(held.status().state(), pb::RUN_STATE_REPLICA) << p.vmm->describe();
+  pb::Response refused = call(*p.vmm, {"pause"});
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("a passive replica"), std::string::npos)
+      << refused.error().message();
+  refused = call(active, {"takeover"});
+  EXPECT_NE(refused.error().message().find("not a passive replica"), std::string::npos)
+      << refused.error().message();
+  refused = call(active, {"pause"});
+  EXPECT_EQ(refused.error().code(), pb::ERROR_CODE_BUSY) << refused.error().message();
+
+  // Epochs go on while the guest writes.
+  pb::ReplicaInfo info = replica_until(
+      active, [](const pb::ReplicaInfo& i) { return i.epoch() >= 20; }, seconds(120));
+  ASSERT_GE(info.epoch(), 20u) << active.describe();
+  EXPECT_EQ(info.phase(), pb::REPLICA_PHASE_PROTECTED);
+  EXPECT_GT(info.last_epoch_pages(), 0u);
+  EXPECT_GT(info.max_pause_us(), 0u);
+  std::fprintf(stderr,
+               "epoch %llu: target %u ms, last epoch %.1f ms with %llu pages, pause last %.3f ms "
+               "longest %.3f ms, %.2f%% paused, %.1f MB/s\n",
+               static_cast<unsigned long long>(info.epoch()), info.epoch_target_ms(),
+               static_cast<double>(info.last_epoch_us()) / 1000,
+               static_cast<unsigned long long>(info.last_epoch_pages()),
+               static_cast<double>(info.last_pause_us()) / 1000,
+               static_cast<double>(info.max_pause_us()) / 1000, info.paused_percent(),
+               static_cast<double>(info.bandwidth_bytes_per_s()) / 1e6);
+  pb::ReplicaInfo copy = call(*p.vmm, {"replica-status"}).replica_status();
+  EXPECT_EQ(copy.role(), pb::REPLICA_ROLE_PASSIVE);
+  EXPECT_GE(copy.epoch(), 1u);
+
+  ASSERT_EQ(::kill(active.pid(), SIGKILL), 0);
+  active.wait_exit(seconds(30));
+  const uint64_t beat_before = last_beat(active);
+  ASSERT_GT(beat_before, 3u);
+
+  pb::Response took = call(*p.vmm, {"takeover"});
+  ASSERT_TRUE(took.ok()) << took.error().message() << p.vmm->describe();
+  EXPECT_GE(took.takeover().epoch(), info.epoch());
+
+  // The guest carries on where the last epoch left it: no boot, beats that
+  // continue the active's (a few printed after that epoch come again).
+  auto first = p.vmm->wait_line("testos: beat seq=", 0, seconds(60));
+  ASSERT_TRUE(first) << p.vmm->describe();
+  const uint64_t resumed_at = field_u64(first->text, "seq");
+  EXPECT_GT(resumed_at, 3u) << first->text;
+  EXPECT_LE(resumed_at, beat_before + 1) << first->text;
+  EXPECT_TRUE(p.vmm->lines("testos: dirtier start").empty()) << p.vmm->describe();
+  EXPECT_EQ(call(*p.vmm, {"status"}).status().state(), pb::RUN_STATE_RUNNING);
+  ASSERT_TRUE(p.vmm->wait_line("testos: dirtier OK ", 0, seconds(300))) << p.vmm->describe();
+  EXPECT_TRUE(p.vmm->lines("testos: dirtier BAD").empty()) << p.vmm->describe();
+  EXPECT_EQ(p.vmm->wait_exit(seconds(60)), 0) << p.vmm->describe();
+}
+
+TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
+  LiveVmm active(testos("job=heartbeat interval_ms=20 count=0 mib=8"));
+  ASSERT_TRUE(active.wait_line("testos: beat seq=3 ", 0, seconds(300))) << active.describe();
+
+  {
+    // What a failover could not yet keep exact is refused, by name.
+    ScratchDir scratch("keel-replica-test");
+    std::vector<std::string> args = testos("job=heartbeat interval_ms=100 count=0");
+    args.insert(args.end(), {"--disk", "path=" + scratch.sparse_file("disk.img", 1 << 20)});
+    LiveVmm with_disk(args);
+    ASSERT_TRUE(with_disk.wait_line("testos: beat seq=1 ", 0, seconds(300)))
+        << with_disk.describe();
+    pb::Response refused = call(with_disk, {"replicate", "tcp:127.0.0.1:9"});
+    EXPECT_EQ(refused.error().code(), pb::ERROR_CODE_UNIMPLEMENTED);
+    EXPECT_NE(refused.error().message().find("writable disk"), std::string::npos)
+        << refused.error().message();
+  }
+  {
+    // A keel-vmm waiting for a migration is not a passive: refused by name.
+    LiveVmm incoming({"--incoming", "tcp:127.0.0.1:0"});
+    const std::string address = incoming.incoming_address(seconds(30));
+    pb::Response refused = call(active, {"replicate", address}, seconds(120));
+    EXPECT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message().find("--replica-of"), std::string::npos)
+        << refused.error().message();
+  }
+
+  // The passive dies: the guest runs on here, and status says it is unprotected.
+  Passive first = passive();
+  pb::Response started = call(active, {"replicate", first.address}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << first.vmm->describe();
+  pb::Response busy = call(active, {"replicate", first.address});
+  EXPECT_EQ(busy.error().code(), pb::ERROR_CODE_BUSY) << busy.error().message();
+  ASSERT_EQ(::kill(first.vmm->pid(), SIGKILL), 0);
+  pb::ReplicaInfo lost = replica_until(
+      active, [](const pb::ReplicaInfo& i) { return i.phase() == pb::REPLICA_PHASE_FAILED; },
+      seconds(60));
+  EXPECT_EQ(lost.phase(), pb::REPLICA_PHASE_FAILED);
+  EXPECT_NE(lost.error().find("unprotected"), std::string::npos) << lost.error();
+  const uint64_t beat = last_beat(active);
+  ASSERT_TRUE(active.wait_line("testos: beat seq=" + std::to_string(beat + 5) + " "))
+      << active.describe();
+
+  // A new passive, then replica-stop: the passive drops its copy and exits 0.
+  Passive second = passive();
+  started = call(active, {"replicate", second.address, "--epoch-ms", "50"}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << second.vmm->describe();
+  // The target starts there and grows only while pauses take over 5% of it.
+  EXPECT_GE(started.replicate().epoch_target_ms(), 50u);
+  EXPECT_LE(started.replicate().epoch_target_ms(), 500u);
+  pb::Response stopped = call(active, {"replica-stop"});
+  ASSERT_TRUE(stopped.ok()) << stopped.error().message();
+  EXPECT_EQ(second.vmm->wait_exit(seconds(60)), 0) << second.vmm->describe();
+  EXPECT_NE(second.vmm->errors().find("the active ended the replication"), std::string::npos)
+      << second.vmm->describe();
+  pb::ReplicaInfo ended = replica_until(
+      active, [](const pb::ReplicaInfo& i) { return i.phase() == pb::REPLICA_PHASE_STOPPED; },
+      seconds(30));
+  EXPECT_EQ(ended.phase(), pb::REPLICA_PHASE_STOPPED);
+
+  // Not busy any more: the guest pauses and resumes as before.
+  EXPECT_TRUE(call(active, {"pause"}).ok());
+  EXPECT_TRUE(call(active, {"resume"}).ok());
+  const uint64_t later = last_beat(active);
+  ASSERT_TRUE(active.wait_line("testos: beat seq=" + std::to_string(later + 3) + " "))
+      << active.describe();
+  EXPECT_TRUE(active.keelctl({"shutdown"}).exit_code == 0);
+  EXPECT_EQ(active.wait_exit(seconds(60)), 0) << active.describe();
+  EXPECT_NE(active.console().back().find("testos: heartbeat memory OK"), std::string::npos)
+      << active.describe();
+}
+
+}  // namespace
+}  // namespace keel::testing
