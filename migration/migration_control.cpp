@@ -119,6 +119,7 @@ void MigrationControl::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kReplicate:
     case pb::Request::kReplicaStatus:
     case pb::Request::kReplicaStop:
+    case pb::Request::kSwitchover:
     case pb::Request::kTakeover:
       return replicas_.handle(request, std::move(reply));
     default:

@@ -64,7 +64,7 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
   }
 
   // What a failover could not yet keep exact: a disk's writes after the
-  // last epoch, and network output of an epoch the passive never got.
+  // last epoch.
   const state::v1::VmConfig config = machine_.shape().config();
   for (const auto& disk : config.disks()) {
     if (!disk.readonly()) {
@@ -72,11 +72,6 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
                                   "replicating a writable disk is not built yet (" +
                                       (disk.path().empty() ? disk.nbd() : disk.path()) + ")"));
     }
-  }
-  if (config.nets_size() > 0) {
-    return reply(error_response(pb::ERROR_CODE_UNIMPLEMENTED,
-                                "replicating a network card is not built yet (its output would "
-                                "leave before the passive has the epoch)"));
   }
 
   std::lock_guard guard(mutex_);
@@ -98,11 +93,28 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
                                                       ? "stopped before the first epoch"
                                                       : first.error()));
     });
+    ControlHandler::Reply switchover_reply;
     {
       std::lock_guard guard(mutex_);
       running_ = false;
+      switchover_reply = std::move(switchover_reply_);
     }
-    if (outcome.phase() == pb::REPLICA_PHASE_STOPPED) {
+    if (switchover_reply) {
+      if (outcome.phase() == pb::REPLICA_PHASE_SWITCHED_OVER) {
+        pb::Response response;
+        *response.mutable_switchover() = outcome;
+        switchover_reply(info_response(std::move(response)));
+      } else {
+        switchover_reply(error_response(outcome.phase() == pb::REPLICA_PHASE_UNCERTAIN
+                                            ? pb::ERROR_CODE_INTERNAL
+                                            : pb::ERROR_CODE_FAILED,
+                                        outcome.error()));
+      }
+    }
+    if (outcome.phase() == pb::REPLICA_PHASE_SWITCHED_OVER) {
+      log::info("switchover to " + outcome.peer() + " done: paused " +
+                std::to_string(outcome.switchover_pause_us() / 1000.0) + " ms");
+    } else if (outcome.phase() == pb::REPLICA_PHASE_STOPPED) {
       log::info("replication to " + outcome.peer() + " stopped after epoch " +
                 std::to_string(outcome.epoch()));
     } else {
@@ -115,17 +127,18 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
 void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply reply) {
   switch (request.operation_case()) {
     case pb::Request::kReplicate:
-      if (passive_) {
+      // A copy that took over runs the guest: it may protect it in turn.
+      if (passive_ && !passive_->runs_guest()) {
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "a passive replica"));
       }
       return start(request.replicate(), std::move(reply));
     case pb::Request::kReplicaStatus: {
       pb::Response response;
-      if (passive_) {
+      std::lock_guard guard(mutex_);
+      if (passive_ && !sender_) {
         *response.mutable_replica_status() = passive_->info();
         return reply(info_response(std::move(response)));
       }
-      std::lock_guard guard(mutex_);
       if (sender_) {
         *response.mutable_replica_status() = sender_->info();
       } else {
@@ -147,8 +160,20 @@ void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply re
       *response.mutable_replica_stop() = sender->info();
       return reply(info_response(std::move(response)));
     }
+    case pb::Request::kSwitchover: {
+      std::shared_ptr<ReplicaSender> sender;
+      std::lock_guard guard(mutex_);
+      if (running_) sender = sender_;
+      if (!sender) return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not replicating"));
+      if (switchover_reply_)
+        return reply(error_response(pb::ERROR_CODE_BUSY, "a switchover is under way"));
+      if (std::string why = sender->switchover(); !why.empty())
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
+      switchover_reply_ = std::move(reply);
+      return;
+    }
     case pb::Request::kTakeover:
-      if (!passive_) {
+      if (!passive_ || passive_->runs_guest()) {
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
                                     "not a passive replica (keel-vmm --replica-of): the guest "
                                     "runs here"));

@@ -1,6 +1,7 @@
 // The control socket's replica operations for one machine. On the active:
 // replicate (the answer once the first epoch is acknowledged, or the
-// replication failed), replica-status, replica-stop; the replication runs
+// replication failed), replica-status, replica-stop, switchover (the
+// answer once the passive runs the guest); the replication runs
 // on a thread of its own (ReplicaSender). On a passive (keel-vmm
 // --replica-of): replica-status and takeover, from its ReplicaReceiver.
 #pragma once
@@ -38,6 +39,7 @@ class ReplicaControl {
   mutable std::mutex mutex_;
   std::shared_ptr<ReplicaSender> sender_;  // the one under way, or the last
   bool running_ = false;
+  ControlHandler::Reply switchover_reply_;  // answered when the replication ends
   std::thread thread_;
 };
 

@@ -91,6 +91,11 @@ void ReplicaReceiver::start(Machine& machine) {
   });
 }
 
+bool ReplicaReceiver::runs_guest() const {
+  std::lock_guard guard(mutex_);
+  return phase_ == pb::REPLICA_PHASE_TAKEN_OVER;
+}
+
 pb::ReplicaInfo ReplicaReceiver::info() const {
   std::lock_guard guard(mutex_);
   pb::ReplicaInfo info;

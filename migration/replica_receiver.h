@@ -57,6 +57,9 @@ class ReplicaReceiver {
 
   // The control socket's replica-status and takeover, on the event loop.
   api::v1::ReplicaInfo info() const;
+  // The copy took over (or a switchover brought the guest): it is the
+  // guest now.
+  bool runs_guest() const;
   void takeover(ControlHandler::Reply reply);
 
  private:

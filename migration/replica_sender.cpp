@@ -98,7 +98,18 @@ void ReplicaSender::connect_and_copy() {
   bitmap_.assign(memory.dirty().words(), 0);
 }
 
-void ReplicaSender::checkpoint(uint64_t epoch) {
+std::string ReplicaSender::switchover() {
+  std::lock_guard guard(mutex_);
+  if (info_.phase() != pb::REPLICA_PHASE_PROTECTED)
+    return "the guest is not protected yet (replica-status)";
+  if (switching_.load()) return "a switchover is under way";
+  switching_.store(true);
+  info_.set_phase(pb::REPLICA_PHASE_SWITCHING_OVER);
+  stop_changed_.notify_all();
+  return "";
+}
+
+Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   MigratableMachine& machine = machine_;
   GuestMemory& memory = machine.guest_memory();
   const auto asked = Clock::now();
@@ -131,13 +142,18 @@ void ReplicaSender::checkpoint(uint64_t epoch) {
       log.peek_into(bitmap);
       log.reprotect_peeked();
       staged.stage(memory.host_base(), memory.size() / kPageSize, bitmap);
+      // Output commit: what the guest sent until now is this epoch's; from
+      // the first checkpoint on, output waits for its epoch's ack.
+      machine.close_output_epoch(epoch);
+      if (epoch == 1) machine.hold_output(true);
     } catch (...) {
       machine.resume();
       throw;
     }
-    machine.resume();
+    if (!last) machine.resume();
     return captured;
   });
+  paused_ = last;
   const auto resumed = Clock::now();
   const auto pause = resumed - stopped;
   // The guest's time goes on between the checkpoint and a takeover.
@@ -173,6 +189,7 @@ void ReplicaSender::checkpoint(uint64_t epoch) {
                       ", expected " + std::to_string(epoch));
   }
   const auto acked = Clock::now();
+  machine.post([&machine, epoch] { machine.release_output(epoch); });
   const uint64_t bytes = channel_->bytes_sent() - sent_before;
   {
     std::lock_guard guard(mutex_);
@@ -196,6 +213,38 @@ void ReplicaSender::checkpoint(uint64_t epoch) {
   }
   last_checkpoint_ = stopped;
   adapt_target(pause);
+  return stopped;
+}
+
+void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
+  MigratableMachine& machine = machine_;
+  // The passive's copy believes the last epoch's output was sent: it goes
+  // now, before the guest runs there.
+  on_event_loop<bool>(machine, [&machine, epoch] {
+    machine.release_output(epoch);
+    machine.hold_output(false);
+    return true;
+  });
+  machine.sync_disks();
+  {
+    std::lock_guard guard(mutex_);
+    go_sent_ = true;
+  }
+  machine.release_disks();
+  channel_->send(FrameType::kGo);
+  FrameChannel::Frame answer = channel_->receive();
+  if (answer.type == FrameType::kVerdict) {
+    mpb::Verdict verdict;
+    verdict.ParseFromArray(answer.payload.data(), static_cast<int>(answer.payload.size()));
+    throw StreamError("the passive could not run the guest: " + peer_says(verdict.message()));
+  }
+  if (answer.type != FrameType::kRunning) {
+    throw StreamError(std::string("expected running from the passive, got ") +
+                      frame_name(answer.type));
+  }
+  std::lock_guard guard(mutex_);
+  info_.set_switchover_pause_us(us(Clock::now() - stopped));
+  info_.set_phase(pb::REPLICA_PHASE_SWITCHED_OVER);
 }
 
 void ReplicaSender::adapt_target(Clock::duration pause) {
@@ -225,10 +274,20 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       if (epoch > 1) {
         std::unique_lock lock(mutex_);
         stop_changed_.wait_until(lock, last_checkpoint_ + target_,
-                                 [this] { return stopping_.load(); });
+                                 [this] { return stopping_.load() || switching_.load(); });
       }
       if (stopping_.load()) break;
-      checkpoint(epoch);
+      const bool last = switching_.load();
+      const Clock::time_point stopped = checkpoint(epoch, last);
+      if (last) {
+        hand_over(epoch, stopped);
+        dirty_log_.reset();
+        channel_->shutdown();
+        const pb::ReplicaInfo done = info();
+        machine_.hand_over("the guest runs at " + settings_.to.text + " (switchover, paused " +
+                           std::to_string(done.switchover_pause_us() / 1000.0) + " ms)");
+        return done;
+      }
       if (epoch == 1) {
         set_phase(pb::REPLICA_PHASE_PROTECTED);
         log::info("replica at " + settings_.to.text + " protects the guest");
@@ -247,6 +306,32 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
   } catch (const std::exception& e) {
     const bool stopped = stopping_.load();
     const std::string message = e.what();
+    if (go_sent_) {
+      // The passive may run the guest: never here as well.
+      dirty_log_.reset();
+      if (channel_) channel_->shutdown();
+      std::lock_guard guard(mutex_);
+      info_.set_phase(pb::REPLICA_PHASE_UNCERTAIN);
+      info_.set_error("the passive was told to run the guest and did not confirm (" + message +
+                      "): the guest stays paused here; check the passive, then resume or kill "
+                      "this one");
+      pb::ReplicaInfo copy = info_;
+      if (!told) first(copy);
+      return copy;
+    }
+    if (paused_) {
+      // A switchover's last checkpoint left it stopped: it runs on here.
+      try {
+        MigratableMachine& machine = machine_;  // its disks were not let go yet
+        on_event_loop<bool>(machine, [&machine] {
+          machine.resume();
+          return true;
+        });
+      } catch (const std::exception& resume_error) {
+        log::error(std::string("could not resume the guest after a failed switchover: ") +
+                   resume_error.what());
+      }
+    }
     if (channel_ && !channel_->is_shut_down()) {
       try {
         mpb::Verdict why;
@@ -263,6 +348,9 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
   }
   dirty_log_.reset();
   if (channel_) channel_->shutdown();
+  // Unprotected from here: the output held goes, and goes on unheld.
+  MigratableMachine& machine = machine_;
+  machine.post([&machine] { machine.hold_output(false); });
   pb::ReplicaInfo outcome = info();
   if (!told) first(outcome);
   return outcome;

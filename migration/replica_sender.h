@@ -14,6 +14,10 @@
 //
 // Any failure (the passive dies, refuses, stops answering) ends the
 // replication with the guest running on here, unprotected; info() says why.
+// A switchover is a live migration's handover after a last checkpoint: its
+// pause is that checkpoint, the epoch's transfer and the go/running round
+// trip; a passive that does not confirm after go leaves the guest paused
+// here (UNCERTAIN), never running twice.
 #pragma once
 
 #include <atomic>
@@ -51,13 +55,21 @@ class ReplicaSender {
   // From any thread: ends the replication (the passive is told). Empty
   // when done, else why not.
   std::string stop();
+  // From any thread: a planned handover at the next checkpoint (the guest
+  // stays stopped, the passive runs it from that epoch; run() then returns
+  // SWITCHED_OVER and the machine is handed over). Empty when begun.
+  std::string switchover();
   api::v1::ReplicaInfo info() const;
 
  private:
   void connect_and_copy();
   // One checkpoint: pause, capture, copy, resume; then the epoch sent and
   // its acknowledgement awaited.
-  void checkpoint(uint64_t epoch);
+  // `last`: a switchover's, which leaves the guest stopped. Returns when
+  // the vCPUs stopped.
+  std::chrono::steady_clock::time_point checkpoint(uint64_t epoch, bool last);
+  // After the last checkpoint's ack: output, disks, go, running.
+  void hand_over(uint64_t epoch, std::chrono::steady_clock::time_point stopped);
   void adapt_target(std::chrono::steady_clock::duration pause);
   void set_phase(api::v1::ReplicaPhase phase);
 
@@ -74,6 +86,9 @@ class ReplicaSender {
   std::chrono::steady_clock::time_point last_ack_;
   std::chrono::steady_clock::duration paused_total_{};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> switching_{false};
+  bool go_sent_ = false;
+  bool paused_ = false;  // the last checkpoint left the guest stopped
   mutable std::mutex mutex_;
   std::condition_variable stop_changed_;
   api::v1::ReplicaInfo info_;

@@ -145,6 +145,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   void release_disks() override;
   void claim_disks() override;
   void announce_network() override;
+  void hold_output(bool held) override;
+  void close_output_epoch(uint64_t epoch) override;
+  void release_output(uint64_t epoch) override;
   void hand_over(std::string detail) override;
   GuestMemory& guest_memory() override { return memory_; }
   std::unique_ptr<kvm::DirtyLog> start_dirty_log() override;

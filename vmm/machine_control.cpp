@@ -178,6 +178,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kMigrateCancel:
     case pb::Request::kReplicaStatus:
     case pb::Request::kReplicaStop:
+    case pb::Request::kSwitchover:
     case pb::Request::kTakeover:
       if (!extension_) {
         return reply(
@@ -270,6 +271,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kReplicate:
     case pb::Request::kReplicaStatus:
     case pb::Request::kReplicaStop:
+    case pb::Request::kSwitchover:
     case pb::Request::kTakeover:
     case pb::Request::OPERATION_NOT_SET:
       break;

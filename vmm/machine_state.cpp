@@ -229,6 +229,18 @@ void Machine::announce_network() {
   for (const auto& function : devices_->virtio_functions()) function->announce();
 }
 
+void Machine::hold_output(bool held) {
+  for (const auto& function : devices_->virtio_functions()) function->hold_output(held);
+}
+
+void Machine::close_output_epoch(uint64_t epoch) {
+  for (const auto& function : devices_->virtio_functions()) function->close_output_epoch(epoch);
+}
+
+void Machine::release_output(uint64_t epoch) {
+  for (const auto& function : devices_->virtio_functions()) function->release_output(epoch);
+}
+
 void Machine::hand_over(std::string detail) {
   request_stop({StopReason::kMigrated, std::move(detail)});
 }

@@ -86,6 +86,15 @@ class MigratableMachine {
   // announces its MAC (VirtioDevice::announce). Returns at once.
   virtual void announce_network() = 0;
 
+  // HA output commit (VirtioDevice::hold_output), on the event loop: from
+  // hold_output(true) on, the guest's network output waits in its devices;
+  // a checkpoint's pause closes epoch `epoch` (close_output_epoch), and the
+  // passive's acknowledgement of it lets that output go (release_output);
+  // hold_output(false) lets everything go.
+  virtual void hold_output(bool held) = 0;
+  virtual void close_output_epoch(uint64_t epoch) = 0;
+  virtual void release_output(uint64_t epoch) = 0;
+
   // The guest runs elsewhere now (a migration's destination confirmed it
   // runs): stop for good, leaving devices and memory as they are; keel-vmm
   // exits with status "migrated". From any thread.

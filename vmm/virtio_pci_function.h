@@ -72,6 +72,18 @@ class VirtioPciFunction : public PciDevice {
     std::lock_guard guard(transport_.lock());
     device_->announce();
   }
+  void hold_output(bool held) {
+    std::lock_guard guard(transport_.lock());
+    device_->hold_output(held);
+  }
+  void close_output_epoch(uint64_t epoch) {
+    std::lock_guard guard(transport_.lock());
+    device_->close_output_epoch(epoch);
+  }
+  void release_output(uint64_t epoch) {
+    std::lock_guard guard(transport_.lock());
+    device_->release_output(epoch);
+  }
   void release_storage() {
     std::lock_guard guard(transport_.lock());
     device_->release_storage();

@@ -2,9 +2,11 @@
 // keelctl replicate to a keel-vmm --replica-of, epochs acknowledged while
 // the test guest rewrites memory; the active killed with SIGKILL and the
 // passive taking over from its last epoch, the guest carrying on without a
-// reboot and its memory checked whole by the guest itself; the passive
-// killed (the active's guest runs on, unprotected), a new passive synced,
-// replica-stop (the passive drops its copy); and the refusals.
+// reboot and its memory checked whole by the guest itself; output commit
+// (a UDP echo's answers held until the passive acknowledged their epoch);
+// the passive killed (the active's guest runs on, unprotected), a new
+// passive synced, replica-stop (the passive drops its copy); and the
+// refusals.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -16,6 +18,8 @@
 #include "proto/control.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
+#include "tests/support/net_namespace.h"
+#include "tests/support/net_peer.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/vmm_run.h"
 
@@ -139,6 +143,110 @@ TEST(Replica, PassiveTakesOverFromItsLastEpochWhenTheActiveIsKilled) {
   ASSERT_TRUE(p.vmm->wait_line("testos: dirtier OK ", 0, seconds(300))) << p.vmm->describe();
   EXPECT_TRUE(p.vmm->lines("testos: dirtier BAD").empty()) << p.vmm->describe();
   EXPECT_EQ(p.vmm->wait_exit(seconds(60)), 0) << p.vmm->describe();
+}
+
+uint64_t net_counter(const LiveVmm& vmm, const std::string& name) {
+  const pb::Response status = call(vmm, {"status"});
+  for (const auto& device : status.status().devices()) {
+    if (device.type() != "virtio-net") continue;
+    auto it = device.counters().find(name);
+    return it == device.counters().end() ? 0 : it->second;
+  }
+  return 0;
+}
+
+// Output commit: the guest's answers leave its host only once the passive
+// acknowledged the epoch they were sent in. A passive held stopped
+// (SIGSTOP) acknowledges nothing: the guest answers (its frame waits in
+// the VMM), nothing reaches the peer until the passive goes on. Then the
+// active is killed, and the passive's guest answers on its own tap.
+TEST(Replica, OutputWaitsForThePassivesAcknowledgement) {
+  NetNamespace ns("krep-a", "");
+  bridge_with_second_tap(ns, "krep-br", "krep-b", "10.0.3.1/24");
+  std::vector<std::string> args = testos("job=net ip=10.0.3.15 seconds=600");
+  args.insert(args.end(), {"--net", "tap=krep-a,mac=52:54:00:12:34:57"});
+  LiveVmm active(args);
+  ASSERT_TRUE(active.wait_line("testos: net ready ", 0, seconds(300))) << active.describe();
+  ASSERT_EQ(ping("10.0.3.15", 3, std::chrono::steady_clock::now() + seconds(120)), 3)
+      << active.describe();
+  UdpSocket udp("10.0.3.1", 0);
+  auto ask = [&udp](const std::string& text) {
+    udp.send_to("10.0.3.15", 7, std::vector<uint8_t>(text.begin(), text.end()));
+  };
+  auto answer = [&udp](milliseconds wait) {
+    auto bytes = udp.receive(wait);
+    return std::string(bytes.begin(), bytes.end());
+  };
+  ask("before");
+  ASSERT_EQ(answer(seconds(5)), "before") << active.describe();
+
+  Passive p;
+  p.vmm = std::make_unique<LiveVmm>(
+      std::vector<std::string>{"--replica-of", "tcp:127.0.0.1:0", "--net", "tap=krep-b"});
+  p.address = p.vmm->incoming_address(seconds(30), "waiting for a replica stream on ");
+  pb::Response started = call(active, {"replicate", p.address}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << p.vmm->describe();
+  ask("protected");
+  ASSERT_EQ(answer(seconds(10)), "protected") << active.describe();
+  EXPECT_GE(net_counter(active, "tx_held"), 1u);
+
+  ASSERT_EQ(::kill(p.vmm->pid(), SIGSTOP), 0);
+  const uint64_t held_before = net_counter(active, "tx_held");
+  ask("while the passive is stopped");
+  // The guest answers at once: its frame is held, not sent.
+  const auto until = std::chrono::steady_clock::now() + seconds(5);
+  while (net_counter(active, "tx_held") == held_before && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_GT(net_counter(active, "tx_held"), held_before) << active.describe();
+  EXPECT_EQ(answer(milliseconds(1500)), "") << "an answer left before its epoch was acknowledged";
+  ASSERT_EQ(::kill(p.vmm->pid(), SIGCONT), 0);
+  EXPECT_EQ(answer(seconds(10)), "while the passive is stopped") << active.describe();
+
+  ASSERT_EQ(::kill(active.pid(), SIGKILL), 0);
+  active.wait_exit(seconds(30));
+  pb::Response took = call(*p.vmm, {"takeover"});
+  ASSERT_TRUE(took.ok()) << took.error().message() << p.vmm->describe();
+  ask("after the takeover");
+  EXPECT_EQ(answer(seconds(10)), "after the takeover") << p.vmm->describe();
+  EXPECT_EQ(p.vmm->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(p.vmm->wait_exit(seconds(60)), 0) << p.vmm->describe();
+  EXPECT_TRUE(p.vmm->lines("testos: net FAIL").empty()) << p.vmm->describe();
+}
+
+// Planned handovers: each hop a new passive, synced, then switchover; the
+// old active exits (migrated), the guest beats on where the passive was,
+// and its memory, written once before the first beat, checks out at the
+// end after all the hops.
+TEST(Replica, SwitchoverHandsTheGuestOnFourTimes) {
+  constexpr int kHops = 4;
+  auto here = std::make_unique<LiveVmm>(testos("job=heartbeat interval_ms=20 count=0 mib=16"));
+  ASSERT_TRUE(here->wait_line("testos: beat seq=3 ", 0, seconds(300))) << here->describe();
+  for (int hop = 0; hop < kHops; ++hop) {
+    SCOPED_TRACE("hop " + std::to_string(hop + 1));
+    Passive next = passive();
+    pb::Response started = call(*here, {"replicate", next.address}, seconds(600));
+    ASSERT_TRUE(started.ok()) << started.error().message() << next.vmm->describe();
+    pb::Response refused = call(*next.vmm, {"switchover"});
+    EXPECT_FALSE(refused.ok());
+    pb::Response done = call(*here, {"switchover"}, seconds(600));
+    ASSERT_TRUE(done.ok()) << done.error().message() << here->describe() << next.vmm->describe();
+    EXPECT_EQ(done.switchover().phase(), pb::REPLICA_PHASE_SWITCHED_OVER);
+    EXPECT_GT(done.switchover().switchover_pause_us(), 0u);
+    std::fprintf(stderr, "hop %d: switchover paused the guest %.3f ms after %llu epochs\n", hop + 1,
+                 static_cast<double>(done.switchover().switchover_pause_us()) / 1000,
+                 static_cast<unsigned long long>(done.switchover().epoch()));
+    EXPECT_EQ(here->wait_exit(seconds(60)), 0) << here->describe();
+    EXPECT_NE(here->errors().find("(switchover, paused "), std::string::npos) << here->describe();
+    const uint64_t before = last_beat(*here);
+    ASSERT_TRUE(next.vmm->wait_line("testos: beat seq=" + std::to_string(before + 3) + " "))
+        << next.vmm->describe();
+    EXPECT_TRUE(next.vmm->lines("testos: heartbeat filled").empty()) << "booted again";
+    EXPECT_EQ(call(*next.vmm, {"status"}).status().state(), pb::RUN_STATE_RUNNING);
+    here = std::move(next.vmm);
+  }
+  EXPECT_EQ(here->keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(here->wait_exit(seconds(60)), 0) << here->describe();
+  EXPECT_FALSE(here->lines("testos: heartbeat memory OK").empty()) << here->describe();
 }
 
 TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {

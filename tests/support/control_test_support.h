@@ -213,6 +213,7 @@ class FakeHandler : public ControlHandler {
       case control::Request::kReplicaStatus:
       case control::Request::kReplicaStop:
       case control::Request::kTakeover:
+      case control::Request::kSwitchover:
         return refusal(control::ERROR_CODE_UNIMPLEMENTED, "this fake VMM does not replicate");
       case control::Request::OPERATION_NOT_SET:
         break;

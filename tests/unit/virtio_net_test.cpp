@@ -310,6 +310,55 @@ TEST_F(VirtioNetTest, TransmitReachesSocketInNamespace) {
   EXPECT_EQ(transport.needs_reset_calls, 0);
 }
 
+// HA output commit: a frame the guest sends while its VMM replicates
+// leaves only once the epoch it was sent in is acknowledged, in order; the
+// guest gets its buffer back at once.
+TEST_F(VirtioNetTest, HeldOutputLeavesOnlyWhenItsEpochIsReleased) {
+  UniqueFd sock = udp_socket(kHostIp, 5000);
+  activate();
+  const MacAddress host = interface_mac(kTap);
+  auto send = [&](uint16_t desc, const std::string& text) {
+    post_tx(desc, desc, udp_frame(host, kGuestMac, kGuestIp, kHostIp, 4000, 5000, text), false);
+    kick(kNetTxQueue);
+  };
+  auto on_device = [&](auto f) {
+    std::lock_guard guard(transport.lock());
+    f(*device);
+  };
+  auto got = [&](std::chrono::milliseconds wait) -> std::string {
+    auto bytes = receive(sock.get(), wait);
+    return bytes ? std::string(bytes->begin(), bytes->end()) : "(nothing)";
+  };
+  on_device([](VirtioNetDevice& d) { d.hold_output(true); });
+  send(0, "epoch one");
+  EXPECT_EQ(tx.used_idx(), 1) << "the guest has its buffer back at once";
+  EXPECT_EQ(stats().tx_held, 1u);
+  EXPECT_EQ(stats().tx_frames, 0u);
+  on_device([](VirtioNetDevice& d) { d.close_output_epoch(1); });
+  send(1, "epoch two");
+  // Nothing has left yet: the host side hears nothing (a frame would be
+  // there within microseconds; 200 ms is far beyond that).
+  EXPECT_EQ(got(200ms), "(nothing)");
+  on_device([](VirtioNetDevice& d) { d.release_output(1); });
+  EXPECT_EQ(got(5s), "epoch one");
+  EXPECT_EQ(got(200ms), "(nothing)") << "epoch two is not acknowledged yet";
+  on_device([](VirtioNetDevice& d) {
+    d.close_output_epoch(2);
+    d.release_output(2);
+  });
+  EXPECT_EQ(got(5s), "epoch two");
+  // Held again, then holding ends: what is held goes first, then the rest
+  // as before.
+  send(2, "unacknowledged");
+  on_device([](VirtioNetDevice& d) { d.hold_output(false); });
+  send(3, "unheld");
+  EXPECT_EQ(got(5s), "unacknowledged");
+  EXPECT_EQ(got(5s), "unheld");
+  EXPECT_EQ(stats().tx_frames, 4u);
+  EXPECT_EQ(stats().tx_held, 3u);
+  EXPECT_EQ(transport.needs_reset_calls, 0);
+}
+
 TEST_F(VirtioNetTest, ReceiveFromSocketLandsInBuffer) {
   activate();
   for (uint16_t i = 0; i < 4; ++i) post_rx(i, kNetHdrSize + 1514);

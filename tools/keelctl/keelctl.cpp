@@ -48,6 +48,8 @@ const char* const kUsage =
     "      [--max-epoch-ms N]    default 10 and 500); answers once it protects the guest\n"
     "  replica-status            the replication (or, on a passive, the copy)\n"
     "  replica-stop              end the replication; the passive drops its copy\n"
+    "  switchover                hand the guest to the passive at the next checkpoint\n"
+    "                            (the answer once it runs there; this VMM then exits)\n"
     "  takeover                  on a passive: run the guest from the last epoch now\n"
     "                            (only once the active cannot run it any more)\n"
     "Options (anywhere on the line):\n"
@@ -162,9 +164,9 @@ Command parse_command_line(int argc, char** argv) {
       (command.epoch_ms || command.min_epoch_ms || command.max_epoch_ms)) {
     throw UsageError{"--epoch-ms, --min-epoch-ms and --max-epoch-ms belong to replicate"};
   }
-  for (const char* known :
-       {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate", "migrate-status",
-        "migrate-cancel", "replicate", "replica-status", "replica-stop", "takeover"}) {
+  for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
+                            "migrate-status", "migrate-cancel", "replicate", "replica-status",
+                            "replica-stop", "switchover", "takeover"}) {
     if (command.name == known) {
       if (takes_dir && command.arguments.size() != 1) {
         throw UsageError{"snapshot needs one directory"};
@@ -223,6 +225,8 @@ control::Request make_request(const Command& command) {
     request.mutable_replica_stop();
   } else if (command.name == "takeover") {
     request.mutable_takeover();
+  } else if (command.name == "switchover") {
+    request.mutable_switchover();
   } else if (command.name == "snapshot") {
     // The VMM runs elsewhere: a relative directory means one under ours.
     request.mutable_snapshot()->set_dir(
@@ -237,7 +241,8 @@ std::chrono::milliseconds answer_wait(const Command& command) {
     seconds = *command.wait_s;
   } else if (command.name == "shutdown") {
     seconds = command.timeout_s ? *command.timeout_s + 10 : 60;
-  } else if (command.name == "snapshot" || command.name == "replicate") {
+  } else if (command.name == "snapshot" || command.name == "replicate" ||
+             command.name == "switchover") {
     seconds = 600;
   } else if (command.name == "migrate") {
     seconds = 86400;

@@ -226,6 +226,9 @@ std::string describe_result(const control::Response& response) {
       return describe_replica(response.replica_status());
     case control::Response::kReplicaStop:
       return "replication ends after the epoch under way; the guest runs on here, unprotected\n";
+    case control::Response::kSwitchover:
+      return "switched over: the guest runs at " + response.switchover().peer() + " (paused " +
+             us_as_ms(response.switchover().switchover_pause_us()) + ")\n";
     case control::Response::kTakeover:
       return "the guest runs here now, from epoch " + std::to_string(response.takeover().epoch()) +
              "\n";

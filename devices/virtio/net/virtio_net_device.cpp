@@ -143,6 +143,8 @@ void VirtioNetDevice::stop() {
   active_ = false;
   tx_pending_.reset();
   tx_waiting_ = false;
+  tx_blocked_ = false;
+  held_waiting_ = false;  // held frames stay held: sent at the next release
   rx_chain_.reset();
   rx_waiting_ = false;
   rx_starved_ = false;
@@ -158,12 +160,14 @@ void VirtioNetDevice::quiesce() {
   watch_.cancel(ignored);
   tx_waiting_ = false;
   rx_waiting_ = false;
+  held_waiting_ = false;
 }
 
 void VirtioNetDevice::resume() {
   if (!quiesced_) return;
   quiesced_ = false;
   process_rx();
+  send_held();
   process_tx();
 }
 
@@ -184,7 +188,8 @@ VirtioDevice::Counters VirtioNetDevice::counters() const {
       {"tx_frames", stats_.tx_frames},           {"tx_errors", stats_.tx_errors},
       {"tx_would_block", stats_.tx_would_block}, {"rx_frames", stats_.rx_frames},
       {"rx_too_big", stats_.rx_too_big},         {"rx_out_of_buffers", stats_.rx_out_of_buffers},
-      {"tap_errors", stats_.tap_errors}};
+      {"tap_errors", stats_.tap_errors},         {"tx_held", stats_.tx_held},
+      {"tx_held_full", stats_.tx_held_full},     {"tx_held_now", held_.frames()}};
 }
 
 // 2.1.2: a driver that breaks a queue gets DEVICE_NEEDS_RESET; the chains
@@ -304,6 +309,26 @@ void VirtioNetDevice::process_tx() {
         }
       }
       build_iovecs(*tx_pending_, false);
+      if (holding_) {
+        // Output commit: the frame leaves once the passive has its epoch.
+        const size_t bytes = tx_pending_->readable_bytes;
+        if (!held_.has_room(bytes)) {
+          ++stats_.tx_held_full;
+          tx_blocked_ = true;  // release_output goes on from here
+          break;
+        }
+        held_.add(iov_, bytes);
+        ++stats_.tx_held;
+        q->push_used(tx_pending_->head, 0);
+        tx_pending_.reset();
+        pushed = true;
+        continue;
+      }
+      if (held_.frames() != 0) {
+        // Holding ended: what it kept goes first, in order.
+        send_held();
+        if (held_.frames() != 0) break;  // the tap is full; send_held waits for it
+      }
       const ssize_t n = ::writev(tap_.fd(), iov_.data(), static_cast<int>(iov_.size()));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -328,6 +353,61 @@ void VirtioNetDevice::process_tx() {
   } catch (const VirtqueueError& e) {
     fail(std::string("virtio-net transmit queue: ") + e.what());
   }
+}
+
+void VirtioNetDevice::hold_output(bool held) {
+  if (held == holding_) return;
+  holding_ = held;
+  if (held) return;
+  // Replication ended: everything held leaves, then transmit goes on as
+  // before.
+  held_.release_all([](std::span<const uint8_t>) { return false; });  // marks them all due
+  send_held();
+  if (tx_blocked_) {
+    tx_blocked_ = false;
+    process_tx();
+  }
+}
+
+void VirtioNetDevice::close_output_epoch(uint64_t epoch) {
+  held_.close_epoch(epoch);
+}
+
+void VirtioNetDevice::release_output(uint64_t epoch) {
+  if (epoch > released_epoch_) released_epoch_ = epoch;
+  send_held();
+  if (tx_blocked_ && held_.has_room(kHeldOutputBytes / 2)) {
+    tx_blocked_ = false;
+    process_tx();
+  }
+}
+
+void VirtioNetDevice::send_held() {
+  if (held_waiting_) return;  // the tap's writable wait goes on with it
+  held_.release(released_epoch_, [this](std::span<const uint8_t> frame) {
+    for (;;) {
+      const ssize_t n = ::write(tap_.fd(), frame.data(), frame.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        ++stats_.tx_would_block;
+        held_waiting_ = true;
+        watch_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                          [run = guarded([this] {
+                             held_waiting_ = false;
+                             send_held();
+                             if (tx_blocked_ && held_.has_room(kHeldOutputBytes / 2)) {
+                               tx_blocked_ = false;
+                               process_tx();
+                             }
+                           })](const boost::system::error_code& ec) {
+                            if (!ec) run();
+                          });
+        return false;
+      }
+      ++(n < 0 ? stats_.tx_errors : stats_.tx_frames);
+      return true;
+    }
+  });
 }
 
 void VirtioNetDevice::wait_writable() {

@@ -16,7 +16,10 @@
 // written to the tap with one writev straight from guest memory. A chain goes
 // back to the driver only once the tap took it: on EAGAIN the device keeps it
 // and waits for the tap to turn writable, so no frame the guest was told is
-// sent gets lost.
+// sent gets lost. While its VMM replicates the guest (HA output commit),
+// frames are copied into a HeldOutput instead and leave only once the
+// passive acknowledged the epoch they were sent in; a full store backs the
+// transmit queue up until a release makes room.
 //
 // Receive: the device keeps one chain from the receive queue and waits for
 // the tap to turn readable, then reads the next frame straight into that
@@ -41,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/virtio/net/held_output.h"
 #include "devices/virtio/net/mac_address.h"
 #include "devices/virtio/net/tap_device.h"
 #include "devices/virtio/net/virtio_net.h"
@@ -57,7 +61,9 @@ struct NetStats {
   uint64_t rx_frames = 0;
   uint64_t rx_too_big = 0;         // frames longer than the receive buffer: dropped
   uint64_t rx_out_of_buffers = 0;  // times the receive queue ran dry and reading paused
-  uint64_t tap_errors = 0;  // reads that failed for good (the tap went away): reading stopped
+  uint64_t tap_errors = 0;    // reads that failed for good (the tap went away): reading stopped
+  uint64_t tx_held = 0;       // frames held for a replica epoch's acknowledgement (output commit)
+  uint64_t tx_held_full = 0;  // times the held frames filled their store and transmit waited
 };
 
 class VirtioNetDevice : public VirtioDevice {
@@ -107,7 +113,12 @@ class VirtioNetDevice : public VirtioDevice {
   // (VirtioPciDevice::release_interrupts).
   void quiesce() override;
   void resume() override;
+  void hold_output(bool held) override;
+  void close_output_epoch(uint64_t epoch) override;
+  void release_output(uint64_t epoch) override;
   static constexpr unsigned kAnnounceFrames = 5;
+  // Frames held for output commit, at most (a few epochs of a busy link).
+  static constexpr size_t kHeldOutputBytes = 16 << 20;
 
   const MacAddress& mac() const { return mac_; }
   TapDevice& tap() { return tap_; }
@@ -120,6 +131,9 @@ class VirtioNetDevice : public VirtioDevice {
  private:
   // All of these run with the transport's lock held.
   void process_tx();
+  // Held frames that may leave (all of them once holding ended) to the
+  // tap, until it refuses more (then again when it turns writable).
+  void send_held();
   void process_rx();
   void wait_writable();
   void wait_readable();
@@ -159,6 +173,11 @@ class VirtioNetDevice : public VirtioDevice {
   bool tap_failed_ = false;                    // reading failed for good
   bool guest_csum_ = false;                    // VIRTIO_NET_F_GUEST_CSUM negotiated
   bool quiesced_ = false;                      // saved: no guest memory touched until resume()
+  HeldOutput held_{kHeldOutputBytes};
+  bool holding_ = false;         // hold_output(true) until hold_output(false)
+  uint64_t released_epoch_ = 0;  // release_output's latest
+  bool held_waiting_ = false;    // the tap refused a held frame: a wait for writable is pending
+  bool tx_blocked_ = false;      // the held store was full: transmit waits for a release
   std::vector<iovec> iov_;
   uint8_t overflow_byte_ = 0;
   NetStats stats_;

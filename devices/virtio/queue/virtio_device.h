@@ -138,6 +138,16 @@ class VirtioDevice {
   // the network (a few RARP frames from its MAC, so bridges learn the new
   // port). Returns at once; may schedule work on the event loop.
   virtual void announce() {}
+  // HA output commit, for devices whose output leaves the machine
+  // (virtio-net): from hold_output(true) on, what the guest sends is kept
+  // (HeldOutput), tagged with the replica epoch under way; a checkpoint's
+  // pause closes that epoch (close_output_epoch); once the passive
+  // acknowledged it, release_output lets its output go, in order.
+  // hold_output(false) lets everything go and stops holding. With lock()
+  // held.
+  virtual void hold_output(bool) {}
+  virtual void close_output_epoch(uint64_t) {}
+  virtual void release_output(uint64_t) {}
   // Where activated `queue` resumes after a restore: its SplitQueueState,
   // minus chains the device holds popped but not used (it pops them again
   // after restore). nullopt when the device has no such queue (not enabled,
