@@ -63,17 +63,6 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
                                     std::to_string(settings.max_epoch.count()) + " ms"));
   }
 
-  // What a failover could not yet keep exact: a disk's writes after the
-  // last epoch.
-  const state::v1::VmConfig config = machine_.shape().config();
-  for (const auto& disk : config.disks()) {
-    if (!disk.readonly()) {
-      return reply(error_response(pb::ERROR_CODE_UNIMPLEMENTED,
-                                  "replicating a writable disk is not built yet (" +
-                                      (disk.path().empty() ? disk.nbd() : disk.path()) + ")"));
-    }
-  }
-
   std::lock_guard guard(mutex_);
   if (running_)
     return reply(error_response(pb::ERROR_CODE_BUSY, "the guest is replicated already"));

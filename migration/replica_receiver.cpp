@@ -63,6 +63,7 @@ std::unique_ptr<Machine> ReplicaReceiver::accept(const std::atomic<bool>& stop,
   std::unique_ptr<Machine> machine;
   try {
     machine = machine_for_hello(options_, frame.payload, true);
+    open_disks(frame.payload, *machine);
     machine->open_control();
   } catch (const InputError& e) {
     refuse(e.what());
@@ -77,6 +78,46 @@ std::unique_ptr<Machine> ReplicaReceiver::accept(const std::atomic<bool>& stop,
   machine->start_vcpus_parked();
   machine->hold_as_replica();
   return machine;
+}
+
+// The copies this host keeps of the active's writable disks: this command
+// line's --disk files, each the active's size, held (image lock) from now
+// on: a passive given the active's own image (shared storage) is refused
+// here, since applying epochs to it would undo the active's writes.
+void ReplicaReceiver::open_disks(std::span<const uint8_t> hello_bytes, Machine& machine) {
+  migration::v1::Hello hello;
+  hello.ParseFromArray(hello_bytes.data(), static_cast<int>(hello_bytes.size()));
+  const auto& disks = machine.config().disks();
+  if (hello.disk_bytes_size() != disks.size()) {
+    throw StreamError("the hello names " + std::to_string(hello.disk_bytes_size()) +
+                      " disk sizes for " + std::to_string(disks.size()) + " disks");
+  }
+  for (int i = 0; i < disks.size(); ++i) {
+    const uint64_t bytes = hello.disk_bytes(i);
+    disk_blocks_.push_back(bytes / kPageSize);
+    if (bytes == 0) {
+      disks_.push_back(nullptr);
+      continue;
+    }
+    if (bytes % kPageSize != 0) throw StreamError("a disk size that is not whole 4 KiB blocks");
+    if (disks[i].path().empty()) {
+      throw InputError("the passive's disk " + std::to_string(i) +
+                       " is on NBD: a replica keeps its own copy in a file");
+    }
+    disks_.push_back(std::make_unique<DiskBlockWriter>(disks[i].path(), bytes));
+  }
+  try {
+    machine.claim_disks();
+  } catch (const InputError& e) {
+    throw InputError(std::string(e.what()) +
+                     ": a replica keeps its own copy of each disk, not the active's image");
+  }
+}
+
+PageBatchCounts ReplicaReceiver::write_disk_blocks(std::span<const uint8_t> payload) {
+  const DiskBlocks blocks = split_disk_blocks(payload, disks_.size());
+  if (!disks_[blocks.disk]) throw StreamError("disk blocks for a disk not replicated");
+  return disks_[blocks.disk]->write(blocks.batch);
 }
 
 void ReplicaReceiver::start(Machine& machine) {
@@ -113,9 +154,25 @@ pb::ReplicaInfo ReplicaReceiver::info() const {
 void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
                                    std::span<const uint8_t> payload) {
   EpochAssembler::Epoch epoch = epochs.complete(payload);
-  // The first epoch's pages went straight into memory (there was no copy
-  // to keep whole yet); a later one's waited for this.
-  for (const auto& frame : epoch.frames) memory.write(frame);
+  // The first epoch's pages and blocks went straight into memory and the
+  // disks (there was no copy to keep whole yet); a later one's waited for
+  // this. A write that fails halfway leaves a copy of no epoch: it must
+  // never run.
+  try {
+    for (const auto& frame : epoch.frames) {
+      if (frame.type == FrameType::kPages) {
+        memory.write(frame.bytes);
+      } else {
+        write_disk_blocks(frame.bytes);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::lock_guard guard(mutex_);
+    damaged_ =
+        "applying epoch " + std::to_string(epoch.number) + " failed halfway (" + e.what() + ")";
+    committed_state_.reset();
+    throw;
+  }
   {
     std::lock_guard guard(mutex_);
     committed_state_ = std::move(epoch.state);
@@ -134,15 +191,21 @@ void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
 
 ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
   PageWriter direct(machine_->guest_memory());  // every write to memory goes through it
-  EpochAssembler epochs(direct.memory_pages());
+  EpochAssembler epochs(direct.memory_pages(), disk_blocks_);
   const auto write_now = [&direct](std::span<const uint8_t> payload) {
     return direct.write(payload);
+  };
+  const auto write_disk_now = [this](std::span<const uint8_t> payload) {
+    return write_disk_blocks(payload);
   };
   for (;;) {
     FrameChannel::Frame frame = channel_->receive();
     switch (frame.type) {
       case FrameType::kPages:
         epochs.add_pages(frame.payload, write_now);
+        break;
+      case FrameType::kDiskBlocks:
+        epochs.add_disk_blocks(frame.payload, write_disk_now);
         break;
       case FrameType::kSync:
         if (!frame.payload.empty()) throw StreamError("sync frame with a payload");
@@ -238,11 +301,14 @@ void ReplicaReceiver::keep_copy() {
     });
     return;
   }
-  if (epoch_ == 0) {
+  if (epoch_ == 0 || !damaged_.empty()) {
     phase_ = pb::REPLICA_PHASE_FAILED;
-    error_ = failure;
+    error_ = damaged_.empty() ? failure : damaged_;
+    const std::string why = damaged_.empty()
+                                ? "the replica stream failed before its first epoch: " + failure
+                                : "the copy is damaged: " + damaged_;
     lock.unlock();
-    machine_->drop_replica("the replica stream failed before its first epoch: " + failure, true);
+    machine_->drop_replica(why, true);
     return;
   }
   phase_ = pb::REPLICA_PHASE_FAILED;
@@ -283,6 +349,8 @@ void ReplicaReceiver::takeover(ControlHandler::Reply reply) {
   if (phase_ == pb::REPLICA_PHASE_TAKEN_OVER)
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the guest runs here already"));
   if (taking_over_) return reply(error_response(pb::ERROR_CODE_BUSY, "a takeover is under way"));
+  if (!damaged_.empty())
+    return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the copy is damaged: " + damaged_));
   if (epoch_ == 0) {
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
                                 "nothing to take over yet: no epoch has been applied"));

@@ -1,7 +1,8 @@
 // keel-vmm --replica-of: the passive side of high availability. Listens,
 // takes one active, builds the machine's shape from its Hello (disks and
 // taps from this command line), then keeps a copy of the guest: all of
-// memory once, then each epoch (stream_format.h) buffered whole and
+// memory once (and each replicated disk into this host's own copy of its
+// image, --disk), then each epoch (stream_format.h) buffered whole and
 // applied only when it is complete and its counts and state check out, so
 // that the copy is consistent at any moment; then acknowledged.
 //
@@ -26,6 +27,7 @@
 
 #include "common/tcp_endpoint.h"
 #include "control/control_server.h"
+#include "migration/disk_block_writer.h"
 #include "migration/page_writer.h"
 #include "migration/stream/epoch_assembler.h"
 #include "migration/stream/frame_channel.h"
@@ -67,6 +69,8 @@ class ReplicaReceiver {
   void keep_copy();
   Ending receive_epochs();
   void commit_epoch(EpochAssembler& epochs, PageWriter& memory, std::span<const uint8_t> payload);
+  PageBatchCounts write_disk_blocks(std::span<const uint8_t> payload);
+  void open_disks(std::span<const uint8_t> hello, Machine& machine);
   // On the event loop: the last epoch's state applied, the vCPUs let go.
   // Empty on success, else why not (the copy stays held).
   std::string run_copy();
@@ -79,6 +83,10 @@ class ReplicaReceiver {
   std::unique_ptr<FrameChannel> channel_;
   Machine* machine_ = nullptr;
   std::thread thread_;
+  // The replicated disks' copies, by index in the configuration (null: a
+  // disk not replicated).
+  std::vector<std::unique_ptr<DiskBlockWriter>> disks_;
+  std::vector<uint64_t> disk_blocks_;
 
   mutable std::mutex mutex_;
   // The last complete epoch: memory holds it, this is its state.
@@ -89,6 +97,7 @@ class ReplicaReceiver {
   uint64_t last_epoch_pages_ = 0;
   api::v1::ReplicaPhase phase_ = api::v1::REPLICA_PHASE_SYNCING;
   std::string error_;
+  std::string damaged_;     // applying an epoch failed halfway: the copy must not run
   bool receiving_ = false;  // the thread still reads the stream
   bool taking_over_ = false;
   ControlHandler::Reply takeover_reply_;

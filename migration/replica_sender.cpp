@@ -1,5 +1,9 @@
 #include "migration/replica_sender.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <future>
 
@@ -71,16 +75,81 @@ std::string ReplicaSender::stop() {
   return "";
 }
 
+std::vector<uint64_t> ReplicaSender::open_disks() {
+  MigratableMachine& machine = machine_;
+  const state::v1::VmConfig config =
+      on_event_loop<state::v1::VmConfig>(machine, [&machine] { return machine.shape().config(); });
+  std::vector<uint64_t> sizes;
+  for (int i = 0; i < config.disks_size(); ++i) {
+    const auto& disk = config.disks(i);
+    if (disk.readonly()) {
+      sizes.push_back(0);
+      continue;
+    }
+    if (disk.path().empty())
+      throw InputError("disk " + std::to_string(i) + " is on NBD: replicating it is not built yet");
+    UniqueFd image(::open(disk.path().c_str(), O_RDONLY | O_CLOEXEC));
+    if (!image.valid()) throw_errno("opening " + disk.path() + " to replicate it");
+    struct stat st {};
+    if (::fstat(image.get(), &st) != 0) throw_errno("stat " + disk.path());
+    const auto bytes = static_cast<uint64_t>(st.st_size);
+    if (bytes % kPageSize != 0) {
+      throw InputError("disk " + disk.path() + " is " + std::to_string(bytes) +
+                       " bytes, not whole 4 KiB blocks: it cannot be replicated");
+    }
+    sizes.push_back(bytes);
+    disks_.push_back({static_cast<uint64_t>(i), std::move(image), bytes / kPageSize, {}});
+  }
+  return sizes;
+}
+
+// A disk whole, its data extents in chunks of 4 MiB (holes read as zeros
+// on the passive's side already: its copy starts as a file of that size).
+void ReplicaSender::copy_disk(Disk& disk) {
+  constexpr uint64_t kChunk = 1024;  // blocks
+  std::vector<uint64_t> bitmap((disk.blocks + 63) / 64, 0);
+  const auto end = static_cast<off_t>(disk.blocks * kPageSize);
+  off_t at = 0;
+  while (at < end) {
+    const off_t data = ::lseek(disk.image.get(), at, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      throw_errno("SEEK_DATA in a disk image");
+    }
+    const off_t hole = std::min(end, ::lseek(disk.image.get(), data, SEEK_HOLE));
+    if (hole < 0) throw_errno("SEEK_HOLE in a disk image");
+    for (uint64_t first = static_cast<uint64_t>(data) / kPageSize;
+         first * kPageSize < static_cast<uint64_t>(hole); first += kChunk) {
+      const uint64_t last = std::min<uint64_t>(
+          first + kChunk, (static_cast<uint64_t>(hole) + kPageSize - 1) / kPageSize);
+      for (uint64_t b = first; b < last; ++b) bitmap[b / 64] |= uint64_t{1} << (b % 64);
+      disk.staged.stage_file(disk.image.get(), disk.blocks, bitmap);
+      disk.staged.send(*channel_, disk.index);
+      for (uint64_t b = first; b < last; ++b) bitmap[b / 64] &= ~(uint64_t{1} << (b % 64));
+      if (stopping_.load()) throw StreamError("stopped");
+    }
+    at = hole;
+  }
+}
+
 void ReplicaSender::connect_and_copy() {
   UniqueFd socket = connect_tcp(settings_.to, kConnectTimeout);
   {
     std::lock_guard guard(mutex_);
     channel_ = std::make_unique<FrameChannel>(std::move(socket), "the passive", kStreamTimeout);
   }
-  send_hello(*channel_, machine_, true);
+  send_hello(*channel_, machine_, true, open_disks());
   // The checkpoints run code this process may not have run yet.
   machine_.rehearse_state();
   set_phase(pb::REPLICA_PHASE_SYNCING);
+  // What the guest writes from here on is in the first epoch; the disks'
+  // copies read what is there now.
+  MigratableMachine& machine = machine_;
+  on_event_loop<bool>(machine, [&machine] {
+    machine.track_disk_writes(true);
+    return true;
+  });
+  for (Disk& disk : disks_) copy_disk(disk);
   GuestMemory& memory = machine_.guest_memory();
   dirty_log_ = machine_.start_dirty_log();
   // Everything the VMM wrote before now is in memory, which goes whole;
@@ -134,6 +203,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   EpochPages& staged = staged_;
   std::vector<uint64_t>& bitmap = bitmap_;
   kvm::DirtyLog& log = *dirty_log_;
+  std::vector<Disk>& disks = disks_;
   state::v1::VmState state = on_event_loop<state::v1::VmState>(machine, [&] {
     state::v1::VmState captured;
     try {
@@ -142,6 +212,11 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
       log.peek_into(bitmap);
       log.reprotect_peeked();
       staged.stage(memory.host_base(), memory.size() / kPageSize, bitmap);
+      std::vector<std::vector<uint64_t>> written = machine.harvest_disk_writes();
+      for (Disk& disk : disks) {
+        if (disk.index < written.size())
+          disk.staged.stage_file(disk.image.get(), disk.blocks, written[disk.index]);
+      }
       // Output commit: what the guest sent until now is this epoch's; from
       // the first checkpoint on, output waits for its epoch's ack.
       machine.close_output_epoch(epoch);
@@ -162,12 +237,20 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   const uint64_t sent_before = channel_->bytes_sent();
   channel_->hold(true);
   staged_.send(*channel_);
+  uint64_t blocks = 0, zero_blocks = 0;
+  for (const Disk& disk : disks_) {
+    disk.staged.send(*channel_, disk.index);
+    blocks += disk.staged.pages();
+    zero_blocks += disk.staged.zero_pages();
+  }
   channel_->send(FrameType::kState, state);
   channel_->hold(false);
   mpb::Epoch end;
   end.set_epoch(epoch);
   end.set_pages(staged_.pages());
   end.set_zero_pages(staged_.zero_pages());
+  end.set_disk_blocks(blocks);
+  end.set_zero_disk_blocks(zero_blocks);
   end.set_length_us(last_checkpoint_ == Clock::time_point{} ? 0 : us(stopped - last_checkpoint_));
   channel_->send(FrameType::kEpoch, end);
 
@@ -350,7 +433,10 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
   if (channel_) channel_->shutdown();
   // Unprotected from here: the output held goes, and goes on unheld.
   MigratableMachine& machine = machine_;
-  machine.post([&machine] { machine.hold_output(false); });
+  machine.post([&machine] {
+    machine.hold_output(false);
+    machine.track_disk_writes(false);
+  });
   pb::ReplicaInfo outcome = info();
   if (!told) first(outcome);
   return outcome;

@@ -12,6 +12,12 @@
 // is never shorter than its transfer and acknowledgement take (one epoch in
 // flight at most).
 //
+// Writable disks are replicated beside memory (the passive keeps its own
+// copy of each image): all of it once, then in each checkpoint's pause the
+// 4 KiB blocks the guest's requests wrote since the last one (the devices
+// note them; quiescing finished every request), read back from the image
+// and sent with the epoch, so the passive's disk matches its memory.
+//
 // Any failure (the passive dies, refuses, stops answering) ends the
 // replication with the guest running on here, unprotected; info() says why.
 // A switchover is a live migration's handover after a last checkpoint: its
@@ -29,6 +35,7 @@
 #include <string>
 
 #include "common/tcp_endpoint.h"
+#include "common/unique_fd.h"
 #include "migration/epoch_pages.h"
 #include "migration/stream/frame_channel.h"
 #include "proto/control.pb.h"
@@ -78,6 +85,17 @@ class ReplicaSender {
   std::unique_ptr<FrameChannel> channel_;
   std::unique_ptr<kvm::DirtyLog> dirty_log_;
   EpochPages staged_;
+  // The replicated disks (writable ones), read back from their images: the
+  // first copy whole, then each epoch's written blocks.
+  struct Disk {
+    uint64_t index;  // in the configuration
+    UniqueFd image;
+    uint64_t blocks;
+    EpochPages staged;
+  };
+  std::vector<Disk> disks_;
+  std::vector<uint64_t> open_disks();  // Hello.disk_bytes
+  void copy_disk(Disk& disk);
   std::vector<uint64_t> bitmap_;
   std::chrono::milliseconds target_;
   std::chrono::steady_clock::time_point started_;

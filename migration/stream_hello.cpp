@@ -8,7 +8,8 @@ namespace keel::migration {
 namespace mpb = ::keel::migration::v1;
 namespace st = ::keel::state::v1;
 
-void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica) {
+void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica,
+                const std::vector<uint64_t>& disk_bytes) {
   const st::VmState ours =
       on_event_loop<st::VmState>(machine, [&machine] { return machine.shape(); });
   mpb::Hello hello;
@@ -19,6 +20,7 @@ void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica)
   hello.set_page_size(kPageSize);
   hello.set_memory_bytes(machine.guest_memory().size());
   hello.set_replica(replica);
+  for (uint64_t bytes : disk_bytes) hello.add_disk_bytes(bytes);
   channel.send_magic();
   channel.send(FrameType::kHello, hello);
   mpb::Verdict verdict;

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "migration/stream/frame_channel.h"
 #include "vmm/config/vmm_options.h"
@@ -16,7 +17,9 @@ namespace keel::migration {
 // Source side, on a connected channel: magic, Hello (the shape taken on the
 // machine's event loop), then the destination's Verdict. InputError when it
 // refused (its reason quoted), StreamError when the stream broke.
-void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica);
+// `disk_bytes`: a replica stream's replicated disks' sizes (Hello.disk_bytes).
+void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica,
+                const std::vector<uint64_t>& disk_bytes = {});
 
 // Destination side: the machine built from the Hello frame `hello` (its
 // configuration with this command line's disks and taps), shape-checked,

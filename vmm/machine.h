@@ -145,6 +145,8 @@ class Machine : public ControlHandler, public MigratableMachine {
   void release_disks() override;
   void claim_disks() override;
   void announce_network() override;
+  void track_disk_writes(bool on) override;
+  std::vector<std::vector<uint64_t>> harvest_disk_writes() override;
   void hold_output(bool held) override;
   void close_output_epoch(uint64_t epoch) override;
   void release_output(uint64_t epoch) override;

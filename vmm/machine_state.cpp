@@ -229,6 +229,18 @@ void Machine::announce_network() {
   for (const auto& function : devices_->virtio_functions()) function->announce();
 }
 
+void Machine::track_disk_writes(bool on) {
+  for (const auto& function : devices_->virtio_functions())
+    if (function->is_disk()) function->track_writes(on);
+}
+
+std::vector<std::vector<uint64_t>> Machine::harvest_disk_writes() {
+  std::vector<std::vector<uint64_t>> disks;
+  for (const auto& function : devices_->virtio_functions())
+    if (function->is_disk()) disks.push_back(function->harvest_writes());
+  return disks;
+}
+
 void Machine::hold_output(bool held) {
   for (const auto& function : devices_->virtio_functions()) function->hold_output(held);
 }

@@ -86,6 +86,14 @@ class MigratableMachine {
   // announces its MAC (VirtioDevice::announce). Returns at once.
   virtual void announce_network() = 0;
 
+  // HA disk replication (VirtioDevice::track_writes), on the event loop:
+  // from track_disk_writes(true) on, each disk notes the 4 KiB blocks the
+  // guest's requests write; harvest_disk_writes() takes the notes, one
+  // bitmap per disk in the configuration's order (complete once the
+  // devices are quiesced: capture_state).
+  virtual void track_disk_writes(bool on) = 0;
+  virtual std::vector<std::vector<uint64_t>> harvest_disk_writes() = 0;
+
   // HA output commit (VirtioDevice::hold_output), on the event loop: from
   // hold_output(true) on, the guest's network output waits in its devices;
   // a checkpoint's pause closes epoch `epoch` (close_output_epoch), and the

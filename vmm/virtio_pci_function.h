@@ -72,6 +72,15 @@ class VirtioPciFunction : public PciDevice {
     std::lock_guard guard(transport_.lock());
     device_->announce();
   }
+  void track_writes(bool on) {
+    std::lock_guard guard(transport_.lock());
+    device_->track_writes(on);
+  }
+  std::vector<uint64_t> harvest_writes() {
+    std::lock_guard guard(transport_.lock());
+    return device_->harvest_writes();
+  }
+  bool is_disk() const { return device_->device_type() == virtio::kDeviceTypeBlock; }
   void hold_output(bool held) {
     std::lock_guard guard(transport_.lock());
     device_->hold_output(held);

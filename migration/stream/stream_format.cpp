@@ -32,6 +32,8 @@ const char* frame_name(FrameType type) {
       return "epoch";
     case FrameType::kEpochAck:
       return "epoch ack";
+    case FrameType::kDiskBlocks:
+      return "disk blocks";
   }
   return "unknown";
 }
@@ -47,7 +49,7 @@ FrameHeader decode_frame_header(std::span<const uint8_t, 8> bytes) {
   const auto type = static_cast<uint32_t>(load_le(bytes.subspan(0, 4)));
   const auto length = static_cast<uint32_t>(load_le(bytes.subspan(4, 4)));
   if (type < static_cast<uint32_t>(FrameType::kHello) ||
-      type > static_cast<uint32_t>(FrameType::kEpochAck)) {
+      type > static_cast<uint32_t>(FrameType::kDiskBlocks)) {
     throw StreamError("unknown frame type " + std::to_string(type));
   }
   if (length > kMaxFramePayload) {
@@ -106,6 +108,16 @@ std::string peer_says(const std::string& message) {
   }
   if (message.size() > kMax) out += "...";
   return out;
+}
+
+DiskBlocks split_disk_blocks(std::span<const uint8_t> payload, size_t disks) {
+  if (payload.size() < 8) throw StreamError("disk blocks frame without its disk");
+  const uint64_t disk = load_le(payload.subspan(0, 8));
+  if (disk >= disks) {
+    throw StreamError("disk blocks for disk " + std::to_string(disk) + " of " +
+                      std::to_string(disks));
+  }
+  return {static_cast<uint32_t>(disk), payload.subspan(8)};
 }
 
 }  // namespace keel::migration

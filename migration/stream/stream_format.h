@@ -20,7 +20,9 @@
 // A replica stream (Hello.replica; migration/replica_sender.h) starts the
 // same way, then never ends on its own:
 //   Pages… (all of memory, the guest running), Sync →   ← Synced
-//   per checkpoint: Pages… (copied in the pause), State, Epoch →   ← EpochAck
+//   DiskBlocks… (each replicated disk whole, beside the first copy)
+//   per checkpoint: Pages…, DiskBlocks… (both copied in the pause), State,
+//   Epoch →   ← EpochAck
 //   Go (after a checkpoint taken for it: a switchover) →   ← Running
 //   Cancel → the replication ends; the passive copy is dropped.
 #pragma once
@@ -61,6 +63,7 @@ enum class FrameType : uint32_t {
   kSynced = 11,
   kEpoch = 12,
   kEpochAck = 13,
+  kDiskBlocks = 14,
 };
 
 struct FrameHeader {
@@ -93,5 +96,15 @@ struct PageBatchCounts {
 // bad one have been delivered: the receiver throws the memory away).
 PageBatchCounts decode_page_batch(std::span<const uint8_t> payload, uint64_t memory_pages,
                                   const std::function<void(uint64_t, const uint8_t*)>& page);
+
+// Disk block frames (replica streams): a u64 naming the disk (its index in
+// the configuration), then entries as a page batch's, each a 4 KiB block
+// of that disk. Throws StreamError for a payload shorter than the u64 or a
+// disk index not below `disks`.
+struct DiskBlocks {
+  uint32_t disk;
+  std::span<const uint8_t> batch;  // decode_page_batch, with the disk's blocks
+};
+DiskBlocks split_disk_blocks(std::span<const uint8_t> payload, size_t disks);
 
 }  // namespace keel::migration

@@ -161,11 +161,17 @@ def replica_seeds():
         return frame(12, field(1, n) + field(2, pages) + field(3, zeros) + field(4, 30000))
 
     one = frame(3, page_entry(2, fill=0x22)) + state + epoch(1, 1, 0)
+    disk1 = struct.pack("<Q", 1)
+    blocks = frame(14, disk1 + page_entry(3, fill=0x44) + page_entry(4, zero=True))
+    disk_epoch = frame(3, page_entry(9, fill=0x55)) + blocks + state + frame(
+        12, field(1, 2) + field(2, 1) + field(5, 1) + field(6, 1))
     two = frame(3, page_entry(0, zero=True) + page_entry(63, fill=0x33)) + state + epoch(2, 1, 1)
     return {
         "two_epochs": magic + frame(1, hello) + first + one + two,
         "second_cut_short": magic + frame(1, hello) + first + one + frame(3, page_entry(5)),
         "out_of_order": magic + frame(1, hello) + first + one + state + epoch(3, 0, 0),
+        "disk_blocks": magic + frame(1, hello) + frame(14, disk1 + page_entry(0)) + first + one +
+        disk_epoch,
         "counts_differ": magic + frame(1, hello) + first + one + frame(3, page_entry(4)) + state +
         epoch(2, 2, 0),
     }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "proto/migration.pb.h"
@@ -61,6 +62,14 @@ struct Written {
       return decode_page_batch(payload, 64, [](uint64_t, const uint8_t*) {});
     };
   }
+  // Disk block frames: the disk's index first.
+  EpochAssembler::WriteNow disk_writer() {
+    return [this](std::span<const uint8_t> payload) {
+      frames.emplace_back(payload.begin(), payload.end());
+      return decode_page_batch(split_disk_blocks(payload, 2).batch, 16,
+                               [](uint64_t, const uint8_t*) {});
+    };
+  }
 };
 
 TEST(EpochAssembler, FirstCopyAndFirstEpochGoStraightToMemoryLaterOnesWait) {
@@ -86,10 +95,60 @@ TEST(EpochAssembler, FirstCopyAndFirstEpochGoStraightToMemoryLaterOnesWait) {
   EpochAssembler::Epoch second = a.complete(epoch_end(2, 2, 1));
   ASSERT_EQ(second.frames.size(), 2u);
   EXPECT_EQ(second.pages, 3u);
-  EXPECT_EQ(second.frames[1], batch({{5, 5}}));
+  EXPECT_EQ(second.frames[1].bytes, batch({{5, 5}}));
+  EXPECT_EQ(second.frames[1].type, FrameType::kPages);
   a.committed();
   EXPECT_FALSE(a.mid_epoch());
   EXPECT_EQ(a.last_epoch(), 2u);
+}
+
+std::vector<uint8_t> disk_frame(uint64_t disk, std::vector<std::pair<uint64_t, int>> blocks) {
+  std::vector<uint8_t> out(8);
+  std::memcpy(out.data(), &disk, 8);
+  const auto entries = batch(std::move(blocks));
+  out.insert(out.end(), entries.begin(), entries.end());
+  return out;
+}
+
+TEST(EpochAssembler, DiskBlocksTravelWithTheirEpoch) {
+  // Disk 0 is not replicated (read-only); disk 1 has 16 blocks.
+  EpochAssembler a(64, {0, 16});
+  Written w;
+  a.add_disk_blocks(disk_frame(1, {{0, 7}, {15, -1}}), w.disk_writer());
+  EXPECT_EQ(w.frames.size(), 1u) << "the first copy is written at once";
+  a.end_first_copy();
+  a.add_state(state());
+  a.complete(epoch_end(1, 0, 0));
+  a.committed();
+  a.add_disk_blocks(disk_frame(1, {{3, 9}}), w.disk_writer());
+  EXPECT_EQ(w.frames.size(), 1u) << "a later epoch's blocks wait for its end";
+  a.add_state(state());
+  v1::Epoch e;
+  e.set_epoch(2);
+  EXPECT_EQ(error_of([&] { a.complete(encoded(e)); }),
+            "migration stream: epoch 2 announced 0+0 disk blocks, 1+0 arrived");
+  e.set_disk_blocks(1);
+  EpochAssembler::Epoch second = a.complete(encoded(e));
+  ASSERT_EQ(second.frames.size(), 1u);
+  EXPECT_EQ(second.frames[0].type, FrameType::kDiskBlocks);
+  EXPECT_EQ(second.disk_blocks, 1u);
+  a.committed();
+  EXPECT_EQ(error_of([&] {
+              a.add_disk_blocks(disk_frame(0, {{0, 1}}), w.disk_writer());
+            }),
+            "migration stream: disk blocks for disk 0, not replicated");
+  EXPECT_EQ(error_of([&] {
+              a.add_disk_blocks(disk_frame(2, {{0, 1}}), w.disk_writer());
+            }),
+            "migration stream: disk blocks for disk 2 of 2");
+  EXPECT_EQ(error_of([&] {
+              a.add_disk_blocks(disk_frame(1, {{16, 1}}), w.disk_writer());
+            }),
+            "migration stream: page 16 beyond guest memory (16 pages)");
+  EXPECT_EQ(error_of([&] {
+              a.add_disk_blocks(std::vector<uint8_t>{1, 2, 3}, w.disk_writer());
+            }),
+            "migration stream: disk blocks frame without its disk");
 }
 
 TEST(EpochAssembler, RefusesEpochsThatDoNotAddUp) {

@@ -270,6 +270,7 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
       if (r.is_read) {
         disk_->read(tag(head), offset, iov);
       } else {
+        note_written(offset, request.data_len);
         disk_->write(tag(head), offset, iov);
       }
       break;
@@ -281,6 +282,7 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
         ++r.ops_left;
         const uint64_t offset = range.sector << kSectorShift;
         const uint64_t length = uint64_t{range.num_sectors} << kSectorShift;
+        note_written(offset, length);
         if (request.type == BlkRequestType::kDiscard) {
           disk_->discard(tag(head), offset, length);
         } else {
@@ -292,6 +294,25 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
     }
   }
   ++in_flight_count_;
+}
+
+void VirtioBlkDevice::track_writes(bool on) {
+  if (!on) {
+    written_.reset();
+  } else if (!written_) {
+    written_ = std::make_unique<DirtyBitmap>(disk_->size());
+  }
+}
+
+std::vector<uint64_t> VirtioBlkDevice::harvest_writes() {
+  return written_ ? written_->harvest() : std::vector<uint64_t>{};
+}
+
+// A range the backend will refuse (past the end) is noted only as far as
+// the disk goes: nothing beyond it can change.
+void VirtioBlkDevice::note_written(uint64_t offset, uint64_t length) {
+  if (!written_ || offset >= disk_->size() || length == 0) return;
+  written_->mark(offset, std::min(length, disk_->size() - offset));
 }
 
 void VirtioBlkDevice::answer_get_id(const BlkRequest& request) {

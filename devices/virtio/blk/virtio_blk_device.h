@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dirty_bitmap.h"
 #include "devices/virtio/blk/blk_request.h"
 #include "devices/virtio/queue/virtio_device.h"
 #include "proto/vm_config.pb.h"
@@ -95,6 +96,8 @@ class VirtioBlkDevice : public VirtioDevice {
   void sync_storage() override { disk_->sync(); }
   void release_storage() override { disk_->release(); }
   void claim_storage() override { disk_->claim(); }
+  void track_writes(bool on) override;
+  std::vector<uint64_t> harvest_writes() override;
   std::optional<SplitQueueState> queue_state(uint16_t queue) const override;
   void save_state(state::v1::VirtioDeviceState& state) const override;
   void restore_state(const state::v1::VirtioDeviceState& state) override;
@@ -128,6 +131,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void handle_chain(const DescriptorChain& chain);
   void start_request(uint16_t head, const BlkRequest& request);
   void answer_get_id(const BlkRequest& request);
+  void note_written(uint64_t offset, uint64_t length);
   void mark_landed(InFlight& r);
   void end_draining();
   void on_disk_completion(uint64_t tag, int64_t result);
@@ -139,6 +143,7 @@ class VirtioBlkDevice : public VirtioDevice {
   void continue_later();
   uint64_t tag(uint16_t head) const { return (uint64_t{generation_} << 16) | head; }
 
+  std::unique_ptr<DirtyBitmap> written_;  // track_writes: blocks written since the last harvest
   std::unique_ptr<storage::BlockBackend> disk_;
   std::string serial_;
   uint64_t capacity_sectors_ = 0;

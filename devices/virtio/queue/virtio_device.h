@@ -145,6 +145,13 @@ class VirtioDevice {
   // acknowledged it, release_output lets its output go, in order.
   // hold_output(false) lets everything go and stops holding. With lock()
   // held.
+  // HA disk replication, for devices with storage (virtio-blk), with lock()
+  // held: from track_writes(true) on, the device notes the 4 KiB blocks of
+  // its storage every write, discard or write-zeroes request covers (at
+  // submission); harvest_writes() takes those notes (bit b of word b / 64)
+  // and clears them. Empty for devices without storage.
+  virtual void track_writes(bool) {}
+  virtual std::vector<uint64_t> harvest_writes() { return {}; }
   virtual void hold_output(bool) {}
   virtual void close_output_epoch(uint64_t) {}
   virtual void release_output(uint64_t) {}
