@@ -17,6 +17,7 @@
 
 #include "common/size_parse.h"
 #include "tools/migbench/bench_network.h"
+#include "tools/migbench/ha_runs.h"
 #include "tools/migbench/migration_peers.h"
 
 namespace {
@@ -27,7 +28,7 @@ const char* const kUsage =
     "usage: keel-migbench [--guest testos|linux] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
     "                     [--dirty-rate MBPS] [--downtime-ms N] [--bandwidth MBPS] [--runs N]\n"
     "                     [--net] [--peer none|qemu] [--where auto|direct|box] [--json]\n"
-    "                     [--trace]\n"
+    "                     [--trace] [--ha]\n"
     "\n"
     "Boots the guest (a heartbeat line every millisecond; with --dirty-mib also the\n"
     "memory dirtier), migrates it between two keel-vmm processes over loopback\n"
@@ -69,6 +70,15 @@ const char* const kUsage =
     "                     KVM test host (tools/kvm-run); KEEL_KVM_MODE=direct|box\n"
     "                     forces auto's choice; the first line says which\n"
     "  --json             one JSON object instead of the table\n"
+    "  --ha               also high availability's figures in the same runs (keel-vmm\n"
+    "                     --replica-of): keel-switch replicates the guest, protects it\n"
+    "                     2 s, then switches over (columns as for a migration);\n"
+    "                     keel-failover replicates the same way, kills the active\n"
+    "                     keel-vmm and at once tells the passive to take over:\n"
+    "                     total = the kill to the passive's first beat, outside = the\n"
+    "                     last beat to that one, vmm = the takeover's answer, stall =\n"
+    "                     the guest's progress rolled back to its last epoch; rounds =\n"
+    "                     epochs acknowledged, sent = replication bytes\n"
     "  --trace            after each run, on stderr: the lines around its pause on this\n"
     "                     program's clock, both consoles and both VMMs' stderr (keel-vmm's\n"
     "                     pause steps: KEEL_LOG=debug is set for it), to see where a pause\n"
@@ -78,6 +88,7 @@ struct Options {
   Workload workload;
   int runs = 5;
   bool qemu = false;
+  bool ha = false;
   bool json = false;
   std::string where = "auto";
 };
@@ -133,6 +144,8 @@ Options parse(int argc, char** argv) {
       o.workload.net = true;
     } else if (a == "--trace") {
       o.workload.trace = true;
+    } else if (a == "--ha") {
+      o.ha = true;
     } else {
       throw std::invalid_argument("unknown option " + a);
     }
@@ -142,6 +155,8 @@ Options parse(int argc, char** argv) {
     throw std::invalid_argument("--dirty-mib must be below --memory");
   if (o.workload.net && o.workload.dirty_mib != 0)
     throw std::invalid_argument("--net: only with the idle guest (no --dirty-mib)");
+  if (o.ha && o.workload.net)
+    throw std::invalid_argument("--ha: not with --net (the passive's tap is not set up)");
   if (o.workload.net && o.workload.guest == Guest::kLinux)
     throw std::invalid_argument("--net: only with --guest testos (its UDP echo job)");
   return o;
@@ -325,6 +340,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::vector<Peer> peers{Peer::kKeel};
+  if (o.ha) peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover});
   if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
   std::vector<Row> rows;
   std::map<Peer, std::vector<RunFigures>> by_peer;
@@ -334,7 +350,19 @@ int main(int argc, char** argv) {
     for (Peer p : peers) {
       RunFigures f;
       try {
-        f = p == Peer::kKeel ? run_keel(w, run) : run_qemu(w, p == Peer::kQemuTuned, run);
+        switch (p) {
+          case Peer::kKeel:
+            f = run_keel(w, run);
+            break;
+          case Peer::kKeelSwitchover:
+            f = run_keel_switchover(w, run);
+            break;
+          case Peer::kKeelFailover:
+            f = run_keel_failover(w, run);
+            break;
+          default:
+            f = run_qemu(w, p == Peer::kQemuTuned, run);
+        }
       } catch (const std::exception& e) {
         f.error = e.what();
       }
@@ -370,6 +398,17 @@ int main(int argc, char** argv) {
     std::cout << out.str() << "\n";
   } else {
     for (Peer p : peers) std::printf("%s\n", row_text({p, 0, medians(by_peer[p])}, w.net).c_str());
+    if (o.ha) {
+      const RunFigures keel = medians(by_peer[Peer::kKeel]);
+      const RunFigures sw = medians(by_peer[Peer::kKeelSwitchover]);
+      const RunFigures fo = medians(by_peer[Peer::kKeelFailover]);
+      std::printf("outside pause, keel-switch / keel (migration): %.3f\n",
+                  keel.outside_pause_ms > 0 ? sw.outside_pause_ms / keel.outside_pause_ms : 0.0);
+      std::printf(
+          "failover, the active killed to the guest beating on the passive: %.2f ms "
+          "(takeover answered in %.2f ms; %.0f ms of the guest's progress rolled back)\n",
+          fo.total_ms, fo.vmm_pause_ms, fo.guest_stall_ms);
+    }
     if (o.qemu) {
       const RunFigures keel = medians(by_peer[Peer::kKeel]);
       for (Peer p : {Peer::kQemuDefault, Peer::kQemuTuned}) {

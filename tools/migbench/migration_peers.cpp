@@ -24,7 +24,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 namespace {
-
 constexpr auto kWarmUp = seconds(600);
 // A QEMU migration still under way after this is counted as failed (QEMU
 // 7.2's multifd sometimes never completes in the KVM test host).
@@ -33,6 +32,7 @@ constexpr auto kQemuMigrationLimit = seconds(120);
 // the window in which a late stall would show. Short: after it the source
 // VMM tears down its memory, and on a small machine that only adds noise.
 constexpr uint64_t kSettleMs = 100;
+}  // namespace
 
 uint16_t free_port() {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -66,8 +66,6 @@ std::string scratch_dir(const Workload& w, const std::string& name) {
 void settle(TimedConsole& destination, const Workload& w) {
   destination.wait_lines(w.beat_prefix(), kSettleMs / w.beat_ms, seconds(60));
 }
-
-}  // namespace
 
 std::string Workload::cmdline() const {
   const auto n = [](uint64_t v) { return std::to_string(v); };
@@ -119,6 +117,10 @@ const char* peer_name(Peer peer) {
       return "qemu-default";
     case Peer::kQemuTuned:
       return "qemu-tuned";
+    case Peer::kKeelSwitchover:
+      return "keel-switch";
+    case Peer::kKeelFailover:
+      return "keel-failover";
   }
   return "?";
 }

@@ -46,7 +46,8 @@ struct Workload {
   std::vector<std::string> qemu_boot_args() const;
 };
 
-enum class Peer { kKeel, kQemuDefault, kQemuTuned };
+// kKeelSwitchover, kKeelFailover: keel-migbench --ha (ha_runs.h).
+enum class Peer { kKeel, kQemuDefault, kQemuTuned, kKeelSwitchover, kKeelFailover };
 const char* peer_name(Peer peer);
 
 struct RunFigures {
@@ -71,5 +72,16 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
 
 RunFigures run_keel(const Workload& workload, int run);
 RunFigures run_qemu(const Workload& workload, bool tuned, int run);
+
+// Shared by the runs (and ha_runs.cpp).
+uint16_t free_port();
+double ms(Clock::duration d);
+uint64_t field(const std::string& line, const std::string& key);
+// A fresh directory `name` under the workload's scratch directory.
+std::string scratch_dir(const Workload& w, const std::string& name);
+// The destination shows beats again for a while after the move.
+void settle(TimedConsole& destination, const Workload& w);
+// For a run that failed early: how the process ended, its stderr and last lines.
+std::string what_happened(TimedConsole& console);
 
 }  // namespace keel::migbench

@@ -1,0 +1,163 @@
+#include "tools/migbench/ha_runs.h"
+
+#include <optional>
+#include <thread>
+
+#include "control/control_client.h"
+
+namespace keel::migbench {
+
+namespace pb = ::keel::api::v1;
+using std::chrono::seconds;
+
+namespace {
+
+constexpr auto kWarmUp = seconds(600);
+// Protected this long before the fault: epochs under way, as in service.
+constexpr auto kProtected = std::chrono::milliseconds(2000);
+
+struct Pair {
+  std::string active_sock, passive_sock;
+  std::optional<TimedConsole> active, passive;
+};
+
+pb::Response call(const std::string& socket, pb::Request request, std::chrono::seconds wait) {
+  return ControlClient(socket, seconds(10)).call(request, wait);
+}
+
+// The guest warmed up on the active, a passive waiting, the replication
+// protecting it for kProtected; an error message, or empty.
+std::string replicate(const Workload& w, int run, const char* kind, Pair& p, RunFigures& f) {
+  const std::string dir = scratch_dir(w, std::string(kind) + "-" + std::to_string(run));
+  p.active_sock = dir + "/active.sock";
+  p.passive_sock = dir + "/passive.sock";
+  std::vector<std::string> args{w.keel_vmm};
+  for (const auto& a : w.keel_boot_args()) args.push_back(a);
+  args.insert(args.end(),
+              {"--memory", std::to_string(w.memory_mib) + "M", "--cpus", std::to_string(w.cpus),
+               "--cmdline", w.cmdline(), "--api-socket", p.active_sock});
+  p.active.emplace(args);
+  if (!p.active->wait_line(w.ready_line(), kWarmUp))
+    return "the guest did not warm up: " + what_happened(*p.active);
+  const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
+  p.passive.emplace(
+      std::vector<std::string>{w.keel_vmm, "--replica-of", to, "--api-socket", p.passive_sock});
+  if (!p.passive->wait_error("waiting for a replica stream", seconds(60)))
+    return "the passive did not start: " + p.passive->errors();
+  pb::Request replicate;
+  replicate.mutable_replicate()->set_to(to);
+  const pb::Response started = call(p.active_sock, replicate, seconds(3600));
+  if (!started.ok()) return "replicate failed: " + started.error().message();
+  // Waiting out the protected stretch is the point of the run here.
+  std::this_thread::sleep_for(kProtected);
+  pb::Request status;
+  status.mutable_replica_status();
+  const pb::Response now = call(p.active_sock, status, seconds(10));
+  if (now.replica_status().phase() != pb::REPLICA_PHASE_PROTECTED)
+    return "not protected after " + std::to_string(kProtected.count()) +
+           " ms: " + now.replica_status().error();
+  f.bytes = now.replica_status().bytes_sent();
+  f.rounds = static_cast<uint32_t>(now.replica_status().epoch());
+  return "";
+}
+
+void end_passive(Pair& p) {
+  pb::Request kill;
+  kill.mutable_kill();
+  try {
+    call(p.passive_sock, kill, seconds(10));
+  } catch (const std::exception&) {
+  }
+  p.passive->wait_exit(seconds(60));
+}
+
+}  // namespace
+
+RunFigures run_keel_switchover(const Workload& w, int run) {
+  RunFigures f;
+  Pair p;
+  if (std::string why = replicate(w, run, "switchover", p, f); !why.empty()) {
+    f.error = why;
+    return f;
+  }
+  pb::Request switchover;
+  switchover.mutable_switchover();
+  const auto begin = Clock::now();
+  const pb::Response done = call(p.active_sock, switchover, seconds(600));
+  const auto end = Clock::now();
+  if (!done.ok()) {
+    f.error = "switchover failed: " + done.error().message();
+    return f;
+  }
+  settle(*p.passive, w);
+  f.vmm_pause_ms = static_cast<double>(done.switchover().switchover_pause_us()) / 1000.0;
+  f.total_ms = ms(end - begin);
+  f.bytes = done.switchover().bytes_sent();
+  f.rounds = static_cast<uint32_t>(done.switchover().epoch());
+  p.active->wait_exit(seconds(60));
+  const auto settled = Clock::now();
+  std::vector<TimedLine> arrived = p.passive->lines();
+  const std::string head = p.active->unfinished();
+  if (!head.empty() && !arrived.empty()) arrived.front().text = head + arrived.front().text;
+  beat_figures(p.active->lines(), arrived, w.beat_prefix(), begin, settled, f);
+  end_passive(p);
+  f.ok = true;
+  return f;
+}
+
+RunFigures run_keel_failover(const Workload& w, int run) {
+  RunFigures f;
+  Pair p;
+  if (std::string why = replicate(w, run, "failover", p, f); !why.empty()) {
+    f.error = why;
+    return f;
+  }
+  const auto fault = Clock::now();
+  p.active->wait_exit(std::chrono::milliseconds(0));  // SIGKILL: no word to anyone
+  pb::Request takeover;
+  takeover.mutable_takeover();
+  const auto asked = Clock::now();
+  const pb::Response took = call(p.passive_sock, takeover, seconds(60));
+  const auto answered = Clock::now();
+  if (!took.ok()) {
+    f.error = "takeover failed: " + took.error().message();
+    return f;
+  }
+  const size_t before = 0;
+  if (!p.passive->wait_line(w.beat_prefix(), seconds(60), before)) {
+    f.error = "no beat from the passive after the takeover: " + what_happened(*p.passive);
+    return f;
+  }
+  settle(*p.passive, w);
+  const std::vector<TimedLine> active = p.active->lines();
+  const std::vector<TimedLine> passive = p.passive->lines();
+  const TimedLine* last = nullptr;
+  for (const auto& l : active)
+    if (l.text.rfind(w.beat_prefix(), 0) == 0 && l.text.find(" t_us=") != std::string::npos)
+      last = &l;
+  const TimedLine* first = nullptr;
+  for (const auto& l : passive) {
+    if (l.text.rfind(w.beat_prefix(), 0) == 0) {
+      first = &l;
+      break;
+    }
+  }
+  if (!last || !first) {
+    f.error = "no beats to measure";
+    return f;
+  }
+  f.total_ms = ms(first->at - fault);
+  f.outside_pause_ms = ms(first->at - last->at);
+  f.vmm_pause_ms = ms(answered - asked);
+  const uint64_t last_seq = field(last->text, "seq");
+  const uint64_t first_seq = field(first->text, "seq");
+  // The guest went back to its last acknowledged epoch: beats printed
+  // again, in milliseconds of its progress.
+  f.guest_stall_ms =
+      last_seq >= first_seq ? static_cast<double>((last_seq - first_seq + 1) * w.beat_ms) : 0.0;
+  end_passive(p);
+  f.ok = true;
+  return f;
+}
+
+}  // namespace keel::migbench

@@ -1,0 +1,20 @@
+// keel-migbench --ha: the replica's figures beside a live migration's in
+// the same run. A switchover run replicates the warmed-up guest to a
+// passive keel-vmm, lets it run protected, then switches over: the pause
+// seen from outside (beats across both consoles, as for a migration) and
+// the one the VMM counts. A failover run replicates the same way, then
+// kills the active keel-vmm (SIGKILL) and at once tells the passive to take
+// over (detection is the cluster's part, not measured here): the time from
+// the kill to the first beat on the passive (total), the longest stretch
+// without a beat (outside), the takeover's answer (vmm), and how far the
+// guest went back (the beats the passive printed again: rolled back).
+#pragma once
+
+#include "tools/migbench/migration_peers.h"
+
+namespace keel::migbench {
+
+RunFigures run_keel_switchover(const Workload& workload, int run);
+RunFigures run_keel_failover(const Workload& workload, int run);
+
+}  // namespace keel::migbench
