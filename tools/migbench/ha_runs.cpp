@@ -1,5 +1,6 @@
 #include "tools/migbench/ha_runs.h"
 
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -25,9 +26,11 @@ pb::Response call(const std::string& socket, pb::Request request, std::chrono::s
   return ControlClient(socket, seconds(10)).call(request, wait);
 }
 
-// The guest warmed up on the active, a passive waiting, the replication
-// protecting it for kProtected; an error message, or empty.
-std::string replicate(const Workload& w, int run, const char* kind, Pair& p, RunFigures& f) {
+// The guest warmed up on the active (`warmed` runs then), a passive
+// waiting, the replication protecting it (for kProtected when `stay`); an
+// error message, or empty.
+std::string replicate(const Workload& w, int run, const char* kind, Pair& p, RunFigures& f,
+                      const std::function<void()>& warmed = {}, bool stay = true) {
   const std::string dir = scratch_dir(w, std::string(kind) + "-" + std::to_string(run));
   p.active_sock = dir + "/active.sock";
   p.passive_sock = dir + "/passive.sock";
@@ -39,6 +42,7 @@ std::string replicate(const Workload& w, int run, const char* kind, Pair& p, Run
   p.active.emplace(args);
   if (!p.active->wait_line(w.ready_line(), kWarmUp))
     return "the guest did not warm up: " + what_happened(*p.active);
+  if (warmed) warmed();
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
   p.passive.emplace(
       std::vector<std::string>{w.keel_vmm, "--replica-of", to, "--api-socket", p.passive_sock});
@@ -48,6 +52,7 @@ std::string replicate(const Workload& w, int run, const char* kind, Pair& p, Run
   replicate.mutable_replicate()->set_to(to);
   const pb::Response started = call(p.active_sock, replicate, seconds(3600));
   if (!started.ok()) return "replicate failed: " + started.error().message();
+  if (!stay) return "";
   // Waiting out the protected stretch is the point of the run here.
   std::this_thread::sleep_for(kProtected);
   pb::Request status;
@@ -59,6 +64,29 @@ std::string replicate(const Workload& w, int run, const char* kind, Pair& p, Run
   f.bytes = now.replica_status().bytes_sent();
   f.rounds = static_cast<uint32_t>(now.replica_status().epoch());
   return "";
+}
+
+// The dirtier's rate in MB/s over at least kWindow of whole passes, from
+// the next pass line at or after index `from`; 0 when none came.
+double dirty_rate(TimedConsole& console, size_t from) {
+  constexpr auto kWindow = std::chrono::seconds(4);
+  const std::string pass = "testos: dirtier pass=";
+  if (!console.wait_line(pass, seconds(120), from)) return 0;
+  auto lines = console.lines();
+  size_t start = from;
+  while (lines[start].text.rfind(pass, 0) != 0) ++start;
+  const Clock::time_point t0 = lines[start].at;
+  uint64_t mib = 0;
+  for (size_t i = start + 1;; ++i) {
+    if (i >= lines.size()) {
+      if (!console.wait_line(pass, seconds(120), i)) return 0;
+      lines = console.lines();
+    }
+    if (lines[i].text.rfind(pass, 0) != 0) continue;
+    mib += field(lines[i].text, "mib");
+    if (lines[i].at - t0 >= kWindow)
+      return static_cast<double>(mib) * 1048576.0 / 1e6 / (ms(lines[i].at - t0) / 1000.0);
+  }
 }
 
 void end_passive(Pair& p) {
@@ -157,6 +185,55 @@ RunFigures run_keel_failover(const Workload& w, int run) {
       last_seq >= first_seq ? static_cast<double>((last_seq - first_seq + 1) * w.beat_ms) : 0.0;
   end_passive(p);
   f.ok = true;
+  return f;
+}
+
+RunFigures run_keel_overhead(const Workload& w, int run) {
+  RunFigures f;
+  if (w.dirty_mib == 0) {
+    f.error = "the overhead run needs the dirtier (--dirty-mib)";
+    return f;
+  }
+  Pair p;
+  const std::string why = replicate(
+      w, run, "overhead", p, f,
+      [&] { f.rate_alone_mbs = dirty_rate(*p.active, p.active->lines().size()); }, false);
+  if (!why.empty()) {
+    f.error = why;
+    return f;
+  }
+  const size_t from = p.active->lines().size();
+  pb::Request status;
+  status.mutable_replica_status();
+  const pb::ReplicaInfo before = call(p.active_sock, status, seconds(10)).replica_status();
+  const auto begin = Clock::now();
+  f.rate_replicated_mbs = dirty_rate(*p.active, from);
+  const pb::ReplicaInfo after = call(p.active_sock, status, seconds(10)).replica_status();
+  const double seconds_run = ms(Clock::now() - begin) / 1000.0;
+  if (after.phase() != pb::REPLICA_PHASE_PROTECTED) {
+    f.error = "the replication ended: " + after.error();
+    return f;
+  }
+  f.paused_percent = after.paused_percent();
+  f.replication_mbs =
+      static_cast<double>(after.bytes_sent() - before.bytes_sent()) / 1e6 / seconds_run;
+  f.rounds = static_cast<uint32_t>(after.epoch());
+  f.bytes = after.bytes_sent();
+  f.vmm_pause_ms = static_cast<double>(after.max_pause_us()) / 1000.0;
+  f.total_ms = static_cast<double>(after.epoch_target_ms());
+  pb::Request stop;
+  stop.mutable_replica_stop();
+  call(p.active_sock, stop, seconds(10));
+  p.passive->wait_exit(seconds(60));
+  pb::Request kill;
+  kill.mutable_kill();
+  try {
+    call(p.active_sock, kill, seconds(10));
+  } catch (const std::exception&) {
+  }
+  p.active->wait_exit(seconds(60));
+  f.ok = f.rate_alone_mbs > 0 && f.rate_replicated_mbs > 0;
+  if (!f.ok) f.error = "no dirtier passes to measure";
   return f;
 }
 

@@ -16,5 +16,6 @@ namespace keel::migbench {
 
 RunFigures run_keel_switchover(const Workload& workload, int run);
 RunFigures run_keel_failover(const Workload& workload, int run);
+RunFigures run_keel_overhead(const Workload& workload, int run);
 
 }  // namespace keel::migbench

@@ -78,7 +78,10 @@ const char* const kUsage =
     "                     total = the kill to the passive's first beat, outside = the\n"
     "                     last beat to that one, vmm = the takeover's answer, stall =\n"
     "                     the guest's progress rolled back to its last epoch; rounds =\n"
-    "                     epochs acknowledged, sent = replication bytes\n"
+    "                     epochs acknowledged, sent = replication bytes; with\n"
+    "                     --dirty-mib also keel-overhead: the dirtier's rate over 4 s\n"
+    "                     alone, then replicated, in the same guest, the share of time\n"
+    "                     paused for checkpoints and the replication's bandwidth\n"
     "  --trace            after each run, on stderr: the lines around its pause on this\n"
     "                     program's clock, both consoles and both VMMs' stderr (keel-vmm's\n"
     "                     pause steps: KEEL_LOG=debug is set for it), to see where a pause\n"
@@ -204,14 +207,27 @@ RunFigures medians(const std::vector<RunFigures>& runs) {
   m.rounds = static_cast<uint32_t>(take([](const RunFigures& r) { return r.rounds; }));
   m.throttle_percent =
       static_cast<uint32_t>(take([](const RunFigures& r) { return r.throttle_percent; }));
+  m.rate_alone_mbs = take([](const RunFigures& r) { return r.rate_alone_mbs; });
+  m.rate_replicated_mbs = take([](const RunFigures& r) { return r.rate_replicated_mbs; });
+  m.paused_percent = take([](const RunFigures& r) { return r.paused_percent; });
+  m.replication_mbs = take([](const RunFigures& r) { return r.replication_mbs; });
   return m;
 }
 
 std::string row_text(const Row& r, bool net) {
   char line[256];
   if (!r.f.ok) {
-    std::snprintf(line, sizeof line, "%-13s %-6d FAILED: %s", peer_name(r.peer), r.run,
-                  r.f.error.c_str());
+    std::snprintf(line, sizeof line, "%-13s %-6d FAILED: ", peer_name(r.peer), r.run);
+    return line + r.f.error;  // whole: its stderr and last lines say why
+  }
+  if (r.peer == Peer::kKeelOverhead) {
+    std::snprintf(line, sizeof line,
+                  "%-13s %-6s dirtier %.1f MB/s alone, %.1f MB/s replicated (%.3f), %.2f%% "
+                  "paused, longest pause %.2f ms, epoch target %.0f ms, replication %.1f MB/s",
+                  peer_name(r.peer), r.run ? std::to_string(r.run).c_str() : "median",
+                  r.f.rate_alone_mbs, r.f.rate_replicated_mbs,
+                  r.f.rate_alone_mbs > 0 ? r.f.rate_replicated_mbs / r.f.rate_alone_mbs : 0.0,
+                  r.f.paused_percent, r.f.vmm_pause_ms, r.f.total_ms, r.f.replication_mbs);
     return line;
   }
   char network[16] = "-";
@@ -230,7 +246,9 @@ std::string json_figures(const RunFigures& f) {
     << ",\"network_pause_ms\":" << f.network_pause_ms << ",\"vmm_pause_ms\":" << f.vmm_pause_ms
     << ",\"guest_stall_ms\":" << f.guest_stall_ms << ",\"clock_offset_ms\":" << f.clock_offset_ms
     << ",\"total_ms\":" << f.total_ms << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
-    << ",\"throttle_percent\":" << f.throttle_percent;
+    << ",\"throttle_percent\":" << f.throttle_percent << ",\"rate_alone_mbs\":" << f.rate_alone_mbs
+    << ",\"rate_replicated_mbs\":" << f.rate_replicated_mbs
+    << ",\"paused_percent\":" << f.paused_percent << ",\"replication_mbs\":" << f.replication_mbs;
   if (!f.ok) {
     std::string e;
     for (char c : f.error) {
@@ -341,6 +359,7 @@ int main(int argc, char** argv) {
   }
   std::vector<Peer> peers{Peer::kKeel};
   if (o.ha) peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover});
+  if (o.ha && w.dirty_mib != 0) peers.push_back(Peer::kKeelOverhead);
   if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
   std::vector<Row> rows;
   std::map<Peer, std::vector<RunFigures>> by_peer;
@@ -359,6 +378,9 @@ int main(int argc, char** argv) {
             break;
           case Peer::kKeelFailover:
             f = run_keel_failover(w, run);
+            break;
+          case Peer::kKeelOverhead:
+            f = run_keel_overhead(w, run);
             break;
           default:
             f = run_qemu(w, p == Peer::kQemuTuned, run);

@@ -121,6 +121,8 @@ const char* peer_name(Peer peer) {
       return "keel-switch";
     case Peer::kKeelFailover:
       return "keel-failover";
+    case Peer::kKeelOverhead:
+      return "keel-overhead";
   }
   return "?";
 }

@@ -47,7 +47,7 @@ struct Workload {
 };
 
 // kKeelSwitchover, kKeelFailover: keel-migbench --ha (ha_runs.h).
-enum class Peer { kKeel, kQemuDefault, kQemuTuned, kKeelSwitchover, kKeelFailover };
+enum class Peer { kKeel, kQemuDefault, kQemuTuned, kKeelSwitchover, kKeelFailover, kKeelOverhead };
 const char* peer_name(Peer peer);
 
 struct RunFigures {
@@ -62,6 +62,10 @@ struct RunFigures {
   uint64_t bytes = 0;
   uint32_t rounds = 0;
   uint32_t throttle_percent = 0;
+  // --ha's overhead run: the dirtier's rate alone and while replicated
+  // (MB/s), the share of time the checkpoints paused it, the replication's
+  // bandwidth (MB/s).
+  double rate_alone_mbs = 0, rate_replicated_mbs = 0, paused_percent = 0, replication_mbs = 0;
 };
 
 // The outside and guest figures from the beats both consoles received,
