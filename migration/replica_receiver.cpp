@@ -253,23 +253,36 @@ void ReplicaReceiver::keep_copy() {
   }
   std::unique_lock lock(mutex_);
   receiving_ = false;
+  // A takeover asked for while the stream ran, and the stream ended
+  // otherwise: its answer.
+  ControlHandler::Reply pending_takeover;
+  if (taking_over_ && ending != Ending::kFailed) {
+    taking_over_ = false;
+    pending_takeover = std::move(takeover_reply_);
+  }
   if (ending == Ending::kCancelled) {
     phase_ = pb::REPLICA_PHASE_STOPPED;
     const std::string why = error_;
     lock.unlock();
+    if (pending_takeover) {
+      pending_takeover(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                      "the active ended the replication: its guest runs there"));
+    }
     machine_->drop_replica("the active ended the replication (" + why + ")");
     return;
   }
   if (ending == Ending::kSwitchover) {
     lock.unlock();
-    auto done = std::make_shared<std::promise<std::string>>();
-    std::future<std::string> result = done->get_future();
-    machine_->post([this, done] { done->set_value(run_copy()); });
     std::string why;
     try {
-      why = from_event_loop(result);
+      why = on_event_loop<std::string>(*machine_, [this] { return run_copy(); });
     } catch (const std::exception& e) {
-      why = e.what();
+      why = e.what();  // not begun: it never will be
+    }
+    if (pending_takeover) {
+      pending_takeover(why.empty() ? error_response(pb::ERROR_CODE_INVALID_STATE,
+                                                    "a switchover brought the guest here already")
+                                   : error_response(pb::ERROR_CODE_FAILED, why));
     }
     try {
       if (why.empty()) {
@@ -286,17 +299,19 @@ void ReplicaReceiver::keep_copy() {
     lock.unlock();
     machine_->post([this] {
       const std::string why = run_copy();
-      std::lock_guard guard(mutex_);
-      taking_over_ = false;
-      ControlHandler::Reply reply = std::move(takeover_reply_);
-      if (!why.empty()) return reply(error_response(pb::ERROR_CODE_FAILED, why));
+      ControlHandler::Reply reply;
       pb::Response response;
-      response.set_ok(true);
-      // (info() takes the lock: filled in here.)
-      response.mutable_takeover()->set_role(pb::REPLICA_ROLE_PASSIVE);
-      response.mutable_takeover()->set_phase(phase_);
-      response.mutable_takeover()->set_epoch(epoch_);
-      response.mutable_takeover()->set_peer(peer_);
+      {
+        std::lock_guard guard(mutex_);
+        taking_over_ = false;
+        reply = std::move(takeover_reply_);
+        response.set_ok(true);
+        response.mutable_takeover()->set_role(pb::REPLICA_ROLE_PASSIVE);
+        response.mutable_takeover()->set_phase(phase_);
+        response.mutable_takeover()->set_epoch(epoch_);
+        response.mutable_takeover()->set_peer(peer_);
+      }
+      if (!why.empty()) return reply(error_response(pb::ERROR_CODE_FAILED, why));
       reply(std::move(response));
     });
     return;
@@ -323,6 +338,9 @@ std::string ReplicaReceiver::run_copy() {
   Clock::time_point at;
   {
     std::lock_guard guard(mutex_);
+    // Once only: a second run would apply the state under a running guest.
+    if (phase_ == pb::REPLICA_PHASE_TAKEN_OVER) return "the guest runs here already";
+    if (phase_ == pb::REPLICA_PHASE_STOPPED) return "the active ended the replication";
     if (!committed_state_) return "no epoch applied yet";
     state = *committed_state_;
     epoch = epoch_;
@@ -348,6 +366,10 @@ void ReplicaReceiver::takeover(ControlHandler::Reply reply) {
   std::unique_lock lock(mutex_);
   if (phase_ == pb::REPLICA_PHASE_TAKEN_OVER)
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the guest runs here already"));
+  if (phase_ == pb::REPLICA_PHASE_STOPPED) {
+    return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
+                                "the active ended the replication: its guest runs there"));
+  }
   if (taking_over_) return reply(error_response(pb::ERROR_CODE_BUSY, "a takeover is under way"));
   if (!damaged_.empty())
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the copy is damaged: " + damaged_));

@@ -204,11 +204,17 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   std::vector<uint64_t>& bitmap = bitmap_;
   kvm::DirtyLog& log = *dirty_log_;
   std::vector<Disk>& disks = disks_;
+  const std::vector<uint64_t>& carried = carried_;
   state::v1::VmState state = on_event_loop<state::v1::VmState>(machine, [&] {
     state::v1::VmState captured;
     try {
       captured = machine.capture_state();
-      std::fill(bitmap.begin(), bitmap.end(), 0);
+      // Pages a switchover's pre-copy harvested and left for this pause.
+      if (carried.empty()) {
+        std::fill(bitmap.begin(), bitmap.end(), 0);
+      } else {
+        bitmap = carried;
+      }
       log.peek_into(bitmap);
       log.reprotect_peeked();
       staged.stage(memory.host_base(), memory.size() / kPageSize, bitmap);
@@ -247,8 +253,8 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   channel_->hold(false);
   mpb::Epoch end;
   end.set_epoch(epoch);
-  end.set_pages(staged_.pages());
-  end.set_zero_pages(staged_.zero_pages());
+  end.set_pages(staged_.pages() + precopied_pages_);
+  end.set_zero_pages(staged_.zero_pages() + precopied_zero_pages_);
   end.set_disk_blocks(blocks);
   end.set_zero_disk_blocks(zero_blocks);
   end.set_length_us(last_checkpoint_ == Clock::time_point{} ? 0 : us(stopped - last_checkpoint_));
@@ -297,6 +303,40 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   last_checkpoint_ = stopped;
   adapt_target(pause);
   return stopped;
+}
+
+// A switchover's last epoch begins as a migration's rounds do, while the
+// guest runs: the pages written since the last checkpoint go live (they
+// belong to the epoch under way, which the passive applies only whole, so
+// a page sent now and written again is sent again in the pause, later in
+// the epoch, and wins), round after round while that shrinks what is left;
+// the pause then copies only the rest. Without this, a fast writer's pause
+// holds a whole epoch's pages.
+void ReplicaSender::precopy_last_epoch() {
+  constexpr int kMaxRounds = 10;
+  constexpr uint64_t kSmallEnough = 256;  // pages: about a millisecond on loopback
+  GuestMemory& memory = machine_.guest_memory();
+  uint64_t previous = UINT64_MAX;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    // The VMM's marks leave their bitmap with a peek: what is not sent now
+    // is carried to the pause.
+    carried_ = dirty_log_->peek();
+    const uint64_t left = kvm::DirtyLog::count(carried_);
+    // Small enough, no longer shrinking, or as much as the passive keeps
+    // for one epoch (memory three times over) sent already.
+    if (left <= kSmallEnough || (previous != UINT64_MAX && left * 10 > previous * 9) ||
+        precopied_pages_ + precopied_zero_pages_ + left > 2 * memory.size() / kPageSize) {
+      return;
+    }
+    previous = left;
+    dirty_log_->reprotect_peeked();  // before the copies: later writes are logged again
+    PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
+    pages.set_cancel_check(&stopping_);
+    pages.add_marked(carried_);
+    precopied_pages_ += pages.pages();
+    precopied_zero_pages_ += pages.zero_pages();
+    carried_.clear();
+  }
 }
 
 void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
@@ -361,6 +401,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       }
       if (stopping_.load()) break;
       const bool last = switching_.load();
+      if (last) precopy_last_epoch();
       const Clock::time_point stopped = checkpoint(epoch, last);
       if (last) {
         hand_over(epoch, stopped);

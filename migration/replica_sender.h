@@ -20,9 +20,10 @@
 //
 // Any failure (the passive dies, refuses, stops answering) ends the
 // replication with the guest running on here, unprotected; info() says why.
-// A switchover is a live migration's handover after a last checkpoint: its
-// pause is that checkpoint, the epoch's transfer and the go/running round
-// trip; a passive that does not confirm after go leaves the guest paused
+// A switchover is a live migration's handover after a last checkpoint,
+// its epoch begun with pre-copy rounds while the guest runs: its pause is
+// that checkpoint, the rest of the epoch's transfer and the go/running
+// round trip; a passive that does not confirm after go leaves the guest paused
 // here (UNCERTAIN), never running twice.
 #pragma once
 
@@ -75,6 +76,8 @@ class ReplicaSender {
   // `last`: a switchover's, which leaves the guest stopped. Returns when
   // the vCPUs stopped.
   std::chrono::steady_clock::time_point checkpoint(uint64_t epoch, bool last);
+  // Before a switchover's last checkpoint: rounds of live copies.
+  void precopy_last_epoch();
   // After the last checkpoint's ack: output, disks, go, running.
   void hand_over(uint64_t epoch, std::chrono::steady_clock::time_point stopped);
   void adapt_target(std::chrono::steady_clock::duration pause);
@@ -97,6 +100,11 @@ class ReplicaSender {
   std::vector<uint64_t> open_disks();  // Hello.disk_bytes
   void copy_disk(Disk& disk);
   std::vector<uint64_t> bitmap_;
+  // precopy_last_epoch's: pages left for the pause, and those sent live
+  // (counted in the last epoch).
+  std::vector<uint64_t> carried_;
+  uint64_t precopied_pages_ = 0;
+  uint64_t precopied_zero_pages_ = 0;
   std::chrono::milliseconds target_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point first_checkpoint_;

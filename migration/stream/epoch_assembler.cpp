@@ -5,6 +5,13 @@
 namespace keel::migration {
 
 void EpochAssembler::keep(FrameType type, std::span<const uint8_t> payload) {
+  uint64_t limit = 3 * memory_pages_ * kPageSize;
+  for (uint64_t blocks : disk_blocks_) limit += blocks * kPageSize;
+  if (kept_bytes_ + payload.size() > limit) {
+    throw StreamError("an epoch of more than " + std::to_string(limit >> 20) +
+                      " MiB (three times memory and the disks once)");
+  }
+  kept_bytes_ += payload.size();
   if (frames_ == kept_.size()) kept_.emplace_back();
   kept_[frames_].type = type;
   kept_[frames_].bytes.assign(payload.begin(), payload.end());
@@ -97,6 +104,7 @@ void EpochAssembler::committed() {
   last_epoch_ = handed_over_;
   handed_over_ = 0;
   frames_ = 0;
+  kept_bytes_ = 0;
   pages_ = 0;
   zeros_ = 0;
   blocks_ = 0;

@@ -21,7 +21,10 @@ namespace keel::migration {
 class EpochAssembler {
  public:
   // `disk_blocks`: each disk's size in 4 KiB blocks, in the
-  // configuration's order (0: not replicated, refused in the stream).
+  // configuration's order (0: not replicated, refused in the stream). An
+  // epoch may keep at most three times the memory and the disks' blocks
+  // once (a switchover's pre-copy sends pages more than once): more is
+  // refused (StreamError), never buffered without bound.
   explicit EpochAssembler(uint64_t memory_pages, std::vector<uint64_t> disk_blocks = {})
       : memory_pages_(memory_pages), disk_blocks_(std::move(disk_blocks)) {}
 
@@ -80,6 +83,7 @@ class EpochAssembler {
   uint64_t zeros_ = 0;
   uint64_t blocks_ = 0;
   uint64_t zero_blocks_ = 0;
+  uint64_t kept_bytes_ = 0;
   std::optional<state::v1::VmState> state_;
 };
 

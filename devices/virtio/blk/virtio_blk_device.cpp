@@ -233,7 +233,10 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
       .status_gpa = request.status_gpa,
       .data_len = request.data_len,
       .ops_left = 0,
-      .landing = {}};
+      .landing = {},
+      .write_offset = 0,
+      .write_length = 0,
+      .ranges = {}};
   auto finish_now = [&](uint8_t status, uint32_t written_len) {
     r.active = false;
     complete(head, request.status_gpa, status, written_len);
@@ -271,6 +274,8 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
         disk_->read(tag(head), offset, iov);
       } else {
         note_written(offset, request.data_len);
+        r.write_offset = offset;
+        r.write_length = request.data_len;
         disk_->write(tag(head), offset, iov);
       }
       break;
@@ -283,6 +288,7 @@ void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
         const uint64_t offset = range.sector << kSectorShift;
         const uint64_t length = uint64_t{range.num_sectors} << kSectorShift;
         note_written(offset, length);
+        r.ranges.emplace_back(offset, length);
         if (request.type == BlkRequestType::kDiscard) {
           disk_->discard(tag(head), offset, length);
         } else {
@@ -333,6 +339,8 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   if ((t >> 16) != generation_ || head >= in_flight_.size() || !in_flight_[head].active) return;
   InFlight& r = in_flight_[head];
   mark_landed(r);
+  note_written(r.write_offset, r.write_length);
+  for (const auto& [offset, length] : r.ranges) note_written(offset, length);
   const bool was_full = in_flight_bytes_ >= kMaxBytesInFlight;
   // Reads and writes must move every byte: fewer means the image ended
   // early (it shrank under us).

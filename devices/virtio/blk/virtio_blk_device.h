@@ -124,6 +124,12 @@ class VirtioBlkDevice : public VirtioDevice {
     // A read's buffers: marked dirty when the data has landed (completion),
     // or when the request is dropped by a reset (it may have landed).
     std::vector<BlkDataSegment> landing;
+    // What a write covers, and a discard's or write-zeroes' ranges (offset,
+    // length): noted again at completion for replication (track_writes),
+    // so a request in flight when tracking began is not missed.
+    uint64_t write_offset = 0;
+    uint64_t write_length = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
   };
 
   BlkConfig config() const;

@@ -42,6 +42,11 @@ size_t HeldOutput::release_all(const std::function<bool(std::span<const uint8_t>
   return release(0, send);
 }
 
+void HeldOutput::restart() {
+  for (Frame& frame : frames_) frame.epoch = 0;
+  released_ = 0;
+}
+
 void HeldOutput::clear() {
   frames_.clear();
   bytes_ = 0;

@@ -37,6 +37,9 @@ class HeldOutput {
   // runs unprotected, its output as it was).
   size_t release_all(const std::function<bool(std::span<const uint8_t>)>& send);
   void clear();
+  // A new replication's epochs start again at 1: nothing released yet
+  // (frames still held from before stay due).
+  void restart();
 
   size_t frames() const { return frames_.size(); }
   size_t bytes() const { return bytes_; }

@@ -358,7 +358,12 @@ void VirtioNetDevice::process_tx() {
 void VirtioNetDevice::hold_output(bool held) {
   if (held == holding_) return;
   holding_ = held;
-  if (held) return;
+  if (held) {
+    // Epoch numbers start again with each replication.
+    released_epoch_ = 0;
+    held_.restart();
+    return;
+  }
   // Replication ended: everything held leaves, then transmit goes on as
   // before.
   held_.release_all([](std::span<const uint8_t>) { return false; });  // marks them all due
