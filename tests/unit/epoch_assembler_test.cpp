@@ -159,7 +159,9 @@ TEST(EpochAssembler, KeepsAnEpochOfAtMostThreeTimesMemory) {
   a.complete(epoch_end(1, 0, 0));
   a.committed();
   for (int i = 0; i < 5; ++i) a.add_pages(batch({{1, i}}), w.writer());
-  EXPECT_EQ(error_of([&] { a.add_pages(batch({{0, 9}}), w.writer()); }),
+  EXPECT_EQ(error_of([&] {
+              a.add_pages(batch({{0, 9}}), w.writer());
+            }),
             "migration stream: an epoch of more than 0 MiB (three times memory and the disks "
             "once)");
 }
