@@ -111,10 +111,18 @@ RunFigures run_keel_switchover(const Workload& w, int run) {
   pb::Request switchover;
   switchover.mutable_switchover();
   const auto begin = Clock::now();
-  const pb::Response done = call(p.active_sock, switchover, seconds(600));
+  pb::Response done;
+  try {
+    done = call(p.active_sock, switchover, seconds(600));
+  } catch (const std::exception& e) {
+    f.error = std::string(e.what()) + "; the active " + what_happened(*p.active) +
+              "; the passive " + what_happened(*p.passive);
+    return f;
+  }
   const auto end = Clock::now();
   if (!done.ok()) {
-    f.error = "switchover failed: " + done.error().message();
+    f.error = "switchover failed: " + done.error().message() + "; the passive " +
+              what_happened(*p.passive);
     return f;
   }
   settle(*p.passive, w);
