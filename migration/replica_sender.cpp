@@ -323,7 +323,8 @@ void ReplicaSender::precopy_last_epoch() {
     carried_ = dirty_log_->peek();
     const uint64_t left = kvm::DirtyLog::count(carried_);
     // Small enough, no longer shrinking, or as much as the passive keeps
-    // for one epoch (memory three times over) sent already.
+    // for one epoch (four times memory, the pause's pages and entry words
+    // besides) sent already.
     if (left <= kSmallEnough || (previous != UINT64_MAX && left * 10 > previous * 9) ||
         precopied_pages_ + precopied_zero_pages_ + left > 2 * memory.size() / kPageSize) {
       return;
