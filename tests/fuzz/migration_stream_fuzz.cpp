@@ -10,12 +10,10 @@
 //
 // Seeds (tests/fuzz/corpus/migration_stream_fuzz, make_seeds.py): streams
 // with a hello, page batches with data and zero pages, totals, sync.
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/error.h"
@@ -23,6 +21,7 @@
 #include "proto/migration.pb.h"
 #include "proto/vm_state.pb.h"
 #include "tests/fuzz/fuzz_memory.h"
+#include "tests/fuzz/fuzz_stream.h"
 #include "vmm/config/vmm_options.h"
 
 using namespace keel;
@@ -33,20 +32,9 @@ constexpr uint64_t kMemoryPages = 64;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return 0;
-  int buffer = 1 << 20;
-  ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
-  // The whole input in the pipe, then the end: the reader never waits on
-  // bytes that will not come (the channel's timeout is its guard anyway).
-  size_t at = 0;
-  while (at < size) {
-    ssize_t n = ::send(fds[0], data + at, size - at, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    at += static_cast<size_t>(n);
-  }
-  ::close(fds[0]);
-  FrameChannel channel(UniqueFd(fds[1]), "the fuzzer", std::chrono::milliseconds(1000));
+  std::unique_ptr<FrameChannel> stream = fuzz::stream_of(data, size);
+  if (!stream) return 0;
+  FrameChannel& channel = *stream;
 
   std::vector<uint8_t> memory(kMemoryPages * kPageSize);
   VmmOptions here;

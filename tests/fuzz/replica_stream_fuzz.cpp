@@ -11,18 +11,17 @@
 //
 // Seeds (tests/fuzz/corpus/replica_stream_fuzz, make_seeds.py): a first
 // copy and two epochs, one epoch cut short, epochs out of order.
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/error.h"
 #include "migration/stream/epoch_assembler.h"
 #include "migration/stream/frame_channel.h"
 #include "tests/fuzz/fuzz_memory.h"
+#include "tests/fuzz/fuzz_stream.h"
 
 using namespace keel;
 using namespace keel::migration;
@@ -57,18 +56,9 @@ PageBatchCounts write_blocks(std::vector<uint8_t>& disk, std::span<const uint8_t
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return 0;
-  int buffer = 1 << 20;
-  ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
-  size_t at = 0;
-  while (at < size) {
-    ssize_t n = ::send(fds[0], data + at, size - at, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    at += static_cast<size_t>(n);
-  }
-  ::close(fds[0]);
-  FrameChannel channel(UniqueFd(fds[1]), "the fuzzer", std::chrono::milliseconds(1000));
+  std::unique_ptr<FrameChannel> stream = fuzz::stream_of(data, size);
+  if (!stream) return 0;
+  FrameChannel& channel = *stream;
 
   std::vector<uint8_t> memory(kMemoryPages * kPageSize);
   std::vector<uint8_t> disk(kDiskBlocks * kPageSize);  // disk 1; disk 0 is read-only
