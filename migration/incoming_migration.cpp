@@ -88,21 +88,8 @@ std::unique_ptr<Machine> IncomingMigration::receive(const std::atomic<bool>& sto
   channel_ = std::make_unique<FrameChannel>(std::move(socket), "the source", kStreamTimeout);
   channel_->expect_magic();
 
-  std::unique_ptr<Machine> machine;
-  {
-    FrameChannel::Frame frame = channel_->receive();
-    if (frame.type != FrameType::kHello)
-      throw StreamError(std::string("expected hello, got ") + frame_name(frame.type));
-    try {
-      machine = build(frame.payload);
-    } catch (const InputError& e) {
-      refuse(e.what());
-      throw;
-    }
-    mpb::Verdict yes;
-    yes.set_ok(true);
-    channel_->send(FrameType::kVerdict, yes);
-  }
+  std::unique_ptr<Machine> machine =
+      answer_hello(*channel_, [this](std::span<const uint8_t> hello) { return build(hello); });
   if (built) built(*machine);
   // The pause's code run once beforehand, on this machine before the
   // guest is here.

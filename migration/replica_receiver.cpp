@@ -57,21 +57,13 @@ std::unique_ptr<Machine> ReplicaReceiver::accept(const std::atomic<bool>& stop,
   log::info("replica stream from " + peer_ + " coming in");
   channel_ = std::make_unique<FrameChannel>(std::move(socket), "the active", kStreamTimeout);
   channel_->expect_magic();
-  FrameChannel::Frame frame = channel_->receive();
-  if (frame.type != FrameType::kHello)
-    throw StreamError(std::string("expected hello, got ") + frame_name(frame.type));
-  std::unique_ptr<Machine> machine;
-  try {
-    machine = machine_for_hello(options_, frame.payload, true);
-    open_disks(frame.payload, *machine);
-    machine->open_control();
-  } catch (const InputError& e) {
-    refuse(e.what());
-    throw;
-  }
-  mpb::Verdict yes;
-  yes.set_ok(true);
-  channel_->send(FrameType::kVerdict, yes);
+  std::unique_ptr<Machine> machine =
+      answer_hello(*channel_, [this](std::span<const uint8_t> hello) {
+        auto made = machine_for_hello(options_, hello, true);
+        open_disks(hello, *made);
+        made->open_control();
+        return made;
+      });
   if (built) built(*machine);
   // Takeover runs apply_state: run it once now, before the guest is here.
   machine->rehearse_incoming();

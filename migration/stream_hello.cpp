@@ -66,6 +66,25 @@ std::unique_ptr<Machine> machine_for_hello(const VmmOptions& options,
   return machine;
 }
 
+std::unique_ptr<Machine> answer_hello(
+    FrameChannel& channel,
+    const std::function<std::unique_ptr<Machine>(std::span<const uint8_t>)>& build) {
+  FrameChannel::Frame frame = channel.receive();
+  if (frame.type != FrameType::kHello)
+    throw StreamError(std::string("expected hello, got ") + frame_name(frame.type));
+  std::unique_ptr<Machine> machine;
+  try {
+    machine = build(frame.payload);
+  } catch (const InputError& e) {
+    refuse_stream(channel, e.what());
+    throw;
+  }
+  mpb::Verdict yes;
+  yes.set_ok(true);
+  channel.send(FrameType::kVerdict, yes);
+  return machine;
+}
+
 void refuse_stream(FrameChannel& channel, const std::string& why) {
   try {
     mpb::Verdict verdict;

@@ -4,6 +4,7 @@
 // (Verdict), before any memory moves.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -28,6 +29,14 @@ void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica,
 // what does not fit.
 std::unique_ptr<Machine> machine_for_hello(const VmmOptions& options,
                                            std::span<const uint8_t> hello, bool replica);
+
+// Destination side, after the magic: the Hello frame, the machine `build`
+// makes from it, and the answer: yes, or the InputError `build` threw
+// (sent to the source as a no, then thrown on here). StreamError when the
+// first frame is not a hello.
+std::unique_ptr<Machine> answer_hello(
+    FrameChannel& channel,
+    const std::function<std::unique_ptr<Machine>(std::span<const uint8_t>)>& build);
 
 // Destination side: tells the source no, if it still listens.
 void refuse_stream(FrameChannel& channel, const std::string& why);
