@@ -86,6 +86,12 @@ class Agent {
   keel::agent::v1::VmMigrateResponse host_vm_migrate(const keel::agent::v1::VmMigrateRequest& r);
   keel::agent::v1::VmIncomingResponse host_vm_incoming(const keel::agent::v1::VmIncomingRequest& r);
   keel::agent::v1::VmStatus host_vm_status(const keel::agent::v1::VmStatusRequest& r);
+  // High availability (cluster/cluster_ha.cpp): `vm ha enable|disable|
+  // status|switchover` from any host; the Host* calls on the active and the
+  // passive.
+  keel::agent::v1::VmHaResponse vm_ha(const keel::agent::v1::VmHaRequest& request);
+  keel::agent::v1::VmHaResponse host_vm_ha(const keel::agent::v1::VmHaRequest& r);
+  keel::agent::v1::VmReplicaResponse host_vm_replica(const keel::agent::v1::VmReplicaRequest& r);
   // `each` is given every chunk; it returns false when the caller went away.
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);

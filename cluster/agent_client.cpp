@@ -136,6 +136,15 @@ api::VmMigrateResponse AgentClient::host_vm_migrate(const api::VmMigrateRequest&
 api::VmStatus AgentClient::host_vm_status(const api::VmStatusRequest& r) {
   return call<api::VmStatusRequest, api::VmStatus>(&api::Agent::Stub::HostVmStatus, r);
 }
+api::VmHaResponse AgentClient::vm_ha(const api::VmHaRequest& r) {
+  return call<api::VmHaRequest, api::VmHaResponse>(&api::Agent::Stub::VmHa, r);
+}
+api::VmHaResponse AgentClient::host_vm_ha(const api::VmHaRequest& r) {
+  return call<api::VmHaRequest, api::VmHaResponse>(&api::Agent::Stub::HostVmHa, r);
+}
+api::VmReplicaResponse AgentClient::host_vm_replica(const api::VmReplicaRequest& r) {
+  return call<api::VmReplicaRequest, api::VmReplicaResponse>(&api::Agent::Stub::HostVmReplica, r);
+}
 api::VmIncomingResponse AgentClient::host_vm_incoming(const api::VmIncomingRequest& r) {
   return call<api::VmIncomingRequest, api::VmIncomingResponse>(&api::Agent::Stub::HostVmIncoming,
                                                                r);

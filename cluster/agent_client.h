@@ -60,6 +60,9 @@ class AgentClient {
   keel::agent::v1::VmMigrateResponse host_vm_migrate(const keel::agent::v1::VmMigrateRequest& r);
   keel::agent::v1::VmIncomingResponse host_vm_incoming(const keel::agent::v1::VmIncomingRequest& r);
   keel::agent::v1::VmStatus host_vm_status(const keel::agent::v1::VmStatusRequest& r);
+  keel::agent::v1::VmHaResponse vm_ha(const keel::agent::v1::VmHaRequest& r);
+  keel::agent::v1::VmHaResponse host_vm_ha(const keel::agent::v1::VmHaRequest& r);
+  keel::agent::v1::VmReplicaResponse host_vm_replica(const keel::agent::v1::VmReplicaRequest& r);
   // Calls `each` with every chunk the storage host sends.
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<void(const keel::agent::v1::VmFileChunk&)>& each);

@@ -157,6 +157,21 @@ class Service final : public api::Agent::Service {
     if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host vm status", [&] { *out = agent_.host_vm_status(*in); });
   }
+  grpc::Status VmHa(grpc::ServerContext* context, const api::VmHaRequest* in,
+                    api::VmHaResponse* out) override {
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
+    return answer("vm ha", [&] { *out = agent_.vm_ha(*in); });
+  }
+  grpc::Status HostVmHa(grpc::ServerContext* context, const api::VmHaRequest* in,
+                        api::VmHaResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
+    return answer("host vm ha", [&] { *out = agent_.host_vm_ha(*in); });
+  }
+  grpc::Status HostVmReplica(grpc::ServerContext* context, const api::VmReplicaRequest* in,
+                             api::VmReplicaResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
+    return answer("host vm replica", [&] { *out = agent_.host_vm_replica(*in); });
+  }
   grpc::Status HostVmFiles(grpc::ServerContext* context, const api::VmFilesRequest* in,
                            grpc::ServerWriter<api::VmFileChunk>* out) override {
     if (auto refused = allow(context, kHosts); !refused.ok()) return refused;

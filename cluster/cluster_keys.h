@@ -23,6 +23,9 @@ inline const std::string kOwnersPrefix = "/keel/owners/";
 // other host may take the VM meanwhile, even when the source's lease (and
 // with it the owner record) expires after the guest was handed over.
 inline const std::string kIncomingPrefix = "/keel/incoming/";
+// + NAME: Replica, on the passive host's lease while it keeps the VM's
+// replica (high availability).
+inline const std::string kReplicasPrefix = "/keel/replicas/";
 
 std::string to_json(const google::protobuf::Message& record);
 // False (and `record` cleared) when `json` is not the record.

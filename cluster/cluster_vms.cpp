@@ -8,6 +8,7 @@
 #include "cluster/agent.h"
 #include "cluster/agent_client.h"
 #include "cluster/cluster_keys.h"
+#include "cluster/cluster_view.h"
 #include "cluster/host_vms.h"
 #include "cluster/vm_placement.h"
 #include "common/error.h"
@@ -27,51 +28,7 @@ constexpr auto kMigrationForwardTimeout = std::chrono::minutes(31);
 // `vm show` asking the owner what its keel-vmm says.
 constexpr auto kStatusTimeout = std::chrono::seconds(3);
 
-bool has_role(const api::Host& host, api::Role role) {
-  for (int r : host.roles()) {
-    if (r == role) return true;
-  }
-  return false;
-}
-
-// A refusal from another host's agent, passed on with the host named.
-AgentError forwarded_error(const std::string& host, const AgentCallError& e) {
-  const std::string message = "host " + host + ": " + e.what();
-  switch (e.grpc_code()) {
-    case 3:  // INVALID_ARGUMENT
-      return invalid(message);
-    case 9:  // FAILED_PRECONDITION
-      return refused(message);
-    case 4:   // DEADLINE_EXCEEDED
-    case 14:  // UNAVAILABLE
-      return AgentError(AgentError::Code::kUnavailable, message);
-    default:
-      return AgentError(AgentError::Code::kInternal, message);
-  }
-}
-
 }  // namespace
-
-struct Agent::ClusterView {
-  std::map<std::string, api::Host> hosts;
-  std::map<std::string, bool> alive;
-  std::map<std::string, api::ClusterVm> vms;
-  std::map<std::string, api::Owner> owners;
-
-  // The VM's record; refused when the cluster has none.
-  const api::ClusterVm& vm(const std::string& name) const {
-    auto it = vms.find(name);
-    if (it == vms.end()) throw refused("no VM named '" + name + "' in the cluster");
-    return it->second;
-  }
-  // Its owner record; refused when it does not run.
-  const api::Owner& owner(const std::string& name) const {
-    vm(name);
-    auto it = owners.find(name);
-    if (it == owners.end()) throw refused("VM " + name + " is not running");
-    return it->second;
-  }
-};
 
 Agent::ClusterView Agent::cluster_view(Read read) {
   ClusterView view;
@@ -91,21 +48,13 @@ Agent::ClusterView Agent::cluster_view(Read read) {
     api::Owner owner;
     if (from_json(kv.value, &owner)) view.owners[kv.key.substr(kOwnersPrefix.size())] = owner;
   }
-  return view;
-}
-
-template <class Local, class Remote>
-auto Agent::on_host(const ClusterView& view, const std::string& host, Local local, Remote remote,
-                    std::chrono::milliseconds timeout) -> decltype(local()) {
-  if (host == settings_.name) return local();
-  auto found = view.hosts.find(host);
-  if (found == view.hosts.end()) throw refused("no host named '" + host + "' in the cluster");
-  try {
-    AgentClient client(host_port(found->second.cluster_address(), kAgentPort), timeout, peer_tls());
-    return remote(client);
-  } catch (const AgentCallError& e) {
-    throw forwarded_error(host, e);
+  for (const auto& kv : etcd->list(kReplicasPrefix, read)) {
+    api::Replica replica;
+    if (from_json(kv.value, &replica)) {
+      view.replicas[kv.key.substr(kReplicasPrefix.size())] = replica;
+    }
   }
+  return view;
 }
 
 api::VmCreateResponse Agent::vm_create(const api::VmCreateRequest& request) {
@@ -181,6 +130,11 @@ api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
     }
     std::string host = request.host();
     std::string reason = "chosen by the operator";
+    if (host.empty() && vm.ha()) {
+      // Its replica copies the disk of a VM that runs where it is stored.
+      host = vm.storage_host();
+      reason = "high availability: where its disk is";
+    }
     if (host.empty()) {
       auto placed = place_vm(vm.memory_bytes(), vm.cpus(), candidates);
       if (placed.host.empty()) {
@@ -364,7 +318,7 @@ void Agent::host_vm_files(const api::VmFilesRequest& request,
                           const std::function<bool(const api::VmFileChunk&)>& each) {
   require_member();
   storage::check_pool_name("VM name", request.name());
-  vms_->send_files(request.name(), each);
+  vms_->send_files(request, each);
 }
 
 api::VmDeleteResponse Agent::host_vm_delete(const api::VmDeleteRequest& request) {

@@ -34,6 +34,7 @@ void HostVms::begin() {
     }
     keep();
   });
+  replica_watch_ = std::thread([this] { watch_replicas(); });
 }
 
 void HostVms::poke() {
@@ -48,6 +49,16 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
   log::info("VM " + end.vm + ": keel-vmm " + std::to_string(end.pid) + " ended" +
             (end.last_words.empty() ? "" : ": " + end.last_words));
   uint64_t generation = 0;
+  bool replica = false;
+  {
+    std::lock_guard lock(mutex_);
+    replica = replicas_.count(end.vm) > 0;
+  }
+  if (replica) {
+    // Its stream ended (the active stopped it), or it was ended.
+    drop_replica(end.vm, "its keel-vmm ended");
+    return;
+  }
   {
     std::lock_guard lock(mutex_);
     incoming_.erase(end.vm);
@@ -71,6 +82,13 @@ void HostVms::keep() {
     wake_.wait_for(lock, kKeepEvery, [this] { return stopping_ || poked_; });
     if (stopping_) return;
     poked_ = false;
+    for (const auto& name : finished_protections_) {
+      if (auto it = protecting_.find(name); it != protecting_.end()) {
+        it->second.join();
+        protecting_.erase(it);
+      }
+    }
+    finished_protections_.clear();
     auto releases = to_release_;
     auto catalog = catalog_;
     lock.unlock();
@@ -100,10 +118,17 @@ void HostVms::keep() {
       for (const auto& [name, pid] : running()) {
         {
           std::lock_guard relock(mutex_);
-          if (starting_.count(name)) continue;
+          if (starting_.count(name) || replicas_.count(name)) continue;
         }
         try {
+          if (recall_replica(name)) continue;
           keep_one(name, pid);
+          bool owned = false;
+          {
+            std::lock_guard relock(mutex_);
+            owned = generations_.count(name) > 0;
+          }
+          if (owned) keep_protection(name);
         } catch (const std::exception& e) {
           log::info("VM " + name + ": " + e.what());
         }
@@ -145,6 +170,22 @@ void HostVms::release_orphans() {
     drop_incoming(name);
     log::info("VM " + name + ": its arrival mark given up: no keel-vmm receives it here");
   }
+}
+
+bool HostVms::recall_replica(const std::string& name) {
+  std::ifstream in(storage::vm_run_dir(name) / "replica");
+  HeldReplica held;
+  if (!(in >> held.active >> held.generation)) return false;
+  // Only while its keel-vmm is a replica's (the file may be older).
+  if (replica_info(name).role() != keel::api::v1::REPLICA_ROLE_PASSIVE) return false;
+  {
+    std::lock_guard lock(mutex_);
+    if (generations_.count(name)) return false;
+    replicas_[name] = held;
+  }
+  log::info("VM " + name + ": the replica its keel-vmm keeps for host " + held.active +
+            " is watched again");
+  return true;
 }
 
 void HostVms::own(const std::string& name, uint64_t generation) {

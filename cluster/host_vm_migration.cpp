@@ -38,38 +38,6 @@ namespace {
 constexpr auto kMigrationTimeout = std::chrono::minutes(30);
 constexpr auto kIncomingTimeout = std::chrono::seconds(120);
 
-// A TCP port free on `address` now (the kernel's choice).
-uint16_t free_port(const std::string& address) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  if (!fd.valid() || ::inet_pton(AF_INET, address.c_str(), &at.sin_addr) != 1 ||
-      ::bind(fd.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) != 0) {
-    throw AgentError(AgentError::Code::kInternal,
-                     "no port for a migration on " + address + " (IPv4 only for now)");
-  }
-  socklen_t length = sizeof at;
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&at), &length);
-  return ntohs(at.sin_port);
-}
-
-// Whether a socket of this network namespace listens on TCP `port`
-// (/proc/net/tcp: local address ADDR:PORT in hex, state 0A).
-bool listening(uint16_t port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // the header
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state;
-    fields >> slot >> local >> remote >> state;
-    const auto colon = local.find(':');
-    if (colon == std::string::npos || state != "0A") continue;
-    if (std::stoul(local.substr(colon + 1), nullptr, 16) == port) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 api::VmIncomingResponse HostVms::incoming(const api::VmIncomingRequest& request) {

@@ -65,6 +65,8 @@ HostVms::~HostVms() {
   }
   wake_.notify_all();
   if (keeper_.joinable()) keeper_.join();
+  if (replica_watch_.joinable()) replica_watch_.join();
+  for (auto& [name, thread] : protecting_) thread.join();
   if (nbd_) nbd_->stop();
   if (nbd_thread_.joinable()) nbd_thread_.join();
   supervisor_.reset();
@@ -114,15 +116,18 @@ std::string HostVms::address_of(const std::string& name) {
   return host->cluster_address();
 }
 
-void HostVms::send_files(const std::string& name,
+void HostVms::send_files(const api::VmFilesRequest& request,
                          const std::function<bool(const api::VmFileChunk&)>& each) {
+  const std::string& name = request.name();
   require_store();
   store_->get(name);  // InputError when it is not a VM of this pool
   const fs::path current = store_->current(name);
-  for (const char* file : {"vm.json", "kernel", "initrd"}) {
+  std::vector<std::string> files{"vm.json", "kernel", "initrd"};
+  if (request.seed()) files.push_back("seed.img");
+  for (const std::string& file : files) {
     std::ifstream in(current / file, std::ios::binary);
     if (!in) {
-      if (std::string(file) == "initrd") continue;
+      if (file == "initrd") continue;
       throw AgentError(AgentError::Code::kInternal,
                        "VM " + name + ": cannot read its " + file + " in this pool");
     }
@@ -141,30 +146,23 @@ void HostVms::send_files(const std::string& name,
   }
 }
 
-storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string& storage_address,
-                                      keel::pool::v1::Vm* vm) {
-  const fs::path dir = fs::path(context_.vms_dir) / name;
-  const fs::path incoming = dir / ".incoming";
-  fs::remove_all(incoming);
-  fs::create_directories(incoming);
-  ::chmod(dir.c_str(), 0700);
-  // What came is not kept when the fetch fails.
-  struct Scratch {
-    fs::path path;
-    ~Scratch() {
-      std::error_code ignored;
-      fs::remove_all(path, ignored);
-    }
-  } scratch{incoming};
+std::set<std::string> HostVms::download_files(const std::string& name,
+                                              const std::string& storage_address,
+                                              const fs::path& into, bool seed,
+                                              keel::pool::v1::Vm* vm) {
+  fs::remove_all(into);
+  fs::create_directories(into);
   std::map<std::string, std::ofstream> out;
   std::set<std::string> whole;
   uint64_t received = 0, settings = 0;
   AgentClient client(host_port(storage_address, kAgentPort), kFetchTimeout, context_.peer_tls());
   api::VmFilesRequest request;
   request.set_name(name);
+  request.set_seed(seed);
   client.host_vm_files(request, [&](const api::VmFileChunk& chunk) {
     const std::string& file = chunk.file();
-    if (file != "vm.json" && file != "kernel" && file != "initrd") {
+    if (file != "vm.json" && file != "kernel" && file != "initrd" &&
+        (!seed || file != "seed.img")) {
       throw AgentError(AgentError::Code::kInternal, "the storage host sent a file '" + file + "'");
     }
     if (whole.count(file)) {
@@ -181,22 +179,41 @@ storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string
                            ": refused");
     }
     auto& stream = out[file];
-    if (!stream.is_open()) stream.open(incoming / file, std::ios::binary | std::ios::trunc);
+    if (!stream.is_open()) stream.open(into / file, std::ios::binary | std::ios::trunc);
     stream.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-    if (!stream) throw std::runtime_error("cannot write " + (incoming / file).string());
+    if (!stream) throw std::runtime_error("cannot write " + (into / file).string());
     if (chunk.last()) {
       stream.close();
       whole.insert(file);
     }
   });
-  if (!whole.count("vm.json") || !whole.count("kernel")) {
+  if (!whole.count("vm.json") || !whole.count("kernel") || (seed && !whole.count("seed.img"))) {
     throw AgentError(AgentError::Code::kInternal,
-                     "VM " + name + ": its storage host sent no whole vm.json and kernel");
+                     "VM " + name + ": its storage host sent no whole vm.json and kernel" +
+                         (seed ? " and seed disk" : ""));
   }
-  storage::read_json_record(incoming / "vm.json", vm);
+  storage::read_json_record(into / "vm.json", vm);
   if (vm->name() != name) {
     throw AgentError(AgentError::Code::kInternal, "VM " + name + ": its vm.json names another");
   }
+  return whole;
+}
+
+storage::VmFiles HostVms::fetch_files(const std::string& name, const std::string& storage_address,
+                                      keel::pool::v1::Vm* vm) {
+  const fs::path dir = fs::path(context_.vms_dir) / name;
+  const fs::path incoming = dir / ".incoming";
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0700);
+  // What came is not kept when the fetch fails.
+  struct Scratch {
+    fs::path path;
+    ~Scratch() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } scratch{incoming};
+  const std::set<std::string> whole = download_files(name, storage_address, incoming, false, vm);
   fs::create_directories(dir / "boot");
   fs::remove(dir / "boot" / "initrd");
   for (const auto& file : whole) fs::rename(incoming / file, dir / "boot" / file);

@@ -14,7 +14,9 @@
 // Nothing of this runs while the host is fenced.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -67,8 +69,9 @@ class HostVms {
   // Out of etcd while nobody owns it, then out of the pool.
   void remove(const std::string& name);
   // A VM of this host's pool: `each` gets its settings and boot files in
-  // chunks (for the compute host that runs it).
-  void send_files(const std::string& name,
+  // chunks (for the compute host that runs it), and its seed disk when
+  // asked (for a replica's copy).
+  void send_files(const keel::agent::v1::VmFilesRequest& request,
                   const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
   // Exports this pool's VM disks over NBD at ADDR:kNbdPort to their
   // owners (cluster/cluster_nbd_catalog.h); again at a new address.
@@ -92,6 +95,16 @@ class HostVms {
 
   // What the VM's keel-vmm here says now.
   keel::agent::v1::VmStatus status(const std::string& name);
+
+  // High availability (cluster/host_vm_replicas.cpp).
+  // On the passive: a copy of the VM in this pool (its boot files and seed
+  // from the active, an empty disk the stream fills), a keel-vmm
+  // --replica-of on the cluster address, and the Replica record on this
+  // host's lease.
+  keel::agent::v1::VmReplicaResponse replica(const keel::agent::v1::VmReplicaRequest& request);
+  // On the active: the replication as its keel-vmm reports it (STATUS), or
+  // a switchover to the passive (SWITCHOVER).
+  keel::agent::v1::VmHaResponse ha(const keel::agent::v1::VmHaRequest& request);
 
   // VM name to PID of the keel-vmm processes running here.
   std::map<std::string, pid_t> running() const;
@@ -156,6 +169,32 @@ class HostVms {
   // next generation; the new generation, 0 when the record changed.
   uint64_t take_over(const std::string& name, const keel::agent::v1::Owner& owner, int64_t revision,
                      int64_t lease);
+  // High availability, by the keeper. On the active, for each VM it owns
+  // with HA on: a passive picked when none is set, and the replication
+  // started (again) when it does not run.
+  void keep_protection(const std::string& name);
+  std::string pick_passive(const keel::agent::v1::ClusterVm& vm);
+  void protect(const std::string& name, const std::string& passive, uint64_t generation);
+  // On the passive, every kReplicaWatchEvery: when the owner record went
+  // with the active (its lease expired, or its agent saw its keel-vmm
+  // end), the VM is taken over from the last epoch; when another host
+  // owns it, the replica goes.
+  void watch_replicas();
+  void keep_replica(const std::string& name);
+  bool fail_over(const std::string& name, const std::string& active, uint64_t generation);
+  void drop_replica(const std::string& name, const std::string& why);
+  // What the VM's keel-vmm here says of its replication.
+  static keel::api::v1::ReplicaInfo replica_info(const std::string& name);
+  // A keel-vmm adopted after this agent's restart that keeps a replica (its
+  // run directory says for whom): watched as one again.
+  bool recall_replica(const std::string& name);
+  static void remember_replica(const std::string& name, const std::string& active,
+                               uint64_t generation);
+  // The VM's settings and boot files (and its seed disk when `seed`) from
+  // its storage host into `into` (made anew); the files that came whole.
+  std::set<std::string> download_files(const std::string& name, const std::string& storage_address,
+                                       const std::filesystem::path& into, bool seed,
+                                       keel::pool::v1::Vm* vm);
   // VM name to its owner's cluster address, from etcd.
   ClusterNbdCatalog::Holders owner_addresses();
   std::string address_of(const std::string& host);
@@ -172,6 +211,22 @@ class HostVms {
   std::set<std::string> starting_;
   std::map<std::string, uint64_t> incoming_;  // migrating here, from that generation
   std::set<std::string> migrating_out_;
+  // Replicas this host keeps: VM name to its active and the owner
+  // generation it was started for.
+  struct HeldReplica {
+    std::string active;
+    uint64_t generation = 0;
+  };
+  std::map<std::string, HeldReplica> replicas_;
+  // Protections being started from here (a `replicate` waits for the
+  // first epoch), and why the last one failed, with when to try again.
+  std::map<std::string, std::thread> protecting_;
+  std::set<std::string> finished_protections_;
+  struct ProtectionProblem {
+    std::string why;
+    std::chrono::steady_clock::time_point retry_at;
+  };
+  std::map<std::string, ProtectionProblem> protection_problems_;
   bool stopping_ = false;
   bool poked_ = false;
   std::condition_variable wake_;
@@ -180,6 +235,7 @@ class HostVms {
   std::unique_ptr<storage::NbdServer> nbd_;
   std::thread nbd_thread_;
   std::thread keeper_;
+  std::thread replica_watch_;
 };
 
 }  // namespace keel::cluster

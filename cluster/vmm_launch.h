@@ -42,6 +42,13 @@ std::string vmm_program();
 keel::api::v1::Response call_vmm(const std::string& vm, keel::api::v1::Request request,
                                  std::chrono::milliseconds wait);
 
+// A TCP port free on `address` now (the kernel's choice) for a keel-vmm
+// that waits for a stream there (--incoming, --replica-of); IPv4.
+uint16_t free_port(const std::string& address);
+// Whether a socket of this network namespace listens on TCP `port`: such a
+// keel-vmm counts as started then.
+bool listening(uint16_t port);
+
 // The last line of the file that is not empty: a VMM's last words in its
 // log (why it stopped). Empty when there is none.
 std::string last_line(const std::filesystem::path& file);

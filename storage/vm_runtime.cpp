@@ -76,6 +76,8 @@ std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& fi
   if (!files.incoming.empty()) {
     // The machine's shape comes from the source; disks and taps from here.
     args = {"--incoming", files.incoming};
+  } else if (!files.replica_of.empty()) {
+    args = {"--replica-of", files.replica_of};
   } else if (!files.restore.empty()) {
     // The machine's shape comes from the snapshot; disks and taps from here.
     args = {"--restore", files.restore};
@@ -93,7 +95,9 @@ std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& fi
   args.insert(args.end(), {"--disk", files.seed + ",readonly=on,serial=cidata"});
   if (!vm.tap().empty()) args.insert(args.end(), {"--net", "tap=" + vm.tap() + ",mac=" + vm.mac()});
   // A restored or received guest brings its own.
-  if (files.restore.empty() && files.incoming.empty()) args.push_back("--rng");
+  if (files.restore.empty() && files.incoming.empty() && files.replica_of.empty()) {
+    args.push_back("--rng");
+  }
   args.insert(args.end(),
               {"--serial", "file=" + files.console.string(), "--api-socket",
                vm_api_socket(vm.name()).string(), "--snapshot-root", files.memory_root.string()});

@@ -41,6 +41,9 @@ struct VmFiles {
   std::string initrd;    // empty: none
   std::string restore;   // a memory snapshot to resume from; empty: boot
   std::string incoming;  // tcp:ADDR:PORT: receive the guest by live migration
+  // tcp:ADDR:PORT: keep a replica of the guest its active streams there
+  // (keel-vmm --replica-of)
+  std::string replica_of;
   std::string disk;      // --disk's source: path=FILE or nbd=tcp:ADDR:PORT/EXPORT
   std::string seed;      // the same, for the cloud-init seed disk
   std::filesystem::path console;

@@ -236,6 +236,43 @@ pool::v1::Vm VmStore::create(const VmSpec& spec) {
   return vm;
 }
 
+pool::v1::Vm VmStore::receive_copy(const pool::v1::Vm& vm, const fs::path& files) {
+  validate_vm_record(vm, files / kRecord);
+  const fs::path final_path = path(vm.name());
+  if (exists_at(final_path)) {
+    throw InputError("pool " + pool_.path().string() + " has a VM named " + vm.name() + " already");
+  }
+  // The replica fills the whole disk in the worst case.
+  pool_.require_space(vm.disk_bytes() + (uint64_t{4} << 20), "a copy of VM " + vm.name());
+  UndoList undo;
+  const fs::path building = start_building(pool_, vm.name(), undo);
+  const fs::path current = building / "current";
+  create_subvolume(current.string());
+  undo.add([current] { delete_subvolume(current.string()); });
+  set_nodatacow_for_new_files(current.string());
+  for (const char* file : {"kernel", "initrd", kSeed}) {
+    if (!exists_at(files / file)) {
+      if (std::string(file) == "initrd") continue;
+      throw InputError("VM " + vm.name() + "'s copy has no " + file);
+    }
+    fs::copy_file(files / file, current / file);
+  }
+  if (vm.disk_bytes() != 0) {
+    const fs::path disk = current / kDisk;
+    UniqueFd fd(::open(disk.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (!fd.valid() || ::ftruncate(fd.get(), static_cast<off_t>(vm.disk_bytes())) != 0)
+      throw_errno("creating " + disk.string());
+  }
+  write_json_record(current / kRecord, vm);
+  if (::mkdir((building / "snapshots").c_str(), 0755) != 0)
+    throw_errno("creating " + (building / "snapshots").string());
+  rename_no_replace(building, final_path,
+                    "pool " + pool_.path().string() + " has a VM named " + vm.name() + " already");
+  sync_directory(pool_.vms());
+  undo.keep();
+  return vm;
+}
+
 std::vector<pool::v1::Vm> VmStore::list(std::vector<std::string>* problems) const {
   std::vector<pool::v1::Vm> vms;
   for (const auto& name : pool_entry_names(pool_.vms())) {

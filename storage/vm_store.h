@@ -68,6 +68,14 @@ class VmStore {
   pool::v1::Vm clone(const std::string& source, const std::string& name,
                      const std::string& from_snapshot = "", const std::string& hostname = "");
 
+  // A copy of a VM another host stores, for the replica this host keeps of
+  // it (high availability): `vm` as its record, the boot files and the
+  // seed disk found in `files` (kernel, initrd, seed.img: copied in), and
+  // an empty disk of its size that the replica stream fills. InputError
+  // when the pool has a VM of that name, the record is not valid, or the
+  // volume has no room for the disk.
+  pool::v1::Vm receive_copy(const pool::v1::Vm& vm, const std::filesystem::path& files);
+
   std::filesystem::path path(const std::string& name) const { return pool_.vms() / name; }
   std::filesystem::path current(const std::string& name) const { return path(name) / "current"; }
   const Pool& pool() const { return pool_; }

@@ -49,6 +49,13 @@ const char* const kClusterUsage =
     "                                       live migration over the cluster network;\n"
     "                                       its disks stay on their storage host\n"
     "  vm list | vm show NAME | vm delete NAME\n"
+    "  vm ha enable NAME --passive HOST     high availability: HOST keeps a replica of\n"
+    "                                       the running VM (its memory, and its disk in\n"
+    "                                       HOST's pool) and takes over when the active\n"
+    "                                       host or its keel-vmm fails; needs 3 hosts\n"
+    "  vm ha disable NAME | vm ha status NAME\n"
+    "  vm ha switchover NAME                planned: the passive runs the VM, the old\n"
+    "                                       active keeps the next replica\n"
     "  --json  print the agent's answer as one line of JSON\n"
     "  --wait SEC  how long to wait for the answer (default 60; cluster join 180)\n"
     "Exit codes: 0 done; 1 refused (the reason on stderr, e.g. \"no quorum (1 of 3\n"
@@ -315,6 +322,23 @@ void print_vm(const api::VmRow& row) {
             << "  generation  " << vm.generation() << "\n";
 }
 
+void print_ha(const api::VmHaStatus& s) {
+  std::cout << "vm " << s.name() << " high availability\n"
+            << "  state       " << s.state() << (s.detail().empty() ? "" : ": " + s.detail())
+            << "\n"
+            << "  active      " << (s.active().empty() ? "-" : s.active()) << "\n"
+            << "  passive     " << (s.passive().empty() ? "-" : s.passive()) << "\n";
+  if (s.epoch() != 0) {
+    std::cout << std::fixed << std::setprecision(1) << "  epoch       " << s.epoch() << " ("
+              << s.last_epoch_us() / 1000.0 << " ms long, aiming at " << s.epoch_target_ms()
+              << " ms; acknowledged " << s.last_ack_age_ms() << " ms ago)\n"
+              << "  bandwidth   " << human_bytes(s.bandwidth_bytes_per_s()) << "/s\n"
+              << "  slowdown    " << s.paused_percent() << "% of the guest's time paused"
+              << " (last pause " << s.last_pause_us() / 1000.0 << " ms)\n";
+  }
+  if (!s.last_event().empty()) std::cout << "  last event  " << s.last_event() << "\n";
+}
+
 }  // namespace
 
 int run_cluster_vm(const ClusterVmCommand& c) {
@@ -374,6 +398,23 @@ int run_cluster_vm(const ClusterVmCommand& c) {
                 << ": paused " << std::fixed << std::setprecision(1) << out.downtime_us() / 1000.0
                 << " ms, " << out.elapsed_ms() << " ms in all, " << (out.bytes_sent() >> 20)
                 << " MiB in " << out.rounds() << " rounds\n";
+    } else if (c.verb == "ha") {
+      api::VmHaRequest r;
+      r.set_name(c.name);
+      r.set_action(c.ha_action == "enable"    ? api::HA_ACTION_ENABLE
+                   : c.ha_action == "disable" ? api::HA_ACTION_DISABLE
+                   : c.ha_action == "status"  ? api::HA_ACTION_STATUS
+                                              : api::HA_ACTION_SWITCHOVER);
+      r.set_passive(c.passive);
+      auto out = agent.vm_ha(r);
+      if (c.json) return print_json(out), kDone;
+      if (c.ha_action == "switchover") {
+        std::cout << "switched " << c.name << " over to host " << out.status().active()
+                  << ": paused " << std::fixed << std::setprecision(1)
+                  << out.switchover_pause_us() / 1000.0 << " ms\n";
+      } else {
+        print_ha(out.status());
+      }
     } else if (c.verb == "list" || c.verb == "show") {
       api::VmListRequest r;
       r.set_name(c.name);

@@ -29,6 +29,8 @@ struct ClusterVmCommand {
   uint32_t downtime_ms = 0;             // migrate --downtime-ms
   double timeout_s = 0;                 // stop --timeout (0: the agent's default)
   bool force = false;                   // stop --force
+  std::string ha_action;                // ha enable|disable|status|switchover
+  std::string passive;                  // ha enable --passive
   bool json = false;
   std::optional<std::string> agent;  // --agent, else $KEEL_AGENT, else the default socket
   double wait_s = 0;                 // --wait (0: 60 s, for a stop the guest's time more)

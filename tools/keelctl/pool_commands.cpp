@@ -82,10 +82,11 @@ const std::set<std::string> kValued = {
     "--image",        "--cpus",          "--memory",  "--disk-size", "--hostname",
     "--ip",           "--gateway",       "--ssh-key", "--user-data", "--tap",
     "--timeout",      "--from-snapshot", "--listen",  "--allow",     "--host",
-    "--storage-host", "--agent",         "--wait",    "--to",        "--downtime-ms"};
+    "--storage-host", "--agent",         "--wait",    "--to",        "--downtime-ms",
+    "--passive"};
 // Options of the cluster's VM commands (tools/keelctl/cluster_commands.h).
-const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent",
-                                            "--wait", "--to",           "--downtime-ms"};
+const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent", "--wait",
+                                            "--to",   "--downtime-ms",  "--passive"};
 const std::set<std::string> kFlags = {"--json", "--force"};
 
 struct Line {
@@ -422,6 +423,25 @@ bool pool_given(const Line& line) {
 int run_cluster_vm_line(const Line& line) {
   ClusterVmCommand c;
   c.verb = line.words.size() > 1 ? line.words[1] : "";
+  if (c.verb == "ha") {
+    // vm ha ACTION NAME
+    c.ha_action = line.words.size() > 2 ? line.words[2] : "";
+    static const std::set<std::string> kActions = {"enable", "disable", "status", "switchover"};
+    if (!kActions.count(c.ha_action)) {
+      throw UsageError{"vm ha needs enable, disable, status or switchover"};
+    }
+    expect_words(line, 4,
+                 "vm ha " + c.ha_action + " NAME" + (c.ha_action == "enable" ? " --passive HOST" : ""));
+    c.name = line.words[3];
+    c.passive = line.option("--passive").value_or("");
+    if (c.ha_action == "enable" && c.passive.empty()) {
+      throw UsageError{"vm ha enable needs --passive HOST"};
+    }
+    c.wait_s = seconds_option(line, "--wait");
+    c.json = line.flags.count("--json") > 0;
+    c.agent = line.option("--agent");
+    return run_cluster_vm(c);
+  }
   const bool named = c.verb != "list";
   const std::string usage = c.verb == "create"    ? "vm create NAME --image IMAGE [...]"
                             : c.verb == "start"   ? "vm start NAME [--host HOST]"
@@ -456,8 +476,8 @@ int run_cluster_vm_line(const Line& line) {
 
 int run_vm(const Line& line) {
   const std::string verb = line.words.size() > 1 ? line.words[1] : "";
-  static const std::set<std::string> kClusterVerbs = {"create", "start",  "stop",   "list",
-                                                      "show",   "delete", "migrate"};
+  static const std::set<std::string> kClusterVerbs = {"create", "start",   "stop", "list",
+                                                      "show",   "delete",  "migrate", "ha"};
   if (!pool_given(line) && kClusterVerbs.count(verb)) return run_cluster_vm_line(line);
   for (const auto& option : kClusterOnly) {
     if (line.option(option)) {

@@ -1,0 +1,481 @@
+// HostVms, high availability (cluster/host_vms.h): the active's keeper
+// keeps each of its HA VMs replicated to its passive (keel-vmm's replica
+// stream, migration/replica_sender.h), and the passive's watch takes the VM
+// over from the last acknowledged epoch when the owner record goes with its
+// active.
+//
+// Why the two copies never run at once: the passive lets its copy run only
+// after it took the owner record in a transaction that needs the record
+// absent. The record goes only when the active's lease expired (its VMMs
+// paused their guests at the fence before that, cluster/host_lease.h) or
+// when the active's agent saw its keel-vmm end (it gives the record up
+// after the process is gone).
+//
+// A VM stopped on purpose is not taken over: its keel-vmm ends the
+// replication first, and the passive's copy hears so (phase STOPPED). A
+// copy whose stream merely broke (FAILED) is taken over only once the
+// record is gone; one whose stream still looks healthy (PROTECTED: a host
+// that died mid-stream sends nothing more) only once the active's own
+// lease is gone too.
+//
+// Disks: a replica's copy of the VM lives in the passive's pool as a VM of
+// that name (storage::VmStore::receive_copy); after a failover or a
+// switchover the VM is stored there (its record's storage_host), and the
+// old active's pool holds a stale copy, replaced when it becomes a passive
+// again.
+#include <signal.h>
+
+#include <fstream>
+
+#include "cluster/agent_client.h"
+#include "cluster/cluster_view.h"
+#include "cluster/etcd_records.h"
+#include "cluster/host_vms.h"
+#include "cluster/vm_placement.h"
+#include "common/log.h"
+#include "control/control_client.h"
+#include "storage/json_record.h"
+
+namespace keel::cluster {
+
+namespace api = keel::agent::v1;
+namespace pb = keel::api::v1;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// How often a passive looks at its active's owner record: the failover's
+// detection once the record went.
+constexpr auto kReplicaWatchEvery = std::chrono::milliseconds(20);
+// Setting up a passive: its copy's files fetched, its keel-vmm listening.
+constexpr auto kReplicaSetupTimeout = std::chrono::seconds(120);
+// `replicate` answers after the first epoch: all of memory and the disks.
+constexpr auto kFirstSyncTimeout = std::chrono::minutes(30);
+constexpr auto kProtectRetry = std::chrono::seconds(3);
+constexpr auto kVmmAnswer = std::chrono::seconds(2);
+
+bool replicating(pb::ReplicaPhase phase) {
+  return phase == pb::REPLICA_PHASE_CONNECTING || phase == pb::REPLICA_PHASE_SYNCING ||
+         phase == pb::REPLICA_PHASE_PROTECTED || phase == pb::REPLICA_PHASE_SWITCHING_OVER;
+}
+
+}  // namespace
+
+pb::ReplicaInfo HostVms::replica_info(const std::string& name) {
+  pb::Request ask;
+  ask.mutable_replica_status();
+  auto answer = call_vmm(name, ask, kVmmAnswer);
+  if (!answer.ok()) throw std::runtime_error(answer.error().message());
+  return answer.replica_status();
+}
+
+void HostVms::remember_replica(const std::string& name, const std::string& active,
+                               uint64_t generation) {
+  std::ofstream out(storage::vm_run_dir(name) / "replica", std::ios::trunc);
+  out << active << " " << generation << "\n";
+}
+
+api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
+  const std::string& name = request.name();
+  require_store();
+  if (context_.fenced()) {
+    throw refused("host " + context_.host + " is fenced (its lease is not being renewed)");
+  }
+  auto etcd = context_.etcd();
+  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr);
+  if (!vm) throw refused("no VM named '" + name + "' in the cluster");
+  if (!vm->ha() || vm->ha_passive() != context_.host) {
+    throw refused("VM " + name + " does not have its replica on host " + context_.host);
+  }
+  if (!owner || owner->host() != request.active() ||
+      owner->generation() != request.generation()) {
+    throw refused("VM " + name + " does not run on host " + request.active() + " at generation " +
+                  std::to_string(request.generation()));
+  }
+  if (vm->storage_host() == context_.host) {
+    throw refused("VM " + name + " is stored on host " + context_.host +
+                  ": its replica keeps a copy of its disk elsewhere");
+  }
+  // A copy from an earlier stream (the link broke; the active starts
+  // again) goes first; a VM that runs here is never replaced.
+  bool earlier = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
+      throw refused("VM " + name + " runs on host " + context_.host);
+    }
+    earlier = replicas_.erase(name) > 0;
+  }
+  if (auto it = running().find(name); it != running().end()) {
+    if (!earlier) throw refused("VM " + name + "'s keel-vmm still runs on host " + context_.host);
+    ::kill(it->second, SIGKILL);
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (running().count(name) && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (running().count(name)) throw refused("VM " + name + ": its earlier replica does not end");
+  }
+  // A stale copy from when the VM was stored here, or from an earlier
+  // replica.
+  if (fs::exists(store_->path(name))) store_->remove(name);
+  const fs::path scratch = fs::path(context_.vms_dir) / name / ".replica";
+  struct Scratch {
+    fs::path path;
+    ~Scratch() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } cleanup{scratch};
+  keel::pool::v1::Vm stored;
+  download_files(name, address_of(vm->storage_host()), scratch, true, &stored);
+  stored.clear_resume_from();  // the copy runs from the stream, never from a file
+  store_->receive_copy(stored, scratch);
+  storage::VmFiles files = storage::local_vm_files(*store_, stored);
+  const std::string address = address_of(context_.host);
+  const uint16_t port = free_port(address);
+  files.replica_of = "tcp:" + host_port(address, port);
+  std::vector<std::string> argv{vmm_program()};
+  for (auto& a : storage::vmm_arguments(stored, files)) argv.push_back(std::move(a));
+  argv.push_back("--fence-file");
+  argv.push_back(context_.fence_file);
+  {
+    std::lock_guard lock(mutex_);
+    replicas_[name] = {request.active(), request.generation()};
+  }
+  try {
+    fs::create_directories(storage::vm_run_dir(name));
+    remember_replica(name, request.active(), request.generation());
+    VmmLaunch launch{name, argv, store_->path(name) / "keel-vmm.log",
+                     [port] { return listening(port); }};
+    const pid_t pid = supervisor_->start(launch);
+    api::Replica mark;
+    mark.set_host(context_.host);
+    mark.set_active(request.active());
+    mark.set_generation(request.generation());
+    mark.set_since(storage::utc_now());
+    etcd->put(kReplicasPrefix + name, to_json(mark), context_.lease());
+    log::info("VM " + name + ": keel-vmm " + std::to_string(pid) + " keeps its replica for host " +
+              request.active() + ", at " + files.replica_of);
+    api::VmReplicaResponse out;
+    out.set_address(files.replica_of);
+    out.set_pid(static_cast<uint32_t>(pid));
+    return out;
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    replicas_.erase(name);
+    throw;
+  }
+}
+
+void HostVms::keep_protection(const std::string& name) {
+  auto etcd = context_.etcd();
+  int64_t revision = 0;
+  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, &revision);
+  if (!vm) return;
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (protecting_.count(name) || migrating_out_.count(name)) return;
+    auto it = generations_.find(name);
+    if (it == generations_.end()) return;
+    generation = it->second;
+  }
+  const pb::ReplicaInfo info = replica_info(name);
+  const bool running = info.role() == pb::REPLICA_ROLE_ACTIVE && replicating(info.phase());
+  auto problem = [&](const std::string& why) {
+    std::lock_guard lock(mutex_);
+    protection_problems_[name] = {why, Clock::now() + kProtectRetry};
+  };
+  if (!vm->ha()) {
+    if (running) {
+      pb::Request stop;
+      stop.mutable_replica_stop();
+      call_vmm(name, stop, std::chrono::seconds(15));
+      log::info("VM " + name + ": high availability disabled: its replica ends");
+    }
+    std::lock_guard lock(mutex_);
+    protection_problems_.erase(name);
+    return;
+  }
+  if (vm->storage_host() != context_.host) {
+    problem("its disk is on host " + vm->storage_host() +
+                " (over NBD): a replica copies the disk of a VM that runs on its storage host");
+    return;
+  }
+  if (vm->ha_passive().empty()) {
+    const std::string passive = pick_passive(*vm);
+    if (passive.empty()) return;
+    api::ClusterVm next = *vm;
+    next.set_ha_passive(passive);
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
+    *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(next));
+    if (etcd->txn(txn).succeeded()) {
+      log::info("VM " + name + ": host " + passive + " keeps its replica from now on");
+    }
+    return;
+  }
+  const std::string peer = "tcp:" + address_of(vm->ha_passive()) + ":";
+  if (running) {
+    if (info.peer().rfind(peer, 0) == 0) return;
+    // The passive changed (the operator enabled HA anew with another).
+    pb::Request stop;
+    stop.mutable_replica_stop();
+    call_vmm(name, stop, std::chrono::seconds(15));
+  }
+  {
+    std::lock_guard lock(mutex_);
+    auto it = protection_problems_.find(name);
+    if (it != protection_problems_.end() && it->second.retry_at > Clock::now()) return;
+    if (stopping_) return;
+    const std::string passive = vm->ha_passive();
+    protecting_[name] = std::thread([this, name, passive, generation] {
+      protect(name, passive, generation);
+    });
+  }
+}
+
+void HostVms::protect(const std::string& name, const std::string& passive, uint64_t generation) {
+  std::string failure;
+  try {
+    AgentClient peer(host_port(address_of(passive), kAgentPort), kReplicaSetupTimeout,
+                     context_.peer_tls());
+    api::VmReplicaRequest request;
+    request.set_name(name);
+    request.set_active(context_.host);
+    request.set_generation(generation);
+    const auto at = peer.host_vm_replica(request);
+    pb::Request replicate;
+    replicate.mutable_replicate()->set_to(at.address());
+    auto answer = call_vmm(name, replicate, kFirstSyncTimeout);
+    if (!answer.ok()) throw std::runtime_error(answer.error().message());
+    log::info("VM " + name + " is protected: host " + passive + " keeps its replica (epoch " +
+              std::to_string(answer.replicate().epoch()) + ")");
+  } catch (const std::exception& e) {
+    failure = "its replication to host " + passive + " failed: " + e.what();
+    log::warning("VM " + name + ": " + failure);
+  }
+  std::lock_guard lock(mutex_);
+  if (failure.empty()) {
+    protection_problems_.erase(name);
+  } else {
+    protection_problems_[name] = {failure, Clock::now() + kProtectRetry};
+  }
+  // Joined by the keeper (or the destructor) once it is done.
+  finished_protections_.insert(name);
+}
+
+std::string HostVms::pick_passive(const api::ClusterVm& vm) {
+  auto etcd = context_.etcd();
+  std::map<std::string, uint64_t> used;
+  std::map<std::string, api::ClusterVm> vms;
+  for (const auto& kv : etcd->list(kVmsPrefix)) {
+    api::ClusterVm other;
+    if (from_json(kv.value, &other)) vms[other.name()] = other;
+  }
+  auto count = [&](const std::string& prefix) {
+    for (const auto& kv : etcd->list(prefix)) {
+      api::Owner owner;  // Owner and Replica both start with the host
+      api::Replica replica;
+      const std::string vm_name = kv.key.substr(prefix.size());
+      std::string host;
+      if (prefix == kReplicasPrefix && from_json(kv.value, &replica)) host = replica.host();
+      if (prefix == kOwnersPrefix && from_json(kv.value, &owner)) host = owner.host();
+      if (auto it = vms.find(vm_name); it != vms.end() && !host.empty()) {
+        used[host] += it->second.memory_bytes();
+      }
+    }
+  };
+  count(kOwnersPrefix);
+  count(kReplicasPrefix);
+  std::vector<PlacementCandidate> candidates;
+  for (const auto& kv : etcd->list(kHostsPrefix)) {
+    api::Host host;
+    if (!from_json(kv.value, &host)) continue;
+    PlacementCandidate c;
+    c.host = host.name();
+    c.memory_bytes = host.memory_bytes();
+    c.cpus = host.cpus();
+    c.memory_used = used[host.name()];
+    if (host.name() == context_.host) {
+      c.unfit = "it runs the VM";
+    } else if (!etcd->get(kAlivePrefix + host.name())) {
+      c.unfit = "its agent is not alive";
+    } else if (!has_role(host, api::ROLE_COMPUTE)) {
+      c.unfit = "not a compute host";
+    } else if (host.pool().empty()) {
+      c.unfit = "it has no pool for the copy of the disk";
+    }
+    candidates.push_back(c);
+  }
+  const Placement placed = place_vm(vm.memory_bytes(), 0, candidates);
+  if (placed.host.empty()) {
+    std::lock_guard lock(mutex_);
+    protection_problems_[vm.name()] = {"no host can keep its replica: " + placed.reason,
+                                       Clock::now() + kProtectRetry};
+  }
+  return placed.host;
+}
+
+void HostVms::watch_replicas() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    wake_.wait_for(lock, kReplicaWatchEvery, [this] { return stopping_; });
+    if (stopping_) return;
+    std::vector<std::string> names;
+    for (const auto& [name, held] : replicas_) names.push_back(name);
+    lock.unlock();
+    if (!context_.fenced() && context_.lease() != 0) {
+      for (const auto& name : names) {
+        try {
+          keep_replica(name);
+        } catch (const std::exception& e) {
+          log::info("VM " + name + ": its replica not looked at: " + e.what());
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
+void HostVms::keep_replica(const std::string& name) {
+  HeldReplica held;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = replicas_.find(name);
+    if (it == replicas_.end()) return;
+    held = it->second;
+  }
+  auto etcd = context_.etcd();
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr);
+  if (!owner) {
+    fail_over(name, held.active, held.generation);
+    return;
+  }
+  if (owner->host() == held.active) {
+    // The active took the VM again after its fence (the next generation):
+    // the same guest, the same stream.
+    std::lock_guard lock(mutex_);
+    if (auto it = replicas_.find(name); it != replicas_.end()) {
+      it->second.generation = owner->generation();
+    }
+    return;
+  }
+  if (owner->host() == context_.host) {
+    // A switchover brought the guest here, and the old active handed the
+    // record over.
+    {
+      std::lock_guard lock(mutex_);
+      replicas_.erase(name);
+    }
+    std::error_code ignored;
+    fs::remove(storage::vm_run_dir(name) / "replica", ignored);
+    own(name, owner->generation());
+    log::info("VM " + name + " is this host's after its switchover (generation " +
+              std::to_string(owner->generation()) + ")");
+    return;
+  }
+  drop_replica(name, "it runs on host " + owner->host() + " now");
+}
+
+bool HostVms::fail_over(const std::string& name, const std::string& active,
+                        uint64_t generation) {
+  auto etcd = context_.etcd();
+  const pb::ReplicaInfo info = replica_info(name);
+  const bool active_alive = etcd->get(kAlivePrefix + active).has_value();
+  switch (info.phase()) {
+    case pb::REPLICA_PHASE_STOPPED:
+      drop_replica(name, "its active ended the replication (the VM was stopped there)");
+      return false;
+    case pb::REPLICA_PHASE_PROTECTED:
+      // The stream's verdict is not in yet; a dead host's never comes.
+      if (active_alive) return false;
+      break;
+    case pb::REPLICA_PHASE_FAILED:
+    case pb::REPLICA_PHASE_SWITCHED_OVER:
+      break;
+    default:
+      if (active_alive) return false;
+      drop_replica(name, "its active went before the first epoch was copied: nothing to take over");
+      return false;
+  }
+  int64_t vm_revision = 0;
+  auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, &vm_revision);
+  if (!vm || vm->last_host() != active) {
+    drop_replica(name, vm ? "it ran on host " + vm->last_host() + " since" : "it was deleted");
+    return false;
+  }
+  const bool switched = info.phase() == pb::REPLICA_PHASE_SWITCHED_OVER;
+  api::Owner next;
+  next.set_host(context_.host);
+  next.set_generation(vm->generation() + 1);
+  next.set_since(storage::utc_now());
+  api::ClusterVm record = *vm;
+  record.set_generation(next.generation());
+  record.set_last_host(context_.host);
+  record.set_storage_host(context_.host);
+  record.set_ha_passive("");
+  record.set_ha_last_event((switched ? "switched over" : "failed over") + std::string(" from ") +
+                           active + " to " + context_.host + " at " + next.since() +
+                           " (epoch " + std::to_string(info.epoch()) + ")");
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
+  *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, vm_revision);
+  *txn.add_success() = EtcdClient::put_op(kOwnersPrefix + name, to_json(next), context_.lease());
+  *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(record));
+  *txn.add_success() = EtcdClient::delete_op(kReplicasPrefix + name);
+  if (!etcd->txn(txn).succeeded()) return false;
+  {
+    std::lock_guard lock(mutex_);
+    replicas_.erase(name);
+  }
+  std::error_code ignored;
+  fs::remove(storage::vm_run_dir(name) / "replica", ignored);
+  own(name, next.generation());
+  if (!switched) {
+    pb::Request takeover;
+    takeover.mutable_takeover();
+    auto answer = call_vmm(name, takeover, std::chrono::seconds(30));
+    if (!answer.ok()) {
+      // Its keel-vmm ends; the keeper gives the record up.
+      log::error("VM " + name + ": taking it over from host " + active +
+                 " failed: " + answer.error().message() + "; it is stopped");
+      return false;
+    }
+  }
+  log::info("VM " + name + " " + record.ha_last_event() + "; generation " +
+            std::to_string(next.generation()) + " (the replica was made at " +
+            std::to_string(generation) + ")" + (active_alive ? "" : "; its active host is gone"));
+  return true;
+}
+
+void HostVms::drop_replica(const std::string& name, const std::string& why) {
+  std::optional<pid_t> pid;
+  {
+    std::lock_guard lock(mutex_);
+    if (!replicas_.erase(name)) return;
+  }
+  if (auto it = running().find(name); it != running().end()) pid = it->second;
+  std::error_code ignored;
+  fs::remove(storage::vm_run_dir(name) / "replica", ignored);
+  log::info("VM " + name + ": its replica here goes: " + why);
+  if (pid) ::kill(*pid, SIGKILL);
+  try {
+    auto etcd = context_.etcd();
+    auto kv = etcd->get(kReplicasPrefix + name);
+    api::Replica mark;
+    if (kv && from_json(kv->value, &mark) && mark.host() == context_.host) {
+      etcdserverpb::TxnRequest txn;
+      *txn.add_compare() = EtcdClient::key_mod_revision(kv->key, kv->mod_revision);
+      *txn.add_success() = EtcdClient::delete_op(kv->key);
+      etcd->txn(txn);
+    }
+  } catch (const std::exception& e) {
+    log::info("VM " + name + ": its replica record stays until this host's lease ends: " +
+              e.what());
+  }
+}
+
+}  // namespace keel::cluster

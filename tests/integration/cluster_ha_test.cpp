@@ -1,0 +1,200 @@
+// High availability in a 3-host cluster of network namespaces (etcd,
+// keel-agent and a pool per host; KVM directly or in the box): `vm ha
+// enable` with its refusals, a VM protected by a replica on another host,
+// switched over, failed over when its keel-vmm is killed (the passive's
+// agent takes the owner record and the copy runs from the last epoch, with
+// no reboot), and protected again.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "proto/agent.pb.h"
+#include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
+#include "tests/support/test_cluster.h"
+#include "tests/support/vmm_run.h"
+
+namespace keel::testing {
+namespace {
+
+namespace api = ::keel::agent::v1;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+api::VmHaStatus ha_status(const TestCluster& c, unsigned host, const std::string& vm) {
+  auto r = c.keelctl(host, {"--json", "vm", "ha", "status", vm});
+  api::VmHaResponse out;
+  if (r.exit_code != 0 || !google::protobuf::util::JsonStringToMessage(r.out, &out).ok()) {
+    api::VmHaStatus failed;
+    failed.set_state("keelctl: " + show(r));
+    return failed;
+  }
+  return out.status();
+}
+
+std::vector<Beat> beats(const TestCluster& c, unsigned host, const std::string& vm) {
+  std::vector<std::string> lines;
+  std::istringstream in(c.console(host, vm));
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return beats_in(lines);
+}
+
+// The agents' log lines about `vm`, for a failure's message.
+std::string agents_said(const TestCluster& c, const std::string& vm) {
+  std::string out;
+  for (unsigned h = 1; h <= c.size(); ++h) {
+    std::ifstream log(c.log_path(h));
+    out += "-- h" + std::to_string(h) + ":\n";
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("VM " + vm) != std::string::npos) out += line + "\n";
+    }
+  }
+  return out;
+}
+
+unsigned host_number(const std::string& name) {
+  return static_cast<unsigned>(std::stoul(name.substr(1)));
+}
+
+// Waits until the VM is protected; its status then.
+api::VmHaStatus until_protected(const TestCluster& c, const std::string& vm) {
+  api::VmHaStatus s;
+  wait_until(
+      [&] {
+        s = ha_status(c, 3, vm);
+        return s.state() == "protected";
+      },
+      seconds(120));
+  return s;
+}
+
+TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
+  TestCluster c(3);
+  c.make_pools("beat", "job=heartbeat interval_ms=20 count=0");
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  auto r = c.keelctl(
+      1, {"vm", "create", "a", "--image", "beat", "--memory", "64M", "--storage-host", "h1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+
+  // Refusals, each with its reason.
+  r = c.keelctl(2, {"vm", "ha", "enable", "a", "--passive", "h1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("host h1 stores VM a: the passive must be another host"),
+            std::string::npos)
+      << r.err;
+  r = c.keelctl(2, {"vm", "ha", "enable", "a", "--passive", "h9"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no host named 'h9'"), std::string::npos) << r.err;
+  r = c.keelctl(2, {"vm", "ha", "enable", "a"});
+  EXPECT_EQ(r.exit_code, 2) << show(r);
+
+  r = c.keelctl(2, {"vm", "ha", "enable", "a", "--passive", "h2"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("state       stopped"), std::string::npos) << r.out;
+  // Started where its disk is, since its replica copies that disk.
+  r = c.keelctl(3, {"vm", "start", "a"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("started a on host h1 (high availability: where its disk is"),
+            std::string::npos)
+      << r.out;
+  api::VmHaStatus s = until_protected(c, "a");
+  ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+  EXPECT_EQ(s.active(), "h1");
+  EXPECT_EQ(s.passive(), "h2");
+  EXPECT_GT(s.epoch(), 0u);
+  r = c.keelctl(1, {"vm", "ha", "status", "a"});
+  EXPECT_NE(r.out.find("state       protected"), std::string::npos) << show(r);
+  EXPECT_NE(r.out.find("passive     h2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("slowdown    "), std::string::npos) << r.out;
+
+  // Planned switchover: the guest runs on h2 from where it was, and h1
+  // keeps the next replica.
+  ASSERT_FALSE(beats(c, 1, "a").empty());
+  r = c.keelctl(3, {"vm", "ha", "switchover", "a"});
+  ASSERT_EQ(r.exit_code, 0) << show(r) << agents_said(c, "a");
+  EXPECT_NE(r.out.find("switched a over to host h2: paused "), std::string::npos) << r.out;
+  const uint64_t before_switch = beats(c, 1, "a").back().seq;
+  ASSERT_TRUE(wait_until([&] { return !beats(c, 2, "a").empty(); }, seconds(30)))
+      << agents_said(c, "a");
+  EXPECT_LE(beats(c, 2, "a").front().seq, before_switch + 2) << "the guest rebooted";
+  EXPECT_GE(beats(c, 2, "a").front().seq + 5, before_switch) << "the guest lost its progress";
+  s = until_protected(c, "a");
+  ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+  EXPECT_EQ(s.active(), "h2");
+  EXPECT_EQ(s.passive(), "h1");
+  EXPECT_NE(s.last_event().find("switched over from h1 to h2"), std::string::npos)
+      << s.last_event();
+
+  // The active keel-vmm killed: the passive's agent takes the VM over from
+  // the last epoch (no reboot), and a replica is made again on a host that
+  // is not the new active.
+  const std::string active_socket = c.vm_socket(2, "a");
+  auto pid_r =
+      run_command({keelctl_path(), "--socket", active_socket, "--json", "status"}, seconds(10));
+  ASSERT_EQ(pid_r.exit_code, 0) << show(pid_r);
+  const uint64_t pid = parse_json(pid_r).status().pid();
+  ASSERT_GT(pid, 0u) << pid_r.out;
+  const size_t console_h1 = c.console(1, "a").size();
+  const uint64_t last_on_h2 = beats(c, 2, "a").back().seq;
+  const auto killed = Clock::now();
+  ASSERT_EQ(::kill(static_cast<pid_t>(pid), SIGKILL), 0);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const std::string text = c.console(1, "a");
+        return text.size() > console_h1 &&
+               text.find("testos: beat ", console_h1) != std::string::npos;
+      },
+      seconds(30)))
+      << agents_said(c, "a");
+  const auto resumed_ms =
+      std::chrono::duration_cast<milliseconds>(Clock::now() - killed).count();
+  const auto after = beats(c, 1, "a");
+  ASSERT_FALSE(after.empty());
+  EXPECT_LE(after.back().seq, last_on_h2 + 1000);
+  EXPECT_GT(after.back().seq, last_on_h2 / 2) << "the guest rebooted";
+  s = until_protected(c, "a");
+  ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+  EXPECT_EQ(s.active(), "h1");
+  EXPECT_NE(s.passive(), "h1");
+  EXPECT_NE(s.last_event().find("failed over from h2 to h1"), std::string::npos)
+      << s.last_event();
+  std::cout << "keel-vmm killed to the guest beating on the passive: " << resumed_ms
+            << " ms (the test's look every 50 ms included)" << std::endl;
+  r = c.keelctl(2, {"vm", "ha", "status", "a"});
+  std::cout << r.out;
+
+  // Disabled: the replica ends, the VM runs on.
+  const unsigned passive = host_number(s.passive());
+  r = c.keelctl(3, {"vm", "ha", "disable", "a"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_TRUE(wait_until([&] { return c.keelctl(passive, {"vm", "list"}).exit_code == 0 &&
+                                      ha_status(c, 3, "a").state() == "disabled"; },
+                         seconds(30)));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        std::ifstream pid_file(c.run_dir(passive) + "/vms/a/keel-vmm.pid");
+        pid_t p = 0;
+        return !(pid_file >> p) || ::kill(p, 0) != 0;
+      },
+      seconds(30)))
+      << "the replica on h" << passive << " outlived HA's disabling";
+  r = c.keelctl(3, {"vm", "stop", "a"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+}
+
+}  // namespace
+}  // namespace keel::testing
+
+int main(int argc, char** argv) {
+  keel::testing::enter_private_network();
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
