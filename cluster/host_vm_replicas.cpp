@@ -24,6 +24,7 @@
 // old active's pool holds a stale copy, replaced when it becomes a passive
 // again.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <fstream>
 
@@ -108,7 +109,8 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
     }
     earlier = replicas_.erase(name) > 0;
   }
-  if (auto it = running().find(name); it != running().end()) {
+  const auto vmms = running();
+  if (auto it = vmms.find(name); it != vmms.end()) {
     if (!earlier) throw refused("VM " + name + "'s keel-vmm still runs on host " + context_.host);
     ::kill(it->second, SIGKILL);
     const auto until = Clock::now() + std::chrono::seconds(10);
@@ -133,6 +135,8 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
   stored.clear_resume_from();  // the copy runs from the stream, never from a file
   store_->receive_copy(stored, scratch);
   storage::VmFiles files = storage::local_vm_files(*store_, stored);
+  fs::create_directories(files.memory_root);
+  ::chmod(files.memory_root.c_str(), 0700);
   const std::string address = address_of(context_.host);
   const uint16_t port = free_port(address);
   files.replica_of = "tcp:" + host_port(address, port);
@@ -255,9 +259,13 @@ void HostVms::protect(const std::string& name, const std::string& passive, uint6
               std::to_string(answer.replicate().epoch()) + ")");
   } catch (const std::exception& e) {
     failure = "its replication to host " + passive + " failed: " + e.what();
-    log::warning("VM " + name + ": " + failure);
   }
   std::lock_guard lock(mutex_);
+  // Said once per new reason: it is tried again every few seconds.
+  if (auto it = protection_problems_.find(name);
+      !failure.empty() && (it == protection_problems_.end() || it->second.why != failure)) {
+    log::warning("VM " + name + ": " + failure);
+  }
   if (failure.empty()) {
     protection_problems_.erase(name);
   } else {
@@ -457,7 +465,8 @@ void HostVms::drop_replica(const std::string& name, const std::string& why) {
     std::lock_guard lock(mutex_);
     if (!replicas_.erase(name)) return;
   }
-  if (auto it = running().find(name); it != running().end()) pid = it->second;
+  const auto vmms = running();
+  if (auto it = vmms.find(name); it != vmms.end()) pid = it->second;
   std::error_code ignored;
   fs::remove(storage::vm_run_dir(name) / "replica", ignored);
   log::info("VM " + name + ": its replica here goes: " + why);
