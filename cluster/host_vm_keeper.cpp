@@ -92,13 +92,8 @@ void HostVms::keep() {
     auto releases = to_release_;
     auto catalog = catalog_;
     lock.unlock();
-    if (catalog) {
-      try {
-        catalog->update(owner_addresses());
-      } catch (const std::exception& e) {
-        log::info(std::string("nbd: the VMs' owners not read: ") + e.what());
-      }
-    }
+    // First: a VMM that ended gives its record up at once (an HA VM's
+    // passive takes over as soon as it is gone).
     if (!context_.fenced() && context_.lease() != 0) {
       for (const auto& [name, generation] : releases) {
         try {
@@ -110,6 +105,15 @@ void HostVms::keep() {
           log::info("VM " + name + ": owner record not given up yet: " + e.what());
         }
       }
+    }
+    if (catalog) {
+      try {
+        catalog->update(owner_addresses());
+      } catch (const std::exception& e) {
+        log::info(std::string("nbd: the VMs' owners not read: ") + e.what());
+      }
+    }
+    if (!context_.fenced() && context_.lease() != 0) {
       try {
         release_orphans();
       } catch (const std::exception& e) {

@@ -392,7 +392,10 @@ bool HostVms::fail_over(const std::string& name, const std::string& active,
                         uint64_t generation) {
   auto etcd = context_.etcd();
   const pb::ReplicaInfo info = replica_info(name);
-  const bool active_alive = etcd->get(kAlivePrefix + active).has_value();
+  // Read only when the stream has not said already that the active is gone.
+  const bool active_alive = info.phase() != pb::REPLICA_PHASE_FAILED &&
+                            info.phase() != pb::REPLICA_PHASE_SWITCHED_OVER &&
+                            etcd->get(kAlivePrefix + active).has_value();
   switch (info.phase()) {
     case pb::REPLICA_PHASE_STOPPED:
       drop_replica(name, "its active ended the replication (the VM was stopped there)");
@@ -455,7 +458,7 @@ bool HostVms::fail_over(const std::string& name, const std::string& active,
   }
   log::info("VM " + name + " " + record.ha_last_event() + "; generation " +
             std::to_string(next.generation()) + " (the replica was made at " +
-            std::to_string(generation) + ")" + (active_alive ? "" : "; its active host is gone"));
+            std::to_string(generation) + ")" + (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone" : ""));
   return true;
 }
 

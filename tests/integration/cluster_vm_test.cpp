@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "proto/agent.pb.h"
+#include "tests/support/cluster_consoles.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/test_cluster.h"
@@ -52,19 +53,6 @@ api::VmListResponse vm_list(const TestCluster& c, unsigned host) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &out).ok()) << r.out;
   return out;
-}
-
-std::vector<Beat> beats(const TestCluster& c, unsigned host, const std::string& vm) {
-  std::vector<std::string> lines;
-  std::istringstream in(c.console(host, vm));
-  for (std::string l; std::getline(in, l);) lines.push_back(l);
-  return beats_in(lines);
-}
-
-// Heartbeats on the VM's console since `from` (its length then).
-bool beats_after(const TestCluster& c, unsigned host, const std::string& vm, size_t from) {
-  const std::string text = c.console(host, vm);
-  return text.size() > from && text.find("testos: beat ", from) != std::string::npos;
 }
 
 // A guest's heartbeat across a move, on the test's clock: its console on
@@ -306,74 +294,10 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
 }
 
-// Each agent's log lines that name the VM (the last 20), for a failure's
-// message.
-std::string agents_said(const TestCluster& c, const std::string& vm) {
-  std::string out;
-  for (unsigned h = 1; h <= c.size(); ++h) {
-    std::ifstream log(c.log_path(h));
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(log, line);) {
-      if (line.find(vm) != std::string::npos) lines.push_back(line);
-    }
-    const size_t from = lines.size() > 20 ? lines.size() - 20 : 0;
-    out += "-- h" + std::to_string(h) + ":\n";
-    for (size_t i = from; i < lines.size(); ++i) out += lines[i] + "\n";
-  }
-  return out;
-}
-
 unsigned trials() {
   const char* env = std::getenv("KEEL_CLUSTER_TRIALS");
   return env ? static_cast<unsigned>(std::atoi(env)) : 2;
 }
-
-// Every VM's console on every host, looked at every 20 ms on the test's
-// clock: a look at which two hosts' copies of one VM both printed is a VM
-// running on two hosts at once.
-class ConsoleWatch {
- public:
-  ConsoleWatch(const TestCluster& c, std::vector<std::string> vms)
-      : c_(c), vms_(std::move(vms)), thread_([this] { loop(); }) {}
-  ~ConsoleWatch() {
-    stop_ = true;
-    thread_.join();
-  }
-  std::vector<std::string> overlaps() {
-    std::lock_guard lock(mutex_);
-    return overlaps_;
-  }
-
- private:
-  void loop() {
-    std::map<std::pair<std::string, unsigned>, size_t> size;
-    const auto started = Clock::now();
-    while (!stop_) {
-      for (const auto& vm : vms_) {
-        std::vector<unsigned> grew;
-        for (unsigned h = 1; h <= c_.size(); ++h) {
-          const size_t now = c_.console(h, vm).size();
-          if (now > size[{vm, h}]) grew.push_back(h);
-          size[{vm, h}] = now;
-        }
-        std::lock_guard lock(mutex_);
-        if (grew.size() > 1 && Clock::now() - started > milliseconds(100)) {
-          std::string hosts;
-          for (unsigned h : grew) hosts += " h" + std::to_string(h);
-          overlaps_.push_back(vm + " printed on" + hosts + " within one 20 ms look");
-        }
-      }
-      std::this_thread::sleep_for(milliseconds(20));
-    }
-  }
-
-  const TestCluster& c_;
-  std::vector<std::string> vms_;
-  std::mutex mutex_;
-  std::vector<std::string> overlaps_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
 
 // 5 hosts, two VMs stored on h3 (always on the majority's side), split 2+3
 // and 3+2 and healed, KEEL_CLUSTER_TRIALS times (2 here; the long label's
