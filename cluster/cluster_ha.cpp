@@ -43,7 +43,8 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
                         "): a majority must outlive the active host");
         }
         auto host = view.hosts.find(passive);
-        if (host == view.hosts.end()) throw refused("no host named '" + passive + "' in the cluster");
+        if (host == view.hosts.end())
+          throw refused("no host named '" + passive + "' in the cluster");
         const std::string active = running ? owner->second.host() : vm.storage_host();
         if (passive == active) {
           throw refused("host " + passive + (running ? " runs" : " stores") + " VM " + name +
@@ -53,7 +54,8 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
           throw refused("VM " + name + " runs on host " + owner->second.host() +
                         " with its disk on host " + vm.storage_host() +
                         " (over NBD): its replica copies the disk of a VM that runs where it is "
-                        "stored; migrate it to " + vm.storage_host() + " first");
+                        "stored; migrate it to " +
+                        vm.storage_host() + " first");
         }
         if (!view.alive.count(passive)) throw refused("host " + passive + "'s agent is not alive");
         if (!has_role(host->second, api::ROLE_COMPUTE)) {
@@ -64,7 +66,8 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
         }
         uint64_t used = 0;
         for (const auto& [other, o] : view.owners) {
-          if (o.host() == passive && view.vms.count(other)) used += view.vms.at(other).memory_bytes();
+          if (o.host() == passive && view.vms.count(other))
+            used += view.vms.at(other).memory_bytes();
         }
         for (const auto& [other, r] : view.replicas) {
           if (r.host() == passive && other != name && view.vms.count(other)) {

@@ -67,7 +67,7 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
     status.set_state("switching over");
   } else {
     status.set_state("unprotected");
-    status.set_detail(!problem.empty()       ? problem
+    status.set_detail(!problem.empty()        ? problem
                       : !info.error().empty() ? info.error()
                       : vm->ha_passive().empty()
                           ? "no passive host yet"

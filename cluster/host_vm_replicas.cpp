@@ -90,8 +90,7 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
   if (!vm->ha() || vm->ha_passive() != context_.host) {
     throw refused("VM " + name + " does not have its replica on host " + context_.host);
   }
-  if (!owner || owner->host() != request.active() ||
-      owner->generation() != request.generation()) {
+  if (!owner || owner->host() != request.active() || owner->generation() != request.generation()) {
     throw refused("VM " + name + " does not run on host " + request.active() + " at generation " +
                   std::to_string(request.generation()));
   }
@@ -205,7 +204,7 @@ void HostVms::keep_protection(const std::string& name) {
   }
   if (vm->storage_host() != context_.host) {
     problem("its disk is on host " + vm->storage_host() +
-                " (over NBD): a replica copies the disk of a VM that runs on its storage host");
+            " (over NBD): a replica copies the disk of a VM that runs on its storage host");
     return;
   }
   if (vm->ha_passive().empty()) {
@@ -235,9 +234,8 @@ void HostVms::keep_protection(const std::string& name) {
     if (it != protection_problems_.end() && it->second.retry_at > Clock::now()) return;
     if (stopping_) return;
     const std::string passive = vm->ha_passive();
-    protecting_[name] = std::thread([this, name, passive, generation] {
-      protect(name, passive, generation);
-    });
+    protecting_[name] =
+        std::thread([this, name, passive, generation] { protect(name, passive, generation); });
   }
 }
 
@@ -388,8 +386,7 @@ void HostVms::keep_replica(const std::string& name) {
   drop_replica(name, "it runs on host " + owner->host() + " now");
 }
 
-bool HostVms::fail_over(const std::string& name, const std::string& active,
-                        uint64_t generation) {
+bool HostVms::fail_over(const std::string& name, const std::string& active, uint64_t generation) {
   auto etcd = context_.etcd();
   const pb::ReplicaInfo info = replica_info(name);
   // Read only when the stream has not said already that the active is gone.
@@ -429,8 +426,8 @@ bool HostVms::fail_over(const std::string& name, const std::string& active,
   record.set_storage_host(context_.host);
   record.set_ha_passive("");
   record.set_ha_last_event((switched ? "switched over" : "failed over") + std::string(" from ") +
-                           active + " to " + context_.host + " at " + next.since() +
-                           " (epoch " + std::to_string(info.epoch()) + ")");
+                           active + " to " + context_.host + " at " + next.since() + " (epoch " +
+                           std::to_string(info.epoch()) + ")");
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, vm_revision);
@@ -458,7 +455,8 @@ bool HostVms::fail_over(const std::string& name, const std::string& active,
   }
   log::info("VM " + name + " " + record.ha_last_event() + "; generation " +
             std::to_string(next.generation()) + " (the replica was made at " +
-            std::to_string(generation) + ")" + (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone" : ""));
+            std::to_string(generation) + ")" +
+            (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone" : ""));
   return true;
 }
 
@@ -485,8 +483,8 @@ void HostVms::drop_replica(const std::string& name, const std::string& why) {
       etcd->txn(txn);
     }
   } catch (const std::exception& e) {
-    log::info("VM " + name + ": its replica record stays until this host's lease ends: " +
-              e.what());
+    log::info("VM " + name +
+              ": its replica record stays until this host's lease ends: " + e.what());
   }
 }
 

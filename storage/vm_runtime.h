@@ -44,8 +44,8 @@ struct VmFiles {
   // tcp:ADDR:PORT: keep a replica of the guest its active streams there
   // (keel-vmm --replica-of)
   std::string replica_of;
-  std::string disk;      // --disk's source: path=FILE or nbd=tcp:ADDR:PORT/EXPORT
-  std::string seed;      // the same, for the cloud-init seed disk
+  std::string disk;  // --disk's source: path=FILE or nbd=tcp:ADDR:PORT/EXPORT
+  std::string seed;  // the same, for the cloud-init seed disk
   std::filesystem::path console;
   std::filesystem::path memory_root;
 };

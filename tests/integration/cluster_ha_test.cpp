@@ -102,8 +102,7 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   // Refusals, each with its reason.
   CommandResult r = c.keelctl(2, {"vm", "ha", "enable", "a", "--passive", "h1"});
   EXPECT_EQ(r.exit_code, 1) << show(r);
-  EXPECT_NE(r.err.find("host h1 stores VM a: the passive must be another host"),
-            std::string::npos)
+  EXPECT_NE(r.err.find("host h1 stores VM a: the passive must be another host"), std::string::npos)
       << r.err;
   r = c.keelctl(2, {"vm", "ha", "enable", "a", "--passive", "h9"});
   EXPECT_EQ(r.exit_code, 1) << show(r);
@@ -169,8 +168,7 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
       },
       seconds(30)))
       << agents_said(c, "a");
-  const auto resumed_ms =
-      std::chrono::duration_cast<milliseconds>(Clock::now() - killed).count();
+  const auto resumed_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - killed).count();
   const auto after = beats(c, 1, "a");
   ASSERT_FALSE(after.empty());
   EXPECT_LE(after.back().seq, last_on_h2 + 1000);
@@ -179,8 +177,7 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
   EXPECT_EQ(s.active(), "h1");
   EXPECT_NE(s.passive(), "h1");
-  EXPECT_NE(s.last_event().find("failed over from h2 to h1"), std::string::npos)
-      << s.last_event();
+  EXPECT_NE(s.last_event().find("failed over from h2 to h1"), std::string::npos) << s.last_event();
   std::cout << "keel-vmm killed to the guest beating on the passive: " << resumed_ms
             << " ms (the test's look every 50 ms included)" << std::endl;
   r = c.keelctl(2, {"vm", "ha", "status", "a"});
@@ -190,9 +187,12 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   const unsigned passive = host_number(s.passive());
   r = c.keelctl(3, {"vm", "ha", "disable", "a"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
-  EXPECT_TRUE(wait_until([&] { return c.keelctl(passive, {"vm", "list"}).exit_code == 0 &&
-                                      ha_status(c, 3, "a").state() == "disabled"; },
-                         seconds(30)));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return c.keelctl(passive, {"vm", "list"}).exit_code == 0 &&
+               ha_status(c, 3, "a").state() == "disabled";
+      },
+      seconds(30)));
   EXPECT_TRUE(wait_until(
       [&] {
         std::ifstream pid_file(c.run_dir(passive) + "/vms/a/keel-vmm.pid");
@@ -267,8 +267,8 @@ TEST(ClusterHa, FailoverTrials) {
           break;
       }
       const api::VmHaStatus again = until_protected(c, "a", third);
-      ASSERT_EQ(again.state(), "protected")
-          << again.ShortDebugString() << "\n" << agents_said(c, "a");
+      ASSERT_EQ(again.state(), "protected") << again.ShortDebugString() << "\n"
+                                            << agents_said(c, "a");
       EXPECT_EQ(again.active(), "h" + std::to_string(passive));
     }
   }

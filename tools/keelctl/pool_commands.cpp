@@ -77,15 +77,15 @@ struct UsageError {
   std::string message;
 };
 
-const std::set<std::string> kValued = {
-    "--pool",         "--disk",          "--kernel",  "--initrd",    "--cmdline",
-    "--image",        "--cpus",          "--memory",  "--disk-size", "--hostname",
-    "--ip",           "--gateway",       "--ssh-key", "--user-data", "--tap",
-    "--timeout",      "--from-snapshot", "--listen",  "--allow",     "--host",
-    "--storage-host", "--agent",         "--wait",    "--to",        "--downtime-ms",
-    "--passive"};
+const std::set<std::string> kValued = {"--pool",          "--disk",      "--kernel", "--initrd",
+                                       "--cmdline",       "--image",     "--cpus",   "--memory",
+                                       "--disk-size",     "--hostname",  "--ip",     "--gateway",
+                                       "--ssh-key",       "--user-data", "--tap",    "--timeout",
+                                       "--from-snapshot", "--listen",    "--allow",  "--host",
+                                       "--storage-host",  "--agent",     "--wait",   "--to",
+                                       "--downtime-ms",   "--passive"};
 // Options of the cluster's VM commands (tools/keelctl/cluster_commands.h).
-const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent", "--wait",
+const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent",  "--wait",
                                             "--to",   "--downtime-ms",  "--passive"};
 const std::set<std::string> kFlags = {"--json", "--force"};
 
@@ -430,8 +430,9 @@ int run_cluster_vm_line(const Line& line) {
     if (!kActions.count(c.ha_action)) {
       throw UsageError{"vm ha needs enable, disable, status or switchover"};
     }
-    expect_words(line, 4,
-                 "vm ha " + c.ha_action + " NAME" + (c.ha_action == "enable" ? " --passive HOST" : ""));
+    expect_words(
+        line, 4,
+        "vm ha " + c.ha_action + " NAME" + (c.ha_action == "enable" ? " --passive HOST" : ""));
     c.name = line.words[3];
     c.passive = line.option("--passive").value_or("");
     if (c.ha_action == "enable" && c.passive.empty()) {
@@ -476,8 +477,8 @@ int run_cluster_vm_line(const Line& line) {
 
 int run_vm(const Line& line) {
   const std::string verb = line.words.size() > 1 ? line.words[1] : "";
-  static const std::set<std::string> kClusterVerbs = {"create", "start",   "stop", "list",
-                                                      "show",   "delete",  "migrate", "ha"};
+  static const std::set<std::string> kClusterVerbs = {"create", "start",  "stop",    "list",
+                                                      "show",   "delete", "migrate", "ha"};
   if (!pool_given(line) && kClusterVerbs.count(verb)) return run_cluster_vm_line(line);
   for (const auto& option : kClusterOnly) {
     if (line.option(option)) {
