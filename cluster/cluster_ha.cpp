@@ -3,6 +3,7 @@
 // it is protected and by which passive host; the active's agent does the
 // rest (cluster/host_vm_replicas.cpp, host_vm_ha.cpp).
 #include "cluster/cluster_view.h"
+#include "cluster/etcd_records.h"
 #include "cluster/host_vms.h"
 #include "common/size_parse.h"
 #include "storage/pool.h"
@@ -30,6 +31,11 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
   }
   return with_quorum([&] {
     auto view = cluster_view(Read::kLinearizable);
+    if (request.action() == api::HA_ACTION_ENABLE && view.hosts.size() < kMinHaHosts) {
+      throw refused("high availability needs at least 3 hosts in the cluster (it has " +
+                    std::to_string(view.hosts.size()) +
+                    "): a majority must outlive the active host");
+    }
     const api::ClusterVm vm = view.vm(name);
     auto owner = view.owners.find(name);
     const bool running = owner != view.owners.end();
@@ -37,11 +43,6 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
       api::ClusterVm next = vm;
       if (request.action() == api::HA_ACTION_ENABLE) {
         const std::string& passive = request.passive();
-        if (view.hosts.size() < kMinHaHosts) {
-          throw refused("high availability needs at least 3 hosts in the cluster (it has " +
-                        std::to_string(view.hosts.size()) +
-                        "): a majority must outlive the active host");
-        }
         auto host = view.hosts.find(passive);
         if (host == view.hosts.end())
           throw refused("no host named '" + passive + "' in the cluster");
@@ -87,12 +88,18 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
         next.set_ha(false);
         next.set_ha_passive("");
       }
+      // Written over the record as it is now (a failover may have moved it
+      // since the view was read): only the HA fields change.
+      int64_t revision = 0;
+      auto fresh = read_record<api::ClusterVm>(*etcd(), kVmsPrefix + name, &revision);
+      if (!fresh) throw refused("no VM named '" + name + "' in the cluster");
+      fresh->set_ha(next.ha());
+      fresh->set_ha_passive(next.ha_passive());
       etcdserverpb::TxnRequest txn;
-      *txn.add_compare() = EtcdClient::key_mod_revision(
-          kVmsPrefix + name, etcd()->get(kVmsPrefix + name)->mod_revision);
-      *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(next));
+      *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
+      *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(*fresh));
       if (!etcd()->txn(txn).succeeded()) throw refused("VM " + name + " changed meanwhile: again");
-      view.vms[name] = next;
+      view.vms[name] = *fresh;
     }
     if (running) {
       api::VmHaRequest ask = request;

@@ -257,6 +257,12 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
     if (from == request.to()) {
       throw refused("VM " + request.name() + " runs on host " + request.to() + " already");
     }
+    if (view.vm(request.name()).ha()) {
+      // Its disk moves with a switchover; a migration would leave it behind.
+      throw refused("VM " + request.name() +
+                    " is highly available: `vm ha switchover` moves it to its passive (or "
+                    "`vm ha disable` it first)");
+    }
     return on_host(
         view, from, [&] { return host_vm_migrate(request); },
         [&](AgentClient& c) { return c.host_vm_migrate(request); }, kMigrationForwardTimeout);

@@ -52,7 +52,10 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
   bool replica = false;
   {
     std::lock_guard lock(mutex_);
-    replica = replicas_.count(end.vm) > 0;
+    // An earlier copy ended on purpose: nothing to do.
+    if (retired_pids_.erase(end.pid)) return;
+    auto it = replicas_.find(end.vm);
+    replica = it != replicas_.end() && (it->second.pid == end.pid || it->second.pid == 0);
   }
   if (replica) {
     // Its stream ended (the active stopped it), or it was ended.
@@ -182,10 +185,22 @@ bool HostVms::recall_replica(const std::string& name) {
   if (!(in >> held.active >> held.generation)) return false;
   // Only while its keel-vmm is a replica's (the file may be older).
   if (replica_info(name).role() != keel::api::v1::REPLICA_ROLE_PASSIVE) return false;
+  if (auto pid = supervisor_->running(); pid.count(name)) held.pid = pid.at(name);
   {
     std::lock_guard lock(mutex_);
     if (generations_.count(name)) return false;
     replicas_[name] = held;
+  }
+  // Its record, on this agent's lease now (the last one may have lapsed).
+  auto etcd = context_.etcd();
+  if (auto kv = etcd->get(kReplicasPrefix + name); kv && kv->lease != context_.lease()) {
+    api::Replica mark;
+    if (from_json(kv->value, &mark) && mark.host() == context_.host) {
+      etcdserverpb::TxnRequest txn;
+      *txn.add_compare() = EtcdClient::key_mod_revision(kv->key, kv->mod_revision);
+      *txn.add_success() = EtcdClient::put_op(kv->key, kv->value, context_.lease());
+      etcd->txn(txn);
+    }
   }
   log::info("VM " + name + ": the replica its keel-vmm keeps for host " + held.active +
             " is watched again");

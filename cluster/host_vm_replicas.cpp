@@ -98,6 +98,10 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
     throw refused("VM " + name + " is stored on host " + context_.host +
                   ": its replica keeps a copy of its disk elsewhere");
   }
+  // One replica() or failover of a VM at a time on this host.
+  ReplicaWork work(*this, name);
+  if (!work.held())
+    throw refused("VM " + name + "'s replica on host " + context_.host + " is busy");
   // A copy from an earlier stream (the link broke; the active starts
   // again) goes first; a VM that runs here is never replaced.
   bool earlier = false;
@@ -106,11 +110,22 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
     if (generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
       throw refused("VM " + name + " runs on host " + context_.host);
     }
-    earlier = replicas_.erase(name) > 0;
+    earlier = replicas_.count(name) > 0;
   }
   const auto vmms = running();
   if (auto it = vmms.find(name); it != vmms.end()) {
     if (!earlier) throw refused("VM " + name + "'s keel-vmm still runs on host " + context_.host);
+    // A copy that ran the guest (a switchover or takeover the records do
+    // not show yet) holds the newest state: never replaced.
+    const pb::ReplicaPhase phase = replica_info(name).phase();
+    if (phase == pb::REPLICA_PHASE_SWITCHED_OVER || phase == pb::REPLICA_PHASE_TAKEN_OVER) {
+      throw refused("VM " + name + "'s copy on host " + context_.host + " runs the guest");
+    }
+    {
+      std::lock_guard lock(mutex_);
+      replicas_.erase(name);
+      retired_pids_.insert(it->second);
+    }
     ::kill(it->second, SIGKILL);
     const auto until = Clock::now() + std::chrono::seconds(10);
     while (running().count(name) && Clock::now() < until) {
@@ -119,8 +134,17 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
     if (running().count(name)) throw refused("VM " + name + ": its earlier replica does not end");
   }
   // A stale copy from when the VM was stored here, or from an earlier
-  // replica.
-  if (fs::exists(store_->path(name))) store_->remove(name);
+  // replica: only while the records say the VM is stored and owned
+  // elsewhere (read again: this pool's copy may be the only one).
+  if (fs::exists(store_->path(name))) {
+    auto now = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, nullptr);
+    auto owner_now = read_record<api::Owner>(*etcd, kOwnersPrefix + name, nullptr);
+    if (!now || now->storage_host() == context_.host ||
+        (owner_now && owner_now->host() == context_.host)) {
+      throw refused("VM " + name + " is stored or runs on host " + context_.host + " now");
+    }
+    store_->remove(name);
+  }
   const fs::path scratch = fs::path(context_.vms_dir) / name / ".replica";
   struct Scratch {
     fs::path path;
@@ -145,7 +169,7 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
   argv.push_back(context_.fence_file);
   {
     std::lock_guard lock(mutex_);
-    replicas_[name] = {request.active(), request.generation()};
+    replicas_[name] = {request.active(), request.generation(), 0};
   }
   try {
     fs::create_directories(storage::vm_run_dir(name));
@@ -153,6 +177,12 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
     VmmLaunch launch{name, argv, store_->path(name) / "keel-vmm.log",
                      [port] { return listening(port); }};
     const pid_t pid = supervisor_->start(launch);
+    {
+      std::lock_guard lock(mutex_);
+      auto it = replicas_.find(name);
+      if (it == replicas_.end()) throw refused("VM " + name + "'s replica ended at its start");
+      it->second.pid = pid;
+    }
     api::Replica mark;
     mark.set_host(context_.host);
     mark.set_active(request.active());
@@ -186,7 +216,18 @@ void HostVms::keep_protection(const std::string& name) {
     generation = it->second;
   }
   const pb::ReplicaInfo info = replica_info(name);
+  if (info.phase() == pb::REPLICA_PHASE_SWITCHING_OVER ||
+      info.phase() == pb::REPLICA_PHASE_SWITCHED_OVER ||
+      info.phase() == pb::REPLICA_PHASE_UNCERTAIN) {
+    // The passive may run the guest: never a new replica over it.
+    return;
+  }
   const bool running = info.role() == pb::REPLICA_ROLE_ACTIVE && replicating(info.phase());
+  if (info.role() == pb::REPLICA_ROLE_ACTIVE && !running) {
+    // The stream failed and the guest ran on here, unprotected: the
+    // passive's copy is stale from now on, and must never be run.
+    withdraw_replica_mark(name);
+  }
   auto problem = [&](const std::string& why) {
     std::lock_guard lock(mutex_);
     protection_problems_[name] = {why, Clock::now() + kProtectRetry};
@@ -361,8 +402,14 @@ void HostVms::keep_replica(const std::string& name) {
     return;
   }
   if (owner->host() == held.active) {
+    if (!owner->migrating_to().empty() || owner->generation() == held.generation) return;
     // The active took the VM again after its fence (the next generation):
-    // the same guest, the same stream.
+    // the same guest while its stream still runs; else the copy is stale.
+    if (replica_info(name).phase() != pb::REPLICA_PHASE_PROTECTED) {
+      drop_replica(name, "its active took the VM again at generation " +
+                             std::to_string(owner->generation()) + " without it");
+      return;
+    }
     std::lock_guard lock(mutex_);
     if (auto it = replicas_.find(name); it != replicas_.end()) {
       it->second.generation = owner->generation();
@@ -370,8 +417,10 @@ void HostVms::keep_replica(const std::string& name) {
     return;
   }
   if (owner->host() == context_.host) {
-    // A switchover brought the guest here, and the old active handed the
-    // record over.
+    // A switchover brought the guest here and the old active handed the
+    // record over; or this agent took it over and ended before its copy
+    // was told to run.
+    const pb::ReplicaPhase phase = replica_info(name).phase();
     {
       std::lock_guard lock(mutex_);
       replicas_.erase(name);
@@ -379,6 +428,10 @@ void HostVms::keep_replica(const std::string& name) {
     std::error_code ignored;
     fs::remove(storage::vm_run_dir(name) / "replica", ignored);
     own(name, owner->generation());
+    if (phase == pb::REPLICA_PHASE_PROTECTED || phase == pb::REPLICA_PHASE_FAILED) {
+      run_copy(name, held.active);
+      return;
+    }
     log::info("VM " + name + " is this host's after its switchover (generation " +
               std::to_string(owner->generation()) + ")");
     return;
@@ -387,6 +440,8 @@ void HostVms::keep_replica(const std::string& name) {
 }
 
 bool HostVms::fail_over(const std::string& name, const std::string& active, uint64_t generation) {
+  ReplicaWork work(*this, name);
+  if (!work.held()) return false;  // a replica() under way: looked at again next time
   auto etcd = context_.etcd();
   const pb::ReplicaInfo info = replica_info(name);
   // Read only when the stream has not said already that the active is gone.
@@ -411,8 +466,22 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   }
   int64_t vm_revision = 0;
   auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, &vm_revision);
-  if (!vm || vm->last_host() != active) {
-    drop_replica(name, vm ? "it ran on host " + vm->last_host() + " since" : "it was deleted");
+  if (!vm || vm->last_host() != active || vm->generation() != generation || !vm->ha() ||
+      vm->ha_passive() != context_.host) {
+    drop_replica(name, !vm                         ? "it was deleted"
+                       : vm->last_host() != active ? "it ran on host " + vm->last_host() + " since"
+                       : vm->generation() != generation
+                           ? "it was started again since (generation " +
+                                 std::to_string(vm->generation()) + ")"
+                           : "it is no longer protected by this host");
+    return false;
+  }
+  // This host's mark: the active withdraws it once its guest ran on
+  // without the copy (the stream failed), so a stale copy never runs.
+  auto mark = etcd->get(kReplicasPrefix + name);
+  api::Replica replica;
+  if (!mark || !from_json(mark->value, &replica) || replica.host() != context_.host) {
+    drop_replica(name, "its replica record is gone: the copy is stale");
     return false;
   }
   const bool switched = info.phase() == pb::REPLICA_PHASE_SWITCHED_OVER;
@@ -431,6 +500,9 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, vm_revision);
+  *txn.add_compare() = EtcdClient::key_mod_revision(kReplicasPrefix + name, mark->mod_revision);
+  // A live migration's destination holds the VM while the mark stands.
+  *txn.add_compare() = EtcdClient::key_absent(kIncomingPrefix + name);
   *txn.add_success() = EtcdClient::put_op(kOwnersPrefix + name, to_json(next), context_.lease());
   *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(record));
   *txn.add_success() = EtcdClient::delete_op(kReplicasPrefix + name);
@@ -442,22 +514,54 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   std::error_code ignored;
   fs::remove(storage::vm_run_dir(name) / "replica", ignored);
   own(name, next.generation());
-  if (!switched) {
-    pb::Request takeover;
-    takeover.mutable_takeover();
-    auto answer = call_vmm(name, takeover, std::chrono::seconds(30));
-    if (!answer.ok()) {
-      // Its keel-vmm ends; the keeper gives the record up.
-      log::error("VM " + name + ": taking it over from host " + active +
-                 " failed: " + answer.error().message() + "; it is stopped");
-      return false;
-    }
-  }
+  if (!switched && !run_copy(name, active)) return false;
   log::info("VM " + name + " " + record.ha_last_event() + "; generation " +
             std::to_string(next.generation()) + " (the replica was made at " +
             std::to_string(generation) + ")" +
             (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone" : ""));
   return true;
+}
+
+bool HostVms::run_copy(const std::string& name, const std::string& active) {
+  pb::Request takeover;
+  takeover.mutable_takeover();
+  std::string failure;
+  try {
+    auto answer = call_vmm(name, takeover, std::chrono::seconds(30));
+    if (answer.ok()) return true;
+    failure = answer.error().message();
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  // Ended, so that the keeper gives the record up: the VM is stopped.
+  log::error("VM " + name + ": taking it over from host " + active + " failed: " + failure +
+             "; it is stopped");
+  const auto vmms = running();
+  if (auto it = vmms.find(name); it != vmms.end()) ::kill(it->second, SIGKILL);
+  return false;
+}
+
+void HostVms::withdraw_replica_mark(const std::string& name) {
+  auto etcd = context_.etcd();
+  auto kv = etcd->get(kReplicasPrefix + name);
+  if (!kv) return;
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_mod_revision(kv->key, kv->mod_revision);
+  *txn.add_success() = EtcdClient::delete_op(kv->key);
+  if (etcd->txn(txn).succeeded()) {
+    log::info("VM " + name + ": its replica is stale (the guest ran on without it): withdrawn");
+  }
+}
+
+HostVms::ReplicaWork::ReplicaWork(HostVms& vms, const std::string& name) : vms_(vms), name_(name) {
+  std::lock_guard lock(vms_.mutex_);
+  held_ = vms_.replica_work_.insert(name_).second;
+}
+
+HostVms::ReplicaWork::~ReplicaWork() {
+  if (!held_) return;
+  std::lock_guard lock(vms_.mutex_);
+  vms_.replica_work_.erase(name_);
 }
 
 void HostVms::drop_replica(const std::string& name, const std::string& why) {
@@ -467,7 +571,11 @@ void HostVms::drop_replica(const std::string& name, const std::string& why) {
     if (!replicas_.erase(name)) return;
   }
   const auto vmms = running();
-  if (auto it = vmms.find(name); it != vmms.end()) pid = it->second;
+  if (auto it = vmms.find(name); it != vmms.end()) {
+    pid = it->second;
+    std::lock_guard lock(mutex_);
+    retired_pids_.insert(*pid);
+  }
   std::error_code ignored;
   fs::remove(storage::vm_run_dir(name) / "replica", ignored);
   log::info("VM " + name + ": its replica here goes: " + why);

@@ -66,7 +66,18 @@ HostVms::~HostVms() {
   wake_.notify_all();
   if (keeper_.joinable()) keeper_.join();
   if (replica_watch_.joinable()) replica_watch_.join();
-  for (auto& [name, thread] : protecting_) thread.join();
+  // A first sync may take long: ended, so that the agent stops at once
+  // (its successor protects the VM again).
+  for (auto& [name, thread] : protecting_) {
+    try {
+      keel::api::v1::Request stop;
+      stop.mutable_replica_stop();
+      call_vmm(name, stop, std::chrono::seconds(5));
+    } catch (const std::exception&) {
+      // Not answering: the thread's own call times out.
+    }
+    thread.join();
+  }
   if (nbd_) nbd_->stop();
   if (nbd_thread_.joinable()) nbd_thread_.join();
   supervisor_.reset();

@@ -183,6 +183,26 @@ class HostVms {
   void keep_replica(const std::string& name);
   bool fail_over(const std::string& name, const std::string& active, uint64_t generation);
   void drop_replica(const std::string& name, const std::string& why);
+  // Tells the copy to run the guest from its last epoch; false (and the
+  // copy ended, so that the keeper gives the record up) when it cannot.
+  bool run_copy(const std::string& name, const std::string& active);
+  // On the active: the Replica record goes, so that its copy never runs.
+  void withdraw_replica_mark(const std::string& name);
+  // replica_work_ held for one VM while it lives; held() false when
+  // another holds it.
+  class ReplicaWork {
+   public:
+    ReplicaWork(HostVms& vms, const std::string& name);
+    ~ReplicaWork();
+    ReplicaWork(const ReplicaWork&) = delete;
+    ReplicaWork& operator=(const ReplicaWork&) = delete;
+    bool held() const { return held_; }
+
+   private:
+    HostVms& vms_;
+    std::string name_;
+    bool held_ = false;
+  };
   // What the VM's keel-vmm here says of its replication.
   static keel::api::v1::ReplicaInfo replica_info(const std::string& name);
   // A keel-vmm adopted after this agent's restart that keeps a replica (its
@@ -216,8 +236,14 @@ class HostVms {
   struct HeldReplica {
     std::string active;
     uint64_t generation = 0;
+    pid_t pid = 0;  // 0 while its keel-vmm starts
   };
   std::map<std::string, HeldReplica> replicas_;
+  // keel-vmm processes ended on purpose (an earlier copy replaced): their
+  // end says nothing about the replica that followed.
+  std::set<pid_t> retired_pids_;
+  // VMs whose replica is being made or taken over here (one at a time).
+  std::set<std::string> replica_work_;
   // Protections being started from here (a `replicate` waits for the
   // first epoch), and why the last one failed, with when to try again.
   std::map<std::string, std::thread> protecting_;

@@ -248,6 +248,10 @@ TEST(ClusterHa, FailoverTrials) {
           << agents_said(c, "a");
       resumed_ms[fault].push_back(
           std::chrono::duration_cast<milliseconds>(Clock::now() - fault_at).count());
+      // Each trial said as it ends: a long run's box may die before the end.
+      std::cout << "trial " << trial << ", " << fault_name(fault) << ": h" << active << " to h"
+                << passive << ", fault to the guest beating there " << resumed_ms[fault].back()
+                << " ms" << std::endl;
       // The heartbeat goes on from the checkpoint: no reboot.
       const auto after = beats(c, passive, "a");
       ASSERT_FALSE(after.empty());

@@ -518,6 +518,12 @@ TEST(Cluster, MalformedApiRequests) {
   };
   api::AdmitHostRequest admit;
   expect_code([&] { agent.admit(admit); }, 9, "the join token's secret is not this cluster's");
+  // High availability needs a third host, whatever the VM.
+  auto ha = c.keelctl(1, {"vm", "ha", "enable", "a", "--passive", "h2"});
+  EXPECT_EQ(ha.exit_code, 1) << show(ha);
+  EXPECT_NE(ha.err.find("high availability needs at least 3 hosts in the cluster (it has 1)"),
+            std::string::npos)
+      << ha.err;
   admit.set_join_secret(tls_of(c, 1).join_secret);
   expect_code([&] { agent.admit(admit); }, 3, "must not be empty");
   admit.mutable_host()->set_name("h2");
