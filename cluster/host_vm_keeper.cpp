@@ -52,10 +52,13 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
   bool replica = false;
   {
     std::lock_guard lock(mutex_);
-    // An earlier copy ended on purpose: nothing to do.
-    if (retired_pids_.erase(end.pid)) return;
+    // An earlier copy ended on purpose says nothing about what followed
+    // it (a PID may come again: only a replica's end is skipped so).
+    const bool retired = retired_pids_.erase(end.pid) > 0;
     auto it = replicas_.find(end.vm);
-    replica = it != replicas_.end() && (it->second.pid == end.pid || it->second.pid == 0);
+    replica =
+        it != replicas_.end() && (it->second.pid == end.pid || (it->second.pid == 0 && !retired));
+    if (retired && !replica && !generations_.count(end.vm)) return;
   }
   if (replica) {
     // Its stream ended (the active stopped it), or it was ended.

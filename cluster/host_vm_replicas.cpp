@@ -105,14 +105,17 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
   // A copy from an earlier stream (the link broke; the active starts
   // again) goes first; a VM that runs here is never replaced.
   bool earlier = false;
+  const auto vmms = running();
   {
     std::lock_guard lock(mutex_);
-    if (generations_.count(name) || starting_.count(name) || incoming_.count(name)) {
+    earlier = replicas_.count(name) > 0;
+    if (starting_.count(name) || incoming_.count(name) ||
+        (generations_.count(name) && vmms.count(name) && !earlier)) {
       throw refused("VM " + name + " runs on host " + context_.host);
     }
-    earlier = replicas_.count(name) > 0;
+    // Its keel-vmm here is gone (its end is being handled): not this host's.
+    if (!vmms.count(name)) generations_.erase(name);
   }
-  const auto vmms = running();
   if (auto it = vmms.find(name); it != vmms.end()) {
     if (!earlier) throw refused("VM " + name + "'s keel-vmm still runs on host " + context_.host);
     // A copy that ran the guest (a switchover or takeover the records do
