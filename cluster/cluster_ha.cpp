@@ -40,8 +40,8 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
     auto owner = view.owners.find(name);
     const bool running = owner != view.owners.end();
     if (request.action() == api::HA_ACTION_ENABLE || request.action() == api::HA_ACTION_DISABLE) {
-      api::ClusterVm next = vm;
-      if (request.action() == api::HA_ACTION_ENABLE) {
+      const bool enable = request.action() == api::HA_ACTION_ENABLE;
+      if (enable) {
         const std::string& passive = request.passive();
         auto host = view.hosts.find(passive);
         if (host == view.hosts.end())
@@ -82,19 +82,14 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
                         human_bytes(memory > used ? memory - used : 0) + " free of " +
                         human_bytes(memory) + ")");
         }
-        next.set_ha(true);
-        next.set_ha_passive(passive);
-      } else {
-        next.set_ha(false);
-        next.set_ha_passive("");
       }
       // Written over the record as it is now (a failover may have moved it
       // since the view was read): only the HA fields change.
       int64_t revision = 0;
       auto fresh = read_record<api::ClusterVm>(*etcd(), kVmsPrefix + name, &revision);
       if (!fresh) throw refused("no VM named '" + name + "' in the cluster");
-      fresh->set_ha(next.ha());
-      fresh->set_ha_passive(next.ha_passive());
+      fresh->set_ha(enable);
+      fresh->set_ha_passive(enable ? request.passive() : "");
       etcdserverpb::TxnRequest txn;
       *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, revision);
       *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(*fresh));

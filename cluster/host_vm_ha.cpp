@@ -87,19 +87,8 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   if (!mark || !from_json(mark->value, &replica) || replica.host() != vm->ha_passive()) {
     throw refused("VM " + name + ": host " + vm->ha_passive() + " holds no replica record");
   }
-  {
-    std::lock_guard lock(mutex_);
-    if (migrating_out_.count(name)) throw refused("VM " + name + " is migrating already");
-    migrating_out_.insert(name);
-  }
-  struct Done {
-    HostVms* self;
-    std::string name;
-    ~Done() {
-      std::lock_guard lock(self->mutex_);
-      self->migrating_out_.erase(name);
-    }
-  } done{this, name};
+  NameHold switching(*this, migrating_out_, name);
+  if (!switching.held()) throw refused("VM " + name + " is migrating already");
   pb::Request switchover;
   switchover.mutable_switchover();
   auto answer = call_vmm(name, switchover, std::chrono::seconds(60));

@@ -235,18 +235,10 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
     std::lock_guard lock(mutex_);
     auto it = generations_.find(name);
     if (it == generations_.end()) throw refused("VM " + name + " is not running on this host");
-    if (migrating_out_.count(name)) throw refused("VM " + name + " is migrating already");
     generation = it->second;
-    migrating_out_.insert(name);
   }
-  struct Done {
-    HostVms* self;
-    std::string name;
-    ~Done() {
-      std::lock_guard lock(self->mutex_);
-      self->migrating_out_.erase(name);
-    }
-  } done{this, name};
+  NameHold outgoing(*this, migrating_out_, name);
+  if (!outgoing.held()) throw refused("VM " + name + " is migrating already");
   auto etcd = context_.etcd();
   int64_t revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &revision);

@@ -99,7 +99,7 @@ api::VmReplicaResponse HostVms::replica(const api::VmReplicaRequest& request) {
                   ": its replica keeps a copy of its disk elsewhere");
   }
   // One replica() or failover of a VM at a time on this host.
-  ReplicaWork work(*this, name);
+  NameHold work(*this, replica_work_, name);
   if (!work.held())
     throw refused("VM " + name + "'s replica on host " + context_.host + " is busy");
   // A copy from an earlier stream (the link broke; the active starts
@@ -237,9 +237,7 @@ void HostVms::keep_protection(const std::string& name) {
   };
   if (!vm->ha()) {
     if (running) {
-      pb::Request stop;
-      stop.mutable_replica_stop();
-      call_vmm(name, stop, std::chrono::seconds(15));
+      stop_replication(name);
       log::info("VM " + name + ": high availability disabled: its replica ends");
     }
     std::lock_guard lock(mutex_);
@@ -268,9 +266,7 @@ void HostVms::keep_protection(const std::string& name) {
   if (running) {
     if (info.peer().rfind(peer, 0) == 0) return;
     // The passive changed (the operator enabled HA anew with another).
-    pb::Request stop;
-    stop.mutable_replica_stop();
-    call_vmm(name, stop, std::chrono::seconds(15));
+    stop_replication(name);
   }
   {
     std::lock_guard lock(mutex_);
@@ -443,7 +439,7 @@ void HostVms::keep_replica(const std::string& name) {
 }
 
 bool HostVms::fail_over(const std::string& name, const std::string& active, uint64_t generation) {
-  ReplicaWork work(*this, name);
+  NameHold work(*this, replica_work_, name);
   if (!work.held()) return false;  // a replica() under way: looked at again next time
   auto etcd = context_.etcd();
   const pb::ReplicaInfo info = replica_info(name);
@@ -556,15 +552,22 @@ void HostVms::withdraw_replica_mark(const std::string& name) {
   }
 }
 
-HostVms::ReplicaWork::ReplicaWork(HostVms& vms, const std::string& name) : vms_(vms), name_(name) {
+HostVms::NameHold::NameHold(HostVms& vms, std::set<std::string>& names, const std::string& name)
+    : vms_(vms), names_(names), name_(name) {
   std::lock_guard lock(vms_.mutex_);
-  held_ = vms_.replica_work_.insert(name_).second;
+  held_ = names_.insert(name_).second;
 }
 
-HostVms::ReplicaWork::~ReplicaWork() {
+HostVms::NameHold::~NameHold() {
   if (!held_) return;
   std::lock_guard lock(vms_.mutex_);
-  vms_.replica_work_.erase(name_);
+  names_.erase(name_);
+}
+
+void HostVms::stop_replication(const std::string& name) {
+  pb::Request stop;
+  stop.mutable_replica_stop();
+  call_vmm(name, stop, std::chrono::seconds(15));
 }
 
 void HostVms::drop_replica(const std::string& name, const std::string& why) {

@@ -70,9 +70,7 @@ HostVms::~HostVms() {
   // (its successor protects the VM again).
   for (auto& [name, thread] : protecting_) {
     try {
-      keel::api::v1::Request stop;
-      stop.mutable_replica_stop();
-      call_vmm(name, stop, std::chrono::seconds(5));
+      stop_replication(name);
     } catch (const std::exception&) {
       // Not answering: the thread's own call times out.
     }

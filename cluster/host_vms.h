@@ -188,18 +188,22 @@ class HostVms {
   bool run_copy(const std::string& name, const std::string& active);
   // On the active: the Replica record goes, so that its copy never runs.
   void withdraw_replica_mark(const std::string& name);
-  // replica_work_ held for one VM while it lives; held() false when
-  // another holds it.
-  class ReplicaWork {
+  // Ends the VM's replication from here (the passive is told).
+  static void stop_replication(const std::string& name);
+  // Holds a VM's name in one of the sets below (migrating_out_,
+  // replica_work_) while it lives: one such operation per VM at a time;
+  // held() false when another holds it.
+  class NameHold {
    public:
-    ReplicaWork(HostVms& vms, const std::string& name);
-    ~ReplicaWork();
-    ReplicaWork(const ReplicaWork&) = delete;
-    ReplicaWork& operator=(const ReplicaWork&) = delete;
+    NameHold(HostVms& vms, std::set<std::string>& names, const std::string& name);
+    ~NameHold();
+    NameHold(const NameHold&) = delete;
+    NameHold& operator=(const NameHold&) = delete;
     bool held() const { return held_; }
 
    private:
     HostVms& vms_;
+    std::set<std::string>& names_;
     std::string name_;
     bool held_ = false;
   };
