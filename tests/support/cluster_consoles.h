@@ -14,7 +14,7 @@
 
 namespace keel::testing {
 
-// The test guest's heartbeats on the VM's console on `host`.
+// The test guest's heartbeats on the VM's console on `host` (whole lines).
 std::vector<Beat> beats(const TestCluster& c, unsigned host, const std::string& vm);
 // Heartbeats on the VM's console since `from` (its length then).
 bool beats_after(const TestCluster& c, unsigned host, const std::string& vm, size_t from);
