@@ -564,6 +564,28 @@ HostVms::NameHold::~NameHold() {
   names_.erase(name_);
 }
 
+void HostVms::end_replication(const std::string& name) {
+  const auto until = Clock::now() + std::chrono::seconds(20);
+  for (;;) {
+    const pb::ReplicaInfo info = replica_info(name);
+    const bool streaming = info.role() == pb::REPLICA_ROLE_ACTIVE && replicating(info.phase());
+    bool starting = false;
+    {
+      std::lock_guard lock(mutex_);
+      starting = protecting_.count(name) > 0 && finished_protections_.count(name) == 0;
+    }
+    if (!streaming && !starting) return;
+    if (Clock::now() > until) {
+      throw AgentError(AgentError::Code::kUnavailable,
+                       "VM " + name + ": its replication did not end within 20 s");
+    }
+    // A protection still starting is ended by the stop too (its first sync
+    // fails), and none starts again while the caller holds the name.
+    if (streaming || info.phase() == pb::REPLICA_PHASE_CONNECTING) stop_replication(name);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 void HostVms::stop_replication(const std::string& name) {
   pb::Request stop;
   stop.mutable_replica_stop();

@@ -513,6 +513,18 @@ void HostVms::stop(const api::VmStopRequest& request) {
   const auto all = running();
   auto it = all.find(request.name());
   if (it == all.end()) throw refused("VM " + request.name() + " is not running on this host");
+  // No migration, switchover or new replica starts while it stops.
+  NameHold stopping(*this, migrating_out_, request.name());
+  if (!stopping.held()) throw refused("VM " + request.name() + " is migrating or switching over");
+  // An HA VM's replica ends first: keel-vmm shuts down no replicated guest,
+  // and the passive drops a copy whose active ended it on purpose.
+  if (!request.force()) {
+    try {
+      end_replication(request.name());
+    } catch (const ControlClientError&) {
+      // Not answering: the shutdown below finds so and kills it.
+    }
+  }
   keel::api::v1::Request vmm_request;
   const uint32_t timeout_ms = request.timeout_ms() != 0 ? request.timeout_ms() : 60000;
   if (request.force()) {

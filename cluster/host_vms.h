@@ -190,6 +190,9 @@ class HostVms {
   void withdraw_replica_mark(const std::string& name);
   // Ends the VM's replication from here (the passive is told).
   static void stop_replication(const std::string& name);
+  // Ends the VM's replication (if any, also one its keeper is starting)
+  // and waits until it has; the caller holds the name in migrating_out_.
+  void end_replication(const std::string& name);
   // Holds a VM's name in one of the sets below (migrating_out_,
   // replica_work_) while it lives: one such operation per VM at a time;
   // held() false when another holds it.
