@@ -62,6 +62,11 @@ bool FenceDeadline::passed() const {
   return now_ns() >= deadline_ns();
 }
 
+uint64_t FenceDeadline::overdue_ms() const {
+  const uint64_t now = now_ns(), deadline = deadline_ns();
+  return now > deadline ? (now - deadline) / 1000000 : 0;
+}
+
 uint64_t FenceDeadline::now_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_BOOTTIME, &ts);

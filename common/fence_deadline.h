@@ -29,6 +29,8 @@ class FenceDeadline {
   void set_deadline_ns(uint64_t deadline_ns);
   // Whether the deadline has passed now.
   bool passed() const;
+  // How long ago it passed, in ms (0 while it has not).
+  uint64_t overdue_ms() const;
 
   static uint64_t now_ns();  // CLOCK_BOOTTIME
 

@@ -79,7 +79,8 @@ void Machine::resume() {
     // the host is fenced; the guest stays paused, status says fenced.
     fenced_ = true;
     paused_by_fence_ = true;
-    log::warning("fenced: the guest stays paused (the host's lease deadline has passed)");
+    log::warning("fenced: the guest stays paused (the host's lease deadline passed " +
+                 std::to_string(fence_->overdue_ms()) + " ms ago)");
     return;
   }
   paused_by_fence_ = false;
