@@ -4,7 +4,6 @@
 // switched over, failed over when its keel-vmm is killed (the passive's
 // agent takes the owner record and the copy runs from the last epoch, with
 // no reboot), and protected again.
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -19,6 +18,7 @@
 
 #include "proto/agent.pb.h"
 #include "tests/support/cluster_consoles.h"
+#include "tests/support/cluster_ha_faults.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/test_cluster.h"
@@ -31,58 +31,6 @@ namespace api = ::keel::agent::v1;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
-
-api::VmHaStatus ha_status(const TestCluster& c, unsigned host, const std::string& vm) {
-  auto r = c.keelctl(host, {"--json", "vm", "ha", "status", vm});
-  api::VmHaResponse out;
-  if (r.exit_code != 0 || !google::protobuf::util::JsonStringToMessage(r.out, &out).ok()) {
-    api::VmHaStatus failed;
-    failed.set_state("keelctl: " + show(r));
-    return failed;
-  }
-  return out.status();
-}
-
-unsigned host_number(const std::string& name) {
-  return static_cast<unsigned>(std::stoul(name.substr(1)));
-}
-
-// Waits until the VM is protected (asking host `ask`); its status then.
-api::VmHaStatus until_protected(const TestCluster& c, const std::string& vm, unsigned ask = 3) {
-  api::VmHaStatus s;
-  wait_until(
-      [&] {
-        s = ha_status(c, ask, vm);
-        return s.state() == "protected";
-      },
-      seconds(120));
-  return s;
-}
-
-pid_t vmm_pid(const TestCluster& c, unsigned host, const std::string& vm) {
-  std::ifstream in(c.run_dir(host) + "/vms/" + vm + "/keel-vmm.pid");
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
-unsigned trials() {
-  const char* env = std::getenv("KEEL_HA_TRIALS");
-  return env ? static_cast<unsigned>(std::atoi(env)) : 1;
-}
-
-enum class Fault { kVmmKilled, kHostKilled, kLinkCut };
-const char* fault_name(Fault f) {
-  switch (f) {
-    case Fault::kVmmKilled:
-      return "keel-vmm killed";
-    case Fault::kHostKilled:
-      return "host killed, its link cut";
-    case Fault::kLinkCut:
-      return "link cut";
-  }
-  return "";
-}
 
 // 3 hosts, each storing and running VMs; VM a (the test guest's 20 ms
 // heartbeat) stored on h1.
@@ -218,7 +166,7 @@ TEST(ClusterHa, FailoverTrials) {
   ASSERT_EQ(c.keelctl(1, {"vm", "start", "a"}).exit_code, 0);
   ConsoleWatch watch(c, {"a"});
   std::map<Fault, std::vector<int64_t>> resumed_ms;
-  for (unsigned trial = 0; trial < trials(); ++trial) {
+  for (unsigned trial = 0; trial < ha_trials(); ++trial) {
     for (Fault fault : {Fault::kVmmKilled, Fault::kHostKilled, Fault::kLinkCut}) {
       SCOPED_TRACE("trial " + std::to_string(trial) + ": " + fault_name(fault));
       const api::VmHaStatus s = until_protected(c, "a");
@@ -231,19 +179,7 @@ TEST(ClusterHa, FailoverTrials) {
       const size_t seen = c.console(passive, "a").size();
       const uint64_t last = beats(c, active, "a").back().seq;
       const auto fault_at = Clock::now();
-      switch (fault) {
-        case Fault::kVmmKilled:
-          ::kill(pid, SIGKILL);
-          break;
-        case Fault::kHostKilled:
-          c.cut(active);
-          c.kill_agent(active);
-          ::kill(pid, SIGKILL);
-          break;
-        case Fault::kLinkCut:
-          c.cut(active);
-          break;
-      }
+      inflict(c, fault, active, pid);
       ASSERT_TRUE(wait_until([&] { return beats_after(c, passive, "a", seen); }, seconds(60)))
           << agents_said(c, "a");
       resumed_ms[fault].push_back(
@@ -256,20 +192,7 @@ TEST(ClusterHa, FailoverTrials) {
       const auto after = beats(c, passive, "a");
       ASSERT_FALSE(after.empty());
       EXPECT_GT(after.back().seq, last / 2) << "the guest rebooted";
-      switch (fault) {
-        case Fault::kVmmKilled:
-          break;
-        case Fault::kHostKilled:
-          c.heal(active);
-          c.start_agent(active);
-          break;
-        case Fault::kLinkCut:
-          c.heal(active);
-          // Its keeper finds the VM moved and ends the paused copy.
-          EXPECT_TRUE(wait_until([&] { return ::kill(pid, 0) != 0; }, seconds(30)))
-              << "the cut host kept its copy running";
-          break;
-      }
+      EXPECT_TRUE(recover(c, fault, active, pid)) << "the cut host kept its copy running";
       const api::VmHaStatus again = until_protected(c, "a", third);
       ASSERT_EQ(again.state(), "protected") << again.ShortDebugString() << "\n"
                                             << agents_said(c, "a");

@@ -10,15 +10,17 @@
 
 namespace keel::testing {
 
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
 std::string net_stream_sum(uint64_t mib, uint64_t seed) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (uint64_t i = 0; i < mib * 1048576 / 8; ++i) {
-    uint64_t x = ((seed << 40) ^ i) + 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    h = (h ^ x) * 0x100000001b3ull;
-  }
+  for (uint64_t i = 0; i < mib * 1048576 / 8; ++i)
+    h = (h ^ splitmix64((seed << 40) ^ i)) * 0x100000001b3ull;
   char buf[32];
   std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(h));
   return buf;

@@ -14,6 +14,9 @@
 
 namespace keel::testing {
 
+// The Linux guest programs' pattern generator (keel-guest.h's kg_mix).
+uint64_t splitmix64(uint64_t x);
+
 // guest-images/README.md, keel-net: word i of the stream is
 // splitmix64((seed << 40) ^ i); sum = FNV-1a 64 over the little-endian words.
 std::string net_stream_sum(uint64_t mib, uint64_t seed);

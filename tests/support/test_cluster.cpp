@@ -91,6 +91,16 @@ TestCluster::~TestCluster() {
                                  std::filesystem::copy_options::overwrite_existing, ignored);
       std::filesystem::copy_file(state_dir(h) + "/etcd.log", to.string() + "-etcd.log",
                                  std::filesystem::copy_options::overwrite_existing, ignored);
+      // Each VM's console and keel-vmm log on this host.
+      for (const std::string& vms : {pool(h) + "/vms", run_dir(h) + "/vms"}) {
+        for (const auto& vm : std::filesystem::directory_iterator(vms, ignored)) {
+          for (const char* file : {"console.log", "keel-vmm.log"}) {
+            std::filesystem::copy_file(
+                vm.path() / file, to.string() + "-" + vm.path().filename().string() + "-" + file,
+                std::filesystem::copy_options::overwrite_existing, ignored);
+          }
+        }
+      }
     }
   }
   try {
@@ -99,6 +109,7 @@ TestCluster::~TestCluster() {
     ADD_FAILURE() << e.what();
   }
   run_command({"ip", "link", "delete", "obs"}, std::chrono::seconds(10));
+  run_command({"ip", "link", "delete", "obslan"}, std::chrono::seconds(10));
 }
 
 std::string TestCluster::address(unsigned host) {
@@ -132,6 +143,10 @@ void TestCluster::net(const std::vector<std::string>& args) const {
   if (r.exit_code != 0) {
     throw std::runtime_error("cluster-net " + args[0] + " failed: " + r.out + r.err);
   }
+}
+
+void TestCluster::vm_lan(const std::string& tap) const {
+  net({"vmlan", tap});
 }
 
 void TestCluster::cut(unsigned host) const {
@@ -240,17 +255,25 @@ void TestCluster::form(unsigned n) {
   }
 }
 
-void TestCluster::make_pools(const std::string& image, const std::string& cmdline) {
+void TestCluster::make_pools(const PoolImage& image) {
   pools_ = std::make_unique<ScratchBtrfs>(uint64_t{1} << 30);
   const std::string disk = dir_ / "disk.raw";
   { std::ofstream out(disk); }
-  std::filesystem::resize_file(disk, 16 << 20);
+  std::filesystem::resize_file(disk, image.disk_mib << 20);
+  std::vector<std::string> import = {"image",
+                                     "import",
+                                     image.name,
+                                     "--disk",
+                                     disk,
+                                     "--kernel",
+                                     image.kernel.empty() ? testos_bzimage() : image.kernel,
+                                     "--cmdline",
+                                     image.cmdline};
+  if (!image.initrd.empty()) import.insert(import.end(), {"--initrd", image.initrd});
   for (unsigned h = 1; h <= size(); ++h) {
     const std::vector<std::string> env = {"KEEL_POOL=" + pool(h)};
-    for (const auto& args : std::vector<std::vector<std::string>>{
-             {"pool", "init", pool(h)},
-             {"image", "import", image, "--disk", disk, "--kernel", testos_bzimage(), "--cmdline",
-              cmdline}}) {
+    for (const auto& args :
+         std::vector<std::vector<std::string>>{{"pool", "init", pool(h)}, import}) {
       std::vector<std::string> argv = {keelctl_path()};
       argv.insert(argv.end(), args.begin(), args.end());
       auto r = run_command(argv, std::chrono::seconds(120), env);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -69,10 +70,20 @@ class TestCluster {
   // keelctl's output when one does not work.
   void form(unsigned n);
 
-  // A pool for each host (on one Btrfs volume of the test's), holding the
-  // image `image`: the test guest with `cmdline` and a 16 MiB disk. Agents
-  // started from now on get --pool.
-  void make_pools(const std::string& image, const std::string& cmdline);
+  // What each host's pool holds (keelctl image import).
+  struct PoolImage {
+    std::string name, cmdline;
+    std::string kernel;  // empty: the test guest's bzImage
+    std::string initrd;
+    uint64_t disk_mib = 16;  // a sparse disk of zeros
+  };
+  // A pool for each host (on one Btrfs volume of the test's), holding
+  // `image`. Agents started from now on get --pool.
+  void make_pools(const PoolImage& image);
+  // The test guest with `cmdline` and a 16 MiB disk, as image `image`.
+  void make_pools(const std::string& image, const std::string& cmdline) {
+    make_pools(PoolImage{image, cmdline, "", "", 16});
+  }
   std::string pool(unsigned host) const;
   // Host I's agent's KEEL_RUN_DIR: its VMMs' sockets and PID files.
   std::string run_dir(unsigned host) const;
@@ -82,6 +93,9 @@ class TestCluster {
   std::string console(unsigned host, const std::string& vm) const;
 
   void net(const std::vector<std::string>& args) const;  // tools/cluster-net CMD PREFIX ...
+  // The VMs' LAN (tools/cluster-net vmlan): tap `tap` in every host, and
+  // this process at 10.77.1.100 on it. cut() and heal() take it along.
+  void vm_lan(const std::string& tap) const;
   void cut(unsigned host) const;
   void heal(unsigned host) const;
   // `side` on one bridge, the rest (and the test) on the other.
