@@ -213,7 +213,7 @@ void HostVms::keep_protection(const std::string& name) {
   uint64_t generation = 0;
   {
     std::lock_guard lock(mutex_);
-    if (protecting_.count(name) || migrating_out_.count(name)) return;
+    if (protecting_.count(name) || migrating_out_.count(name) || stopping_vms_.count(name)) return;
     auto it = generations_.find(name);
     if (it == generations_.end()) return;
     generation = it->second;
@@ -272,7 +272,9 @@ void HostVms::keep_protection(const std::string& name) {
     std::lock_guard lock(mutex_);
     auto it = protection_problems_.find(name);
     if (it != protection_problems_.end() && it->second.retry_at > Clock::now()) return;
-    if (stopping_) return;
+    // Looked at again: a migration, switchover or stop may have begun
+    // since the top (protect() looks once more before replicating).
+    if (stopping_ || migrating_out_.count(name) || stopping_vms_.count(name)) return;
     const std::string passive = vm->ha_passive();
     protecting_[name] =
         std::thread([this, name, passive, generation] { protect(name, passive, generation); });
@@ -288,7 +290,15 @@ void HostVms::protect(const std::string& name, const std::string& passive, uint6
     request.set_name(name);
     request.set_active(context_.host);
     request.set_generation(generation);
+    auto not_now = [&] {
+      std::lock_guard lock(mutex_);
+      if (migrating_out_.count(name) || stopping_vms_.count(name)) {
+        throw std::runtime_error("the VM is migrating, switching over or stopping");
+      }
+    };
+    not_now();
     const auto at = peer.host_vm_replica(request);
+    not_now();
     pb::Request replicate;
     replicate.mutable_replicate()->set_to(at.address());
     auto answer = call_vmm(name, replicate, kFirstSyncTimeout);
@@ -568,20 +578,12 @@ void HostVms::end_replication(const std::string& name) {
   const auto until = Clock::now() + std::chrono::seconds(20);
   for (;;) {
     const pb::ReplicaInfo info = replica_info(name);
-    const bool streaming = info.role() == pb::REPLICA_ROLE_ACTIVE && replicating(info.phase());
-    bool starting = false;
-    {
-      std::lock_guard lock(mutex_);
-      starting = protecting_.count(name) > 0 && finished_protections_.count(name) == 0;
-    }
-    if (!streaming && !starting) return;
+    if (info.role() != pb::REPLICA_ROLE_ACTIVE || !replicating(info.phase())) return;
     if (Clock::now() > until) {
       throw AgentError(AgentError::Code::kUnavailable,
                        "VM " + name + ": its replication did not end within 20 s");
     }
-    // A protection still starting is ended by the stop too (its first sync
-    // fails), and none starts again while the caller holds the name.
-    if (streaming || info.phase() == pb::REPLICA_PHASE_CONNECTING) stop_replication(name);
+    stop_replication(name);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }

@@ -513,16 +513,18 @@ void HostVms::stop(const api::VmStopRequest& request) {
   const auto all = running();
   auto it = all.find(request.name());
   if (it == all.end()) throw refused("VM " + request.name() + " is not running on this host");
-  // No migration, switchover or new replica starts while it stops.
-  NameHold stopping(*this, migrating_out_, request.name());
-  if (!stopping.held()) throw refused("VM " + request.name() + " is migrating or switching over");
+  // No new replica starts while it stops.
+  NameHold stopping(*this, stopping_vms_, request.name());
+  if (!stopping.held()) throw refused("VM " + request.name() + " is being stopped already");
   // An HA VM's replica ends first: keel-vmm shuts down no replicated guest,
   // and the passive drops a copy whose active ended it on purpose.
   if (!request.force()) {
     try {
       end_replication(request.name());
-    } catch (const ControlClientError&) {
-      // Not answering: the shutdown below finds so and kills it.
+    } catch (const AgentError&) {
+      throw;
+    } catch (const std::exception&) {
+      // Not answering, or stopping already: the shutdown below finds out.
     }
   }
   keel::api::v1::Request vmm_request;
@@ -533,10 +535,25 @@ void HostVms::stop(const api::VmStopRequest& request) {
     vmm_request.mutable_shutdown()->set_timeout_ms(timeout_ms);
   }
   try {
-    auto response =
-        call_vmm(request.name(), vmm_request, std::chrono::milliseconds(timeout_ms) + kStopGrace);
-    if (!response.ok()) {
-      throw refused("VM " + request.name() + ": " + response.error().message());
+    // A replication that just ended keeps the machine busy for a moment.
+    const auto busy_until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      auto response =
+          call_vmm(request.name(), vmm_request, std::chrono::milliseconds(timeout_ms) + kStopGrace);
+      if (response.ok()) break;
+      if (response.error().code() != keel::api::v1::ERROR_CODE_BUSY ||
+          std::chrono::steady_clock::now() > busy_until) {
+        throw refused("VM " + request.name() + ": " + response.error().message());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // A protection that was past its last look when the stop began.
+      if (!request.force()) {
+        try {
+          end_replication(request.name());
+        } catch (const std::exception&) {
+          // Tried again with the shutdown.
+        }
+      }
     }
   } catch (const ControlClientError& e) {
     // A VMM that does not answer is ended the hard way.

@@ -190,11 +190,11 @@ class HostVms {
   void withdraw_replica_mark(const std::string& name);
   // Ends the VM's replication from here (the passive is told).
   static void stop_replication(const std::string& name);
-  // Ends the VM's replication (if any, also one its keeper is starting)
-  // and waits until it has; the caller holds the name in migrating_out_.
+  // Ends the VM's replication (if any) and waits until it has; the caller
+  // holds the name in stopping_vms_, so no protection starts another.
   void end_replication(const std::string& name);
   // Holds a VM's name in one of the sets below (migrating_out_,
-  // replica_work_) while it lives: one such operation per VM at a time;
+  // stopping_vms_, replica_work_) while it lives: one such operation per VM at a time;
   // held() false when another holds it.
   class NameHold {
    public:
@@ -238,6 +238,9 @@ class HostVms {
   std::set<std::string> starting_;
   std::map<std::string, uint64_t> incoming_;  // migrating here, from that generation
   std::set<std::string> migrating_out_;
+  // VMs `vm stop` is stopping: no protection starts for them meanwhile
+  // (apart from migrating_out_, which a VMM's end reads as "moved away").
+  std::set<std::string> stopping_vms_;
   // Replicas this host keeps: VM name to its active and the owner
   // generation it was started for.
   struct HeldReplica {
