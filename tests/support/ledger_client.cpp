@@ -46,8 +46,8 @@ std::string record_problem(const unsigned char* sector, uint64_t seq, uint64_t l
 
 }  // namespace
 
-LedgerClient::LedgerClient(const std::string& ip, uint16_t port,
-                           std::chrono::seconds connect_wait, std::chrono::seconds answer_wait) {
+LedgerClient::LedgerClient(const std::string& ip, uint16_t port, std::chrono::seconds connect_wait,
+                           std::chrono::seconds answer_wait) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   wake_read_.reset(p[0]);
@@ -169,7 +169,8 @@ void LedgerClient::run(std::string ip, uint16_t port, std::chrono::seconds conne
     const std::string line = in.substr(0, nl);
     in.erase(0, nl + 1);
     const std::string want = "ack " + std::to_string(seq) + " boot=";
-    if (line.rfind(want, 0) != 0) return fail("answer '" + line + "' to record " + std::to_string(seq));
+    if (line.rfind(want, 0) != 0)
+      return fail("answer '" + line + "' to record " + std::to_string(seq));
     const std::string boot = line.substr(want.size());
     {
       std::lock_guard lock(mutex_);

@@ -91,12 +91,16 @@ TestCluster::~TestCluster() {
                                  std::filesystem::copy_options::overwrite_existing, ignored);
       std::filesystem::copy_file(state_dir(h) + "/etcd.log", to.string() + "-etcd.log",
                                  std::filesystem::copy_options::overwrite_existing, ignored);
-      // Each VM's console and keel-vmm log on this host.
-      for (const std::string& vms : {pool(h) + "/vms", run_dir(h) + "/vms"}) {
-        for (const auto& vm : std::filesystem::directory_iterator(vms, ignored)) {
+      // Each VM's console and keel-vmm log on this host: in its pool, or
+      // in the agent's state for a VM stored elsewhere.
+      std::vector<std::string> vm_dirs = {state_dir(h) + "/vms"};
+      if (pools_) vm_dirs.push_back(pool(h) + "/vms");
+      for (const std::string& vms : vm_dirs) {
+        std::filesystem::directory_iterator vm(vms, ignored), end;
+        for (; vm != end; vm.increment(ignored)) {
           for (const char* file : {"console.log", "keel-vmm.log"}) {
             std::filesystem::copy_file(
-                vm.path() / file, to.string() + "-" + vm.path().filename().string() + "-" + file,
+                vm->path() / file, to.string() + "-" + vm->path().filename().string() + "-" + file,
                 std::filesystem::copy_options::overwrite_existing, ignored);
           }
         }
