@@ -127,7 +127,7 @@ TEST(ClusterHaLedger, AcknowledgedRecordsSurviveEveryFailover) {
   client.stop();
   EXPECT_TRUE(watch.overlaps().empty()) << watch.overlaps().front();
   const auto s = until_protected(c, "a");
-  ASSERT_EQ(s.state(), "protected") << s.ShortDebugString();
+  ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
   active = host_number(s.active());
   r = c.keelctl(active, {"vm", "stop", "a"});
   EXPECT_EQ(r.exit_code, 0) << show(r);
