@@ -73,9 +73,9 @@ TEST(ClusterHaLedger, AcknowledgedRecordsSurviveEveryFailover) {
   LedgerClient client(kGuestIp, kPort, seconds(300), seconds(90));
   ASSERT_TRUE(client.wait_beyond(10, seconds(360))) << client.error() << "\n"
                                                     << c.console(1, "a") << agents_said(c, "a");
-  // Protected once it serves. (Replicated from its first instructions, the
-  // stock kernel triple-faulted early in its boot in the box, twice: an
-  // open problem, see the note.)
+  // Protected once it serves. (In the box, under the cluster's load, the
+  // stock kernel's early boot now and then triple-faults, with HA or
+  // without: the box's nested SVM, see the note.)
   r = c.keelctl(1, {"vm", "ha", "enable", "a", "--passive", "h2"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   ConsoleWatch watch(c, {"a"});
