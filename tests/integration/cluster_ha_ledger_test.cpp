@@ -134,12 +134,8 @@ TEST(ClusterHaLedger, AcknowledgedRecordsSurviveEveryFailover) {
   EXPECT_EQ(ledger_check(c, active, acked), "");
   std::cout << acked << " records acknowledged on one connection to one boot (" << boot
             << "), every one on the disk" << std::endl;
-  for (auto& [fault, ms] : answered_ms) {
-    std::sort(ms.begin(), ms.end());
-    std::cout << fault_name(fault) << ": fault to the copy's first answer, median "
-              << ms[ms.size() / 2] << " ms (" << ms.front() << " to " << ms.back() << ", "
-              << ms.size() << " trials; TCP's retransmission included)" << std::endl;
-  }
+  print_fault_medians(answered_ms, "fault to the copy's first answer",
+                      "TCP's retransmission included");
 }
 
 }  // namespace

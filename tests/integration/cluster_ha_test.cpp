@@ -200,12 +200,8 @@ TEST(ClusterHa, FailoverTrials) {
     }
   }
   EXPECT_TRUE(watch.overlaps().empty()) << watch.overlaps().front();
-  for (auto& [fault, ms] : resumed_ms) {
-    std::sort(ms.begin(), ms.end());
-    std::cout << fault_name(fault) << ": fault to the guest beating on the passive, median "
-              << ms[ms.size() / 2] << " ms (" << ms.front() << " to " << ms.back() << ", "
-              << ms.size() << " trials; the test looks every 50 ms)" << std::endl;
-  }
+  print_fault_medians(resumed_ms, "fault to the guest beating on the passive",
+                      "the test looks every 50 ms");
 }
 
 }  // namespace

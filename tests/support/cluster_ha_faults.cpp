@@ -3,9 +3,11 @@
 #include <google/protobuf/util/json_util.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 
 #include "tests/support/keelctl_result.h"
 
@@ -93,6 +95,16 @@ bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
       return wait_until([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30));
   }
   return true;
+}
+
+void print_fault_medians(std::map<Fault, std::vector<int64_t>> times_ms, const std::string& what,
+                         const std::string& note) {
+  for (auto& [fault, ms] : times_ms) {
+    std::sort(ms.begin(), ms.end());
+    std::cout << fault_name(fault) << ": " << what << ", median " << ms[ms.size() / 2] << " ms ("
+              << ms.front() << " to " << ms.back() << ", " << ms.size() << " trials; " << note
+              << ")" << std::endl;
+  }
 }
 
 }  // namespace keel::testing

@@ -5,7 +5,10 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "proto/agent.pb.h"
 #include "tests/support/test_cluster.h"
@@ -36,5 +39,9 @@ void inflict(TestCluster& c, Fault fault, unsigned active, pid_t pid);
 // after a cut, waits for the cut host to end its paused copy (false if it
 // did not within 30 s).
 bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid);
+// Prints, for each fault, "NAME: WHAT, median M ms (MIN to MAX, N trials;
+// NOTE)" over its trials' times.
+void print_fault_medians(std::map<Fault, std::vector<int64_t>> times_ms, const std::string& what,
+                         const std::string& note);
 
 }  // namespace keel::testing
