@@ -123,14 +123,17 @@ void HostLease::fence_at(std::chrono::steady_clock::time_point at) {
 
 void HostLease::renew_loop() {
   std::unique_lock lock(mutex_);
+  bool renewed = true;
   while (!stopping_) {
-    changed_.wait_for(lock, settings_.renew_every, [this] { return stopping_; });
+    changed_.wait_for(lock, renewed ? settings_.renew_every : settings_.retry_every,
+                      [this] { return stopping_; });
     if (stopping_) break;
     int64_t lease = lease_;
     bool was_fenced = fenced_;
     lock.unlock();
     auto sent = std::chrono::steady_clock::now();
-    bool renewed = false, same_lease = true;
+    renewed = false;
+    bool same_lease = true;
     try {
       int64_t ttl =
           lease ? on_a_member([&](EtcdClient& etcd) { return etcd.keep_alive(lease); }) : 0;

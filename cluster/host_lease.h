@@ -31,6 +31,10 @@ struct HostLeaseSettings {
   std::string host;
   int64_t ttl_s = 4;
   std::chrono::milliseconds renew_every{1000};
+  // After a failed renewal: tried again this soon, so that a new etcd
+  // leader (elected in 1-2 s after the old one died) confirms the lease
+  // before the fence, rather than a whole renew_every later.
+  std::chrono::milliseconds retry_every{100};
   // Fenced this long before the earliest moment the lease may expire.
   std::chrono::milliseconds fence_margin{1500};
   // The /keel/alive/NAME record's value.
