@@ -356,7 +356,10 @@ void Agent::refresh_host_record() {
   api::Host host = this_host(state().cluster_address());
   if (current) {
     api::Host old;
-    if (from_json(current->value, &old)) host.set_joined_at(old.joined_at());
+    if (from_json(current->value, &old)) {
+      host.set_joined_at(old.joined_at());
+      host.set_drained(old.drained());  // the operator's, until host undrain
+    }
   }
   etcd()->put(kHostsPrefix + settings_.name, to_json(host));
 }

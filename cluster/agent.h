@@ -17,6 +17,7 @@
 #include "cluster/cluster_keys.h"
 #include "cluster/cluster_tls.h"
 #include "cluster/etcd_client.h"
+#include "cluster/vm_placement.h"
 #include "proto/agent.pb.h"
 
 namespace keel::cluster {
@@ -69,6 +70,8 @@ class Agent {
   keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
   keel::agent::v1::HostSetAddressResponse set_address(
       const keel::agent::v1::HostSetAddressRequest& request);
+  // keelctl host drain|undrain (cluster/host_drain.cpp).
+  keel::agent::v1::HostDrainResponse drain_host(const keel::agent::v1::HostDrainRequest& request);
 
   // VMs (cluster/cluster_vms.cpp): from any host, forwarded to the one
   // that acts.
@@ -103,6 +106,9 @@ class Agent {
  private:
   struct ClusterView;
   ClusterView cluster_view(Read read);
+  // The hosts that could run `vm` now, each with why not when it cannot.
+  std::vector<PlacementCandidate> run_candidates(const ClusterView& view,
+                                                 const keel::agent::v1::ClusterVm& vm) const;
   // `local()` when `host` is this one, else `remote(client of host's agent)`.
   template <class Local, class Remote>
   auto on_host(const ClusterView& view, const std::string& host, Local local, Remote remote,

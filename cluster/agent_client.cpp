@@ -94,6 +94,10 @@ api::ClusterTokenResponse AgentClient::token() {
 api::HostRemoveResponse AgentClient::remove_host(const api::HostRemoveRequest& r) {
   return call<api::HostRemoveRequest, api::HostRemoveResponse>(&api::Agent::Stub::HostRemove, r);
 }
+
+api::HostDrainResponse AgentClient::drain_host(const api::HostDrainRequest& r) {
+  return call<api::HostDrainRequest, api::HostDrainResponse>(&api::Agent::Stub::HostDrain, r);
+}
 api::HostSetAddressResponse AgentClient::set_address(const api::HostSetAddressRequest& r) {
   return call<api::HostSetAddressRequest, api::HostSetAddressResponse>(
       &api::Agent::Stub::HostSetAddress, r);

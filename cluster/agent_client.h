@@ -45,6 +45,7 @@ class AgentClient {
   keel::agent::v1::ClusterStatusResponse status();
   keel::agent::v1::ClusterTokenResponse token();
   keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
+  keel::agent::v1::HostDrainResponse drain_host(const keel::agent::v1::HostDrainRequest& r);
   keel::agent::v1::HostSetAddressResponse set_address(
       const keel::agent::v1::HostSetAddressRequest& r);
   keel::agent::v1::VmCreateResponse vm_create(const keel::agent::v1::VmCreateRequest& r);

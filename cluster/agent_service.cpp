@@ -85,6 +85,11 @@ class Service final : public api::Agent::Service {
     if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("host remove", [&] { *out = agent_.remove_host(*in); });
   }
+  grpc::Status HostDrain(grpc::ServerContext* context, const api::HostDrainRequest* in,
+                         api::HostDrainResponse* out) override {
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
+    return answer("host drain", [&] { *out = agent_.drain_host(*in); });
+  }
   grpc::Status HostSetAddress(grpc::ServerContext* context, const api::HostSetAddressRequest* in,
                               api::HostSetAddressResponse* out) override {
     if (auto refused = allow(context, kOperators); !refused.ok()) return refused;

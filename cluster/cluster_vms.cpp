@@ -98,6 +98,34 @@ api::VmCreateResponse Agent::vm_create(const api::VmCreateRequest& request) {
   });
 }
 
+std::vector<PlacementCandidate> Agent::run_candidates(const ClusterView& view,
+                                                      const api::ClusterVm& vm) const {
+  std::vector<PlacementCandidate> candidates;
+  for (const auto& [name, host] : view.hosts) {
+    PlacementCandidate c;
+    c.host = name;
+    c.memory_bytes = host.memory_bytes();
+    c.cpus = host.cpus();
+    for (const auto& [vm_name, owner] : view.owners) {
+      auto running = view.vms.find(vm_name);
+      if (owner.host() != name || running == view.vms.end()) continue;
+      c.memory_used += running->second.memory_bytes();
+      c.vcpus_used += running->second.cpus();
+    }
+    if (!view.alive.count(name)) {
+      c.unfit = "its agent is not alive";
+    } else if (!has_role(host, api::ROLE_COMPUTE)) {
+      c.unfit = "not a compute host";
+    } else if (host.drained()) {
+      c.unfit = "it is drained (keelctl host undrain " + name + ")";
+    } else if (!view.alive.count(vm.storage_host())) {
+      c.unfit = "the VM's disk is on host " + vm.storage_host() + ", whose agent is not alive";
+    }
+    candidates.push_back(c);
+  }
+  return candidates;
+}
+
 api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
   require_member();
   storage::check_pool_name("VM name", request.name());
@@ -107,27 +135,7 @@ api::VmStartResponse Agent::vm_start(const api::VmStartRequest& request) {
     if (auto owner = view.owners.find(request.name()); owner != view.owners.end()) {
       throw refused("VM " + request.name() + " runs on host " + owner->second.host());
     }
-    std::vector<PlacementCandidate> candidates;
-    for (const auto& [name, host] : view.hosts) {
-      PlacementCandidate c;
-      c.host = name;
-      c.memory_bytes = host.memory_bytes();
-      c.cpus = host.cpus();
-      for (const auto& [vm_name, owner] : view.owners) {
-        auto running = view.vms.find(vm_name);
-        if (owner.host() != name || running == view.vms.end()) continue;
-        c.memory_used += running->second.memory_bytes();
-        c.vcpus_used += running->second.cpus();
-      }
-      if (!view.alive.count(name)) {
-        c.unfit = "its agent is not alive";
-      } else if (!has_role(host, api::ROLE_COMPUTE)) {
-        c.unfit = "not a compute host";
-      } else if (!view.alive.count(vm.storage_host())) {
-        c.unfit = "the VM's disk is on host " + vm.storage_host() + ", whose agent is not alive";
-      }
-      candidates.push_back(c);
-    }
+    const std::vector<PlacementCandidate> candidates = run_candidates(view, vm);
     std::string host = request.host();
     std::string reason = "chosen by the operator";
     if (host.empty() && vm.ha()) {
@@ -253,6 +261,10 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
     }
     if (!has_role(to->second, api::ROLE_COMPUTE)) {
       throw refused("host " + request.to() + " is not a compute host");
+    }
+    if (to->second.drained()) {
+      throw refused("host " + request.to() + " is drained (keelctl host undrain " + request.to() +
+                    ")");
     }
     if (from == request.to()) {
       throw refused("VM " + request.name() + " runs on host " + request.to() + " already");

@@ -110,7 +110,11 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   record.set_generation(next.generation());
   record.set_last_host(passive);
   record.set_storage_host(passive);
-  record.set_ha_passive(context_.host);  // the stream turns around
+  // The stream turns around, unless this host is being drained: then the
+  // new active picks another passive.
+  auto self = read_record<api::Host>(*etcd, kHostsPrefix + context_.host, nullptr);
+  const bool drained = self && self->drained();
+  record.set_ha_passive(drained ? "" : context_.host);
   record.set_ha_last_event("switched over from " + context_.host + " to " + passive + " at " +
                            next.since() + " (paused " +
                            std::to_string(out.switchover_pause_us() / 1000) + " ms)");
@@ -126,9 +130,10 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   }
   log::info("VM " + name + " " + record.ha_last_event());
   status.set_active(passive);
-  status.set_passive(context_.host);
+  status.set_passive(record.ha_passive());
   status.set_state("syncing");
-  status.set_detail("the replica starts on host " + context_.host);
+  status.set_detail(drained ? "this host is drained: the replica starts on another host"
+                            : "the replica starts on host " + context_.host);
   status.set_last_event(record.ha_last_event());
   return out;
 }

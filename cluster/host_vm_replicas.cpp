@@ -361,6 +361,8 @@ std::string HostVms::pick_passive(const api::ClusterVm& vm) {
       c.unfit = "its agent is not alive";
     } else if (!has_role(host, api::ROLE_COMPUTE)) {
       c.unfit = "not a compute host";
+    } else if (host.drained()) {
+      c.unfit = "it is drained";
     } else if (host.pool().empty()) {
       c.unfit = "it has no pool for the copy of the disk";
     }

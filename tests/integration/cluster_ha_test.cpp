@@ -131,6 +131,25 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   r = c.keelctl(2, {"vm", "ha", "status", "a"});
   std::cout << r.out;
 
+  // The active host drained: the VM switches over to its passive, whose
+  // new replica goes to a host that is not drained; then undrained.
+  const std::string drained = s.active(), drained_to = s.passive();
+  r = c.keelctl(3, {"host", "drain", drained});
+  ASSERT_EQ(r.exit_code, 0) << show(r) << agents_said(c, "a");
+  EXPECT_NE(r.out.find("a: switched over to host " + drained_to), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("host " + drained + " is drained: it runs no VM"), std::string::npos)
+      << r.out;
+  r = c.keelctl(2, {"cluster", "status"});
+  EXPECT_NE(r.out.find("(drained)"), std::string::npos) << r.out;
+  s = until_protected(c, "a");
+  ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+  EXPECT_EQ(s.active(), drained_to);
+  EXPECT_NE(s.passive(), drained) << "a replica on the drained host";
+  r = c.keelctl(3, {"host", "undrain", drained});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(2, {"cluster", "status"});
+  EXPECT_EQ(r.out.find("(drained)"), std::string::npos) << r.out;
+
   // Disabled: the replica ends, the VM runs on.
   const unsigned passive = host_number(s.passive());
   r = c.keelctl(3, {"vm", "ha", "disable", "a"});
@@ -224,8 +243,9 @@ TEST(ClusterHa, FailoverTrials) {
   const api::VmHaStatus stopped = ha_status(c, 3, "a");
   EXPECT_EQ(stopped.state(), "stopped") << stopped.ShortDebugString() << "\n"
                                         << agents_said(c, "a");
-  EXPECT_EQ(stopped.last_event().find("failed over from h" + std::to_string(host_number(s.active()))),
-            std::string::npos)
+  EXPECT_EQ(
+      stopped.last_event().find("failed over from h" + std::to_string(host_number(s.active()))),
+      std::string::npos)
       << stopped.last_event();
 }
 

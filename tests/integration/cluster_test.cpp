@@ -585,6 +585,13 @@ TEST(Cluster, MalformedApiRequests) {
   auto r = c.keelctl(1, {"host", "set-address", "300.1.1.1"});
   EXPECT_EQ(r.exit_code, 1) << show(r);
   EXPECT_NE(r.err.find("not a numeric"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"host", "drain", "h9"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no host named 'h9' in the cluster"), std::string::npos) << r.err;
+  r = c.keelctl(1, {"host", "drain", "h/1"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  r = c.keelctl(1, {"host", "undrain"});
+  EXPECT_EQ(r.exit_code, 2) << show(r);
   EXPECT_EQ(agent.hello().name(), "h1");
   expect_whole(c, 1, 1);
 }

@@ -1,7 +1,7 @@
 // VMs running in clusters of 3 and 5 hosts made of network namespaces,
 // each with its own etcd member, keel-agent and pool (KVM directly or in
 // the box): started on the host the agent picks, one owner at a time,
-// adopted by a restarted agent, live-migrated between hosts with their
+// adopted by a restarted agent, live-migrated off a drained host with their
 // disks over NBD, paused when their host is cut off or its agent stopped,
 // not started elsewhere while the owner's lease lives, taken back and
 // resumed when the host returns (or discarded there when they moved).
@@ -179,12 +179,20 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   EXPECT_NE(r.out.find("stopped a on host h2"), std::string::npos) << r.out;
   EXPECT_TRUE(wait_until([&] { return !vm_list(c, 3).vms(0).running(); }, seconds(10)));
 
-  // b live-migrated from h3 to h2: its heartbeat goes on where it stopped.
+  // h3 drained: b live-migrates to h2, the one other compute host (h1
+  // only stores), its heartbeat going on where it stopped; a start on the
+  // drained host is refused until it is undrained.
   std::optional<MoveGap> gap;
   gap.emplace(c, 3, 2, "b");
-  r = c.keelctl(1, {"vm", "migrate", "b", "--to", "h2"});
+  r = c.keelctl(1, {"host", "drain", "h3"});
   ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(2, "b");
-  EXPECT_NE(r.out.find("migrated b from h3 to h2: paused "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("b: migrated to host h2 (paused "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("host h3 is drained: it runs no VM"), std::string::npos) << r.out;
+  CommandResult refused = c.keelctl(1, {"vm", "start", "a", "--host", "h3"});
+  EXPECT_EQ(refused.exit_code, 1) << show(refused);
+  EXPECT_NE(refused.err.find("h3: it is drained (keelctl host undrain h3)"), std::string::npos)
+      << refused.err;
+  ASSERT_EQ(c.keelctl(1, {"host", "undrain", "h3"}).exit_code, 0);
   const std::string socket_b = c.vm_socket(2, "b");
   ASSERT_TRUE(wait_until([&] { return beats_after(c, 2, "b", 0); }, seconds(60)))
       << c.console(2, "b");

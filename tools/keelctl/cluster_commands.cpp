@@ -37,6 +37,11 @@ const char* const kClusterUsage =
     "  host remove NAME                     take a stopped host out of the cluster\n"
     "  host set-address A                   change this host's cluster address (only\n"
     "                                       while the cluster has one host)\n"
+    "  host drain NAME                      mark HOST drained (nothing is started,\n"
+    "                                       migrated or replicated there) and move its\n"
+    "                                       VMs away: HA VMs switch over, the others\n"
+    "                                       live-migrate; exit 1 if one could not move\n"
+    "  host undrain NAME                    take the mark off\n"
     "VMs of the cluster, from any host (when no --pool and no $KEEL_POOL is given):\n"
     "  vm create NAME --image IMAGE [...] [--storage-host HOST]\n"
     "                                       in the pool of HOST (default: this host\n"
@@ -169,7 +174,8 @@ void print_status(const api::ClusterStatusResponse& s) {
               << h.host().cluster_address() << std::setw(17) << roles(h.host()) << std::setw(5)
               << h.host().cpus() << std::setw(11) << gib(h.host().memory_bytes()) << std::setw(11)
               << (h.reachable() ? "yes" : "no") << std::setw(7) << (h.alive() ? "yes" : "no")
-              << std::setw(9) << etcd << h.vms() << "\n";
+              << std::setw(9) << etcd << h.vms() << (h.host().drained() ? " (drained)" : "")
+              << "\n";
   }
   for (const auto& note : s.notes()) std::cout << "note: " << note << "\n";
 }
@@ -207,7 +213,9 @@ int run_cluster_command(int argc, char** argv) {
   try {
     line = parse(argc, argv);
     if (line.words.size() < 2)
-      throw Usage{"say what to do: cluster init|join|token|status, host remove|set-address"};
+      throw Usage{
+          "say what to do: cluster init|join|token|status, host "
+          "remove|set-address|drain|undrain"};
   } catch (const Usage& u) {
     std::cerr << "keelctl: " << u.message << "\n" << kClusterUsage;
     return kBadCommandLine;
@@ -219,7 +227,11 @@ int run_cluster_command(int argc, char** argv) {
   };
   // A join waits for the admission (etcd's own 5 s between member changes),
   // the new member's start and catching up, then its promotion.
-  const double wait_s = line.wait_s > 0 ? line.wait_s : what == "cluster join" ? 180 : 60;
+  // A drain waits for each of its VMs' moves in turn.
+  const double wait_s = line.wait_s > 0          ? line.wait_s
+                        : what == "cluster join" ? 180
+                        : what == "host drain"   ? 3600
+                                                 : 60;
   try {
     cluster::AgentClient agent(line.agent,
                                std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)));
@@ -269,6 +281,33 @@ int run_cluster_command(int argc, char** argv) {
       if (line.json) return print_json(out), kDone;
       std::cout << "host " << line.words[2] << " removed: " << out.hosts() << " hosts left\n";
       print_notes(out);
+    } else if (what == "host drain" || what == "host undrain") {
+      want_args(1);
+      api::HostDrainRequest r;
+      r.set_name(line.words[2]);
+      r.set_undrain(what == "host undrain");
+      auto out = agent.drain_host(r);
+      if (line.json) print_json(out);
+      bool all_moved = true;
+      for (const auto& vm : out.vms()) all_moved = all_moved && vm.error().empty();
+      if (line.json) return all_moved ? kDone : kRefused;
+      if (r.undrain()) {
+        std::cout << "host " << r.name() << " is no longer drained\n";
+        return kDone;
+      }
+      for (const auto& vm : out.vms()) {
+        if (vm.error().empty()) {
+          std::cout << vm.name() << ": " << vm.action() << " to host " << vm.to() << " (paused "
+                    << std::fixed << std::setprecision(1) << vm.pause_us() / 1000.0 << " ms)\n";
+        } else {
+          std::cout << vm.name() << ": NOT MOVED, runs on host " << r.name() << ": " << vm.error()
+                    << "\n";
+        }
+      }
+      std::cout << "host " << r.name()
+                << " is drained: " << (all_moved ? "it runs no VM" : "some VMs still run there")
+                << "\n";
+      return all_moved ? kDone : kRefused;
     } else if (what == "host set-address") {
       want_args(1);
       api::HostSetAddressRequest r;
