@@ -1,10 +1,21 @@
 #include "tools/migbench/ha_runs.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
+#include "common/unique_fd.h"
 #include "control/control_client.h"
+#include "tools/migbench/bench_network.h"
 
 namespace keel::migbench {
 
@@ -39,13 +50,17 @@ std::string replicate(const Workload& w, int run, const char* kind, Pair& p, Run
   args.insert(args.end(),
               {"--memory", std::to_string(w.memory_mib) + "M", "--cpus", std::to_string(w.cpus),
                "--cmdline", w.cmdline(), "--api-socket", p.active_sock});
+  // --net: the active on one tap of the bridge, the passive on the other
+  // (the copy announces the MAC when it takes over).
+  if (w.net) args.insert(args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
   p.active.emplace(args);
   if (!p.active->wait_line(w.ready_line(), kWarmUp))
     return "the guest did not warm up: " + what_happened(*p.active);
   if (warmed) warmed();
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
-  p.passive.emplace(
-      std::vector<std::string>{w.keel_vmm, "--replica-of", to, "--api-socket", p.passive_sock});
+  std::vector<std::string> passive{w.keel_vmm, "--replica-of", to, "--api-socket", p.passive_sock};
+  if (w.net) passive.insert(passive.end(), {"--net", "tap=" + kDestinationTap});
+  p.passive.emplace(passive);
   if (!p.passive->wait_error("waiting for a replica stream", seconds(60)))
     return "the passive did not start: " + p.passive->errors();
   pb::Request replicate;
@@ -87,6 +102,70 @@ double dirty_rate(TimedConsole& console, size_t from) {
     if (lines[i].at - t0 >= kWindow)
       return static_cast<double>(mib) * 1048576.0 / 1e6 / (ms(lines[i].at - t0) / 1000.0);
   }
+}
+
+struct EchoFigures {
+  double per_second = 0, median_ms = 0;
+};
+
+// UDP echo requests to the guest one at a time for `how_long`, each
+// waited for (up to 1 s) before the next: how many came back per second,
+// and the median round trip. Every frame the guest sends while protected
+// waits for its epoch's acknowledgement (output commit), so the round
+// trip grows by about half an epoch plus the acknowledgement's time.
+EchoFigures ping_pong(std::chrono::milliseconds how_long) {
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) throw std::runtime_error(std::string("echo socket: ") + std::strerror(errno));
+  sockaddr_in from{}, to{};
+  from.sin_family = to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(kEchoPort));
+  ::inet_pton(AF_INET, kBridgeAddress.c_str(), &from.sin_addr);
+  ::inet_pton(AF_INET, kGuestAddress.c_str(), &to.sin_addr);
+  if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&from), sizeof from) != 0 ||
+      ::connect(s.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) {
+    throw std::runtime_error(std::string("echo socket: ") + std::strerror(errno));
+  }
+  std::vector<double> rtts;
+  const auto begin = Clock::now(), end = begin + how_long;
+  for (uint64_t seq = 1; Clock::now() < end; ++seq) {
+    const auto sent = Clock::now();
+    if (::send(s.get(), &seq, sizeof seq, 0) != sizeof seq) continue;
+    const auto give_up = sent + std::chrono::seconds(1);
+    while (Clock::now() < give_up) {
+      pollfd p{s.get(), POLLIN, 0};
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
+      if (::poll(&p, 1, static_cast<int>(left.count()) + 1) <= 0) continue;
+      uint64_t back = 0;
+      if (::recv(s.get(), &back, sizeof back, MSG_DONTWAIT) != sizeof back) continue;
+      if (back != seq) continue;  // a late answer to an earlier request
+      rtts.push_back(ms(Clock::now() - sent));
+      break;
+    }
+  }
+  EchoFigures out;
+  out.per_second = static_cast<double>(rtts.size()) / (ms(Clock::now() - begin) / 1000.0);
+  if (!rtts.empty()) {
+    std::sort(rtts.begin(), rtts.end());
+    out.median_ms = rtts[rtts.size() / 2];
+  }
+  return out;
+}
+
+// The replication ended on purpose (the passive drops its copy), then
+// the active's guest killed.
+void end_replication(Pair& p) {
+  pb::Request stop;
+  stop.mutable_replica_stop();
+  call(p.active_sock, stop, seconds(10));
+  p.passive->wait_exit(seconds(60));
+  pb::Request kill;
+  kill.mutable_kill();
+  try {
+    call(p.active_sock, kill, seconds(10));
+  } catch (const std::exception&) {
+  }
+  p.active->wait_exit(seconds(60));
 }
 
 void end_passive(Pair& p) {
@@ -229,19 +308,44 @@ RunFigures run_keel_overhead(const Workload& w, int run) {
   f.bytes = after.bytes_sent();
   f.vmm_pause_ms = static_cast<double>(after.max_pause_us()) / 1000.0;
   f.total_ms = static_cast<double>(after.epoch_target_ms());
-  pb::Request stop;
-  stop.mutable_replica_stop();
-  call(p.active_sock, stop, seconds(10));
-  p.passive->wait_exit(seconds(60));
-  pb::Request kill;
-  kill.mutable_kill();
-  try {
-    call(p.active_sock, kill, seconds(10));
-  } catch (const std::exception&) {
-  }
-  p.active->wait_exit(seconds(60));
+  end_replication(p);
   f.ok = f.rate_alone_mbs > 0 && f.rate_replicated_mbs > 0;
   if (!f.ok) f.error = "no dirtier passes to measure";
+  return f;
+}
+
+RunFigures run_keel_echo(const Workload& w, int run) {
+  constexpr auto kEach = std::chrono::milliseconds(3000);
+  RunFigures f;
+  if (!w.net) {
+    f.error = "the echo run needs the network (--net)";
+    return f;
+  }
+  Pair p;
+  EchoFigures alone;
+  const std::string why = replicate(w, run, "echo", p, f, [&] { alone = ping_pong(kEach); });
+  if (!why.empty()) {
+    f.error = why;
+    return f;
+  }
+  const EchoFigures protected_ = ping_pong(kEach);
+  pb::Request status;
+  status.mutable_replica_status();
+  const pb::ReplicaInfo info = call(p.active_sock, status, seconds(10)).replica_status();
+  f.echo_alone_rps = alone.per_second;
+  f.echo_alone_ms = alone.median_ms;
+  f.echo_protected_rps = protected_.per_second;
+  f.echo_protected_ms = protected_.median_ms;
+  f.total_ms = static_cast<double>(info.last_epoch_us()) / 1000.0;
+  f.paused_percent = info.paused_percent();
+  f.rounds = static_cast<uint32_t>(info.epoch());
+  end_replication(p);
+  f.ok = info.phase() == pb::REPLICA_PHASE_PROTECTED && alone.per_second > 0 &&
+         protected_.per_second > 0;
+  if (!f.ok) {
+    f.error = info.phase() != pb::REPLICA_PHASE_PROTECTED ? "the replication ended: " + info.error()
+                                                          : "the guest did not answer the echo";
+  }
   return f;
 }
 

@@ -8,6 +8,8 @@
 // the kill to the first beat on the passive (total), the longest stretch
 // without a beat (outside), the takeover's answer (vmm), and how far the
 // guest went back (the beats the passive printed again: rolled back).
+// With --net, an echo run measures the guest's network round trip without
+// and with the replication (the latency output commit adds).
 #pragma once
 
 #include "tools/migbench/migration_peers.h"
@@ -17,5 +19,8 @@ namespace keel::migbench {
 RunFigures run_keel_switchover(const Workload& workload, int run);
 RunFigures run_keel_failover(const Workload& workload, int run);
 RunFigures run_keel_overhead(const Workload& workload, int run);
+// --ha --net: UDP echo round trips one at a time, unprotected, then while
+// protected (output commit holds every answer until its epoch's ack).
+RunFigures run_keel_echo(const Workload& workload, int run);
 
 }  // namespace keel::migbench

@@ -82,6 +82,9 @@ const char* const kUsage =
     "                     --dirty-mib also keel-overhead: the dirtier's rate over 4 s\n"
     "                     alone, then replicated, in the same guest, the share of time\n"
     "                     paused for checkpoints and the replication's bandwidth\n"
+    "                     with --net also keel-ha-echo: UDP echo requests one at a\n"
+    "                     time for 3 s alone, then 3 s protected (answers held until\n"
+    "                     their epoch's ack): per second and median round trip\n"
     "  --trace            after each run, on stderr: the lines around its pause on this\n"
     "                     program's clock, both consoles and both VMMs' stderr (keel-vmm's\n"
     "                     pause steps: KEEL_LOG=debug is set for it), to see where a pause\n"
@@ -158,8 +161,6 @@ Options parse(int argc, char** argv) {
     throw std::invalid_argument("--dirty-mib must be below --memory");
   if (o.workload.net && o.workload.dirty_mib != 0)
     throw std::invalid_argument("--net: only with the idle guest (no --dirty-mib)");
-  if (o.ha && o.workload.net)
-    throw std::invalid_argument("--ha: not with --net (the passive's tap is not set up)");
   if (o.workload.net && o.workload.guest == Guest::kLinux)
     throw std::invalid_argument("--net: only with --guest testos (its UDP echo job)");
   return o;
@@ -211,6 +212,10 @@ RunFigures medians(const std::vector<RunFigures>& runs) {
   m.rate_replicated_mbs = take([](const RunFigures& r) { return r.rate_replicated_mbs; });
   m.paused_percent = take([](const RunFigures& r) { return r.paused_percent; });
   m.replication_mbs = take([](const RunFigures& r) { return r.replication_mbs; });
+  m.echo_alone_rps = take([](const RunFigures& r) { return r.echo_alone_rps; });
+  m.echo_alone_ms = take([](const RunFigures& r) { return r.echo_alone_ms; });
+  m.echo_protected_rps = take([](const RunFigures& r) { return r.echo_protected_rps; });
+  m.echo_protected_ms = take([](const RunFigures& r) { return r.echo_protected_ms; });
   return m;
 }
 
@@ -228,6 +233,16 @@ std::string row_text(const Row& r, bool net) {
                   r.f.rate_alone_mbs, r.f.rate_replicated_mbs,
                   r.f.rate_alone_mbs > 0 ? r.f.rate_replicated_mbs / r.f.rate_alone_mbs : 0.0,
                   r.f.paused_percent, r.f.vmm_pause_ms, r.f.total_ms, r.f.replication_mbs);
+    return line;
+  }
+  if (r.peer == Peer::kKeelEcho) {
+    std::snprintf(line, sizeof line,
+                  "%-13s %-6s UDP echo one at a time: alone %.0f/s, median %.2f ms; protected "
+                  "%.0f/s, median %.2f ms (+%.2f ms); last epoch %.1f ms, %.2f%% paused",
+                  peer_name(r.peer), r.run ? std::to_string(r.run).c_str() : "median",
+                  r.f.echo_alone_rps, r.f.echo_alone_ms, r.f.echo_protected_rps,
+                  r.f.echo_protected_ms, r.f.echo_protected_ms - r.f.echo_alone_ms, r.f.total_ms,
+                  r.f.paused_percent);
     return line;
   }
   char network[16] = "-";
@@ -248,7 +263,10 @@ std::string json_figures(const RunFigures& f) {
     << ",\"total_ms\":" << f.total_ms << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
     << ",\"throttle_percent\":" << f.throttle_percent << ",\"rate_alone_mbs\":" << f.rate_alone_mbs
     << ",\"rate_replicated_mbs\":" << f.rate_replicated_mbs
-    << ",\"paused_percent\":" << f.paused_percent << ",\"replication_mbs\":" << f.replication_mbs;
+    << ",\"paused_percent\":" << f.paused_percent << ",\"replication_mbs\":" << f.replication_mbs
+    << ",\"echo_alone_rps\":" << f.echo_alone_rps << ",\"echo_alone_ms\":" << f.echo_alone_ms
+    << ",\"echo_protected_rps\":" << f.echo_protected_rps
+    << ",\"echo_protected_ms\":" << f.echo_protected_ms;
   if (!f.ok) {
     std::string e;
     for (char c : f.error) {
@@ -360,6 +378,7 @@ int main(int argc, char** argv) {
   std::vector<Peer> peers{Peer::kKeel};
   if (o.ha) peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover});
   if (o.ha && w.dirty_mib != 0) peers.push_back(Peer::kKeelOverhead);
+  if (o.ha && w.net) peers.push_back(Peer::kKeelEcho);
   if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
   std::vector<Row> rows;
   std::map<Peer, std::vector<RunFigures>> by_peer;
@@ -381,6 +400,9 @@ int main(int argc, char** argv) {
             break;
           case Peer::kKeelOverhead:
             f = run_keel_overhead(w, run);
+            break;
+          case Peer::kKeelEcho:
+            f = run_keel_echo(w, run);
             break;
           default:
             f = run_qemu(w, p == Peer::kQemuTuned, run);

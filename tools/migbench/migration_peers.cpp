@@ -123,6 +123,8 @@ const char* peer_name(Peer peer) {
       return "keel-failover";
     case Peer::kKeelOverhead:
       return "keel-overhead";
+    case Peer::kKeelEcho:
+      return "keel-ha-echo";
   }
   return "?";
 }

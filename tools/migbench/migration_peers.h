@@ -47,7 +47,15 @@ struct Workload {
 };
 
 // kKeelSwitchover, kKeelFailover: keel-migbench --ha (ha_runs.h).
-enum class Peer { kKeel, kQemuDefault, kQemuTuned, kKeelSwitchover, kKeelFailover, kKeelOverhead };
+enum class Peer {
+  kKeel,
+  kQemuDefault,
+  kQemuTuned,
+  kKeelSwitchover,
+  kKeelFailover,
+  kKeelOverhead,
+  kKeelEcho
+};
 const char* peer_name(Peer peer);
 
 struct RunFigures {
@@ -66,6 +74,9 @@ struct RunFigures {
   // (MB/s), the share of time the checkpoints paused it, the replication's
   // bandwidth (MB/s).
   double rate_alone_mbs = 0, rate_replicated_mbs = 0, paused_percent = 0, replication_mbs = 0;
+  // --ha --net's echo run: UDP requests one at a time, answers per second
+  // and the median round trip (ms), unprotected and then protected.
+  double echo_alone_rps = 0, echo_alone_ms = 0, echo_protected_rps = 0, echo_protected_ms = 0;
 };
 
 // The outside and guest figures from the beats both consoles received,
