@@ -352,16 +352,27 @@ void Agent::register_until_done() {
 }
 
 void Agent::refresh_host_record() {
-  auto current = etcd()->get(kHostsPrefix + settings_.name);
-  api::Host host = this_host(state().cluster_address());
-  if (current) {
-    api::Host old;
-    if (from_json(current->value, &old)) {
-      host.set_joined_at(old.joined_at());
-      host.set_drained(old.drained());  // the operator's, until host undrain
+  // On the record as read: an operator's `host drain` meanwhile is kept,
+  // not written over (tried again on the new record).
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    auto current = etcd()->get(kHostsPrefix + settings_.name);
+    api::Host host = this_host(state().cluster_address());
+    etcdserverpb::TxnRequest txn;
+    if (current) {
+      api::Host old;
+      if (from_json(current->value, &old)) {
+        host.set_joined_at(old.joined_at());
+        host.set_drained(old.drained());  // the operator's, until host undrain
+      }
+      *txn.add_compare() =
+          EtcdClient::key_mod_revision(kHostsPrefix + settings_.name, current->mod_revision);
+    } else {
+      *txn.add_compare() = EtcdClient::key_absent(kHostsPrefix + settings_.name);
     }
+    *txn.add_success() = EtcdClient::put_op(kHostsPrefix + settings_.name, to_json(host));
+    if (etcd()->txn(txn).succeeded()) return;
   }
-  etcd()->put(kHostsPrefix + settings_.name, to_json(host));
+  throw std::runtime_error("host " + settings_.name + "'s record kept changing while refreshed");
 }
 
 void Agent::require_member() const {

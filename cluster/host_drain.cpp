@@ -75,7 +75,7 @@ api::HostDrainResponse Agent::drain_host(const api::HostDrainRequest& request) {
         const api::ClusterVm& record = view.vm(vm);
         const Placement placed =
             place_vm(record.memory_bytes(), record.cpus(), run_candidates(view, record));
-        if (placed.host.empty()) throw refused("no host can run it: " + placed.reason);
+        if (placed.host.empty()) throw refused(placed.reason);
         to = placed.host;
         return 0;
       });

@@ -87,6 +87,16 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   if (!mark || !from_json(mark->value, &replica) || replica.host() != vm->ha_passive()) {
     throw refused("VM " + name + ": host " + vm->ha_passive() + " holds no replica record");
   }
+  // Read before the handover (past it, nothing may fail): the stream
+  // turns around unless this host is being drained; then the new active
+  // picks another passive. A drained passive takes no VM.
+  auto self = read_record<api::Host>(*etcd, kHostsPrefix + context_.host, nullptr);
+  const bool drained = self && self->drained();
+  auto to = read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
+  if (to && to->drained()) {
+    throw refused("VM " + name + ": its passive, host " + vm->ha_passive() +
+                  ", is drained (keelctl host undrain " + vm->ha_passive() + ")");
+  }
   NameHold switching(*this, migrating_out_, name);
   if (!switching.held()) throw refused("VM " + name + " is migrating already");
   pb::Request switchover;
@@ -110,10 +120,6 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   record.set_generation(next.generation());
   record.set_last_host(passive);
   record.set_storage_host(passive);
-  // The stream turns around, unless this host is being drained: then the
-  // new active picks another passive.
-  auto self = read_record<api::Host>(*etcd, kHostsPrefix + context_.host, nullptr);
-  const bool drained = self && self->drained();
   record.set_ha_passive(drained ? "" : context_.host);
   record.set_ha_last_event("switched over from " + context_.host + " to " + passive + " at " +
                            next.since() + " (paused " +

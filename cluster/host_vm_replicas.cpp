@@ -249,7 +249,12 @@ void HostVms::keep_protection(const std::string& name) {
             " (over NBD): a replica copies the disk of a VM that runs on its storage host");
     return;
   }
-  if (vm->ha_passive().empty()) {
+  // A drained passive keeps no replica: another is picked (the copy
+  // there ends once the record names another host).
+  auto passive_host = vm->ha_passive().empty()
+                          ? std::nullopt
+                          : read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
+  if (vm->ha_passive().empty() || (passive_host && passive_host->drained())) {
     const std::string passive = pick_passive(*vm);
     if (passive.empty()) return;
     api::ClusterVm next = *vm;

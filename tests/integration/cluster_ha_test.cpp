@@ -240,9 +240,16 @@ TEST(ClusterHa, FailoverTrials) {
       seconds(30)))
       << "a keel-vmm of VM a outlived its stop\n"
       << agents_said(c, "a");
-  const api::VmHaStatus stopped = ha_status(c, 3, "a");
-  EXPECT_EQ(stopped.state(), "stopped") << stopped.ShortDebugString() << "\n"
-                                        << agents_said(c, "a");
+  // The owner record goes once the keeper saw the VMM end: asked again.
+  api::VmHaStatus stopped;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        stopped = ha_status(c, 3, "a");
+        return stopped.state() == "stopped";
+      },
+      seconds(30)))
+      << stopped.ShortDebugString() << "\n"
+      << agents_said(c, "a");
   EXPECT_EQ(
       stopped.last_event().find("failed over from h" + std::to_string(host_number(s.active()))),
       std::string::npos)

@@ -129,13 +129,17 @@ EchoFigures ping_pong(std::chrono::milliseconds how_long) {
   const auto begin = Clock::now(), end = begin + how_long;
   for (uint64_t seq = 1; Clock::now() < end; ++seq) {
     const auto sent = Clock::now();
-    if (::send(s.get(), &seq, sizeof seq, 0) != sizeof seq) continue;
+    if (::send(s.get(), &seq, sizeof seq, 0) != sizeof seq) {
+      // No route yet (ARP): as a lost request, a moment later.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
     const auto give_up = sent + std::chrono::seconds(1);
     while (Clock::now() < give_up) {
       pollfd p{s.get(), POLLIN, 0};
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
-      if (::poll(&p, 1, static_cast<int>(left.count()) + 1) <= 0) continue;
+      if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())) + 1) <= 0) continue;
       uint64_t back = 0;
       if (::recv(s.get(), &back, sizeof back, MSG_DONTWAIT) != sizeof back) continue;
       if (back != seq) continue;  // a late answer to an earlier request
