@@ -28,5 +28,9 @@ inline AgentError refused(const std::string& why) {
 inline AgentError invalid(const std::string& why) {
   return AgentError(AgentError::Code::kInvalidArgument, why);
 }
+// Why a drained host takes no VM, and how to take the mark off.
+inline std::string drained_host(const std::string& host) {
+  return "host " + host + " is drained (keelctl host undrain " + host + ")";
+}
 
 }  // namespace keel::cluster

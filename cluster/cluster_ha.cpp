@@ -60,7 +60,7 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
         }
         if (!view.alive.count(passive)) throw refused("host " + passive + "'s agent is not alive");
         if (host->second.drained()) {
-          throw refused("host " + passive + " is drained (keelctl host undrain " + passive + ")");
+          throw refused(drained_host(passive));
         }
         if (!has_role(host->second, api::ROLE_COMPUTE)) {
           throw refused("host " + passive + " is not a compute host");

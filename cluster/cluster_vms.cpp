@@ -263,8 +263,7 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
       throw refused("host " + request.to() + " is not a compute host");
     }
     if (to->second.drained()) {
-      throw refused("host " + request.to() + " is drained (keelctl host undrain " + request.to() +
-                    ")");
+      throw refused(drained_host(request.to()));
     }
     if (from == request.to()) {
       throw refused("VM " + request.name() + " runs on host " + request.to() + " already");

@@ -5,8 +5,8 @@
 // available VM switches over to its passive (its disk goes with it), any
 // other live-migrates to the host placement picks. A VM that cannot be moved
 // runs on where it is, and the answer says why; the mark stays until
-// `host undrain`. Replicas the host keeps for VMs running elsewhere stay:
-// when the host goes down, their VMs are protected again on another host.
+// `host undrain`. Replicas the host keeps for VMs running elsewhere move:
+// their actives' keepers pick another passive (host_vm_replicas.cpp).
 #include "cluster/cluster_view.h"
 #include "cluster/etcd_records.h"
 #include "common/log.h"

@@ -94,8 +94,7 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   const bool drained = self && self->drained();
   auto to = read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
   if (to && to->drained()) {
-    throw refused("VM " + name + ": its passive, host " + vm->ha_passive() +
-                  ", is drained (keelctl host undrain " + vm->ha_passive() + ")");
+    throw refused("VM " + name + ": its passive: " + drained_host(vm->ha_passive()));
   }
   NameHold switching(*this, migrating_out_, name);
   if (!switching.held()) throw refused("VM " + name + " is migrating already");

@@ -156,6 +156,18 @@ EchoFigures ping_pong(std::chrono::milliseconds how_long) {
   return out;
 }
 
+// The VMM at `socket` told to kill its guest (gone already: fine), and
+// waited for.
+void kill_vmm(const std::string& socket, TimedConsole& vmm) {
+  pb::Request kill;
+  kill.mutable_kill();
+  try {
+    call(socket, kill, seconds(10));
+  } catch (const std::exception&) {
+  }
+  vmm.wait_exit(seconds(60));
+}
+
 // The replication ended on purpose (the passive drops its copy), then
 // the active's guest killed.
 void end_replication(Pair& p) {
@@ -163,23 +175,11 @@ void end_replication(Pair& p) {
   stop.mutable_replica_stop();
   call(p.active_sock, stop, seconds(10));
   p.passive->wait_exit(seconds(60));
-  pb::Request kill;
-  kill.mutable_kill();
-  try {
-    call(p.active_sock, kill, seconds(10));
-  } catch (const std::exception&) {
-  }
-  p.active->wait_exit(seconds(60));
+  kill_vmm(p.active_sock, *p.active);
 }
 
 void end_passive(Pair& p) {
-  pb::Request kill;
-  kill.mutable_kill();
-  try {
-    call(p.passive_sock, kill, seconds(10));
-  } catch (const std::exception&) {
-  }
-  p.passive->wait_exit(seconds(60));
+  kill_vmm(p.passive_sock, *p.passive);
 }
 
 }  // namespace
