@@ -11,7 +11,13 @@ namespace {
 
 constexpr uint32_t kDefaultEpochMs = 30;
 constexpr uint32_t kDefaultMinEpochMs = 10;
-constexpr uint32_t kDefaultMaxEpochMs = 500;
+// Short enough for the run permit's default (half a second: the passive
+// takes over after 750 ms of silence) to cover an epoch, its transfer and
+// its acknowledgement.
+constexpr uint32_t kDefaultMaxEpochMs = 250;
+constexpr uint32_t kDefaultRunPermitMs = 500;
+// Beyond the longest epoch: its transfer and acknowledgement.
+constexpr uint32_t kPermitBeyondEpochMs = 250;
 constexpr uint32_t kLongestEpochMs = 10000;
 
 pb::Response info_response(pb::Response response) {
@@ -33,7 +39,12 @@ ReplicaControl::~ReplicaControl() {
 
 std::string ReplicaControl::busy() const {
   std::lock_guard guard(mutex_);
-  return running_ ? "the guest is replicated (keelctl replica-status; replica-stop ends it)" : "";
+  if (running_) return "the guest is replicated (keelctl replica-status; replica-stop ends it)";
+  if (sender_ && sender_->info().guest_held()) {
+    return "the guest waits after a failed replication: the passive may run it "
+           "(keelctl replica-status; replica-stop runs it on here)";
+  }
+  return "";
 }
 
 void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply reply) {
@@ -62,6 +73,9 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
                                     std::to_string(settings.epoch.count()) + " ms, max " +
                                     std::to_string(settings.max_epoch.count()) + " ms"));
   }
+
+  settings.run_permit = std::chrono::milliseconds(
+      std::max<int64_t>(kDefaultRunPermitMs, settings.max_epoch.count() + kPermitBeyondEpochMs));
 
   std::lock_guard guard(mutex_);
   if (running_)
@@ -138,11 +152,22 @@ void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply re
     }
     case pb::Request::kReplicaStop: {
       std::shared_ptr<ReplicaSender> sender;
+      bool running = false;
       {
         std::lock_guard guard(mutex_);
-        if (running_) sender = sender_;
+        sender = sender_;
+        running = running_;
       }
-      if (!sender) return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not replicating"));
+      if (sender && !running && sender->info().guest_held()) {
+        // A failed replication's guest waits: it runs on here.
+        if (std::string why = sender->run_on(); !why.empty())
+          return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
+        pb::Response response;
+        *response.mutable_replica_stop() = sender->info();
+        return reply(info_response(std::move(response)));
+      }
+      if (!sender || !running)
+        return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not replicating"));
       if (std::string why = sender->stop(); !why.empty())
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
       pb::Response response;

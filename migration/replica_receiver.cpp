@@ -18,9 +18,19 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// The active checkpoints at least every half second (its longest epoch);
-// silence this long means it is gone or cut off.
+// Until the first epoch: silence this long means the active is gone or cut
+// off (there is nothing to take over yet).
 constexpr auto kStreamTimeout = std::chrono::seconds(10);
+// The active's run permits this keeps to: its guest runs at most this long
+// after this side last received from it.
+constexpr uint32_t kLeastRunPermitMs = 100;
+constexpr uint32_t kLongestRunPermitMs = 60000;
+
+// After a silence this long the active's guest surely waits (its permit
+// ran out, and the margin covers the active's late timer): the copy may run.
+std::chrono::milliseconds takeover_after(uint32_t run_permit_ms) {
+  return std::chrono::milliseconds(run_permit_ms + std::max<uint32_t>(250, run_permit_ms / 2));
+}
 
 uint64_t ms_since(Clock::time_point t) {
   return static_cast<uint64_t>(
@@ -79,6 +89,12 @@ std::unique_ptr<Machine> ReplicaReceiver::accept(const std::atomic<bool>& stop,
 void ReplicaReceiver::open_disks(std::span<const uint8_t> hello_bytes, Machine& machine) {
   migration::v1::Hello hello;
   hello.ParseFromArray(hello_bytes.data(), static_cast<int>(hello_bytes.size()));
+  if (hello.run_permit_ms() < kLeastRunPermitMs || hello.run_permit_ms() > kLongestRunPermitMs) {
+    throw InputError("the active's run permit is " + std::to_string(hello.run_permit_ms()) +
+                     " ms, not within " + std::to_string(kLeastRunPermitMs) + " to " +
+                     std::to_string(kLongestRunPermitMs) + " ms (an older keel-vmm?)");
+  }
+  takeover_after_ = takeover_after(hello.run_permit_ms());
   const auto& disks = machine.config().disks();
   if (hello.disk_bytes_size() != disks.size()) {
     throw StreamError("the hello names " + std::to_string(hello.disk_bytes_size()) +
@@ -137,6 +153,9 @@ pb::ReplicaInfo ReplicaReceiver::info() const {
   info.set_peer(peer_);
   info.set_epoch(epoch_);
   if (epoch_ != 0) info.set_last_ack_age_ms(ms_since(committed_at_));
+  info.set_takeover_after_ms(static_cast<uint32_t>(takeover_after_.count()));
+  if (channel_ && channel_->last_received() != Clock::time_point{})
+    info.set_silent_ms(ms_since(channel_->last_received()));
   info.set_last_epoch_us(last_epoch_us_);
   info.set_last_epoch_pages(last_epoch_pages_);
   info.set_error(error_);
@@ -175,6 +194,8 @@ void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
     phase_ = pb::REPLICA_PHASE_PROTECTED;
   }
   epochs.committed();
+  // A copy that may run: the active's silence from now on is a fault.
+  if (epoch.number == 1) channel_->set_timeout(takeover_after_);
   mpb::EpochAck ack;
   ack.set_epoch(epoch.number);
   channel_->send(FrameType::kEpochAck, ack);

@@ -9,8 +9,9 @@
 // The copy runs only on a takeover (keelctl takeover, from whoever knows
 // the active cannot run any more: this process cannot tell a dead active
 // from a cut link) or a switchover (the active's Go after a last epoch).
-// A stream lost after the first epoch leaves the copy waiting for either,
-// or for kill; one lost before it stops the process (nothing to take over).
+// A stream lost after the first epoch (or silent for the active's run
+// permit and a margin: its guest waits then) leaves the copy waiting for
+// either, or for kill; one lost before it stops the process (nothing to take over).
 // The stream is untrusted: every frame, count and state is checked, and a
 // bad one ends it, naming the problem, with the last good epoch kept.
 #pragma once
@@ -81,6 +82,7 @@ class ReplicaReceiver {
   std::string address_;
   std::string peer_;
   std::unique_ptr<FrameChannel> channel_;
+  std::chrono::milliseconds takeover_after_{0};  // from the Hello's run permit
   Machine* machine_ = nullptr;
   std::thread thread_;
   // The replicated disks' copies, by index in the configuration (null: a

@@ -26,6 +26,10 @@ constexpr auto kConnectTimeout = std::chrono::seconds(10);
 // the guest runs on unprotected. Short, since protection is lost meanwhile;
 // long enough for a big epoch on a slow link.
 constexpr auto kStreamTimeout = std::chrono::seconds(10);
+// Once the passive holds a copy: an acknowledgement this late ends the
+// replication (the guest waits from the end of its permit on; a passive
+// that is gone costs it this long, one that is slow keeps it protected).
+constexpr auto kAckTimeout = std::chrono::seconds(3);
 constexpr auto kPauseTimeout = std::chrono::seconds(5);
 // The share of the guest's time a checkpoint's pause may take before the
 // epochs grow (the guest's slowdown), and below which they shrink again.
@@ -52,6 +56,7 @@ pb::ReplicaInfo ReplicaSender::info() const {
   const auto now = Clock::now();
   if (started_ != Clock::time_point{}) copy.set_elapsed_ms(us(now - started_) / 1000);
   if (last_ack_ != Clock::time_point{}) copy.set_last_ack_age_ms(us(now - last_ack_) / 1000);
+  copy.set_run_permit_ms(static_cast<uint32_t>(settings_.run_permit.count()));
   if (channel_) copy.set_bytes_sent(channel_->bytes_sent());
   return copy;
 }
@@ -73,6 +78,47 @@ std::string ReplicaSender::stop() {
   stopping_.store(true);
   stop_changed_.notify_all();
   return "";
+}
+
+std::string ReplicaSender::run_on() {
+  {
+    std::lock_guard guard(mutex_);
+    if (!held_) {
+      return info_.phase() == pb::REPLICA_PHASE_FAILED ? "the guest runs on here already"
+                                                       : "no failed replication holds the guest";
+    }
+    held_ = false;
+    info_.set_guest_held(false);
+    info_.set_error(info_.error() + "; it runs on here, unprotected (replica-stop)");
+  }
+  permit_->end();
+  MigratableMachine& machine = machine_;
+  machine.post([&machine] {
+    machine.hold_output(false);
+    machine.track_disk_writes(false);
+    machine.resume();
+  });
+  log::info("replica: the guest runs on here, unprotected");
+  return "";
+}
+
+void ReplicaSender::hold_guest(const std::string& why) {
+  permit_->revoke();
+  std::lock_guard guard(mutex_);
+  held_ = true;
+  info_.set_phase(pb::REPLICA_PHASE_FAILED);
+  info_.set_guest_held(true);
+  info_.set_error(why + "; the guest is paused here (the passive may run it from epoch " +
+                  std::to_string(info_.epoch()) +
+                  "): once it surely does not, replica-stop runs it on here unprotected");
+}
+
+void ReplicaSender::resume_if_permitted() {
+  MigratableMachine& machine = machine_;
+  on_event_loop<bool>(machine, [&machine] {
+    machine.resume();
+    return true;
+  });
 }
 
 std::vector<uint64_t> ReplicaSender::open_disks() {
@@ -138,7 +184,8 @@ void ReplicaSender::connect_and_copy() {
     std::lock_guard guard(mutex_);
     channel_ = std::make_unique<FrameChannel>(std::move(socket), "the passive", kStreamTimeout);
   }
-  send_hello(*channel_, machine_, true, open_disks());
+  send_hello(*channel_, machine_, true, open_disks(),
+             static_cast<uint32_t>(settings_.run_permit.count()));
   // The checkpoints run code this process may not have run yet.
   machine_.rehearse_state();
   set_phase(pb::REPLICA_PHASE_SYNCING);
@@ -165,6 +212,7 @@ void ReplicaSender::connect_and_copy() {
                       frame_name(answer.type));
   }
   bitmap_.assign(memory.dirty().words(), 0);
+  channel_->set_timeout(std::chrono::duration_cast<std::chrono::milliseconds>(kAckTimeout));
 }
 
 std::string ReplicaSender::switchover() {
@@ -197,6 +245,13 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
     }
   }
   const Clock::time_point stopped = parked_future.get();
+  // The passive can run nothing before this checkpoint's epoch, which it
+  // receives after now.
+  if (!permit_) {
+    permit_ = std::make_unique<RunPermit>(machine, settings_.run_permit);
+    permit_->grant_from(stopped);
+  }
+  RunPermit& permit = *permit_;
   // On the event loop, in one go: the devices quiesce and save (what they
   // write meanwhile is in the VMM's marks), then the pages written since
   // the last checkpoint are harvested and copied, then the guest runs on.
@@ -231,7 +286,8 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
       machine.resume();
       throw;
     }
-    if (!last) machine.resume();
+    // Past its permit the guest waits for the acknowledgement.
+    if (!last && permit.may_resume()) machine.resume();
     return captured;
   });
   paused_ = last;
@@ -258,6 +314,9 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   end.set_disk_blocks(blocks);
   end.set_zero_disk_blocks(zero_blocks);
   end.set_length_us(last_checkpoint_ == Clock::time_point{} ? 0 : us(stopped - last_checkpoint_));
+  // The passive receives this frame after now: from its ack on, the guest
+  // may run until now plus the permit.
+  const auto heard = Clock::now();
   channel_->send(FrameType::kEpoch, end);
 
   FrameChannel::Frame answer = channel_->receive();
@@ -279,6 +338,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   }
   const auto acked = Clock::now();
   machine.post([&machine, epoch] { machine.release_output(epoch); });
+  if (permit.grant_from(heard) && !last) resume_if_permitted();
   const uint64_t bytes = channel_->bytes_sent() - sent_before;
   {
     std::lock_guard guard(mutex_);
@@ -444,19 +504,10 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       if (!told) first(copy);
       return copy;
     }
-    if (paused_) {
-      // A switchover's last checkpoint left it stopped: it runs on here.
-      try {
-        MigratableMachine& machine = machine_;  // its disks were not let go yet
-        on_event_loop<bool>(machine, [&machine] {
-          machine.resume();
-          return true;
-        });
-      } catch (const std::exception& resume_error) {
-        log::error(std::string("could not resume the guest after a failed switchover: ") +
-                   resume_error.what());
-      }
-    }
+    // After the first checkpoint the passive may run the guest: it waits
+    // here (before the passive can see the stream end) until told.
+    const bool hold = permit_ && !stopped;
+    if (hold) hold_guest(message);
     if (channel_ && !channel_->is_shut_down()) {
       try {
         mpb::Verdict why;
@@ -467,12 +518,28 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
         // The passive is gone already.
       }
     }
+    if (hold) {
+      dirty_log_.reset();
+      if (channel_) channel_->shutdown();
+      pb::ReplicaInfo outcome = info();
+      if (!told) first(outcome);
+      return outcome;
+    }
     std::lock_guard guard(mutex_);
     info_.set_phase(stopped ? pb::REPLICA_PHASE_STOPPED : pb::REPLICA_PHASE_FAILED);
     if (!stopped) info_.set_error(message + "; the guest runs on here, unprotected");
   }
   dirty_log_.reset();
   if (channel_) channel_->shutdown();
+  // Ended on purpose (the passive was told), or before the passive held a
+  // copy: the guest runs on, also if its permit had paused it.
+  if (permit_ && (permit_->end() || paused_)) {
+    try {
+      resume_if_permitted();
+    } catch (const std::exception& e) {
+      log::error(std::string("could not resume the guest after the replication: ") + e.what());
+    }
+  }
   // Unprotected from here: the output held goes, and goes on unheld.
   MigratableMachine& machine = machine_;
   machine.post([&machine] {

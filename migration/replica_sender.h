@@ -18,8 +18,14 @@
 // note them; quiescing finished every request), read back from the image
 // and sent with the epoch, so the passive's disk matches its memory.
 //
-// Any failure (the passive dies, refuses, stops answering) ends the
-// replication with the guest running on here, unprotected; info() says why.
+// The guest runs only within its run permit (migration/run_permit.h), which
+// each acknowledgement renews: a passive that stops answering may take the
+// guest over, so the guest here waits for it. Any failure after the first
+// checkpoint (the passive dies, refuses, stops answering) ends the
+// replication with the guest paused here and its unacknowledged output
+// held (FAILED, guest_held): the passive may run the guest from its last
+// epoch, and only whoever can tell which copy may run (keel-agent, through
+// etcd) lets this one run on unprotected (run_on(), keelctl replica-stop).
 // A switchover is a live migration's handover after a last checkpoint,
 // its epoch begun with pre-copy rounds while the guest runs: its pause is
 // that checkpoint, the rest of the epoch's transfer and the go/running
@@ -38,6 +44,7 @@
 #include "common/tcp_endpoint.h"
 #include "common/unique_fd.h"
 #include "migration/epoch_pages.h"
+#include "migration/run_permit.h"
 #include "migration/stream/frame_channel.h"
 #include "proto/control.pb.h"
 #include "vmm/migratable_machine.h"
@@ -48,7 +55,10 @@ struct ReplicaSettings {
   TcpEndpoint to;
   std::chrono::milliseconds epoch{30};
   std::chrono::milliseconds min_epoch{10};
-  std::chrono::milliseconds max_epoch{500};
+  std::chrono::milliseconds max_epoch{250};
+  // How long the guest may run after the passive last surely heard from
+  // it (run_permit.h); longer than an epoch and its acknowledgement.
+  std::chrono::milliseconds run_permit{500};
 };
 
 class ReplicaSender {
@@ -63,6 +73,9 @@ class ReplicaSender {
   // From any thread: ends the replication (the passive is told). Empty
   // when done, else why not.
   std::string stop();
+  // After a failure (FAILED, guest_held): the guest runs on here,
+  // unprotected, its held output let go. Empty when done, else why not.
+  std::string run_on();
   // From any thread: a planned handover at the next checkpoint (the guest
   // stays stopped, the passive runs it from that epoch; run() then returns
   // SWITCHED_OVER and the machine is handed over). Empty when begun.
@@ -82,11 +95,18 @@ class ReplicaSender {
   void hand_over(uint64_t epoch, std::chrono::steady_clock::time_point stopped);
   void adapt_target(std::chrono::steady_clock::duration pause);
   void set_phase(api::v1::ReplicaPhase phase);
+  // On the sender's thread after a failure: the guest paused (if the first
+  // checkpoint made a copy the passive may run), the phase FAILED.
+  void hold_guest(const std::string& why);
+  // After an acknowledgement renewed the permit: the guest the permit
+  // paused runs again.
+  void resume_if_permitted();
 
   MigratableMachine& machine_;
   const ReplicaSettings settings_;
   std::unique_ptr<FrameChannel> channel_;
   std::unique_ptr<kvm::DirtyLog> dirty_log_;
+  std::unique_ptr<RunPermit> permit_;  // from the first checkpoint on
   EpochPages staged_;
   // The replicated disks (writable ones), read back from their images: the
   // first copy whole, then each epoch's written blocks.
@@ -115,6 +135,7 @@ class ReplicaSender {
   std::atomic<bool> switching_{false};
   bool go_sent_ = false;
   bool paused_ = false;  // the last checkpoint left the guest stopped
+  bool held_ = false;    // failed: the guest waits for run_on() or the passive
   mutable std::mutex mutex_;
   std::condition_variable stop_changed_;
   api::v1::ReplicaInfo info_;

@@ -9,7 +9,7 @@ namespace mpb = ::keel::migration::v1;
 namespace st = ::keel::state::v1;
 
 void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica,
-                const std::vector<uint64_t>& disk_bytes) {
+                const std::vector<uint64_t>& disk_bytes, uint32_t run_permit_ms) {
   const st::VmState ours =
       on_event_loop<st::VmState>(machine, [&machine] { return machine.shape(); });
   mpb::Hello hello;
@@ -21,6 +21,7 @@ void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica,
   hello.set_memory_bytes(machine.guest_memory().size());
   hello.set_replica(replica);
   for (uint64_t bytes : disk_bytes) hello.add_disk_bytes(bytes);
+  hello.set_run_permit_ms(run_permit_ms);
   channel.send_magic();
   channel.send(FrameType::kHello, hello);
   mpb::Verdict verdict;

@@ -18,9 +18,9 @@ namespace keel::migration {
 // Source side, on a connected channel: magic, Hello (the shape taken on the
 // machine's event loop), then the destination's Verdict. InputError when it
 // refused (its reason quoted), StreamError when the stream broke.
-// `disk_bytes`: a replica stream's replicated disks' sizes (Hello.disk_bytes).
+// `disk_bytes`, `run_permit_ms`: a replica stream's (Hello's fields).
 void send_hello(FrameChannel& channel, MigratableMachine& machine, bool replica,
-                const std::vector<uint64_t>& disk_bytes = {});
+                const std::vector<uint64_t>& disk_bytes = {}, uint32_t run_permit_ms = 0);
 
 // Destination side: the machine built from the Hello frame `hello` (its
 // configuration with this command line's disks and taps), shape-checked,

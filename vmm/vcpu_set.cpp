@@ -130,6 +130,13 @@ void VcpuSet::request_pause(std::function<void()> all_parked) {
     pause_requested_.store(true, std::memory_order_seq_cst);
     if (parked_ == threads_.size()) {
       now = std::move(all_parked);
+    } else if (all_parked_) {
+      // A second asker while the first waits (an HA run permit running out
+      // during a checkpoint's pause): both are told.
+      all_parked_ = [first = std::move(all_parked_), second = std::move(all_parked)] {
+        first();
+        second();
+      };
     } else {
       all_parked_ = std::move(all_parked);
     }

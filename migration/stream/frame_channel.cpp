@@ -11,7 +11,12 @@
 namespace keel::migration {
 
 FrameChannel::FrameChannel(UniqueFd socket, std::string peer, std::chrono::milliseconds timeout)
-    : socket_(std::move(socket)), peer_(std::move(peer)), timeout_(timeout) {
+    : socket_(std::move(socket)), peer_(std::move(peer)) {
+  set_timeout(timeout);
+}
+
+void FrameChannel::set_timeout(std::chrono::milliseconds timeout) {
+  timeout_ = timeout;
   // A peer that stops reading: a send waits this long, then fails.
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(timeout_.count() / 1000);
@@ -109,6 +114,8 @@ void FrameChannel::read_exact(uint8_t* into, size_t length, const char* what) {
                                   : std::string(" in the middle of ") + what));
     }
     got += static_cast<size_t>(r);
+    last_received_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                         std::memory_order_relaxed);
     received_ += static_cast<uint64_t>(r);
   }
 }

@@ -50,6 +50,16 @@ class FrameChannel {
   // instead), parsed into `message` (StreamError when it does not parse).
   void receive_message(FrameType type, google::protobuf::MessageLite& message);
 
+  // The time limit of every later wait (a replica's passive shortens it
+  // once it holds a copy: silence then means the active may be gone).
+  void set_timeout(std::chrono::milliseconds timeout);
+  // When bytes last came in (the epoch of steady_clock before any did);
+  // any thread.
+  std::chrono::steady_clock::time_point last_received() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_received_.load(std::memory_order_relaxed)));
+  }
+
   void shutdown();
   bool is_shut_down() const { return shut_down_.load(); }
   uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }
@@ -66,6 +76,7 @@ class FrameChannel {
   std::atomic<bool> shut_down_{false};
   bool held_ = false;
   std::atomic<uint64_t> sent_{0};
+  std::atomic<std::chrono::steady_clock::rep> last_received_{0};
   uint64_t received_ = 0;
   std::vector<uint8_t> buffer_;
   std::string encoded_;

@@ -4,7 +4,9 @@
 // passive taking over from its last epoch, the guest carrying on without a
 // reboot and its memory checked whole by the guest itself; output commit
 // (a UDP echo's answers held until the passive acknowledged their epoch);
-// the passive killed (the active's guest runs on, unprotected), a new
+// the passive stopped (the active's guest waits past its run permit, and
+// beats on once the passive answers again) and killed (the guest waits
+// until replica-stop runs it on, unprotected), a new
 // passive synced, replica-stop (the passive drops its copy); a disk
 // replicated into the passive's own image, matching its memory after a
 // takeover; and the refusals.
@@ -317,18 +319,51 @@ TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
         << refused.error().message();
   }
 
-  // The passive dies: the guest runs on here, and status says it is unprotected.
+  // The passive dies: the guest waits here (the passive might have run it),
+  // its status says so, and replica-stop runs it on, unprotected.
   Passive first = passive();
   pb::Response started = call(active, {"replicate", first.address}, seconds(600));
   ASSERT_TRUE(started.ok()) << started.error().message() << first.vmm->describe();
   pb::Response busy = call(active, {"replicate", first.address});
   EXPECT_EQ(busy.error().code(), pb::ERROR_CODE_BUSY) << busy.error().message();
+
+  // The passive stops answering: past the run permit the guest waits for it
+  // (the passive might take over), and beats on once it answers again.
+  const uint32_t permit_ms = started.replicate().run_permit_ms();
+  EXPECT_GE(permit_ms, 500u);
+  ASSERT_EQ(::kill(first.vmm->pid(), SIGSTOP), 0);
+  const auto silenced = std::chrono::steady_clock::now();
+  // The guest's own view, polled: paused (a checkpoint's pause is as long
+  // as a status call at most, so the permit's is the one seen after it).
+  std::this_thread::sleep_for(milliseconds(permit_ms + 200));
+  EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
+  const uint64_t waiting = last_beat(active);
+  std::this_thread::sleep_for(milliseconds(700));  // no beat while it waits
+  EXPECT_EQ(last_beat(active), waiting) << active.describe();
+  EXPECT_LT(std::chrono::steady_clock::now() - silenced, seconds(3))
+      << "the window outlasted the active's wait for an acknowledgement";
+  ASSERT_EQ(::kill(first.vmm->pid(), SIGCONT), 0);
+  ASSERT_TRUE(active.wait_line("testos: beat seq=" + std::to_string(waiting + 3) + " "))
+      << active.describe();
+  EXPECT_EQ(call(active, {"replica-status"}).replica_status().phase(), pb::REPLICA_PHASE_PROTECTED);
+
   ASSERT_EQ(::kill(first.vmm->pid(), SIGKILL), 0);
   pb::ReplicaInfo lost = replica_until(
       active, [](const pb::ReplicaInfo& i) { return i.phase() == pb::REPLICA_PHASE_FAILED; },
       seconds(60));
   EXPECT_EQ(lost.phase(), pb::REPLICA_PHASE_FAILED);
-  EXPECT_NE(lost.error().find("unprotected"), std::string::npos) << lost.error();
+  EXPECT_TRUE(lost.guest_held());
+  EXPECT_NE(lost.error().find("the guest is paused here"), std::string::npos) << lost.error();
+  EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
+  pb::Response held = call(active, {"replicate", first.address});
+  EXPECT_EQ(held.error().code(), pb::ERROR_CODE_BUSY) << held.error().message();
+  EXPECT_NE(held.error().message().find("failed replication"), std::string::npos)
+      << held.error().message();
+  pb::Response run_on = call(active, {"replica-stop"});
+  ASSERT_TRUE(run_on.ok()) << run_on.error().message();
+  EXPECT_FALSE(run_on.replica_stop().guest_held());
+  EXPECT_NE(run_on.replica_stop().error().find("unprotected"), std::string::npos)
+      << run_on.replica_stop().error();
   const uint64_t beat = last_beat(active);
   ASSERT_TRUE(active.wait_line("testos: beat seq=" + std::to_string(beat + 5) + " "))
       << active.describe();

@@ -133,8 +133,20 @@ std::string describe_replica(const control::ReplicaInfo& info) {
              std::to_string(info.last_epoch_pages()) + " pages in the last, which ran " +
              us_as_ms(info.last_epoch_us()));
   }
+  if (passive && info.takeover_after_ms() != 0) {
+    line(out, "active:",
+         "last heard " + human_duration_ms(info.silent_ms()) +
+             " ago; its guest surely waits after " + human_duration_ms(info.takeover_after_ms()) +
+             " of silence");
+  }
   if (!passive) {
     line(out, "target:", std::to_string(info.epoch_target_ms()) + " ms per epoch");
+    if (info.run_permit_ms() != 0) {
+      line(out, "permit:",
+           "the guest runs at most " + std::to_string(info.run_permit_ms()) +
+               " ms past the passive's last acknowledged epoch" +
+               (info.guest_held() ? "; it waits now (replica-stop runs it on, unprotected)" : ""));
+    }
     line(out, "pauses:",
          "last " + us_as_ms(info.last_pause_us()) + ", longest " + us_as_ms(info.max_pause_us()));
     char share[64];
@@ -225,6 +237,8 @@ std::string describe_result(const control::Response& response) {
     case control::Response::kReplicaStatus:
       return describe_replica(response.replica_status());
     case control::Response::kReplicaStop:
+      if (response.replica_stop().phase() == control::REPLICA_PHASE_FAILED)
+        return "the guest the failed replication held runs on here, unprotected\n";
       return "replication ends after the epoch under way; the guest runs on here, unprotected\n";
     case control::Response::kSwitchover:
       return "switched over: the guest runs at " + response.switchover().peer() + " (paused " +

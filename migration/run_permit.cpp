@@ -1,0 +1,84 @@
+#include "migration/run_permit.h"
+
+#include <utility>
+
+#include "common/log.h"
+#include "vmm/jail/syscall_filter.h"
+
+namespace keel::migration {
+
+RunPermit::RunPermit(MigratableMachine& machine, std::chrono::milliseconds length)
+    : machine_(machine), length_(length) {
+  watcher_ = std::thread([this] {
+    jail::confine_thread(jail::ThreadKind::kWorker, "run permit");
+    watch();
+  });
+}
+
+RunPermit::~RunPermit() {
+  end();
+  watcher_.join();
+}
+
+bool RunPermit::grant_from(Clock::time_point heard) {
+  std::lock_guard guard(mutex_);
+  granted_ = true;
+  until_ = heard + length_;
+  changed_.notify_all();
+  if (!paused_guest_ || Clock::now() >= until_) return false;
+  paused_guest_ = false;
+  return true;
+}
+
+bool RunPermit::may_resume() {
+  std::lock_guard guard(mutex_);
+  if (!granted_ || ended_ || Clock::now() < until_) return true;
+  paused_guest_ = true;  // the watch need not pause it again
+  return false;
+}
+
+void RunPermit::revoke() {
+  {
+    std::lock_guard guard(mutex_);
+    granted_ = true;
+    until_ = Clock::time_point{};
+    paused_guest_ = true;
+    changed_.notify_all();
+  }
+  // Asked before the caller goes on (the pause is requested when this
+  // returns; the vCPUs park as soon as they leave the guest).
+  machine_.request_pause([] {});
+}
+
+bool RunPermit::end() {
+  std::lock_guard guard(mutex_);
+  ended_ = true;
+  changed_.notify_all();
+  return std::exchange(paused_guest_, false);
+}
+
+void RunPermit::watch() {
+  std::unique_lock lock(mutex_);
+  while (!ended_) {
+    if (!granted_ || paused_guest_) {
+      changed_.wait(lock);
+      continue;
+    }
+    if (Clock::now() < until_) {
+      changed_.wait_until(lock, until_);
+      continue;
+    }
+    // Past the permit: the passive may take over soon. Only kicks go out
+    // from here; the vCPUs park as soon as they leave the guest.
+    paused_guest_ = true;
+    const auto late = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - until_);
+    lock.unlock();
+    machine_.request_pause([] {});
+    log::info("replica: no acknowledgement within the run permit (" +
+              std::to_string(length_.count()) + " ms, " + std::to_string(late.count()) +
+              " ms late): the guest waits");
+    lock.lock();
+  }
+}
+
+}  // namespace keel::migration
