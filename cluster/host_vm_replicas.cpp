@@ -226,6 +226,12 @@ void HostVms::keep_protection(const std::string& name) {
     return;
   }
   const bool running = info.role() == pb::REPLICA_ROLE_ACTIVE && replicating(info.phase());
+  if (info.role() == pb::REPLICA_ROLE_ACTIVE && info.guest_held()) {
+    // The stream failed while the passive held a copy: one of the two
+    // runs, as etcd decides.
+    run_held_guest_on(name, generation);
+    return;
+  }
   if (info.role() == pb::REPLICA_ROLE_ACTIVE && !running) {
     // The stream failed and the guest ran on here, unprotected: the
     // passive's copy is stale from now on, and must never be run.
@@ -418,7 +424,16 @@ void HostVms::keep_replica(const std::string& name) {
     return;
   }
   if (owner->host() == held.active) {
-    if (!owner->migrating_to().empty() || owner->generation() == held.generation) return;
+    if (!owner->migrating_to().empty()) return;
+    if (owner->generation() == held.generation) {
+      // The active's host holds the VM yet, but its stream went silent
+      // past the active's run permit: its guest waits there (or its host
+      // is gone), so the copy runs here; etcd decides against the active's
+      // agent letting its guest run on.
+      if (replica_info(name).phase() == pb::REPLICA_PHASE_FAILED)
+        fail_over(name, held.active, held.generation);
+      return;
+    }
     // The active took the VM again after its fence (the next generation):
     // the same guest while its stream still runs; else the copy is stale.
     if (replica_info(name).phase() != pb::REPLICA_PHASE_PROTECTED) {
@@ -460,6 +475,18 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   if (!work.held()) return false;  // a replica() under way: looked at again next time
   auto etcd = context_.etcd();
   const pb::ReplicaInfo info = replica_info(name);
+  int64_t owner_revision = 0;
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
+  if (owner) {
+    // Its host holds the VM: only after a silence past the active's run
+    // permit (a stream that merely broke may leave its guest running
+    // until then), and at the generation the replica was made for.
+    if (owner->host() != active || owner->generation() != generation ||
+        !owner->migrating_to().empty() || info.phase() != pb::REPLICA_PHASE_FAILED ||
+        info.takeover_after_ms() == 0 || info.silent_ms() < info.takeover_after_ms()) {
+      return false;
+    }
+  }
   // Read only when the stream has not said already that the active is gone.
   const bool active_alive = info.phase() != pb::REPLICA_PHASE_FAILED &&
                             info.phase() != pb::REPLICA_PHASE_SWITCHED_OVER &&
@@ -514,7 +541,8 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
                            active + " to " + context_.host + " at " + next.since() + " (epoch " +
                            std::to_string(info.epoch()) + ")");
   etcdserverpb::TxnRequest txn;
-  *txn.add_compare() = EtcdClient::key_absent(kOwnersPrefix + name);
+  *txn.add_compare() = owner ? EtcdClient::key_mod_revision(kOwnersPrefix + name, owner_revision)
+                             : EtcdClient::key_absent(kOwnersPrefix + name);
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, vm_revision);
   *txn.add_compare() = EtcdClient::key_mod_revision(kReplicasPrefix + name, mark->mod_revision);
   // A live migration's destination holds the VM while the mark stands.
@@ -534,7 +562,9 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   log::info("VM " + name + " " + record.ha_last_event() + "; generation " +
             std::to_string(next.generation()) + " (the replica was made at " +
             std::to_string(generation) + ")" +
-            (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone" : ""));
+            (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone"
+             : owner ? "; its active was silent for " + std::to_string(info.silent_ms()) + " ms"
+                     : ""));
   return true;
 }
 
@@ -567,6 +597,27 @@ void HostVms::withdraw_replica_mark(const std::string& name) {
   if (etcd->txn(txn).succeeded()) {
     log::info("VM " + name + ": its replica is stale (the guest ran on without it): withdrawn");
   }
+}
+
+bool HostVms::run_held_guest_on(const std::string& name, uint64_t generation) {
+  auto etcd = context_.etcd();
+  int64_t owner_revision = 0;
+  auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
+  if (!owner || owner->host() != context_.host || owner->generation() != generation) return false;
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = EtcdClient::key_mod_revision(kOwnersPrefix + name, owner_revision);
+  if (auto mark = etcd->get(kReplicasPrefix + name)) {
+    *txn.add_compare() = EtcdClient::key_mod_revision(mark->key, mark->mod_revision);
+    *txn.add_success() = EtcdClient::delete_op(mark->key);
+  } else {
+    *txn.add_compare() = EtcdClient::key_absent(kReplicasPrefix + name);
+  }
+  if (!etcd->txn(txn).succeeded()) return false;
+  stop_replication(name);
+  log::warning("VM " + name +
+               ": its replica stream failed; the replica withdrawn, the guest runs on here "
+               "unprotected");
+  return true;
 }
 
 HostVms::NameHold::NameHold(HostVms& vms, std::set<std::string>& names, const std::string& name)

@@ -188,6 +188,11 @@ class HostVms {
   bool run_copy(const std::string& name, const std::string& active);
   // On the active: the Replica record goes, so that its copy never runs.
   void withdraw_replica_mark(const std::string& name);
+  // The active's guest waits after its stream failed (guest_held): while
+  // this host still owns the VM at `generation`, the replica's mark goes in
+  // one transaction (the passive can no longer take over) and the guest
+  // runs on unprotected. False when the passive took the VM first.
+  bool run_held_guest_on(const std::string& name, uint64_t generation);
   // Ends the VM's replication from here (the passive is told).
   static void stop_replication(const std::string& name);
   // Ends the VM's replication (if any) and waits until it has; the caller
