@@ -474,6 +474,7 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   NameHold work(*this, replica_work_, name);
   if (!work.held()) return false;  // a replica() under way: looked at again next time
   auto etcd = context_.etcd();
+  const auto began = Clock::now();
   const pb::ReplicaInfo info = replica_info(name);
   int64_t owner_revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
@@ -558,13 +559,21 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   std::error_code ignored;
   fs::remove(storage::vm_run_dir(name) / "replica", ignored);
   own(name, next.generation());
+  const auto taken = Clock::now();
   if (!switched && !run_copy(name, active)) return false;
+  // Where a failover's time goes: the stream's silence (the detection),
+  // etcd (the record taken), the copy's takeover.
+  auto ms = [](Clock::duration d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
   log::info("VM " + name + " " + record.ha_last_event() + "; generation " +
             std::to_string(next.generation()) + " (the replica was made at " +
             std::to_string(generation) + ")" +
             (info.phase() == pb::REPLICA_PHASE_PROTECTED ? "; its active host is gone"
              : owner ? "; its active was silent for " + std::to_string(info.silent_ms()) + " ms"
-                     : ""));
+                     : "") +
+            "; etcd took " + ms(taken - began) + " ms, the takeover " + ms(Clock::now() - taken) +
+            " ms");
   return true;
 }
 
