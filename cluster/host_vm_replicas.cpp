@@ -645,6 +645,20 @@ void HostVms::end_replication(const std::string& name) {
   const auto until = Clock::now() + std::chrono::seconds(20);
   for (;;) {
     const pb::ReplicaInfo info = replica_info(name);
+    if (info.role() == pb::REPLICA_ROLE_ACTIVE && info.guest_held()) {
+      // Its stream failed (or the passive did not confirm the end): the
+      // guest runs on here only if etcd says the passive did not take it.
+      std::optional<uint64_t> generation;
+      {
+        std::lock_guard lock(mutex_);
+        if (auto it = generations_.find(name); it != generations_.end()) generation = it->second;
+      }
+      if (generation && run_held_guest_on(name, *generation)) continue;
+      throw AgentError(AgentError::Code::kFailedPrecondition,
+                       "VM " + name +
+                           ": its replica stream failed and its passive may have taken it over "
+                           "(keelctl vm ha status)");
+    }
     if (info.role() != pb::REPLICA_ROLE_ACTIVE || !replicating(info.phase())) return;
     if (Clock::now() > until) {
       throw AgentError(AgentError::Code::kUnavailable,

@@ -194,8 +194,13 @@ void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
     phase_ = pb::REPLICA_PHASE_PROTECTED;
   }
   epochs.committed();
-  // A copy that may run: the active's silence from now on is a fault.
-  if (epoch.number == 1) channel_->set_timeout(takeover_after_);
+  // A copy that may run: the active's silence from now on is a fault;
+  // after a switchover's last epoch its guest stays stopped until Go.
+  if (epoch.last) {
+    channel_->set_timeout(std::chrono::duration_cast<std::chrono::milliseconds>(kStreamTimeout));
+  } else if (epoch.number == 1) {
+    channel_->set_timeout(takeover_after_);
+  }
   mpb::EpochAck ack;
   ack.set_epoch(epoch.number);
   channel_->send(FrameType::kEpochAck, ack);

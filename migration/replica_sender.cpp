@@ -31,6 +31,9 @@ constexpr auto kStreamTimeout = std::chrono::seconds(10);
 // that is gone costs it this long, one that is slow keeps it protected).
 constexpr auto kAckTimeout = std::chrono::seconds(3);
 constexpr auto kPauseTimeout = std::chrono::seconds(5);
+// A passive told the replication ended closes the stream as it drops its
+// copy; one that does not within this long may still run it.
+constexpr auto kDropConfirmTimeout = std::chrono::seconds(5);
 // The share of the guest's time a checkpoint's pause may take before the
 // epochs grow (the guest's slowdown), and below which they shrink again.
 constexpr double kPauseShareHigh = 0.05;
@@ -115,10 +118,16 @@ void ReplicaSender::hold_guest(const std::string& why) {
 
 void ReplicaSender::resume_if_permitted() {
   MigratableMachine& machine = machine_;
-  on_event_loop<bool>(machine, [&machine] {
-    machine.resume();
-    return true;
+  RunPermit& permit = *permit_;
+  on_event_loop<bool>(machine, [&machine, &permit] {
+    return permit.resume_if_valid([&machine] { machine.resume(); });
   });
+}
+
+bool ReplicaSender::passive_dropped_copy() {
+  if (!channel_ || channel_->is_shut_down()) return false;
+  return channel_->wait_closed(
+      std::chrono::duration_cast<std::chrono::milliseconds>(kDropConfirmTimeout));
 }
 
 std::vector<uint64_t> ReplicaSender::open_disks() {
@@ -236,10 +245,16 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   // Waited in slices: a machine that stops meanwhile never parks its vCPUs.
   while (parked_future.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
     if (stopping_.load() || Clock::now() - asked > kPauseTimeout) {
-      on_event_loop<bool>(machine, [&machine] {
-        machine.resume();
-        return true;
-      });
+      if (permit_) {
+        // The pause asked for stays: the end of the replication lifts it
+        // (stopped) or holds the guest (failed).
+        permit_->keep_paused();
+      } else {
+        on_event_loop<bool>(machine, [&machine] {
+          machine.resume();
+          return true;
+        });
+      }
       if (stopping_.load()) throw StreamError("stopped");
       throw std::runtime_error("a vCPU did not stop within 5 s");
     }
@@ -283,11 +298,11 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
       machine.close_output_epoch(epoch);
       if (epoch == 1) machine.hold_output(true);
     } catch (...) {
-      machine.resume();
+      permit.keep_paused();  // held, as after any failure
       throw;
     }
     // Past its permit the guest waits for the acknowledgement.
-    if (!last && permit.may_resume()) machine.resume();
+    if (!last) permit.resume_if_valid([&machine] { machine.resume(); });
     return captured;
   });
   paused_ = last;
@@ -314,6 +329,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   end.set_disk_blocks(blocks);
   end.set_zero_disk_blocks(zero_blocks);
   end.set_length_us(last_checkpoint_ == Clock::time_point{} ? 0 : us(stopped - last_checkpoint_));
+  end.set_last(last);
   // The passive receives this frame after now: from its ack on, the guest
   // may run until now plus the permit.
   const auto heard = Clock::now();
@@ -402,6 +418,10 @@ void ReplicaSender::precopy_last_epoch() {
 
 void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
   MigratableMachine& machine = machine_;
+  // The guest stays stopped here from now on: no permit needed, and the
+  // passive's answer may take as long as a migration's.
+  permit_->end();
+  channel_->set_timeout(std::chrono::duration_cast<std::chrono::milliseconds>(kStreamTimeout));
   // The passive's copy believes the last epoch's output was sent: it goes
   // now, before the guest runs there.
   on_event_loop<bool>(machine, [&machine, epoch] {
@@ -452,6 +472,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
     started_ = Clock::now();
   }
   bool told = false;
+  bool ended = false;  // on purpose (stop()), the passive told
   try {
     connect_and_copy();
     for (uint64_t epoch = 1;; ++epoch) {
@@ -487,7 +508,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
     } catch (const std::exception& e) {
       log::warning(std::string("could not tell the passive the replication ended: ") + e.what());
     }
-    set_phase(pb::REPLICA_PHASE_STOPPED);
+    ended = true;
   } catch (const std::exception& e) {
     const bool stopped = stopping_.load();
     const std::string message = e.what();
@@ -525,10 +546,24 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       if (!told) first(outcome);
       return outcome;
     }
-    std::lock_guard guard(mutex_);
-    info_.set_phase(stopped ? pb::REPLICA_PHASE_STOPPED : pb::REPLICA_PHASE_FAILED);
-    if (!stopped) info_.set_error(message + "; the guest runs on here, unprotected");
+    ended = stopped;
+    if (!stopped) {
+      std::lock_guard guard(mutex_);
+      info_.set_phase(pb::REPLICA_PHASE_FAILED);
+      info_.set_error(message + "; the guest runs on here, unprotected");
+    }
   }
+  // Ended on purpose after the passive held a copy: the guest runs on only
+  // once the passive dropped it (a cut-off passive never heard the end).
+  if (ended && permit_ && !passive_dropped_copy()) {
+    hold_guest("the replication was ended, and the passive did not close the stream within 5 s");
+    dirty_log_.reset();
+    if (channel_) channel_->shutdown();
+    pb::ReplicaInfo outcome = info();
+    if (!told) first(outcome);
+    return outcome;
+  }
+  if (ended) set_phase(pb::REPLICA_PHASE_STOPPED);
   dirty_log_.reset();
   if (channel_) channel_->shutdown();
   // Ended on purpose (the passive was told), or before the passive held a

@@ -26,6 +26,9 @@
 // held (FAILED, guest_held): the passive may run the guest from its last
 // epoch, and only whoever can tell which copy may run (keel-agent, through
 // etcd) lets this one run on unprotected (run_on(), keelctl replica-stop).
+// A replication ended on purpose (stop()) lets the guest run on once the
+// passive, told, closed the stream (it dropped its copy); a passive that
+// does not within 5 s may not have heard, and the guest is held so too.
 // A switchover is a live migration's handover after a last checkpoint,
 // its epoch begun with pre-copy rounds while the guest runs: its pause is
 // that checkpoint, the rest of the epoch's transfer and the go/running
@@ -101,6 +104,9 @@ class ReplicaSender {
   // After an acknowledgement renewed the permit: the guest the permit
   // paused runs again.
   void resume_if_permitted();
+  // After the end was sent: whether the passive closed the stream (it
+  // dropped its copy, or died) within 5 s.
+  bool passive_dropped_copy();
 
   MigratableMachine& machine_;
   const ReplicaSettings settings_;

@@ -1,5 +1,6 @@
 #include "migration/run_permit.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/log.h"
@@ -23,18 +24,26 @@ RunPermit::~RunPermit() {
 bool RunPermit::grant_from(Clock::time_point heard) {
   std::lock_guard guard(mutex_);
   granted_ = true;
-  until_ = heard + length_;
+  until_ = std::max(until_, heard + length_);
   changed_.notify_all();
-  if (!paused_guest_ || Clock::now() >= until_) return false;
+  return paused_guest_;
+}
+
+bool RunPermit::resume_if_valid(const std::function<void()>& resume) {
+  std::lock_guard guard(mutex_);
+  if (granted_ && !ended_ && Clock::now() >= until_) {
+    paused_guest_ = true;  // the watch need not pause it again
+    return false;
+  }
+  resume();
   paused_guest_ = false;
+  changed_.notify_all();
   return true;
 }
 
-bool RunPermit::may_resume() {
+void RunPermit::keep_paused() {
   std::lock_guard guard(mutex_);
-  if (!granted_ || ended_ || Clock::now() < until_) return true;
-  paused_guest_ = true;  // the watch need not pause it again
-  return false;
+  paused_guest_ = true;
 }
 
 void RunPermit::revoke() {
@@ -68,12 +77,13 @@ void RunPermit::watch() {
       changed_.wait_until(lock, until_);
       continue;
     }
-    // Past the permit: the passive may take over soon. Only kicks go out
-    // from here; the vCPUs park as soon as they leave the guest.
+    // Past the permit: the passive may take over soon. Asked under the
+    // lock (only kicks go out; the vCPUs park as soon as they leave the
+    // guest), so that no resume_if_valid decided before can undo it.
     paused_guest_ = true;
+    machine_.request_pause([] {});
     const auto late = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - until_);
     lock.unlock();
-    machine_.request_pause([] {});
     log::info("replica: no acknowledgement within the run permit (" +
               std::to_string(length_.count()) + " ms, " + std::to_string(late.count()) +
               " ms late): the guest waits");

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -30,17 +31,23 @@ class RunPermit {
   RunPermit& operator=(const RunPermit&) = delete;
 
   std::chrono::milliseconds length() const { return length_; }
-  // The guest may run until `heard + length`. True when the watch had
-  // paused it and it may run again now: the caller resumes it.
+  // The guest may run until `heard + length`. True when it waits for a
+  // resume (the watch or a checkpoint paused it): resume_if_valid, on the
+  // machine's event loop.
   bool grant_from(Clock::time_point heard);
-  // For a checkpoint about to resume the guest: whether it may run now
-  // (no permit granted yet: it may); if not, it is left to the next grant.
-  bool may_resume();
+  // `resume` (the machine's, on its event loop) runs only while the guest
+  // may run, decided under the permit's lock so that the watch's pause
+  // cannot come between; else the guest is left waiting for the next
+  // grant. True when it ran.
+  bool resume_if_valid(const std::function<void()>& resume);
+  // A pause the caller leaves in place (a checkpoint that failed): the
+  // permit takes it as its own, for end() or the next grant to lift.
+  void keep_paused();
   // The stream failed: the guest's pause is requested before this returns,
   // and it runs no more until end().
   void revoke();
-  // No permit any more: the watch stops pausing the guest. True when it
-  // had paused it (the caller resumes it).
+  // No permit any more: the watch stops pausing the guest. True when the
+  // guest waits for a resume (the caller resumes it).
   bool end();
 
  private:
@@ -52,7 +59,7 @@ class RunPermit {
   std::condition_variable changed_;
   bool granted_ = false;
   bool ended_ = false;
-  bool paused_guest_ = false;
+  bool paused_guest_ = false;  // waits for a resume the permit decides
   Clock::time_point until_;
   std::thread watcher_;
 };

@@ -90,6 +90,7 @@ EpochAssembler::Epoch EpochAssembler::complete(std::span<const uint8_t> payload)
   Epoch epoch;
   epoch.number = end.epoch();
   epoch.length_us = end.length_us();
+  epoch.last = end.last();
   epoch.pages = pages_ + zeros_;
   epoch.disk_blocks = blocks_ + zero_blocks_;
   epoch.frames = std::span<const Frame>(kept_.data(), frames_);

@@ -55,6 +55,7 @@ class EpochAssembler {
     uint64_t length_us = 0;
     uint64_t pages = 0;        // entries, zeros included
     uint64_t disk_blocks = 0;  // the same
+    bool last = false;         // a switchover's (Epoch.last)
     // Its page and disk block frames in order, each checked; empty for the
     // first epoch (written as they came).
     std::span<const Frame> frames;

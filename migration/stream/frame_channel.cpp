@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -22,6 +23,24 @@ void FrameChannel::set_timeout(std::chrono::milliseconds timeout) {
   tv.tv_sec = static_cast<time_t>(timeout_.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((timeout_.count() % 1000) * 1000);
   ::setsockopt(socket_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+bool FrameChannel::wait_closed(std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  std::array<uint8_t, 4096> scratch{};
+  for (;;) {
+    if (shut_down_.load()) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{socket_.get(), POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno != EINTR) return false;
+    if (n <= 0) continue;
+    const ssize_t r = ::recv(socket_.get(), scratch.data(), scratch.size(), 0);
+    if (r == 0) return !shut_down_.load();
+    if (r < 0 && errno != EINTR && errno != EAGAIN) return errno == ECONNRESET;
+  }
 }
 
 void FrameChannel::shutdown() {

@@ -60,6 +60,10 @@ class FrameChannel {
         std::chrono::steady_clock::duration(last_received_.load(std::memory_order_relaxed)));
   }
 
+  // Reads and drops whatever comes until the peer closes the connection
+  // (true) or `timeout` passes (false); false too once shut down here.
+  bool wait_closed(std::chrono::milliseconds timeout);
+
   void shutdown();
   bool is_shut_down() const { return shut_down_.load(); }
   uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }

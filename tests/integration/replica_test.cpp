@@ -7,7 +7,8 @@
 // the passive stopped (the active's guest waits past its run permit, and
 // beats on once the passive answers again) and killed (the guest waits
 // until replica-stop runs it on, unprotected), a new
-// passive synced, replica-stop (the passive drops its copy); a disk
+// passive synced, replica-stop (the passive drops its copy; one stopped
+// cannot, and the guest waits); a disk
 // replicated into the passive's own image, matching its memory after a
 // takeover; and the refusals.
 #include <gtest/gtest.h>
@@ -384,6 +385,22 @@ TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
       active, [](const pb::ReplicaInfo& i) { return i.phase() == pb::REPLICA_PHASE_STOPPED; },
       seconds(30));
   EXPECT_EQ(ended.phase(), pb::REPLICA_PHASE_STOPPED);
+
+  // A stop the passive cannot hear (it is stopped): it might run the copy
+  // yet, so the guest waits until replica-stop runs it on; the passive,
+  // going on, reads the end and drops its copy.
+  Passive third = passive();
+  started = call(active, {"replicate", third.address}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << third.vmm->describe();
+  ASSERT_EQ(::kill(third.vmm->pid(), SIGSTOP), 0);
+  ASSERT_TRUE(call(active, {"replica-stop"}).ok());
+  const pb::ReplicaInfo unheard = replica_until(
+      active, [](const pb::ReplicaInfo& i) { return i.guest_held(); }, seconds(60));
+  EXPECT_TRUE(unheard.guest_held()) << unheard.error();
+  EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
+  ASSERT_EQ(::kill(third.vmm->pid(), SIGCONT), 0);
+  EXPECT_EQ(third.vmm->wait_exit(seconds(60)), 0) << third.vmm->describe();
+  ASSERT_TRUE(call(active, {"replica-stop"}).ok());
 
   // Not busy any more: the guest pauses and resumes as before.
   EXPECT_TRUE(call(active, {"pause"}).ok());
