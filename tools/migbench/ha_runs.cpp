@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -224,14 +225,33 @@ RunFigures run_keel_switchover(const Workload& w, int run) {
   return f;
 }
 
-RunFigures run_keel_failover(const Workload& w, int run) {
+RunFigures run_keel_failover(const Workload& w, int run, bool frozen) {
   RunFigures f;
   Pair p;
-  if (std::string why = replicate(w, run, "failover", p, f); !why.empty()) {
+  if (std::string why = replicate(w, run, frozen ? "frozen" : "failover", p, f); !why.empty()) {
     f.error = why;
     return f;
   }
   const auto fault = Clock::now();
+  if (frozen) {
+    // A dead or cut-off host, as its passive sees it: not a word more, and
+    // no socket closed. The passive's stream ends once the silence passed
+    // the active's run permit and its margin: the detection.
+    p.active->signal(SIGSTOP);
+    pb::Request status;
+    status.mutable_replica_status();
+    for (;;) {
+      const pb::ReplicaInfo info = call(p.passive_sock, status, seconds(10)).replica_status();
+      if (info.phase() == pb::REPLICA_PHASE_FAILED) break;
+      if (Clock::now() - fault > seconds(60)) {
+        f.error = "the passive's stream did not end within 60 s of the active's silence";
+        p.active->wait_exit(std::chrono::milliseconds(0));
+        return f;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a look every 5 ms
+    }
+    f.detect_ms = ms(Clock::now() - fault);
+  }
   p.active->wait_exit(std::chrono::milliseconds(0));  // SIGKILL: no word to anyone
   pb::Request takeover;
   takeover.mutable_takeover();

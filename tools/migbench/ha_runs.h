@@ -17,7 +17,9 @@
 namespace keel::migbench {
 
 RunFigures run_keel_switchover(const Workload& workload, int run);
-RunFigures run_keel_failover(const Workload& workload, int run);
+// `frozen`: the active is stopped (SIGSTOP) instead of killed, and the
+// passive told to take over once its stream ended by the silence.
+RunFigures run_keel_failover(const Workload& workload, int run, bool frozen);
 RunFigures run_keel_overhead(const Workload& workload, int run);
 // --ha --net: UDP echo round trips one at a time, unprotected, then while
 // protected (output commit holds every answer until its epoch's ack).

@@ -74,7 +74,10 @@ const char* const kUsage =
     "                     --replica-of): keel-switch replicates the guest, protects it\n"
     "                     2 s, then switches over (columns as for a migration);\n"
     "                     keel-failover replicates the same way, kills the active\n"
-    "                     keel-vmm and at once tells the passive to take over:\n"
+    "                     keel-vmm and at once tells the passive to take over;\n"
+    "                     keel-frozen stops it (SIGSTOP, as a dead host) and tells\n"
+    "                     the passive once its stream ended by the silence (the\n"
+    "                     detection, the run permit and its margin: 750 ms):\n"
     "                     total = the kill to the passive's first beat, outside = the\n"
     "                     last beat to that one, vmm = the takeover's answer, stall =\n"
     "                     the guest's progress rolled back to its last epoch; rounds =\n"
@@ -204,6 +207,7 @@ RunFigures medians(const std::vector<RunFigures>& runs) {
   m.guest_stall_ms = take([](const RunFigures& r) { return r.guest_stall_ms; });
   m.clock_offset_ms = take([](const RunFigures& r) { return r.clock_offset_ms; });
   m.total_ms = take([](const RunFigures& r) { return r.total_ms; });
+  m.detect_ms = take([](const RunFigures& r) { return r.detect_ms; });
   m.bytes = static_cast<uint64_t>(take([](const RunFigures& r) { return r.bytes; }));
   m.rounds = static_cast<uint32_t>(take([](const RunFigures& r) { return r.rounds; }));
   m.throttle_percent =
@@ -260,7 +264,8 @@ std::string json_figures(const RunFigures& f) {
   o << "{\"ok\":" << (f.ok ? "true" : "false") << ",\"outside_pause_ms\":" << f.outside_pause_ms
     << ",\"network_pause_ms\":" << f.network_pause_ms << ",\"vmm_pause_ms\":" << f.vmm_pause_ms
     << ",\"guest_stall_ms\":" << f.guest_stall_ms << ",\"clock_offset_ms\":" << f.clock_offset_ms
-    << ",\"total_ms\":" << f.total_ms << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
+    << ",\"total_ms\":" << f.total_ms << ",\"detect_ms\":" << f.detect_ms
+    << ",\"bytes\":" << f.bytes << ",\"rounds\":" << f.rounds
     << ",\"throttle_percent\":" << f.throttle_percent << ",\"rate_alone_mbs\":" << f.rate_alone_mbs
     << ",\"rate_replicated_mbs\":" << f.rate_replicated_mbs
     << ",\"paused_percent\":" << f.paused_percent << ",\"replication_mbs\":" << f.replication_mbs
@@ -376,7 +381,8 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::vector<Peer> peers{Peer::kKeel};
-  if (o.ha) peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover});
+  if (o.ha)
+    peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover, Peer::kKeelFrozen});
   if (o.ha && w.dirty_mib != 0) peers.push_back(Peer::kKeelOverhead);
   if (o.ha && w.net) peers.push_back(Peer::kKeelEcho);
   if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
@@ -396,7 +402,10 @@ int main(int argc, char** argv) {
             f = run_keel_switchover(w, run);
             break;
           case Peer::kKeelFailover:
-            f = run_keel_failover(w, run);
+            f = run_keel_failover(w, run, false);
+            break;
+          case Peer::kKeelFrozen:
+            f = run_keel_failover(w, run, true);
             break;
           case Peer::kKeelOverhead:
             f = run_keel_overhead(w, run);
@@ -452,6 +461,12 @@ int main(int argc, char** argv) {
           "failover, the active killed to the guest beating on the passive: %.2f ms "
           "(takeover answered in %.2f ms; %.0f ms of the guest's progress rolled back)\n",
           fo.total_ms, fo.vmm_pause_ms, fo.guest_stall_ms);
+      const RunFigures fr = medians(by_peer[Peer::kKeelFrozen]);
+      std::printf(
+          "failover, the active frozen (SIGSTOP, as a dead host) to the guest beating on the "
+          "passive: %.2f ms (detected: the passive's stream ended %.2f ms after the fault; "
+          "takeover answered in %.2f ms)\n",
+          fr.total_ms, fr.detect_ms, fr.vmm_pause_ms);
     }
     if (o.qemu) {
       const RunFigures keel = medians(by_peer[Peer::kKeel]);

@@ -121,6 +121,8 @@ const char* peer_name(Peer peer) {
       return "keel-switch";
     case Peer::kKeelFailover:
       return "keel-failover";
+    case Peer::kKeelFrozen:
+      return "keel-frozen";
     case Peer::kKeelOverhead:
       return "keel-overhead";
     case Peer::kKeelEcho:

@@ -53,6 +53,7 @@ enum class Peer {
   kQemuTuned,
   kKeelSwitchover,
   kKeelFailover,
+  kKeelFrozen,
   kKeelOverhead,
   kKeelEcho
 };
@@ -67,6 +68,9 @@ struct RunFigures {
   double guest_stall_ms = 0;
   double clock_offset_ms = 0;
   double total_ms = 0;
+  // --ha's frozen-active failover: from the fault to the passive's stream
+  // ending by the active's silence (the detection).
+  double detect_ms = 0;
   uint64_t bytes = 0;
   uint32_t rounds = 0;
   uint32_t throttle_percent = 0;

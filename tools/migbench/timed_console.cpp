@@ -120,6 +120,10 @@ std::string TimedConsole::errors() const {
   return all + error_partial_;
 }
 
+void TimedConsole::signal(int signo) {
+  if (!exit_code_) child_->signal(signo);
+}
+
 std::optional<int> TimedConsole::wait_exit(std::chrono::milliseconds timeout) {
   if (exit_code_) return exit_code_;
   {

@@ -45,6 +45,8 @@ class TimedConsole {
   std::string errors() const;
   // Its stderr by lines, stamped as they arrived.
   std::vector<TimedLine> error_lines() const;
+  // Sends `signo` to the child (SIGSTOP: frozen, as a dead host looks).
+  void signal(int signo);
   // The exit code once it ended within `timeout`; else killed, nullopt.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
 
