@@ -49,6 +49,9 @@ namespace {
 // How often a passive looks at its active's owner record: the failover's
 // detection once the record went.
 constexpr auto kReplicaWatchEvery = std::chrono::milliseconds(20);
+// Of those looks, one in this many at this host's own guests (100 ms).
+constexpr unsigned kHeldLookEvery = 5;
+constexpr auto kHeldLookAnswer = std::chrono::milliseconds(200);
 // Setting up a passive: its copy's files fetched, its keel-vmm listening.
 constexpr auto kReplicaSetupTimeout = std::chrono::seconds(120);
 // `replicate` answers after the first epoch: all of memory and the disks.
@@ -390,11 +393,20 @@ std::string HostVms::pick_passive(const api::ClusterVm& vm) {
 
 void HostVms::watch_replicas() {
   std::unique_lock lock(mutex_);
-  while (!stopping_) {
+  for (unsigned pass = 0; !stopping_; ++pass) {
     wake_.wait_for(lock, kReplicaWatchEvery, [this] { return stopping_; });
     if (stopping_) return;
     std::vector<std::string> names;
     for (const auto& [name, held] : replicas_) names.push_back(name);
+    // Every fifth look, the guests this host runs: one whose stream
+    // failed waits for etcd's word (the keeper's look comes once a second).
+    std::map<std::string, uint64_t> owned;
+    if (pass % kHeldLookEvery == 0) {
+      for (const auto& [name, generation] : generations_) {
+        if (!stopping_vms_.count(name) && !migrating_out_.count(name) && !starting_.count(name))
+          owned[name] = generation;
+      }
+    }
     lock.unlock();
     if (!context_.fenced() && context_.lease() != 0) {
       for (const auto& name : names) {
@@ -402,6 +414,21 @@ void HostVms::watch_replicas() {
           keep_replica(name);
         } catch (const std::exception& e) {
           log::info("VM " + name + ": its replica not looked at: " + e.what());
+        }
+      }
+      for (const auto& [name, generation] : owned) {
+        try {
+          // Briefly: a VMM slow to answer must not hold up the failovers
+          // above (the keeper looks again, with patience).
+          pb::Request ask;
+          ask.mutable_replica_status();
+          const pb::Response answer = call_vmm(name, ask, kHeldLookAnswer);
+          if (answer.ok() && answer.replica_status().role() == pb::REPLICA_ROLE_ACTIVE &&
+              answer.replica_status().guest_held()) {
+            run_held_guest_on(name, generation);
+          }
+        } catch (const std::exception& e) {
+          log::debug("VM " + name + ": its held guest not looked at: " + e.what());
         }
       }
     }

@@ -3,7 +3,8 @@
 // enable` with its refusals, a VM protected by a replica on another host,
 // switched over, failed over when its keel-vmm is killed (the passive's
 // agent takes the owner record and the copy runs from the last epoch, with
-// no reboot), and protected again.
+// no reboot), and protected again; its passive killed (the guest runs on,
+// protected again).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -149,6 +150,27 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
   r = c.keelctl(2, {"cluster", "status"});
   EXPECT_EQ(r.out.find("(drained)"), std::string::npos) << r.out;
+
+  // The passive's keel-vmm killed: the active's guest waits only until its
+  // agent withdrew the replica through etcd (that passive might have run
+  // it), then beats on unprotected, and is protected again.
+  {
+    const unsigned active_host = host_number(s.active());
+    const pid_t passive_pid = vmm_pid(c, host_number(s.passive()), "a");
+    ASSERT_GT(passive_pid, 0);
+    const uint64_t last = beats(c, active_host, "a").back().seq;
+    const auto killed_passive = Clock::now();
+    ASSERT_EQ(::kill(passive_pid, SIGKILL), 0);
+    ASSERT_TRUE(
+        wait_until([&] { return beats(c, active_host, "a").back().seq > last + 5; }, seconds(30)))
+        << agents_said(c, "a");
+    std::cout << "passive keel-vmm killed to five more beats on the active: "
+              << std::chrono::duration_cast<milliseconds>(Clock::now() - killed_passive).count()
+              << " ms (100 ms of beats and the test's looks every 50 ms included)" << std::endl;
+    s = until_protected(c, "a");
+    ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+    EXPECT_EQ(s.active(), "h" + std::to_string(active_host)) << "the VM moved";
+  }
 
   // Disabled: the replica ends, the VM runs on.
   const unsigned passive = host_number(s.passive());
