@@ -296,7 +296,17 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
       // Output commit: what the guest sent until now is this epoch's; from
       // the first checkpoint on, output waits for its epoch's ack.
       machine.close_output_epoch(epoch);
-      if (epoch == 1) machine.hold_output(true);
+      if (epoch == 1) {
+        machine.hold_output(true);
+        // Weak: the hook outlives this sender in the devices.
+        machine.on_output_held([weak = weak_from_this()] {
+          if (auto sender = weak.lock()) sender->output_held();
+        });
+      }
+      {
+        std::lock_guard guard(mutex_);
+        output_waiting_ = false;  // the devices' next first frame tells again
+      }
     } catch (...) {
       permit.keep_paused();  // held, as after any failure
       throw;
@@ -377,6 +387,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
     last_ack_ = acked;
   }
   last_checkpoint_ = stopped;
+  early_gap_ = std::max<Clock::duration>(settings_.min_epoch, pause * 20);
   adapt_target(pause);
   return stopped;
 }
@@ -451,6 +462,26 @@ void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
   info_.set_phase(pb::REPLICA_PHASE_SWITCHED_OVER);
 }
 
+void ReplicaSender::output_held() {
+  {
+    std::lock_guard guard(mutex_);
+    output_waiting_ = true;
+  }
+  stop_changed_.notify_all();
+}
+
+void ReplicaSender::wait_for_checkpoint() {
+  std::unique_lock lock(mutex_);
+  const auto latest = last_checkpoint_ + target_;
+  const auto earliest = last_checkpoint_ + early_gap_;
+  for (;;) {
+    if (stopping_.load() || switching_.load()) return;
+    const auto now = Clock::now();
+    if (now >= latest || (output_waiting_ && now >= earliest)) return;
+    stop_changed_.wait_until(lock, output_waiting_ ? std::min(latest, earliest) : latest);
+  }
+}
+
 void ReplicaSender::adapt_target(Clock::duration pause) {
   const double share = std::chrono::duration<double>(pause).count() /
                        std::max(1e-3, std::chrono::duration<double>(target_).count());
@@ -476,11 +507,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
   try {
     connect_and_copy();
     for (uint64_t epoch = 1;; ++epoch) {
-      if (epoch > 1) {
-        std::unique_lock lock(mutex_);
-        stop_changed_.wait_until(lock, last_checkpoint_ + target_,
-                                 [this] { return stopping_.load() || switching_.load(); });
-      }
+      if (epoch > 1) wait_for_checkpoint();
       if (stopping_.load()) break;
       const bool last = switching_.load();
       if (last) precopy_last_epoch();

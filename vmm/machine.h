@@ -148,6 +148,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void track_disk_writes(bool on) override;
   std::vector<std::vector<uint64_t>> harvest_disk_writes() override;
   void hold_output(bool held) override;
+  void on_output_held(std::function<void()> hook) override;
   void close_output_epoch(uint64_t epoch) override;
   void release_output(uint64_t epoch) override;
   void hand_over(std::string detail) override;

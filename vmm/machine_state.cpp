@@ -246,6 +246,10 @@ void Machine::hold_output(bool held) {
   for (const auto& function : devices_->virtio_functions()) function->hold_output(held);
 }
 
+void Machine::on_output_held(std::function<void()> hook) {
+  for (const auto& function : devices_->virtio_functions()) function->on_output_held(hook);
+}
+
 void Machine::close_output_epoch(uint64_t epoch) {
   for (const auto& function : devices_->virtio_functions()) function->close_output_epoch(epoch);
 }

@@ -100,6 +100,9 @@ class MigratableMachine {
   // passive's acknowledgement of it lets that output go (release_output);
   // hold_output(false) lets everything go.
   virtual void hold_output(bool held) = 0;
+  // `hook` runs (on a device's thread, briefly) when the epoch under way
+  // gets its first held frame; an empty one ends that.
+  virtual void on_output_held(std::function<void()> hook) = 0;
   virtual void close_output_epoch(uint64_t epoch) = 0;
   virtual void release_output(uint64_t epoch) = 0;
 

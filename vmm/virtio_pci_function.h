@@ -85,6 +85,10 @@ class VirtioPciFunction : public PciDevice {
     std::lock_guard guard(transport_.lock());
     device_->hold_output(held);
   }
+  void on_output_held(std::function<void()> hook) {
+    std::lock_guard guard(transport_.lock());
+    device_->on_output_held(std::move(hook));
+  }
   void close_output_epoch(uint64_t epoch) {
     std::lock_guard guard(transport_.lock());
     device_->close_output_epoch(epoch);

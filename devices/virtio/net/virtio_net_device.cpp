@@ -319,6 +319,10 @@ void VirtioNetDevice::process_tx() {
         }
         held_.add(iov_, bytes);
         ++stats_.tx_held;
+        if (!epoch_output_) {
+          epoch_output_ = true;
+          if (output_held_) output_held_();
+        }
         q->push_used(tx_pending_->head, 0);
         tx_pending_.reset();
         pushed = true;
@@ -376,6 +380,7 @@ void VirtioNetDevice::hold_output(bool held) {
 
 void VirtioNetDevice::close_output_epoch(uint64_t epoch) {
   held_.close_epoch(epoch);
+  epoch_output_ = false;
 }
 
 void VirtioNetDevice::release_output(uint64_t epoch) {

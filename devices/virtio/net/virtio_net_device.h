@@ -39,6 +39,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -114,6 +115,7 @@ class VirtioNetDevice : public VirtioDevice {
   void quiesce() override;
   void resume() override;
   void hold_output(bool held) override;
+  void on_output_held(std::function<void()> hook) override { output_held_ = std::move(hook); }
   void close_output_epoch(uint64_t epoch) override;
   void release_output(uint64_t epoch) override;
   static constexpr unsigned kAnnounceFrames = 5;
@@ -178,6 +180,8 @@ class VirtioNetDevice : public VirtioDevice {
   uint64_t released_epoch_ = 0;  // release_output's latest
   bool held_waiting_ = false;    // the tap refused a held frame: a wait for writable is pending
   bool tx_blocked_ = false;      // the held store was full: transmit waits for a release
+  bool epoch_output_ = false;    // the epoch under way has a held frame
+  std::function<void()> output_held_;
   std::vector<iovec> iov_;
   uint8_t overflow_byte_ = 0;
   NetStats stats_;

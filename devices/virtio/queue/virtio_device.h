@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -153,6 +154,9 @@ class VirtioDevice {
   virtual void track_writes(bool) {}
   virtual std::vector<uint64_t> harvest_writes() { return {}; }
   virtual void hold_output(bool) {}
+  // While holding: `hook` runs (with lock() held) when the epoch under way
+  // gets its first held frame, so that a replica can checkpoint early.
+  virtual void on_output_held(std::function<void()> /*hook*/) {}
   virtual void close_output_epoch(uint64_t) {}
   virtual void release_output(uint64_t) {}
   // Where activated `queue` resumes after a restore: its SplitQueueState,
