@@ -263,7 +263,8 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   // The passive can run nothing before this checkpoint's epoch, which it
   // receives after now.
   if (!permit_) {
-    permit_ = std::make_unique<RunPermit>(machine, settings_.run_permit);
+    permit_ = std::make_unique<RunPermit>([&machine] { machine.request_pause([] {}); },
+                                          settings_.run_permit);
     permit_->grant_from(stopped);
   }
   RunPermit& permit = *permit_;

@@ -8,8 +8,8 @@
 
 namespace keel::migration {
 
-RunPermit::RunPermit(MigratableMachine& machine, std::chrono::milliseconds length)
-    : machine_(machine), length_(length) {
+RunPermit::RunPermit(std::function<void()> request_pause, std::chrono::milliseconds length)
+    : request_pause_(std::move(request_pause)), length_(length) {
   watcher_ = std::thread([this] {
     jail::confine_thread(jail::ThreadKind::kWorker, "run permit");
     watch();
@@ -23,6 +23,7 @@ RunPermit::~RunPermit() {
 
 bool RunPermit::grant_from(Clock::time_point heard) {
   std::lock_guard guard(mutex_);
+  if (revoked_) return paused_guest_;  // a late acknowledgement lifts nothing
   granted_ = true;
   until_ = std::max(until_, heard + length_);
   changed_.notify_all();
@@ -31,7 +32,7 @@ bool RunPermit::grant_from(Clock::time_point heard) {
 
 bool RunPermit::resume_if_valid(const std::function<void()>& resume) {
   std::lock_guard guard(mutex_);
-  if (granted_ && !ended_ && Clock::now() >= until_) {
+  if (!ended_ && (revoked_ || (granted_ && Clock::now() >= until_))) {
     paused_guest_ = true;  // the watch need not pause it again
     return false;
   }
@@ -50,13 +51,13 @@ void RunPermit::revoke() {
   {
     std::lock_guard guard(mutex_);
     granted_ = true;
-    until_ = Clock::time_point{};
+    revoked_ = true;
     paused_guest_ = true;
     changed_.notify_all();
   }
   // Asked before the caller goes on (the pause is requested when this
   // returns; the vCPUs park as soon as they leave the guest).
-  machine_.request_pause([] {});
+  request_pause_();
 }
 
 bool RunPermit::end() {
@@ -81,7 +82,7 @@ void RunPermit::watch() {
     // lock (only kicks go out; the vCPUs park as soon as they leave the
     // guest), so that no resume_if_valid decided before can undo it.
     paused_guest_ = true;
-    machine_.request_pause([] {});
+    request_pause_();
     const auto late = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - until_);
     lock.unlock();
     log::info("replica: no acknowledgement within the run permit (" +

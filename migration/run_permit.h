@@ -17,15 +17,15 @@
 #include <mutex>
 #include <thread>
 
-#include "vmm/migratable_machine.h"
-
 namespace keel::migration {
 
 class RunPermit {
  public:
   using Clock = std::chrono::steady_clock;
 
-  RunPermit(MigratableMachine& machine, std::chrono::milliseconds length);
+  // `request_pause`: asks the guest's vCPUs to park, without waiting
+  // (MigratableMachine::request_pause); called from the watch's thread.
+  RunPermit(std::function<void()> request_pause, std::chrono::milliseconds length);
   ~RunPermit();  // the watch ends; the guest is left as it is
   RunPermit(const RunPermit&) = delete;
   RunPermit& operator=(const RunPermit&) = delete;
@@ -53,12 +53,13 @@ class RunPermit {
  private:
   void watch();
 
-  MigratableMachine& machine_;
+  const std::function<void()> request_pause_;
   const std::chrono::milliseconds length_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   bool granted_ = false;
   bool ended_ = false;
+  bool revoked_ = false;
   bool paused_guest_ = false;  // waits for a resume the permit decides
   Clock::time_point until_;
   std::thread watcher_;
