@@ -52,6 +52,9 @@ constexpr auto kReplicaWatchEvery = std::chrono::milliseconds(20);
 // Of those looks, one in this many at this host's own guests (100 ms).
 constexpr unsigned kHeldLookEvery = 5;
 constexpr auto kHeldLookAnswer = std::chrono::milliseconds(200);
+// A takeover refused because this host is fenced is tried again this long
+// (the lease renewed in time lifts the fence).
+constexpr auto kFencedTakeoverWait = std::chrono::seconds(10);
 // Setting up a passive: its copy's files fetched, its keel-vmm listening.
 constexpr auto kReplicaSetupTimeout = std::chrono::seconds(120);
 // `replicate` answers after the first epoch: all of memory and the disks.
@@ -608,12 +611,39 @@ bool HostVms::run_copy(const std::string& name, const std::string& active) {
   pb::Request takeover;
   takeover.mutable_takeover();
   std::string failure;
-  try {
-    auto answer = call_vmm(name, takeover, std::chrono::seconds(30));
-    if (answer.ok()) return true;
-    failure = answer.error().message();
-  } catch (const std::exception& e) {
-    failure = e.what();
+  // Whether the owner record still names this host at the generation it
+  // took (unknown, while etcd does not answer: looked at again).
+  auto still_ours = [&] {
+    uint64_t generation = 0;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = generations_.find(name);
+      if (it == generations_.end()) return false;
+      generation = it->second;
+    }
+    try {
+      auto owner = read_record<api::Owner>(*context_.etcd(), kOwnersPrefix + name, nullptr);
+      return owner && owner->host() == context_.host && owner->generation() == generation;
+    } catch (const std::exception&) {
+      return true;
+    }
+  };
+  const auto until = Clock::now() + kFencedTakeoverWait;
+  for (;;) {
+    try {
+      auto answer = call_vmm(name, takeover, std::chrono::seconds(30));
+      if (answer.ok()) return true;
+      failure = answer.error().message();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    // This host fenced itself for a moment (an etcd election after the
+    // active's host died can outlast the lease's margin in a slow host):
+    // the copy runs once the lease is confirmed again, while the record
+    // still names this host. Its keel-vmm refuses to run while the fence
+    // deadline has passed, so the record stands whenever it does run.
+    if (failure.rfind("fenced", 0) != 0 || Clock::now() > until || !still_ours()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   // Ended, so that the keeper gives the record up: the VM is stopped.
   log::error("VM " + name + ": taking it over from host " + active + " failed: " + failure +

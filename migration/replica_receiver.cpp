@@ -365,6 +365,7 @@ std::string ReplicaReceiver::run_copy() {
     at = committed_at_;
   }
   try {
+    machine_->refuse_if_fenced();
     machine_->apply_state(state);
     machine_->take_over_replica();
   } catch (const std::exception& e) {

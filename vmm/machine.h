@@ -112,6 +112,10 @@ class Machine : public ControlHandler, public MigratableMachine {
   // vCPUs let go. InputError (the copy stays held) when the host is fenced
   // or another process holds an image.
   void take_over_replica();
+  // InputError when the host is fenced (--fence-file's deadline passed): a
+  // copy must not run; asked before its state is applied, so that a
+  // takeover refused so can be asked again once the fence lifts.
+  void refuse_if_fenced() const;
   // The active ended the replication (keel-vmm exits 0), or its stream
   // failed before there was a copy to take over (`failed`: exit 1): the
   // machine stops. Any thread.

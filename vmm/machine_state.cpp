@@ -262,11 +262,15 @@ void Machine::hand_over(std::string detail) {
   request_stop({StopReason::kMigrated, std::move(detail)});
 }
 
-void Machine::take_over_replica() {
-  if (!replica_held_) throw InputError("not a passive replica");
+void Machine::refuse_if_fenced() const {
   if (fence_passed()) {
     throw InputError("fenced: this host's lease deadline has passed, the copy may not run here");
   }
+}
+
+void Machine::take_over_replica() {
+  if (!replica_held_) throw InputError("not a passive replica");
+  refuse_if_fenced();
   claim_disks();
   replica_held_ = false;
   started_ = std::chrono::steady_clock::now();
