@@ -505,6 +505,14 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
   }
   bool told = false;
   bool ended = false;  // on purpose (stop()), the passive told
+  // The guest held (hold_guest): the stream goes, the outcome is told.
+  auto held_outcome = [&] {
+    dirty_log_.reset();
+    if (channel_) channel_->shutdown();
+    pb::ReplicaInfo outcome = info();
+    if (!told) first(outcome);
+    return outcome;
+  };
   try {
     connect_and_copy();
     for (uint64_t epoch = 1;; ++epoch) {
@@ -567,13 +575,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
         // The passive is gone already.
       }
     }
-    if (hold) {
-      dirty_log_.reset();
-      if (channel_) channel_->shutdown();
-      pb::ReplicaInfo outcome = info();
-      if (!told) first(outcome);
-      return outcome;
-    }
+    if (hold) return held_outcome();
     ended = stopped;
     if (!stopped) {
       std::lock_guard guard(mutex_);
@@ -585,11 +587,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
   // once the passive dropped it (a cut-off passive never heard the end).
   if (ended && permit_ && !passive_dropped_copy()) {
     hold_guest("the replication was ended, and the passive did not close the stream within 5 s");
-    dirty_log_.reset();
-    if (channel_) channel_->shutdown();
-    pb::ReplicaInfo outcome = info();
-    if (!told) first(outcome);
-    return outcome;
+    return held_outcome();
   }
   if (ended) set_phase(pb::REPLICA_PHASE_STOPPED);
   dirty_log_.reset();
