@@ -40,6 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& d : options.config.disks()) {
     auto* disk = again.config.add_disks();
     disk->set_path(d.path());
+    disk->set_nbd(d.nbd());
+    disk->set_nbd_timeout_ms(d.nbd_timeout_ms());
     disk->set_readonly(d.readonly());
   }
   for (const auto& n : options.config.nets()) again.config.add_nets()->set_tap(n.tap());
