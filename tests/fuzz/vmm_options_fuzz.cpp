@@ -3,7 +3,8 @@
 // parse_vmm_options accepts must pass check_vm_config as a configuration
 // from elsewhere would, and must restore onto itself (config_for_restore
 // with its own disks and taps given again); everything else is refused
-// with InputError.
+// with InputError. A machine that comes over a stream (--incoming,
+// --replica-of) learns the rest of its configuration from it.
 //
 // Seeds (tests/fuzz/corpus/vmm_options_fuzz): command lines from the
 // README and the tests.
@@ -33,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const InputError&) {
     return 0;
   }
-  if (options.help || !options.restore_dir.empty() || !options.incoming.empty()) return 0;
+  if (options.help || !options.restore_dir.empty() || options.streamed()) return 0;
   check_vm_config(options.config, "fuzz");  // must not throw: the parser checked
   VmmOptions again;
   again.restore_dir = "/snap";
