@@ -66,6 +66,14 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
   };
   vms.fenced = [this] { return fenced(); };
   vms.peer_tls = [this] { return peer_tls(); };
+  vms.pool_min_free = settings_.pool_min_free;
+  vms.report_health = [this](const std::string& unhealthy) {
+    {
+      std::lock_guard lock(mutex_);
+      unhealthy_ = unhealthy;
+    }
+    refresh_host_record();
+  };
   std::optional<storage::VmStore> store;
   if (!settings_.pool.empty()) store.emplace(storage::Pool::open(settings_.pool));
   vms_ = std::make_unique<HostVms>(vms, std::move(store));
@@ -249,6 +257,8 @@ api::Host Agent::this_host(const std::string& cluster_address) const {
   host.set_memory_bytes(memory_bytes());
   host.set_pool(settings_.pool);
   host.set_joined_at(storage::utc_now());
+  std::lock_guard lock(mutex_);
+  host.set_unhealthy(unhealthy_);
   return host;
 }
 

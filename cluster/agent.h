@@ -35,6 +35,9 @@ struct AgentSettings {
   std::string management_address;  // "unix:PATH": the operators' API (keelctl)
   std::vector<keel::agent::v1::Role> roles;
   std::string pool;  // the storage host's pool (storage/pool.h); empty: none
+  // Free space below which the pool is unhealthy (storage/pool_health.h);
+  // 0: the default floor.
+  uint64_t pool_min_free = 0;
   // Empty: the agent runs its own etcd member. Otherwise "ADDR:PORT" of an
   // etcd the operator runs.
   std::vector<std::string> etcd_endpoints;
@@ -173,6 +176,9 @@ class Agent {
   std::function<void(const std::string&)> listen_;
   // Set when the host cannot serve its cluster (its address is gone).
   std::string address_problem_;
+  // Why the host's pool cannot keep its VMs, as HostVms last found it
+  // (the host record's `unhealthy`).
+  std::string unhealthy_;
   bool stopping_ = false;
   std::condition_variable stop_;
   std::thread registrar_;

@@ -62,6 +62,9 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
         if (host->second.drained()) {
           throw refused(drained_host(passive));
         }
+        if (!host->second.unhealthy().empty()) {
+          throw refused(unhealthy_host(passive, host->second.unhealthy()));
+        }
         if (!has_role(host->second, api::ROLE_COMPUTE)) {
           throw refused("host " + passive + " is not a compute host");
         }

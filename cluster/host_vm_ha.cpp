@@ -14,6 +14,10 @@ namespace api = keel::agent::v1;
 namespace pb = keel::api::v1;
 
 api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
+  return ha_switchover(request, "");
+}
+
+api::VmHaResponse HostVms::ha_switchover(const api::VmHaRequest& request, const std::string& why) {
   const std::string& name = request.name();
   uint64_t generation = 0;
   {
@@ -88,13 +92,19 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
     throw refused("VM " + name + ": host " + vm->ha_passive() + " holds no replica record");
   }
   // Read before the handover (past it, nothing may fail): the stream
-  // turns around unless this host is being drained; then the new active
-  // picks another passive. A drained passive takes no VM.
+  // turns around unless this host is being drained or is unhealthy; then
+  // the new active picks another passive. A drained or unhealthy passive
+  // takes no VM.
   auto self = read_record<api::Host>(*etcd, kHostsPrefix + context_.host, nullptr);
   const bool drained = self && self->drained();
+  const bool unhealthy = self && !self->unhealthy().empty();
   auto to = read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
   if (to && to->drained()) {
     throw refused("VM " + name + ": its passive: " + drained_host(vm->ha_passive()));
+  }
+  if (to && !to->unhealthy().empty()) {
+    throw refused("VM " + name +
+                  ": its passive: " + unhealthy_host(vm->ha_passive(), to->unhealthy()));
   }
   NameHold switching(*this, migrating_out_, name);
   if (!switching.held()) throw refused("VM " + name + " is migrating already");
@@ -119,10 +129,11 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   record.set_generation(next.generation());
   record.set_last_host(passive);
   record.set_storage_host(passive);
-  record.set_ha_passive(drained ? "" : context_.host);
+  record.set_ha_passive(drained || unhealthy ? "" : context_.host);
   record.set_ha_last_event("switched over from " + context_.host + " to " + passive + " at " +
                            next.since() + " (paused " +
-                           std::to_string(out.switchover_pause_us() / 1000) + " ms)");
+                           std::to_string(out.switchover_pause_us() / 1000) + " ms)" +
+                           (why.empty() ? "" : ": " + why));
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = EtcdClient::key_mod_revision(kVmsPrefix + name, vm_revision);
   *txn.add_compare() = EtcdClient::key_mod_revision(kReplicasPrefix + name, mark->mod_revision);
@@ -137,8 +148,9 @@ api::VmHaResponse HostVms::ha(const api::VmHaRequest& request) {
   status.set_active(passive);
   status.set_passive(record.ha_passive());
   status.set_state("syncing");
-  status.set_detail(drained ? "this host is drained: the replica starts on another host"
-                            : "the replica starts on host " + context_.host);
+  status.set_detail(drained     ? "this host is drained: the replica starts on another host"
+                    : unhealthy ? "this host is unhealthy: the replica starts on another host"
+                                : "the replica starts on host " + context_.host);
   status.set_last_event(record.ha_last_event());
   return out;
 }

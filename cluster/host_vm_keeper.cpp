@@ -125,6 +125,7 @@ void HostVms::keep() {
       } catch (const std::exception& e) {
         log::info(std::string("owner records without a VMM not looked at: ") + e.what());
       }
+      keep_health();
       for (const auto& [name, pid] : running()) {
         {
           std::lock_guard relock(mutex_);

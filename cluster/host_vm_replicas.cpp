@@ -240,12 +240,13 @@ void HostVms::keep_protection(const std::string& name) {
             " (over NBD): a replica copies the disk of a VM that runs on its storage host");
     return;
   }
-  // A drained passive keeps no replica: another is picked (the copy
-  // there ends once the record names another host).
+  // A drained or unhealthy passive keeps no replica: another is picked
+  // (the copy there ends once the record names another host).
   auto passive_host = vm->ha_passive().empty()
                           ? std::nullopt
                           : read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
-  if (vm->ha_passive().empty() || (passive_host && passive_host->drained())) {
+  if (vm->ha_passive().empty() ||
+      (passive_host && (passive_host->drained() || !passive_host->unhealthy().empty()))) {
     const std::string passive = pick_passive(*vm);
     if (passive.empty()) return;
     api::ClusterVm next = *vm;
@@ -359,6 +360,8 @@ std::string HostVms::pick_passive(const api::ClusterVm& vm) {
       c.unfit = "not a compute host";
     } else if (host.drained()) {
       c.unfit = "it is drained";
+    } else if (!host.unhealthy().empty()) {
+      c.unfit = "it is unhealthy (" + host.unhealthy() + ")";
     } else if (host.pool().empty()) {
       c.unfit = "it has no pool for the copy of the disk";
     }

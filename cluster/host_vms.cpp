@@ -56,6 +56,7 @@ HostVms::HostVms(HostVmsContext context, std::optional<storage::VmStore> store)
     : context_(std::move(context)), store_(std::move(store)) {
   supervisor_ =
       std::make_unique<VmmSupervisor>([this](const VmmSupervisor::Ended& e) { ended(e); });
+  if (store_) health_.emplace(store_->pool().path().string(), context_.pool_min_free);
 }
 
 HostVms::~HostVms() {
@@ -66,6 +67,8 @@ HostVms::~HostVms() {
   wake_.notify_all();
   if (keeper_.joinable()) keeper_.join();
   if (replica_watch_.joinable()) replica_watch_.join();
+  // A switchover under way ends within its own limit.
+  if (handover_.joinable()) handover_.join();
   // A first sync may take long: ended, so that the agent stops at once
   // (its successor protects the VM again).
   for (auto& [name, thread] : protecting_) {

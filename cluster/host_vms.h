@@ -31,6 +31,7 @@
 #include "cluster/vmm_supervisor.h"
 #include "proto/agent.pb.h"
 #include "storage/nbd_server.h"
+#include "storage/pool_health.h"
 #include "storage/vm_runtime.h"
 #include "storage/vm_store.h"
 
@@ -48,6 +49,10 @@ struct HostVmsContext {
   std::function<int64_t()> lease;  // the host's lease; 0 while it has none
   std::function<bool()> fenced;
   std::function<ChannelTls()> peer_tls;  // how to reach the other agents
+  uint64_t pool_min_free = 0;            // storage/pool_health.h
+  // Puts why the pool cannot keep its VMs ("" once it can) into the host's
+  // record; throws when etcd cannot be told.
+  std::function<void(const std::string&)> report_health;
 };
 
 class HostVms {
@@ -181,6 +186,9 @@ class HostVms {
   // owns it, the replica goes.
   void watch_replicas();
   void keep_replica(const std::string& name);
+  // On the active, by the watch: a keel-vmm that has not answered since
+  // its replica was last seen protected is ended (host_vm_failover.cpp).
+  void end_if_unanswering(const std::string& name);
   bool fail_over(const std::string& name, const std::string& active, uint64_t generation);
   void drop_replica(const std::string& name, const std::string& why);
   // Tells the copy to run the guest from its last epoch; false (and the
@@ -193,6 +201,15 @@ class HostVms {
   // one transaction (the passive can no longer take over) and the guest
   // runs on unprotected. False when the passive took the VM first.
   bool run_held_guest_on(const std::string& name, uint64_t generation);
+  // ha() for a switchover this host asks of itself: `why` goes into the
+  // VM's last event.
+  keel::agent::v1::VmHaResponse ha_switchover(const keel::agent::v1::VmHaRequest& request,
+                                              const std::string& why);
+  // The pool's health, by the keeper (cluster/host_vm_health.cpp): said in
+  // the host's record; while it is unhealthy, the highly available VMs
+  // this host runs are switched over to their passives.
+  void keep_health();
+  void hand_over(const std::vector<std::string>& names, const std::string& why);
   // Ends the VM's replication from here (the passive is told).
   static void stop_replication(const std::string& name);
   // Ends the VM's replication (if any) and waits until it has; the caller
@@ -254,6 +271,13 @@ class HostVms {
     pid_t pid = 0;  // 0 while its keel-vmm starts
   };
   std::map<std::string, HeldReplica> replicas_;
+  // The last answer of each keel-vmm this host runs to the watch (its
+  // thread's alone): when, and whether its replica was protected then.
+  struct LastAnswer {
+    std::chrono::steady_clock::time_point at;
+    bool protected_then = false;
+  };
+  std::map<std::string, LastAnswer> last_answers_;
   // keel-vmm processes ended on purpose (an earlier copy replaced): their
   // end says nothing about the replica that followed.
   std::set<pid_t> retired_pids_;
@@ -268,6 +292,13 @@ class HostVms {
     std::chrono::steady_clock::time_point retry_at;
   };
   std::map<std::string, ProtectionProblem> protection_problems_;
+  std::optional<storage::PoolHealth> health_;
+  std::string reported_unhealthy_;  // what the host's record says
+  // Switchovers away from an unhealthy pool, one VM after another; why the
+  // last one of a VM failed, and when to try it again.
+  std::thread handover_;
+  bool handover_done_ = false;
+  std::map<std::string, ProtectionProblem> handover_problems_;
   bool stopping_ = false;
   bool poked_ = false;
   std::condition_variable wake_;

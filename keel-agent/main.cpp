@@ -16,6 +16,7 @@
 #include "cluster/agent_service.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/size_parse.h"
 
 namespace {
 
@@ -26,7 +27,7 @@ using keel::cluster::AgentSettings;
 
 const char* const kUsage =
     "usage: keel-agent [--name NAME] [--state-dir DIR] [--socket PATH]\n"
-    "                  [--roles compute,storage] [--pool DIR]\n"
+    "                  [--roles compute,storage] [--pool DIR] [--pool-min-free SIZE]\n"
     "                  [--etcd-endpoints ADDR:PORT,...] [--lease-ttl SEC]\n"
     "\n"
     "The host's Keel agent: keeps the cluster's state in etcd, holds the host's\n"
@@ -41,6 +42,11 @@ const char* const kUsage =
     "                      address, port 7400, over TLS with the cluster's CA\n"
     "  --roles LIST        compute, storage or both (default both)\n"
     "  --pool DIR          the Btrfs pool of a storage host\n"
+    "  --pool-min-free SIZE  below this much free space (K, M, G) the pool is\n"
+    "                      unhealthy, as it is read-only or counting device\n"
+    "                      errors: the host hands its highly available VMs over\n"
+    "                      to their passives (default: the smaller of 1G and 5%\n"
+    "                      of the pool)\n"
     "  --etcd-endpoints L  use the etcd the operator runs at these client\n"
     "                      addresses instead of starting a member of its own\n"
     "  --lease-ttl SEC     the host lease's time to live (default 4, the least):\n"
@@ -84,6 +90,13 @@ AgentSettings parse(int argc, char** argv) {
       s.management_address = "unix:" + value;
     } else if (arg == "--pool") {
       s.pool = value;
+    } else if (arg == "--pool-min-free") {
+      try {
+        s.pool_min_free = keel::parse_size(value);
+      } catch (const keel::InputError& e) {
+        throw keel::InputError(std::string("--pool-min-free: ") + e.what());
+      }
+      if (s.pool_min_free == 0) throw keel::InputError("--pool-min-free: give a size above 0");
     } else if (arg == "--etcd-binary") {
       s.etcd_binary = value;
     } else if (arg == "--etcd-endpoints") {

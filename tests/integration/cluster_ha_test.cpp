@@ -3,14 +3,20 @@
 // enable` with its refusals, a VM protected by a replica on another host,
 // switched over, failed over when its keel-vmm is killed (the passive's
 // agent takes the owner record and the copy runs from the last epoch, with
-// no reboot), and protected again; its passive killed (the guest runs on,
-// protected again).
+// no reboot), and protected again; its host drained, and its pool short of
+// space (switched over by the agent itself); its passive killed (the guest
+// runs on, protected again).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -29,9 +35,34 @@ namespace keel::testing {
 namespace {
 
 namespace api = ::keel::agent::v1;
+namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
+
+// Takes all but `left` of the free space of the filesystem `path` is on
+// (a preallocated file, nothing written); "" or what failed.
+std::string take_space_but(const std::string& path, uint64_t left) {
+  struct statvfs fs {};
+  if (::statvfs(fs::path(path).parent_path().c_str(), &fs) != 0) return "statvfs failed";
+  const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
+  if (free_bytes <= left) return "only " + std::to_string(free_bytes) + " bytes free";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return "cannot create " + path;
+  const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - left));
+  ::syncfs(fd);
+  ::close(fd);
+  return err == 0 ? "" : "fallocate " + path + ": " + std::strerror(err);
+}
+
+std::string give_space_back(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return "cannot remove " + path;
+  const int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (dir < 0) return "cannot open the directory of " + path;
+  ::syncfs(dir);
+  ::close(dir);
+  return "";
+}
 
 // 3 hosts, each storing and running VMs; VM a (the test guest's 20 ms
 // heartbeat) stored on h1.
@@ -150,6 +181,38 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   EXPECT_EQ(r.exit_code, 0) << show(r);
   r = c.keelctl(2, {"cluster", "status"});
   EXPECT_EQ(r.out.find("(drained)"), std::string::npos) << r.out;
+
+  // The active's pool short of space (a file takes all but 16 MiB, under
+  // the floor of 5% of its 1 GiB): its agent finds the host unhealthy, says
+  // so in the host's record, and switches the VM over to its passive by
+  // itself; the new replica goes to the third host. Healthy again once the
+  // space is back.
+  {
+    const std::string sick = s.active(), to = s.passive();
+    const std::string filler = c.pool(host_number(sick)) + "/filler";
+    ASSERT_EQ(take_space_but(filler, uint64_t{16} << 20), "");
+    EXPECT_TRUE(wait_until([&] { return ha_status(c, 3, "a").active() == to; }, seconds(120)))
+        << agents_said(c, "a");
+    r = c.keelctl(2, {"cluster", "status"});
+    EXPECT_NE(r.out.find("(unhealthy: pool " + c.pool(host_number(sick)) + " has "),
+              std::string::npos)
+        << r.out;
+    s = until_protected(c, "a");
+    ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+    EXPECT_EQ(s.active(), to);
+    EXPECT_NE(s.passive(), sick) << "a replica on the unhealthy host";
+    EXPECT_NE(s.last_event().find("switched over from " + sick + " to " + to), std::string::npos)
+        << s.last_event();
+    EXPECT_NE(s.last_event().find(": host " + sick + " is unhealthy: pool "), std::string::npos)
+        << s.last_event();
+    ASSERT_EQ(give_space_back(filler), "");
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return c.keelctl(2, {"cluster", "status"}).out.find("(unhealthy") == std::string::npos;
+        },
+        seconds(30)))
+        << c.keelctl(2, {"cluster", "status"}).out;
+  }
 
   // The passive's keel-vmm killed: the active's guest waits only until its
   // agent withdrew the replica through etcd (that passive might have run

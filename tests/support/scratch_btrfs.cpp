@@ -17,11 +17,11 @@
 
 namespace keel::testing {
 
-ScratchBtrfs::ScratchBtrfs(uint64_t bytes) {
+ScratchBtrfs::ScratchBtrfs(uint64_t bytes, const std::string& backing_dir) {
   try {
-    char file[] = "/var/tmp/keel-btrfs-XXXXXX";
-    UniqueFd backing(::mkostemp(file, O_CLOEXEC));
-    if (!backing.valid()) throw_errno("creating a Btrfs backing file under /var/tmp");
+    std::string file = backing_dir + "/keel-btrfs-XXXXXX";
+    UniqueFd backing(::mkostemp(file.data(), O_CLOEXEC));
+    if (!backing.valid()) throw_errno("creating a Btrfs backing file under " + backing_dir);
     backing_ = file;
     if (::ftruncate(backing.get(), static_cast<off_t>(bytes)) != 0)
       throw_errno("sizing " + backing_);

@@ -13,7 +13,9 @@ namespace keel::testing {
 
 class ScratchBtrfs {
  public:
-  explicit ScratchBtrfs(uint64_t bytes = uint64_t{256} << 20);
+  // The backing file (sparse) in `backing_dir`.
+  explicit ScratchBtrfs(uint64_t bytes = uint64_t{256} << 20,
+                        const std::string& backing_dir = "/var/tmp");
   ~ScratchBtrfs();
   ScratchBtrfs(const ScratchBtrfs&) = delete;
   ScratchBtrfs& operator=(const ScratchBtrfs&) = delete;

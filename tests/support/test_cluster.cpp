@@ -94,7 +94,7 @@ TestCluster::~TestCluster() {
       // Each VM's console and keel-vmm log on this host: in its pool, or
       // in the agent's state for a VM stored elsewhere.
       std::vector<std::string> vm_dirs = {state_dir(h) + "/vms"};
-      if (pools_) vm_dirs.push_back(pool(h) + "/vms");
+      if (!pools_.empty()) vm_dirs.push_back(pool(h) + "/vms");
       for (const std::string& vms : vm_dirs) {
         std::filesystem::directory_iterator vm(vms, ignored), end;
         for (; vm != end; vm.increment(ignored)) {
@@ -182,7 +182,7 @@ void TestCluster::start_agent(unsigned host, const std::vector<std::string>& ext
       "exec",         ns(host), KEEL_AGENT_PATH, "--name", name(host), "--state-dir",
       state_dir(host)};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  if (pools_) argv.insert(argv.end(), {"--pool", pool(host)});
+  if (!pools_.empty()) argv.insert(argv.end(), {"--pool", pool(host)});
   ChildProcess::Options options;
   options.extra_env = {"KEEL_RUN_DIR=" + run_dir(host), std::string("KEEL_VMM=") + vmm_path()};
   slot = ChildProcess::spawn(argv, options);
@@ -260,7 +260,9 @@ void TestCluster::form(unsigned n) {
 }
 
 void TestCluster::make_pools(const PoolImage& image) {
-  pools_ = std::make_unique<ScratchBtrfs>(uint64_t{1} << 30);
+  for (unsigned h = 1; h <= size(); ++h) {
+    pools_.push_back(std::make_unique<ScratchBtrfs>(uint64_t{1} << 30));
+  }
   const std::string disk = dir_ / "disk.raw";
   { std::ofstream out(disk); }
   std::filesystem::resize_file(disk, image.disk_mib << 20);
@@ -289,7 +291,7 @@ void TestCluster::make_pools(const PoolImage& image) {
 }
 
 std::string TestCluster::pool(unsigned host) const {
-  return pools_->mount_point() + "/" + name(host);
+  return pools_.at(host - 1)->mount_point() + "/" + name(host);
 }
 
 std::string TestCluster::run_dir(unsigned host) const {

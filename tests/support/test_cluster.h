@@ -77,7 +77,7 @@ class TestCluster {
     std::string initrd;
     uint64_t disk_mib = 16;  // a sparse disk of zeros
   };
-  // A pool for each host (on one Btrfs volume of the test's), holding
+  // A pool for each host (on a Btrfs volume of its own), holding
   // `image`. Agents started from now on get --pool.
   void make_pools(const PoolImage& image);
   // The test guest with `cmdline` and a 16 MiB disk, as image `image`.
@@ -107,7 +107,8 @@ class TestCluster {
 
   std::string prefix_;
   ScratchDir dir_;
-  std::unique_ptr<ScratchBtrfs> pools_;
+  // A Btrfs volume of 1 GiB per host, as hosts have disks of their own.
+  std::vector<std::unique_ptr<ScratchBtrfs>> pools_;
   std::vector<std::optional<ChildProcess>> agents_;
 };
 

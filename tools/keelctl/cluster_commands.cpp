@@ -175,6 +175,7 @@ void print_status(const api::ClusterStatusResponse& s) {
               << h.host().cpus() << std::setw(11) << gib(h.host().memory_bytes()) << std::setw(11)
               << (h.reachable() ? "yes" : "no") << std::setw(7) << (h.alive() ? "yes" : "no")
               << std::setw(9) << etcd << h.vms() << (h.host().drained() ? " (drained)" : "")
+              << (h.host().unhealthy().empty() ? "" : " (unhealthy: " + h.host().unhealthy() + ")")
               << "\n";
   }
   for (const auto& note : s.notes()) std::cout << "note: " << note << "\n";
