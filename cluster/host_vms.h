@@ -186,9 +186,6 @@ class HostVms {
   // owns it, the replica goes.
   void watch_replicas();
   void keep_replica(const std::string& name);
-  // On the active, by the watch: a keel-vmm that has not answered since
-  // its replica was last seen protected is ended (host_vm_failover.cpp).
-  void end_if_unanswering(const std::string& name);
   bool fail_over(const std::string& name, const std::string& active, uint64_t generation);
   void drop_replica(const std::string& name, const std::string& why);
   // Tells the copy to run the guest from its last epoch; false (and the
@@ -271,13 +268,6 @@ class HostVms {
     pid_t pid = 0;  // 0 while its keel-vmm starts
   };
   std::map<std::string, HeldReplica> replicas_;
-  // The last answer of each keel-vmm this host runs to the watch (its
-  // thread's alone): when, and whether its replica was protected then.
-  struct LastAnswer {
-    std::chrono::steady_clock::time_point at;
-    bool protected_then = false;
-  };
-  std::map<std::string, LastAnswer> last_answers_;
   // keel-vmm processes ended on purpose (an earlier copy replaced): their
   // end says nothing about the replica that followed.
   std::set<pid_t> retired_pids_;

@@ -4,12 +4,15 @@
 // switched over, failed over when its keel-vmm is killed (the passive's
 // agent takes the owner record and the copy runs from the last epoch, with
 // no reboot), and protected again; its host drained, and its pool short of
-// space (switched over by the agent itself); its passive killed (the guest
+// space (switched over by the agent itself); its keel-vmm's event loop
+// stuck (ended by its agent, failed over); its passive killed (the guest
 // runs on, protected again).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -62,6 +66,61 @@ std::string give_space_back(const std::string& path) {
   ::syncfs(dir);
   ::close(dir);
   return "";
+}
+
+// Stops one thread of another process with ptrace (the others run on), as
+// a thread stuck in a system call would be. As its tracer this process
+// collects its end when it is killed meanwhile (its parent hears of it only
+// then): ended() looks. Let go on destruction.
+class StoppedThread {
+ public:
+  explicit StoppedThread(pid_t tid) : tid_(tid) {
+    if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+      throw std::runtime_error("PTRACE_SEIZE " + std::to_string(tid) + ": " + std::strerror(errno));
+    }
+    int status = 0;
+    if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 ||
+        ::waitpid(tid, &status, __WALL) != tid) {
+      const int err = errno;
+      ::ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
+      throw std::runtime_error("stopping thread " + std::to_string(tid) + ": " +
+                               std::strerror(err));
+    }
+  }
+  ~StoppedThread() {
+    if (!ended()) ::ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
+  }
+  StoppedThread(const StoppedThread&) = delete;
+  StoppedThread& operator=(const StoppedThread&) = delete;
+  bool ended() {
+    int status = 0;
+    if (!ended_ && ::waitpid(tid_, &status, __WALL | WNOHANG) == tid_ &&
+        (WIFEXITED(status) || WIFSIGNALED(status))) {
+      ended_ = true;
+    }
+    return ended_;
+  }
+
+ private:
+  pid_t tid_;
+  bool ended_ = false;
+};
+
+// The thread of `pid` named `name` (/proc/PID/task/TID/comm); 0 if none.
+pid_t thread_named(pid_t pid, const std::string& name) {
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name) return std::stoi(task.path().filename());
+  }
+  return 0;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
 }
 
 // 3 hosts, each storing and running VMs; VM a (the test guest's 20 ms
@@ -212,6 +271,38 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
         },
         seconds(30)))
         << c.keelctl(2, {"cluster", "status"}).out;
+  }
+
+  // The active keel-vmm's event loop stuck (its thread stopped, the vCPUs
+  // run on): it answers neither its control socket nor can it checkpoint
+  // (the devices' state comes from that thread), so its stream falls
+  // silent, the passive runs the guest on from the last epoch, and the
+  // agent on the old active ends the stuck keel-vmm (its VM moved).
+  {
+    const std::string from = s.active(), to = s.passive();
+    const pid_t pid = vmm_pid(c, host_number(from), "a");
+    ASSERT_GT(pid, 0);
+    const pid_t loop = thread_named(pid, "keel-vmm");
+    ASSERT_GT(loop, 0);
+    StoppedThread stuck(loop);
+    EXPECT_TRUE(wait_until(
+        [&] {
+          stuck.ended();
+          return ha_status(c, 3, "a").active() == to;
+        },
+        seconds(60)))
+        << agents_said(c, "a");
+    EXPECT_TRUE(wait_until([&] { return stuck.ended(); }, seconds(10)))
+        << "the stuck keel-vmm still runs";
+    EXPECT_NE(file_text(c.log_path(host_number(from)))
+                  .find(": its paused keel-vmm " + std::to_string(pid) + " here is ended"),
+              std::string::npos)
+        << agents_said(c, "a");
+    s = until_protected(c, "a");
+    ASSERT_EQ(s.state(), "protected") << s.ShortDebugString() << "\n" << agents_said(c, "a");
+    EXPECT_EQ(s.active(), to);
+    EXPECT_NE(s.last_event().find("failed over from " + from + " to " + to), std::string::npos)
+        << s.last_event();
   }
 
   // The passive's keel-vmm killed: the active's guest waits only until its
