@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "migration/event_loop_call.h"
 #include "migration/page_writer.h"
+#include "migration/run_permit.h"
 #include "migration/stream_hello.h"
 #include "proto/migration.pb.h"
 #include "vmm/jail/syscall_filter.h"
@@ -21,17 +22,6 @@ namespace {
 // Until the first epoch: silence this long means the active is gone or cut
 // off (there is nothing to take over yet).
 constexpr auto kStreamTimeout = std::chrono::seconds(10);
-// The active's run permits this keeps to: its guest runs at most this long
-// after this side last received from it.
-constexpr uint32_t kLeastRunPermitMs = 100;
-constexpr uint32_t kLongestRunPermitMs = 60000;
-
-// After a silence this long the active's guest surely waits (its permit
-// ran out, and the margin covers the active's late timer): the copy may run.
-std::chrono::milliseconds takeover_after(uint32_t run_permit_ms) {
-  return std::chrono::milliseconds(run_permit_ms + std::max<uint32_t>(250, run_permit_ms / 2));
-}
-
 uint64_t ms_since(Clock::time_point t) {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
@@ -89,12 +79,7 @@ std::unique_ptr<Machine> ReplicaReceiver::accept(const std::atomic<bool>& stop,
 void ReplicaReceiver::open_disks(std::span<const uint8_t> hello_bytes, Machine& machine) {
   migration::v1::Hello hello;
   hello.ParseFromArray(hello_bytes.data(), static_cast<int>(hello_bytes.size()));
-  if (hello.run_permit_ms() < kLeastRunPermitMs || hello.run_permit_ms() > kLongestRunPermitMs) {
-    throw InputError("the active's run permit is " + std::to_string(hello.run_permit_ms()) +
-                     " ms, not within " + std::to_string(kLeastRunPermitMs) + " to " +
-                     std::to_string(kLongestRunPermitMs) + " ms (an older keel-vmm?)");
-  }
-  takeover_after_ = takeover_after(hello.run_permit_ms());
+  takeover_after_ = passive_silence_limit(hello.run_permit_ms());
   const auto& disks = machine.config().disks();
   if (hello.disk_bytes_size() != disks.size()) {
     throw StreamError("the hello names " + std::to_string(hello.disk_bytes_size()) +

@@ -3,10 +3,27 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/error.h"
 #include "common/log.h"
 #include "vmm/jail/syscall_filter.h"
 
 namespace keel::migration {
+
+namespace {
+
+constexpr uint32_t kLeastRunPermitMs = 100;
+constexpr uint32_t kLongestRunPermitMs = 60000;
+
+}  // namespace
+
+std::chrono::milliseconds passive_silence_limit(uint32_t run_permit_ms) {
+  if (run_permit_ms < kLeastRunPermitMs || run_permit_ms > kLongestRunPermitMs) {
+    throw InputError("the active's run permit is " + std::to_string(run_permit_ms) +
+                     " ms, not within " + std::to_string(kLeastRunPermitMs) + " to " +
+                     std::to_string(kLongestRunPermitMs) + " ms (an older keel-vmm?)");
+  }
+  return std::chrono::milliseconds(run_permit_ms + std::max<uint32_t>(250, run_permit_ms / 2));
+}
 
 RunPermit::RunPermit(std::function<void()> request_pause, std::chrono::milliseconds length)
     : request_pause_(std::move(request_pause)), length_(length) {

@@ -13,11 +13,19 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
 
 namespace keel::migration {
+
+// The passive's side: once it holds a copy that may run, a silence of the
+// active this long means its guest surely waits (its permit ran out, and
+// the margin, max(250 ms, permit / 2), covers the active's late timer): the
+// copy may take over. InputError naming the permit when it is outside
+// 100 ms to 60 s (an older or hostile active).
+std::chrono::milliseconds passive_silence_limit(uint32_t run_permit_ms);
 
 class RunPermit {
  public:

@@ -2,7 +2,8 @@
 // permit passes, never resumed past it, and let go at the end. The pause
 // it asks for is a counter here; a permit that has passed is made by
 // granting from a moment already far enough back, so nothing waits on time
-// but the watch's own pause, which the test waits for as an event.
+// but the watch's own pause, which the test waits for as an event. Also
+// the passive's side: the silence after which its copy may take over.
 #include "migration/run_permit.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +11,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <string>
+
+#include "tests/support/input_error.h"
 
 namespace keel::migration {
 namespace {
@@ -17,6 +21,7 @@ namespace {
 using Clock = RunPermit::Clock;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::input_error;
 
 class Pauses {
  public:
@@ -110,6 +115,21 @@ TEST(RunPermit, RevokedTheGuestPausesAtOnceAndRunsOnlyAfterTheEnd) {
   EXPECT_TRUE(permit.resume_if_valid([&] { ++resumed; }));
   EXPECT_EQ(resumed, 1);
   EXPECT_EQ(pauses.count(), 1);
+}
+
+// What the passive makes of the Hello's run_permit_ms.
+TEST(PassiveSilenceLimit, ThePermitPlusItsMarginAndBadPermitsRefused) {
+  EXPECT_EQ(passive_silence_limit(500), milliseconds(750));
+  EXPECT_EQ(passive_silence_limit(100), milliseconds(350));
+  EXPECT_EQ(passive_silence_limit(2000), milliseconds(3000));
+  EXPECT_EQ(passive_silence_limit(60000), milliseconds(90000));
+  for (uint32_t bad : {0u, 99u, 60001u, 0xffffffffu}) {
+    const std::string why = input_error([&] { passive_silence_limit(bad); });
+    EXPECT_NE(why.find("the active's run permit is " + std::to_string(bad) +
+                       " ms, not within 100 to 60000 ms"),
+              std::string::npos)
+        << why;
+  }
 }
 
 }  // namespace
