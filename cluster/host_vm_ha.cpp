@@ -41,6 +41,10 @@ api::VmHaResponse HostVms::ha_switchover(const api::VmHaRequest& request, const 
   try {
     info = replica_info(name);
   } catch (const std::exception& e) {
+    if (request.action() == api::HA_ACTION_SWITCHOVER) {
+      throw refused("VM " + name + ": its keel-vmm did not answer (" + e.what() +
+                    "): a switchover needs a protected VM");
+    }
     status.set_state("unprotected");
     status.set_detail(std::string("its keel-vmm did not answer: ") + e.what());
     return out;

@@ -2,7 +2,8 @@
 // looked at by the keeper once a second. A pool that cannot keep its VMs
 // (read-only, counting device errors, short of space) is said in the
 // host's record (`unhealthy`: no replica is placed here meanwhile, and
-// `keelctl cluster status` shows why), and each highly available VM this
+// `keelctl cluster status` shows why; written again when what is wrong
+// changes, not when its figures do), and each highly available VM this
 // host runs is switched over to its passive, one after another, as `host
 // drain` would; this host then keeps no replica of it (the new active picks
 // a third host). A VM that cannot be handed over (not protected yet, its
@@ -25,32 +26,33 @@ constexpr auto kHandoverRetry = std::chrono::seconds(10);
 
 void HostVms::keep_health() {
   if (!health_) return;
-  const std::string problem = health_->problem();
+  const storage::PoolHealth::Problem problem = health_->check();
   {
     std::lock_guard lock(mutex_);
+    unhealthy_now_ = !problem.kind.empty();
     if (handover_done_) {
       handover_.join();
       handover_done_ = false;
     }
   }
-  if (problem != reported_unhealthy_) {
+  if (problem.kind != reported_unhealthy_) {
     try {
-      context_.report_health(problem);
-      if (problem.empty()) {
+      context_.report_health(problem.text);
+      if (problem.kind.empty()) {
         log::info("host " + context_.host + " is healthy again");
       } else {
-        log::warning("host " + context_.host + " is unhealthy: " + problem);
+        log::warning("host " + context_.host + " is unhealthy: " + problem.text);
       }
-      reported_unhealthy_ = problem;
+      reported_unhealthy_ = problem.kind;
     } catch (const std::exception& e) {
       log::info("host " + context_.host + "'s health not in its record yet: " + e.what());
       return;
     }
   }
-  if (problem.empty()) return;
+  if (problem.kind.empty()) return;
   std::vector<std::string> names;
   std::lock_guard lock(mutex_);
-  if (handover_.joinable()) return;
+  if (handover_.joinable() || stopping_) return;
   const auto now = std::chrono::steady_clock::now();
   for (const auto& [name, generation] : generations_) {
     if (migrating_out_.count(name) || stopping_vms_.count(name) || protecting_.count(name))
@@ -61,7 +63,7 @@ void HostVms::keep_health() {
   }
   if (names.empty()) return;
   handover_ =
-      std::thread([this, names, why = "host " + context_.host + " is unhealthy: " + problem] {
+      std::thread([this, names, why = "host " + context_.host + " is unhealthy: " + problem.text] {
         hand_over(names, why);
         std::lock_guard done(mutex_);
         handover_done_ = true;
@@ -70,10 +72,20 @@ void HostVms::keep_health() {
 
 void HostVms::hand_over(const std::vector<std::string>& names, const std::string& why) {
   for (const auto& name : names) {
+    {
+      // The agent stopping, or the pool well again: no more handovers.
+      std::lock_guard lock(mutex_);
+      if (stopping_ || !unhealthy_now_) return;
+    }
     std::string failure;
     try {
       auto vm = read_record<api::ClusterVm>(*context_.etcd(), kVmsPrefix + name, nullptr);
-      if (!vm || !vm->ha()) continue;
+      if (!vm || !vm->ha()) {
+        // Looked at again after the retry time (HA may be enabled meanwhile).
+        std::lock_guard lock(mutex_);
+        handover_problems_[name] = {"", std::chrono::steady_clock::now() + kHandoverRetry};
+        continue;
+      }
       api::VmHaRequest ask;
       ask.set_name(name);
       ask.set_action(api::HA_ACTION_SWITCHOVER);

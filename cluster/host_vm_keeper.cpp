@@ -125,7 +125,11 @@ void HostVms::keep() {
       } catch (const std::exception& e) {
         log::info(std::string("owner records without a VMM not looked at: ") + e.what());
       }
-      keep_health();
+      try {
+        keep_health();
+      } catch (const std::exception& e) {
+        log::warning(std::string("the pool's health not looked at: ") + e.what());
+      }
       for (const auto& [name, pid] : running()) {
         {
           std::lock_guard relock(mutex_);

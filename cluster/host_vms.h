@@ -283,7 +283,9 @@ class HostVms {
   };
   std::map<std::string, ProtectionProblem> protection_problems_;
   std::optional<storage::PoolHealth> health_;
-  std::string reported_unhealthy_;  // what the host's record says
+  std::string reported_unhealthy_;  // the kind of problem the host's record says
+  bool unhealthy_now_ = false;      // as the keeper last found
+
   // Switchovers away from an unhealthy pool, one VM after another; why the
   // last one of a VM failed, and when to try it again.
   std::thread handover_;

@@ -44,16 +44,22 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-// Takes all but `left` of the free space of the filesystem `path` is on
-// (a preallocated file, nothing written); "" or what failed.
+// Takes all but about `left` of the free space of the filesystem `path` is
+// on (a preallocated file, nothing written; Btrfs's estimate of its free
+// space is not exact, so a refused size is tried again 4 MiB smaller, up
+// to 8 times); "" or what failed.
 std::string take_space_but(const std::string& path, uint64_t left) {
   struct statvfs fs {};
   if (::statvfs(fs::path(path).parent_path().c_str(), &fs) != 0) return "statvfs failed";
   const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
-  if (free_bytes <= left) return "only " + std::to_string(free_bytes) + " bytes free";
+  const uint64_t step = uint64_t{4} << 20;
+  if (free_bytes <= left + 8 * step) return "only " + std::to_string(free_bytes) + " bytes free";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return "cannot create " + path;
-  const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - left));
+  int err = ENOSPC;
+  for (uint64_t less = 0; err == ENOSPC && less <= 8 * step; less += step) {
+    err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - left - less));
+  }
   ::syncfs(fd);
   ::close(fd);
   return err == 0 ? "" : "fallocate " + path + ": " + std::strerror(err);

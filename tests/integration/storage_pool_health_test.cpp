@@ -67,52 +67,64 @@ struct SmallTmpfs {
 TEST(PoolHealth, AFreshPoolIsHealthyAndItsFloorIsFivePercentUpTo1G) {
   ScratchBtrfs volume;
   PoolHealth health(volume.mount_point(), 0);
-  EXPECT_EQ(health.problem(), "");
+  EXPECT_EQ(health.check().text, "");
   EXPECT_EQ(health.min_free_for(uint64_t{256} << 20), (uint64_t{256} << 20) / 20);
   EXPECT_EQ(health.min_free_for(uint64_t{1} << 40), uint64_t{1} << 30);
   EXPECT_EQ(PoolHealth(volume.mount_point(), 12345).min_free_for(uint64_t{1} << 40), 12345u);
 }
 
+// Short of space under 64 MiB free, and healthy again only from 80 MiB
+// (a pool hovering at its floor does not flap).
 TEST(PoolHealth, ShortOfSpaceUntilTheFileGoes) {
   ScratchBtrfs volume;
   const std::string pool = volume.mount_point();
   PoolHealth health(pool, uint64_t{64} << 20);
-  ASSERT_EQ(health.problem(), "");
+  ASSERT_EQ(health.check().kind, "");
   const uint64_t before = free_bytes(pool);
   ASSERT_GT(before, uint64_t{96} << 20);
-  // Down to about 32 MiB free.
-  const std::string filler = pool + "/filler";
-  ASSERT_EQ(write_and_sync(filler, before - (uint64_t{32} << 20)), 0);
-  const std::string problem = health.problem();
-  EXPECT_NE(problem.find("pool " + pool + " has "), std::string::npos) << problem;
-  EXPECT_NE(problem.find("free, under its floor of 64 MiB (keel-agent --pool-min-free)"),
-            std::string::npos)
-      << problem;
-  fs::remove(filler);
+  // Down to about 72 MiB free, then 32 (two files: Btrfs frees an extent
+  // only whole, so a truncated file would give back less).
+  const std::string filler = pool + "/filler", more = pool + "/more";
+  ASSERT_EQ(write_and_sync(filler, before - (uint64_t{72} << 20)), 0);
+  ASSERT_EQ(write_and_sync(more, uint64_t{40} << 20), 0);
   UniqueFd dir(::open(pool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  PoolHealth::Problem problem = health.check();
+  EXPECT_EQ(problem.kind, "space");
+  EXPECT_NE(problem.text.find("pool " + pool + " has "), std::string::npos) << problem.text;
+  EXPECT_NE(problem.text.find("free, under its floor of 64 MiB (keel-agent --pool-min-free; "
+                              "healthy again from 80 MiB)"),
+            std::string::npos)
+      << problem.text;
+  // About 72 MiB free: above the floor, under the way back.
+  fs::remove(more);
   ASSERT_EQ(::syncfs(dir.get()), 0);
-  EXPECT_EQ(health.problem(), "");
+  ASSERT_GT(free_bytes(pool), uint64_t{64} << 20);
+  ASSERT_LT(free_bytes(pool), uint64_t{80} << 20);
+  EXPECT_EQ(health.check().kind, "space");
+  fs::remove(filler);
+  ASSERT_EQ(::syncfs(dir.get()), 0);
+  EXPECT_EQ(health.check().text, "");
 }
 
 TEST(PoolHealth, ReadOnlyUntilRemountedReadWrite) {
   ScratchBtrfs volume;
   PoolHealth health(volume.mount_point(), 0);
   volume.remount(true);
-  const std::string problem = health.problem();
+  const std::string problem = health.check().text;
   EXPECT_NE(problem.find("pool " + volume.mount_point() + " is read-only"), std::string::npos)
       << problem;
   volume.remount(false);
-  EXPECT_EQ(health.problem(), "");
+  EXPECT_EQ(health.check().text, "");
 }
 
 TEST(PoolHealth, ADeviceWhoseWritesFailMakesItUnhealthy) {
   SmallTmpfs small(uint64_t{48} << 20);
   ScratchBtrfs volume(uint64_t{256} << 20, small.path);
   PoolHealth health(volume.mount_point(), 0);
-  ASSERT_EQ(health.problem(), "");
+  ASSERT_EQ(health.check().text, "");
   // More than the tmpfs holds: the loop device's writes fail with EIO.
   write_and_sync(volume.mount_point() + "/doomed", uint64_t{96} << 20);
-  const std::string problem = health.problem();
+  const std::string problem = health.check().text;
   EXPECT_NE(problem.find("pool " + volume.mount_point()), std::string::npos) << problem;
   // Btrfs turned itself read-only (and may have counted the errors too).
   EXPECT_TRUE(problem.find("is read-only") != std::string::npos ||
@@ -122,7 +134,7 @@ TEST(PoolHealth, ADeviceWhoseWritesFailMakesItUnhealthy) {
 
 TEST(PoolHealth, APathThatIsNoLongerThereIsUnhealthy) {
   const std::string gone = "/var/tmp/keel-no-such-pool-" + std::to_string(::getpid());
-  const std::string problem = PoolHealth(gone, 0).problem();
+  const std::string problem = PoolHealth(gone, 0).check().text;
   EXPECT_NE(problem.find("pool " + gone + " cannot be read: No such file or directory"),
             std::string::npos)
       << problem;
