@@ -93,6 +93,23 @@ void HostVms::watch_replicas() {
   }
 }
 
+void HostVms::own_copy(const std::string& name, uint64_t generation) {
+  // Owned in the same step as it stops being a replica: the keeper must
+  // never find the copy's keel-vmm as neither (it would compare the owner
+  // record with the generation file this host last ran the VM at, take the
+  // VM for moved, and end the copy that has just taken it over).
+  remember_generation(name, generation);
+  {
+    std::lock_guard lock(mutex_);
+    replicas_.erase(name);
+    incoming_.erase(name);
+    to_release_.erase(name);
+    generations_[name] = generation;
+  }
+  std::error_code ignored;
+  fs::remove(storage::vm_run_dir(name) / "replica", ignored);
+}
+
 void HostVms::keep_replica(const std::string& name) {
   HeldReplica held;
   {
@@ -136,13 +153,7 @@ void HostVms::keep_replica(const std::string& name) {
     // record over; or this agent took it over and ended before its copy
     // was told to run.
     const pb::ReplicaPhase phase = replica_info(name).phase();
-    {
-      std::lock_guard lock(mutex_);
-      replicas_.erase(name);
-    }
-    std::error_code ignored;
-    fs::remove(storage::vm_run_dir(name) / "replica", ignored);
-    own(name, owner->generation());
+    own_copy(name, owner->generation());
     if (phase == pb::REPLICA_PHASE_PROTECTED || phase == pb::REPLICA_PHASE_FAILED) {
       run_copy(name, held.active);
       return;
@@ -236,13 +247,7 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   *txn.add_success() = EtcdClient::put_op(kVmsPrefix + name, to_json(record));
   *txn.add_success() = EtcdClient::delete_op(kReplicasPrefix + name);
   if (!etcd->txn(txn).succeeded()) return false;
-  {
-    std::lock_guard lock(mutex_);
-    replicas_.erase(name);
-  }
-  std::error_code ignored;
-  fs::remove(storage::vm_run_dir(name) / "replica", ignored);
-  own(name, next.generation());
+  own_copy(name, next.generation());
   const auto taken = Clock::now();
   if (!switched && !run_copy(name, active)) return false;
   // Where a failover's time goes: the stream's silence (the detection),

@@ -186,6 +186,9 @@ class HostVms {
   // owns it, the replica goes.
   void watch_replicas();
   void keep_replica(const std::string& name);
+  // The replica's copy becomes this host's VM at `generation` (its record
+  // taken): owned and no longer a replica in one step.
+  void own_copy(const std::string& name, uint64_t generation);
   bool fail_over(const std::string& name, const std::string& active, uint64_t generation);
   void drop_replica(const std::string& name, const std::string& why);
   // Tells the copy to run the guest from its last epoch; false (and the
