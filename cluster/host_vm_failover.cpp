@@ -17,6 +17,7 @@
 // passive's transaction compares both, so exactly one of them wins.
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -69,10 +70,19 @@ void HostVms::watch_replicas() {
       for (const auto& name : names) {
         try {
           keep_replica(name);
+          look_errors_.erase(name);
         } catch (const std::exception& e) {
-          log::info("VM " + name + ": its replica not looked at: " + e.what());
+          // Said once per new reason: a replica's keel-vmm that is still
+          // starting fails every look (50 a second) until its socket is up.
+          std::string& last = look_errors_[name];
+          if (last != e.what())
+            log::info("VM " + name + ": its replica not looked at: " + e.what());
+          last = e.what();
         }
       }
+      std::erase_if(look_errors_, [&](const auto& e) {
+        return std::find(names.begin(), names.end(), e.first) == names.end();
+      });
       for (const auto& [name, generation] : owned) {
         try {
           // Briefly: a VMM slow to answer must not hold up the failovers

@@ -271,6 +271,9 @@ class HostVms {
     pid_t pid = 0;  // 0 while its keel-vmm starts
   };
   std::map<std::string, HeldReplica> replicas_;
+  // The replica watch's last failed look at each replica (its thread's
+  // alone): said once per new reason.
+  std::map<std::string, std::string> look_errors_;
   // keel-vmm processes ended on purpose (an earlier copy replaced): their
   // end says nothing about the replica that followed.
   std::set<pid_t> retired_pids_;
