@@ -241,7 +241,12 @@ TEST(Replica, OutputWaitsForThePassivesAcknowledgement) {
   p.vmm = std::make_unique<LiveVmm>(
       std::vector<std::string>{"--replica-of", "tcp:127.0.0.1:0", "--net", "tap=krep-b"});
   p.address = p.vmm->incoming_address(seconds(30), "waiting for a replica stream on ");
-  pb::Response started = call(active, {"replicate", p.address}, seconds(600));
+  // Epochs of up to 1 s, so a run permit of 1250 ms: the request below must
+  // reach the guest before the permit pauses it (with the default 500 ms a
+  // slow box now and then missed that window, and the guest, rightly
+  // paused, never answered).
+  pb::Response started =
+      call(active, {"replicate", "--max-epoch-ms", "1000", p.address}, seconds(600));
   ASSERT_TRUE(started.ok()) << started.error().message() << p.vmm->describe();
   ask("protected");
   ASSERT_EQ(answer(seconds(10)), "protected") << active.describe();
