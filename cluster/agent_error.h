@@ -33,9 +33,4 @@ inline std::string drained_host(const std::string& host) {
   return "host " + host + " is drained (keelctl host undrain " + host + ")";
 }
 
-// Why an unhealthy host keeps no replica (its agent says what is wrong).
-inline std::string unhealthy_host(const std::string& host, const std::string& why) {
-  return "host " + host + " is unhealthy: " + why;
-}
-
 }  // namespace keel::cluster

@@ -59,12 +59,7 @@ api::VmHaResponse Agent::vm_ha(const api::VmHaRequest& request) {
                         vm.storage_host() + " first");
         }
         if (!view.alive.count(passive)) throw refused("host " + passive + "'s agent is not alive");
-        if (host->second.drained()) {
-          throw refused(drained_host(passive));
-        }
-        if (!host->second.unhealthy().empty()) {
-          throw refused(unhealthy_host(passive, host->second.unhealthy()));
-        }
+        if (auto why = keeps_no_replica(host->second); !why.empty()) throw refused(why);
         if (!has_role(host->second, api::ROLE_COMPUTE)) {
           throw refused("host " + passive + " is not a compute host");
         }

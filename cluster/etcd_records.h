@@ -8,6 +8,7 @@
 #include "cluster/agent_error.h"
 #include "cluster/cluster_keys.h"
 #include "cluster/etcd_client.h"
+#include "proto/agent.pb.h"
 
 namespace keel::cluster {
 
@@ -23,6 +24,15 @@ std::optional<Record> read_record(EtcdClient& etcd, const std::string& key, int6
   }
   if (revision) *revision = kv->mod_revision;
   return record;
+}
+
+// Why `host`, as its record says, may keep no replica: drained by the
+// operator, or unhealthy by its agent's word; "" when it may.
+inline std::string keeps_no_replica(const keel::agent::v1::Host& host) {
+  if (host.drained()) return drained_host(host.name());
+  if (!host.unhealthy().empty())
+    return "host " + host.name() + " is unhealthy: " + host.unhealthy();
+  return "";
 }
 
 }  // namespace keel::cluster

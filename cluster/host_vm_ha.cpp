@@ -103,12 +103,8 @@ api::VmHaResponse HostVms::ha_switchover(const api::VmHaRequest& request, const 
   const bool drained = self && self->drained();
   const bool unhealthy = self && !self->unhealthy().empty();
   auto to = read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
-  if (to && to->drained()) {
-    throw refused("VM " + name + ": its passive: " + drained_host(vm->ha_passive()));
-  }
-  if (to && !to->unhealthy().empty()) {
-    throw refused("VM " + name +
-                  ": its passive: " + unhealthy_host(vm->ha_passive(), to->unhealthy()));
+  if (const std::string why = to ? keeps_no_replica(*to) : ""; !why.empty()) {
+    throw refused("VM " + name + ": its passive: " + why);
   }
   NameHold switching(*this, migrating_out_, name);
   if (!switching.held()) throw refused("VM " + name + " is migrating already");

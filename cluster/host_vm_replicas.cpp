@@ -245,8 +245,7 @@ void HostVms::keep_protection(const std::string& name) {
   auto passive_host = vm->ha_passive().empty()
                           ? std::nullopt
                           : read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
-  if (vm->ha_passive().empty() ||
-      (passive_host && (passive_host->drained() || !passive_host->unhealthy().empty()))) {
+  if (vm->ha_passive().empty() || (passive_host && !keeps_no_replica(*passive_host).empty())) {
     const std::string passive = pick_passive(*vm);
     if (passive.empty()) return;
     api::ClusterVm next = *vm;
