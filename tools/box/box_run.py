@@ -135,7 +135,7 @@ def passed_env(environ, names):
     return out
 
 
-def qemu_command(qemu, qemu_args, cache, cpus, memory, console, run_dir, work, share):
+def qemu_command(qemu, qemu_args, cache, cpus, memory, console, run_dir, work, share, npt=True):
     kernel = os.path.join(cache, "kernel", "vmlinux")
     if not os.path.isfile(kernel):
         kernel = os.path.join(cache, "kernel", "vmlinuz")
@@ -143,6 +143,8 @@ def qemu_command(qemu, qemu_args, cache, cpus, memory, console, run_dir, work, s
     # every CPU) reach the console log.
     append = ("console=ttyS0 quiet loglevel=5 panic=-1 oops=panic rdinit=/init"
               " softlockup_all_cpu_backtrace=1 8250.nr_uarts=4 tsc=reliable no_timer_check")
+    if not npt:
+        append += " keel.npt=0"  # the init loads kvm_amd with npt=0
     ctl = os.path.join(run_dir, "share")
     fs = "security_model=none,multidevs=remap"
     return [qemu] + list(qemu_args) + [
@@ -280,7 +282,7 @@ def run_box(opts, command):
     with open(os.path.join(ctl, "cmd.sh"), "w") as f:
         f.write(command_script(cwd, command, passed_env(os.environ, opts.env)))
     argv = qemu_command(opts.qemu, opts.qemu_arg, opts.cache, opts.cpus, opts.memory, console,
-                        run_dir, work, share)
+                        run_dir, work, share, opts.npt)
     qemu_env = dict(os.environ)
     for assignment in opts.qemu_env:
         name, _, value = assignment.partition("=")
@@ -396,6 +398,10 @@ def parse(argv):
         os.makedirs(d, exist_ok=True)
         opts.console = os.path.join(d, os.path.basename(opts.console))
     opts.frozen_after = int(os.environ.get("KEEL_BOX_FROZEN_AFTER", "180"))
+    npt = os.environ.get("KEEL_BOX_NPT", "1")
+    if npt not in ("0", "1"):
+        raise BoxError("bad KEEL_BOX_NPT '%s' (0 or 1)" % npt)
+    opts.npt = npt == "1"
     return opts, command
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import unittest
+import unittest.mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import box_run as br  # noqa: E402
@@ -140,6 +141,21 @@ class Options(unittest.TestCase):
         self.assertEqual(argv[:3], ["/q/qemu", "-L", "/q/share"])
         self.assertIn("local,path=/w,mount_tag=keelwork,security_model=none,multidevs=remap", argv)
         self.assertIn("/cache/initramfs.cpio", argv)
+
+    def test_npt_off_is_asked_of_the_init_on_the_kernel_command_line(self):
+        args = ("/q/qemu", [], "/cache", 2, 6144, "/run/con", "/run", "/w", None)
+        on = br.qemu_command(*args)
+        off = br.qemu_command(*args, npt=False)
+        self.assertNotIn("keel.npt=0", on[on.index("-append") + 1])
+        self.assertTrue(off[off.index("-append") + 1].endswith(" keel.npt=0"))
+
+    def test_keel_box_npt_is_0_or_1(self):
+        for value, npt in (("0", False), ("1", True)):
+            with unittest.mock.patch.dict(os.environ, {"KEEL_BOX_NPT": value}):
+                self.assertEqual(br.parse(["--cache", "/c", "--", "true"])[0].npt, npt)
+        with unittest.mock.patch.dict(os.environ, {"KEEL_BOX_NPT": "off"}):
+            with self.assertRaisesRegex(br.BoxError, "bad KEEL_BOX_NPT 'off'"):
+                br.parse(["--cache", "/c", "--", "true"])
 
     def test_the_command_follows_the_double_dash(self):
         opts, command = br.parse(["--cache", "/c", "--retry-sick", "1", "--", "ctest", "--timeout", "5"])
