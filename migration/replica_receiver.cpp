@@ -147,7 +147,7 @@ pb::ReplicaInfo ReplicaReceiver::info() const {
   return info;
 }
 
-void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
+bool ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
                                    std::span<const uint8_t> payload) {
   EpochAssembler::Epoch epoch = epochs.complete(payload);
   // The first epoch's pages and blocks went straight into memory and the
@@ -190,6 +190,34 @@ void ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
   ack.set_epoch(epoch.number);
   channel_->send(FrameType::kEpochAck, ack);
   if (epoch.number == 1) log::info("replica: the first epoch is applied; the copy can take over");
+  return epoch.last;
+}
+
+// The active flushes its disks and sends Go meanwhile, so Go only lets the
+// vCPUs go, as a migration's destination restores before it is ready. The
+// vCPUs stay parked: a copy that never runs loses nothing by it, and its
+// clocks run on from here as they would have in transit.
+void ReplicaReceiver::prepare_copy() {
+  st::VmState state;
+  uint64_t epoch;
+  {
+    std::lock_guard guard(mutex_);
+    if (!committed_state_) return;
+    state = *committed_state_;
+    epoch = epoch_;
+  }
+  try {
+    on_event_loop<bool>(*machine_, [this, &state] {
+      machine_->apply_state(state);
+      return true;
+    });
+  } catch (const std::exception& e) {
+    log::warning(std::string("replica: the last epoch's state did not go in ahead of go (") +
+                 e.what() + "); tried again at go");
+    return;
+  }
+  std::lock_guard guard(mutex_);
+  applied_epoch_ = epoch;
 }
 
 ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
@@ -226,7 +254,7 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
         }
         break;
       case FrameType::kEpoch:
-        commit_epoch(epochs, direct, frame.payload);
+        if (commit_epoch(epochs, direct, frame.payload)) prepare_copy();
         break;
       case FrameType::kGo:
         if (epochs.last_epoch() == 0 || epochs.mid_epoch())
@@ -339,19 +367,21 @@ std::string ReplicaReceiver::run_copy() {
   st::VmState state;
   uint64_t epoch;
   Clock::time_point at;
+  bool applied;
   {
     std::lock_guard guard(mutex_);
     // Once only: a second run would apply the state under a running guest.
     if (phase_ == pb::REPLICA_PHASE_TAKEN_OVER) return "the guest runs here already";
     if (phase_ == pb::REPLICA_PHASE_STOPPED) return "the active ended the replication";
     if (!committed_state_) return "no epoch applied yet";
-    state = *committed_state_;
     epoch = epoch_;
     at = committed_at_;
+    applied = applied_epoch_ == epoch_;
+    if (!applied) state = *committed_state_;
   }
   try {
     machine_->refuse_if_fenced();
-    machine_->apply_state(state);
+    if (!applied) machine_->apply_state(state);
     machine_->take_over_replica();
   } catch (const std::exception& e) {
     return e.what();

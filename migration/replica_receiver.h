@@ -69,7 +69,10 @@ class ReplicaReceiver {
   enum class Ending { kFailed, kCancelled, kSwitchover };
   void keep_copy();
   Ending receive_epochs();
-  void commit_epoch(EpochAssembler& epochs, PageWriter& memory, std::span<const uint8_t> payload);
+  // True for a switchover's last epoch.
+  bool commit_epoch(EpochAssembler& epochs, PageWriter& memory, std::span<const uint8_t> payload);
+  // After a switchover's last epoch, before Go: its state applied.
+  void prepare_copy();
   PageBatchCounts write_disk_blocks(std::span<const uint8_t> payload);
   void open_disks(std::span<const uint8_t> hello, Machine& machine);
   // On the event loop: the last epoch's state applied, the vCPUs let go.
@@ -94,6 +97,7 @@ class ReplicaReceiver {
   // The last complete epoch: memory holds it, this is its state.
   uint64_t epoch_ = 0;
   std::optional<state::v1::VmState> committed_state_;
+  uint64_t applied_epoch_ = 0;  // the machine holds this epoch's state already
   std::chrono::steady_clock::time_point committed_at_;
   uint64_t last_epoch_us_ = 0;
   uint64_t last_epoch_pages_ = 0;

@@ -11,6 +11,7 @@
 #include "migration/event_loop_call.h"
 #include "migration/page_sender.h"
 #include "migration/stream_hello.h"
+#include "migration/vcpu_throttle.h"
 #include "proto/migration.pb.h"
 
 namespace keel::migration {
@@ -397,34 +398,56 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
 // guest runs: the pages written since the last checkpoint go live (they
 // belong to the epoch under way, which the passive applies only whole, so
 // a page sent now and written again is sent again in the pause, later in
-// the epoch, and wins), round after round while that shrinks what is left;
-// the pause then copies only the rest. Without this, a fast writer's pause
-// holds a whole epoch's pages.
+// the epoch, and wins), round after round until what is left would go
+// within kPauseTarget at the rounds' own rate; the pause then copies only
+// the rest. A guest writing as fast as the link sends is throttled from
+// the second round on, as a migration's is (its vCPUs held a growing share
+// of each 20 ms), and let go again only through the run permit. Without
+// this, a fast writer's pause holds a whole epoch's pages.
 void ReplicaSender::precopy_last_epoch() {
-  constexpr int kMaxRounds = 10;
+  constexpr int kMaxRounds = 30;
+  constexpr auto kPauseTarget = std::chrono::milliseconds(5);
   constexpr uint64_t kSmallEnough = 256;  // pages: about a millisecond on loopback
+  constexpr uint32_t kThrottleStart = 30;
+  constexpr uint32_t kThrottleStep = 20;
+  constexpr uint32_t kThrottleMax = 99;
   GuestMemory& memory = machine_.guest_memory();
-  uint64_t previous = UINT64_MAX;
+  VcpuThrottle throttle(machine_, [this] { resume_if_permitted(); });
+  double bandwidth = 0;  // bytes per second, the last round's
   for (int round = 0; round < kMaxRounds; ++round) {
     // The VMM's marks leave their bitmap with a peek: what is not sent now
     // is carried to the pause.
     carried_ = dirty_log_->peek();
     const uint64_t left = kvm::DirtyLog::count(carried_);
-    // Small enough, no longer shrinking, or as much as the passive keeps
-    // for one epoch (four times memory, the pause's pages and entry words
-    // besides) sent already.
-    if (left <= kSmallEnough || (previous != UINT64_MAX && left * 10 > previous * 9) ||
-        precopied_pages_ + precopied_zero_pages_ + left > 2 * memory.size() / kPageSize) {
+    const bool fits = left <= kSmallEnough ||
+                      (bandwidth > 0 && static_cast<double>(left * kPageSize) / bandwidth <=
+                                            std::chrono::duration<double>(kPauseTarget).count());
+    // Fits, or as much as the passive keeps for one epoch (four times
+    // memory, the pause's pages and entry words besides) sent already.
+    if (fits || precopied_pages_ + precopied_zero_pages_ + left > 2 * memory.size() / kPageSize) {
       return;
     }
-    previous = left;
+    if (round >= 1 && throttle.percent() < kThrottleMax) {
+      const uint32_t now = throttle.percent();
+      const uint32_t next = now == 0 ? kThrottleStart : std::min(kThrottleMax, now + kThrottleStep);
+      throttle.set_percent(next);
+      std::lock_guard guard(mutex_);
+      info_.set_throttle_percent(next);
+    }
     dirty_log_->reprotect_peeked();  // before the copies: later writes are logged again
+    const auto begin = Clock::now();
+    const uint64_t sent_before = channel_->bytes_sent();
     PageSender pages(*channel_, memory.host_base(), memory.size(), 0);
     pages.set_cancel_check(&stopping_);
     pages.add_marked(carried_);
     precopied_pages_ += pages.pages();
     precopied_zero_pages_ += pages.zero_pages();
     carried_.clear();
+    const double took = std::chrono::duration<double>(Clock::now() - begin).count();
+    const uint64_t bytes = channel_->bytes_sent() - sent_before;
+    // Small rounds measure latency, not bandwidth: the estimate stays then.
+    if (bytes >= (1u << 20) || bandwidth == 0)
+      bandwidth = static_cast<double>(bytes) / std::max(1e-6, took);
   }
 }
 
@@ -441,13 +464,17 @@ void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
     machine.hold_output(false);
     return true;
   });
-  machine.sync_disks();
   {
     std::lock_guard guard(mutex_);
     go_sent_ = true;
   }
-  machine.release_disks();
   channel_->send(FrameType::kGo);
+  // The passive runs on its own copies of the disks, which hold this
+  // epoch's blocks already: this host's images are flushed and let go while
+  // it starts the guest, off the pause (they are copied whole again when
+  // the stream turns around).
+  machine.sync_disks();
+  machine.release_disks();
   FrameChannel::Frame answer = channel_->receive();
   if (answer.type == FrameType::kVerdict) {
     mpb::Verdict verdict;

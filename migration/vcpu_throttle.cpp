@@ -43,7 +43,11 @@ void VcpuThrottle::loop() {
     if (paused) {
       changed_.wait_for(lock, held, [this] { return stopping_; });
       lock.unlock();
-      machine_.resume();
+      if (resume_) {
+        resume_();
+      } else {
+        machine_.resume();
+      }
       lock.lock();
     } else {
       log::warning("throttling: a vCPU did not stop within 1 s");

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -16,7 +17,11 @@ namespace keel::migration {
 
 class VcpuThrottle {
  public:
-  explicit VcpuThrottle(MigratableMachine& machine) : machine_(machine) {}
+  // `resume` lets the vCPUs run again after each held share (a replica's
+  // through its run permit, which may keep them stopped); empty: the
+  // machine's resume.
+  explicit VcpuThrottle(MigratableMachine& machine, std::function<void()> resume = {})
+      : machine_(machine), resume_(std::move(resume)) {}
   // Stops the thread and leaves the guest running.
   ~VcpuThrottle() { stop(); }
   VcpuThrottle(const VcpuThrottle&) = delete;
@@ -32,6 +37,7 @@ class VcpuThrottle {
   void loop();
 
   MigratableMachine& machine_;
+  std::function<void()> resume_;
   std::atomic<uint32_t> percent_{0};
   std::mutex mutex_;
   std::condition_variable changed_;

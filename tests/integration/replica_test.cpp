@@ -311,6 +311,27 @@ TEST(Replica, SwitchoverHandsTheGuestOnFourTimes) {
   EXPECT_FALSE(here->lines("testos: heartbeat memory OK").empty()) << here->describe();
 }
 
+// A guest writing memory as fast as it can: the switchover's last epoch
+// pre-copies round after round, throttling the writer when a round does
+// not shrink what is left, and the memory checks out where it arrives.
+TEST(Replica, SwitchoverOfAGuestWritingFlatOut) {
+  LiveVmm active(testos("job=dirtier mib=32 seconds=60 interval_ms=20"));
+  ASSERT_TRUE(active.wait_line("testos: dirtier pass=1 ", 0, seconds(300))) << active.describe();
+  Passive next = passive();
+  pb::Response started = call(active, {"replicate", next.address}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << next.vmm->describe();
+  pb::Response done = call(active, {"switchover"}, seconds(600));
+  ASSERT_TRUE(done.ok()) << done.error().message() << active.describe() << next.vmm->describe();
+  EXPECT_EQ(done.switchover().phase(), pb::REPLICA_PHASE_SWITCHED_OVER);
+  std::fprintf(stderr, "switchover of the dirtier: paused %.3f ms, vCPUs throttled to %u%%\n",
+               static_cast<double>(done.switchover().switchover_pause_us()) / 1000,
+               100 - done.switchover().throttle_percent());
+  EXPECT_EQ(active.wait_exit(seconds(60)), 0) << active.describe();
+  EXPECT_TRUE(next.vmm->lines("testos: dirtier start").empty()) << "booted again";
+  ASSERT_TRUE(next.vmm->wait_line("testos: dirtier OK ", 0, seconds(600))) << next.vmm->describe();
+  EXPECT_TRUE(next.vmm->lines("testos: dirtier BAD").empty()) << next.vmm->describe();
+}
+
 TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
   LiveVmm active(testos("job=heartbeat interval_ms=20 count=0 mib=8"));
   ASSERT_TRUE(active.wait_line("testos: beat seq=3 ", 0, seconds(300))) << active.describe();

@@ -156,8 +156,9 @@ std::string describe_replica(const control::ReplicaInfo& info) {
          human_bytes(info.bytes_sent()) + ", lately " + rate(info.bandwidth_bytes_per_s()));
     if (info.throttle_percent() > 0) {
       line(out, "throttle:",
-           "the passive falls behind: vCPUs stopped " + std::to_string(info.throttle_percent()) +
-               "% of the time");
+           "vCPUs stopped " + std::to_string(info.throttle_percent()) +
+               "% of the time (a switchover's last epoch: the guest writes as fast as it "
+               "is sent)");
     }
     line(out, "took:", human_duration_ms(info.elapsed_ms()));
   }
