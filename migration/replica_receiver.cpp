@@ -254,11 +254,16 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
         }
         break;
       case FrameType::kEpoch:
-        if (commit_epoch(epochs, direct, frame.payload)) prepare_copy();
+        if (commit_epoch(epochs, direct, frame.payload)) {
+          log::debug("switchover: the last epoch is applied and acknowledged");
+          prepare_copy();
+          log::debug("switchover: its state is in, waiting for go");
+        }
         break;
       case FrameType::kGo:
         if (epochs.last_epoch() == 0 || epochs.mid_epoch())
           throw StreamError("go with no complete epoch to run from");
+        log::debug("switchover: go heard");
         return Ending::kSwitchover;
       case FrameType::kCancel: {
         mpb::Verdict why;
@@ -317,6 +322,7 @@ void ReplicaReceiver::keep_copy() {
     }
     try {
       if (why.empty()) {
+        log::debug("switchover: the vCPUs run");
         channel_->send(FrameType::kRunning);
       } else {
         refuse("the passive could not run the guest: " + why);

@@ -117,6 +117,14 @@ void ReplicaSender::hold_guest(const std::string& why) {
                   "): once it surely does not, replica-stop runs it on here unprotected");
 }
 
+// KEEL_LOG=debug: a switchover's pause step by step, from the vCPUs'
+// stopping (keel-migbench --trace shows these beside the passive's).
+void ReplicaSender::switchover_step(Clock::time_point stopped, const char* what) {
+  if (!log::enabled(log::Level::kDebug)) return;
+  log::debug(std::string("switchover pause: ") + what + " at " +
+             std::to_string(us(Clock::now() - stopped)) + " us");
+}
+
 void ReplicaSender::resume_if_permitted() {
   MigratableMachine& machine = machine_;
   RunPermit& permit = *permit_;
@@ -318,6 +326,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
     return captured;
   });
   paused_ = last;
+  if (last) switchover_step(stopped, "state captured, pages staged");
   const auto resumed = Clock::now();
   const auto pause = resumed - stopped;
   // The guest's time goes on between the checkpoint and a takeover.
@@ -346,6 +355,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   // may run until now plus the permit.
   const auto heard = Clock::now();
   channel_->send(FrameType::kEpoch, end);
+  if (last) switchover_step(stopped, "last epoch sent");
 
   FrameChannel::Frame answer = channel_->receive();
   if (answer.type == FrameType::kVerdict) {
@@ -365,6 +375,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
                       ", expected " + std::to_string(epoch));
   }
   const auto acked = Clock::now();
+  if (last) switchover_step(stopped, "last epoch acknowledged");
   machine.post([&machine, epoch] { machine.release_output(epoch); });
   if (permit.grant_from(heard) && !last) resume_if_permitted();
   const uint64_t bytes = channel_->bytes_sent() - sent_before;
@@ -469,12 +480,14 @@ void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
     go_sent_ = true;
   }
   channel_->send(FrameType::kGo);
+  switchover_step(stopped, "go sent");
   // The passive runs on its own copies of the disks, which hold this
   // epoch's blocks already: this host's images are flushed and let go while
   // it starts the guest, off the pause (they are copied whole again when
   // the stream turns around).
   machine.sync_disks();
   machine.release_disks();
+  switchover_step(stopped, "disks synced and let go");
   FrameChannel::Frame answer = channel_->receive();
   if (answer.type == FrameType::kVerdict) {
     mpb::Verdict verdict;
@@ -486,6 +499,7 @@ void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
                       frame_name(answer.type));
   }
   std::lock_guard guard(mutex_);
+  switchover_step(stopped, "running heard");
   info_.set_switchover_pause_us(us(Clock::now() - stopped));
   info_.set_phase(pb::REPLICA_PHASE_SWITCHED_OVER);
 }

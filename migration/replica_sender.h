@@ -96,6 +96,7 @@ class ReplicaSender : public std::enable_shared_from_this<ReplicaSender> {
   std::chrono::steady_clock::time_point checkpoint(uint64_t epoch, bool last);
   // Before a switchover's last checkpoint: rounds of live copies.
   void precopy_last_epoch();
+  void switchover_step(std::chrono::steady_clock::time_point stopped, const char* what);
   // After the last checkpoint's ack: output, disks, go, running.
   void hand_over(uint64_t epoch, std::chrono::steady_clock::time_point stopped);
   void adapt_target(std::chrono::steady_clock::duration pause);

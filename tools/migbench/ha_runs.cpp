@@ -17,6 +17,7 @@
 #include "common/unique_fd.h"
 #include "control/control_client.h"
 #include "tools/migbench/bench_network.h"
+#include "tools/migbench/pause_trace.h"
 
 namespace keel::migbench {
 
@@ -214,12 +215,20 @@ RunFigures run_keel_switchover(const Workload& w, int run) {
   f.total_ms = ms(end - begin);
   f.bytes = done.switchover().bytes_sent();
   f.rounds = static_cast<uint32_t>(done.switchover().epoch());
+  f.throttle_percent = done.switchover().throttle_percent();
   p.active->wait_exit(seconds(60));
   const auto settled = Clock::now();
   std::vector<TimedLine> arrived = p.passive->lines();
   const std::string head = p.active->unfinished();
   if (!head.empty() && !arrived.empty()) arrived.front().text = head + arrived.front().text;
   beat_figures(p.active->lines(), arrived, w.beat_prefix(), begin, settled, f);
+  if (w.trace) {
+    std::fprintf(stderr, "trace: keel-switch run %d\n", run);
+    print_pause_trace(
+        stderr,
+        {p.active->lines(), std::move(arrived), p.active->error_lines(), p.passive->error_lines()},
+        w.beat_prefix(), begin, std::chrono::milliseconds(10));
+  }
   end_passive(p);
   f.ok = true;
   return f;
