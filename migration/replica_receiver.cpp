@@ -196,28 +196,35 @@ bool ReplicaReceiver::commit_epoch(EpochAssembler& epochs, PageWriter& memory,
 // The active flushes its disks and sends Go meanwhile, so Go only lets the
 // vCPUs go, as a migration's destination restores before it is ready. The
 // vCPUs stay parked: a copy that never runs loses nothing by it, and its
-// clocks run on from here as they would have in transit.
+// clocks run on from here as they would have in transit. Posted, not
+// waited for, so that Go is read meanwhile: on the event loop, as run_copy
+// runs, so whichever comes first applies the state, and only once.
 void ReplicaReceiver::prepare_copy() {
-  st::VmState state;
+  auto state = std::make_shared<st::VmState>();
   uint64_t epoch;
   {
     std::lock_guard guard(mutex_);
     if (!committed_state_) return;
-    state = *committed_state_;
+    *state = *committed_state_;
     epoch = epoch_;
   }
-  try {
-    on_event_loop<bool>(*machine_, [this, &state] {
-      machine_->apply_state(state);
-      return true;
-    });
-  } catch (const std::exception& e) {
-    log::warning(std::string("replica: the last epoch's state did not go in ahead of go (") +
-                 e.what() + "); tried again at go");
-    return;
-  }
-  std::lock_guard guard(mutex_);
-  applied_epoch_ = epoch;
+  machine_->post([this, state, epoch] {
+    {
+      std::lock_guard guard(mutex_);
+      if (phase_ == pb::REPLICA_PHASE_TAKEN_OVER || epoch_ != epoch || applied_epoch_ == epoch)
+        return;
+    }
+    try {
+      machine_->apply_state(*state);
+    } catch (const std::exception& e) {
+      log::warning(std::string("replica: the last epoch's state did not go in ahead of go (") +
+                   e.what() + "); tried again at go");
+      return;
+    }
+    log::debug("switchover: the last epoch's state is in");
+    std::lock_guard guard(mutex_);
+    applied_epoch_ = epoch;
+  });
 }
 
 ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
@@ -257,7 +264,6 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
         if (commit_epoch(epochs, direct, frame.payload)) {
           log::debug("switchover: the last epoch is applied and acknowledged");
           prepare_copy();
-          log::debug("switchover: its state is in, waiting for go");
         }
         break;
       case FrameType::kGo:
