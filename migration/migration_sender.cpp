@@ -206,10 +206,8 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
     previous_dirty = dirty_pages;
     if (round_number > kRoundsBeforeThrottle && not_shrinking >= 1) {
       const uint32_t now_percent = throttle.percent();
-      const uint32_t next =
-          now_percent == 0 ? kThrottleStart : std::min(kThrottleMax, now_percent + kThrottleStep);
+      const uint32_t next = throttle.raise(kThrottleStart, kThrottleStep, kThrottleMax);
       if (next != now_percent) {
-        throttle.set_percent(next);
         log::info(
             "migration: the guest writes memory faster than it can be sent; vCPUs "
             "throttled to " +

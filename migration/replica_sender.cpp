@@ -438,12 +438,10 @@ void ReplicaSender::precopy_last_epoch() {
     if (fits || precopied_pages_ + precopied_zero_pages_ + left > 2 * memory.size() / kPageSize) {
       return;
     }
-    if (round >= 1 && throttle.percent() < kThrottleMax) {
-      const uint32_t now = throttle.percent();
-      const uint32_t next = now == 0 ? kThrottleStart : std::min(kThrottleMax, now + kThrottleStep);
-      throttle.set_percent(next);
+    if (round >= 1) {
+      const uint32_t now = throttle.raise(kThrottleStart, kThrottleStep, kThrottleMax);
       std::lock_guard guard(mutex_);
-      info_.set_throttle_percent(next);
+      info_.set_throttle_percent(now);
     }
     dirty_log_->reprotect_peeked();  // before the copies: later writes are logged again
     const auto begin = Clock::now();

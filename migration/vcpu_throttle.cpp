@@ -1,5 +1,7 @@
 #include "migration/vcpu_throttle.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 #include "vmm/jail/syscall_filter.h"
 
@@ -14,6 +16,13 @@ void VcpuThrottle::set_percent(uint32_t percent) {
   std::lock_guard guard(mutex_);
   if (!thread_.joinable() && percent > 0 && !stopping_) thread_ = std::thread([this] { loop(); });
   changed_.notify_all();
+}
+
+uint32_t VcpuThrottle::raise(uint32_t start, uint32_t step, uint32_t max) {
+  const uint32_t now = percent();
+  const uint32_t next = now == 0 ? start : std::min(max, now + step);
+  if (next != now) set_percent(next);
+  return percent();
 }
 
 void VcpuThrottle::stop() {

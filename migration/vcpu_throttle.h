@@ -30,6 +30,9 @@ class VcpuThrottle {
   // 0..99: the share of each 20 ms period the vCPUs spend stopped.
   void set_percent(uint32_t percent);
   uint32_t percent() const { return percent_.load(); }
+  // One step harder: `start` from free, else `step` more, at most `max`;
+  // the share now.
+  uint32_t raise(uint32_t start, uint32_t step, uint32_t max);
   // Joins the thread; the vCPUs run when it returns.
   void stop();
 
