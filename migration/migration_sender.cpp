@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "migration/event_loop_call.h"
+#include "migration/micros.h"
 #include "migration/page_sender.h"
 #include "migration/stream_hello.h"
 #include "migration/vcpu_throttle.h"
@@ -39,10 +40,6 @@ constexpr uint32_t kMaxRounds = 60;
 constexpr size_t kRoundsKept = 64;
 constexpr double kAssumedBandwidth = 125e6;  // bytes per second: 1 Gbit/s
 
-uint64_t us(Clock::duration d) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
-}
-
 }  // namespace
 
 MigrationSender::MigrationSender(MigratableMachine& machine, MigrationSettings settings)
@@ -56,7 +53,7 @@ MigrationSender::MigrationSender(MigratableMachine& machine, MigrationSettings s
 pb::MigrationInfo MigrationSender::info() const {
   std::lock_guard guard(mutex_);
   pb::MigrationInfo copy = info_;
-  copy.set_elapsed_ms(started_ == Clock::time_point{} ? 0 : us(Clock::now() - started_) / 1000);
+  copy.set_elapsed_ms(started_ == Clock::time_point{} ? 0 : micros(Clock::now() - started_) / 1000);
   if (channel_) copy.set_bytes_sent(channel_->bytes_sent());
   return copy;
 }
@@ -127,14 +124,14 @@ void MigrationSender::first_pass() {
   // round trips, not bandwidth. Below 1 MiB assume a 1 Gbit/s link until a
   // round measures better (else an idle guest's few dirty pages look slow
   // to send and get it throttled).
-  bandwidth_ = bytes >= (1u << 20) ? static_cast<double>(bytes) / std::max(1e-6, us(took) / 1e6)
+  bandwidth_ = bytes >= (1u << 20) ? static_cast<double>(bytes) / std::max(1e-6, micros(took) / 1e6)
                                    : kAssumedBandwidth;
   pb::MigrationRound round;
   round.set_round(0);
   round.set_pages(pages.pages());
   round.set_zero_pages(pages.zero_pages());
   round.set_bytes(bytes);
-  round.set_duration_us(us(took));
+  round.set_duration_us(micros(took));
   round.set_bandwidth_bytes_per_s(static_cast<uint64_t>(bandwidth_));
   add_round(round);
 }
@@ -171,7 +168,7 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
     std::vector<uint64_t> dirty = dirty_log_->peek();
     const auto now = Clock::now();
     const uint64_t dirty_pages = kvm::DirtyLog::count(dirty);
-    const double since = std::max(1e-6, us(now - last_harvest) / 1e6);
+    const double since = std::max(1e-6, micros(now - last_harvest) / 1e6);
     last_harvest = now;
     // The pages, and what the pause holds besides: the state, the
     // destination's ready and the go/running round trip, about two syncs.
@@ -226,13 +223,13 @@ std::vector<uint64_t> MigrationSender::dirty_rounds() {
     const uint64_t bytes = channel_->bytes_sent() - sent_before;
     // Small rounds measure latency, not bandwidth: keep the estimate then.
     if (bytes >= (1u << 20))
-      bandwidth_ = static_cast<double>(bytes) / std::max(1e-6, us(took) / 1e6);
+      bandwidth_ = static_cast<double>(bytes) / std::max(1e-6, micros(took) / 1e6);
     pb::MigrationRound round;
     round.set_round(round_number);
     round.set_pages(pages.pages());
     round.set_zero_pages(pages.zero_pages());
     round.set_bytes(bytes);
-    round.set_duration_us(us(took));
+    round.set_duration_us(micros(took));
     round.set_bandwidth_bytes_per_s(static_cast<uint64_t>(bandwidth_));
     round.set_throttle_percent(throttle.percent());
     add_round(round);
@@ -293,10 +290,10 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   auto step = [stopped, debug](const char* what) {
     if (!debug) return;
     log::debug(std::string("migration pause: ") + what + " at " +
-               std::to_string(us(Clock::now() - stopped)));
+               std::to_string(micros(Clock::now() - stopped)));
   };
   if (debug) {
-    log::debug("migration pause: vCPUs stopped " + std::to_string(us(stopped - asked)) +
+    log::debug("migration pause: vCPUs stopped " + std::to_string(micros(stopped - asked)) +
                " us after the request");
   }
 
@@ -382,7 +379,7 @@ void MigrationSender::stop_and_copy(std::vector<uint64_t> dirty) {
   }
   step("destination running");
   std::lock_guard guard(mutex_);
-  info_.set_downtime_us(us(Clock::now() - stopped));
+  info_.set_downtime_us(micros(Clock::now() - stopped));
 }
 
 pb::MigrationInfo MigrationSender::run() {
@@ -455,7 +452,7 @@ pb::MigrationInfo MigrationSender::run_steps() {
     info_.set_phase(phase);
     info_.set_error(message);
     pb::MigrationInfo copy = info_;
-    copy.set_elapsed_ms(us(Clock::now() - started_) / 1000);
+    copy.set_elapsed_ms(micros(Clock::now() - started_) / 1000);
     if (channel_) copy.set_bytes_sent(channel_->bytes_sent());
     return copy;
   }

@@ -88,6 +88,12 @@ class ReplicaSender : public std::enable_shared_from_this<ReplicaSender> {
   api::v1::ReplicaInfo info() const;
 
  private:
+  // A passive silent this long is taken for dead: the replication ends and
+  // the guest runs on unprotected. Short, since protection is lost
+  // meanwhile; long enough for a big epoch on a slow link. Also a
+  // switchover's wait for the passive after the last epoch.
+  static constexpr std::chrono::seconds kStreamTimeout{10};
+
   void connect_and_copy();
   // One checkpoint: pause, capture, copy, resume; then the epoch sent and
   // its acknowledgement awaited.
