@@ -221,6 +221,9 @@ void ReplicaSender::connect_and_copy() {
 Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   MigratableMachine& machine = machine_;
   GuestMemory& memory = machine.guest_memory();
+  // A switchover's throttle stops the vCPUs in turn with this pause.
+  std::unique_lock<std::mutex> throttle_off;
+  if (throttle_) throttle_off = throttle_->hold_off();
   const auto asked = Clock::now();
   auto parked = std::make_shared<std::promise<Clock::time_point>>();
   std::future<Clock::time_point> parked_future = parked->get_future();
@@ -258,20 +261,24 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   std::vector<uint64_t>& bitmap = bitmap_;
   kvm::DirtyLog& log = *dirty_log_;
   std::vector<Disk>& disks = disks_;
-  const std::vector<uint64_t>& carried = carried_;
+  std::vector<uint64_t>& carried = carried_;
   state::v1::VmState state = on_event_loop<state::v1::VmState>(machine, [&] {
     state::v1::VmState captured;
     try {
       captured = machine.capture_state();
-      // Pages a switchover's pre-copy harvested and left for this pause.
+      // What converge_for_switchover's look took (the VMM's marks left
+      // with it).
       if (carried.empty()) {
         std::fill(bitmap.begin(), bitmap.end(), 0);
       } else {
-        bitmap = carried;
+        bitmap.swap(carried);
+        carried.clear();
       }
       log.peek_into(bitmap);
       log.reprotect_peeked();
-      staged.stage(memory.host_base(), memory.size() / kPageSize, bitmap);
+      // The last epoch's pages go from guest memory itself after this: the
+      // guest stays stopped.
+      if (!last) staged.stage(memory.host_base(), memory.size() / kPageSize, bitmap);
       std::vector<std::vector<uint64_t>> written = machine.harvest_disk_writes();
       for (Disk& disk : disks) {
         if (disk.index < written.size())
@@ -300,7 +307,8 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
     return captured;
   });
   paused_ = last;
-  if (last) switchover_step(stopped, "state captured, pages staged");
+  if (throttle_off.owns_lock()) throttle_off.unlock();
+  if (last) switchover_step(stopped, "state captured, disks' blocks staged");
   const auto resumed = Clock::now();
   const auto pause = resumed - stopped;
   // The guest's time goes on between the checkpoint and a takeover.
@@ -308,7 +316,17 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
 
   const uint64_t sent_before = channel_->bytes_sent();
   channel_->hold(true);
-  staged_.send(*channel_);
+  uint64_t pages = 0, zero_pages = 0;
+  if (last) {
+    PageSender direct(*channel_, memory.host_base(), memory.size(), 0);
+    direct.add_marked(bitmap_);
+    pages = direct.pages();
+    zero_pages = direct.zero_pages();
+  } else {
+    staged_.send(*channel_);
+    pages = staged_.pages();
+    zero_pages = staged_.zero_pages();
+  }
   uint64_t blocks = 0, zero_blocks = 0;
   for (const Disk& disk : disks_) {
     disk.staged.send(*channel_, disk.index);
@@ -319,8 +337,8 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   channel_->hold(false);
   mpb::Epoch end;
   end.set_epoch(epoch);
-  end.set_pages(staged_.pages() + precopied_pages_);
-  end.set_zero_pages(staged_.zero_pages() + precopied_zero_pages_);
+  end.set_pages(pages);
+  end.set_zero_pages(zero_pages);
   end.set_disk_blocks(blocks);
   end.set_zero_disk_blocks(zero_blocks);
   end.set_length_us(last_checkpoint_ == Clock::time_point{} ? 0
@@ -330,7 +348,17 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   // may run until now plus the permit.
   const auto heard = Clock::now();
   channel_->send(FrameType::kEpoch, end);
-  if (last) switchover_step(stopped, "last epoch sent");
+  // The link's rate, of an epoch big enough to measure it: how long a
+  // switchover's last epoch would take to send.
+  const uint64_t epoch_bytes = channel_->bytes_sent() - sent_before;
+  if (epoch_bytes >= (1u << 20)) {
+    send_rate_ = static_cast<double>(epoch_bytes) /
+                 std::max(1e-6, std::chrono::duration<double>(Clock::now() - resumed).count());
+  }
+  if (last) {
+    switchover_step(stopped, "last epoch sent (" + std::to_string(pages) + " pages, " +
+                                 std::to_string(zero_pages) + " of zeros)");
+  }
 
   FrameChannel::Frame answer = channel_->receive();
   if (answer.type == FrameType::kVerdict) {
@@ -361,7 +389,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
       info_.set_last_epoch_us(micros(stopped - last_checkpoint_));
     info_.set_last_pause_us(micros(pause));
     info_.set_max_pause_us(std::max<uint64_t>(info_.max_pause_us(), micros(pause)));
-    info_.set_last_epoch_pages(staged_.pages() + staged_.zero_pages());
+    info_.set_last_epoch_pages(pages + zero_pages);
     // Smoothed: one epoch's transfer is short and noisy.
     const double rate = static_cast<double>(bytes) / std::max(1e-6, micros(acked - resumed) / 1e6);
     const double before = static_cast<double>(info_.bandwidth_bytes_per_s());
@@ -436,7 +464,7 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       if (epoch > 1) wait_for_checkpoint();
       if (stopping_.load()) break;
       const bool last = switching_.load();
-      if (last) precopy_last_epoch();
+      if (last) epoch = converge_for_switchover(epoch);
       const Clock::time_point stopped = checkpoint(epoch, last);
       if (last) {
         hand_over(epoch, stopped);

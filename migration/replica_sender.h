@@ -32,10 +32,10 @@
 // passive, told, closed the stream (it dropped its copy); a passive that
 // does not within 5 s may not have heard, and the guest is held so too.
 // A switchover is a live migration's handover after a last checkpoint,
-// its epoch begun with pre-copy rounds while the guest runs: its pause is
-// that checkpoint, the rest of the epoch's transfer and the go/running
-// round trip; a passive that does not confirm after go leaves the guest paused
-// here (UNCERTAIN), never running twice.
+// which short epochs while the guest runs (throttled when it writes fast)
+// make small: its pause is that checkpoint, its transfer straight from
+// guest memory, the passive's commit and the go/running round trip; a passive that does not confirm
+// after go leaves the guest paused here (UNCERTAIN), never running twice.
 #pragma once
 
 #include <atomic>
@@ -55,6 +55,8 @@
 #include "vmm/migratable_machine.h"
 
 namespace keel::migration {
+
+class VcpuThrottle;
 
 struct ReplicaSettings {
   TcpEndpoint to;
@@ -100,9 +102,10 @@ class ReplicaSender : public std::enable_shared_from_this<ReplicaSender> {
   // `last`: a switchover's, which leaves the guest stopped. Returns when
   // the vCPUs stopped.
   std::chrono::steady_clock::time_point checkpoint(uint64_t epoch, bool last);
-  // Before a switchover's last checkpoint: rounds of live copies.
-  void precopy_last_epoch();
-  void switchover_step(std::chrono::steady_clock::time_point stopped, const char* what);
+  // Before a switchover's last checkpoint: short epochs from `epoch` on,
+  // the guest throttled, until the last would be short; returns its number.
+  uint64_t converge_for_switchover(uint64_t epoch);
+  void switchover_step(std::chrono::steady_clock::time_point stopped, const std::string& what);
   // After the last checkpoint's ack: output, disks, go, running.
   void hand_over(uint64_t epoch, std::chrono::steady_clock::time_point stopped);
   void adapt_target(std::chrono::steady_clock::duration pause);
@@ -140,11 +143,13 @@ class ReplicaSender : public std::enable_shared_from_this<ReplicaSender> {
   std::vector<uint64_t> open_disks();  // Hello.disk_bytes
   void copy_disk(Disk& disk);
   std::vector<uint64_t> bitmap_;
-  // precopy_last_epoch's: pages left for the pause, and those sent live
-  // (counted in the last epoch).
+  // converge_for_switchover's: the pages its last look found written,
+  // which the next checkpoint starts from (the VMM's marks leave with a
+  // look); its throttle while it runs.
   std::vector<uint64_t> carried_;
-  uint64_t precopied_pages_ = 0;
-  uint64_t precopied_zero_pages_ = 0;
+  VcpuThrottle* throttle_ = nullptr;
+  // Bytes per second sent, the last epoch of a MiB or more.
+  double send_rate_ = 0;
   std::chrono::milliseconds target_;
   // Output commit's latency: the guest sent a frame in the epoch under way
   // (its answer waits for this epoch's ack), so the checkpoint comes early,

@@ -47,9 +47,14 @@ void VcpuThrottle::loop() {
     }
     const auto held = kPeriod * p / 100;
     lock.unlock();
+    std::unique_lock turn(turn_);
+    {
+      std::lock_guard guard(mutex_);  // stopped while a hold_off() held it
+      if (stopping_) break;
+    }
     const bool paused = machine_.pause(std::chrono::milliseconds(1000));
-    lock.lock();
     if (paused) {
+      lock.lock();
       changed_.wait_for(lock, held, [this] { return stopping_; });
       lock.unlock();
       if (resume_) {
@@ -57,10 +62,10 @@ void VcpuThrottle::loop() {
       } else {
         machine_.resume();
       }
-      lock.lock();
-    } else {
-      log::warning("throttling: a vCPU did not stop within 1 s");
     }
+    turn.unlock();
+    lock.lock();
+    if (!paused) log::warning("throttling: a vCPU did not stop within 1 s");
     changed_.wait_for(lock, kPeriod - held, [this] { return stopping_; });
   }
 }

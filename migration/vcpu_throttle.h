@@ -35,6 +35,10 @@ class VcpuThrottle {
   uint32_t raise(uint32_t start, uint32_t step, uint32_t max);
   // Joins the thread; the vCPUs run when it returns.
   void stop();
+  // While the lock returned is held the throttle leaves the vCPUs alone (a
+  // held share under way ends first), so that a caller may pause and
+  // resume them itself: a replica's checkpoint.
+  std::unique_lock<std::mutex> hold_off() { return std::unique_lock(turn_); }
 
  private:
   void loop();
@@ -42,6 +46,7 @@ class VcpuThrottle {
   MigratableMachine& machine_;
   std::function<void()> resume_;
   std::atomic<uint32_t> percent_{0};
+  std::mutex turn_;  // held from each pause to its resume, or by hold_off()
   std::mutex mutex_;
   std::condition_variable changed_;
   bool stopping_ = false;
