@@ -227,9 +227,8 @@ void ReplicaReceiver::prepare_copy() {
   });
 }
 
-ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
-  PageWriter direct(machine_->guest_memory());  // every write to memory goes through it
-  EpochAssembler epochs(direct.memory_pages(), disk_blocks_);
+ReplicaReceiver::Ending ReplicaReceiver::receive_epochs(PageWriter& direct,
+                                                        EpochAssembler& epochs) {
   const auto write_now = [&direct](std::span<const uint8_t> payload) {
     return direct.write(payload);
   };
@@ -288,8 +287,13 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs() {
 void ReplicaReceiver::keep_copy() {
   Ending ending = Ending::kFailed;
   std::string failure;
+  // Every write to memory goes through `direct`. Both outlive the stream:
+  // an epoch's buffers are many and big, and freeing them is no work for a
+  // switchover's pause.
+  PageWriter direct(machine_->guest_memory());
+  EpochAssembler epochs(direct.memory_pages(), disk_blocks_);
   try {
-    ending = receive_epochs();
+    ending = receive_epochs(direct, epochs);
   } catch (const std::exception& e) {
     failure = e.what();
   }
@@ -391,6 +395,8 @@ std::string ReplicaReceiver::run_copy() {
     applied = applied_epoch_ == epoch_;
     if (!applied) state = *committed_state_;
   }
+  log::debug(applied ? "run copy: on the event loop, its state in"
+                     : "run copy: on the event loop, its state to apply");
   try {
     machine_->refuse_if_fenced();
     if (!applied) machine_->apply_state(state);
@@ -398,6 +404,7 @@ std::string ReplicaReceiver::run_copy() {
   } catch (const std::exception& e) {
     return e.what();
   }
+  log::debug("run copy: vCPUs released");
   machine_->announce_network();
   {
     std::lock_guard guard(mutex_);

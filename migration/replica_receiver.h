@@ -68,7 +68,7 @@ class ReplicaReceiver {
  private:
   enum class Ending { kFailed, kCancelled, kSwitchover };
   void keep_copy();
-  Ending receive_epochs();
+  Ending receive_epochs(PageWriter& direct, EpochAssembler& epochs);
   // True for a switchover's last epoch.
   bool commit_epoch(EpochAssembler& epochs, PageWriter& memory, std::span<const uint8_t> payload);
   // After a switchover's last epoch, before Go: its state applied.
