@@ -26,7 +26,6 @@ using std::chrono::seconds;
 
 namespace {
 
-constexpr auto kWarmUp = seconds(600);
 // Protected this long before the fault: epochs under way, as in service.
 constexpr auto kProtected = std::chrono::milliseconds(2000);
 
@@ -56,7 +55,7 @@ std::string replicate(const Workload& w, int run, const char* kind, Pair& p, Run
   // (the copy announces the MAC when it takes over).
   if (w.net) args.insert(args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
   p.active.emplace(args);
-  if (!p.active->wait_line(w.ready_line(), kWarmUp))
+  if (!p.active->wait_line(w.ready_line(), w.warm_up_limit()))
     return "the guest did not warm up: " + what_happened(*p.active);
   if (warmed) warmed();
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());

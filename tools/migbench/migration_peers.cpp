@@ -24,7 +24,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 namespace {
-constexpr auto kWarmUp = seconds(600);
 // A QEMU migration still under way after this is counted as failed (QEMU
 // 7.2's multifd sometimes never completes in the KVM test host).
 constexpr auto kQemuMigrationLimit = seconds(120);
@@ -91,6 +90,10 @@ std::string Workload::beat_prefix() const {
 std::string Workload::ready_line() const {
   const std::string prefix = guest == Guest::kLinux ? "keel-guest: " : "testos: ";
   return prefix + (dirty_mib == 0 ? "beat seq=200 " : "dirtier pass=1 ");
+}
+
+std::chrono::seconds Workload::warm_up_limit() const {
+  return guest == Guest::kLinux ? seconds(600) : seconds(120);
 }
 
 std::vector<std::string> Workload::keel_boot_args() const {
@@ -237,7 +240,7 @@ RunFigures run_keel(const Workload& w, int run) {
   if (w.net)
     source_args.insert(source_args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
   TimedConsole source(source_args);
-  if (!source.wait_line(w.ready_line(), kWarmUp)) {
+  if (!source.wait_line(w.ready_line(), w.warm_up_limit())) {
     f.error = "the source guest did not warm up: " + what_happened(source);
     return f;
   }
@@ -324,7 +327,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     return argv;
   };
   TimedConsole source(qemu(dir + "/source.qmp", false));
-  if (!source.wait_line(w.ready_line(), kWarmUp)) {
+  if (!source.wait_line(w.ready_line(), w.warm_up_limit())) {
     f.error = "the QEMU source guest did not warm up: " + what_happened(source);
     return f;
   }

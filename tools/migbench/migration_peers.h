@@ -6,6 +6,7 @@
 // from the harness's over the run), total time, bytes, rounds, throttling.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,8 +38,12 @@ struct Workload {
   std::string keel_vmm, testos_bzimage, testos_elf, linux_images, scratch;
   // The guest's command line: heartbeat, or the dirtier with beats.
   std::string cmdline() const;
-  // The line that says the guest is warmed up (memory written once).
+  // The line that says the guest is warmed up (memory written once), and
+  // how long it may take: the test guest's comes within seconds, also in
+  // the KVM test host (one that hangs there is given up on sooner); the
+  // stock kernel boots first.
   std::string ready_line() const;
+  std::chrono::seconds warm_up_limit() const;
   // What every heartbeat line starts with.
   std::string beat_prefix() const;
   // The guest's files as VMM arguments: Keel's and QEMU's.
