@@ -61,6 +61,10 @@ const char* fault_name(Fault f) {
       return "host killed, its link cut";
     case Fault::kLinkCut:
       return "link cut";
+    case Fault::kAgentStopped:
+      return "agent stopped (SIGSTOP)";
+    case Fault::kPassiveKilled:
+      return "passive keel-vmm killed";
   }
   return "";
 }
@@ -68,6 +72,7 @@ const char* fault_name(Fault f) {
 void inflict(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
   switch (fault) {
     case Fault::kVmmKilled:
+    case Fault::kPassiveKilled:
       ::kill(pid, SIGKILL);
       break;
     case Fault::kHostKilled:
@@ -78,12 +83,16 @@ void inflict(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
     case Fault::kLinkCut:
       c.cut(active);
       break;
+    case Fault::kAgentStopped:
+      c.signal_agent(active, SIGSTOP);
+      break;
   }
 }
 
 bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
   switch (fault) {
     case Fault::kVmmKilled:
+    case Fault::kPassiveKilled:
       break;
     case Fault::kHostKilled:
       c.heal(active);
@@ -92,6 +101,9 @@ bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
     case Fault::kLinkCut:
       c.heal(active);
       // Its keeper finds the VM moved and ends the paused copy.
+      return wait_until([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30));
+    case Fault::kAgentStopped:
+      c.signal_agent(active, SIGCONT);
       return wait_until([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30));
   }
   return true;

@@ -29,15 +29,19 @@ pid_t vmm_pid(const TestCluster& c, unsigned host, const std::string& vm);
 // KEEL_HA_TRIALS (default 1): how many times each fault is tried.
 unsigned ha_trials();
 
-enum class Fault { kVmmKilled, kHostKilled, kLinkCut };
+// The active's faults, after which the passive runs the VM, and the
+// passive's (the VM runs on where it ran).
+enum class Fault { kVmmKilled, kHostKilled, kLinkCut, kAgentStopped, kPassiveKilled };
 const char* fault_name(Fault f);
 // Does `fault` to host `active`, whose keel-vmm is `pid`: kill -9 the VMM;
 // cut the host's link and kill its agent (etcd goes with it) and VMM; cut
-// the link only (the host fences itself).
+// the link only (the host fences itself); SIGSTOP the agent (its lease
+// runs out, its VMMs pause at the fence). kPassiveKilled: `pid` is the
+// passive's keel-vmm, killed -9.
 void inflict(TestCluster& c, Fault fault, unsigned active, pid_t pid);
-// Undoes it once the VM runs elsewhere: heals the link, restarts the agent;
-// after a cut, waits for the cut host to end its paused copy (false if it
-// did not within 30 s).
+// Undoes it once the VM runs elsewhere: heals the link, restarts or
+// continues the agent; after a cut or a stop, waits for the host to end its
+// paused copy (false if it did not within 30 s).
 bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid);
 // Prints, for each fault, "NAME: WHAT, median M ms (MIN to MAX, N trials;
 // NOTE)" over its trials' times.
