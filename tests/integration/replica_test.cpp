@@ -10,7 +10,8 @@
 // passive synced, replica-stop (the passive drops its copy; one stopped
 // cannot, and the guest waits); a disk
 // replicated into the passive's own image, matching its memory after a
-// takeover; and the refusals.
+// takeover; the active or the passive killed during a switchover; and the
+// refusals.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -330,6 +331,57 @@ TEST(Replica, SwitchoverOfAGuestWritingFlatOut) {
   EXPECT_TRUE(next.vmm->lines("testos: dirtier start").empty()) << "booted again";
   ASSERT_TRUE(next.vmm->wait_line("testos: dirtier OK ", 0, seconds(600))) << next.vmm->describe();
   EXPECT_TRUE(next.vmm->lines("testos: dirtier BAD").empty()) << next.vmm->describe();
+}
+
+// A fault while a switchover's epochs run (the dirtier writing 32 MiB
+// flat out, so that they take a while): the switchover is asked for on a
+// thread of its own, and the fault comes once the active says it switches
+// over. The active killed: the passive takes over from its last epoch (or
+// runs the guest already, had Go reached it), the guest carrying on with
+// its memory whole. The passive killed: the active's guest waits, held, and
+// replica-stop runs it on, its memory whole too.
+TEST(Replica, FaultsDuringASwitchover) {
+  for (const bool active_dies : {true, false}) {
+    SCOPED_TRACE(active_dies ? "the active killed" : "the passive killed");
+    LiveVmm active(testos("job=dirtier mib=32 seconds=45 interval_ms=20"));
+    ASSERT_TRUE(active.wait_line("testos: dirtier pass=1 ", 0, seconds(300))) << active.describe();
+    Passive next = passive();
+    pb::Response started = call(active, {"replicate", next.address}, seconds(600));
+    ASSERT_TRUE(started.ok()) << started.error().message() << next.vmm->describe();
+    // Its answer: refused, or no answer at all from a killed active.
+    CommandResult answered;
+    std::thread asking([&] { answered = active.keelctl({"switchover"}, seconds(600)); });
+    const pb::ReplicaInfo switching = replica_until(
+        active, [](const pb::ReplicaInfo& i) { return i.phase() != pb::REPLICA_PHASE_PROTECTED; },
+        seconds(60));
+    LiveVmm& victim = active_dies ? active : *next.vmm;
+    ASSERT_EQ(::kill(victim.pid(), SIGKILL), 0);
+    asking.join();
+    EXPECT_EQ(switching.phase(), pb::REPLICA_PHASE_SWITCHING_OVER) << switching.ShortDebugString();
+    EXPECT_NE(answered.exit_code, 0) << "the switchover went through before the fault\n"
+                                     << show(answered);
+    victim.wait_exit(seconds(30));
+    LiveVmm& survivor = active_dies ? *next.vmm : active;
+    if (active_dies) {
+      pb::Response took = call(survivor, {"takeover"});
+      EXPECT_TRUE(took.ok() ||
+                  took.error().message().find("runs here already") != std::string::npos)
+          << took.error().message() << survivor.describe();
+    } else {
+      const pb::ReplicaInfo held = replica_until(
+          survivor, [](const pb::ReplicaInfo& i) { return i.phase() == pb::REPLICA_PHASE_FAILED; },
+          seconds(60));
+      ASSERT_EQ(held.phase(), pb::REPLICA_PHASE_FAILED) << held.ShortDebugString();
+      EXPECT_TRUE(held.guest_held()) << held.ShortDebugString();
+      pb::Response run_on = call(survivor, {"replica-stop"});
+      ASSERT_TRUE(run_on.ok()) << run_on.error().message();
+    }
+    ASSERT_TRUE(survivor.wait_line("testos: dirtier OK ", 0, seconds(600))) << survivor.describe();
+    EXPECT_TRUE(survivor.lines("testos: dirtier BAD").empty()) << survivor.describe();
+    if (active_dies) {
+      EXPECT_TRUE(survivor.lines("testos: dirtier start").empty()) << "booted again";
+    }
+  }
 }
 
 TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
