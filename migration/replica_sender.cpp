@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 #include <future>
 
 #include "common/log.h"
@@ -221,9 +222,18 @@ void ReplicaSender::connect_and_copy() {
 Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   MigratableMachine& machine = machine_;
   GuestMemory& memory = machine.guest_memory();
-  // A switchover's throttle stops the vCPUs in turn with this pause.
+  // A switchover's throttle stops the vCPUs in turn with this pause; a
+  // checkpoint that fails ends it before letting it go on (it would resume
+  // a guest the failure leaves paused).
   std::unique_lock<std::mutex> throttle_off;
   if (throttle_) throttle_off = throttle_->hold_off();
+  struct HaltOnFailure {
+    VcpuThrottle* throttle;
+    int exceptions = std::uncaught_exceptions();
+    ~HaltOnFailure() {
+      if (throttle && std::uncaught_exceptions() > exceptions) throttle->halt();
+    }
+  } halt_on_failure{throttle_};
   const auto asked = Clock::now();
   auto parked = std::make_shared<std::promise<Clock::time_point>>();
   std::future<Clock::time_point> parked_future = parked->get_future();

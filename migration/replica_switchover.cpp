@@ -49,14 +49,20 @@ uint64_t ReplicaSender::converge_for_switchover(uint64_t epoch) {
     ~Unset() { throttle = nullptr; }
   } unset{throttle_};
   for (int round = 0; round < kMaxEpochs; ++round) {
+    // replica-stop meanwhile: no switchover.
+    if (stopping_.load()) throw StreamError("stopped");
     // A look, not a harvest: the checkpoint next starts from it.
     carried_ = dirty_log_->peek();
     const uint64_t left = kvm::DirtyLog::count(carried_);
     // As a migration's rounds: the pages decide, not the round trips a
-    // pause holds besides (they would throttle an idle guest).
+    // pause holds besides (they would throttle an idle guest). The link's
+    // rate from a big epoch; without one yet, the epochs' smoothed rate
+    // (acknowledgements included: lower).
+    double rate = send_rate_;
+    if (rate == 0) rate = static_cast<double>(info().bandwidth_bytes_per_s());
     if (left <= kSmallEnough ||
-        (send_rate_ > 0 && static_cast<double>(left * kPageSize) / send_rate_ <=
-                               std::chrono::duration<double>(kPauseTarget).count() / 4)) {
+        (rate > 0 && static_cast<double>(left * kPageSize) / rate <=
+                         std::chrono::duration<double>(kPauseTarget).count() / 4)) {
       break;
     }
     if (round >= 1) {

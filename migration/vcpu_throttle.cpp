@@ -25,12 +25,14 @@ uint32_t VcpuThrottle::raise(uint32_t start, uint32_t step, uint32_t max) {
   return percent();
 }
 
+void VcpuThrottle::halt() {
+  std::lock_guard guard(mutex_);
+  stopping_ = true;
+  changed_.notify_all();
+}
+
 void VcpuThrottle::stop() {
-  {
-    std::lock_guard guard(mutex_);
-    stopping_ = true;
-    changed_.notify_all();
-  }
+  halt();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -57,10 +59,15 @@ void VcpuThrottle::loop() {
       lock.lock();
       changed_.wait_for(lock, held, [this] { return stopping_; });
       lock.unlock();
-      if (resume_) {
-        resume_();
-      } else {
-        machine_.resume();
+      try {
+        if (resume_) {
+          resume_();
+        } else {
+          machine_.resume();
+        }
+      } catch (const std::exception& e) {
+        // The machine is going away (its event loop did not answer).
+        log::warning(std::string("throttling: could not resume the vCPUs: ") + e.what());
       }
     }
     turn.unlock();

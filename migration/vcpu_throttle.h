@@ -35,6 +35,9 @@ class VcpuThrottle {
   uint32_t raise(uint32_t start, uint32_t step, uint32_t max);
   // Joins the thread; the vCPUs run when it returns.
   void stop();
+  // Tells the thread to end, without waiting: it stops the vCPUs no more
+  // (a held share under way still ends with its resume).
+  void halt();
   // While the lock returned is held the throttle leaves the vCPUs alone (a
   // held share under way ends first), so that a caller may pause and
   // resume them itself: a replica's checkpoint.

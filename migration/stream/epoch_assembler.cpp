@@ -5,11 +5,11 @@
 namespace keel::migration {
 
 void EpochAssembler::keep(FrameType type, std::span<const uint8_t> payload) {
-  uint64_t limit = 2 * memory_pages_ * kPageSize;
+  uint64_t limit = 4 * memory_pages_ * kPageSize;
   for (uint64_t blocks : disk_blocks_) limit += blocks * kPageSize;
   if (kept_bytes_ + payload.size() > limit) {
     throw StreamError("an epoch of more than " + std::to_string(limit >> 20) +
-                      " MiB (twice memory and the disks once)");
+                      " MiB (four times memory and the disks once)");
   }
   kept_bytes_ += payload.size();
   if (frames_ == kept_.size()) kept_.emplace_back();

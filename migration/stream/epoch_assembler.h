@@ -22,10 +22,10 @@ class EpochAssembler {
  public:
   // `disk_blocks`: each disk's size in 4 KiB blocks, in the
   // configuration's order (0: not replicated, refused in the stream). An
-  // epoch may keep at most twice the memory and the disks' blocks once
-  // (an epoch sends each page once at most; its entry words and frame
-  // headers besides): more is refused (StreamError), never buffered
-  // without bound.
+  // epoch may keep at most four times the memory and the disks' blocks
+  // once (this version's active sends each page once at most in an epoch;
+  // the one before pre-copied a switchover's last epoch, up to three times
+  // memory): more is refused (StreamError), never buffered without bound.
   explicit EpochAssembler(uint64_t memory_pages, std::vector<uint64_t> disk_blocks = {})
       : memory_pages_(memory_pages), disk_blocks_(std::move(disk_blocks)) {}
 

@@ -151,18 +151,19 @@ TEST(EpochAssembler, DiskBlocksTravelWithTheirEpoch) {
             "migration stream: disk blocks frame without its disk");
 }
 
-TEST(EpochAssembler, KeepsAnEpochOfAtMostTwiceMemory) {
-  EpochAssembler a(2);  // two pages of memory: 16 KiB kept at most
+TEST(EpochAssembler, KeepsAnEpochOfAtMostFourTimesMemory) {
+  EpochAssembler a(2);  // two pages of memory: 32 KiB kept at most
   Written w;
   a.end_first_copy();
   a.add_state(state());
   a.complete(epoch_end(1, 0, 0));
   a.committed();
-  for (int i = 0; i < 3; ++i) a.add_pages(batch({{1, i}}), w.writer());
+  for (int i = 0; i < 7; ++i) a.add_pages(batch({{1, i}}), w.writer());
   EXPECT_EQ(error_of([&] {
               a.add_pages(batch({{0, 9}}), w.writer());
             }),
-            "migration stream: an epoch of more than 0 MiB (twice memory and the disks once)");
+            "migration stream: an epoch of more than 0 MiB (four times memory and the disks "
+            "once)");
 }
 
 TEST(EpochAssembler, RefusesEpochsThatDoNotAddUp) {
