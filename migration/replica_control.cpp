@@ -168,6 +168,13 @@ void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply re
       }
       if (!sender || !running)
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "not replicating"));
+      // Once asked for, a switchover goes through or fails on its own: a
+      // stop could come after the passive was told to run the guest.
+      if (sender->info().phase() == pb::REPLICA_PHASE_SWITCHING_OVER) {
+        return reply(error_response(pb::ERROR_CODE_BUSY,
+                                    "a switchover is under way: it ends on its own "
+                                    "(replica-status)"));
+      }
       if (std::string why = sender->stop(); !why.empty())
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
       pb::Response response;
