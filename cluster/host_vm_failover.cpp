@@ -46,6 +46,11 @@ constexpr auto kHeldLookAnswer = std::chrono::milliseconds(200);
 // A takeover refused because this host is fenced is tried again this long
 // (the lease renewed in time lifts the fence).
 constexpr auto kFencedTakeoverWait = std::chrono::seconds(10);
+// A copy that a switchover's Go set running while the active's owner
+// record stayed: the active's agent hands the record over once its VMM
+// heard the copy run (the VMM waits 10 s for that); after this long the
+// copy's agent takes it itself.
+constexpr uint32_t kUnconfirmedSwitchoverMs = 15000;
 
 }  // namespace
 
@@ -141,7 +146,12 @@ void HostVms::keep_replica(const std::string& name) {
       // past the active's run permit: its guest waits there (or its host
       // is gone), so the copy runs here; etcd decides against the active's
       // agent letting its guest run on.
-      if (replica_info(name).phase() == pb::REPLICA_PHASE_FAILED)
+      // Or a switchover's Go set the copy running, and the active's agent
+      // never handed the record over (stopped, or its VMM never heard the
+      // copy run and waits paused, uncertain): the record follows the
+      // guest.
+      const pb::ReplicaPhase phase = replica_info(name).phase();
+      if (phase == pb::REPLICA_PHASE_FAILED || phase == pb::REPLICA_PHASE_TAKEN_OVER)
         fail_over(name, held.active, held.generation);
       return;
     }
@@ -183,19 +193,25 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   const pb::ReplicaInfo info = replica_info(name);
   int64_t owner_revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
+  // The copy runs the guest already (a switchover's Go): the active's
+  // guest stays paused after sending it, whatever becomes of its host.
+  const bool copy_runs = info.phase() == pb::REPLICA_PHASE_TAKEN_OVER;
   if (owner) {
     // Its host holds the VM: only after a silence past the active's run
     // permit (a stream that merely broke may leave its guest running
-    // until then), and at the generation the replica was made for.
+    // until then), or one past the active's handover of a switchover, and
+    // at the generation the replica was made for.
+    const bool silent = info.phase() == pb::REPLICA_PHASE_FAILED && info.takeover_after_ms() != 0 &&
+                        info.silent_ms() >= info.takeover_after_ms();
+    const bool unconfirmed = copy_runs && info.silent_ms() >= kUnconfirmedSwitchoverMs;
     if (owner->host() != active || owner->generation() != generation ||
-        !owner->migrating_to().empty() || info.phase() != pb::REPLICA_PHASE_FAILED ||
-        info.takeover_after_ms() == 0 || info.silent_ms() < info.takeover_after_ms()) {
+        !owner->migrating_to().empty() || !(silent || unconfirmed)) {
       return false;
     }
   }
   // Read only when the stream has not said already that the active is gone.
   const bool active_alive = info.phase() != pb::REPLICA_PHASE_FAILED &&
-                            info.phase() != pb::REPLICA_PHASE_SWITCHED_OVER &&
+                            info.phase() != pb::REPLICA_PHASE_SWITCHED_OVER && !copy_runs &&
                             etcd->get(kAlivePrefix + active).has_value();
   switch (info.phase()) {
     case pb::REPLICA_PHASE_STOPPED:
@@ -207,6 +223,7 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
       break;
     case pb::REPLICA_PHASE_FAILED:
     case pb::REPLICA_PHASE_SWITCHED_OVER:
+    case pb::REPLICA_PHASE_TAKEN_OVER:
       break;
     default:
       if (active_alive) return false;
@@ -233,7 +250,7 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
     drop_replica(name, "its replica record is gone: the copy is stale");
     return false;
   }
-  const bool switched = info.phase() == pb::REPLICA_PHASE_SWITCHED_OVER;
+  const bool switched = info.phase() == pb::REPLICA_PHASE_SWITCHED_OVER || copy_runs;
   api::Owner next;
   next.set_host(context_.host);
   next.set_generation(vm->generation() + 1);

@@ -6,7 +6,8 @@
 // no reboot), and protected again; its host drained, and its pool short of
 // space (switched over by the agent itself); its keel-vmm's event loop
 // stuck (ended by its agent, failed over); its passive killed (the guest
-// runs on, protected again).
+// runs on, protected again); the active's agent stopped during a
+// switchover (the copy's agent takes the owner record).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proto/agent.pb.h"
@@ -434,6 +436,54 @@ TEST(ClusterHa, FailoverTrials) {
     std::cout << fault_name(Fault::kPassiveKilled) << ": the guest's longest stall, median "
               << stalls_ms[stalls_ms.size() / 2] << " ms (" << stalls_ms.front() << " to "
               << stalls_ms.back() << ", " << stalls_ms.size() << " trials)" << std::endl;
+  }
+
+  {
+    // The active's agent stopped while its VMM switches the guest over:
+    // the copy runs, and nobody hands the owner record over. Once the
+    // stopped agent's lease expired the passive's agent takes the record
+    // (the copy must not be taken for one that never ran); continued, the
+    // old active's agent finds the VM moved.
+    const api::VmHaStatus p = until_protected(c, "a");
+    ASSERT_EQ(p.state(), "protected") << p.ShortDebugString() << "\n" << agents_said(c, "a");
+    const unsigned active = host_number(p.active());
+    const unsigned passive = host_number(p.passive());
+    const unsigned third = 6 - active - passive;
+    const pid_t pid = vmm_pid(c, active, "a");
+    const size_t seen = c.console(passive, "a").size();
+    std::thread asking([&] { c.keelctl(active, {"vm", "ha", "switchover", "a"}); });
+    // Stopped once the VMM switches over (or just did: the record's
+    // handover takes the agent a few etcd round trips).
+    const bool switching = wait_until(
+        [&] {
+          const CommandResult r = run_command(
+              {keelctl_path(), "--socket", c.vm_socket(active, "a"), "--json", "replica-status"},
+              seconds(5));
+          return r.exit_code != 0 || r.out.find("REPLICA_PHASE_PROTECTED\"") == std::string::npos;
+        },
+        seconds(60));
+    c.signal_agent(active, SIGSTOP);
+    EXPECT_TRUE(switching);
+    const bool beating =
+        wait_until([&] { return beats_after(c, passive, "a", seen); }, seconds(60));
+    api::VmHaStatus moved;
+    const bool recorded = wait_until(
+        [&] {
+          moved = ha_status(c, third, "a");
+          return moved.active() == "h" + std::to_string(passive);
+        },
+        seconds(60));
+    c.signal_agent(active, SIGCONT);
+    asking.join();
+    EXPECT_TRUE(beating) << agents_said(c, "a");
+    EXPECT_TRUE(recorded) << moved.ShortDebugString() << "\n" << agents_said(c, "a");
+    EXPECT_TRUE(wait_until([&] { return ::kill(pid, 0) != 0; }, seconds(30)))
+        << "the old active's keel-vmm outlived the switchover";
+    // The copy still runs: it was not taken for one that never ran.
+    const size_t later = c.console(passive, "a").size();
+    EXPECT_TRUE(wait_until([&] { return beats_after(c, passive, "a", later); }, seconds(10)))
+        << agents_said(c, "a");
+    EXPECT_TRUE(watch.overlaps().empty()) << watch.overlaps().front();
   }
 
   // Stopped while protected: the replication ends before the guest, so
