@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <stdexcept>
 #include <thread>
 
 #include "cluster/etcd_records.h"
@@ -230,10 +231,18 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
       drop_replica(name, "its active went before the first epoch was copied: nothing to take over");
       return false;
   }
+  // A copy that runs the guest is never dropped here: it may be the only
+  // one (the operator settles what the records no longer allow). Thrown:
+  // the watch says it once, not at every look.
+  auto refuse_running = [](const std::string& why) {
+    throw std::runtime_error("its copy here runs the guest since a switchover, but " + why +
+                             ": the owner record is not taken (keelctl vm ha status)");
+  };
   int64_t vm_revision = 0;
   auto vm = read_record<api::ClusterVm>(*etcd, kVmsPrefix + name, &vm_revision);
   if (!vm || vm->last_host() != active || vm->generation() != generation || !vm->ha() ||
       vm->ha_passive() != context_.host) {
+    if (copy_runs) refuse_running("its records changed since");
     drop_replica(name, !vm                         ? "it was deleted"
                        : vm->last_host() != active ? "it ran on host " + vm->last_host() + " since"
                        : vm->generation() != generation
@@ -247,6 +256,7 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
   auto mark = etcd->get(kReplicasPrefix + name);
   api::Replica replica;
   if (!mark || !from_json(mark->value, &replica) || replica.host() != context_.host) {
+    if (copy_runs) refuse_running("its replica record is gone");
     drop_replica(name, "its replica record is gone: the copy is stale");
     return false;
   }

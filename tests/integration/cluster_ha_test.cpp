@@ -483,6 +483,10 @@ TEST(ClusterHa, FailoverTrials) {
     asking.join();
     EXPECT_TRUE(beating) << agents_said(c, "a");
     EXPECT_TRUE(recorded) << moved.ShortDebugString() << "\n" << agents_said(c, "a");
+    // Whichever agent recorded it, a switchover (not a failover from an
+    // older epoch).
+    EXPECT_NE(moved.last_event().find("switched over"), std::string::npos)
+        << moved.ShortDebugString();
     EXPECT_TRUE(wait_until([&] { return ::kill(pid, 0) != 0; }, seconds(30)))
         << "the old active's keel-vmm outlived the switchover";
     // The copy still runs: it was not taken for one that never ran.
