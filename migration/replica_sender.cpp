@@ -360,9 +360,9 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   channel_->send(FrameType::kEpoch, end);
   // The link's rate, of an epoch big enough to measure it: how long a
   // switchover's last epoch would take to send.
-  const uint64_t epoch_bytes = channel_->bytes_sent() - sent_before;
-  if (epoch_bytes >= (1u << 20)) {
-    send_rate_ = static_cast<double>(epoch_bytes) /
+  const uint64_t bytes = channel_->bytes_sent() - sent_before;
+  if (bytes >= (1u << 20)) {
+    send_rate_ = static_cast<double>(bytes) /
                  std::max(1e-6, std::chrono::duration<double>(Clock::now() - resumed).count());
   }
   if (last) {
@@ -391,7 +391,6 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   if (last) switchover_step(stopped, "last epoch acknowledged");
   machine.post([&machine, epoch] { machine.release_output(epoch); });
   if (permit.grant_from(heard) && !last) resume_if_permitted();
-  const uint64_t bytes = channel_->bytes_sent() - sent_before;
   {
     std::lock_guard guard(mutex_);
     info_.set_epoch(epoch);

@@ -34,8 +34,9 @@
 // A switchover is a live migration's handover after a last checkpoint,
 // which short epochs while the guest runs (throttled when it writes fast)
 // make small: its pause is that checkpoint, its transfer straight from
-// guest memory, the passive's commit and the go/running round trip; a passive that does not confirm
-// after go leaves the guest paused here (UNCERTAIN), never running twice.
+// guest memory, the passive's commit and the go/running round trip; a
+// passive that does not confirm after go leaves the guest paused here
+// (UNCERTAIN), never running twice.
 #pragma once
 
 #include <atomic>
