@@ -40,6 +40,12 @@ ReplicaControl::~ReplicaControl() {
 std::string ReplicaControl::busy() const {
   std::lock_guard guard(mutex_);
   if (running_) return "the guest is replicated (keelctl replica-status; replica-stop ends it)";
+  if (sender_ && sender_->info().phase() == pb::REPLICA_PHASE_UNCERTAIN) {
+    // Not even a fence's resume: the passive may run the guest.
+    return "a switchover told the passive to run the guest and it did not confirm: it may "
+           "run it (keelctl replica-status; replica-stop runs it on here once the passive's "
+           "copy surely never ran; else kill)";
+  }
   if (sender_ && sender_->info().guest_held()) {
     return "the guest waits after a failed replication: the passive may run it "
            "(keelctl replica-status; replica-stop runs it on here)";
@@ -158,8 +164,11 @@ void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply re
         sender = sender_;
         running = running_;
       }
-      if (sender && !running && sender->info().guest_held()) {
-        // A failed replication's guest waits: it runs on here.
+      if (sender && !running &&
+          (sender->info().guest_held() || sender->info().phase() == pb::REPLICA_PHASE_UNCERTAIN)) {
+        // A failed replication's guest waits, or an uncertain switchover's
+        // (the operator's word that the passive's copy never ran): it runs
+        // on here.
         if (std::string why = sender->run_on(); !why.empty())
           return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
         pb::Response response;

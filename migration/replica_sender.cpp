@@ -79,8 +79,29 @@ std::string ReplicaSender::stop() {
 }
 
 std::string ReplicaSender::run_on() {
+  MigratableMachine& machine = machine_;
   {
     std::lock_guard guard(mutex_);
+    if (info_.phase() == pb::REPLICA_PHASE_UNCERTAIN) {
+      // The operator's word that the passive's copy is gone and never ran
+      // (nothing automatic asks this). On the event loop (a control
+      // request): the images, let go at Go, are this process's again
+      // first.
+      try {
+        machine.claim_disks();
+      } catch (const std::exception& e) {
+        return std::string("the disk images could not be taken back: ") + e.what();
+      }
+      info_.set_phase(pb::REPLICA_PHASE_FAILED);
+      info_.set_error(info_.error() + "; run on here by replica-stop, unprotected");
+      machine.post([&machine] {
+        machine.hold_output(false);
+        machine.track_disk_writes(false);
+        machine.resume();
+      });
+      log::warning("replica: an uncertain switchover's guest runs on here (replica-stop)");
+      return "";
+    }
     if (!held_) {
       return info_.phase() == pb::REPLICA_PHASE_FAILED ? "the guest runs on here already"
                                                        : "no failed replication holds the guest";
@@ -90,7 +111,6 @@ std::string ReplicaSender::run_on() {
     info_.set_error(info_.error() + "; it runs on here, unprotected (replica-stop)");
   }
   permit_->end();
-  MigratableMachine& machine = machine_;
   machine.post([&machine] {
     machine.hold_output(false);
     machine.track_disk_writes(false);
@@ -509,8 +529,9 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       std::lock_guard guard(mutex_);
       info_.set_phase(pb::REPLICA_PHASE_UNCERTAIN);
       info_.set_error("the passive was told to run the guest and did not confirm (" + message +
-                      "): the guest stays paused here; check the passive, then resume or kill "
-                      "this one");
+                      "): the guest stays paused here, and keel-agent moves the VM's record to "
+                      "the passive's host if its copy runs; if that copy is surely gone and "
+                      "never ran, replica-stop runs the guest on here, else kill this one");
       pb::ReplicaInfo copy = info_;
       if (!told) first(copy);
       return copy;

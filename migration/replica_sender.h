@@ -36,7 +36,8 @@
 // make small: its pause is that checkpoint, its transfer straight from
 // guest memory, the passive's commit and the go/running round trip; a
 // passive that does not confirm after go leaves the guest paused here
-// (UNCERTAIN), never running twice.
+// (UNCERTAIN), never running twice: only kill, or replica-stop on the
+// operator's word that the passive's copy never ran.
 #pragma once
 
 #include <atomic>
@@ -81,8 +82,10 @@ class ReplicaSender : public std::enable_shared_from_this<ReplicaSender> {
   // From any thread: ends the replication (the passive is told). Empty
   // when done, else why not.
   std::string stop();
-  // After a failure (FAILED, guest_held): the guest runs on here,
-  // unprotected, its held output let go. Empty when done, else why not.
+  // After a failure (FAILED, guest_held), or a switchover whose passive
+  // never confirmed (UNCERTAIN; on the event loop): the guest runs on
+  // here, unprotected, its held output let go. Empty when done, else why
+  // not.
   std::string run_on();
   // From any thread: a planned handover at the next checkpoint (the guest
   // stays stopped, the passive runs it from that epoch; run() then returns

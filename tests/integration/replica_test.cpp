@@ -11,7 +11,8 @@
 // cannot, and the guest waits); a disk
 // replicated into the passive's own image, matching its memory after a
 // takeover; the active or the passive killed during a switchover (held
-// up by the passive stopped); and the refusals.
+// up by the passive stopped); a switchover the passive does not confirm
+// (the guest waits for the operator); and the refusals.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -20,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "common/fence_deadline.h"
 #include "proto/control.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
@@ -44,9 +46,11 @@ struct Passive {
   std::string address;
   std::unique_ptr<LiveVmm> vmm;
 };
-Passive passive() {
+Passive passive(std::vector<std::string> extra = {}) {
   Passive p;
-  p.vmm = std::make_unique<LiveVmm>(std::vector<std::string>{"--replica-of", "tcp:127.0.0.1:0"});
+  std::vector<std::string> args{"--replica-of", "tcp:127.0.0.1:0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  p.vmm = std::make_unique<LiveVmm>(args);
   p.address = p.vmm->incoming_address(seconds(30), "waiting for a replica stream on ");
   EXPECT_EQ(p.address.rfind("tcp:127.0.0.1:", 0), 0u) << p.vmm->describe();
   return p;
@@ -391,6 +395,51 @@ TEST(Replica, FaultsDuringASwitchover) {
       EXPECT_TRUE(survivor.lines("testos: dirtier start").empty()) << "booted again";
     }
   }
+}
+
+// Go sent, and the passive does not confirm (here it cannot run the copy:
+// its host's fence deadline passed): the passive may run the guest, so
+// the active's waits paused (UNCERTAIN), and nothing resumes it, not even
+// a resume after a fence; only the operator's replica-stop (the passive's
+// copy surely never ran) runs it on here, its memory whole.
+TEST(Replica, AnUncertainSwitchoverIsLeftToTheOperator) {
+  ScratchDir dir("keel-replica-fence");
+  auto fence = FenceDeadline::create(dir / "fence", FenceDeadline::now_ns() + 600'000'000'000ull);
+  LiveVmm active(testos("job=heartbeat interval_ms=20 count=0 mib=8"));
+  ASSERT_TRUE(active.wait_line("testos: beat seq=3 ", 0, seconds(300))) << active.describe();
+  Passive next = passive({"--fence-file", dir / "fence"});
+  pb::Response started = call(active, {"replicate", next.address}, seconds(600));
+  ASSERT_TRUE(started.ok()) << started.error().message() << next.vmm->describe();
+
+  fence.set_deadline_ns(0);
+  pb::Response failed = call(active, {"switchover"}, seconds(600));
+  EXPECT_FALSE(failed.ok()) << "switched over to a fenced host";
+  EXPECT_NE(failed.error().message().find("could not run the guest"), std::string::npos)
+      << failed.error().message();
+  const pb::ReplicaInfo uncertain = call(active, {"replica-status"}).replica_status();
+  ASSERT_EQ(uncertain.phase(), pb::REPLICA_PHASE_UNCERTAIN) << uncertain.ShortDebugString();
+  EXPECT_NE(uncertain.error().find("replica-stop runs the guest on here"), std::string::npos)
+      << uncertain.error();
+  EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
+  for (const char* refused : {"resume", "shutdown"}) {
+    pb::Response answer = call(active, {refused});
+    EXPECT_EQ(answer.error().code(), pb::ERROR_CODE_BUSY) << refused << answer.ShortDebugString();
+    EXPECT_NE(answer.error().message().find("did not confirm"), std::string::npos)
+        << answer.error().message();
+  }
+  EXPECT_TRUE(next.vmm->lines("testos: beat ").empty()) << next.vmm->describe();
+
+  pb::Response run_on = call(active, {"replica-stop"});
+  ASSERT_TRUE(run_on.ok()) << run_on.error().message();
+  EXPECT_EQ(run_on.replica_stop().phase(), pb::REPLICA_PHASE_FAILED);
+  const uint64_t beat = last_beat(active);
+  ASSERT_TRUE(active.wait_line("testos: beat seq=" + std::to_string(beat + 3) + " "))
+      << active.describe();
+  EXPECT_TRUE(call(active, {"pause"}).ok());
+  EXPECT_TRUE(call(active, {"resume"}).ok());
+  EXPECT_EQ(active.keelctl({"shutdown"}).exit_code, 0);
+  EXPECT_EQ(active.wait_exit(seconds(60)), 0) << active.describe();
+  EXPECT_FALSE(active.lines("testos: heartbeat memory OK").empty()) << active.describe();
 }
 
 TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
