@@ -378,6 +378,17 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   // may run until now plus the permit.
   const auto heard = Clock::now();
   channel_->send(FrameType::kEpoch, end);
+  if (last) {
+    // Go follows at once, as a migration's last pages are followed by its
+    // state: the passive reads it only once it applied and acknowledged
+    // this epoch, and never after refusing it. A round trip less in the
+    // pause; the passive may run the guest from here on.
+    {
+      std::lock_guard guard(mutex_);
+      go_sent_ = true;
+    }
+    channel_->send(FrameType::kGo);
+  }
   // The link's rate, of an epoch big enough to measure it: how long a
   // switchover's last epoch would take to send.
   const uint64_t bytes = channel_->bytes_sent() - sent_before;
@@ -386,7 +397,7 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
                  std::max(1e-6, std::chrono::duration<double>(Clock::now() - resumed).count());
   }
   if (last) {
-    switchover_step(stopped, "last epoch sent (" + std::to_string(pages) + " pages, " +
+    switchover_step(stopped, "last epoch and go sent (" + std::to_string(pages) + " pages, " +
                                  std::to_string(zero_pages) + " of zeros)");
   }
 
@@ -394,6 +405,12 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
   if (answer.type == FrameType::kVerdict) {
     mpb::Verdict verdict;
     verdict.ParseFromArray(answer.payload.data(), static_cast<int>(answer.payload.size()));
+    if (last) {
+      // It refused the epoch, so it never read Go: it cannot run the guest
+      // from this epoch, as after any failed checkpoint.
+      std::lock_guard guard(mutex_);
+      go_sent_ = false;
+    }
     throw InputError("the passive refused epoch " + std::to_string(epoch) + ": " +
                      peer_says(verdict.message()));
   }

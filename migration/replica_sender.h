@@ -34,7 +34,7 @@
 // A switchover is a live migration's handover after a last checkpoint,
 // which short epochs while the guest runs (throttled when it writes fast)
 // make small: its pause is that checkpoint, its transfer straight from
-// guest memory, the passive's commit and the go/running round trip; a
+// guest memory with Go behind it, the passive's commit and its running; a
 // passive that does not confirm after go leaves the guest paused here
 // (UNCERTAIN), never running twice: only kill, or replica-stop on the
 // operator's word that the passive's copy never ran.
@@ -110,7 +110,8 @@ class ReplicaSender : public std::enable_shared_from_this<ReplicaSender> {
   // the guest throttled, until the last would be short; returns its number.
   uint64_t converge_for_switchover(uint64_t epoch);
   void switchover_step(std::chrono::steady_clock::time_point stopped, const std::string& what);
-  // After the last checkpoint's ack: output, disks, go, running.
+  // After the last checkpoint's ack (Go went with its epoch): output,
+  // disks, running.
   void hand_over(uint64_t epoch, std::chrono::steady_clock::time_point stopped);
   void adapt_target(std::chrono::steady_clock::duration pause);
   // Until the next checkpoint is due (the target, or early for output), or

@@ -98,12 +98,6 @@ void ReplicaSender::hand_over(uint64_t epoch, Clock::time_point stopped) {
     machine.release_output(epoch);
     machine.hold_output(false);
   });
-  {
-    std::lock_guard guard(mutex_);
-    go_sent_ = true;
-  }
-  channel_->send(FrameType::kGo);
-  switchover_step(stopped, "go sent");
   // The passive runs on its own copies of the disks, which hold this
   // epoch's blocks already: this host's images are flushed and let go while
   // it starts the guest, off the pause (they are copied whole again when
