@@ -72,7 +72,11 @@ const char* const kUsage =
     "  --json             one JSON object instead of the table\n"
     "  --ha               also high availability's figures in the same runs (keel-vmm\n"
     "                     --replica-of): keel-switch replicates the guest, protects it\n"
-    "                     2 s, then switches over (columns as for a migration);\n"
+    "                     2 s, then switches over (columns as for a migration; outside\n"
+    "                     includes its epochs' pauses before the handover, and a\n"
+    "                     last line compares the handover's stretch alone, the\n"
+    "                     source's last beat to the destination's first, with the\n"
+    "                     migration's);\n"
     "                     keel-failover replicates the same way, kills the active\n"
     "                     keel-vmm and at once tells the passive to take over;\n"
     "                     keel-frozen stops it (SIGSTOP, as a dead host) and tells\n"
@@ -202,6 +206,7 @@ RunFigures medians(const std::vector<RunFigures>& runs) {
   };
   m.ok = true;
   m.outside_pause_ms = take([](const RunFigures& r) { return r.outside_pause_ms; });
+  m.handover_pause_ms = take([](const RunFigures& r) { return r.handover_pause_ms; });
   m.network_pause_ms = take([](const RunFigures& r) { return r.network_pause_ms; });
   m.vmm_pause_ms = take([](const RunFigures& r) { return r.vmm_pause_ms; });
   m.guest_stall_ms = take([](const RunFigures& r) { return r.guest_stall_ms; });
@@ -262,6 +267,7 @@ std::string row_text(const Row& r, bool net) {
 std::string json_figures(const RunFigures& f) {
   std::ostringstream o;
   o << "{\"ok\":" << (f.ok ? "true" : "false") << ",\"outside_pause_ms\":" << f.outside_pause_ms
+    << ",\"handover_pause_ms\":" << f.handover_pause_ms
     << ",\"network_pause_ms\":" << f.network_pause_ms << ",\"vmm_pause_ms\":" << f.vmm_pause_ms
     << ",\"guest_stall_ms\":" << f.guest_stall_ms << ",\"clock_offset_ms\":" << f.clock_offset_ms
     << ",\"total_ms\":" << f.total_ms << ",\"detect_ms\":" << f.detect_ms
@@ -457,6 +463,11 @@ int main(int argc, char** argv) {
       const RunFigures fo = medians(by_peer[Peer::kKeelFailover]);
       std::printf("outside pause, keel-switch / keel (migration): %.3f\n",
                   keel.outside_pause_ms > 0 ? sw.outside_pause_ms / keel.outside_pause_ms : 0.0);
+      std::printf(
+          "handover pause (the source's last beat to the destination's first), keel-switch / "
+          "keel (migration): %.2f / %.2f ms = %.3f\n",
+          sw.handover_pause_ms, keel.handover_pause_ms,
+          keel.handover_pause_ms > 0 ? sw.handover_pause_ms / keel.handover_pause_ms : 0.0);
       std::printf(
           "failover, the active killed to the guest beating on the passive: %.2f ms "
           "(takeover answered in %.2f ms; %.0f ms of the guest's progress rolled back)\n",

@@ -140,12 +140,13 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
   struct Beat {
     Clock::time_point at;
     uint64_t t_us;
+    bool at_source;
   };
   std::map<uint64_t, Beat> beats;  // by sequence number, the first arrival
   for (const auto* lines : {&source, &destination}) {
     for (const auto& l : *lines) {
       if (l.text.rfind(beat_prefix, 0) != 0) continue;
-      beats.emplace(field(l.text, "seq"), Beat{l.at, field(l.text, "t_us")});
+      beats.emplace(field(l.text, "seq"), Beat{l.at, field(l.text, "t_us"), lines == &source});
     }
   }
   const Beat* previous = nullptr;
@@ -160,6 +161,7 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
     if (!first) first = previous ? previous : &beat;
     if (previous) {
       f.outside_pause_ms = std::max(f.outside_pause_ms, ms(beat.at - previous->at));
+      if (previous->at_source && !beat.at_source) f.handover_pause_ms = ms(beat.at - previous->at);
       f.guest_stall_ms =
           std::max(f.guest_stall_ms, static_cast<double>(beat.t_us - previous->t_us) / 1000.0);
     }

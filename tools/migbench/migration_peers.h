@@ -68,6 +68,11 @@ struct RunFigures {
   bool ok = false;
   std::string error;
   double outside_pause_ms = 0;
+  // The stretch between the last beat the source printed and the first the
+  // destination did: the handover alone (outside_pause_ms is the longest
+  // stretch of the whole run, which for a switchover includes the pauses
+  // of its epochs before the handover).
+  double handover_pause_ms = 0;
   double network_pause_ms = 0;  // --net: the longest stretch without a UDP echo answer
   double vmm_pause_ms = 0;
   double guest_stall_ms = 0;

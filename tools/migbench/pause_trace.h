@@ -17,8 +17,9 @@ struct TraceInput {
   std::vector<TimedLine> source_errors, destination_errors;
 };
 
-// The lines from `margin` before the longest stretch without a line
-// starting with `beat_prefix` (after `from`) to `margin` after it, each as
+// The lines from `margin` before the handover (the source's last line
+// starting with `beat_prefix` after `from` to the destination's first),
+// else the longest stretch without one, to `margin` after it, each as
 // milliseconds since `from`, then S or D (source, destination) and > or !
 // (console, stderr).
 void print_pause_trace(std::FILE* out, const TraceInput& in, const std::string& beat_prefix,
