@@ -1,5 +1,6 @@
 #include "tests/support/cluster_consoles.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -52,22 +53,64 @@ std::vector<std::string> ConsoleWatch::overlaps() {
   return overlaps_;
 }
 
+// A look at which two hosts printed whole lines of one VM is two copies
+// running, unless it is a handover: the test guest's beats one host printed
+// all come before the other's (a switchover's pause is about as long as a
+// look, so its old copy's last line and its new copy's first may fall in
+// one), and the next look sees one host print, not two. A partial line
+// (the old copy's unfinished one, written as it is when it exits) counts
+// only once whole.
 void ConsoleWatch::loop() {
-  std::map<std::pair<std::string, unsigned>, size_t> size;
+  std::map<std::pair<std::string, unsigned>, size_t> seen;  // whole lines read so far
+  std::map<std::string, std::string> suspect;  // a look like a handover's, to be confirmed
   const auto started = Clock::now();
   while (!stop_) {
     for (const auto& vm : vms_) {
       std::vector<unsigned> grew;
+      std::vector<std::pair<uint64_t, uint64_t>> ranges;  // seq range per host that grew
+      bool all_beats = true;
       for (unsigned h = 1; h <= c_.size(); ++h) {
-        const size_t now = c_.console(h, vm).size();
-        if (now > size[{vm, h}]) grew.push_back(h);
-        size[{vm, h}] = now;
+        const std::string text = c_.console(h, vm);
+        const size_t whole = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
+        size_t& from = seen[{vm, h}];
+        if (whole < from) from = 0;  // a new keel-vmm's console
+        if (whole <= from) continue;
+        std::vector<std::string> lines;
+        std::istringstream in(text.substr(from, whole - from));
+        for (std::string l; std::getline(in, l);) lines.push_back(l);
+        from = whole;
+        grew.push_back(h);
+        const std::vector<Beat> b = beats_in(lines);
+        if (b.empty()) {
+          all_beats = false;
+          continue;
+        }
+        uint64_t low = b.front().seq, high = b.front().seq;
+        for (const Beat& beat : b) {
+          low = std::min(low, beat.seq);
+          high = std::max(high, beat.seq);
+        }
+        ranges.push_back({low, high});
       }
       std::lock_guard lock(mutex_);
-      if (grew.size() > 1 && Clock::now() - started > std::chrono::milliseconds(100)) {
-        std::string hosts;
-        for (unsigned h : grew) hosts += " h" + std::to_string(h);
-        overlaps_.push_back(vm + " printed on" + hosts + " within one 20 ms look");
+      if (Clock::now() - started <= std::chrono::milliseconds(100)) continue;
+      std::string hosts;
+      for (unsigned h : grew) hosts += " h" + std::to_string(h);
+      if (grew.size() <= 1) {
+        suspect.erase(vm);
+        continue;
+      }
+      std::sort(ranges.begin(), ranges.end());
+      bool ordered = all_beats;
+      for (size_t i = 1; i < ranges.size(); ++i)
+        ordered = ordered && ranges[i - 1].second < ranges[i].first;
+      if (!ordered || suspect.count(vm)) {
+        overlaps_.push_back(
+            vm + " printed on" + hosts + " within one 20 ms look" +
+            (suspect.count(vm) ? " (and on" + suspect[vm] + " in the look before)" : ""));
+        suspect.erase(vm);
+      } else {
+        suspect[vm] = hosts;
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -23,8 +23,10 @@ bool beats_after(const TestCluster& c, unsigned host, const std::string& vm, siz
 std::string agents_said(const TestCluster& c, const std::string& vm);
 
 // Every VM's console on every host, looked at every 20 ms on the test's
-// clock: a look at which two hosts' copies of one VM both printed is a VM
-// running on two hosts at once.
+// clock: a look at which two hosts' copies of one VM both printed whole
+// lines is a VM running on two hosts at once, unless it looks like a
+// handover (the test guest's beats of one host all before the other's) and
+// the next look sees one host only.
 class ConsoleWatch {
  public:
   ConsoleWatch(const TestCluster& c, std::vector<std::string> vms);
