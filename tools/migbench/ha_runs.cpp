@@ -229,7 +229,7 @@ RunFigures run_keel_switchover(const Workload& w, int run) {
         w.beat_prefix(), begin, std::chrono::milliseconds(10));
   }
   end_passive(p);
-  f.ok = true;
+  f.ok = f.error.empty();
   return f;
 }
 

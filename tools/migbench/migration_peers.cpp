@@ -168,6 +168,11 @@ void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedL
     previous = &beat;
     last = &beat;
   }
+  bool arrived = false;
+  for (const auto& [seq, beat] : beats) arrived = arrived || (!beat.at_source && beat.at >= from);
+  // A guest that printed nothing where it went measures no pause: a
+  // failed run, not a zero.
+  if (!arrived) f.error = "no beat from the destination after the handover";
   if (first && last && last != first) {
     f.clock_offset_ms =
         static_cast<double>(last->t_us - first->t_us) / 1000.0 - ms(last->at - first->at);
@@ -287,7 +292,7 @@ RunFigures run_keel(const Workload& w, int run) {
   } catch (const std::exception&) {
   }
   destination.wait_exit(seconds(60));
-  f.ok = true;
+  f.ok = f.error.empty();
   return f;
 }
 
@@ -394,7 +399,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
   }
   source.wait_exit(seconds(60));
   destination.wait_exit(seconds(60));
-  f.ok = true;
+  f.ok = f.error.empty();
   return f;
 }
 

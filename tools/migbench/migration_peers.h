@@ -94,7 +94,8 @@ struct RunFigures {
 };
 
 // The outside and guest figures from the beats both consoles received,
-// for the migration that ran from `from` to `to` (harness clock).
+// for the migration that ran from `from` to `to` (harness clock); an
+// error when the destination printed no beat.
 void beat_figures(const std::vector<TimedLine>& source, const std::vector<TimedLine>& destination,
                   const std::string& beat_prefix, Clock::time_point from, Clock::time_point to,
                   RunFigures& figures);
