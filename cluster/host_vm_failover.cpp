@@ -375,7 +375,7 @@ bool HostVms::run_held_guest_on(const std::string& name, uint64_t generation) {
     *txn.add_compare() = EtcdClient::key_absent(kReplicasPrefix + name);
   }
   if (!etcd->txn(txn).succeeded()) return false;
-  stop_replication(name);
+  stop_replication(name, true);
   log::warning("VM " + name +
                ": its replica stream failed; the replica withdrawn, the guest runs on here "
                "unprotected");

@@ -403,9 +403,9 @@ void HostVms::end_replication(const std::string& name) {
   }
 }
 
-void HostVms::stop_replication(const std::string& name) {
+void HostVms::stop_replication(const std::string& name, bool run_held) {
   pb::Request stop;
-  stop.mutable_replica_stop();
+  stop.mutable_replica_stop()->set_run_held(run_held);
   call_vmm(name, stop, std::chrono::seconds(15));
 }
 

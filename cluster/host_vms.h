@@ -211,7 +211,11 @@ class HostVms {
   void keep_health();
   void hand_over(const std::vector<std::string>& names, const std::string& why);
   // Ends the VM's replication from here (the passive is told).
-  static void stop_replication(const std::string& name);
+  // `run_held`: a guest held after its replication failed runs on (only
+  // once etcd said the VM is still this host's); else such a stop is
+  // refused, so that one meant for a replication that failed meanwhile
+  // never runs a guest its passive may run.
+  static void stop_replication(const std::string& name, bool run_held = false);
   // Ends the VM's replication (if any) and waits until it has; the caller
   // holds the name in stopping_vms_, so no protection starts another.
   void end_replication(const std::string& name);

@@ -43,12 +43,12 @@ std::string ReplicaControl::busy() const {
   if (sender_ && sender_->info().phase() == pb::REPLICA_PHASE_UNCERTAIN) {
     // Not even a fence's resume: the passive may run the guest.
     return "a switchover told the passive to run the guest and it did not confirm: it may "
-           "run it (keelctl replica-status; replica-stop runs it on here once the passive's "
-           "copy surely never ran; else kill)";
+           "run it (keelctl replica-status; replica-stop --run-on runs it on here once the "
+           "passive's copy surely never ran; else kill)";
   }
   if (sender_ && sender_->info().guest_held()) {
     return "the guest waits after a failed replication: the passive may run it "
-           "(keelctl replica-status; replica-stop runs it on here)";
+           "(keelctl replica-status; replica-stop --run-on runs it on here)";
   }
   return "";
 }
@@ -166,9 +166,16 @@ void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply re
       }
       if (sender && !running &&
           (sender->info().guest_held() || sender->info().phase() == pb::REPLICA_PHASE_UNCERTAIN)) {
-        // A failed replication's guest waits, or an uncertain switchover's
-        // (the operator's word that the passive's copy never ran): it runs
-        // on here.
+        // A failed replication's guest waits, or an uncertain switchover's:
+        // it runs on here only on the caller's word that the passive's copy
+        // does not run.
+        if (!request.replica_stop().run_held()) {
+          return reply(error_response(
+              pb::ERROR_CODE_INVALID_STATE,
+              "the replication has ended and the guest waits here, the passive may run it: "
+              "replica-stop --run-on runs it on here once the passive's copy surely does not "
+              "run (keel-agent does so once etcd says the VM is still this host's)"));
+        }
         if (std::string why = sender->run_on(); !why.empty())
           return reply(error_response(pb::ERROR_CODE_INVALID_STATE, why));
         pb::Response response;

@@ -80,35 +80,44 @@ std::string ReplicaSender::stop() {
 
 std::string ReplicaSender::run_on() {
   MigratableMachine& machine = machine_;
+  bool uncertain = false;
   {
     std::lock_guard guard(mutex_);
-    if (info_.phase() == pb::REPLICA_PHASE_UNCERTAIN) {
-      // The operator's word that the passive's copy is gone and never ran
-      // (nothing automatic asks this). On the event loop (a control
-      // request): the images, let go at Go, are this process's again
-      // first.
-      try {
-        machine.claim_disks();
-      } catch (const std::exception& e) {
-        return std::string("the disk images could not be taken back: ") + e.what();
-      }
-      info_.set_phase(pb::REPLICA_PHASE_FAILED);
-      info_.set_error(info_.error() + "; run on here by replica-stop, unprotected");
-      machine.post([&machine] {
-        machine.hold_output(false);
-        machine.track_disk_writes(false);
-        machine.resume();
-      });
-      log::warning("replica: an uncertain switchover's guest runs on here (replica-stop)");
-      return "";
+    uncertain = info_.phase() == pb::REPLICA_PHASE_UNCERTAIN;
+  }
+  if (uncertain) {
+    // The operator's word that the passive's copy never ran (nothing
+    // automatic asks this). On the event loop (a control request): the
+    // images, let go at Go, are this process's again first; outside the
+    // lock, since devices call into this sender holding theirs.
+    try {
+      machine.claim_disks();
+    } catch (const std::exception& e) {
+      return std::string("the disk images could not be taken back: ") + e.what();
     }
+    {
+      std::lock_guard guard(mutex_);
+      info_.set_phase(pb::REPLICA_PHASE_FAILED);
+      info_.set_error(info_.error() + "; run on here by replica-stop --run-on, unprotected");
+    }
+    if (permit_) permit_->end();  // Go may have come before hand_over ended it
+    machine.post([&machine] {
+      machine.hold_output(false);
+      machine.track_disk_writes(false);
+      machine.resume();
+    });
+    log::warning("replica: an uncertain switchover's guest runs on here (replica-stop --run-on)");
+    return "";
+  }
+  {
+    std::lock_guard guard(mutex_);
     if (!held_) {
       return info_.phase() == pb::REPLICA_PHASE_FAILED ? "the guest runs on here already"
                                                        : "no failed replication holds the guest";
     }
     held_ = false;
     info_.set_guest_held(false);
-    info_.set_error(info_.error() + "; it runs on here, unprotected (replica-stop)");
+    info_.set_error(info_.error() + "; it runs on here, unprotected (replica-stop --run-on)");
   }
   permit_->end();
   machine.post([&machine] {
@@ -128,7 +137,7 @@ void ReplicaSender::hold_guest(const std::string& why) {
   info_.set_guest_held(true);
   info_.set_error(why + "; the guest is paused here (the passive may run it from epoch " +
                   std::to_string(info_.epoch()) +
-                  "): once it surely does not, replica-stop runs it on here unprotected");
+                  "): once it surely does not, replica-stop --run-on runs it on here unprotected");
 }
 
 void ReplicaSender::resume_if_permitted() {
@@ -545,10 +554,11 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
       if (channel_) channel_->shutdown();
       std::lock_guard guard(mutex_);
       info_.set_phase(pb::REPLICA_PHASE_UNCERTAIN);
-      info_.set_error("the passive was told to run the guest and did not confirm (" + message +
-                      "): the guest stays paused here, and keel-agent moves the VM's record to "
-                      "the passive's host if its copy runs; if that copy is surely gone and "
-                      "never ran, replica-stop runs the guest on here, else kill this one");
+      info_.set_error(
+          "the passive was told to run the guest and did not confirm (" + message +
+          "): the guest stays paused here, and keel-agent moves the VM's record to "
+          "the passive's host if its copy runs; if that copy is surely gone and "
+          "never ran, replica-stop --run-on runs the guest on here, else kill this one");
       pb::ReplicaInfo copy = info_;
       if (!told) first(copy);
       return copy;

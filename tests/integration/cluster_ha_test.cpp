@@ -455,12 +455,17 @@ TEST(ClusterHa, FailoverTrials) {
       const auto there_before = beats(c, to, "a");
       const uint64_t old_there = there_before.empty() ? 0 : there_before.back().seq;
       const size_t seen = c.console(to, "a").size();
+      const uint64_t before_here = beats(c, from, "a").back().seq;
       const CommandResult r = c.keelctl(from, {"vm", "ha", "switchover", "a"});
       ASSERT_EQ(r.exit_code, 0) << show(r) << agents_said(c, "a");
       const size_t paused = r.out.find(": paused ");
       ASSERT_NE(paused, std::string::npos) << r.out;
       pauses_ms.push_back(std::stod(r.out.substr(paused + 9)));
-      const uint64_t last_here = beats(c, from, "a").back().seq;
+      // The old active's last beat; a new copy's console there may have
+      // replaced its file already, leaving only the beat before the ask.
+      const auto here = beats(c, from, "a");
+      const bool exact = !here.empty() && here.back().seq >= before_here;
+      const uint64_t last_here = exact ? here.back().seq : before_here;
       ASSERT_TRUE(wait_until([&] { return beats_after(c, to, "a", seen); }, seconds(30)))
           << agents_said(c, "a");
       uint64_t first_there = 0;
@@ -470,7 +475,9 @@ TEST(ClusterHa, FailoverTrials) {
           break;
         }
       }
-      EXPECT_LE(first_there, last_here + 2) << "the guest rebooted or ran on two hosts";
+      if (exact) {
+        EXPECT_LE(first_there, last_here + 2) << "the guest ran on two hosts";
+      }
       EXPECT_GE(first_there, last_here) << "the guest lost its progress (or rebooted)";
       const api::VmHaStatus back = until_protected(c, "a");
       ASSERT_EQ(back.state(), "protected") << back.ShortDebugString() << "\n"
@@ -535,9 +542,15 @@ TEST(ClusterHa, FailoverTrials) {
           return answers(to, "REPLICA_PHASE_CONNECTING\"") ||
                  answers(to, "REPLICA_PHASE_SYNCING\"");
         };
+        // Looked at again a little later: an acknowledgement the copy sent
+        // before it stopped may still be on its way.
         held = wait_until([&] { return syncing_now() || answers(to, "REPLICA_PHASE_PROTECTED\""); },
-                          seconds(10)) &&
+                          seconds(5)) &&
                syncing_now();
+        if (held) {
+          std::this_thread::sleep_for(milliseconds(300));
+          held = syncing_now();
+        }
         if (!held) ::kill(copy, SIGCONT);
       }
       ASSERT_TRUE(held) << "four syncs ended before their copy was stopped";

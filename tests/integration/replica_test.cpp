@@ -6,7 +6,8 @@
 // (a UDP echo's answers held until the passive acknowledged their epoch);
 // the passive stopped (the active's guest waits past its run permit, and
 // beats on once the passive answers again) and killed (the guest waits
-// until replica-stop runs it on, unprotected), a new
+// until replica-stop --run-on runs it on, unprotected; a plain
+// replica-stop is refused), a new
 // passive synced, replica-stop (the passive drops its copy; one stopped
 // cannot, and the guest waits); a disk
 // replicated into the passive's own image, matching its memory after a
@@ -386,7 +387,7 @@ TEST(Replica, FaultsDuringASwitchover) {
           seconds(60));
       ASSERT_EQ(held.phase(), pb::REPLICA_PHASE_FAILED) << held.ShortDebugString();
       EXPECT_TRUE(held.guest_held()) << held.ShortDebugString();
-      pb::Response run_on = call(survivor, {"replica-stop"});
+      pb::Response run_on = call(survivor, {"replica-stop", "--run-on"});
       ASSERT_TRUE(run_on.ok()) << run_on.error().message();
     }
     ASSERT_TRUE(survivor.wait_line("testos: dirtier OK ", 0, seconds(600))) << survivor.describe();
@@ -418,7 +419,8 @@ TEST(Replica, AnUncertainSwitchoverIsLeftToTheOperator) {
       << failed.error().message();
   const pb::ReplicaInfo uncertain = call(active, {"replica-status"}).replica_status();
   ASSERT_EQ(uncertain.phase(), pb::REPLICA_PHASE_UNCERTAIN) << uncertain.ShortDebugString();
-  EXPECT_NE(uncertain.error().find("replica-stop runs the guest on here"), std::string::npos)
+  EXPECT_NE(uncertain.error().find("replica-stop --run-on runs the guest on here"),
+            std::string::npos)
       << uncertain.error();
   EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
   for (const char* refused : {"resume", "shutdown"}) {
@@ -428,8 +430,13 @@ TEST(Replica, AnUncertainSwitchoverIsLeftToTheOperator) {
         << answer.error().message();
   }
   EXPECT_TRUE(next.vmm->lines("testos: beat ").empty()) << next.vmm->describe();
+  // A plain stop (one meant for a replication under way) does not run it.
+  pb::Response plain = call(active, {"replica-stop"});
+  EXPECT_EQ(plain.error().code(), pb::ERROR_CODE_INVALID_STATE) << plain.ShortDebugString();
+  EXPECT_NE(plain.error().message().find("--run-on"), std::string::npos) << plain.error().message();
+  EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
 
-  pb::Response run_on = call(active, {"replica-stop"});
+  pb::Response run_on = call(active, {"replica-stop", "--run-on"});
   ASSERT_TRUE(run_on.ok()) << run_on.error().message();
   EXPECT_EQ(run_on.replica_stop().phase(), pb::REPLICA_PHASE_FAILED);
   const uint64_t beat = last_beat(active);
@@ -496,7 +503,8 @@ TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
   EXPECT_EQ(held.error().code(), pb::ERROR_CODE_BUSY) << held.error().message();
   EXPECT_NE(held.error().message().find("failed replication"), std::string::npos)
       << held.error().message();
-  pb::Response run_on = call(active, {"replica-stop"});
+  EXPECT_FALSE(call(active, {"replica-stop"}).ok()) << "a plain stop ran the held guest";
+  pb::Response run_on = call(active, {"replica-stop", "--run-on"});
   ASSERT_TRUE(run_on.ok()) << run_on.error().message();
   EXPECT_FALSE(run_on.replica_stop().guest_held());
   EXPECT_NE(run_on.replica_stop().error().find("unprotected"), std::string::npos)
@@ -536,7 +544,7 @@ TEST(Replica, ActiveRunsOnWhenItsPassiveDiesOrIsStopped) {
   EXPECT_EQ(call(active, {"status"}).status().state(), pb::RUN_STATE_PAUSED) << active.describe();
   ASSERT_EQ(::kill(third.vmm->pid(), SIGCONT), 0);
   EXPECT_EQ(third.vmm->wait_exit(seconds(60)), 0) << third.vmm->describe();
-  ASSERT_TRUE(call(active, {"replica-stop"}).ok());
+  ASSERT_TRUE(call(active, {"replica-stop", "--run-on"}).ok());
 
   // Not busy any more: the guest pauses and resumes as before.
   EXPECT_TRUE(call(active, {"pause"}).ok());

@@ -54,21 +54,25 @@ std::vector<std::string> ConsoleWatch::overlaps() {
 }
 
 // A look at which two hosts printed whole lines of one VM is two copies
-// running, unless it is a handover: the test guest's beats one host printed
-// all come before the other's (a switchover's pause is about as long as a
-// look, so its old copy's last line and its new copy's first may fall in
-// one), and the next look sees one host print, not two. A partial line
-// (the old copy's unfinished one, written as it is when it exits) counts
-// only once whole.
+// running, unless it is a handover: the host that printed alone before
+// printed beats all just before the other host's (a switchover's pause is
+// about as long as a look, so its old copy's last line and its new copy's
+// first may fall in one), and the next look sees one host print, not two.
+// A partial line (the old copy's unfinished one, written as it is when it
+// exits) counts only once whole.
 void ConsoleWatch::loop() {
   std::map<std::pair<std::string, unsigned>, size_t> seen;  // whole lines read so far
   std::map<std::string, std::string> suspect;  // a look like a handover's, to be confirmed
+  std::map<std::string, unsigned> alone;       // the host that printed alone last
   const auto started = Clock::now();
   while (!stop_) {
     for (const auto& vm : vms_) {
-      std::vector<unsigned> grew;
-      std::vector<std::pair<uint64_t, uint64_t>> ranges;  // seq range per host that grew
-      bool all_beats = true;
+      struct Printed {
+        unsigned host;
+        bool beats;
+        uint64_t low, high;  // the beats' sequence numbers
+      };
+      std::vector<Printed> printed;
       for (unsigned h = 1; h <= c_.size(); ++h) {
         const std::string text = c_.console(h, vm);
         const size_t whole = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
@@ -79,38 +83,45 @@ void ConsoleWatch::loop() {
         std::istringstream in(text.substr(from, whole - from));
         for (std::string l; std::getline(in, l);) lines.push_back(l);
         from = whole;
-        grew.push_back(h);
-        const std::vector<Beat> b = beats_in(lines);
-        if (b.empty()) {
-          all_beats = false;
-          continue;
+        Printed p{h, false, 0, 0};
+        for (const Beat& beat : beats_in(lines)) {
+          p.low = p.beats ? std::min(p.low, beat.seq) : beat.seq;
+          p.high = p.beats ? std::max(p.high, beat.seq) : beat.seq;
+          p.beats = true;
         }
-        uint64_t low = b.front().seq, high = b.front().seq;
-        for (const Beat& beat : b) {
-          low = std::min(low, beat.seq);
-          high = std::max(high, beat.seq);
-        }
-        ranges.push_back({low, high});
+        printed.push_back(p);
+      }
+      // The test guest's beats decide where there are any (the tail of a
+      // line split by a handover is no beat); other guests' lines count
+      // whole.
+      if (std::any_of(printed.begin(), printed.end(), [](const Printed& p) { return p.beats; })) {
+        std::erase_if(printed, [](const Printed& p) { return !p.beats; });
       }
       std::lock_guard lock(mutex_);
       if (Clock::now() - started <= std::chrono::milliseconds(100)) continue;
-      std::string hosts;
-      for (unsigned h : grew) hosts += " h" + std::to_string(h);
-      if (grew.size() <= 1) {
+      if (printed.size() <= 1) {
         suspect.erase(vm);
+        if (printed.size() == 1) alone[vm] = printed.front().host;
         continue;
       }
-      std::sort(ranges.begin(), ranges.end());
-      bool ordered = all_beats;
-      for (size_t i = 1; i < ranges.size(); ++i)
-        ordered = ordered && ranges[i - 1].second < ranges[i].first;
-      if (!ordered || suspect.count(vm)) {
+      std::string hosts;
+      for (const Printed& p : printed) hosts += " h" + std::to_string(p.host);
+      // A handover: two hosts, the new one's beats right after the old
+      // one's, the old one the host that printed alone before.
+      std::sort(printed.begin(), printed.end(),
+                [](const Printed& a, const Printed& b) { return a.low < b.low; });
+      const Printed& old = printed.front();
+      const Printed& next = printed.back();
+      const bool handover = printed.size() == 2 && old.beats && next.beats && old.high < next.low &&
+                            next.low <= old.high + 2 && (!alone.count(vm) || alone[vm] == old.host);
+      if (!handover || suspect.count(vm)) {
         overlaps_.push_back(
             vm + " printed on" + hosts + " within one 20 ms look" +
             (suspect.count(vm) ? " (and on" + suspect[vm] + " in the look before)" : ""));
         suspect.erase(vm);
       } else {
         suspect[vm] = hosts;
+        alone[vm] = next.host;  // from now on the old one must not print
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -49,7 +49,9 @@ const char* const kUsage =
     "                            ends early); answers once it protects the guest\n"
     "  replica-status            the replication (or, on a passive, the copy)\n"
     "  replica-stop              end the replication; the passive drops its copy\n"
-    "                            (after a failure: the guest held here runs on)\n"
+    "      [--run-on]            after a failure, or a switchover the passive did not\n"
+    "                            confirm, the guest waits here: --run-on runs it on,\n"
+    "                            once the passive's copy surely does not run\n"
     "  switchover                hand the guest to the passive at the next checkpoint\n"
     "                            (the answer once it runs there; this VMM then exits)\n"
     "  takeover                  on a passive: run the guest from the last epoch now\n"
@@ -80,6 +82,7 @@ struct Command {
   std::optional<double> timeout_s;
   std::optional<uint64_t> downtime_ms, bandwidth_mbps, connections;
   std::optional<uint64_t> epoch_ms, min_epoch_ms, max_epoch_ms;
+  bool run_on = false;
   std::string name;
   std::vector<std::string> arguments;
   bool help = false;
@@ -145,6 +148,8 @@ Command parse_command_line(int argc, char** argv) {
       command.min_epoch_ms = parse_number(value(), arg, 10000);
     } else if (arg == "--max-epoch-ms") {
       command.max_epoch_ms = parse_number(value(), arg, 10000);
+    } else if (arg == "--run-on") {
+      command.run_on = true;
     } else if (arg.size() > 1 && arg[0] == '-') {
       throw UsageError{"unknown option " + arg};
     } else {
@@ -166,6 +171,8 @@ Command parse_command_line(int argc, char** argv) {
       (command.epoch_ms || command.min_epoch_ms || command.max_epoch_ms)) {
     throw UsageError{"--epoch-ms, --min-epoch-ms and --max-epoch-ms belong to replicate"};
   }
+  if (command.name != "replica-stop" && command.run_on)
+    throw UsageError{"--run-on belongs to replica-stop"};
   for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
                             "migrate-status", "migrate-cancel", "replicate", "replica-status",
                             "replica-stop", "switchover", "takeover"}) {
@@ -224,7 +231,7 @@ control::Request make_request(const Command& command) {
   } else if (command.name == "replica-status") {
     request.mutable_replica_status();
   } else if (command.name == "replica-stop") {
-    request.mutable_replica_stop();
+    request.mutable_replica_stop()->set_run_held(command.run_on);
   } else if (command.name == "takeover") {
     request.mutable_takeover();
   } else if (command.name == "switchover") {

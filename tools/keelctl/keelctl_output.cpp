@@ -145,7 +145,8 @@ std::string describe_replica(const control::ReplicaInfo& info) {
       line(out, "permit:",
            "the guest runs at most " + std::to_string(info.run_permit_ms()) +
                " ms past the passive's last acknowledged epoch" +
-               (info.guest_held() ? "; it waits now (replica-stop runs it on, unprotected)" : ""));
+               (info.guest_held() ? "; it waits now (replica-stop --run-on runs it on, unprotected)"
+                                  : ""));
     }
     line(out, "pauses:",
          "last " + us_as_ms(info.last_pause_us()) + ", longest " + us_as_ms(info.max_pause_us()));
