@@ -235,6 +235,7 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs(PageWriter& direct,
   const auto write_disk_now = [this](std::span<const uint8_t> payload) {
     return write_disk_blocks(payload);
   };
+  bool last = false;
   for (;;) {
     FrameChannel::Frame frame = channel_->receive();
     switch (frame.type) {
@@ -260,7 +261,16 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs(PageWriter& direct,
         }
         break;
       case FrameType::kEpoch:
-        if (commit_epoch(epochs, direct, frame.payload)) {
+        try {
+          last = commit_epoch(epochs, direct, frame.payload);
+        } catch (const std::exception& e) {
+          // Said, so that the active knows this copy will not run from it
+          // (a switchover's Go behind it is never read): an ordinary
+          // failed checkpoint there, not an uncertain one.
+          refuse(std::string("epoch refused: ") + e.what());
+          throw;
+        }
+        if (last) {
           log::debug("switchover: the last epoch is applied and acknowledged");
           prepare_copy();
         }
