@@ -80,6 +80,15 @@ std::string ReplicaSender::stop() {
 
 std::string ReplicaSender::run_on() {
   MigratableMachine& machine = machine_;
+  // Unprotected from here: the permit ended, the held output let go.
+  const auto run_here = [this, &machine] {
+    if (permit_) permit_->end();
+    machine.post([&machine] {
+      machine.hold_output(false);
+      machine.track_disk_writes(false);
+      machine.resume();
+    });
+  };
   bool uncertain = false;
   {
     std::lock_guard guard(mutex_);
@@ -89,7 +98,8 @@ std::string ReplicaSender::run_on() {
     // The operator's word that the passive's copy never ran (nothing
     // automatic asks this). On the event loop (a control request): the
     // images, let go at Go, are this process's again first; outside the
-    // lock, since devices call into this sender holding theirs.
+    // lock, since devices call into this sender holding theirs. The
+    // permit: Go may have come before hand_over ended it.
     try {
       machine.claim_disks();
     } catch (const std::exception& e) {
@@ -100,12 +110,7 @@ std::string ReplicaSender::run_on() {
       info_.set_phase(pb::REPLICA_PHASE_FAILED);
       info_.set_error(info_.error() + "; run on here by replica-stop --run-on, unprotected");
     }
-    if (permit_) permit_->end();  // Go may have come before hand_over ended it
-    machine.post([&machine] {
-      machine.hold_output(false);
-      machine.track_disk_writes(false);
-      machine.resume();
-    });
+    run_here();
     log::warning("replica: an uncertain switchover's guest runs on here (replica-stop --run-on)");
     return "";
   }
@@ -119,12 +124,7 @@ std::string ReplicaSender::run_on() {
     info_.set_guest_held(false);
     info_.set_error(info_.error() + "; it runs on here, unprotected (replica-stop --run-on)");
   }
-  permit_->end();
-  machine.post([&machine] {
-    machine.hold_output(false);
-    machine.track_disk_writes(false);
-    machine.resume();
-  });
+  run_here();
   log::info("replica: the guest runs on here, unprotected");
   return "";
 }

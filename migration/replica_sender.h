@@ -36,8 +36,8 @@
 // make small: its pause is that checkpoint, its transfer straight from
 // guest memory with Go behind it, the passive's commit and its running; a
 // passive that does not confirm after go leaves the guest paused here
-// (UNCERTAIN), never running twice: only kill, or replica-stop on the
-// operator's word that the passive's copy never ran.
+// (UNCERTAIN), never running twice: only kill, or replica-stop --run-on
+// on the operator's word that the passive's copy never ran.
 #pragma once
 
 #include <atomic>
