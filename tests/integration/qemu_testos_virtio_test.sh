@@ -17,6 +17,8 @@ ns=keel-tosv-$$
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	# nsqemu's QEMU is not a child of the pids above once they are gone.
+	if [[ -s $tmp/nsqemu.pid ]]; then kill "$(cat "$tmp/nsqemu.pid")" 2>/dev/null || true; fi
 	ip netns del "$ns" 2>/dev/null || true
 	rm -rf "$tmp"
 }
@@ -106,11 +108,13 @@ ip netns exec "$ns" ip tuntap add dev tap0 mode tap
 ip netns exec "$ns" ip addr add 10.0.2.1/24 dev tap0
 ip netns exec "$ns" ip link set tap0 up
 net=(-netdev "tap,id=n0,ifname=tap0,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,disable-legacy=on")
-nsqemu() { # like qemu, inside the namespace, console to $tmp/console
+nsqemu() { # like qemu, inside the namespace, console to $tmp/console, its PID in $tmp/nsqemu.pid
 	local app=$1
 	shift
+	rm -f "$tmp/nsqemu.pid"
 	ip netns exec "$ns" timeout 300 qemu-system-x86_64 -accel "$accel" -machine q35 -m 256 -nodefaults -no-user-config \
-		-display none -serial stdio -no-reboot -kernel "$elf" -append "$app" "$@" >"$tmp/console" 2>>"$tmp/qemu.err"
+		-display none -serial stdio -no-reboot -pidfile "$tmp/nsqemu.pid" -kernel "$elf" -append "$app" "$@" \
+		>"$tmp/console" 2>>"$tmp/qemu.err"
 }
 
 disk "$img" 0
@@ -195,14 +199,24 @@ for _ in $(seq 100); do
 	grep -q bound "$tmp/sink" && break
 	sleep 0.1
 done
-nsqemu "job=net ip=10.0.2.15 mode=send dst=10.0.2.1:9000 mib=4" "${net[@]}"
+sink=${pids[-1]}
+nsqemu "job=net ip=10.0.2.15 mode=send dst=10.0.2.1:9000 mib=4" "${net[@]}" &
+pids+=($!)
+# A sink that gave up (its timeouts are far shorter than QEMU's) ends the
+# guest too: a stuck send shows its console now, not after 300 s.
+wait "$sink" || {
+	[[ -s $tmp/nsqemu.pid ]] && kill "$(cat "$tmp/nsqemu.pid")" 2>/dev/null
+	wait "${pids[-1]}" || true
+	cat "$tmp/sink" "$tmp/console"
+	fail "sink"
+}
+wait "${pids[-1]}" || {
+	cat "$tmp/console"
+	fail "the sending guest's QEMU failed"
+}
 out=$(cat "$tmp/console")
 expect "$out" '^testos: net arp 10.0.2.1 is '
 expect "$out" '^testos: net send OK bytes=4194304 datagrams=2850 size=1472 us=[0-9]+ mib_s='
-wait "${pids[-1]}" || {
-	cat "$tmp/sink"
-	fail "sink"
-}
 cat "$tmp/sink"
 echo "net: OK"
 echo "PASS: testos virtio jobs under QEMU"
