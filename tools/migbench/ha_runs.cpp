@@ -1,9 +1,12 @@
 #include "tools/migbench/ha_runs.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -38,35 +41,57 @@ pb::Response call(const std::string& socket, pb::Request request, std::chrono::s
   return ControlClient(socket, seconds(10)).call(request, wait);
 }
 
+// A run's guest beyond the workload's: its command line instead, and
+// more arguments for each keel-vmm.
+struct GuestExtras {
+  std::string cmdline;  // empty: the workload's
+  std::vector<std::string> active, passive;
+};
+
+// --net: the active on one tap of the bridge, the passive on the other
+// (the copy announces the MAC when it takes over).
+GuestExtras network_cards() {
+  return {{},
+          {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac},
+          {"--net", "tap=" + kDestinationTap}};
+}
+
 // The guest warmed up on the active (`warmed` runs then), a passive
 // waiting, the replication protecting it (for kProtected when `stay`); an
 // error message, or empty.
 std::string replicate(const Workload& w, int run, const char* kind, Pair& p, RunFigures& f,
-                      const std::function<void()>& warmed = {}, bool stay = true) {
+                      const std::function<void()>& warmed = {}, bool stay = true,
+                      GuestExtras extras = {}) {
   const std::string dir = scratch_dir(w, std::string(kind) + "-" + std::to_string(run));
   p.active_sock = dir + "/active.sock";
   p.passive_sock = dir + "/passive.sock";
+  if (w.udp_echo()) extras = network_cards();
   std::vector<std::string> args{w.keel_vmm};
   for (const auto& a : w.keel_boot_args()) args.push_back(a);
   args.insert(args.end(),
               {"--memory", std::to_string(w.memory_mib) + "M", "--cpus", std::to_string(w.cpus),
-               "--cmdline", w.cmdline(), "--api-socket", p.active_sock});
-  // --net: the active on one tap of the bridge, the passive on the other
-  // (the copy announces the MAC when it takes over).
-  if (w.net) args.insert(args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
+               "--cmdline", extras.cmdline.empty() ? w.cmdline() : extras.cmdline, "--api-socket",
+               p.active_sock});
+  args.insert(args.end(), extras.active.begin(), extras.active.end());
   p.active.emplace(args);
   if (!p.active->wait_line(w.ready_line(), w.warm_up_limit()))
     return "the guest did not warm up: " + what_happened(*p.active);
   if (warmed) warmed();
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
   std::vector<std::string> passive{w.keel_vmm, "--replica-of", to, "--api-socket", p.passive_sock};
-  if (w.net) passive.insert(passive.end(), {"--net", "tap=" + kDestinationTap});
+  passive.insert(passive.end(), extras.passive.begin(), extras.passive.end());
   p.passive.emplace(passive);
   if (!p.passive->wait_error("waiting for a replica stream", seconds(60)))
     return "the passive did not start: " + p.passive->errors();
   pb::Request replicate;
   replicate.mutable_replicate()->set_to(to);
-  const pb::Response started = call(p.active_sock, replicate, seconds(3600));
+  pb::Response started;
+  try {
+    started = call(p.active_sock, replicate, seconds(3600));
+  } catch (const std::exception& e) {
+    return std::string("replicate: ") + e.what() + "; the active " + what_happened(*p.active) +
+           "; the passive " + what_happened(*p.passive);
+  }
   if (!started.ok()) return "replicate failed: " + started.error().message();
   if (!stay) return "";
   // Waiting out the protected stretch is the point of the run here.
@@ -154,6 +179,92 @@ EchoFigures ping_pong(std::chrono::milliseconds how_long) {
     std::sort(rtts.begin(), rtts.end());
     out.median_ms = rtts[rtts.size() / 2];
   }
+  return out;
+}
+
+// keel-ledger's port in the Linux guest (--ha --net), and the size of the
+// disk it writes its records to (16 MiB: 32768 records round and round).
+constexpr unsigned kLedgerPort = 7070;
+constexpr off_t kLedgerDiskBytes = 16 << 20;
+
+// A TCP connection to the Linux guest's keel-ledger, within `limit` (the
+// guest's address answers once its card is up).
+UniqueFd connect_ledger(std::chrono::seconds limit) {
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(kLedgerPort));
+  ::inet_pton(AF_INET, kGuestAddress.c_str(), &to.sin_addr);
+  const auto give_up = Clock::now() + limit;
+  for (;;) {
+    UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s.valid()) throw std::runtime_error(std::string("ledger socket: ") + std::strerror(errno));
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0) {
+      // The requests are single lines, each sent only once the last was
+      // answered: nothing for Nagle to gather.
+      int one = 1;
+      ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return s;
+    }
+    if (Clock::now() > give_up) {
+      throw std::runtime_error("no connection to the guest's keel-ledger at " + kGuestAddress +
+                               ":" + std::to_string(kLedgerPort) + ": " + std::strerror(errno));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+// keel-ledger's requests one at a time for `how_long` on connection `fd`:
+// "rec N", answered "ack N boot=B" only once record N is written and
+// flushed to the guest's disk. Throws when an answer does not come within
+// 5 s, is not the one asked for, or comes from another boot than `boot`
+// (set by the first answer).
+EchoFigures ledger_requests(int fd, uint64_t& next, std::string& boot,
+                            std::chrono::milliseconds how_long) {
+  std::vector<double> rtts;
+  std::string have;
+  const auto begin = Clock::now(), end = begin + how_long;
+  while (Clock::now() < end) {
+    const uint64_t seq = next++;
+    const std::string request = "rec " + std::to_string(seq) + "\n";
+    const auto sent = Clock::now();
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size())) {
+      throw std::runtime_error(std::string("ledger: sending rec ") + std::to_string(seq) + ": " +
+                               std::strerror(errno));
+    }
+    const auto give_up = sent + std::chrono::seconds(5);
+    size_t newline;
+    while ((newline = have.find('\n')) == std::string::npos) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
+      pollfd p{fd, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count()) + 1) <= 0)
+        throw std::runtime_error("ledger: no answer to rec " + std::to_string(seq) + " within 5 s");
+      char buf[256];
+      const ssize_t got = ::recv(fd, buf, sizeof buf, 0);
+      if (got <= 0) {
+        throw std::runtime_error("ledger: the connection ended awaiting rec " +
+                                 std::to_string(seq) +
+                                 (got < 0 ? ": " + std::string(std::strerror(errno)) : ""));
+      }
+      have.append(buf, static_cast<size_t>(got));
+    }
+    rtts.push_back(ms(Clock::now() - sent));
+    const std::string answer = have.substr(0, newline);
+    have.erase(0, newline + 1);
+    const std::string want = "ack " + std::to_string(seq) + " boot=";
+    if (answer.rfind(want, 0) != 0)
+      throw std::runtime_error("ledger: asked rec " + std::to_string(seq) + ", got '" + answer +
+                               "'");
+    if (boot.empty()) boot = answer.substr(want.size());
+    if (answer.substr(want.size()) != boot)
+      throw std::runtime_error("ledger: the guest rebooted (" + answer + ", was boot=" + boot +
+                               ")");
+  }
+  EchoFigures out;
+  out.per_second = static_cast<double>(rtts.size()) / (ms(Clock::now() - begin) / 1000.0);
+  std::sort(rtts.begin(), rtts.end());
+  if (!rtts.empty()) out.median_ms = rtts[rtts.size() / 2];
   return out;
 }
 
@@ -354,13 +465,51 @@ RunFigures run_keel_echo(const Workload& w, int run) {
     return f;
   }
   Pair p;
-  EchoFigures alone;
-  const std::string why = replicate(w, run, "echo", p, f, [&] { alone = ping_pong(kEach); });
+  EchoFigures alone, protected_;
+  std::string why;
+  if (w.guest == Guest::kLinux) {
+    // keel-ledger on one connection, before the replication and while
+    // protected; the active's disk replicated into the passive's image.
+    const std::string disks = scratch_dir(w, "tcp-disks-" + std::to_string(run));
+    for (const char* name : {"/active.img", "/passive.img"}) {
+      UniqueFd image(::open((disks + name).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      if (!image.valid() || ::ftruncate(image.get(), kLedgerDiskBytes) != 0)
+        throw std::runtime_error(disks + name + ": " + std::strerror(errno));
+    }
+    GuestExtras extras = network_cards();
+    extras.cmdline = "console=ttyS0 panic=-1 keel.interval_ms=" + std::to_string(w.beat_ms) +
+                     " keel.count=0 keel.job=heartbeat+ledger keel.ip=" + kGuestAddress +
+                     "/24 keel.net_port=" + std::to_string(kLedgerPort);
+    extras.active.insert(extras.active.end(), {"--disk", "path=" + disks + "/active.img"});
+    extras.passive.insert(extras.passive.end(), {"--disk", "path=" + disks + "/passive.img"});
+    UniqueFd ledger;
+    uint64_t next = 1;
+    std::string boot;
+    why = replicate(
+        w, run, "echo", p, f,
+        [&] {
+          if (!p.active->wait_line("keel-guest: ledger listening ", seconds(60)))
+            throw std::runtime_error("keel-ledger did not start: " + what_happened(*p.active));
+          ledger = connect_ledger(seconds(30));
+          alone = ledger_requests(ledger.get(), next, boot, kEach);
+        },
+        true, extras);
+    if (why.empty()) {
+      try {
+        protected_ = ledger_requests(ledger.get(), next, boot, kEach);
+      } catch (const std::exception& e) {
+        why = std::string(e.what()) + " (protected); the active " + what_happened(*p.active) +
+              "; the passive " + what_happened(*p.passive);
+      }
+    }
+  } else {
+    why = replicate(w, run, "echo", p, f, [&] { alone = ping_pong(kEach); });
+    if (why.empty()) protected_ = ping_pong(kEach);
+  }
   if (!why.empty()) {
     f.error = why;
     return f;
   }
-  const EchoFigures protected_ = ping_pong(kEach);
   pb::Request status;
   status.mutable_replica_status();
   const pb::ReplicaInfo info = call(p.active_sock, status, seconds(10)).replica_status();

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -28,7 +29,7 @@ const char* const kUsage =
     "usage: keel-migbench [--guest testos|linux] [--memory SIZE] [--cpus N] [--dirty-mib N]\n"
     "                     [--dirty-rate MBPS] [--downtime-ms N] [--bandwidth MBPS] [--runs N]\n"
     "                     [--net] [--peer none|qemu] [--where auto|direct|box] [--json]\n"
-    "                     [--trace] [--ha]\n"
+    "                     [--trace] [--ha] [--only NAMES]\n"
     "\n"
     "Boots the guest (a heartbeat line every millisecond; with --dirty-mib also the\n"
     "memory dirtier), migrates it between two keel-vmm processes over loopback\n"
@@ -63,7 +64,8 @@ const char* const kUsage =
     "                     moves into a network namespace of its own with a bridge\n"
     "                     (10.0.3.1/24) and two taps, the source's and the\n"
     "                     destination's, and watches the guest through the network too\n"
-    "                     (needs root)\n"
+    "                     (needs root); with --guest linux (and --ha) only\n"
+    "                     keel-ha-echo's guest has a card\n"
     "  --runs N           runs per VMM (default 5)\n"
     "  --where W          auto (default): directly where /dev/kvm runs the test guest\n"
     "                     (and, with --peer qemu, QEMU: not on PVM), else inside the\n"
@@ -89,9 +91,15 @@ const char* const kUsage =
     "                     --dirty-mib also keel-overhead: the dirtier's rate over 4 s\n"
     "                     alone, then replicated, in the same guest, the share of time\n"
     "                     paused for checkpoints and the replication's bandwidth\n"
-    "                     with --net also keel-ha-echo: UDP echo requests one at a\n"
-    "                     time for 3 s alone, then 3 s protected (answers held until\n"
-    "                     their epoch's ack): per second and median round trip\n"
+    "                     with --net also keel-ha-echo: requests one at a time for\n"
+    "                     3 s alone, then 3 s protected (answers held until their\n"
+    "                     epoch's ack): per second and median round trip; the test\n"
+    "                     guest's are UDP echoes, the Linux guest's keel-ledger's on\n"
+    "                     one TCP connection (each answered once its record is\n"
+    "                     flushed to a 16 MiB disk replicated to the passive's image)\n"
+    "  --only NAMES       only these runs (their names in the vmm column, comma-separated:\n"
+    "                     keel,keel-switch,...), still interleaved; the summary lines\n"
+    "                     then compare only what ran\n"
     "  --trace            after each run, on stderr: the lines around its pause on this\n"
     "                     program's clock, both consoles and both VMMs' stderr (keel-vmm's\n"
     "                     pause steps: KEEL_LOG=debug is set for it), to see where a pause\n"
@@ -104,6 +112,7 @@ struct Options {
   bool ha = false;
   bool json = false;
   std::string where = "auto";
+  std::set<std::string> only;  // --only: these runs' names (empty: all)
 };
 
 uint64_t number(const std::string& text, const std::string& option) {
@@ -159,6 +168,9 @@ Options parse(int argc, char** argv) {
       o.workload.trace = true;
     } else if (a == "--ha") {
       o.ha = true;
+    } else if (a == "--only") {
+      std::stringstream names(value());
+      for (std::string name; std::getline(names, name, ',');) o.only.insert(name);
     } else {
       throw std::invalid_argument("unknown option " + a);
     }
@@ -168,9 +180,34 @@ Options parse(int argc, char** argv) {
     throw std::invalid_argument("--dirty-mib must be below --memory");
   if (o.workload.net && o.workload.dirty_mib != 0)
     throw std::invalid_argument("--net: only with the idle guest (no --dirty-mib)");
-  if (o.workload.net && o.workload.guest == Guest::kLinux)
-    throw std::invalid_argument("--net: only with --guest testos (its UDP echo job)");
+  if (o.workload.net && o.workload.guest == Guest::kLinux && !o.ha) {
+    throw std::invalid_argument(
+        "--net with --guest linux: only with --ha (its TCP run; the migration's network view "
+        "is the test guest's UDP echo)");
+  }
   return o;
+}
+
+// The runs the options ask for, in the order they take turns; --only
+// keeps those it names (each must be one of them).
+std::vector<Peer> runs_to_make(const Options& o) {
+  std::vector<Peer> peers{Peer::kKeel};
+  if (o.ha)
+    peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover, Peer::kKeelFrozen});
+  if (o.ha && o.workload.dirty_mib != 0) peers.push_back(Peer::kKeelOverhead);
+  if (o.ha && o.workload.net) peers.push_back(Peer::kKeelEcho);
+  if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
+  if (o.only.empty()) return peers;
+  std::vector<Peer> chosen;
+  for (Peer p : peers)
+    if (o.only.count(peer_name(p))) chosen.push_back(p);
+  if (chosen.size() != o.only.size()) {
+    std::string names;
+    for (Peer p : peers) names += std::string(names.empty() ? "" : ", ") + peer_name(p);
+    throw std::invalid_argument("--only: each name must be one of the runs these options make (" +
+                                names + ")");
+  }
+  return chosen;
 }
 
 bool exists(const std::string& path) {
@@ -246,12 +283,12 @@ std::string row_text(const Row& r, bool net) {
   }
   if (r.peer == Peer::kKeelEcho) {
     std::snprintf(line, sizeof line,
-                  "%-13s %-6s UDP echo one at a time: alone %.0f/s, median %.2f ms; protected "
+                  "%-13s %-6s %s one at a time: alone %.0f/s, median %.2f ms; protected "
                   "%.0f/s, median %.2f ms (+%.2f ms); last epoch %.1f ms, %.2f%% paused",
                   peer_name(r.peer), r.run ? std::to_string(r.run).c_str() : "median",
-                  r.f.echo_alone_rps, r.f.echo_alone_ms, r.f.echo_protected_rps,
-                  r.f.echo_protected_ms, r.f.echo_protected_ms - r.f.echo_alone_ms, r.f.total_ms,
-                  r.f.paused_percent);
+                  net ? "UDP echo" : "TCP keel-ledger requests", r.f.echo_alone_rps,
+                  r.f.echo_alone_ms, r.f.echo_protected_rps, r.f.echo_protected_ms,
+                  r.f.echo_protected_ms - r.f.echo_alone_ms, r.f.total_ms, r.f.paused_percent);
     return line;
   }
   char network[16] = "-";
@@ -296,6 +333,7 @@ int main(int argc, char** argv) {
   Options o;
   try {
     o = parse(argc, argv);
+    runs_to_make(o);
   } catch (const std::exception& e) {
     std::cerr << "keel-migbench: " << e.what() << "\n" << kUsage;
     return 2;
@@ -372,7 +410,7 @@ int main(int argc, char** argv) {
       in_box ? "inside the KVM test host (box)" : "directly on /dev/kvm (" + kind + ")";
   const std::string load =
       w.dirty_mib == 0
-          ? std::string(w.net ? "idle, echoing UDP" : "idle")
+          ? std::string(w.udp_echo() ? "idle, echoing UDP" : "idle")
           : "dirtying " + std::to_string(w.dirty_mib) + " MiB at " +
                 (w.dirty_rate ? std::to_string(w.dirty_rate) + " MB/s" : std::string("full speed"));
   const std::string link =
@@ -386,12 +424,7 @@ int main(int argc, char** argv) {
                 "throttle");
     std::fflush(stdout);
   }
-  std::vector<Peer> peers{Peer::kKeel};
-  if (o.ha)
-    peers.insert(peers.end(), {Peer::kKeelSwitchover, Peer::kKeelFailover, Peer::kKeelFrozen});
-  if (o.ha && w.dirty_mib != 0) peers.push_back(Peer::kKeelOverhead);
-  if (o.ha && w.net) peers.push_back(Peer::kKeelEcho);
-  if (o.qemu) peers.insert(peers.end(), {Peer::kQemuDefault, Peer::kQemuTuned});
+  const std::vector<Peer> peers = runs_to_make(o);
   std::vector<Row> rows;
   std::map<Peer, std::vector<RunFigures>> by_peer;
   int failures = 0;
@@ -429,7 +462,7 @@ int main(int argc, char** argv) {
       by_peer[p].push_back(f);
       rows.push_back({p, run, f});
       if (!o.json) {
-        std::printf("%s\n", row_text(rows.back(), w.net).c_str());
+        std::printf("%s\n", row_text(rows.back(), w.udp_echo()).c_str());
         std::fflush(stdout);
       }
     }
@@ -456,11 +489,14 @@ int main(int argc, char** argv) {
     out << "}}";
     std::cout << out.str() << "\n";
   } else {
-    for (Peer p : peers) std::printf("%s\n", row_text({p, 0, medians(by_peer[p])}, w.net).c_str());
-    if (o.ha) {
-      const RunFigures keel = medians(by_peer[Peer::kKeel]);
+    for (Peer p : peers)
+      std::printf("%s\n", row_text({p, 0, medians(by_peer[p])}, w.udp_echo()).c_str());
+    const auto ran = [&](Peer p) {
+      return std::find(peers.begin(), peers.end(), p) != peers.end();
+    };
+    const RunFigures keel = medians(by_peer[Peer::kKeel]);
+    if (ran(Peer::kKeel) && ran(Peer::kKeelSwitchover)) {
       const RunFigures sw = medians(by_peer[Peer::kKeelSwitchover]);
-      const RunFigures fo = medians(by_peer[Peer::kKeelFailover]);
       std::printf("outside pause, keel-switch / keel (migration): %.3f\n",
                   keel.outside_pause_ms > 0 ? sw.outside_pause_ms / keel.outside_pause_ms : 0.0);
       std::printf(
@@ -468,10 +504,15 @@ int main(int argc, char** argv) {
           "keel (migration): %.2f / %.2f ms = %.3f\n",
           sw.handover_pause_ms, keel.handover_pause_ms,
           keel.handover_pause_ms > 0 ? sw.handover_pause_ms / keel.handover_pause_ms : 0.0);
+    }
+    if (ran(Peer::kKeelFailover)) {
+      const RunFigures fo = medians(by_peer[Peer::kKeelFailover]);
       std::printf(
           "failover, the active killed to the guest beating on the passive: %.2f ms "
           "(takeover answered in %.2f ms; %.0f ms of the guest's progress rolled back)\n",
           fo.total_ms, fo.vmm_pause_ms, fo.guest_stall_ms);
+    }
+    if (ran(Peer::kKeelFrozen)) {
       const RunFigures fr = medians(by_peer[Peer::kKeelFrozen]);
       std::printf(
           "failover, the active frozen (SIGSTOP, as a dead host) to the guest beating on the "
@@ -479,13 +520,12 @@ int main(int argc, char** argv) {
           "takeover answered in %.2f ms)\n",
           fr.total_ms, fr.detect_ms, fr.vmm_pause_ms);
     }
-    if (o.qemu) {
-      const RunFigures keel = medians(by_peer[Peer::kKeel]);
-      for (Peer p : {Peer::kQemuDefault, Peer::kQemuTuned}) {
+    for (Peer p : {Peer::kQemuDefault, Peer::kQemuTuned}) {
+      if (ran(Peer::kKeel) && ran(p)) {
         const RunFigures q = medians(by_peer[p]);
         std::printf("outside pause, keel / %s: %.3f\n", peer_name(p),
                     q.outside_pause_ms > 0 ? keel.outside_pause_ms / q.outside_pause_ms : 0.0);
-        if (w.net) {
+        if (w.udp_echo()) {
           std::printf("network pause, keel / %s: %.3f\n", peer_name(p),
                       q.network_pause_ms > 0 ? keel.network_pause_ms / q.network_pause_ms : 0.0);
         }

@@ -77,7 +77,8 @@ std::string Workload::cmdline() const {
            " keel.rate_mbps=" + n(dirty_rate) + " keel.seconds=86400";
   }
   const std::string beats = "interval_ms=" + n(beat_ms);
-  if (net) return "job=net mode=echo ip=" + kGuestAddress + " port=" + n(kEchoPort) + " " + beats;
+  if (udp_echo())
+    return "job=net mode=echo ip=" + kGuestAddress + " port=" + n(kEchoPort) + " " + beats;
   if (dirty_mib == 0) return "job=heartbeat count=0 " + beats;
   return "job=dirtier mib=" + n(dirty_mib) + " rate_mbps=" + n(dirty_rate) + " seconds=86400 " +
          beats;
@@ -244,7 +245,7 @@ RunFigures run_keel(const Workload& w, int run) {
   source_args.insert(source_args.end(),
                      {"--memory", std::to_string(w.memory_mib) + "M", "--cpus",
                       std::to_string(w.cpus), "--cmdline", w.cmdline(), "--api-socket", src_sock});
-  if (w.net)
+  if (w.udp_echo())
     source_args.insert(source_args.end(), {"--net", "tap=" + kSourceTap + ",mac=" + kGuestMac});
   TimedConsole source(source_args);
   if (!source.wait_line(w.ready_line(), w.warm_up_limit())) {
@@ -252,10 +253,11 @@ RunFigures run_keel(const Workload& w, int run) {
     return f;
   }
   std::optional<UdpEchoObserver> observer;
-  if (w.net && !start_observer(observer, source, f)) return f;
+  if (w.udp_echo() && !start_observer(observer, source, f)) return f;
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
   std::vector<std::string> destination_args{w.keel_vmm, "--incoming", to, "--api-socket", dst_sock};
-  if (w.net) destination_args.insert(destination_args.end(), {"--net", "tap=" + kDestinationTap});
+  if (w.udp_echo())
+    destination_args.insert(destination_args.end(), {"--net", "tap=" + kDestinationTap});
   TimedConsole destination(destination_args);
   if (!destination.wait_error("waiting for a migration", seconds(60))) {
     f.error = "the destination did not start: " + destination.errors();
@@ -325,7 +327,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
                                   "unix:" + qmp + ",server=on,wait=off"};
     for (const auto& a : w.qemu_boot_args()) argv.push_back(a);
     if (incoming) argv.insert(argv.end(), {"-incoming", "defer"});
-    if (w.net) {
+    if (w.udp_echo()) {
       const std::string& tap = incoming ? kDestinationTap : kSourceTap;
       argv.insert(argv.end(),
                   {"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no", "-device",
@@ -339,7 +341,7 @@ RunFigures run_qemu(const Workload& w, bool tuned, int run) {
     return f;
   }
   std::optional<UdpEchoObserver> observer;
-  if (w.net && !start_observer(observer, source, f)) return f;
+  if (w.udp_echo() && !start_observer(observer, source, f)) return f;
   TimedConsole destination(qemu(dir + "/destination.qmp", true));
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
   try {

@@ -29,10 +29,12 @@ struct Workload {
   uint32_t downtime_ms = 5;
   uint64_t bandwidth_mbps = 0;  // the link's cap in MB/s for every peer; 0: none
   uint32_t beat_ms = 1;
-  // --net: the idle guest also echoes UDP on a virtio-net card (the source
-  // on one tap of the benchmark's bridge, the destination on the other),
-  // and a UdpEchoObserver watches through the network too.
+  // --net: the benchmark's bridge. The idle test guest echoes UDP on a
+  // virtio-net card in every run (the source on one tap of the bridge, the
+  // destination on the other) and a UdpEchoObserver watches through the
+  // network too; the Linux guest has a card only in --ha's TCP run.
   bool net = false;
+  bool udp_echo() const { return net && guest == Guest::kTestos; }
   // --trace: each run's pause printed line by line (print_pause_trace).
   bool trace = false;
   std::string keel_vmm, testos_bzimage, testos_elf, linux_images, scratch;
@@ -88,8 +90,9 @@ struct RunFigures {
   // (MB/s), the share of time the checkpoints paused it, the replication's
   // bandwidth (MB/s).
   double rate_alone_mbs = 0, rate_replicated_mbs = 0, paused_percent = 0, replication_mbs = 0;
-  // --ha --net's echo run: UDP requests one at a time, answers per second
-  // and the median round trip (ms), unprotected and then protected.
+  // --ha --net's echo run: requests one at a time (the test guest: UDP
+  // echo; the Linux guest: keel-ledger over TCP), answers per second and
+  // the median round trip (ms), unprotected and then protected.
   double echo_alone_rps = 0, echo_alone_ms = 0, echo_protected_rps = 0, echo_protected_ms = 0;
 };
 
