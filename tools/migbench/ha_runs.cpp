@@ -76,7 +76,13 @@ std::string replicate(const Workload& w, int run, const char* kind, Pair& p, Run
   p.active.emplace(args);
   if (!p.active->wait_line(w.ready_line(), w.warm_up_limit()))
     return "the guest did not warm up: " + what_happened(*p.active);
-  if (warmed) warmed();
+  if (warmed) {
+    try {
+      warmed();
+    } catch (const std::exception& e) {
+      return std::string(e.what()) + " (alone); the active " + what_happened(*p.active);
+    }
+  }
   const std::string to = "tcp:127.0.0.1:" + std::to_string(free_port());
   std::vector<std::string> passive{w.keel_vmm, "--replica-of", to, "--api-socket", p.passive_sock};
   passive.insert(passive.end(), extras.passive.begin(), extras.passive.end());
