@@ -275,6 +275,10 @@ ReplicaReceiver::Ending ReplicaReceiver::receive_epochs(PageWriter& direct,
           prepare_copy();
         }
         break;
+      case FrameType::kKeepalive:
+        // The active waits for an acknowledgement; its bytes alone matter.
+        if (!frame.payload.empty()) throw StreamError("keepalive frame with a payload");
+        break;
       case FrameType::kGo:
         if (epochs.last_epoch() == 0 || epochs.mid_epoch())
           throw StreamError("go with no complete epoch to run from");

@@ -1,6 +1,8 @@
 #include "migration/replica_sender.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +31,11 @@ constexpr auto kConnectTimeout = std::chrono::seconds(10);
 // replication (the guest waits from the end of its permit on; a passive
 // that is gone costs it this long, one that is slow keeps it protected).
 constexpr auto kAckTimeout = std::chrono::seconds(3);
+// While it waits for an acknowledgement, the active sends a keepalive this
+// often: with bytes in flight, TCP's user timeout (the passive's own
+// silence limit, set on the socket) tells a passive host gone or cut off
+// from one that is only slow.
+constexpr auto kKeepaliveEvery = std::chrono::milliseconds(100);
 constexpr auto kPauseTimeout = std::chrono::seconds(5);
 // A passive told the replication ended closes the stream as it drops its
 // copy; one that does not within this long may still run it.
@@ -37,6 +44,21 @@ constexpr auto kDropConfirmTimeout = std::chrono::seconds(5);
 // epochs grow (the guest's slowdown), and below which they shrink again.
 constexpr double kPauseShareHigh = 0.05;
 constexpr double kPauseShareLow = 0.02;
+
+// The passive's answer to an epoch, within kAckTimeout, keepalives sent
+// meanwhile; a dead or cut-off passive host ends the wait within the
+// socket's user timeout instead (a StreamError either way).
+FrameChannel::Frame await_answer(FrameChannel& channel) {
+  const auto until = Clock::now() + kAckTimeout;
+  while (!channel.readable_within(kKeepaliveEvery)) {
+    if (Clock::now() >= until) {
+      throw StreamError("the passive did not answer an epoch within " +
+                        std::to_string(std::chrono::milliseconds(kAckTimeout).count()) + " ms");
+    }
+    channel.send(FrameType::kKeepalive);
+  }
+  return channel.receive();
+}
 
 }  // namespace
 
@@ -213,6 +235,15 @@ void ReplicaSender::copy_disk(Disk& disk) {
 
 void ReplicaSender::connect_and_copy() {
   UniqueFd socket = connect_tcp(settings_.to, kConnectTimeout);
+  // Bytes the passive's host does not acknowledge for as long as the
+  // passive would wait for this side end the stream (its host is gone or
+  // cut off): the guest runs on without it the sooner.
+  const unsigned unacked_ms = static_cast<unsigned>(
+      passive_silence_limit(static_cast<uint32_t>(settings_.run_permit.count())).count());
+  if (::setsockopt(socket.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &unacked_ms, sizeof unacked_ms) !=
+      0) {
+    throw_errno("TCP_USER_TIMEOUT on the replica stream");
+  }
   {
     std::lock_guard guard(mutex_);
     channel_ = std::make_unique<FrameChannel>(std::move(socket), "the passive", kStreamTimeout);
@@ -410,7 +441,8 @@ Clock::time_point ReplicaSender::checkpoint(uint64_t epoch, bool last) {
                                  std::to_string(zero_pages) + " of zeros)");
   }
 
-  FrameChannel::Frame answer = channel_->receive();
+  // The last epoch's Go is already on its way: nothing may follow it.
+  FrameChannel::Frame answer = last ? channel_->receive() : await_answer(*channel_);
   if (answer.type == FrameType::kVerdict) {
     mpb::Verdict verdict;
     verdict.ParseFromArray(answer.payload.data(), static_cast<int>(answer.payload.size()));

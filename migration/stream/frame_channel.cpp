@@ -25,6 +25,14 @@ void FrameChannel::set_timeout(std::chrono::milliseconds timeout) {
   ::setsockopt(socket_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+bool FrameChannel::readable_within(std::chrono::milliseconds wait) {
+  if (shut_down_.load()) throw StreamError("cancelled");
+  pollfd p{socket_.get(), POLLIN, 0};
+  const int n = ::poll(&p, 1, static_cast<int>(wait.count()));
+  if (n < 0 && errno != EINTR) throw_errno("poll on the migration stream");
+  return n > 0;
+}
+
 bool FrameChannel::wait_closed(std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   std::array<uint8_t, 4096> scratch{};

@@ -60,6 +60,9 @@ class FrameChannel {
         std::chrono::steady_clock::duration(last_received_.load(std::memory_order_relaxed)));
   }
 
+  // Whether a frame (or the end of the stream) is there to receive within
+  // `wait`; false when nothing came. Throws once shut down here.
+  bool readable_within(std::chrono::milliseconds wait);
   // Reads and drops whatever comes until the peer closes the connection
   // (true) or `timeout` passes (false); false too once shut down here.
   bool wait_closed(std::chrono::milliseconds timeout);

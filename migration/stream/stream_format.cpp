@@ -34,6 +34,8 @@ const char* frame_name(FrameType type) {
       return "epoch ack";
     case FrameType::kDiskBlocks:
       return "disk blocks";
+    case FrameType::kKeepalive:
+      return "keepalive";
   }
   return "unknown";
 }
@@ -49,7 +51,7 @@ FrameHeader decode_frame_header(std::span<const uint8_t, 8> bytes) {
   const auto type = static_cast<uint32_t>(load_le(bytes.subspan(0, 4)));
   const auto length = static_cast<uint32_t>(load_le(bytes.subspan(4, 4)));
   if (type < static_cast<uint32_t>(FrameType::kHello) ||
-      type > static_cast<uint32_t>(FrameType::kDiskBlocks)) {
+      type > static_cast<uint32_t>(FrameType::kKeepalive)) {
     throw StreamError("unknown frame type " + std::to_string(type));
   }
   if (length > kMaxFramePayload) {

@@ -64,6 +64,11 @@ enum class FrameType : uint32_t {
   kEpoch = 12,
   kEpochAck = 13,
   kDiskBlocks = 14,
+  // A replica's active still waiting for an epoch's acknowledgement: no
+  // payload, nothing for the passive to do. It keeps bytes in flight, so
+  // that a passive host gone is noticed by TCP within the socket's user
+  // timeout rather than by the acknowledgement's own time limit.
+  kKeepalive = 15,
 };
 
 struct FrameHeader {

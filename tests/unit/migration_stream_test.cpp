@@ -33,9 +33,11 @@ TEST(FrameHeader, RoundTripsAndRefusesUnknownTypesAndHugeLengths) {
             "migration stream: unknown frame type 0");
   bytes = encode_frame_header(FrameType::kEpochAck, 2);
   EXPECT_EQ(decode_frame_header(bytes).type, FrameType::kEpochAck);
-  bytes = encode_frame_header(static_cast<FrameType>(15), 0);
+  bytes = encode_frame_header(FrameType::kKeepalive, 0);
+  EXPECT_EQ(decode_frame_header(bytes).type, FrameType::kKeepalive);
+  bytes = encode_frame_header(static_cast<FrameType>(16), 0);
   EXPECT_EQ(error_of([&] { decode_frame_header(bytes); }),
-            "migration stream: unknown frame type 15");
+            "migration stream: unknown frame type 16");
   bytes = encode_frame_header(FrameType::kState, kMaxFramePayload + 1);
   EXPECT_NE(error_of([&] { decode_frame_header(bytes); }).find("state frame of 16777217 bytes"),
             std::string::npos);
