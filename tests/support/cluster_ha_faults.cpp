@@ -65,45 +65,53 @@ const char* fault_name(Fault f) {
       return "agent stopped (SIGSTOP)";
     case Fault::kPassiveKilled:
       return "passive keel-vmm killed";
+    case Fault::kPassiveHostKilled:
+      return "passive host killed, its link cut";
   }
   return "";
 }
 
-void inflict(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
+bool hits_passive(Fault f) {
+  return f == Fault::kPassiveKilled || f == Fault::kPassiveHostKilled;
+}
+
+void inflict(TestCluster& c, Fault fault, unsigned host, pid_t pid) {
   switch (fault) {
     case Fault::kVmmKilled:
     case Fault::kPassiveKilled:
       ::kill(pid, SIGKILL);
       break;
     case Fault::kHostKilled:
-      c.cut(active);
-      c.kill_agent(active);
+    case Fault::kPassiveHostKilled:
+      c.cut(host);
+      c.kill_agent(host);
       ::kill(pid, SIGKILL);
       break;
     case Fault::kLinkCut:
-      c.cut(active);
+      c.cut(host);
       break;
     case Fault::kAgentStopped:
-      c.signal_agent(active, SIGSTOP);
+      c.signal_agent(host, SIGSTOP);
       break;
   }
 }
 
-bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid) {
+bool recover(TestCluster& c, Fault fault, unsigned host, pid_t pid) {
   switch (fault) {
     case Fault::kVmmKilled:
     case Fault::kPassiveKilled:
       break;
     case Fault::kHostKilled:
-      c.heal(active);
-      c.start_agent(active);
+    case Fault::kPassiveHostKilled:
+      c.heal(host);
+      c.start_agent(host);
       break;
     case Fault::kLinkCut:
-      c.heal(active);
+      c.heal(host);
       // Its keeper finds the VM moved and ends the paused copy.
       return wait_until([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30));
     case Fault::kAgentStopped:
-      c.signal_agent(active, SIGCONT);
+      c.signal_agent(host, SIGCONT);
       return wait_until([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30));
   }
   return true;

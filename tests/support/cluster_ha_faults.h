@@ -31,18 +31,28 @@ unsigned ha_trials();
 
 // The active's faults, after which the passive runs the VM, and the
 // passive's (the VM runs on where it ran).
-enum class Fault { kVmmKilled, kHostKilled, kLinkCut, kAgentStopped, kPassiveKilled };
+enum class Fault {
+  kVmmKilled,
+  kHostKilled,
+  kLinkCut,
+  kAgentStopped,
+  kPassiveKilled,
+  kPassiveHostKilled
+};
 const char* fault_name(Fault f);
-// Does `fault` to host `active`, whose keel-vmm is `pid`: kill -9 the VMM;
-// cut the host's link and kill its agent (etcd goes with it) and VMM; cut
-// the link only (the host fences itself); SIGSTOP the agent (its lease
-// runs out, its VMMs pause at the fence). kPassiveKilled: `pid` is the
-// passive's keel-vmm, killed -9.
-void inflict(TestCluster& c, Fault fault, unsigned active, pid_t pid);
-// Undoes it once the VM runs elsewhere: heals the link, restarts or
-// continues the agent; after a cut or a stop, waits for the host to end its
-// paused copy (false if it did not within 30 s).
-bool recover(TestCluster& c, Fault fault, unsigned active, pid_t pid);
+// The passive's faults.
+bool hits_passive(Fault f);
+// Does `fault` to `host` (the active's, or for the passive's faults the
+// passive's), whose keel-vmm is `pid`: kill -9 the VMM; cut the host's
+// link and kill its agent (etcd goes with it) and VMM; cut the link only
+// (the host fences itself); SIGSTOP the agent (its lease runs out, its
+// VMMs pause at the fence).
+void inflict(TestCluster& c, Fault fault, unsigned host, pid_t pid);
+// Undoes it once the VM runs elsewhere (or, the passive's, runs on where
+// it ran): heals the link, restarts or continues the agent; after a cut or
+// a stop, waits for the host to end its paused copy (false if it did not
+// within 30 s).
+bool recover(TestCluster& c, Fault fault, unsigned host, pid_t pid);
 // Prints, for each fault, "NAME: WHAT, median M ms (MIN to MAX, N trials;
 // NOTE)" over its trials' times.
 void print_fault_medians(std::map<Fault, std::vector<int64_t>> times_ms, const std::string& what,
