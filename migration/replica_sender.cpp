@@ -1,8 +1,6 @@
 #include "migration/replica_sender.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,8 +31,8 @@ constexpr auto kConnectTimeout = std::chrono::seconds(10);
 constexpr auto kAckTimeout = std::chrono::seconds(3);
 // While it waits for an acknowledgement, the active sends a keepalive this
 // often: with bytes in flight, TCP's user timeout (the passive's own
-// silence limit, set on the socket) tells a passive host gone or cut off
-// from one that is only slow.
+// silence limit, set on the socket once the passive holds a copy) tells a
+// passive host gone or cut off from one that is only slow.
 constexpr auto kKeepaliveEvery = std::chrono::milliseconds(100);
 constexpr auto kPauseTimeout = std::chrono::seconds(5);
 // A passive told the replication ended closes the stream as it drops its
@@ -45,9 +43,10 @@ constexpr auto kDropConfirmTimeout = std::chrono::seconds(5);
 constexpr double kPauseShareHigh = 0.05;
 constexpr double kPauseShareLow = 0.02;
 
-// The passive's answer to an epoch, within kAckTimeout, keepalives sent
-// meanwhile; a dead or cut-off passive host ends the wait within the
-// socket's user timeout instead (a StreamError either way).
+// The passive's answer to an epoch: its first byte within kAckTimeout,
+// keepalives sent meanwhile (a dead or cut-off passive host ends the wait
+// within the stream's unacked limit instead), the rest within the
+// channel's own time limit.
 FrameChannel::Frame await_answer(FrameChannel& channel) {
   const auto until = Clock::now() + kAckTimeout;
   while (!channel.readable_within(kKeepaliveEvery)) {
@@ -235,15 +234,6 @@ void ReplicaSender::copy_disk(Disk& disk) {
 
 void ReplicaSender::connect_and_copy() {
   UniqueFd socket = connect_tcp(settings_.to, kConnectTimeout);
-  // Bytes the passive's host does not acknowledge for as long as the
-  // passive would wait for this side end the stream (its host is gone or
-  // cut off): the guest runs on without it the sooner.
-  const unsigned unacked_ms = static_cast<unsigned>(
-      passive_silence_limit(static_cast<uint32_t>(settings_.run_permit.count())).count());
-  if (::setsockopt(socket.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &unacked_ms, sizeof unacked_ms) !=
-      0) {
-    throw_errno("TCP_USER_TIMEOUT on the replica stream");
-  }
   {
     std::lock_guard guard(mutex_);
     channel_ = std::make_unique<FrameChannel>(std::move(socket), "the passive", kStreamTimeout);
@@ -563,6 +553,13 @@ pb::ReplicaInfo ReplicaSender::run(std::function<void(const pb::ReplicaInfo&)> f
         return done;
       }
       if (epoch == 1) {
+        // From now on the passive may take over once this side is silent
+        // for its silence limit; bytes its host leaves unacknowledged that
+        // long mean it is gone or cut off (the guest waits meanwhile). Not
+        // during the first copy: a passive that stops reading while it
+        // writes its disk would look the same, and nothing waits for it.
+        channel_->set_unacked_limit(
+            passive_silence_limit(static_cast<uint32_t>(settings_.run_permit.count())));
         set_phase(pb::REPLICA_PHASE_PROTECTED);
         log::info("replica at " + settings_.to.text + " protects the guest");
         first(info());

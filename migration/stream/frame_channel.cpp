@@ -1,5 +1,7 @@
 #include "migration/stream/frame_channel.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -23,6 +25,21 @@ void FrameChannel::set_timeout(std::chrono::milliseconds timeout) {
   tv.tv_sec = static_cast<time_t>(timeout_.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((timeout_.count() % 1000) * 1000);
   ::setsockopt(socket_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void FrameChannel::set_unacked_limit(std::chrono::milliseconds limit) {
+  const auto ms = static_cast<unsigned>(limit.count());
+  if (::setsockopt(socket_.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) != 0)
+    throw_errno("TCP_USER_TIMEOUT on the migration stream");
+  unacked_limit_ = limit;
+}
+
+std::string FrameChannel::failure(int error) const {
+  if (error == ETIMEDOUT && unacked_limit_.count() > 0) {
+    return peer_ + "'s host acknowledged nothing for " + std::to_string(unacked_limit_.count()) +
+           " ms (gone or cut off)";
+  }
+  return std::strerror(error);
 }
 
 bool FrameChannel::readable_within(std::chrono::milliseconds wait) {
@@ -71,7 +88,7 @@ void FrameChannel::write_all(std::span<iovec> parts) {
         throw StreamError(peer_ + " stopped reading for " + std::to_string(timeout_.count()) +
                           " ms");
       }
-      throw StreamError("sending to " + peer_ + ": " + std::strerror(errno));
+      throw StreamError("sending to " + peer_ + ": " + failure(errno));
     }
     sent_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     auto left = static_cast<size_t>(n);
@@ -132,7 +149,7 @@ void FrameChannel::read_exact(uint8_t* into, size_t length, const char* what) {
     if (r < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       if (shut_down_.load()) throw StreamError("cancelled");
-      throw StreamError("receiving from " + peer_ + ": " + std::strerror(errno));
+      throw StreamError("receiving from " + peer_ + ": " + failure(errno));
     }
     if (r == 0) {
       if (shut_down_.load()) throw StreamError("cancelled");

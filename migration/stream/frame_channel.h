@@ -60,6 +60,10 @@ class FrameChannel {
         std::chrono::steady_clock::duration(last_received_.load(std::memory_order_relaxed)));
   }
 
+  // Bytes sent that the peer's host does not acknowledge for `limit` (TCP's
+  // user timeout; also a zero window that long) end the stream: a peer
+  // host gone or cut off is noticed then, its error naming the limit.
+  void set_unacked_limit(std::chrono::milliseconds limit);
   // Whether a frame (or the end of the stream) is there to receive within
   // `wait`; false when nothing came. Throws once shut down here.
   bool readable_within(std::chrono::milliseconds wait);
@@ -79,7 +83,11 @@ class FrameChannel {
 
   UniqueFd socket_;
   std::string peer_;
+  // Why a call failed: errno's text, or for ETIMEDOUT the unacked limit.
+  std::string failure(int error) const;
+
   std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds unacked_limit_{0};
   std::atomic<bool> shut_down_{false};
   bool held_ = false;
   std::atomic<uint64_t> sent_{0};

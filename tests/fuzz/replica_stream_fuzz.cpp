@@ -105,6 +105,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           applied_disk = disk;
           break;
         }
+        case FrameType::kKeepalive:
+          // As the passive: anywhere, never with a payload.
+          if (!frame.payload.empty()) throw StreamError("keepalive frame with a payload");
+          break;
         default:
           break;
       }
