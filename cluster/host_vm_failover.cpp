@@ -98,7 +98,7 @@ void HostVms::watch_replicas() {
           const pb::Response answer = call_vmm(name, ask, kHeldLookAnswer);
           if (answer.ok() && answer.replica_status().role() == pb::REPLICA_ROLE_ACTIVE &&
               answer.replica_status().guest_held()) {
-            run_held_guest_on(name, generation);
+            run_held_guest_on(name, generation, answer.replica_status().error());
           }
         } catch (const std::exception& e) {
           log::debug("VM " + name + ": its held guest not looked at: " + e.what());
@@ -361,7 +361,8 @@ void HostVms::withdraw_replica_mark(const std::string& name) {
   }
 }
 
-bool HostVms::run_held_guest_on(const std::string& name, uint64_t generation) {
+bool HostVms::run_held_guest_on(const std::string& name, uint64_t generation,
+                                const std::string& why) {
   auto etcd = context_.etcd();
   int64_t owner_revision = 0;
   auto owner = read_record<api::Owner>(*etcd, kOwnersPrefix + name, &owner_revision);
@@ -376,9 +377,11 @@ bool HostVms::run_held_guest_on(const std::string& name, uint64_t generation) {
   }
   if (!etcd->txn(txn).succeeded()) return false;
   stop_replication(name, true);
-  log::warning("VM " + name +
-               ": its replica stream failed; the replica withdrawn, the guest runs on here "
-               "unprotected");
+  // The failure alone: the VMM's advice after it is the operator's.
+  const std::string failure = why.substr(0, why.find("; the guest is paused here"));
+  log::warning("VM " + name + ": its replica stream failed" +
+               (failure.empty() ? "" : " (" + failure + ")") +
+               "; the replica withdrawn, the guest runs on here unprotected");
   return true;
 }
 

@@ -39,6 +39,10 @@ constexpr auto kReplicaSetupTimeout = std::chrono::seconds(120);
 // `replicate` answers after the first epoch: all of memory and the disks.
 constexpr auto kFirstSyncTimeout = std::chrono::minutes(30);
 constexpr auto kProtectRetry = std::chrono::seconds(3);
+// A passive's agent must say hello this soon before it is asked to set up
+// a copy: a host just gone keeps its alive record for its lease's TTL, and
+// a call on the connection to it would wait out kReplicaSetupTimeout.
+constexpr auto kPassiveHello = std::chrono::seconds(5);
 constexpr auto kVmmAnswer = std::chrono::seconds(2);
 
 bool replicating(pb::ReplicaPhase phase) {
@@ -214,7 +218,7 @@ void HostVms::keep_protection(const std::string& name) {
   if (info.role() == pb::REPLICA_ROLE_ACTIVE && info.guest_held()) {
     // The stream failed while the passive held a copy: one of the two
     // runs, as etcd decides.
-    run_held_guest_on(name, generation);
+    run_held_guest_on(name, generation, info.error());
     return;
   }
   if (info.role() == pb::REPLICA_ROLE_ACTIVE && !running) {
@@ -240,12 +244,15 @@ void HostVms::keep_protection(const std::string& name) {
             " (over NBD): a replica copies the disk of a VM that runs on its storage host");
     return;
   }
-  // A drained or unhealthy passive keeps no replica: another is picked
-  // (the copy there ends once the record names another host).
+  // A drained or unhealthy passive keeps no replica, nor one whose agent
+  // is gone (its lease expired: the host is dead or cut off, and nobody
+  // there could run the copy): another is picked (the copy there ends once
+  // the record names another host).
   auto passive_host = vm->ha_passive().empty()
                           ? std::nullopt
                           : read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
-  if (vm->ha_passive().empty() || (passive_host && !keeps_no_replica(*passive_host).empty())) {
+  if (vm->ha_passive().empty() || (passive_host && (!keeps_no_replica(*passive_host).empty() ||
+                                                    !etcd->get(kAlivePrefix + vm->ha_passive())))) {
     const std::string passive = pick_passive(*vm);
     if (passive.empty()) return;
     api::ClusterVm next = *vm;
@@ -280,6 +287,8 @@ void HostVms::keep_protection(const std::string& name) {
 void HostVms::protect(const std::string& name, const std::string& passive, uint64_t generation) {
   std::string failure;
   try {
+    AgentClient(host_port(address_of(passive), kAgentPort), kPassiveHello, context_.peer_tls())
+        .hello();
     AgentClient peer(host_port(address_of(passive), kAgentPort), kReplicaSetupTimeout,
                      context_.peer_tls());
     api::VmReplicaRequest request;
@@ -387,7 +396,7 @@ void HostVms::end_replication(const std::string& name) {
         std::lock_guard lock(mutex_);
         if (auto it = generations_.find(name); it != generations_.end()) generation = it->second;
       }
-      if (generation && run_held_guest_on(name, *generation)) continue;
+      if (generation && run_held_guest_on(name, *generation, info.error())) continue;
       throw AgentError(AgentError::Code::kFailedPrecondition,
                        "VM " + name +
                            ": its replica stream failed and its passive may have taken it over "

@@ -199,8 +199,9 @@ class HostVms {
   // The active's guest waits after its stream failed (guest_held): while
   // this host still owns the VM at `generation`, the replica's mark goes in
   // one transaction (the passive can no longer take over) and the guest
-  // runs on unprotected. False when the passive took the VM first.
-  bool run_held_guest_on(const std::string& name, uint64_t generation);
+  // runs on unprotected. False when the passive took the VM first. `why`:
+  // the VMM's replica error (replica-status), for the log.
+  bool run_held_guest_on(const std::string& name, uint64_t generation, const std::string& why);
   // ha() for a switchover this host asks of itself: `why` goes into the
   // VM's last event.
   keel::agent::v1::VmHaResponse ha_switchover(const keel::agent::v1::VmHaRequest& request,
