@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -204,6 +205,9 @@ UniqueFd connect_ledger(std::chrono::seconds limit) {
   for (;;) {
     UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s.valid()) throw std::runtime_error(std::string("ledger socket: ") + std::strerror(errno));
+    // A guest that answers ARP but drops the SYN: each try gives up soon.
+    const timeval try_for{2, 0};
+    ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &try_for, sizeof try_for);
     if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0) {
       // The requests are single lines, each sent only once the last was
       // answered: nothing for Nagle to gather.
