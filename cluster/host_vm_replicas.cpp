@@ -251,8 +251,8 @@ void HostVms::keep_protection(const std::string& name) {
   auto passive_host = vm->ha_passive().empty()
                           ? std::nullopt
                           : read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
-  if (vm->ha_passive().empty() || (passive_host && (!keeps_no_replica(*passive_host).empty() ||
-                                                    !etcd->get(kAlivePrefix + vm->ha_passive())))) {
+  if (vm->ha_passive().empty() || !passive_host || !keeps_no_replica(*passive_host).empty() ||
+      !etcd->get(kAlivePrefix + vm->ha_passive())) {
     const std::string passive = pick_passive(*vm);
     if (passive.empty()) return;
     api::ClusterVm next = *vm;
@@ -267,8 +267,17 @@ void HostVms::keep_protection(const std::string& name) {
   }
   const std::string peer = "tcp:" + address_of(vm->ha_passive()) + ":";
   if (running) {
-    if (info.peer().rfind(peer, 0) == 0) return;
-    // The passive changed (the operator enabled HA anew with another).
+    // The passive's mark went with its agent's lease: a lease that expired
+    // and was granted anew leaves a stream whose copy may never run.
+    const auto mark = read_record<api::Replica>(*etcd, kReplicasPrefix + name, nullptr);
+    const bool marked = mark && mark->host() == vm->ha_passive();
+    if (info.peer().rfind(peer, 0) == 0 && marked) return;
+    // The passive changed (the operator enabled HA anew with another), or
+    // its mark is gone: a new replica.
+    if (!marked) {
+      log::warning("VM " + name + ": host " + vm->ha_passive() +
+                   "'s replica mark is gone (its lease expired): a new replica is made");
+    }
     stop_replication(name);
   }
   {
@@ -287,8 +296,12 @@ void HostVms::keep_protection(const std::string& name) {
 void HostVms::protect(const std::string& name, const std::string& passive, uint64_t generation) {
   std::string failure;
   try {
-    AgentClient(host_port(address_of(passive), kAgentPort), kPassiveHello, context_.peer_tls())
-        .hello();
+    try {
+      AgentClient(host_port(address_of(passive), kAgentPort), kPassiveHello, context_.peer_tls())
+          .hello();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("no hello from its agent: ") + e.what());
+    }
     AgentClient peer(host_port(address_of(passive), kAgentPort), kReplicaSetupTimeout,
                      context_.peer_tls());
     api::VmReplicaRequest request;
