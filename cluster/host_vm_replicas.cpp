@@ -251,7 +251,7 @@ void HostVms::keep_protection(const std::string& name) {
   auto passive_host = vm->ha_passive().empty()
                           ? std::nullopt
                           : read_record<api::Host>(*etcd, kHostsPrefix + vm->ha_passive(), nullptr);
-  if (vm->ha_passive().empty() || !passive_host || !keeps_no_replica(*passive_host).empty() ||
+  if (!passive_host || !keeps_no_replica(*passive_host).empty() ||
       !etcd->get(kAlivePrefix + vm->ha_passive())) {
     const std::string passive = pick_passive(*vm);
     if (passive.empty()) return;
@@ -296,14 +296,13 @@ void HostVms::keep_protection(const std::string& name) {
 void HostVms::protect(const std::string& name, const std::string& passive, uint64_t generation) {
   std::string failure;
   try {
+    const std::string agent = host_port(address_of(passive), kAgentPort);
     try {
-      AgentClient(host_port(address_of(passive), kAgentPort), kPassiveHello, context_.peer_tls())
-          .hello();
+      AgentClient(agent, kPassiveHello, context_.peer_tls()).hello();
     } catch (const std::exception& e) {
       throw std::runtime_error(std::string("no hello from its agent: ") + e.what());
     }
-    AgentClient peer(host_port(address_of(passive), kAgentPort), kReplicaSetupTimeout,
-                     context_.peer_tls());
+    AgentClient peer(agent, kReplicaSetupTimeout, context_.peer_tls());
     api::VmReplicaRequest request;
     request.set_name(name);
     request.set_active(context_.host);
