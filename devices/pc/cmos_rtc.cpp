@@ -117,8 +117,11 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
       pending_.tm_mon = static_cast<int>(decode(value)) - 1;
       break;
     case kYear:
+      // Only the year within the century: an invalid BCD byte (decoding past
+      // 99) must not carry into the century, or repeated writes would push
+      // the year without bound.
       pending_.tm_year =
-          (pending_.tm_year + 1900) / 100 * 100 + static_cast<int>(decode(value)) - 1900;
+          (pending_.tm_year + 1900) / 100 * 100 + static_cast<int>(decode(value) % 100) - 1900;
       break;
     case kCentury:
       pending_.tm_year =
@@ -180,18 +183,23 @@ void CmosRtc::restore(const state::v1::CmosRtcState& s) {
   if (s.offset_seconds() > kMaxOffset || s.offset_seconds() < -kMaxOffset) {
     refuse_state(name, "offset_seconds", "is out of range");
   }
-  // What decode() can produce from a byte: at most 165 (BCD 0xff).
+  // What decode() can produce from a byte: at most 255 (binary mode; BCD
+  // tops out at 165).
   auto field = [&](int32_t v, int32_t low, int32_t high, const char* what) {
     if (v < low || v > high) refuse_state(name, what, std::to_string(v) + " is out of range");
     return static_cast<int>(v);
   };
   std::tm pending{};
-  pending.tm_sec = field(s.pending_sec(), 0, 165, "pending_sec");
-  pending.tm_min = field(s.pending_min(), 0, 165, "pending_min");
-  pending.tm_hour = field(s.pending_hour(), 0, 177, "pending_hour");
-  pending.tm_mday = field(s.pending_mday(), 0, 165, "pending_mday");
-  pending.tm_mon = field(s.pending_mon(), -1, 164, "pending_mon");
-  pending.tm_year = field(s.pending_year(), -1900, 16599 - 1900, "pending_year");
+  pending.tm_sec = field(s.pending_sec(), 0, 255, "pending_sec");
+  pending.tm_min = field(s.pending_min(), 0, 255, "pending_min");
+  pending.tm_hour = field(s.pending_hour(), 0, 255, "pending_hour");
+  pending.tm_mday = field(s.pending_mday(), 0, 255, "pending_mday");
+  pending.tm_mon = field(s.pending_mon(), -1, 254, "pending_mon");
+  // A year the guest writes is at most 25599 (century 255, year 99); the
+  // clock read back from a guest time may add up to 22 years of months,
+  // days and hours past their range, or step back into year -1 (month or
+  // day 0), and keeps running on the host's clock: allow a margin.
+  pending.tm_year = field(s.pending_year(), -1 - 1900, 25999 - 1900, "pending_year");
   std::copy(s.ram().begin(), s.ram().end(), ram_.begin());
   index_ = static_cast<uint8_t>(s.index());
   offset_seconds_ = s.offset_seconds();

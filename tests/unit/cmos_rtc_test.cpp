@@ -53,6 +53,31 @@ TEST_F(RtcFixture, GuestSetsTheClockAndItKeepsRunning) {
   EXPECT_EQ(rd(0x07), 0x26) << "past midnight: the next day";
 }
 
+// Found by port_io_fuzz: invalid BCD year bytes carried into the century, so
+// repeated writes pushed the year without bound and the saved state was then
+// refused by restore.
+TEST_F(RtcFixture, ExtremeSettingsStayWithinWhatRestoreAccepts) {
+  CmosRtc fresh{[this] { return now; }};
+  for (uint8_t binary : {0x00, 0x04}) {
+    wr(0x0b, 0x82 | binary);  // SET, BCD or binary
+    wr(0x32, 0xff);           // century 165 or 255
+    for (int i = 0; i < 200; ++i) wr(0x09, 0xff);
+    EXPECT_NO_THROW(fresh.restore(rtc.save()));
+    for (uint8_t index : {0x00, 0x02, 0x04, 0x07, 0x08}) wr(index, 0xff);
+    wr(0x0b, 0x02 | binary);  // the clock runs from the latest time a guest can set
+    wr(0x0b, 0x82 | binary);  // and is read back into the pending time
+    EXPECT_NO_THROW(fresh.restore(rtc.save()));
+  }
+  wr(0x0b, 0x82);
+  wr(0x32, 0x00);
+  wr(0x09, 0x00);
+  wr(0x08, 0x00);  // month 0 and day 0 of year 0: back into year -1
+  wr(0x07, 0x00);
+  wr(0x0b, 0x02);
+  wr(0x0b, 0x82);
+  EXPECT_NO_THROW(fresh.restore(rtc.save()));
+}
+
 TEST_F(RtcFixture, PlainCmosMemoryAndNmiBit) {
   wr(0x80 | 0x40, 0xab);  // bit 7 of the index is the NMI mask, not the index
   EXPECT_EQ(rd(0x40), 0xab);
