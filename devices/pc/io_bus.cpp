@@ -49,4 +49,15 @@ bool IoBus::write(uint16_t port, std::span<const uint8_t> data) {
   return true;
 }
 
+void IoBus::with_device_locked(const PioDevice& device, const std::function<void()>& task) {
+  for (const auto& r : ranges_) {
+    if (r.device == &device) {
+      std::lock_guard guard(*r.lock);
+      task();
+      return;
+    }
+  }
+  throw std::invalid_argument("device is not on the I/O bus");
+}
+
 }  // namespace keel

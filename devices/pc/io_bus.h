@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -22,6 +23,10 @@ class IoBus {
   // Both return false when no device claims `port`.
   bool read(uint16_t port, std::span<uint8_t> data);
   bool write(uint16_t port, std::span<const uint8_t> data);
+  // Runs `task` holding the lock the bus serialises `device` with, so that
+  // the VMM's own calls into it (console input) never race a vCPU's access.
+  // Throws std::invalid_argument when the device is not on the bus.
+  void with_device_locked(const PioDevice& device, const std::function<void()>& task);
 
  private:
   struct Range {

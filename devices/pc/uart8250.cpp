@@ -9,11 +9,13 @@ namespace keel {
 namespace {
 // Register offsets and bits of the 16550A.
 constexpr uint16_t kData = 0, kIer = 1, kIir = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6, kScr = 7;
-constexpr uint8_t kIerRxAvailable = 0x01, kIerThrEmpty = 0x02;
+constexpr uint8_t kIerRxAvailable = 0x01, kIerThrEmpty = 0x02, kIerLineStatus = 0x04;
 constexpr uint8_t kIirNone = 0x01, kIirThrEmpty = 0x02, kIirRxAvailable = 0x04;
+constexpr uint8_t kIirLineStatus = 0x06;
 constexpr uint8_t kIirFifoEnabled = 0xc0;
 constexpr uint8_t kLcrDlab = 0x80;
-constexpr uint8_t kLsrDataReady = 0x01, kLsrOverrun = 0x02, kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
+constexpr uint8_t kLsrDataReady = 0x01, kLsrOverrun = 0x02, kLsrBreak = 0x10;
+constexpr uint8_t kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
 constexpr uint8_t kMcrOut2 = 0x08, kMcrLoop = 0x10;
 // With the loopback bit set, MSR reflects MCR's outputs (DTR->DSR, RTS->CTS,
 // OUT1->RI, OUT2->DCD); otherwise the line is up: DCD, DSR, CTS.
@@ -37,6 +39,21 @@ void Uart8250::queue_input(std::span<const uint8_t> bytes) {
   update_interrupt(was);
 }
 
+size_t Uart8250::offer_input(std::span<const uint8_t> bytes) {
+  const size_t taken = std::min(bytes.size(), input_room());
+  queue_input(bytes.first(taken));
+  return taken;
+}
+
+bool Uart8250::offer_break() {
+  if (input_room() == 0) return false;
+  bool was = interrupt_pending();
+  rx_break_ |= 1u << rx_.size();
+  rx_.push_back(0);
+  update_interrupt(was);
+  return true;
+}
+
 void Uart8250::receive(uint8_t byte) {
   if (rx_.size() >= kFifoSize) {
     overrun_ = true;
@@ -45,7 +62,9 @@ void Uart8250::receive(uint8_t byte) {
   rx_.push_back(byte);
 }
 
+// 16550A priorities: line status, received data, transmitter empty.
 uint8_t Uart8250::interrupt_identification() const {
+  if ((ier_ & kIerLineStatus) && (overrun_ || (rx_break_ & 1))) return kIirLineStatus;
   if ((ier_ & kIerRxAvailable) && !rx_.empty()) return kIirRxAvailable;
   if ((ier_ & kIerThrEmpty) && thre_pending_) return kIirThrEmpty;
   return kIirNone;
@@ -66,6 +85,8 @@ uint8_t Uart8250::read_register(uint16_t offset) {
       if (!rx_.empty()) {
         value = rx_.front();
         rx_.pop_front();
+        rx_break_ >>= 1;
+        if (rx_.empty() && room_) room_();
       }
       break;
     case kIer:
@@ -81,9 +102,12 @@ uint8_t Uart8250::read_register(uint16_t offset) {
       return mcr_;
     case kLsr:
       value = kLsrThrEmpty | kLsrTxIdle | (rx_.empty() ? 0 : kLsrDataReady) |
-              (overrun_ ? kLsrOverrun : 0);
+              (overrun_ ? kLsrOverrun : 0) | ((rx_break_ & 1) ? kLsrBreak : 0);
+      // Reading LSR clears its error bits (the break stays a NUL in the
+      // FIFO) and with them the line status interrupt.
       overrun_ = false;
-      return value;
+      rx_break_ &= ~1u;
+      break;
     case kMsr:
       if (mcr_ & kMcrLoop) {
         return static_cast<uint8_t>(((mcr_ & 0x01) << 5) | ((mcr_ & 0x02) << 3) |
@@ -125,7 +149,11 @@ void Uart8250::write_register(uint16_t offset, uint8_t value) {
       ier_ = value & 0x0f;
       break;
     case kIir:  // FCR: FIFO control; FIFOs are always on, clear requests honoured.
-      if (value & 0x02) rx_.clear();
+      if (value & 0x02) {
+        rx_.clear();
+        rx_break_ = 0;
+        if (room_) room_();
+      }
       break;
     case kLcr:
       lcr_ = value;
@@ -153,6 +181,7 @@ state::v1::UartState Uart8250::save() const {
   s.set_thre_pending(thre_pending_);
   s.set_overrun(overrun_);
   s.set_rx_fifo(std::string(rx_.begin(), rx_.end()));
+  s.set_rx_break(rx_break_);
   return s;
 }
 
@@ -166,6 +195,8 @@ void Uart8250::restore(const state::v1::UartState& s) {
     refuse_state(name, "rx_fifo",
                  "holds " + std::to_string(s.rx_fifo().size()) + " bytes, more than 16");
   }
+  if (s.rx_break() >> s.rx_fifo().size() != 0)
+    refuse_state(name, "rx_break", "marks bytes the receive FIFO does not hold");
   const auto lcr = state_field<uint8_t>(s.lcr(), name, "lcr");
   const auto scr = state_field<uint8_t>(s.scr(), name, "scr");
   const auto dll = state_field<uint8_t>(s.dll(), name, "dll");
@@ -179,6 +210,7 @@ void Uart8250::restore(const state::v1::UartState& s) {
   thre_pending_ = s.thre_pending();
   overrun_ = s.overrun();
   rx_.assign(s.rx_fifo().begin(), s.rx_fifo().end());
+  rx_break_ = s.rx_break();
 }
 
 }  // namespace keel

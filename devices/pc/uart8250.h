@@ -18,13 +18,27 @@ class Uart8250 : public PioDevice {
   // Pulses the UART's interrupt line (edge-triggered ISA IRQ).
   using IrqTrigger = std::function<void()>;
 
+  // Told when the guest empties the receive FIFO (room for more input).
+  // Runs with the device's lock held, on a vCPU's thread: it must only
+  // hand the news on (post to the event loop), never call back in here.
+  using RoomHook = std::function<void()>;
+
   Uart8250(Sink sink, IrqTrigger irq) : sink_(std::move(sink)), irq_(std::move(irq)) {}
+  void set_room_hook(RoomHook hook) { room_ = std::move(hook); }
 
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
   // Bytes for the guest to read (console input). What does not fit in the
   // receive FIFO is dropped, with an overrun reported in LSR, as on hardware.
   void queue_input(std::span<const uint8_t> bytes);
+  // Console input paced to the FIFO: takes as many of `bytes` as fit and
+  // returns how many; the rest waits for the room hook. Nothing is dropped.
+  size_t offer_input(std::span<const uint8_t> bytes);
+  // A BREAK on the line (16550A): a NUL byte with LSR.BI when it reaches
+  // the FIFO's head, and a receiver line status interrupt (IER bit 2).
+  // False when the FIFO is full (offer it again with the room hook).
+  bool offer_break();
+  size_t input_room() const { return kFifoSize - rx_.size(); }
   static constexpr size_t kFifoSize = 16;
 
   // Snapshot (proto/device_state.proto). restore() checks `state` as
@@ -43,7 +57,9 @@ class Uart8250 : public PioDevice {
 
   Sink sink_;
   IrqTrigger irq_;
+  RoomHook room_;
   std::deque<uint8_t> rx_;
+  uint32_t rx_break_ = 0;  // bit i: FIFO entry i (0 = head) came with a BREAK
   uint8_t ier_ = 0;
   uint8_t lcr_ = 0x03;  // 8N1
   uint8_t mcr_ = 0x08;  // OUT2

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <thread>
 #include <vector>
 
 namespace keel {
@@ -70,6 +72,32 @@ TEST(IoBus, RefusesOverlapsAndBadRanges) {
   EXPECT_THROW(bus.add(0x5f, 2, a), std::invalid_argument);
   EXPECT_THROW(bus.add(0xfff0, 0x20, a), std::invalid_argument);
   EXPECT_THROW(bus.add(0x100, 0, a), std::invalid_argument);
+}
+
+// The VMM's own calls into a device hold the lock a vCPU's access takes: a
+// port write started during the task lands only after it.
+TEST(IoBus, RunsTasksUnderTheDevicesLock) {
+  struct Logged : PioDevice {
+    std::vector<std::string>* log = nullptr;
+    void pio_read(uint16_t, std::span<uint8_t>) override {}
+    void pio_write(uint16_t, std::span<const uint8_t>) override { log->push_back("write"); }
+  } device;
+  std::vector<std::string> log;
+  device.log = &log;
+  IoBus bus;
+  bus.add(0x3f8, 8, device);
+  std::thread vcpu;
+  bus.with_device_locked(device, [&] {
+    vcpu = std::thread([&] {
+      uint8_t byte = 1;
+      bus.write(0x3f8, {&byte, 1});
+    });
+    log.push_back("task");
+  });
+  vcpu.join();
+  EXPECT_EQ(log, (std::vector<std::string>{"task", "write"}));
+  Recorder stranger;
+  EXPECT_THROW(bus.with_device_locked(stranger, [] {}), std::invalid_argument);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "common/error.h"
+
 namespace keel {
 namespace {
 
@@ -90,6 +92,49 @@ TEST_F(UartFixture, IgnoresWideAccesses) {
   uint8_t word[2] = {'a', 'b'};
   uart.pio_write(0, word);
   EXPECT_TRUE(out.empty());
+}
+
+TEST_F(UartFixture, InputOfferedOnlyAsFarAsTheFifoHasRoom) {
+  int room = 0;
+  uart.set_room_hook([&] { ++room; });
+  std::string text(40, 'x');
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  EXPECT_EQ(uart.offer_input(bytes), Uart8250::kFifoSize);
+  EXPECT_EQ(uart.offer_input(bytes), 0u) << "full: nothing taken, nothing dropped";
+  EXPECT_EQ(rd(5) & 0x02, 0) << "no overrun";
+  for (size_t i = 0; i + 1 < Uart8250::kFifoSize; ++i) rd(0);
+  EXPECT_EQ(room, 0) << "told only once the FIFO is empty";
+  rd(0);
+  EXPECT_EQ(room, 1);
+  EXPECT_EQ(rd(5) & 0x01, 0);
+}
+
+TEST_F(UartFixture, BreakIsANulWithLineStatusAtTheHead) {
+  wr(1, 0x05);  // received data and line status interrupts
+  const uint8_t a = 'a';
+  uart.offer_input({&a, 1});
+  EXPECT_EQ(irqs, 1);
+  EXPECT_TRUE(uart.offer_break());
+  EXPECT_EQ(rd(2) & 0x0f, 0x04) << "the break is not at the head yet";
+  EXPECT_EQ(rd(5) & 0x11, 0x01);
+  EXPECT_EQ(rd(0), 'a');
+  EXPECT_EQ(rd(2) & 0x0f, 0x06) << "line status first";
+  EXPECT_EQ(rd(5) & 0x11, 0x11) << "BI with the NUL";
+  EXPECT_EQ(rd(2) & 0x0f, 0x04) << "reading LSR cleared BI";
+  EXPECT_EQ(rd(0), 0);
+  EXPECT_EQ(rd(2) & 0x0f, 0x01);
+}
+
+TEST_F(UartFixture, BreakSurvivesSaveAndRestore) {
+  EXPECT_TRUE(uart.offer_break());
+  Uart8250 copy([](uint8_t) {}, [] {});
+  copy.restore(uart.save());
+  uint8_t lsr = 0;
+  copy.pio_read(5, {&lsr, 1});
+  EXPECT_EQ(lsr & 0x11, 0x11);
+  auto state = uart.save();
+  state.set_rx_break(2);  // marks a byte the FIFO does not hold
+  EXPECT_THROW(copy.restore(state), InputError);
 }
 
 }  // namespace
