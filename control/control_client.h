@@ -36,6 +36,10 @@ class ControlClient {
   // `timeout` for the answer. Throws ControlClientError.
   keel::api::v1::Response call(keel::api::v1::Request request, std::chrono::milliseconds timeout);
 
+  // The connection itself (non-blocking), after a request that turned it
+  // into a stream (console attach); the client is done with it.
+  UniqueFd release() { return std::move(fd_); }
+
  private:
   void write_all(const std::string& bytes, std::chrono::steady_clock::time_point deadline);
   void read_exact(uint8_t* data, size_t size, std::chrono::steady_clock::time_point deadline);

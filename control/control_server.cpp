@@ -35,6 +35,14 @@ control::Response error_response(control::ErrorCode code, const std::string& mes
   return response;
 }
 
+bool control_request_streams(const control::Request& request) {
+  return request.operation_case() == control::Request::kConsoleAttach;
+}
+
+void ControlHandler::handle_stream(const control::Request&, StreamReply reply) {
+  reply(error_response(control::ERROR_CODE_UNIMPLEMENTED, "this endpoint has no console"), {});
+}
+
 namespace {
 
 sockaddr_un socket_address(const std::string& path) {
@@ -149,7 +157,7 @@ class PendingReply {
   PendingReply(const PendingReply&) = delete;
   PendingReply& operator=(const PendingReply&) = delete;
 
-  void deliver(control::Response response);
+  void deliver(control::Response response, TakeConnection take = {});
 
  private:
   std::weak_ptr<Connection> connection_;
@@ -181,11 +189,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     in_ = {};  // out_ may still be under an aborted write: freed with us
   }
 
-  // On the event loop: the handler's answer to request `serial`.
-  void answer(uint64_t serial, control::Response response) {
+  // On the event loop: the handler's answer to request `serial`; `take`
+  // gets the connection once an ok answer is written.
+  void answer(uint64_t serial, control::Response response, TakeConnection take) {
     if (!open_ || !awaiting_reply_ || serial != serial_) return;
     awaiting_reply_ = false;
     response.set_id(request_id_);
+    if (response.ok()) take_ = std::move(take);
     send(std::move(response), false);
   }
 
@@ -272,7 +282,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       pending->deliver(std::move(response));
     };
     try {
-      handler_.handle(*request, reply);
+      if (control_request_streams(*request)) {
+        handler_.handle_stream(*request,
+                               [pending](control::Response response, TakeConnection take) {
+                                 pending->deliver(std::move(response), std::move(take));
+                               });
+      } else {
+        handler_.handle(*request, reply);
+      }
     } catch (const std::exception& e) {
       reply(error_response(control::ERROR_CODE_INTERNAL, e.what()));
     }
@@ -300,10 +317,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                  self->close();
                                  return;
                                }
+                               if (self->take_) {
+                                 self->hand_over();
+                                 return;
+                               }
                                self->out_.clear();
                                self->frame_timer_armed_ = false;
                                self->process_buffered();
                              });
+  }
+
+  // The socket and what the client sent after its request go to take_;
+  // this connection is done (the server prunes it).
+  void hand_over() {
+    open_ = false;
+    TakeConnection take = std::move(take_);
+    take_ = {};
+    take(std::move(socket_), std::move(in_));
+    in_ = {};
   }
 
   // Closes the connection unless disarmed within `timeout`.
@@ -328,6 +359,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<uint8_t> in_;  // received, not yet dispatched: at most one frame and one chunk
   std::array<uint8_t, 16384> chunk_{};
   std::string out_;
+  TakeConnection take_;  // set while an ok answer to a streaming request is written
   bool open_ = true;
   bool reading_ = false;
   bool writing_ = false;
@@ -339,12 +371,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t timer_generation_ = 0;
 };
 
-void PendingReply::deliver(control::Response response) {
+void PendingReply::deliver(control::Response response, TakeConnection take) {
   if (done_.exchange(true)) return;
-  gate_->post(
-      [connection = connection_, serial = serial_, response = std::move(response)]() mutable {
-        if (auto open = connection.lock()) open->answer(serial, std::move(response));
-      });
+  gate_->post([connection = connection_, serial = serial_, response = std::move(response),
+               take = std::move(take)]() mutable {
+    if (auto open = connection.lock()) open->answer(serial, std::move(response), std::move(take));
+  });
 }
 
 }  // namespace

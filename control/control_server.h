@@ -13,11 +13,13 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "proto/control.pb.h"
 
@@ -32,11 +34,25 @@ namespace keel {
 // A refusal or failure answer: ok false, `code`, `message` (one line).
 keel::api::v1::Response error_response(keel::api::v1::ErrorCode code, const std::string& message);
 
+// A request that turns its connection into a stream (console attach): once
+// its ok answer is written, the socket and the bytes the client sent after
+// the request go to a TakeConnection, on the event loop, and the server
+// forgets the connection (its limits no longer count it).
+using ControlStreamSocket = boost::asio::local::stream_protocol::socket;
+using TakeConnection = std::function<void(ControlStreamSocket socket, std::vector<uint8_t> unread)>;
+bool control_request_streams(const keel::api::v1::Request& request);
+
 class ControlHandler {
  public:
   using Reply = std::function<void(keel::api::v1::Response)>;
+  // As Reply, for a request that streams: `take` (may be empty) gets the
+  // connection after an ok answer; an error answer keeps it a request's.
+  using StreamReply = std::function<void(keel::api::v1::Response, TakeConnection take)>;
   virtual ~ControlHandler() = default;
   virtual void handle(const keel::api::v1::Request& request, Reply reply) = 0;
+  // The requests control_request_streams() names; the default refuses them
+  // with ERROR_CODE_UNIMPLEMENTED.
+  virtual void handle_stream(const keel::api::v1::Request& request, StreamReply reply);
 };
 
 struct ControlServerLimits {

@@ -215,6 +215,8 @@ class FakeHandler : public ControlHandler {
       case control::Request::kTakeover:
       case control::Request::kSwitchover:
         return refusal(control::ERROR_CODE_UNIMPLEMENTED, "this fake VMM does not replicate");
+      case control::Request::kConsoleAttach:  // the server hands it to handle_stream
+        return refusal(control::ERROR_CODE_INTERNAL, "console attach reached handle()");
       case control::Request::OPERATION_NOT_SET:
         break;
     }

@@ -248,6 +248,11 @@ std::string describe_result(const control::Response& response) {
     case control::Response::kTakeover:
       return "the guest runs here now, from epoch " + std::to_string(response.takeover().epoch()) +
              "\n";
+    case control::Response::kConsoleAttach: {
+      const auto& attach = response.console_attach();
+      return std::string("attached ") + (attach.writer() ? "read-write" : "read-only") +
+             " at offset " + std::to_string(attach.offset()) + "\n";
+    }
     case control::Response::RESULT_NOT_SET:
       break;
   }
