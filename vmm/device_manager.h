@@ -57,6 +57,7 @@ class DeviceManager {
 
   // A vCPU's port I/O exits go here (its own thread).
   IoBus& io_bus() { return io_bus_; }
+  Uart8250& com1() { return *com1_; }
   // A vCPU's MMIO exit: true when a device's BAR holds the address.
   bool mmio(uint64_t address, std::span<uint8_t> data, bool is_write);
   // The ACPI power button (a shutdown through the control socket).

@@ -59,7 +59,7 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
       kvm_((check_vm_config(config_, ""), kvm::System::open(options_.kvm_device))),
       vm_((check_host_limits(), kvm_.create_vm())),
       memory_(layout::guest_ram_regions(config_.memory())),
-      serial_out_(options_.serial_file, events_) {
+      console_(events_, options_.serial_file) {
   if (!options_.snapshot_root.empty()) snapshot_root_ = SnapshotRoot::open(options_.snapshot_root);
   if (!options_.fence_file.empty()) {
     fence_ = FenceDeadline::open(options_.fence_file);
@@ -109,11 +109,12 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
           .memory = memory_,
           .events = events_,
           .ioeventfd_length = kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u,
-          .console_out = [this](uint8_t byte) { serial_out_.put(byte); },
+          .console_out = [this](uint8_t byte) { console_.put(byte); },
           .request_stop = [this](MachineStop stop) { request_stop(std::move(stop)); },
           .claim_disks = !options_.streamed(),
       },
       config_);
+  console_.connect_input(devices_->io_bus(), devices_->com1());
 
   if (shape_only) {
     create_vcpus();
@@ -264,8 +265,8 @@ MachineStop Machine::run(std::function<void()> started) {
         waiting.empty() && stop.reason != StopReason::kMigrated ? 0 : 500));
     control_.reset();
   }
-  serial_out_.finish(std::chrono::seconds(2));
-  if (uint64_t lost = serial_out_.dropped()) {
+  console_.finish(std::chrono::seconds(2));
+  if (uint64_t lost = console_.counters().log_dropped) {
     log::warning(std::to_string(lost) +
                  " bytes of guest console output dropped (reader too slow or gone)");
   }

@@ -23,13 +23,13 @@
 #include "proto/vm_state.pb.h"
 #include "vmm/coalesced_io_poller.h"
 #include "vmm/config/vmm_options.h"
+#include "vmm/console/guest_console.h"
 #include "vmm/device_manager.h"
 #include "vmm/irq/gsi_router.h"
 #include "vmm/kvm/coalesced_io.h"
 #include "vmm/kvm/kvm_system.h"
 #include "vmm/machine_stop.h"
 #include "vmm/migratable_machine.h"
-#include "vmm/serial_output.h"
 #include "vmm/state/kvm_state_caps.h"
 #include "vmm/state/snapshot_root.h"
 #include "vmm/vcpu_set.h"
@@ -127,6 +127,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   // ControlHandler (machine_control.cpp): the control socket's requests, on
   // the event loop.
   void handle(const keel::api::v1::Request& request, Reply reply) override;
+  // Console attach: any run state but stopping (a passive's console shows
+  // the guest once it runs here).
+  void handle_stream(const keel::api::v1::Request& request, StreamReply reply) override;
 
   // MigratableMachine (machine_state.cpp).
   bool pause(std::chrono::milliseconds timeout) override;
@@ -202,7 +205,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   kvm::Vm vm_;
   GuestMemory memory_;
   boost::asio::io_context events_;
-  SerialOutput serial_out_;
+  GuestConsole console_;
   std::unique_ptr<GsiRouter> gsi_router_;
   std::unique_ptr<DeviceManager> devices_;
   std::optional<KvmStateCaps> state_caps_;     // state_caps()

@@ -122,6 +122,16 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
 
 // --- requests -------------------------------------------------------------
 
+void Machine::handle_stream(const pb::Request& request, StreamReply reply) {
+  if (request.operation_case() != pb::Request::kConsoleAttach) {
+    return ControlHandler::handle_stream(request, std::move(reply));
+  }
+  if (vcpus_->stopping()) {
+    return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"), {});
+  }
+  console_.attach(request.console_attach(), std::move(reply));
+}
+
 void Machine::handle(const pb::Request& request, Reply reply) {
   if (vcpus_->stopping()) {
     return reply(error_response(pb::ERROR_CODE_INVALID_STATE, "the machine is stopping"));
@@ -273,6 +283,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kReplicaStop:
     case pb::Request::kSwitchover:
     case pb::Request::kTakeover:
+    case pb::Request::kConsoleAttach:  // handle_stream's
     case pb::Request::OPERATION_NOT_SET:
       break;
   }

@@ -110,6 +110,7 @@ st::VmState Machine::capture_state() {
   // Writes the guest made before it stopped belong to the devices' state.
   if (coalesced_io_) coalesced_io_->drain(devices_->io_bus());
   devices_->stateful().save_all(*state.mutable_devices());
+  *state.mutable_console() = console_.save();
 
   const KvmStateCaps& caps = state_caps();
   std::vector<st::VcpuState*> vcpu_states;
@@ -290,6 +291,7 @@ void Machine::apply_state(const st::VmState& state) {
   check_state_fits(state);
   const KvmStateCaps& caps = state_caps();
   devices_->stateful().restore_all(state.devices());
+  console_.restore(state.console());
 
   validate_irqchip(state.irqchip());
   validate_pit(state.pit());

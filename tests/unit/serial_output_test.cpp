@@ -1,6 +1,6 @@
 // The guest's console file (keel-vmm --serial file=PATH): created 0600, a
 // planted link refused rather than followed, and bounded.
-#include "vmm/serial_output.h"
+#include "vmm/console/serial_output.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -58,17 +58,44 @@ TEST(SerialOutput, APlantedLinkIsNotFollowed) {
   EXPECT_EQ(slurp(victim), "precious\n") << "the link's target was truncated";
 }
 
-TEST(SerialOutput, AGuestThatPrintsForeverFillsOnlyTheBound) {
+// Rotated as `tail -F` expects: the file renamed to PATH.1, a new one begun.
+TEST(SerialOutput, AGuestThatPrintsForeverFillsOnlyTwiceTheBound) {
   testing::ScratchDir scratch("keel-serial-test");
   boost::asio::io_context events;
   const std::string path = scratch / "console";
   SerialOutput out(path, events, 100);
   const std::string line(39, 'x');
-  for (int i = 0; i < 1000; ++i) print(out, line + "\n");  // 40 000 bytes
-  print(out, "no end of line");
+  std::string all;
+  for (int i = 0; i < 1000; ++i) all += line + (i % 2 ? "\n" : "y\n");  // 40 500 bytes
+  all += "no end of line";
+  print(out, all);
   out.finish(std::chrono::seconds(1));
-  EXPECT_EQ(fs::file_size(path), 100u);
-  EXPECT_EQ(out.dropped(), 40000u + 14u - 100u);
+  EXPECT_LE(fs::file_size(path), 100u);
+  EXPECT_EQ(fs::file_size(path + ".1"), 100u);
+  EXPECT_EQ(out.dropped(), 0u);
+  const std::string kept = slurp(path + ".1") + slurp(path);
+  EXPECT_EQ(kept, all.substr(all.size() - kept.size())) << "the newest output, in order";
+  EXPECT_FALSE(fs::exists(path + ".2"));
+}
+
+// A restored VM's log goes on where the old one ended; a prompt without its
+// newline reaches the file when flushed.
+TEST(SerialOutput, AppendsAndFlushesAPartialLine) {
+  testing::ScratchDir scratch("keel-serial-test");
+  boost::asio::io_context events;
+  const std::string path = scratch / "console";
+  {
+    SerialOutput out(path, events);
+    print(out, "before\n");
+    out.finish(std::chrono::seconds(1));
+  }
+  SerialOutput out(path, events);
+  print(out, "login: ");
+  EXPECT_EQ(slurp(path), "before\n");
+  out.flush_partial();
+  EXPECT_EQ(slurp(path), "before\nlogin: ");
+  print(out, "root\n");
+  EXPECT_EQ(slurp(path), "before\nlogin: root\n");
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include "control/control_client.h"
 #include "tools/keelctl/cluster_commands.h"
+#include "tools/keelctl/console_command.h"
 #include "tools/keelctl/keelctl_output.h"
 #include "tools/keelctl/pool_commands.h"
 
@@ -56,6 +57,7 @@ const char* const kUsage =
     "                            (the answer once it runs there; this VMM then exits)\n"
     "  takeover                  on a passive: run the guest from the last epoch now\n"
     "                            (only once the active cannot run it any more)\n"
+    "  console                   the guest's serial console (see below)\n"
     "Options (anywhere on the line):\n"
     "  --socket PATH  the control socket (default: $KEEL_API_SOCKET)\n"
     "  --json         print the VMM's answer as one line of JSON (also for refusals)\n"
@@ -351,6 +353,7 @@ int run(const Command& command) {
 int main(int argc, char** argv) {
   if (keel::is_pool_command(argc, argv)) return keel::run_pool_command(argc, argv);
   if (keel::is_cluster_command(argc, argv)) return keel::run_cluster_command(argc, argv);
+  if (keel::is_console_command(argc, argv)) return keel::run_console_command(argc, argv);
   Command command;
   try {
     command = parse_command_line(argc, argv);
@@ -359,7 +362,10 @@ int main(int argc, char** argv) {
     return kBadCommandLine;
   }
   if (command.help) {
-    std::cout << kUsage << "\n" << keel::kPoolUsage << "\n" << keel::kClusterUsage;
+    std::cout << kUsage << "\n"
+              << keel::kConsoleUsage << "\n"
+              << keel::kPoolUsage << "\n"
+              << keel::kClusterUsage;
     return kDone;
   }
   try {

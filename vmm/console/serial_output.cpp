@@ -1,4 +1,4 @@
-#include "vmm/serial_output.h"
+#include "vmm/console/serial_output.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -45,7 +45,7 @@ SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& eve
     // No link followed: keel-vmm runs as root, and a planted link would
     // have it truncate whatever the link names.
     int fd = ::open(path.c_str(),
-                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
+                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
     if (fd < 0 && errno == ENXIO) {
       throw InputError("serial file " + path + " is a FIFO nobody reads");
     }
@@ -55,9 +55,15 @@ SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& eve
     if (fd < 0) throw InputError("cannot open serial file " + path + ": " + std::strerror(errno));
     fd_.reset(fd);
     struct stat st {};
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) room_ = file_limit;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      const auto size = static_cast<uint64_t>(st.st_size);
+      room_ = size < file_limit ? file_limit - size : 0;
+      path_ = path;
+      file_limit_ = file_limit;
+    }
   }
-  if (::fcntl(fd_.get(), F_GETFL) & O_NONBLOCK) {
+  // Regular files never wait (and are swapped by rotation).
+  if (path_.empty() && (::fcntl(fd_.get(), F_GETFL) & O_NONBLOCK)) {
     int watch = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 3);
     if (watch < 0) throw_errno("dup serial output");
     watch_.emplace(events, watch);
@@ -78,10 +84,35 @@ void SerialOutput::put(uint8_t byte) {
   }
 }
 
+void SerialOutput::flush_partial() {
+  std::lock_guard guard(mutex_);
+  if (complete_ == pending_.size()) return;
+  complete_ = pending_.size();
+  if (!waiting_) write_locked();
+}
+
+bool SerialOutput::rotate_locked() {
+  const std::string old = path_ + ".1";
+  if (::rename(path_.c_str(), old.c_str()) != 0) return false;
+  // O_EXCL: a name planted between the rename and here is not ours to open.
+  int fd =
+      ::open(path_.c_str(),
+             O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
+  if (fd < 0) return false;
+  fd_.reset(fd);
+  room_ = file_limit_;
+  return true;
+}
+
 void SerialOutput::write_locked() {
   size_t done = 0;
   while (done < complete_) {
-    if (room_ == 0) {  // the file is full: the rest goes nowhere
+    if (room_ == 0 && !rotate_locked()) {  // the output goes nowhere
+      path_.clear();
+      room_ = UINT64_MAX;
+      fd_.reset();
+    }
+    if (!fd_.valid()) {
       dropped_ += complete_ - done;
       done = complete_;
       break;
@@ -120,7 +151,8 @@ void SerialOutput::finish(std::chrono::milliseconds grace) {
   std::lock_guard guard(mutex_);
   complete_ = pending_.size();  // a last line without its end of line too
   auto deadline = std::chrono::steady_clock::now() + grace;
-  while (complete_ > 0 && room_ > 0) {
+  while (complete_ > 0 && fd_.valid()) {
+    if (room_ == 0 && !rotate_locked()) break;
     ssize_t n = ::write(fd_.get(), pending_.data(),
                         static_cast<size_t>(std::min<uint64_t>(complete_, room_)));
     if (n > 0) {
