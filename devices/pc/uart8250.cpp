@@ -16,7 +16,7 @@ constexpr uint8_t kIirFifoEnabled = 0xc0;
 constexpr uint8_t kLcrDlab = 0x80;
 constexpr uint8_t kLsrDataReady = 0x01, kLsrOverrun = 0x02, kLsrBreak = 0x10;
 constexpr uint8_t kLsrThrEmpty = 0x20, kLsrTxIdle = 0x40;
-constexpr uint8_t kMcrOut2 = 0x08, kMcrLoop = 0x10;
+constexpr uint8_t kMcrRts = 0x02, kMcrOut2 = 0x08, kMcrLoop = 0x10;
 // With the loopback bit set, MSR reflects MCR's outputs (DTR->DSR, RTS->CTS,
 // OUT1->RI, OUT2->DCD); otherwise the line is up: DCD, DSR, CTS.
 constexpr uint8_t kMsrConnected = 0xb0;
@@ -37,6 +37,11 @@ void Uart8250::queue_input(std::span<const uint8_t> bytes) {
   bool was = interrupt_pending();
   for (uint8_t b : bytes) receive(b);
   update_interrupt(was);
+}
+
+size_t Uart8250::input_room() const {
+  if ((mcr_ & (kMcrRts | kMcrLoop)) != kMcrRts) return 0;
+  return kFifoSize - rx_.size();
 }
 
 size_t Uart8250::offer_input(std::span<const uint8_t> bytes) {
@@ -158,9 +163,12 @@ void Uart8250::write_register(uint16_t offset, uint8_t value) {
     case kLcr:
       lcr_ = value;
       return;
-    case kMcr:
+    case kMcr: {
+      const size_t room = input_room();
       mcr_ = value & 0x1f;
+      if (room == 0 && input_room() > 0 && room_) room_();  // RTS up: send on
       return;
+    }
     case kScr:
       scr_ = value;
       return;

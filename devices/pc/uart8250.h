@@ -18,7 +18,8 @@ class Uart8250 : public PioDevice {
   // Pulses the UART's interrupt line (edge-triggered ISA IRQ).
   using IrqTrigger = std::function<void()>;
 
-  // Told when the guest empties the receive FIFO (room for more input).
+  // Told when the guest empties the receive FIFO or raises RTS (room for
+  // more input).
   // Runs with the device's lock held, on a vCPU's thread: it must only
   // hand the news on (post to the event loop), never call back in here.
   using RoomHook = std::function<void()>;
@@ -33,12 +34,15 @@ class Uart8250 : public PioDevice {
   void queue_input(std::span<const uint8_t> bytes);
   // Console input paced to the FIFO: takes as many of `bytes` as fit and
   // returns how many; the rest waits for the room hook. Nothing is dropped.
+  // Hardware flow control as a modem honours it: nothing while the guest
+  // holds RTS low (its driver has not opened the port, or its tty is full
+  // and asks to stop: Linux does with `stty crtscts`) or loops back.
   size_t offer_input(std::span<const uint8_t> bytes);
   // A BREAK on the line (16550A): a NUL byte with LSR.BI when it reaches
   // the FIFO's head, and a receiver line status interrupt (IER bit 2).
   // False when the FIFO is full (offer it again with the room hook).
   bool offer_break();
-  size_t input_room() const { return kFifoSize - rx_.size(); }
+  size_t input_room() const;
   static constexpr size_t kFifoSize = 16;
 
   // Snapshot (proto/device_state.proto). restore() checks `state` as

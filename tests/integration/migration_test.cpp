@@ -132,6 +132,18 @@ TEST(Migration, HeartbeatThereAndBackTenTimes) {
   }
   auto status = here->keelctl({"--json", "status"});
   EXPECT_EQ(parse_json(status).status().state(), pb::RUN_STATE_RUNNING) << show(status);
+  // The console's history travelled with the guest: what the last VMM
+  // holds begins at the first one's boot, every beat once and in order.
+  auto history = here->keelctl({"console", "--dump"});
+  ASSERT_EQ(history.exit_code, 0) << show(history);
+  std::vector<std::string> history_lines;
+  for (size_t at = 0, end; (end = history.out.find('\n', at)) != std::string::npos; at = end + 1)
+    history_lines.push_back(history.out.substr(at, end - at));
+  ASSERT_FALSE(history_lines.empty());
+  EXPECT_EQ(history_lines.front().rfind("testos: boot", 0), 0u) << history.out;
+  const auto kept = beats_in(history_lines);
+  ASSERT_GT(kept.size(), 10u * kHops) << history.out;
+  for (size_t i = 0; i < kept.size(); ++i) ASSERT_EQ(kept[i].seq, i + 1) << history.out;
   auto shutdown = here->keelctl({"shutdown"});
   EXPECT_EQ(shutdown.exit_code, 0) << show(shutdown);
   EXPECT_EQ(here->wait_exit(seconds(60)), 0) << here->describe();

@@ -207,6 +207,13 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     // The guest still reads the disk's serial it had: the original image's name.
     EXPECT_NE(s.devices(0).description().find(",serial=disk.img"), std::string::npos)
         << s.devices(0).description();
+    // The console's history came with the state: from the boot on.
+    auto history = restored.keelctl({"console", "--dump"});
+    ASSERT_EQ(history.exit_code, 0) << show(history);
+    EXPECT_EQ(history.out.rfind("testos: boot", 0), 0u) << history.out;
+    EXPECT_NE(history.out.find("testos: beat seq=" + std::to_string(last) + " "),
+              std::string::npos)
+        << history.out;
 
     ASSERT_EQ(restored.wait_exit(seconds(300)), 0) << restored.describe();
     const auto after = continue_console(snap.console, restored.console());

@@ -50,6 +50,8 @@ struct ConsoleFixture : ::testing::Test {
     uart_ = std::make_unique<Uart8250>([this](uint8_t b) { console_->put(b); }, [] {});
     bus_.add(kCom1, 8, *uart_);
     console_->connect_input(bus_, *uart_);
+    const uint8_t mcr = 0x0b;  // the guest's driver opened the port: DTR, RTS, OUT2
+    bus_.write(kCom1 + 4, {&mcr, 1});
     handler_ = std::make_unique<ConsoleHandler>(*console_);
     server_ = std::make_unique<ControlServer>(events_, socket_, *handler_);
     loop_ = std::thread([this] { events_.run(); });

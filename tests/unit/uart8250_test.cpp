@@ -99,6 +99,10 @@ TEST_F(UartFixture, InputOfferedOnlyAsFarAsTheFifoHasRoom) {
   uart.set_room_hook([&] { ++room; });
   std::string text(40, 'x');
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  EXPECT_EQ(uart.offer_input(bytes), 0u) << "RTS low: the guest's driver is not ready";
+  wr(4, 0x0b);  // DTR, RTS, OUT2
+  EXPECT_EQ(room, 1) << "RTS up: room";
+  room = 0;
   EXPECT_EQ(uart.offer_input(bytes), Uart8250::kFifoSize);
   EXPECT_EQ(uart.offer_input(bytes), 0u) << "full: nothing taken, nothing dropped";
   EXPECT_EQ(rd(5) & 0x02, 0) << "no overrun";
@@ -107,9 +111,15 @@ TEST_F(UartFixture, InputOfferedOnlyAsFarAsTheFifoHasRoom) {
   rd(0);
   EXPECT_EQ(room, 1);
   EXPECT_EQ(rd(5) & 0x01, 0);
+  wr(4, 0x09);  // RTS down (a full tty with crtscts): stop
+  EXPECT_EQ(uart.offer_input(bytes), 0u);
+  wr(4, 0x0b);
+  EXPECT_EQ(room, 2);
+  EXPECT_EQ(uart.offer_input(bytes), Uart8250::kFifoSize);
 }
 
 TEST_F(UartFixture, BreakIsANulWithLineStatusAtTheHead) {
+  wr(4, 0x0b);
   wr(1, 0x05);  // received data and line status interrupts
   const uint8_t a = 'a';
   uart.offer_input({&a, 1});
@@ -126,6 +136,7 @@ TEST_F(UartFixture, BreakIsANulWithLineStatusAtTheHead) {
 }
 
 TEST_F(UartFixture, BreakSurvivesSaveAndRestore) {
+  wr(4, 0x0b);
   EXPECT_TRUE(uart.offer_break());
   Uart8250 copy([](uint8_t) {}, [] {});
   copy.restore(uart.save());

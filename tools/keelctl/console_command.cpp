@@ -19,7 +19,7 @@ namespace keel {
 
 const char* const kConsoleUsage =
     "usage: keelctl --socket PATH console [--history N|all] [--read-only] [--force]\n"
-    "                                     [--wait SEC]\n"
+    "                                     [--wait SEC] [--dump]\n"
     "\n"
     "Attaches to the guest's serial console (COM1) through keel-vmm's control socket.\n"
     "On a terminal: raw mode; the escape key is Ctrl-], then\n"
@@ -36,7 +36,9 @@ const char* const kConsoleUsage =
     "  --force          take the console from the client writing to it (it is\n"
     "                   told, and becomes read-only)\n"
     "  --wait SEC       see above; with --read-only, end after SEC quiet seconds\n"
-    "                   (default: follow until the VM stops)\n";
+    "                   (default: follow until the VM stops)\n"
+    "  --dump           print the history (--history; default all) and end,\n"
+    "                   read-only\n";
 
 namespace {
 
@@ -50,6 +52,7 @@ struct ConsoleOptions {
   bool all = false;
   bool read_only = false;
   bool force = false;
+  bool dump = false;
   std::optional<double> wait_s;
   bool help = false;
 };
@@ -93,6 +96,9 @@ ConsoleOptions parse(int argc, char** argv) {
       options.read_only = true;
     } else if (arg == "--force") {
       options.force = true;
+    } else if (arg == "--dump") {
+      options.dump = true;
+      options.read_only = true;
     } else if (arg == "--wait") {
       const std::string v = value();
       double s = 0;
@@ -108,7 +114,9 @@ ConsoleOptions parse(int argc, char** argv) {
   }
   if (options.help) return options;
   if (options.socket.empty()) throw Usage{"no socket: give --socket PATH"};
-  if (options.force && options.read_only) throw Usage{"--force is for writers, not --read-only"};
+  if (options.force && options.read_only)
+    throw Usage{"--force is for writers, not --read-only or --dump"};
+  if (options.dump && !options.history) options.all = true;
   return options;
 }
 
@@ -163,6 +171,7 @@ class Session {
   }
 
   int run() {
+    if (options_.dump) return dump();
     std::optional<RawTerminal> raw;
     if (terminal_) {
       raw.emplace();
@@ -220,6 +229,22 @@ class Session {
   }
 
  private:
+  // The history up to where it ended at the attach, then the end.
+  int dump() {
+    const uint64_t end = console_.attached().history_end();
+    uint64_t at = console_.attached().offset();
+    pb::ConsoleOutput frame;
+    while (at < end) {
+      if (!console_.wait_for(frame, std::chrono::seconds(10))) {
+        say("the console ended before its history was sent");
+        return 4;
+      }
+      show(frame);
+      at = frame.offset() + frame.data().size();
+    }
+    return 0;
+  }
+
   // Keys from standard input; true when the user detached.
   bool typed(const std::string& keys) {
     if (!terminal_) {

@@ -425,6 +425,7 @@ GuestConsole::Counters GuestConsole::counters() const {
     c.bytes_out = history_.end();
   }
   c.bytes_in = bytes_in_;
+  c.input_queued = input_.size();
   c.log_dropped = log_.dropped();
   c.client_missed = client_missed_;
   c.clients = clients_.size();

@@ -77,12 +77,13 @@ class GuestConsole {
   struct Counters {
     uint64_t bytes_out = 0;      // printed by the guest
     uint64_t bytes_in = 0;       // fed to the guest
+    uint64_t input_queued = 0;   // accepted from a writer, waiting for the guest
     uint64_t log_dropped = 0;    // the log's reader too slow or gone, or the file full
     uint64_t client_missed = 0;  // skipped by clients that read too slowly
     uint64_t clients = 0;        // attached now
     uint64_t takeovers = 0;
   };
-  Counters counters() const;
+  Counters counters() const;  // on the event loop
 
  private:
   friend class ConsoleClient;

@@ -1,0 +1,209 @@
+// keelctl console against Debian's stock kernel with a shell on ttyS0
+// (label linux), driven as a person would: keelctl in a terminal (tmux),
+// keys typed, 64 KiB pasted at once and checked by the guest, BREAK and a
+// SysRq key, a script taking the console over, a detach, the history read
+// back, and a script's `exit` that ends the guest.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/child_process.h"
+#include "tests/support/live_vmm.h"
+#include "tests/support/scratch_dir.h"
+
+namespace keel::testing {
+namespace {
+
+const std::string kImages = KEEL_LINUX_IMAGE_DIR;
+using std::chrono::seconds;
+
+// A tmux server of the test's own (its socket named for this process), one
+// session running `command` in a 200x50 terminal; killed when done.
+class Tmux {
+ public:
+  Tmux(const std::string& command) : server_("keel-console-test-" + std::to_string(::getpid())) {
+    auto r = tmux({"new-session", "-d", "-s", "console", "-x", "200", "-y", "50", command});
+    if (r.exit_code != 0) throw std::runtime_error("tmux new-session: " + r.err);
+    // The pane stays after its command ends: its last words can be read.
+    tmux({"set-option", "-t", "console", "remain-on-exit", "on"});
+  }
+  ~Tmux() { tmux({"kill-server"}); }
+  Tmux(const Tmux&) = delete;
+  Tmux& operator=(const Tmux&) = delete;
+
+  void keys(const std::vector<std::string>& keys) {
+    std::vector<std::string> args{"send-keys", "-t", "console"};
+    args.insert(args.end(), keys.begin(), keys.end());
+    auto r = tmux(args);
+    if (r.exit_code != 0) throw std::runtime_error("tmux send-keys: " + r.err);
+  }
+  // Typed literally, then Enter.
+  void line(const std::string& text) {
+    tmux({"send-keys", "-t", "console", "-l", text});
+    keys({"Enter"});
+  }
+  // The file's bytes written into the terminal at once, as a paste.
+  void paste(const std::string& file) {
+    auto r = tmux({"load-buffer", "-b", "paste", file});
+    if (r.exit_code != 0) throw std::runtime_error("tmux load-buffer: " + r.err);
+    r = tmux({"paste-buffer", "-d", "-b", "paste", "-t", "console"});
+    if (r.exit_code != 0) throw std::runtime_error("tmux paste-buffer: " + r.err);
+  }
+  std::string screen() {
+    return tmux({"capture-pane", "-p", "-J", "-S", "-3000", "-t", "console"}).out;
+  }
+  bool dead() {
+    auto r = tmux({"display-message", "-p", "-t", "console", "#{pane_dead}"});
+    return r.out.rfind("1", 0) == 0;
+  }
+  // Until the screen shows `text` (true) or `timeout` passed.
+  bool wait_for(const std::string& text, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (screen().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+ private:
+  CommandResult tmux(std::vector<std::string> args) {
+    args.insert(args.begin(), {"tmux", "-L", server_, "-f", "/dev/null"});
+    return run_command(args, seconds(30));
+  }
+  std::string server_;
+};
+
+std::string keelctl_console(const LiveVmm& vmm) {
+  return std::string(keelctl_path()) + " --socket " + vmm.socket_path() + " console";
+}
+
+// Inside the KVM test host only: the guest ended in a triple fault with
+// its kernel silent (no panic, oops or BUG). Its nested TCG has done so
+// under the paste's burst of exits and interrupts (2 runs in 6 once, with
+// no guest message at all); a Keel fault would repeat on the second try.
+bool box_triple_fault(LiveVmm& vmm) {
+  const char* where = std::getenv("KEEL_KVM_WHERE");
+  if (where == nullptr || std::string(where) != "box" || !vmm.output_closed()) return false;
+  const std::string text = vmm.describe();
+  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
+    if (text.find(bad) != std::string::npos) return false;
+  }
+  return vmm.wait_exit(seconds(10)) == 11;
+}
+
+// Until the terminal shows `text` (true), the VM ended, or `timeout`.
+bool wait_screen(Tmux& terminal, LiveVmm& vmm, const std::string& text,
+                 std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline && !vmm.output_closed()) {
+    if (terminal.wait_for(text, seconds(1))) return true;
+  }
+  return terminal.screen().find(text) != std::string::npos;
+}
+
+// One VM driven from boot to its end; `glitched` (and no failure) when a
+// first try met the box's triple fault.
+void drive_console(bool first_try, bool& glitched) {
+  ScratchDir scratch("keel-linux-console");
+  const std::vector<std::string> args{"--kernel",  kImages + "/vmlinuz-cloud",
+                                      "--initrd",  kImages + "/initramfs-cloud.cpio.gz",
+                                      "--memory",  "512M",
+                                      "--cmdline", "console=ttyS0 panic=-1 keel.job=shell"};
+  auto booted = std::make_unique<LiveVmm>(args);
+  auto shell = wait_boot_line(*booted, "keel-guest: shell (exit to power off)", seconds(600));
+  if (!shell && box_boot_glitch(*booted, "linux_console_test")) {
+    booted = std::make_unique<LiveVmm>(args);
+    shell = wait_boot_line(*booted, "keel-guest: shell (exit to power off)", seconds(600));
+  }
+  LiveVmm& vmm = *booted;
+  ASSERT_TRUE(shell) << vmm.describe();
+
+  Tmux terminal(keelctl_console(vmm));
+  ASSERT_TRUE(terminal.wait_for("attached to the console read-write", seconds(30)))
+      << terminal.screen();
+  terminal.line("echo keel-$((6*7))");
+  ASSERT_TRUE(terminal.wait_for("keel-42", seconds(120))) << terminal.screen() << vmm.describe();
+
+  // 64 KiB pasted at once: the guest counts and hashes what arrived. With
+  // hardware flow control on (crtscts), as on a real serial line: without
+  // it Linux's 8250 driver reads the FIFO whatever its tty can take, and a
+  // slow reader there loses input inside the guest (counted as "bo:" in
+  // /proc/tty/driver/serial).
+  const std::string paste_file = scratch / "paste.txt";
+  std::string paste;
+  for (int i = 0; paste.size() < 64 * 1024 - 80; ++i) {
+    paste += "paste line " + std::to_string(i) + " abcdefghijklmnopqrstuvwxyz0123456789\n";
+  }
+  std::ofstream(paste_file) << paste;
+  auto md5 = run_command({"md5sum", paste_file}, seconds(10));
+  ASSERT_EQ(md5.exit_code, 0);
+  const std::string expected_md5 = md5.out.substr(0, 32);
+  terminal.line("stty -echo crtscts; cat > /tmp/paste");
+  ASSERT_TRUE(terminal.wait_for("cat > /tmp/paste", seconds(60))) << terminal.screen();
+  terminal.paste(paste_file);
+  terminal.keys({"C-d"});
+  terminal.line(
+      "stty echo; echo size=$(wc -c < /tmp/paste) sum=$(md5sum < /tmp/paste); "
+      "sed -n 2p /proc/tty/driver/serial");
+  const std::string want = "size=" + std::to_string(paste.size()) + " sum=" + expected_md5;
+  const bool pasted = wait_screen(terminal, vmm, want, seconds(600));
+  if (!pasted && first_try && box_triple_fault(vmm)) {
+    std::fprintf(stderr,
+                 "linux_console_test: box glitch? the guest triple-faulted under the "
+                 "paste, its kernel silent; once more\n");
+    ::testing::Test::RecordProperty("box_retry", "triple fault under the paste");
+    glitched = true;
+    return;
+  }
+  ASSERT_TRUE(pasted) << "want " << want << "\n" << terminal.screen() << vmm.describe();
+
+  // BREAK, then a SysRq key: the kernel answers on the console.
+  terminal.keys({"C-]", "b"});
+  terminal.keys({"h"});
+  EXPECT_TRUE(terminal.wait_for("sysrq: ", seconds(120))) << terminal.screen();
+
+  // A script takes the console over; the terminal's keelctl is told.
+  auto forced = run_command(
+      {"sh", "-c", "echo 'echo forced-$((2+3))' | " + keelctl_console(vmm) + " --force --wait 3"},
+      seconds(120));
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_NE(forced.out.find("forced-5"), std::string::npos) << forced.out << forced.err;
+  EXPECT_TRUE(terminal.wait_for("another client took the console over", seconds(30)))
+      << terminal.screen();
+
+  terminal.keys({"C-]", "."});
+  ASSERT_TRUE(terminal.wait_for("[keelctl: detached]", seconds(30))) << terminal.screen();
+  EXPECT_TRUE(terminal.dead()) << terminal.screen();
+  auto status = vmm.keelctl({"status"}, seconds(30));
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("running"), std::string::npos) << "the VM runs on after a detach\n"
+                                                           << status.out;
+
+  // The whole history since boot, read-only, by a script.
+  auto history = run_command({keelctl_path(), "--socket", vmm.socket_path(), "console",
+                              "--read-only", "--history", "all", "--wait", "1"},
+                             seconds(60));
+  EXPECT_EQ(history.exit_code, 0) << history.err;
+  EXPECT_NE(history.out.find("keel-guest: shell (exit to power off)"), std::string::npos);
+  EXPECT_NE(history.out.find("keel-42"), std::string::npos);
+
+  auto exit = run_command({"sh", "-c", "echo exit | " + keelctl_console(vmm)}, seconds(120));
+  EXPECT_EQ(exit.exit_code, 0) << exit.err;
+  EXPECT_EQ(vmm.wait_exit(seconds(120)), 0) << vmm.describe();
+}
+
+TEST(LinuxConsole, AShellDrivenThroughKeelctlConsole) {
+  bool glitched = false;
+  drive_console(true, glitched);
+  if (glitched) drive_console(false, glitched);
+}
+
+}  // namespace
+}  // namespace keel::testing
