@@ -211,8 +211,7 @@ TEST(Snapshot, HeartbeatAndMemoryContinueAfterRestoringTwice) {
     auto history = restored.keelctl({"console", "--dump"});
     ASSERT_EQ(history.exit_code, 0) << show(history);
     EXPECT_EQ(history.out.rfind("testos: boot", 0), 0u) << history.out;
-    EXPECT_NE(history.out.find("testos: beat seq=" + std::to_string(last) + " "),
-              std::string::npos)
+    EXPECT_NE(history.out.find("testos: beat seq=" + std::to_string(last) + " "), std::string::npos)
         << history.out;
 
     ASSERT_EQ(restored.wait_exit(seconds(300)), 0) << restored.describe();
