@@ -3,11 +3,16 @@
 // touched. Runs the command several times; prints each run, the medians and
 // a JSON line.
 //
-//   boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME] -- CMD [ARGS...]
+//   boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME]
+//              [--viewer SOCKET] -- CMD [ARGS...]
 //
 // --ready: the console line that ends the measured time (default
 // "testos: ready "); --rss-at: read /proc/PID/status when this line appears
-// (default: none). Run it through tools/kvm-run so that it says where it ran.
+// (default: none); --viewer: CMD serves keel-vmm's control socket at SOCKET
+// (--api-socket): every other run has a read-only console client attached
+// from the VMM's first moments, reading everything (keelctl console's path),
+// and the medians with and without it are compared. Run it through
+// tools/kvm-run so that it says where it ran.
 #include <poll.h>
 #include <unistd.h>
 
@@ -17,11 +22,15 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/child_process.h"
+#include "control/console_connection.h"
 
 namespace {
 
@@ -66,6 +75,39 @@ bool wait_for_line(int fd, std::string& buffer, const std::string& prefix, int t
   }
 }
 
+// A console client attached as soon as the VMM's socket answers, reading
+// until the VMM ends; counts what it was sent.
+class Viewer {
+ public:
+  Viewer(std::string socket, Clock::time_point deadline)
+      : thread_([this, socket, deadline] { view(socket, deadline); }) {}
+  ~Viewer() { thread_.join(); }
+  uint64_t bytes() const { return bytes_; }
+  bool attached() const { return attached_; }
+
+ private:
+  void view(const std::string& socket, Clock::time_point deadline) {
+    keel::api::v1::ConsoleAttach attach;
+    attach.set_from_start(true);
+    std::unique_ptr<keel::ConsoleConnection> console;
+    while (!console && Clock::now() < deadline) {
+      try {
+        console =
+            std::make_unique<keel::ConsoleConnection>(socket, attach, std::chrono::seconds(5));
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+    if (!console) return;
+    attached_ = true;
+    keel::api::v1::ConsoleOutput frame;
+    while (console->wait_for(frame, std::chrono::seconds(600))) bytes_ += frame.data().size();
+  }
+  uint64_t bytes_ = 0;
+  bool attached_ = false;
+  std::thread thread_;
+};
+
 void drain(int fd) {
   char buf[4096];
   while (::read(fd, buf, sizeof buf) > 0) {
@@ -81,14 +123,14 @@ double median(std::vector<double> v) {
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME] "
-               "-- CMD [ARGS...]\n");
+               "[--viewer SOCKET] -- CMD [ARGS...]\n");
   std::exit(2);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string ready = "testos: ready ", rss_at, label = "keel-vmm";
+  std::string ready = "testos: ready ", rss_at, label = "keel-vmm", viewer_socket;
   int runs = 10;
   std::vector<std::string> command;
   for (int i = 1; i < argc; ++i) {
@@ -105,6 +147,8 @@ int main(int argc, char** argv) {
       rss_at = next();
     else if (a == "--label")
       label = next();
+    else if (a == "--viewer")
+      viewer_socket = next();
     else if (a == "--") {
       command.assign(argv + i + 1, argv + argc);
       break;
@@ -115,12 +159,17 @@ int main(int argc, char** argv) {
   const char* where_env = std::getenv("KEEL_KVM_WHERE");
   std::string where = where_env ? where_env : "direct";
 
-  std::vector<double> ready_ms, own_kib;
-  for (int r = 0; r < runs; ++r) {
+  std::vector<double> ready_ms, own_kib, viewed_ms;
+  // With --viewer, runs alternate: without a client, then with one.
+  const int total = viewer_socket.empty() ? runs : 2 * runs;
+  for (int r = 0; r < total; ++r) {
+    const bool viewed = !viewer_socket.empty() && r % 2 == 1;
     keel::ChildProcess::Options options;
     options.capture_stdout = true;
     auto start = Clock::now();
     auto child = keel::ChildProcess::spawn(command, options);
+    std::optional<Viewer> viewer;
+    if (viewed) viewer.emplace(viewer_socket, start + std::chrono::seconds(60));
     std::string buffer;
     if (!wait_for_line(child.stdout_fd(), buffer, ready, 600000)) {
       std::fprintf(stderr, "boot_bench: %s run %d: no line '%s' (exit %d)\n", label.c_str(), r,
@@ -128,8 +177,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    ready_ms.push_back(ms);
-    std::printf("%s run %d: ready %.2f ms", label.c_str(), r, ms);
+    (viewed ? viewed_ms : ready_ms).push_back(ms);
+    std::printf("%s run %d%s: ready %.2f ms", label.c_str(), r / (viewer_socket.empty() ? 1 : 2),
+                viewer_socket.empty() ? "" : (viewed ? " (console viewer)" : " (no viewer)"), ms);
     if (!rss_at.empty()) {
       if (!wait_for_line(child.stdout_fd(), buffer, rss_at, 600000)) {
         std::fprintf(stderr, "\nboot_bench: %s run %d: no line '%s'\n", label.c_str(), r,
@@ -150,6 +200,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "boot_bench: %s run %d: exited %d\n", label.c_str(), r, code);
       return 1;
     }
+    if (viewer) {
+      const uint64_t seen = viewer->bytes();
+      const bool attached = viewer->attached();
+      viewer.reset();
+      if (!attached || seen == 0) {
+        std::fprintf(stderr, "boot_bench: %s run %d: the console viewer %s\n", label.c_str(), r,
+                     attached ? "was sent nothing" : "could not attach");
+        return 1;
+      }
+    }
   }
   double med = median(ready_ms);
   std::printf("%s boot to ready line (%s, %d runs): median %.2f ms, min %.2f, max %.2f\n",
@@ -163,9 +223,21 @@ int main(int argc, char** argv) {
                 where.c_str(), own, own / 1024);
     rss_json = ",\"rss_beyond_guest_kib_median\":" + std::to_string(static_cast<long>(own));
   }
+  std::string viewer_json;
+  if (!viewed_ms.empty()) {
+    const double with = median(viewed_ms);
+    std::printf(
+        "%s boot to ready line with a console viewer (%s, %d runs): median %.2f ms, "
+        "min %.2f, max %.2f; %.3f x without\n",
+        label.c_str(), where.c_str(), runs, with,
+        *std::min_element(viewed_ms.begin(), viewed_ms.end()),
+        *std::max_element(viewed_ms.begin(), viewed_ms.end()), with / med);
+    viewer_json = ",\"viewer_ready_ms_median\":" + std::to_string(with) +
+                  ",\"viewer_ratio\":" + std::to_string(with / med);
+  }
   std::printf(
       "{\"bench\":\"boot\",\"label\":\"%s\",\"where\":\"%s\",\"runs\":%d,"
-      "\"ready_ms_median\":%.3f%s}\n",
-      label.c_str(), where.c_str(), runs, med, rss_json.c_str());
+      "\"ready_ms_median\":%.3f%s%s}\n",
+      label.c_str(), where.c_str(), runs, med, rss_json.c_str(), viewer_json.c_str());
   return 0;
 }

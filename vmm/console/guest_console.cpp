@@ -390,7 +390,10 @@ state::v1::ConsoleState GuestConsole::save() const {
   state::v1::ConsoleState state;
   std::lock_guard guard(mutex_);
   state.set_end_offset(history_.end());
-  state.set_history(history_.contents());
+  std::string tail;
+  history_.read(history_.end() - std::min<uint64_t>(kStateHistoryBytes, history_.end()),
+                kStateHistoryBytes, tail);
+  state.set_history(std::move(tail));
   return state;
 }
 

@@ -65,8 +65,12 @@ class GuestConsole {
   // The control socket's ConsoleAttach, on the event loop.
   void attach(const keel::api::v1::ConsoleAttach& request, ControlHandler::StreamReply reply);
 
-  // The history for the VM's state, and back (input validated; clients
-  // attached go on from the restored end).
+  // The history's newest kStateHistoryBytes for the VM's state, and back
+  // (input validated; clients attached go on from the restored end). Not
+  // all of it: every migration's pause and every replica epoch carries it,
+  // and a screenful or a thousand lines is what a console attached after
+  // the move needs (the log file has the rest).
+  static constexpr size_t kStateHistoryBytes = 64 * 1024;
   state::v1::ConsoleState save() const;
   void restore(const state::v1::ConsoleState& state);
 
