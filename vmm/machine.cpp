@@ -205,6 +205,7 @@ void Machine::open_control() {
 }
 
 void Machine::prepare_for_jail() {
+  console_.stop_rotating_log();
   open_control();
   state_caps();
 }

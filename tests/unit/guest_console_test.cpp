@@ -258,6 +258,8 @@ TEST_F(ConsoleFixture, TheHistoryTravelsInTheState) {
   state::v1::ConsoleState bad = state;
   bad.set_end_offset(3);
   EXPECT_THROW(restored.restore(bad), InputError);
+  bad.set_end_offset(UINT64_MAX);  // would wrap at the next byte
+  EXPECT_THROW(restored.restore(bad), InputError);
   restored.finish(std::chrono::seconds(1));
 }
 

@@ -98,5 +98,21 @@ TEST(SerialOutput, AppendsAndFlushesAPartialLine) {
   EXPECT_EQ(slurp(path), "before\nlogin: root\n");
 }
 
+// A jailed VMM's log (it may not rename or open files): capped, the rest
+// dropped and counted, no PATH.1.
+TEST(SerialOutput, WithoutRotationTheLogIsCapped) {
+  testing::ScratchDir scratch("keel-serial-test");
+  boost::asio::io_context events;
+  const std::string path = scratch / "console";
+  SerialOutput out(path, events, 100);
+  out.stop_rotating();
+  const std::string line(39, 'x');
+  for (int i = 0; i < 10; ++i) print(out, line + "\n");
+  out.finish(std::chrono::seconds(1));
+  EXPECT_EQ(fs::file_size(path), 100u);
+  EXPECT_FALSE(fs::exists(path + ".1"));
+  EXPECT_EQ(out.dropped(), 300u);
+}
+
 }  // namespace
 }  // namespace keel

@@ -146,7 +146,8 @@ class RawTerminal {
   bool active_ = false;
 };
 
-void write_all(int fd, const std::string& bytes) {
+// False when `fd` is gone (a closed pipe: `keelctl console | head`).
+bool write_all(int fd, const std::string& bytes) {
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -158,9 +159,10 @@ void write_all(int fd, const std::string& bytes) {
       pollfd p{fd, POLLOUT, 0};
       ::poll(&p, 1, -1);
     } else {
-      return;  // standard output gone: nothing more to show
+      return false;
     }
   }
+  return true;
 }
 
 class Session {
@@ -187,7 +189,8 @@ class Session {
         say("detached (signal " + std::to_string(g_signal) + ")");
         return 0;
       }
-      if (!stdin_open && quiet_s >= 0) {
+      // Input not yet taken by the VMM (the guest reads slowly) is waited for.
+      if (!stdin_open && quiet_s >= 0 && !console_.wants_write()) {
         const auto quiet = std::chrono::steady_clock::now() - last_output;
         if (quiet >= std::chrono::duration<double>(quiet_s)) return 0;
       }
@@ -205,7 +208,7 @@ class Session {
         std::vector<pb::ConsoleOutput> frames;
         const bool open = console_.receive(frames);
         for (const auto& frame : frames) {
-          show(frame);
+          if (!show(frame)) return 0;  // standard output closed: nobody reads on
           if (!frame.data().empty()) last_output = std::chrono::steady_clock::now();
         }
         if (!open) {
@@ -239,7 +242,7 @@ class Session {
         say("the console ended before its history was sent");
         return 4;
       }
-      show(frame);
+      if (!show(frame)) return 0;
       at = frame.offset() + frame.data().size();
     }
     return 0;
@@ -288,14 +291,16 @@ class Session {
     console_.send(keys, send_break);
   }
 
-  void show(const pb::ConsoleOutput& frame) {
+  // False when standard output is gone.
+  bool show(const pb::ConsoleOutput& frame) {
     if (frame.missed() != 0) {
       say(std::to_string(frame.missed()) +
           " bytes of console output missed (this client read too slowly)");
     }
-    if (!frame.data().empty()) write_all(STDOUT_FILENO, frame.data());
+    if (!frame.data().empty() && !write_all(STDOUT_FILENO, frame.data())) return false;
     if (!frame.notice().empty()) say(frame.notice());
     writer_ = frame.writer();
+    return true;
   }
 
   // keelctl's own words, apart from the guest's output.

@@ -138,6 +138,9 @@ class ConsoleClient : public std::enable_shared_from_this<ConsoleClient> {
     writer_ = false;
     told_read_only_ = false;
     tell(std::move(why));
+    // A writer held back by its input is read again (its input now
+    // refused), so that its end is seen and its slot freed.
+    resume_reading();
   }
 
   // A read-only client's input: ignored, and it is told so once.
@@ -398,6 +401,12 @@ state::v1::ConsoleState GuestConsole::save() const {
 }
 
 void GuestConsole::restore(const state::v1::ConsoleState& state) {
+  // Far beyond what a guest prints, and no wrap when output follows.
+  constexpr uint64_t kMaxEnd = uint64_t{1} << 62;
+  if (state.end_offset() > kMaxEnd) {
+    throw InputError("state: console history ends at offset " + std::to_string(state.end_offset()) +
+                     ", past 2^62");
+  }
   if (state.end_offset() < state.history().size()) {
     throw InputError("state: console history of " + std::to_string(state.history().size()) +
                      " bytes ends at offset " + std::to_string(state.end_offset()));

@@ -59,6 +59,8 @@ class GuestConsole {
 
   // COM1's transmit sink (any vCPU thread).
   void put(uint8_t byte);
+  // See SerialOutput::stop_rotating (jailed mode).
+  void stop_rotating_log() { log_.stop_rotating(); }
   // Once COM1 exists: input reaches `uart` holding the bus's lock for it.
   void connect_input(IoBus& bus, Uart8250& uart);
 

@@ -91,7 +91,13 @@ void SerialOutput::flush_partial() {
   if (!waiting_) write_locked();
 }
 
+void SerialOutput::stop_rotating() {
+  std::lock_guard guard(mutex_);
+  path_.clear();
+}
+
 bool SerialOutput::rotate_locked() {
+  if (path_.empty()) return false;
   const std::string old = path_ + ".1";
   if (::rename(path_.c_str(), old.c_str()) != 0) return false;
   // O_EXCL: a name planted between the rename and here is not ours to open.

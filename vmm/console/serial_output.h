@@ -40,6 +40,10 @@ class SerialOutput {
   // Writes what is buffered without its end of line (the guest went quiet
   // after a prompt). Any thread.
   void flush_partial();
+  // No rotation from now on: at the limit the rest is dropped and counted.
+  // A jailed VMM's (before the drop): its root is empty then and its
+  // threads may not rename or open files.
+  void stop_rotating();
   // At exit: writes what is left, waiting at most `grace` for a slow reader.
   void finish(std::chrono::milliseconds grace);
   uint64_t dropped() const;
