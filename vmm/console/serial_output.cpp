@@ -45,7 +45,7 @@ SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& eve
     // No link followed: keel-vmm runs as root, and a planted link would
     // have it truncate whatever the link names.
     int fd = ::open(path.c_str(),
-                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
     if (fd < 0 && errno == ENXIO) {
       throw InputError("serial file " + path + " is a FIFO nobody reads");
     }

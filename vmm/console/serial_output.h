@@ -7,10 +7,10 @@
 // from the event loop when the descriptor becomes writable, and what does
 // not fit in the buffer is dropped and counted (a stalled console must not
 // stall the guest or keep keel-vmm from stopping). A file is created 0600
-// without following a link and appended to (a restored VM's log goes on);
-// at `file_limit` bytes it is renamed to PATH.1 (replacing the one before)
-// and a new PATH begun, as `tail -F` expects: a guest that prints forever
-// takes at most twice the limit of the host's disk.
+// without following a link and begun afresh (the pool's and the cluster's
+// tests read a VM's log from its start); at `file_limit` bytes it is renamed to PATH.1 (replacing
+// the one before) and a new PATH begun, as `tail -F` expects: a guest that prints forever takes at
+// most twice the limit of the host's disk.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
