@@ -162,6 +162,7 @@ TEST(TestosBoot, StalledConsoleReaderDoesNotStallTheVmm) {
 
 TEST(TestosBoot, SerialToFile) {
   std::string path = ::testing::TempDir() + "keel-serial.txt";
+  std::remove(path.c_str());  // keel-vmm appends
   auto run = run_vmm({"--kernel", testos_bzimage(), "--memory", "128M", "--serial", "file=" + path,
                       "--cmdline", "job=platform"});
   ASSERT_EQ(run.exit_code, 0) << describe(run);

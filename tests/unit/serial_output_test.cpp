@@ -78,9 +78,9 @@ TEST(SerialOutput, AGuestThatPrintsForeverFillsOnlyTwiceTheBound) {
   EXPECT_FALSE(fs::exists(path + ".2"));
 }
 
-// Each start begins the file afresh; a prompt without its newline reaches
-// the file when flushed.
-TEST(SerialOutput, StartsAfreshAndFlushesAPartialLine) {
+// A new start appends to what the one before wrote; a prompt without its
+// newline reaches the file when flushed.
+TEST(SerialOutput, AppendsAndFlushesAPartialLine) {
   testing::ScratchDir scratch("keel-serial-test");
   boost::asio::io_context events;
   const std::string path = scratch / "console";
@@ -91,11 +91,24 @@ TEST(SerialOutput, StartsAfreshAndFlushesAPartialLine) {
   }
   SerialOutput out(path, events);
   print(out, "login: ");
-  EXPECT_EQ(slurp(path), "");
+  EXPECT_EQ(slurp(path), "before\n");
   out.flush_partial();
-  EXPECT_EQ(slurp(path), "login: ");
+  EXPECT_EQ(slurp(path), "before\nlogin: ");
   print(out, "root\n");
-  EXPECT_EQ(slurp(path), "login: root\n");
+  EXPECT_EQ(slurp(path), "before\nlogin: root\n");
+}
+
+// A start that finds the file at its bound rotates it before writing.
+TEST(SerialOutput, AFullFileFromTheRunBeforeIsRotated) {
+  testing::ScratchDir scratch("keel-serial-test");
+  boost::asio::io_context events;
+  const std::string path = scratch / "console";
+  std::ofstream(path) << std::string(100, 'o');
+  SerialOutput out(path, events, 100);
+  print(out, "new\n");
+  out.finish(std::chrono::seconds(1));
+  EXPECT_EQ(slurp(path), "new\n");
+  EXPECT_EQ(slurp(path + ".1"), std::string(100, 'o'));
 }
 
 // A jailed VMM's log (it may not rename or open files): capped, the rest

@@ -42,10 +42,12 @@ SerialOutput::SerialOutput(const std::string& path, boost::asio::io_context& eve
   } else {
     // Non-blocking from the start: a FIFO or terminal named here must not
     // stall start-up or a vCPU (regular files ignore the flag).
+    // Appended to: a restored or restarted guest's output follows what
+    // it printed before, and `tail -F` readers see no truncation.
     // No link followed: keel-vmm runs as root, and a planted link would
-    // have it truncate whatever the link names.
+    // have it write into whatever the link names.
     int fd = ::open(path.c_str(),
-                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
+                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0600);
     if (fd < 0 && errno == ENXIO) {
       throw InputError("serial file " + path + " is a FIFO nobody reads");
     }
