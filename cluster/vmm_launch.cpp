@@ -100,6 +100,21 @@ std::string last_line(const fs::path& file) {
   return start == std::string::npos ? text : text.substr(start + 1);
 }
 
+namespace {
+
+// keel-vmm appends to its --serial file; a VM's console.log is kept for
+// this run's output, the run before's moved to console.log.1 (not lost).
+void keep_previous_console(const std::vector<std::string>& argv) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] != "--serial" || argv[i + 1].rfind("file=", 0) != 0) continue;
+    const std::string path = argv[i + 1].substr(5);
+    std::error_code none_yet;
+    fs::rename(path, path + ".1", none_yet);
+  }
+}
+
+}  // namespace
+
 pid_t launch_vmm(const VmmLaunch& launch) {
   const std::string& name = launch.vm;
   const fs::path run_dir = storage::vm_run_dir(name);
@@ -118,6 +133,7 @@ pid_t launch_vmm(const VmmLaunch& launch) {
     throw InputError("VM " + name + " is running already (keel-vmm " + std::to_string(*pid) + ")");
   }
   fs::remove(storage::vm_api_socket(name));
+  keep_previous_console(launch.argv);
   const fs::path link = run_dir / "keel-vmm.log";
   std::error_code ignored;
   fs::remove(link, ignored);

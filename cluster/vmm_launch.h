@@ -30,7 +30,8 @@ struct VmmLaunch {
 // of a VM at a time (a lock in its run directory); InputError when its
 // keel-vmm runs already, or when it ends at start (with its log's tail);
 // std::runtime_error when it does not answer within 30 s (it is killed).
-// The run directory also gets keel-vmm.log, a link to the log.
+// The run directory also gets keel-vmm.log, a link to the log. The run
+// before's console (--serial file=PATH) is kept as PATH.1.
 pid_t launch_vmm(const VmmLaunch& launch);
 
 // keel-vmm: $KEEL_VMM, beside the running program, in the build tree

@@ -98,9 +98,6 @@ std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& fi
   if (files.restore.empty() && files.incoming.empty() && files.replica_of.empty()) {
     args.push_back("--rng");
   }
-  // Moved, not truncated: the run before's output stays readable.
-  std::error_code no_previous;
-  fs::rename(files.console, fs::path(files.console) += ".1", no_previous);
   args.insert(args.end(),
               {"--serial", "file=" + files.console.string(), "--api-socket",
                vm_api_socket(vm.name()).string(), "--snapshot-root", files.memory_root.string()});

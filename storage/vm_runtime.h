@@ -30,8 +30,7 @@ std::optional<pid_t> running_vmm(const std::string& name);
 // a snapshot with memory, --restore of that state), its disk then the seed
 // disk, the adapter on its tap with its MAC, an entropy source, the console
 // into vms/NAME/console.log, the socket above, and the snapshot root for
-// memory snapshots. The run before's console.log is kept as console.log.1
-// (keel-vmm itself appends), so that console.log is this run's output.
+// memory snapshots.
 std::vector<std::string> vmm_arguments(const VmStore& store, const pool::v1::Vm& vm);
 
 // Where keel-vmm finds a VM's files: in its pool (local_vm_files), or,
