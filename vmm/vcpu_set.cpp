@@ -1,7 +1,9 @@
 #include "vmm/vcpu_set.h"
 
+#include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 #include <string>
 
@@ -44,6 +46,12 @@ void VcpuSet::start_parked(ExitHandler on_exit, FailureHandler on_failure) {
 void VcpuSet::loop(kvm::Vcpu& vcpu) {
   try {
     jail::confine_thread(jail::ThreadKind::kVcpu, ("vcpu" + std::to_string(vcpu.id())).c_str());
+    Counters& counters = counters_[static_cast<size_t>(&vcpu - vcpus_.data())];
+    clockid_t clock{};
+    if (::pthread_getcpuclockid(::pthread_self(), &clock) == 0) {
+      counters.cpu_clock.store(clock);
+      counters.clock_known.store(true);
+    }
     // stop() sets stopping_ before it asks for an immediate exit, and both
     // sides use sequentially consistent operations: a vCPU that clears
     // immediate_exit after an unrelated signal sees stopping_ on its next
@@ -63,6 +71,7 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
         if (exit_to_finish) {
           vcpu.request_immediate_exit();
           exit_to_finish = vcpu.enter();
+          count_exit(counters, vcpu, exit_to_finish);
           if (exit_to_finish) on_exit_(vcpu);
           vcpu.clear_immediate_exit();
         }
@@ -70,6 +79,7 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
         continue;
       }
       exit_to_finish = vcpu.enter();
+      count_exit(counters, vcpu, exit_to_finish);
       if (exit_to_finish) {
         on_exit_(vcpu);
       } else {
@@ -83,6 +93,55 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
       request_stop();
     }
   }
+}
+
+// On the vCPU's thread, the only writer: a relaxed load and store, no
+// locked instruction per exit.
+void VcpuSet::count_exit(Counters& counters, kvm::Vcpu& vcpu, bool exited) {
+  size_t reason = kExitReasons.size() - 1;  // signal: a kick ended KVM_RUN
+  if (exited) {
+    switch (vcpu.run()->exit_reason) {
+      case KVM_EXIT_IO:
+        reason = 0;
+        break;
+      case KVM_EXIT_MMIO:
+        reason = 1;
+        break;
+      case KVM_EXIT_HLT:
+        reason = 2;
+        break;
+      case KVM_EXIT_SHUTDOWN:
+        reason = 3;
+        break;
+      case KVM_EXIT_SYSTEM_EVENT:
+        reason = 4;
+        break;
+      case KVM_EXIT_INTR:
+        reason = 5;
+        break;
+      default:
+        reason = 6;
+        break;
+    }
+  }
+  auto& counter = counters.exits[reason];
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+std::vector<VcpuSet::Activity> VcpuSet::activity() const {
+  std::vector<Activity> all(vcpus_.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (size_t r = 0; r < kExitReasons.size(); ++r) {
+      all[i].exits[r] = counters_[i].exits[r].load(std::memory_order_relaxed);
+    }
+    timespec ts{};
+    // A thread that ended has no clock any more: its time is not known.
+    if (counters_[i].clock_known.load() &&
+        ::clock_gettime(counters_[i].cpu_clock.load(), &ts) == 0) {
+      all[i].cpu_time = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    }
+  }
+  return all;
 }
 
 // On a vCPU thread, between KVM_RUNs: waits while the set is paused.

@@ -3,12 +3,16 @@
 // (pause) and lets them go again, or stops them for good.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -49,6 +53,17 @@ class VcpuSet {
   void resume();
   bool pause_requested() const { return pause_requested_.load(); }
 
+  // What each vCPU did, for metrics: exits by reason (kExitReasons' order),
+  // and its thread's CPU time (the guest's time plus exit handling; not the
+  // time it sat halted). From any thread.
+  static constexpr std::array<const char*, 8> kExitReasons = {
+      "io", "mmio", "hlt", "shutdown", "system_event", "intr", "other", "signal"};
+  struct Activity {
+    std::array<uint64_t, kExitReasons.size()> exits{};
+    std::optional<std::chrono::nanoseconds> cpu_time;  // none before its thread started
+  };
+  std::vector<Activity> activity() const;
+
   // From any thread: no vCPU enters the guest again.
   void request_stop() { stopping_.store(true, std::memory_order_seq_cst); }
   bool stopping() const { return stopping_.load(); }
@@ -61,7 +76,15 @@ class VcpuSet {
   void park_if_paused();
   void kick_all();
 
+  struct Counters {
+    std::array<std::atomic<uint64_t>, kExitReasons.size()> exits{};
+    std::atomic<clockid_t> cpu_clock{0};
+    std::atomic<bool> clock_known{false};
+  };
+  void count_exit(Counters& counters, kvm::Vcpu& vcpu, bool exited);
+
   std::vector<kvm::Vcpu> vcpus_;
+  std::unique_ptr<Counters[]> counters_ = std::make_unique<Counters[]>(vcpus_.size());
   std::vector<std::thread> threads_;
   ExitHandler on_exit_;
   FailureHandler on_failure_;

@@ -225,8 +225,10 @@ void VirtioBlkDevice::handle_chain(const DescriptorChain& chain) {
 
 void VirtioBlkDevice::start_request(uint16_t head, const BlkRequest& request) {
   InFlight& r = in_flight_[head];
+  ++counts_.ops[static_cast<size_t>(request.type)];
   r = InFlight{
       .active = true,
+      .taken = std::chrono::steady_clock::now(),
       .is_read = request.type == BlkRequestType::kIn,
       .transfers = request.type == BlkRequestType::kIn || request.type == BlkRequestType::kOut,
       .status = kBlkSOk,
@@ -349,6 +351,7 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   if (--r.ops_left > 0) return;
   r.active = false;
   --in_flight_count_;
+  latency_.record(std::chrono::steady_clock::now() - r.taken);
   if (r.transfers) in_flight_bytes_ -= r.data_len;
   if (was_full && in_flight_bytes_ < kMaxBytesInFlight) continue_later();
   if (r.transfers && r.status == kBlkSOk)
@@ -374,7 +377,12 @@ VirtioDevice::Counters VirtioBlkDevice::counters() const {
   Counters counters{{"requests", counts_.requests},
                     {"read_bytes", counts_.read_bytes},
                     {"written_bytes", counts_.written_bytes},
-                    {"errors", counts_.errors}};
+                    {"errors", counts_.errors},
+                    {"in_flight", in_flight_count_}};
+  const char* const kinds[] = {"read_ops",   "write_ops",   "flush_ops",
+                               "get_id_ops", "discard_ops", "write_zeroes_ops"};
+  static_assert(std::size(kinds) == std::tuple_size_v<decltype(counts_.ops)>);
+  for (size_t i = 0; i < std::size(kinds); ++i) counters.emplace_back(kinds[i], counts_.ops[i]);
   for (auto& counter : disk_->counters()) counters.push_back(std::move(counter));
   return counters;
 }

@@ -16,8 +16,10 @@
 // has stopped.
 #pragma once
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "common/dirty_bitmap.h"
+#include "common/latency_histogram.h"
 #include "devices/virtio/blk/blk_request.h"
 #include "devices/virtio/queue/virtio_device.h"
 #include "proto/vm_config.pb.h"
@@ -108,13 +111,19 @@ class VirtioBlkDevice : public VirtioDevice {
   // Requests popped and not yet returned to the driver.
   size_t requests_in_flight() const { return in_flight_count_; }
   // requests (completed), read_bytes, written_bytes, errors (IOERR or
-  // UNSUPP answers), and the disk's own (direct/buffered submissions,
-  // resubmissions, waits for ring space).
+  // UNSUPP answers), requests taken by kind (read_ops, write_ops,
+  // flush_ops, discard_ops, write_zeroes_ops, get_id_ops), in_flight (now),
+  // and the disk's own (direct/buffered submissions, resubmissions, waits
+  // for ring space).
   Counters counters() const override;
+  // From taking a request to its completion by the disk (requests answered
+  // at once, GET_ID or refused ones, are not in it).
+  const LatencyHistogram* request_latency() const override { return &latency_; }
 
  private:
   struct InFlight {
     bool active = false;
+    std::chrono::steady_clock::time_point taken;
     bool is_read = false;
     bool transfers = false;  // IN or OUT: the result is a byte count
     uint8_t status = kBlkSOk;
@@ -167,7 +176,9 @@ class VirtioBlkDevice : public VirtioDevice {
   uint32_t generation_ = 0;  // bumped by reset: stale completions are ignored
   struct {
     uint64_t requests = 0, read_bytes = 0, written_bytes = 0, errors = 0;
+    std::array<uint64_t, 6> ops{};  // by BlkRequestType
   } counts_;
+  LatencyHistogram latency_;
   std::vector<InFlight> in_flight_;  // by head descriptor
   size_t in_flight_count_ = 0;
   uint64_t in_flight_bytes_ = 0;  // data bytes of the requests in flight

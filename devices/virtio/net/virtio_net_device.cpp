@@ -184,12 +184,18 @@ void VirtioNetDevice::reset() {
 }
 
 VirtioDevice::Counters VirtioNetDevice::counters() const {
-  return {
-      {"tx_frames", stats_.tx_frames},           {"tx_errors", stats_.tx_errors},
-      {"tx_would_block", stats_.tx_would_block}, {"rx_frames", stats_.rx_frames},
-      {"rx_too_big", stats_.rx_too_big},         {"rx_out_of_buffers", stats_.rx_out_of_buffers},
-      {"tap_errors", stats_.tap_errors},         {"tx_held", stats_.tx_held},
-      {"tx_held_full", stats_.tx_held_full},     {"tx_held_now", held_.frames()}};
+  return {{"tx_frames", stats_.tx_frames},
+          {"tx_bytes", stats_.tx_bytes},
+          {"rx_bytes", stats_.rx_bytes},
+          {"tx_errors", stats_.tx_errors},
+          {"tx_would_block", stats_.tx_would_block},
+          {"rx_frames", stats_.rx_frames},
+          {"rx_too_big", stats_.rx_too_big},
+          {"rx_out_of_buffers", stats_.rx_out_of_buffers},
+          {"tap_errors", stats_.tap_errors},
+          {"tx_held", stats_.tx_held},
+          {"tx_held_full", stats_.tx_held_full},
+          {"tx_held_now", held_.frames()}};
 }
 
 // 2.1.2: a driver that breaks a queue gets DEVICE_NEEDS_RESET; the chains
@@ -347,7 +353,7 @@ void VirtioNetDevice::process_tx() {
       if (n < 0) {
         ++stats_.tx_errors;
       } else {
-        ++stats_.tx_frames;
+        count_sent(static_cast<size_t>(n));
       }
       q->push_used(tx_pending_->head, 0);
       tx_pending_.reset();
@@ -392,6 +398,12 @@ void VirtioNetDevice::release_output(uint64_t epoch) {
   }
 }
 
+// What the tap took: virtio-net's header, then the frame.
+void VirtioNetDevice::count_sent(size_t written) {
+  ++stats_.tx_frames;
+  stats_.tx_bytes += written - std::min<size_t>(written, kNetHdrSize);
+}
+
 void VirtioNetDevice::send_held() {
   if (held_waiting_) return;  // the tap's writable wait goes on with it
   held_.release(released_epoch_, [this](std::span<const uint8_t> frame) {
@@ -414,7 +426,11 @@ void VirtioNetDevice::send_held() {
                           });
         return false;
       }
-      ++(n < 0 ? stats_.tx_errors : stats_.tx_frames);
+      if (n < 0) {
+        ++stats_.tx_errors;
+      } else {
+        count_sent(static_cast<size_t>(n));
+      }
       return true;
     }
   });
@@ -500,6 +516,7 @@ void VirtioNetDevice::process_rx() {
       q->push_used(rx_chain_->head, static_cast<uint32_t>(n));
       rx_chain_.reset();
       ++stats_.rx_frames;
+      stats_.rx_bytes += static_cast<uint64_t>(n) - std::min<uint64_t>(n, kNetHdrSize);
       pushed = true;
     }
     if (pushed && q->should_notify()) transport_->queue_interrupt(kNetRxQueue);

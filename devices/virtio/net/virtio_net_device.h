@@ -57,6 +57,8 @@ namespace keel::virtio {
 // Counters, for tests and the operator.
 struct NetStats {
   uint64_t tx_frames = 0;
+  uint64_t tx_bytes = 0;  // Ethernet frames' bytes, without virtio-net's header
+  uint64_t rx_bytes = 0;
   uint64_t tx_errors = 0;       // frames the tap refused (malformed Ethernet/GSO): dropped
   uint64_t tx_would_block = 0;  // writes that met EAGAIN (the frame was kept and sent later)
   uint64_t rx_frames = 0;
@@ -136,6 +138,7 @@ class VirtioNetDevice : public VirtioDevice {
   // Held frames that may leave (all of them once holding ended) to the
   // tap, until it refuses more (then again when it turns writable).
   void send_held();
+  void count_sent(size_t written);
   void process_rx();
   void wait_writable();
   void wait_readable();

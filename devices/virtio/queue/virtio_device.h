@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/guest_memory.h"
+#include "common/latency_histogram.h"
 #include "devices/virtio/queue/split_queue.h"
 
 namespace keel::state::v1 {
@@ -175,6 +176,9 @@ class VirtioDevice {
   // a restore.
   using Counters = std::vector<std::pair<std::string, uint64_t>>;
   virtual Counters counters() const { return {}; }
+  // How long the device's requests took, for one that keeps that (a disk);
+  // with lock() held.
+  virtual const LatencyHistogram* request_latency() const { return nullptr; }
 
  protected:
   VirtioTransport* transport_ = nullptr;
