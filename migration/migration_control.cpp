@@ -1,5 +1,7 @@
 #include "migration/migration_control.h"
 
+#include <optional>
+
 #include "common/log.h"
 #include "control/control_server.h"
 #include "vmm/jail/syscall_filter.h"
@@ -68,6 +70,23 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
     {
       std::lock_guard guard(mutex_);
       running_ = false;
+      switch (outcome.phase()) {
+        case pb::MIGRATION_PHASE_COMPLETED:
+          ++ended_.completed;
+          break;
+        case pb::MIGRATION_PHASE_CANCELLED:
+          ++ended_.cancelled;
+          break;
+        case pb::MIGRATION_PHASE_UNCERTAIN:
+          ++ended_.uncertain;
+          break;
+        default:
+          ++ended_.failed;
+          break;
+      }
+      ended_.rounds += outcome.rounds_total();
+      ended_.bytes += outcome.bytes_sent();
+      ended_.downtime_us += outcome.downtime_us();
     }
     if (outcome.phase() == pb::MIGRATION_PHASE_COMPLETED) {
       log::info("live migration to " + outcome.to() + " done: paused " +
@@ -84,6 +103,38 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
                                                                           : pb::ERROR_CODE_FAILED,
                          outcome.error()));
   });
+}
+
+void MigrationControl::add_metrics(MetricSet& set) const {
+  Totals t;
+  std::optional<pb::MigrationInfo> now;  // the one under way, or the last
+  bool running = false;
+  {
+    std::lock_guard guard(mutex_);
+    t = ended_;
+    running = running_;
+    if (sender_) now = sender_->info();
+  }
+  const std::string help = "Live migrations sent, by outcome";
+  set.counter("keel_migrations_total", help, double(t.completed), {{"result", "completed"}});
+  set.counter("keel_migrations_total", help, double(t.failed), {{"result", "failed"}});
+  set.counter("keel_migrations_total", help, double(t.cancelled), {{"result", "cancelled"}});
+  set.counter("keel_migrations_total", help, double(t.uncertain), {{"result", "uncertain"}});
+  const uint64_t rounds = t.rounds + (running && now ? now->rounds_total() : 0);
+  const uint64_t bytes = t.bytes + (running && now ? now->bytes_sent() : 0);
+  set.gauge("keel_migration_in_progress", "1 while a live migration is sent", running ? 1 : 0);
+  set.counter("keel_migration_rounds_total", "Rounds over memory sent by live migrations",
+              double(rounds));
+  set.counter("keel_migration_sent_bytes_total", "Bytes sent by live migrations", double(bytes));
+  set.counter("keel_migration_downtime_seconds_total",
+              "The guest's pauses at the end of completed migrations", double(t.downtime_us) / 1e6);
+  double dirty_rate = 0;
+  if (now && now->rounds_size() > 0) {
+    dirty_rate = double(now->rounds(now->rounds_size() - 1).dirty_rate_bytes_per_s());
+  }
+  set.gauge("keel_migration_dirty_rate_bytes_per_second",
+            "What the guest wrote per second during the last round measured", dirty_rate);
+  replicas_.add_metrics(set);
 }
 
 void MigrationControl::handle(const pb::Request& request, Reply reply) {

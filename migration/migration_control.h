@@ -26,6 +26,9 @@ class MigrationControl : public MachineExtension {
   void handle(const api::v1::Request& request, Reply reply) override;
   std::string busy() const override;
   bool may_pause_for_fence() const override;
+  // Migrations by outcome, their rounds, bytes and pauses (the one under
+  // way counted as it goes), and the replication's state.
+  void add_metrics(MetricSet& set) const override;
 
  private:
   void start(const api::v1::Migrate& request, Reply reply);
@@ -35,6 +38,11 @@ class MigrationControl : public MachineExtension {
   mutable std::mutex mutex_;
   std::shared_ptr<MigrationSender> sender_;  // the one under way, or the last
   bool running_ = false;
+  // Of the migrations that ended.
+  struct Totals {
+    uint64_t completed = 0, failed = 0, cancelled = 0, uncertain = 0;
+    uint64_t rounds = 0, bytes = 0, downtime_us = 0;
+  } ended_;
   std::thread thread_;
 };
 

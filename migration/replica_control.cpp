@@ -133,6 +133,33 @@ void ReplicaControl::start(const pb::Replicate& request, ControlHandler::Reply r
   });
 }
 
+void ReplicaControl::add_metrics(MetricSet& set) const {
+  pb::ReplicaInfo info;
+  {
+    std::lock_guard guard(mutex_);
+    if (sender_) {
+      info = sender_->info();
+    } else if (passive_) {
+      info = passive_->info();
+    } else {
+      return;  // no replication was ever started here
+    }
+  }
+  const std::string role = info.role() == pb::REPLICA_ROLE_PASSIVE ? "passive" : "active";
+  set.gauge("keel_replica_protected",
+            "1 while the passive has an acknowledged copy to take over from",
+            info.phase() == pb::REPLICA_PHASE_PROTECTED ? 1 : 0, {{"role", role}});
+  set.counter("keel_replica_epochs_total", "Epochs acknowledged (active) or applied (passive)",
+              double(info.epoch()), {{"role", role}});
+  set.counter("keel_replica_sent_bytes_total", "Bytes the active sent", double(info.bytes_sent()),
+              {{"role", role}});
+  set.gauge("keel_replica_last_pause_seconds", "The guest's pause at the last checkpoint",
+            double(info.last_pause_us()) / 1e6, {{"role", role}});
+  set.gauge("keel_replica_last_ack_age_seconds",
+            "Since the last acknowledgement (active) or applied epoch (passive)",
+            double(info.last_ack_age_ms()) / 1e3, {{"role", role}});
+}
+
 void ReplicaControl::handle(const pb::Request& request, ControlHandler::Reply reply) {
   switch (request.operation_case()) {
     case pb::Request::kReplicate:

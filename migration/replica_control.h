@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "control/control_server.h"
+#include "control/metric_set.h"
 #include "migration/replica_receiver.h"
 #include "migration/replica_sender.h"
 
@@ -30,6 +31,8 @@ class ReplicaControl {
   // Non-empty while a replication runs: why pause, resume, snapshot and
   // migrate are refused.
   std::string busy() const;
+  // The replication's (or, on a passive, the copy's) state as metrics.
+  void add_metrics(MetricSet& set) const;
 
  private:
   void start(const api::v1::Replicate& request, ControlHandler::Reply reply);

@@ -20,6 +20,7 @@
 #include "common/fence_deadline.h"
 #include "common/guest_memory.h"
 #include "control/control_server.h"
+#include "control/metric_set.h"
 #include "proto/vm_state.pb.h"
 #include "vmm/coalesced_io_poller.h"
 #include "vmm/config/vmm_options.h"
@@ -52,6 +53,8 @@ class MachineExtension : public ControlHandler {
   // guest as well); false while an outgoing migration must be cancelled
   // first.
   virtual bool may_pause_for_fence() const { return busy().empty(); }
+  // Its own metrics into the machine's (on the event loop).
+  virtual void add_metrics(MetricSet& set) const { (void)set; }
 };
 
 class Machine : public ControlHandler, public MigratableMachine {
@@ -172,6 +175,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);
   keel::api::v1::StatusResult status() const;
+  keel::api::v1::MetricsResult metrics() const;  // machine_metrics.cpp
   // The vCPUs parked without blocking the event loop: `then(true)` on the
   // event loop once every vCPU is parked, or `then(false)` after 5 s if one
   // did not get there (the pause withdrawn). Run-state operations are busy
@@ -239,6 +243,10 @@ class Machine : public ControlHandler, public MigratableMachine {
   // guest stays paused and the other operations that change the run state
   // are refused until its answer is back on the event loop.
   bool snapshot_writing_ = false;
+  struct {
+    uint64_t written = 0, failed = 0, bytes = 0;
+    std::chrono::steady_clock::duration paused{};
+  } snapshots_;
   bool pausing_ = false;  // pause_then: waiting for the vCPUs to park
   std::atomic<bool> snapshot_cancel_{false};
   std::thread snapshot_writer_;

@@ -143,6 +143,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
   if (replica_held_) {
     switch (request.operation_case()) {
       case pb::Request::kStatus:
+      case pb::Request::kMetrics:
       case pb::Request::kKill:
         break;
       case pb::Request::kReplicaStatus:
@@ -155,7 +156,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       default:
         return reply(error_response(pb::ERROR_CODE_INVALID_STATE,
                                     "a passive replica (the guest runs elsewhere): status, "
-                                    "replica-status, takeover and kill only"));
+                                    "metrics, replica-status, takeover and kill only"));
     }
   }
   switch (request.operation_case()) {
@@ -203,6 +204,12 @@ void Machine::handle(const pb::Request& request, Reply reply) {
       pb::Response response;
       response.set_ok(true);
       *response.mutable_status() = status();
+      return reply(std::move(response));
+    }
+    case pb::Request::kMetrics: {
+      pb::Response response;
+      response.set_ok(true);
+      *response.mutable_metrics() = metrics();
       return reply(std::move(response));
     }
     case pb::Request::kPause: {
@@ -362,8 +369,13 @@ void Machine::write_snapshot_paused(const std::string& dir, Reply reply, bool wa
     boost::asio::post(events_, [this, was_paused, begin, reply, response]() mutable {
       snapshot_writing_ = false;
       if (!was_paused && !vcpus_->stopping()) resume();
-      if (response.ok())
-        response.mutable_snapshot()->set_pause_ms(ms(std::chrono::steady_clock::now() - begin));
+      const auto paused = std::chrono::steady_clock::now() - begin;
+      ++(response.ok() ? snapshots_.written : snapshots_.failed);
+      snapshots_.paused += paused;
+      if (response.ok()) {
+        snapshots_.bytes += response.snapshot().bytes_written();
+        response.mutable_snapshot()->set_pause_ms(ms(paused));
+      }
       reply(std::move(response));
     });
   });

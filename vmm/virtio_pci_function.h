@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -113,6 +114,12 @@ class VirtioPciFunction : public PciDevice {
     std::lock_guard guard(transport_.lock());
     return device_->counters();
   }
+  std::optional<LatencyHistogram> request_latency() {
+    std::lock_guard guard(transport_.lock());
+    const LatencyHistogram* h = device_->request_latency();
+    return h ? std::optional<LatencyHistogram>(*h) : std::nullopt;
+  }
+  uint64_t msi_dropped() const { return msi_.dropped(); }
   // Why the device asked for a reset; empty while it works.
   std::string needs_reset_reason() {
     std::lock_guard guard(transport_.lock());

@@ -276,6 +276,10 @@ void job_disk(const struct job_args* a) {
   } else {
     random_mode(total, a->seed, a->have_ops ? a->ops : 256);
   }
+  if (a->linger) {
+    kprintf("testos: disk lingering\n");
+    while (!power_button_pressed()) cpu_relax();
+  }
   poweroff();
 }
 

@@ -236,6 +236,7 @@ struct job_args {
   const char* devs;
   u32 lenient;
   u32 power_button;
+  u32 linger;  // disk: after the job, wait for the power button (the VMM's counters read meanwhile)
 };
 NORETURN void job_platform(void);
 NORETURN void job_heartbeat(const struct job_args* a);

@@ -26,6 +26,7 @@
 #include "common/unique_fd.h"
 #include "control/control_frame.h"
 #include "control/control_server.h"
+#include "control/metric_set.h"
 
 namespace keel::testing {
 
@@ -215,6 +216,20 @@ class FakeHandler : public ControlHandler {
       case control::Request::kTakeover:
       case control::Request::kSwitchover:
         return refusal(control::ERROR_CODE_UNIMPLEMENTED, "this fake VMM does not replicate");
+      case control::Request::kMetrics: {
+        MetricSet set;
+        set.counter("keel_disk_read_bytes_total", "Bytes read", 4096.0 * metrics_asked_,
+                    {{"disk", "vda"}});
+        set.gauge("keel_disk_requests_in_flight", "Requests \"in flight\"\nnow", 2,
+                  {{"disk", "vda"}});
+        LatencyHistogram latency;
+        latency.record(std::chrono::microseconds(80));
+        latency.record(std::chrono::milliseconds(3));
+        set.histogram("keel_disk_request_duration_seconds", "Latency", latency, {{"disk", "vda"}});
+        ++metrics_asked_;
+        *response.mutable_metrics() = set.result();
+        return response;
+      }
       case control::Request::kConsoleAttach:  // the server hands it to handle_stream
         return refusal(control::ERROR_CODE_INTERNAL, "console attach reached handle()");
       case control::Request::OPERATION_NOT_SET:
@@ -224,6 +239,7 @@ class FakeHandler : public ControlHandler {
   }
 
  private:
+  int metrics_asked_ = 0;
   static control::Response refusal(control::ErrorCode code, const std::string& message) {
     control::Response response;
     response.set_ok(false);

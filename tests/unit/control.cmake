@@ -16,3 +16,8 @@ target_compile_definitions(keelctl_test PRIVATE KEELCTL_PATH="$<TARGET_FILE:keel
 add_dependencies(keelctl_test keelctl)
 add_test(NAME keelctl_test COMMAND keelctl_test)
 set_tests_properties(keelctl_test PROPERTIES LABELS unit TIMEOUT 120)
+
+add_executable(metric_set_test ${CMAKE_CURRENT_LIST_DIR}/metric_set_test.cpp)
+target_link_libraries(metric_set_test PRIVATE keel_control GTest::gtest_main)
+add_test(NAME metric_set_test COMMAND metric_set_test)
+set_tests_properties(metric_set_test PROPERTIES LABELS unit TIMEOUT 120)

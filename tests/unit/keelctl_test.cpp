@@ -165,6 +165,10 @@ TEST_F(KeelctlTest, BadCommandLines) {
            {"--socket", path_, "pause", "--timeout", "3"},
            {"--socket", path_, "shutdown", "--timeout", "soon"},
            {"--socket", path_, "status", "--verbose"},
+           {"--socket", path_, "status", "--prometheus"},
+           {"--socket", path_, "metrics", "--prometheus", "--json"},
+           {"--socket", path_, "metrics", "--watch", "--interval", "0.01"},
+           {"--socket", path_, "metrics", "now"},
            {"--socket"},
            {"status"},
        }) {
@@ -177,6 +181,73 @@ TEST_F(KeelctlTest, BadCommandLines) {
   auto help = keelctl({"--help"});
   EXPECT_EQ(help.exit_code, kDone);
   EXPECT_TRUE(contains(help.out, "Exit codes: 0 done; 1 the VMM refused")) << help.out;
+}
+
+// The fake VMM's metrics (tests/support/control_test_support.h): a
+// counter, a gauge whose help needs escaping, a histogram.
+TEST_F(KeelctlTest, MetricsForPeopleAsJsonAndForPrometheus) {
+  auto people = keelctl_on_socket({"metrics"});
+  ASSERT_EQ(people.exit_code, kDone) << people.err;
+  EXPECT_TRUE(contains(people.out, "keel_disk_read_bytes_total{disk=\"vda\"} 0\n")) << people.out;
+  EXPECT_TRUE(contains(people.out, "keel_disk_requests_in_flight{disk=\"vda\"} 2\n")) << people.out;
+  EXPECT_TRUE(contains(people.out,
+                       "keel_disk_request_duration_seconds{disk=\"vda\"} count=2 "
+                       "mean=0.00154 p50<=0.0001 p99<=0.005\n"))
+      << people.out;
+
+  auto json = keelctl_on_socket({"metrics", "--json"});
+  ASSERT_EQ(json.exit_code, kDone) << json.err;
+  control::Response response;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.out, &response).ok()) << json.out;
+  ASSERT_EQ(response.metrics().families_size(), 3);
+  EXPECT_EQ(response.metrics().families(0).samples(0).value(), 4096);
+  EXPECT_GT(response.metrics().time_unix_ms(), 0u);
+
+  auto text = keelctl_on_socket({"metrics", "--prometheus"});
+  ASSERT_EQ(text.exit_code, kDone) << text.err;
+  EXPECT_EQ(text.out,
+            "# HELP keel_disk_read_bytes_total Bytes read\n"
+            "# TYPE keel_disk_read_bytes_total counter\n"
+            "keel_disk_read_bytes_total{disk=\"vda\"} 8192\n"
+            "# HELP keel_disk_requests_in_flight Requests \"in flight\"\\nnow\n"
+            "# TYPE keel_disk_requests_in_flight gauge\n"
+            "keel_disk_requests_in_flight{disk=\"vda\"} 2\n"
+            "# HELP keel_disk_request_duration_seconds Latency\n"
+            "# TYPE keel_disk_request_duration_seconds histogram\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"2.5e-05\"} 0\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"5e-05\"} 0\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.0001\"} 1\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.00025\"} 1\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.0005\"} 1\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.001\"} 1\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.0025\"} 1\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.005\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.01\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.025\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.05\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.1\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.25\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"0.5\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"1\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"2.5\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"5\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"10\"} 2\n"
+            "keel_disk_request_duration_seconds_bucket{disk=\"vda\",le=\"+Inf\"} 2\n"
+            "keel_disk_request_duration_seconds_sum{disk=\"vda\"} 0.00308\n"
+            "keel_disk_request_duration_seconds_count{disk=\"vda\"} 2\n");
+}
+
+// --watch: one connection, a sample per interval with each counter's rate.
+TEST_F(KeelctlTest, MetricsWatchShowsRates) {
+  std::vector<std::string> arguments{"timeout",    "-s",         "INT", "1.5",
+                                     KEELCTL_PATH, "--socket",   path_, "metrics",
+                                     "--watch",    "--interval", "0.2"};
+  auto result = run_command(arguments, std::chrono::seconds(30));
+  EXPECT_GE(handler_.requests().size(), 3u) << result.out;
+  // 4096 more bytes per sample, one sample per 0.2 s: about 20480/s.
+  EXPECT_TRUE(contains(result.out, "keel_disk_read_bytes_total{disk=\"vda\"} 8192  ("))
+      << result.out;
+  EXPECT_TRUE(contains(result.out, "/s)\n")) << result.out;
 }
 
 TEST_F(KeelctlTest, SocketFromTheEnvironment) {

@@ -1,5 +1,7 @@
 // keelctl: the operator's command line for one keel-vmm control socket, and
 // (pool_commands.h) for this host's pool of images and VMs.
+#include <unistd.h>
+
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "control/control_client.h"
+#include "control/prometheus_text.h"
 #include "tools/keelctl/cluster_commands.h"
 #include "tools/keelctl/console_command.h"
 #include "tools/keelctl/keelctl_output.h"
@@ -58,6 +61,12 @@ const char* const kUsage =
     "  takeover                  on a passive: run the guest from the last epoch now\n"
     "                            (only once the active cannot run it any more)\n"
     "  console                   the guest's serial console (see below)\n"
+    "  metrics [--prometheus]    the VMM's counters (vCPU exits and CPU time, disk and\n"
+    "      [--watch]             network traffic, latency, drops, console, pauses,\n"
+    "      [--interval SEC]      snapshots, migrations): name{labels} value; with\n"
+    "                            --prometheus in Prometheus's text format, with --json\n"
+    "                            as JSON; --watch: again every SEC (default 2) until\n"
+    "                            interrupted, with each counter's rate per second\n"
     "Options (anywhere on the line):\n"
     "  --socket PATH  the control socket (default: $KEEL_API_SOCKET)\n"
     "  --json         print the VMM's answer as one line of JSON (also for refusals)\n"
@@ -85,6 +94,8 @@ struct Command {
   std::optional<uint64_t> downtime_ms, bandwidth_mbps, connections;
   std::optional<uint64_t> epoch_ms, min_epoch_ms, max_epoch_ms;
   bool run_on = false;
+  bool prometheus = false, watch = false;
+  std::optional<double> interval_s;
   std::string name;
   std::vector<std::string> arguments;
   bool help = false;
@@ -152,6 +163,13 @@ Command parse_command_line(int argc, char** argv) {
       command.max_epoch_ms = parse_number(value(), arg, 10000);
     } else if (arg == "--run-on") {
       command.run_on = true;
+    } else if (arg == "--prometheus") {
+      command.prometheus = true;
+    } else if (arg == "--watch") {
+      command.watch = true;
+    } else if (arg == "--interval") {
+      command.interval_s = parse_seconds(value(), arg);
+      if (*command.interval_s < 0.1) throw UsageError{"--interval must be at least 0.1 s"};
     } else if (arg.size() > 1 && arg[0] == '-') {
       throw UsageError{"unknown option " + arg};
     } else {
@@ -175,9 +193,12 @@ Command parse_command_line(int argc, char** argv) {
   }
   if (command.name != "replica-stop" && command.run_on)
     throw UsageError{"--run-on belongs to replica-stop"};
+  if (command.name != "metrics" && (command.prometheus || command.watch || command.interval_s))
+    throw UsageError{"--prometheus, --watch and --interval belong to metrics"};
+  if (command.prometheus && command.json) throw UsageError{"--prometheus and --json: choose one"};
   for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
                             "migrate-status", "migrate-cancel", "replicate", "replica-status",
-                            "replica-stop", "switchover", "takeover"}) {
+                            "replica-stop", "switchover", "takeover", "metrics"}) {
     if (command.name == known) {
       if (takes_dir && command.arguments.size() != 1) {
         throw UsageError{"snapshot needs one directory"};
@@ -236,6 +257,8 @@ control::Request make_request(const Command& command) {
     request.mutable_replica_stop()->set_run_held(command.run_on);
   } else if (command.name == "takeover") {
     request.mutable_takeover();
+  } else if (command.name == "metrics") {
+    request.mutable_metrics();
   } else if (command.name == "switchover") {
     request.mutable_switchover();
   } else if (command.name == "snapshot") {
@@ -324,7 +347,42 @@ class MigrationProgress {
   std::thread thread_;
 };
 
+// keelctl metrics --watch: a sample every interval on one connection, until
+// interrupted (or the VMM goes away: exit 4).
+int watch_metrics(const Command& command) {
+  const auto interval =
+      std::chrono::milliseconds(static_cast<int64_t>(command.interval_s.value_or(2) * 1000));
+  const bool terminal = ::isatty(STDOUT_FILENO) == 1;
+  std::optional<control::MetricsResult> before;
+  try {
+    keel::ControlClient client(command.socket, std::chrono::seconds(10));
+    for (auto next = std::chrono::steady_clock::now();; next += interval) {
+      const control::Response response = client.call(make_request(command), answer_wait(command));
+      if (!response.ok()) {
+        std::cerr << "keelctl: metrics: " << keel::describe_error(response.error()) << '\n';
+        return kRefused;
+      }
+      if (command.json) {
+        std::cout << keel::response_json(response) << '\n';
+      } else if (command.prometheus) {
+        std::cout << keel::prometheus_text(response.metrics()) << '\n';
+      } else {
+        if (terminal) std::cout << "\033[H\033[2J";  // one screen, redrawn
+        std::cout << keel::readable_metrics(response.metrics(), before ? &*before : nullptr)
+                  << (terminal ? "" : "\n");
+      }
+      std::cout << std::flush;
+      before = response.metrics();
+      std::this_thread::sleep_until(next + interval);
+    }
+  } catch (const keel::ControlClientError& e) {
+    std::cerr << "keelctl: " << e.what() << '\n';
+    return e.kind() == keel::ControlClientError::Kind::kConnect ? kNoConnection : kNoAnswer;
+  }
+}
+
 int run(const Command& command) {
+  if (command.watch) return watch_metrics(command);
   const control::Request request = make_request(command);
   const auto wait = answer_wait(command);
   control::Response response;
@@ -344,7 +402,11 @@ int run(const Command& command) {
     return kRefused;
   }
   if (progress && response.has_migrate()) progress->finish(response.migrate());
-  if (!command.json) std::cout << keel::describe_result(response);
+  if (command.prometheus) {
+    std::cout << keel::prometheus_text(response.metrics());
+  } else if (!command.json) {
+    std::cout << keel::describe_result(response);
+  }
   return kDone;
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/size_parse.h"
+#include "control/prometheus_text.h"
 
 namespace keel {
 
@@ -253,6 +254,8 @@ std::string describe_result(const control::Response& response) {
       return std::string("attached ") + (attach.writer() ? "read-write" : "read-only") +
              " at offset " + std::to_string(attach.offset()) + "\n";
     }
+    case control::Response::kMetrics:
+      return readable_metrics(response.metrics());
     case control::Response::RESULT_NOT_SET:
       break;
   }
