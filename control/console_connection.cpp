@@ -16,7 +16,7 @@ using Kind = ControlClientError::Kind;
 
 ConsoleConnection::ConsoleConnection(const std::string& socket, const pb::ConsoleAttach& attach,
                                      std::chrono::milliseconds timeout)
-    : socket_(socket) {
+    : socket_(socket), in_("the VMM at " + socket, "console frame") {
   ControlClient client(socket, timeout);
   pb::Request request;
   *request.mutable_console_attach() = attach;
@@ -59,38 +59,9 @@ void ConsoleConnection::flush() {
 }
 
 bool ConsoleConnection::receive(std::vector<pb::ConsoleOutput>& frames) {
-  bool open = true;
-  for (;;) {
-    uint8_t chunk[65536];
-    const ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
-    if (n > 0) {
-      in_.insert(in_.end(), chunk, chunk + n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) break;
-    open = false;  // the end, or a reset
-    break;
-  }
-  size_t at = 0;
-  while (in_.size() - at >= kControlFrameHeaderBytes) {
-    const uint32_t length = decode_control_frame_length({in_.data() + at, in_.size() - at});
-    if (length > kControlMaxFrameBytes) {
-      throw ControlClientError(Kind::kProtocol, "the VMM at " + socket_ +
-                                                    " sent a console frame of " +
-                                                    std::to_string(length) + " bytes");
-    }
-    if (in_.size() - at < kControlFrameHeaderBytes + length) break;
-    pb::ConsoleOutput frame;
-    if (!frame.ParseFromArray(in_.data() + at + kControlFrameHeaderBytes,
-                              static_cast<int>(length))) {
-      throw ControlClientError(Kind::kProtocol,
-                               "the VMM at " + socket_ + " sent a malformed console frame");
-    }
-    frames.push_back(std::move(frame));
-    at += kControlFrameHeaderBytes + length;
-  }
-  in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(at));
+  const bool open = in_.read(fd_.get());
+  pb::ConsoleOutput frame;
+  while (in_.next(frame)) frames.push_back(std::move(frame));
   return open;
 }
 

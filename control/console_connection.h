@@ -11,6 +11,7 @@
 
 #include "common/unique_fd.h"
 #include "control/control_client.h"
+#include "control/stream_frames.h"
 #include "proto/control.pb.h"
 
 namespace keel {
@@ -45,18 +46,10 @@ class ConsoleConnection {
   UniqueFd fd_;
   keel::api::v1::ConsoleAttachResult attached_;
   std::string out_;
-  std::vector<uint8_t> in_;
+  StreamFrames in_;
   std::vector<keel::api::v1::ConsoleOutput> ready_;  // wait_for's frames not yet returned
 };
 
-class ConsoleRefused : public std::runtime_error {
- public:
-  explicit ConsoleRefused(const keel::api::v1::Error& error)
-      : std::runtime_error(error.message()), code_(error.code()) {}
-  keel::api::v1::ErrorCode code() const { return code_; }
-
- private:
-  keel::api::v1::ErrorCode code_;
-};
+using ConsoleRefused = RequestRefused;
 
 }  // namespace keel

@@ -50,4 +50,16 @@ class ControlClient {
   uint64_t next_id_ = 1;
 };
 
+// The VMM answered a stream's request (a console attach, an events
+// subscription) with a refusal: its message and code.
+class RequestRefused : public std::runtime_error {
+ public:
+  explicit RequestRefused(const keel::api::v1::Error& error)
+      : std::runtime_error(error.message()), code_(error.code()) {}
+  keel::api::v1::ErrorCode code() const { return code_; }
+
+ private:
+  keel::api::v1::ErrorCode code_;
+};
+
 }  // namespace keel

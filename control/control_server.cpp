@@ -36,11 +36,16 @@ control::Response error_response(control::ErrorCode code, const std::string& mes
 }
 
 bool control_request_streams(const control::Request& request) {
-  return request.operation_case() == control::Request::kConsoleAttach;
+  return request.operation_case() == control::Request::kConsoleAttach ||
+         request.operation_case() == control::Request::kEventsSubscribe;
 }
 
-void ControlHandler::handle_stream(const control::Request&, StreamReply reply) {
-  reply(error_response(control::ERROR_CODE_UNIMPLEMENTED, "this endpoint has no console"), {});
+void ControlHandler::handle_stream(const control::Request& request, StreamReply reply) {
+  reply(error_response(control::ERROR_CODE_UNIMPLEMENTED,
+                       request.operation_case() == control::Request::kConsoleAttach
+                           ? "this endpoint has no console"
+                           : "this endpoint has no events"),
+        {});
 }
 
 namespace {

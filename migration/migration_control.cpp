@@ -64,6 +64,13 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
   sender_ = std::make_shared<MigrationSender>(machine_, std::move(settings));
   running_ = true;
   log::info("live migration to " + request.to() + " starting");
+  if (journal_) {
+    pb::Event event;
+    event.set_type(pb::EVENT_TYPE_MIGRATION_STARTED);
+    event.set_detail("live migration starting");
+    event.set_peer(request.to());
+    journal_->publish(std::move(event));
+  }
   thread_ = std::thread([this, sender = sender_, reply = std::move(reply)] {
     jail::confine_thread(jail::ThreadKind::kWorker, "migrate");
     pb::MigrationInfo outcome = sender->run();
@@ -99,6 +106,14 @@ void MigrationControl::start(const pb::Migrate& request, Reply reply) {
       return reply(std::move(response));
     }
     log::warning("live migration to " + outcome.to() + " failed: " + outcome.error());
+    if (journal_) {
+      // Finished is the machine's word, with its stop (the guest left).
+      pb::Event event;
+      event.set_type(pb::EVENT_TYPE_MIGRATION_FAILED);
+      event.set_detail(outcome.error());
+      event.set_peer(outcome.to());
+      journal_->publish(std::move(event));
+    }
     reply(error_response(outcome.phase() == pb::MIGRATION_PHASE_UNCERTAIN ? pb::ERROR_CODE_INTERNAL
                                                                           : pb::ERROR_CODE_FAILED,
                          outcome.error()));

@@ -21,6 +21,8 @@
 
 namespace keel {
 
+namespace pb = ::keel::api::v1;
+
 namespace {
 
 // LAPIC LVT entries as the firmware leaves them: LINT0 takes the PIC's
@@ -59,7 +61,12 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
       kvm_((check_vm_config(config_, ""), kvm::System::open(options_.kvm_device))),
       vm_((check_host_limits(), kvm_.create_vm())),
       memory_(layout::guest_ram_regions(config_.memory())),
-      console_(events_, options_.serial_file) {
+      console_(events_, options_.serial_file),
+      journal_(events_, options_.event_log) {
+  console_.on_takeover([this] {
+    journal_.publish(pb::EVENT_TYPE_CONSOLE_TAKEOVER,
+                     "a console writer took the console over (the other is read-only now)");
+  });
   if (!options_.snapshot_root.empty()) snapshot_root_ = SnapshotRoot::open(options_.snapshot_root);
   if (!options_.fence_file.empty()) {
     fence_ = FenceDeadline::open(options_.fence_file);
@@ -236,6 +243,7 @@ MachineStop Machine::run(std::function<void()> started) {
   } else {
     start_vcpus(false);
   }
+  if (!replica_held_) tell_started();
   // The vCPU threads are off with their own filters: this thread narrows to
   // the event loop's (threads it starts later inherit that).
   jail::confine_thread(jail::ThreadKind::kEventLoop, "keel-vmm");
@@ -250,6 +258,8 @@ MachineStop Machine::run(std::function<void()> started) {
   vcpus_->stop();
   // What the guest wrote last (its dying words) reaches the console.
   if (coalesced_io_) coalesced_io_->drain(devices_->io_bus());
+  // The stop's event (and any before it) to the log and the subscribers.
+  journal_.finish(std::chrono::seconds(1));
   if (control_) {
     // Answer the clients waiting for the stop (shutdown, kill), then close.
     std::vector<Reply> waiting;
@@ -303,8 +313,51 @@ void Machine::request_stop(MachineStop stop) {
   std::lock_guard guard(stop_mutex_);
   if (stop_) return;  // the first reason wins
   stop_ = std::move(stop);
+  tell_stopped(*stop_);
   if (vcpus_) vcpus_->request_stop();
   boost::asio::post(events_, [this] { events_.stop(); });
+}
+
+void Machine::tell_started() {
+  if (!options_.restore_dir.empty()) {
+    journal_.publish(pb::EVENT_TYPE_RESTORED,
+                     "resumed from the snapshot in " + options_.restore_dir);
+  } else if (!options_.incoming.empty()) {
+    journal_.publish(pb::EVENT_TYPE_STARTED, "received by live migration");
+  } else if (!options_.replica_of.empty()) {
+    journal_.publish(pb::EVENT_TYPE_STARTED, "taken over from the replica's last epoch");
+  } else {
+    journal_.publish(pb::EVENT_TYPE_STARTED, "booted " + config_.kernel());
+  }
+}
+
+void Machine::tell_stopped(const MachineStop& stop) {
+  pb::EventType type = pb::EVENT_TYPE_STOPPED;
+  switch (stop.reason) {
+    case StopReason::kPowerOff:
+      type = pb::EVENT_TYPE_POWERED_OFF;
+      break;
+    case StopReason::kReboot:
+      type = pb::EVENT_TYPE_REBOOTED;
+      break;
+    case StopReason::kGuestPanic:
+      type = pb::EVENT_TYPE_GUEST_PANIC;
+      break;
+    case StopReason::kTripleFault:
+    case StopReason::kKvmError:
+      type = pb::EVENT_TYPE_CRASHED;
+      break;
+    case StopReason::kSignal:
+    case StopReason::kKilled:
+      type = pb::EVENT_TYPE_KILLED;
+      break;
+    case StopReason::kMigrated:
+      type = pb::EVENT_TYPE_MIGRATION_FINISHED;
+      break;
+    default:
+      break;
+  }
+  journal_.publish(type, stop.detail.empty() ? "the guest powered off" : stop.detail);
 }
 
 }  // namespace keel

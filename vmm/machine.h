@@ -26,6 +26,7 @@
 #include "vmm/config/vmm_options.h"
 #include "vmm/console/guest_console.h"
 #include "vmm/device_manager.h"
+#include "vmm/events/event_journal.h"
 #include "vmm/irq/gsi_router.h"
 #include "vmm/kvm/coalesced_io.h"
 #include "vmm/kvm/kvm_system.h"
@@ -55,6 +56,11 @@ class MachineExtension : public ControlHandler {
   virtual bool may_pause_for_fence() const { return busy().empty(); }
   // Its own metrics into the machine's (on the event loop).
   virtual void add_metrics(MetricSet& set) const { (void)set; }
+  // Where it tells what happened (set_extension gives the machine's).
+  void set_journal(EventJournal* journal) { journal_ = journal; }
+
+ protected:
+  EventJournal* journal_ = nullptr;
 };
 
 class Machine : public ControlHandler, public MigratableMachine {
@@ -125,7 +131,10 @@ class Machine : public ControlHandler, public MigratableMachine {
   void drop_replica(std::string detail, bool failed = false);
 
   // Before run(); `extension` outlives the machine's run.
-  void set_extension(MachineExtension* extension) { extension_ = extension; }
+  void set_extension(MachineExtension* extension) {
+    extension_ = extension;
+    extension_->set_journal(&journal_);
+  }
 
   // ControlHandler (machine_control.cpp): the control socket's requests, on
   // the event loop.
@@ -174,6 +183,9 @@ class Machine : public ControlHandler, public MigratableMachine {
   // On a vCPU's thread (machine_exits.cpp).
   void handle_exit(kvm::Vcpu& vcpu);
   void request_stop(MachineStop stop);
+  // The journal's word on a start (run, a replica's takeover) and a stop.
+  void tell_started();
+  void tell_stopped(const MachineStop& stop);
   keel::api::v1::StatusResult status() const;
   keel::api::v1::MetricsResult metrics() const;  // machine_metrics.cpp
   // The vCPUs parked without blocking the event loop: `then(true)` on the
@@ -210,6 +222,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   GuestMemory memory_;
   boost::asio::io_context events_;
   GuestConsole console_;
+  EventJournal journal_;
   std::unique_ptr<GsiRouter> gsi_router_;
   std::unique_ptr<DeviceManager> devices_;
   std::optional<KvmStateCaps> state_caps_;     // state_caps()

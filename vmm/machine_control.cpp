@@ -111,6 +111,7 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
     resume();
   }
   devices_->press_power_button();
+  journal_.publish(pb::EVENT_TYPE_POWER_BUTTON, "ACPI power button pressed for a shutdown");
   const uint32_t limit = timeout_ms != 0 ? timeout_ms : kDefaultShutdownTimeoutMs;
   shutdown_timer_.emplace(events_, std::chrono::milliseconds(limit));
   shutdown_timer_->async_wait([this, limit](const boost::system::error_code& ec) {
@@ -123,6 +124,9 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
 // --- requests -------------------------------------------------------------
 
 void Machine::handle_stream(const pb::Request& request, StreamReply reply) {
+  if (request.operation_case() == pb::Request::kEventsSubscribe) {
+    return journal_.subscribe(request.events_subscribe(), std::move(reply));
+  }
   if (request.operation_case() != pb::Request::kConsoleAttach) {
     return ControlHandler::handle_stream(request, std::move(reply));
   }
@@ -224,6 +228,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         }
         paused_at_ = std::chrono::steady_clock::now();
         ++pauses_;
+        journal_.publish(pb::EVENT_TYPE_PAUSED, "paused through the control socket");
         pb::Response response;
         response.set_ok(true);
         response.mutable_pause()->set_state(pb::RUN_STATE_PAUSED);
@@ -251,8 +256,15 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         }
       }
       const auto begin = std::chrono::steady_clock::now();
-      paused_total_ += std::chrono::steady_clock::now() - paused_at_;
+      const auto paused_for = begin - paused_at_;
+      paused_total_ += paused_for;
       resume();
+      pb::Event resumed;
+      resumed.set_type(pb::EVENT_TYPE_RESUMED);
+      resumed.set_detail("resumed through the control socket");
+      resumed.set_duration_us(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(paused_for).count()));
+      journal_.publish(std::move(resumed));
       pb::Response response;
       response.set_ok(true);
       response.mutable_resume()->set_state(shutting_down_ ? pb::RUN_STATE_SHUTTING_DOWN
@@ -291,6 +303,7 @@ void Machine::handle(const pb::Request& request, Reply reply) {
     case pb::Request::kSwitchover:
     case pb::Request::kTakeover:
     case pb::Request::kConsoleAttach:  // handle_stream's
+    case pb::Request::kEventsSubscribe:
     case pb::Request::OPERATION_NOT_SET:
       break;
   }
@@ -376,6 +389,14 @@ void Machine::write_snapshot_paused(const std::string& dir, Reply reply, bool wa
         snapshots_.bytes += response.snapshot().bytes_written();
         response.mutable_snapshot()->set_pause_ms(ms(paused));
       }
+      pb::Event event;
+      event.set_type(response.ok() ? pb::EVENT_TYPE_SNAPSHOT_TAKEN
+                                   : pb::EVENT_TYPE_SNAPSHOT_FAILED);
+      event.set_detail(response.ok() ? "snapshot written" : response.error().message());
+      event.set_dir(response.ok() ? response.snapshot().dir() : std::string());
+      event.set_duration_us(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(paused).count()));
+      journal_.publish(std::move(event));
       reply(std::move(response));
     });
   });

@@ -30,6 +30,9 @@ void Machine::check_fence() {
   const bool passed = fence_->passed();
   if (passed && !fenced_) {
     fenced_ = true;
+    journal_.publish(pb::EVENT_TYPE_FENCED,
+                     "the host's lease deadline passed: the guest is paused until keel-agent "
+                     "resumes it");
     log::warning("fenced: the host's lease deadline passed " +
                  std::to_string(fence_->overdue_ms()) +
                  " ms ago; the guest is paused until keel-agent resumes it");

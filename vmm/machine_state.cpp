@@ -276,6 +276,7 @@ void Machine::take_over_replica() {
   replica_held_ = false;
   started_ = std::chrono::steady_clock::now();
   vcpus_->resume();
+  tell_started();
 }
 
 void Machine::drop_replica(std::string detail, bool failed) {

@@ -23,6 +23,7 @@
 #include "common/unique_fd.h"
 #include "control/control_frame.h"
 #include "control/control_server.h"
+#include "tests/fuzz/fuzz_client.h"
 #include "tests/fuzz/fuzz_memory.h"
 
 using namespace keel;
@@ -67,37 +68,11 @@ Server& server() {
   return *s;
 }
 
-bool read_some(int fd, std::string& into, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, timeout_ms) <= 0) return false;
-  char buf[65536];
-  const ssize_t n = ::read(fd, buf, sizeof buf);
-  if (n <= 0) return false;
-  into.append(buf, static_cast<size_t>(n));
-  return true;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Server& s = server();
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  FUZZ_CHECK(fd.valid());
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, s.path.c_str(), s.path.size());
-  FUZZ_CHECK(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
-  size_t sent = 0;
-  while (sent < size) {
-    const ssize_t n = ::send(fd.get(), data + sent, size - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;  // the server closed on a bad frame: fine
-    sent += static_cast<size_t>(n);
-  }
-  ::shutdown(fd.get(), SHUT_WR);
-  // Every answer is a whole frame holding a Response.
-  std::string got;
-  while (read_some(fd.get(), got, 2000)) {
-  }
+  const std::string got = fuzz::exchange(s.path, data, size, 2000);
   size_t at = 0;
   while (got.size() - at >= kControlFrameHeaderBytes) {
     const uint32_t length = decode_control_frame_length(std::span<const uint8_t>(

@@ -1,7 +1,10 @@
-// keelctl metrics against a running test guest (label kvm, in
+// keelctl metrics and events against a running test guest (label kvm, in
 // control_api_test's box): the disk counters equal what the guest says it
 // wrote, the vCPU, console and pause counters move with the guest's work,
-// and Prometheus's own promtool accepts the text format.
+// Prometheus's own promtool accepts the text format; events come in order
+// across a pause, a snapshot and a live migration, a subscriber resumes
+// after a disconnect, and the event log holds them all.
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -10,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "control/event_connection.h"
 #include "proto/control.pb.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
@@ -118,6 +122,99 @@ TEST(ControlMetrics, DiskCountersMatchWhatTheGuestWroteAndPromtoolAcceptsThem) {
   auto stop = vmm.keelctl({"shutdown", "--timeout", "60"});
   EXPECT_EQ(stop.exit_code, 0) << show(stop);
   EXPECT_EQ(vmm.wait_exit(seconds(60)), 0) << vmm.describe();
+}
+
+std::vector<pb::EventType> types(const std::vector<pb::Event>& events) {
+  std::vector<pb::EventType> out;
+  for (const auto& e : events) out.push_back(e.type());
+  return out;
+}
+
+TEST(ControlEvents, InOrderAcrossAPauseASnapshotAndAMigrationResumedAfterADisconnect) {
+  ScratchDir scratch("keel-events-test");
+  const std::string log = scratch / "events.ndjson";
+  LiveVmm here({"--kernel", testos_bzimage(), "--memory", "64M", "--snapshot-root", scratch.path(),
+                "--event-log", log, "--cmdline", "job=heartbeat interval_ms=50 count=0"});
+  ASSERT_TRUE(here.wait_line("testos: beat seq=2 ")) << here.describe();
+
+  // A subscriber from the start, which then goes away.
+  pb::EventsSubscribe from_oldest;
+  from_oldest.set_from_oldest(true);
+  std::optional<EventConnection> first;
+  first.emplace(here.socket_path(), from_oldest, seconds(10));
+  const uint64_t stream = first->subscribed().stream();
+  std::vector<pb::Event> seen;
+  pb::Event e;
+  ASSERT_TRUE(first->wait_for(e, seconds(10)));
+  seen.push_back(e);
+  EXPECT_EQ(e.type(), pb::EVENT_TYPE_STARTED);
+  EXPECT_EQ(e.seq(), 1u);
+  ASSERT_EQ(here.keelctl({"pause"}).exit_code, 0);
+  ASSERT_TRUE(first->wait_for(e, seconds(10)));
+  seen.push_back(e);
+  first.reset();  // disconnected
+
+  // Meanwhile: a resume and a snapshot.
+  ASSERT_EQ(here.keelctl({"resume"}).exit_code, 0);
+  auto snap = here.keelctl({"snapshot", scratch.path() + "/snap"}, seconds(600));
+  ASSERT_EQ(snap.exit_code, 0) << show(snap);
+
+  // Resumed after the last number seen: nothing lost, nothing twice.
+  EventConnection again(
+      here.socket_path(),
+      [&] {
+        pb::EventsSubscribe s;
+        s.set_after_seq(seen.back().seq());
+        return s;
+      }(),
+      seconds(10));
+  EXPECT_EQ(again.subscribed().stream(), stream);
+  for (int i = 0; i < 2 && again.wait_for(e, seconds(10)); ++i) seen.push_back(e);
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[3].dir(), scratch.path() + "/snap");
+
+  // A live migration: started and finished here, started (received) there.
+  LiveVmm there({"--incoming", "tcp:127.0.0.1:0"});
+  const std::string to = there.incoming_address(seconds(30));
+  ASSERT_FALSE(to.empty()) << there.describe();
+  auto moved = here.keelctl({"migrate", to}, seconds(600));
+  ASSERT_EQ(moved.exit_code, 0) << show(moved);
+  while (again.wait_for(e, seconds(30))) seen.push_back(e);  // until the VMM closes it
+  EXPECT_EQ(types(seen), (std::vector<pb::EventType>{
+                             pb::EVENT_TYPE_STARTED, pb::EVENT_TYPE_PAUSED, pb::EVENT_TYPE_RESUMED,
+                             pb::EVENT_TYPE_SNAPSHOT_TAKEN, pb::EVENT_TYPE_MIGRATION_STARTED,
+                             pb::EVENT_TYPE_MIGRATION_FINISHED}));
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].seq(), i + 1);
+    EXPECT_EQ(seen[i].missed(), 0u);
+  }
+  EXPECT_GT(seen[2].duration_us(), 0u) << "a resume says how long the guest was paused";
+  EXPECT_EQ(seen[4].peer(), to);
+  EXPECT_EQ(here.wait_exit(seconds(60)), 0) << here.describe();
+
+  // The destination is another process: its own stream, from 1.
+  auto there_events = there.keelctl({"--json", "events"});
+  ASSERT_EQ(there_events.exit_code, 0) << show(there_events);
+  pb::Event received;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  there_events.out.substr(0, there_events.out.find('\n')), &received)
+                  .ok())
+      << there_events.out;
+  EXPECT_EQ(received.seq(), 1u);
+  EXPECT_EQ(received.type(), pb::EVENT_TYPE_STARTED);
+  EXPECT_EQ(received.detail(), "received by live migration");
+  there.keelctl({"kill"});
+
+  // The log has each event as a line, the stop's last.
+  std::ifstream in(log);
+  std::string line;
+  std::vector<pb::Event> logged;
+  while (std::getline(in, line)) {
+    pb::Event l;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(line, &l).ok()) << line;
+    logged.push_back(l);
+  }
+  EXPECT_EQ(types(logged), types(seen));
 }
 
 }  // namespace

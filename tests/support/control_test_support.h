@@ -230,7 +230,8 @@ class FakeHandler : public ControlHandler {
         *response.mutable_metrics() = set.result();
         return response;
       }
-      case control::Request::kConsoleAttach:  // the server hands it to handle_stream
+      case control::Request::kConsoleAttach:  // the server hands these to handle_stream
+      case control::Request::kEventsSubscribe:
         return refusal(control::ERROR_CODE_INTERNAL, "console attach reached handle()");
       case control::Request::OPERATION_NOT_SET:
         break;

@@ -19,6 +19,7 @@
 #include "control/prometheus_text.h"
 #include "tools/keelctl/cluster_commands.h"
 #include "tools/keelctl/console_command.h"
+#include "tools/keelctl/events_command.h"
 #include "tools/keelctl/keelctl_output.h"
 #include "tools/keelctl/pool_commands.h"
 
@@ -61,6 +62,11 @@ const char* const kUsage =
     "  takeover                  on a passive: run the guest from the last epoch now\n"
     "                            (only once the active cannot run it any more)\n"
     "  console                   the guest's serial console (see below)\n"
+    "  events [--follow]         what happened to the VM (paused, snapshot taken,\n"
+    "      [--since N]           migration started, powered off, ...), numbered: those\n"
+    "                            the VMM keeps (after number N), then with --follow\n"
+    "                            each new one until it stops; --json: a line of JSON\n"
+    "                            each; a gap (events the VMM no longer had) is shown\n"
     "  metrics [--prometheus]    the VMM's counters (vCPU exits and CPU time, disk and\n"
     "      [--watch]             network traffic, latency, drops, console, pauses,\n"
     "      [--interval SEC]      snapshots, migrations): name{labels} value; with\n"
@@ -94,7 +100,8 @@ struct Command {
   std::optional<uint64_t> downtime_ms, bandwidth_mbps, connections;
   std::optional<uint64_t> epoch_ms, min_epoch_ms, max_epoch_ms;
   bool run_on = false;
-  bool prometheus = false, watch = false;
+  bool prometheus = false, watch = false, follow = false;
+  std::optional<uint64_t> since;
   std::optional<double> interval_s;
   std::string name;
   std::vector<std::string> arguments;
@@ -163,6 +170,10 @@ Command parse_command_line(int argc, char** argv) {
       command.max_epoch_ms = parse_number(value(), arg, 10000);
     } else if (arg == "--run-on") {
       command.run_on = true;
+    } else if (arg == "--follow") {
+      command.follow = true;
+    } else if (arg == "--since") {
+      command.since = parse_number(value(), arg, UINT64_MAX);
     } else if (arg == "--prometheus") {
       command.prometheus = true;
     } else if (arg == "--watch") {
@@ -195,10 +206,12 @@ Command parse_command_line(int argc, char** argv) {
     throw UsageError{"--run-on belongs to replica-stop"};
   if (command.name != "metrics" && (command.prometheus || command.watch || command.interval_s))
     throw UsageError{"--prometheus, --watch and --interval belong to metrics"};
+  if (command.name != "events" && (command.follow || command.since))
+    throw UsageError{"--follow and --since belong to events"};
   if (command.prometheus && command.json) throw UsageError{"--prometheus and --json: choose one"};
   for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
                             "migrate-status", "migrate-cancel", "replicate", "replica-status",
-                            "replica-stop", "switchover", "takeover", "metrics"}) {
+                            "replica-stop", "switchover", "takeover", "metrics", "events"}) {
     if (command.name == known) {
       if (takes_dir && command.arguments.size() != 1) {
         throw UsageError{"snapshot needs one directory"};
@@ -383,6 +396,9 @@ int watch_metrics(const Command& command) {
 
 int run(const Command& command) {
   if (command.watch) return watch_metrics(command);
+  if (command.name == "events") {
+    return keel::print_events(command.socket, command.json, command.follow, command.since);
+  }
   const control::Request request = make_request(command);
   const auto wait = answer_wait(command);
   control::Response response;

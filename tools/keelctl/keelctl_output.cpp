@@ -256,6 +256,8 @@ std::string describe_result(const control::Response& response) {
     }
     case control::Response::kMetrics:
       return readable_metrics(response.metrics());
+    case control::Response::kEventsSubscribe:
+      return "subscribed at event " + std::to_string(response.events_subscribe().next_seq()) + "\n";
     case control::Response::RESULT_NOT_SET:
       break;
   }

@@ -28,6 +28,9 @@ struct VmmOptions {
   // which keel-agent moves forward while its lease holds; once it passes,
   // the guest is paused. Empty: none.
   std::string fence_file;
+  // --event-log PATH: every event (keelctl events) as a line of JSON,
+  // appended. Empty: none.
+  std::string event_log;
   // --restore DIR: the machine comes from a snapshot (its configuration,
   // memory and state); --disk and --net name its disks and taps one for
   // one, --serial and --api-socket apply as usual.

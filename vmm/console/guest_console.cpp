@@ -375,6 +375,7 @@ void GuestConsole::attach(const pb::ConsoleAttach& request, ControlHandler::Stre
             if (writer_ && writer_->open()) {
               writer_->demote("another client took the console over: this one is read-only now");
               ++takeovers_;
+              if (on_takeover_) on_takeover_();
             }
             writer_ = client;
           }

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,6 +65,8 @@ class GuestConsole {
   // Once COM1 exists: input reaches `uart` holding the bus's lock for it.
   void connect_input(IoBus& bus, Uart8250& uart);
 
+  // Runs (on the event loop) when a writer takes the console over.
+  void on_takeover(std::function<void()> hook) { on_takeover_ = std::move(hook); }
   // The control socket's ConsoleAttach, on the event loop.
   void attach(const keel::api::v1::ConsoleAttach& request, ControlHandler::StreamReply reply);
 
@@ -123,6 +126,7 @@ class GuestConsole {
   uint64_t bytes_in_ = 0;
   uint64_t client_missed_ = 0;
   uint64_t takeovers_ = 0;
+  std::function<void()> on_takeover_;
   bool finished_ = false;
 };
 

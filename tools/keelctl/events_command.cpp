@@ -1,0 +1,94 @@
+#include "tools/keelctl/events_command.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <ctime>
+#include <iostream>
+
+#include "control/event_connection.h"
+
+namespace keel {
+
+namespace pb = ::keel::api::v1;
+
+namespace {
+
+// "2026-12-07T12:34:56.789Z"
+std::string utc_time(uint64_t unix_ns) {
+  const std::time_t seconds = static_cast<std::time_t>(unix_ns / 1000000000);
+  std::tm tm{};
+  ::gmtime_r(&seconds, &tm);
+  char text[40];
+  const size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(text + n, sizeof text - n, ".%03lluZ",
+                static_cast<unsigned long long>(unix_ns / 1000000 % 1000));
+  return text;
+}
+
+// EVENT_TYPE_MIGRATION_FINISHED -> "migration-finished"
+std::string type_words(pb::EventType type) {
+  std::string name = pb::EventType_Name(type);
+  if (name.rfind("EVENT_TYPE_", 0) == 0) name.erase(0, 11);
+  for (char& c : name) c = c == '_' ? '-' : static_cast<char>(std::tolower(c));
+  return name;
+}
+
+std::string describe(const pb::Event& e) {
+  std::string line;
+  if (e.missed() != 0) line += "-- " + std::to_string(e.missed()) + " events missed --\n";
+  line += std::to_string(e.seq()) + "  " + utc_time(e.time_unix_ns()) + "  " + type_words(e.type());
+  if (!e.detail().empty()) line += "  " + e.detail();
+  if (!e.device().empty()) line += "  device=" + e.device();
+  if (e.duration_us() != 0) {
+    char took[32];
+    std::snprintf(took, sizeof took, "  took=%.3fms", static_cast<double>(e.duration_us()) / 1000);
+    line += took;
+  }
+  if (!e.peer().empty()) line += "  peer=" + e.peer();
+  if (!e.dir().empty()) line += "  dir=" + e.dir();
+  return line + "\n";
+}
+
+}  // namespace
+
+int print_events(const std::string& socket, bool json, bool follow, std::optional<uint64_t> since) {
+  pb::EventsSubscribe subscribe;
+  if (since) {
+    subscribe.set_after_seq(*since);
+  } else {
+    subscribe.set_from_oldest(true);
+  }
+  try {
+    EventConnection events(socket, subscribe, std::chrono::seconds(10));
+    // Without --follow: what there was when subscribing.
+    const uint64_t last = events.subscribed().next_seq() - 1;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    uint64_t seen = since.value_or(0);
+    pb::Event event;
+    while (follow || seen < last) {
+      if (!events.wait_for(event, std::chrono::hours(24))) {
+        if (follow) std::cerr << "keelctl: events: the VMM closed the stream (it stopped)\n";
+        return follow ? 0 : 4;
+      }
+      if (json) {
+        std::string line;
+        (void)google::protobuf::util::MessageToJsonString(event, &line, options);
+        std::cout << line << '\n';
+      } else {
+        std::cout << describe(event);
+      }
+      std::cout.flush();
+      seen = event.seq();
+    }
+    return 0;
+  } catch (const RequestRefused& e) {
+    std::cerr << "keelctl: events: " << e.what() << '\n';
+    return 1;
+  } catch (const ControlClientError& e) {
+    std::cerr << "keelctl: " << e.what() << '\n';
+    return e.kind() == ControlClientError::Kind::kConnect ? 3 : 4;
+  }
+}
+
+}  // namespace keel
