@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
     std::cerr << "keel-agent: " << e.what() << "\n";
     return 2;
   }
+  keel::log::set_name(settings.name);
   // Every thread started from here on leaves these to sigwait below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     VmmOptions options = parse_vmm_options(args);
+    log::set_name(options.name);
     if (options.help) {
       std::fputs(kVmmUsage, stdout);
       return 0;

@@ -99,7 +99,7 @@ std::vector<std::string> vmm_arguments(const pool::v1::Vm& vm, const VmFiles& fi
     args.push_back("--rng");
   }
   args.insert(args.end(),
-              {"--serial", "file=" + files.console.string(), "--api-socket",
+              {"--name", vm.name(), "--serial", "file=" + files.console.string(), "--api-socket",
                vm_api_socket(vm.name()).string(), "--snapshot-root", files.memory_root.string()});
   return args;
 }

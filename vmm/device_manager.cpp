@@ -82,9 +82,9 @@ void DeviceManager::add_platform_devices() {
 // 32-bit PCI window (the DSDT's host bridge resources), memory decoding on,
 // as firmware leaves them; INTA# of slot n on I/O APIC pin 16 + (n - 1) % 8.
 void DeviceManager::add_virtio_devices(const state::v1::VmConfig& config) {
-  const VirtioPciFunction::Wiring wiring{wiring_.vm,     wiring_.gsi_router,
-                                         wiring_.memory, wiring_.events,
-                                         nullptr,        wiring_.ioeventfd_length};
+  const VirtioPciFunction::Wiring wiring{
+      wiring_.vm, wiring_.gsi_router,      wiring_.memory, wiring_.events, nullptr, nullptr,
+      nullptr,    wiring_.ioeventfd_length};
   auto devices = make_virtio_devices(config, wiring_.events, wiring_.claim_disks);
   for (size_t i = 0; i < devices.size(); ++i) {
     const unsigned slot = static_cast<unsigned>(i + 1);
@@ -98,6 +98,22 @@ void DeviceManager::add_virtio_devices(const state::v1::VmConfig& config) {
       count = asserted ? count + 1 : (count > 0 ? count - 1 : 0);
       wiring_.vm.set_irq_line(16 + line, count > 0);
     };
+    // The device as the operator knows it (metrics, events): the guest's
+    // name for a disk, the tap of an adapter.
+    const size_t disk_count = static_cast<size_t>(config.disks_size());
+    const size_t net_count = static_cast<size_t>(config.nets_size());
+    const std::string shown = i < disk_count ? "vd" + std::string(1, char('a' + i % 26))
+                              : i < disk_count + net_count
+                                  ? config.nets(static_cast<int>(i - disk_count)).tap()
+                                  : "rng";
+    if (wiring_.device_trouble) {
+      w.needs_reset = [this, shown](const std::string& why) {
+        wiring_.device_trouble(shown, true, why);
+      };
+      w.io_error = [this, shown](const std::string& what) {
+        wiring_.device_trouble(shown, false, what);
+      };
+    }
     const uint64_t bar = layout::kPciHoleStart + i * virtio::VirtioPciDevice::kBarSize;
     virtio_.push_back(std::make_unique<VirtioPciFunction>(w, std::move(devices[i]), bar));
     pci_bus_.add(slot, *virtio_.back());

@@ -45,6 +45,10 @@ class DeviceManager {
     std::function<void(uint8_t)> console_out;  // COM1's output, byte by byte
     // The guest asked for a reset or a power-off, or reported a panic.
     std::function<void(MachineStop)> request_stop;
+    // A virtio device (`device`: vda, a tap, rng) entered DEVICE_NEEDS_RESET
+    // (`needs_reset`) or a request of it failed on the host; any thread.
+    std::function<void(const std::string& device, bool needs_reset, const std::string& why)>
+        device_trouble = {};
     // Disk images locked at once (false: a migration's destination claims
     // them when the source lets go; Machine::claim_disks).
     bool claim_disks = true;

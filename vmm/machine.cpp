@@ -118,6 +118,10 @@ Machine::Machine(const VmmOptions& options, bool shape_only)
           .ioeventfd_length = kvm_.check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0u : 2u,
           .console_out = [this](uint8_t byte) { console_.put(byte); },
           .request_stop = [this](MachineStop stop) { request_stop(std::move(stop)); },
+          .device_trouble =
+              [this](const std::string& device, bool needs_reset, const std::string& why) {
+                tell_device_trouble(device, needs_reset, why);
+              },
           .claim_disks = !options_.streamed(),
       },
       config_);
@@ -358,6 +362,21 @@ void Machine::tell_stopped(const MachineStop& stop) {
       break;
   }
   journal_.publish(type, stop.detail.empty() ? "the guest powered off" : stop.detail);
+}
+
+// A guest can break a device, or make a disk fail, again and again: a few
+// events a minute, and the count of those held back with the next.
+void Machine::tell_device_trouble(const std::string& device, bool needs_reset,
+                                  const std::string& why) {
+  uint64_t held_back = 0;
+  if (!device_events_.allow(held_back)) return;
+  pb::Event event;
+  event.set_type(needs_reset ? pb::EVENT_TYPE_DEVICE_RESET : pb::EVENT_TYPE_DISK_IO_ERROR);
+  event.set_device(device);
+  event.set_detail(why + (held_back == 0 ? std::string()
+                                         : " (" + std::to_string(held_back) +
+                                               " device events held back before this one)"));
+  journal_.publish(std::move(event));
 }
 
 }  // namespace keel

@@ -19,6 +19,7 @@
 
 #include "common/fence_deadline.h"
 #include "common/guest_memory.h"
+#include "common/log.h"
 #include "control/control_server.h"
 #include "control/metric_set.h"
 #include "proto/vm_state.pb.h"
@@ -186,6 +187,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   // The journal's word on a start (run, a replica's takeover) and a stop.
   void tell_started();
   void tell_stopped(const MachineStop& stop);
+  void tell_device_trouble(const std::string& device, bool needs_reset, const std::string& why);
   keel::api::v1::StatusResult status() const;
   keel::api::v1::MetricsResult metrics() const;  // machine_metrics.cpp
   // The vCPUs parked without blocking the event loop: `then(true)` on the
@@ -223,6 +225,7 @@ class Machine : public ControlHandler, public MigratableMachine {
   boost::asio::io_context events_;
   GuestConsole console_;
   EventJournal journal_;
+  log::RateLimit device_events_{10, std::chrono::minutes(1)};
   std::unique_ptr<GsiRouter> gsi_router_;
   std::unique_ptr<DeviceManager> devices_;
   std::optional<KvmStateCaps> state_caps_;     // state_caps()

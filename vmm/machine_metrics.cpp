@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/log.h"
 #include "control/metric_set.h"
 #include "vmm/machine.h"
 
@@ -189,6 +190,9 @@ pb::MetricsResult Machine::metrics() const {
               seconds(snapshots_.paused));
   set.counter("keel_snapshot_written_bytes_total", "Bytes written by snapshots",
               double(snapshots_.bytes));
+  set.counter("keel_log_suppressed_total",
+              "Log lines and device events the rate limits held back (a guest repeating itself)",
+              double(log::suppressed_total()));
   if (extension_ != nullptr) extension_->add_metrics(set);
   return set.result();
 }

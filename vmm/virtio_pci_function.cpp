@@ -32,7 +32,7 @@ VirtioPciFunction::VirtioPciFunction(const Wiring& wiring,
       ioeventfd_length_(wiring.ioeventfd_length),
       device_(std::move(device)),
       msi_(wiring.vm, wiring.router, static_cast<uint16_t>(device_->num_queues() + 1)),
-      transport_(*device_, wiring.memory, msi_, {wiring.intx}),
+      transport_(*device_, wiring.memory, msi_, {wiring.intx, wiring.needs_reset, wiring.io_error}),
       assigned_(device_->num_queues(), false) {
   for (uint16_t q = 0; q < device_->num_queues(); ++q) {
     int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

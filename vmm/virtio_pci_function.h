@@ -35,6 +35,9 @@ class VirtioPciFunction : public PciDevice {
     boost::asio::io_context& events;
     // Drives the function's INTA# (the machine ORs functions sharing a pin).
     std::function<void(bool asserted)> intx;
+    // VirtioPciDevice::Hooks' needs_reset and io_error.
+    std::function<void(const std::string&)> needs_reset;
+    std::function<void(const std::string&)> io_error;
     // 0 when KVM has KVM_CAP_IOEVENTFD_ANY_LENGTH, else 2 (virtio 1.x
     // 4.1.4.4: the driver writes the 16-bit queue index).
     uint32_t ioeventfd_length;

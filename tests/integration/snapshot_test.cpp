@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <thread>
 
 #include "common/crc32c.h"
@@ -422,7 +423,7 @@ void expect_refused(const std::string& dir, const std::string& what) {
   EXPECT_TRUE(run.lines.empty()) << "the guest ran:\n" << run.console();
   ASSERT_FALSE(run.err.empty());
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
-  EXPECT_EQ(run.err.rfind("keel-vmm: ", 0), 0u) << run.err;
+  EXPECT_TRUE(std::regex_search(run.err, std::regex("^[-0-9T:.]+Z keel-vmm: error: "))) << run.err;
   EXPECT_NE(run.err.find(what), std::string::npos) << "stderr: " << run.err;
 }
 

@@ -4,6 +4,7 @@
 // random I/O, a read-only disk, an image another VMM writes, entropy, and a guest that feeds
 // malformed queues on purpose.
 #include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "proto/control.pb.h"
 #include "tests/support/disk_pattern.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/net_namespace.h"
@@ -25,6 +27,8 @@
 
 namespace keel::testing {
 namespace {
+
+namespace pb = ::keel::api::v1;
 
 VmmRun boot(const std::vector<std::string>& devices, const std::string& cmdline) {
   std::vector<std::string> args{"--kernel", testos_bzimage(), "--memory",
@@ -128,11 +132,33 @@ TEST(VirtioTestos, EntropyFromTheRngDevice) {
 TEST(VirtioTestos, MalformedQueuesDoNotHurtTheVmm) {
   ScratchDir dir("keel-virtio");
   const std::string image = dir.sparse_file("disk.img", 8ull << 20);
-  auto run = boot({"--disk", "path=" + image, "--rng"}, "job=malformed");
+  const std::string events = dir.path() + "/events.ndjson";
+  auto run = boot({"--disk", "path=" + image, "--rng", "--event-log", events}, "job=malformed");
   ASSERT_EQ(run.exit_code, 0) << describe(run);
   auto ok = run.line("testos: malformed OK ");
   ASSERT_TRUE(ok) << describe(run);
   EXPECT_GE(field_u64(*ok, "cases"), 7u) << *ok;
+  // Each broken queue is an event naming the device and why, rate-limited
+  // (a guest could break devices forever); the stop comes last.
+  std::ifstream in(events);
+  std::vector<pb::Event> told;
+  for (std::string line; std::getline(in, line);) {
+    pb::Event e;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(line, &e).ok()) << line;
+    told.push_back(e);
+  }
+  ASSERT_GE(told.size(), 3u);
+  EXPECT_EQ(told.front().type(), pb::EVENT_TYPE_STARTED);
+  EXPECT_EQ(told.back().type(), pb::EVENT_TYPE_POWERED_OFF);
+  size_t resets = 0;
+  for (const auto& e : told) {
+    if (e.type() != pb::EVENT_TYPE_DEVICE_RESET) continue;
+    ++resets;
+    EXPECT_TRUE(e.device() == "vda" || e.device() == "rng") << e.device();
+    EXPECT_FALSE(e.detail().empty());
+  }
+  EXPECT_GE(resets, 1u);
+  EXPECT_LE(resets, 10u) << "more device events than the rate limit lets through";
 }
 
 // The tap lives in a network namespace of the test's own; keel-vmm starts

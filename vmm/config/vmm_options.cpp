@@ -20,7 +20,7 @@ const char* const kVmmUsage =
     "                [--disk path=PATH|nbd=tcp:ADDR:PORT/EXPORT[,readonly=on][,serial=S]]...\n"
     "                [--net tap=NAME[,mac=MAC]]...\n"
     "                [--rng] [--api-socket PATH] [--snapshot-root DIR] [--jail UID[:GID]]\n"
-    "                [--fence-file PATH] [--event-log PATH]\n"
+    "                [--fence-file PATH] [--event-log PATH] [--name NAME]\n"
     "       keel-vmm --restore DIR [--serial ...] [--api-socket PATH] [--disk ...]... [--net "
     "...]...\n"
     "       keel-vmm --incoming tcp:ADDR:PORT [--serial ...] [--api-socket PATH] [--disk ...]...\n"
@@ -61,6 +61,7 @@ const char* const kVmmUsage =
     "                    and resume is refused until the agent moves it forward\n"
     "                    (a host cut off from the cluster's majority stops its\n"
     "                    guests before another host may start them)\n"
+    "  --name NAME       the VM's name in keel-vmm's log lines\n"
     "  --event-log PATH  append each event (keelctl events: paused, snapshot taken,\n"
     "                    powered off, ...) to PATH as a line of JSON (created 0600,\n"
     "                    not through a link)\n"
@@ -295,6 +296,12 @@ VmmOptions parse_vmm_options(const std::vector<std::string>& args) {
     } else if (name == "--fence-file") {
       options.fence_file = value();
       if (options.fence_file.empty()) throw InputError("--fence-file needs a PATH");
+    } else if (name == "--name") {
+      options.name = value();
+      if (options.name.empty() || options.name.size() > 64 ||
+          options.name.find_first_of("\n\r[]") != std::string::npos) {
+        throw InputError("--name needs 1 to 64 characters, no brackets or line breaks");
+      }
     } else if (name == "--event-log") {
       options.event_log = value();
       if (options.event_log.empty()) throw InputError("--event-log needs a PATH");

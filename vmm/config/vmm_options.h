@@ -31,6 +31,8 @@ struct VmmOptions {
   // --event-log PATH: every event (keelctl events) as a line of JSON,
   // appended. Empty: none.
   std::string event_log;
+  // --name NAME: the VM's name in keel-vmm's log lines. Empty: none.
+  std::string name;
   // --restore DIR: the machine comes from a snapshot (its configuration,
   // memory and state); --disk and --net name its disks and taps one for
   // one, --serial and --api-socket apply as usual.

@@ -347,7 +347,18 @@ void VirtioBlkDevice::on_disk_completion(uint64_t t, int64_t result) {
   // Reads and writes must move every byte: fewer means the image ended
   // early (it shrank under us).
   const bool failed = result < 0 || (r.transfers && static_cast<uint64_t>(result) != r.data_len);
-  if (failed) r.status = kBlkSIoErr;
+  if (failed) {
+    // Told once per request (a discard's ranges may each fail).
+    if (r.status == kBlkSOk && transport_ != nullptr) {
+      transport_->io_error(std::string(r.is_read     ? "read"
+                                       : r.transfers ? "write"
+                                                     : "request") +
+                           " of " + std::to_string(r.data_len) + " bytes failed: " +
+                           (result < 0 ? std::strerror(static_cast<int>(-result))
+                                       : "short transfer (" + std::to_string(result) + " bytes)"));
+    }
+    r.status = kBlkSIoErr;
+  }
   if (--r.ops_left > 0) return;
   r.active = false;
   --in_flight_count_;

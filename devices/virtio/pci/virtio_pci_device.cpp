@@ -530,6 +530,7 @@ void VirtioPciDevice::needs_reset(const std::string& why) {
   if (status_ & kStatusDeviceNeedsReset) return;
   status_ |= kStatusDeviceNeedsReset;
   needs_reset_reason_ = why;
+  if (hooks_.needs_reset) hooks_.needs_reset(why);
   // 2.1.2: with DRIVER_OK set, the device must tell the driver.
   if (status_ & kStatusDriverOk) config_interrupt();
 }

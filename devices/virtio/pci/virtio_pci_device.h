@@ -112,6 +112,10 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   struct Hooks {
     // INTx level: true while the ISR is non-zero (MSI-X disabled).
     std::function<void(bool asserted)> intx;
+    // The device entered DEVICE_NEEDS_RESET, and why; a request failed on
+    // the host's side. Either may be empty. With the transport's lock held.
+    std::function<void(const std::string& why)> needs_reset = {};
+    std::function<void(const std::string& what)> io_error = {};
   };
 
   // `device`, `memory` and `msi` must outlive this. Throws
@@ -161,6 +165,9 @@ class VirtioPciDevice : public PciDevice, public VirtioTransport {
   void queue_interrupt(uint16_t queue) override;
   void config_changed() override;
   void needs_reset(const std::string& why) override;
+  void io_error(const std::string& what) override {
+    if (hooks_.io_error) hooks_.io_error(what);
+  }
   std::mutex& lock() override { return mutex_; }
   void config_interrupt();
 

@@ -53,6 +53,9 @@ class VirtioTransport {
   // (keelctl status): what the driver did wrong, or which host-side failure
   // stopped the device (a host failure must not look like a guest bug).
   virtual void needs_reset(const std::string& why) = 0;
+  // A request failed on the host's side (a disk's I/O error) and the
+  // driver was told so: for the operator's events; the device goes on.
+  virtual void io_error(const std::string& what) { (void)what; }
   // The function's lock: the transport holds it around every call into the
   // device (configuration, activate, reset, queue_notify); the device's own
   // event handlers (I/O completions, a backend fd turning readable) take it
