@@ -14,7 +14,9 @@ bool StreamFrames::read(int fd) {
     in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(at_));
     at_ = 0;
   }
-  for (;;) {
+  // Never more than one whole frame's worth held: the caller's next()
+  // takes frames (or refuses one too long) before more is read.
+  while (in_.size() < kControlFrameHeaderBytes + kControlMaxFrameBytes) {
     uint8_t chunk[65536];
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n > 0) {
@@ -24,6 +26,7 @@ bool StreamFrames::read(int fd) {
     if (n < 0 && errno == EINTR) continue;
     return n < 0 && errno == EAGAIN;  // else the end, or a reset
   }
+  return true;
 }
 
 bool StreamFrames::next(google::protobuf::MessageLite& message) {

@@ -18,7 +18,8 @@ class StreamFrames {
   StreamFrames(std::string source, std::string what)
       : source_(std::move(source)), what_(std::move(what)) {}
 
-  // Reads what `fd` has now; false once the peer closed the connection.
+  // Reads what `fd` has now, up to one largest frame's worth held; false
+  // once the peer closed the connection.
   bool read(int fd);
   // The next complete frame into `message`; false when none is complete.
   // Throws ControlClientError on a frame too long or not a `message`.

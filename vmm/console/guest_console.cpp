@@ -364,7 +364,10 @@ void GuestConsole::attach(const pb::ConsoleAttach& request, ControlHandler::Stre
   reply(std::move(response),
         [this, from, write](ControlStreamSocket socket, std::vector<uint8_t> unread) {
           auto client = std::make_shared<ConsoleClient>(*this, std::move(socket), from, write);
-          if (finished_) {
+          // Others may have been answered meanwhile: the limit holds at
+          // the handover too (the answer was ok, so the stream just ends).
+          std::erase_if(clients_, [](const auto& c) { return !c->open(); });
+          if (finished_ || clients_.size() >= limits_.max_clients) {
             client->close();
             return;
           }

@@ -234,7 +234,10 @@ void EventJournal::subscribe(const pb::EventsSubscribe& request,
   reply(std::move(response),
         [this, after](ControlStreamSocket socket, std::vector<uint8_t> unread) {
           auto s = std::make_shared<EventSubscriber>(*this, std::move(socket), after);
-          if (finished_) return s->close();
+          // The limit holds at the handover too (others may have been
+          // answered meanwhile): the stream then just ends.
+          std::erase_if(subscribers_, [](const auto& other) { return !other->open(); });
+          if (finished_ || subscribers_.size() >= limits_.max_subscribers) return s->close();
           subscribers_.push_back(s);
           s->start(unread);
         });
