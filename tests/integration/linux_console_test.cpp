@@ -84,20 +84,6 @@ std::string keelctl_console(const LiveVmm& vmm) {
   return std::string(keelctl_path()) + " --socket " + vmm.socket_path() + " console";
 }
 
-// Inside the KVM test host only: the guest ended in a triple fault with
-// its kernel silent (no panic, oops or BUG). Its nested TCG has done so
-// under the paste's burst of exits and interrupts (2 runs in 6 once, with
-// no guest message at all); a Keel fault would repeat on the second try.
-bool box_triple_fault(LiveVmm& vmm) {
-  const char* where = std::getenv("KEEL_KVM_WHERE");
-  if (where == nullptr || std::string(where) != "box" || !vmm.output_closed()) return false;
-  const std::string text = vmm.describe();
-  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
-    if (text.find(bad) != std::string::npos) return false;
-  }
-  return vmm.wait_exit(seconds(10)) == 11;
-}
-
 // Until the terminal shows `text` (true), the VM ended, or `timeout`.
 bool wait_screen(Tmux& terminal, LiveVmm& vmm, const std::string& text,
                  std::chrono::milliseconds timeout) {
@@ -154,7 +140,7 @@ void drive_console(bool first_try, bool& glitched) {
       "sed -n 2p /proc/tty/driver/serial");
   const std::string want = "size=" + std::to_string(paste.size()) + " sum=" + expected_md5;
   const bool pasted = wait_screen(terminal, vmm, want, seconds(600));
-  if (!pasted && first_try && box_triple_fault(vmm)) {
+  if (!pasted && first_try && vmm.output_closed() && box_triple_fault(vmm)) {
     std::fprintf(stderr,
                  "linux_console_test: box glitch? the guest triple-faulted under the "
                  "paste, its kernel silent; once more\n");

@@ -221,25 +221,35 @@ bool stalled_before_init(const LiveVmm& vmm) {
 
 }  // namespace
 
+namespace {
+
+// Nothing from the guest's kernel says it failed itself.
+bool kernel_silent(const LiveVmm& vmm) {
+  const std::string text = vmm.describe();
+  for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
+    if (text.find(bad) != std::string::npos) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool box_triple_fault(LiveVmm& vmm) {
+  return inside_box() && vmm.wait_exit(std::chrono::seconds(10)) == 11 && kernel_silent(vmm);
+}
+
 bool box_boot_glitch(LiveVmm& vmm, const std::string& who) {
   if (!inside_box()) return false;
   if (!vmm.lines("keel-guest: ").empty()) return false;
-  auto clean = [&vmm] {
-    const std::string text = vmm.describe();
-    for (const char* bad : {"Kernel panic", "Oops", "BUG:"}) {
-      if (text.find(bad) != std::string::npos) return false;
-    }
-    return true;
-  };
   if (stalled_before_init(vmm)) {
-    if (!clean()) return false;
+    if (!kernel_silent(vmm)) return false;
     vmm.wait_exit(std::chrono::milliseconds(0));  // killed
     std::fprintf(stderr, "%s: box glitch? a vCPU stalled before init; booting again\n",
                  who.c_str());
     ::testing::Test::RecordProperty("box_retry", "RCU stall before init");
     return true;
   }
-  if (vmm.wait_exit(std::chrono::seconds(10)) != 11 || !clean()) return false;
+  if (!box_triple_fault(vmm)) return false;
   std::fprintf(stderr, "%s: box glitch? triple fault before init; booting again\n", who.c_str());
   ::testing::Test::RecordProperty("box_retry", "triple fault before init");
   return true;

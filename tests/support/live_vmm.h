@@ -106,6 +106,9 @@ std::vector<std::string> continue_console(const LiveVmm::Stopped& before,
 // no panic, oops or BUG, and exit 11 (triple fault) or the stall report (the
 // VMM is then killed). The caller then boots once more.
 bool box_boot_glitch(LiveVmm& vmm, const std::string& who);
+// Inside the box only: keel-vmm ended (within 10 s) in a triple fault
+// (exit 11) with the guest kernel silent (no panic, oops or BUG).
+bool box_triple_fault(LiveVmm& vmm);
 
 // wait_line for a booting guest's `prefix` from the start of its console,
 // ending early (nullopt) when keel-vmm ended or, inside the box, when the

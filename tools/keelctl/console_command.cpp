@@ -14,6 +14,7 @@
 #include <string>
 
 #include "control/console_connection.h"
+#include "tools/keelctl/command_line.h"
 
 namespace keel {
 
@@ -57,39 +58,26 @@ struct ConsoleOptions {
   bool help = false;
 };
 
-struct Usage {
-  std::string message;
-};
-
 ConsoleOptions parse(int argc, char** argv) {
   ConsoleOptions options;
   if (const char* socket = std::getenv("KEEL_API_SOCKET")) options.socket = socket;
   bool seen_command = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
-      inline_value = arg.substr(arg.find('=') + 1);
-      arg.resize(arg.find('='));
-    }
-    auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) throw Usage{arg + " needs a value"};
-      return argv[++i];
-    };
+  CommandLine line(argc, argv);
+  while (line.next()) {
+    const std::string& arg = line.word();
     if (arg == "--help" || arg == "-h") {
       options.help = true;
     } else if (arg == "--socket") {
-      options.socket = value();
+      options.socket = line.value();
     } else if (arg == "--history") {
-      const std::string v = value();
+      const std::string v = line.value();
       if (v == "all") {
         options.all = true;
       } else {
         uint64_t n = 0;
         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
         if (ec != std::errc() || end != v.data() + v.size())
-          throw Usage{"invalid value for --history: '" + v + "' (bytes, or all)"};
+          throw UsageError{"invalid value for --history: '" + v + "' (bytes, or all)"};
         options.history = n;
       }
     } else if (arg == "--read-only") {
@@ -100,22 +88,17 @@ ConsoleOptions parse(int argc, char** argv) {
       options.dump = true;
       options.read_only = true;
     } else if (arg == "--wait") {
-      const std::string v = value();
-      double s = 0;
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), s);
-      if (ec != std::errc() || end != v.data() + v.size() || !(s >= 0) || s > 86400)
-        throw Usage{"invalid value for --wait: '" + v + "' (seconds)"};
-      options.wait_s = s;
+      options.wait_s = line.seconds();
     } else if (arg == "console" && !seen_command) {
       seen_command = true;
     } else {
-      throw Usage{"console: unexpected '" + arg + "'"};
+      throw UsageError{"console: unexpected '" + arg + "'"};
     }
   }
   if (options.help) return options;
-  if (options.socket.empty()) throw Usage{"no socket: give --socket PATH"};
+  if (options.socket.empty()) throw UsageError{"no socket: give --socket PATH"};
   if (options.force && options.read_only)
-    throw Usage{"--force is for writers, not --read-only or --dump"};
+    throw UsageError{"--force is for writers, not --read-only or --dump"};
   if (options.dump && !options.history) options.all = true;
   return options;
 }
@@ -337,7 +320,7 @@ int run_console_command(int argc, char** argv) {
   ConsoleOptions options;
   try {
     options = parse(argc, argv);
-  } catch (const Usage& e) {
+  } catch (const UsageError& e) {
     std::cerr << "keelctl: " << e.message << "\n" << kConsoleUsage;
     return 2;
   }

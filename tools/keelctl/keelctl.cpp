@@ -18,6 +18,7 @@
 #include "control/control_client.h"
 #include "control/prometheus_text.h"
 #include "tools/keelctl/cluster_commands.h"
+#include "tools/keelctl/command_line.h"
 #include "tools/keelctl/console_command.h"
 #include "tools/keelctl/events_command.h"
 #include "tools/keelctl/keelctl_output.h"
@@ -88,10 +89,6 @@ const char* const kUsage =
 
 enum Exit { kDone = 0, kRefused = 1, kBadCommandLine = 2, kNoConnection = 3, kNoAnswer = 4 };
 
-struct UsageError {
-  std::string message;
-};
-
 struct Command {
   std::string socket;
   bool json = false;
@@ -108,127 +105,98 @@ struct Command {
   bool help = false;
 };
 
-uint64_t parse_number(const std::string& text, const std::string& option, uint64_t max) {
-  uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value > max) {
-    throw UsageError{"invalid value for " + option + ": '" + text + "' (expected a number up to " +
-                     std::to_string(max) + ")"};
-  }
-  return value;
-}
-
-double parse_seconds(const std::string& text, const std::string& option) {
-  double value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || !(value >= 0) || value > 86400 * 7) {
-    throw UsageError{"invalid value for " + option + ": '" + text + "' (expected seconds)"};
-  }
-  return value;
-}
-
 Command parse_command_line(int argc, char** argv) {
   Command command;
   if (const char* socket = std::getenv("KEEL_API_SOCKET")) command.socket = socket;
   std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (arg.rfind("--", 0) == 0) {
-      const size_t eq = arg.find('=');
-      if (eq != std::string::npos) {
-        inline_value = arg.substr(eq + 1);
-        arg.resize(eq);
-      }
-    }
-    auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) throw UsageError{arg + " needs a value"};
-      return argv[++i];
-    };
+  keel::CommandLine line(argc, argv);
+  while (line.next()) {
+    const std::string& arg = line.word();
     if (arg == "--help" || arg == "-h") {
       command.help = true;
     } else if (arg == "--socket") {
-      command.socket = value();
+      command.socket = line.value();
     } else if (arg == "--json") {
       command.json = true;
     } else if (arg == "--wait") {
-      command.wait_s = parse_seconds(value(), arg);
+      command.wait_s = line.seconds();
     } else if (arg == "--timeout") {
-      command.timeout_s = parse_seconds(value(), arg);
+      command.timeout_s = line.seconds();
     } else if (arg == "--downtime-ms") {
-      command.downtime_ms = parse_number(value(), arg, 60000);
+      command.downtime_ms = line.number(60000);
     } else if (arg == "--bandwidth") {
-      command.bandwidth_mbps = parse_number(value(), arg, 1000000);
+      command.bandwidth_mbps = line.number(1000000);
     } else if (arg == "--connections") {
-      command.connections = parse_number(value(), arg, 64);
+      command.connections = line.number(64);
     } else if (arg == "--epoch-ms") {
-      command.epoch_ms = parse_number(value(), arg, 10000);
+      command.epoch_ms = line.number(10000);
     } else if (arg == "--min-epoch-ms") {
-      command.min_epoch_ms = parse_number(value(), arg, 10000);
+      command.min_epoch_ms = line.number(10000);
     } else if (arg == "--max-epoch-ms") {
-      command.max_epoch_ms = parse_number(value(), arg, 10000);
+      command.max_epoch_ms = line.number(10000);
     } else if (arg == "--run-on") {
       command.run_on = true;
     } else if (arg == "--follow") {
       command.follow = true;
     } else if (arg == "--since") {
-      command.since = parse_number(value(), arg, UINT64_MAX);
+      command.since = line.number(UINT64_MAX);
     } else if (arg == "--prometheus") {
       command.prometheus = true;
     } else if (arg == "--watch") {
       command.watch = true;
     } else if (arg == "--interval") {
-      command.interval_s = parse_seconds(value(), arg);
-      if (*command.interval_s < 0.1) throw UsageError{"--interval must be at least 0.1 s"};
-    } else if (arg.size() > 1 && arg[0] == '-') {
-      throw UsageError{"unknown option " + arg};
+      command.interval_s = line.seconds();
+      if (*command.interval_s < 0.1) throw keel::UsageError{"--interval must be at least 0.1 s"};
+    } else if (line.is_option()) {
+      throw keel::UsageError{"unknown option " + arg};
     } else {
       positional.push_back(arg);
     }
   }
   if (command.help) return command;
-  if (positional.empty()) throw UsageError{"no command given"};
+  if (positional.empty()) throw keel::UsageError{"no command given"};
   command.name = positional.front();
   command.arguments.assign(positional.begin() + 1, positional.end());
-  if (command.socket.empty()) throw UsageError{"no socket: give --socket PATH"};
+  if (command.socket.empty()) throw keel::UsageError{"no socket: give --socket PATH"};
   const bool takes_dir = command.name == "snapshot";
   const bool takes_address = command.name == "migrate" || command.name == "replicate";
   if (command.name != "migrate" &&
       (command.downtime_ms || command.bandwidth_mbps || command.connections)) {
-    throw UsageError{"--downtime-ms, --bandwidth and --connections belong to migrate"};
+    throw keel::UsageError{"--downtime-ms, --bandwidth and --connections belong to migrate"};
   }
   if (command.name != "replicate" &&
       (command.epoch_ms || command.min_epoch_ms || command.max_epoch_ms)) {
-    throw UsageError{"--epoch-ms, --min-epoch-ms and --max-epoch-ms belong to replicate"};
+    throw keel::UsageError{"--epoch-ms, --min-epoch-ms and --max-epoch-ms belong to replicate"};
   }
   if (command.name != "replica-stop" && command.run_on)
-    throw UsageError{"--run-on belongs to replica-stop"};
+    throw keel::UsageError{"--run-on belongs to replica-stop"};
   if (command.name != "metrics" && (command.prometheus || command.watch || command.interval_s))
-    throw UsageError{"--prometheus, --watch and --interval belong to metrics"};
+    throw keel::UsageError{"--prometheus, --watch and --interval belong to metrics"};
   if (command.name != "events" && (command.follow || command.since))
-    throw UsageError{"--follow and --since belong to events"};
-  if (command.prometheus && command.json) throw UsageError{"--prometheus and --json: choose one"};
+    throw keel::UsageError{"--follow and --since belong to events"};
+  if (command.prometheus && command.json)
+    throw keel::UsageError{"--prometheus and --json: choose one"};
   for (const char* known : {"status", "pause", "resume", "shutdown", "kill", "snapshot", "migrate",
                             "migrate-status", "migrate-cancel", "replicate", "replica-status",
                             "replica-stop", "switchover", "takeover", "metrics", "events"}) {
     if (command.name == known) {
       if (takes_dir && command.arguments.size() != 1) {
-        throw UsageError{"snapshot needs one directory"};
+        throw keel::UsageError{"snapshot needs one directory"};
       }
       if (takes_address && command.arguments.size() != 1) {
-        throw UsageError{command.name + " needs one address (tcp:ADDR:PORT)"};
+        throw keel::UsageError{command.name + " needs one address (tcp:ADDR:PORT)"};
       }
       if (!takes_dir && !takes_address && !command.arguments.empty()) {
-        throw UsageError{command.name + " takes no argument ('" + command.arguments.front() + "')"};
+        throw keel::UsageError{command.name + " takes no argument ('" + command.arguments.front() +
+                               "')"};
       }
       if (command.timeout_s && command.name != "shutdown") {
-        throw UsageError{"--timeout belongs to shutdown"};
+        throw keel::UsageError{"--timeout belongs to shutdown"};
       }
       return command;
     }
   }
-  throw UsageError{"unknown command '" + command.name + "'"};
+  throw keel::UsageError{"unknown command '" + command.name + "'"};
 }
 
 control::Request make_request(const Command& command) {
@@ -435,7 +403,7 @@ int main(int argc, char** argv) {
   Command command;
   try {
     command = parse_command_line(argc, argv);
-  } catch (const UsageError& e) {
+  } catch (const keel::UsageError& e) {
     std::cerr << "keelctl: " << e.message << "\n" << kUsage;
     return kBadCommandLine;
   }
