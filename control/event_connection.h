@@ -30,6 +30,8 @@ class EventConnection {
   // Blocks up to `timeout` for the next event: false on the connection's
   // end or the timeout.
   bool wait_for(keel::api::v1::Event& event, std::chrono::milliseconds timeout);
+  // False once the VMM closed the connection.
+  bool open() const { return open_; }
 
  private:
   UniqueFd fd_;

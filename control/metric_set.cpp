@@ -1,6 +1,7 @@
 #include "control/metric_set.h"
 
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 
 namespace keel {
@@ -64,8 +65,7 @@ pb::MetricFamily& MetricSet::family(const std::string& name, const std::string& 
   return f;
 }
 
-pb::MetricSample& MetricSet::sample(const std::string& name, const std::string& help,
-                                    pb::MetricType type, const Labels& labels) {
+void MetricSet::check_labels(const std::string& name, const Labels& labels) {
   for (size_t i = 0; i < labels.size(); ++i) {
     const std::string& label = labels[i].first;
     if (!valid_label_name(label) || label == "le") {
@@ -77,6 +77,11 @@ pb::MetricSample& MetricSet::sample(const std::string& name, const std::string& 
       }
     }
   }
+}
+
+pb::MetricSample& MetricSet::sample(const std::string& name, const std::string& help,
+                                    pb::MetricType type, const Labels& labels) {
+  check_labels(name, labels);
   pb::MetricSample* s = family(name, help, type).add_samples();
   for (const auto& [label, value] : labels) {
     pb::MetricLabel* l = s->add_labels();
@@ -110,21 +115,53 @@ void MetricSet::histogram(const std::string& name, const std::string& help,
   out->set_sum(h.sum_seconds());
 }
 
+// All of `other` is checked before any of it is taken: a refusal leaves
+// this set as it was.
+void MetricSet::check(const pb::MetricsResult& other, const Labels& labels) const {
+  std::map<std::string, pb::MetricType> types;  // other's own, which must agree too
+  for (const pb::MetricFamily& f : other.families()) {
+    if (!valid_metric_name(f.name())) {
+      throw std::invalid_argument("invalid metric name '" + f.name() + "'");
+    }
+    if (f.type() == pb::METRIC_TYPE_UNSPECIFIED || !pb::MetricType_IsValid(f.type())) {
+      throw std::invalid_argument("metric " + f.name() + " has no type");
+    }
+    auto it = index_.find(f.name());
+    const auto [seen, fresh] = types.emplace(f.name(), f.type());
+    if ((it != index_.end() && result_.families(it->second).type() != f.type()) ||
+        (!fresh && seen->second != f.type())) {
+      throw std::invalid_argument("metric " + f.name() + " given as two types");
+    }
+    for (const pb::MetricSample& s : f.samples()) {
+      Labels all = labels;
+      for (const pb::MetricLabel& l : s.labels()) all.emplace_back(l.name(), l.value());
+      check_labels(f.name(), all);
+      if (f.type() != pb::METRIC_TYPE_HISTOGRAM) continue;
+      // Finite bounds going up, counts cumulative and within the total.
+      const pb::MetricHistogram& h = s.histogram();
+      if (h.upper_bounds_size() != h.bucket_counts_size()) {
+        throw std::invalid_argument("metric " + f.name() + ": histogram bounds and counts differ");
+      }
+      for (int i = 0; i < h.upper_bounds_size(); ++i) {
+        const bool ordered = i == 0 || (h.upper_bounds(i) > h.upper_bounds(i - 1) &&
+                                        h.bucket_counts(i) >= h.bucket_counts(i - 1));
+        if (!std::isfinite(h.upper_bounds(i)) || !ordered || h.bucket_counts(i) > h.count()) {
+          throw std::invalid_argument("metric " + f.name() + ": histogram buckets out of order");
+        }
+      }
+    }
+  }
+}
+
 void MetricSet::add(const pb::MetricsResult& other, const Labels& labels) {
+  check(other, labels);
   for (const pb::MetricFamily& f : other.families()) {
     for (const pb::MetricSample& s : f.samples()) {
       Labels all = labels;
       for (const pb::MetricLabel& l : s.labels()) all.emplace_back(l.name(), l.value());
       pb::MetricSample& copy = sample(f.name(), f.help(), f.type(), all);
       copy.set_value(s.value());
-      if (f.type() == pb::METRIC_TYPE_HISTOGRAM) {
-        const pb::MetricHistogram& h = s.histogram();
-        if (h.upper_bounds_size() != h.bucket_counts_size()) {
-          throw std::invalid_argument("metric " + f.name() +
-                                      ": histogram bounds and counts differ");
-        }
-        *copy.mutable_histogram() = h;
-      }
+      if (f.type() == pb::METRIC_TYPE_HISTOGRAM) *copy.mutable_histogram() = s.histogram();
     }
   }
 }

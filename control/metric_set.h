@@ -31,9 +31,10 @@ class MetricSet {
   void histogram(const std::string& name, const std::string& help, const LatencyHistogram& h,
                  const Labels& labels = {});
   // Every family of `other` (another process's sample), each sample with
-  // `labels` added first. Checked as the others (other is input): a bad
-  // name or label, or a type clash with a family here, throws
-  // std::invalid_argument naming it.
+  // `labels` added first. Checked whole before any of it is taken (other
+  // is input): a bad name or label, a type clash with a family here, or a
+  // histogram whose buckets are not finite, ascending and cumulative
+  // throws std::invalid_argument naming it, and nothing was added.
   void add(const api::v1::MetricsResult& other, const Labels& labels);
 
   const api::v1::MetricsResult& result() const { return result_; }
@@ -43,6 +44,8 @@ class MetricSet {
                                 api::v1::MetricType type);
   api::v1::MetricSample& sample(const std::string& name, const std::string& help,
                                 api::v1::MetricType type, const Labels& labels);
+  void check(const api::v1::MetricsResult& other, const Labels& labels) const;
+  static void check_labels(const std::string& name, const Labels& labels);
 
   api::v1::MetricsResult result_;
   std::map<std::string, int> index_;  // family name -> its place in result_

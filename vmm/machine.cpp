@@ -262,8 +262,6 @@ MachineStop Machine::run(std::function<void()> started) {
   vcpus_->stop();
   // What the guest wrote last (its dying words) reaches the console.
   if (coalesced_io_) coalesced_io_->drain(devices_->io_bus());
-  // The stop's event (and any before it) to the log and the subscribers.
-  journal_.finish(std::chrono::seconds(1));
   if (control_) {
     // Answer the clients waiting for the stop (shutdown, kill), then close.
     std::vector<Reply> waiting;
@@ -280,6 +278,9 @@ MachineStop Machine::run(std::function<void()> started) {
         waiting.empty() && stop.reason != StopReason::kMigrated ? 0 : 500));
     control_.reset();
   }
+  // The stop's event (and any before it) to the log and the subscribers,
+  // after the answers the stop owed: a stuck subscriber delays only itself.
+  journal_.finish(std::chrono::milliseconds(500));
   console_.finish(std::chrono::seconds(2));
   if (uint64_t lost = console_.counters().log_dropped) {
     log::warning(std::to_string(lost) +
@@ -317,9 +318,13 @@ void Machine::request_stop(MachineStop stop) {
   std::lock_guard guard(stop_mutex_);
   if (stop_) return;  // the first reason wins
   stop_ = std::move(stop);
-  tell_stopped(*stop_);
   if (vcpus_) vcpus_->request_stop();
   boost::asio::post(events_, [this] { events_.stop(); });
+  try {
+    tell_stopped(*stop_);
+  } catch (...) {
+    // Out of memory for the event: the machine stops all the same.
+  }
 }
 
 void Machine::tell_started() {

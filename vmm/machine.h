@@ -247,7 +247,9 @@ class Machine : public ControlHandler, public MigratableMachine {
 
   // The operator's pauses (the control socket's pause and resume).
   std::chrono::steady_clock::time_point started_;
-  std::chrono::steady_clock::time_point paused_at_;
+  // Set while an operator's (or the fence's) pause lasts: the pauses of
+  // snapshots, migrations and throttling are not the operator's.
+  std::optional<std::chrono::steady_clock::time_point> paused_at_;
   std::chrono::steady_clock::duration paused_total_{};
   uint32_t pauses_ = 0;
   // Shutdown through the control socket: the power button, then a kill.

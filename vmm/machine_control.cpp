@@ -51,7 +51,7 @@ pb::StatusResult Machine::status() const {
   s.set_receiving(!options_.incoming.empty() &&
                   started_ == std::chrono::steady_clock::time_point{});
   s.set_paused_ms_total(
-      ms(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
+      ms(paused_total_ + (paused_at_ ? now - *paused_at_ : std::chrono::steady_clock::duration{})));
   s.set_serial(options_.serial_file.empty() ? "stdout" : "file=" + options_.serial_file);
   unsigned slot = 1;
   auto add = [&](const std::string& type, const std::string& description) {
@@ -107,7 +107,8 @@ void Machine::start_shutdown(uint32_t timeout_ms, Reply reply) {
   shutting_down_ = true;
   shutdown_started_ = std::chrono::steady_clock::now();
   if (vcpus_->pause_requested()) {  // a paused guest cannot press anything
-    paused_total_ += std::chrono::steady_clock::now() - paused_at_;
+    if (paused_at_) paused_total_ += std::chrono::steady_clock::now() - *paused_at_;
+    paused_at_.reset();
     resume();
   }
   devices_->press_power_button();
@@ -256,7 +257,9 @@ void Machine::handle(const pb::Request& request, Reply reply) {
         }
       }
       const auto begin = std::chrono::steady_clock::now();
-      const auto paused_for = begin - paused_at_;
+      const auto paused_for =
+          paused_at_ ? begin - *paused_at_ : std::chrono::steady_clock::duration{};
+      paused_at_.reset();
       paused_total_ += paused_for;
       resume();
       pb::Event resumed;

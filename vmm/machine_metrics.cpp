@@ -124,9 +124,9 @@ pb::MetricsResult Machine::metrics() const {
   set.gauge("keel_vm_running", "1 while the guest's vCPUs run (not paused, held or stopping)",
             !paused && !replica_held_ && !vcpus_->stopping() ? 1 : 0);
   set.counter("keel_vm_pauses_total", "Pauses asked for through the control socket", pauses_);
-  set.counter(
-      "keel_vm_paused_seconds_total", "Time paused by those pauses",
-      seconds(paused_total_ + (paused ? now - paused_at_ : std::chrono::steady_clock::duration{})));
+  set.counter("keel_vm_paused_seconds_total", "Time paused by those pauses",
+              seconds(paused_total_ +
+                      (paused_at_ ? now - *paused_at_ : std::chrono::steady_clock::duration{})));
 
   // Per vCPU.
   const auto activity = vcpus_->activity();

@@ -86,7 +86,9 @@ void VcpuSet::loop(kvm::Vcpu& vcpu) {
         vcpu.clear_immediate_exit();
       }
     }
+    counters_[static_cast<size_t>(&vcpu - vcpus_.data())].clock_known.store(false);
   } catch (const std::exception& e) {
+    counters_[static_cast<size_t>(&vcpu - vcpus_.data())].clock_known.store(false);
     try {
       on_failure_(vcpu, e);
     } catch (...) {

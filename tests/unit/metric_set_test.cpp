@@ -92,8 +92,18 @@ TEST(MetricSet, AnotherSampleIsMergedWithItsLabelsFirstAndCheckedAsInput) {
   broken.mutable_families(1)->mutable_samples(0)->mutable_histogram()->add_upper_bounds(99);
   EXPECT_THROW(host.add(broken, {{"vm", "c"}}), std::invalid_argument);
   pb::MetricsResult untyped = vmm.result();
-  untyped.mutable_families(0)->set_type(pb::METRIC_TYPE_UNSPECIFIED);
+  untyped.mutable_families(1)->set_type(pb::METRIC_TYPE_UNSPECIFIED);
   EXPECT_THROW(host.add(untyped, {{"vm", "d"}}), std::invalid_argument);
+  pb::MetricsResult infinite = vmm.result();
+  auto* h2 = infinite.mutable_families(1)->mutable_samples(0)->mutable_histogram();
+  h2->set_upper_bounds(h2->upper_bounds_size() - 1, std::numeric_limits<double>::infinity());
+  EXPECT_THROW(host.add(infinite, {{"vm", "e"}}), std::invalid_argument);
+  pb::MetricsResult twice = vmm.result();
+  *twice.add_families() = twice.families(0);
+  twice.mutable_families(2)->set_type(pb::METRIC_TYPE_GAUGE);
+  EXPECT_THROW(host.add(twice, {{"vm", "f"}}), std::invalid_argument);
+  // A refusal took nothing: the good families before the bad one too.
+  EXPECT_EQ(prometheus_text(host.result()), text);
 }
 
 TEST(PrometheusText, ValuesAndEscapes) {

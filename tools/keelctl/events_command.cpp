@@ -49,6 +49,22 @@ std::string describe(const pb::Event& e) {
   return line + "\n";
 }
 
+// The types a VMM's last event has.
+bool ends_the_machine(pb::EventType type) {
+  switch (type) {
+    case pb::EVENT_TYPE_POWERED_OFF:
+    case pb::EVENT_TYPE_REBOOTED:
+    case pb::EVENT_TYPE_GUEST_PANIC:
+    case pb::EVENT_TYPE_CRASHED:
+    case pb::EVENT_TYPE_KILLED:
+    case pb::EVENT_TYPE_STOPPED:
+    case pb::EVENT_TYPE_MIGRATION_FINISHED:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 int print_events(const std::string& socket, bool json, bool follow, std::optional<uint64_t> since) {
@@ -66,11 +82,15 @@ int print_events(const std::string& socket, bool json, bool follow, std::optiona
     options.preserve_proto_field_names = true;
     uint64_t seen = since.value_or(0);
     pb::Event event;
+    bool stopped = false;  // the last event said the machine stopped
     while (follow || seen < last) {
-      if (!events.wait_for(event, std::chrono::hours(24))) {
-        if (follow) std::cerr << "keelctl: events: the VMM closed the stream (it stopped)\n";
-        return follow ? 0 : 4;
+      if (!events.wait_for(event, std::chrono::hours(1))) {
+        if (follow && events.open()) continue;  // a quiet hour
+        if (stopped) return 0;
+        std::cerr << "keelctl: events: the VMM closed the stream before its stop was told\n";
+        return 4;
       }
+      stopped = ends_the_machine(event.type());
       if (json) {
         std::string line;
         (void)google::protobuf::util::MessageToJsonString(event, &line, options);
