@@ -19,6 +19,7 @@
 #include "cluster/etcd_client.h"
 #include "cluster/vm_placement.h"
 #include "proto/agent.pb.h"
+#include "proto/control.pb.h"
 
 namespace keel::cluster {
 
@@ -46,6 +47,8 @@ struct AgentSettings {
   // Each etcd call's deadline: an operation without a majority is refused
   // after about this long.
   std::chrono::milliseconds etcd_timeout{2000};
+  // "ADDR:PORT" where keel-agent serves Prometheus's /metrics; empty: none.
+  std::string metrics_address;
 };
 
 // Notes on a cluster of `hosts`: no fault tolerance, an even count.
@@ -103,6 +106,8 @@ class Agent {
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
 
   bool fenced() const;
+  // keel-agent --metrics' /metrics (cluster/host_metrics.cpp).
+  keel::api::v1::MetricsResult metrics();
   // The host's TLS material once it is in a cluster (or joining one).
   std::optional<ClusterTls> tls() const;
 

@@ -14,9 +14,11 @@
 
 #include "cluster/agent.h"
 #include "cluster/agent_service.h"
+#include "cluster/metrics_endpoint.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/size_parse.h"
+#include "control/prometheus_text.h"
 
 namespace {
 
@@ -29,6 +31,7 @@ const char* const kUsage =
     "usage: keel-agent [--name NAME] [--state-dir DIR] [--socket PATH]\n"
     "                  [--roles compute,storage] [--pool DIR] [--pool-min-free SIZE]\n"
     "                  [--etcd-endpoints ADDR:PORT,...] [--lease-ttl SEC]\n"
+    "                  [--metrics ADDR:PORT]\n"
     "\n"
     "The host's Keel agent: keeps the cluster's state in etcd, holds the host's\n"
     "lease, and serves keelctl (cluster init|join|status, host remove|set-address).\n"
@@ -52,6 +55,9 @@ const char* const kUsage =
     "  --lease-ttl SEC     the host lease's time to live (default 4, the least):\n"
     "                      a host cut off stops its VMs within it\n"
     "  --etcd-binary PATH  etcd to run (default: etcd from PATH)\n"
+    "  --metrics ADDR:PORT serve Prometheus's /metrics there (plain HTTP): the\n"
+    "                      cluster as this host sees it, its lease, and each VM\n"
+    "                      running here with its keel-vmm's metrics\n"
     "Stops on SIGTERM or SIGINT (its etcd member with it).\n";
 
 std::vector<std::string> split(const std::string& text, char sep) {
@@ -97,6 +103,8 @@ AgentSettings parse(int argc, char** argv) {
         throw keel::InputError(std::string("--pool-min-free: ") + e.what());
       }
       if (s.pool_min_free == 0) throw keel::InputError("--pool-min-free: give a size above 0");
+    } else if (arg == "--metrics") {
+      s.metrics_address = value;
     } else if (arg == "--etcd-binary") {
       s.etcd_binary = value;
     } else if (arg == "--etcd-endpoints") {
@@ -162,6 +170,12 @@ int main(int argc, char** argv) {
     std::mutex peer_mutex;
     std::unique_ptr<AgentServer> peer;
     AgentServer management(agent, settings.management_address, AgentServer::kEverything);
+    std::unique_ptr<keel::cluster::MetricsEndpoint> metrics;
+    if (!settings.metrics_address.empty()) {
+      metrics = std::make_unique<keel::cluster::MetricsEndpoint>(
+          settings.metrics_address, [&agent] { return keel::prometheus_text(agent.metrics()); });
+      keel::log::info("serving /metrics on " + metrics->address());
+    }
     agent.on_cluster_address([&](const std::string& address) {
       std::string listen =
           (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +

@@ -23,6 +23,7 @@
 
 #include "proto/agent.pb.h"
 #include "tests/support/cluster_consoles.h"
+#include "tests/support/http_client.h"
 #include "tests/support/keelctl_result.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/test_cluster.h"
@@ -106,7 +107,7 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   TestCluster c(3);
   c.make_pools("beat", "job=heartbeat interval_ms=100 count=0");
   c.start_agent(1, {"--roles", "storage"});
-  c.start_agent(2);
+  c.start_agent(2, {"--metrics", TestCluster::address(2) + ":9464"});
   c.start_agent(3);
   c.form(3);
   auto r = c.keelctl(
@@ -143,6 +144,28 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   api::ClusterStatusResponse status;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &status).ok()) << show(r);
   for (const auto& h : status.hosts()) EXPECT_EQ(h.vms(), h.host().name() == "h1" ? 0u : 1u);
+
+  // h2's /metrics: the cluster as h2 sees it and VM a's keel-vmm, labelled,
+  // in a text Prometheus's promtool accepts.
+  const std::string scraped =
+      http_exchange(TestCluster::address(2) + ":9464", "GET /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(scraped.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << scraped.substr(0, 300);
+  const std::string text = scraped.substr(scraped.find("\r\n\r\n") + 4);
+  for (const std::string sample :
+       {"keel_cluster_quorum{host=\"h2\"} 1\n", "keel_cluster_members{host=\"h2\"} 3\n",
+        "keel_cluster_host_alive{host=\"h2\",peer=\"h3\"} 1\n",
+        "keel_host_vms{host=\"h2\",state=\"running\"} 1\n",
+        "keel_host_vm_metrics_unanswered{host=\"h2\"} 0\n",
+        "keel_vm_running{vm=\"a\",host=\"h2\"} 1\n",
+        "keel_vm_memory_bytes{vm=\"a\",host=\"h2\"} 67108864\n",
+        "keel_disk_read_bytes_total{vm=\"a\",host=\"h2\",disk=\"vda\"} "}) {
+    EXPECT_NE(text.find(sample), std::string::npos) << sample << " not in:\n" << text;
+  }
+  const std::string metrics_file = c.state_dir(1) + "/../metrics.txt";
+  std::ofstream(metrics_file) << text;
+  auto check =
+      run_command({"sh", "-c", "promtool check metrics < '" + metrics_file + "'"}, seconds(60));
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 
   // h3's etcd member killed while b runs there: the agent renews its lease
   // through the other members, so the guest never pauses, and starts its
