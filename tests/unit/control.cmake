@@ -21,3 +21,10 @@ add_executable(metric_set_test ${CMAKE_CURRENT_LIST_DIR}/metric_set_test.cpp)
 target_link_libraries(metric_set_test PRIVATE keel_control GTest::gtest_main)
 add_test(NAME metric_set_test COMMAND metric_set_test)
 set_tests_properties(metric_set_test PROPERTIES LABELS unit TIMEOUT 120)
+
+# keelctl top's table, from samples built as keel-agent builds them.
+add_executable(keelctl_top_test ${CMAKE_CURRENT_LIST_DIR}/keelctl_top_test.cpp
+               ${CMAKE_SOURCE_DIR}/tools/keelctl/top_table.cpp)
+target_link_libraries(keelctl_top_test PRIVATE keel_control GTest::gtest_main)
+add_test(NAME keelctl_top_test COMMAND keelctl_top_test)
+set_tests_properties(keelctl_top_test PROPERTIES LABELS unit TIMEOUT 120)
