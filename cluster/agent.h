@@ -106,8 +106,11 @@ class Agent {
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
 
   bool fenced() const;
-  // keel-agent --metrics' /metrics (cluster/host_metrics.cpp).
+  // keel-agent --metrics' /metrics (cluster/host_metrics.cpp); the same
+  // for the other agents, and every host's at once (keelctl top).
   keel::api::v1::MetricsResult metrics();
+  keel::agent::v1::HostMetricsResponse host_metrics();
+  keel::agent::v1::ClusterMetricsResponse cluster_metrics();
   // The host's TLS material once it is in a cluster (or joining one).
   std::optional<ClusterTls> tls() const;
 

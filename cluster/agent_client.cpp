@@ -83,6 +83,16 @@ api::ClusterJoinResponse AgentClient::join(const api::ClusterJoinRequest& r) {
 api::AdmitHostResponse AgentClient::admit(const api::AdmitHostRequest& r) {
   return call<api::AdmitHostRequest, api::AdmitHostResponse>(&api::Agent::Stub::AdmitHost, r);
 }
+api::HostMetricsResponse AgentClient::host_metrics() {
+  return call<api::HostMetricsRequest, api::HostMetricsResponse>(&api::Agent::Stub::HostMetrics,
+                                                                 {});
+}
+
+api::ClusterMetricsResponse AgentClient::cluster_metrics() {
+  return call<api::ClusterMetricsRequest, api::ClusterMetricsResponse>(
+      &api::Agent::Stub::ClusterMetrics, {});
+}
+
 api::ClusterStatusResponse AgentClient::status() {
   return call<api::ClusterStatusRequest, api::ClusterStatusResponse>(
       &api::Agent::Stub::ClusterStatus, {});

@@ -43,6 +43,8 @@ class AgentClient {
   keel::agent::v1::ClusterJoinResponse join(const keel::agent::v1::ClusterJoinRequest& r);
   keel::agent::v1::AdmitHostResponse admit(const keel::agent::v1::AdmitHostRequest& r);
   keel::agent::v1::ClusterStatusResponse status();
+  keel::agent::v1::HostMetricsResponse host_metrics();
+  keel::agent::v1::ClusterMetricsResponse cluster_metrics();
   keel::agent::v1::ClusterTokenResponse token();
   keel::agent::v1::HostRemoveResponse remove_host(const keel::agent::v1::HostRemoveRequest& r);
   keel::agent::v1::HostDrainResponse drain_host(const keel::agent::v1::HostDrainRequest& r);

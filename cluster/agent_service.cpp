@@ -80,6 +80,16 @@ class Service final : public api::Agent::Service {
     if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("cluster status", [&] { *out = agent_.status(); });
   }
+  grpc::Status ClusterMetrics(grpc::ServerContext* context, const api::ClusterMetricsRequest*,
+                              api::ClusterMetricsResponse* out) override {
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
+    return answer("cluster metrics", [&] { *out = agent_.cluster_metrics(); });
+  }
+  grpc::Status HostMetrics(grpc::ServerContext* context, const api::HostMetricsRequest*,
+                           api::HostMetricsResponse* out) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
+    return answer("host metrics", [&] { *out = agent_.host_metrics(); });
+  }
   grpc::Status HostRemove(grpc::ServerContext* context, const api::HostRemoveRequest* in,
                           api::HostRemoveResponse* out) override {
     if (auto refused = allow(context, kOperators); !refused.ok()) return refused;

@@ -4,8 +4,11 @@
 // every VM running here with its keel-vmm's own metrics, labelled with the
 // VM's and this host's names. Scraping every host gives the whole cluster.
 #include <chrono>
+#include <future>
 
 #include "cluster/agent.h"
+#include "cluster/agent_client.h"
+#include "cluster/cluster_view.h"
 #include "cluster/host_lease.h"
 #include "cluster/host_vms.h"
 #include "common/log.h"
@@ -78,6 +81,38 @@ pb::MetricsResult Agent::metrics() {
             "Running VMs whose keel-vmm gave no metrics for this scrape", double(unanswered),
             {{"host", host}});
   return set.result();
+}
+
+api::HostMetricsResponse Agent::host_metrics() {
+  api::HostMetricsResponse out;
+  out.set_host(settings_.name);
+  *out.mutable_metrics() = metrics();
+  return out;
+}
+
+// Every host asked at once (each answers within a few seconds: its etcd
+// read and its VMs'); what the local member knows of the hosts is enough.
+api::ClusterMetricsResponse Agent::cluster_metrics() {
+  require_member();
+  const ClusterView view = cluster_view(Read::kSerializable);
+  std::vector<std::pair<std::string, std::future<api::HostMetricsResponse>>> asked;
+  for (const auto& [name, host] : view.hosts) {
+    asked.emplace_back(name, std::async(std::launch::async, [this, &view, name = name] {
+                         return on_host(
+                             view, name, [this] { return host_metrics(); },
+                             [](AgentClient& c) { return c.host_metrics(); },
+                             std::chrono::seconds(8));
+                       }));
+  }
+  api::ClusterMetricsResponse out;
+  for (auto& [name, answer] : asked) {
+    try {
+      *out.add_hosts() = answer.get();
+    } catch (const std::exception& e) {
+      out.add_unanswered(name + ": " + e.what());
+    }
+  }
+  return out;
 }
 
 }  // namespace keel::cluster

@@ -167,6 +167,15 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
       run_command({"sh", "-c", "promtool check metrics < '" + metrics_file + "'"}, seconds(60));
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 
+  // keelctl top from a host that runs neither: both VMs, where they run.
+  auto top = c.keelctl(1, {"top", "--once"});
+  EXPECT_EQ(top.exit_code, 0) << show(top);
+  EXPECT_NE(top.out.find("a                h2       running       1"), std::string::npos)
+      << top.out;
+  EXPECT_NE(top.out.find("b                h3       running       1"), std::string::npos)
+      << top.out;
+  EXPECT_EQ(top.out.find("not answering"), std::string::npos) << top.out;
+
   // h3's etcd member killed while b runs there: the agent renews its lease
   // through the other members, so the guest never pauses, and starts its
   // member again.

@@ -2,7 +2,9 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/support/status_code_enum.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
@@ -10,14 +12,16 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/agent_client.h"
 #include "common/size_parse.h"
+#include "tools/keelctl/top_table.h"
 
 namespace keel {
 
-namespace api = keel::agent::v1;
+namespace agent_api = keel::agent::v1;
 
 const char* const kClusterUsage =
     "usage: keelctl [--agent SOCKET] [--json] [--wait SEC] cluster|host ...\n"
@@ -42,6 +46,9 @@ const char* const kClusterUsage =
     "                                       VMs away: HA VMs switch over, the others\n"
     "                                       live-migrate; exit 1 if one could not move\n"
     "  host undrain NAME                    take the mark off\n"
+    "  top [--once]                         every VM of the cluster: host, state, vCPUs,\n"
+    "                                       memory, CPU, disk and network rates, redrawn\n"
+    "                                       every 2 s (--once: one table)\n"
     "VMs of the cluster, from any host (when no --pool and no $KEEL_POOL is given):\n"
     "  vm create NAME --image IMAGE [...] [--storage-host HOST]\n"
     "                                       in the pool of HOST (default: this host\n"
@@ -81,6 +88,7 @@ struct Line {
   double wait_s = 0;  // 0: the command's default
   std::vector<std::string> words;
   std::optional<std::string> address, peer, token;
+  bool once = false;  // keelctl top --once
 };
 
 // The agent's socket: "unix:PATH" for gRPC.
@@ -128,6 +136,8 @@ Line parse(int argc, char** argv) {
       // "-": from stdin (a token on the command line shows in ps).
       line.token = value();
       if (*line.token == "-") std::getline(std::cin, *line.token);
+    } else if (arg == "--once") {
+      line.once = true;
     } else if (arg.rfind("--", 0) == 0) {
       throw Usage{"unknown option " + arg};
     } else {
@@ -143,12 +153,12 @@ std::string join(const std::vector<std::string>& parts, const char* sep) {
   return out;
 }
 
-std::string roles(const api::Host& host) {
+std::string roles(const agent_api::Host& host) {
   std::vector<std::string> out;
   for (int role : host.roles()) {
-    out.push_back(role == api::ROLE_COMPUTE   ? "compute"
-                  : role == api::ROLE_STORAGE ? "storage"
-                                              : "?");
+    out.push_back(role == agent_api::ROLE_COMPUTE   ? "compute"
+                  : role == agent_api::ROLE_STORAGE ? "storage"
+                                                    : "?");
   }
   return out.empty() ? "-" : join(out, ",");
 }
@@ -159,7 +169,7 @@ std::string gib(uint64_t bytes) {
   return out.str();
 }
 
-void print_status(const api::ClusterStatusResponse& s) {
+void print_status(const agent_api::ClusterStatusResponse& s) {
   std::cout << "cluster " << s.cluster_id() << ", seen from " << s.this_host() << ": "
             << s.members() << (s.members() == 1 ? " host" : " hosts") << ", " << s.reachable()
             << " of " << s.members() << " reachable, " << (s.quorum() ? "quorum" : "NO QUORUM")
@@ -204,15 +214,47 @@ bool is_cluster_command(int argc, char** argv) {
       continue;
     }
     if (arg.rfind("--", 0) == 0) continue;
-    return arg == "cluster" || arg == "host";
+    return arg == "cluster" || arg == "host" || arg == "top";
   }
   return false;
+}
+
+// keelctl top: every VM of the cluster, a row each, redrawn every 2 s
+// (--once: one table, its rates over 2 s). The rows come from each host's
+// metrics (the agents ask each other), so a host that does not answer is
+// named under the table, its VMs missing.
+int run_top(const Line& line) {
+  cluster::AgentClient agent(line.agent, std::chrono::seconds(15));
+  const bool terminal = ::isatty(STDOUT_FILENO) == 1 && !line.once;
+  std::vector<keel::api::v1::MetricsResult> before;
+  for (int round = 0;; ++round) {
+    const agent_api::ClusterMetricsResponse answer = agent.cluster_metrics();
+    std::vector<keel::api::v1::MetricsResult> now;
+    for (const auto& h : answer.hosts()) now.push_back(h.metrics());
+    if (!line.once || round > 0) {
+      if (terminal) std::cout << "\033[H\033[2J";
+      std::cout << top_table(top_rows(now, before));
+      for (const auto& u : answer.unanswered()) std::cout << "not answering: " << u << "\n";
+      std::cout << std::flush;
+      if (line.once) return kDone;
+    }
+    before = std::move(now);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
 }
 
 int run_cluster_command(int argc, char** argv) {
   Line line;
   try {
     line = parse(argc, argv);
+    if (!line.words.empty() && line.words[0] == "top") {
+      if (line.words.size() != 1) throw Usage{"top takes no argument"};
+      try {
+        return run_top(line);
+      } catch (const cluster::AgentCallError& e) {
+        return exit_of("top", e);
+      }
+    }
     if (line.words.size() < 2)
       throw Usage{
           "say what to do: cluster init|join|token|status, host "
@@ -241,7 +283,7 @@ int run_cluster_command(int argc, char** argv) {
       if (!line.address || line.peer || line.token) {
         throw Usage{"cluster init takes --address A (only)"};
       }
-      api::ClusterInitRequest r;
+      agent_api::ClusterInitRequest r;
       r.set_address(*line.address);
       auto out = agent.init(r);
       if (line.json) return print_json(out), kDone;
@@ -256,7 +298,7 @@ int run_cluster_command(int argc, char** argv) {
             "cluster join takes --address B --peer A --token T (keelctl cluster token "
             "on a host of the cluster prints T)"};
       }
-      api::ClusterJoinRequest r;
+      agent_api::ClusterJoinRequest r;
       r.set_address(*line.address);
       r.set_peer(*line.peer);
       r.set_token(*line.token);
@@ -276,7 +318,7 @@ int run_cluster_command(int argc, char** argv) {
       print_status(out);
     } else if (what == "host remove") {
       want_args(1);
-      api::HostRemoveRequest r;
+      agent_api::HostRemoveRequest r;
       r.set_name(line.words[2]);
       auto out = agent.remove_host(r);
       if (line.json) return print_json(out), kDone;
@@ -284,7 +326,7 @@ int run_cluster_command(int argc, char** argv) {
       print_notes(out);
     } else if (what == "host drain" || what == "host undrain") {
       want_args(1);
-      api::HostDrainRequest r;
+      agent_api::HostDrainRequest r;
       r.set_name(line.words[2]);
       r.set_undrain(what == "host undrain");
       auto out = agent.drain_host(r);
@@ -311,7 +353,7 @@ int run_cluster_command(int argc, char** argv) {
       return all_moved ? kDone : kRefused;
     } else if (what == "host set-address") {
       want_args(1);
-      api::HostSetAddressRequest r;
+      agent_api::HostSetAddressRequest r;
       r.set_address(line.words[2]);
       auto out = agent.set_address(r);
       if (line.json) return print_json(out), kDone;
@@ -330,7 +372,7 @@ int run_cluster_command(int argc, char** argv) {
 
 namespace {
 
-void print_vm_row(const api::VmRow& row) {
+void print_vm_row(const agent_api::VmRow& row) {
   const auto& vm = row.vm();
   std::cout << std::left << std::setw(16) << vm.name() << std::setw(10)
             << (row.running() ? "running" : "stopped") << std::setw(10)
@@ -339,7 +381,7 @@ void print_vm_row(const api::VmRow& row) {
             << human_bytes(vm.memory_bytes()) << "\n";
 }
 
-void print_vm(const api::VmRow& row) {
+void print_vm(const agent_api::VmRow& row) {
   const auto& vm = row.vm();
   std::cout << "vm " << vm.name() << "\n"
             << "  state       "
@@ -362,7 +404,7 @@ void print_vm(const api::VmRow& row) {
             << "  generation  " << vm.generation() << "\n";
 }
 
-void print_ha(const api::VmHaStatus& s) {
+void print_ha(const agent_api::VmHaStatus& s) {
   std::cout << "vm " << s.name() << " high availability\n"
             << "  state       " << s.state() << (s.detail().empty() ? "" : ": " + s.detail())
             << "\n"
@@ -391,7 +433,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
                                std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)));
     if (c.verb == "create") {
       const auto& spec = *c.spec;
-      api::VmCreateRequest r;
+      agent_api::VmCreateRequest r;
       r.set_name(spec.name);
       r.set_image(spec.image);
       r.set_cpus(spec.cpus);
@@ -412,7 +454,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
       std::cout << "created " << out.vm().name() << " from " << out.vm().image()
                 << " on storage host " << out.vm().storage_host() << "\n";
     } else if (c.verb == "start") {
-      api::VmStartRequest r;
+      agent_api::VmStartRequest r;
       r.set_name(c.name);
       r.set_host(c.host);
       auto out = agent.vm_start(r);
@@ -420,7 +462,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
       std::cout << "started " << c.name << " on host " << out.host() << " (" << out.reason()
                 << "; keel-vmm " << out.pid() << ", socket " << out.socket() << " there)\n";
     } else if (c.verb == "stop") {
-      api::VmStopRequest r;
+      agent_api::VmStopRequest r;
       r.set_name(c.name);
       r.set_timeout_ms(static_cast<uint32_t>(c.timeout_s * 1000));
       r.set_force(c.force);
@@ -428,7 +470,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
       if (c.json) return print_json(out), kDone;
       std::cout << "stopped " << c.name << " on host " << out.host() << "\n";
     } else if (c.verb == "migrate") {
-      api::VmMigrateRequest r;
+      agent_api::VmMigrateRequest r;
       r.set_name(c.name);
       r.set_to(c.to);
       r.set_downtime_ms(c.downtime_ms);
@@ -439,12 +481,12 @@ int run_cluster_vm(const ClusterVmCommand& c) {
                 << " ms, " << out.elapsed_ms() << " ms in all, " << (out.bytes_sent() >> 20)
                 << " MiB in " << out.rounds() << " rounds\n";
     } else if (c.verb == "ha") {
-      api::VmHaRequest r;
+      agent_api::VmHaRequest r;
       r.set_name(c.name);
-      r.set_action(c.ha_action == "enable"    ? api::HA_ACTION_ENABLE
-                   : c.ha_action == "disable" ? api::HA_ACTION_DISABLE
-                   : c.ha_action == "status"  ? api::HA_ACTION_STATUS
-                                              : api::HA_ACTION_SWITCHOVER);
+      r.set_action(c.ha_action == "enable"    ? agent_api::HA_ACTION_ENABLE
+                   : c.ha_action == "disable" ? agent_api::HA_ACTION_DISABLE
+                   : c.ha_action == "status"  ? agent_api::HA_ACTION_STATUS
+                                              : agent_api::HA_ACTION_SWITCHOVER);
       r.set_passive(c.passive);
       auto out = agent.vm_ha(r);
       if (c.json) return print_json(out), kDone;
@@ -456,7 +498,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
         print_ha(out.status());
       }
     } else if (c.verb == "list" || c.verb == "show") {
-      api::VmListRequest r;
+      agent_api::VmListRequest r;
       r.set_name(c.name);
       auto out = agent.vm_list(r);
       if (c.json) return print_json(out), kDone;
@@ -469,7 +511,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
         for (const auto& row : out.vms()) print_vm_row(row);
       }
     } else if (c.verb == "delete") {
-      api::VmDeleteRequest r;
+      agent_api::VmDeleteRequest r;
       r.set_name(c.name);
       auto out = agent.vm_delete(r);
       if (c.json) return print_json(out), kDone;
