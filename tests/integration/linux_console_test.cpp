@@ -16,6 +16,7 @@
 #include "common/child_process.h"
 #include "tests/support/live_vmm.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/tmux_terminal.h"
 
 namespace keel::testing {
 namespace {
@@ -23,69 +24,12 @@ namespace {
 const std::string kImages = KEEL_LINUX_IMAGE_DIR;
 using std::chrono::seconds;
 
-// A tmux server of the test's own (its socket named for this process), one
-// session running `command` in a 200x50 terminal; killed when done.
-class Tmux {
- public:
-  Tmux(const std::string& command) : server_("keel-console-test-" + std::to_string(::getpid())) {
-    auto r = tmux({"new-session", "-d", "-s", "console", "-x", "200", "-y", "50", command});
-    if (r.exit_code != 0) throw std::runtime_error("tmux new-session: " + r.err);
-    // The pane stays after its command ends: its last words can be read.
-    tmux({"set-option", "-t", "console", "remain-on-exit", "on"});
-  }
-  ~Tmux() { tmux({"kill-server"}); }
-  Tmux(const Tmux&) = delete;
-  Tmux& operator=(const Tmux&) = delete;
-
-  void keys(const std::vector<std::string>& keys) {
-    std::vector<std::string> args{"send-keys", "-t", "console"};
-    args.insert(args.end(), keys.begin(), keys.end());
-    auto r = tmux(args);
-    if (r.exit_code != 0) throw std::runtime_error("tmux send-keys: " + r.err);
-  }
-  // Typed literally, then Enter.
-  void line(const std::string& text) {
-    tmux({"send-keys", "-t", "console", "-l", text});
-    keys({"Enter"});
-  }
-  // The file's bytes written into the terminal at once, as a paste.
-  void paste(const std::string& file) {
-    auto r = tmux({"load-buffer", "-b", "paste", file});
-    if (r.exit_code != 0) throw std::runtime_error("tmux load-buffer: " + r.err);
-    r = tmux({"paste-buffer", "-d", "-b", "paste", "-t", "console"});
-    if (r.exit_code != 0) throw std::runtime_error("tmux paste-buffer: " + r.err);
-  }
-  std::string screen() {
-    return tmux({"capture-pane", "-p", "-J", "-S", "-3000", "-t", "console"}).out;
-  }
-  bool dead() {
-    auto r = tmux({"display-message", "-p", "-t", "console", "#{pane_dead}"});
-    return r.out.rfind("1", 0) == 0;
-  }
-  // Until the screen shows `text` (true) or `timeout` passed.
-  bool wait_for(const std::string& text, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (screen().find(text) != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  }
-
- private:
-  CommandResult tmux(std::vector<std::string> args) {
-    args.insert(args.begin(), {"tmux", "-L", server_, "-f", "/dev/null"});
-    return run_command(args, seconds(30));
-  }
-  std::string server_;
-};
-
 std::string keelctl_console(const LiveVmm& vmm) {
   return std::string(keelctl_path()) + " --socket " + vmm.socket_path() + " console";
 }
 
 // Until the terminal shows `text` (true), the VM ended, or `timeout`.
-bool wait_screen(Tmux& terminal, LiveVmm& vmm, const std::string& text,
+bool wait_screen(TmuxTerminal& terminal, LiveVmm& vmm, const std::string& text,
                  std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline && !vmm.output_closed()) {
@@ -111,7 +55,7 @@ void drive_console(bool first_try, bool& glitched) {
   LiveVmm& vmm = *booted;
   ASSERT_TRUE(shell) << vmm.describe();
 
-  Tmux terminal(keelctl_console(vmm));
+  TmuxTerminal terminal(keelctl_console(vmm));
   ASSERT_TRUE(terminal.wait_for("attached to the console read-write", seconds(30)))
       << terminal.screen();
   terminal.line("echo keel-$((6*7))");
