@@ -55,6 +55,7 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
     }
   }
   state_.set_name(settings_.name);
+  events_ = std::make_unique<ClusterEventTeller>(settings_.name, [this] { return etcd(); });
   HostVmsContext vms;
   vms.host = settings_.name;
   vms.fence_file = (fs::path(settings_.state_dir) / "fence").string();
@@ -67,6 +68,7 @@ Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {
   vms.fenced = [this] { return fenced(); };
   vms.peer_tls = [this] { return peer_tls(); };
   vms.pool_min_free = settings_.pool_min_free;
+  vms.tell = [this](api::ClusterEvent event) { tell(std::move(event)); };
   vms.report_health = [this](const std::string& unhealthy) {
     {
       std::lock_guard lock(mutex_);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cluster/agent_error.h"
+#include "cluster/cluster_event_log.h"
 #include "cluster/cluster_keys.h"
 #include "cluster/cluster_tls.h"
 #include "cluster/etcd_client.h"
@@ -111,6 +112,13 @@ class Agent {
   keel::api::v1::MetricsResult metrics();
   keel::agent::v1::HostMetricsResponse host_metrics();
   keel::agent::v1::ClusterMetricsResponse cluster_metrics();
+  // keelctl events: the cluster's event log (cluster/cluster_event_log.h).
+  void cluster_events(
+      const keel::agent::v1::ClusterEventsRequest& request,
+      const std::function<bool(const keel::agent::v1::ClusterEventsResponse&)>& each,
+      const std::function<bool()>& stop);
+  // Into the cluster's event log, from this host.
+  void tell(keel::agent::v1::ClusterEvent event);
   // The host's TLS material once it is in a cluster (or joining one).
   std::optional<ClusterTls> tls() const;
 
@@ -176,6 +184,8 @@ class Agent {
   std::mutex membership_;     // one init/join/admit/remove at a time
   std::mutex state_file_;     // agent.json: one writer at a time
   keel::agent::v1::LocalState state_;
+  // Before the members that tell events (vms_): it goes after them.
+  std::unique_ptr<ClusterEventTeller> events_;
   std::unique_ptr<EtcdMember> member_;
   std::shared_ptr<EtcdClient> etcd_;  // etcd(): replaced by init, join, undo_start
   std::unique_ptr<HostLease> lease_;

@@ -71,6 +71,28 @@ void AgentClient::host_vm_files(const api::VmFilesRequest& r,
   }
 }
 
+void AgentClient::cluster_events(
+    const api::ClusterEventsRequest& r,
+    const std::function<bool(const api::ClusterEventsResponse&)>& each) {
+  grpc::ClientContext context;
+  if (!r.follow()) context.set_deadline(std::chrono::system_clock::now() + timeout_);
+  auto reader = stub_->stub->ClusterEvents(&context, r);
+  api::ClusterEventsResponse response;
+  while (reader->Read(&response)) {
+    if (!each(response)) {
+      context.TryCancel();
+      reader->Finish();
+      return;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    throw AgentCallError(status.error_code(),
+                         "agent at " + address_ + ": " + status.error_message(),
+                         status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  }
+}
+
 api::HelloResponse AgentClient::hello() {
   return call<api::HelloRequest, api::HelloResponse>(&api::Agent::Stub::Hello, {});
 }

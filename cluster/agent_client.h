@@ -70,6 +70,12 @@ class AgentClient {
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<void(const keel::agent::v1::VmFileChunk&)>& each);
 
+  // keelctl events: `each` gets every response; with follow, no deadline
+  // (the stream lasts until the agent ends it or `each` returns false).
+  void cluster_events(
+      const keel::agent::v1::ClusterEventsRequest& r,
+      const std::function<bool(const keel::agent::v1::ClusterEventsResponse&)>& each);
+
   struct Stub;
 
  private:

@@ -90,6 +90,15 @@ class Service final : public api::Agent::Service {
     if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
     return answer("host metrics", [&] { *out = agent_.host_metrics(); });
   }
+  grpc::Status ClusterEvents(grpc::ServerContext* context, const api::ClusterEventsRequest* in,
+                             grpc::ServerWriter<api::ClusterEventsResponse>* out) override {
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
+    return answer("cluster events", [&] {
+      agent_.cluster_events(
+          *in, [&](const api::ClusterEventsResponse& r) { return out->Write(r); },
+          [&] { return context->IsCancelled(); });
+    });
+  }
   grpc::Status HostRemove(grpc::ServerContext* context, const api::HostRemoveRequest* in,
                           api::HostRemoveResponse* out) override {
     if (auto refused = allow(context, kOperators); !refused.ok()) return refused;

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "cluster/kept_channel.h"
@@ -15,6 +16,7 @@ struct EtcdClient::Stubs {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::KV::Stub> kv;
   std::unique_ptr<pb::Lease::Stub> lease;
+  std::unique_ptr<pb::Watch::Stub> watch;
   std::unique_ptr<pb::Cluster::Stub> cluster;
   std::unique_ptr<pb::Maintenance::Stub> maintenance;
 };
@@ -112,6 +114,7 @@ EtcdClient::EtcdClient(const std::vector<std::string>& endpoints, std::chrono::m
   stubs_->channel = kept_channel("etcd", target, tls, args);
   stubs_->kv = pb::KV::NewStub(stubs_->channel);
   stubs_->lease = pb::Lease::NewStub(stubs_->channel);
+  stubs_->watch = pb::Watch::NewStub(stubs_->channel);
   stubs_->cluster = pb::Cluster::NewStub(stubs_->channel);
   stubs_->maintenance = pb::Maintenance::NewStub(stubs_->channel);
 }
@@ -200,6 +203,72 @@ int64_t EtcdClient::grant_lease(int64_t ttl_s) {
     throw EtcdError(grpc::StatusCode::UNKNOWN, "etcd lease grant: " + response.error(), false);
   }
   return response.id();
+}
+
+EtcdClient::Range EtcdClient::range(const std::string& from, const std::string& end, Read read) {
+  grpc::ClientContext context;
+  prepare(context, timeout_, read == Read::kLinearizable);
+  pb::RangeRequest request;
+  request.set_key(from);
+  request.set_range_end(end);
+  request.set_serializable(read == Read::kSerializable);
+  pb::RangeResponse response;
+  check(stubs_->kv->Range(&context, request, &response), "range");
+  Range out;
+  out.revision = response.header().revision();
+  for (const auto& kv : response.kvs()) out.kvs.push_back(key_value_of(kv));
+  return out;
+}
+
+int64_t EtcdClient::watch(const std::string& from, const std::string& end, int64_t start_revision,
+                          std::chrono::milliseconds limit,
+                          const std::function<bool(const KeyValue&)>& each) {
+  grpc::ClientContext context;
+  prepare(context, limit);
+  auto stream = stubs_->watch->Watch(&context);
+  pb::WatchRequest request;
+  auto* create = request.mutable_create_request();
+  create->set_key(from);
+  create->set_range_end(end);
+  create->set_start_revision(start_revision);
+  int64_t next = start_revision;
+  if (stream->Write(request)) {
+    pb::WatchResponse response;
+    while (stream->Read(&response)) {
+      if (response.compact_revision() > 0) {
+        context.TryCancel();
+        stream->Finish();
+        throw EtcdError(grpc::StatusCode::OUT_OF_RANGE,
+                        "etcd watch: revision " + std::to_string(start_revision) +
+                            " was compacted (the oldest kept is " +
+                            std::to_string(response.compact_revision()) + ")",
+                        false);
+      }
+      if (response.canceled()) {
+        context.TryCancel();
+        stream->Finish();
+        throw EtcdError(grpc::StatusCode::UNKNOWN,
+                        "etcd watch cancelled: " + response.cancel_reason(), false);
+      }
+      // A created watch without a start revision goes on from its header's.
+      if (response.created() && next == 0) next = response.header().revision() + 1;
+      for (const auto& event : response.events()) {
+        next = std::max(next, event.kv().mod_revision() + 1);
+        if (event.type() != mvccpb::Event::PUT) continue;
+        if (!each(key_value_of(event.kv()))) {
+          context.TryCancel();
+          stream->Finish();
+          return next;
+        }
+      }
+    }
+  }
+  grpc::Status status = stream->Finish();
+  // The limit reached is the normal end of a watch that saw nothing more.
+  if (!status.ok() && status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    check(status, "watch");
+  }
+  return next;
 }
 
 int64_t EtcdClient::keep_alive(int64_t lease) {

@@ -7,6 +7,7 @@
 // runs on where it is, and the answer says why; the mark stays until
 // `host undrain`. Replicas the host keeps for VMs running elsewhere move:
 // their actives' keepers pick another passive (host_vm_replicas.cpp).
+#include "cluster/cluster_event_log.h"
 #include "cluster/cluster_view.h"
 #include "cluster/etcd_records.h"
 #include "common/log.h"
@@ -42,6 +43,11 @@ api::HostDrainResponse Agent::drain_host(const api::HostDrainRequest& request) {
                       " again");
       }
       log::info(drain_word(!drain) + " " + name);
+      auto told = cluster_event(
+          drain ? api::CLUSTER_EVENT_HOST_DRAINED : api::CLUSTER_EVENT_HOST_UNDRAINED, "",
+          "host " + name + (drain ? " drained: its VMs move away" : " undrained"));
+      told.set_host(name);
+      tell(std::move(told));
     }
     if (drain) {
       const ClusterView view = cluster_view(Read::kLinearizable);

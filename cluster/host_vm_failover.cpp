@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "cluster/cluster_event_log.h"
 #include "cluster/etcd_records.h"
 #include "cluster/host_vms.h"
 #include "common/log.h"
@@ -300,6 +301,15 @@ bool HostVms::fail_over(const std::string& name, const std::string& active, uint
                      : "") +
             "; etcd took " + ms(taken - began) + " ms, the takeover " + ms(Clock::now() - taken) +
             " ms");
+  auto told = cluster_event(
+      switched ? api::CLUSTER_EVENT_VM_SWITCHED_OVER : api::CLUSTER_EVENT_VM_FAILED_OVER, name,
+      "VM " + name + " " + record.ha_last_event() +
+          (!switched && info.phase() == pb::REPLICA_PHASE_PROTECTED ? ": host " + active + " lost"
+                                                                    : ""));
+  told.set_peer(active);
+  told.set_duration_us(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - began).count()));
+  context_.tell(std::move(told));
   return true;
 }
 

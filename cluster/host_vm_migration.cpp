@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "cluster/agent_client.h"
+#include "cluster/cluster_event_log.h"
 #include "cluster/etcd_records.h"
 #include "cluster/host_vms.h"
 #include "common/log.h"
@@ -283,9 +284,22 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
   migrate.mutable_migrate()->set_to(destination.address());
   migrate.mutable_migrate()->set_downtime_ms(request.downtime_ms());
   pb::Response answer;
+  auto told = [&](api::ClusterEventType type, const std::string& detail) {
+    auto event = cluster_event(type, name, detail);
+    event.set_peer(request.to());
+    return event;
+  };
+  context_.tell(
+      told(api::CLUSTER_EVENT_VM_MIGRATION_STARTED,
+           "VM " + name + " migrating from host " + context_.host + " to " + request.to()));
+  auto failed = [&](const std::string& why) {
+    context_.tell(told(api::CLUSTER_EVENT_VM_MIGRATION_FAILED,
+                       "VM " + name + " not migrated to " + request.to() + ": " + why));
+  };
   try {
     answer = call_vmm(name, migrate, kMigrationTimeout);
   } catch (const ControlClientError& e) {
+    failed(std::string("its keel-vmm did not answer: ") + e.what());
     back_to_source();
     throw AgentError(AgentError::Code::kInternal,
                      "VM " + name + ": its keel-vmm did not answer the migration: " + e.what());
@@ -294,10 +308,12 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
     if (answer.error().code() == pb::ERROR_CODE_INTERNAL) {
       // Uncertain: the guest may run on the destination. The record stays
       // as it is; the destination's keeper takes it if its guest runs.
+      failed("outcome unknown: " + answer.error().message());
       throw AgentError(AgentError::Code::kInternal,
                        "VM " + name + ": migration outcome unknown: " + answer.error().message() +
                            " (the guest stays paused here)");
     }
+    failed(answer.error().message());
     back_to_source();
     throw refused("VM " + name + ": migration to " + request.to() +
                   " failed: " + answer.error().message());
@@ -321,6 +337,10 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
   }
   log::info("VM " + name + " migrated to " + request.to() + ": paused " +
             std::to_string(out.downtime_us() / 1000.0) + " ms");
+  auto done = told(api::CLUSTER_EVENT_VM_MIGRATED,
+                   "VM " + name + " migrated from host " + context_.host + " to " + request.to());
+  done.set_duration_us(out.downtime_us());
+  context_.tell(std::move(done));
   return out;
 }
 

@@ -8,6 +8,7 @@
 
 #include "cluster/agent_client.h"
 #include "cluster/agent_error.h"
+#include "cluster/cluster_event_log.h"
 #include "cluster/cluster_keys.h"
 #include "cluster/etcd_records.h"
 #include "cluster/vmm_launch.h"
@@ -432,6 +433,9 @@ api::VmStartResponse HostVms::start(const std::string& name) {
     if (!vm.resume_from().empty()) store_->forget_resume_state(name);
     log::info("VM " + name + " started (keel-vmm " + std::to_string(pid) + ", generation " +
               std::to_string(generation) + ")");
+    context_.tell(cluster_event(api::CLUSTER_EVENT_VM_STARTED, name,
+                                "VM " + name + " started on host " + context_.host +
+                                    (vm.resume_from().empty() ? "" : " from its saved state")));
     api::VmStartResponse out;
     out.set_host(context_.host);
     out.set_generation(generation);
@@ -567,6 +571,11 @@ void HostVms::stop(const api::VmStopRequest& request) {
   const auto until = std::chrono::steady_clock::now() + kStopGrace;
   while (running().count(request.name()) && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!running().count(request.name())) {
+    context_.tell(cluster_event(api::CLUSTER_EVENT_VM_STOPPED, request.name(),
+                                "VM " + request.name() + " stopped on host " + context_.host +
+                                    (request.force() ? " (killed)" : "")));
   }
   if (running().count(request.name())) {
     throw AgentError(AgentError::Code::kInternal, "keel-vmm " + std::to_string(it->second) +

@@ -53,6 +53,8 @@ struct HostVmsContext {
   // Puts why the pool cannot keep its VMs ("" once it can) into the host's
   // record; throws when etcd cannot be told.
   std::function<void(const std::string&)> report_health;
+  // Into the cluster's event log (ClusterEventTeller: never waits).
+  std::function<void(keel::agent::v1::ClusterEvent)> tell;
 };
 
 class HostVms {

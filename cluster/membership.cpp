@@ -6,6 +6,7 @@
 
 #include "cluster/agent.h"
 #include "cluster/agent_client.h"
+#include "cluster/cluster_event_log.h"
 #include "cluster/cluster_keys.h"
 #include "cluster/etcd_member.h"
 #include "cluster/host_facts.h"
@@ -99,6 +100,8 @@ api::ClusterInitResponse Agent::init(const api::ClusterInitRequest& request) {
     throw;
   }
   log::info("cluster " + s.cluster_id() + " formed with this host (" + request.address() + ")");
+  tell(cluster_event(api::CLUSTER_EVENT_HOST_JOINED, "",
+                     "host " + settings_.name + " formed the cluster (" + request.address() + ")"));
   serve_address(request.address());
   api::ClusterInitResponse out;
   out.set_cluster_id(s.cluster_id());
@@ -268,6 +271,8 @@ api::ClusterJoinResponse Agent::join(const api::ClusterJoinRequest& request) {
     throw;
   }
   log::info("joined cluster " + s.cluster_id() + " through " + request.peer());
+  tell(cluster_event(api::CLUSTER_EVENT_HOST_JOINED, "",
+                     "host " + settings_.name + " joined (" + request.address() + ")"));
   serve_address(request.address());
   api::ClusterJoinResponse out;
   out.set_cluster_id(s.cluster_id());
@@ -427,6 +432,10 @@ api::HostRemoveResponse Agent::remove_host(const api::HostRemoveRequest& request
     }
     if (member) etcd()->remove_member(member->id);
     log::info("removed host " + request.name());
+    auto removed = cluster_event(api::CLUSTER_EVENT_HOST_REMOVED, "",
+                                 "host " + request.name() + " removed from the cluster");
+    removed.set_peer(request.name());
+    tell(std::move(removed));
     api::HostRemoveResponse out;
     size_t left = members.size() - (member ? 1 : 0);
     out.set_hosts(static_cast<uint32_t>(left));

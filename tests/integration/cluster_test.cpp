@@ -26,6 +26,7 @@
 #include "common/fence_deadline.h"
 #include "common/unique_fd.h"
 #include "tests/support/keelctl_result.h"
+#include "tests/support/live_vmm.h"
 #include "tests/support/test_cluster.h"
 
 namespace keel::testing {
@@ -313,6 +314,66 @@ TEST(Cluster, LeaderHostDeathTrials) {
   }
   std::cout << "leader's host killed to a majority answering: median " << median(took) << " ms of "
             << took.size() << std::endl;
+}
+
+// The cluster's event log (keelctl events without --socket): the same
+// numbered story from every host; a reader resumes after a number; a
+// follower sees a drain as it happens; a number past the newest refused.
+TEST(Cluster, EventLogTheSameFromEveryHostResumedAndFollowed) {
+  TestCluster c(3);
+  for (unsigned h = 1; h <= 3; ++h) c.start_agent(h);
+  c.form(3);
+  auto joined = [&](unsigned from) {
+    auto r = c.keelctl(from, {"events"});
+    return r.exit_code == 0 && r.out.find("3  ") != std::string::npos ? r.out : std::string();
+  };
+  std::string seen;
+  ASSERT_TRUE(wait_until([&] { return !(seen = joined(3)).empty(); }, seconds(30)))
+      << show(c.keelctl(3, {"events"}));
+  EXPECT_NE(seen.find("h1  host-joined  host h1 formed the cluster (" + TestCluster::address(1)),
+            std::string::npos)
+      << seen;
+  EXPECT_NE(seen.find("h2  host-joined  host h2 joined"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("h3  host-joined  host h3 joined"), std::string::npos) << seen;
+  EXPECT_EQ(seen.rfind("1  ", 0), 0u) << seen;
+  EXPECT_EQ(joined(1), seen) << "every host tells the same log";
+
+  // A follower on h2 from after event 2: event 3 at once, then the drain
+  // and undrain done through h1 as they happen.
+  std::string followed;
+  std::thread follower([&] {
+    auto r = run_command({"ip", "netns", "exec", c.ns(2), keelctl_path(), "--agent",
+                          c.agent_socket(2), "events", "--follow", "--since", "2"},
+                         seconds(120), {}, [](const CommandResult& so_far, pid_t) {
+                           return so_far.out.find("host-undrained") != std::string::npos;
+                         });
+    followed = r.out + r.err;
+  });
+  auto r = c.keelctl(1, {"host", "drain", "h3"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  r = c.keelctl(1, {"host", "undrain", "h3"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  follower.join();
+  const size_t third = followed.find("3  ");
+  const size_t drained = followed.find("h3  host-drained  host h3 drained");
+  const size_t undrained = followed.find("h3  host-undrained");
+  EXPECT_EQ(third, 0u) << followed;
+  EXPECT_NE(drained, std::string::npos) << followed;
+  EXPECT_NE(undrained, std::string::npos) << followed;
+  EXPECT_LT(drained, undrained) << followed;
+  EXPECT_EQ(followed.find("formed the cluster"), std::string::npos) << "nothing before --since\n"
+                                                                    << followed;
+
+  // Resumed after the drain: the undrain alone. JSON for scripts.
+  r = c.keelctl(3, {"--json", "events", "--since", "4"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("\"CLUSTER_EVENT_HOST_UNDRAINED\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("HOST_DRAINED"), std::string::npos) << r.out;
+  r = c.keelctl(3, {"events", "--since", "99"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("after 99: the cluster's newest event is 5"), std::string::npos) << r.err;
+  r = c.keelctl(3, {"events", "--since", "x"});
+  EXPECT_EQ(r.exit_code, 2) << show(r);
 }
 
 // What joining refuses, and what a member refuses about addresses and

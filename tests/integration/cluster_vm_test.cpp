@@ -220,6 +220,18 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(2, "b");
   EXPECT_NE(r.out.find("b: migrated to host h2 (paused "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("host h3 is drained: it runs no VM"), std::string::npos) << r.out;
+  // The cluster's event log tells the move, from any host.
+  std::string events;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        events = c.keelctl(1, {"events"}).out;
+        return events.find("h3  vm-migrated  vm=b  peer=h2  took=") != std::string::npos;
+      },
+      seconds(30)))
+      << events;
+  EXPECT_NE(events.find("h3  vm-migration-started  vm=b  peer=h2"), std::string::npos) << events;
+  EXPECT_NE(events.find("h3  host-drained"), std::string::npos) << events;
+  EXPECT_LT(events.find("vm-migration-started  vm=b"), events.find("vm-migrated  vm=b"));
   CommandResult refused = c.keelctl(1, {"vm", "start", "a", "--host", "h3"});
   EXPECT_EQ(refused.exit_code, 1) << show(refused);
   EXPECT_NE(refused.err.find("h3: it is drained (keelctl host undrain h3)"), std::string::npos)

@@ -4,6 +4,7 @@
 #include <grpcpp/support/status_code_enum.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,8 @@
 
 #include "cluster/agent_client.h"
 #include "common/size_parse.h"
+#include "tools/keelctl/cluster_events_command.h"
+#include "tools/keelctl/exit_codes.h"
 #include "tools/keelctl/top_table.h"
 
 namespace keel {
@@ -49,6 +52,10 @@ const char* const kClusterUsage =
     "  top [--once]                         every VM of the cluster: host, state, vCPUs,\n"
     "                                       memory, CPU, disk and network rates, redrawn\n"
     "                                       every 2 s (--once: one table)\n"
+    "  events [--follow] [--since N]        the cluster's events (hosts joined, drained,\n"
+    "                                       removed; VMs started, stopped, migrated,\n"
+    "                                       failed over), numbered; --follow: then each\n"
+    "                                       new one as it happens (without --socket)\n"
     "VMs of the cluster, from any host (when no --pool and no $KEEL_POOL is given):\n"
     "  vm create NAME --image IMAGE [...] [--storage-host HOST]\n"
     "                                       in the pool of HOST (default: this host\n"
@@ -76,8 +83,6 @@ const char* const kClusterUsage =
 
 namespace {
 
-enum Exit { kDone = 0, kRefused = 1, kBadCommandLine = 2, kNoConnection = 3, kNoAnswer = 4 };
-
 struct Usage {
   std::string message;
 };
@@ -88,7 +93,9 @@ struct Line {
   double wait_s = 0;  // 0: the command's default
   std::vector<std::string> words;
   std::optional<std::string> address, peer, token;
-  bool once = false;  // keelctl top --once
+  bool once = false;    // keelctl top --once
+  bool follow = false;  // keelctl events --follow
+  std::optional<uint64_t> since;
 };
 
 // The agent's socket: "unix:PATH" for gRPC.
@@ -138,6 +145,17 @@ Line parse(int argc, char** argv) {
       if (*line.token == "-") std::getline(std::cin, *line.token);
     } else if (arg == "--once") {
       line.once = true;
+    } else if (arg == "--follow") {
+      line.follow = true;
+    } else if (arg == "--since") {
+      const std::string v = value();
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != 0 || errno != 0 || v[0] == '-') {
+        throw Usage{"invalid value for --since: '" + v + "' (an event's number)"};
+      }
+      line.since = n;
     } else if (arg.rfind("--", 0) == 0) {
       throw Usage{"unknown option " + arg};
     } else {
@@ -207,14 +225,20 @@ void print_notes(const Response& r) {
 }  // namespace
 
 bool is_cluster_command(int argc, char** argv) {
+  // `events` is the cluster's unless a VMM's socket is named.
+  const char* env = std::getenv("KEEL_API_SOCKET");
+  bool socket = env && *env;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--socket") socket = true;
+  }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--agent" || arg == "--wait" || arg == "--socket") {
+    if (arg == "--agent" || arg == "--wait" || arg == "--socket" || arg == "--since") {
       ++i;
       continue;
     }
     if (arg.rfind("--", 0) == 0) continue;
-    return arg == "cluster" || arg == "host" || arg == "top";
+    return arg == "cluster" || arg == "host" || arg == "top" || (arg == "events" && !socket);
   }
   return false;
 }
@@ -247,6 +271,11 @@ int run_cluster_command(int argc, char** argv) {
   Line line;
   try {
     line = parse(argc, argv);
+    if (!line.words.empty() && line.words[0] == "events") {
+      if (line.words.size() != 1) throw Usage{"events takes no argument"};
+      return print_cluster_events(line.agent, line.json, line.follow, line.since);
+    }
+    if (line.follow || line.since) throw Usage{"--follow and --since belong to events"};
     if (!line.words.empty() && line.words[0] == "top") {
       if (line.words.size() != 1) throw Usage{"top takes no argument"};
       try {

@@ -11,9 +11,6 @@ namespace keel {
 
 namespace pb = ::keel::api::v1;
 
-namespace {
-
-// "2026-12-07T12:34:56.789Z"
 std::string utc_time(uint64_t unix_ns) {
   const std::time_t seconds = static_cast<std::time_t>(unix_ns / 1000000000);
   std::tm tm{};
@@ -25,25 +22,28 @@ std::string utc_time(uint64_t unix_ns) {
   return text;
 }
 
-// EVENT_TYPE_MIGRATION_FINISHED -> "migration-finished"
-std::string type_words(pb::EventType type) {
-  std::string name = pb::EventType_Name(type);
-  if (name.rfind("EVENT_TYPE_", 0) == 0) name.erase(0, 11);
+std::string type_words(std::string name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) == 0) name.erase(0, prefix.size());
   for (char& c : name) c = c == '_' ? '-' : static_cast<char>(std::tolower(c));
   return name;
 }
 
+std::string took_text(uint64_t duration_us) {
+  char took[40];
+  std::snprintf(took, sizeof took, "  took=%.3fms", static_cast<double>(duration_us) / 1000);
+  return took;
+}
+
+namespace {
+
 std::string describe(const pb::Event& e) {
   std::string line;
   if (e.missed() != 0) line += "-- " + std::to_string(e.missed()) + " events missed --\n";
-  line += std::to_string(e.seq()) + "  " + utc_time(e.time_unix_ns()) + "  " + type_words(e.type());
+  line += std::to_string(e.seq()) + "  " + utc_time(e.time_unix_ns()) + "  " +
+          type_words(pb::EventType_Name(e.type()), "EVENT_TYPE_");
   if (!e.detail().empty()) line += "  " + e.detail();
   if (!e.device().empty()) line += "  device=" + e.device();
-  if (e.duration_us() != 0) {
-    char took[32];
-    std::snprintf(took, sizeof took, "  took=%.3fms", static_cast<double>(e.duration_us()) / 1000);
-    line += took;
-  }
+  if (e.duration_us() != 0) line += took_text(e.duration_us());
   if (!e.peer().empty()) line += "  peer=" + e.peer();
   if (!e.dir().empty()) line += "  dir=" + e.dir();
   return line + "\n";

@@ -21,6 +21,7 @@
 #include "tools/keelctl/command_line.h"
 #include "tools/keelctl/console_command.h"
 #include "tools/keelctl/events_command.h"
+#include "tools/keelctl/exit_codes.h"
 #include "tools/keelctl/keelctl_output.h"
 #include "tools/keelctl/pool_commands.h"
 
@@ -87,7 +88,7 @@ const char* const kUsage =
     "  nobody listening, no permission); 4 no answer in time, or the connection\n"
     "  broke or carried something that is not an answer.\n";
 
-enum Exit { kDone = 0, kRefused = 1, kBadCommandLine = 2, kNoConnection = 3, kNoAnswer = 4 };
+using keel::kBadCommandLine, keel::kDone, keel::kNoAnswer, keel::kNoConnection, keel::kRefused;
 
 struct Command {
   std::string socket;
