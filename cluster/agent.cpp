@@ -139,6 +139,8 @@ Agent::~Agent() {
   }
   lease.reset();
   vms_.reset();
+  // The teller's last events go while etcd and its client still stand.
+  events_.reset();
   member_.reset();
 }
 

@@ -184,7 +184,8 @@ class Agent {
   std::mutex membership_;     // one init/join/admit/remove at a time
   std::mutex state_file_;     // agent.json: one writer at a time
   keel::agent::v1::LocalState state_;
-  // Before the members that tell events (vms_): it goes after them.
+  // Ended by ~Agent after vms_ (which tells events) and before the etcd
+  // member and client it appends through.
   std::unique_ptr<ClusterEventTeller> events_;
   std::unique_ptr<EtcdMember> member_;
   std::shared_ptr<EtcdClient> etcd_;  // etcd(): replaced by init, join, undo_start

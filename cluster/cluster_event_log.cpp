@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include "cluster/cluster_keys.h"
@@ -84,15 +85,18 @@ void ClusterEventLog::read(uint64_t after, bool from_now, bool follow,
     return keep_on;
   };
   const std::string end = prefix_range_end(kLogPrefix);
-  const auto kept = etcd_->range(log_key(after + 1), end);
-  for (const auto& kv : kept.kvs) {
-    if (!deliver(kv)) return;
-  }
-  if (!follow) return;
-  int64_t revision = kept.revision + 1;
-  // Watched a second at a time, so that a reader gone (`stop`) is noticed.
-  while (keep_on && !stop()) {
-    revision = etcd_->watch(log_key(told + 1), end, revision, std::chrono::seconds(1), deliver);
+  for (;;) {
+    const auto kept = etcd_->range(log_key(told + 1), end);
+    for (const auto& kv : kept.kvs) {
+      if (!deliver(kv)) return;
+    }
+    if (!follow || stop()) return;
+    // Watched a second at a time from the range's revision, so that a
+    // reader gone (`stop`) is noticed and the watch never starts from a
+    // revision etcd may have compacted meanwhile (other keys move the
+    // store's revision on while the log is quiet).
+    etcd_->watch(log_key(told + 1), end, kept.revision + 1, std::chrono::seconds(1), deliver);
+    if (!keep_on) return;
   }
 }
 
@@ -130,31 +134,43 @@ void ClusterEventTeller::tell(api::ClusterEvent event) {
 void ClusterEventTeller::run() {
   std::unique_lock lock(mutex_);
   std::string last_problem;
+  // At the end, what waits gets one more try each, for two seconds at most.
+  std::optional<std::chrono::steady_clock::time_point> end_by;
   for (;;) {
     wake_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
-    if (stopping_) return;
+    if (stopping_ && !end_by) end_by = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    if (waiting_.empty() || (end_by && std::chrono::steady_clock::now() > *end_by)) {
+      if (!waiting_.empty()) {
+        log::warning("cluster events: " + std::to_string(waiting_.size()) +
+                     " not logged before the agent stopped");
+      }
+      if (stopping_) return;
+      continue;
+    }
     if (dropped_ > 0) {
       log::warning("cluster events: " + std::to_string(dropped_) +
                    " dropped while etcd could not take them");
       dropped_ = 0;
     }
     api::ClusterEvent event = waiting_.front();
-    auto etcd = etcd_();
     lock.unlock();
+    // Outside the lock: etcd_() takes the agent's own.
     std::string problem;
-    if (!etcd) {
-      problem = "not in a cluster";
-    } else {
-      try {
-        ClusterEventLog(etcd).append(event);
-      } catch (const std::exception& e) {
-        problem = e.what();
-      }
+    try {
+      auto etcd = etcd_();
+      if (!etcd) throw std::runtime_error("not in a cluster");
+      ClusterEventLog(etcd).append(event);
+    } catch (const std::exception& e) {
+      problem = e.what();
     }
     lock.lock();
     if (problem.empty()) {
       if (!waiting_.empty()) waiting_.pop_front();
       last_problem.clear();
+      continue;
+    }
+    if (end_by) {
+      if (!waiting_.empty()) waiting_.pop_front();  // one try each at the end
       continue;
     }
     if (problem != last_problem) log::warning("cluster events: cannot log one yet: " + problem);

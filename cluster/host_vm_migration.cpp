@@ -308,7 +308,8 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
     if (answer.error().code() == pb::ERROR_CODE_INTERNAL) {
       // Uncertain: the guest may run on the destination. The record stays
       // as it is; the destination's keeper takes it if its guest runs.
-      failed("outcome unknown: " + answer.error().message());
+      failed("outcome unknown (the destination takes the VM if its guest runs there): " +
+             answer.error().message());
       throw AgentError(AgentError::Code::kInternal,
                        "VM " + name + ": migration outcome unknown: " + answer.error().message() +
                            " (the guest stays paused here)");

@@ -225,11 +225,17 @@ void print_notes(const Response& r) {
 }  // namespace
 
 bool is_cluster_command(int argc, char** argv) {
-  // `events` is the cluster's unless a VMM's socket is named.
+  // `events` is the cluster's unless a VMM's socket is named (and no
+  // agent is: --agent chooses the cluster).
   const char* env = std::getenv("KEEL_API_SOCKET");
   bool socket = env && *env;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--socket") socket = true;
+    const std::string arg = argv[i];
+    if (arg == "--socket" || arg.rfind("--socket=", 0) == 0) socket = true;
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--agent" || arg.rfind("--agent=", 0) == 0) socket = false;
   }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];

@@ -1,6 +1,7 @@
 #include "tools/keelctl/cluster_events_command.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
 
 #include <cctype>
 #include <chrono>
@@ -37,9 +38,11 @@ int print_cluster_events(const std::string& agent, bool json, bool follow,
   agent_api::ClusterEventsRequest request;
   request.set_after_seq(since.value_or(0));
   request.set_follow(follow);
+  bool streaming = false;
   try {
     cluster::AgentClient client(agent, std::chrono::seconds(30));
     client.cluster_events(request, [&](const agent_api::ClusterEventsResponse& r) {
+      streaming = true;
       if (json) {
         std::string text;
         google::protobuf::util::JsonPrintOptions options;
@@ -53,7 +56,10 @@ int print_cluster_events(const std::string& agent, bool json, bool follow,
     });
   } catch (const cluster::AgentCallError& e) {
     std::cerr << "keelctl: events: " << e.what() << "\n";
-    if (e.unreachable()) return kNoConnection;
+    // As the other commands: 3 no connection, 4 no answer in time or a
+    // stream that broke once it had begun, 1 refused.
+    if (e.unreachable() && !streaming) return kNoConnection;
+    if (e.grpc_code() == grpc::StatusCode::DEADLINE_EXCEEDED || streaming) return kNoAnswer;
     return kRefused;
   }
   return kDone;
