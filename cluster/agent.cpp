@@ -314,12 +314,25 @@ void Agent::take_lease() {
   lease.fence_file = (fs::path(settings_.state_dir) / "fence").string();
   lease.resume_lease = state().lease_id();
   HostLease::Callbacks callbacks;
-  callbacks.fenced = [] {
+  callbacks.fenced = [this] {
     // The VMMs pause themselves at the deadline (--fence-file); HostLease
-    // logs the fence.
+    // logs the fence. The cluster's log hears of it once it is over (a
+    // fenced host cannot reach the majority).
+    fenced_since_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   };
   callbacks.renewed = [this](bool same_lease) {
     if (!same_lease) remember_lease();
+    if (const int64_t since = fenced_since_ns_.exchange(0); since != 0) {
+      const auto fenced_for = std::chrono::steady_clock::now().time_since_epoch() -
+                              std::chrono::steady_clock::duration(since);
+      auto told = cluster_event(api::CLUSTER_EVENT_HOST_FENCED, "",
+                                "host " + settings_.name +
+                                    " was fenced (its VMs paused) until its lease was renewed" +
+                                    (same_lease ? "" : " (a new lease: the old one had expired)"));
+      told.set_duration_us(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(fenced_for).count()));
+      tell(std::move(told));
+    }
     vms_->poke();
   };
   auto taken = std::make_unique<HostLease>(lease_endpoints(), etcd_tls(), lease, callbacks);

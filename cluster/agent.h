@@ -3,6 +3,7 @@
 // (cluster/agent_service.h) calls these; each throws AgentError.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -187,6 +188,9 @@ class Agent {
   // Ended by ~Agent after vms_ (which tells events) and before the etcd
   // member and client it appends through.
   std::unique_ptr<ClusterEventTeller> events_;
+  // When the host's lease fenced it (steady clock, ns; 0: not fenced), for
+  // the event told once the lease is renewed.
+  std::atomic<int64_t> fenced_since_ns_{0};
   std::unique_ptr<EtcdMember> member_;
   std::shared_ptr<EtcdClient> etcd_;  // etcd(): replaced by init, join, undo_start
   std::unique_ptr<HostLease> lease_;

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "cluster/cluster_event_log.h"
 #include "cluster/etcd_records.h"
 #include "cluster/host_vms.h"
 #include "common/log.h"
@@ -50,6 +51,7 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
             (end.last_words.empty() ? "" : ": " + end.last_words));
   uint64_t generation = 0;
   bool replica = false;
+  bool stopped_on_purpose = false;
   {
     std::lock_guard lock(mutex_);
     // An earlier copy ended on purpose says nothing about what followed
@@ -78,6 +80,13 @@ void HostVms::ended(const VmmSupervisor::Ended& end) {
     generation = it->second;
     generations_.erase(it);
     to_release_[end.vm] = generation;
+    // A stop through the agent tells its own event.
+    stopped_on_purpose = stopping_vms_.count(end.vm) > 0;
+  }
+  if (!stopped_on_purpose) {
+    context_.tell(cluster_event(api::CLUSTER_EVENT_VM_ENDED, end.vm,
+                                "VM " + end.vm + "'s keel-vmm ended on host " + context_.host +
+                                    (end.last_words.empty() ? "" : ": " + end.last_words)));
   }
   poke();
 }

@@ -220,6 +220,15 @@ TEST(Cluster, CutHostFencesBeforeItsLeaseExpiresElsewhere) {
   EXPECT_LE(fenced_after, 4000) << "fenced later than the lease's TTL";
   EXPECT_FALSE(hello.fenced());
   expect_whole(c, 3, 3);
+  // h3 tells the cluster's log of its fence once it reaches the majority.
+  std::string events;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        events = c.keelctl(1, {"events"}).out;
+        return events.find("h3  host-fenced  took=") != std::string::npos;
+      },
+      seconds(20)))
+      << events;
 }
 
 // Split 2+3 and 3+2 and heal, again and again: each time the minority
