@@ -146,6 +146,7 @@ void HostVms::keep() {
         }
         try {
           if (recall_replica(name)) continue;
+          relay_->relay(name);
           keep_one(name, pid);
           bool owned = false;
           {

@@ -58,6 +58,8 @@ HostVms::HostVms(HostVmsContext context, std::optional<storage::VmStore> store)
   supervisor_ =
       std::make_unique<VmmSupervisor>([this](const VmmSupervisor::Ended& e) { ended(e); });
   if (store_) health_.emplace(store_->pool().path().string(), context_.pool_min_free);
+  relay_ = std::make_unique<VmmEventRelay>(
+      [this](api::ClusterEvent event) { context_.tell(std::move(event)); });
 }
 
 HostVms::~HostVms() {
@@ -67,6 +69,7 @@ HostVms::~HostVms() {
   }
   wake_.notify_all();
   if (keeper_.joinable()) keeper_.join();
+  relay_.reset();  // the keeper started the relays
   if (replica_watch_.joinable()) replica_watch_.join();
   // A switchover under way ends within its own limit.
   if (handover_.joinable()) handover_.join();

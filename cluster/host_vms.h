@@ -28,6 +28,7 @@
 
 #include "cluster/cluster_nbd_catalog.h"
 #include "cluster/etcd_client.h"
+#include "cluster/vmm_event_relay.h"
 #include "cluster/vmm_supervisor.h"
 #include "proto/agent.pb.h"
 #include "storage/nbd_server.h"
@@ -308,6 +309,8 @@ class HostVms {
   bool poked_ = false;
   std::condition_variable wake_;
   std::unique_ptr<VmmSupervisor> supervisor_;
+  // The VMMs' own events into the cluster's log, started by the keeper.
+  std::unique_ptr<VmmEventRelay> relay_;
   std::shared_ptr<ClusterNbdCatalog> catalog_;
   std::unique_ptr<storage::NbdServer> nbd_;
   std::thread nbd_thread_;

@@ -232,6 +232,16 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   EXPECT_NE(events.find("h3  vm-migration-started  vm=b  peer=h2"), std::string::npos) << events;
   EXPECT_NE(events.find("h3  host-drained"), std::string::npos) << events;
   EXPECT_LT(events.find("vm-migration-started  vm=b"), events.find("vm-migrated  vm=b"));
+  // And each keel-vmm's own events, relayed by its host's agent: the
+  // source's migration, the destination's start from it.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        events = c.keelctl(1, {"events"}).out;
+        return events.find("h3  vmm-migration-finished  vm=b") != std::string::npos &&
+               events.find("h2  vmm-started  vm=b") != std::string::npos;
+      },
+      seconds(30)))
+      << events;
   CommandResult refused = c.keelctl(1, {"vm", "start", "a", "--host", "h3"});
   EXPECT_EQ(refused.exit_code, 1) << show(refused);
   EXPECT_NE(refused.err.find("h3: it is drained (keelctl host undrain h3)"), std::string::npos)

@@ -22,8 +22,13 @@ std::string describe(const agent_api::ClusterEventsResponse& r) {
   const agent_api::ClusterEvent& e = r.event();
   std::string line;
   if (r.missed() != 0) line += "-- " + std::to_string(r.missed()) + " events no longer kept --\n";
-  line += std::to_string(e.seq()) + "  " + utc_time(e.time_unix_ns()) + "  " + e.host() + "  " +
-          type_words(agent_api::ClusterEventType_Name(e.type()), "CLUSTER_EVENT_");
+  // A VMM's own event: "vmm-" and its type ("vmm-paused").
+  const std::string type =
+      e.type() == agent_api::CLUSTER_EVENT_VM_MACHINE
+          ? "vmm-" + type_words(keel::api::v1::EventType_Name(e.machine().type()), "EVENT_TYPE_")
+          : type_words(agent_api::ClusterEventType_Name(e.type()), "CLUSTER_EVENT_");
+  line +=
+      std::to_string(e.seq()) + "  " + utc_time(e.time_unix_ns()) + "  " + e.host() + "  " + type;
   if (!e.vm().empty()) line += "  vm=" + e.vm();
   if (!e.peer().empty()) line += "  peer=" + e.peer();
   if (e.duration_us() != 0) line += took_text(e.duration_us());
