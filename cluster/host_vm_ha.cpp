@@ -3,6 +3,7 @@
 // planned switchover, which hands the owner record to the passive once its
 // copy runs the guest (the old active becomes the passive: the stream turns
 // around, with a full copy).
+#include "cluster/cluster_event_log.h"
 #include "cluster/etcd_records.h"
 #include "cluster/host_vms.h"
 #include "common/log.h"
@@ -145,6 +146,12 @@ api::VmHaResponse HostVms::ha_switchover(const api::VmHaRequest& request, const 
     log::warning("VM " + name + ": switched over, but its records changed meanwhile");
   }
   log::info("VM " + name + " " + record.ha_last_event());
+  auto told = cluster_event(api::CLUSTER_EVENT_VM_SWITCHED_OVER, name,
+                            "VM " + name + " " + record.ha_last_event());
+  told.set_host(passive);  // where it runs now, from this host
+  told.set_peer(context_.host);
+  told.set_duration_us(out.switchover_pause_us());
+  context_.tell(std::move(told));
   status.set_active(passive);
   status.set_passive(record.ha_passive());
   status.set_state("syncing");

@@ -235,6 +235,19 @@ TEST(ClusterHa, ProtectedSwitchedOverFailedOverAndProtectedAgain) {
   EXPECT_EQ(s.active(), "h1");
   EXPECT_NE(s.passive(), "h1");
   EXPECT_NE(s.last_event().find("failed over from h2 to h1"), std::string::npos) << s.last_event();
+  // The cluster's log tells both: the active's keel-vmm ended by itself,
+  // and the failover to h1 (from any host).
+  std::string events;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        events = c.keelctl(3, {"events"}).out;
+        return events.find("h2  vm-ended  vm=a  VM a's keel-vmm ended on host h2") !=
+                   std::string::npos &&
+               events.find("h1  vm-failed-over  vm=a  peer=h2  took=") != std::string::npos;
+      },
+      seconds(30)))
+      << events;
+  EXPECT_NE(events.find("h2  vm-switched-over  vm=a  peer=h1  took="), std::string::npos) << events;
   std::cout << "keel-vmm killed to the guest beating on the passive: " << resumed_ms
             << " ms (the test's look every 50 ms included)" << std::endl;
   r = c.keelctl(2, {"vm", "ha", "status", "a"});
