@@ -69,6 +69,8 @@ const char* const kUsage =
     "                            the VMM keeps (after number N), then with --follow\n"
     "                            each new one until it stops; --json: a line of JSON\n"
     "                            each; a gap (events the VMM no longer had) is shown\n"
+    "                            (without --socket: the cluster's events, from the\n"
+    "                            agent: keelctl cluster --help)\n"
     "  metrics [--prometheus]    the VMM's counters (vCPU exits and CPU time, disk and\n"
     "      [--watch]             network traffic, latency, drops, console, pauses,\n"
     "      [--interval SEC]      snapshots, migrations): name{labels} value; with\n"
