@@ -26,16 +26,6 @@ std::string installer_dir() {
   return std::string(cache && *cache ? cache : "/var/cache/keel") + "/debian-installer";
 }
 
-// Until the terminal shows `text` (true), the VM ended, or `timeout`.
-bool wait_screen(TmuxTerminal& terminal, LiveVmm& vmm, const std::string& text,
-                 std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline && !vmm.output_closed()) {
-    if (terminal.wait_for(text, seconds(1))) return true;
-  }
-  return terminal.screen().find(text) != std::string::npos;
-}
-
 // One installer driven from its boot; `glitched` (and no failure) when a
 // first try met the box's glitch before the first menu.
 void drive_installer(bool first_try, bool& glitched) {
@@ -50,7 +40,8 @@ void drive_installer(bool first_try, bool& glitched) {
   ASSERT_TRUE(vmm.wait_line("[    0.000000] Linux version", 0, seconds(120))) << vmm.describe();
   TmuxTerminal terminal(std::string(keelctl_path()) + " --socket " + vmm.socket_path() +
                         " console");
-  const bool menu = wait_screen(terminal, vmm, "Select a language", seconds(600));
+  const auto vm_ended = [&] { return vmm.output_closed(); };
+  const bool menu = terminal.wait_for("Select a language", seconds(600), vm_ended);
   if (!menu && first_try && box_boot_glitch(vmm, "debian_installer_test")) {
     glitched = true;
     return;
@@ -58,26 +49,26 @@ void drive_installer(bool first_try, bool& glitched) {
   ASSERT_TRUE(menu) << terminal.screen() << vmm.describe();
 
   terminal.keys({"Enter"});  // English
-  ASSERT_TRUE(wait_screen(terminal, vmm, "Select your location", seconds(300)))
+  ASSERT_TRUE(terminal.wait_for("Select your location", seconds(300), vm_ended))
       << terminal.screen();
   // United States is chosen; one up is the United Kingdom (an escape
   // sequence through the console, then Enter).
   terminal.keys({"Up"});
   terminal.keys({"Enter"});
-  ASSERT_TRUE(wait_screen(terminal, vmm, "Configure the keyboard", seconds(300)))
+  ASSERT_TRUE(terminal.wait_for("Configure the keyboard", seconds(300), vm_ended))
       << terminal.screen();
   terminal.keys({"Enter"});  // American English
 
   // The installer runs in GNU screen on a serial console: C-a 2 is its
   // shell window.
   terminal.keys({"C-a", "2"});
-  ASSERT_TRUE(wait_screen(terminal, vmm, "built-in shell (ash)", seconds(300)))
+  ASSERT_TRUE(terminal.wait_for("built-in shell (ash)", seconds(300), vm_ended))
       << terminal.screen();
   terminal.line(
       "echo answers: country=$(debconf-get debian-installer/country)"
       " locale=$(debconf-get debian-installer/locale) sum=$((6*7))");
   EXPECT_TRUE(
-      wait_screen(terminal, vmm, "answers: country=GB locale=en_GB.UTF-8 sum=42", seconds(300)))
+      terminal.wait_for("answers: country=GB locale=en_GB.UTF-8 sum=42", seconds(300), vm_ended))
       << terminal.screen();
 
   terminal.keys({"C-]", "."});

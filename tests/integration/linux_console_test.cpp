@@ -28,16 +28,6 @@ std::string keelctl_console(const LiveVmm& vmm) {
   return std::string(keelctl_path()) + " --socket " + vmm.socket_path() + " console";
 }
 
-// Until the terminal shows `text` (true), the VM ended, or `timeout`.
-bool wait_screen(TmuxTerminal& terminal, LiveVmm& vmm, const std::string& text,
-                 std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline && !vmm.output_closed()) {
-    if (terminal.wait_for(text, seconds(1))) return true;
-  }
-  return terminal.screen().find(text) != std::string::npos;
-}
-
 // One VM driven from boot to its end; `glitched` (and no failure) when a
 // first try met the box's triple fault.
 void drive_console(bool first_try, bool& glitched) {
@@ -56,6 +46,7 @@ void drive_console(bool first_try, bool& glitched) {
   ASSERT_TRUE(shell) << vmm.describe();
 
   TmuxTerminal terminal(keelctl_console(vmm));
+  const auto vm_ended = [&] { return vmm.output_closed(); };
   ASSERT_TRUE(terminal.wait_for("attached to the console read-write", seconds(30)))
       << terminal.screen();
   terminal.line("echo keel-$((6*7))");
@@ -83,7 +74,7 @@ void drive_console(bool first_try, bool& glitched) {
       "stty echo; echo size=$(wc -c < /tmp/paste) sum=$(md5sum < /tmp/paste); "
       "sed -n 2p /proc/tty/driver/serial");
   const std::string want = "size=" + std::to_string(paste.size()) + " sum=" + expected_md5;
-  const bool pasted = wait_screen(terminal, vmm, want, seconds(600));
+  const bool pasted = terminal.wait_for(want, seconds(600), vm_ended);
   if (!pasted && first_try && vmm.output_closed() && box_triple_fault(vmm)) {
     std::fprintf(stderr,
                  "linux_console_test: box glitch? the guest triple-faulted under the "

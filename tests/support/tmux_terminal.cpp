@@ -41,19 +41,17 @@ std::string TmuxTerminal::screen() {
   return tmux({"capture-pane", "-p", "-J", "-S", "-3000", "-t", "console"}).out;
 }
 
-std::string TmuxTerminal::visible() {
-  return tmux({"capture-pane", "-p", "-t", "console"}).out;
-}
-
 bool TmuxTerminal::dead() {
   auto r = tmux({"display-message", "-p", "-t", "console", "#{pane_dead}"});
   return r.out.rfind("1", 0) == 0;
 }
 
-bool TmuxTerminal::wait_for(const std::string& text, std::chrono::milliseconds timeout) {
+bool TmuxTerminal::wait_for(const std::string& text, std::chrono::milliseconds timeout,
+                            const std::function<bool()>& ended) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (screen().find(text) != std::string::npos) return true;
+    if (ended && ended()) return screen().find(text) != std::string::npos;
     // tmux tells no "screen changed" to a client outside it: looked at again.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,12 +28,12 @@ class TmuxTerminal {
   void paste(const std::string& file);
   // What the terminal shows, with its scroll-back.
   std::string screen();
-  // What the terminal shows now, without scroll-back.
-  std::string visible();
   // The command ended (the pane stays, its last words readable).
   bool dead();
-  // Until the screen shows `text` (true) or `timeout` passed.
-  bool wait_for(const std::string& text, std::chrono::milliseconds timeout);
+  // Until the screen shows `text` (true), `timeout` passed, or `ended`
+  // says what drives the terminal ended (then one last look).
+  bool wait_for(const std::string& text, std::chrono::milliseconds timeout,
+                const std::function<bool()>& ended = {});
 
  private:
   CommandResult tmux(std::vector<std::string> args);
