@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <algorithm>
 #include <limits>
 
 #include "cluster/kept_channel.h"
@@ -150,17 +149,7 @@ std::optional<KeyValue> EtcdClient::get(const std::string& key, Read read) {
 }
 
 std::vector<KeyValue> EtcdClient::list(const std::string& prefix, Read read) {
-  grpc::ClientContext context;
-  prepare(context, timeout_, read == Read::kLinearizable);
-  pb::RangeRequest request;
-  request.set_key(prefix);
-  request.set_range_end(prefix_range_end(prefix));
-  request.set_serializable(read == Read::kSerializable);
-  pb::RangeResponse response;
-  check(stubs_->kv->Range(&context, request, &response), "list");
-  std::vector<KeyValue> out;
-  for (const auto& kv : response.kvs()) out.push_back(key_value_of(kv));
-  return out;
+  return range(prefix, prefix_range_end(prefix), read).kvs;
 }
 
 void EtcdClient::put(const std::string& key, const std::string& value, int64_t lease) {
@@ -220,9 +209,9 @@ EtcdClient::Range EtcdClient::range(const std::string& from, const std::string& 
   return out;
 }
 
-int64_t EtcdClient::watch(const std::string& from, const std::string& end, int64_t start_revision,
-                          std::chrono::milliseconds limit,
-                          const std::function<bool(const KeyValue&)>& each) {
+void EtcdClient::watch(const std::string& from, const std::string& end, int64_t start_revision,
+                       std::chrono::milliseconds limit,
+                       const std::function<bool(const KeyValue&)>& each) {
   grpc::ClientContext context;
   prepare(context, limit);
   auto stream = stubs_->watch->Watch(&context);
@@ -231,7 +220,6 @@ int64_t EtcdClient::watch(const std::string& from, const std::string& end, int64
   create->set_key(from);
   create->set_range_end(end);
   create->set_start_revision(start_revision);
-  int64_t next = start_revision;
   if (stream->Write(request)) {
     pb::WatchResponse response;
     while (stream->Read(&response)) {
@@ -250,15 +238,12 @@ int64_t EtcdClient::watch(const std::string& from, const std::string& end, int64
         throw EtcdError(grpc::StatusCode::UNKNOWN,
                         "etcd watch cancelled: " + response.cancel_reason(), false);
       }
-      // A created watch without a start revision goes on from its header's.
-      if (response.created() && next == 0) next = response.header().revision() + 1;
       for (const auto& event : response.events()) {
-        next = std::max(next, event.kv().mod_revision() + 1);
         if (event.type() != mvccpb::Event::PUT) continue;
         if (!each(key_value_of(event.kv()))) {
           context.TryCancel();
           stream->Finish();
-          return next;
+          return;
         }
       }
     }
@@ -268,7 +253,6 @@ int64_t EtcdClient::watch(const std::string& from, const std::string& end, int64
   if (!status.ok() && status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
     check(status, "watch");
   }
-  return next;
 }
 
 int64_t EtcdClient::keep_alive(int64_t lease) {

@@ -83,11 +83,10 @@ class EtcdClient {
   Range range(const std::string& from, const std::string& end, Read read = Read::kLinearizable);
   // Watches [from, end) from `start_revision` (inclusive) for at most
   // `limit`: `each` gets every key put, in revision order (deletes are
-  // not told), and ends the watch by returning false. Returns the revision
-  // to go on from. Throws EtcdError (also when `start_revision` was
-  // compacted away).
-  int64_t watch(const std::string& from, const std::string& end, int64_t start_revision,
-                std::chrono::milliseconds limit, const std::function<bool(const KeyValue&)>& each);
+  // not told), and ends the watch by returning false. Throws EtcdError
+  // (also when `start_revision` was compacted away).
+  void watch(const std::string& from, const std::string& end, int64_t start_revision,
+             std::chrono::milliseconds limit, const std::function<bool(const KeyValue&)>& each);
   void put(const std::string& key, const std::string& value, int64_t lease = 0);
   // How many keys went.
   int64_t erase(const std::string& key);

@@ -575,17 +575,15 @@ void HostVms::stop(const api::VmStopRequest& request) {
   while (running().count(request.name()) && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (!running().count(request.name())) {
-    context_.tell(cluster_event(api::CLUSTER_EVENT_VM_STOPPED, request.name(),
-                                "VM " + request.name() + " stopped on host " + context_.host +
-                                    (request.force() ? " (killed)" : "")));
-  }
   if (running().count(request.name())) {
     throw AgentError(AgentError::Code::kInternal, "keel-vmm " + std::to_string(it->second) +
                                                       " of VM " + request.name() + " still runs " +
                                                       std::to_string(kStopGrace.count()) +
                                                       " s after it was told to stop");
   }
+  context_.tell(cluster_event(api::CLUSTER_EVENT_VM_STOPPED, request.name(),
+                              "VM " + request.name() + " stopped on host " + context_.host +
+                                  (request.force() ? " (killed)" : "")));
 }
 
 }  // namespace keel::cluster
