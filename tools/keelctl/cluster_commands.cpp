@@ -4,7 +4,6 @@
 #include <grpcpp/support/status_code_enum.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +18,7 @@
 #include "cluster/agent_client.h"
 #include "common/size_parse.h"
 #include "tools/keelctl/cluster_events_command.h"
+#include "tools/keelctl/command_line.h"
 #include "tools/keelctl/exit_codes.h"
 #include "tools/keelctl/top_table.h"
 
@@ -115,15 +115,13 @@ int exit_of(const std::string& what, const cluster::AgentCallError& e) {
   return kRefused;
 }
 
-Line parse(int argc, char** argv) {
+Line parse(int argc, char** argv) try {
   Line line;
   line.agent = default_agent();
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw Usage{arg + " needs a value"};
-      return argv[++i];
-    };
+  CommandLine words(argc, argv);
+  while (words.next()) {
+    const std::string arg = words.word();
+    auto value = [&] { return words.value(); };
     if (arg == "--agent") {
       line.agent = agent_target(value());
     } else if (arg == "--json") {
@@ -148,14 +146,7 @@ Line parse(int argc, char** argv) {
     } else if (arg == "--follow") {
       line.follow = true;
     } else if (arg == "--since") {
-      const std::string v = value();
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || *end != 0 || errno != 0 || v[0] == '-') {
-        throw Usage{"invalid value for --since: '" + v + "' (an event's number)"};
-      }
-      line.since = n;
+      line.since = words.number(UINT64_MAX);
     } else if (arg.rfind("--", 0) == 0) {
       throw Usage{"unknown option " + arg};
     } else {
@@ -163,6 +154,8 @@ Line parse(int argc, char** argv) {
     }
   }
   return line;
+} catch (const UsageError& e) {
+  throw Usage{e.message};
 }
 
 std::string join(const std::vector<std::string>& parts, const char* sep) {
@@ -228,15 +221,13 @@ bool is_cluster_command(int argc, char** argv) {
   // `events` is the cluster's unless a VMM's socket is named (and no
   // agent is: --agent chooses the cluster).
   const char* env = std::getenv("KEEL_API_SOCKET");
-  bool socket = env && *env;
+  bool socket = env && *env, agent = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--socket" || arg.rfind("--socket=", 0) == 0) socket = true;
+    socket = socket || arg == "--socket" || arg.rfind("--socket=", 0) == 0;
+    agent = agent || arg == "--agent" || arg.rfind("--agent=", 0) == 0;
   }
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--agent" || arg.rfind("--agent=", 0) == 0) socket = false;
-  }
+  if (agent) socket = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--agent" || arg == "--wait" || arg == "--socket" || arg == "--since") {
