@@ -26,7 +26,6 @@
 #include "common/fence_deadline.h"
 #include "common/unique_fd.h"
 #include "tests/support/keelctl_result.h"
-#include "tests/support/live_vmm.h"
 #include "tests/support/test_cluster.h"
 
 namespace keel::testing {
@@ -351,11 +350,10 @@ TEST(Cluster, EventLogTheSameFromEveryHostResumedAndFollowed) {
   // and undrain done through h1 as they happen.
   std::string followed;
   std::thread follower([&] {
-    auto r = run_command({"ip", "netns", "exec", c.ns(2), keelctl_path(), "--agent",
-                          c.agent_socket(2), "events", "--follow", "--since", "2"},
-                         seconds(120), {}, [](const CommandResult& so_far, pid_t) {
-                           return so_far.out.find("host-undrained") != std::string::npos;
-                         });
+    auto r = c.keelctl(2, {"events", "--follow", "--since", "2"}, seconds(120),
+                       [](const CommandResult& so_far, pid_t) {
+                         return so_far.out.find("host-undrained") != std::string::npos;
+                       });
     followed = r.out + r.err;
   });
   auto r = c.keelctl(1, {"host", "drain", "h3"});

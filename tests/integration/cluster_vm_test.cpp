@@ -219,14 +219,13 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   std::mutex follow_mutex;
   std::string followed;
   std::thread follower([&] {
-    auto f = run_command({"ip", "netns", "exec", c.ns(1), keelctl_path(), "--agent",
-                          c.agent_socket(1), "events", "--follow"},
-                         seconds(300), {}, [&](const CommandResult& so_far, pid_t) {
-                           std::lock_guard lock(follow_mutex);
-                           followed = so_far.out;
-                           return followed.find("vm-migrated  vm=b") != std::string::npos &&
-                                  followed.find("h2  vmm-started  vm=b") != std::string::npos;
-                         });
+    auto f =
+        c.keelctl(1, {"events", "--follow"}, seconds(300), [&](const CommandResult& so_far, pid_t) {
+          std::lock_guard lock(follow_mutex);
+          followed = so_far.out;
+          return followed.find("vm-migrated  vm=b") != std::string::npos &&
+                 followed.find("h2  vmm-started  vm=b") != std::string::npos;
+        });
     std::lock_guard lock(follow_mutex);
     followed = f.out + f.err;
   });

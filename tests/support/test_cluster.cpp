@@ -232,11 +232,11 @@ pid_t TestCluster::etcd_pid(unsigned host) const {
 }
 
 CommandResult TestCluster::keelctl(unsigned host, const std::vector<std::string>& args,
-                                   std::chrono::seconds timeout) const {
+                                   std::chrono::seconds timeout, const CommandWatch& watch) const {
   std::vector<std::string> argv = {"ip",      "netns",           "exec", ns(host), keelctl_path(),
                                    "--agent", agent_socket(host)};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_command(argv, timeout);
+  return run_command(argv, timeout, {}, watch);
 }
 
 std::string TestCluster::join_token(unsigned host) const {

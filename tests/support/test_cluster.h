@@ -64,8 +64,10 @@ class TestCluster {
   pid_t etcd_pid(unsigned host) const;
 
   // keelctl in host I's namespace, talking to its agent.
+  // `watch`: run_command's, to end a command that would go on (--follow).
   CommandResult keelctl(unsigned host, const std::vector<std::string>& args,
-                        std::chrono::seconds timeout = std::chrono::seconds(90)) const;
+                        std::chrono::seconds timeout = std::chrono::seconds(90),
+                        const CommandWatch& watch = {}) const;
   // cluster init on host 1, join of 2..n through host 1; throws with
   // keelctl's output when one does not work.
   void form(unsigned n);
