@@ -120,6 +120,11 @@ static void parse_cmdline(const char* src, struct job_args* a) {
       num(k, v, &x);
       if (x > 1) bad_value(k, v);
       a->power_button = (u32)x;
+    } else if (streq(k, "listen")) {
+      u64 x;
+      num(k, v, &x);
+      if (x > 1) bad_value(k, v);
+      a->listen = (u32)x;
     } else if (streq(k, "linger")) {
       u64 x;
       num(k, v, &x);

@@ -32,6 +32,12 @@ void serial_write(const char* s, unsigned long n) {
   }
 }
 
+unsigned long serial_read(char* buf, unsigned long max) {
+  unsigned long n = 0;
+  while (n < max && (inb(COM1 + 5) & 0x01)) buf[n++] = (char)inb(COM1);  // LSR: data ready
+  return n;
+}
+
 struct out {
   char* buf;
   unsigned long size, len;

@@ -89,6 +89,8 @@ int parse_u64(const char* s, u64* out);
 
 // serial.c
 void serial_init(void);
+// The bytes COM1's receive FIFO holds now, at most `max`; polled.
+unsigned long serial_read(char* buf, unsigned long max);
 void serial_write(const char* s, unsigned long n);
 void kprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Formats into buf (always NUL-terminated), returns length.
@@ -237,6 +239,7 @@ struct job_args {
   u32 lenient;
   u32 power_button;
   u32 linger;  // disk: after the job, wait for the power button (the VMM's counters read meanwhile)
+  u32 listen;  // heartbeat: each line typed on COM1 is answered "testos: heard LINE"
 };
 NORETURN void job_platform(void);
 NORETURN void job_heartbeat(const struct job_args* a);
