@@ -4,15 +4,24 @@
 # with KVM booting the same kernel and initramfs in the same place (-M q35 and
 # -M microvm), medians and ratios. Stock kernels need VMX/SVM, so on PVM
 # machines this runs inside the KVM test host: figures there are for ratios.
+# With `viewer`: the console's cost instead, keel-vmm alone with the kernel's
+# boot messages on (no `quiet`: some 40 KiB through the UART), runs
+# alternating without and with a read-only console client attached from the
+# VMM's first moments (boot_bench --viewer), and the medians of each.
 #
-# usage: tests/bench/linux_boot_bench.sh [BUILD_DIR] [RUNS]
+# usage: tests/bench/linux_boot_bench.sh [BUILD_DIR] [RUNS] [viewer]
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${2:-5}
+mode=${3:-}
 top=$(cd "$(dirname "$0")/../.." && pwd)
+[[ -z $mode || $mode == viewer ]] || {
+	echo "usage: $0 [BUILD_DIR] [RUNS] [viewer]" >&2
+	exit 2
+}
 
 if [[ -z ${KEEL_KVM_WHERE:-} ]]; then
-	exec "$top/tools/kvm-run" --need linux --build "$build" -- "$0" "$build" "$runs"
+	exec "$top/tools/kvm-run" --need linux --build "$build" -- "$0" "$build" "$runs" ${mode:+"$mode"}
 fi
 
 images=$build/guest-images/linux
@@ -24,6 +33,14 @@ bench=$build/tests/bench/boot_bench
 	echo "no Linux guest image in $images (guest-images/linux/build-image)" >&2
 	exit 1
 }
+
+if [[ $mode == viewer ]]; then
+	socket=$(mktemp -u /tmp/keel-boot-bench.XXXXXX.sock)
+	exec "$bench" --runs "$runs" --ready "keel-guest: ready " --label keel-vmm-console \
+		--viewer "$socket" -- "$build/keel-vmm/keel-vmm" --cpus 1 --memory 256M \
+		--kernel "$kernel" --initrd "$initrd" --cmdline "console=ttyS0 keel.job=ready" \
+		--api-socket "$socket"
+fi
 
 qemu_cpu=$("$top/tools/qemu-kvm-cpu") # host, or what this /dev/kvm takes
 qemu=(qemu-system-x86_64 -accel kvm -cpu "$qemu_cpu" -smp 1 -m 256M -nodefaults -no-user-config
