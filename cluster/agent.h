@@ -31,6 +31,8 @@ class HostLease;
 class HostVms;
 
 inline constexpr unsigned kMaxHosts = 7;
+// A migration's bandwidth cap at most (keel-vmm's Migrate refuses more).
+inline constexpr uint64_t kMaxBandwidthMbps = 1000000;
 
 struct AgentSettings {
   std::string name;
@@ -103,6 +105,16 @@ class Agent {
   keel::agent::v1::VmHaResponse vm_ha(const keel::agent::v1::VmHaRequest& request);
   keel::agent::v1::VmHaResponse host_vm_ha(const keel::agent::v1::VmHaRequest& r);
   keel::agent::v1::VmReplicaResponse host_vm_replica(const keel::agent::v1::VmReplicaRequest& r);
+  // keelctl vm console (cluster/vm_console_relay.cpp): the caller's end of
+  // the call, which returns once the console or the caller ended.
+  struct ConsoleStream {
+    std::function<bool(keel::agent::v1::VmConsoleRequest&)> read;  // blocks; false: ended
+    std::function<bool(const keel::agent::v1::VmConsoleResponse&)> write;
+    std::function<bool()> gone;    // the caller went away
+    std::function<void()> cancel;  // ends the call: a read blocked returns false
+  };
+  void vm_console(const ConsoleStream& stream);
+  void host_vm_console(const ConsoleStream& stream);
   // `each` is given every chunk; it returns false when the caller went away.
   void host_vm_files(const keel::agent::v1::VmFilesRequest& r,
                      const std::function<bool(const keel::agent::v1::VmFileChunk&)>& each);
@@ -126,6 +138,12 @@ class Agent {
  private:
   struct ClusterView;
   ClusterView cluster_view(Read read);
+  // A linearizable read, else (no majority) this member's last; `current`
+  // says which.
+  ClusterView cluster_view_or_last(bool& current);
+  void host_vm_console(const keel::agent::v1::VmConsoleRequest& first, const ConsoleStream& stream);
+  void relay_to_host(AgentClient& peer, const std::string& host,
+                     const keel::agent::v1::VmConsoleRequest& first, const ConsoleStream& stream);
   // The hosts that could run `vm` now, each with why not when it cannot.
   std::vector<PlacementCandidate> run_candidates(const ClusterView& view,
                                                  const keel::agent::v1::ClusterVm& vm) const;

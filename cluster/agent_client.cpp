@@ -2,6 +2,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "cluster/kept_channel.h"
 #include "proto/agent.grpc.pb.h"
 
@@ -23,6 +28,10 @@ AgentClient::AgentClient(const std::string& address, std::chrono::milliseconds t
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // A long call (a console, a followed event log) notices a peer that went
+  // without a word (its host cut off or dead) within seconds.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   stub_->channel = kept_channel("agent", address, tls, args);
   stub_->stub = api::Agent::NewStub(stub_->channel);
 }
@@ -91,6 +100,109 @@ void AgentClient::cluster_events(
                          "agent at " + address_ + ": " + status.error_message(),
                          status.error_code() == grpc::StatusCode::UNAVAILABLE);
   }
+}
+
+struct AgentConsoleCall::Impl {
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<api::VmConsoleRequest, api::VmConsoleResponse>> stream;
+  std::atomic<bool> cancelled{false};
+  std::atomic<bool> writes_done{false};
+  std::atomic<bool> finished{false};
+};
+
+AgentConsoleCall::AgentConsoleCall(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+AgentConsoleCall::~AgentConsoleCall() {
+  if (!impl_->finished) {
+    impl_->context.TryCancel();
+    impl_->stream->Finish();
+  }
+}
+
+bool AgentConsoleCall::read(api::VmConsoleResponse& response) {
+  return impl_->stream->Read(&response);
+}
+
+bool AgentConsoleCall::write(const api::VmConsoleRequest& request) {
+  return !impl_->writes_done && impl_->stream->Write(request);
+}
+
+void AgentConsoleCall::writes_done() {
+  if (!impl_->writes_done.exchange(true)) impl_->stream->WritesDone();
+}
+
+void AgentConsoleCall::cancel() {
+  impl_->cancelled = true;
+  impl_->context.TryCancel();
+}
+
+void AgentConsoleCall::finish() {
+  if (impl_->finished.exchange(true)) return;
+  const grpc::Status status = impl_->stream->Finish();
+  if (status.ok() || (impl_->cancelled && status.error_code() == grpc::StatusCode::CANCELLED))
+    return;
+  // UNAVAILABLE on a working connection is the agent's own answer.
+  const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                           impl_->channel->GetState(false) != GRPC_CHANNEL_READY;
+  throw AgentCallError(status.error_code(),
+                       "agent at " + impl_->address + ": " + status.error_message(), unreachable);
+}
+
+api::VmConsoleResponse AgentConsoleCall::read_attached(std::chrono::milliseconds limit) {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool answered = false, timed_out = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(mutex);
+    if (!changed.wait_for(lock, limit, [&] { return answered; })) {
+      timed_out = true;
+      cancel();
+    }
+  });
+  api::VmConsoleResponse response;
+  const bool read = this->read(response);
+  {
+    std::lock_guard lock(mutex);
+    answered = true;
+  }
+  changed.notify_all();
+  watchdog.join();
+  if (read && !timed_out) return response;
+  if (timed_out) {
+    throw AgentCallError(grpc::StatusCode::DEADLINE_EXCEEDED,
+                         "agent at " + impl_->address + " did not answer the console's attach in " +
+                             std::to_string(limit.count() / 1000) + " s");
+  }
+  finish();  // the refusal
+  throw AgentCallError(grpc::StatusCode::INTERNAL,
+                       "agent at " + impl_->address + " ended the console before it attached");
+}
+
+namespace {
+
+using ConsoleOpen =
+    std::unique_ptr<grpc::ClientReaderWriter<api::VmConsoleRequest, api::VmConsoleResponse>> (
+        api::Agent::Stub::*)(grpc::ClientContext*);
+
+}  // namespace
+
+std::unique_ptr<AgentConsoleCall> AgentClient::console_call(bool host) {
+  auto impl = std::make_unique<AgentConsoleCall::Impl>();
+  impl->address = address_;
+  impl->channel = stub_->channel;
+  const ConsoleOpen open = host ? &api::Agent::Stub::HostVmConsole : &api::Agent::Stub::VmConsole;
+  impl->stream = ((*stub_->stub).*open)(&impl->context);
+  return std::make_unique<AgentConsoleCall>(std::move(impl));
+}
+
+std::unique_ptr<AgentConsoleCall> AgentClient::vm_console() {
+  return console_call(false);
+}
+
+std::unique_ptr<AgentConsoleCall> AgentClient::host_vm_console() {
+  return console_call(true);
 }
 
 api::HelloResponse AgentClient::hello() {

@@ -28,6 +28,40 @@ class AgentCallError : public std::runtime_error {
 
 struct ChannelTls;
 
+// Pings on an agent connection while a call is under way: every 10 s, and
+// a peer silent 5 s after one is gone (AgentServer allows them).
+inline constexpr int kKeepaliveMs = 10000;
+inline constexpr int kKeepaliveTimeoutMs = 5000;
+
+// A console call through the agents (VmConsole, HostVmConsole): one thread
+// may read while another writes. Ends (cancelled) when destroyed.
+class AgentConsoleCall {
+ public:
+  struct Impl;
+  explicit AgentConsoleCall(std::unique_ptr<Impl> impl);
+  ~AgentConsoleCall();
+  AgentConsoleCall(const AgentConsoleCall&) = delete;
+  AgentConsoleCall& operator=(const AgentConsoleCall&) = delete;
+
+  // Blocks for the next response; false at the call's end.
+  bool read(keel::agent::v1::VmConsoleResponse& response);
+  // The attach's answer: read() bounded by `limit` (the call is cancelled
+  // after it); AgentCallError when the call ended without one.
+  keel::agent::v1::VmConsoleResponse read_attached(std::chrono::milliseconds limit);
+  // Blocks while the agent does not take more (the guest reads slowly);
+  // false once the call ended.
+  bool write(const keel::agent::v1::VmConsoleRequest& request);
+  void writes_done();
+  // Ends the call: a read or write blocked returns false.
+  void cancel();
+  // Once read returned false: AgentCallError unless the call ended well
+  // (or by cancel()).
+  void finish();
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 class AgentClient {
  public:
   // `address`: "unix:PATH" (the agent's own socket, plaintext), or ADDR:PORT
@@ -76,11 +110,16 @@ class AgentClient {
       const keel::agent::v1::ClusterEventsRequest& r,
       const std::function<bool(const keel::agent::v1::ClusterEventsResponse&)>& each);
 
+  // keelctl vm console, and the agent's relay to the VM's host.
+  std::unique_ptr<AgentConsoleCall> vm_console();
+  std::unique_ptr<AgentConsoleCall> host_vm_console();
+
   struct Stub;
 
  private:
   template <class Request, class Response, class Method>
   Response call(Method method, const Request& request);
+  std::unique_ptr<AgentConsoleCall> console_call(bool host);
 
   std::string address_;
   std::chrono::milliseconds timeout_;

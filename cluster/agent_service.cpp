@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "cluster/agent_client.h"
 #include "cluster/cluster_tls.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -44,6 +45,14 @@ grpc::Status answer(const char* what, F f) {
     log::error(std::string(what) + " failed: " + e.what());
     return grpc::Status(grpc::StatusCode::INTERNAL, std::string(what) + " failed: " + e.what());
   }
+}
+
+using ConsoleIo = grpc::ServerReaderWriter<api::VmConsoleResponse, api::VmConsoleRequest>;
+
+Agent::ConsoleStream console_stream(grpc::ServerContext* context, ConsoleIo* io) {
+  return {[io](api::VmConsoleRequest& r) { return io->Read(&r); },
+          [io](const api::VmConsoleResponse& r) { return io->Write(r); },
+          [context] { return context->IsCancelled(); }, [context] { context->TryCancel(); }};
 }
 
 class Service final : public api::Agent::Service {
@@ -139,6 +148,14 @@ class Service final : public api::Agent::Service {
                         api::VmDeleteResponse* out) override {
     if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
     return answer("vm delete", [&] { *out = agent_.vm_delete(*in); });
+  }
+  grpc::Status VmConsole(grpc::ServerContext* context, ConsoleIo* io) override {
+    if (auto refused = allow(context, kOperators); !refused.ok()) return refused;
+    return answer("vm console", [&] { agent_.vm_console(console_stream(context, io)); });
+  }
+  grpc::Status HostVmConsole(grpc::ServerContext* context, ConsoleIo* io) override {
+    if (auto refused = allow(context, kHosts); !refused.ok()) return refused;
+    return answer("host vm console", [&] { agent_.host_vm_console(console_stream(context, io)); });
   }
   grpc::Status HostVmCreate(grpc::ServerContext* context, const api::VmCreateRequest* in,
                             api::VmCreateResponse* out) override {
@@ -254,6 +271,13 @@ AgentServer::AgentServer(Agent& agent, const std::string& address, Serves serves
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   }
   builder.RegisterService(&impl_->service);
+  // The clients' pings (cluster/agent_client.h), and the server's own on
+  // a long call, so that a caller gone without a word ends its call.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             kKeepaliveMs / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   // Requests are small; a peer or client sending more is refused early.
   builder.SetMaxReceiveMessageSize(1 << 20);
   impl_->server = builder.BuildAndStart();

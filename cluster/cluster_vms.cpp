@@ -185,21 +185,27 @@ api::VmStopResponse Agent::vm_stop(const api::VmStopRequest& request) {
   });
 }
 
-api::VmListResponse Agent::vm_list(const api::VmListRequest& request) {
-  require_member();
-  api::VmListResponse out;
-  ClusterView view;
+Agent::ClusterView Agent::cluster_view_or_last(bool& current) {
   try {
-    view = cluster_view(Read::kLinearizable);
-    out.set_current(true);
+    current = true;
+    return cluster_view(Read::kLinearizable);
   } catch (const EtcdError& e) {
     if (!e.unavailable()) throw AgentError(AgentError::Code::kInternal, e.what());
+    current = false;
     try {
-      view = cluster_view(Read::kSerializable);
+      return cluster_view(Read::kSerializable);
     } catch (const EtcdError&) {
       throw no_quorum(e.what());
     }
   }
+}
+
+api::VmListResponse Agent::vm_list(const api::VmListRequest& request) {
+  require_member();
+  api::VmListResponse out;
+  bool current = false;
+  ClusterView view = cluster_view_or_last(current);
+  out.set_current(current);
   if (!request.name().empty()) view.vm(request.name());
   for (const auto& [name, vm] : view.vms) {
     if (!request.name().empty() && name != request.name()) continue;
@@ -250,6 +256,9 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
   if (auto problem = host_name_problem(request.to()); !problem.empty()) {
     throw invalid("to: " + problem);
   }
+  if (request.bandwidth_mbps() > kMaxBandwidthMbps) {
+    throw invalid("bandwidth_mbps: at most " + std::to_string(kMaxBandwidthMbps) + " MB/s");
+  }
   return with_quorum([&] {
     auto view = cluster_view(Read::kLinearizable);
     const std::string from = view.owner(request.name()).host();
@@ -267,6 +276,17 @@ api::VmMigrateResponse Agent::vm_migrate(const api::VmMigrateRequest& request) {
     }
     if (from == request.to()) {
       throw refused("VM " + request.name() + " runs on host " + request.to() + " already");
+    }
+    if (const uint64_t mbps = request.bandwidth_mbps(); mbps != 0) {
+      // The memory once over must fit well inside the agent's 30 minutes
+      // for a whole migration.
+      const uint64_t bytes = view.vm(request.name()).memory_bytes();
+      const uint64_t seconds = bytes / (mbps * 1000000);
+      if (seconds > 20 * 60) {
+        throw refused("VM " + request.name() + "'s " + std::to_string(bytes >> 20) + " MiB at " +
+                      std::to_string(mbps) + " MB/s take " + std::to_string(seconds / 60) +
+                      " minutes once over, and a migration may last 30: a higher bandwidth");
+      }
     }
     if (view.vm(request.name()).ha()) {
       // Its disk moves with a switchover; a migration would leave it behind.

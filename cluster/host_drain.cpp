@@ -27,6 +27,9 @@ api::HostDrainResponse Agent::drain_host(const api::HostDrainRequest& request) {
   if (auto problem = host_name_problem(request.name()); !problem.empty()) throw invalid(problem);
   const std::string& name = request.name();
   const bool drain = !request.undrain();
+  if (request.bandwidth_mbps() > kMaxBandwidthMbps) {
+    throw invalid("bandwidth_mbps: at most " + std::to_string(kMaxBandwidthMbps) + " MB/s");
+  }
   // Marked, and what runs there read, with the majority.
   std::vector<std::pair<std::string, bool>> running;  // VM, highly available
   with_quorum([&] {
@@ -88,6 +91,7 @@ api::HostDrainResponse Agent::drain_host(const api::HostDrainRequest& request) {
       api::VmMigrateRequest migrate;
       migrate.set_name(vm);
       migrate.set_to(to);
+      migrate.set_bandwidth_mbps(request.bandwidth_mbps());
       const api::VmMigrateResponse done = vm_migrate(migrate);
       moved.set_action("migrated");
       moved.set_to(done.to());

@@ -18,6 +18,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "cluster/agent_client.h"
 #include "cluster/cluster_event_log.h"
@@ -38,6 +39,37 @@ namespace {
 // A whole migration: memory at tens of MB/s, and a guest dirtying it.
 constexpr auto kMigrationTimeout = std::chrono::minutes(30);
 constexpr auto kIncomingTimeout = std::chrono::seconds(120);
+
+// After a migration's answer did not come: cancels it, then whether it
+// surely ended with the guest still here (cancelled, failed, or none).
+bool migration_stopped(const std::string& name) {
+  auto phase = [&] {
+    pb::Request status;
+    status.mutable_migrate_status();
+    return call_vmm(name, status, std::chrono::seconds(2)).migrate_status().phase();
+  };
+  auto ended_here = [](pb::MigrationPhase p) {
+    return p == pb::MIGRATION_PHASE_CANCELLED || p == pb::MIGRATION_PHASE_FAILED;
+  };
+  try {
+    pb::Request cancel;
+    cancel.mutable_migrate_cancel();
+    if (!call_vmm(name, cancel, std::chrono::seconds(10)).ok()) {
+      // Refused: none under way, or too late (the destination was told).
+      const auto now = phase();
+      return ended_here(now) || now == pb::MIGRATION_PHASE_NONE;
+    }
+    // Cancelled before the destination was told to run the guest: the
+    // sender stops at its next batch (or its watchdog cuts it off).
+    for (int i = 0; i < 100; ++i) {
+      if (ended_here(phase())) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  } catch (const ControlClientError&) {
+    return false;  // not known: the keepers settle it
+  }
+}
 
 }  // namespace
 
@@ -283,6 +315,7 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
   pb::Request migrate;
   migrate.mutable_migrate()->set_to(destination.address());
   migrate.mutable_migrate()->set_downtime_ms(request.downtime_ms());
+  migrate.mutable_migrate()->set_bandwidth_mbps(request.bandwidth_mbps());
   pb::Response answer;
   auto told = [&](api::ClusterEventType type, const std::string& detail) {
     auto event = cluster_event(type, name, detail);
@@ -299,10 +332,23 @@ api::VmMigrateResponse HostVms::migrate(const api::VmMigrateRequest& request) {
   try {
     answer = call_vmm(name, migrate, kMigrationTimeout);
   } catch (const ControlClientError& e) {
-    failed(std::string("its keel-vmm did not answer: ") + e.what());
+    // The keel-vmm may be migrating on (a cap too low for the VM's memory,
+    // a guest dirtying it faster than it goes): the record goes back to
+    // this host only once the migration surely ended without the
+    // destination running the guest. Otherwise, as for an uncertain end,
+    // the keepers settle it by where the guest runs.
+    if (!migration_stopped(name)) {
+      failed(std::string("its keel-vmm did not answer (") + e.what() +
+             "); outcome unknown (the destination takes the VM if its guest runs there)");
+      throw AgentError(AgentError::Code::kInternal,
+                       "VM " + name + ": its keel-vmm did not answer the migration (" + e.what() +
+                           "); outcome unknown");
+    }
+    failed(std::string("its keel-vmm did not answer, cancelled: ") + e.what());
     back_to_source();
-    throw AgentError(AgentError::Code::kInternal,
-                     "VM " + name + ": its keel-vmm did not answer the migration: " + e.what());
+    throw AgentError(
+        AgentError::Code::kInternal,
+        "VM " + name + ": its keel-vmm did not answer the migration: " + e.what() + " (cancelled)");
   }
   if (!answer.ok()) {
     if (answer.error().code() == pb::ERROR_CODE_INTERNAL) {

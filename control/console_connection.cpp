@@ -42,6 +42,10 @@ void ConsoleConnection::send(const std::string& data, bool send_break) {
   } while (at < data.size());
 }
 
+short ConsoleConnection::poll_events() const {
+  return static_cast<short>(POLLIN | (wants_write() ? POLLOUT : 0));
+}
+
 void ConsoleConnection::flush() {
   while (!out_.empty()) {
     const ssize_t n = ::send(fd_.get(), out_.data(), out_.size(), MSG_NOSIGNAL);

@@ -628,6 +628,30 @@ TEST(Cluster, MalformedApiRequests) {
   remove.set_name("h1");
   expect_code([&] { anonymous.remove_host(remove); }, 7, "only on the agent's own socket");
   expect_code([&] { anonymous.token(); }, 7, "only on the agent's own socket");
+  // Console calls: the operators' needs a VM of the cluster and an attach;
+  // the hosts' a certificate and a VM that runs on that host.
+  auto console_refusal = [&](cluster::AgentConsoleCall& call, const api::VmConsoleRequest& first,
+                             int code, const std::string& text) {
+    api::VmConsoleResponse response;
+    call.write(first);
+    EXPECT_FALSE(call.read(response)) << response.DebugString();
+    expect_code([&] { call.finish(); }, code, text);
+  };
+  api::VmConsoleRequest console;
+  console.set_name("a");
+  console_refusal(*agent.vm_console(), console, 3, "the first console request attaches");
+  console.mutable_attach()->set_from_start(true);
+  console_refusal(*agent.vm_console(), console, 9, "no VM named 'a' in the cluster");
+  console.set_name("../a");
+  console_refusal(*agent.vm_console(), console, 3, "VM name");
+  console.set_name("a");
+  console_refusal(*anonymous.host_vm_console(), console, 16, "only for the cluster's hosts");
+  auto console_keelctl = c.keelctl(1, {"vm", "console"});
+  EXPECT_EQ(console_keelctl.exit_code, 2) << show(console_keelctl);
+  EXPECT_NE(console_keelctl.err.find("vm console needs the VM's name"), std::string::npos)
+      << console_keelctl.err;
+  console_keelctl = c.keelctl(1, {"vm", "migrate", "a", "--to", "h1", "--bandwidth", "0"});
+  EXPECT_EQ(console_keelctl.exit_code, 2) << show(console_keelctl);
   // Plaintext, or a certificate of another CA: no connection at all.
   expect_code([&] { peer_at(1, cluster::ChannelTls{}).hello(); }, 14, "cannot be reached");
   auto other_ca = cluster::make_cluster_ca("other");
@@ -639,6 +663,8 @@ TEST(Cluster, MalformedApiRequests) {
   // A host of the cluster gets the hosts' calls.
   auto host = peer_at(1, cluster::peer_channel(own));
   EXPECT_TRUE(host.status().quorum());
+  console_refusal(*host.host_vm_console(), console, 9, "VM a does not run on host h1");
+  console_refusal(*host.vm_console(), console, 7, "only on the agent's own socket");
   // etcd: the same, a certificate of the cluster's CA or nothing.
   cluster::EtcdClient plain({TestCluster::address(1) + ":2379"}, milliseconds(3000),
                             cluster::ChannelTls{});

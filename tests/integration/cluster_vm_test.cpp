@@ -105,7 +105,9 @@ class MoveGap {
 // files are fetched).
 TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   TestCluster c(3);
-  c.make_pools("beat", "job=heartbeat interval_ms=100 count=0");
+  // 16 MiB written at boot (so that a migration capped at 2 MB/s lasts
+  // seconds); each line typed on the console answered.
+  c.make_pools("beat", "job=heartbeat interval_ms=100 count=0 mib=16 listen=1");
   c.start_agent(1, {"--roles", "storage"});
   c.start_agent(2, {"--metrics", TestCluster::address(2) + ":9464"});
   c.start_agent(3);
@@ -166,6 +168,33 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
   auto check =
       run_command({"sh", "-c", "promtool check metrics < '" + metrics_file + "'"}, seconds(60));
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+
+  // a's console from the other hosts, relayed by the agents: its history
+  // from h1 (which runs neither VM); a viewer on h2 (the agent there
+  // attaches to the VMM itself) and a writer on h3 both see the guest
+  // answer what the writer typed.
+  r = c.keelctl(1, {"vm", "console", "a", "--dump"});
+  EXPECT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_NE(r.out.find("testos: beat seq=1 "), std::string::npos) << show(r);
+  const std::string heard = "testos: heard typed on h3";
+  std::thread viewer([&] {
+    auto v = c.keelctl(2, {"vm", "console", "a", "--read-only", "--history", "all"}, seconds(60),
+                       [&](const CommandResult& so_far, pid_t) {
+                         return so_far.out.find(heard) != std::string::npos;
+                       });
+    EXPECT_NE(v.out.find(heard), std::string::npos) << show(v);
+  });
+  const std::string typing = std::string("printf 'typed on h3\\r' | ") + keelctl_path() +
+                             " --agent " + c.agent_socket(3) + " vm console a";
+  auto typed = run_command({"ip", "netns", "exec", c.ns(3), "sh", "-c", typing}, seconds(60), {},
+                           [&](const CommandResult& so_far, pid_t) {
+                             return so_far.out.find(heard) != std::string::npos;
+                           });
+  EXPECT_NE(typed.out.find(heard), std::string::npos) << show(typed);
+  viewer.join();
+  r = c.keelctl(3, {"vm", "console", "nosuch"});
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+  EXPECT_NE(r.err.find("no VM named 'nosuch'"), std::string::npos) << r.err;
 
   // keelctl top from a host that runs neither: both VMs, where they run.
   auto top = c.keelctl(1, {"top", "--once"});
@@ -235,9 +264,25 @@ TEST(ClusterVms, RunMoveAndPauseWhenCutOffThenComeBack) {
         return followed.find("vm-started  vm=b") != std::string::npos;
       },
       seconds(30)));
+  // keelctl top on h1 meanwhile shows b migrating (at 2 MB/s its memory
+  // takes seconds to send; top --once samples for 2 s).
+  std::atomic<bool> drained{false};
+  std::string top_seen;
+  std::thread top_watch([&] {
+    while (!drained) {
+      auto t = c.keelctl(1, {"top", "--once"});
+      if (t.out.find("b                h3       migrating") != std::string::npos) {
+        top_seen = t.out;
+        return;
+      }
+    }
+  });
   std::optional<MoveGap> gap;
   gap.emplace(c, 3, 2, "b");
-  r = c.keelctl(1, {"host", "drain", "h3"});
+  r = c.keelctl(1, {"host", "drain", "h3", "--bandwidth", "2"});
+  drained = true;
+  top_watch.join();
+  EXPECT_NE(top_seen, "") << "keelctl top never showed b migrating";
   follower.join();  // it ends once it saw the move (or in 300 s)
   ASSERT_EQ(r.exit_code, 0) << show(r) << c.console(2, "b");
   EXPECT_NE(r.out.find("b: migrated to host h2 (paused "), std::string::npos) << r.out;

@@ -44,10 +44,11 @@ const char* const kClusterUsage =
     "  host remove NAME                     take a stopped host out of the cluster\n"
     "  host set-address A                   change this host's cluster address (only\n"
     "                                       while the cluster has one host)\n"
-    "  host drain NAME                      mark HOST drained (nothing is started,\n"
+    "  host drain NAME [--bandwidth MBPS]   mark HOST drained (nothing is started,\n"
     "                                       migrated or replicated there) and move its\n"
     "                                       VMs away: HA VMs switch over, the others\n"
-    "                                       live-migrate; exit 1 if one could not move\n"
+    "                                       live-migrate (each at most MBPS MB/s);\n"
+    "                                       exit 1 if one could not move\n"
     "  host undrain NAME                    take the mark off\n"
     "  top [--once]                         every VM of the cluster: host, state, vCPUs,\n"
     "                                       memory, CPU, disk and network rates, redrawn\n"
@@ -64,9 +65,13 @@ const char* const kClusterUsage =
     "  vm start NAME [--host HOST]          on HOST, or where the agent finds the most\n"
     "                                       free memory (it says why)\n"
     "  vm stop NAME [--timeout SEC] [--force]\n"
-    "  vm migrate NAME --to HOST [--downtime-ms MS]\n"
-    "                                       live migration over the cluster network;\n"
-    "                                       its disks stay on their storage host\n"
+    "  vm migrate NAME --to HOST [--downtime-ms MS] [--bandwidth MBPS]\n"
+    "                                       live migration over the cluster network\n"
+    "                                       (its memory at most MBPS MB/s); its disks\n"
+    "                                       stay on their storage host\n"
+    "  vm console NAME [--read-only] [--force] [--history N|all] [--dump] [--wait SEC]\n"
+    "                                       the VM's serial console from any host (the\n"
+    "                                       agents relay it; see keelctl console --help)\n"
     "  vm list | vm show NAME | vm delete NAME\n"
     "  vm ha enable NAME --passive HOST     high availability: HOST keeps a replica of\n"
     "                                       the running VM (its memory, and its disk in\n"
@@ -96,24 +101,8 @@ struct Line {
   bool once = false;    // keelctl top --once
   bool follow = false;  // keelctl events --follow
   std::optional<uint64_t> since;
+  uint64_t bandwidth_mbps = 0;  // host drain --bandwidth
 };
-
-// The agent's socket: "unix:PATH" for gRPC.
-std::string agent_target(const std::string& socket) {
-  return socket.rfind("unix:", 0) == 0 ? socket : "unix:" + socket;
-}
-
-std::string default_agent() {
-  const char* env = std::getenv("KEEL_AGENT");
-  return agent_target(env && *env ? env : "/var/lib/keel/agent/agent.sock");
-}
-
-int exit_of(const std::string& what, const cluster::AgentCallError& e) {
-  std::cerr << "keelctl: " << what << ": " << e.what() << "\n";
-  if (e.unreachable()) return kNoConnection;
-  if (e.grpc_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return kNoAnswer;
-  return kRefused;
-}
 
 Line parse(int argc, char** argv) try {
   Line line;
@@ -147,6 +136,10 @@ Line parse(int argc, char** argv) try {
       line.follow = true;
     } else if (arg == "--since") {
       line.since = words.number(UINT64_MAX);
+    } else if (arg == "--bandwidth") {
+      line.bandwidth_mbps = words.number(1000000);
+      if (line.bandwidth_mbps == 0)
+        throw Usage{"invalid value for --bandwidth: 0 (MB/s, 1 to 1000000)"};
     } else if (arg.rfind("--", 0) == 0) {
       throw Usage{"unknown option " + arg};
     } else {
@@ -217,6 +210,23 @@ void print_notes(const Response& r) {
 
 }  // namespace
 
+// The agent's socket: "unix:PATH" for gRPC.
+std::string agent_target(const std::string& socket) {
+  return socket.rfind("unix:", 0) == 0 ? socket : "unix:" + socket;
+}
+
+std::string default_agent() {
+  const char* env = std::getenv("KEEL_AGENT");
+  return agent_target(env && *env ? env : "/var/lib/keel/agent/agent.sock");
+}
+
+int exit_of(const std::string& what, const cluster::AgentCallError& e) {
+  std::cerr << "keelctl: " << what << ": " << e.what() << "\n";
+  if (e.unreachable()) return kNoConnection;
+  if (e.grpc_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return kNoAnswer;
+  return kRefused;
+}
+
 bool is_cluster_command(int argc, char** argv) {
   // `events` is the cluster's unless a VMM's socket is named (and no
   // agent is: --agent chooses the cluster).
@@ -230,7 +240,8 @@ bool is_cluster_command(int argc, char** argv) {
   if (agent) socket = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--agent" || arg == "--wait" || arg == "--socket" || arg == "--since") {
+    if (arg == "--agent" || arg == "--wait" || arg == "--socket" || arg == "--since" ||
+        arg == "--bandwidth") {
       ++i;
       continue;
     }
@@ -355,6 +366,7 @@ int run_cluster_command(int argc, char** argv) {
       agent_api::HostDrainRequest r;
       r.set_name(line.words[2]);
       r.set_undrain(what == "host undrain");
+      r.set_bandwidth_mbps(line.bandwidth_mbps);
       auto out = agent.drain_host(r);
       if (line.json) print_json(out);
       bool all_moved = true;
@@ -500,6 +512,7 @@ int run_cluster_vm(const ClusterVmCommand& c) {
       r.set_name(c.name);
       r.set_to(c.to);
       r.set_downtime_ms(c.downtime_ms);
+      r.set_bandwidth_mbps(c.bandwidth_mbps);
       auto out = agent.vm_migrate(r);
       if (c.json) return print_json(out), kDone;
       std::cout << "migrated " << c.name << " from " << out.from() << " to " << out.to()

@@ -17,6 +17,16 @@ int run_cluster_command(int argc, char** argv);
 
 extern const char* const kClusterUsage;
 
+namespace cluster {
+class AgentCallError;
+}
+// The agent's socket as a gRPC target ("unix:PATH").
+std::string agent_target(const std::string& socket);
+// $KEEL_AGENT, else /var/lib/keel/agent/agent.sock.
+std::string default_agent();
+// Says the agent's refusal on stderr; keelctl's exit code for it.
+int exit_of(const std::string& what, const cluster::AgentCallError& e);
+
 // `keelctl vm create|start|stop|list|show|delete` without a pool: the
 // cluster's VMs, through the agent (pool_commands parses the line).
 struct ClusterVmCommand {
@@ -27,6 +37,7 @@ struct ClusterVmCommand {
   std::string host;                     // start --host
   std::string to;                       // migrate --to
   uint32_t downtime_ms = 0;             // migrate --downtime-ms
+  uint64_t bandwidth_mbps = 0;          // migrate --bandwidth (0: no cap)
   double timeout_s = 0;                 // stop --timeout (0: the agent's default)
   bool force = false;                   // stop --force
   std::string ha_action;                // ha enable|disable|status|switchover

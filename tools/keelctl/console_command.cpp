@@ -13,7 +13,10 @@
 #include <optional>
 #include <string>
 
+#include "cluster/agent_client.h"
 #include "control/console_connection.h"
+#include "tools/keelctl/agent_console.h"
+#include "tools/keelctl/cluster_commands.h"
 #include "tools/keelctl/command_line.h"
 
 namespace keel {
@@ -21,8 +24,10 @@ namespace keel {
 const char* const kConsoleUsage =
     "usage: keelctl --socket PATH console [--history N|all] [--read-only] [--force]\n"
     "                                     [--wait SEC] [--dump]\n"
+    "       keelctl vm console NAME [--agent SOCKET] [the same options]\n"
     "\n"
-    "Attaches to the guest's serial console (COM1) through keel-vmm's control socket.\n"
+    "Attaches to the guest's serial console (COM1) through keel-vmm's control socket;\n"
+    "vm console: to a cluster VM's, from any host (the agents relay it to the VMM).\n"
     "On a terminal: raw mode; the escape key is Ctrl-], then\n"
     "    .        detach (the VM runs on)\n"
     "    b        send a BREAK (Linux's serial console: SysRq; then the SysRq key)\n"
@@ -49,6 +54,8 @@ constexpr char kEscape = 0x1d;  // Ctrl-]
 
 struct ConsoleOptions {
   std::string socket;
+  std::string vm;                   // keelctl vm console NAME: through the agent
+  std::string agent;                // its socket (--agent, else $KEEL_AGENT, else the default)
   std::optional<uint64_t> history;  // bytes back; nullopt: the default
   bool all = false;
   bool read_only = false;
@@ -61,7 +68,8 @@ struct ConsoleOptions {
 ConsoleOptions parse(int argc, char** argv) {
   ConsoleOptions options;
   if (const char* socket = std::getenv("KEEL_API_SOCKET")) options.socket = socket;
-  bool seen_command = false;
+  bool seen_command = false, seen_vm = false, socket_given = false;
+  options.agent = default_agent();
   CommandLine line(argc, argv);
   while (line.next()) {
     const std::string& arg = line.word();
@@ -69,6 +77,9 @@ ConsoleOptions parse(int argc, char** argv) {
       options.help = true;
     } else if (arg == "--socket") {
       options.socket = line.value();
+      socket_given = true;
+    } else if (arg == "--agent") {
+      options.agent = agent_target(line.value());
     } else if (arg == "--history") {
       const std::string v = line.value();
       if (v == "all") {
@@ -89,14 +100,24 @@ ConsoleOptions parse(int argc, char** argv) {
       options.read_only = true;
     } else if (arg == "--wait") {
       options.wait_s = line.seconds();
+    } else if (arg == "vm" && !seen_vm && !seen_command) {
+      seen_vm = true;
     } else if (arg == "console" && !seen_command) {
       seen_command = true;
+    } else if (seen_vm && seen_command && options.vm.empty() && arg.rfind("-", 0) != 0) {
+      options.vm = arg;
     } else {
       throw UsageError{"console: unexpected '" + arg + "'"};
     }
   }
   if (options.help) return options;
-  if (options.socket.empty()) throw UsageError{"no socket: give --socket PATH"};
+  if (seen_vm) {
+    if (options.vm.empty()) throw UsageError{"vm console needs the VM's name"};
+    if (socket_given) throw UsageError{"vm console goes through the agent: no --socket"};
+    options.socket.clear();  // $KEEL_API_SOCKET is for `keelctl console`
+  } else if (options.socket.empty()) {
+    throw UsageError{"no socket: give --socket PATH"};
+  }
   if (options.force && options.read_only)
     throw UsageError{"--force is for writers, not --read-only or --dump"};
   if (options.dump && !options.history) options.all = true;
@@ -150,7 +171,7 @@ bool write_all(int fd, const std::string& bytes) {
 
 class Session {
  public:
-  Session(const ConsoleOptions& options, ConsoleConnection& console, bool terminal)
+  Session(const ConsoleOptions& options, ConsoleLink& console, bool terminal)
       : options_(options), console_(console), terminal_(terminal) {
     writer_ = console.attached().writer();
   }
@@ -177,9 +198,7 @@ class Session {
         const auto quiet = std::chrono::steady_clock::now() - last_output;
         if (quiet >= std::chrono::duration<double>(quiet_s)) return 0;
       }
-      pollfd fds[2] = {
-          {console_.fd(), static_cast<short>(POLLIN | (console_.wants_write() ? POLLOUT : 0)), 0},
-          {STDIN_FILENO, 0, 0}};
+      pollfd fds[2] = {{console_.fd(), console_.poll_events(), 0}, {STDIN_FILENO, 0, 0}};
       // Input waits while the VMM has not taken the last of it (the guest
       // reads slower than this client types or pastes).
       if (stdin_open && !console_.wants_write()) fds[1].events = POLLIN;
@@ -195,7 +214,8 @@ class Session {
           if (!frame.data().empty()) last_output = std::chrono::steady_clock::now();
         }
         if (!open) {
-          say("the console closed (the VM stopped)");
+          const std::string why = console_.closed_because();
+          say(why.empty() ? "the console closed (the VM stopped)" : why);
           return 0;
         }
       }
@@ -293,7 +313,7 @@ class Session {
   }
 
   const ConsoleOptions& options_;
-  ConsoleConnection& console_;
+  ConsoleLink& console_;
   const bool terminal_;
   bool writer_ = false;
   bool escaped_ = false;
@@ -303,12 +323,17 @@ class Session {
 }  // namespace
 
 bool is_console_command(int argc, char** argv) {
+  bool vm = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("-", 0) == 0) {
       if (arg.find('=') == std::string::npos &&
-          (arg == "--socket" || arg == "--history" || arg == "--wait"))
+          (arg == "--socket" || arg == "--history" || arg == "--wait" || arg == "--agent"))
         ++i;
+      continue;
+    }
+    if (arg == "vm" && !vm) {
+      vm = true;
       continue;
     }
     return arg == "console";
@@ -342,8 +367,14 @@ int run_console_command(int argc, char** argv) {
   for (int signal : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signal, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   try {
+    if (!options.vm.empty()) {
+      AgentConsole console(options.agent, options.vm, attach);
+      return Session(options, console, terminal).run();
+    }
     ConsoleConnection console(options.socket, attach, std::chrono::seconds(10));
     return Session(options, console, terminal).run();
+  } catch (const cluster::AgentCallError& e) {
+    return exit_of("vm console " + options.vm, e);
   } catch (const ConsoleRefused& e) {
     std::cerr << "keelctl: console: " << e.what() << '\n';
     return 1;

@@ -400,9 +400,9 @@ int run(const Command& command) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (keel::is_console_command(argc, argv)) return keel::run_console_command(argc, argv);
   if (keel::is_pool_command(argc, argv)) return keel::run_pool_command(argc, argv);
   if (keel::is_cluster_command(argc, argv)) return keel::run_cluster_command(argc, argv);
-  if (keel::is_console_command(argc, argv)) return keel::run_console_command(argc, argv);
   Command command;
   try {
     command = parse_command_line(argc, argv);

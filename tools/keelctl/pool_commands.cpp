@@ -77,16 +77,16 @@ struct UsageError {
   std::string message;
 };
 
-const std::set<std::string> kValued = {"--pool",          "--disk",      "--kernel", "--initrd",
-                                       "--cmdline",       "--image",     "--cpus",   "--memory",
-                                       "--disk-size",     "--hostname",  "--ip",     "--gateway",
-                                       "--ssh-key",       "--user-data", "--tap",    "--timeout",
-                                       "--from-snapshot", "--listen",    "--allow",  "--host",
-                                       "--storage-host",  "--agent",     "--wait",   "--to",
-                                       "--downtime-ms",   "--passive"};
+const std::set<std::string> kValued = {"--pool",          "--disk",      "--kernel",   "--initrd",
+                                       "--cmdline",       "--image",     "--cpus",     "--memory",
+                                       "--disk-size",     "--hostname",  "--ip",       "--gateway",
+                                       "--ssh-key",       "--user-data", "--tap",      "--timeout",
+                                       "--from-snapshot", "--listen",    "--allow",    "--host",
+                                       "--storage-host",  "--agent",     "--wait",     "--to",
+                                       "--downtime-ms",   "--passive",   "--bandwidth"};
 // Options of the cluster's VM commands (tools/keelctl/cluster_commands.h).
-const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent",  "--wait",
-                                            "--to",   "--downtime-ms",  "--passive"};
+const std::set<std::string> kClusterOnly = {"--host", "--storage-host", "--agent",   "--wait",
+                                            "--to",   "--downtime-ms",  "--passive", "--bandwidth"};
 const std::set<std::string> kFlags = {"--json", "--force"};
 
 struct Line {
@@ -444,12 +444,13 @@ int run_cluster_vm_line(const Line& line) {
     return run_cluster_vm(c);
   }
   const bool named = c.verb != "list";
-  const std::string usage = c.verb == "create"    ? "vm create NAME --image IMAGE [...]"
-                            : c.verb == "start"   ? "vm start NAME [--host HOST]"
-                            : c.verb == "stop"    ? "vm stop NAME [--timeout SEC] [--force]"
-                            : c.verb == "list"    ? "vm list"
-                            : c.verb == "migrate" ? "vm migrate NAME --to HOST [--downtime-ms MS]"
-                                                  : "vm " + c.verb + " NAME";
+  const std::string usage = c.verb == "create"  ? "vm create NAME --image IMAGE [...]"
+                            : c.verb == "start" ? "vm start NAME [--host HOST]"
+                            : c.verb == "stop"  ? "vm stop NAME [--timeout SEC] [--force]"
+                            : c.verb == "list"  ? "vm list"
+                            : c.verb == "migrate"
+                                ? "vm migrate NAME --to HOST [--downtime-ms MS] [--bandwidth MBPS]"
+                                : "vm " + c.verb + " NAME";
   expect_words(line, named ? 3 : 2, usage);
   if (named) c.name = line.words[2];
   if (c.verb == "create") c.spec = vm_spec(line);
@@ -470,6 +471,16 @@ int run_cluster_vm_line(const Line& line) {
       c.downtime_ms = static_cast<uint32_t>(v);
     } catch (const std::exception&) {
       throw UsageError{"invalid value for --downtime-ms: '" + *ms + "' (1 to 60000)"};
+    }
+  }
+  if (auto mbps = line.option("--bandwidth")) {
+    try {
+      size_t used = 0;
+      const unsigned long long v = std::stoull(*mbps, &used);
+      if (used != mbps->size() || v == 0 || v > 1000000) throw std::out_of_range(*mbps);
+      c.bandwidth_mbps = v;
+    } catch (const std::exception&) {
+      throw UsageError{"invalid value for --bandwidth: '" + *mbps + "' (MB/s, 1 to 1000000)"};
     }
   }
   return run_cluster_vm(c);
