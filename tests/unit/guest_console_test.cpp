@@ -154,6 +154,32 @@ TEST_F(ConsoleFixture, ViewersSeeTheHistoryAndWhatFollows) {
   EXPECT_EQ(read_until(all, "root\n"), "root\n");
 }
 
+// A guest printing a byte per exit at a UART's pace (here one byte every
+// 50 us or more, some 100 ms in all): its viewer gets it whole and in
+// order, in frames of the batch's 2 ms, not a frame per byte.
+TEST_F(ConsoleFixture, OutputPrintedByteByByteReachesViewersInBatches) {
+  auto viewer = attach(pb::ConsoleAttach());
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text.push_back(static_cast<char>('a' + i % 26));
+  text += "\n";
+  std::thread guest([&] {
+    for (char c : text) {
+      print(std::string(1, c));
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  });
+  std::string got;
+  size_t frames = 0;
+  pb::ConsoleOutput frame;
+  while (got.size() < text.size() && viewer.wait_for(frame, kWait)) {
+    got += frame.data();
+    ++frames;
+  }
+  guest.join();
+  EXPECT_EQ(got, text);
+  EXPECT_LT(frames, text.size() / 5) << "a frame per byte or so: output is not batched";
+}
+
 TEST_F(ConsoleFixture, OneWriterAndATakeoverThatIsTold) {
   auto first = attach(from_start(true));
   EXPECT_TRUE(first.attached().writer());

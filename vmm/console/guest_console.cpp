@@ -206,6 +206,7 @@ GuestConsole::GuestConsole(boost::asio::io_context& events, const std::string& s
       limits_(limits),
       log_(serial_path, events),
       history_(limits.history_bytes),
+      batch_timer_(events),
       idle_timer_(events) {}
 
 GuestConsole::~GuestConsole() {
@@ -218,18 +219,31 @@ void GuestConsole::put(uint8_t byte) {
     std::lock_guard guard(mutex_);
     history_.append({&byte, 1});
   }
-  if (!output_posted_.exchange(true)) {
-    boost::asio::post(events_, [this] {
-      output_posted_ = false;
-      on_output();
-    });
-  }
+  if (!output_posted_.exchange(true)) boost::asio::post(events_, [this] { on_output(); });
 }
 
+// output_posted_ stays set until the batch timer fires, so put() posts
+// nothing meanwhile; the timer sends what came in the batch's time.
 void GuestConsole::on_output() {
   if (finished_) return;
+  {
+    std::lock_guard guard(mutex_);
+    batch_end_ = history_.end();
+  }
   for (auto& client : clients_) client->send_due();
   arm_idle_flush();
+  batch_timer_.expires_after(limits_.output_batch);
+  batch_timer_.async_wait([this](error_code ec) {
+    if (ec || finished_) return;
+    output_posted_ = false;
+    uint64_t end = 0;
+    {
+      std::lock_guard guard(mutex_);
+      end = history_.end();
+    }
+    // Printed before the flag was cleared (put() posted nothing for it).
+    if (end != batch_end_ && !output_posted_.exchange(true)) on_output();
+  });
 }
 
 // The log's partial line is written once the guest printed nothing more for
@@ -429,6 +443,7 @@ void GuestConsole::finish(std::chrono::milliseconds grace) {
   log_.finish(grace);
   finished_ = true;
   idle_timer_.cancel();
+  batch_timer_.cancel();
   for (auto& client : clients_) client->close();
   clients_.clear();
   writer_.reset();

@@ -47,6 +47,11 @@ struct GuestConsoleLimits {
   // Output without its newline reaches the log once the guest printed
   // nothing for this long.
   std::chrono::milliseconds idle_flush{100};
+  // Output printed within this long of the last batch waits for the next:
+  // a guest printing a byte per exit wakes the event loop, and each
+  // viewer, at most once per batch, not once per byte; the first byte
+  // after a quiet spell goes out at once.
+  std::chrono::microseconds output_batch{2000};
 };
 
 class GuestConsole {
@@ -120,6 +125,8 @@ class GuestConsole {
   // Input accepted from writers, not yet in the FIFO: bytes, and -1 for a
   // BREAK. At most kInputQueue entries past which the writer is not read.
   std::deque<int16_t> input_;
+  boost::asio::steady_timer batch_timer_;
+  uint64_t batch_end_ = 0;  // history end when the last batch went out
   boost::asio::steady_timer idle_timer_;
   bool idle_armed_ = false;
   uint64_t idle_mark_ = 0;  // history end when the idle timer was armed
