@@ -4,16 +4,21 @@
 // a JSON line.
 //
 //   boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME]
-//              [--viewer SOCKET] -- CMD [ARGS...]
+//              [--viewer SOCKET] [--keep-going] [--run-timeout SEC] -- CMD [ARGS...]
 //
 // --ready: the console line that ends the measured time (default
 // "testos: ready "); --rss-at: read /proc/PID/status when this line appears
 // (default: none); --viewer: CMD serves keel-vmm's control socket at SOCKET
 // (--api-socket): every other run has a read-only console client attached
 // from the VMM's first moments, reading everything (keelctl console's path),
-// and the medians with and without it are compared. Run it through
-// tools/kvm-run so that it says where it ran.
+// and the medians with and without it are compared; --keep-going: a run
+// whose guest fails (no ready line within --run-timeout, default 600 s,
+// or a non-zero exit) is counted, kept apart from the medians and said,
+// and the runs go on (the box's nested guests fail now and then); without
+// it the first failure ends the bench. Run it through tools/kvm-run so that
+// it says where it ran.
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -123,7 +128,7 @@ double median(std::vector<double> v) {
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: boot_bench [--runs N] [--ready PREFIX] [--rss-at PREFIX] [--label NAME] "
-               "[--viewer SOCKET] -- CMD [ARGS...]\n");
+               "[--viewer SOCKET] [--keep-going] [--run-timeout SEC] -- CMD [ARGS...]\n");
   std::exit(2);
 }
 
@@ -131,7 +136,8 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   std::string ready = "testos: ready ", rss_at, label = "keel-vmm", viewer_socket;
-  int runs = 10;
+  int runs = 10, run_timeout_s = 600;
+  bool keep_going = false;
   std::vector<std::string> command;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -149,21 +155,32 @@ int main(int argc, char** argv) {
       label = next();
     else if (a == "--viewer")
       viewer_socket = next();
+    else if (a == "--keep-going")
+      keep_going = true;
+    else if (a == "--run-timeout")
+      run_timeout_s = std::atoi(next().c_str());
     else if (a == "--") {
       command.assign(argv + i + 1, argv + argc);
       break;
     } else
       usage();
   }
-  if (command.empty() || runs < 1) usage();
+  if (command.empty() || runs < 1 || run_timeout_s < 1) usage();
   const char* where_env = std::getenv("KEEL_KVM_WHERE");
   std::string where = where_env ? where_env : "direct";
 
   std::vector<double> ready_ms, own_kib, viewed_ms;
+  int failed = 0, failed_viewed = 0;
+  // A failed run: the bench ends, or (--keep-going) it is counted.
+  const auto run_failed = [&](bool viewed) {
+    if (!keep_going) std::exit(1);
+    ++(viewed ? failed_viewed : failed);
+  };
   // With --viewer, runs alternate: without a client, then with one.
   const int total = viewer_socket.empty() ? runs : 2 * runs;
   for (int r = 0; r < total; ++r) {
     const bool viewed = !viewer_socket.empty() && r % 2 == 1;
+    const int run = r / (viewer_socket.empty() ? 1 : 2);  // as printed
     keel::ChildProcess::Options options;
     options.capture_stdout = true;
     auto start = Clock::now();
@@ -171,18 +188,25 @@ int main(int argc, char** argv) {
     std::optional<Viewer> viewer;
     if (viewed) viewer.emplace(viewer_socket, start + std::chrono::seconds(60));
     std::string buffer;
-    if (!wait_for_line(child.stdout_fd(), buffer, ready, 600000)) {
-      std::fprintf(stderr, "boot_bench: %s run %d: no line '%s' (exit %d)\n", label.c_str(), r,
-                   ready.c_str(), child.wait());
-      return 1;
+    if (!wait_for_line(child.stdout_fd(), buffer, ready, run_timeout_s * 1000)) {
+      // Its output ended before the time was up: the VMM is ending.
+      const bool ended = Clock::now() - start < std::chrono::seconds(run_timeout_s);
+      if (!ended) child.signal(SIGKILL);
+      const int code = child.wait();
+      std::fprintf(
+          stderr, "boot_bench: %s run %d%s: no line '%s' (%s)\n", label.c_str(), run,
+          viewed ? " (console viewer)" : "", ready.c_str(),
+          ended ? ("the VMM ended, exit " + std::to_string(code)).c_str() : "stalled: killed");
+      run_failed(viewed);
+      continue;
     }
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     (viewed ? viewed_ms : ready_ms).push_back(ms);
-    std::printf("%s run %d%s: ready %.2f ms", label.c_str(), r / (viewer_socket.empty() ? 1 : 2),
+    std::printf("%s run %d%s: ready %.2f ms", label.c_str(), run,
                 viewer_socket.empty() ? "" : (viewed ? " (console viewer)" : " (no viewer)"), ms);
     if (!rss_at.empty()) {
       if (!wait_for_line(child.stdout_fd(), buffer, rss_at, 600000)) {
-        std::fprintf(stderr, "\nboot_bench: %s run %d: no line '%s'\n", label.c_str(), r,
+        std::fprintf(stderr, "\nboot_bench: %s run %d: no line '%s'\n", label.c_str(), run,
                      rss_at.c_str());
         return 1;
       }
@@ -197,23 +221,37 @@ int main(int argc, char** argv) {
     drain(child.stdout_fd());
     int code = child.wait();
     if (code != 0) {
-      std::fprintf(stderr, "boot_bench: %s run %d: exited %d\n", label.c_str(), r, code);
-      return 1;
+      std::fprintf(stderr, "boot_bench: %s run %d%s: exited %d\n", label.c_str(), run,
+                   viewed ? " (console viewer)" : "", code);
+      (viewed ? viewed_ms : ready_ms).pop_back();  // not a run that went well
+      if (!rss_at.empty()) own_kib.pop_back();
+      run_failed(viewed);
+      continue;
     }
     if (viewer) {
       const uint64_t seen = viewer->bytes();
       const bool attached = viewer->attached();
       viewer.reset();
       if (!attached || seen == 0) {
-        std::fprintf(stderr, "boot_bench: %s run %d: the console viewer %s\n", label.c_str(), r,
+        std::fprintf(stderr, "boot_bench: %s run %d: the console viewer %s\n", label.c_str(), run,
                      attached ? "was sent nothing" : "could not attach");
         return 1;
       }
     }
   }
+  if (ready_ms.empty() || (!viewer_socket.empty() && viewed_ms.empty())) {
+    std::fprintf(stderr, "boot_bench: no run reached the ready line\n");
+    return 1;
+  }
+  if (keep_going)
+    std::printf("%s failed runs: %d of %d%s\n", label.c_str(), failed, runs,
+                viewer_socket.empty() ? ""
+                                      : (" without a viewer, " + std::to_string(failed_viewed) +
+                                         " of " + std::to_string(runs) + " with one")
+                                            .c_str());
   double med = median(ready_ms);
   std::printf("%s boot to ready line (%s, %d runs): median %.2f ms, min %.2f, max %.2f\n",
-              label.c_str(), where.c_str(), runs, med,
+              label.c_str(), where.c_str(), static_cast<int>(ready_ms.size()), med,
               *std::min_element(ready_ms.begin(), ready_ms.end()),
               *std::max_element(ready_ms.begin(), ready_ms.end()));
   std::string rss_json;
@@ -229,15 +267,17 @@ int main(int argc, char** argv) {
     std::printf(
         "%s boot to ready line with a console viewer (%s, %d runs): median %.2f ms, "
         "min %.2f, max %.2f; %.3f x without\n",
-        label.c_str(), where.c_str(), runs, with,
+        label.c_str(), where.c_str(), static_cast<int>(viewed_ms.size()), with,
         *std::min_element(viewed_ms.begin(), viewed_ms.end()),
         *std::max_element(viewed_ms.begin(), viewed_ms.end()), with / med);
-    viewer_json = ",\"viewer_ready_ms_median\":" + std::to_string(with) +
+    viewer_json = ",\"viewer_failed_runs\":" + std::to_string(failed_viewed) +
+                  ",\"viewer_ready_ms_median\":" + std::to_string(with) +
                   ",\"viewer_ratio\":" + std::to_string(with / med);
   }
   std::printf(
       "{\"bench\":\"boot\",\"label\":\"%s\",\"where\":\"%s\",\"runs\":%d,"
-      "\"ready_ms_median\":%.3f%s%s}\n",
-      label.c_str(), where.c_str(), runs, med, rss_json.c_str(), viewer_json.c_str());
+      "\"ready_ms_median\":%.3f,\"failed_runs\":%d%s%s}\n",
+      label.c_str(), where.c_str(), static_cast<int>(ready_ms.size()), med, failed + failed_viewed,
+      rss_json.c_str(), viewer_json.c_str());
   return 0;
 }

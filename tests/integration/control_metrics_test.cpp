@@ -98,8 +98,10 @@ TEST(ControlMetrics, DiskCountersMatchWhatTheGuestWroteAndPromtoolAcceptsThem) {
   EXPECT_EQ(value(m, "keel_vm_running"), 1);
 
   // A pause is counted, with its time.
-  ASSERT_EQ(vmm.keelctl({"pause"}).exit_code, 0);
-  ASSERT_EQ(vmm.keelctl({"resume"}).exit_code, 0);
+  for (const char* step : {"pause", "resume"}) {
+    const CommandResult r = vmm.keelctl({step});
+    ASSERT_EQ(r.exit_code, 0) << step << ": " << r.out << r.err << vmm.describe();
+  }
   const pb::MetricsResult after = metrics(vmm);
   EXPECT_EQ(value(after, "keel_vm_pauses_total"), 1);
   EXPECT_GT(value(after, "keel_vm_paused_seconds_total"), 0);
