@@ -276,6 +276,9 @@ MachineStop Machine::run(std::function<void()> started) {
     // Answers on their way (these, a migration's) get out before the close.
     events_.run_for(std::chrono::milliseconds(
         waiting.empty() && stop.reason != StopReason::kMigrated ? 0 : 500));
+    // Whatever is ready (a console client's write that completed) runs, so
+    // that the console's finish can send its last batch to every client.
+    events_.poll();
     control_.reset();
   }
   // The stop's event (and any before it) to the log and the subscribers,

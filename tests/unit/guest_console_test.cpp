@@ -154,14 +154,22 @@ TEST_F(ConsoleFixture, ViewersSeeTheHistoryAndWhatFollows) {
   EXPECT_EQ(read_until(all, "root\n"), "root\n");
 }
 
-// A guest printing a byte per exit at a UART's pace (here one byte every
-// 50 us or more, some 100 ms in all): its viewer gets it whole and in
-// order, in frames of the batch's 2 ms, not a frame per byte.
-TEST_F(ConsoleFixture, OutputPrintedByteByByteReachesViewersInBatches) {
+// Batches of 20 ms here: long enough to tell from a frame per byte however
+// slowly a loaded machine runs the test.
+struct SlowBatches : ConsoleFixture {
+  SlowBatches()
+      : ConsoleFixture(GuestConsoleLimits{.output_batch = std::chrono::milliseconds(20)}) {}
+};
+
+// A guest printing a byte per exit at a UART's pace (a byte every 50 us or
+// more, 100 ms or more in all): its viewer gets it whole and in order, a
+// frame or two per batch, not a frame per byte.
+TEST_F(SlowBatches, OutputPrintedByteByByteReachesViewersInBatches) {
   auto viewer = attach(pb::ConsoleAttach());
   std::string text;
   for (int i = 0; i < 2000; ++i) text.push_back(static_cast<char>('a' + i % 26));
   text += "\n";
+  const auto begin = std::chrono::steady_clock::now();
   std::thread guest([&] {
     for (char c : text) {
       print(std::string(1, c));
@@ -176,8 +184,30 @@ TEST_F(ConsoleFixture, OutputPrintedByteByByteReachesViewersInBatches) {
     ++frames;
   }
   guest.join();
+  const auto batches = (std::chrono::steady_clock::now() - begin) / limits_.output_batch + 1;
   EXPECT_EQ(got, text);
+  EXPECT_LE(frames, static_cast<size_t>(2 * batches + 2)) << "over " << batches << " batches";
   EXPECT_LT(frames, text.size() / 5) << "a frame per byte or so: output is not batched";
+}
+
+// Batches that never end by themselves: only the console's finish sends.
+struct EndlessBatches : ConsoleFixture {
+  EndlessBatches() : ConsoleFixture(GuestConsoleLimits{.output_batch = std::chrono::hours(1)}) {}
+};
+
+// What the guest printed last, in a batch not yet sent when the VM stops,
+// reaches the viewers before the console closes.
+TEST_F(EndlessBatches, TheLastBatchReachesViewersAtTheEnd) {
+  auto viewer = attach(pb::ConsoleAttach());
+  print("$");  // a byte after a quiet spell: out at once, and the batch begins
+  EXPECT_EQ(read_until(viewer, "$"), "$");
+  on_loop([] {});                 // that write's completion has run: nothing is left to send
+  print("reboot: Power down\n");  // in the batch, which never ends
+  on_loop([this] { console_->finish(std::chrono::seconds(1)); });
+  std::string got;
+  pb::ConsoleOutput frame;
+  while (viewer.wait_for(frame, kWait)) got += frame.data();
+  EXPECT_EQ(got, "reboot: Power down\n");
 }
 
 TEST_F(ConsoleFixture, OneWriterAndATakeoverThatIsTold) {

@@ -441,6 +441,9 @@ void GuestConsole::restore(const state::v1::ConsoleState& state) {
 
 void GuestConsole::finish(std::chrono::milliseconds grace) {
   log_.finish(grace);
+  // The guest's last words (a batch not yet sent when the event loop
+  // stopped): a client's socket takes them at once if it has room.
+  for (auto& client : clients_) client->send_due();
   finished_ = true;
   idle_timer_.cancel();
   batch_timer_.cancel();

@@ -48,9 +48,9 @@ struct GuestConsoleLimits {
   // nothing for this long.
   std::chrono::milliseconds idle_flush{100};
   // Output printed within this long of the last batch waits for the next:
-  // a guest printing a byte per exit wakes the event loop, and each
-  // viewer, at most once per batch, not once per byte; the first byte
-  // after a quiet spell goes out at once.
+  // a guest printing a byte per exit wakes the event loop about once per
+  // batch, not once per byte, and each viewer gets a frame or two per
+  // batch; the first byte after a quiet spell goes out at once.
   std::chrono::microseconds output_batch{2000};
 };
 
