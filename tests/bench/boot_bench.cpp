@@ -165,16 +165,16 @@ int main(int argc, char** argv) {
     } else
       usage();
   }
-  if (command.empty() || runs < 1 || run_timeout_s < 1) usage();
+  if (command.empty() || runs < 1 || run_timeout_s < 1 || run_timeout_s > 86400) usage();
   const char* where_env = std::getenv("KEEL_KVM_WHERE");
   std::string where = where_env ? where_env : "direct";
 
   std::vector<double> ready_ms, own_kib, viewed_ms;
   int failed = 0, failed_viewed = 0;
-  // A failed run: the bench ends, or (--keep-going) it is counted.
-  const auto run_failed = [&](bool viewed) {
-    if (!keep_going) std::exit(1);
-    ++(viewed ? failed_viewed : failed);
+  // A failed run: counted (--keep-going), or the bench ends (false).
+  const auto count_failed = [&](bool viewed) {
+    if (keep_going) ++(viewed ? failed_viewed : failed);
+    return keep_going;
   };
   // With --viewer, runs alternate: without a client, then with one.
   const int total = viewer_socket.empty() ? runs : 2 * runs;
@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
           stderr, "boot_bench: %s run %d%s: no line '%s' (%s)\n", label.c_str(), run,
           viewed ? " (console viewer)" : "", ready.c_str(),
           ended ? ("the VMM ended, exit " + std::to_string(code)).c_str() : "stalled: killed");
-      run_failed(viewed);
+      if (!count_failed(viewed)) return 1;
       continue;
     }
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -225,7 +225,7 @@ int main(int argc, char** argv) {
                    viewed ? " (console viewer)" : "", code);
       (viewed ? viewed_ms : ready_ms).pop_back();  // not a run that went well
       if (!rss_at.empty()) own_kib.pop_back();
-      run_failed(viewed);
+      if (!count_failed(viewed)) return 1;
       continue;
     }
     if (viewer) {
