@@ -273,11 +273,12 @@ MachineStop Machine::run(std::function<void()> started) {
     }
     for (auto& reply : waiting) reply(stopped_response(stop, shutdown_started_));
     events_.restart();
-    // Answers on their way (these, a migration's) get out before the close.
-    events_.run_for(std::chrono::milliseconds(
-        waiting.empty() && stop.reason != StopReason::kMigrated ? 0 : 500));
-    // Whatever is ready (a console client's write that completed) runs, so
-    // that the console's finish can send its last batch to every client.
+    // Answers on their way (these, a migration's) get out before the close;
+    // and whatever is ready (a console client's write that completed) runs,
+    // so that the console's finish can send its last batch to every client.
+    if (!waiting.empty() || stop.reason == StopReason::kMigrated) {
+      events_.run_for(std::chrono::milliseconds(500));
+    }
     events_.poll();
     control_.reset();
   }
